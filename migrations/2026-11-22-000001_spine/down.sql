@@ -1,0 +1,3 @@
+DROP TABLE event_ledger;
+DROP TABLE id_map;
+DROP TABLE customers;

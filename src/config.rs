@@ -1,0 +1,310 @@
+//! Configuration from environment variables (and `.env` when present).
+//!
+//! Each process loads only the sections it needs, so a missing variable is
+//! reported by name by the process that actually needs it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::kafka::topics;
+use crate::stripe::{client, signature};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("missing required environment variable {0}")]
+    Missing(&'static str),
+    #[error("invalid value for environment variable {name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// A snapshot of the environment. Tests build one from pairs.
+#[derive(Clone, Default)]
+pub struct Env(HashMap<String, String>);
+
+impl Env {
+    /// Reads `.env` (if any) into the process environment, then snapshots it.
+    pub fn load() -> Self {
+        let _ = dotenvy::dotenv();
+        Self(std::env::vars().collect())
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> Result<&str, ConfigError> {
+        self.get(name).ok_or(ConfigError::Missing(name))
+    }
+
+    fn or<'a>(&'a self, name: &str, default: &'a str) -> &'a str {
+        self.get(name).unwrap_or(default)
+    }
+
+    fn parsed<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: SecretString,
+    pub pool_size: u32,
+}
+
+impl DatabaseConfig {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: SecretString::from(env.required("DATABASE_URL")?.to_owned()),
+            pool_size: env.parsed("DATABASE_POOL_SIZE", 8)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub events_topic: String,
+    pub topic_partitions: i32,
+    pub replication_factor: i32,
+    /// How long a produce may wait for the broker's ack before the webhook
+    /// answers 503 (Stripe then retries).
+    pub produce_timeout: Duration,
+}
+
+impl KafkaConfig {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        let partitions: i32 = env.parsed("KAFKA_TOPIC_PARTITIONS", 6)?;
+        if partitions < 1 {
+            return Err(ConfigError::Invalid {
+                name: "KAFKA_TOPIC_PARTITIONS",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            brokers: env.required("KAFKA_BROKERS")?.to_owned(),
+            events_topic: env
+                .or("STRIPE_EVENTS_TOPIC", topics::STRIPE_EVENTS)
+                .to_owned(),
+            topic_partitions: partitions,
+            replication_factor: env.parsed("KAFKA_REPLICATION_FACTOR", 1)?,
+            produce_timeout: Duration::from_millis(env.parsed("KAFKA_PRODUCE_TIMEOUT_MS", 5000)?),
+        })
+    }
+
+    pub fn dead_letter_topic(&self) -> String {
+        topics::dead_letter_for(&self.events_topic)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub secrets: Vec<SecretString>,
+    pub tolerance_secs: i64,
+    pub max_body_bytes: u64,
+}
+
+impl WebhookConfig {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        let secrets: Vec<SecretString> = env
+            .required("STRIPE_WEBHOOK_SECRET")?
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| SecretString::from(s.to_owned()))
+            .collect();
+        if secrets.is_empty() {
+            return Err(ConfigError::Missing("STRIPE_WEBHOOK_SECRET"));
+        }
+        Ok(Self {
+            secrets,
+            tolerance_secs: env.parsed(
+                "STRIPE_WEBHOOK_TOLERANCE_SECS",
+                signature::DEFAULT_TOLERANCE_SECS,
+            )?,
+            max_body_bytes: env.parsed("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StripeApiConfig {
+    pub api_key: SecretString,
+    pub api_base: String,
+    pub api_version: String,
+    pub timeout: Duration,
+}
+
+impl StripeApiConfig {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        let api_base = env
+            .or("STRIPE_API_BASE", client::DEFAULT_API_BASE)
+            .to_owned();
+        if !(api_base.starts_with("http://") || api_base.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                name: "STRIPE_API_BASE",
+                reason: "must start with http:// or https://".into(),
+            });
+        }
+        Ok(Self {
+            api_key: SecretString::from(env.required("STRIPE_API_KEY")?.to_owned()),
+            api_base,
+            api_version: env
+                .or("STRIPE_API_VERSION", client::DEFAULT_API_VERSION)
+                .to_owned(),
+            timeout: Duration::from_millis(env.parsed("STRIPE_API_TIMEOUT_MS", 10_000)?),
+        })
+    }
+
+    pub fn client(&self) -> anyhow::Result<client::StripeClient> {
+        client::StripeClient::new(
+            &self.api_base,
+            self.api_key.clone(),
+            &self.api_version,
+            self.timeout,
+        )
+    }
+}
+
+/// `stripe-sync serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen_addr: SocketAddr,
+    pub database: DatabaseConfig,
+    pub kafka: KafkaConfig,
+    pub webhook: WebhookConfig,
+}
+
+impl ServeConfig {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            listen_addr: env.parsed("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            database: DatabaseConfig::load(env)?,
+            kafka: KafkaConfig::load(env)?,
+            webhook: WebhookConfig::load(env)?,
+        })
+    }
+}
+
+/// `workers/stripe-inbound`.
+#[derive(Debug, Clone)]
+pub struct InboundConfig {
+    pub database: DatabaseConfig,
+    pub kafka: KafkaConfig,
+    pub stripe: StripeApiConfig,
+    pub consumer_group: String,
+    /// Messages applied in one Postgres transaction, at most.
+    pub batch_size: usize,
+    /// How long to wait for more messages to fill a batch once one arrived.
+    pub batch_wait: Duration,
+}
+
+impl InboundConfig {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        let batch_size: usize = env.parsed("INBOUND_BATCH_SIZE", 500)?;
+        if batch_size == 0 {
+            return Err(ConfigError::Invalid {
+                name: "INBOUND_BATCH_SIZE",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            database: DatabaseConfig::load(env)?,
+            kafka: KafkaConfig::load(env)?,
+            stripe: StripeApiConfig::load(env)?,
+            consumer_group: env
+                .or("INBOUND_CONSUMER_GROUP", "stripe-sync.stripe-inbound")
+                .to_owned(),
+            batch_size,
+            batch_wait: Duration::from_millis(env.parsed("INBOUND_BATCH_WAIT_MS", 5)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_required_variable_is_named() {
+        let env = Env::from_pairs([
+            ("DATABASE_URL", "postgres://x"),
+            ("KAFKA_BROKERS", "b:9092"),
+        ]);
+        let err = ServeConfig::load(&env).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("STRIPE_WEBHOOK_SECRET"));
+        assert_eq!(
+            err.to_string(),
+            "missing required environment variable STRIPE_WEBHOOK_SECRET"
+        );
+    }
+
+    #[test]
+    fn several_webhook_secrets_and_defaults() {
+        let env = Env::from_pairs([
+            ("DATABASE_URL", "postgres://x"),
+            ("KAFKA_BROKERS", "b:9092"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_new, whsec_old"),
+        ]);
+        let cfg = ServeConfig::load(&env).unwrap();
+        assert_eq!(cfg.webhook.secrets.len(), 2);
+        assert_eq!(cfg.kafka.events_topic, "stripe.events.v1");
+        assert_eq!(cfg.kafka.dead_letter_topic(), "stripe.events.v1.dlq");
+        assert_eq!(cfg.listen_addr.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let env = Env::from_pairs([
+            ("DATABASE_URL", "postgres://x"),
+            ("KAFKA_BROKERS", "b:9092"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec"),
+            ("LISTEN_ADDR", "nope"),
+        ]);
+        assert!(matches!(
+            ServeConfig::load(&env),
+            Err(ConfigError::Invalid {
+                name: "LISTEN_ADDR",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let env = Env::from_pairs([
+            ("DATABASE_URL", "postgres://user:pw-secret@h/db"),
+            ("KAFKA_BROKERS", "b:9092"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_topsecret"),
+            ("STRIPE_API_KEY", "sk_test_topsecret"),
+        ]);
+        let printed = format!(
+            "{:?} {:?}",
+            ServeConfig::load(&env).unwrap(),
+            InboundConfig::load(&env).unwrap()
+        );
+        for secret in ["pw-secret", "whsec_topsecret", "sk_test_topsecret"] {
+            assert!(!printed.contains(secret), "{secret} leaked: {printed}");
+        }
+    }
+}

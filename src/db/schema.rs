@@ -1,0 +1,46 @@
+// @generated shape, kept in step with migrations/ by hand (or `diesel print-schema`).
+
+diesel::table! {
+    customers (id) {
+        id -> Uuid,
+        email -> Nullable<Text>,
+        name -> Nullable<Text>,
+        phone -> Nullable<Text>,
+        description -> Nullable<Text>,
+        metadata -> Jsonb,
+        stripe_object -> Nullable<Jsonb>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    id_map (service, account, entity, external_id) {
+        service -> Text,
+        account -> Text,
+        entity -> Text,
+        external_id -> Text,
+        local_id -> Uuid,
+        remote_version -> Int8,
+        remote_event_id -> Nullable<Text>,
+        remote_deleted -> Bool,
+        synced_at -> Timestamptz,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    event_ledger (service, account, event_id) {
+        service -> Text,
+        account -> Text,
+        event_id -> Text,
+        event_type -> Text,
+        object_id -> Text,
+        event_created -> Int8,
+        outcome -> Text,
+        processed_at -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(customers, id_map, event_ledger);

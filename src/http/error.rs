@@ -1,0 +1,91 @@
+//! The one API error type and the one place rejections become JSON
+//! `{"error":{"code","message"}}` (invariant 9).
+
+use std::convert::Infallible;
+
+use warp::http::StatusCode;
+use warp::reject::Rejection;
+use warp::reply::{json, with_status, Reply};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl warp::reject::Reject for ApiError {}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 5xx: the cause is logged once here; the client gets a generic text.
+    pub fn unavailable(code: &'static str, cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, code, "request failed");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code,
+            "a dependency is unavailable; retry later",
+        )
+    }
+
+    pub fn into_response(self) -> warp::reply::Response {
+        with_status(
+            json(&serde_json::json!({"error": {"code": self.code, "message": self.message}})),
+            self.status,
+        )
+        .into_response()
+    }
+}
+
+/// Turns every rejection (ours and warp's) into the JSON error shape.
+pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
+    use warp::reject;
+    let err = if let Some(e) = rejection.find::<ApiError>() {
+        ApiError::new(e.status, e.code, e.message.clone())
+    } else if rejection.is_not_found() {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    } else if rejection.find::<reject::PayloadTooLarge>().is_some() {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is too large",
+        )
+    } else if rejection.find::<reject::LengthRequired>().is_some() {
+        ApiError::new(
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "a Content-Length header is required",
+        )
+    } else if rejection.find::<reject::MethodNotAllowed>().is_some() {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route",
+        )
+    } else if rejection.find::<reject::UnsupportedMediaType>().is_some() {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "unsupported content type",
+        )
+    } else if let Some(e) = rejection.find::<reject::InvalidHeader>() {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_header", e.to_string())
+    } else if let Some(e) = rejection.find::<reject::InvalidQuery>() {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string())
+    } else {
+        tracing::error!(rejection = ?rejection, "unhandled rejection");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    };
+    Ok(err.into_response())
+}

@@ -1,0 +1,54 @@
+//! `GET /healthz` (the process answers) and `GET /readyz` (its
+//! dependencies answer).
+
+use std::time::Duration;
+
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use crate::db::{self, PgPool};
+use crate::kafka::EventProducer;
+
+pub fn routes(
+    pool: PgPool,
+    producer: EventProducer,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
+    let readyz = warp::path!("readyz").and(warp::get()).then(move || {
+        let (pool, producer) = (pool.clone(), producer.clone());
+        async move { readiness(pool, producer).await }
+    });
+    healthz.or(readyz).unify()
+}
+
+async fn readiness(pool: PgPool, producer: EventProducer) -> warp::reply::Response {
+    let checks = tokio::task::spawn_blocking(move || {
+        let postgres = db::ping(&pool).map_err(|e| format!("{e:#}"));
+        let kafka = producer
+            .check_reachable(Duration::from_secs(2))
+            .map_err(|e| e.to_string());
+        (postgres, kafka)
+    })
+    .await;
+    let (postgres, kafka) = checks.unwrap_or_else(|e| (Err(e.to_string()), Err(e.to_string())));
+    let ready = postgres.is_ok() && kafka.is_ok();
+    let label = |r: &Result<(), String>| match r {
+        Ok(()) => "ok",
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            "unreachable"
+        }
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {"postgres": label(&postgres), "kafka": label(&kafka)},
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}

@@ -1,0 +1,46 @@
+//! The HTTP surface of `stripe-sync serve`.
+
+pub mod error;
+pub mod health;
+pub mod webhook;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use warp::{Filter, Reply};
+
+use crate::db::PgPool;
+use crate::ingest::WebhookIngest;
+use crate::kafka::EventProducer;
+
+/// Everything the routes need, built once by [`crate::serve::run`].
+#[derive(Clone)]
+pub struct AppState {
+    pub ingest: Arc<WebhookIngest>,
+    pub pool: PgPool,
+    pub producer: EventProducer,
+    pub max_body_bytes: u64,
+}
+
+pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    webhook::route(state.ingest.clone(), state.max_body_bytes)
+        .or(health::routes(state.pool.clone(), state.producer.clone()))
+        .unify()
+        .recover(error::recover)
+        .with(warp::trace::request())
+}
+
+/// Binds (port 0 picks a free port) and returns the bound address and the
+/// server future, which completes after `shutdown` once in-flight requests
+/// have finished.
+pub fn bind(
+    state: AppState,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
+    let (bound, server) = warp::serve(routes(state))
+        .try_bind_with_graceful_shutdown(addr, async move { shutdown.cancelled().await })?;
+    Ok((bound, server))
+}

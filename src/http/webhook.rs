@@ -1,0 +1,61 @@
+//! `POST /webhooks/stripe`.
+
+use std::sync::Arc;
+
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use super::error::ApiError;
+use crate::ingest::{IngestError, WebhookIngest};
+
+pub fn route(
+    ingest: Arc<WebhookIngest>,
+    max_body_bytes: u64,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("webhooks" / "stripe")
+        .and(warp::post())
+        .and(warp::header::optional::<String>("stripe-signature"))
+        .and(warp::body::content_length_limit(max_body_bytes))
+        .and(warp::body::bytes())
+        .and_then(move |signature: Option<String>, body: bytes::Bytes| {
+            let ingest = ingest.clone();
+            async move { handle(&ingest, signature.as_deref(), &body).await }
+        })
+}
+
+async fn handle(
+    ingest: &WebhookIngest,
+    signature: Option<&str>,
+    body: &[u8],
+) -> Result<warp::reply::Response, Rejection> {
+    match ingest.ingest(signature, body).await {
+        Ok(receipt) => {
+            tracing::debug!(
+                stripe.event_id = %receipt.event_id, stripe.event_type = %receipt.event_type,
+                kafka.partition = receipt.delivered.partition, kafka.offset = receipt.delivered.offset,
+                "webhook accepted"
+            );
+            Ok(
+                warp::reply::json(&serde_json::json!({"received": true, "id": receipt.event_id}))
+                    .into_response(),
+            )
+        }
+        Err(IngestError::Signature(e)) => {
+            tracing::info!(reason = e.code(), "webhook rejected");
+            Err(warp::reject::custom(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                e.code(),
+                e.to_string(),
+            )))
+        }
+        Err(IngestError::NotAnEvent(e)) => Err(warp::reject::custom(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_event",
+            e.to_string(),
+        ))),
+        Err(IngestError::Unavailable(e)) => Err(warp::reject::custom(ApiError::unavailable(
+            "event_store_unavailable",
+            &e,
+        ))),
+    }
+}

@@ -1,0 +1,153 @@
+//! `workers/stripe-inbound`: applies `stripe.events.v1` to Postgres.
+
+use std::sync::Arc;
+
+use diesel::Connection;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{self, ApplyError, RemoteReader};
+use crate::config::InboundConfig;
+use crate::db::{self, PgPool};
+use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
+use crate::kafka::{admin, EventProducer};
+use crate::stripe::{RemoteObject, StripeClient, StripeEvent};
+
+/// Applies a batch of events in one Postgres transaction, each inside its
+/// own savepoint so a permanently failing event is dead-lettered without
+/// undoing its neighbours.
+pub struct InboundHandler {
+    pool: PgPool,
+    remote: Arc<dyn RemoteReader>,
+}
+
+impl InboundHandler {
+    pub fn new(pool: PgPool, remote: Arc<dyn RemoteReader>) -> Self {
+        Self { pool, remote }
+    }
+}
+
+impl BatchHandler for InboundHandler {
+    fn handle(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, Transient> {
+        let events: Vec<Result<StripeEvent, String>> = batch.iter().map(parse_delivery).collect();
+        let mut conn = self.pool.get()?;
+        let result = conn.transaction::<_, ApplyError, _>(|conn| {
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for (delivery, event) in batch.iter().zip(&events) {
+                let event = match event {
+                    Ok(e) => e,
+                    Err(reason) => {
+                        outcomes.push(Outcome::DeadLetter(reason.clone()));
+                        continue;
+                    }
+                };
+                match conn.transaction(|conn| {
+                    apply::apply_stripe_event(conn, self.remote.as_ref(), event)
+                }) {
+                    Ok(applied) => {
+                        tracing::debug!(
+                            stripe.event_id = %event.id, stripe.event_type = %event.kind,
+                            kafka.partition = delivery.partition, kafka.offset = delivery.offset,
+                            outcome = applied.as_str(), "event applied"
+                        );
+                        outcomes.push(Outcome::Done);
+                    }
+                    Err(ApplyError::Permanent(reason)) => outcomes.push(Outcome::DeadLetter(
+                        format!("{} {}: {reason}", event.kind, event.id),
+                    )),
+                    Err(transient) => return Err(transient),
+                }
+            }
+            Ok(outcomes)
+        });
+        match result {
+            Ok(outcomes) => Ok(outcomes),
+            Err(ApplyError::Transient {
+                source,
+                retry_after,
+            }) => Err(Transient {
+                error: source,
+                retry_after,
+            }),
+            // A permanent error escaping the per-event savepoints comes from
+            // the batch transaction itself (BEGIN/COMMIT): retry, never skip.
+            Err(ApplyError::Permanent(reason)) => Err(Transient::from(anyhow::anyhow!(reason))),
+        }
+    }
+}
+
+/// Parses a message into an event; an error here is permanent.
+fn parse_delivery(d: &Delivery) -> Result<StripeEvent, String> {
+    let payload = d.payload.as_deref().ok_or("message has no payload")?;
+    // Postgres jsonb cannot store U+0000; refuse it here rather than let
+    // the database refuse it on every retry.
+    if payload.windows(6).any(|w| w == b"\\u0000") {
+        return Err("payload contains \\u0000, which Postgres cannot store".into());
+    }
+    StripeEvent::parse(payload).map_err(|e| e.to_string())
+}
+
+/// Re-reads objects from the Stripe API, bridging from the blocking apply
+/// thread into the async client.
+pub struct StripeRemote {
+    client: StripeClient,
+    runtime: tokio::runtime::Handle,
+}
+
+impl StripeRemote {
+    pub fn new(client: StripeClient, runtime: tokio::runtime::Handle) -> Self {
+        Self { client, runtime }
+    }
+}
+
+impl RemoteReader for StripeRemote {
+    fn current(
+        &self,
+        account: &str,
+        collection: &str,
+        id: &str,
+    ) -> Result<RemoteObject, ApplyError> {
+        self.runtime
+            .block_on(self.client.retrieve(account, collection, id))
+            .map_err(|e| match e {
+                e if e.is_transient() => ApplyError::Transient {
+                    retry_after: e.retry_after(),
+                    source: e.into(),
+                },
+                // A rejected key is a configuration problem, not a property
+                // of the event: wait for an operator instead of dead-lettering.
+                e @ crate::stripe::StripeError::Api {
+                    status: 401 | 403, ..
+                } => ApplyError::transient(e),
+                e => ApplyError::Permanent(e.to_string()),
+            })
+    }
+}
+
+pub async fn run(cfg: InboundConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pool = db::pool(&cfg.database);
+    {
+        let pool = pool.clone();
+        tokio::task::spawn_blocking(move || db::ensure_migrated(&pool)).await??;
+    }
+    let kafka = &cfg.kafka;
+    let dead_letter_topic = kafka.dead_letter_topic();
+    admin::ensure_topics(
+        &kafka.brokers,
+        &[&kafka.events_topic, &dead_letter_topic],
+        kafka.topic_partitions,
+        kafka.replication_factor,
+    )
+    .await?;
+    let producer = EventProducer::new(&kafka.brokers, kafka.produce_timeout)?;
+    let remote = StripeRemote::new(cfg.stripe.client()?, tokio::runtime::Handle::current());
+    let handler = Arc::new(InboundHandler::new(pool, Arc::new(remote)));
+    let settings = ConsumeSettings {
+        brokers: kafka.brokers.clone(),
+        group: cfg.consumer_group.clone(),
+        topic: kafka.events_topic.clone(),
+        dead_letter_topic,
+        batch_size: cfg.batch_size,
+        batch_wait: cfg.batch_wait,
+    };
+    consumer::run(settings, handler, producer, shutdown).await
+}

@@ -1,0 +1,309 @@
+//! The at-least-once consume loop every worker runs.
+//!
+//! Contract (invariant 3): an offset is stored for commit only after the
+//! handler's Postgres transaction for that message has committed, or after
+//! the message is safely on the dead-letter topic. Transient failures retry
+//! the same batch with backoff and never skip it. One task processes
+//! messages in poll order, so each partition is handled in order.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::envelope::{self, HeaderList};
+use super::producer::EventProducer;
+use crate::retry::Backoff;
+
+/// One consumed message, owned so it can move to the blocking pool.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: HeaderList,
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its effect (or its recognised harmlessness) is committed in Postgres.
+    Done,
+    /// It can never succeed; park it on the dead-letter topic with this error.
+    DeadLetter(String),
+}
+
+/// A failure worth retrying (database down, Stripe 5xx/429, ...).
+#[derive(Debug)]
+pub struct Transient {
+    pub error: anyhow::Error,
+    /// A server-given wait (Stripe's `Retry-After`), honoured over backoff.
+    pub retry_after: Option<Duration>,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Transient {
+    fn from(e: E) -> Self {
+        Self {
+            error: e.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// Applies a batch of messages. Runs on tokio's blocking pool, because the
+/// database layer is synchronous diesel.
+pub trait BatchHandler: Send + Sync + 'static {
+    /// Returns exactly one outcome per delivery, in order, or a transient
+    /// error meaning nothing of the batch was committed.
+    fn handle(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, Transient>;
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumeSettings {
+    pub brokers: String,
+    pub group: String,
+    pub topic: String,
+    pub dead_letter_topic: String,
+    pub batch_size: usize,
+    pub batch_wait: Duration,
+}
+
+/// Logs group rebalances; librdkafka commits the stored offsets of revoked
+/// partitions itself because auto-commit is on.
+struct GroupContext;
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = %describe(tpl), "partitions revoked")
+            }
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = %describe(tpl), "partitions assigned")
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            // Not fatal: the next commit carries the same or later offsets.
+            tracing::warn!(error = %e, "offset commit failed");
+        }
+    }
+}
+
+fn describe(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs until `shutdown` fires, then finishes the batch in hand, commits and
+/// returns.
+pub async fn run<H: BatchHandler>(
+    settings: ConsumeSettings,
+    handler: Arc<H>,
+    dead_letters: EventProducer,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let consumer: StreamConsumer<GroupContext> = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", &settings.group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        // We store offsets ourselves, after the apply committed.
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .create_with_context(GroupContext)?;
+    consumer.subscribe(&[&settings.topic])?;
+    tracing::info!(kafka.topic = %settings.topic, kafka.group = %settings.group, "consuming");
+
+    let mut poll_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = consumer.recv() => m,
+        };
+        let mut batch = match first {
+            Ok(m) => vec![to_delivery(&m)],
+            Err(e) => {
+                let wait = poll_backoff.next_delay(None);
+                tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "consumer error");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        poll_backoff.reset();
+        let fill_until = tokio::time::Instant::now() + settings.batch_wait;
+        while batch.len() < settings.batch_size {
+            match tokio::time::timeout_at(fill_until, consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(to_delivery(&m)),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error while filling a batch");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+
+        let batch = Arc::new(batch);
+        let Some(outcomes) = apply_with_retry(&handler, &batch, &shutdown).await else {
+            break; // shutting down mid-retry: nothing stored, it will be redelivered
+        };
+        if !dead_letter_all(
+            &dead_letters,
+            &settings.dead_letter_topic,
+            &batch,
+            &outcomes,
+            &shutdown,
+        )
+        .await
+        {
+            break;
+        }
+        store_offsets(&consumer, &batch);
+    }
+
+    // Stored offsets only: never the position of a batch we did not finish.
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::warn!(error = %e, "final offset commit failed; the last messages will be redelivered and recognised as duplicates");
+    }
+    dead_letters.flush(Duration::from_secs(5));
+    consumer.unsubscribe();
+    tracing::info!(kafka.group = %settings.group, "consumer stopped");
+    Ok(())
+}
+
+fn to_delivery<M: Message>(m: &M) -> Delivery {
+    Delivery {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        headers: envelope::from_headers(m.headers()),
+    }
+}
+
+/// Retries the handler until it succeeds or shutdown is requested.
+async fn apply_with_retry<H: BatchHandler>(
+    handler: &Arc<H>,
+    batch: &Arc<Vec<Delivery>>,
+    shutdown: &CancellationToken,
+) -> Option<Vec<Outcome>> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        let (h, b) = (handler.clone(), batch.clone());
+        let result = tokio::task::spawn_blocking(move || h.handle(&b)).await;
+        let transient = match result {
+            Ok(Ok(outcomes)) => {
+                assert_eq!(
+                    outcomes.len(),
+                    batch.len(),
+                    "handler must return one outcome per message"
+                );
+                return Some(outcomes);
+            }
+            Ok(Err(t)) => t,
+            Err(join) => Transient::from(anyhow::anyhow!("handler panicked: {join}")),
+        };
+        let wait = backoff.next_delay(transient.retry_after);
+        let first = &batch[0];
+        tracing::warn!(
+            error = format!("{:#}", transient.error),
+            kafka.topic = %first.topic, kafka.partition = first.partition, kafka.offset = first.offset,
+            batch_len = batch.len(), attempt = backoff.attempts(), wait_ms = wait.as_millis() as u64,
+            "transient failure, retrying batch"
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Puts every dead-lettered message on the DLQ; returns false only when
+/// shutdown interrupted it (nothing is then stored, so nothing is lost).
+async fn dead_letter_all(
+    producer: &EventProducer,
+    dlq_topic: &str,
+    batch: &[Delivery],
+    outcomes: &[Outcome],
+    shutdown: &CancellationToken,
+) -> bool {
+    for (d, outcome) in batch.iter().zip(outcomes) {
+        let Outcome::DeadLetter(error) = outcome else {
+            continue;
+        };
+        tracing::error!(kafka.topic = %d.topic, kafka.partition = d.partition, kafka.offset = d.offset, error = %error, "dead-lettering message");
+        let mut headers = d.headers.clone();
+        headers.retain(|(k, _)| !k.starts_with("dlq-"));
+        headers.extend([
+            (envelope::H_DLQ_ERROR.to_owned(), error.clone().into_bytes()),
+            (
+                envelope::H_DLQ_SOURCE_TOPIC.to_owned(),
+                d.topic.clone().into_bytes(),
+            ),
+            (
+                envelope::H_DLQ_SOURCE_PARTITION.to_owned(),
+                d.partition.to_string().into_bytes(),
+            ),
+            (
+                envelope::H_DLQ_SOURCE_OFFSET.to_owned(),
+                d.offset.to_string().into_bytes(),
+            ),
+            (
+                envelope::H_DLQ_FAILED_AT.to_owned(),
+                chrono::Utc::now().to_rfc3339().into_bytes(),
+            ),
+        ]);
+        let key = d.key.as_deref().unwrap_or_default();
+        let payload = d.payload.as_deref().unwrap_or_default();
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        loop {
+            match producer.send(dlq_topic, key, payload, &headers).await {
+                Ok(_) => break,
+                Err(e) => {
+                    let wait = backoff.next_delay(None);
+                    tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "dead-letter produce failed, retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
+fn store_offsets<C: Consumer<GroupContext>>(consumer: &C, batch: &[Delivery]) {
+    let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for d in batch {
+        last.insert((d.topic.as_str(), d.partition), d.offset);
+    }
+    for ((topic, partition), offset) in last {
+        // Stores offset+1 (the next to read). Fails only if the partition was
+        // revoked meanwhile; its new owner then re-reads and deduplicates.
+        if let Err(e) = consumer.store_offset(topic, partition, offset) {
+            tracing::warn!(error = %e, kafka.topic = topic, kafka.partition = partition, kafka.offset = offset, "could not store offset");
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The Kafka envelope of a Stripe event: the value is the raw event body
+//! exactly as Stripe signed it; routing facts travel in headers so consumers
+//! and tools can filter without parsing the body.
+
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+
+pub const H_EVENT_ID: &str = "stripe-event-id";
+pub const H_EVENT_TYPE: &str = "stripe-event-type";
+pub const H_ACCOUNT: &str = "stripe-account";
+pub const H_RECEIVED_AT: &str = "received-at";
+/// Where the event entered the engine: `webhook` (later: backfill, reconcile).
+pub const H_SOURCE: &str = "source";
+
+pub const H_DLQ_ERROR: &str = "dlq-error";
+pub const H_DLQ_SOURCE_TOPIC: &str = "dlq-source-topic";
+pub const H_DLQ_SOURCE_PARTITION: &str = "dlq-source-partition";
+pub const H_DLQ_SOURCE_OFFSET: &str = "dlq-source-offset";
+pub const H_DLQ_FAILED_AT: &str = "dlq-failed-at";
+
+/// Header list as owned pairs, so messages can cross task boundaries.
+pub type HeaderList = Vec<(String, Vec<u8>)>;
+
+pub fn to_owned_headers(headers: &HeaderList) -> OwnedHeaders {
+    headers.iter().fold(
+        OwnedHeaders::new_with_capacity(headers.len()),
+        |acc, (k, v)| {
+            acc.insert(Header {
+                key: k,
+                value: Some(v.as_slice()),
+            })
+        },
+    )
+}
+
+pub fn from_headers<H: Headers>(headers: Option<&H>) -> HeaderList {
+    headers
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn header<'a>(headers: &'a HeaderList, key: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}

@@ -1,0 +1,17 @@
+//! stripe-sync: keeps Postgres in sync with Stripe, with Kafka as the
+//! durable spine. See `docs/ARCHITECTURE.md` for the data flow and where
+//! each invariant is enforced.
+
+pub mod apply;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod inbound;
+pub mod ingest;
+pub mod kafka;
+pub mod retry;
+pub mod serve;
+pub mod shutdown;
+pub mod stripe;
+pub mod sync;
+pub mod telemetry;

@@ -1,0 +1,70 @@
+//! `stripe-sync serve`: wires config into the HTTP server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServeConfig;
+use crate::db;
+use crate::http::{self, AppState};
+use crate::ingest::WebhookIngest;
+use crate::kafka::{admin, EventProducer};
+use crate::stripe::WebhookVerifier;
+
+/// A bound, not yet running server; tests read `addr` before awaiting.
+pub struct Server {
+    pub addr: std::net::SocketAddr,
+    producer: EventProducer,
+    future: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl Server {
+    pub async fn build(cfg: &ServeConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let pool = db::pool(&cfg.database);
+        {
+            let pool = pool.clone();
+            tokio::task::spawn_blocking(move || db::ensure_migrated(&pool)).await??;
+        }
+        let kafka = &cfg.kafka;
+        admin::ensure_topics(
+            &kafka.brokers,
+            &[&kafka.events_topic, &kafka.dead_letter_topic()],
+            kafka.topic_partitions,
+            kafka.replication_factor,
+        )
+        .await?;
+        let producer = EventProducer::new(&kafka.brokers, kafka.produce_timeout)?;
+        let verifier =
+            WebhookVerifier::new(cfg.webhook.secrets.clone(), cfg.webhook.tolerance_secs);
+        let state = AppState {
+            ingest: Arc::new(WebhookIngest::new(
+                verifier,
+                producer.clone(),
+                kafka.events_topic.clone(),
+            )),
+            pool,
+            producer: producer.clone(),
+            max_body_bytes: cfg.webhook.max_body_bytes,
+        };
+        let (addr, future) = http::bind(state, cfg.listen_addr, shutdown)?;
+        Ok(Self {
+            addr,
+            producer,
+            future: Box::pin(future),
+        })
+    }
+
+    /// Serves until shutdown, then flushes the producer.
+    pub async fn run(self) {
+        tracing::info!(addr = %self.addr, "listening; webhook endpoint is POST /webhooks/stripe");
+        self.future.await;
+        self.producer.flush(Duration::from_secs(5));
+        tracing::info!("server stopped");
+    }
+}
+
+pub async fn run(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    Server::build(&cfg, shutdown).await?.run().await;
+    Ok(())
+}

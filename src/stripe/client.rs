@@ -1,0 +1,164 @@
+//! A small Stripe REST client: just the calls the engine makes, with the
+//! API version pinned and errors split into transient and permanent.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::event::PLATFORM_ACCOUNT;
+
+pub const DEFAULT_API_BASE: &str = "https://api.stripe.com";
+/// The API version every request pins, so object shapes do not change under
+/// us when the account's default version is upgraded.
+pub const DEFAULT_API_VERSION: &str = "2024-06-20";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StripeError {
+    #[error("Stripe rate limit hit (429)")]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("Stripe answered {status}")]
+    Server { status: u16 },
+    #[error("could not reach Stripe: {0}")]
+    Network(String),
+    #[error("Stripe refused the request ({status}): {message}")]
+    Api {
+        status: u16,
+        code: Option<String>,
+        message: String,
+    },
+    #[error("invalid Stripe object id {0:?}")]
+    InvalidId(String),
+}
+
+impl StripeError {
+    /// Transient errors are retried with backoff and never skip a message.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited { .. } | Self::Server { .. } | Self::Network(_)
+        )
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// What Stripe holds for an object right now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RemoteObject {
+    Live(serde_json::Value),
+    /// Stripe answers a deleted customer with `{"deleted": true}`; some fakes
+    /// answer 404. Both mean the object is gone for good.
+    Deleted,
+}
+
+#[derive(Clone)]
+pub struct StripeClient {
+    http: reqwest::Client,
+    base: String,
+    api_key: SecretString,
+    api_version: String,
+}
+
+impl std::fmt::Debug for StripeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeClient")
+            .field("base", &self.base)
+            .field("api_key", &"[redacted]")
+            .field("api_version", &self.api_version)
+            .finish()
+    }
+}
+
+impl StripeClient {
+    pub fn new(
+        base: &str,
+        api_key: SecretString,
+        api_version: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .user_agent(concat!("stripe-sync/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            api_key,
+            api_version: api_version.to_owned(),
+        })
+    }
+
+    /// `GET /v1/{collection}/{id}`, e.g. `("customers", "cus_123")`.
+    pub async fn retrieve(
+        &self,
+        account: &str,
+        collection: &str,
+        id: &str,
+    ) -> Result<RemoteObject, StripeError> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(StripeError::InvalidId(id.to_owned()));
+        }
+        let mut req = self
+            .http
+            .get(format!("{}/v1/{collection}/{id}", self.base))
+            .bearer_auth(self.api_key.expose_secret())
+            .header("Stripe-Version", &self.api_version);
+        if account != PLATFORM_ACCOUNT {
+            req = req.header("Stripe-Account", account);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| StripeError::Network(e.to_string()))?;
+        let status = resp.status().as_u16();
+        if status == 404 {
+            return Ok(RemoteObject::Deleted);
+        }
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| StripeError::Network(e.to_string()))?;
+        match status {
+            200..=299 => {
+                let value: serde_json::Value = serde_json::from_slice(&body)
+                    .map_err(|e| StripeError::Network(format!("unreadable response: {e}")))?;
+                if value.get("deleted").and_then(|d| d.as_bool()) == Some(true) {
+                    Ok(RemoteObject::Deleted)
+                } else {
+                    Ok(RemoteObject::Live(value))
+                }
+            }
+            429 => Err(StripeError::RateLimited { retry_after }),
+            500..=599 => Err(StripeError::Server { status }),
+            _ => Err(api_error(status, &body)),
+        }
+    }
+}
+
+fn api_error(status: u16, body: &[u8]) -> StripeError {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let err = parsed.as_ref().and_then(|v| v.get("error"));
+    StripeError::Api {
+        status,
+        code: err
+            .and_then(|e| e.get("code"))
+            .and_then(|c| c.as_str())
+            .map(str::to_owned),
+        message: err
+            .and_then(|e| e.get("message"))
+            .and_then(|m| m.as_str())
+            .unwrap_or("no error message")
+            .to_owned(),
+    }
+}

@@ -1,0 +1,10 @@
+//! Everything that speaks Stripe: webhook signatures, event types and the
+//! REST client.
+
+pub mod client;
+pub mod event;
+pub mod signature;
+
+pub use client::{RemoteObject, StripeClient, StripeError};
+pub use event::{StripeEvent, StripeEventId, PLATFORM_ACCOUNT};
+pub use signature::{SignatureError, WebhookVerifier};

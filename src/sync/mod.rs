@@ -1,0 +1,18 @@
+//! Links between local entities and external services.
+//!
+//! `id_map` is keyed per service: `(service, account, entity, external_id)`
+//! ↔ `(service, entity, local_id)`, unique both ways. Stripe uses it today;
+//! another service (Salesforce) adds rows with its own `service` value and
+//! needs no schema change.
+
+pub mod idmap;
+
+/// Service names as stored in `id_map.service` and `event_ledger.service`.
+pub mod service {
+    pub const STRIPE: &str = "stripe";
+}
+
+/// Entity names as stored in `id_map.entity`.
+pub mod entity {
+    pub const CUSTOMER: &str = "customer";
+}
