@@ -204,6 +204,15 @@ mod tests {
         )
     }
 
+    /// name, configured secrets, header, body, expected error code
+    type Case<'a> = (
+        &'a str,
+        Vec<&'a str>,
+        Option<String>,
+        &'a [u8],
+        Result<(), &'a str>,
+    );
+
     #[test]
     fn table() {
         let good = sign("whsec_a", NOW, BODY);
@@ -213,7 +222,7 @@ mod tests {
             .unwrap()
             .1
             .to_string();
-        let cases: Vec<(&str, Vec<&str>, Option<String>, &[u8], Result<(), &str>)> = vec![
+        let cases: Vec<Case> = vec![
             ("valid", vec!["whsec_a"], Some(good.clone()), BODY, Ok(())),
             (
                 "several v1, one valid",

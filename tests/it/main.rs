@@ -1,1 +1,11 @@
-fn main() {}
+//! Integration tests against real Postgres, a real Kafka-protocol broker
+//! (nisshi) and localstripe. Run them through `scripts/test`.
+
+mod support;
+
+mod crash;
+mod inbound;
+mod localstripe_e2e;
+mod signature_oracle;
+mod startup;
+mod webhook;

@@ -1,0 +1,145 @@
+# Shared helpers for scripts/dev, scripts/test and scripts/bench.
+# Each ensure_* function reuses what is already there and starts only what
+# is missing; everything it starts is recorded so `stop_started` stops it.
+# shellcheck shell=bash
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE_DIR="${STRIPE_SYNC_STATE_DIR:-/tmp/stripe-sync-$(id -u)}"
+CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/stripe-sync"
+NISSHI_VERSION="0.6.0"
+LOCALSTRIPE_VERSION="1.15.10"
+STRIPE_PY_VERSION="16.1.0"
+STARTED_PIDS=()
+STARTED_PG_DATA=""
+
+log() { printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0")" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+wait_port() { # host port seconds what
+  local deadline=$((SECONDS + $3))
+  until port_open "$1" "$2"; do
+    [ "$SECONDS" -lt "$deadline" ] || die "$4 did not open $1:$2 within $3 s"
+    sleep 0.2
+  done
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# --- Postgres ---------------------------------------------------------------
+# Sets PG_ADMIN_URL. Uses $PG_ADMIN_URL or the machine's server on
+# 127.0.0.1:5432 when reachable; otherwise starts a private cluster.
+ensure_postgres() {
+  if [ -n "${PG_ADMIN_URL:-}" ] && psql "$PG_ADMIN_URL" -Atqc 'select 1' >/dev/null 2>&1; then
+    log "Postgres: using PG_ADMIN_URL"; return
+  fi
+  if psql "postgres://postgres@127.0.0.1:5432/postgres" -Atqc 'select 1' >/dev/null 2>&1; then
+    PG_ADMIN_URL="postgres://postgres@127.0.0.1:5432/postgres"
+    log "Postgres: using the server on 127.0.0.1:5432"; return
+  fi
+  start_private_postgres
+}
+
+start_private_postgres() {
+  local bindir port data
+  bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
+  [ -x "$bindir/initdb" ] || bindir="$(dirname "$(command -v initdb 2>/dev/null || echo /nonexistent)")"
+  [ -x "$bindir/initdb" ] || die "no Postgres on 127.0.0.1:5432 and no initdb to start one (apt-get install postgresql)"
+  port="${PRIVATE_PG_PORT:-55432}"
+  data="$STATE_DIR/pg"
+  mkdir -p "$STATE_DIR"
+  # initdb and postgres refuse to run as root: run them as `postgres`.
+  local as=()
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    chown postgres "$STATE_DIR" 2>/dev/null || true
+    as=(runuser -u postgres --)
+  fi
+  if [ ! -f "$data/PG_VERSION" ]; then
+    log "Postgres: initdb into $data"
+    "${as[@]}" "$bindir/initdb" -D "$data" -U postgres --auth=trust >/dev/null
+  fi
+  if ! port_open 127.0.0.1 "$port"; then
+    log "Postgres: starting a private cluster on 127.0.0.1:$port"
+    "${as[@]}" "$bindir/pg_ctl" -D "$data" -l "$data/server.log" -w \
+      -o "-p $port -k $data -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" start >/dev/null
+    STARTED_PG_DATA="$data"
+    PG_CTL_AS=("${as[@]}" "$bindir/pg_ctl")
+  fi
+  PG_ADMIN_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+# --- Kafka-protocol broker (nisshi) -----------------------------------------
+# Sets NISSHI_BIN, installing nisshi once per machine (about 12 minutes).
+ensure_nisshi() {
+  local candidate
+  for candidate in "${NISSHI_BIN:-}" "$(command -v nisshi 2>/dev/null || true)" "$HOME/.cargo/bin/nisshi" "$CACHE_DIR/bin/nisshi"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then NISSHI_BIN="$candidate"; return; fi
+  done
+  log "Kafka broker: building nisshi $NISSHI_VERSION once for this machine (about 12 minutes)"
+  CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" cargo install nisshi --version "$NISSHI_VERSION" --locked \
+    --no-default-features --features dynostore,libsql --root "$CACHE_DIR" >&2
+  NISSHI_BIN="$CACHE_DIR/bin/nisshi"
+}
+
+# start_broker PORT DIR: a broker with sqlite storage in DIR (correct
+# watermarks and lag, data kept across restarts). Sets BROKER_PID.
+start_broker() {
+  local port="$1" dir="$2"
+  mkdir -p "$dir"
+  (cd "$dir" && exec "$NISSHI_BIN" broker \
+      --listener-url "tcp://127.0.0.1:$port" \
+      --advertised-listener-url "tcp://127.0.0.1:$port" \
+      --storage-engine "sqlite://broker.db") >"$dir/broker.log" 2>&1 &
+  BROKER_PID=$!
+  STARTED_PIDS+=("$BROKER_PID")
+  wait_port 127.0.0.1 "$port" 30 "nisshi broker (log: $dir/broker.log)"
+}
+
+# Sets KAFKA_BROKERS: $KAFKA_BROKERS if reachable, else a broker of our own.
+ensure_broker() {
+  if [ -n "${KAFKA_BROKERS:-}" ]; then
+    local hp="${KAFKA_BROKERS%%,*}"
+    if port_open "${hp%:*}" "${hp##*:}"; then log "Kafka: using $KAFKA_BROKERS"; return; fi
+  fi
+  ensure_nisshi
+  local port
+  port="${BROKER_PORT:-$(free_port)}"
+  log "Kafka: starting nisshi on 127.0.0.1:$port"
+  start_broker "$port" "$STATE_DIR/broker-$port"
+  KAFKA_BROKERS="127.0.0.1:$port"
+}
+
+# --- Python tools (localstripe, the official stripe library) ---------------
+# Sets STRIPE_SYNC_PYTHON to a venv's python with both packages.
+ensure_python_tools() {
+  local venv="$CACHE_DIR/venv"
+  if [ ! -x "$venv/bin/python" ]; then
+    log "Python: creating $venv"
+    python3 -m venv "$venv"
+  fi
+  if ! "$venv/bin/python" -c "import localstripe, stripe; assert stripe.VERSION == '$STRIPE_PY_VERSION'" 2>/dev/null; then
+    log "Python: installing localstripe $LOCALSTRIPE_VERSION and stripe $STRIPE_PY_VERSION"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+      "localstripe==$LOCALSTRIPE_VERSION" "stripe==$STRIPE_PY_VERSION" >&2
+  fi
+  STRIPE_SYNC_PYTHON="$venv/bin/python"
+}
+
+stop_started() {
+  local pid
+  for pid in "${STARTED_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${STARTED_PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ -n "$STARTED_PG_DATA" ]; then
+    "${PG_CTL_AS[@]}" -D "$STARTED_PG_DATA" -m fast stop >/dev/null 2>&1 || true
+  fi
+}

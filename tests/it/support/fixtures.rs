@@ -1,0 +1,52 @@
+//! Realistic Stripe objects and events, derived from Stripe's published
+//! fixtures (tests/fixtures/stripe/fixtures3.json) rather than invented.
+
+use serde_json::{json, Value};
+use std::sync::OnceLock;
+
+fn resources() -> &'static Value {
+    static FIXTURES: OnceLock<Value> = OnceLock::new();
+    FIXTURES.get_or_init(|| {
+        let raw = include_str!("../../fixtures/stripe/fixtures3.json");
+        serde_json::from_str::<Value>(raw).unwrap()["resources"].clone()
+    })
+}
+
+/// Stripe's example customer with our id, `created` and field overrides.
+pub fn customer(id: &str, created: i64, fields: Value) -> Value {
+    let mut c = resources()["customer"].clone();
+    c["id"] = json!(id);
+    c["created"] = json!(created);
+    c["discount"] = Value::Null;
+    for (k, v) in fields.as_object().expect("fields is an object") {
+        c[k] = v.clone();
+    }
+    c
+}
+
+/// Stripe's example event wrapping `object`.
+pub fn event(id: &str, kind: &str, created: i64, object: Value) -> Value {
+    let mut e = resources()["event"].clone();
+    e["id"] = json!(id);
+    e["type"] = json!(kind);
+    e["created"] = json!(created);
+    e["api_version"] = json!("2024-06-20");
+    e["data"] = json!({ "object": object });
+    e["request"] = json!({ "id": null, "idempotency_key": null });
+    e
+}
+
+pub fn customer_event(
+    event_id: &str,
+    kind: &str,
+    created: i64,
+    customer_id: &str,
+    fields: Value,
+) -> Value {
+    event(
+        event_id,
+        kind,
+        created,
+        customer(customer_id, created, fields),
+    )
+}

@@ -1,0 +1,55 @@
+//! Shared test harness: real Postgres, a real Kafka-protocol broker and
+//! localstripe, each test with its own database, topics and group.
+//! `scripts/test` starts the services and exports where they are.
+
+pub mod broker;
+pub mod db;
+pub mod fixtures;
+pub mod localstripe;
+pub mod stack;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// A variable `scripts/test` exports; a clear message if run bare.
+pub fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the suite through scripts/test, which starts the services")
+    })
+}
+
+/// A random suffix so parallel tests never share topics, groups or databases.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{:016x}", rand::random::<u64>())
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` at the deadline.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn init_logs() {
+    stripe_sync::telemetry::init();
+}

@@ -1,0 +1,182 @@
+//! The engine under test, started in-process the same way the binaries
+//! start it: `serve` and the `stripe-inbound` worker, on a fresh database
+//! and fresh topics.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use serde_json::Value;
+use stripe_sync::config::{Env, InboundConfig, ServeConfig};
+use stripe_sync::db::models::{Customer, IdMapEntry};
+use stripe_sync::db::schema::{customers, id_map};
+use stripe_sync::stripe::signature;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::db::TestDb;
+
+pub const SECRET: &str = "whsec_test_primary";
+
+pub struct Options {
+    pub brokers: String,
+    pub stripe_base: String,
+    pub start_worker: bool,
+    pub produce_timeout_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            brokers: super::broker::shared_brokers(),
+            // Nothing listens here: tests that need Stripe pass localstripe.
+            stripe_base: "http://127.0.0.1:9".into(),
+            start_worker: true,
+            produce_timeout_ms: 5000,
+        }
+    }
+}
+
+pub struct Stack {
+    pub db: TestDb,
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+    pub addr: SocketAddr,
+    pub env: Env,
+    pub http: reqwest::Client,
+    server_shutdown: CancellationToken,
+    server: JoinHandle<()>,
+    worker: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl Stack {
+    pub async fn start(opts: Options) -> Self {
+        super::init_logs();
+        let db = TestDb::migrated();
+        let topic = super::unique("stripe.events.v1");
+        let group = super::unique("inbound");
+        let env = Env::from_pairs([
+            ("DATABASE_URL", db.url.as_str()),
+            ("KAFKA_BROKERS", opts.brokers.as_str()),
+            ("STRIPE_EVENTS_TOPIC", topic.as_str()),
+            ("KAFKA_TOPIC_PARTITIONS", "3"),
+            (
+                "KAFKA_PRODUCE_TIMEOUT_MS",
+                &opts.produce_timeout_ms.to_string(),
+            ),
+            (
+                "STRIPE_WEBHOOK_SECRET",
+                &format!("{SECRET},whsec_test_rotated_out"),
+            ),
+            ("STRIPE_API_KEY", super::localstripe::API_KEY),
+            ("STRIPE_API_BASE", opts.stripe_base.as_str()),
+            ("LISTEN_ADDR", "127.0.0.1:0"),
+            ("INBOUND_CONSUMER_GROUP", group.as_str()),
+        ]);
+        let server_shutdown = CancellationToken::new();
+        let server = stripe_sync::serve::Server::build(
+            &ServeConfig::load(&env).unwrap(),
+            server_shutdown.clone(),
+        )
+        .await
+        .expect("server starts");
+        let addr = server.addr;
+        let server = tokio::spawn(server.run());
+        let mut stack = Self {
+            db,
+            brokers: opts.brokers,
+            topic,
+            group,
+            addr,
+            env,
+            http: reqwest::Client::new(),
+            server_shutdown,
+            server,
+            worker: None,
+        };
+        if opts.start_worker {
+            stack.start_worker();
+        }
+        stack
+    }
+
+    pub fn start_worker(&mut self) {
+        assert!(self.worker.is_none(), "worker already running");
+        let cfg = InboundConfig::load(&self.env).unwrap();
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(stripe_sync::inbound::run(cfg, token.clone()));
+        self.worker = Some((token, handle));
+    }
+
+    /// Graceful stop of the in-process worker (as on SIGTERM).
+    pub async fn stop_worker(&mut self) {
+        if let Some((token, handle)) = self.worker.take() {
+            token.cancel();
+            tokio::time::timeout(Duration::from_secs(30), handle)
+                .await
+                .expect("worker stops in time")
+                .unwrap()
+                .expect("worker exits cleanly");
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.stop_worker().await;
+        self.server_shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.server).await;
+    }
+
+    pub fn webhook_url(&self) -> String {
+        format!("http://{}/webhooks/stripe", self.addr)
+    }
+
+    /// Posts `event` signed with the primary secret at the current time.
+    pub async fn post_event(&self, event: &Value) -> reqwest::StatusCode {
+        let body = serde_json::to_vec(event).unwrap();
+        let header = signature::sign(SECRET, stripe_sync::ingest::unix_now(), &body);
+        self.post_raw(body, Some(&header)).await.0
+    }
+
+    pub async fn post_raw(
+        &self,
+        body: Vec<u8>,
+        signature: Option<&str>,
+    ) -> (reqwest::StatusCode, Value) {
+        let mut req = self
+            .http
+            .post(self.webhook_url())
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(s) = signature {
+            req = req.header("Stripe-Signature", s);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub fn ledger_count(&self) -> i64 {
+        self.db.count("event_ledger")
+    }
+
+    /// The local row mirrored from a Stripe customer, with its link.
+    pub fn customer(&self, stripe_id: &str) -> Option<(Customer, IdMapEntry)> {
+        id_map::table
+            .inner_join(customers::table.on(customers::id.eq(id_map::local_id)))
+            .filter(id_map::service.eq("stripe"))
+            .filter(id_map::entity.eq("customer"))
+            .filter(id_map::external_id.eq(stripe_id))
+            .select((Customer::as_select(), IdMapEntry::as_select()))
+            .first(&mut self.db.conn())
+            .optional()
+            .unwrap()
+    }
+
+    pub async fn wait_ledger(&self, n: i64, timeout: Duration) {
+        super::wait_for(timeout, &format!("{n} ledger rows"), || async {
+            (self.ledger_count() >= n).then_some(())
+        })
+        .await;
+    }
+}
