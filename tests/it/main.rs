@@ -4,6 +4,7 @@
 mod support;
 
 mod crash;
+mod idmap;
 mod inbound;
 mod localstripe_e2e;
 mod signature_oracle;
