@@ -1,9 +1,11 @@
 //! The one producer configuration the engine uses: idempotent, `acks=all`,
 //! and an answer (delivered or failed) within a bounded time.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
@@ -20,14 +22,21 @@ pub struct Delivered {
     pub offset: i64,
 }
 
+/// A cheaply clonable handle; clones share one underlying producer.
 #[derive(Clone)]
 pub struct EventProducer {
-    inner: FutureProducer,
+    config: ClientConfig,
+    current: Arc<RwLock<(u64, FutureProducer)>>,
+    last_rebuild: Arc<Mutex<Option<Instant>>>,
 }
+
+/// Rebuilding a producer costs a broker round trip; never more often.
+const MIN_REBUILD_INTERVAL: Duration = Duration::from_secs(1);
 
 impl EventProducer {
     pub fn new(brokers: &str, delivery_timeout: Duration) -> anyhow::Result<Self> {
-        let inner: FutureProducer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", brokers)
             // Idempotence implies acks=all and ordered, de-duplicated retries
             // within the producer session; we spell acks out for readers.
@@ -38,9 +47,17 @@ impl EventProducer {
                 delivery_timeout.as_millis().to_string(),
             )
             .set("linger.ms", "1")
-            .set("compression.type", "lz4")
-            .create()?;
-        Ok(Self { inner })
+            .set("compression.type", "lz4");
+        let producer: FutureProducer = config.create()?;
+        Ok(Self {
+            config,
+            current: Arc::new(RwLock::new((0, producer))),
+            last_rebuild: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    fn producer(&self) -> (u64, FutureProducer) {
+        self.current.read().expect("producer lock").clone()
     }
 
     /// Sends and waits for the broker's acknowledgement.
@@ -51,23 +68,56 @@ impl EventProducer {
         payload: &[u8],
         headers: &HeaderList,
     ) -> Result<Delivered, ProduceError> {
+        let (generation, producer) = self.producer();
         let record = FutureRecord::to(topic)
             .key(key)
             .payload(payload)
             .headers(to_owned_headers(headers));
         // The queue wait is bounded by message.timeout.ms already.
-        match self.inner.send(record, Timeout::Never).await {
+        match producer.send(record, Timeout::Never).await {
             Ok(d) => Ok(Delivered {
                 partition: d.partition,
                 offset: d.offset,
             }),
-            Err((e, _)) => Err(ProduceError(e.to_string())),
+            Err((e, _)) => {
+                if needs_new_session(&e, &producer) {
+                    self.rebuild(generation);
+                }
+                Err(ProduceError(e.to_string()))
+            }
+        }
+    }
+
+    /// Replaces the producer after an error that a fresh idempotent session
+    /// cures: a broker that restarted without our producer id answers every
+    /// later message with an error, forever, on the old session. The failed
+    /// request was already answered 503, so Stripe retries it.
+    fn rebuild(&self, failed_generation: u64) {
+        let mut last = self.last_rebuild.lock().expect("rebuild lock");
+        if last.is_some_and(|t| t.elapsed() < MIN_REBUILD_INTERVAL) {
+            return;
+        }
+        let mut current = self.current.write().expect("producer lock");
+        if current.0 != failed_generation {
+            return; // another request already rebuilt it
+        }
+        match self.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                tracing::warn!(
+                    generation = failed_generation + 1,
+                    "recreated the Kafka producer after a broker-side error"
+                );
+                *current = (failed_generation + 1, fresh);
+                *last = Some(Instant::now());
+            }
+            Err(e) => tracing::error!(error = %e, "could not recreate the Kafka producer"),
         }
     }
 
     /// Cheap reachability probe for `/readyz`.
     pub fn check_reachable(&self, timeout: Duration) -> Result<(), ProduceError> {
-        self.inner
+        self.producer()
+            .1
             .client()
             .fetch_metadata(None, timeout)
             .map(|_| ())
@@ -75,8 +125,22 @@ impl EventProducer {
     }
 
     pub fn flush(&self, timeout: Duration) {
-        if let Err(e) = self.inner.flush(timeout) {
+        if let Err(e) = self.producer().1.flush(timeout) {
             tracing::warn!(error = %e, "producer flush did not complete");
         }
     }
+}
+
+/// Timeouts and a full local queue clear up by themselves; anything else
+/// the broker answered, or a fatal client state, calls for a new session.
+fn needs_new_session(e: &KafkaError, producer: &FutureProducer) -> bool {
+    if producer.client().fatal_error().is_some() {
+        return true;
+    }
+    !matches!(
+        e,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::QueueFull
+        )
+    )
 }

@@ -11,7 +11,12 @@ use uuid::Uuid;
 
 use crate::support::db::TestDb;
 
-fn link<'a>(service: &'a str, account: &'a str, external_id: &'a str, local_id: Uuid) -> NewIdMapEntry<'a> {
+fn link<'a>(
+    service: &'a str,
+    account: &'a str,
+    external_id: &'a str,
+    local_id: Uuid,
+) -> NewIdMapEntry<'a> {
     NewIdMapEntry {
         service,
         account,
@@ -25,7 +30,10 @@ fn link<'a>(service: &'a str, account: &'a str, external_id: &'a str, local_id: 
 }
 
 fn is_unique_violation(r: QueryResult<()>) -> bool {
-    matches!(r, Err(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)))
+    matches!(
+        r,
+        Err(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+    )
 }
 
 #[test]
@@ -34,22 +42,35 @@ fn links_are_unique_both_ways_and_per_service() {
     let conn = &mut db.conn();
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     for id in [a, b] {
-        diesel::insert_into(customers::table).values(customers::id.eq(id)).execute(conn).unwrap();
+        diesel::insert_into(customers::table)
+            .values(customers::id.eq(id))
+            .execute(conn)
+            .unwrap();
     }
 
     idmap::insert(conn, &link("stripe", "platform", "cus_1", a)).unwrap();
     // The same local customer in another service: allowed.
     idmap::insert(conn, &link("salesforce", "org_1", "0035e00000ABCDE", a)).unwrap();
     // One Stripe customer cannot map to two local ones...
-    assert!(is_unique_violation(idmap::insert(conn, &link("stripe", "platform", "cus_1", b))));
+    assert!(is_unique_violation(idmap::insert(
+        conn,
+        &link("stripe", "platform", "cus_1", b)
+    )));
     // ...nor one local customer to two Stripe customers.
-    assert!(is_unique_violation(idmap::insert(conn, &link("stripe", "platform", "cus_2", a))));
+    assert!(is_unique_violation(idmap::insert(
+        conn,
+        &link("stripe", "platform", "cus_2", a)
+    )));
     // The same external id in another Stripe account is another object.
     idmap::insert(conn, &link("stripe", "acct_9", "cus_1", b)).unwrap();
 
-    let stripe = idmap::find_by_local(conn, "stripe", "customer", a).unwrap().unwrap();
+    let stripe = idmap::find_by_local(conn, "stripe", "customer", a)
+        .unwrap()
+        .unwrap();
     assert_eq!(stripe.external_id, "cus_1");
-    let salesforce = idmap::find_by_local(conn, "salesforce", "customer", a).unwrap().unwrap();
+    let salesforce = idmap::find_by_local(conn, "salesforce", "customer", a)
+        .unwrap()
+        .unwrap();
     assert_eq!(salesforce.external_id, "0035e00000ABCDE");
     let key = ExternalKey {
         service: "stripe",
@@ -57,5 +78,8 @@ fn links_are_unique_both_ways_and_per_service() {
         entity: "customer",
         external_id: "cus_1",
     };
-    assert_eq!(idmap::find_for_update(conn, key).unwrap().unwrap().local_id, b);
+    assert_eq!(
+        idmap::find_for_update(conn, key).unwrap().unwrap().local_id,
+        b
+    );
 }
