@@ -13,6 +13,7 @@ LOCALSTRIPE_VERSION="1.15.10"
 STRIPE_PY_VERSION="16.1.0"
 STARTED_PIDS=()
 STARTED_PG_DATA=""
+EPHEMERAL_DIRS=()   # removed by stop_started
 
 log() { printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -88,16 +89,15 @@ ensure_nisshi() {
 }
 
 # start_broker PORT DIR: a broker with sqlite storage in DIR (correct
-# watermarks and lag, data kept across restarts). Sets BROKER_PID.
+# watermarks and lag, data kept across restarts).
 start_broker() {
   local port="$1" dir="$2"
   mkdir -p "$dir"
-  (cd "$dir" && exec "$NISSHI_BIN" broker \
-      --listener-url "tcp://127.0.0.1:$port" \
-      --advertised-listener-url "tcp://127.0.0.1:$port" \
-      --storage-engine "sqlite://broker.db") >"$dir/broker.log" 2>&1 &
-  BROKER_PID=$!
-  STARTED_PIDS+=("$BROKER_PID")
+  # sqlite://broker.db is relative to the working directory: env -C.
+  spawn env -C "$dir" "$NISSHI_BIN" broker \
+    --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine "sqlite://broker.db" >"$dir/broker.log" 2>&1
   wait_port 127.0.0.1 "$port" 30 "nisshi broker (log: $dir/broker.log)"
 }
 
@@ -112,6 +112,8 @@ ensure_broker() {
   port="${BROKER_PORT:-$(free_port)}"
   log "Kafka: starting nisshi on 127.0.0.1:$port"
   start_broker "$port" "$STATE_DIR/broker-$port"
+  # Test brokers hold nothing worth keeping; a dev broker keeps its data.
+  [ "${BROKER_EPHEMERAL:-0}" = 1 ] && EPHEMERAL_DIRS+=("$STATE_DIR/broker-$port")
   KAFKA_BROKERS="127.0.0.1:$port"
 }
 
@@ -131,15 +133,27 @@ ensure_python_tools() {
   STRIPE_SYNC_PYTHON="$venv/bin/python"
 }
 
+# Stops what this script started, newest first (the app before the broker
+# it needs to commit to), each with TERM, then KILL after 15 s.
 stop_started() {
-  local pid
-  for pid in "${STARTED_PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${STARTED_PIDS[@]}"; do
+  local i pid
+  for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
+    pid="${STARTED_PIDS[$i]}"
+    kill -TERM "$pid" 2>/dev/null || continue
+    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
+  if [ "${#EPHEMERAL_DIRS[@]}" -gt 0 ]; then rm -rf "${EPHEMERAL_DIRS[@]}"; fi
   if [ -n "$STARTED_PG_DATA" ]; then
     "${PG_CTL_AS[@]}" -D "$STARTED_PG_DATA" -m fast stop >/dev/null 2>&1 || true
   fi
+}
+
+# spawn CMD...: runs CMD in the background in its own session, so a
+# terminal's Ctrl-C reaches only this script, which then stops things in
+# order. Records the pid.
+spawn() {
+  setsid "$@" &
+  STARTED_PIDS+=("$!")
 }

@@ -66,6 +66,12 @@ impl Env {
     }
 }
 
+/// How long a process may take to stop after SIGTERM/ctrl-c before it
+/// exits anyway (`SHUTDOWN_GRACE_SECS`, default 30).
+pub fn shutdown_grace(env: &Env) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(env.parsed("SHUTDOWN_GRACE_SECS", 30)?))
+}
+
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     pub url: SecretString,

@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             let cfg = config::ServeConfig::load(&env)?;
-            serve::run(cfg, shutdown::on_signals()).await
+            serve::run(cfg, shutdown::on_signals(config::shutdown_grace(&env)?)).await
         }
         Command::Migrate => {
             let pool = db::pool(&config::DatabaseConfig::load(&env)?);

@@ -7,5 +7,5 @@ async fn main() -> anyhow::Result<()> {
     let env = config::Env::load();
     telemetry::init();
     let cfg = config::InboundConfig::load(&env)?;
-    inbound::run(cfg, shutdown::on_signals()).await
+    inbound::run(cfg, shutdown::on_signals(config::shutdown_grace(&env)?)).await
 }

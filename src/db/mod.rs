@@ -30,24 +30,29 @@ pub fn pool(cfg: &DatabaseConfig) -> PgPool {
         .build_unchecked(manager)
 }
 
-/// Applies every pending embedded migration (`stripe-sync migrate`).
+/// Applies every pending embedded migration (`stripe-sync migrate`) and
+/// returns the names of those applied.
 pub fn run_migrations(pool: &PgPool) -> anyhow::Result<Vec<String>> {
     let mut conn = pool.get().context("failed to connect to Postgres")?;
-    let applied = conn
-        .run_pending_migrations(MIGRATIONS)
+    let names = pending_migration_names(&mut conn)?;
+    conn.run_pending_migrations(MIGRATIONS)
         .map_err(|e| anyhow::anyhow!("failed to run migrations: {e}"))?;
-    Ok(applied.iter().map(|m| m.to_string()).collect())
+    Ok(names)
+}
+
+fn pending_migration_names(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
+    let pending = conn
+        .pending_migrations(MIGRATIONS)
+        .map_err(|e| anyhow::anyhow!("failed to read migration state: {e}"))?;
+    Ok(pending.iter().map(|m| m.name().to_string()).collect())
 }
 
 /// Refuses to run against a database that lacks migrations: better a clear
 /// message at start-up than a confusing SQL error on the first event.
 pub fn ensure_migrated(pool: &PgPool) -> anyhow::Result<()> {
     let mut conn = pool.get().context("failed to connect to Postgres")?;
-    let pending = conn
-        .pending_migrations(MIGRATIONS)
-        .map_err(|e| anyhow::anyhow!("failed to read migration state: {e}"))?;
-    if !pending.is_empty() {
-        let names: Vec<String> = pending.iter().map(|m| m.name().to_string()).collect();
+    let names = pending_migration_names(&mut conn)?;
+    if !names.is_empty() {
         anyhow::bail!(
             "the database is not migrated ({} pending: {}); run `stripe-sync migrate` first",
             names.len(),
