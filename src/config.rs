@@ -196,6 +196,8 @@ impl StripeApiConfig {
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen_addr: SocketAddr,
+    /// Bearer token for `/api/*`.
+    pub api_token: SecretString,
     pub database: DatabaseConfig,
     pub kafka: KafkaConfig,
     pub webhook: WebhookConfig,
@@ -205,6 +207,16 @@ impl ServeConfig {
     pub fn load(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             listen_addr: env.parsed("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            api_token: {
+                let token = env.required("API_TOKEN")?;
+                if token.len() < 16 {
+                    return Err(ConfigError::Invalid {
+                        name: "API_TOKEN",
+                        reason: "must be at least 16 characters".into(),
+                    });
+                }
+                SecretString::from(token.to_owned())
+            },
             database: DatabaseConfig::load(env)?,
             kafka: KafkaConfig::load(env)?,
             webhook: WebhookConfig::load(env)?,
@@ -256,6 +268,7 @@ mod tests {
         let env = Env::from_pairs([
             ("DATABASE_URL", "postgres://x"),
             ("KAFKA_BROKERS", "b:9092"),
+            ("API_TOKEN", "0123456789abcdef"),
         ]);
         let err = ServeConfig::load(&env).unwrap_err();
         assert_eq!(err, ConfigError::Missing("STRIPE_WEBHOOK_SECRET"));
@@ -271,6 +284,7 @@ mod tests {
             ("DATABASE_URL", "postgres://x"),
             ("KAFKA_BROKERS", "b:9092"),
             ("STRIPE_WEBHOOK_SECRET", "whsec_new, whsec_old"),
+            ("API_TOKEN", "0123456789abcdef"),
         ]);
         let cfg = ServeConfig::load(&env).unwrap();
         assert_eq!(cfg.webhook.secrets.len(), 2);
@@ -285,6 +299,7 @@ mod tests {
             ("DATABASE_URL", "postgres://x"),
             ("KAFKA_BROKERS", "b:9092"),
             ("STRIPE_WEBHOOK_SECRET", "whsec"),
+            ("API_TOKEN", "0123456789abcdef"),
             ("LISTEN_ADDR", "nope"),
         ]);
         assert!(matches!(
@@ -303,13 +318,14 @@ mod tests {
             ("KAFKA_BROKERS", "b:9092"),
             ("STRIPE_WEBHOOK_SECRET", "whsec_topsecret"),
             ("STRIPE_API_KEY", "sk_test_topsecret"),
+            ("API_TOKEN", "api-token-topsecret"),
         ]);
         let printed = format!(
             "{:?} {:?}",
             ServeConfig::load(&env).unwrap(),
             InboundConfig::load(&env).unwrap()
         );
-        for secret in ["pw-secret", "whsec_topsecret", "sk_test_topsecret"] {
+        for secret in ["pw-secret", "whsec_topsecret", "sk_test_topsecret", "api-token-topsecret"] {
             assert!(!printed.contains(secret), "{secret} leaked: {printed}");
         }
     }

@@ -4,11 +4,13 @@
 
 pub mod apply;
 pub mod config;
+pub mod customers;
 pub mod db;
 pub mod http;
 pub mod inbound;
 pub mod ingest;
 pub mod kafka;
+pub mod outbox;
 pub mod retry;
 pub mod serve;
 pub mod shutdown;

@@ -46,6 +46,7 @@ impl Server {
             pool,
             producer: producer.clone(),
             max_body_bytes: cfg.webhook.max_body_bytes,
+            api_token: Arc::new(cfg.api_token.clone()),
         };
         let (addr, future) = http::bind(state, cfg.listen_addr, shutdown)?;
         Ok(Self {

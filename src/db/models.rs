@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use super::schema::{customers, event_ledger, id_map};
+use super::schema::{customers, event_ledger, id_map, outbox};
 
 #[derive(Debug, Clone, Queryable, Selectable, PartialEq)]
 #[diesel(table_name = customers)]
@@ -19,6 +19,7 @@ pub struct Customer {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    pub version: i64,
 }
 
 /// The columns a Stripe customer snapshot projects onto.
@@ -72,6 +73,7 @@ pub struct LedgerEntry {
     pub event_created: i64,
     pub outcome: String,
     pub processed_at: DateTime<Utc>,
+    pub echo: bool,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -84,4 +86,17 @@ pub struct NewLedgerEntry<'a> {
     pub object_id: &'a str,
     pub event_created: i64,
     pub outcome: &'a str,
+    pub echo: bool,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, PartialEq)]
+#[diesel(table_name = outbox)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub entity: String,
+    pub local_id: Uuid,
+    pub operation: String,
+    pub fields: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
 }

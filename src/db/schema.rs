@@ -12,6 +12,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
+        version -> Int8,
     }
 }
 
@@ -40,7 +41,33 @@ diesel::table! {
         event_created -> Int8,
         outcome -> Text,
         processed_at -> Timestamptz,
+        echo -> Bool,
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(customers, id_map, event_ledger);
+diesel::table! {
+    outbox (id) {
+        id -> Int8,
+        entity -> Text,
+        local_id -> Uuid,
+        operation -> Text,
+        fields -> Jsonb,
+        created_at -> Timestamptz,
+        published_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    outbox_deliveries (outbox_id, service) {
+        outbox_id -> Int8,
+        service -> Text,
+        status -> Text,
+        external_id -> Nullable<Text>,
+        error -> Nullable<Text>,
+        delivered_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(outbox_deliveries -> outbox (outbox_id));
+
+diesel::allow_tables_to_appear_in_same_query!(customers, id_map, event_ledger, outbox, outbox_deliveries);

@@ -12,6 +12,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// The input field at fault, for validation errors.
+    pub field: Option<String>,
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -22,7 +24,13 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            field: None,
         }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
     }
 
     /// A 5xx: the cause is logged once here; the client gets a generic text.
@@ -36,11 +44,17 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> warp::reply::Response {
-        with_status(
-            json(&serde_json::json!({"error": {"code": self.code, "message": self.message}})),
-            self.status,
-        )
-        .into_response()
+        let mut error = serde_json::json!({"code": self.code, "message": self.message});
+        if let Some(field) = self.field {
+            error["field"] = serde_json::Value::String(field);
+        }
+        let mut response = with_status(json(&serde_json::json!({ "error": error })), self.status).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert("www-authenticate", warp::http::HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 
@@ -48,7 +62,12 @@ impl ApiError {
 pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
     use warp::reject;
     let err = if let Some(e) = rejection.find::<ApiError>() {
-        ApiError::new(e.status, e.code, e.message.clone())
+        ApiError {
+            status: e.status,
+            code: e.code,
+            message: e.message.clone(),
+            field: e.field.clone(),
+        }
     } else if rejection.is_not_found() {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
     } else if rejection.find::<reject::PayloadTooLarge>().is_some() {

@@ -1,13 +1,17 @@
 //! The HTTP surface of `stripe-sync serve`.
 
+pub mod auth;
+pub mod customers;
 pub mod error;
 pub mod health;
+pub mod openapi;
 pub mod webhook;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use warp::{Filter, Reply};
 
@@ -22,11 +26,19 @@ pub struct AppState {
     pub pool: PgPool,
     pub producer: EventProducer,
     pub max_body_bytes: u64,
+    pub api_token: Arc<SecretString>,
 }
 
 pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    // Auth runs for everything under /api before any route matches, so an
+    // unauthenticated caller learns nothing about which routes exist.
+    let api = warp::path("api")
+        .and(auth::bearer(state.api_token.clone()))
+        .and(customers::routes(state.pool.clone()).or(openapi::route()).unify());
     webhook::route(state.ingest.clone(), state.max_body_bytes)
         .or(health::routes(state.pool.clone(), state.producer.clone()))
+        .unify()
+        .or(api)
         .unify()
         .recover(error::recover)
         .with(warp::trace::request())

@@ -45,6 +45,7 @@ fn serve_refuses_an_unmigrated_database_until_migrate_runs() {
         ("DATABASE_URL", db.url.as_str()),
         ("KAFKA_BROKERS", "127.0.0.1:1"),
         ("STRIPE_WEBHOOK_SECRET", "whsec_x"),
+        ("API_TOKEN", "0123456789abcdef"),
     ];
     let (ok, out) = stripe_sync(&["serve"], &env);
     assert!(!ok);

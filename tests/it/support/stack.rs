@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::db::TestDb;
 
 pub const SECRET: &str = "whsec_test_primary";
+pub const API_TOKEN: &str = "test-api-token-0123456789";
 
 pub struct Options {
     pub brokers: String,
@@ -72,6 +73,7 @@ impl Stack {
             ("STRIPE_API_KEY", super::localstripe::API_KEY),
             ("STRIPE_API_BASE", opts.stripe_base.as_str()),
             ("LISTEN_ADDR", "127.0.0.1:0"),
+            ("API_TOKEN", API_TOKEN),
             ("INBOUND_CONSUMER_GROUP", group.as_str()),
         ]);
         let server_shutdown = CancellationToken::new();

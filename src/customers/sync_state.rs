@@ -1,0 +1,100 @@
+//! A customer's sync state per external service, derived from `id_map`
+//! (the link) and the outbox (changes not yet acknowledged, and the last
+//! outcome).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid as SqlUuid};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::db::schema::id_map;
+use crate::sync::{entity, service};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// A local change has not been acknowledged by the service yet.
+    Pending,
+    /// The service holds the latest local change (or the row came from it).
+    Synced,
+    /// The last change was refused by the service; `error` says why.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyncState {
+    /// The service's id for the customer, once it has one.
+    pub id: Option<String>,
+    pub status: Status,
+    pub synced_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct OutboxSummary {
+    #[diesel(sql_type = SqlUuid)]
+    local_id: Uuid,
+    #[diesel(sql_type = BigInt)]
+    pending: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_status: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_error: Option<String>,
+}
+
+/// Sync state of each customer in `ids` (Stripe is the only service so far).
+pub fn for_customers(conn: &mut PgConnection, ids: &[Uuid]) -> QueryResult<HashMap<Uuid, BTreeMap<&'static str, SyncState>>> {
+    let links: HashMap<Uuid, (String, DateTime<Utc>)> = id_map::table
+        .filter(id_map::service.eq(service::STRIPE))
+        .filter(id_map::entity.eq(entity::CUSTOMER))
+        .filter(id_map::local_id.eq_any(ids))
+        .select((id_map::local_id, id_map::external_id, id_map::synced_at))
+        .load::<(Uuid, String, DateTime<Utc>)>(conn)?
+        .into_iter()
+        .map(|(l, e, s)| (l, (e, s)))
+        .collect();
+    let summaries: HashMap<Uuid, OutboxSummary> = diesel::sql_query(
+        "SELECT o.local_id,
+                count(*) FILTER (WHERE d.outbox_id IS NULL) AS pending,
+                (array_agg(d.status ORDER BY o.id DESC) FILTER (WHERE d.outbox_id IS NOT NULL))[1] AS last_status,
+                (array_agg(d.error ORDER BY o.id DESC) FILTER (WHERE d.outbox_id IS NOT NULL))[1] AS last_error
+           FROM outbox o
+           LEFT JOIN outbox_deliveries d ON d.outbox_id = o.id AND d.service = $2
+          WHERE o.entity = $3 AND o.local_id = ANY($1)
+          GROUP BY o.local_id",
+    )
+    .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Text, _>(service::STRIPE)
+    .bind::<Text, _>(entity::CUSTOMER)
+    .load::<OutboxSummary>(conn)?
+    .into_iter()
+    .map(|s| (s.local_id, s))
+    .collect();
+
+    Ok(ids
+        .iter()
+        .map(|id| {
+            let link = links.get(id);
+            let summary = summaries.get(id);
+            let status = match summary {
+                Some(s) if s.pending > 0 => Status::Pending,
+                Some(s) if s.last_status.as_deref() == Some("failed") => Status::Failed,
+                _ if link.is_some() => Status::Synced,
+                Some(s) if s.last_status.is_some() => Status::Synced,
+                _ => Status::Pending,
+            };
+            let state = SyncState {
+                id: link.map(|(e, _)| e.clone()),
+                status,
+                synced_at: link.map(|(_, s)| *s),
+                error: summary
+                    .filter(|_| status == Status::Failed)
+                    .and_then(|s| s.last_error.clone()),
+            };
+            (*id, BTreeMap::from([(service::STRIPE, state)]))
+        })
+        .collect())
+}

@@ -1,0 +1,167 @@
+//! The transactional outbox (invariant 5): a local change and the record of
+//! it that must flow out commit together; the relay publishes, consumers
+//! record per-service deliveries.
+
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::db::models::OutboxRow;
+use crate::db::schema::{outbox, outbox_deliveries};
+
+/// Prefix of every `Idempotency-Key` we send; how echoes of our own writes
+/// are recognised when Stripe reports them in `request.idempotency_key`.
+pub const IDEMPOTENCY_PREFIX: &str = "stripe-sync-outbox-";
+
+/// The key for the Stripe call of one outbox row: the same on every retry,
+/// so Stripe performs the write once (keys are kept at least 24 h).
+pub fn idempotency_key(outbox_id: i64) -> String {
+    format!("{IDEMPOTENCY_PREFIX}{outbox_id}")
+}
+
+pub fn is_own_idempotency_key(key: &str) -> bool {
+    key.starts_with(IDEMPOTENCY_PREFIX)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+/// One local change as published on `customers.changes.v1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    pub outbox_id: i64,
+    pub entity: String,
+    pub local_id: Uuid,
+    pub operation: Operation,
+    /// Fields the change sets; `null` clears. `metadata` holds only the keys
+    /// changed, a `null` value removing the key.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Change {
+    pub fn from_row(row: &OutboxRow) -> anyhow::Result<Self> {
+        Ok(Self {
+            outbox_id: row.id,
+            entity: row.entity.clone(),
+            local_id: row.local_id,
+            operation: serde_json::from_value(serde_json::Value::String(row.operation.clone()))?,
+            fields: row.fields.as_object().cloned().unwrap_or_default(),
+            occurred_at: row.created_at,
+        })
+    }
+}
+
+/// Appends a change in the caller's transaction.
+pub fn append(
+    conn: &mut PgConnection,
+    entity: &str,
+    local_id: Uuid,
+    operation: Operation,
+    fields: serde_json::Map<String, serde_json::Value>,
+) -> QueryResult<i64> {
+    diesel::insert_into(outbox::table)
+        .values((
+            outbox::entity.eq(entity),
+            outbox::local_id.eq(local_id),
+            outbox::operation.eq(operation.as_str()),
+            outbox::fields.eq(serde_json::Value::Object(fields)),
+        ))
+        .returning(outbox::id)
+        .get_result(conn)
+}
+
+/// The oldest unpublished rows, in the order they must be published.
+pub fn unpublished(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<OutboxRow>> {
+    outbox::table
+        .filter(outbox::published_at.is_null())
+        .order(outbox::id.asc())
+        .limit(limit)
+        .select(OutboxRow::as_select())
+        .load(conn)
+}
+
+pub fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<usize> {
+    diesel::update(outbox::table.filter(outbox::id.eq_any(ids)))
+        .set(outbox::published_at.eq(diesel::dsl::now))
+        .execute(conn)
+}
+
+/// Rows of one local entity that `service` has not acknowledged yet, oldest
+/// first: the local changes that are still "in flight".
+pub fn undelivered(conn: &mut PgConnection, entity: &str, local_id: Uuid, service: &str) -> QueryResult<Vec<OutboxRow>> {
+    outbox::table
+        .filter(outbox::entity.eq(entity))
+        .filter(outbox::local_id.eq(local_id))
+        .filter(diesel::dsl::not(diesel::dsl::exists(
+            outbox_deliveries::table
+                .filter(outbox_deliveries::outbox_id.eq(outbox::id))
+                .filter(outbox_deliveries::service.eq(service)),
+        )))
+        .order(outbox::id.asc())
+        .select(OutboxRow::as_select())
+        .load(conn)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Synced,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Synced => "synced",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Records the outcome at `service`; false if it was already recorded (a
+/// redelivered change).
+pub fn record_delivery(
+    conn: &mut PgConnection,
+    outbox_id: i64,
+    service: &str,
+    status: DeliveryStatus,
+    external_id: Option<&str>,
+    error: Option<&str>,
+) -> QueryResult<bool> {
+    let n = diesel::insert_into(outbox_deliveries::table)
+        .values((
+            outbox_deliveries::outbox_id.eq(outbox_id),
+            outbox_deliveries::service.eq(service),
+            outbox_deliveries::status.eq(status.as_str()),
+            outbox_deliveries::external_id.eq(external_id),
+            outbox_deliveries::error.eq(error),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
+pub fn is_delivered(conn: &mut PgConnection, outbox_id: i64, service: &str) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        outbox_deliveries::table
+            .filter(outbox_deliveries::outbox_id.eq(outbox_id))
+            .filter(outbox_deliveries::service.eq(service)),
+    ))
+    .get_result(conn)
+}
