@@ -123,6 +123,24 @@ impl KafkaConfig {
     }
 }
 
+/// `customers.changes.v1` and its consumers.
+#[derive(Debug, Clone)]
+pub struct ChangesConfig {
+    pub topic: String,
+}
+
+impl ChangesConfig {
+    pub fn load(env: &Env) -> Self {
+        Self {
+            topic: env.or("CUSTOMER_CHANGES_TOPIC", topics::CUSTOMER_CHANGES).to_owned(),
+        }
+    }
+
+    pub fn dead_letter_topic(&self) -> String {
+        topics::dead_letter_for(&self.topic)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
     pub secrets: Vec<SecretString>,
@@ -255,6 +273,51 @@ impl InboundConfig {
                 .to_owned(),
             batch_size,
             batch_wait: Duration::from_millis(env.parsed("INBOUND_BATCH_WAIT_MS", 5)?),
+        })
+    }
+}
+
+/// `workers/outbox-relay`.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub database: DatabaseConfig,
+    pub kafka: KafkaConfig,
+    pub changes: ChangesConfig,
+    /// How often to look for new outbox rows when idle.
+    pub poll_interval: Duration,
+    pub batch_size: i64,
+}
+
+impl RelayConfig {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            database: DatabaseConfig::load(env)?,
+            kafka: KafkaConfig::load(env)?,
+            changes: ChangesConfig::load(env),
+            poll_interval: Duration::from_millis(env.parsed("OUTBOX_POLL_MS", 100)?),
+            batch_size: env.parsed("OUTBOX_BATCH_SIZE", 500)?,
+        })
+    }
+}
+
+/// `workers/stripe-outbound`.
+#[derive(Debug, Clone)]
+pub struct OutboundConfig {
+    pub database: DatabaseConfig,
+    pub kafka: KafkaConfig,
+    pub changes: ChangesConfig,
+    pub stripe: StripeApiConfig,
+    pub consumer_group: String,
+}
+
+impl OutboundConfig {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            database: DatabaseConfig::load(env)?,
+            kafka: KafkaConfig::load(env)?,
+            changes: ChangesConfig::load(env),
+            stripe: StripeApiConfig::load(env)?,
+            consumer_group: env.or("OUTBOUND_CONSUMER_GROUP", "stripe-sync.stripe-outbound").to_owned(),
         })
     }
 }

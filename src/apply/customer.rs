@@ -12,10 +12,13 @@
 use std::cmp::Ordering;
 
 use diesel::prelude::*;
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::{Applied, ApplyError, RemoteReader};
-use crate::db::models::{CustomerProjection, NewIdMapEntry};
+use crate::customers::input::LOCAL_ID_METADATA_KEY;
+use crate::db::models::{Customer, CustomerProjection, NewIdMapEntry};
+use crate::outbox;
 use crate::db::schema::customers;
 use crate::stripe::{RemoteObject, StripeEvent};
 use crate::sync::idmap::{self, ExternalKey};
@@ -41,8 +44,23 @@ pub(super) fn apply(
     let is_delete = event.kind == "customer.deleted";
 
     let Some(link) = idmap::find_for_update(conn, key)? else {
-        let local_id = Uuid::new_v4();
-        insert_customer(conn, local_id, &event.object, is_delete)?;
+        let local_id = match unlinked_local_customer(conn, &event.object)? {
+            // Our own create, echoed before stripe-outbound recorded the
+            // link: attach to the local row instead of duplicating it.
+            Some(local_id) => {
+                if is_delete {
+                    tombstone(conn, local_id, Some(&event.object))?;
+                } else {
+                    update_customer(conn, local_id, &event.object)?;
+                }
+                local_id
+            }
+            None => {
+                let local_id = Uuid::new_v4();
+                insert_customer(conn, local_id, &event.object, is_delete)?;
+                local_id
+            }
+        };
         idmap::insert(
             conn,
             &NewIdMapEntry {
@@ -102,15 +120,27 @@ pub(super) fn apply(
     }
 }
 
+/// The local customer a Stripe customer names in its metadata (written by
+/// stripe-outbound on create), if that row exists and has no Stripe link yet.
+fn unlinked_local_customer(conn: &mut PgConnection, object: &Value) -> QueryResult<Option<Uuid>> {
+    let Some(local_id) = object
+        .pointer(&format!("/metadata/{LOCAL_ID_METADATA_KEY}"))
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<Uuid>().ok())
+    else {
+        return Ok(None);
+    };
+    let exists: bool = diesel::select(diesel::dsl::exists(customers::table.find(local_id))).get_result(conn)?;
+    if !exists || idmap::find_by_local(conn, service::STRIPE, entity::CUSTOMER, local_id)?.is_some() {
+        return Ok(None);
+    }
+    Ok(Some(local_id))
+}
+
 /// Projects a Stripe customer object onto our columns. Fields Stripe sends
 /// as null (or omits) become NULL; metadata is always an object.
-pub fn project(object: &serde_json::Value) -> CustomerProjection {
-    let text = |field: &str| {
-        object
-            .get(field)
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    };
+pub fn project(object: &Value) -> CustomerProjection {
+    let text = |field: &str| object.get(field).and_then(|v| v.as_str()).map(str::to_owned);
     CustomerProjection {
         email: text("email"),
         name: text("name"),
@@ -125,55 +155,76 @@ pub fn project(object: &serde_json::Value) -> CustomerProjection {
     }
 }
 
-fn insert_customer(
-    conn: &mut PgConnection,
-    id: Uuid,
-    object: &serde_json::Value,
-    deleted: bool,
-) -> QueryResult<()> {
+/// Conflict policy: a local change Stripe has not acknowledged yet wins, for
+/// the fields (and metadata keys) it sets, over the state Stripe reports;
+/// everything else takes Stripe's state. Once acknowledged, Stripe's later
+/// events carry the local value, so ordinary last-writer-wins resumes.
+fn keep_pending_local_fields(conn: &mut PgConnection, id: Uuid, projection: &mut CustomerProjection) -> QueryResult<()> {
+    let pending = outbox::undelivered(conn, entity::CUSTOMER, id, service::STRIPE)?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let current: Customer = customers::table.find(id).select(Customer::as_select()).first(conn)?;
+    for change in &pending {
+        let Some(fields) = change.fields.as_object() else { continue };
+        for (field, value) in fields {
+            match field.as_str() {
+                "email" => projection.email.clone_from(&current.email),
+                "name" => projection.name.clone_from(&current.name),
+                "phone" => projection.phone.clone_from(&current.phone),
+                "description" => projection.description.clone_from(&current.description),
+                "metadata" => {
+                    let keys = value.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+                    let target = projection.metadata.as_object_mut().expect("metadata is an object");
+                    for key in keys {
+                        match current.metadata.get(&key) {
+                            Some(v) => target.insert(key, v.clone()),
+                            None => target.remove(&key),
+                        };
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn insert_customer(conn: &mut PgConnection, id: Uuid, object: &Value, deleted: bool) -> QueryResult<()> {
     let deleted_at = deleted.then(chrono::Utc::now);
     diesel::insert_into(customers::table)
-        .values((
-            customers::id.eq(id),
-            project(object),
-            customers::deleted_at.eq(deleted_at),
+        .values((customers::id.eq(id), project(object), customers::deleted_at.eq(deleted_at)))
+        .execute(conn)
+        .map(drop)
+}
+
+fn update_customer(conn: &mut PgConnection, id: Uuid, object: &Value) -> QueryResult<()> {
+    // Lock first, so a concurrent API write either lands before we read
+    // its pending outbox row or waits for us.
+    customers::table.find(id).select(customers::id).for_update().first::<Uuid>(conn)?;
+    let mut projection = project(object);
+    keep_pending_local_fields(conn, id, &mut projection)?;
+    diesel::update(customers::table.find(id))
+        .set((
+            projection,
+            customers::updated_at.eq(diesel::dsl::now),
+            customers::version.eq(customers::version + 1),
         ))
         .execute(conn)
         .map(drop)
 }
 
-fn update_customer(
-    conn: &mut PgConnection,
-    id: Uuid,
-    object: &serde_json::Value,
-) -> QueryResult<()> {
-    diesel::update(customers::table.find(id))
-        .set((project(object), customers::updated_at.eq(diesel::dsl::now)))
-        .execute(conn)
-        .map(drop)
-}
-
 /// Soft-deletes the row, keeping the last known snapshot for audit.
-fn tombstone(
-    conn: &mut PgConnection,
-    id: Uuid,
-    last_snapshot: Option<&serde_json::Value>,
-) -> QueryResult<()> {
+fn tombstone(conn: &mut PgConnection, id: Uuid, last_snapshot: Option<&Value>) -> QueryResult<()> {
     let target = customers::table.find(id);
+    let stamp = (
+        customers::deleted_at.eq(diesel::dsl::now),
+        customers::updated_at.eq(diesel::dsl::now),
+        customers::version.eq(customers::version + 1),
+    );
     match last_snapshot {
-        Some(object) => diesel::update(target)
-            .set((
-                project(object),
-                customers::deleted_at.eq(diesel::dsl::now),
-                customers::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn),
-        None => diesel::update(target)
-            .set((
-                customers::deleted_at.eq(diesel::dsl::now),
-                customers::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn),
+        Some(object) => diesel::update(target).set((project(object), stamp)).execute(conn),
+        None => diesel::update(target).set(stamp).execute(conn),
     }
     .map(drop)
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::event::PLATFORM_ACCOUNT;
@@ -94,56 +95,86 @@ impl StripeClient {
     }
 
     /// `GET /v1/{collection}/{id}`, e.g. `("customers", "cus_123")`.
-    pub async fn retrieve(
-        &self,
-        account: &str,
-        collection: &str,
-        id: &str,
-    ) -> Result<RemoteObject, StripeError> {
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(StripeError::InvalidId(id.to_owned()));
+    pub async fn retrieve(&self, account: &str, collection: &str, id: &str) -> Result<RemoteObject, StripeError> {
+        check_id(id)?;
+        self.call(Method::GET, account, &format!("/v1/{collection}/{id}"), &[], None).await
+    }
+
+    /// `POST /v1/{path}` with form fields, e.g. create or update.
+    pub async fn post(&self, account: &str, path: &str, form: &[(String, String)], idempotency_key: &str) -> Result<serde_json::Value, StripeError> {
+        match self.call(Method::POST, account, path, form, Some(idempotency_key)).await? {
+            RemoteObject::Live(v) => Ok(v),
+            RemoteObject::Deleted => Err(StripeError::Api {
+                status: 404,
+                code: Some("resource_missing".into()),
+                message: format!("{path} does not exist"),
+            }),
         }
+    }
+
+    /// `DELETE /v1/{collection}/{id}`; an object already gone is `Deleted` too.
+    pub async fn delete(&self, account: &str, collection: &str, id: &str, idempotency_key: &str) -> Result<RemoteObject, StripeError> {
+        check_id(id)?;
+        self.call(Method::DELETE, account, &format!("/v1/{collection}/{id}"), &[], Some(idempotency_key))
+            .await
+            .map(|_| RemoteObject::Deleted)
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        account: &str,
+        path: &str,
+        form: &[(String, String)],
+        idempotency_key: Option<&str>,
+    ) -> Result<RemoteObject, StripeError> {
         let mut req = self
             .http
-            .get(format!("{}/v1/{collection}/{id}", self.base))
+            .request(method.clone(), format!("{}{path}", self.base))
             .bearer_auth(self.api_key.expose_secret())
             .header("Stripe-Version", &self.api_version);
         if account != PLATFORM_ACCOUNT {
             req = req.header("Stripe-Account", account);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| StripeError::Network(e.to_string()))?;
-        let status = resp.status().as_u16();
-        if status == 404 {
-            return Ok(RemoteObject::Deleted);
+        if let Some(key) = idempotency_key {
+            req = req.header("Idempotency-Key", key);
         }
+        if method != Method::GET {
+            req = req.form(form);
+        }
+        let resp = req.send().await.map_err(|e| StripeError::Network(e.to_string()))?;
+        let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| StripeError::Network(e.to_string()))?;
+        let body = resp.bytes().await.map_err(|e| StripeError::Network(e.to_string()))?;
         match status {
             200..=299 => {
-                let value: serde_json::Value = serde_json::from_slice(&body)
-                    .map_err(|e| StripeError::Network(format!("unreadable response: {e}")))?;
+                let value: serde_json::Value =
+                    serde_json::from_slice(&body).map_err(|e| StripeError::Network(format!("unreadable response: {e}")))?;
                 if value.get("deleted").and_then(|d| d.as_bool()) == Some(true) {
                     Ok(RemoteObject::Deleted)
                 } else {
                     Ok(RemoteObject::Live(value))
                 }
             }
+            404 => Ok(RemoteObject::Deleted),
             429 => Err(StripeError::RateLimited { retry_after }),
             500..=599 => Err(StripeError::Server { status }),
             _ => Err(api_error(status, &body)),
         }
     }
+}
+
+/// Ids go into URL paths; anything but Stripe's id alphabet is refused.
+fn check_id(id: &str) -> Result<(), StripeError> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(StripeError::InvalidId(id.to_owned()));
+    }
+    Ok(())
 }
 
 fn api_error(status: u16, body: &[u8]) -> StripeError {

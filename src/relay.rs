@@ -1,0 +1,176 @@
+//! `workers/outbox-relay`: moves outbox rows to `customers.changes.v1`.
+//!
+//! Rows are published in id order, keyed by local customer id, and marked
+//! published only after Kafka acknowledged them. Killed anywhere, the relay
+//! republishes what it had not marked: duplicates, never gaps, which
+//! stripe-outbound deduplicates by outbox id. One customer's changes are
+//! sent one after another, so a failed send can never let a later change of
+//! that customer overtake it. A Postgres advisory lock keeps a single
+//! active relay; extra replicas wait as hot standbys.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool};
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::RelayConfig;
+use crate::db::models::OutboxRow;
+use crate::kafka::envelope::HeaderList;
+use crate::kafka::{admin, EventProducer};
+use crate::outbox::{self, Change};
+use crate::retry::Backoff;
+
+/// Advisory lock id held by the active relay.
+const RELAY_LOCK: i64 = 0x5354_5249_5045_0001;
+
+#[derive(QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = Bool)]
+    locked: bool,
+}
+
+/// The relay's own connection: it holds the advisory lock for as long as it
+/// lives, so it is not taken from a pool.
+struct LockedConnection {
+    conn: PgConnection,
+}
+
+impl LockedConnection {
+    fn try_acquire(url: &str) -> anyhow::Result<Option<Self>> {
+        let mut conn = PgConnection::establish(url).context("failed to connect to Postgres")?;
+        let locked = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
+            .bind::<BigInt, _>(RELAY_LOCK)
+            .get_result::<Locked>(&mut conn)?
+            .locked;
+        Ok(locked.then_some(Self { conn }))
+    }
+}
+
+pub async fn run(cfg: RelayConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    {
+        let pool = crate::db::pool(&cfg.database);
+        tokio::task::spawn_blocking(move || crate::db::ensure_migrated(&pool)).await??;
+    }
+    admin::ensure_topics(
+        &cfg.kafka.brokers,
+        &[&cfg.changes.topic, &cfg.changes.dead_letter_topic()],
+        cfg.kafka.topic_partitions,
+        cfg.kafka.replication_factor,
+    )
+    .await?;
+    let producer = EventProducer::new(&cfg.kafka.brokers, cfg.kafka.produce_timeout)?;
+    let url = cfg.database.url.expose_secret().to_owned();
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut waiting_logged = false;
+
+    'outer: while !shutdown.is_cancelled() {
+        let acquired = {
+            let url = url.clone();
+            tokio::task::spawn_blocking(move || LockedConnection::try_acquire(&url)).await?
+        };
+        let conn = match acquired {
+            Ok(Some(c)) => Arc::new(Mutex::new(c)),
+            Ok(None) => {
+                if !waiting_logged {
+                    tracing::info!("another outbox relay is active; standing by");
+                    waiting_logged = true;
+                }
+                if sleep_or_shutdown(Duration::from_secs(1), &shutdown).await {
+                    break;
+                }
+                continue;
+            }
+            Err(e) => {
+                let wait = backoff.next_delay(None);
+                tracing::warn!(error = format!("{e:#}"), wait_ms = wait.as_millis() as u64, "relay cannot reach Postgres");
+                if sleep_or_shutdown(wait, &shutdown).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        tracing::info!(kafka.topic = %cfg.changes.topic, "outbox relay active");
+        waiting_logged = false;
+
+        while !shutdown.is_cancelled() {
+            match relay_once(&conn, &producer, &cfg).await {
+                Ok(0) => {
+                    backoff.reset();
+                    if sleep_or_shutdown(cfg.poll_interval, &shutdown).await {
+                        break 'outer;
+                    }
+                }
+                Ok(_) => backoff.reset(),
+                Err(e) => {
+                    let wait = backoff.next_delay(None);
+                    tracing::warn!(error = format!("{e:#}"), wait_ms = wait.as_millis() as u64, "relay round failed; reconnecting");
+                    if sleep_or_shutdown(wait, &shutdown).await {
+                        break 'outer;
+                    }
+                    // A fresh connection re-takes the lock (or finds a peer took over).
+                    continue 'outer;
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(5));
+    tracing::info!("outbox relay stopped");
+    Ok(())
+}
+
+/// True when shutdown was requested during the wait.
+async fn sleep_or_shutdown(wait: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(wait) => false,
+    }
+}
+
+/// Publishes one batch; returns how many rows were marked published.
+async fn relay_once(conn: &Arc<Mutex<LockedConnection>>, producer: &EventProducer, cfg: &RelayConfig) -> anyhow::Result<usize> {
+    let rows = {
+        let (conn, limit) = (conn.clone(), cfg.batch_size);
+        tokio::task::spawn_blocking(move || outbox::unpublished(&mut conn.lock().expect("relay connection").conn, limit)).await??
+    };
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    // Per customer in id order; customers concurrently.
+    let mut chains: BTreeMap<Uuid, Vec<OutboxRow>> = BTreeMap::new();
+    for row in rows {
+        chains.entry(row.local_id).or_default().push(row);
+    }
+    let topic = &cfg.changes.topic;
+    let sent = futures::future::join_all(chains.into_values().map(|chain| async move {
+        let mut published = Vec::with_capacity(chain.len());
+        for row in &chain {
+            let change = Change::from_row(row)?;
+            let payload = serde_json::to_vec(&change)?;
+            let headers: HeaderList = vec![
+                ("outbox-id".into(), row.id.to_string().into_bytes()),
+                ("operation".into(), row.operation.clone().into_bytes()),
+            ];
+            match producer.send(topic, row.local_id.to_string().as_bytes(), &payload, &headers).await {
+                Ok(_) => published.push(row.id),
+                Err(e) => {
+                    tracing::warn!(outbox.id = row.id, customer.id = %row.local_id, error = %e, "publish failed; will retry");
+                    break; // later changes of this customer wait for this one
+                }
+            }
+        }
+        anyhow::Ok(published)
+    }))
+    .await;
+    let ids: Vec<i64> = sent.into_iter().collect::<anyhow::Result<Vec<_>>>()?.concat();
+    let marked = {
+        let conn = conn.clone();
+        tokio::task::spawn_blocking(move || outbox::mark_published(&mut conn.lock().expect("relay connection").conn, &ids)).await??
+    };
+    Ok(marked)
+}
