@@ -132,7 +132,9 @@ pub struct ChangesConfig {
 impl ChangesConfig {
     pub fn load(env: &Env) -> Self {
         Self {
-            topic: env.or("CUSTOMER_CHANGES_TOPIC", topics::CUSTOMER_CHANGES).to_owned(),
+            topic: env
+                .or("CUSTOMER_CHANGES_TOPIC", topics::CUSTOMER_CHANGES)
+                .to_owned(),
         }
     }
 
@@ -317,7 +319,9 @@ impl OutboundConfig {
             kafka: KafkaConfig::load(env)?,
             changes: ChangesConfig::load(env),
             stripe: StripeApiConfig::load(env)?,
-            consumer_group: env.or("OUTBOUND_CONSUMER_GROUP", "stripe-sync.stripe-outbound").to_owned(),
+            consumer_group: env
+                .or("OUTBOUND_CONSUMER_GROUP", "stripe-sync.stripe-outbound")
+                .to_owned(),
         })
     }
 }
@@ -388,7 +392,12 @@ mod tests {
             ServeConfig::load(&env).unwrap(),
             InboundConfig::load(&env).unwrap()
         );
-        for secret in ["pw-secret", "whsec_topsecret", "sk_test_topsecret", "api-token-topsecret"] {
+        for secret in [
+            "pw-secret",
+            "whsec_topsecret",
+            "sk_test_topsecret",
+            "api-token-topsecret",
+        ] {
             assert!(!printed.contains(secret), "{secret} leaked: {printed}");
         }
     }

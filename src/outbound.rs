@@ -37,7 +37,9 @@ impl From<StripeError> for DeliveryError {
                 error: e.into(),
             }),
             // A rejected key is configuration, not the change's fault.
-            e @ StripeError::Api { status: 401 | 403, .. } => Self::Transient(Transient::from(e)),
+            e @ StripeError::Api {
+                status: 401 | 403, ..
+            } => Self::Transient(Transient::from(e)),
             StripeError::Api { message, .. } => Self::Refused(message),
             e => Self::Refused(e.to_string()),
         }
@@ -58,7 +60,11 @@ pub struct OutboundHandler {
 
 impl OutboundHandler {
     pub fn new(pool: PgPool, stripe: StripeClient, runtime: tokio::runtime::Handle) -> Self {
-        Self { pool, stripe, runtime }
+        Self {
+            pool,
+            stripe,
+            runtime,
+        }
     }
 
     fn deliver(&self, conn: &mut PgConnection, change: &Change) -> Result<(), DeliveryError> {
@@ -66,9 +72,21 @@ impl OutboundHandler {
         match change.operation {
             Operation::Create => {
                 let mut form = form_fields(&change.fields);
-                form.push((format!("metadata[{LOCAL_ID_METADATA_KEY}]"), change.local_id.to_string()));
-                let created = self.runtime.block_on(self.stripe.post(PLATFORM_ACCOUNT, "/v1/customers", &form, &key))?;
-                let stripe_id = created.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+                form.push((
+                    format!("metadata[{LOCAL_ID_METADATA_KEY}]"),
+                    change.local_id.to_string(),
+                ));
+                let created = self.runtime.block_on(self.stripe.post(
+                    PLATFORM_ACCOUNT,
+                    "/v1/customers",
+                    &form,
+                    &key,
+                ))?;
+                let stripe_id = created
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
                 conn.transaction::<_, diesel::result::Error, _>(|conn| {
                     // The echo webhook may have linked it already; either way
                     // the link ends up the same.
@@ -79,28 +97,47 @@ impl OutboundHandler {
                             entity: entity::CUSTOMER,
                             external_id: &stripe_id,
                             local_id: change.local_id,
-                            remote_version: created.get("created").and_then(Value::as_i64).unwrap_or(0),
+                            remote_version: created
+                                .get("created")
+                                .and_then(Value::as_i64)
+                                .unwrap_or(0),
                             remote_event_id: None,
                             remote_deleted: false,
                         })
                         .on_conflict_do_nothing()
                         .execute(conn)?;
-                    outbox::record_delivery(conn, change.outbox_id, service::STRIPE, DeliveryStatus::Synced, Some(&stripe_id), None)?;
+                    outbox::record_delivery(
+                        conn,
+                        change.outbox_id,
+                        service::STRIPE,
+                        DeliveryStatus::Synced,
+                        Some(&stripe_id),
+                        None,
+                    )?;
                     Ok(())
                 })?;
             }
             Operation::Update | Operation::Delete => {
-                let Some(link) = idmap::find_by_local(conn, service::STRIPE, entity::CUSTOMER, change.local_id)? else {
+                let Some(link) =
+                    idmap::find_by_local(conn, service::STRIPE, entity::CUSTOMER, change.local_id)?
+                else {
                     return self.without_link(conn, change);
                 };
                 if change.operation == Operation::Update {
                     let path = format!("/v1/customers/{}", link.external_id);
-                    self.runtime
-                        .block_on(self.stripe.post(&link.account, &path, &form_fields(&change.fields), &key))?;
+                    self.runtime.block_on(self.stripe.post(
+                        &link.account,
+                        &path,
+                        &form_fields(&change.fields),
+                        &key,
+                    ))?;
                 } else {
-                    let gone = self
-                        .runtime
-                        .block_on(self.stripe.delete(&link.account, "customers", &link.external_id, &key))?;
+                    let gone = self.runtime.block_on(self.stripe.delete(
+                        &link.account,
+                        "customers",
+                        &link.external_id,
+                        &key,
+                    ))?;
                     debug_assert_eq!(gone, RemoteObject::Deleted);
                 }
                 conn.transaction::<_, diesel::result::Error, _>(|conn| {
@@ -129,9 +166,12 @@ impl OutboundHandler {
 
     /// An update or delete for a customer Stripe does not know (yet).
     fn without_link(&self, conn: &mut PgConnection, change: &Change) -> Result<(), DeliveryError> {
-        let earlier_create_pending = outbox::undelivered(conn, entity::CUSTOMER, change.local_id, service::STRIPE)?
-            .iter()
-            .any(|row| row.id < change.outbox_id && row.operation == Operation::Create.as_str());
+        let earlier_create_pending =
+            outbox::undelivered(conn, entity::CUSTOMER, change.local_id, service::STRIPE)?
+                .iter()
+                .any(|row| {
+                    row.id < change.outbox_id && row.operation == Operation::Create.as_str()
+                });
         if earlier_create_pending {
             // Its create is still on the way: wait for it rather than fail.
             return Err(DeliveryError::Transient(Transient::from(anyhow::anyhow!(
@@ -142,7 +182,14 @@ impl OutboundHandler {
         match change.operation {
             // Never reached Stripe (its create failed): nothing to delete.
             Operation::Delete => {
-                outbox::record_delivery(conn, change.outbox_id, service::STRIPE, DeliveryStatus::Synced, None, None)?;
+                outbox::record_delivery(
+                    conn,
+                    change.outbox_id,
+                    service::STRIPE,
+                    DeliveryStatus::Synced,
+                    None,
+                    None,
+                )?;
                 Ok(())
             }
             _ => Err(DeliveryError::Refused(
@@ -177,7 +224,14 @@ impl BatchHandler for OutboundHandler {
                 // retry skips them.
                 Err(DeliveryError::Transient(t)) => return Err(t),
                 Err(DeliveryError::Refused(message)) => {
-                    outbox::record_delivery(&mut conn, change.outbox_id, service::STRIPE, DeliveryStatus::Failed, None, Some(&message))?;
+                    outbox::record_delivery(
+                        &mut conn,
+                        change.outbox_id,
+                        service::STRIPE,
+                        DeliveryStatus::Failed,
+                        None,
+                        Some(&message),
+                    )?;
                     outcomes.push(Outcome::DeadLetter(format!(
                         "Stripe refused {} of customer {}: {message}",
                         change.operation.as_str(),
@@ -192,7 +246,8 @@ impl BatchHandler for OutboundHandler {
 
 fn parse_change(d: &Delivery) -> Result<Change, String> {
     let payload = d.payload.as_deref().ok_or("message has no payload")?;
-    let change: Change = serde_json::from_slice(payload).map_err(|e| format!("not a customer change: {e}"))?;
+    let change: Change =
+        serde_json::from_slice(payload).map_err(|e| format!("not a customer change: {e}"))?;
     if change.entity != entity::CUSTOMER {
         return Err(format!("unexpected entity {:?}", change.entity));
     }
@@ -207,7 +262,10 @@ pub fn form_fields(fields: &serde_json::Map<String, Value>) -> Vec<(String, Stri
         match (key.as_str(), value) {
             ("metadata", Value::Object(meta)) => {
                 for (k, v) in meta {
-                    form.push((format!("metadata[{k}]"), v.as_str().unwrap_or_default().to_owned()));
+                    form.push((
+                        format!("metadata[{k}]"),
+                        v.as_str().unwrap_or_default().to_owned(),
+                    ));
                 }
             }
             (_, Value::String(s)) => form.push((key.clone(), s.clone())),
@@ -233,7 +291,11 @@ pub async fn run(cfg: OutboundConfig, shutdown: CancellationToken) -> anyhow::Re
     )
     .await?;
     let producer = EventProducer::new(&cfg.kafka.brokers, cfg.kafka.produce_timeout)?;
-    let handler = Arc::new(OutboundHandler::new(pool, cfg.stripe.client()?, tokio::runtime::Handle::current()));
+    let handler = Arc::new(OutboundHandler::new(
+        pool,
+        cfg.stripe.client()?,
+        tokio::runtime::Handle::current(),
+    ));
     let settings = ConsumeSettings {
         brokers: cfg.kafka.brokers.clone(),
         group: cfg.consumer_group.clone(),
@@ -253,7 +315,8 @@ mod tests {
 
     #[test]
     fn form_encoding_follows_stripe() {
-        let fields = json!({"name": "Ada", "email": null, "metadata": {"tier": "gold", "old": null}});
+        let fields =
+            json!({"name": "Ada", "email": null, "metadata": {"tier": "gold", "old": null}});
         let mut form = form_fields(fields.as_object().unwrap());
         form.sort();
         let expected: Vec<(String, String)> = [

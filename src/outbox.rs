@@ -105,7 +105,12 @@ pub fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<usize
 
 /// Rows of one local entity that `service` has not acknowledged yet, oldest
 /// first: the local changes that are still "in flight".
-pub fn undelivered(conn: &mut PgConnection, entity: &str, local_id: Uuid, service: &str) -> QueryResult<Vec<OutboxRow>> {
+pub fn undelivered(
+    conn: &mut PgConnection,
+    entity: &str,
+    local_id: Uuid,
+    service: &str,
+) -> QueryResult<Vec<OutboxRow>> {
     outbox::table
         .filter(outbox::entity.eq(entity))
         .filter(outbox::local_id.eq(local_id))

@@ -88,7 +88,11 @@ pub async fn run(cfg: RelayConfig, shutdown: CancellationToken) -> anyhow::Resul
             }
             Err(e) => {
                 let wait = backoff.next_delay(None);
-                tracing::warn!(error = format!("{e:#}"), wait_ms = wait.as_millis() as u64, "relay cannot reach Postgres");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    wait_ms = wait.as_millis() as u64,
+                    "relay cannot reach Postgres"
+                );
                 if sleep_or_shutdown(wait, &shutdown).await {
                     break;
                 }
@@ -109,7 +113,11 @@ pub async fn run(cfg: RelayConfig, shutdown: CancellationToken) -> anyhow::Resul
                 Ok(_) => backoff.reset(),
                 Err(e) => {
                     let wait = backoff.next_delay(None);
-                    tracing::warn!(error = format!("{e:#}"), wait_ms = wait.as_millis() as u64, "relay round failed; reconnecting");
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        wait_ms = wait.as_millis() as u64,
+                        "relay round failed; reconnecting"
+                    );
                     if sleep_or_shutdown(wait, &shutdown).await {
                         break 'outer;
                     }
@@ -133,10 +141,17 @@ async fn sleep_or_shutdown(wait: Duration, shutdown: &CancellationToken) -> bool
 }
 
 /// Publishes one batch; returns how many rows were marked published.
-async fn relay_once(conn: &Arc<Mutex<LockedConnection>>, producer: &EventProducer, cfg: &RelayConfig) -> anyhow::Result<usize> {
+async fn relay_once(
+    conn: &Arc<Mutex<LockedConnection>>,
+    producer: &EventProducer,
+    cfg: &RelayConfig,
+) -> anyhow::Result<usize> {
     let rows = {
         let (conn, limit) = (conn.clone(), cfg.batch_size);
-        tokio::task::spawn_blocking(move || outbox::unpublished(&mut conn.lock().expect("relay connection").conn, limit)).await??
+        tokio::task::spawn_blocking(move || {
+            outbox::unpublished(&mut conn.lock().expect("relay connection").conn, limit)
+        })
+        .await??
     };
     if rows.is_empty() {
         return Ok(0);
@@ -167,10 +182,16 @@ async fn relay_once(conn: &Arc<Mutex<LockedConnection>>, producer: &EventProduce
         anyhow::Ok(published)
     }))
     .await;
-    let ids: Vec<i64> = sent.into_iter().collect::<anyhow::Result<Vec<_>>>()?.concat();
+    let ids: Vec<i64> = sent
+        .into_iter()
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .concat();
     let marked = {
         let conn = conn.clone();
-        tokio::task::spawn_blocking(move || outbox::mark_published(&mut conn.lock().expect("relay connection").conn, &ids)).await??
+        tokio::task::spawn_blocking(move || {
+            outbox::mark_published(&mut conn.lock().expect("relay connection").conn, &ids)
+        })
+        .await??
     };
     Ok(marked)
 }

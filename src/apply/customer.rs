@@ -18,8 +18,8 @@ use uuid::Uuid;
 use super::{Applied, ApplyError, RemoteReader};
 use crate::customers::input::LOCAL_ID_METADATA_KEY;
 use crate::db::models::{Customer, CustomerProjection, NewIdMapEntry};
-use crate::outbox;
 use crate::db::schema::customers;
+use crate::outbox;
 use crate::stripe::{RemoteObject, StripeEvent};
 use crate::sync::idmap::{self, ExternalKey};
 use crate::sync::{entity, service};
@@ -130,8 +130,10 @@ fn unlinked_local_customer(conn: &mut PgConnection, object: &Value) -> QueryResu
     else {
         return Ok(None);
     };
-    let exists: bool = diesel::select(diesel::dsl::exists(customers::table.find(local_id))).get_result(conn)?;
-    if !exists || idmap::find_by_local(conn, service::STRIPE, entity::CUSTOMER, local_id)?.is_some() {
+    let exists: bool =
+        diesel::select(diesel::dsl::exists(customers::table.find(local_id))).get_result(conn)?;
+    if !exists || idmap::find_by_local(conn, service::STRIPE, entity::CUSTOMER, local_id)?.is_some()
+    {
         return Ok(None);
     }
     Ok(Some(local_id))
@@ -140,7 +142,12 @@ fn unlinked_local_customer(conn: &mut PgConnection, object: &Value) -> QueryResu
 /// Projects a Stripe customer object onto our columns. Fields Stripe sends
 /// as null (or omits) become NULL; metadata is always an object.
 pub fn project(object: &Value) -> CustomerProjection {
-    let text = |field: &str| object.get(field).and_then(|v| v.as_str()).map(str::to_owned);
+    let text = |field: &str| {
+        object
+            .get(field)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
     CustomerProjection {
         email: text("email"),
         name: text("name"),
@@ -159,14 +166,23 @@ pub fn project(object: &Value) -> CustomerProjection {
 /// the fields (and metadata keys) it sets, over the state Stripe reports;
 /// everything else takes Stripe's state. Once acknowledged, Stripe's later
 /// events carry the local value, so ordinary last-writer-wins resumes.
-fn keep_pending_local_fields(conn: &mut PgConnection, id: Uuid, projection: &mut CustomerProjection) -> QueryResult<()> {
+fn keep_pending_local_fields(
+    conn: &mut PgConnection,
+    id: Uuid,
+    projection: &mut CustomerProjection,
+) -> QueryResult<()> {
     let pending = outbox::undelivered(conn, entity::CUSTOMER, id, service::STRIPE)?;
     if pending.is_empty() {
         return Ok(());
     }
-    let current: Customer = customers::table.find(id).select(Customer::as_select()).first(conn)?;
+    let current: Customer = customers::table
+        .find(id)
+        .select(Customer::as_select())
+        .first(conn)?;
     for change in &pending {
-        let Some(fields) = change.fields.as_object() else { continue };
+        let Some(fields) = change.fields.as_object() else {
+            continue;
+        };
         for (field, value) in fields {
             match field.as_str() {
                 "email" => projection.email.clone_from(&current.email),
@@ -174,8 +190,14 @@ fn keep_pending_local_fields(conn: &mut PgConnection, id: Uuid, projection: &mut
                 "phone" => projection.phone.clone_from(&current.phone),
                 "description" => projection.description.clone_from(&current.description),
                 "metadata" => {
-                    let keys = value.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
-                    let target = projection.metadata.as_object_mut().expect("metadata is an object");
+                    let keys = value
+                        .as_object()
+                        .map(|m| m.keys().cloned().collect::<Vec<_>>())
+                        .unwrap_or_default();
+                    let target = projection
+                        .metadata
+                        .as_object_mut()
+                        .expect("metadata is an object");
                     for key in keys {
                         match current.metadata.get(&key) {
                             Some(v) => target.insert(key, v.clone()),
@@ -190,10 +212,19 @@ fn keep_pending_local_fields(conn: &mut PgConnection, id: Uuid, projection: &mut
     Ok(())
 }
 
-fn insert_customer(conn: &mut PgConnection, id: Uuid, object: &Value, deleted: bool) -> QueryResult<()> {
+fn insert_customer(
+    conn: &mut PgConnection,
+    id: Uuid,
+    object: &Value,
+    deleted: bool,
+) -> QueryResult<()> {
     let deleted_at = deleted.then(chrono::Utc::now);
     diesel::insert_into(customers::table)
-        .values((customers::id.eq(id), project(object), customers::deleted_at.eq(deleted_at)))
+        .values((
+            customers::id.eq(id),
+            project(object),
+            customers::deleted_at.eq(deleted_at),
+        ))
         .execute(conn)
         .map(drop)
 }
@@ -201,7 +232,11 @@ fn insert_customer(conn: &mut PgConnection, id: Uuid, object: &Value, deleted: b
 fn update_customer(conn: &mut PgConnection, id: Uuid, object: &Value) -> QueryResult<()> {
     // Lock first, so a concurrent API write either lands before we read
     // its pending outbox row or waits for us.
-    customers::table.find(id).select(customers::id).for_update().first::<Uuid>(conn)?;
+    customers::table
+        .find(id)
+        .select(customers::id)
+        .for_update()
+        .first::<Uuid>(conn)?;
     let mut projection = project(object);
     keep_pending_local_fields(conn, id, &mut projection)?;
     diesel::update(customers::table.find(id))
@@ -223,7 +258,9 @@ fn tombstone(conn: &mut PgConnection, id: Uuid, last_snapshot: Option<&Value>) -
         customers::version.eq(customers::version + 1),
     );
     match last_snapshot {
-        Some(object) => diesel::update(target).set((project(object), stamp)).execute(conn),
+        Some(object) => diesel::update(target)
+            .set((project(object), stamp))
+            .execute(conn),
         None => diesel::update(target).set(stamp).execute(conn),
     }
     .map(drop)

@@ -18,7 +18,10 @@ pub fn claim(conn: &mut PgConnection, service: &str, event: &StripeEvent) -> Que
             object_id: event.object_id(),
             event_created: event.created,
             outcome: "claimed",
-            echo: event.idempotency_key.as_deref().is_some_and(crate::outbox::is_own_idempotency_key),
+            echo: event
+                .idempotency_key
+                .as_deref()
+                .is_some_and(crate::outbox::is_own_idempotency_key),
         })
         .on_conflict_do_nothing()
         .execute(conn)?;

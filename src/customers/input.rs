@@ -40,7 +40,10 @@ impl Email {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let field = "email";
         if raw.chars().count() > MAX_EMAIL_CHARS {
-            return Err(invalid(field, format!("must be at most {MAX_EMAIL_CHARS} characters")));
+            return Err(invalid(
+                field,
+                format!("must be at most {MAX_EMAIL_CHARS} characters"),
+            ));
         }
         let valid = match raw.split_once('@') {
             Some((local, domain)) => {
@@ -85,7 +88,10 @@ fn parse_metadata(raw: &Map<String, Value>, allow_removal: bool) -> Result<Metad
     for (key, value) in raw {
         let field = format!("metadata.{key}");
         if key.is_empty() || key.chars().count() > MAX_METADATA_KEY_CHARS {
-            return Err(invalid(field, format!("keys must be 1 to {MAX_METADATA_KEY_CHARS} characters")));
+            return Err(invalid(
+                field,
+                format!("keys must be 1 to {MAX_METADATA_KEY_CHARS} characters"),
+            ));
         }
         if key.contains('[') || key.contains(']') {
             return Err(invalid(field, "keys must not contain square brackets"));
@@ -94,10 +100,17 @@ fn parse_metadata(raw: &Map<String, Value>, allow_removal: bool) -> Result<Metad
             return Err(invalid(field, "this key is reserved for stripe-sync"));
         }
         match value {
-            Value::String(v) => out.push((key.clone(), Some(bounded_text(&field, v, MAX_METADATA_VALUE_CHARS)?))),
+            Value::String(v) => out.push((
+                key.clone(),
+                Some(bounded_text(&field, v, MAX_METADATA_VALUE_CHARS)?),
+            )),
             Value::Null if allow_removal => out.push((key.clone(), None)),
             _ => {
-                let expected = if allow_removal { "a string, or null to remove the key" } else { "a string" };
+                let expected = if allow_removal {
+                    "a string, or null to remove the key"
+                } else {
+                    "a string"
+                };
                 return Err(invalid(field, format!("must be {expected}")));
             }
         }
@@ -107,7 +120,10 @@ fn parse_metadata(raw: &Map<String, Value>, allow_removal: bool) -> Result<Metad
 
 /// The result of applying `patch` to `current` must stay within Stripe's
 /// key limit.
-pub fn merged_metadata(current: &Value, patch: &MetadataPatch) -> Result<Map<String, Value>, Invalid> {
+pub fn merged_metadata(
+    current: &Value,
+    patch: &MetadataPatch,
+) -> Result<Map<String, Value>, Invalid> {
     let mut merged = current.as_object().cloned().unwrap_or_default();
     for (k, v) in patch {
         match v {
@@ -116,7 +132,10 @@ pub fn merged_metadata(current: &Value, patch: &MetadataPatch) -> Result<Map<Str
         };
     }
     if merged.len() > MAX_METADATA_KEYS {
-        return Err(invalid("metadata", format!("at most {MAX_METADATA_KEYS} keys")));
+        return Err(invalid(
+            "metadata",
+            format!("at most {MAX_METADATA_KEYS} keys"),
+        ));
     }
     Ok(merged)
 }
@@ -169,14 +188,27 @@ impl NewCustomer {
     pub fn parse(body: CreateBody) -> Result<Self, Invalid> {
         Ok(Self {
             email: body.email.as_deref().map(Email::parse).transpose()?,
-            name: body.name.as_deref().map(|v| bounded_text("name", v, MAX_NAME_CHARS)).transpose()?,
-            phone: body.phone.as_deref().map(|v| bounded_text("phone", v, MAX_PHONE_CHARS)).transpose()?,
+            name: body
+                .name
+                .as_deref()
+                .map(|v| bounded_text("name", v, MAX_NAME_CHARS))
+                .transpose()?,
+            phone: body
+                .phone
+                .as_deref()
+                .map(|v| bounded_text("phone", v, MAX_PHONE_CHARS))
+                .transpose()?,
             description: body
                 .description
                 .as_deref()
                 .map(|v| bounded_text("description", v, MAX_DESCRIPTION_CHARS))
                 .transpose()?,
-            metadata: body.metadata.as_ref().map(|m| parse_metadata(m, false)).transpose()?.unwrap_or_default(),
+            metadata: body
+                .metadata
+                .as_ref()
+                .map(|m| parse_metadata(m, false))
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
 }
@@ -194,8 +226,13 @@ pub struct CustomerPatch {
 
 impl CustomerPatch {
     pub fn parse(body: PatchBody) -> Result<Self, Invalid> {
-        fn text(field: &str, v: Option<Option<String>>, max: usize) -> Result<Option<Option<String>>, Invalid> {
-            v.map(|inner| inner.map(|s| bounded_text(field, &s, max)).transpose()).transpose()
+        fn text(
+            field: &str,
+            v: Option<Option<String>>,
+            max: usize,
+        ) -> Result<Option<Option<String>>, Invalid> {
+            v.map(|inner| inner.map(|s| bounded_text(field, &s, max)).transpose())
+                .transpose()
         }
         let patch = Self {
             email: body
@@ -205,7 +242,12 @@ impl CustomerPatch {
             name: text("name", body.name, MAX_NAME_CHARS)?,
             phone: text("phone", body.phone, MAX_PHONE_CHARS)?,
             description: text("description", body.description, MAX_DESCRIPTION_CHARS)?,
-            metadata: body.metadata.as_ref().map(|m| parse_metadata(m, true)).transpose()?.unwrap_or_default(),
+            metadata: body
+                .metadata
+                .as_ref()
+                .map(|m| parse_metadata(m, true))
+                .transpose()?
+                .unwrap_or_default(),
         };
         if patch.is_empty() {
             return Err(invalid("body", "names no field to change"));
@@ -236,7 +278,10 @@ mod tests {
         for ok in ["a@b.co", "first.last+tag@sub.example.com", "ünï@exämple.de"] {
             assert!(Email::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "plain", "@b.co", "a@", "a@b", "a@@b.co", "a b@c.co", "a@.b.co", "a@b.co.", "a@b..co"] {
+        for bad in [
+            "", "plain", "@b.co", "a@", "a@b", "a@@b.co", "a b@c.co", "a@.b.co", "a@b.co.",
+            "a@b..co",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
         let long = format!("{}@example.com", "a".repeat(MAX_EMAIL_CHARS));
@@ -246,10 +291,20 @@ mod tests {
     #[test]
     fn lengths_follow_stripe() {
         assert!(create(json!({"name": "x".repeat(MAX_NAME_CHARS)})).is_ok());
-        assert_eq!(create(json!({"name": "x".repeat(MAX_NAME_CHARS + 1)})).unwrap_err().field, "name");
-        assert_eq!(create(json!({"phone": "1".repeat(21)})).unwrap_err().field, "phone");
         assert_eq!(
-            create(json!({"description": "d".repeat(MAX_DESCRIPTION_CHARS + 1)})).unwrap_err().field,
+            create(json!({"name": "x".repeat(MAX_NAME_CHARS + 1)}))
+                .unwrap_err()
+                .field,
+            "name"
+        );
+        assert_eq!(
+            create(json!({"phone": "1".repeat(21)})).unwrap_err().field,
+            "phone"
+        );
+        assert_eq!(
+            create(json!({"description": "d".repeat(MAX_DESCRIPTION_CHARS + 1)}))
+                .unwrap_err()
+                .field,
             "description"
         );
         // Characters, not bytes.
@@ -261,16 +316,24 @@ mod tests {
         let many: Map<String, Value> = (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
         let parsed = create(json!({"metadata": many})).unwrap();
         assert_eq!(
-            merged_metadata(&json!({}), &parsed.metadata).unwrap_err().field,
+            merged_metadata(&json!({}), &parsed.metadata)
+                .unwrap_err()
+                .field,
             "metadata"
         );
         for (meta, field) in [
-            (json!({"k".repeat(41): "v"}), format!("metadata.{}", "k".repeat(41))),
+            (
+                json!({"k".repeat(41): "v"}),
+                format!("metadata.{}", "k".repeat(41)),
+            ),
             (json!({"k": "v".repeat(501)}), "metadata.k".to_owned()),
             (json!({"a[b]": "v"}), "metadata.a[b]".to_owned()),
             (json!({"k": 1}), "metadata.k".to_owned()),
             (json!({"k": null}), "metadata.k".to_owned()),
-            (json!({"stripe_sync_id": "x"}), "metadata.stripe_sync_id".to_owned()),
+            (
+                json!({"stripe_sync_id": "x"}),
+                "metadata.stripe_sync_id".to_owned(),
+            ),
         ] {
             assert_eq!(create(json!({"metadata": meta})).unwrap_err().field, field);
         }
@@ -278,7 +341,10 @@ mod tests {
 
     #[test]
     fn patch_distinguishes_null_from_absent() {
-        let p = CustomerPatch::parse(serde_json::from_value(json!({"email": null, "metadata": {"old": null}})).unwrap()).unwrap();
+        let p = CustomerPatch::parse(
+            serde_json::from_value(json!({"email": null, "metadata": {"old": null}})).unwrap(),
+        )
+        .unwrap();
         assert_eq!(p.email, Some(None));
         assert_eq!(p.name, None);
         assert_eq!(p.metadata, vec![("old".to_owned(), None)]);

@@ -47,7 +47,12 @@ impl ListQuery {
             None => DEFAULT_LIMIT,
             Some(raw) => match raw.parse::<i64>() {
                 Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                _ => return Err(bad("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))),
+                _ => {
+                    return Err(bad(
+                        "limit",
+                        format!("must be an integer from 1 to {MAX_LIMIT}"),
+                    ))
+                }
             },
         };
         Ok(Self {
@@ -60,7 +65,12 @@ impl ListQuery {
                 .map(|raw| {
                     DateTime::parse_from_rfc3339(raw)
                         .map(|t| t.with_timezone(&Utc))
-                        .map_err(|_| bad("updated_since", "must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z"))
+                        .map_err(|_| {
+                            bad(
+                                "updated_since",
+                                "must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z",
+                            )
+                        })
                 })
                 .transpose()?,
             include_deleted: match p.include_deleted.as_deref() {
@@ -86,7 +96,10 @@ impl Cursor {
 
     pub fn decode(raw: &str) -> Result<Self, Invalid> {
         let invalid = || bad("cursor", "is not a cursor this API returned");
-        let text = hex::decode(raw).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(invalid)?;
+        let text = hex::decode(raw)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(invalid)?;
         let (micros, id) = text.split_once('.').ok_or_else(invalid)?;
         Ok(Self {
             created_at_micros: micros.parse().map_err(|_| invalid())?,
@@ -106,7 +119,8 @@ pub struct Page {
 pub fn list(conn: &mut PgConnection, q: &ListQuery) -> Result<Page, CustomerError> {
     let mut query = customers::table.select(Customer::as_select()).into_boxed();
     if let Some(after) = &q.after {
-        let ts = DateTime::<Utc>::from_timestamp_micros(after.created_at_micros).unwrap_or_default();
+        let ts =
+            DateTime::<Utc>::from_timestamp_micros(after.created_at_micros).unwrap_or_default();
         query = query.filter(
             customers::created_at
                 .gt(ts)
@@ -172,7 +186,13 @@ mod tests {
     fn params_are_checked() {
         let parse = |p: ListParams| ListQuery::parse(p).map_err(|e| e.field);
         assert_eq!(parse(ListParams::default()).unwrap().limit, DEFAULT_LIMIT);
-        for (limit, ok) in [("1", true), ("100", true), ("0", false), ("101", false), ("x", false)] {
+        for (limit, ok) in [
+            ("1", true),
+            ("100", true),
+            ("0", false),
+            ("101", false),
+            ("x", false),
+        ] {
             let r = parse(ListParams {
                 limit: Some(limit.into()),
                 ..Default::default()

@@ -77,7 +77,9 @@ impl CustomerView {
 
 /// An `If-Match` precondition: `*` (any current version) or a list of tags.
 pub fn check_if_match(if_match: Option<&str>, current_version: i64) -> Result<(), CustomerError> {
-    let Some(header) = if_match else { return Ok(()) };
+    let Some(header) = if_match else {
+        return Ok(());
+    };
     let current = format!("\"{current_version}\"");
     let matches = header
         .split(',')
@@ -143,7 +145,12 @@ pub fn create(conn: &mut PgConnection, new: NewCustomer) -> Result<CustomerView,
     view(conn, row)
 }
 
-pub fn update(conn: &mut PgConnection, id: Uuid, patch: CustomerPatch, if_match: Option<&str>) -> Result<CustomerView, CustomerError> {
+pub fn update(
+    conn: &mut PgConnection,
+    id: Uuid,
+    patch: CustomerPatch,
+    if_match: Option<&str>,
+) -> Result<CustomerView, CustomerError> {
     let row = conn.transaction::<_, CustomerError, _>(|conn| {
         let current = lock(conn, id)?;
         if current.deleted_at.is_some() {
@@ -153,8 +160,13 @@ pub fn update(conn: &mut PgConnection, id: Uuid, patch: CustomerPatch, if_match:
         let metadata = merged_metadata(&current.metadata, &patch.metadata)?;
 
         let mut fields = Map::new();
-        let text = |v: &Option<Option<String>>, cur: &Option<String>| v.clone().unwrap_or_else(|| cur.clone());
-        let email = patch.email.clone().map(|e| e.map(|e| e.as_str().to_owned()));
+        let text = |v: &Option<Option<String>>, cur: &Option<String>| {
+            v.clone().unwrap_or_else(|| cur.clone())
+        };
+        let email = patch
+            .email
+            .clone()
+            .map(|e| e.map(|e| e.as_str().to_owned()));
         for (key, value) in [
             ("email", &email),
             ("name", &patch.name),
@@ -162,14 +174,22 @@ pub fn update(conn: &mut PgConnection, id: Uuid, patch: CustomerPatch, if_match:
             ("description", &patch.description),
         ] {
             if let Some(v) = value {
-                fields.insert(key.to_owned(), v.clone().map(Value::String).unwrap_or(Value::Null));
+                fields.insert(
+                    key.to_owned(),
+                    v.clone().map(Value::String).unwrap_or(Value::Null),
+                );
             }
         }
         if !patch.metadata.is_empty() {
             let changes: Map<String, Value> = patch
                 .metadata
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone().map(Value::String).unwrap_or(Value::Null)))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.clone().map(Value::String).unwrap_or(Value::Null),
+                    )
+                })
                 .collect();
             fields.insert("metadata".into(), Value::Object(changes));
         }
@@ -194,7 +214,11 @@ pub fn update(conn: &mut PgConnection, id: Uuid, patch: CustomerPatch, if_match:
 
 /// Soft delete. Deleting a deleted customer changes nothing and succeeds,
 /// so a retried DELETE is harmless.
-pub fn delete(conn: &mut PgConnection, id: Uuid, if_match: Option<&str>) -> Result<CustomerView, CustomerError> {
+pub fn delete(
+    conn: &mut PgConnection,
+    id: Uuid,
+    if_match: Option<&str>,
+) -> Result<CustomerView, CustomerError> {
     let row = conn.transaction::<_, CustomerError, _>(|conn| {
         let current = lock(conn, id)?;
         if current.deleted_at.is_some() {

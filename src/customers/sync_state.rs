@@ -46,7 +46,10 @@ struct OutboxSummary {
 }
 
 /// Sync state of each customer in `ids` (Stripe is the only service so far).
-pub fn for_customers(conn: &mut PgConnection, ids: &[Uuid]) -> QueryResult<HashMap<Uuid, BTreeMap<&'static str, SyncState>>> {
+pub fn for_customers(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> QueryResult<HashMap<Uuid, BTreeMap<&'static str, SyncState>>> {
     let links: HashMap<Uuid, (String, DateTime<Utc>)> = id_map::table
         .filter(id_map::service.eq(service::STRIPE))
         .filter(id_map::entity.eq(entity::CUSTOMER))

@@ -70,4 +70,10 @@ diesel::table! {
 
 diesel::joinable!(outbox_deliveries -> outbox (outbox_id));
 
-diesel::allow_tables_to_appear_in_same_query!(customers, id_map, event_ledger, outbox, outbox_deliveries);
+diesel::allow_tables_to_appear_in_same_query!(
+    customers,
+    id_map,
+    event_ledger,
+    outbox,
+    outbox_deliveries
+);

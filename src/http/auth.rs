@@ -17,7 +17,10 @@ pub fn bearer(token: Arc<SecretString>) -> impl Filter<Extract = (), Error = Rej
         .and_then(move |header: Option<String>| {
             let token = token.clone();
             async move {
-                let presented = header.as_deref().and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
+                let presented = header
+                    .as_deref()
+                    .and_then(|h| h.strip_prefix("Bearer "))
+                    .map(str::trim);
                 match presented {
                     Some(p) if token_matches(p, token.expose_secret()) => Ok(()),
                     Some(_) => Err(warp::reject::custom(ApiError::new(
@@ -40,11 +43,14 @@ pub fn bearer(token: Arc<SecretString>) -> impl Filter<Extract = (), Error = Rej
 /// are reduced to a keyed MAC of equal size before comparing.
 fn token_matches(presented: &str, expected: &str) -> bool {
     let mac = |s: &str| {
-        let mut m = Hmac::<Sha256>::new_from_slice(b"stripe-sync api token").expect("any key length");
+        let mut m =
+            Hmac::<Sha256>::new_from_slice(b"stripe-sync api token").expect("any key length");
         m.update(s.as_bytes());
         m
     };
-    mac(expected).verify_slice(&mac(presented).finalize().into_bytes()).is_ok()
+    mac(expected)
+        .verify_slice(&mac(presented).finalize().into_bytes())
+        .is_ok()
 }
 
 #[cfg(test)]

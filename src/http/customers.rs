@@ -15,7 +15,9 @@ use crate::db::{PgConn, PgPool};
 /// Largest JSON body accepted on the API.
 pub const MAX_BODY_BYTES: u64 = 64 * 1024;
 
-pub fn routes(pool: PgPool) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+pub fn routes(
+    pool: PgPool,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let with_pool = warp::any().map(move || pool.clone());
     let collection = warp::path!("customers");
     let item = warp::path!("customers" / String);
@@ -29,78 +31,116 @@ pub fn routes(pool: PgPool) -> impl Filter<Extract = (warp::reply::Response,), E
             let view = blocking(pool, move |conn| customers::create(conn, new)).await?;
             let location = format!("/api/customers/{}", view.id);
             let mut response = with_etag(&view, StatusCode::CREATED);
-            response
-                .headers_mut()
-                .insert(header::LOCATION, location.parse().expect("a valid header value"));
+            response.headers_mut().insert(
+                header::LOCATION,
+                location.parse().expect("a valid header value"),
+            );
             Ok::<_, Rejection>(response)
         });
 
     let list = collection
         .and(warp::get())
-        .and(warp::query::<ListParams>())
+        // Parsed here rather than by warp::query so a bad parameter is a
+        // clear 400 instead of losing to another route's rejection.
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(with_pool.clone())
-        .and_then(|params: ListParams, pool: PgPool| async move {
-            let query = ListQuery::parse(params).map_err(|e| {
-                warp::reject::custom(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.message).with_field(e.field))
-            })?;
+        .and_then(|raw_query: String, pool: PgPool| async move {
+            let query = parse_list_query(&raw_query)?;
             let page = blocking(pool, move |conn| list::list(conn, &query)).await?;
             Ok::<_, Rejection>(warp::reply::json(&page).into_response())
         });
 
-    let get = item
-        .and(warp::get())
-        .and(with_pool.clone())
-        .and_then(|id: String, pool: PgPool| async move {
+    let get = item.and(warp::get()).and(with_pool.clone()).and_then(
+        |id: String, pool: PgPool| async move {
             let id = parse_id(&id)?;
             let view = blocking(pool, move |conn| customers::get(conn, id)).await?;
             Ok::<_, Rejection>(with_etag(&view, StatusCode::OK))
-        });
+        },
+    );
 
     let patch = item
         .and(warp::patch())
         .and(warp::header::optional::<String>("if-match"))
         .and(json_body::<PatchBody>())
         .and(with_pool.clone())
-        .and_then(|id: String, if_match: Option<String>, body: PatchBody, pool: PgPool| async move {
-            let id = parse_id(&id)?;
-            let patch = CustomerPatch::parse(body).map_err(invalid)?;
-            let view = blocking(pool, move |conn| customers::update(conn, id, patch, if_match.as_deref())).await?;
-            Ok::<_, Rejection>(with_etag(&view, StatusCode::OK))
-        });
+        .and_then(
+            |id: String, if_match: Option<String>, body: PatchBody, pool: PgPool| async move {
+                let id = parse_id(&id)?;
+                let patch = CustomerPatch::parse(body).map_err(invalid)?;
+                let view = blocking(pool, move |conn| {
+                    customers::update(conn, id, patch, if_match.as_deref())
+                })
+                .await?;
+                Ok::<_, Rejection>(with_etag(&view, StatusCode::OK))
+            },
+        );
 
     let delete = item
         .and(warp::delete())
         .and(warp::header::optional::<String>("if-match"))
         .and(with_pool)
-        .and_then(|id: String, if_match: Option<String>, pool: PgPool| async move {
-            let id = parse_id(&id)?;
-            let view = blocking(pool, move |conn| customers::delete(conn, id, if_match.as_deref())).await?;
-            Ok::<_, Rejection>(with_etag(&view, StatusCode::OK))
-        });
+        .and_then(
+            |id: String, if_match: Option<String>, pool: PgPool| async move {
+                let id = parse_id(&id)?;
+                let view = blocking(pool, move |conn| {
+                    customers::delete(conn, id, if_match.as_deref())
+                })
+                .await?;
+                Ok::<_, Rejection>(with_etag(&view, StatusCode::OK))
+            },
+        );
 
-    create.or(list).unify().or(get).unify().or(patch).unify().or(delete).unify()
+    create
+        .or(list)
+        .unify()
+        .or(get)
+        .unify()
+        .or(patch)
+        .unify()
+        .or(delete)
+        .unify()
+}
+
+fn parse_list_query(raw: &str) -> Result<ListQuery, Rejection> {
+    let bad = |field: Option<String>, message: String| {
+        let e = ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message);
+        warp::reject::custom(match field {
+            Some(f) => e.with_field(f),
+            None => e,
+        })
+    };
+    let params: ListParams =
+        serde_urlencoded::from_str(raw).map_err(|e| bad(None, format!("invalid query: {e}")))?;
+    ListQuery::parse(params).map_err(|e| bad(Some(e.field), e.message))
 }
 
 fn with_etag(view: &CustomerView, status: StatusCode) -> warp::reply::Response {
     let mut response = warp::reply::with_status(warp::reply::json(view), status).into_response();
-    response
-        .headers_mut()
-        .insert(header::ETAG, view.etag().parse().expect("a valid header value"));
+    response.headers_mut().insert(
+        header::ETAG,
+        view.etag().parse().expect("a valid header value"),
+    );
     response
 }
 
 /// Any string that is not a UUID names no customer: 404, like an unknown id.
 fn parse_id(raw: &str) -> Result<Uuid, Rejection> {
-    raw.parse()
-        .map_err(|_| warp::reject::custom(not_found()))
+    raw.parse().map_err(|_| warp::reject::custom(not_found()))
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no customer with this id")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no customer with this id",
+    )
 }
 
 fn invalid(e: Invalid) -> Rejection {
-    warp::reject::custom(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", e.message).with_field(e.field))
+    warp::reject::custom(
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", e.message)
+            .with_field(e.field),
+    )
 }
 
 /// Runs a database operation on the blocking pool and maps its errors.
@@ -109,7 +149,9 @@ async fn blocking<T: Send + 'static>(
     op: impl FnOnce(&mut PgConn) -> Result<T, CustomerError> + Send + 'static,
 ) -> Result<T, Rejection> {
     let result = tokio::task::spawn_blocking(move || {
-        let mut conn = pool.get().map_err(|e| ApiError::unavailable("database_unavailable", &e))?;
+        let mut conn = pool
+            .get()
+            .map_err(|e| ApiError::unavailable("database_unavailable", &e))?;
         op(&mut conn).map_err(to_api_error)
     })
     .await
@@ -121,16 +163,28 @@ async fn blocking<T: Send + 'static>(
 fn to_api_error(e: CustomerError) -> ApiError {
     match e {
         CustomerError::NotFound => not_found(),
-        CustomerError::Deleted => ApiError::new(StatusCode::CONFLICT, "customer_deleted", "the customer is deleted and cannot be changed"),
-        e @ CustomerError::VersionMismatch { .. } => ApiError::new(StatusCode::PRECONDITION_FAILED, "version_mismatch", e.to_string()),
-        CustomerError::Invalid(e) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", e.message).with_field(e.field),
+        CustomerError::Deleted => ApiError::new(
+            StatusCode::CONFLICT,
+            "customer_deleted",
+            "the customer is deleted and cannot be changed",
+        ),
+        e @ CustomerError::VersionMismatch { .. } => ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "version_mismatch",
+            e.to_string(),
+        ),
+        CustomerError::Invalid(e) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", e.message)
+                .with_field(e.field)
+        }
         CustomerError::Database(e) => ApiError::unavailable("database_unavailable", &e),
     }
 }
 
 /// A JSON body: 415 unless `Content-Type: application/json`, 413 over the
 /// limit, 400 for malformed JSON or an unknown field (named).
-fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
+{
     warp::header::optional::<String>("content-type")
         .and_then(|ct: Option<String>| async move {
             let is_json = ct
@@ -160,7 +214,16 @@ fn body_error(e: &serde_json::Error) -> ApiError {
     // serde names the field: "unknown field `nickname`, expected one of ..."
     if let Some(rest) = text.strip_prefix("unknown field `") {
         let field = rest.split('`').next().unwrap_or_default().to_owned();
-        return ApiError::new(StatusCode::BAD_REQUEST, "unknown_field", format!("unknown field {field:?}")).with_field(field);
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_field",
+            format!("unknown field {field:?}"),
+        )
+        .with_field(field);
     }
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("the body is not valid JSON for this request: {text}"))
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_body",
+        format!("the body is not valid JSON for this request: {text}"),
+    )
 }

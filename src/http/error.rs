@@ -48,11 +48,13 @@ impl ApiError {
         if let Some(field) = self.field {
             error["field"] = serde_json::Value::String(field);
         }
-        let mut response = with_status(json(&serde_json::json!({ "error": error })), self.status).into_response();
+        let mut response =
+            with_status(json(&serde_json::json!({ "error": error })), self.status).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert("www-authenticate", warp::http::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                "www-authenticate",
+                warp::http::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }

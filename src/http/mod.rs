@@ -34,7 +34,11 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
     // unauthenticated caller learns nothing about which routes exist.
     let api = warp::path("api")
         .and(auth::bearer(state.api_token.clone()))
-        .and(customers::routes(state.pool.clone()).or(openapi::route()).unify());
+        .and(
+            customers::routes(state.pool.clone())
+                .or(openapi::route())
+                .unify(),
+        );
     webhook::route(state.ingest.clone(), state.max_body_bytes)
         .or(health::routes(state.pool.clone(), state.producer.clone()))
         .unify()

@@ -95,14 +95,35 @@ impl StripeClient {
     }
 
     /// `GET /v1/{collection}/{id}`, e.g. `("customers", "cus_123")`.
-    pub async fn retrieve(&self, account: &str, collection: &str, id: &str) -> Result<RemoteObject, StripeError> {
+    pub async fn retrieve(
+        &self,
+        account: &str,
+        collection: &str,
+        id: &str,
+    ) -> Result<RemoteObject, StripeError> {
         check_id(id)?;
-        self.call(Method::GET, account, &format!("/v1/{collection}/{id}"), &[], None).await
+        self.call(
+            Method::GET,
+            account,
+            &format!("/v1/{collection}/{id}"),
+            &[],
+            None,
+        )
+        .await
     }
 
     /// `POST /v1/{path}` with form fields, e.g. create or update.
-    pub async fn post(&self, account: &str, path: &str, form: &[(String, String)], idempotency_key: &str) -> Result<serde_json::Value, StripeError> {
-        match self.call(Method::POST, account, path, form, Some(idempotency_key)).await? {
+    pub async fn post(
+        &self,
+        account: &str,
+        path: &str,
+        form: &[(String, String)],
+        idempotency_key: &str,
+    ) -> Result<serde_json::Value, StripeError> {
+        match self
+            .call(Method::POST, account, path, form, Some(idempotency_key))
+            .await?
+        {
             RemoteObject::Live(v) => Ok(v),
             RemoteObject::Deleted => Err(StripeError::Api {
                 status: 404,
@@ -113,11 +134,23 @@ impl StripeClient {
     }
 
     /// `DELETE /v1/{collection}/{id}`; an object already gone is `Deleted` too.
-    pub async fn delete(&self, account: &str, collection: &str, id: &str, idempotency_key: &str) -> Result<RemoteObject, StripeError> {
+    pub async fn delete(
+        &self,
+        account: &str,
+        collection: &str,
+        id: &str,
+        idempotency_key: &str,
+    ) -> Result<RemoteObject, StripeError> {
         check_id(id)?;
-        self.call(Method::DELETE, account, &format!("/v1/{collection}/{id}"), &[], Some(idempotency_key))
-            .await
-            .map(|_| RemoteObject::Deleted)
+        self.call(
+            Method::DELETE,
+            account,
+            &format!("/v1/{collection}/{id}"),
+            &[],
+            Some(idempotency_key),
+        )
+        .await
+        .map(|_| RemoteObject::Deleted)
     }
 
     async fn call(
@@ -142,7 +175,10 @@ impl StripeClient {
         if method != Method::GET {
             req = req.form(form);
         }
-        let resp = req.send().await.map_err(|e| StripeError::Network(e.to_string()))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| StripeError::Network(e.to_string()))?;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -150,11 +186,14 @@ impl StripeClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = resp.bytes().await.map_err(|e| StripeError::Network(e.to_string()))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| StripeError::Network(e.to_string()))?;
         match status {
             200..=299 => {
-                let value: serde_json::Value =
-                    serde_json::from_slice(&body).map_err(|e| StripeError::Network(format!("unreadable response: {e}")))?;
+                let value: serde_json::Value = serde_json::from_slice(&body)
+                    .map_err(|e| StripeError::Network(format!("unreadable response: {e}")))?;
                 if value.get("deleted").and_then(|d| d.as_bool()) == Some(true) {
                     Ok(RemoteObject::Deleted)
                 } else {

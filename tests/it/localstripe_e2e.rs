@@ -14,7 +14,7 @@ use crate::support::wait_for;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn customers_created_updated_and_deleted_in_localstripe_are_mirrored() {
-    let ls = LocalStripe::start().await;
+    let mut ls = LocalStripe::start().await;
     let stack = Stack::start(Options {
         stripe_base: ls.base(),
         ..Options::default()

@@ -3,10 +3,12 @@
 
 mod support;
 
+mod api;
 mod crash;
 mod idmap;
 mod inbound;
 mod localstripe_e2e;
+mod outbound;
 mod signature_oracle;
 mod startup;
 mod webhook;

@@ -10,6 +10,9 @@ pub struct LocalStripe {
     pub port: u16,
     child: Option<Child>,
     http: reqwest::Client,
+    state: std::path::PathBuf,
+    started_once: bool,
+    webhook: Option<(String, String)>,
 }
 
 pub const API_KEY: &str = "sk_test_localstripe";
@@ -21,22 +24,28 @@ impl LocalStripe {
             port,
             child: None,
             http: reqwest::Client::new(),
+            state: std::env::temp_dir()
+                .join(super::unique("localstripe"))
+                .with_extension("pickle"),
+            started_once: false,
+            webhook: None,
         };
         ls.resume().await;
         ls
     }
 
-    /// Starts the process (again). The store lives in memory, so a restart
-    /// begins empty: only use after `stop` when that is what the test wants.
+    /// Starts the process (again). After a `stop` it resumes from its own
+    /// state file, with the webhook registered again.
     pub async fn resume(&mut self) {
+        let launcher = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/localstripe_at.py");
+        let mut args = vec![launcher.to_owned(), "--port".into(), self.port.to_string()];
+        if !self.started_once {
+            args.push("--from-scratch".into());
+        }
+        self.started_once = true;
         let child = Command::new(super::required_env("STRIPE_SYNC_PYTHON"))
-            .args([
-                "-m",
-                "localstripe",
-                "--port",
-                &self.port.to_string(),
-                "--from-scratch",
-            ])
+            .args(&args)
+            .env("LOCALSTRIPE_STATE", &self.state)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -52,6 +61,9 @@ impl LocalStripe {
             }
         })
         .await;
+        if let Some((url, secret)) = self.webhook.clone() {
+            self.register_webhook(&url, &secret).await;
+        }
     }
 
     pub fn stop(&mut self) {
@@ -66,7 +78,8 @@ impl LocalStripe {
     }
 
     /// Makes localstripe send signed webhooks for every event to `url`.
-    pub async fn register_webhook(&self, url: &str, secret: &str) {
+    pub async fn register_webhook(&mut self, url: &str, secret: &str) {
+        self.webhook = Some((url.to_owned(), secret.to_owned()));
         let r = self
             .http
             .post(format!("{}/_config/webhooks/stripe-sync", self.base()))
@@ -111,6 +124,22 @@ impl LocalStripe {
             .await
     }
 
+    /// How many events localstripe has emitted whose type starts with `prefix`.
+    pub async fn event_count(&self, prefix: &str) -> usize {
+        let page = self
+            .call(reqwest::Method::GET, "/v1/events?limit=100", &[])
+            .await;
+        let events = page["data"].as_array().unwrap();
+        assert!(
+            page["has_more"] != Value::Bool(true),
+            "more than 100 events; page through them"
+        );
+        events
+            .iter()
+            .filter(|e| e["type"].as_str().unwrap_or_default().starts_with(prefix))
+            .count()
+    }
+
     /// Every live customer, following `has_more` pages.
     pub async fn list_customers(&self) -> Vec<Value> {
         let mut all = Vec::new();
@@ -137,5 +166,6 @@ impl LocalStripe {
 impl Drop for LocalStripe {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_file(&self.state);
     }
 }

@@ -4,9 +4,11 @@
 
 pub mod broker;
 pub mod db;
+pub mod fake_stripe;
 pub mod fixtures;
 pub mod localstripe;
 pub mod stack;
+pub mod stripe_proxy;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use serde_json::Value;
-use stripe_sync::config::{Env, InboundConfig, ServeConfig};
+use stripe_sync::config::{Env, InboundConfig, OutboundConfig, RelayConfig, ServeConfig};
 use stripe_sync::db::models::{Customer, IdMapEntry};
 use stripe_sync::db::schema::{customers, id_map};
 use stripe_sync::stripe::signature;
@@ -22,8 +22,14 @@ pub const API_TOKEN: &str = "test-api-token-0123456789";
 pub struct Options {
     pub brokers: String,
     pub stripe_base: String,
+    /// Where stripe-outbound sends its writes (defaults to `stripe_base`);
+    /// a counting proxy or a fault-injecting fake in some tests.
+    pub outbound_stripe_base: Option<String>,
     pub start_worker: bool,
+    /// Start outbox-relay and stripe-outbound.
+    pub start_outbound: bool,
     pub produce_timeout_ms: u64,
+    pub stripe_timeout_ms: u64,
 }
 
 impl Default for Options {
@@ -32,8 +38,11 @@ impl Default for Options {
             brokers: super::broker::shared_brokers(),
             // Nothing listens here: tests that need Stripe pass localstripe.
             stripe_base: "http://127.0.0.1:9".into(),
+            outbound_stripe_base: None,
             start_worker: true,
+            start_outbound: false,
             produce_timeout_ms: 5000,
+            stripe_timeout_ms: 10_000,
         }
     }
 }
@@ -43,12 +52,16 @@ pub struct Stack {
     pub brokers: String,
     pub topic: String,
     pub group: String,
+    pub changes_topic: String,
+    pub outbound_group: String,
     pub addr: SocketAddr,
     pub env: Env,
     pub http: reqwest::Client,
     server_shutdown: CancellationToken,
     server: JoinHandle<()>,
     worker: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    outbound: Option<(CancellationToken, Vec<JoinHandle<anyhow::Result<()>>>)>,
+    outbound_env: Env,
 }
 
 impl Stack {
@@ -57,7 +70,10 @@ impl Stack {
         let db = TestDb::migrated();
         let topic = super::unique("stripe.events.v1");
         let group = super::unique("inbound");
-        let env = Env::from_pairs([
+        let changes_topic = super::unique("customers.changes.v1");
+        let outbound_group = super::unique("outbound");
+        let stripe_timeout = opts.stripe_timeout_ms.to_string();
+        let pairs = [
             ("DATABASE_URL", db.url.as_str()),
             ("KAFKA_BROKERS", opts.brokers.as_str()),
             ("STRIPE_EVENTS_TOPIC", topic.as_str()),
@@ -75,7 +91,23 @@ impl Stack {
             ("LISTEN_ADDR", "127.0.0.1:0"),
             ("API_TOKEN", API_TOKEN),
             ("INBOUND_CONSUMER_GROUP", group.as_str()),
-        ]);
+            ("CUSTOMER_CHANGES_TOPIC", changes_topic.as_str()),
+            ("OUTBOUND_CONSUMER_GROUP", outbound_group.as_str()),
+            ("OUTBOX_POLL_MS", "20"),
+            ("STRIPE_API_TIMEOUT_MS", stripe_timeout.as_str()),
+        ];
+        let env = Env::from_pairs(pairs);
+        let outbound_base = opts
+            .outbound_stripe_base
+            .clone()
+            .unwrap_or_else(|| opts.stripe_base.clone());
+        let outbound_env = Env::from_pairs(pairs.into_iter().map(|(k, v)| {
+            if k == "STRIPE_API_BASE" {
+                (k, outbound_base.as_str())
+            } else {
+                (k, v)
+            }
+        }));
         let server_shutdown = CancellationToken::new();
         let server = stripe_sync::serve::Server::build(
             &ServeConfig::load(&env).unwrap(),
@@ -90,17 +122,83 @@ impl Stack {
             brokers: opts.brokers,
             topic,
             group,
+            changes_topic,
+            outbound_group,
             addr,
             env,
             http: reqwest::Client::new(),
             server_shutdown,
             server,
             worker: None,
+            outbound: None,
+            outbound_env,
         };
         if opts.start_worker {
             stack.start_worker();
         }
+        if opts.start_outbound {
+            stack.start_outbound();
+        }
         stack
+    }
+
+    /// Starts outbox-relay and stripe-outbound in-process.
+    pub fn start_outbound(&mut self) {
+        assert!(self.outbound.is_none(), "outbound already running");
+        let token = CancellationToken::new();
+        let relay = stripe_sync::relay::run(
+            RelayConfig::load(&self.outbound_env).unwrap(),
+            token.clone(),
+        );
+        let outbound = stripe_sync::outbound::run(
+            OutboundConfig::load(&self.outbound_env).unwrap(),
+            token.clone(),
+        );
+        self.outbound = Some((token, vec![tokio::spawn(relay), tokio::spawn(outbound)]));
+    }
+
+    pub async fn stop_outbound(&mut self) {
+        if let Some((token, handles)) = self.outbound.take() {
+            token.cancel();
+            for handle in handles {
+                tokio::time::timeout(Duration::from_secs(30), handle)
+                    .await
+                    .expect("outbound workers stop in time")
+                    .unwrap()
+                    .expect("outbound workers exit cleanly");
+            }
+        }
+    }
+
+    /// A request to the API with the bearer token.
+    pub fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("http://{}{path}", self.addr))
+            .bearer_auth(API_TOKEN)
+    }
+
+    /// `GET /api/customers/{id}` as JSON.
+    pub async fn api_customer(&self, id: &str) -> Value {
+        let r = self
+            .api(reqwest::Method::GET, &format!("/api/customers/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// Waits until the customer's Stripe sync status is `status`.
+    pub async fn wait_sync_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        super::wait_for(
+            timeout,
+            &format!("customer {id} to be {status}"),
+            || async {
+                let c = self.api_customer(id).await;
+                (c["sync"]["stripe"]["status"] == status).then_some(c)
+            },
+        )
+        .await
     }
 
     pub fn start_worker(&mut self) {
@@ -124,6 +222,7 @@ impl Stack {
     }
 
     pub async fn stop(mut self) {
+        self.stop_outbound().await;
         self.stop_worker().await;
         self.server_shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.server).await;

@@ -1,0 +1,92 @@
+//! A counting proxy in front of localstripe: forwards every request and
+//! records the writes (method, path, Idempotency-Key), so a test can prove
+//! how many Stripe API writes the engine made. It changes nothing.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use warp::http::{HeaderMap, Method, Response};
+use warp::Filter;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub method: String,
+    pub path: String,
+    pub idempotency_key: Option<String>,
+}
+
+pub struct CountingProxy {
+    pub addr: SocketAddr,
+    writes: Arc<Mutex<Vec<Write>>>,
+}
+
+impl CountingProxy {
+    pub fn start(target: String) -> Self {
+        let writes: Arc<Mutex<Vec<Write>>> = Arc::default();
+        let recorded = writes.clone();
+        let http = reqwest::Client::new();
+        let route = warp::method()
+            .and(warp::path::full())
+            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+            .and(warp::header::headers_cloned())
+            .and(warp::body::bytes())
+            .and_then(
+                move |method: Method,
+                      path: warp::path::FullPath,
+                      query: String,
+                      headers: HeaderMap,
+                      body: bytes::Bytes| {
+                    let (http, target, recorded) = (http.clone(), target.clone(), recorded.clone());
+                    async move {
+                        if method != Method::GET {
+                            recorded.lock().unwrap().push(Write {
+                                method: method.to_string(),
+                                path: path.as_str().to_owned(),
+                                idempotency_key: headers
+                                    .get("idempotency-key")
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_owned),
+                            });
+                        }
+                        let url = if query.is_empty() {
+                            format!("{target}{}", path.as_str())
+                        } else {
+                            format!("{target}{}?{query}", path.as_str())
+                        };
+                        // warp and reqwest use different `http` versions: go through strings.
+                        let method =
+                            reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
+                        let mut req = http.request(method, url).body(body);
+                        for (name, value) in headers.iter() {
+                            if name != "host" && name != "content-length" {
+                                req = req.header(name.as_str(), value.as_bytes());
+                            }
+                        }
+                        let upstream = req.send().await.map_err(|_| warp::reject::not_found())?;
+                        let status = upstream.status().as_u16();
+                        let body = upstream
+                            .bytes()
+                            .await
+                            .map_err(|_| warp::reject::not_found())?;
+                        Ok::<_, warp::Rejection>(
+                            Response::builder()
+                                .status(status)
+                                .body(body.to_vec())
+                                .unwrap(),
+                        )
+                    }
+                },
+            );
+        let (addr, server) = warp::serve(route).bind_ephemeral(([127, 0, 0, 1], 0));
+        tokio::spawn(server);
+        Self { addr, writes }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn writes(&self) -> Vec<Write> {
+        self.writes.lock().unwrap().clone()
+    }
+}
