@@ -29,6 +29,7 @@ fn a_missing_variable_is_named() {
         &[
             ("DATABASE_URL", "postgres://x@127.0.0.1/x"),
             ("KAFKA_BROKERS", "127.0.0.1:1"),
+            ("API_TOKEN", "0123456789abcdef"),
         ],
     );
     assert!(!ok);
