@@ -40,6 +40,18 @@ impl Env {
         )
     }
 
+    /// A copy with `name` set to `value`.
+    pub fn with(&self, name: &str, value: &str) -> Self {
+        let mut copy = self.clone();
+        copy.0.insert(name.to_owned(), value.to_owned());
+        copy
+    }
+
+    /// Every variable, for handing to a child process.
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
@@ -179,6 +191,8 @@ pub struct StripeApiConfig {
     pub api_base: String,
     pub api_version: String,
     pub timeout: Duration,
+    /// Requests per second this process may send (0: no limit).
+    pub rate_limit: f64,
 }
 
 impl StripeApiConfig {
@@ -199,15 +213,19 @@ impl StripeApiConfig {
                 .or("STRIPE_API_VERSION", client::DEFAULT_API_VERSION)
                 .to_owned(),
             timeout: Duration::from_millis(env.parsed("STRIPE_API_TIMEOUT_MS", 10_000)?),
+            // Test-mode keys get 25 req/s; keep headroom for other callers.
+            rate_limit: env.parsed("STRIPE_RATE_LIMIT", 20.0)?,
         })
     }
 
     pub fn client(&self) -> anyhow::Result<client::StripeClient> {
+        let rate = (self.rate_limit > 0.0).then_some(self.rate_limit);
         client::StripeClient::new(
             &self.api_base,
             self.api_key.clone(),
             &self.api_version,
             self.timeout,
+            rate,
         )
     }
 }

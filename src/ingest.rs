@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::kafka::envelope::{self, HeaderList};
+use crate::kafka::envelope;
 use crate::kafka::producer::{Delivered, EventProducer, ProduceError};
 use crate::stripe::event::EventError;
 use crate::stripe::{SignatureError, StripeEvent, WebhookVerifier};
@@ -50,7 +50,7 @@ impl WebhookIngest {
     ) -> Result<Receipt, IngestError> {
         self.verifier.verify(signature, body, unix_now())?;
         let event = StripeEvent::parse(body)?;
-        let headers = envelope_headers(&event, "webhook");
+        let headers = envelope::event_headers(&event, envelope::SOURCE_WEBHOOK);
         // The raw body goes to Kafka unchanged: consumers see exactly what
         // Stripe signed, and we skip a re-serialisation on the hot path.
         let delivered = self
@@ -63,29 +63,6 @@ impl WebhookIngest {
             delivered,
         })
     }
-}
-
-/// The routing headers every producer into the events topic attaches.
-pub fn envelope_headers(event: &StripeEvent, source: &str) -> HeaderList {
-    vec![
-        (
-            envelope::H_EVENT_ID.to_owned(),
-            event.id.as_str().as_bytes().to_vec(),
-        ),
-        (
-            envelope::H_EVENT_TYPE.to_owned(),
-            event.kind.as_bytes().to_vec(),
-        ),
-        (
-            envelope::H_ACCOUNT.to_owned(),
-            event.account.as_bytes().to_vec(),
-        ),
-        (
-            envelope::H_RECEIVED_AT.to_owned(),
-            chrono::Utc::now().to_rfc3339().into_bytes(),
-        ),
-        (envelope::H_SOURCE.to_owned(), source.as_bytes().to_vec()),
-    ]
 }
 
 pub fn unix_now() -> i64 {

@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod kafka;
 pub mod outbound;
 pub mod outbox;
+pub mod pull;
 pub mod relay;
 pub mod retry;
 pub mod serve;

@@ -8,6 +8,14 @@
 //! - a newer event's snapshot is written;
 //! - an event from the same second cannot be ordered by its timestamp, so
 //!   the customer is re-read from Stripe and Stripe's current state written.
+//!
+//! Snapshots (`customer.snapshot`, from backfill and diff --repair) carry
+//! the time *we* read the object, not a Stripe timestamp, so host clock
+//! skew matters: a snapshot is newer only when it is more than
+//! [`SNAPSHOT_SKEW_SECS`] ahead of the stored state, older when more than
+//! that behind, and anything in between is treated as a tie (re-read). The
+//! watermark a snapshot leaves is lowered by the same margin, so a real
+//! event that happened just after the read is never taken for stale.
 
 use std::cmp::Ordering;
 
@@ -23,6 +31,13 @@ use crate::outbox;
 use crate::stripe::{RemoteObject, StripeEvent};
 use crate::sync::idmap::{self, ExternalKey};
 use crate::sync::{entity, service};
+
+/// Synthetic event type of a customer's current state read from the list
+/// API (backfill) or a diff repair.
+pub const SNAPSHOT_TYPE: &str = "customer.snapshot";
+
+/// How far the host clock may be from Stripe's for snapshot ordering.
+pub const SNAPSHOT_SKEW_SECS: i64 = 60;
 
 pub(super) fn apply(
     conn: &mut PgConnection,
@@ -41,7 +56,16 @@ pub(super) fn apply(
             event.kind, key.external_id
         )));
     }
-    let is_delete = event.kind == "customer.deleted";
+    let is_snapshot = event.kind == SNAPSHOT_TYPE;
+    // A snapshot of a customer Stripe no longer has is `{"deleted": true}`.
+    let is_delete = event.kind == "customer.deleted"
+        || (is_snapshot && event.object.get("deleted").and_then(Value::as_bool) == Some(true));
+    // The watermark this event may leave behind.
+    let version = if is_snapshot {
+        event.created - SNAPSHOT_SKEW_SECS
+    } else {
+        event.created
+    };
 
     let Some(link) = idmap::find_for_update(conn, key)? else {
         let local_id = match unlinked_local_customer(conn, &event.object)? {
@@ -69,7 +93,7 @@ pub(super) fn apply(
                 entity: key.entity,
                 external_id: key.external_id,
                 local_id,
-                remote_version: event.created,
+                remote_version: version,
                 remote_event_id: Some(event.id.as_str()),
                 remote_deleted: is_delete,
             },
@@ -85,38 +109,57 @@ pub(super) fn apply(
         return Ok(Applied::AfterTombstone);
     }
     if is_delete {
-        // A stale delete still deletes, but must not roll columns back.
-        let snapshot = (event.created >= link.remote_version).then_some(&event.object);
+        // A stale delete still deletes, but must not roll columns back; a
+        // deleted snapshot has no columns to offer.
+        let snapshot = (!is_snapshot && version >= link.remote_version).then_some(&event.object);
         tombstone(conn, link.local_id, snapshot)?;
         idmap::advance(
             conn,
             key,
-            event.created.max(link.remote_version),
+            version.max(link.remote_version),
             event.id.as_str(),
             true,
         )?;
         return Ok(Applied::Deleted);
     }
-    match event.created.cmp(&link.remote_version) {
+    let order = if is_snapshot {
+        snapshot_order(event.created, link.remote_version)
+    } else {
+        event.created.cmp(&link.remote_version)
+    };
+    let version = version.max(link.remote_version);
+    match order {
         Ordering::Less => Ok(Applied::Stale),
         Ordering::Greater => {
             update_customer(conn, link.local_id, &event.object)?;
-            idmap::advance(conn, key, event.created, event.id.as_str(), false)?;
+            idmap::advance(conn, key, version, event.id.as_str(), false)?;
             Ok(Applied::Upserted)
         }
         Ordering::Equal => {
             match remote.current(key.account, "customers", key.external_id)? {
                 RemoteObject::Live(current) => {
                     update_customer(conn, link.local_id, &current)?;
-                    idmap::advance(conn, key, event.created, event.id.as_str(), false)?;
+                    idmap::advance(conn, key, version, event.id.as_str(), false)?;
                 }
                 RemoteObject::Deleted => {
                     tombstone(conn, link.local_id, None)?;
-                    idmap::advance(conn, key, event.created, event.id.as_str(), true)?;
+                    idmap::advance(conn, key, version, event.id.as_str(), true)?;
                 }
             }
             Ok(Applied::TieResolved)
         }
+    }
+}
+
+/// Orders a snapshot read at `read_at` (host clock) against a stored
+/// watermark (Stripe clock), with the skew margin on both sides.
+fn snapshot_order(read_at: i64, watermark: i64) -> Ordering {
+    if read_at - SNAPSHOT_SKEW_SECS > watermark {
+        Ordering::Greater
+    } else if read_at + SNAPSHOT_SKEW_SECS < watermark {
+        Ordering::Less
+    } else {
+        Ordering::Equal
     }
 }
 
@@ -264,4 +307,25 @@ fn tombstone(conn: &mut PgConnection, id: Uuid, last_snapshot: Option<&Value>) -
         None => diesel::update(target).set(stamp).execute(conn),
     }
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_are_ordered_with_a_skew_margin() {
+        let w = 1_000;
+        assert_eq!(
+            snapshot_order(w + SNAPSHOT_SKEW_SECS + 1, w),
+            Ordering::Greater
+        );
+        assert_eq!(snapshot_order(w + SNAPSHOT_SKEW_SECS, w), Ordering::Equal);
+        assert_eq!(snapshot_order(w, w), Ordering::Equal);
+        assert_eq!(snapshot_order(w - SNAPSHOT_SKEW_SECS, w), Ordering::Equal);
+        assert_eq!(
+            snapshot_order(w - SNAPSHOT_SKEW_SECS - 1, w),
+            Ordering::Less
+        );
+    }
 }

@@ -5,6 +5,8 @@
 mod customer;
 pub mod ledger;
 
+pub use customer::SNAPSHOT_TYPE;
+
 use std::time::Duration;
 
 use diesel::pg::PgConnection;
@@ -115,7 +117,7 @@ pub fn apply_stripe_event(
         return Ok(Applied::Duplicate);
     }
     let applied = match event.kind.as_str() {
-        "customer.created" | "customer.updated" | "customer.deleted" => {
+        "customer.created" | "customer.updated" | "customer.deleted" | SNAPSHOT_TYPE => {
             customer::apply(conn, remote, event)?
         }
         _ => Applied::Ignored,

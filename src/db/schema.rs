@@ -68,6 +68,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sync_cursors (service, account, stream) {
+        service -> Text,
+        account -> Text,
+        stream -> Text,
+        position -> Nullable<Text>,
+        scope -> Text,
+        completed_at -> Nullable<Timestamptz>,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(outbox_deliveries -> outbox (outbox_id));
 
 diesel::allow_tables_to_appear_in_same_query!(

@@ -4,12 +4,18 @@
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
+use crate::stripe::StripeEvent;
+
 pub const H_EVENT_ID: &str = "stripe-event-id";
 pub const H_EVENT_TYPE: &str = "stripe-event-type";
 pub const H_ACCOUNT: &str = "stripe-account";
 pub const H_RECEIVED_AT: &str = "received-at";
-/// Where the event entered the engine: `webhook` (later: backfill, reconcile).
+/// Where the event entered the engine: one of the `SOURCE_*` values.
 pub const H_SOURCE: &str = "source";
+pub const SOURCE_WEBHOOK: &str = "webhook";
+pub const SOURCE_BACKFILL: &str = "backfill";
+pub const SOURCE_RECONCILE: &str = "reconcile";
+pub const SOURCE_REPAIR: &str = "diff-repair";
 
 pub const H_DLQ_ERROR: &str = "dlq-error";
 pub const H_DLQ_SOURCE_TOPIC: &str = "dlq-source-topic";
@@ -52,4 +58,19 @@ pub fn header<'a>(headers: &'a HeaderList, key: &str) -> Option<&'a str> {
         .iter()
         .find(|(k, _)| k == key)
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
+/// The routing headers of every message on the events topic, whichever
+/// path (webhook, backfill, reconcile) put it there.
+pub fn event_headers(event: &StripeEvent, source: &str) -> HeaderList {
+    vec![
+        (H_EVENT_ID.to_owned(), event.id.as_str().as_bytes().to_vec()),
+        (H_EVENT_TYPE.to_owned(), event.kind.as_bytes().to_vec()),
+        (H_ACCOUNT.to_owned(), event.account.as_bytes().to_vec()),
+        (
+            H_RECEIVED_AT.to_owned(),
+            chrono::Utc::now().to_rfc3339().into_bytes(),
+        ),
+        (H_SOURCE.to_owned(), source.as_bytes().to_vec()),
+    ]
 }

@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::event::PLATFORM_ACCOUNT;
+use super::rate::RateLimiter;
 
 pub const DEFAULT_API_BASE: &str = "https://api.stripe.com";
 /// The API version every request pins, so object shapes do not change under
@@ -63,6 +66,14 @@ pub struct StripeClient {
     base: String,
     api_key: SecretString,
     api_version: String,
+    limiter: Option<Arc<RateLimiter>>,
+}
+
+/// One page of a list call.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    pub data: Vec<serde_json::Value>,
+    pub has_more: bool,
 }
 
 impl std::fmt::Debug for StripeClient {
@@ -71,16 +82,22 @@ impl std::fmt::Debug for StripeClient {
             .field("base", &self.base)
             .field("api_key", &"[redacted]")
             .field("api_version", &self.api_version)
+            .field(
+                "rate_per_second",
+                &self.limiter.as_ref().map(|l| l.per_second()),
+            )
             .finish()
     }
 }
 
 impl StripeClient {
+    /// `rate_per_second`: the client's request budget (`None`: unlimited).
     pub fn new(
         base: &str,
         api_key: SecretString,
         api_version: &str,
         timeout: Duration,
+        rate_per_second: Option<f64>,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -91,6 +108,49 @@ impl StripeClient {
             base: base.trim_end_matches('/').to_owned(),
             api_key,
             api_version: api_version.to_owned(),
+            limiter: rate_per_second.map(|r| Arc::new(RateLimiter::new(r))),
+        })
+    }
+
+    /// `GET /v1/{collection}?limit=…&starting_after=…&…`. Stripe returns
+    /// newest first (fakes may not); callers must not depend on the order.
+    pub async fn list(
+        &self,
+        account: &str,
+        collection: &str,
+        params: &[(String, String)],
+    ) -> Result<ListPage, StripeError> {
+        let query =
+            serde_urlencoded::to_string(params).map_err(|e| StripeError::Network(e.to_string()))?;
+        let page = match self
+            .call(
+                Method::GET,
+                account,
+                &format!("/v1/{collection}?{query}"),
+                &[],
+                None,
+            )
+            .await?
+        {
+            RemoteObject::Live(v) => v,
+            RemoteObject::Deleted => {
+                return Err(StripeError::Api {
+                    status: 404,
+                    code: None,
+                    message: format!("/v1/{collection} does not exist"),
+                })
+            }
+        };
+        Ok(ListPage {
+            data: page
+                .get("data")
+                .and_then(|d| d.as_array())
+                .cloned()
+                .unwrap_or_default(),
+            has_more: page
+                .get("has_more")
+                .and_then(|h| h.as_bool())
+                .unwrap_or(false),
         })
     }
 
@@ -161,6 +221,9 @@ impl StripeClient {
         form: &[(String, String)],
         idempotency_key: Option<&str>,
     ) -> Result<RemoteObject, StripeError> {
+        if let Some(limiter) = &self.limiter {
+            limiter.acquire().await;
+        }
         let mut req = self
             .http
             .request(method.clone(), format!("{}{path}", self.base))
@@ -201,7 +264,12 @@ impl StripeClient {
                 }
             }
             404 => Ok(RemoteObject::Deleted),
-            429 => Err(StripeError::RateLimited { retry_after }),
+            429 => {
+                if let (Some(limiter), Some(wait)) = (&self.limiter, retry_after) {
+                    limiter.pause(wait).await;
+                }
+                Err(StripeError::RateLimited { retry_after })
+            }
             500..=599 => Err(StripeError::Server { status }),
             _ => Err(api_error(status, &body)),
         }

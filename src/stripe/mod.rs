@@ -3,8 +3,9 @@
 
 pub mod client;
 pub mod event;
+pub mod rate;
 pub mod signature;
 
-pub use client::{RemoteObject, StripeClient, StripeError};
+pub use client::{ListPage, RemoteObject, StripeClient, StripeError};
 pub use event::{StripeEvent, StripeEventId, PLATFORM_ACCOUNT};
 pub use signature::{SignatureError, WebhookVerifier};

@@ -5,6 +5,7 @@
 //! another service (Salesforce) adds rows with its own `service` value and
 //! needs no schema change.
 
+pub mod cursor;
 pub mod idmap;
 
 /// Service names as stored in `id_map.service` and `event_ledger.service`.

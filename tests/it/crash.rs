@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
-use stripe_sync::ingest::envelope_headers;
+use stripe_sync::kafka::envelope::event_headers;
 use stripe_sync::kafka::EventProducer;
 use stripe_sync::stripe::StripeEvent;
 
@@ -64,7 +64,7 @@ async fn a_worker_killed_mid_stream_loses_nothing_and_applies_nothing_twice() {
                     &stack.topic,
                     parsed.object_id().as_bytes(),
                     &body,
-                    &envelope_headers(&parsed, "test"),
+                    &event_headers(&parsed, "test"),
                 )
                 .await
                 .unwrap();

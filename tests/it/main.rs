@@ -9,6 +9,7 @@ mod idmap;
 mod inbound;
 mod localstripe_e2e;
 mod outbound;
+mod pull;
 mod signature_oracle;
 mod startup;
 mod webhook;

@@ -29,7 +29,9 @@ pub enum Fault {
 pub struct Request {
     pub method: String,
     pub path: String,
+    pub query: String,
     pub idempotency_key: Option<String>,
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -55,6 +57,7 @@ impl FakeStripe {
         let shared = state.clone();
         let route = warp::method()
             .and(warp::path::full())
+            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
             .and(warp::header::headers_cloned())
             .and(
                 warp::body::form::<Vec<(String, String)>>()
@@ -64,12 +67,21 @@ impl FakeStripe {
             .and_then(
                 move |method: Method,
                       path: warp::path::FullPath,
+                      query: String,
                       headers: HeaderMap,
                       form: Vec<(String, String)>| {
                     let state = shared.clone();
                     async move {
                         Ok::<_, warp::Rejection>(
-                            handle(state, method, path.as_str().to_owned(), headers, form).await,
+                            handle(
+                                state,
+                                method,
+                                path.as_str().to_owned(),
+                                query,
+                                headers,
+                                form,
+                            )
+                            .await,
                         )
                     }
                 },
@@ -95,12 +107,26 @@ impl FakeStripe {
     pub fn customer(&self, id: &str) -> Option<Value> {
         self.state.lock().unwrap().customers.get(id).cloned()
     }
+
+    /// Seeds a customer directly (no request recorded).
+    pub fn seed_customer(&self, created: i64, fields: Value) -> String {
+        let mut s = self.state.lock().unwrap();
+        s.created += 1;
+        let id = format!("cus_fake{}", s.created);
+        let mut c = json!({"id": id, "object": "customer", "created": created, "metadata": {}});
+        for (k, v) in fields.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        s.customers.insert(id.clone(), c);
+        id
+    }
 }
 
 async fn handle(
     state: Arc<Mutex<State>>,
     method: Method,
     path: String,
+    query: String,
     headers: HeaderMap,
     form: Vec<(String, String)>,
 ) -> Response<String> {
@@ -113,7 +139,9 @@ async fn handle(
         s.requests.push(Request {
             method: method.to_string(),
             path: path.clone(),
+            query: query.clone(),
             idempotency_key: key.clone(),
+            at: std::time::Instant::now(),
         });
         if let Some((status, body)) = key.as_ref().and_then(|k| s.replies.get(k)).cloned() {
             (status, body, None) // an idempotent replay
@@ -143,6 +171,10 @@ async fn handle(
                         s.replies.insert(k.clone(), (status, body.clone()));
                     }
                     (status, body, Some(hold))
+                }
+                None if method == Method::GET && path == "/v1/customers" => {
+                    let (status, body) = list(&s, &query);
+                    (status, body, None)
                 }
                 None => {
                     let (status, body) = apply(&mut s, &method, &path, &form);
@@ -204,6 +236,52 @@ fn apply(s: &mut State, method: &Method, path: &str, form: &[(String, String)]) 
         },
         _ => (404, json!({"error": {"message": "unknown route"}})),
     }
+}
+
+/// Newest first, like Stripe (localstripe is oldest first): clients must
+/// not depend on either. Honours limit, starting_after and created[gte].
+fn list(s: &State, query: &str) -> (u16, Value) {
+    let params: HashMap<String, String> = serde_urlencoded::from_str(query).unwrap_or_default();
+    let limit: usize = params
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(10);
+    let since: i64 = params
+        .get("created[gte]")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(i64::MIN);
+    let mut all: Vec<&Value> = s
+        .customers
+        .values()
+        .filter(|c| c["created"].as_i64().unwrap_or(0) >= since)
+        .collect();
+    let seq = |c: &Value| {
+        c["id"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("cus_fake")
+            .parse::<u64>()
+            .unwrap()
+    };
+    all.sort_by_key(|c| std::cmp::Reverse(seq(c)));
+    let start = match params.get("starting_after") {
+        Some(after) => match all.iter().position(|c| c["id"] == after.as_str()) {
+            Some(i) => i + 1,
+            None => return (400, json!({"error": {"message": "No such object"}})),
+        },
+        None => 0,
+    };
+    let page: Vec<Value> = all
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|c| (*c).clone())
+        .collect();
+    let has_more = start + page.len() < all.len();
+    (
+        200,
+        json!({"object": "list", "data": page, "has_more": has_more, "url": "/v1/customers"}),
+    )
 }
 
 fn merge(customer: &mut Value, form: &[(String, String)]) {

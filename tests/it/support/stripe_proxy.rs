@@ -1,6 +1,6 @@
 //! A counting proxy in front of localstripe: forwards every request and
-//! records the writes (method, path, Idempotency-Key), so a test can prove
-//! how many Stripe API writes the engine made. It changes nothing.
+//! records it (method, path, query, Idempotency-Key), so a test can prove
+//! how many Stripe API calls the engine made. It changes nothing.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -9,21 +9,22 @@ use warp::http::{HeaderMap, Method, Response};
 use warp::Filter;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Write {
+pub struct Call {
     pub method: String,
     pub path: String,
+    pub query: String,
     pub idempotency_key: Option<String>,
 }
 
 pub struct CountingProxy {
     pub addr: SocketAddr,
-    writes: Arc<Mutex<Vec<Write>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
 }
 
 impl CountingProxy {
     pub fn start(target: String) -> Self {
-        let writes: Arc<Mutex<Vec<Write>>> = Arc::default();
-        let recorded = writes.clone();
+        let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
+        let recorded = calls.clone();
         let http = reqwest::Client::new();
         let route = warp::method()
             .and(warp::path::full())
@@ -38,16 +39,15 @@ impl CountingProxy {
                       body: bytes::Bytes| {
                     let (http, target, recorded) = (http.clone(), target.clone(), recorded.clone());
                     async move {
-                        if method != Method::GET {
-                            recorded.lock().unwrap().push(Write {
-                                method: method.to_string(),
-                                path: path.as_str().to_owned(),
-                                idempotency_key: headers
-                                    .get("idempotency-key")
-                                    .and_then(|v| v.to_str().ok())
-                                    .map(str::to_owned),
-                            });
-                        }
+                        recorded.lock().unwrap().push(Call {
+                            method: method.to_string(),
+                            path: path.as_str().to_owned(),
+                            query: query.clone(),
+                            idempotency_key: headers
+                                .get("idempotency-key")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned),
+                        });
                         let url = if query.is_empty() {
                             format!("{target}{}", path.as_str())
                         } else {
@@ -79,14 +79,23 @@ impl CountingProxy {
             );
         let (addr, server) = warp::serve(route).bind_ephemeral(([127, 0, 0, 1], 0));
         tokio::spawn(server);
-        Self { addr, writes }
+        Self { addr, calls }
     }
 
     pub fn base(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    pub fn writes(&self) -> Vec<Write> {
-        self.writes.lock().unwrap().clone()
+    /// Every request, in arrival order.
+    pub fn requests(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// The writes (anything but GET).
+    pub fn writes(&self) -> Vec<Call> {
+        self.requests()
+            .into_iter()
+            .filter(|c| c.method != "GET")
+            .collect()
     }
 }

@@ -1,0 +1,277 @@
+//! `stripe-sync diff [--repair]`: compares the local mirror with Stripe —
+//! counts, then a content hash per object of the fields we keep — and with
+//! `--repair` publishes fresh snapshots for the objects that differ.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use diesel::prelude::*;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::{snapshot_event, ObjectKind, PullContext};
+use crate::db::schema::{customers, id_map};
+use crate::ingest::unix_now;
+use crate::kafka::envelope::SOURCE_REPAIR;
+use crate::outbox;
+use crate::stripe::RemoteObject;
+use crate::sync::{entity, service};
+
+/// The customer fields the mirror keeps, in a fixed order.
+const KEPT_FIELDS: [&str; 5] = ["email", "name", "phone", "description", "metadata"];
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiffReport {
+    pub kind: &'static str,
+    pub in_stripe: usize,
+    pub in_mirror: usize,
+    /// In Stripe, but absent (or tombstoned) locally.
+    pub missing_locally: Vec<String>,
+    /// Live locally, but not in Stripe's list.
+    pub missing_in_stripe: Vec<String>,
+    /// In both, with different content: id and the differing fields.
+    pub different: Vec<(String, Vec<&'static str>)>,
+    /// Not compared: a local change is still on its way to Stripe.
+    pub pending_local: usize,
+    pub repaired: usize,
+    pub api_calls: u64,
+}
+
+impl DiffReport {
+    pub fn is_clean(&self) -> bool {
+        self.missing_locally.is_empty()
+            && self.missing_in_stripe.is_empty()
+            && self.different.is_empty()
+    }
+}
+
+impl std::fmt::Display for DiffReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |ids: &mut dyn Iterator<Item = String>| {
+            let ids: Vec<String> = ids.collect();
+            let shown = ids.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+            if ids.len() > 10 {
+                format!("{shown}, … ({} more)", ids.len() - 10)
+            } else {
+                shown
+            }
+        };
+        writeln!(f, "{:<18} {:>8} {:>8}", self.kind, "stripe", "mirror")?;
+        writeln!(
+            f,
+            "{:<18} {:>8} {:>8}",
+            "objects", self.in_stripe, self.in_mirror
+        )?;
+        writeln!(
+            f,
+            "{:<18} {:>8}  {}",
+            "missing locally",
+            self.missing_locally.len(),
+            list(&mut self.missing_locally.iter().cloned())
+        )?;
+        writeln!(
+            f,
+            "{:<18} {:>8}  {}",
+            "missing in Stripe",
+            self.missing_in_stripe.len(),
+            list(&mut self.missing_in_stripe.iter().cloned())
+        )?;
+        writeln!(
+            f,
+            "{:<18} {:>8}  {}",
+            "different",
+            self.different.len(),
+            list(
+                &mut self
+                    .different
+                    .iter()
+                    .map(|(id, fields)| format!("{id} ({})", fields.join(",")))
+            )
+        )?;
+        writeln!(
+            f,
+            "{:<18} {:>8}  (local changes still on their way; not compared)",
+            "pending", self.pending_local
+        )?;
+        if self.repaired > 0 {
+            writeln!(
+                f,
+                "{:<18} {:>8}  snapshots published",
+                "repaired", self.repaired
+            )?;
+        }
+        write!(f, "{:<18} {:>8}", "Stripe API calls", self.api_calls)
+    }
+}
+
+/// The kept fields of a customer, as Stripe or the mirror has them.
+fn kept(object: &Value) -> BTreeMap<&'static str, Value> {
+    KEPT_FIELDS
+        .iter()
+        .map(|f| {
+            let v = object.get(*f).cloned().unwrap_or(Value::Null);
+            let v = if *f == "metadata" && v.is_null() {
+                json!({})
+            } else {
+                v
+            };
+            (*f, v)
+        })
+        .collect()
+}
+
+pub fn content_hash(object: &Value) -> String {
+    let canonical = serde_json::to_vec(&kept(object)).unwrap_or_default();
+    hex::encode(Sha256::digest(canonical))
+}
+
+struct MirrorRow {
+    external_id: String,
+    fields: Value,
+    pending: bool,
+}
+
+pub async fn run(
+    ctx: &PullContext,
+    kind: ObjectKind,
+    account: &str,
+    repair: bool,
+) -> anyhow::Result<DiffReport> {
+    let mut report = DiffReport {
+        kind: kind.collection(),
+        ..DiffReport::default()
+    };
+    // Stripe's side: every live object, whatever order pages come in.
+    let mut remote: BTreeMap<String, Value> = BTreeMap::new();
+    let mut starting_after: Option<String> = None;
+    loop {
+        let mut params = vec![("limit".to_owned(), "100".to_owned())];
+        if let Some(after) = &starting_after {
+            params.push(("starting_after".into(), after.clone()));
+        }
+        let page = ctx.list_page(account, kind.collection(), &params).await?;
+        report.api_calls += 1;
+        starting_after = page
+            .data
+            .last()
+            .and_then(|o| o.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        for object in page.data {
+            if let Some(id) = object.get("id").and_then(Value::as_str) {
+                remote.insert(id.to_owned(), object);
+            }
+        }
+        if !page.has_more || starting_after.is_none() {
+            break;
+        }
+    }
+    let read_at = unix_now();
+
+    let mirror: Vec<MirrorRow> = ctx
+        .db({
+            let account = account.to_owned();
+            move |conn| {
+                let rows = id_map::table
+                    .inner_join(customers::table.on(customers::id.eq(id_map::local_id)))
+                    .filter(id_map::service.eq(service::STRIPE))
+                    .filter(id_map::account.eq(account))
+                    .filter(id_map::entity.eq(entity::CUSTOMER))
+                    .filter(id_map::remote_deleted.eq(false))
+                    .filter(customers::deleted_at.is_null())
+                    .select((
+                        id_map::external_id,
+                        customers::id,
+                        customers::email,
+                        customers::name,
+                        customers::phone,
+                        customers::description,
+                        customers::metadata,
+                    ))
+                    .load::<(String, uuid::Uuid, Option<String>, Option<String>, Option<String>, Option<String>, Value)>(conn)?;
+                rows.into_iter()
+                    .map(|(external_id, local_id, email, name, phone, description, metadata)| {
+                        let pending = !outbox::undelivered(conn, entity::CUSTOMER, local_id, service::STRIPE)?.is_empty();
+                        Ok(MirrorRow {
+                            external_id,
+                            fields: json!({"email": email, "name": name, "phone": phone, "description": description, "metadata": metadata}),
+                            pending,
+                        })
+                    })
+                    .collect::<QueryResult<Vec<_>>>()
+            }
+        })
+        .await?;
+    report.in_stripe = remote.len();
+    report.in_mirror = mirror.len();
+
+    let mut seen = BTreeSet::new();
+    for row in &mirror {
+        seen.insert(row.external_id.clone());
+        if row.pending {
+            report.pending_local += 1;
+            continue;
+        }
+        match remote.get(&row.external_id) {
+            None => report.missing_in_stripe.push(row.external_id.clone()),
+            Some(object) if content_hash(object) != content_hash(&row.fields) => {
+                let (a, b) = (kept(object), kept(&row.fields));
+                let fields = KEPT_FIELDS
+                    .iter()
+                    .copied()
+                    .filter(|f| a.get(f) != b.get(f))
+                    .collect();
+                report.different.push((row.external_id.clone(), fields));
+            }
+            Some(_) => {}
+        }
+    }
+    report.missing_locally = remote
+        .keys()
+        .filter(|id| !seen.contains(*id))
+        .cloned()
+        .collect();
+
+    if repair {
+        for id in report
+            .missing_locally
+            .iter()
+            .chain(report.different.iter().map(|(id, _)| id))
+        {
+            ctx.publish(
+                &snapshot_event(kind, account, &remote[id], read_at),
+                SOURCE_REPAIR,
+            )
+            .await?;
+            report.repaired += 1;
+        }
+        // Not in the list: re-read each to learn whether it is gone.
+        for id in &report.missing_in_stripe {
+            report.api_calls += 1;
+            let object = match ctx.stripe.retrieve(account, kind.collection(), id).await? {
+                RemoteObject::Live(object) => object,
+                RemoteObject::Deleted => json!({"id": id, "object": "customer", "deleted": true}),
+            };
+            ctx.publish(
+                &snapshot_event(kind, account, &object, unix_now()),
+                SOURCE_REPAIR,
+            )
+            .await?;
+            report.repaired += 1;
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_covers_kept_fields_only() {
+        let stripe = json!({"id": "cus_1", "email": "a@b.co", "name": "A", "phone": null, "metadata": {}, "balance": 5});
+        let mirror = json!({"email": "a@b.co", "name": "A", "phone": null, "description": null, "metadata": {}});
+        assert_eq!(content_hash(&stripe), content_hash(&mirror));
+        let renamed = json!({"email": "a@b.co", "name": "B", "phone": null, "description": null, "metadata": {}});
+        assert_ne!(content_hash(&stripe), content_hash(&renamed));
+    }
+}

@@ -1,0 +1,178 @@
+//! `stripe-sync reconcile`: recovers webhooks missed during an outage by
+//! polling the Events API from a persisted cursor and publishing every
+//! event the ledger has not seen, in the webhook envelope.
+
+use std::time::Duration;
+
+use diesel::prelude::*;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::PullContext;
+use crate::db::schema::event_ledger;
+use crate::ingest::unix_now;
+use crate::kafka::envelope::SOURCE_RECONCILE;
+use crate::sync::cursor::{self, StreamKey};
+use crate::sync::service;
+
+const STREAM: &str = "events";
+/// Stripe keeps events for 30 days; warn well before the cursor falls off.
+pub const STALE_CURSOR_WARNING_DAYS: i64 = 25;
+/// Without a cursor, look back as far as Stripe retries webhooks.
+pub const DEFAULT_LOOKBACK_SECS: i64 = 3 * 24 * 3600;
+/// Events can become visible in the list a little after their `created`;
+/// each poll re-reads this much before the newest event seen (the ledger
+/// makes the overlap free of side effects).
+pub const OVERLAP_SECS: i64 = 60;
+
+#[derive(Debug, Clone)]
+pub struct ReconcileOptions {
+    pub account: String,
+    /// Start here (unix seconds) instead of the saved cursor.
+    pub since: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub from: i64,
+    pub seen: u64,
+    pub published: u64,
+    pub pages: u64,
+    pub cursor: i64,
+}
+
+pub async fn run_once(
+    ctx: &PullContext,
+    opts: &ReconcileOptions,
+) -> anyhow::Result<ReconcileReport> {
+    let account = opts.account.clone();
+    let saved = ctx
+        .db({
+            let account = account.clone();
+            move |conn| cursor::load(conn, key(&account))
+        })
+        .await?
+        .and_then(|c| c.position)
+        .and_then(|p| p.parse::<i64>().ok());
+    let now = unix_now();
+    let from = opts.since.or(saved).unwrap_or(now - DEFAULT_LOOKBACK_SECS);
+    if now - from > STALE_CURSOR_WARNING_DAYS * 24 * 3600 {
+        tracing::warn!(
+            cursor_age_days = (now - from) / 86_400,
+            "the reconcile cursor is older than {STALE_CURSOR_WARNING_DAYS} days; Stripe keeps events for 30, \
+             so run a backfill if it falls further behind"
+        );
+    }
+
+    let mut events: Vec<Value> = Vec::new();
+    let mut starting_after: Option<String> = None;
+    let mut report = ReconcileReport {
+        from,
+        ..ReconcileReport::default()
+    };
+    loop {
+        let mut params = vec![
+            ("limit".to_owned(), "100".to_owned()),
+            ("created[gte]".into(), from.to_string()),
+        ];
+        if let Some(after) = &starting_after {
+            params.push(("starting_after".into(), after.clone()));
+        }
+        let page = ctx.list_page(&account, "events", &params).await?;
+        report.pages += 1;
+        starting_after = page
+            .data
+            .last()
+            .and_then(|e| e.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        events.extend(page.data);
+        if !page.has_more || starting_after.is_none() {
+            break;
+        }
+    }
+    report.seen = events.len() as u64;
+    // Oldest first, whatever order the API used, so each object's events
+    // enter Kafka in the order they happened.
+    events.sort_by_key(|e| {
+        (
+            e.get("created").and_then(Value::as_i64).unwrap_or(0),
+            e.get("id").and_then(Value::as_str).map(str::to_owned),
+        )
+    });
+
+    let ids: Vec<String> = events
+        .iter()
+        .filter_map(|e| e.get("id").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    let known: std::collections::HashSet<String> = ctx
+        .db({
+            let account = account.clone();
+            move |conn| {
+                event_ledger::table
+                    .filter(event_ledger::service.eq(service::STRIPE))
+                    .filter(event_ledger::account.eq(account))
+                    .filter(event_ledger::event_id.eq_any(ids))
+                    .select(event_ledger::event_id)
+                    .load::<String>(conn)
+            }
+        })
+        .await?
+        .into_iter()
+        .collect();
+    for event in &events {
+        let id = event.get("id").and_then(Value::as_str).unwrap_or_default();
+        if known.contains(id) {
+            continue;
+        }
+        // Objects such as balances have no id; events stay events.
+        ctx.publish(event, SOURCE_RECONCILE).await?;
+        report.published += 1;
+    }
+
+    let newest = events
+        .iter()
+        .filter_map(|e| e.get("created").and_then(Value::as_i64))
+        .max();
+    report.cursor = newest.map_or(from, |n| (n - OVERLAP_SECS).max(from));
+    let position = report.cursor.to_string();
+    ctx.db(move |conn| cursor::save(conn, key(&account), Some(&position), "", false))
+        .await?;
+    tracing::info!(
+        seen = report.seen,
+        published = report.published,
+        cursor = report.cursor,
+        "reconcile pass done"
+    );
+    Ok(report)
+}
+
+/// Runs a pass every `every` until shutdown; a failed pass is logged and
+/// retried at the next tick.
+pub async fn run_every(
+    ctx: &PullContext,
+    opts: &ReconcileOptions,
+    every: Duration,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut opts = opts.clone();
+    loop {
+        if let Err(e) = run_once(ctx, &opts).await {
+            tracing::error!(error = format!("{e:#}"), "reconcile pass failed");
+        }
+        // --since applies to the first pass only; then the cursor leads.
+        opts.since = None;
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+fn key(account: &str) -> StreamKey<'_> {
+    StreamKey {
+        service: service::STRIPE,
+        account,
+        stream: STREAM,
+    }
+}
