@@ -78,6 +78,15 @@ impl Env {
     }
 }
 
+/// Where a worker serves `/metrics`, `/healthz` and `/readyz`
+/// (`METRICS_ADDR`); each worker has its own default port.
+pub fn metrics_addr(env: &Env, default_port: u16) -> Result<SocketAddr, ConfigError> {
+    env.parsed(
+        "METRICS_ADDR",
+        SocketAddr::from(([127, 0, 0, 1], default_port)),
+    )
+}
+
 /// How long a process may take to stop after SIGTERM/ctrl-c before it
 /// exits anyway (`SHUTDOWN_GRACE_SECS`, default 30).
 pub fn shutdown_grace(env: &Env) -> Result<Duration, ConfigError> {
@@ -265,6 +274,7 @@ impl ServeConfig {
 /// `workers/stripe-inbound`.
 #[derive(Debug, Clone)]
 pub struct InboundConfig {
+    pub metrics_addr: SocketAddr,
     pub database: DatabaseConfig,
     pub kafka: KafkaConfig,
     pub stripe: StripeApiConfig,
@@ -285,6 +295,7 @@ impl InboundConfig {
             });
         }
         Ok(Self {
+            metrics_addr: metrics_addr(env, 9101)?,
             database: DatabaseConfig::load(env)?,
             kafka: KafkaConfig::load(env)?,
             stripe: StripeApiConfig::load(env)?,
@@ -300,6 +311,7 @@ impl InboundConfig {
 /// `workers/outbox-relay`.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
+    pub metrics_addr: SocketAddr,
     pub database: DatabaseConfig,
     pub kafka: KafkaConfig,
     pub changes: ChangesConfig,
@@ -311,6 +323,7 @@ pub struct RelayConfig {
 impl RelayConfig {
     pub fn load(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
+            metrics_addr: metrics_addr(env, 9102)?,
             database: DatabaseConfig::load(env)?,
             kafka: KafkaConfig::load(env)?,
             changes: ChangesConfig::load(env),
@@ -323,6 +336,7 @@ impl RelayConfig {
 /// `workers/stripe-outbound`.
 #[derive(Debug, Clone)]
 pub struct OutboundConfig {
+    pub metrics_addr: SocketAddr,
     pub database: DatabaseConfig,
     pub kafka: KafkaConfig,
     pub changes: ChangesConfig,
@@ -333,6 +347,7 @@ pub struct OutboundConfig {
 impl OutboundConfig {
     pub fn load(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
+            metrics_addr: metrics_addr(env, 9103)?,
             database: DatabaseConfig::load(env)?,
             kafka: KafkaConfig::load(env)?,
             changes: ChangesConfig::load(env),

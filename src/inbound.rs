@@ -10,6 +10,7 @@ use crate::config::InboundConfig;
 use crate::db::{self, PgPool};
 use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
 use crate::kafka::{admin, EventProducer};
+use crate::metrics;
 use crate::stripe::{RemoteObject, StripeClient, StripeEvent};
 
 /// Applies a batch of events in one Postgres transaction, each inside its
@@ -30,7 +31,10 @@ impl BatchHandler for InboundHandler {
     fn handle(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, Transient> {
         let events: Vec<Result<StripeEvent, String>> = batch.iter().map(parse_delivery).collect();
         let mut conn = self.pool.get()?;
+        // Counted only once the transaction commits, so retries do not inflate them.
+        let mut applied_labels: Vec<(String, &'static str)> = Vec::with_capacity(batch.len());
         let result = conn.transaction::<_, ApplyError, _>(|conn| {
+            applied_labels.clear();
             let mut outcomes = Vec::with_capacity(batch.len());
             for (delivery, event) in batch.iter().zip(&events) {
                 let event = match event {
@@ -47,8 +51,9 @@ impl BatchHandler for InboundHandler {
                         tracing::debug!(
                             stripe.event_id = %event.id, stripe.event_type = %event.kind,
                             kafka.partition = delivery.partition, kafka.offset = delivery.offset,
-                            outcome = applied.as_str(), "event applied"
+                                                        outcome = applied.as_str(), "event applied"
                         );
+                        applied_labels.push((event.kind.clone(), applied.as_str()));
                         outcomes.push(Outcome::Done);
                     }
                     Err(ApplyError::Permanent(reason)) => outcomes.push(Outcome::DeadLetter(
@@ -60,7 +65,14 @@ impl BatchHandler for InboundHandler {
             Ok(outcomes)
         });
         match result {
-            Ok(outcomes) => Ok(outcomes),
+            Ok(outcomes) => {
+                for (kind, outcome) in &applied_labels {
+                    metrics::EVENTS_APPLIED
+                        .with_label_values(&[kind.as_str(), outcome])
+                        .inc();
+                }
+                Ok(outcomes)
+            }
             Err(ApplyError::Transient {
                 source,
                 retry_after,
@@ -139,6 +151,12 @@ pub async fn run(cfg: InboundConfig, shutdown: CancellationToken) -> anyhow::Res
     )
     .await?;
     let producer = EventProducer::new(&kafka.brokers, kafka.produce_timeout)?;
+    crate::http::ops::spawn(
+        cfg.metrics_addr,
+        pool.clone(),
+        producer.clone(),
+        shutdown.clone(),
+    )?;
     let remote = StripeRemote::new(cfg.stripe.client()?, tokio::runtime::Handle::current());
     let handler = Arc::new(InboundHandler::new(pool, Arc::new(remote)));
     let settings = ConsumeSettings {

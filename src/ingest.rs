@@ -53,6 +53,9 @@ impl WebhookIngest {
         let headers = envelope::event_headers(&event, envelope::SOURCE_WEBHOOK);
         // The raw body goes to Kafka unchanged: consumers see exactly what
         // Stripe signed, and we skip a re-serialisation on the hot path.
+        let _timer = crate::metrics::PRODUCE_SECONDS
+            .with_label_values(&[&self.topic])
+            .start_timer();
         let delivered = self
             .producer
             .send(&self.topic, event.object_id().as_bytes(), body, &headers)

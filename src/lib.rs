@@ -10,6 +10,7 @@ pub mod http;
 pub mod inbound;
 pub mod ingest;
 pub mod kafka;
+pub mod metrics;
 pub mod outbound;
 pub mod outbox;
 pub mod pull;

@@ -291,6 +291,12 @@ pub async fn run(cfg: OutboundConfig, shutdown: CancellationToken) -> anyhow::Re
     )
     .await?;
     let producer = EventProducer::new(&cfg.kafka.brokers, cfg.kafka.produce_timeout)?;
+    crate::http::ops::spawn(
+        cfg.metrics_addr,
+        pool.clone(),
+        producer.clone(),
+        shutdown.clone(),
+    )?;
     let handler = Arc::new(OutboundHandler::new(
         pool,
         cfg.stripe.client()?,

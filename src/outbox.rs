@@ -170,3 +170,16 @@ pub fn is_delivered(conn: &mut PgConnection, outbox_id: i64, service: &str) -> Q
     ))
     .get_result(conn)
 }
+
+/// Unpublished rows and the creation time of the oldest one.
+pub fn backlog(
+    conn: &mut PgConnection,
+) -> QueryResult<(i64, Option<chrono::DateTime<chrono::Utc>>)> {
+    outbox::table
+        .filter(outbox::published_at.is_null())
+        .select((
+            diesel::dsl::count_star(),
+            diesel::dsl::min(outbox::created_at),
+        ))
+        .first(conn)
+}

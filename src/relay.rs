@@ -23,6 +23,7 @@ use crate::config::RelayConfig;
 use crate::db::models::OutboxRow;
 use crate::kafka::envelope::HeaderList;
 use crate::kafka::{admin, EventProducer};
+use crate::metrics;
 use crate::outbox::{self, Change};
 use crate::retry::Backoff;
 
@@ -53,8 +54,9 @@ impl LockedConnection {
 }
 
 pub async fn run(cfg: RelayConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pool = crate::db::pool(&cfg.database);
     {
-        let pool = crate::db::pool(&cfg.database);
+        let pool = pool.clone();
         tokio::task::spawn_blocking(move || crate::db::ensure_migrated(&pool)).await??;
     }
     admin::ensure_topics(
@@ -65,6 +67,7 @@ pub async fn run(cfg: RelayConfig, shutdown: CancellationToken) -> anyhow::Resul
     )
     .await?;
     let producer = EventProducer::new(&cfg.kafka.brokers, cfg.kafka.produce_timeout)?;
+    crate::http::ops::spawn(cfg.metrics_addr, pool, producer.clone(), shutdown.clone())?;
     let url = cfg.database.url.expose_secret().to_owned();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut waiting_logged = false;
@@ -146,6 +149,16 @@ async fn relay_once(
     producer: &EventProducer,
     cfg: &RelayConfig,
 ) -> anyhow::Result<usize> {
+    let (backlog, oldest) = {
+        let conn = conn.clone();
+        tokio::task::spawn_blocking(move || {
+            outbox::backlog(&mut conn.lock().expect("relay connection").conn)
+        })
+        .await??
+    };
+    metrics::OUTBOX_BACKLOG.set(backlog);
+    metrics::OUTBOX_OLDEST_AGE_SECONDS
+        .set(oldest.map_or(0, |t| (chrono::Utc::now() - t).num_seconds().max(0)));
     let rows = {
         let (conn, limit) = (conn.clone(), cfg.batch_size);
         tokio::task::spawn_blocking(move || {

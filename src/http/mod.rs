@@ -5,6 +5,7 @@ pub mod customers;
 pub mod error;
 pub mod health;
 pub mod openapi;
+pub mod ops;
 pub mod webhook;
 
 use std::convert::Infallible;
@@ -41,6 +42,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         );
     webhook::route(state.ingest.clone(), state.max_body_bytes)
         .or(health::routes(state.pool.clone(), state.producer.clone()))
+        .unify()
+        .or(ops::metrics_route())
         .unify()
         .or(api)
         .unify()

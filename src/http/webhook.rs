@@ -7,6 +7,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::error::ApiError;
 use crate::ingest::{IngestError, WebhookIngest};
+use crate::metrics;
 
 pub fn route(
     ingest: Arc<WebhookIngest>,
@@ -28,7 +29,17 @@ async fn handle(
     signature: Option<&str>,
     body: &[u8],
 ) -> Result<warp::reply::Response, Rejection> {
-    match ingest.ingest(signature, body).await {
+    let result = ingest.ingest(signature, body).await;
+    let (outcome, reason) = match &result {
+        Ok(_) => ("accepted", ""),
+        Err(IngestError::Signature(e)) => ("rejected", e.code()),
+        Err(IngestError::NotAnEvent(_)) => ("rejected", "invalid_event"),
+        Err(IngestError::Unavailable(_)) => ("unavailable", "kafka"),
+    };
+    metrics::WEBHOOKS
+        .with_label_values(&[outcome, reason])
+        .inc();
+    match result {
         Ok(receipt) => {
             tracing::debug!(
                 stripe.event_id = %receipt.event_id, stripe.event_type = %receipt.event_type,

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::envelope::{self, HeaderList};
 use super::producer::EventProducer;
+use crate::metrics;
 use crate::retry::Backoff;
 
 /// One consumed message, owned so it can move to the blocking pool.
@@ -133,6 +134,8 @@ pub async fn run<H: BatchHandler>(
         .set("heartbeat.interval.ms", "1000")
         .create_with_context(GroupContext)?;
     consumer.subscribe(&[&settings.topic])?;
+    let progress: Progress = Arc::default();
+    spawn_lag_reporter(&settings, progress.clone(), shutdown.clone())?;
     tracing::info!(kafka.topic = %settings.topic, kafka.group = %settings.group, "consuming");
 
     let mut poll_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -179,6 +182,10 @@ pub async fn run<H: BatchHandler>(
             break;
         }
         store_offsets(&consumer, &batch);
+        let mut done = progress.lock().expect("progress lock");
+        for d in batch.iter() {
+            done.insert(d.partition, d.offset);
+        }
     }
 
     // Stored offsets only: never the position of a batch we did not finish.
@@ -229,6 +236,7 @@ async fn apply_with_retry<H: BatchHandler>(
         };
         let wait = backoff.next_delay(transient.retry_after);
         let first = &batch[0];
+        metrics::RETRIES.with_label_values(&[&first.topic]).inc();
         tracing::warn!(
             error = format!("{:#}", transient.error),
             kafka.topic = %first.topic, kafka.partition = first.partition, kafka.offset = first.offset,
@@ -282,7 +290,10 @@ async fn dead_letter_all(
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         loop {
             match producer.send(dlq_topic, key, payload, &headers).await {
-                Ok(_) => break,
+                Ok(_) => {
+                    metrics::DEAD_LETTERS.with_label_values(&[dlq_topic]).inc();
+                    break;
+                }
                 Err(e) => {
                     let wait = backoff.next_delay(None);
                     tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "dead-letter produce failed, retrying");
@@ -309,4 +320,52 @@ fn store_offsets<C: Consumer<GroupContext>>(consumer: &C, batch: &[Delivery]) {
             tracing::warn!(error = %e, kafka.topic = topic, kafka.partition = partition, kafka.offset = offset, "could not store offset");
         }
     }
+}
+
+/// Last offset processed per partition of the consumed topic.
+type Progress = Arc<std::sync::Mutex<BTreeMap<i32, i64>>>;
+
+/// Every 10 s, publishes `high watermark - next offset` per partition this
+/// consumer has worked on, through its own group-less client so the
+/// consume loop is never blocked by the measurement.
+fn spawn_lag_reporter(
+    settings: &ConsumeSettings,
+    progress: Progress,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", format!("{}.lag-probe", settings.group))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let (group, topic) = (settings.group.clone(), settings.topic.clone());
+    tokio::spawn(async move {
+        let probe = Arc::new(probe);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            }
+            let done: Vec<(i32, i64)> = progress
+                .lock()
+                .expect("progress lock")
+                .iter()
+                .map(|(p, o)| (*p, *o))
+                .collect();
+            let (probe, group, topic) = (probe.clone(), group.clone(), topic.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                for (partition, offset) in done {
+                    if let Ok((_, high)) =
+                        probe.fetch_watermarks(&topic, partition, Duration::from_secs(2))
+                    {
+                        metrics::CONSUMER_LAG
+                            .with_label_values(&[&group, &topic, &partition.to_string()])
+                            .set((high - offset - 1).max(0));
+                    }
+                }
+            })
+            .await;
+        }
+    });
+    Ok(())
 }

@@ -238,11 +238,20 @@ impl StripeClient {
         if method != Method::GET {
             req = req.form(form);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| StripeError::Network(e.to_string()))?;
+        let endpoint = crate::metrics::endpoint_label(method.as_str(), path);
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => {
+                crate::metrics::STRIPE_CALLS
+                    .with_label_values(&[&endpoint, "network_error"])
+                    .inc();
+                return Err(StripeError::Network(e.to_string()));
+            }
+        };
         let status = resp.status().as_u16();
+        crate::metrics::STRIPE_CALLS
+            .with_label_values(&[&endpoint, &status.to_string()])
+            .inc();
         let retry_after = resp
             .headers()
             .get("retry-after")

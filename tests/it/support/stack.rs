@@ -94,6 +94,7 @@ impl Stack {
             ("CUSTOMER_CHANGES_TOPIC", changes_topic.as_str()),
             ("OUTBOUND_CONSUMER_GROUP", outbound_group.as_str()),
             ("OUTBOX_POLL_MS", "20"),
+            ("METRICS_ADDR", "127.0.0.1:0"),
             ("STRIPE_API_TIMEOUT_MS", stripe_timeout.as_str()),
         ];
         let env = Env::from_pairs(pairs);

@@ -1,0 +1,133 @@
+//! Prometheus metrics, one place. Every process serves its registry at
+//! `GET /metrics` (the server on its own port, each worker on METRICS_ADDR).
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
+};
+
+/// Webhooks by result (`accepted`, `rejected`, `unavailable`) and reason.
+pub static WEBHOOKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "stripe_sync_webhooks_total",
+        "Stripe webhooks received",
+        &["result", "reason"]
+    )
+    .unwrap()
+});
+
+/// Time from a verified webhook to Kafka's acknowledgement.
+pub static PRODUCE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "stripe_sync_produce_seconds",
+        "Kafka produce latency (until acknowledged)",
+        &["topic"],
+        vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]
+    )
+    .unwrap()
+});
+
+/// Events by type and ledger outcome (`upserted`, `duplicate`, `stale`, ...).
+pub static EVENTS_APPLIED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "stripe_sync_events_applied_total",
+        "Events applied by the inbound worker",
+        &["type", "outcome"]
+    )
+    .unwrap()
+});
+
+/// Consumer lag per topic and partition, as last measured by the worker.
+pub static CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "stripe_sync_consumer_lag",
+        "Messages behind the high watermark",
+        &["group", "topic", "partition"]
+    )
+    .unwrap()
+});
+
+pub static OUTBOX_BACKLOG: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "stripe_sync_outbox_backlog",
+        "Outbox rows not yet published"
+    )
+    .unwrap()
+});
+
+pub static OUTBOX_OLDEST_AGE_SECONDS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "stripe_sync_outbox_oldest_age_seconds",
+        "Age of the oldest unpublished outbox row"
+    )
+    .unwrap()
+});
+
+/// Stripe API calls by endpoint (method and path pattern) and status.
+pub static STRIPE_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "stripe_sync_stripe_api_calls_total",
+        "Stripe API calls",
+        &["endpoint", "status"]
+    )
+    .unwrap()
+});
+
+/// Retries by component (`inbound`, `outbound`, `relay`, `dead_letter`).
+pub static RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "stripe_sync_retries_total",
+        "Transient failures retried",
+        &["component"]
+    )
+    .unwrap()
+});
+
+pub static DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "stripe_sync_dead_letters_total",
+        "Messages sent to a dead-letter topic",
+        &["topic"]
+    )
+    .unwrap()
+});
+
+/// The whole registry in Prometheus' text format.
+pub fn render() -> String {
+    TextEncoder::new()
+        .encode_to_string(&prometheus::gather())
+        .unwrap_or_else(|e| format!("# failed to encode metrics: {e}\n"))
+}
+
+/// Stripe endpoints as low-cardinality labels: ids become `{id}`.
+pub fn endpoint_label(method: &str, path: &str) -> String {
+    let path = path.split('?').next().unwrap_or_default();
+    let pattern: Vec<&str> = path
+        .split('/')
+        .map(|seg| {
+            if seg.contains('_') && seg.len() > 8 {
+                "{id}"
+            } else {
+                seg
+            }
+        })
+        .collect();
+    format!("{method} {}", pattern.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn endpoint_labels_hide_ids() {
+        assert_eq!(
+            super::endpoint_label("GET", "/v1/customers/cus_QXg1o8vcGmoR32"),
+            "GET /v1/customers/{id}"
+        );
+        assert_eq!(
+            super::endpoint_label("GET", "/v1/customers?limit=100"),
+            "GET /v1/customers"
+        );
+    }
+}
