@@ -248,6 +248,8 @@ pub struct ServeConfig {
     pub database: DatabaseConfig,
     pub kafka: KafkaConfig,
     pub webhook: WebhookConfig,
+    /// Our topics and groups, for `/api/admin`.
+    pub inventory: crate::ops::Inventory,
 }
 
 impl ServeConfig {
@@ -267,8 +269,17 @@ impl ServeConfig {
             database: DatabaseConfig::load(env)?,
             kafka: KafkaConfig::load(env)?,
             webhook: WebhookConfig::load(env)?,
+            inventory: crate::ops::Inventory::load(env)?,
         })
     }
+}
+
+pub fn inbound_group(env: &Env) -> &str {
+    env.or("INBOUND_CONSUMER_GROUP", "stripe-sync.stripe-inbound")
+}
+
+pub fn outbound_group(env: &Env) -> &str {
+    env.or("OUTBOUND_CONSUMER_GROUP", "stripe-sync.stripe-outbound")
 }
 
 /// `workers/stripe-inbound`.
@@ -299,9 +310,7 @@ impl InboundConfig {
             database: DatabaseConfig::load(env)?,
             kafka: KafkaConfig::load(env)?,
             stripe: StripeApiConfig::load(env)?,
-            consumer_group: env
-                .or("INBOUND_CONSUMER_GROUP", "stripe-sync.stripe-inbound")
-                .to_owned(),
+            consumer_group: inbound_group(env).to_owned(),
             batch_size,
             batch_wait: Duration::from_millis(env.parsed("INBOUND_BATCH_WAIT_MS", 5)?),
         })
@@ -352,9 +361,7 @@ impl OutboundConfig {
             kafka: KafkaConfig::load(env)?,
             changes: ChangesConfig::load(env),
             stripe: StripeApiConfig::load(env)?,
-            consumer_group: env
-                .or("OUTBOUND_CONSUMER_GROUP", "stripe-sync.stripe-outbound")
-                .to_owned(),
+            consumer_group: outbound_group(env).to_owned(),
         })
     }
 }

@@ -3,6 +3,7 @@
 //! each invariant is enforced.
 
 pub mod apply;
+pub mod cli;
 pub mod config;
 pub mod customers;
 pub mod db;
@@ -11,6 +12,7 @@ pub mod inbound;
 pub mod ingest;
 pub mod kafka;
 pub mod metrics;
+pub mod ops;
 pub mod outbound;
 pub mod outbox;
 pub mod pull;

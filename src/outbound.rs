@@ -18,7 +18,7 @@ use crate::customers::input::LOCAL_ID_METADATA_KEY;
 use crate::db::models::NewIdMapEntry;
 use crate::db::{self, PgPool};
 use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
-use crate::kafka::{admin, EventProducer};
+use crate::kafka::{admin, envelope, EventProducer};
 use crate::outbox::{self, Change, DeliveryStatus, Operation};
 use crate::stripe::{RemoteObject, StripeClient, StripeError, PLATFORM_ACCOUNT};
 use crate::sync::{entity, idmap, service};
@@ -67,8 +67,13 @@ impl OutboundHandler {
         }
     }
 
-    fn deliver(&self, conn: &mut PgConnection, change: &Change) -> Result<(), DeliveryError> {
-        let key = outbox::idempotency_key(change.outbox_id);
+    fn deliver(
+        &self,
+        conn: &mut PgConnection,
+        change: &Change,
+        replayed_from: Option<&str>,
+    ) -> Result<(), DeliveryError> {
+        let key = outbox::idempotency_key(change.outbox_id, replayed_from);
         match change.operation {
             Operation::Create => {
                 let mut form = form_fields(&change.fields);
@@ -215,7 +220,11 @@ impl BatchHandler for OutboundHandler {
                 outcomes.push(Outcome::Done); // a redelivered change
                 continue;
             }
-            match self.deliver(&mut conn, &change) {
+            match self.deliver(
+                &mut conn,
+                &change,
+                envelope::header(&d.headers, envelope::H_REPLAYED_FROM),
+            ) {
                 Ok(()) => {
                     tracing::info!(outbox.id = change.outbox_id, customer.id = %change.local_id, operation = change.operation.as_str(), "change applied to Stripe");
                     outcomes.push(Outcome::Done);

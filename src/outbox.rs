@@ -14,9 +14,16 @@ use crate::db::schema::{outbox, outbox_deliveries};
 pub const IDEMPOTENCY_PREFIX: &str = "stripe-sync-outbox-";
 
 /// The key for the Stripe call of one outbox row: the same on every retry,
-/// so Stripe performs the write once (keys are kept at least 24 h).
-pub fn idempotency_key(outbox_id: i64) -> String {
-    format!("{IDEMPOTENCY_PREFIX}{outbox_id}")
+/// so Stripe performs the write once (keys are kept at least 24 h). A
+/// replay from the dead-letter topic (`replayed_from`, the dead letter's
+/// id) gets a key of its own, because Stripe answers a reused key with the
+/// saved refusal for 24 h; the refused attempt wrote nothing, so a fresh
+/// key cannot duplicate it.
+pub fn idempotency_key(outbox_id: i64, replayed_from: Option<&str>) -> String {
+    match replayed_from {
+        None => format!("{IDEMPOTENCY_PREFIX}{outbox_id}"),
+        Some(dead_letter) => format!("{IDEMPOTENCY_PREFIX}{outbox_id}-replay-{dead_letter}"),
+    }
 }
 
 pub fn is_own_idempotency_key(key: &str) -> bool {
@@ -139,8 +146,8 @@ impl DeliveryStatus {
     }
 }
 
-/// Records the outcome at `service`; false if it was already recorded (a
-/// redelivered change).
+/// Records the outcome at `service`. A later outcome replaces an earlier
+/// one (a failed change replayed from the dead-letter topic can succeed).
 pub fn record_delivery(
     conn: &mut PgConnection,
     outbox_id: i64,
@@ -148,8 +155,8 @@ pub fn record_delivery(
     status: DeliveryStatus,
     external_id: Option<&str>,
     error: Option<&str>,
-) -> QueryResult<bool> {
-    let n = diesel::insert_into(outbox_deliveries::table)
+) -> QueryResult<()> {
+    diesel::insert_into(outbox_deliveries::table)
         .values((
             outbox_deliveries::outbox_id.eq(outbox_id),
             outbox_deliveries::service.eq(service),
@@ -157,16 +164,26 @@ pub fn record_delivery(
             outbox_deliveries::external_id.eq(external_id),
             outbox_deliveries::error.eq(error),
         ))
-        .on_conflict_do_nothing()
-        .execute(conn)?;
-    Ok(n == 1)
+        .on_conflict((outbox_deliveries::outbox_id, outbox_deliveries::service))
+        .do_update()
+        .set((
+            outbox_deliveries::status.eq(status.as_str()),
+            outbox_deliveries::external_id.eq(external_id),
+            outbox_deliveries::error.eq(error),
+            outbox_deliveries::delivered_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .map(drop)
 }
 
+/// True once `service` holds the change; a failed attempt does not count,
+/// so a replayed dead letter is tried again.
 pub fn is_delivered(conn: &mut PgConnection, outbox_id: i64, service: &str) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(
         outbox_deliveries::table
             .filter(outbox_deliveries::outbox_id.eq(outbox_id))
-            .filter(outbox_deliveries::service.eq(service)),
+            .filter(outbox_deliveries::service.eq(service))
+            .filter(outbox_deliveries::status.eq(DeliveryStatus::Synced.as_str())),
     ))
     .get_result(conn)
 }

@@ -47,6 +47,7 @@ impl Server {
             producer: producer.clone(),
             max_body_bytes: cfg.webhook.max_body_bytes,
             api_token: Arc::new(cfg.api_token.clone()),
+            inventory: cfg.inventory.clone(),
         };
         let (addr, future) = http::bind(state, cfg.listen_addr, shutdown)?;
         Ok(Self {

@@ -80,6 +80,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    dlq_replays (dlq_topic, partition, offset) {
+        dlq_topic -> Text,
+        partition -> Int4,
+        offset -> Int8,
+        replayed_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(outbox_deliveries -> outbox (outbox_id));
 
 diesel::allow_tables_to_appear_in_same_query!(

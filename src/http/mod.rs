@@ -1,5 +1,6 @@
 //! The HTTP surface of `stripe-sync serve`.
 
+pub mod admin;
 pub mod auth;
 pub mod customers;
 pub mod error;
@@ -28,6 +29,7 @@ pub struct AppState {
     pub producer: EventProducer,
     pub max_body_bytes: u64,
     pub api_token: Arc<SecretString>,
+    pub inventory: crate::ops::Inventory,
 }
 
 pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
@@ -38,6 +40,12 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(
             customers::routes(state.pool.clone())
                 .or(openapi::route())
+                .unify()
+                .or(admin::routes(
+                    state.inventory.clone(),
+                    state.pool.clone(),
+                    state.producer.clone(),
+                ))
                 .unify(),
         );
     webhook::route(state.ingest.clone(), state.max_body_bytes)

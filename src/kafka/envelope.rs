@@ -22,6 +22,8 @@ pub const H_DLQ_SOURCE_TOPIC: &str = "dlq-source-topic";
 pub const H_DLQ_SOURCE_PARTITION: &str = "dlq-source-partition";
 pub const H_DLQ_SOURCE_OFFSET: &str = "dlq-source-offset";
 pub const H_DLQ_FAILED_AT: &str = "dlq-failed-at";
+/// Set on a message put back from a dead-letter topic: the dead letter's id.
+pub const H_REPLAYED_FROM: &str = "replayed-from";
 
 /// Header list as owned pairs, so messages can cross task boundaries.
 pub type HeaderList = Vec<(String, Vec<u8>)>;

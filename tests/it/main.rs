@@ -8,6 +8,7 @@ mod crash;
 mod idmap;
 mod inbound;
 mod localstripe_e2e;
+mod ops;
 mod outbound;
 mod pull;
 mod signature_oracle;

@@ -546,7 +546,7 @@ async fn echoes_of_our_own_writes_are_recognised_by_their_idempotency_key() {
         json!({"name": "Ours"}),
     );
     own["request"] =
-        json!({"id": "req_1", "idempotency_key": stripe_sync::outbox::idempotency_key(42)});
+        json!({"id": "req_1", "idempotency_key": stripe_sync::outbox::idempotency_key(42, None)});
     let mut foreign = crate::support::fixtures::customer_event(
         "evt_foreign",
         "customer.updated",

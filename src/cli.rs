@@ -1,0 +1,355 @@
+//! The `stripe-sync` command line: argument definitions and dispatch to
+//! the library. Each command's logic lives in its own module.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::kafka::EventProducer;
+use crate::ops::topics::TailFrom;
+use crate::ops::{commands, Inventory};
+use crate::pull::{backfill, diff, reconcile, ObjectKind, PullConfig, PullContext};
+use crate::stripe::PLATFORM_ACCOUNT;
+use crate::{config, db, serve, shutdown, telemetry};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Keeps Postgres in sync with Stripe, with Kafka as the durable spine.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (Stripe webhooks, /api/customers, health).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Publish every existing Stripe object as a snapshot event (list API),
+    /// resuming an interrupted run. Costs one API call per 100 objects.
+    Backfill {
+        /// Object type to backfill.
+        #[arg(value_enum)]
+        objects: ObjectKind,
+        /// Start from the first page even if an earlier run was interrupted.
+        #[arg(long)]
+        restart: bool,
+        /// Only objects created at or after this time (RFC 3339 or unix seconds).
+        #[arg(long, value_parser = parse_time)]
+        created_since: Option<i64>,
+        /// Objects per list call (at most 100).
+        #[arg(long, default_value_t = backfill::MAX_PAGE_SIZE, value_parser = clap::value_parser!(u32).range(1..=100))]
+        page_size: u32,
+        /// Connected account (acct_…); the platform account by default.
+        #[arg(long, default_value = PLATFORM_ACCOUNT)]
+        account: String,
+    },
+    /// Publish events from Stripe's Events API that the ledger has not seen
+    /// (webhooks missed during an outage). Costs one API call per 100 events.
+    Reconcile {
+        /// Keep running, one pass every SECONDS.
+        #[arg(long, value_name = "SECONDS")]
+        every: Option<u64>,
+        /// Start at this time instead of the saved cursor (RFC 3339 or unix seconds).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<i64>,
+        #[arg(long, default_value = PLATFORM_ACCOUNT)]
+        account: String,
+    },
+    /// Inspect our Kafka topics without disturbing any worker.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// Inspect and replay dead-lettered messages.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Compare the mirror with Stripe; --repair publishes fresh snapshots for
+    /// what differs. Costs one API call per 100 objects (+1 per object only
+    /// in the mirror, with --repair).
+    Diff {
+        #[arg(value_enum, default_value = "customers")]
+        objects: ObjectKind,
+        #[arg(long)]
+        repair: bool,
+        /// Exit with status 1 when differences are found.
+        #[arg(long)]
+        exit_code: bool,
+        #[arg(long, default_value = PLATFORM_ACCOUNT)]
+        account: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Every topic of ours with partitions, watermarks and message counts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Committed offset, high watermark and lag per partition, per group.
+    Lag {
+        /// Only this consumer group (default: the inbound and outbound groups).
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print messages (key, partition, offset, timestamp, headers, JSON).
+    Tail {
+        topic: String,
+        /// From the oldest retained message.
+        #[arg(long, conflicts_with = "last")]
+        from_beginning: bool,
+        /// The last N messages of each partition.
+        #[arg(long, default_value_t = 10)]
+        last: i64,
+        /// Only messages with this key (e.g. a cus_… id or a local customer id).
+        #[arg(long)]
+        key: Option<String>,
+        /// Keep printing new messages until Ctrl-C.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Dead letters not yet replayed (with --all, also replayed ones).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter with its error and message.
+    Show {
+        /// topic:partition:offset, as `dlq list` prints it.
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back on their source topic.
+    Replay {
+        /// Dead letters to replay (repeatable).
+        #[arg(long = "id", required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Every dead letter not replayed yet.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+}
+
+fn parse_time(raw: &str) -> Result<i64, String> {
+    if let Ok(secs) = raw.parse::<i64>() {
+        return Ok(secs);
+    }
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.timestamp())
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d").map(|d| {
+                d.and_hms_opt(0, 0, 0)
+                    .unwrap_or_default()
+                    .and_utc()
+                    .timestamp()
+            })
+        })
+        .map_err(|_| format!("{raw:?} is not a time: use RFC 3339, YYYY-MM-DD or unix seconds"))
+}
+
+/// Parses the command line and runs the command.
+pub async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let env = config::Env::load();
+    telemetry::init();
+    match cli.command {
+        Command::Serve => {
+            let cfg = config::ServeConfig::load(&env)?;
+            serve::run(cfg, shutdown::on_signals(config::shutdown_grace(&env)?)).await
+        }
+        Command::Migrate => {
+            let pool = db::pool(&config::DatabaseConfig::load(&env)?);
+            let applied = tokio::task::spawn_blocking(move || db::run_migrations(&pool))
+                .await
+                .context("migration task failed")??;
+            if applied.is_empty() {
+                println!("database is up to date");
+            }
+            for name in applied {
+                println!("applied {name}");
+            }
+            Ok(())
+        }
+        Command::Backfill {
+            objects,
+            restart,
+            created_since,
+            page_size,
+            account,
+        } => {
+            let ctx = PullContext::build(&PullConfig::load(&env)?).await?;
+            let opts = backfill::BackfillOptions {
+                restart,
+                created_since,
+                page_size,
+                account,
+                ..backfill::BackfillOptions::new(objects)
+            };
+            let report = backfill::run(
+                &ctx,
+                &opts,
+                &shutdown::on_signals(config::shutdown_grace(&env)?),
+            )
+            .await?;
+            println!(
+                "{} {} objects in {} pages ({} API calls){}",
+                if report.complete {
+                    "backfilled"
+                } else {
+                    "interrupted after"
+                },
+                report.objects,
+                report.pages,
+                report.pages,
+                if report.resumed {
+                    ", resumed from the last checkpoint"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        Command::Reconcile {
+            every,
+            since,
+            account,
+        } => {
+            let ctx = PullContext::build(&PullConfig::load(&env)?).await?;
+            let opts = reconcile::ReconcileOptions { account, since };
+            match every {
+                Some(secs) => {
+                    let stop = shutdown::on_signals(config::shutdown_grace(&env)?);
+                    reconcile::run_every(&ctx, &opts, Duration::from_secs(secs.max(1)), &stop).await
+                }
+                None => {
+                    let r = reconcile::run_once(&ctx, &opts).await?;
+                    println!(
+                        "{} events since {} ({} API calls), {} not in the ledger published; cursor now {}",
+                        r.seen, r.from, r.pages, r.published, r.cursor
+                    );
+                    Ok(())
+                }
+            }
+        }
+        Command::Topics { command } => {
+            let inv = Inventory::load(&env)?;
+            let output = match command {
+                TopicsCommand::List { json } => {
+                    tokio::task::spawn_blocking(move || commands::topics_list(&inv, json)).await??
+                }
+                TopicsCommand::Lag { group, json } => {
+                    tokio::task::spawn_blocking(move || {
+                        commands::topics_lag(&inv, group.as_deref(), json)
+                    })
+                    .await??
+                }
+                TopicsCommand::Tail {
+                    topic,
+                    from_beginning,
+                    last,
+                    key,
+                    follow,
+                    json,
+                } => {
+                    let req = commands::TailRequest {
+                        topic,
+                        from: if from_beginning {
+                            TailFrom::Beginning
+                        } else {
+                            TailFrom::Last(last)
+                        },
+                        key,
+                        follow,
+                        json,
+                    };
+                    let stop = Arc::new(AtomicBool::new(false));
+                    let token = shutdown::on_signals(config::shutdown_grace(&env)?);
+                    let flag = stop.clone();
+                    tokio::spawn(async move {
+                        token.cancelled().await;
+                        flag.store(true, Ordering::Relaxed);
+                    });
+                    tokio::task::spawn_blocking(move || {
+                        commands::topics_tail(&inv, &req, &stop, &mut std::io::stdout())
+                    })
+                    .await??;
+                    return Ok(());
+                }
+            };
+            println!("{output}");
+            Ok(())
+        }
+        Command::Dlq { command } => {
+            let inv = Inventory::load(&env)?;
+            let pool = db::pool(&config::DatabaseConfig::load(&env)?);
+            match command {
+                DlqCommand::List { all, json } => {
+                    println!(
+                        "{}",
+                        tokio::task::spawn_blocking(move || commands::dlq_list(
+                            &inv, &pool, all, json
+                        ))
+                        .await??
+                    )
+                }
+                DlqCommand::Show { id, json } => {
+                    println!(
+                        "{}",
+                        tokio::task::spawn_blocking(move || commands::dlq_show(
+                            &inv, &pool, &id, json
+                        ))
+                        .await??
+                    )
+                }
+                DlqCommand::Replay { ids, all } => {
+                    let kafka = config::KafkaConfig::load(&env)?;
+                    let producer = EventProducer::new(&kafka.brokers, kafka.produce_timeout)?;
+                    let selection = if all {
+                        commands::Selection::AllPending
+                    } else {
+                        commands::Selection::Ids(ids)
+                    };
+                    let done = commands::dlq_replay(&inv, &pool, &producer, selection).await?;
+                    producer.flush(Duration::from_secs(5));
+                    println!("replayed {} dead letter(s)", done.len());
+                    for id in done {
+                        println!("  {id}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Diff {
+            objects,
+            repair,
+            exit_code,
+            account,
+        } => {
+            let ctx = PullContext::build(&PullConfig::load(&env)?).await?;
+            let report = diff::run(&ctx, objects, &account, repair).await?;
+            println!("{report}");
+            if exit_code && !report.is_clean() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! `/api/admin/*`: the `topics` and `dlq` commands' information as JSON,
+//! behind the API token like the rest of `/api`.
+
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use super::error::ApiError;
+use crate::db::PgPool;
+use crate::kafka::EventProducer;
+use crate::ops::{commands, dlq, topics, Inventory};
+
+#[derive(Clone)]
+struct Ctx {
+    inv: Inventory,
+    pool: PgPool,
+    producer: EventProducer,
+}
+
+pub fn routes(
+    inv: Inventory,
+    pool: PgPool,
+    producer: EventProducer,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let ctx = Ctx {
+        inv,
+        pool,
+        producer,
+    };
+    let with = warp::any().map(move || ctx.clone());
+    let topics = warp::path!("admin" / "topics")
+        .and(warp::get())
+        .and(with.clone())
+        .and_then(|c: Ctx| blocking(move || topics::list(&c.inv.brokers, &c.inv.topics())));
+    let lag = warp::path!("admin" / "lag")
+        .and(warp::get())
+        .and(with.clone())
+        .and_then(|c: Ctx| blocking(move || topics::lag(&c.inv.brokers, &c.inv.groups())));
+    let dlq_list = warp::path!("admin" / "dlq")
+        .and(warp::get())
+        .and(with.clone())
+        .and_then(|c: Ctx| {
+            blocking(move || {
+                dlq::list(
+                    &c.inv.brokers,
+                    &mut *c.pool.get()?,
+                    &c.inv.dead_letter_topics(),
+                )
+            })
+        });
+    let dlq_show = warp::path!("admin" / "dlq" / String)
+        .and(warp::get())
+        .and(with.clone())
+        .and_then(|id: String, c: Ctx| async move {
+            let letters = blocking_value(move || {
+                dlq::list(
+                    &c.inv.brokers,
+                    &mut *c.pool.get()?,
+                    &c.inv.dead_letter_topics(),
+                )
+            })
+            .await?;
+            let letter = letters.into_iter().find(|l| l.id == id).ok_or_else(|| {
+                warp::reject::custom(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no dead letter with this id",
+                ))
+            })?;
+            Ok::<_, Rejection>(
+                warp::reply::json(
+                    &serde_json::json!({"dead_letter": letter, "message": letter.message}),
+                )
+                .into_response(),
+            )
+        });
+    let dlq_replay = warp::path!("admin" / "dlq" / String / "replay")
+        .and(warp::post())
+        .and(with)
+        .and_then(|id: String, c: Ctx| async move {
+            let done = commands::dlq_replay(
+                &c.inv,
+                &c.pool,
+                &c.producer,
+                commands::Selection::Ids(vec![id]),
+            )
+            .await
+            .map_err(|e| {
+                let message = format!("{e:#}");
+                if message.starts_with("no dead letter") {
+                    warp::reject::custom(ApiError::new(StatusCode::NOT_FOUND, "not_found", message))
+                } else {
+                    warp::reject::custom(ApiError::unavailable("kafka_unavailable", &message))
+                }
+            })?;
+            Ok::<_, Rejection>(
+                warp::reply::json(&serde_json::json!({"replayed": done})).into_response(),
+            )
+        });
+    topics
+        .or(lag)
+        .unify()
+        .or(dlq_list)
+        .unify()
+        .or(dlq_show)
+        .unify()
+        .or(dlq_replay)
+        .unify()
+}
+
+async fn blocking_value<T: Send + 'static>(
+    op: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, Rejection> {
+    tokio::task::spawn_blocking(op)
+        .await
+        .map_err(|e| warp::reject::custom(ApiError::unavailable("internal", &e)))?
+        .map_err(|e| {
+            warp::reject::custom(ApiError::unavailable(
+                "kafka_unavailable",
+                &format!("{e:#}"),
+            ))
+        })
+}
+
+async fn blocking<T: serde::Serialize + Send + 'static>(
+    op: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<warp::reply::Response, Rejection> {
+    Ok(warp::reply::json(&blocking_value(op).await?).into_response())
+}

@@ -1,0 +1,82 @@
+//! Seeing inside the engine without extra tools: topics, consumer lag,
+//! tailing, and dead letters. Used by the `topics`/`dlq` commands and by
+//! `/api/admin/*`. The Kafka calls here are blocking (librdkafka); async
+//! callers run them on the blocking pool.
+
+pub mod commands;
+pub mod dlq;
+pub mod topics;
+
+use crate::config::{ChangesConfig, ConfigError, Env, KafkaConfig};
+
+/// Our topics and consumer groups, as configured.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub brokers: String,
+    pub events_topic: String,
+    pub changes_topic: String,
+    pub inbound_group: String,
+    pub outbound_group: String,
+}
+
+impl Inventory {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        let kafka = KafkaConfig::load(env)?;
+        Ok(Self {
+            brokers: kafka.brokers,
+            events_topic: kafka.events_topic,
+            changes_topic: ChangesConfig::load(env).topic,
+            inbound_group: crate::config::inbound_group(env).to_owned(),
+            outbound_group: crate::config::outbound_group(env).to_owned(),
+        })
+    }
+
+    pub fn dead_letter_topics(&self) -> [String; 2] {
+        [
+            crate::kafka::topics::dead_letter_for(&self.events_topic),
+            crate::kafka::topics::dead_letter_for(&self.changes_topic),
+        ]
+    }
+
+    /// Every topic of ours, sources first.
+    pub fn topics(&self) -> Vec<String> {
+        let [events_dlq, changes_dlq] = self.dead_letter_topics();
+        vec![
+            self.events_topic.clone(),
+            events_dlq,
+            self.changes_topic.clone(),
+            changes_dlq,
+        ]
+    }
+
+    /// Each group with the topic it consumes.
+    pub fn groups(&self) -> Vec<(String, String)> {
+        vec![
+            (self.inbound_group.clone(), self.events_topic.clone()),
+            (self.outbound_group.clone(), self.changes_topic.clone()),
+        ]
+    }
+}
+
+/// Renders rows as an aligned text table (header first).
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = vec![line(header.iter().map(|h| h.to_string()).collect())];
+    out.extend(rows.iter().map(|r| line(r.clone())));
+    out.join("\n")
+}
