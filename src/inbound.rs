@@ -152,6 +152,7 @@ pub async fn run(cfg: InboundConfig, shutdown: CancellationToken) -> anyhow::Res
     .await?;
     let producer = EventProducer::new(&kafka.brokers, kafka.produce_timeout)?;
     crate::http::ops::spawn(
+        "stripe-inbound",
         cfg.metrics_addr,
         pool.clone(),
         producer.clone(),

@@ -94,6 +94,32 @@ pub static DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap()
 });
 
+static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "stripe_sync_build_info",
+        "Always 1; labels name the process and version",
+        &["process", "version"]
+    )
+    .unwrap()
+});
+
+/// Registers every metric up front, so a scrape right after start shows
+/// the full set (vectors appear once they have a first label set).
+pub fn init(process: &str) {
+    BUILD_INFO
+        .with_label_values(&[process, env!("CARGO_PKG_VERSION")])
+        .set(1);
+    LazyLock::force(&WEBHOOKS);
+    LazyLock::force(&PRODUCE_SECONDS);
+    LazyLock::force(&EVENTS_APPLIED);
+    LazyLock::force(&CONSUMER_LAG);
+    LazyLock::force(&OUTBOX_BACKLOG);
+    LazyLock::force(&OUTBOX_OLDEST_AGE_SECONDS);
+    LazyLock::force(&STRIPE_CALLS);
+    LazyLock::force(&RETRIES);
+    LazyLock::force(&DEAD_LETTERS);
+}
+
 /// The whole registry in Prometheus' text format.
 pub fn render() -> String {
     TextEncoder::new()

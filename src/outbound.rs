@@ -301,6 +301,7 @@ pub async fn run(cfg: OutboundConfig, shutdown: CancellationToken) -> anyhow::Re
     .await?;
     let producer = EventProducer::new(&cfg.kafka.brokers, cfg.kafka.produce_timeout)?;
     crate::http::ops::spawn(
+        "stripe-outbound",
         cfg.metrics_addr,
         pool.clone(),
         producer.clone(),

@@ -67,7 +67,13 @@ pub async fn run(cfg: RelayConfig, shutdown: CancellationToken) -> anyhow::Resul
     )
     .await?;
     let producer = EventProducer::new(&cfg.kafka.brokers, cfg.kafka.produce_timeout)?;
-    crate::http::ops::spawn(cfg.metrics_addr, pool, producer.clone(), shutdown.clone())?;
+    crate::http::ops::spawn(
+        "outbox-relay",
+        cfg.metrics_addr,
+        pool,
+        producer.clone(),
+        shutdown.clone(),
+    )?;
     let url = cfg.database.url.expose_secret().to_owned();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut waiting_logged = false;

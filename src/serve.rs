@@ -49,6 +49,7 @@ impl Server {
             api_token: Arc::new(cfg.api_token.clone()),
             inventory: cfg.inventory.clone(),
         };
+        crate::metrics::init("serve");
         let (addr, future) = http::bind(state, cfg.listen_addr, shutdown)?;
         Ok(Self {
             addr,

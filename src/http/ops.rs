@@ -26,11 +26,13 @@ pub fn metrics_route() -> impl Filter<Extract = (warp::reply::Response,), Error 
 
 /// Starts a worker's ops server; returns the bound address.
 pub fn spawn(
+    process: &str,
     addr: SocketAddr,
     pool: PgPool,
     producer: EventProducer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
+    metrics::init(process);
     let routes = health::routes(pool, producer)
         .or(metrics_route())
         .unify()

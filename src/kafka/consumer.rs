@@ -7,6 +7,7 @@
 //! messages in poll order, so each partition is handled in order.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,9 +80,13 @@ pub struct ConsumeSettings {
     pub batch_wait: Duration,
 }
 
-/// Logs group rebalances; librdkafka commits the stored offsets of revoked
-/// partitions itself because auto-commit is on.
-struct GroupContext;
+/// Logs group rebalances and tracks whether the group join completed;
+/// librdkafka commits the stored offsets of revoked partitions itself
+/// because auto-commit is on.
+#[derive(Default)]
+struct GroupContext {
+    joined: AtomicBool,
+}
 
 impl ClientContext for GroupContext {}
 
@@ -92,6 +97,7 @@ impl ConsumerContext for GroupContext {
                 tracing::info!(partitions = %describe(tpl), "partitions revoked")
             }
             Rebalance::Assign(tpl) => {
+                self.joined.store(true, AtomicOrdering::Relaxed);
                 tracing::info!(partitions = %describe(tpl), "partitions assigned")
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
@@ -131,8 +137,12 @@ pub async fn run<H: BatchHandler>(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
+        // Also the rebalance timeout: how long the coordinator waits for
+        // members to rejoin. A member that leaves mid-join (stopped while
+        // starting) would otherwise stall the group for the default 5 min.
+        .set("max.poll.interval.ms", "30000")
         .set("heartbeat.interval.ms", "1000")
-        .create_with_context(GroupContext)?;
+        .create_with_context(GroupContext::default())?;
     consumer.subscribe(&[&settings.topic])?;
     let progress: Progress = Arc::default();
     spawn_lag_reporter(&settings, progress.clone(), shutdown.clone())?;
@@ -188,6 +198,16 @@ pub async fn run<H: BatchHandler>(
         }
     }
 
+    // Leaving a group in the middle of its join leaves some brokers (nisshi
+    // 0.6) waiting for this member forever, so a restarted worker never gets
+    // partitions. Finish joining first (bounded), then leave. Messages seen
+    // meanwhile are not stored: they are redelivered.
+    let join_deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !consumer.context().joined.load(AtomicOrdering::Relaxed)
+        && tokio::time::Instant::now() < join_deadline
+    {
+        let _ = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await;
+    }
     // Stored offsets only: never the position of a batch we did not finish.
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}

@@ -11,6 +11,7 @@ mod localstripe_e2e;
 mod ops;
 mod outbound;
 mod pull;
+mod shutdown;
 mod signature_oracle;
 mod startup;
 mod webhook;
