@@ -1,0 +1,817 @@
+//! The spine's benchmark: this machine's ceilings and stripe-sync's own
+//! figures, measured in one run against real Postgres, a real broker and
+//! the real binaries. Run through `scripts/bench` (which starts the
+//! services); `--quick` is the short smoke run CI uses.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use diesel::prelude::*;
+use futures::{StreamExt, TryStreamExt};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use stripe_sync::config::DatabaseConfig;
+use stripe_sync::db;
+use stripe_sync::kafka::EventProducer;
+use stripe_sync::stripe::signature::{sign, WebhookVerifier};
+use warp::Filter;
+
+const SECRET: &str = "whsec_bench";
+const TOKEN: &str = "bench-api-token-0123456789";
+
+struct Scale {
+    hmac_iterations: u64,
+    producer_messages: usize,
+    upsert_rows: usize,
+    ingest_secs: u64,
+    fixed_rate_secs: u64,
+    backlog_events: usize,
+    outbound_writes: usize,
+}
+
+#[derive(serde::Serialize, Clone)]
+struct Row {
+    figure: String,
+    value: f64,
+    unit: String,
+    ceiling: Option<f64>,
+    ratio: Option<f64>,
+    target: String,
+}
+
+fn row(figure: &str, value: f64, unit: &str, ceiling: Option<f64>, target: &str) -> Row {
+    Row {
+        figure: figure.into(),
+        value,
+        unit: unit.into(),
+        ceiling,
+        ratio: ceiling.map(|c| value / c),
+        target: target.into(),
+    }
+}
+
+fn env(name: &str) -> anyhow::Result<String> {
+    std::env::var(name)
+        .with_context(|| format!("{name} is not set: run the benchmark through scripts/bench"))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn customer_event(n: u64, customer: &str, created: i64, fixtures: &Value) -> Value {
+    let mut c = fixtures["customer"].clone();
+    c["id"] = json!(customer);
+    c["name"] = json!(format!("Customer {n}"));
+    c["email"] = json!(format!("c{n}@example.com"));
+    c["discount"] = Value::Null;
+    let mut e = fixtures["event"].clone();
+    e["id"] = json!(format!("evt_bench_{n}"));
+    e["type"] = json!("customer.updated");
+    e["created"] = json!(created);
+    e["data"] = json!({"object": c});
+    e["request"] = json!({"id": null, "idempotency_key": null});
+    e
+}
+
+/// Peak resident set size of a process, from /proc (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+struct Processes {
+    dir: std::path::PathBuf,
+    env: Vec<(String, String)>,
+    children: HashMap<&'static str, Child>,
+}
+
+impl Processes {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        bin: &str,
+        args: &[&str],
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<u32> {
+        let child = Command::new(self.dir.join(bin))
+            .args(args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("start {bin}"))?;
+        let pid = child.id();
+        self.children.insert(name, child);
+        Ok(pid)
+    }
+
+    fn stop(&mut self, name: &str) -> Option<f64> {
+        let mut child = self.children.remove(name)?;
+        let rss = peak_rss_mib(child.id());
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        rss
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, mut c) in self.children.drain() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn wait_http(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        if client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("{url} did not become ready")
+}
+
+fn count(conn: &mut PgConnection, sql: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(sql)
+        .get_result::<N>(conn)
+        .map(|r| r.n)
+        .unwrap_or(-1)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let scale = if quick {
+        Scale {
+            hmac_iterations: 20_000,
+            producer_messages: 5_000,
+            upsert_rows: 5_000,
+            ingest_secs: 2,
+            fixed_rate_secs: 2,
+            backlog_events: 5_000,
+            outbound_writes: 200,
+        }
+    } else {
+        Scale {
+            hmac_iterations: 300_000,
+            producer_messages: 100_000,
+            upsert_rows: 100_000,
+            ingest_secs: 10,
+            fixed_rate_secs: 10,
+            backlog_events: 100_000,
+            outbound_writes: 3_000,
+        }
+    };
+    let admin_url = env("BENCH_PG_ADMIN_URL")?;
+    let brokers = env("BENCH_KAFKA_BROKERS")?;
+    let suffix = format!("{:08x}", rand::random::<u32>());
+    let db_name = format!("bench_{suffix}");
+    let db_url = format!(
+        "{}/{db_name}",
+        admin_url
+            .rsplit_once('/')
+            .context("admin URL ends in /<db>")?
+            .0
+    );
+    diesel::sql_query(format!("CREATE DATABASE {db_name}"))
+        .execute(&mut PgConnection::establish(&admin_url)?)?;
+    let pool = db::pool(&DatabaseConfig {
+        url: SecretString::from(db_url.clone()),
+        pool_size: 4,
+    });
+    db::run_migrations(&pool)?;
+    let fixtures: Value =
+        serde_json::from_str::<Value>(include_str!("../tests/fixtures/stripe/fixtures3.json"))?
+            ["resources"]
+            .clone();
+    let mut rows: Vec<Row> = Vec::new();
+
+    // --- ceilings -----------------------------------------------------------
+    let body = serde_json::to_vec(&customer_event(1, "cus_ceiling", 1_700_000_000, &fixtures))?;
+    let verifier = WebhookVerifier::new(vec![SecretString::from(SECRET.to_owned())], 300);
+    let now = stripe_sync::ingest::unix_now();
+    let header = sign(SECRET, now, &body);
+    let start = Instant::now();
+    for _ in 0..scale.hmac_iterations {
+        verifier.verify(Some(&header), &body, now).expect("valid");
+    }
+    let hmac_rate = scale.hmac_iterations as f64 / start.elapsed().as_secs_f64();
+    rows.push(row(
+        &format!("ceiling: HMAC verify, {} B event, 1 core", body.len()),
+        hmac_rate,
+        "events/s",
+        None,
+        "-",
+    ));
+
+    let producer = EventProducer::new(&brokers, Duration::from_secs(30))?;
+    let raw_topic = format!("bench.raw.{suffix}");
+    stripe_sync::kafka::admin::ensure_topics(&brokers, &[&raw_topic], 6, 1).await?;
+    let start = Instant::now();
+    let sends = (0..scale.producer_messages).map(|i| {
+        let (producer, topic, body) = (producer.clone(), raw_topic.clone(), body.clone());
+        async move {
+            producer
+                .send(
+                    &topic,
+                    format!("cus_{}", i % 1000).as_bytes(),
+                    &body,
+                    &vec![],
+                )
+                .await
+        }
+    });
+    futures::stream::iter(sends)
+        .buffer_unordered(2000)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let produce_rate = scale.producer_messages as f64 / start.elapsed().as_secs_f64();
+    rows.push(row(
+        "ceiling: raw produce (acks=all, idempotent)",
+        produce_rate,
+        "msgs/s",
+        None,
+        "-",
+    ));
+
+    let upsert_rate = {
+        let pool = pool.clone();
+        let n = scale.upsert_rows;
+        tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+            let mut conn = pool.get()?;
+            let start = Instant::now();
+            for batch in (0..n).collect::<Vec<_>>().chunks(500) {
+                let values: Vec<String> = batch
+                    .iter()
+                    .map(|i| format!("(gen_random_uuid(), 'c{i}@example.com', 'Customer {i}', '{{}}'::jsonb, '{{\"id\":\"cus_{i}\"}}'::jsonb)"))
+                    .collect();
+                diesel::sql_query(format!(
+                    "INSERT INTO customers (id, email, name, metadata, stripe_object) VALUES {} \
+                     ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name",
+                    values.join(",")
+                ))
+                .execute(&mut conn)?;
+            }
+            let rate = n as f64 / start.elapsed().as_secs_f64();
+            diesel::sql_query("TRUNCATE customers CASCADE").execute(&mut conn)?;
+            Ok(rate)
+        })
+        .await??
+    };
+    rows.push(row(
+        "ceiling: batched upsert (500/tx) into customers",
+        upsert_rate,
+        "rows/s",
+        None,
+        "-",
+    ));
+
+    // --- the engine, as separate processes ----------------------------------
+    let events_topic = format!("stripe.events.v1.bench.{suffix}");
+    let changes_topic = format!("customers.changes.v1.bench.{suffix}");
+    let listen_port = free_port()?;
+    let fake = start_fake_stripe();
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .context("binary directory")?
+        .to_path_buf();
+    let mut procs = Processes {
+        dir: bin_dir,
+        env: [
+            ("DATABASE_URL", db_url.clone()),
+            ("KAFKA_BROKERS", brokers.clone()),
+            ("STRIPE_EVENTS_TOPIC", events_topic.clone()),
+            ("CUSTOMER_CHANGES_TOPIC", changes_topic.clone()),
+            ("INBOUND_CONSUMER_GROUP", format!("bench.inbound.{suffix}")),
+            (
+                "OUTBOUND_CONSUMER_GROUP",
+                format!("bench.outbound.{suffix}"),
+            ),
+            ("STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
+            ("API_TOKEN", TOKEN.to_owned()),
+            ("STRIPE_API_KEY", "sk_test_bench".to_owned()),
+            ("STRIPE_API_BASE", fake.clone()),
+            ("STRIPE_RATE_LIMIT", "0".to_owned()),
+            ("LISTEN_ADDR", format!("127.0.0.1:{listen_port}")),
+            ("DATABASE_POOL_SIZE", "16".to_owned()),
+            ("RUST_LOG", "warn".to_owned()),
+            ("PATH", std::env::var("PATH").unwrap_or_default()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+        children: HashMap::new(),
+    };
+    procs.spawn("serve", "stripe-sync", &["serve"], &[])?;
+    let base = format!("http://127.0.0.1:{listen_port}");
+    wait_http(&format!("{base}/readyz")).await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(128)
+        .build()?;
+
+    // Ingest, as fast as 64 connections go.
+    let (ingest_rate, _) = load(
+        &http,
+        &base,
+        &fixtures,
+        64,
+        None,
+        Duration::from_secs(scale.ingest_secs),
+        10_000_000,
+    )
+    .await?;
+    rows.push(row(
+        "webhook ingest, sustained (64 connections)",
+        ingest_rate,
+        "events/s",
+        Some(produce_rate.min(hmac_rate)),
+        ">= 15000",
+    ));
+
+    // Ingest at a fixed 1000/s: latency.
+    let (_, lat) = load(
+        &http,
+        &base,
+        &fixtures,
+        32,
+        Some(1000.0),
+        Duration::from_secs(scale.fixed_rate_secs),
+        20_000_000,
+    )
+    .await?;
+    for (p, name) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
+        rows.push(row(
+            &format!("webhook latency at 1000/s, {name}"),
+            percentile(&lat, p) * 1000.0,
+            "ms",
+            None,
+            if name == "p99" { "<= 10" } else { "-" },
+        ));
+    }
+
+    // End to end at 1000/s: webhook 200 → row visible.
+    procs.spawn(
+        "stripe-inbound",
+        "stripe-inbound",
+        &[],
+        &[("METRICS_ADDR", format!("127.0.0.1:{}", free_port()?))],
+    )?;
+    let mut conn = PgConnection::establish(&db_url)?;
+    // Let the worker join and apply everything produced so far (each
+    // message on the topic is a distinct event, so one ledger row each).
+    let produced =
+        stripe_sync::ops::topics::list(&brokers, std::slice::from_ref(&events_topic))?[0].messages;
+    wait_ledger(&mut conn, produced, Duration::from_secs(900)).await;
+    let e2e = end_to_end(
+        &http,
+        &base,
+        &fixtures,
+        &db_url,
+        Duration::from_secs(scale.fixed_rate_secs),
+    )
+    .await?;
+    for (p, name) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
+        rows.push(row(
+            &format!("end to end (200 → row visible) at 1000/s, {name}"),
+            percentile(&e2e, p) * 1000.0,
+            "ms",
+            None,
+            if name == "p99" { "<= 100" } else { "-" },
+        ));
+    }
+
+    // Inbound apply rate from a backlog.
+    let inbound_rss_1 = procs.stop("stripe-inbound");
+    let before = count(&mut conn, "SELECT count(*) AS n FROM event_ledger");
+    let backlog_start = 50_000_000u64;
+    let sends: Vec<_> = (0..scale.backlog_events as u64)
+        .map(|i| {
+            let n = backlog_start + i;
+            let ev = customer_event(
+                n,
+                &format!("cus_backlog{}", i % 5000),
+                1_800_000_000 + (i / 5000) as i64,
+                &fixtures,
+            );
+            let (producer, topic) = (producer.clone(), events_topic.clone());
+            async move {
+                let body = serde_json::to_vec(&ev).unwrap();
+                let parsed = stripe_sync::stripe::StripeEvent::parse(&body).unwrap();
+                let headers = stripe_sync::kafka::envelope::event_headers(&parsed, "bench");
+                producer
+                    .send(&topic, parsed.object_id().as_bytes(), &body, &headers)
+                    .await
+            }
+        })
+        .collect();
+    futures::stream::iter(sends)
+        .buffer_unordered(2000)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let start = Instant::now();
+    procs.spawn(
+        "stripe-inbound",
+        "stripe-inbound",
+        &[],
+        &[("METRICS_ADDR", format!("127.0.0.1:{}", free_port()?))],
+    )?;
+    let target_count = before + scale.backlog_events as i64;
+    let mut first_seen: Option<Instant> = None;
+    loop {
+        let n = count(&mut conn, "SELECT count(*) AS n FROM event_ledger");
+        if n > before && first_seen.is_none() {
+            first_seen = Some(Instant::now());
+        }
+        if n >= target_count || start.elapsed() > Duration::from_secs(900) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Rate from the first applied event (group join time excluded).
+    let apply_secs = first_seen.map_or(f64::NAN, |t| t.elapsed().as_secs_f64());
+    let apply_rate = scale.backlog_events as f64 / apply_secs;
+    rows.push(row(
+        "inbound apply from a backlog",
+        apply_rate,
+        "events/s",
+        Some(upsert_rate),
+        ">= 20000 and >= 50% of ceiling",
+    ));
+
+    // Outbound: API writes through outbox → relay → Kafka → stripe-outbound → fake.
+    procs.spawn(
+        "outbox-relay",
+        "outbox-relay",
+        &[],
+        &[("METRICS_ADDR", format!("127.0.0.1:{}", free_port()?))],
+    )?;
+    procs.spawn(
+        "stripe-outbound",
+        "stripe-outbound",
+        &[],
+        &[("METRICS_ADDR", format!("127.0.0.1:{}", free_port()?))],
+    )?;
+    tokio::time::sleep(Duration::from_secs(8)).await; // consumer group join
+    let start = Instant::now();
+    let creates = (0..scale.outbound_writes).map(|i| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            http.post(format!("{base}/api/customers"))
+                .bearer_auth(TOKEN)
+                .json(&json!({"email": format!("out{i}@example.com")}))
+                .send()
+                .await
+        }
+    });
+    futures::future::join_all(creates).await;
+    let accepted = start.elapsed();
+    loop {
+        let delivered = count(
+            &mut conn,
+            "SELECT count(*) AS n FROM outbox_deliveries WHERE status = 'synced'",
+        );
+        if delivered >= scale.outbound_writes as i64 || start.elapsed() > Duration::from_secs(600) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let outbound_rate = scale.outbound_writes as f64 / start.elapsed().as_secs_f64();
+    rows.push(row(
+        "API writes accepted (POST /api/customers)",
+        scale.outbound_writes as f64 / accepted.as_secs_f64(),
+        "writes/s",
+        None,
+        "-",
+    ));
+    rows.push(row(
+        "outbound: API write → Stripe fake acknowledged",
+        outbound_rate,
+        "writes/s",
+        None,
+        "-",
+    ));
+
+    for (name, rss) in [
+        ("serve", procs.stop("serve")),
+        (
+            "stripe-inbound",
+            max_rss(procs.stop("stripe-inbound"), inbound_rss_1),
+        ),
+        ("outbox-relay", procs.stop("outbox-relay")),
+        ("stripe-outbound", procs.stop("stripe-outbound")),
+    ] {
+        rows.push(row(
+            &format!("peak RSS, {name}"),
+            rss.unwrap_or(f64::NAN),
+            "MiB",
+            None,
+            "<= 64",
+        ));
+    }
+
+    print_table(&rows, quick);
+    let out_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let file = if quick { "smoke.json" } else { "latest.json" };
+    std::fs::write(
+        out_dir.join(file),
+        serde_json::to_string_pretty(&json!({
+            "quick": quick,
+            "machine": machine(),
+            "rows": rows,
+        }))?,
+    )?;
+    drop(conn);
+    drop(pool);
+    let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+        .execute(&mut PgConnection::establish(&admin_url)?);
+    Ok(())
+}
+
+/// Sends signed events from `connections` workers, either as fast as
+/// possible or at `rate` per second in total; returns events/s and the
+/// sorted latencies (seconds) of successful requests.
+async fn load(
+    http: &reqwest::Client,
+    base: &str,
+    fixtures: &Value,
+    connections: usize,
+    rate: Option<f64>,
+    duration: Duration,
+    first_n: u64,
+) -> anyhow::Result<(f64, Vec<f64>)> {
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let ok = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let workers = (0..connections).map(|w| {
+        let (http, base, fixtures, latencies, ok) = (
+            http.clone(),
+            base.to_owned(),
+            fixtures.clone(),
+            latencies.clone(),
+            ok.clone(),
+        );
+        async move {
+            let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
+            let mut next = Instant::now() + Duration::from_millis(w as u64 % 10);
+            let mut i = 0u64;
+            while start.elapsed() < duration {
+                if let Some(step) = interval {
+                    let now = Instant::now();
+                    if next > now {
+                        tokio::time::sleep(next - now).await;
+                    }
+                    next += step;
+                }
+                let n = first_n + w as u64 * 1_000_000 + i;
+                i += 1;
+                let ev = customer_event(
+                    n,
+                    &format!("cus_load{}", n % 10_000),
+                    1_700_000_000 + i as i64,
+                    &fixtures,
+                );
+                let body = serde_json::to_vec(&ev).unwrap();
+                let header = sign(SECRET, stripe_sync::ingest::unix_now(), &body);
+                let sent = Instant::now();
+                let r = http
+                    .post(format!("{base}/webhooks/stripe"))
+                    .header("Stripe-Signature", header)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                if r.is_ok_and(|r| r.status() == 200) {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                    latencies.lock().unwrap().push(sent.elapsed().as_secs_f64());
+                }
+            }
+        }
+    });
+    futures::future::join_all(workers).await;
+    let rate = ok.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    let mut lat = latencies.lock().unwrap().clone();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok((rate, lat))
+}
+
+/// Waits until the ledger holds `n` events (or `limit` passes).
+async fn wait_ledger(conn: &mut PgConnection, n: i64, limit: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < limit && count(conn, "SELECT count(*) AS n FROM event_ledger") < n {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// At 1000 events/s, each for a new customer: time from the webhook's 200
+/// to the customer's id_map row existing, seen by polling every 2 ms.
+async fn end_to_end(
+    http: &reqwest::Client,
+    base: &str,
+    fixtures: &Value,
+    db_url: &str,
+    duration: Duration,
+) -> anyhow::Result<Vec<f64>> {
+    let acked: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let expected = Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+    let poller = {
+        let (seen, done, url, expected) = (
+            seen.clone(),
+            done.clone(),
+            db_url.to_owned(),
+            expected.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut conn = PgConnection::establish(&url).unwrap();
+            let mut since = chrono::Utc::now() - chrono::Duration::seconds(1);
+            let quiet_after = Duration::from_secs(30);
+            let mut stop_at: Option<Instant> = None;
+            loop {
+                let rows: Vec<(String, chrono::DateTime<chrono::Utc>)> = diesel::sql_query(
+                    "SELECT external_id, created_at FROM id_map WHERE external_id LIKE 'cus_e2e%' AND created_at >= $1",
+                )
+                .bind::<diesel::sql_types::Timestamptz, _>(since)
+                                .load::<E2eRow>(&mut conn)
+                .unwrap_or_else(|e| {
+                    eprintln!("end-to-end poll failed: {e}");
+                    Vec::new()
+                })
+                .into_iter()
+                .map(|r| (r.external_id, r.created_at))
+                .collect();
+                let now = Instant::now();
+                let mut s = seen.lock().unwrap();
+                for (id, created) in rows {
+                    s.entry(id).or_insert(now);
+                    since = since.max(created - chrono::Duration::milliseconds(500));
+                }
+                drop(s);
+                if done.load(Ordering::Relaxed) {
+                    let at = *stop_at.get_or_insert(now + quiet_after);
+                    if now > at || seen.lock().unwrap().len() >= expected.load(Ordering::Relaxed) {
+                        return;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let start = Instant::now();
+    let total = (duration.as_secs_f64() * 1000.0) as u64;
+    let workers = (0..16u64).map(|w| {
+        let (http, base, fixtures, acked) = (
+            http.clone(),
+            base.to_owned(),
+            fixtures.clone(),
+            acked.clone(),
+        );
+        async move {
+            let mut i = w;
+            while i < total {
+                let due = start + Duration::from_secs_f64(i as f64 / 1000.0);
+                let now = Instant::now();
+                if due > now {
+                    tokio::time::sleep(due - now).await;
+                }
+                let id = format!("cus_e2e{i}");
+                let ev = customer_event(90_000_000 + i, &id, 1_700_000_000, &fixtures);
+                let body = serde_json::to_vec(&ev).unwrap();
+                let header = sign(SECRET, stripe_sync::ingest::unix_now(), &body);
+                let r = http
+                    .post(format!("{base}/webhooks/stripe"))
+                    .header("Stripe-Signature", header)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                if r.is_ok_and(|r| r.status() == 200) {
+                    acked.lock().unwrap().insert(id, Instant::now());
+                }
+                i += 16;
+            }
+        }
+    });
+    futures::future::join_all(workers).await;
+    expected.store(acked.lock().unwrap().len(), Ordering::Relaxed);
+    done.store(true, Ordering::Relaxed);
+    let _ = poller.join();
+    let acked = acked.lock().unwrap();
+    let seen = seen.lock().unwrap();
+    eprintln!(
+        "end to end: {} acknowledged, {} seen applied",
+        acked.len(),
+        seen.len()
+    );
+    let mut lat: Vec<f64> = acked
+        .iter()
+        .filter_map(|(id, t)| {
+            seen.get(id)
+                .map(|s| s.saturating_duration_since(*t).as_secs_f64())
+        })
+        .collect();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok(lat)
+}
+
+#[derive(QueryableByName)]
+struct E2eRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    external_id: String,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// An in-process Stripe that answers instantly, so the outbound figure
+/// measures stripe-sync, not a fake.
+fn start_fake_stripe() -> String {
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let route = warp::path!("v1" / "customers").and(warp::post()).map(move || {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        warp::reply::json(&json!({"id": format!("cus_fast{n}"), "object": "customer", "created": 1_700_000_000, "metadata": {}}))
+    });
+    let (addr, server) = warp::serve(route).bind_ephemeral(([127, 0, 0, 1], 0));
+    tokio::spawn(server);
+    format!("http://{addr}")
+}
+
+fn max_rss(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": cpu})
+}
+
+fn print_table(rows: &[Row], quick: bool) {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.figure.clone(),
+                format!("{:.1} {}", r.value, r.unit),
+                r.ceiling.map_or("-".into(), |c| format!("{c:.0}")),
+                r.ratio.map_or("-".into(), |x| format!("{:.0}%", x * 100.0)),
+                r.target.clone(),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        stripe_sync::ops::table(&["FIGURE", "VALUE", "CEILING", "RATIO", "TARGET"], &cells)
+    );
+    if quick {
+        println!("(--quick smoke run: short and small; figures are not representative)");
+    }
+    println!("machine: {}", machine());
+}
