@@ -202,7 +202,7 @@ async fn sigterm_under_load_finishes_in_flight_work_and_loses_nothing() {
                 if sent.is_ok_and(|r| r.status() == 200) {
                     acknowledged.lock().unwrap().insert(format!("evt_load{n}"));
                 }
-                if n % 10 == 0 {
+                if n.is_multiple_of(10) {
                     let r = http
                         .post(format!("{base}/api/customers"))
                         .bearer_auth(API_TOKEN)
