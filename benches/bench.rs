@@ -393,7 +393,7 @@ async fn main() -> anyhow::Result<()> {
     // message on the topic is a distinct event, so one ledger row each).
     let produced =
         stripe_sync::ops::topics::list(&brokers, std::slice::from_ref(&events_topic))?[0].messages;
-    wait_ledger(&mut conn, produced, Duration::from_secs(900)).await;
+        wait_ledger(&mut conn, produced, Duration::from_secs(300)).await;
     let e2e = end_to_end(
         &http,
         &base,
@@ -595,7 +595,8 @@ async fn load(
                     }
                     next += step;
                 }
-                let n = first_n + w as u64 * 1_000_000 + i;
+                                // Distinct per worker and per load() call (first_n).
+                let n = first_n + w as u64 * 100_000 + i;
                 i += 1;
                 let ev = customer_event(
                     n,
