@@ -337,8 +337,10 @@ async fn main() -> anyhow::Result<()> {
     procs.spawn("serve", "stripe-sync", &["serve"], &[])?;
     let base = format!("http://127.0.0.1:{listen_port}");
     wait_http(&format!("{base}/readyz")).await?;
+        // A timeout, so one stuck request cannot hang the whole run.
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(128)
+        .timeout(Duration::from_secs(10))
         .build()?;
 
     // Ingest, as fast as 64 connections go.
