@@ -337,7 +337,7 @@ async fn main() -> anyhow::Result<()> {
     procs.spawn("serve", "stripe-sync", &["serve"], &[])?;
     let base = format!("http://127.0.0.1:{listen_port}");
     wait_http(&format!("{base}/readyz")).await?;
-        // A timeout, so one stuck request cannot hang the whole run.
+    // A timeout, so one stuck request cannot hang the whole run.
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(128)
         .timeout(Duration::from_secs(10))
@@ -395,7 +395,7 @@ async fn main() -> anyhow::Result<()> {
     // message on the topic is a distinct event, so one ledger row each).
     let produced =
         stripe_sync::ops::topics::list(&brokers, std::slice::from_ref(&events_topic))?[0].messages;
-        wait_ledger(&mut conn, produced, Duration::from_secs(300)).await;
+    wait_ledger(&mut conn, produced, Duration::from_secs(300)).await;
     let e2e = end_to_end(
         &http,
         &base,
@@ -597,7 +597,7 @@ async fn load(
                     }
                     next += step;
                 }
-                                // Distinct per worker and per load() call (first_n).
+                // Distinct per worker and per load() call (first_n).
                 let n = first_n + w as u64 * 100_000 + i;
                 i += 1;
                 let ev = customer_event(
