@@ -17,7 +17,12 @@ pub struct Server {
     pub addr: std::net::SocketAddr,
     producer: EventProducer,
     future: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    shutdown: CancellationToken,
 }
+
+/// How long in-flight requests may take once shutdown begins; a client
+/// that keeps a connection busy cannot hold the process past it.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 
 impl Server {
     pub async fn build(cfg: &ServeConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
@@ -50,18 +55,29 @@ impl Server {
             inventory: cfg.inventory.clone(),
         };
         crate::metrics::init("serve");
+        let shutdown_for_drain = shutdown.clone();
         let (addr, future) = http::bind(state, cfg.listen_addr, shutdown)?;
         Ok(Self {
             addr,
             producer,
             future: Box::pin(future),
+            shutdown: shutdown_for_drain,
         })
     }
 
     /// Serves until shutdown, then flushes the producer.
     pub async fn run(self) {
         tracing::info!(addr = %self.addr, "listening; webhook endpoint is POST /webhooks/stripe");
-        self.future.await;
+        let drain_deadline = async {
+            self.shutdown.cancelled().await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        };
+        tokio::select! {
+            _ = self.future => {}
+            _ = drain_deadline => {
+                tracing::warn!(drain_secs = DRAIN_TIMEOUT.as_secs(), "requests still open after the drain timeout; closing them");
+            }
+        }
         self.producer.flush(Duration::from_secs(5));
         tracing::info!("server stopped");
     }
