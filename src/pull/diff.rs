@@ -141,30 +141,12 @@ pub async fn run(
         ..DiffReport::default()
     };
     // Stripe's side: every live object, whatever order pages come in.
-    let mut remote: BTreeMap<String, Value> = BTreeMap::new();
-    let mut starting_after: Option<String> = None;
-    loop {
-        let mut params = vec![("limit".to_owned(), "100".to_owned())];
-        if let Some(after) = &starting_after {
-            params.push(("starting_after".into(), after.clone()));
-        }
-        let page = ctx.list_page(account, kind.collection(), &params).await?;
-        report.api_calls += 1;
-        starting_after = page
-            .data
-            .last()
-            .and_then(|o| o.get("id"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        for object in page.data {
-            if let Some(id) = object.get("id").and_then(Value::as_str) {
-                remote.insert(id.to_owned(), object);
-            }
-        }
-        if !page.has_more || starting_after.is_none() {
-            break;
-        }
-    }
+    let (objects, calls) = ctx.list_all(account, kind.collection(), &[]).await?;
+    report.api_calls += calls;
+    let remote: BTreeMap<String, Value> = objects
+        .into_iter()
+        .filter_map(|o| Some((o.get("id")?.as_str()?.to_owned(), o)))
+        .collect();
     let read_at = unix_now();
 
     let mirror: Vec<MirrorRow> = ctx

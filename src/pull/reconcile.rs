@@ -64,33 +64,18 @@ pub async fn run_once(
         );
     }
 
-    let mut events: Vec<Value> = Vec::new();
-    let mut starting_after: Option<String> = None;
+    let (mut events, pages) = ctx
+        .list_all(
+            &account,
+            "events",
+            &[("created[gte]".to_owned(), from.to_string())],
+        )
+        .await?;
     let mut report = ReconcileReport {
         from,
+        pages,
         ..ReconcileReport::default()
     };
-    loop {
-        let mut params = vec![
-            ("limit".to_owned(), "100".to_owned()),
-            ("created[gte]".into(), from.to_string()),
-        ];
-        if let Some(after) = &starting_after {
-            params.push(("starting_after".into(), after.clone()));
-        }
-        let page = ctx.list_page(&account, "events", &params).await?;
-        report.pages += 1;
-        starting_after = page
-            .data
-            .last()
-            .and_then(|e| e.get("id"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        events.extend(page.data);
-        if !page.has_more || starting_after.is_none() {
-            break;
-        }
-    }
     report.seen = events.len() as u64;
     // Oldest first, whatever order the API used, so each object's events
     // enter Kafka in the order they happened.
