@@ -13,9 +13,9 @@ use crate::kafka::{admin, EventProducer};
 use crate::metrics;
 use crate::stripe::{RemoteObject, StripeClient, StripeEvent};
 
-/// Applies a batch of events in one Postgres transaction, each inside its
-/// own savepoint so a permanently failing event is dead-lettered without
-/// undoing its neighbours.
+/// Applies a batch of events in one Postgres transaction
+/// ([`apply::apply_batch`]); an event refused for good is dead-lettered
+/// without undoing its neighbours.
 pub struct InboundHandler {
     pool: PgPool,
     remote: Arc<dyn RemoteReader>,
@@ -29,61 +29,54 @@ impl InboundHandler {
 
 impl BatchHandler for InboundHandler {
     fn handle(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, Transient> {
-        let events: Vec<Result<StripeEvent, String>> = batch.iter().map(parse_delivery).collect();
+        let parsed: Vec<Result<StripeEvent, String>> = batch.iter().map(parse_delivery).collect();
+        let events: Vec<&StripeEvent> = parsed.iter().filter_map(|p| p.as_ref().ok()).collect();
         let mut conn = self.pool.get()?;
-        // Counted only once the transaction commits, so retries do not inflate them.
-        let mut applied_labels: Vec<(String, &'static str)> = Vec::with_capacity(batch.len());
-        let result = conn.transaction::<_, ApplyError, _>(|conn| {
-            applied_labels.clear();
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for (delivery, event) in batch.iter().zip(&events) {
-                let event = match event {
-                    Ok(e) => e,
-                    Err(reason) => {
-                        outcomes.push(Outcome::DeadLetter(reason.clone()));
-                        continue;
-                    }
-                };
-                match conn.transaction(|conn| {
-                    apply::apply_stripe_event(conn, self.remote.as_ref(), event)
-                }) {
+        let results = conn
+            .transaction(|conn| apply::apply_batch(conn, self.remote.as_ref(), &events))
+            .map_err(|e| match e {
+                ApplyError::Transient {
+                    source,
+                    retry_after,
+                } => Transient {
+                    error: source,
+                    retry_after,
+                },
+                // Events refused for good come back as results; a permanent
+                // error escaping the batch comes from the transaction itself
+                // (BEGIN/COMMIT): retry, never skip.
+                ApplyError::Permanent(reason) => Transient::from(anyhow::anyhow!(reason)),
+            })?;
+        // Counted only now that the transaction committed, so retries do
+        // not inflate them.
+        let mut results = events.iter().zip(results);
+        let outcomes = batch
+            .iter()
+            .zip(&parsed)
+            .map(|(delivery, parsed)| {
+                if let Err(reason) = parsed {
+                    return Outcome::DeadLetter(reason.clone());
+                }
+                let (event, result) = results.next().expect("one result per event");
+                match result {
                     Ok(applied) => {
                         tracing::debug!(
                             stripe.event_id = %event.id, stripe.event_type = %event.kind,
                             kafka.partition = delivery.partition, kafka.offset = delivery.offset,
-                                                        outcome = applied.as_str(), "event applied"
+                            outcome = applied.as_str(), "event applied"
                         );
-                        applied_labels.push((event.kind.clone(), applied.as_str()));
-                        outcomes.push(Outcome::Done);
+                        metrics::EVENTS_APPLIED
+                            .with_label_values(&[event.kind.as_str(), applied.as_str()])
+                            .inc();
+                        Outcome::Done
                     }
-                    Err(ApplyError::Permanent(reason)) => outcomes.push(Outcome::DeadLetter(
-                        format!("{} {}: {reason}", event.kind, event.id),
-                    )),
-                    Err(transient) => return Err(transient),
+                    Err(reason) => {
+                        Outcome::DeadLetter(format!("{} {}: {reason}", event.kind, event.id))
+                    }
                 }
-            }
-            Ok(outcomes)
-        });
-        match result {
-            Ok(outcomes) => {
-                for (kind, outcome) in &applied_labels {
-                    metrics::EVENTS_APPLIED
-                        .with_label_values(&[kind.as_str(), outcome])
-                        .inc();
-                }
-                Ok(outcomes)
-            }
-            Err(ApplyError::Transient {
-                source,
-                retry_after,
-            }) => Err(Transient {
-                error: source,
-                retry_after,
-            }),
-            // A permanent error escaping the per-event savepoints comes from
-            // the batch transaction itself (BEGIN/COMMIT): retry, never skip.
-            Err(ApplyError::Permanent(reason)) => Err(Transient::from(anyhow::anyhow!(reason))),
-        }
+            })
+            .collect();
+        Ok(outcomes)
     }
 }
 

@@ -2,6 +2,8 @@
 //! it that must flow out commit together; the relay publishes, consumers
 //! record per-service deliveries.
 
+use std::collections::HashSet;
+
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -129,6 +131,31 @@ pub fn undelivered(
         .order(outbox::id.asc())
         .select(OutboxRow::as_select())
         .load(conn)
+}
+
+/// Which of `local_ids` have a change `service` has not acknowledged yet
+/// ([`undelivered`] for many rows at once).
+pub fn with_undelivered(
+    conn: &mut PgConnection,
+    entity: &str,
+    local_ids: &[Uuid],
+    service: &str,
+) -> QueryResult<HashSet<Uuid>> {
+    if local_ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let ids: Vec<Uuid> = outbox::table
+        .filter(outbox::entity.eq(entity))
+        .filter(outbox::local_id.eq_any(local_ids))
+        .filter(diesel::dsl::not(diesel::dsl::exists(
+            outbox_deliveries::table
+                .filter(outbox_deliveries::outbox_id.eq(outbox::id))
+                .filter(outbox_deliveries::service.eq(service)),
+        )))
+        .select(outbox::local_id)
+        .distinct()
+        .load(conn)?;
+    Ok(ids.into_iter().collect())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,6 +16,10 @@
 //! that behind, and anything in between is treated as a tie (re-read). The
 //! watermark a snapshot leaves is lowered by the same margin, so a real
 //! event that happened just after the read is never taken for stale.
+//!
+//! These rules live in [`decide`], a pure function; [`apply`] carries one
+//! decision out against the database, and the batch applier
+//! (`super::batch`) folds many decisions in memory before writing.
 
 use std::cmp::Ordering;
 
@@ -39,23 +43,61 @@ pub const SNAPSHOT_TYPE: &str = "customer.snapshot";
 /// How far the host clock may be from Stripe's for snapshot ordering.
 pub const SNAPSHOT_SKEW_SECS: i64 = 60;
 
-pub(super) fn apply(
-    conn: &mut PgConnection,
-    remote: &dyn RemoteReader,
-    event: &StripeEvent,
-) -> Result<Applied, ApplyError> {
-    let key = ExternalKey {
-        service: service::STRIPE,
-        account: &event.account,
-        entity: entity::CUSTOMER,
-        external_id: event.object_id(),
-    };
-    if !key.external_id.starts_with("cus_") {
-        return Err(ApplyError::Permanent(format!(
-            "{} carries no customer id (data.object.id = {:?})",
-            event.kind, key.external_id
-        )));
+/// The ordering state a link carries: `id_map.remote_version` and
+/// `remote_deleted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Watermark {
+    pub version: i64,
+    pub deleted: bool,
+}
+
+/// What the ordering rules make of one event, given the customer's link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    /// No link yet: the customer is new to us (possibly already deleted).
+    Create { deleted: bool },
+    /// The customer is deleted; nothing changes.
+    AfterTombstone,
+    /// Tombstone the row; `columns` says whether the event's snapshot may
+    /// also be written (not for a stale delete, nor a deleted snapshot).
+    Delete { columns: bool },
+    /// Older than the stored state: nothing changes.
+    Stale,
+    /// Newer: write the event's snapshot.
+    Write,
+    /// Same second: re-read the customer from Stripe and write that.
+    ReRead,
+}
+
+impl Step {
+    /// The outcome the step records, for steps that need nothing more.
+    pub fn applied(self) -> Applied {
+        match self {
+            Self::Create { deleted: true } | Self::Delete { .. } => Applied::Deleted,
+            Self::Create { deleted: false } | Self::Write => Applied::Upserted,
+            Self::AfterTombstone => Applied::AfterTombstone,
+            Self::Stale => Applied::Stale,
+            Self::ReRead => Applied::TieResolved,
+        }
     }
+}
+
+/// The Stripe customer id an event is about, refused when it is not one.
+pub(super) fn customer_id(event: &StripeEvent) -> Result<&str, ApplyError> {
+    let id = event.object_id();
+    if id.starts_with("cus_") {
+        Ok(id)
+    } else {
+        Err(ApplyError::Permanent(format!(
+            "{} carries no customer id (data.object.id = {id:?})",
+            event.kind
+        )))
+    }
+}
+
+/// Applies the ordering rules: what `event` does to a customer whose link
+/// is `link` (None: not linked yet), and the watermark it leaves.
+pub(super) fn decide(event: &StripeEvent, link: Option<Watermark>) -> (Step, Watermark) {
     let is_snapshot = event.kind == SNAPSHOT_TYPE;
     // A snapshot of a customer Stripe no longer has is `{"deleted": true}`.
     let is_delete = event.kind == "customer.deleted"
@@ -66,13 +108,69 @@ pub(super) fn apply(
     } else {
         event.created
     };
+    let Some(link) = link else {
+        let mark = Watermark {
+            version,
+            deleted: is_delete,
+        };
+        return (Step::Create { deleted: is_delete }, mark);
+    };
+    if link.deleted {
+        return (Step::AfterTombstone, link);
+    }
+    let newer = Watermark {
+        version: version.max(link.version),
+        deleted: is_delete,
+    };
+    if is_delete {
+        // A stale delete still deletes, but must not roll columns back; a
+        // deleted snapshot has no columns to offer.
+        let columns = !is_snapshot && version >= link.version;
+        return (Step::Delete { columns }, newer);
+    }
+    let order = if is_snapshot {
+        snapshot_order(event.created, link.version)
+    } else {
+        event.created.cmp(&link.version)
+    };
+    match order {
+        Ordering::Less => (Step::Stale, link),
+        Ordering::Greater => (Step::Write, newer),
+        Ordering::Equal => (Step::ReRead, newer),
+    }
+}
 
-    let Some(link) = idmap::find_for_update(conn, key)? else {
+/// Applies one customer event against the database (the per-event path:
+/// the batch applier sends here what it cannot fold in memory).
+pub(super) fn apply(
+    conn: &mut PgConnection,
+    remote: &dyn RemoteReader,
+    event: &StripeEvent,
+) -> Result<Applied, ApplyError> {
+    let key = ExternalKey {
+        service: service::STRIPE,
+        account: &event.account,
+        entity: entity::CUSTOMER,
+        external_id: customer_id(event)?,
+    };
+    let link = idmap::find_for_update(conn, key)?;
+    let (step, mark) = decide(
+        event,
+        link.as_ref().map(|l| Watermark {
+            version: l.remote_version,
+            deleted: l.remote_deleted,
+        }),
+    );
+    let event_id = event.id.as_str();
+    let Some(link) = link else {
+        let Step::Create { deleted } = step else {
+            unreachable!("an unlinked customer is always created")
+        };
         let local_id = match unlinked_local_customer(conn, &event.object)? {
             // Our own create, echoed before stripe-outbound recorded the
             // link: attach to the local row instead of duplicating it.
             Some(local_id) => {
-                if is_delete {
+                if deleted {
                     tombstone(conn, local_id, Some(&event.object))?;
                 } else {
                     update_customer(conn, local_id, &event.object)?;
@@ -81,7 +179,7 @@ pub(super) fn apply(
             }
             None => {
                 let local_id = Uuid::new_v4();
-                insert_customer(conn, local_id, &event.object, is_delete)?;
+                insert_customer(conn, local_id, &event.object, deleted)?;
                 local_id
             }
         };
@@ -93,62 +191,36 @@ pub(super) fn apply(
                 entity: key.entity,
                 external_id: key.external_id,
                 local_id,
-                remote_version: version,
-                remote_event_id: Some(event.id.as_str()),
-                remote_deleted: is_delete,
+                remote_version: mark.version,
+                remote_event_id: Some(event_id),
+                remote_deleted: mark.deleted,
             },
         )?;
-        return Ok(if is_delete {
-            Applied::Deleted
-        } else {
-            Applied::Upserted
-        });
+        return Ok(step.applied());
     };
-
-    if link.remote_deleted {
-        return Ok(Applied::AfterTombstone);
-    }
-    if is_delete {
-        // A stale delete still deletes, but must not roll columns back; a
-        // deleted snapshot has no columns to offer.
-        let snapshot = (!is_snapshot && version >= link.remote_version).then_some(&event.object);
-        tombstone(conn, link.local_id, snapshot)?;
-        idmap::advance(
-            conn,
-            key,
-            version.max(link.remote_version),
-            event.id.as_str(),
-            true,
-        )?;
-        return Ok(Applied::Deleted);
-    }
-    let order = if is_snapshot {
-        snapshot_order(event.created, link.remote_version)
-    } else {
-        event.created.cmp(&link.remote_version)
-    };
-    let version = version.max(link.remote_version);
-    match order {
-        Ordering::Less => Ok(Applied::Stale),
-        Ordering::Greater => {
+    match step {
+        Step::Create { .. } => unreachable!("a linked customer is never created"),
+        Step::AfterTombstone | Step::Stale => {}
+        Step::Delete { columns } => {
+            tombstone(conn, link.local_id, columns.then_some(&event.object))?;
+            idmap::advance(conn, key, mark.version, event_id, true)?;
+        }
+        Step::Write => {
             update_customer(conn, link.local_id, &event.object)?;
-            idmap::advance(conn, key, version, event.id.as_str(), false)?;
-            Ok(Applied::Upserted)
+            idmap::advance(conn, key, mark.version, event_id, false)?;
         }
-        Ordering::Equal => {
-            match remote.current(key.account, "customers", key.external_id)? {
-                RemoteObject::Live(current) => {
-                    update_customer(conn, link.local_id, &current)?;
-                    idmap::advance(conn, key, version, event.id.as_str(), false)?;
-                }
-                RemoteObject::Deleted => {
-                    tombstone(conn, link.local_id, None)?;
-                    idmap::advance(conn, key, version, event.id.as_str(), true)?;
-                }
+        Step::ReRead => match remote.current(key.account, "customers", key.external_id)? {
+            RemoteObject::Live(current) => {
+                update_customer(conn, link.local_id, &current)?;
+                idmap::advance(conn, key, mark.version, event_id, false)?;
             }
-            Ok(Applied::TieResolved)
-        }
+            RemoteObject::Deleted => {
+                tombstone(conn, link.local_id, None)?;
+                idmap::advance(conn, key, mark.version, event_id, true)?;
+            }
+        },
     }
+    Ok(step.applied())
 }
 
 /// Orders a snapshot read at `read_at` (host clock) against a stored
@@ -163,14 +235,19 @@ fn snapshot_order(read_at: i64, watermark: i64) -> Ordering {
     }
 }
 
-/// The local customer a Stripe customer names in its metadata (written by
-/// stripe-outbound on create), if that row exists and has no Stripe link yet.
-fn unlinked_local_customer(conn: &mut PgConnection, object: &Value) -> QueryResult<Option<Uuid>> {
-    let Some(local_id) = object
+/// The local id a Stripe customer names in its metadata; stripe-outbound
+/// writes it there when it creates the customer in Stripe.
+pub(super) fn local_id_in_metadata(object: &Value) -> Option<Uuid> {
+    object
         .pointer(&format!("/metadata/{LOCAL_ID_METADATA_KEY}"))
         .and_then(Value::as_str)
         .and_then(|s| s.parse::<Uuid>().ok())
-    else {
+}
+
+/// The local customer a Stripe customer names in its metadata, if that row
+/// exists and has no Stripe link yet.
+fn unlinked_local_customer(conn: &mut PgConnection, object: &Value) -> QueryResult<Option<Uuid>> {
+    let Some(local_id) = local_id_in_metadata(object) else {
         return Ok(None);
     };
     let exists: bool =

@@ -3,14 +3,18 @@
 //! the rare case an object must be re-read from its service.
 
 mod customer;
+mod customer_batch;
 pub mod ledger;
 
 pub use customer::SNAPSHOT_TYPE;
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use diesel::pg::PgConnection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::Connection;
 
 use crate::stripe::{RemoteObject, StripeEvent};
 use crate::sync::service;
@@ -105,22 +109,185 @@ impl Applied {
     }
 }
 
-/// Applies one Stripe event inside the caller's transaction: claims the
-/// event id in the ledger first (so a duplicate costs one insert and changes
-/// nothing), then routes by type.
-pub fn apply_stripe_event(
+/// Whether an applier handles events of this type.
+fn is_customer_event(kind: &str) -> bool {
+    matches!(
+        kind,
+        "customer.created" | "customer.updated" | "customer.deleted" | SNAPSHOT_TYPE
+    )
+}
+
+/// What became of one event of a batch: applied (or recognised as
+/// harmless), or refused for good with the reason.
+pub type EventResult = Result<Applied, String>;
+
+/// Applies a batch of Stripe events inside the caller's transaction, in
+/// order per object, and returns one result per event.
+///
+/// Set-based first: one ledger insert claims the batch (what it does not
+/// insert is a duplicate), customer events are folded and written with a
+/// statement per table ([`customer_batch`]), and one update records every
+/// outcome. Events the fold cannot take go through [`apply_one`], each in
+/// its own savepoint, so one that fails for good is refused (and its claim
+/// released) without undoing its neighbours. Should a set-based statement
+/// itself be refused, the whole batch is applied event by event, which
+/// isolates the offending event the same way.
+pub fn apply_batch(
+    conn: &mut PgConnection,
+    remote: &dyn RemoteReader,
+    events: &[&StripeEvent],
+) -> Result<Vec<EventResult>, ApplyError> {
+    let mut results: Vec<Option<EventResult>> = vec![None; events.len()];
+    // The same event twice in one batch: the first occurrence is applied
+    // and the repeats take its result (below).
+    let mut first: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut repeats = Vec::new();
+    let mut unique = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        match first.entry((event.account.as_str(), event.id.as_str())) {
+            Entry::Vacant(slot) => {
+                slot.insert(i);
+                unique.push(i);
+            }
+            Entry::Occupied(slot) => repeats.push((i, *slot.get())),
+        }
+    }
+    let (per_event, claimed) = match conn.transaction(|conn| apply_set(conn, events, &unique)) {
+        Ok(folded) => {
+            for (i, applied) in folded.applied {
+                results[i] = Some(Ok(applied));
+            }
+            (folded.per_event, true)
+        }
+        Err(ApplyError::Permanent(reason)) => {
+            tracing::warn!(%reason, events = unique.len(), "batch refused as a whole; applying its events one by one");
+            (unique, false)
+        }
+        Err(transient) => return Err(transient),
+    };
+    one_by_one(conn, remote, events, &per_event, claimed, &mut results)?;
+    // A repeat of an applied event is a duplicate; a repeat of a refused one
+    // is refused again, as it would be one event at a time.
+    for (i, of) in repeats {
+        results[i] = Some(match &results[of] {
+            Some(Err(reason)) => Err(reason.clone()),
+            _ => Ok(Applied::Duplicate),
+        });
+    }
+    Ok(collect(results))
+}
+
+/// Applies a batch one event at a time, each in its own savepoint: the
+/// reference semantics [`apply_batch`] must match, at several statements
+/// per event.
+pub fn apply_each(
+    conn: &mut PgConnection,
+    remote: &dyn RemoteReader,
+    events: &[&StripeEvent],
+) -> Result<Vec<EventResult>, ApplyError> {
+    let mut results = vec![None; events.len()];
+    let all: Vec<usize> = (0..events.len()).collect();
+    one_by_one(conn, remote, events, &all, false, &mut results)?;
+    Ok(collect(results))
+}
+
+fn collect(results: Vec<Option<EventResult>>) -> Vec<EventResult> {
+    results
+        .into_iter()
+        .map(|r| r.expect("every event has a result"))
+        .collect()
+}
+
+/// Applies the events at `positions` through [`apply_one`], each in its own
+/// savepoint, filling in their results.
+fn one_by_one(
+    conn: &mut PgConnection,
+    remote: &dyn RemoteReader,
+    events: &[&StripeEvent],
+    positions: &[usize],
+    claimed: bool,
+    results: &mut [Option<EventResult>],
+) -> Result<(), ApplyError> {
+    for &i in positions {
+        let event = events[i];
+        results[i] = Some(
+            match conn.transaction(|conn| apply_one(conn, remote, event, claimed)) {
+                Ok(applied) => Ok(applied),
+                Err(ApplyError::Permanent(reason)) => {
+                    if claimed {
+                        ledger::release(conn, service::STRIPE, event)?;
+                    }
+                    Err(reason)
+                }
+                Err(transient) => return Err(transient),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// The set-based part of [`apply_batch`] for the events at `unique`.
+fn apply_set(
+    conn: &mut PgConnection,
+    events: &[&StripeEvent],
+    unique: &[usize],
+) -> Result<customer_batch::Folded, ApplyError> {
+    // Types no applier handles are ledgered as ignored right away.
+    let claims: Vec<(&StripeEvent, Option<Applied>)> = unique
+        .iter()
+        .map(|&i| {
+            let kind = &events[i].kind;
+            (
+                events[i],
+                (!is_customer_event(kind)).then_some(Applied::Ignored),
+            )
+        })
+        .collect();
+    let claimed = ledger::claim_many(conn, service::STRIPE, &claims)?;
+    let mut done = Vec::new();
+    let mut per_event = Vec::new();
+    let mut customer_events = Vec::new();
+    for (&i, (event, provisional)) in unique.iter().zip(&claims) {
+        if !claimed.contains(&(event.account.clone(), event.id.as_str().to_owned())) {
+            done.push((i, Applied::Duplicate));
+        } else if let Some(applied) = provisional {
+            done.push((i, *applied));
+        } else if customer::customer_id(event).is_err() {
+            per_event.push(i); // refused there, with the reason
+        } else {
+            customer_events.push((i, *event));
+        }
+    }
+    let mut folded = customer_batch::apply(conn, &customer_events)?;
+    let outcomes: Vec<(&StripeEvent, Applied)> = folded
+        .applied
+        .iter()
+        .map(|&(i, applied)| (events[i], applied))
+        .collect();
+    ledger::record_outcomes(conn, service::STRIPE, &outcomes)?;
+    folded.applied.extend(done);
+    folded.per_event.extend(per_event);
+    folded.per_event.sort_unstable();
+    Ok(folded)
+}
+
+/// Applies one event in the caller's transaction (or savepoint): claims
+/// its id in the ledger unless `claimed` says that is done (a duplicate
+/// then costs one insert and changes nothing), routes it by type, records
+/// the outcome.
+fn apply_one(
     conn: &mut PgConnection,
     remote: &dyn RemoteReader,
     event: &StripeEvent,
+    claimed: bool,
 ) -> Result<Applied, ApplyError> {
-    if !ledger::claim(conn, service::STRIPE, event)? {
+    if !claimed && !ledger::claim(conn, service::STRIPE, event)? {
         return Ok(Applied::Duplicate);
     }
-    let applied = match event.kind.as_str() {
-        "customer.created" | "customer.updated" | "customer.deleted" | SNAPSHOT_TYPE => {
-            customer::apply(conn, remote, event)?
-        }
-        _ => Applied::Ignored,
+    let applied = if is_customer_event(&event.kind) {
+        customer::apply(conn, remote, event)?
+    } else {
+        Applied::Ignored
     };
     ledger::record_outcome(conn, service::STRIPE, event, applied)?;
     Ok(applied)

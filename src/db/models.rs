@@ -34,7 +34,7 @@ pub struct CustomerProjection {
     pub stripe_object: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, PartialEq)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, PartialEq)]
 #[diesel(table_name = id_map)]
 pub struct IdMapEntry {
     pub service: String,

@@ -1,6 +1,7 @@
 //! Queries on `id_map`, the one place that knows its shape.
 
 use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Bool, Text};
 use uuid::Uuid;
 
 use crate::db::models::{IdMapEntry, NewIdMapEntry};
@@ -68,4 +69,81 @@ pub fn advance(
         ))
         .execute(conn)
         .map(drop)
+}
+
+/// The links of many objects of one service and entity, locked like
+/// [`find_for_update`], in key order so that concurrent lockers cannot
+/// deadlock. `keys` are (account, external id) pairs.
+pub fn lock_many(
+    conn: &mut PgConnection,
+    service: &str,
+    entity: &str,
+    keys: &[(&str, &str)],
+) -> QueryResult<Vec<IdMapEntry>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let accounts: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let ids: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    diesel::sql_query(
+        "SELECT m.* FROM id_map AS m \
+         JOIN unnest($3, $4) AS k(account, external_id) \
+           ON m.account = k.account AND m.external_id = k.external_id \
+         WHERE m.service = $1 AND m.entity = $2 \
+         ORDER BY m.account, m.external_id \
+         FOR UPDATE OF m",
+    )
+    .bind::<Text, _>(service)
+    .bind::<Text, _>(entity)
+    .bind::<Array<Text>, _>(accounts)
+    .bind::<Array<Text>, _>(ids)
+    .load(conn)
+}
+
+pub fn insert_many(conn: &mut PgConnection, entries: &[NewIdMapEntry<'_>]) -> QueryResult<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    diesel::insert_into(id_map::table)
+        .values(entries)
+        .execute(conn)
+        .map(drop)
+}
+
+/// One link's new ordering state, for [`advance_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct Advance<'a> {
+    pub account: &'a str,
+    pub external_id: &'a str,
+    pub version: i64,
+    pub event_id: &'a str,
+    pub deleted: bool,
+}
+
+/// [`advance`] for many links of one service and entity, in one statement.
+pub fn advance_many(
+    conn: &mut PgConnection,
+    service: &str,
+    entity: &str,
+    links: &[Advance<'_>],
+) -> QueryResult<()> {
+    if links.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query(
+        "UPDATE id_map AS m SET remote_version = v.version, remote_event_id = v.event_id, \
+                remote_deleted = v.deleted, synced_at = now() \
+         FROM unnest($3, $4, $5, $6, $7) AS v(account, external_id, version, event_id, deleted) \
+         WHERE m.service = $1 AND m.entity = $2 \
+           AND m.account = v.account AND m.external_id = v.external_id",
+    )
+    .bind::<Text, _>(service)
+    .bind::<Text, _>(entity)
+    .bind::<Array<Text>, _>(links.iter().map(|l| l.account).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(links.iter().map(|l| l.external_id).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(links.iter().map(|l| l.version).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(links.iter().map(|l| l.event_id).collect::<Vec<_>>())
+    .bind::<Array<Bool>, _>(links.iter().map(|l| l.deleted).collect::<Vec<_>>())
+    .execute(conn)
+    .map(drop)
 }

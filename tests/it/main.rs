@@ -4,6 +4,7 @@
 mod support;
 
 mod api;
+mod apply;
 mod crash;
 mod idmap;
 mod inbound;

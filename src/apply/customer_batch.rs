@@ -1,0 +1,286 @@
+//! Many `customer.*` events at once: each customer's events are folded in
+//! memory through the same ordering rules as the per-event path
+//! ([`customer::decide`]), then written with one statement per table.
+//!
+//! A customer whose events need more than the rules and the stored link
+//! goes to the per-event path instead, all of its events in order:
+//! - a same-second tie (needs a re-read from Stripe);
+//! - a local change Stripe has not acknowledged yet (the conflict policy
+//!   reads and merges it field by field);
+//! - an unlinked customer naming a local row in its metadata (the echo of
+//!   our own create, to be attached to that row).
+
+use std::collections::HashMap;
+
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Bool, Jsonb, Nullable, Text, Uuid as SqlUuid};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::customer::{self, Step, Watermark};
+use super::{Applied, ApplyError};
+use crate::db::models::{CustomerProjection, NewIdMapEntry};
+use crate::db::schema::customers;
+use crate::outbox;
+use crate::stripe::StripeEvent;
+use crate::sync::idmap::{self, Advance};
+use crate::sync::{entity, service};
+
+/// What folding a batch produced: outcomes for the events it applied
+/// (ledger outcomes still to be recorded by the caller), and the batch
+/// positions of events left to the per-event path.
+#[derive(Debug, Default)]
+pub(super) struct Folded {
+    pub applied: Vec<(usize, Applied)>,
+    pub per_event: Vec<usize>,
+}
+
+/// One customer's events of the batch and what they add up to.
+struct Fold<'e> {
+    account: &'e str,
+    external_id: &'e str,
+    events: Vec<(usize, &'e StripeEvent)>,
+    /// The link as stored before the batch.
+    stored: Option<(Uuid, Watermark)>,
+    /// Set when the customer is new: the row and link are inserted.
+    created: Option<Uuid>,
+    /// The last snapshot written to the row, if any.
+    row: Option<&'e Value>,
+    tombstone: bool,
+    /// Changes to an existing row (each bumps `customers.version`).
+    writes: i64,
+    /// The link's state after the batch and the event that set it.
+    mark: Option<(Watermark, &'e str)>,
+    outcomes: Vec<(usize, Applied)>,
+}
+
+impl<'e> Fold<'e> {
+    /// Runs the customer's events through the rules; false when one of them
+    /// needs the per-event path.
+    fn run(&mut self, has_pending_change: bool) -> bool {
+        let mut link = self.stored.map(|(_, mark)| mark);
+        for &(i, event) in &self.events {
+            let (step, next) = customer::decide(event, link);
+            match step {
+                Step::ReRead => return false,
+                Step::Create { .. } if customer::local_id_in_metadata(&event.object).is_some() => {
+                    return false
+                }
+                Step::Write if has_pending_change => return false,
+                Step::Create { deleted } => {
+                    self.created = Some(Uuid::new_v4());
+                    self.row = Some(&event.object);
+                    self.tombstone = deleted;
+                }
+                Step::Delete { columns } => {
+                    if columns {
+                        self.row = Some(&event.object);
+                    }
+                    self.tombstone = true;
+                    self.writes += 1;
+                }
+                Step::Write => {
+                    self.row = Some(&event.object);
+                    self.writes += 1;
+                }
+                Step::Stale | Step::AfterTombstone => {}
+            }
+            if matches!(
+                step,
+                Step::Create { .. } | Step::Delete { .. } | Step::Write
+            ) {
+                self.mark = Some((next, event.id.as_str()));
+            }
+            link = Some(next);
+            self.outcomes.push((i, step.applied()));
+        }
+        true
+    }
+}
+
+/// Applies `events` (batch position, event), all already claimed in the
+/// ledger and all with a customer id, inside the caller's transaction.
+pub(super) fn apply(
+    conn: &mut PgConnection,
+    events: &[(usize, &StripeEvent)],
+) -> Result<Folded, ApplyError> {
+    let mut folds: Vec<Fold<'_>> = Vec::new();
+    let mut by_key: HashMap<(&str, &str), usize> = HashMap::new();
+    for &(i, event) in events {
+        let key = (event.account.as_str(), customer::customer_id(event)?);
+        let at = *by_key.entry(key).or_insert_with(|| {
+            folds.push(Fold {
+                account: key.0,
+                external_id: key.1,
+                events: Vec::new(),
+                stored: None,
+                created: None,
+                row: None,
+                tombstone: false,
+                writes: 0,
+                mark: None,
+                outcomes: Vec::new(),
+            });
+            folds.len() - 1
+        });
+        folds[at].events.push((i, event));
+    }
+
+    let keys: Vec<(&str, &str)> = folds.iter().map(|f| (f.account, f.external_id)).collect();
+    for link in idmap::lock_many(conn, service::STRIPE, entity::CUSTOMER, &keys)? {
+        if let Some(&at) = by_key.get(&(link.account.as_str(), link.external_id.as_str())) {
+            let mark = Watermark {
+                version: link.remote_version,
+                deleted: link.remote_deleted,
+            };
+            folds[at].stored = Some((link.local_id, mark));
+        }
+    }
+    // Lock the live rows before reading their pending changes, as the
+    // per-event path does, so a concurrent API write lands either before
+    // the read or after this transaction.
+    let mut live: Vec<Uuid> = folds
+        .iter()
+        .filter_map(|f| f.stored.filter(|(_, m)| !m.deleted).map(|(id, _)| id))
+        .collect();
+    live.sort_unstable();
+    customers::table
+        .filter(customers::id.eq_any(&live))
+        .order(customers::id)
+        .select(customers::id)
+        .for_update()
+        .load::<Uuid>(conn)?;
+    let pending = outbox::with_undelivered(conn, entity::CUSTOMER, &live, service::STRIPE)?;
+
+    let mut folded = Folded::default();
+    let mut ready = Vec::with_capacity(folds.len());
+    for mut fold in folds {
+        let has_pending = fold.stored.is_some_and(|(id, _)| pending.contains(&id));
+        if fold.run(has_pending) {
+            folded.applied.append(&mut fold.outcomes);
+            ready.push(fold);
+        } else {
+            folded.per_event.extend(fold.events.iter().map(|&(i, _)| i));
+        }
+    }
+    insert_customers(conn, &ready)?;
+    update_customers(conn, &ready)?;
+    write_links(conn, &ready)?;
+    Ok(folded)
+}
+
+fn insert_customers(conn: &mut PgConnection, folds: &[Fold<'_>]) -> QueryResult<()> {
+    let now = chrono::Utc::now();
+    let rows: Vec<_> = folds
+        .iter()
+        .filter_map(|f| {
+            let id = f.created?;
+            let object = f.row.expect("a created customer has a snapshot");
+            Some((
+                customers::id.eq(id),
+                customer::project(object),
+                customers::deleted_at.eq(f.tombstone.then_some(now)),
+                customers::version.eq(1 + f.writes),
+            ))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    diesel::insert_into(customers::table)
+        .values(rows)
+        .execute(conn)
+        .map(drop)
+}
+
+/// Writes every changed existing row in one statement: the last snapshot
+/// (when one was written), the tombstone, and one version bump per change.
+fn update_customers(conn: &mut PgConnection, folds: &[Fold<'_>]) -> QueryResult<()> {
+    let changed: Vec<(Uuid, &Fold<'_>)> = folds
+        .iter()
+        .filter(|f| f.created.is_none() && f.writes > 0)
+        .map(|f| (f.stored.expect("an existing customer has a link").0, f))
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let projections: Vec<Option<CustomerProjection>> = changed
+        .iter()
+        .map(|(_, f)| f.row.map(customer::project))
+        .collect();
+    let column = |get: fn(&CustomerProjection) -> Option<String>| -> Vec<Option<String>> {
+        projections
+            .iter()
+            .map(|p| p.as_ref().and_then(get))
+            .collect()
+    };
+    diesel::sql_query(
+        "UPDATE customers AS c SET \
+           email = CASE WHEN v.write THEN v.email ELSE c.email END, \
+           name = CASE WHEN v.write THEN v.name ELSE c.name END, \
+           phone = CASE WHEN v.write THEN v.phone ELSE c.phone END, \
+           description = CASE WHEN v.write THEN v.description ELSE c.description END, \
+           metadata = CASE WHEN v.write THEN v.metadata ELSE c.metadata END, \
+           stripe_object = CASE WHEN v.write THEN v.stripe_object ELSE c.stripe_object END, \
+           deleted_at = CASE WHEN v.tombstone THEN now() ELSE c.deleted_at END, \
+           updated_at = now(), \
+           version = c.version + v.writes \
+         FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+           AS v(id, write, email, name, phone, description, metadata, stripe_object, tombstone, writes) \
+         WHERE c.id = v.id",
+    )
+    .bind::<Array<SqlUuid>, _>(changed.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind::<Array<Bool>, _>(projections.iter().map(Option::is_some).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(column(|p| p.email.clone()))
+    .bind::<Array<Nullable<Text>>, _>(column(|p| p.name.clone()))
+    .bind::<Array<Nullable<Text>>, _>(column(|p| p.phone.clone()))
+    .bind::<Array<Nullable<Text>>, _>(column(|p| p.description.clone()))
+    .bind::<Array<Jsonb>, _>(
+        projections
+            .iter()
+            .map(|p| p.as_ref().map_or(Value::Null, |p| p.metadata.clone()))
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<Jsonb>>, _>(
+        projections
+            .iter()
+            .map(|p| p.as_ref().and_then(|p| p.stripe_object.clone()))
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Bool>, _>(changed.iter().map(|(_, f)| f.tombstone).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(changed.iter().map(|(_, f)| f.writes).collect::<Vec<_>>())
+    .execute(conn)
+    .map(drop)
+}
+
+/// Inserts the links of new customers and advances the changed ones.
+fn write_links(conn: &mut PgConnection, folds: &[Fold<'_>]) -> QueryResult<()> {
+    let mut new = Vec::new();
+    let mut advanced = Vec::new();
+    for f in folds {
+        let Some((mark, event_id)) = f.mark else {
+            continue;
+        };
+        match f.created {
+            Some(local_id) => new.push(NewIdMapEntry {
+                service: service::STRIPE,
+                account: f.account,
+                entity: entity::CUSTOMER,
+                external_id: f.external_id,
+                local_id,
+                remote_version: mark.version,
+                remote_event_id: Some(event_id),
+                remote_deleted: mark.deleted,
+            }),
+            None => advanced.push(Advance {
+                account: f.account,
+                external_id: f.external_id,
+                version: mark.version,
+                event_id,
+                deleted: mark.deleted,
+            }),
+        }
+    }
+    idmap::insert_many(conn, &new)?;
+    idmap::advance_many(conn, service::STRIPE, entity::CUSTOMER, &advanced)
+}
