@@ -445,6 +445,19 @@ async fn main() -> anyhow::Result<()> {
         .buffer_unordered(2000)
         .try_collect::<Vec<_>>()
         .await?;
+    // The broker's own consume ceiling, with the workers' fetch settings,
+    // over everything on the topic now (the backlog and what came before).
+    let consume_rate = {
+        let (brokers, topic) = (brokers.clone(), events_topic.clone());
+        tokio::task::spawn_blocking(move || raw_consume_rate(&brokers, &topic)).await??
+    };
+    rows.push(row(
+        "ceiling: raw consume (the workers' fetch settings)",
+        consume_rate,
+        "msgs/s",
+        None,
+        "-",
+    ));
     let start = Instant::now();
     procs.spawn(
         "stripe-inbound",
@@ -474,6 +487,13 @@ async fn main() -> anyhow::Result<()> {
         Some(upsert_rate),
         ">= 20000 and >= 50% of ceiling",
     ));
+    rows.push(row(
+        "inbound apply from a backlog, against consume",
+        apply_rate,
+        "events/s",
+        Some(consume_rate),
+        "-",
+    ));
 
     // Outbound: API writes through outbox → relay → Kafka → stripe-outbound → fake.
     procs.spawn(
@@ -489,8 +509,8 @@ async fn main() -> anyhow::Result<()> {
         &[("METRICS_ADDR", format!("127.0.0.1:{}", free_port()?))],
     )?;
     tokio::time::sleep(Duration::from_secs(8)).await; // consumer group join
-    // As many clients as the ingest runs with; each write must be accepted
-    // (201) to count, and the figure waits for exactly the accepted ones.
+                                                      // As many clients as the ingest runs with; each write must be accepted
+                                                      // (201) to count, and the figure waits for exactly the accepted ones.
     let start = Instant::now();
     let creates = (0..scale.outbound_writes).map(|i| {
         let (http, base) = (http.clone(), base.clone());
@@ -644,6 +664,36 @@ async fn load(
     let mut lat = latencies.lock().unwrap().clone();
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Ok((rate, lat))
+}
+
+/// Reads every message on `topic` with a plain consumer configured as the
+/// workers are (no group, no apply) and returns messages/s.
+fn raw_consume_rate(brokers: &str, topic: &str) -> anyhow::Result<f64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer =
+        stripe_sync::kafka::consumer::fetch_config(brokers, Duration::from_millis(20))
+            .set("group.id", "bench.raw-consume")
+            .set("enable.auto.commit", "false")
+            .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    for partition in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+        assignment.add_partition_offset(topic, partition, Offset::Offset(low))?;
+        remaining += high - low;
+    }
+    consumer.assign(&assignment)?;
+    let total = remaining;
+    let start = Instant::now();
+    while remaining > 0 && start.elapsed() < Duration::from_secs(600) {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_secs(1)) {
+            remaining -= 1;
+        }
+    }
+    Ok((total - remaining) as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Waits until the ledger holds `n` events (or `limit` passes).

@@ -117,6 +117,10 @@ pub struct KafkaConfig {
     /// How long a produce may wait for the broker's ack before the webhook
     /// answers 503 (Stripe then retries).
     pub produce_timeout: Duration,
+    /// How long the broker may hold a consumer's fetch while it has nothing
+    /// new. Brokers that poll for new data instead of waking on it (nisshi)
+    /// add up to half of this to every message's latency.
+    pub fetch_wait: Duration,
 }
 
 impl KafkaConfig {
@@ -136,6 +140,7 @@ impl KafkaConfig {
             topic_partitions: partitions,
             replication_factor: env.parsed("KAFKA_REPLICATION_FACTOR", 1)?,
             produce_timeout: Duration::from_millis(env.parsed("KAFKA_PRODUCE_TIMEOUT_MS", 5000)?),
+            fetch_wait: Duration::from_millis(env.parsed("KAFKA_FETCH_WAIT_MS", 20)?),
         })
     }
 

@@ -78,6 +78,8 @@ pub struct ConsumeSettings {
     pub dead_letter_topic: String,
     pub batch_size: usize,
     pub batch_wait: Duration,
+    /// `fetch.wait.max.ms`: see `KafkaConfig::fetch_wait`.
+    pub fetch_wait: Duration,
 }
 
 /// Logs group rebalances and tracks whether the group join completed;
@@ -120,6 +122,21 @@ fn describe(tpl: &TopicPartitionList) -> String {
         .join(",")
 }
 
+/// How every worker fetches: the settings that decide its latency, its
+/// throughput from a backlog and its memory (the benchmark measures the
+/// broker's consume ceiling with the same).
+pub fn fetch_config(brokers: &str, fetch_wait: Duration) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())
+        // Prefetch at most 8 MiB (default 64 MiB): a batch is far smaller,
+        // and a worker catching up on a backlog should not hold the
+        // backlog in memory.
+        .set("queued.max.messages.kbytes", "8192");
+    config
+}
+
 /// Runs until `shutdown` fires, then finishes the batch in hand, commits and
 /// returns.
 pub async fn run<H: BatchHandler>(
@@ -128,21 +145,21 @@ pub async fn run<H: BatchHandler>(
     dead_letters: EventProducer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let consumer: StreamConsumer<GroupContext> = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .set("group.id", &settings.group)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        // We store offsets ourselves, after the apply committed.
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        // Also the rebalance timeout: how long the coordinator waits for
-        // members to rejoin. A member that leaves mid-join (stopped while
-        // starting) would otherwise stall the group for the default 5 min.
-        .set("max.poll.interval.ms", "30000")
-        .set("heartbeat.interval.ms", "1000")
-        .create_with_context(GroupContext::default())?;
+    let consumer: StreamConsumer<GroupContext> =
+        fetch_config(&settings.brokers, settings.fetch_wait)
+            .set("group.id", &settings.group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            // We store offsets ourselves, after the apply committed.
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            // Also the rebalance timeout: how long the coordinator waits for
+            // members to rejoin. A member that leaves mid-join (stopped while
+            // starting) would otherwise stall the group for the default 5 min.
+            .set("max.poll.interval.ms", "30000")
+            .set("heartbeat.interval.ms", "1000")
+            .create_with_context(GroupContext::default())?;
     consumer.subscribe(&[&settings.topic])?;
     let progress: Progress = Arc::default();
     spawn_lag_reporter(&settings, progress.clone(), shutdown.clone())?;
