@@ -636,10 +636,12 @@ async fn load(
                 // Distinct per worker and per load() call (first_n).
                 let n = first_n + w as u64 * 100_000 + i;
                 i += 1;
+                // Each event of a customer a second apart from the others,
+                // as Stripe's would be: no same-second ties to re-read.
                 let ev = customer_event(
                     n,
                     &format!("cus_load{}", n % 10_000),
-                    1_700_000_000 + i as i64,
+                    1_700_000_000 + n as i64,
                     &fixtures,
                 );
                 let body = serde_json::to_vec(&ev).unwrap();
@@ -833,7 +835,15 @@ fn start_fake_stripe() -> String {
         let n = counter.fetch_add(1, Ordering::Relaxed);
         warp::reply::json(&json!({"id": format!("cus_fast{n}"), "object": "customer", "created": 1_700_000_000, "metadata": {}}))
     });
-    let (addr, server) = warp::serve(route).bind_ephemeral(([127, 0, 0, 1], 0));
+    // Re-reads (same-second ties) find the customer live.
+    let retrieve = warp::path!("v1" / "customers" / String)
+        .and(warp::get())
+        .map(|id: String| {
+            warp::reply::json(
+                &json!({"id": id, "object": "customer", "created": 1_700_000_000, "metadata": {}}),
+            )
+        });
+    let (addr, server) = warp::serve(route.or(retrieve)).bind_ephemeral(([127, 0, 0, 1], 0));
     tokio::spawn(server);
     format!("http://{addr}")
 }

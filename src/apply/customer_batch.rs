@@ -227,7 +227,7 @@ fn update_customers(conn: &mut PgConnection, folds: &[Fold<'_>]) -> QueryResult<
            version = c.version + v.writes \
          FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
            AS v(id, write, email, name, phone, description, metadata, stripe_object, tombstone, writes) \
-         WHERE c.id = v.id",
+         WHERE c.id = ANY($1) AND c.id = v.id",
     )
     .bind::<Array<SqlUuid>, _>(changed.iter().map(|(id, _)| *id).collect::<Vec<_>>())
     .bind::<Array<Bool>, _>(projections.iter().map(Option::is_some).collect::<Vec<_>>())

@@ -93,10 +93,14 @@ pub fn record_outcomes(
     let accounts: Vec<&str> = outcomes.iter().map(|(e, _)| e.account.as_str()).collect();
     let ids: Vec<&str> = outcomes.iter().map(|(e, _)| e.id.as_str()).collect();
     let applied: Vec<&str> = outcomes.iter().map(|(_, a)| a.as_str()).collect();
+    // The `= ANY` conditions repeat the join's, so that the rows are found
+    // through the primary key whatever the planner believes about the
+    // table's size (a ledger grows fast during a backfill).
     diesel::sql_query(
         "UPDATE event_ledger AS l SET outcome = v.outcome \
          FROM unnest($2, $3, $4) AS v(account, event_id, outcome) \
-         WHERE l.service = $1 AND l.account = v.account AND l.event_id = v.event_id",
+         WHERE l.service = $1 AND l.account = ANY($2) AND l.event_id = ANY($3) \
+           AND l.account = v.account AND l.event_id = v.event_id",
     )
     .bind::<Text, _>(service)
     .bind::<Array<Text>, _>(accounts)

@@ -1,5 +1,7 @@
 //! Queries on `id_map`, the one place that knows its shape.
 
+use std::collections::HashSet;
+
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Text};
 use uuid::Uuid;
@@ -85,19 +87,26 @@ pub fn lock_many(
     }
     let accounts: Vec<&str> = keys.iter().map(|k| k.0).collect();
     let ids: Vec<&str> = keys.iter().map(|k| k.1).collect();
-    diesel::sql_query(
-        "SELECT m.* FROM id_map AS m \
-         JOIN unnest($3, $4) AS k(account, external_id) \
-           ON m.account = k.account AND m.external_id = k.external_id \
-         WHERE m.service = $1 AND m.entity = $2 \
-         ORDER BY m.account, m.external_id \
-         FOR UPDATE OF m",
+    // Conditions on every primary-key column, so the rows are found through
+    // it whatever the planner's statistics say; a pair neither asked for
+    // (one account's id combined with another's) is dropped below, having
+    // only been locked.
+    let rows: Vec<IdMapEntry> = diesel::sql_query(
+        "SELECT * FROM id_map \
+         WHERE service = $1 AND entity = $2 AND account = ANY($3) AND external_id = ANY($4) \
+         ORDER BY account, external_id \
+         FOR UPDATE",
     )
     .bind::<Text, _>(service)
     .bind::<Text, _>(entity)
     .bind::<Array<Text>, _>(accounts)
     .bind::<Array<Text>, _>(ids)
-    .load(conn)
+    .load(conn)?;
+    let wanted: HashSet<(&str, &str)> = keys.iter().copied().collect();
+    Ok(rows
+        .into_iter()
+        .filter(|r| wanted.contains(&(r.account.as_str(), r.external_id.as_str())))
+        .collect())
 }
 
 pub fn insert_many(conn: &mut PgConnection, entries: &[NewIdMapEntry<'_>]) -> QueryResult<()> {
@@ -134,7 +143,7 @@ pub fn advance_many(
         "UPDATE id_map AS m SET remote_version = v.version, remote_event_id = v.event_id, \
                 remote_deleted = v.deleted, synced_at = now() \
          FROM unnest($3, $4, $5, $6, $7) AS v(account, external_id, version, event_id, deleted) \
-         WHERE m.service = $1 AND m.entity = $2 \
+         WHERE m.service = $1 AND m.entity = $2 AND m.account = ANY($3) AND m.external_id = ANY($4) \
            AND m.account = v.account AND m.external_id = v.external_id",
     )
     .bind::<Text, _>(service)
