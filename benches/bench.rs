@@ -220,6 +220,16 @@ async fn main() -> anyhow::Result<()> {
             ["resources"]
             .clone();
     let mut rows: Vec<Row> = Vec::new();
+    // `--store-apply`: only the Postgres side of the inbound apply, for
+    // profiling it (perf record -p <pid>) without the rest of the run.
+    if std::env::args().any(|a| a == "--store-apply") {
+        let rate = store_apply_rate(&pool, &fixtures, scale.backlog_events);
+        drop(pool);
+        diesel::sql_query(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+            .execute(&mut PgConnection::establish(&admin_url)?)?;
+        println!("inbound apply, Postgres side only: {:.0} events/s", rate?);
+        return Ok(());
+    }
 
     // --- ceilings -----------------------------------------------------------
     let body = serde_json::to_vec(&customer_event(1, "cus_ceiling", 1_700_000_000, &fixtures))?;
@@ -299,6 +309,20 @@ async fn main() -> anyhow::Result<()> {
         "rows/s",
         None,
         "-",
+    ));
+
+    // The inbound apply itself, without the broker: the worker's batch
+    // apply on parsed events, 500 per transaction, as fast as Postgres goes.
+    let store_apply_rate = {
+        let (pool, fixtures, n) = (pool.clone(), fixtures.clone(), scale.backlog_events);
+        tokio::task::spawn_blocking(move || store_apply_rate(&pool, &fixtures, n)).await??
+    };
+    rows.push(row(
+        "inbound apply, Postgres side only (500/tx, no broker)",
+        store_apply_rate,
+        "events/s",
+        Some(upsert_rate),
+        ">= 20000 and >= 50% of ceiling",
     ));
 
     // --- the engine, as separate processes ----------------------------------
@@ -666,6 +690,48 @@ async fn load(
     let mut lat = latencies.lock().unwrap().clone();
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Ok((rate, lat))
+}
+
+/// Applies `n` customer events (5,000 customers, each updated n/5,000
+/// times a second apart) through `apply::apply_batch`, 500 per transaction,
+/// and returns events/s; then empties the tables again.
+fn store_apply_rate(pool: &db::PgPool, fixtures: &Value, n: usize) -> anyhow::Result<f64> {
+    struct NoReReads;
+    impl stripe_sync::apply::RemoteReader for NoReReads {
+        fn current(
+            &self,
+            _: &str,
+            _: &str,
+            id: &str,
+        ) -> Result<stripe_sync::stripe::RemoteObject, stripe_sync::apply::ApplyError> {
+            Err(stripe_sync::apply::ApplyError::Permanent(format!(
+                "unexpected re-read of {id}: the events have no ties"
+            )))
+        }
+    }
+    let events: Vec<stripe_sync::stripe::StripeEvent> = (0..n as u64)
+        .map(|i| {
+            let ev = customer_event(
+                70_000_000 + i,
+                &format!("cus_store{}", i % 5000),
+                1_800_000_000 + (i / 5000) as i64,
+                fixtures,
+            );
+            stripe_sync::stripe::StripeEvent::parse(&serde_json::to_vec(&ev).unwrap())
+        })
+        .collect::<Result<_, _>>()?;
+    let mut conn = pool.get()?;
+    let start = Instant::now();
+    for batch in events.chunks(500) {
+        let batch: Vec<&stripe_sync::stripe::StripeEvent> = batch.iter().collect();
+        let results = conn
+            .transaction(|conn| stripe_sync::apply::apply_batch(conn, &NoReReads, &batch))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::ensure!(results.iter().all(Result::is_ok), "an event was refused");
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    diesel::sql_query("TRUNCATE customers, id_map, event_ledger CASCADE").execute(&mut conn)?;
+    Ok(rate)
 }
 
 /// Reads every message on `topic` with a plain consumer configured as the

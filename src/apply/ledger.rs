@@ -38,37 +38,6 @@ pub fn claim(conn: &mut PgConnection, service: &str, event: &StripeEvent) -> Que
     Ok(inserted == 1)
 }
 
-/// Claims many events with one statement, each with its provisional
-/// outcome (`None`: "claimed", to be recorded later). Returns the
-/// (account, event id) pairs that were new; the rest are duplicates.
-pub fn claim_many(
-    conn: &mut PgConnection,
-    service: &str,
-    events: &[(&StripeEvent, Option<Applied>)],
-) -> QueryResult<HashSet<(String, String)>> {
-    if events.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let rows: Vec<NewLedgerEntry<'_>> = events
-        .iter()
-        .map(|(event, outcome)| entry(service, event, outcome.map_or(CLAIMED, Applied::as_str)))
-        .collect();
-    let claimed: Vec<(String, String)> = diesel::insert_into(event_ledger::table)
-        .values(&rows)
-        .on_conflict_do_nothing()
-        .returning((event_ledger::account, event_ledger::event_id))
-        .get_results(conn)?;
-    Ok(claimed.into_iter().collect())
-}
-
-/// Forgets a claim whose apply failed for good, so that replaying the event
-/// from the dead-letter topic applies it instead of calling it a duplicate.
-pub fn release(conn: &mut PgConnection, service: &str, event: &StripeEvent) -> QueryResult<()> {
-    diesel::delete(event_ledger::table.find((service, &event.account, event.id.as_str())))
-        .execute(conn)
-        .map(drop)
-}
-
 pub fn record_outcome(
     conn: &mut PgConnection,
     service: &str,
@@ -81,31 +50,58 @@ pub fn record_outcome(
         .map(drop)
 }
 
-/// [`record_outcome`] for many events, in one statement.
-pub fn record_outcomes(
+/// Which of `events` are already in the ledger, as (account, event id).
+pub fn already_applied(
     conn: &mut PgConnection,
     service: &str,
-    outcomes: &[(&StripeEvent, Applied)],
-) -> QueryResult<()> {
-    if outcomes.is_empty() {
-        return Ok(());
+    events: &[&StripeEvent],
+) -> QueryResult<HashSet<(String, String)>> {
+    if events.is_empty() {
+        return Ok(HashSet::new());
     }
-    let accounts: Vec<&str> = outcomes.iter().map(|(e, _)| e.account.as_str()).collect();
-    let ids: Vec<&str> = outcomes.iter().map(|(e, _)| e.id.as_str()).collect();
-    let applied: Vec<&str> = outcomes.iter().map(|(_, a)| a.as_str()).collect();
-    // The `= ANY` conditions repeat the join's, so that the rows are found
-    // through the primary key whatever the planner believes about the
-    // table's size (a ledger grows fast during a backfill).
-    diesel::sql_query(
-        "UPDATE event_ledger AS l SET outcome = v.outcome \
-         FROM unnest($2, $3, $4) AS v(account, event_id, outcome) \
-         WHERE l.service = $1 AND l.account = ANY($2) AND l.event_id = ANY($3) \
-           AND l.account = v.account AND l.event_id = v.event_id",
+    let accounts: Vec<&str> = events.iter().map(|e| e.account.as_str()).collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    // One primary-key probe per event (LATERAL), whatever the planner
+    // believes about the ledger's size: a ledger growing fast (a backfill,
+    // a backlog) outruns its statistics, and with `= ANY` lists the planner
+    // then scanned every row of the service.
+    let found: Vec<LedgerKey> = diesel::sql_query(
+        "SELECT l.account, l.event_id FROM unnest($2, $3) AS k(account, event_id) \
+         CROSS JOIN LATERAL (SELECT account, event_id FROM event_ledger \
+             WHERE service = $1 AND account = k.account AND event_id = k.event_id) AS l",
     )
     .bind::<Text, _>(service)
     .bind::<Array<Text>, _>(accounts)
     .bind::<Array<Text>, _>(ids)
-    .bind::<Array<Text>, _>(applied)
-    .execute(conn)
-    .map(drop)
+    .load(conn)?;
+    Ok(found.into_iter().map(|k| (k.account, k.event_id)).collect())
+}
+
+#[derive(QueryableByName)]
+struct LedgerKey {
+    #[diesel(sql_type = Text)]
+    account: String,
+    #[diesel(sql_type = Text)]
+    event_id: String,
+}
+
+/// Ledgers events applied together, each with its outcome, in one
+/// statement. Returns how many were new; fewer than given means another
+/// applier recorded some of them meanwhile.
+pub fn record_many(
+    conn: &mut PgConnection,
+    service: &str,
+    entries: &[(&StripeEvent, Applied)],
+) -> QueryResult<usize> {
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<NewLedgerEntry<'_>> = entries
+        .iter()
+        .map(|(event, applied)| entry(service, event, applied.as_str()))
+        .collect();
+    diesel::insert_into(event_ledger::table)
+        .values(&rows)
+        .on_conflict_do_nothing()
+        .execute(conn)
 }

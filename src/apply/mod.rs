@@ -124,12 +124,12 @@ pub type EventResult = Result<Applied, String>;
 /// Applies a batch of Stripe events inside the caller's transaction, in
 /// order per object, and returns one result per event.
 ///
-/// Set-based first: one ledger insert claims the batch (what it does not
-/// insert is a duplicate), customer events are folded and written with a
-/// statement per table ([`customer_batch`]), and one update records every
-/// outcome. Events the fold cannot take go through [`apply_one`], each in
-/// its own savepoint, so one that fails for good is refused (and its claim
-/// released) without undoing its neighbours. Should a set-based statement
+/// Set-based first: one read finds the events already in the ledger
+/// (duplicates), customer events are folded and written with a statement
+/// per table ([`customer_batch`]), and one insert ledgers every event
+/// applied with its outcome. Events the fold cannot take go through
+/// [`apply_one`], each in its own savepoint, so one that fails for good is
+/// refused without undoing its neighbours. Should a set-based statement
 /// itself be refused, the whole batch is applied event by event, which
 /// isolates the offending event the same way.
 pub fn apply_batch(
@@ -152,20 +152,20 @@ pub fn apply_batch(
             Entry::Occupied(slot) => repeats.push((i, *slot.get())),
         }
     }
-    let (per_event, claimed) = match conn.transaction(|conn| apply_set(conn, events, &unique)) {
+    let per_event = match conn.transaction(|conn| apply_set(conn, events, &unique)) {
         Ok(folded) => {
             for (i, applied) in folded.applied {
                 results[i] = Some(Ok(applied));
             }
-            (folded.per_event, true)
+            folded.per_event
         }
         Err(ApplyError::Permanent(reason)) => {
             tracing::warn!(%reason, events = unique.len(), "batch refused as a whole; applying its events one by one");
-            (unique, false)
+            unique
         }
         Err(transient) => return Err(transient),
     };
-    one_by_one(conn, remote, events, &per_event, claimed, &mut results)?;
+    one_by_one(conn, remote, events, &per_event, &mut results)?;
     // A repeat of an applied event is a duplicate; a repeat of a refused one
     // is refused again, as it would be one event at a time.
     for (i, of) in repeats {
@@ -187,7 +187,7 @@ pub fn apply_each(
 ) -> Result<Vec<EventResult>, ApplyError> {
     let mut results = vec![None; events.len()];
     let all: Vec<usize> = (0..events.len()).collect();
-    one_by_one(conn, remote, events, &all, false, &mut results)?;
+    one_by_one(conn, remote, events, &all, &mut results)?;
     Ok(collect(results))
 }
 
@@ -205,20 +205,14 @@ fn one_by_one(
     remote: &dyn RemoteReader,
     events: &[&StripeEvent],
     positions: &[usize],
-    claimed: bool,
     results: &mut [Option<EventResult>],
 ) -> Result<(), ApplyError> {
     for &i in positions {
         let event = events[i];
         results[i] = Some(
-            match conn.transaction(|conn| apply_one(conn, remote, event, claimed)) {
+            match conn.transaction(|conn| apply_one(conn, remote, event)) {
                 Ok(applied) => Ok(applied),
-                Err(ApplyError::Permanent(reason)) => {
-                    if claimed {
-                        ledger::release(conn, service::STRIPE, event)?;
-                    }
-                    Err(reason)
-                }
+                Err(ApplyError::Permanent(reason)) => Err(reason),
                 Err(transient) => return Err(transient),
             },
         );
@@ -232,26 +226,16 @@ fn apply_set(
     events: &[&StripeEvent],
     unique: &[usize],
 ) -> Result<customer_batch::Folded, ApplyError> {
-    // Types no applier handles are ledgered as ignored right away.
-    let claims: Vec<(&StripeEvent, Option<Applied>)> = unique
-        .iter()
-        .map(|&i| {
-            let kind = &events[i].kind;
-            (
-                events[i],
-                (!is_customer_event(kind)).then_some(Applied::Ignored),
-            )
-        })
-        .collect();
-    let claimed = ledger::claim_many(conn, service::STRIPE, &claims)?;
+    let batch: Vec<&StripeEvent> = unique.iter().map(|&i| events[i]).collect();
+    let applied_before = ledger::already_applied(conn, service::STRIPE, &batch)?;
     let mut done = Vec::new();
     let mut per_event = Vec::new();
     let mut customer_events = Vec::new();
-    for (&i, (event, provisional)) in unique.iter().zip(&claims) {
-        if !claimed.contains(&(event.account.clone(), event.id.as_str().to_owned())) {
+    for (&i, event) in unique.iter().zip(&batch) {
+        if applied_before.contains(&(event.account.clone(), event.id.to_string())) {
             done.push((i, Applied::Duplicate));
-        } else if let Some(applied) = provisional {
-            done.push((i, *applied));
+        } else if !is_customer_event(&event.kind) {
+            done.push((i, Applied::Ignored));
         } else if customer::customer_id(event).is_err() {
             per_event.push(i); // refused there, with the reason
         } else {
@@ -259,29 +243,37 @@ fn apply_set(
         }
     }
     let mut folded = customer_batch::apply(conn, &customer_events)?;
-    let outcomes: Vec<(&StripeEvent, Applied)> = folded
+    folded.applied.extend(done);
+    let entries: Vec<(&StripeEvent, Applied)> = folded
         .applied
         .iter()
+        .filter(|(_, applied)| *applied != Applied::Duplicate)
         .map(|&(i, applied)| (events[i], applied))
         .collect();
-    ledger::record_outcomes(conn, service::STRIPE, &outcomes)?;
-    folded.applied.extend(done);
+    let recorded = ledger::record_many(conn, service::STRIPE, &entries)?;
+    if recorded < entries.len() {
+        // Another applier ledgered some of these events after our read (a
+        // rebalance can hand a partition over mid-batch): undo and retry,
+        // and the retry sees them as duplicates.
+        return Err(ApplyError::transient(anyhow::anyhow!(
+            "{} events of the batch were applied concurrently",
+            entries.len() - recorded
+        )));
+    }
     folded.per_event.extend(per_event);
     folded.per_event.sort_unstable();
     Ok(folded)
 }
 
 /// Applies one event in the caller's transaction (or savepoint): claims
-/// its id in the ledger unless `claimed` says that is done (a duplicate
-/// then costs one insert and changes nothing), routes it by type, records
-/// the outcome.
+/// its id in the ledger (a duplicate then costs one insert and changes
+/// nothing), routes it by type, records the outcome.
 fn apply_one(
     conn: &mut PgConnection,
     remote: &dyn RemoteReader,
     event: &StripeEvent,
-    claimed: bool,
 ) -> Result<Applied, ApplyError> {
-    if !claimed && !ledger::claim(conn, service::STRIPE, event)? {
+    if !ledger::claim(conn, service::STRIPE, event)? {
         return Ok(Applied::Duplicate);
     }
     let applied = if is_customer_event(&event.kind) {

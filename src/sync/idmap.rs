@@ -1,7 +1,5 @@
 //! Queries on `id_map`, the one place that knows its shape.
 
-use std::collections::HashSet;
-
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Text};
 use uuid::Uuid;
@@ -87,26 +85,20 @@ pub fn lock_many(
     }
     let accounts: Vec<&str> = keys.iter().map(|k| k.0).collect();
     let ids: Vec<&str> = keys.iter().map(|k| k.1).collect();
-    // Conditions on every primary-key column, so the rows are found through
-    // it whatever the planner's statistics say; a pair neither asked for
-    // (one account's id combined with another's) is dropped below, having
-    // only been locked.
-    let rows: Vec<IdMapEntry> = diesel::sql_query(
-        "SELECT * FROM id_map \
-         WHERE service = $1 AND entity = $2 AND account = ANY($3) AND external_id = ANY($4) \
-         ORDER BY account, external_id \
-         FOR UPDATE",
+    // One primary-key probe per key (LATERAL), whatever the planner's
+    // statistics say about the table's size (see ledger::already_applied).
+    diesel::sql_query(
+        "SELECT m.* FROM unnest($3, $4) AS k(account, external_id) \
+         CROSS JOIN LATERAL (SELECT * FROM id_map WHERE service = $1 AND account = k.account \
+             AND entity = $2 AND external_id = k.external_id) AS m \
+         ORDER BY m.account, m.external_id \
+         FOR UPDATE OF m",
     )
     .bind::<Text, _>(service)
     .bind::<Text, _>(entity)
     .bind::<Array<Text>, _>(accounts)
     .bind::<Array<Text>, _>(ids)
-    .load(conn)?;
-    let wanted: HashSet<(&str, &str)> = keys.iter().copied().collect();
-    Ok(rows
-        .into_iter()
-        .filter(|r| wanted.contains(&(r.account.as_str(), r.external_id.as_str())))
-        .collect())
+    .load(conn)
 }
 
 pub fn insert_many(conn: &mut PgConnection, entries: &[NewIdMapEntry<'_>]) -> QueryResult<()> {
@@ -143,7 +135,7 @@ pub fn advance_many(
         "UPDATE id_map AS m SET remote_version = v.version, remote_event_id = v.event_id, \
                 remote_deleted = v.deleted, synced_at = now() \
          FROM unnest($3, $4, $5, $6, $7) AS v(account, external_id, version, event_id, deleted) \
-         WHERE m.service = $1 AND m.entity = $2 AND m.account = ANY($3) AND m.external_id = ANY($4) \
+         WHERE m.service = $1 AND m.entity = $2 AND m.account = ANY($8) AND m.external_id = ANY($4) \
            AND m.account = v.account AND m.external_id = v.external_id",
     )
     .bind::<Text, _>(service)
@@ -153,6 +145,14 @@ pub fn advance_many(
     .bind::<Array<BigInt>, _>(links.iter().map(|l| l.version).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(links.iter().map(|l| l.event_id).collect::<Vec<_>>())
     .bind::<Array<Bool>, _>(links.iter().map(|l| l.deleted).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(distinct(links.iter().map(|l| l.account)))
     .execute(conn)
     .map(drop)
+}
+
+fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut values: Vec<&str> = values.collect();
+    values.sort_unstable();
+    values.dedup();
+    values
 }
