@@ -22,6 +22,12 @@ use warp::Filter;
 
 const SECRET: &str = "whsec_bench";
 const TOKEN: &str = "bench-api-token-0123456789";
+/// Engine settings the bench hands on to the processes when set.
+const TUNING_PASSED_THROUGH: &[&str] = &[
+    "KAFKA_FETCH_WAIT_MS",
+    "INBOUND_BATCH_SIZE",
+    "INBOUND_BATCH_WAIT_MS",
+];
 
 struct Scale {
     hmac_iterations: u64,
@@ -344,6 +350,12 @@ async fn main() -> anyhow::Result<()> {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
+        // Tuning settings set for the bench reach the processes, to try them.
+        .chain(
+            TUNING_PASSED_THROUGH
+                .iter()
+                .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), v))),
+        )
         .collect(),
         children: HashMap::new(),
     };
