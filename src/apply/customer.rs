@@ -19,7 +19,7 @@
 //!
 //! These rules live in [`decide`], a pure function; [`apply`] carries one
 //! decision out against the database, and the batch applier
-//! (`super::batch`) folds many decisions in memory before writing.
+//! (`super::customer_batch`) folds many decisions in memory before writing.
 
 use std::cmp::Ordering;
 
