@@ -98,8 +98,9 @@ impl<'e> Fold<'e> {
     }
 }
 
-/// Applies `events` (batch position, event), all already claimed in the
-/// ledger and all with a customer id, inside the caller's transaction.
+/// Applies `events` (batch position, event), none of them in the ledger
+/// yet and all with a customer id, inside the caller's transaction; the
+/// caller ledgers the ones applied.
 pub(super) fn apply(
     conn: &mut PgConnection,
     events: &[(usize, &StripeEvent)],
