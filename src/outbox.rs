@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use diesel::pg::Pg;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -112,6 +113,19 @@ pub fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<usize
         .execute(conn)
 }
 
+/// Outbox rows of `entity` that `service` has not acknowledged yet; the
+/// one definition of "in flight" the queries below narrow down.
+fn not_delivered_to<'a>(entity: &'a str, service: &'a str) -> outbox::BoxedQuery<'a, Pg> {
+    outbox::table
+        .filter(outbox::entity.eq(entity))
+        .filter(diesel::dsl::not(diesel::dsl::exists(
+            outbox_deliveries::table
+                .filter(outbox_deliveries::outbox_id.eq(outbox::id))
+                .filter(outbox_deliveries::service.eq(service)),
+        )))
+        .into_boxed()
+}
+
 /// Rows of one local entity that `service` has not acknowledged yet, oldest
 /// first: the local changes that are still "in flight".
 pub fn undelivered(
@@ -120,14 +134,8 @@ pub fn undelivered(
     local_id: Uuid,
     service: &str,
 ) -> QueryResult<Vec<OutboxRow>> {
-    outbox::table
-        .filter(outbox::entity.eq(entity))
+    not_delivered_to(entity, service)
         .filter(outbox::local_id.eq(local_id))
-        .filter(diesel::dsl::not(diesel::dsl::exists(
-            outbox_deliveries::table
-                .filter(outbox_deliveries::outbox_id.eq(outbox::id))
-                .filter(outbox_deliveries::service.eq(service)),
-        )))
         .order(outbox::id.asc())
         .select(OutboxRow::as_select())
         .load(conn)
@@ -144,14 +152,8 @@ pub fn with_undelivered(
     if local_ids.is_empty() {
         return Ok(HashSet::new());
     }
-    let ids: Vec<Uuid> = outbox::table
-        .filter(outbox::entity.eq(entity))
+    let ids: Vec<Uuid> = not_delivered_to(entity, service)
         .filter(outbox::local_id.eq_any(local_ids))
-        .filter(diesel::dsl::not(diesel::dsl::exists(
-            outbox_deliveries::table
-                .filter(outbox_deliveries::outbox_id.eq(outbox::id))
-                .filter(outbox_deliveries::service.eq(service)),
-        )))
         .select(outbox::local_id)
         .distinct()
         .load(conn)?;
