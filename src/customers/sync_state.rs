@@ -50,15 +50,9 @@ pub fn for_customers(
     conn: &mut PgConnection,
     ids: &[Uuid],
 ) -> QueryResult<HashMap<Uuid, BTreeMap<&'static str, SyncState>>> {
-    let links: HashMap<Uuid, (String, DateTime<Utc>)> = id_map::table
-        .filter(id_map::service.eq(service::STRIPE))
-        .filter(id_map::entity.eq(entity::CUSTOMER))
-        .filter(id_map::local_id.eq_any(ids))
-        .select((id_map::local_id, id_map::external_id, id_map::synced_at))
-        .load::<(Uuid, String, DateTime<Utc>)>(conn)?
-        .into_iter()
-        .map(|(l, e, s)| (l, (e, s)))
-        .collect();
+    // Outbox first, links second: stripe-outbound commits a create's
+    // delivery and its link together, so a commit landing between the two
+    // reads shows as still pending, never as synced without an id.
     let summaries: HashMap<Uuid, OutboxSummary> = diesel::sql_query(
         "SELECT o.local_id,
                 count(*) FILTER (WHERE d.outbox_id IS NULL) AS pending,
@@ -76,6 +70,15 @@ pub fn for_customers(
     .into_iter()
     .map(|s| (s.local_id, s))
     .collect();
+    let links: HashMap<Uuid, (String, DateTime<Utc>)> = id_map::table
+        .filter(id_map::service.eq(service::STRIPE))
+        .filter(id_map::entity.eq(entity::CUSTOMER))
+        .filter(id_map::local_id.eq_any(ids))
+        .select((id_map::local_id, id_map::external_id, id_map::synced_at))
+        .load::<(Uuid, String, DateTime<Utc>)>(conn)?
+        .into_iter()
+        .map(|(l, e, s)| (l, (e, s)))
+        .collect();
 
     Ok(ids
         .iter()
