@@ -127,6 +127,26 @@ while True:
 PY
 }
 
+# start_memory_broker: a second nisshi that keeps records in memory only,
+# for the benchmark's rows that separate our own cost from the sqlite
+# broker's (nisshi 0.6.0's memory storage gets watermarks and lag wrong, so
+# nothing that checks offsets runs against it). Sets KAFKA_MEMORY_BROKERS.
+start_memory_broker() {
+  ensure_nisshi
+  local port dir
+  port="$(free_port)"
+  dir="$STATE_DIR/broker-memory-$port"
+  mkdir -p "$dir"
+  log "Kafka: starting nisshi with memory storage on 127.0.0.1:$port"
+  spawn "$NISSHI_BIN" broker \
+    --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine "memory://nisshi/" >"$dir/broker.log" 2>&1
+  wait_port 127.0.0.1 "$port" 30 "nisshi broker (log: $dir/broker.log)"
+  EPHEMERAL_DIRS+=("$dir")
+  KAFKA_MEMORY_BROKERS="127.0.0.1:$port"
+}
+
 # Sets KAFKA_BROKERS: $KAFKA_BROKERS if reachable, else a broker of our own.
 ensure_broker() {
   if [ -n "${KAFKA_BROKERS:-}" ]; then
