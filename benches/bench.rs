@@ -228,18 +228,25 @@ async fn main() -> anyhow::Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     // `--store-apply`: only the Postgres side of the inbound apply and its
     // ceiling, for profiling (perf record -p <pid>) without the rest.
+    // Parallel lanes (connections) for the Postgres rows: one per core.
+    let lanes = std::thread::available_parallelism().map_or(2, |n| n.get());
     if std::env::args().any(|a| a == "--store-apply") {
-        let ceiling = upsert_ceiling(&pool, &fixtures, scale.upsert_rows);
-        let rate = store_apply_rate(&pool, &fixtures, scale.backlog_events);
+        let figures = [1, lanes].map(|lanes| {
+            let ceiling = upsert_ceiling(&pool, &fixtures, scale.upsert_rows, lanes);
+            let rate = store_apply_rate(&pool, &fixtures, scale.backlog_events, lanes);
+            (lanes, ceiling, rate)
+        });
         drop(pool);
         diesel::sql_query(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
             .execute(&mut PgConnection::establish(&admin_url)?)?;
-        let (ceiling, rate) = (ceiling?, rate?);
-        println!(
-            "batched upsert ceiling: {ceiling:.0} rows/s; inbound apply, Postgres side only: \
-             {rate:.0} events/s ({:.0}%)",
-            100.0 * rate / ceiling
-        );
+        for (lanes, ceiling, rate) in figures {
+            let (ceiling, rate) = (ceiling?, rate?);
+            println!(
+                "{lanes} connection(s): batched upsert ceiling: {ceiling:.0} rows/s; inbound \
+                 apply, Postgres side only: {rate:.0} events/s ({:.0}%)",
+                100.0 * rate / ceiling
+            );
+        }
         return Ok(());
     }
 
@@ -282,31 +289,45 @@ async fn main() -> anyhow::Result<()> {
         "-",
     ));
 
-    let upsert_rate = {
-        let (pool, fixtures, n) = (pool.clone(), fixtures.clone(), scale.upsert_rows);
-        tokio::task::spawn_blocking(move || upsert_ceiling(&pool, &fixtures, n)).await??
-    };
-    rows.push(row(
-        "ceiling: batched upsert (500/tx), real customer rows",
-        upsert_rate,
-        "rows/s",
-        None,
-        "-",
-    ));
-
-    // The inbound apply itself, without the broker: the worker's batch
-    // apply on parsed events, 500 per transaction, as fast as Postgres goes.
-    let store_apply_rate = {
-        let (pool, fixtures, n) = (pool.clone(), fixtures.clone(), scale.backlog_events);
-        tokio::task::spawn_blocking(move || store_apply_rate(&pool, &fixtures, n)).await??
-    };
-    rows.push(row(
-        "inbound apply, Postgres side only (500/tx, no broker)",
-        store_apply_rate,
-        "events/s",
-        Some(upsert_rate),
-        ">= 20000 and >= 50% of ceiling",
-    ));
+    // Postgres' ceiling and the apply's Postgres side (the worker's batch
+    // apply on parsed events, 500 per transaction, no broker), on one
+    // connection as one worker applies, and on one connection per core, as
+    // parallel partitions would.
+    let mut upsert_rate = 0.0;
+    for lanes in [1, lanes] {
+        let label = if lanes == 1 {
+            String::new()
+        } else {
+            format!(", {lanes} connections")
+        };
+        let ceiling = {
+            let (pool, fixtures, n) = (pool.clone(), fixtures.clone(), scale.upsert_rows);
+            tokio::task::spawn_blocking(move || upsert_ceiling(&pool, &fixtures, n, lanes))
+                .await??
+        };
+        rows.push(row(
+            &format!("ceiling: batched upsert (500/tx), real customer rows{label}"),
+            ceiling,
+            "rows/s",
+            None,
+            "-",
+        ));
+        let rate = {
+            let (pool, fixtures, n) = (pool.clone(), fixtures.clone(), scale.backlog_events);
+            tokio::task::spawn_blocking(move || store_apply_rate(&pool, &fixtures, n, lanes))
+                .await??
+        };
+        rows.push(row(
+            &format!("inbound apply, Postgres side only (500/tx, no broker){label}"),
+            rate,
+            "events/s",
+            Some(ceiling),
+            ">= 20000 and >= 50% of ceiling",
+        ));
+        if lanes == 1 {
+            upsert_rate = ceiling;
+        }
+    }
 
     // --- the engine, as separate processes ----------------------------------
     let events_topic = format!("stripe.events.v1.bench.{suffix}");
@@ -766,43 +787,60 @@ async fn load(
 /// Postgres' own rate for what the inbound apply writes, without any of its
 /// logic: rows of the customers table with a real Stripe customer as
 /// `stripe_object`, for the same 5,000 customers updated over and over,
-/// 500 per multi-row INSERT … ON CONFLICT DO UPDATE (one transaction each).
+/// 500 per multi-row INSERT … ON CONFLICT DO UPDATE (one transaction each),
+/// from `connections` connections at once, each with its own customers.
 /// Returns rows/s; then empties the table again.
-fn upsert_ceiling(pool: &db::PgPool, fixtures: &Value, n: usize) -> anyhow::Result<f64> {
-    let mut conn = pool.get()?;
+fn upsert_ceiling(
+    pool: &db::PgPool,
+    fixtures: &Value,
+    n: usize,
+    connections: usize,
+) -> anyhow::Result<f64> {
     let start = Instant::now();
-    for batch in (0..n).collect::<Vec<_>>().chunks(500) {
-        let values: Vec<String> = batch
-            .iter()
-            .map(|i| {
-                let mut object = fixtures["customer"].clone();
-                object["id"] = json!(format!("cus_ceiling{}", i % 5000));
-                object["name"] = json!(format!("Customer {i}"));
-                let literal = object.to_string().replace('\'', "''");
-                format!(
-                    "(md5('cus_ceiling{k}')::uuid, 'c{i}@example.com', 'Customer {i}', '{{}}'::jsonb, '{literal}'::jsonb)",
-                    k = i % 5000
-                )
-            })
-            .collect();
-        diesel::sql_query(format!(
-            "INSERT INTO customers (id, email, name, metadata, stripe_object) VALUES {} \
-             ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, name = EXCLUDED.name, \
-               metadata = EXCLUDED.metadata, stripe_object = EXCLUDED.stripe_object, \
-               updated_at = now(), version = customers.version + 1",
-            values.join(",")
-        ))
-        .execute(&mut conn)?;
-    }
+    in_parallel(connections, |lane| {
+        let mut conn = pool.get()?;
+        let mine: Vec<usize> = (0..n).filter(|i| i % 5000 % connections == lane).collect();
+        for batch in mine.chunks(500) {
+            let values: Vec<String> = batch
+                .iter()
+                .map(|i| {
+                    let mut object = fixtures["customer"].clone();
+                    object["id"] = json!(format!("cus_ceiling{}", i % 5000));
+                    object["name"] = json!(format!("Customer {i}"));
+                    let literal = object.to_string().replace('\'', "''");
+                    format!(
+                        "(md5('cus_ceiling{k}')::uuid, 'c{i}@example.com', 'Customer {i}', '{{}}'::jsonb, '{literal}'::jsonb)",
+                        k = i % 5000
+                    )
+                })
+                .collect();
+            diesel::sql_query(format!(
+                "INSERT INTO customers (id, email, name, metadata, stripe_object) VALUES {} \
+                 ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, name = EXCLUDED.name, \
+                   metadata = EXCLUDED.metadata, stripe_object = EXCLUDED.stripe_object, \
+                   updated_at = now(), version = customers.version + 1",
+                values.join(",")
+            ))
+            .execute(&mut conn)?;
+        }
+        Ok(())
+    })?;
     let rate = n as f64 / start.elapsed().as_secs_f64();
-    diesel::sql_query("TRUNCATE customers CASCADE").execute(&mut conn)?;
+    diesel::sql_query("TRUNCATE customers CASCADE").execute(&mut pool.get()?)?;
     Ok(rate)
 }
 
 /// Applies `n` customer events (5,000 customers, each updated n/5,000
 /// times a second apart) through `apply::apply_batch`, 500 per transaction,
-/// and returns events/s; then empties the tables again.
-fn store_apply_rate(pool: &db::PgPool, fixtures: &Value, n: usize) -> anyhow::Result<f64> {
+/// from `connections` connections at once, each with its own customers (as
+/// a worker applying partitions in parallel would); returns events/s, then
+/// empties the tables again.
+fn store_apply_rate(
+    pool: &db::PgPool,
+    fixtures: &Value,
+    n: usize,
+    connections: usize,
+) -> anyhow::Result<f64> {
     struct NoReReads;
     impl stripe_sync::apply::RemoteReader for NoReReads {
         fn current(
@@ -816,29 +854,57 @@ fn store_apply_rate(pool: &db::PgPool, fixtures: &Value, n: usize) -> anyhow::Re
             )))
         }
     }
-    let events: Vec<stripe_sync::stripe::StripeEvent> = (0..n as u64)
-        .map(|i| {
-            let ev = customer_event(
-                70_000_000 + i,
-                &format!("cus_store{}", i % 5000),
-                1_800_000_000 + (i / 5000) as i64,
-                fixtures,
-            );
-            stripe_sync::stripe::StripeEvent::parse(&serde_json::to_vec(&ev).unwrap())
+    let lanes: Vec<Vec<stripe_sync::stripe::StripeEvent>> = (0..connections)
+        .map(|lane| {
+            (0..n as u64)
+                .filter(|i| (i % 5000) as usize % connections == lane)
+                .map(|i| {
+                    let ev = customer_event(
+                        70_000_000 + i,
+                        &format!("cus_store{}", i % 5000),
+                        1_800_000_000 + (i / 5000) as i64,
+                        fixtures,
+                    );
+                    stripe_sync::stripe::StripeEvent::parse(&serde_json::to_vec(&ev).unwrap())
+                })
+                .collect()
         })
         .collect::<Result<_, _>>()?;
-    let mut conn = pool.get()?;
     let start = Instant::now();
-    for batch in events.chunks(500) {
-        let batch: Vec<&stripe_sync::stripe::StripeEvent> = batch.iter().collect();
-        let results = conn
-            .transaction(|conn| stripe_sync::apply::apply_batch(conn, &NoReReads, &batch))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        anyhow::ensure!(results.iter().all(Result::is_ok), "an event was refused");
-    }
+    in_parallel(connections, |lane| {
+        let mut conn = pool.get()?;
+        for batch in lanes[lane].chunks(500) {
+            let batch: Vec<&stripe_sync::stripe::StripeEvent> = batch.iter().collect();
+            let results = conn
+                .transaction(|conn| stripe_sync::apply::apply_batch(conn, &NoReReads, &batch))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            anyhow::ensure!(results.iter().all(Result::is_ok), "an event was refused");
+        }
+        Ok(())
+    })?;
     let rate = n as f64 / start.elapsed().as_secs_f64();
-    diesel::sql_query("TRUNCATE customers, id_map, event_ledger CASCADE").execute(&mut conn)?;
+    diesel::sql_query("TRUNCATE customers, id_map, event_ledger CASCADE")
+        .execute(&mut pool.get()?)?;
     Ok(rate)
+}
+
+/// Runs `work(lane)` for each of `lanes` lanes on its own thread and waits
+/// for all of them.
+fn in_parallel(
+    lanes: usize,
+    work: impl Fn(usize) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<()> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..lanes)
+            .map(|lane| {
+                let work = &work;
+                scope.spawn(move || work(lane))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("bench lane panicked"))
+    })
 }
 
 /// Reads every message on `topic` with a plain consumer configured as the

@@ -299,6 +299,9 @@ pub struct InboundConfig {
     pub batch_size: usize,
     /// How long to wait for more messages to fill a batch once one arrived.
     pub batch_wait: Duration,
+    /// Partitions applied concurrently, each lane in its own transaction on
+    /// its own connection.
+    pub apply_lanes: usize,
 }
 
 impl InboundConfig {
@@ -310,14 +313,28 @@ impl InboundConfig {
                 reason: "must be at least 1".into(),
             });
         }
+        let database = DatabaseConfig::load(env)?;
+        let apply_lanes: usize = env.parsed("INBOUND_APPLY_LANES", 2)?;
+        // Each lane holds a connection for its transaction; more lanes than
+        // connections would only queue for them.
+        if apply_lanes == 0 || apply_lanes > database.pool_size as usize {
+            return Err(ConfigError::Invalid {
+                name: "INBOUND_APPLY_LANES",
+                reason: format!(
+                    "must be between 1 and DATABASE_POOL_SIZE ({})",
+                    database.pool_size
+                ),
+            });
+        }
         Ok(Self {
             metrics_addr: metrics_addr(env, 9101)?,
-            database: DatabaseConfig::load(env)?,
+            database,
             kafka: KafkaConfig::load(env)?,
             stripe: StripeApiConfig::load(env)?,
             consumer_group: inbound_group(env).to_owned(),
             batch_size,
             batch_wait: Duration::from_millis(env.parsed("INBOUND_BATCH_WAIT_MS", 5)?),
+            apply_lanes,
         })
     }
 }
@@ -421,6 +438,34 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn apply_lanes_must_fit_the_pool() {
+        let with = |lanes: &'static str| {
+            InboundConfig::load(&Env::from_pairs([
+                ("DATABASE_URL", "postgres://x"),
+                ("KAFKA_BROKERS", "b:9092"),
+                ("STRIPE_API_KEY", "sk_test_x"),
+                ("DATABASE_POOL_SIZE", "4"),
+                ("INBOUND_APPLY_LANES", lanes),
+            ]))
+        };
+        assert_eq!(with("4").unwrap().apply_lanes, 4);
+        for bad in ["0", "5"] {
+            let err = with(bad).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        name: "INBOUND_APPLY_LANES",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().contains("DATABASE_POOL_SIZE (4)"), "{err}");
+        }
     }
 
     #[test]

@@ -160,6 +160,7 @@ pub async fn run(cfg: InboundConfig, shutdown: CancellationToken) -> anyhow::Res
         dead_letter_topic,
         batch_size: cfg.batch_size,
         batch_wait: cfg.batch_wait,
+        lanes: cfg.apply_lanes,
         fetch_wait: kafka.fetch_wait,
     };
     consumer::run(settings, handler, producer, shutdown).await

@@ -320,6 +320,8 @@ pub async fn run(cfg: OutboundConfig, shutdown: CancellationToken) -> anyhow::Re
         // Each change is a Stripe call; small batches keep a retry cheap.
         batch_size: 10,
         batch_wait: std::time::Duration::from_millis(5),
+        // One lane: the Stripe rate budget, not Postgres, bounds this worker.
+        lanes: 1,
         fetch_wait: cfg.kafka.fetch_wait,
     };
     consumer::run(settings, handler, producer, shutdown).await
