@@ -27,6 +27,7 @@ const TUNING_PASSED_THROUGH: &[&str] = &[
     "KAFKA_FETCH_WAIT_MS",
     "INBOUND_BATCH_SIZE",
     "INBOUND_BATCH_WAIT_MS",
+    "INBOUND_APPLY_LANES",
 ];
 
 struct Scale {
@@ -295,10 +296,10 @@ async fn main() -> anyhow::Result<()> {
     // parallel partitions would.
     let mut upsert_rate = 0.0;
     for lanes in [1, lanes] {
-        let label = if lanes == 1 {
-            String::new()
+        let (ceiling_label, apply_label) = if lanes == 1 {
+            (String::new(), String::new())
         } else {
-            format!(", {lanes} connections")
+            (format!(", {lanes} connections"), format!(", {lanes} lanes"))
         };
         let ceiling = {
             let (pool, fixtures, n) = (pool.clone(), fixtures.clone(), scale.upsert_rows);
@@ -306,7 +307,7 @@ async fn main() -> anyhow::Result<()> {
                 .await??
         };
         rows.push(row(
-            &format!("ceiling: batched upsert (500/tx), real customer rows{label}"),
+            &format!("ceiling: batched upsert (500/tx), real customer rows{ceiling_label}"),
             ceiling,
             "rows/s",
             None,
@@ -318,7 +319,7 @@ async fn main() -> anyhow::Result<()> {
                 .await??
         };
         rows.push(row(
-            &format!("inbound apply, Postgres side only (500/tx, no broker){label}"),
+            &format!("inbound apply, Postgres side only (batches of 500, no broker){apply_label}"),
             rate,
             "events/s",
             Some(ceiling),
@@ -831,10 +832,10 @@ fn upsert_ceiling(
 }
 
 /// Applies `n` customer events (5,000 customers, each updated n/5,000
-/// times a second apart) through `apply::apply_batch`, 500 per transaction,
-/// from `connections` connections at once, each with its own customers (as
-/// a worker applying partitions in parallel would); returns events/s, then
-/// empties the tables again.
+/// times a second apart) through `apply::apply_batch` in batches of 500,
+/// each batch split into `connections` lanes by customer and the lanes
+/// applied at once, each in its own transaction on its own connection, as
+/// the inbound worker does; returns events/s, then empties the tables.
 fn store_apply_rate(
     pool: &db::PgPool,
     fixtures: &Value,
@@ -854,34 +855,44 @@ fn store_apply_rate(
             )))
         }
     }
-    let lanes: Vec<Vec<stripe_sync::stripe::StripeEvent>> = (0..connections)
-        .map(|lane| {
-            (0..n as u64)
-                .filter(|i| (i % 5000) as usize % connections == lane)
-                .map(|i| {
-                    let ev = customer_event(
-                        70_000_000 + i,
-                        &format!("cus_store{}", i % 5000),
-                        1_800_000_000 + (i / 5000) as i64,
-                        fixtures,
-                    );
-                    stripe_sync::stripe::StripeEvent::parse(&serde_json::to_vec(&ev).unwrap())
-                })
-                .collect()
+    let events: Vec<stripe_sync::stripe::StripeEvent> = (0..n as u64)
+        .map(|i| {
+            let ev = customer_event(
+                70_000_000 + i,
+                &format!("cus_store{}", i % 5000),
+                1_800_000_000 + (i / 5000) as i64,
+                fixtures,
+            );
+            stripe_sync::stripe::StripeEvent::parse(&serde_json::to_vec(&ev).unwrap())
         })
         .collect::<Result<_, _>>()?;
+    let mut conns = (0..connections)
+        .map(|_| pool.get())
+        .collect::<Result<Vec<_>, _>>()?;
     let start = Instant::now();
-    in_parallel(connections, |lane| {
-        let mut conn = pool.get()?;
-        for batch in lanes[lane].chunks(500) {
-            let batch: Vec<&stripe_sync::stripe::StripeEvent> = batch.iter().collect();
+    // As the worker does: batches of 500, each split into lanes by customer
+    // (the partition key), the lanes applied at once and awaited together.
+    for (b, batch) in events.chunks(500).enumerate() {
+        let conns = std::sync::Mutex::new(conns.iter_mut().collect::<Vec<_>>());
+        in_parallel(connections, |lane| {
+            let lane_events: Vec<&stripe_sync::stripe::StripeEvent> = batch
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| (b * 500 + i) % 5000 % connections == lane)
+                .map(|(_, e)| e)
+                .collect();
+            let conn = conns
+                .lock()
+                .unwrap()
+                .pop()
+                .expect("one connection per lane");
             let results = conn
-                .transaction(|conn| stripe_sync::apply::apply_batch(conn, &NoReReads, &batch))
+                .transaction(|conn| stripe_sync::apply::apply_batch(conn, &NoReReads, &lane_events))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             anyhow::ensure!(results.iter().all(Result::is_ok), "an event was refused");
-        }
-        Ok(())
-    })?;
+            Ok(())
+        })?;
+    }
     let rate = n as f64 / start.elapsed().as_secs_f64();
     diesel::sql_query("TRUNCATE customers, id_map, event_ledger CASCADE")
         .execute(&mut pool.get()?)?;

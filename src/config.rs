@@ -295,7 +295,7 @@ pub struct InboundConfig {
     pub kafka: KafkaConfig,
     pub stripe: StripeApiConfig,
     pub consumer_group: String,
-    /// Messages applied in one Postgres transaction, at most.
+    /// Messages per batch, at most, shared among its lanes.
     pub batch_size: usize,
     /// How long to wait for more messages to fill a batch once one arrived.
     pub batch_wait: Duration,
@@ -314,7 +314,7 @@ impl InboundConfig {
             });
         }
         let database = DatabaseConfig::load(env)?;
-        let apply_lanes: usize = env.parsed("INBOUND_APPLY_LANES", 2)?;
+        let apply_lanes: usize = env.parsed("INBOUND_APPLY_LANES", 1)?;
         // Each lane holds a connection for its transaction; more lanes than
         // connections would only queue for them.
         if apply_lanes == 0 || apply_lanes > database.pool_size as usize {

@@ -79,7 +79,8 @@ pub struct ConsumeSettings {
     pub group: String,
     pub topic: String,
     pub dead_letter_topic: String,
-    /// Messages per lane and batch, at most.
+    /// Messages per batch, at most, whatever the lanes (this bounds the
+    /// worker's memory).
     pub batch_size: usize,
     pub batch_wait: Duration,
     /// Lanes applied concurrently (each on its own database connection).
@@ -188,7 +189,7 @@ pub async fn run<H: BatchHandler>(
         };
         poll_backoff.reset();
         let fill_until = tokio::time::Instant::now() + settings.batch_wait;
-        while batch.len() < settings.batch_size * settings.lanes {
+        while batch.len() < settings.batch_size {
             match tokio::time::timeout_at(fill_until, consumer.recv()).await {
                 Ok(Ok(m)) => batch.push(to_delivery(&m)),
                 Ok(Err(e)) => {

@@ -78,6 +78,9 @@ impl Stack {
             ("KAFKA_BROKERS", opts.brokers.as_str()),
             ("STRIPE_EVENTS_TOPIC", topic.as_str()),
             ("KAFKA_TOPIC_PARTITIONS", "3"),
+            // Two lanes over three partitions: every inbound test also runs
+            // the concurrent apply (the default is one lane).
+            ("INBOUND_APPLY_LANES", "2"),
             (
                 "KAFKA_PRODUCE_TIMEOUT_MS",
                 &opts.produce_timeout_ms.to_string(),
