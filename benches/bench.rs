@@ -30,6 +30,7 @@ const TUNING_PASSED_THROUGH: &[&str] = &[
     "INBOUND_APPLY_LANES",
 ];
 
+#[derive(Clone, Copy)]
 struct Scale {
     hmac_iterations: u64,
     producer_messages: usize,
@@ -227,21 +228,18 @@ async fn main() -> anyhow::Result<()> {
             ["resources"]
             .clone();
     let mut rows: Vec<Row> = Vec::new();
-    // `--store-apply`: only the Postgres side of the inbound apply and its
-    // ceiling, for profiling (perf record -p <pid>) without the rest.
     // Parallel lanes (connections) for the Postgres rows: one per core.
     let lanes = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // `--store-apply`: only the Postgres side of the inbound apply and its
+    // ceiling, for profiling (perf record -p <pid>) without the rest.
     if std::env::args().any(|a| a == "--store-apply") {
-        let figures = [1, lanes].map(|lanes| {
-            let ceiling = upsert_ceiling(&pool, &fixtures, scale.upsert_rows, lanes);
-            let rate = store_apply_rate(&pool, &fixtures, scale.backlog_events, lanes);
-            (lanes, ceiling, rate)
-        });
+        let figures =
+            [1, lanes].map(|lanes| (lanes, postgres_figures(&pool, &fixtures, &scale, lanes)));
         drop(pool);
         diesel::sql_query(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
             .execute(&mut PgConnection::establish(&admin_url)?)?;
-        for (lanes, ceiling, rate) in figures {
-            let (ceiling, rate) = (ceiling?, rate?);
+        for (lanes, figures) in figures {
+            let (ceiling, rate) = figures?;
             println!(
                 "{lanes} connection(s): batched upsert ceiling: {ceiling:.0} rows/s; inbound \
                  apply, Postgres side only: {rate:.0} events/s ({:.0}%)",
@@ -291,20 +289,18 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     // Postgres' ceiling and the apply's Postgres side (the worker's batch
-    // apply on parsed events, 500 per transaction, no broker), on one
-    // connection as one worker applies, and on one connection per core, as
-    // parallel partitions would.
-    let mut upsert_rate = 0.0;
+    // apply on parsed events, batches of 500, no broker), on one connection
+    // as one lane applies, and on one per core, as parallel lanes would.
+    let mut postgres = Vec::new();
     for lanes in [1, lanes] {
+        let (pool, fixtures) = (pool.clone(), fixtures.clone());
+        let (ceiling, rate) =
+            tokio::task::spawn_blocking(move || postgres_figures(&pool, &fixtures, &scale, lanes))
+                .await??;
         let (ceiling_label, apply_label) = if lanes == 1 {
             (String::new(), String::new())
         } else {
             (format!(", {lanes} connections"), format!(", {lanes} lanes"))
-        };
-        let ceiling = {
-            let (pool, fixtures, n) = (pool.clone(), fixtures.clone(), scale.upsert_rows);
-            tokio::task::spawn_blocking(move || upsert_ceiling(&pool, &fixtures, n, lanes))
-                .await??
         };
         rows.push(row(
             &format!("ceiling: batched upsert (500/tx), real customer rows{ceiling_label}"),
@@ -313,11 +309,6 @@ async fn main() -> anyhow::Result<()> {
             None,
             "-",
         ));
-        let rate = {
-            let (pool, fixtures, n) = (pool.clone(), fixtures.clone(), scale.backlog_events);
-            tokio::task::spawn_blocking(move || store_apply_rate(&pool, &fixtures, n, lanes))
-                .await??
-        };
         rows.push(row(
             &format!("inbound apply, Postgres side only (batches of 500, no broker){apply_label}"),
             rate,
@@ -325,10 +316,10 @@ async fn main() -> anyhow::Result<()> {
             Some(ceiling),
             ">= 20000 and >= 50% of ceiling",
         ));
-        if lanes == 1 {
-            upsert_rate = ceiling;
-        }
+        postgres.push(ceiling);
     }
+    // The engine's figures compare with the single-connection ceiling.
+    let upsert_rate = postgres[0];
 
     // --- the engine, as separate processes ----------------------------------
     let events_topic = format!("stripe.events.v1.bench.{suffix}");
@@ -785,6 +776,26 @@ async fn load(
     Ok((rate, lat))
 }
 
+/// Postgres' batched-upsert ceiling and the apply's Postgres-side rate, both
+/// on `lanes` connections.
+fn postgres_figures(
+    pool: &db::PgPool,
+    fixtures: &Value,
+    scale: &Scale,
+    lanes: usize,
+) -> anyhow::Result<(f64, f64)> {
+    Ok((
+        upsert_ceiling(pool, fixtures, scale.upsert_rows, lanes)?,
+        store_apply_rate(pool, fixtures, scale.backlog_events, lanes)?,
+    ))
+}
+
+/// The lane (connection) that applies customer number `customer`: the
+/// bench's stand-in for partition modulo lanes.
+fn lane_of(customer: usize, lanes: usize) -> usize {
+    customer % 5000 % lanes
+}
+
 /// Postgres' own rate for what the inbound apply writes, without any of its
 /// logic: rows of the customers table with a real Stripe customer as
 /// `stripe_object`, for the same 5,000 customers updated over and over,
@@ -800,7 +811,9 @@ fn upsert_ceiling(
     let start = Instant::now();
     in_parallel(connections, |lane| {
         let mut conn = pool.get()?;
-        let mine: Vec<usize> = (0..n).filter(|i| i % 5000 % connections == lane).collect();
+        let mine: Vec<usize> = (0..n)
+            .filter(|&i| lane_of(i, connections) == lane)
+            .collect();
         for batch in mine.chunks(500) {
             let values: Vec<String> = batch
                 .iter()
@@ -878,7 +891,7 @@ fn store_apply_rate(
             let lane_events: Vec<&stripe_sync::stripe::StripeEvent> = batch
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| (b * 500 + i) % 5000 % connections == lane)
+                .filter(|(i, _)| lane_of(b * 500 + i, connections) == lane)
                 .map(|(_, e)| e)
                 .collect();
             let conn = conns

@@ -88,18 +88,19 @@ ensure_nisshi() {
   NISSHI_BIN="$CACHE_DIR/bin/nisshi"
 }
 
-# start_broker PORT DIR: a broker with sqlite storage in DIR (correct
-# watermarks and lag, data kept across restarts).
+# start_broker PORT DIR [STORAGE]: a broker logging to DIR, by default with
+# sqlite storage in DIR (correct watermarks and lag, data kept across
+# restarts).
 start_broker() {
-  local port="$1" dir="$2"
+  local port="$1" dir="$2" storage="${3:-sqlite://broker.db}"
   mkdir -p "$dir"
   # sqlite://broker.db is relative to the working directory: env -C.
   spawn env -C "$dir" "$NISSHI_BIN" broker \
     --listener-url "tcp://127.0.0.1:$port" \
     --advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine "sqlite://broker.db" >"$dir/broker.log" 2>&1
+    --storage-engine "$storage" >"$dir/broker.log" 2>&1
   wait_port 127.0.0.1 "$port" 30 "nisshi broker (log: $dir/broker.log)"
-  index_broker_headers "$dir/broker.db"
+  if [[ "$storage" == sqlite://* ]]; then index_broker_headers "$dir/${storage#sqlite://}"; fi
 }
 
 # nisshi 0.6.0's sqlite schema has no index on header (topition, offset_id),
@@ -136,13 +137,8 @@ start_memory_broker() {
   local port dir
   port="$(free_port)"
   dir="$STATE_DIR/broker-memory-$port"
-  mkdir -p "$dir"
   log "Kafka: starting nisshi with memory storage on 127.0.0.1:$port"
-  spawn "$NISSHI_BIN" broker \
-    --listener-url "tcp://127.0.0.1:$port" \
-    --advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine "memory://nisshi/" >"$dir/broker.log" 2>&1
-  wait_port 127.0.0.1 "$port" 30 "nisshi broker (log: $dir/broker.log)"
+  start_broker "$port" "$dir" "memory://nisshi/"
   EPHEMERAL_DIRS+=("$dir")
   KAFKA_MEMORY_BROKERS="127.0.0.1:$port"
 }
