@@ -845,10 +845,10 @@ fn upsert_ceiling(
 }
 
 /// Applies `n` customer events (5,000 customers, each updated n/5,000
-/// times a second apart) through `apply::apply_batch` in batches of 500,
-/// each batch split into `connections` lanes by customer and the lanes
-/// applied at once, each in its own transaction on its own connection, as
-/// the inbound worker does; returns events/s, then empties the tables.
+/// times a second apart) through `apply::apply_batch` on `connections`
+/// lanes at once, as the inbound worker does: each lane its own customers
+/// in batches of 500, one transaction each; returns events/s, then empties
+/// the tables.
 fn store_apply_rate(
     pool: &db::PgPool,
     fixtures: &Value,
@@ -879,33 +879,26 @@ fn store_apply_rate(
             stripe_sync::stripe::StripeEvent::parse(&serde_json::to_vec(&ev).unwrap())
         })
         .collect::<Result<_, _>>()?;
-    let mut conns = (0..connections)
-        .map(|_| pool.get())
-        .collect::<Result<Vec<_>, _>>()?;
     let start = Instant::now();
-    // As the worker does: batches of 500, each split into lanes by customer
-    // (the partition key), the lanes applied at once and awaited together.
-    for (b, batch) in events.chunks(500).enumerate() {
-        let conns = std::sync::Mutex::new(conns.iter_mut().collect::<Vec<_>>());
-        in_parallel(connections, |lane| {
-            let lane_events: Vec<&stripe_sync::stripe::StripeEvent> = batch
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| lane_of(b * 500 + i, connections) == lane)
-                .map(|(_, e)| e)
-                .collect();
-            let conn = conns
-                .lock()
-                .unwrap()
-                .pop()
-                .expect("one connection per lane");
+    // As the worker does: each lane (connection) gets its own customers, the
+    // stand-in for partitions, and applies them in batches of 500, one
+    // transaction each, without waiting for the other lanes.
+    in_parallel(connections, |lane| {
+        let mut conn = pool.get()?;
+        let mine: Vec<&stripe_sync::stripe::StripeEvent> = events
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| lane_of(*i, connections) == lane)
+            .map(|(_, e)| e)
+            .collect();
+        for batch in mine.chunks(500) {
             let results = conn
-                .transaction(|conn| stripe_sync::apply::apply_batch(conn, &NoReReads, &lane_events))
+                .transaction(|conn| stripe_sync::apply::apply_batch(conn, &NoReReads, batch))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             anyhow::ensure!(results.iter().all(Result::is_ok), "an event was refused");
-            Ok(())
-        })?;
-    }
+        }
+        Ok(())
+    })?;
     let rate = n as f64 / start.elapsed().as_secs_f64();
     diesel::sql_query("TRUNCATE customers, id_map, event_ledger CASCADE")
         .execute(&mut pool.get()?)?;

@@ -1,5 +1,6 @@
 //! The shared broker, plus private brokers for tests that stop one.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -137,19 +138,21 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<ReadMessage> {
     out
 }
 
+/// The offsets `group` has committed on each partition of `topic` (0 where
+/// it has none), read by a consumer that never joins the group.
+pub fn committed(brokers: &str, group: &str, topic: &str) -> BTreeMap<i32, i64> {
+    let reader = group_reader(brokers, group);
+    partitions(&reader, topic)
+        .into_iter()
+        .map(|p| (p, committed_offset(&reader, topic, p)))
+        .collect()
+}
+
 /// Waits until `group` has committed offsets up to the high watermark of
 /// every partition of `topic`: everything produced so far is processed.
 pub async fn wait_consumed(brokers: &str, group: &str, topic: &str, timeout: Duration) {
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let md = reader
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .unwrap();
-    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let reader = group_reader(brokers, group);
+    let partitions = partitions(&reader, topic);
     super::wait_for(
         timeout,
         &format!("group {group} to consume {topic}"),
@@ -158,20 +161,39 @@ pub async fn wait_consumed(brokers: &str, group: &str, topic: &str, timeout: Dur
                 let (_, high) = reader
                     .fetch_watermarks(topic, p, Duration::from_secs(5))
                     .unwrap();
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(topic, p);
-                let committed = reader
-                    .committed_offsets(tpl, Duration::from_secs(5))
-                    .ok()
-                    .and_then(|c| c.find_partition(topic, p).map(|e| e.offset()));
-                let committed = match committed {
-                    Some(Offset::Offset(o)) => o,
-                    _ => 0,
-                };
-                committed < high
+                committed_offset(&reader, topic, p) < high
             });
             async move { (!lagging).then_some(()) }
         },
     )
     .await;
+}
+
+fn group_reader(brokers: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap()
+}
+
+fn partitions(reader: &BaseConsumer, topic: &str) -> Vec<i32> {
+    let md = reader
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .unwrap();
+    md.topics()[0].partitions().iter().map(|p| p.id()).collect()
+}
+
+fn committed_offset(reader: &BaseConsumer, topic: &str, partition: i32) -> i64 {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let committed = reader
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .ok()
+        .and_then(|c| c.find_partition(topic, partition).map(|e| e.offset()));
+    match committed {
+        Some(Offset::Offset(o)) => o,
+        _ => 0,
+    }
 }
