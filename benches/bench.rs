@@ -444,35 +444,16 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
 
-    // Inbound apply rate from a backlog.
+    // Inbound apply rate from a backlog, first through the sqlite broker.
     let inbound_rss_1 = procs.stop("stripe-inbound");
-    let before = count(&mut conn, "SELECT count(*) AS n FROM event_ledger");
-    let producer = EventProducer::new(&brokers, Duration::from_secs(30))?;
-    let backlog_start = 50_000_000u64;
-    let sends: Vec<_> = (0..scale.backlog_events as u64)
-        .map(|i| {
-            let n = backlog_start + i;
-            let ev = customer_event(
-                n,
-                &format!("cus_backlog{}", i % 5000),
-                1_800_000_000 + (i / 5000) as i64,
-                &fixtures,
-            );
-            let (producer, topic) = (producer.clone(), events_topic.clone());
-            async move {
-                let body = serde_json::to_vec(&ev).unwrap();
-                let parsed = stripe_sync::stripe::StripeEvent::parse(&body).unwrap();
-                let headers = stripe_sync::kafka::envelope::event_headers(&parsed, "bench");
-                producer
-                    .send(&topic, parsed.object_id().as_bytes(), &body, &headers)
-                    .await
-            }
-        })
-        .collect();
-    futures::stream::iter(sends)
-        .buffer_unordered(2000)
-        .try_collect::<Vec<_>>()
-        .await?;
+    produce_backlog(
+        &brokers,
+        &events_topic,
+        50_000_000,
+        scale.backlog_events,
+        &fixtures,
+    )
+    .await?;
     // The broker's own consume ceiling, with the workers' fetch settings,
     // over everything on the topic now (the backlog and what came before).
     let consume_rate = {
@@ -486,28 +467,14 @@ async fn main() -> anyhow::Result<()> {
         None,
         "-",
     ));
-    let start = Instant::now();
-    procs.spawn(
-        "stripe-inbound",
+    let apply_rate = backlog_apply_rate(
+        &mut procs,
+        &http,
         "stripe-inbound",
         &[],
-        &[("METRICS_ADDR", format!("127.0.0.1:{}", free_port()?))],
-    )?;
-    let target_count = before + scale.backlog_events as i64;
-    let mut first_seen: Option<Instant> = None;
-    loop {
-        let n = count(&mut conn, "SELECT count(*) AS n FROM event_ledger");
-        if n > before && first_seen.is_none() {
-            first_seen = Some(Instant::now());
-        }
-        if n >= target_count || start.elapsed() > Duration::from_secs(900) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Rate from the first applied event (group join time excluded).
-    let apply_secs = first_seen.map_or(f64::NAN, |t| t.elapsed().as_secs_f64());
-    let apply_rate = scale.backlog_events as f64 / apply_secs;
+        scale.backlog_events,
+    )
+    .await?;
     rows.push(row(
         "inbound apply from a backlog",
         apply_rate,
@@ -522,6 +489,38 @@ async fn main() -> anyhow::Result<()> {
         Some(consume_rate),
         "-",
     ));
+    // The same from the memory broker, whose consume is not the bottleneck:
+    // what the worker itself sustains. Its own topic and group, so it reads
+    // only this backlog.
+    let memory_topic = format!("{events_topic}.backlog");
+    produce_backlog(
+        &memory_brokers,
+        &memory_topic,
+        60_000_000,
+        scale.backlog_events,
+        &fixtures,
+    )
+    .await?;
+    let memory_apply_rate = backlog_apply_rate(
+        &mut procs,
+        &http,
+        "stripe-inbound-memory-broker",
+        &[
+            ("KAFKA_BROKERS", memory_brokers.clone()),
+            ("STRIPE_EVENTS_TOPIC", memory_topic),
+            ("INBOUND_CONSUMER_GROUP", format!("bench.inbound.{suffix}")),
+        ],
+        scale.backlog_events,
+    )
+    .await?;
+    rows.push(row(
+        "inbound apply from a backlog, memory broker",
+        memory_apply_rate,
+        "events/s",
+        Some(upsert_rate),
+        ">= 20000 and >= 50% of ceiling",
+    ));
+    let inbound_memory_rss = procs.stop("stripe-inbound-memory-broker");
 
     // Outbound: API writes through outbox → relay → Kafka → stripe-outbound → fake.
     procs.spawn(
@@ -593,7 +592,10 @@ async fn main() -> anyhow::Result<()> {
         ("serve", max_rss(procs.stop("serve"), serve_memory_rss)),
         (
             "stripe-inbound",
-            max_rss(procs.stop("stripe-inbound"), inbound_rss_1),
+            max_rss(
+                max_rss(procs.stop("stripe-inbound"), inbound_rss_1),
+                inbound_memory_rss,
+            ),
         ),
         ("outbox-relay", procs.stop("outbox-relay")),
         ("stripe-outbound", procs.stop("stripe-outbound")),
@@ -922,6 +924,88 @@ fn in_parallel(
             .into_iter()
             .try_for_each(|h| h.join().expect("bench lane panicked"))
     })
+}
+
+/// Produces `n` customer events (numbered from `first`, over 5,000
+/// customers, each updated a second after its previous event) to `topic`
+/// with the envelope `serve` gives them.
+async fn produce_backlog(
+    brokers: &str,
+    topic: &str,
+    first: u64,
+    n: usize,
+    fixtures: &Value,
+) -> anyhow::Result<()> {
+    let producer = EventProducer::new(brokers, Duration::from_secs(30))?;
+    let sends: Vec<_> = (0..n as u64)
+        .map(|i| {
+            let ev = customer_event(
+                first + i,
+                &format!("cus_backlog{}", i % 5000),
+                1_800_000_000 + (i / 5000) as i64,
+                fixtures,
+            );
+            let producer = producer.clone();
+            async move {
+                let body = serde_json::to_vec(&ev).unwrap();
+                let parsed = stripe_sync::stripe::StripeEvent::parse(&body).unwrap();
+                let headers = stripe_sync::kafka::envelope::event_headers(&parsed, "bench");
+                producer
+                    .send(topic, parsed.object_id().as_bytes(), &body, &headers)
+                    .await
+            }
+        })
+        .collect();
+    futures::stream::iter(sends)
+        .buffer_unordered(2000)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+/// Starts a stripe-inbound (`name`, with `extra` settings) on a backlog of
+/// `n` events it has not seen and returns its apply rate in events/s, from
+/// its first applied event (so the group join is left out) to its last.
+/// Progress is read from the worker's own applied-events counter, so the
+/// measurement puts no load on Postgres.
+async fn backlog_apply_rate(
+    procs: &mut Processes,
+    http: &reqwest::Client,
+    name: &'static str,
+    extra: &[(&str, String)],
+    n: usize,
+) -> anyhow::Result<f64> {
+    let port = free_port()?;
+    let mut settings = extra.to_vec();
+    settings.push(("METRICS_ADDR", format!("127.0.0.1:{port}")));
+    procs.spawn(name, "stripe-inbound", &[], &settings)?;
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let start = Instant::now();
+    let mut first: Option<(Instant, u64)> = None;
+    loop {
+        let applied = applied_events(http, &metrics).await;
+        if applied > 0 && first.is_none() {
+            first = Some((Instant::now(), applied));
+        }
+        if applied >= n as u64 || start.elapsed() > Duration::from_secs(900) {
+            let (since, at_first) = first.context("the worker applied nothing")?;
+            return Ok((applied - at_first) as f64 / since.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The inbound worker's count of events applied (every outcome), from its
+/// `/metrics`; 0 while it is not answering yet.
+async fn applied_events(http: &reqwest::Client, metrics_url: &str) -> u64 {
+    let Ok(response) = http.get(metrics_url).send().await else {
+        return 0;
+    };
+    let body = response.text().await.unwrap_or_default();
+    body.lines()
+        .filter(|l| l.starts_with("stripe_sync_events_applied_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 /// Reads every message on `topic` with a plain consumer configured as the

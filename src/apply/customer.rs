@@ -259,16 +259,25 @@ fn unlinked_local_customer(conn: &mut PgConnection, object: &Value) -> QueryResu
     Ok(Some(local_id))
 }
 
+/// A Stripe customer object's columns, borrowed from the snapshot: the
+/// batch path writes them without copying the object.
+#[derive(Debug, Clone, Copy)]
+pub struct Columns<'a> {
+    pub email: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub phone: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub metadata: &'a Value,
+    pub stripe_object: &'a Value,
+}
+
 /// Projects a Stripe customer object onto our columns. Fields Stripe sends
 /// as null (or omits) become NULL; metadata is always an object.
-pub fn project(object: &Value) -> CustomerProjection {
-    let text = |field: &str| {
-        object
-            .get(field)
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    };
-    CustomerProjection {
+pub fn columns(object: &Value) -> Columns<'_> {
+    static NO_METADATA: std::sync::LazyLock<Value> =
+        std::sync::LazyLock::new(|| serde_json::json!({}));
+    let text = |field: &str| object.get(field).and_then(Value::as_str);
+    Columns {
         email: text("email"),
         name: text("name"),
         phone: text("phone"),
@@ -276,8 +285,20 @@ pub fn project(object: &Value) -> CustomerProjection {
         metadata: object
             .get("metadata")
             .filter(|m| m.is_object())
-            .cloned()
-            .unwrap_or_else(|| serde_json::json!({})),
+            .unwrap_or(&NO_METADATA),
+        stripe_object: object,
+    }
+}
+
+/// [`columns`], owned: for the per-event path, which may amend them.
+pub fn project(object: &Value) -> CustomerProjection {
+    let c = columns(object);
+    CustomerProjection {
+        email: c.email.map(str::to_owned),
+        name: c.name.map(str::to_owned),
+        phone: c.phone.map(str::to_owned),
+        description: c.description.map(str::to_owned),
+        metadata: c.metadata.clone(),
         stripe_object: Some(object.clone()),
     }
 }

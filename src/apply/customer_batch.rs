@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::customer::{self, Step, Watermark};
 use super::{Applied, ApplyError};
-use crate::db::models::{CustomerProjection, NewIdMapEntry};
+use crate::db::models::NewIdMapEntry;
 use crate::db::schema::customers;
 use crate::outbox;
 use crate::stripe::StripeEvent;
@@ -177,9 +177,17 @@ fn insert_customers(conn: &mut PgConnection, folds: &[Fold<'_>]) -> QueryResult<
         .filter_map(|f| {
             let id = f.created?;
             let object = f.row.expect("a created customer has a snapshot");
+            let c = customer::columns(object);
             Some((
                 customers::id.eq(id),
-                customer::project(object),
+                (
+                    customers::email.eq(c.email),
+                    customers::name.eq(c.name),
+                    customers::phone.eq(c.phone),
+                    customers::description.eq(c.description),
+                    customers::metadata.eq(c.metadata),
+                    customers::stripe_object.eq(Some(c.stripe_object)),
+                ),
                 customers::deleted_at.eq(f.tombstone.then_some(now)),
                 customers::version.eq(1 + f.writes),
             ))
@@ -196,7 +204,7 @@ fn insert_customers(conn: &mut PgConnection, folds: &[Fold<'_>]) -> QueryResult<
 
 /// Writes every changed existing row in one statement: the last snapshot
 /// (when one was written), the tombstone, and one version bump per change.
-fn update_customers(conn: &mut PgConnection, folds: &[Fold<'_>]) -> QueryResult<()> {
+fn update_customers<'e>(conn: &mut PgConnection, folds: &[Fold<'e>]) -> QueryResult<()> {
     let changed: Vec<(Uuid, &Fold<'_>)> = folds
         .iter()
         .filter(|f| f.created.is_none() && f.writes > 0)
@@ -205,15 +213,14 @@ fn update_customers(conn: &mut PgConnection, folds: &[Fold<'_>]) -> QueryResult<
     if changed.is_empty() {
         return Ok(());
     }
-    let projections: Vec<Option<CustomerProjection>> = changed
+    // Borrowed from the snapshots: nothing of them is copied but the bytes
+    // sent to Postgres.
+    let projections: Vec<Option<customer::Columns<'e>>> = changed
         .iter()
-        .map(|(_, f)| f.row.map(customer::project))
+        .map(|(_, f)| f.row.map(customer::columns))
         .collect();
-    let column = |get: fn(&CustomerProjection) -> Option<String>| -> Vec<Option<String>> {
-        projections
-            .iter()
-            .map(|p| p.as_ref().and_then(get))
-            .collect()
+    let column = |get: fn(customer::Columns<'e>) -> Option<&'e str>| -> Vec<Option<&'e str>> {
+        projections.iter().map(|p| p.and_then(get)).collect()
     };
     diesel::sql_query(
         "UPDATE customers AS c SET \
@@ -232,20 +239,20 @@ fn update_customers(conn: &mut PgConnection, folds: &[Fold<'_>]) -> QueryResult<
     )
     .bind::<Array<SqlUuid>, _>(changed.iter().map(|(id, _)| *id).collect::<Vec<_>>())
     .bind::<Array<Bool>, _>(projections.iter().map(Option::is_some).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(column(|p| p.email.clone()))
-    .bind::<Array<Nullable<Text>>, _>(column(|p| p.name.clone()))
-    .bind::<Array<Nullable<Text>>, _>(column(|p| p.phone.clone()))
-    .bind::<Array<Nullable<Text>>, _>(column(|p| p.description.clone()))
+    .bind::<Array<Nullable<Text>>, _>(column(|p| p.email))
+    .bind::<Array<Nullable<Text>>, _>(column(|p| p.name))
+    .bind::<Array<Nullable<Text>>, _>(column(|p| p.phone))
+    .bind::<Array<Nullable<Text>>, _>(column(|p| p.description))
     .bind::<Array<Jsonb>, _>(
         projections
             .iter()
-            .map(|p| p.as_ref().map_or(Value::Null, |p| p.metadata.clone()))
+            .map(|p| p.as_ref().map_or(&Value::Null, |p| p.metadata))
             .collect::<Vec<_>>(),
     )
     .bind::<Array<Nullable<Jsonb>>, _>(
         projections
             .iter()
-            .map(|p| p.as_ref().and_then(|p| p.stripe_object.clone()))
+            .map(|p| p.as_ref().map(|p| p.stripe_object))
             .collect::<Vec<_>>(),
     )
     .bind::<Array<Bool>, _>(changed.iter().map(|(_, f)| f.tombstone).collect::<Vec<_>>())
