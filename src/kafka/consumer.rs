@@ -225,14 +225,16 @@ pub async fn run<H: BatchHandler>(
             sent = queue.send(delivery) => sent.is_ok(),
         };
         if !handed {
-            break; // the lane stopped: only shutdown does that
+            break; // the lane stopped: shutdown, or it panicked
         }
     }
     // Messages still queued are dropped unstored: they are redelivered.
     drop(queues);
+    let mut lane_failure = None;
     for lane in lanes {
         if let Err(e) = lane.await {
             tracing::error!(error = %e, "apply lane panicked");
+            lane_failure = Some(anyhow::anyhow!("an apply lane panicked: {e}"));
         }
     }
 
@@ -256,7 +258,9 @@ pub async fn run<H: BatchHandler>(
     dead_letters.flush(Duration::from_secs(5));
     consumer.unsubscribe();
     tracing::info!(kafka.group = %settings.group, "consumer stopped");
-    Ok(())
+    // What the other lanes finished is committed above; the process still
+    // fails, so that it is restarted rather than quietly stopped.
+    lane_failure.map_or(Ok(()), Err)
 }
 
 type GroupConsumer = StreamConsumer<GroupContext>;
