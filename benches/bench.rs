@@ -70,6 +70,23 @@ fn env(name: &str) -> anyhow::Result<String> {
         .with_context(|| format!("{name} is not set: run the benchmark through scripts/bench"))
 }
 
+/// Rows for the p50, p95 and p99 of `sorted` latencies (seconds) in ms;
+/// the target applies to the p99.
+fn latency_rows(figure: &str, sorted: &[f64], p99_target: &str) -> Vec<Row> {
+    [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")]
+        .into_iter()
+        .map(|(p, name)| {
+            row(
+                &format!("{figure}, {name}"),
+                percentile(sorted, p) * 1000.0,
+                "ms",
+                None,
+                if name == "p99" { p99_target } else { "-" },
+            )
+        })
+        .collect()
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -445,15 +462,11 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(scale.fixed_rate_secs),
     )
     .await?;
-    for (p, name) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
-        rows.push(row(
-            &format!("end to end (200 → row visible) at 1000/s, {name}"),
-            percentile(&e2e, p) * 1000.0,
-            "ms",
-            None,
-            if name == "p99" { "<= 100" } else { "-" },
-        ));
-    }
+    rows.extend(latency_rows(
+        "end to end (200 → row visible) at 1000/s",
+        &e2e,
+        "<= 100",
+    ));
 
     // Inbound apply rate from a backlog, first through the sqlite broker.
     let inbound_rss_1 = procs.stop("stripe-inbound");
@@ -713,15 +726,11 @@ async fn ingest_figures(
         first_n + 10_000_000,
     )
     .await?;
-    for (p, name) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
-        rows.push(row(
-            &format!("webhook latency at 1000/s{label}, {name}"),
-            percentile(&lat, p) * 1000.0,
-            "ms",
-            None,
-            if name == "p99" { "<= 10" } else { "-" },
-        ));
-    }
+    rows.extend(latency_rows(
+        &format!("webhook latency at 1000/s{label}"),
+        &lat,
+        "<= 10",
+    ));
     Ok(rows)
 }
 

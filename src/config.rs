@@ -295,12 +295,12 @@ pub struct InboundConfig {
     pub kafka: KafkaConfig,
     pub stripe: StripeApiConfig,
     pub consumer_group: String,
-    /// Messages per batch, at most, shared among its lanes.
+    /// Messages per batch of a lane, at most (one transaction each).
     pub batch_size: usize,
     /// How long to wait for more messages to fill a batch once one arrived.
     pub batch_wait: Duration,
-    /// Partitions applied concurrently, each lane in its own transaction on
-    /// its own connection.
+    /// Lanes applying at once, each with its own batches, transactions and
+    /// connection; a partition always goes to the same lane.
     pub apply_lanes: usize,
 }
 

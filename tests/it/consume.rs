@@ -174,11 +174,7 @@ async fn lanes_apply_each_partition_in_order_and_commit_only_what_was_applied() 
     let n = 420;
     let run = start(n, Recorder::default()).await;
     let recorder = run.recorder.clone();
-    wait_for(Duration::from_secs(60), "every message handled", || {
-        let done = recorder.handled_count() >= n;
-        async move { done.then_some(()) }
-    })
-    .await;
+    wait_handled(&recorder, n).await;
     let (recorder, committed) = run.stop().await;
 
     assert_eq!(*recorder.violations.lock().unwrap(), Vec::<String>::new());
@@ -186,22 +182,12 @@ async fn lanes_apply_each_partition_in_order_and_commit_only_what_was_applied() 
         recorder.most_at_once.load(Ordering::SeqCst) >= 2,
         "the lanes never ran at once, so this test proved nothing about them"
     );
-    let handled = recorder.handled.lock().unwrap();
     assert_eq!(
-        handled.len(),
+        recorder.handled.lock().unwrap().len(),
         PARTITIONS as usize,
         "every partition had messages"
     );
-    for (partition, offsets) in handled.iter() {
-        // Exactly once each, in order: a single member never re-reads.
-        let expected: Vec<i64> = (0..offsets.len() as i64).collect();
-        assert_eq!(offsets, &expected, "partition {partition}");
-        assert_eq!(
-            committed[partition],
-            offsets.len() as i64,
-            "partition {partition}: committed offset is the next after the last applied"
-        );
-    }
+    assert_applied_once_in_order_and_committed(&recorder, &committed);
 }
 
 #[tokio::test]
@@ -220,18 +206,10 @@ async fn a_failing_lane_retries_and_commits_nothing_it_did_not_apply() {
     );
     // Recovery: the same batch is retried and goes through, in order.
     recorder.failing.lock().unwrap().clear();
-    wait_for(Duration::from_secs(60), "every message handled", || {
-        let done = recorder.handled_count() >= n;
-        async move { done.then_some(()) }
-    })
-    .await;
+    wait_handled(&recorder, n).await;
     let (recorder, committed) = run.stop().await;
     assert_eq!(*recorder.violations.lock().unwrap(), Vec::<String>::new());
-    for (partition, offsets) in recorder.handled.lock().unwrap().iter() {
-        let expected: Vec<i64> = (0..offsets.len() as i64).collect();
-        assert_eq!(offsets, &expected, "partition {partition}");
-        assert_eq!(committed[partition], offsets.len() as i64);
-    }
+    assert_applied_once_in_order_and_committed(&recorder, &committed);
 }
 
 #[tokio::test]
@@ -267,4 +245,28 @@ async fn wait_retried(recorder: &Recorder) {
         },
     )
     .await;
+}
+
+/// Waits until `n` messages have been handled.
+async fn wait_handled(recorder: &Recorder, n: usize) {
+    wait_for(Duration::from_secs(60), "every message handled", || {
+        let done = recorder.handled_count() >= n;
+        async move { done.then_some(()) }
+    })
+    .await;
+}
+
+/// Every partition's messages were applied exactly once each, in offset
+/// order (a single member never re-reads), and its committed offset is the
+/// next after the last applied.
+fn assert_applied_once_in_order_and_committed(recorder: &Recorder, committed: &BTreeMap<i32, i64>) {
+    for (partition, offsets) in recorder.handled.lock().unwrap().iter() {
+        let expected: Vec<i64> = (0..offsets.len() as i64).collect();
+        assert_eq!(offsets, &expected, "partition {partition}");
+        assert_eq!(
+            committed[partition],
+            offsets.len() as i64,
+            "partition {partition}: committed offset is the next after the last applied"
+        );
+    }
 }
