@@ -28,6 +28,7 @@ const TUNING_PASSED_THROUGH: &[&str] = &[
     "INBOUND_BATCH_SIZE",
     "INBOUND_BATCH_WAIT_MS",
     "INBOUND_APPLY_LANES",
+    "KAFKA_FETCH_MAX_BYTES",
 ];
 
 #[derive(Clone, Copy)]
@@ -191,6 +192,13 @@ async fn wait_http(url: &str) -> anyhow::Result<()> {
 /// faster than autovacuum (a minute between rounds) follows; without this,
 /// each phase would pay for the bloat of the ones before it, and the
 /// figures would depend on their order rather than on the engine.
+/// Drops the bench's own database, whoever is still connected.
+fn drop_database(admin_url: &str, db_name: &str) -> anyhow::Result<()> {
+    diesel::sql_query(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+        .execute(&mut PgConnection::establish(admin_url)?)?;
+    Ok(())
+}
+
 fn vacuum(conn: &mut PgConnection) -> anyhow::Result<()> {
     diesel::sql_query("VACUUM (ANALYZE) customers, id_map, event_ledger").execute(conn)?;
     Ok(())
@@ -263,8 +271,7 @@ async fn main() -> anyhow::Result<()> {
         let figures =
             [1, lanes].map(|lanes| (lanes, postgres_figures(&pool, &fixtures, &scale, lanes)));
         drop(pool);
-        diesel::sql_query(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-            .execute(&mut PgConnection::establish(&admin_url)?)?;
+        drop_database(&admin_url, &db_name)?;
         for (lanes, figures) in figures {
             let (ceiling, rate) = figures?;
             println!(
@@ -273,6 +280,35 @@ async fn main() -> anyhow::Result<()> {
                 100.0 * rate / ceiling
             );
         }
+        return Ok(());
+    }
+
+    // `--backlog`: only the inbound worker's apply from the memory broker's
+    // backlog and its peak RSS, to try settings (INBOUND_APPLY_LANES, ...).
+    if std::env::args().any(|a| a == "--backlog") {
+        let memory_brokers = env("BENCH_KAFKA_MEMORY_BROKERS")?;
+        let mut procs = engine_processes(&db_url, &memory_brokers, &suffix, free_port()?)?;
+        let http = reqwest::Client::new();
+        let mut conn = PgConnection::establish(&db_url)?;
+        let measured = memory_backlog(
+            &mut procs,
+            &http,
+            &mut conn,
+            &memory_brokers,
+            &format!("stripe.events.v1.bench.{suffix}"),
+            &suffix,
+            scale.backlog_events,
+            &fixtures,
+        )
+        .await;
+        drop((conn, pool));
+        drop_database(&admin_url, &db_name)?;
+        let (rate, rss) = measured?;
+        println!(
+            "inbound apply from the memory broker's backlog of {}: {rate:.0} events/s, \
+             peak RSS {rss:.0?} MiB",
+            scale.backlog_events
+        );
         return Ok(());
     }
 
@@ -350,46 +386,8 @@ async fn main() -> anyhow::Result<()> {
 
     // --- the engine, as separate processes ----------------------------------
     let events_topic = format!("stripe.events.v1.bench.{suffix}");
-    let changes_topic = format!("customers.changes.v1.bench.{suffix}");
     let listen_port = free_port()?;
-    let fake = start_fake_stripe();
-    let bin_dir = std::env::current_exe()?
-        .parent()
-        .context("binary directory")?
-        .to_path_buf();
-    let mut procs = Processes {
-        dir: bin_dir,
-        env: [
-            ("DATABASE_URL", db_url.clone()),
-            ("KAFKA_BROKERS", brokers.clone()),
-            ("STRIPE_EVENTS_TOPIC", events_topic.clone()),
-            ("CUSTOMER_CHANGES_TOPIC", changes_topic.clone()),
-            ("INBOUND_CONSUMER_GROUP", format!("bench.inbound.{suffix}")),
-            (
-                "OUTBOUND_CONSUMER_GROUP",
-                format!("bench.outbound.{suffix}"),
-            ),
-            ("STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
-            ("API_TOKEN", TOKEN.to_owned()),
-            ("STRIPE_API_KEY", "sk_test_bench".to_owned()),
-            ("STRIPE_API_BASE", fake.clone()),
-            ("STRIPE_RATE_LIMIT", "0".to_owned()),
-            ("LISTEN_ADDR", format!("127.0.0.1:{listen_port}")),
-            ("DATABASE_POOL_SIZE", "16".to_owned()),
-            ("RUST_LOG", "warn".to_owned()),
-            ("PATH", std::env::var("PATH").unwrap_or_default()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        // Tuning settings set for the bench reach the processes, to try them.
-        .chain(
-            TUNING_PASSED_THROUGH
-                .iter()
-                .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), v))),
-        )
-        .collect(),
-        children: HashMap::new(),
-    };
+    let mut procs = engine_processes(&db_url, &brokers, &suffix, listen_port)?;
     procs.spawn("serve", "stripe-sync", &["serve"], &[])?;
     let base = format!("http://127.0.0.1:{listen_port}");
     wait_http(&format!("{base}/readyz")).await?;
@@ -515,28 +513,16 @@ async fn main() -> anyhow::Result<()> {
         "-",
     ));
     // The same from the memory broker, whose consume is not the bottleneck:
-    // what the worker itself sustains. Its own topic and group, so it reads
-    // only this backlog.
-    let memory_topic = format!("{events_topic}.backlog");
-    produce_backlog(
-        &memory_brokers,
-        &memory_topic,
-        60_000_000,
-        scale.backlog_events,
-        &fixtures,
-    )
-    .await?;
-    vacuum(&mut conn)?;
-    let memory_apply_rate = backlog_apply_rate(
+    // what the worker itself sustains.
+    let (memory_apply_rate, inbound_memory_rss) = memory_backlog(
         &mut procs,
         &http,
-        "stripe-inbound-memory-broker",
-        &[
-            ("KAFKA_BROKERS", memory_brokers.clone()),
-            ("STRIPE_EVENTS_TOPIC", memory_topic),
-            ("INBOUND_CONSUMER_GROUP", format!("bench.inbound.{suffix}")),
-        ],
+        &mut conn,
+        &memory_brokers,
+        &events_topic,
+        &suffix,
         scale.backlog_events,
+        &fixtures,
     )
     .await?;
     rows.push(row(
@@ -546,7 +532,6 @@ async fn main() -> anyhow::Result<()> {
         Some(upsert_rate),
         ">= 20000 and >= 50% of ceiling",
     ));
-    let inbound_memory_rss = procs.stop("stripe-inbound-memory-broker");
     eprintln!(
         "peak RSS of stripe-inbound: {inbound_rss_1:?} MiB through end to end, \
          {inbound_memory_rss:?} MiB from the memory broker's backlog"
@@ -653,8 +638,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     drop(conn);
     drop(pool);
-    let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-        .execute(&mut PgConnection::establish(&admin_url)?);
+    drop_database(&admin_url, &db_name)?;
     Ok(())
 }
 
@@ -1024,6 +1008,41 @@ async fn backlog_apply_rate(
     }
 }
 
+/// Has a stripe-inbound of its own (own topic and group, so it reads only
+/// this backlog) apply a backlog of `n` events from the memory broker;
+/// returns its apply rate in events/s and its peak RSS in MiB.
+#[allow(clippy::too_many_arguments)]
+async fn memory_backlog(
+    procs: &mut Processes,
+    http: &reqwest::Client,
+    conn: &mut PgConnection,
+    memory_brokers: &str,
+    events_topic: &str,
+    suffix: &str,
+    n: usize,
+    fixtures: &Value,
+) -> anyhow::Result<(f64, Option<f64>)> {
+    let topic = format!("{events_topic}.backlog");
+    produce_backlog(memory_brokers, &topic, 60_000_000, n, fixtures).await?;
+    vacuum(conn)?;
+    let rate = backlog_apply_rate(
+        procs,
+        http,
+        "stripe-inbound-memory-broker",
+        &[
+            ("KAFKA_BROKERS", memory_brokers.to_owned()),
+            ("STRIPE_EVENTS_TOPIC", topic),
+            (
+                "INBOUND_CONSUMER_GROUP",
+                format!("bench.inbound.{suffix}.backlog"),
+            ),
+        ],
+        n,
+    )
+    .await?;
+    Ok((rate, procs.stop("stripe-inbound-memory-broker")))
+}
+
 /// The inbound worker's count of events applied (every outcome), from its
 /// `/metrics`; 0 while it is not answering yet.
 async fn applied_events(http: &reqwest::Client, metrics_url: &str) -> u64 {
@@ -1042,11 +1061,14 @@ async fn applied_events(http: &reqwest::Client, metrics_url: &str) -> u64 {
 fn raw_consume_rate(brokers: &str, topic: &str) -> anyhow::Result<f64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
-    let consumer: BaseConsumer =
-        stripe_sync::kafka::consumer::fetch_config(brokers, Duration::from_millis(20))
-            .set("group.id", "bench.raw-consume")
-            .set("enable.auto.commit", "false")
-            .create()?;
+    let consumer: BaseConsumer = stripe_sync::kafka::consumer::fetch_config(
+        brokers,
+        Duration::from_millis(20),
+        stripe_sync::config::DEFAULT_FETCH_MAX_BYTES,
+    )
+    .set("group.id", "bench.raw-consume")
+    .set("enable.auto.commit", "false")
+    .create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions = metadata.topics()[0].partitions().len() as i32;
     let mut assignment = TopicPartitionList::new();
@@ -1194,6 +1216,62 @@ async fn end_to_end(
 struct E2eRow {
     #[diesel(sql_type = diesel::sql_types::Text)]
     external_id: String,
+}
+
+/// The engine's processes as the bench runs them: one database, the bench's
+/// own topics and groups (named after `suffix`), an in-process Stripe fake,
+/// and the tuning settings set for the bench handed on.
+fn engine_processes(
+    db_url: &str,
+    brokers: &str,
+    suffix: &str,
+    listen_port: u16,
+) -> anyhow::Result<Processes> {
+    let fake = start_fake_stripe();
+    let dir = std::env::current_exe()?
+        .parent()
+        .context("binary directory")?
+        .to_path_buf();
+    let env = [
+        ("DATABASE_URL", db_url.to_owned()),
+        ("KAFKA_BROKERS", brokers.to_owned()),
+        (
+            "STRIPE_EVENTS_TOPIC",
+            format!("stripe.events.v1.bench.{suffix}"),
+        ),
+        (
+            "CUSTOMER_CHANGES_TOPIC",
+            format!("customers.changes.v1.bench.{suffix}"),
+        ),
+        ("INBOUND_CONSUMER_GROUP", format!("bench.inbound.{suffix}")),
+        (
+            "OUTBOUND_CONSUMER_GROUP",
+            format!("bench.outbound.{suffix}"),
+        ),
+        ("STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
+        ("API_TOKEN", TOKEN.to_owned()),
+        ("STRIPE_API_KEY", "sk_test_bench".to_owned()),
+        ("STRIPE_API_BASE", fake),
+        ("STRIPE_RATE_LIMIT", "0".to_owned()),
+        ("LISTEN_ADDR", format!("127.0.0.1:{listen_port}")),
+        ("DATABASE_POOL_SIZE", "16".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    // Tuning settings set for the bench reach the processes, to try them.
+    .chain(
+        TUNING_PASSED_THROUGH
+            .iter()
+            .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), v))),
+    )
+    .collect();
+    Ok(Processes {
+        dir,
+        env,
+        children: HashMap::new(),
+    })
 }
 
 /// An in-process Stripe that answers instantly, so the outbound figure

@@ -121,7 +121,20 @@ pub struct KafkaConfig {
     /// new. Brokers that poll for new data instead of waking on it (nisshi)
     /// add up to half of this to every message's latency.
     pub fetch_wait: Duration,
+    /// Most bytes a fetch may return (`fetch.max.bytes`), counted as the
+    /// broker stores batches (compressed, on Kafka). It bounds a worker's
+    /// memory, and must hold the largest message: a broker that does not
+    /// return a message larger than a fetch (nisshi) stalls its partition.
+    pub fetch_max_bytes: usize,
 }
+
+/// `KAFKA_FETCH_MAX_BYTES` unless set: room for the default largest webhook
+/// body (`WEBHOOK_MAX_BODY_BYTES`, 1 MiB) and its envelope.
+pub const DEFAULT_FETCH_MAX_BYTES: usize = 1024 * 1024 + ENVELOPE_ALLOWANCE_BYTES as usize;
+
+/// Room in a fetch for what a message carries beside the webhook body (key,
+/// headers, batch framing); see [`ServeConfig::load`].
+pub const ENVELOPE_ALLOWANCE_BYTES: u64 = 64 * 1024;
 
 impl KafkaConfig {
     pub fn load(env: &Env) -> Result<Self, ConfigError> {
@@ -141,6 +154,17 @@ impl KafkaConfig {
             replication_factor: env.parsed("KAFKA_REPLICATION_FACTOR", 1)?,
             produce_timeout: Duration::from_millis(env.parsed("KAFKA_PRODUCE_TIMEOUT_MS", 5000)?),
             fetch_wait: Duration::from_millis(env.parsed("KAFKA_FETCH_WAIT_MS", 20)?),
+            fetch_max_bytes: {
+                let bytes: usize = env.parsed("KAFKA_FETCH_MAX_BYTES", DEFAULT_FETCH_MAX_BYTES)?;
+                // librdkafka's own bounds for it (and `message.max.bytes`).
+                if !(1000..=1_000_000_000).contains(&bytes) {
+                    return Err(ConfigError::Invalid {
+                        name: "KAFKA_FETCH_MAX_BYTES",
+                        reason: "must be between 1000 and 1000000000".into(),
+                    });
+                }
+                bytes
+            },
         })
     }
 
@@ -259,6 +283,23 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        let kafka = KafkaConfig::load(env)?;
+        let webhook = WebhookConfig::load(env)?;
+        // An event serve accepts must fit in the workers' fetch, or some
+        // brokers never hand it to them; refuse the pair at startup rather
+        // than stall a partition on the first large event.
+        let largest = webhook.max_body_bytes + ENVELOPE_ALLOWANCE_BYTES;
+        if largest > kafka.fetch_max_bytes as u64 {
+            return Err(ConfigError::Invalid {
+                name: "WEBHOOK_MAX_BODY_BYTES",
+                reason: format!(
+                    "an event of {} bytes with its envelope ({ENVELOPE_ALLOWANCE_BYTES} bytes) \
+                     would not fit in a worker's fetch: raise KAFKA_FETCH_MAX_BYTES ({}) to at \
+                     least {largest}, for every process",
+                    webhook.max_body_bytes, kafka.fetch_max_bytes
+                ),
+            });
+        }
         Ok(Self {
             listen_addr: env.parsed("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             api_token: {
@@ -272,8 +313,8 @@ impl ServeConfig {
                 SecretString::from(token.to_owned())
             },
             database: DatabaseConfig::load(env)?,
-            kafka: KafkaConfig::load(env)?,
-            webhook: WebhookConfig::load(env)?,
+            kafka,
+            webhook,
             inventory: crate::ops::Inventory::load(env)?,
         })
     }
@@ -435,6 +476,43 @@ mod tests {
             ServeConfig::load(&env),
             Err(ConfigError::Invalid {
                 name: "LISTEN_ADDR",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_webhook_body_must_fit_in_the_workers_fetch() {
+        let env = Env::from_pairs([
+            ("DATABASE_URL", "postgres://x"),
+            ("KAFKA_BROKERS", "b:9092"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec"),
+            ("API_TOKEN", "0123456789abcdef"),
+        ]);
+        // The defaults fit each other.
+        let cfg = ServeConfig::load(&env).unwrap();
+        assert!(
+            cfg.webhook.max_body_bytes + ENVELOPE_ALLOWANCE_BYTES
+                <= cfg.kafka.fetch_max_bytes as u64
+        );
+        let larger_body = env.with("WEBHOOK_MAX_BODY_BYTES", "2000000");
+        let err = ServeConfig::load(&larger_body).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { name: "WEBHOOK_MAX_BODY_BYTES", reason }
+                if reason.contains("KAFKA_FETCH_MAX_BYTES")),
+            "{err}"
+        );
+        // Raised together, they fit again.
+        let both = larger_body.with("KAFKA_FETCH_MAX_BYTES", "2065536");
+        assert_eq!(
+            ServeConfig::load(&both).unwrap().kafka.fetch_max_bytes,
+            2_065_536
+        );
+        let tiny = env.with("KAFKA_FETCH_MAX_BYTES", "10");
+        assert!(matches!(
+            ServeConfig::load(&tiny),
+            Err(ConfigError::Invalid {
+                name: "KAFKA_FETCH_MAX_BYTES",
                 ..
             })
         ));

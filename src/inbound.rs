@@ -162,6 +162,7 @@ pub async fn run(cfg: InboundConfig, shutdown: CancellationToken) -> anyhow::Res
         batch_wait: cfg.batch_wait,
         lanes: cfg.apply_lanes,
         fetch_wait: kafka.fetch_wait,
+        fetch_max_bytes: kafka.fetch_max_bytes,
     };
     consumer::run(settings, handler, producer, shutdown).await
 }

@@ -323,6 +323,7 @@ pub async fn run(cfg: OutboundConfig, shutdown: CancellationToken) -> anyhow::Re
         // One lane: the Stripe rate budget, not Postgres, bounds this worker.
         lanes: 1,
         fetch_wait: cfg.kafka.fetch_wait,
+        fetch_max_bytes: cfg.kafka.fetch_max_bytes,
     };
     consumer::run(settings, handler, producer, shutdown).await
 }

@@ -89,6 +89,8 @@ pub struct ConsumeSettings {
     pub lanes: usize,
     /// `fetch.wait.max.ms`: see `KafkaConfig::fetch_wait`.
     pub fetch_wait: Duration,
+    /// `fetch.max.bytes`: see `KafkaConfig::fetch_max_bytes`.
+    pub fetch_max_bytes: usize,
 }
 
 /// Logs group rebalances and tracks whether the group join completed;
@@ -134,7 +136,7 @@ fn describe(tpl: &TopicPartitionList) -> String {
 /// How every worker fetches: the settings that decide its latency, its
 /// throughput from a backlog and its memory (the benchmark measures the
 /// broker's consume ceiling with the same).
-pub fn fetch_config(brokers: &str, fetch_wait: Duration) -> ClientConfig {
+pub fn fetch_config(brokers: &str, fetch_wait: Duration, fetch_max_bytes: usize) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
@@ -143,6 +145,18 @@ pub fn fetch_config(brokers: &str, fetch_wait: Duration) -> ClientConfig {
         // than the lanes hold at once (2 batches each), and a worker
         // catching up on a backlog should not hold the backlog in memory.
         .set("queued.max.messages.kbytes", "4096")
+        // A fetch answers with at most `fetch_max_bytes` (1.06 MiB by
+        // default; librdkafka's default follows the prefetch, 4 MiB). The
+        // limit counts batches as stored, compressed, and lz4 compresses
+        // event JSON 3 times (a mix of Stripe objects) to 28 times (the
+        // bench's customer updates): a 4 MiB fetch decompressed to up to
+        // ~100 MB, which librdkafka held whatever the prefetch limit says
+        // (stripe-inbound peaked at 120 MiB on the bench's backlog; 66 MiB
+        // with the default, 48 MiB with 256 KiB). librdkafka wants
+        // `message.max.bytes` (for a consumer, only the size of the
+        // requests it sends) no larger than this.
+        .set("fetch.max.bytes", fetch_max_bytes.to_string())
+        .set("message.max.bytes", fetch_max_bytes.to_string())
         // Once the prefetch is full, fetch again 20 ms later (default 1 s):
         // with the default, lanes catching up on a backlog drained the
         // prefetch and then sat idle for the rest of the second (apply from
@@ -167,20 +181,24 @@ pub async fn run<H: BatchHandler>(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let consumer: Arc<GroupConsumer> = Arc::new(
-        fetch_config(&settings.brokers, settings.fetch_wait)
-            .set("group.id", &settings.group)
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            // We store offsets ourselves, after the apply committed.
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            // Also the rebalance timeout: how long the coordinator waits for
-            // members to rejoin. A member that leaves mid-join (stopped while
-            // starting) would otherwise stall the group for the default 5 min.
-            .set("max.poll.interval.ms", "30000")
-            .set("heartbeat.interval.ms", "1000")
-            .create_with_context(GroupContext::default())?,
+        fetch_config(
+            &settings.brokers,
+            settings.fetch_wait,
+            settings.fetch_max_bytes,
+        )
+        .set("group.id", &settings.group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        // We store offsets ourselves, after the apply committed.
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        // Also the rebalance timeout: how long the coordinator waits for
+        // members to rejoin. A member that leaves mid-join (stopped while
+        // starting) would otherwise stall the group for the default 5 min.
+        .set("max.poll.interval.ms", "30000")
+        .set("heartbeat.interval.ms", "1000")
+        .create_with_context(GroupContext::default())?,
     );
     consumer.subscribe(&[&settings.topic])?;
     let progress: Progress = Arc::default();

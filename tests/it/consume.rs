@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use stripe_sync::config::ENVELOPE_ALLOWANCE_BYTES;
 use stripe_sync::kafka::consumer::Transient;
 use stripe_sync::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome};
 use stripe_sync::kafka::EventProducer;
@@ -20,6 +21,8 @@ use crate::support::{unique, wait_for};
 
 const PARTITIONS: i32 = 6;
 const LANES: usize = 3;
+/// Smaller than the default, so the largest message test stays quick.
+const FETCH_MAX_BYTES: usize = 256 * 1024;
 
 /// Records every batch; fails transiently while `failing` says so.
 #[derive(Default)]
@@ -35,6 +38,8 @@ struct Recorder {
     /// Partitions whose batches fail (transiently) for now.
     failing: Mutex<BTreeSet<i32>>,
     failed_attempts: AtomicUsize,
+    /// The largest payload handled, in bytes.
+    largest_payload: AtomicUsize,
 }
 
 impl Recorder {
@@ -77,6 +82,8 @@ impl BatchHandler for Recorder {
                     ));
                 }
                 offsets.push(d.offset);
+                let len = d.payload.as_ref().map_or(0, Vec::len);
+                self.largest_payload.fetch_max(len, Ordering::SeqCst);
             }
         }
         self.running.fetch_sub(1, Ordering::SeqCst);
@@ -101,9 +108,10 @@ struct Run {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-/// Produces `n` messages over 30 keys (so over every partition), then
-/// starts the consume loop with `LANES` lanes and small batches.
-async fn start(n: usize, recorder: Recorder) -> Run {
+/// Produces `n` messages over 30 keys (so over every partition), the i-th
+/// with `payload(i)`, then starts the consume loop with `LANES` lanes and
+/// small batches.
+async fn start(n: usize, recorder: Recorder, payload: impl Fn(usize) -> Vec<u8>) -> Run {
     let brokers = shared_brokers();
     let topic = unique("consume");
     let dead_letter_topic = format!("{topic}.dlq");
@@ -121,7 +129,7 @@ async fn start(n: usize, recorder: Recorder) -> Run {
             .send(
                 &topic,
                 format!("key{}", i % 30).as_bytes(),
-                b"{}",
+                &payload(i),
                 &Vec::new(),
             )
             .await
@@ -137,6 +145,7 @@ async fn start(n: usize, recorder: Recorder) -> Run {
         batch_wait: Duration::from_millis(5),
         lanes: LANES,
         fetch_wait: Duration::from_millis(20),
+        fetch_max_bytes: FETCH_MAX_BYTES,
     };
     let recorder = Arc::new(recorder);
     let shutdown = CancellationToken::new();
@@ -172,7 +181,7 @@ impl Run {
 #[tokio::test]
 async fn lanes_apply_each_partition_in_order_and_commit_only_what_was_applied() {
     let n = 420;
-    let run = start(n, Recorder::default()).await;
+    let run = start(n, Recorder::default(), empty_object).await;
     let recorder = run.recorder.clone();
     wait_handled(&recorder, n).await;
     let (recorder, committed) = run.stop().await;
@@ -197,7 +206,7 @@ async fn a_failing_lane_retries_and_commits_nothing_it_did_not_apply() {
     let recorder = Recorder::default();
     recorder.failing.lock().unwrap().insert(0);
     let n = 120;
-    let run = start(n, recorder).await;
+    let run = start(n, recorder, empty_object).await;
     let recorder = run.recorder.clone();
     wait_retried(&recorder).await;
     assert!(
@@ -216,7 +225,7 @@ async fn a_failing_lane_retries_and_commits_nothing_it_did_not_apply() {
 async fn shutdown_during_retries_commits_only_what_was_applied() {
     let recorder = Recorder::default();
     recorder.failing.lock().unwrap().insert(0);
-    let run = start(120, recorder).await;
+    let run = start(120, recorder, empty_object).await;
     wait_retried(&run.recorder).await;
     let (recorder, committed) = run.stop().await;
     assert_eq!(*recorder.violations.lock().unwrap(), Vec::<String>::new());
@@ -232,6 +241,48 @@ async fn shutdown_during_retries_commits_only_what_was_applied() {
             "partition {partition}: committed exactly what was applied"
         );
     }
+}
+
+#[tokio::test]
+async fn the_largest_message_a_fetch_allows_is_consumed_whole() {
+    // Fetches are limited to FETCH_MAX_BYTES of batches as stored; the
+    // largest message the engine lets in (`ServeConfig` keeps webhook
+    // bodies within the fetch, less the envelope allowance) must still
+    // come, in order with its neighbours. Random bytes, so that compression
+    // cannot shrink it below the limit.
+    let large = FETCH_MAX_BYTES - ENVELOPE_ALLOWANCE_BYTES as usize;
+    let n = 60;
+    let run = start(n, Recorder::default(), |i| {
+        if i % 20 == 5 {
+            incompressible(large, i as u64)
+        } else {
+            b"{}".to_vec()
+        }
+    })
+    .await;
+    let recorder = run.recorder.clone();
+    wait_handled(&recorder, n).await;
+    let (recorder, committed) = run.stop().await;
+    assert_eq!(*recorder.violations.lock().unwrap(), Vec::<String>::new());
+    assert_eq!(recorder.largest_payload.load(Ordering::SeqCst), large);
+    assert_applied_once_in_order_and_committed(&recorder, &committed);
+}
+
+fn empty_object(_: usize) -> Vec<u8> {
+    b"{}".to_vec()
+}
+
+/// `len` bytes lz4 cannot shrink (xorshift64 from `seed`).
+fn incompressible(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 /// Waits until a failing batch has been retried at least once.
