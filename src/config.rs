@@ -433,6 +433,16 @@ impl OutboundConfig {
 mod tests {
     use super::*;
 
+    /// The least `serve` starts with.
+    fn serve_env() -> Env {
+        Env::from_pairs([
+            ("DATABASE_URL", "postgres://x"),
+            ("KAFKA_BROKERS", "b:9092"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec"),
+            ("API_TOKEN", "0123456789abcdef"),
+        ])
+    }
+
     #[test]
     fn missing_required_variable_is_named() {
         let env = Env::from_pairs([
@@ -450,12 +460,7 @@ mod tests {
 
     #[test]
     fn several_webhook_secrets_and_defaults() {
-        let env = Env::from_pairs([
-            ("DATABASE_URL", "postgres://x"),
-            ("KAFKA_BROKERS", "b:9092"),
-            ("STRIPE_WEBHOOK_SECRET", "whsec_new, whsec_old"),
-            ("API_TOKEN", "0123456789abcdef"),
-        ]);
+        let env = serve_env().with("STRIPE_WEBHOOK_SECRET", "whsec_new, whsec_old");
         let cfg = ServeConfig::load(&env).unwrap();
         assert_eq!(cfg.webhook.secrets.len(), 2);
         assert_eq!(cfg.kafka.events_topic, "stripe.events.v1");
@@ -465,13 +470,7 @@ mod tests {
 
     #[test]
     fn invalid_values_are_named() {
-        let env = Env::from_pairs([
-            ("DATABASE_URL", "postgres://x"),
-            ("KAFKA_BROKERS", "b:9092"),
-            ("STRIPE_WEBHOOK_SECRET", "whsec"),
-            ("API_TOKEN", "0123456789abcdef"),
-            ("LISTEN_ADDR", "nope"),
-        ]);
+        let env = serve_env().with("LISTEN_ADDR", "nope");
         assert!(matches!(
             ServeConfig::load(&env),
             Err(ConfigError::Invalid {
@@ -483,12 +482,7 @@ mod tests {
 
     #[test]
     fn a_webhook_body_must_fit_in_the_workers_fetch() {
-        let env = Env::from_pairs([
-            ("DATABASE_URL", "postgres://x"),
-            ("KAFKA_BROKERS", "b:9092"),
-            ("STRIPE_WEBHOOK_SECRET", "whsec"),
-            ("API_TOKEN", "0123456789abcdef"),
-        ]);
+        let env = serve_env();
         // The defaults fit each other.
         let cfg = ServeConfig::load(&env).unwrap();
         assert!(
