@@ -110,6 +110,17 @@ fn customer_event(n: u64, customer: &str, created: i64, fixtures: &Value) -> Val
     e
 }
 
+/// Event number `n` of a hot spot: 5,000 customers (`{prefix}0` …) updated
+/// in turn, each a second after its previous event.
+fn hot_spot_event(prefix: &str, n: u64, fixtures: &Value) -> Value {
+    customer_event(
+        n,
+        &format!("{prefix}{}", n % 5000),
+        1_800_000_000 + (n / 5000) as i64,
+        fixtures,
+    )
+}
+
 /// Peak resident set size of a process, from /proc (VmHWM), in MiB.
 fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -885,12 +896,7 @@ fn store_apply_rate(
     }
     let events: Vec<stripe_sync::stripe::StripeEvent> = (0..n as u64)
         .map(|i| {
-            let ev = customer_event(
-                70_000_000 + i,
-                &format!("cus_store{}", i % 5000),
-                1_800_000_000 + (i / 5000) as i64,
-                fixtures,
-            );
+            let ev = hot_spot_event("cus_store", 70_000_000 + i, fixtures);
             stripe_sync::stripe::StripeEvent::parse(&serde_json::to_vec(&ev).unwrap())
         })
         .collect::<Result<_, _>>()?;
@@ -952,15 +958,10 @@ async fn produce_backlog(
     let producer = EventProducer::new(brokers, Duration::from_secs(30))?;
     let sends: Vec<_> = (0..n as u64)
         .map(|i| {
-            let ev = customer_event(
-                first + i,
-                &format!("cus_backlog{}", i % 5000),
-                // Numbered from `first`, so two backlogs of the same
-                // customers never carry the same second (a tie the apply
-                // would settle by re-reading each customer from Stripe).
-                1_800_000_000 + ((first + i) / 5000) as i64,
-                fixtures,
-            );
+            // Numbered from `first`, so two backlogs of the same customers
+            // never carry the same second (a tie the apply would settle by
+            // re-reading each customer from Stripe).
+            let ev = hot_spot_event("cus_backlog", first + i, fixtures);
             let producer = producer.clone();
             async move {
                 let body = serde_json::to_vec(&ev).unwrap();
