@@ -1074,6 +1074,7 @@ fn raw_consume_rate(brokers: &str, topic: &str) -> anyhow::Result<f64> {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(stripe_sync::config::DEFAULT_FETCH_MAX_BYTES),
+        1,
     )
     .set("group.id", "bench.raw-consume")
     .set("enable.auto.commit", "false")

@@ -10,18 +10,20 @@
 //! key) is handled in order.
 
 use std::collections::BTreeMap;
+use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use rdkafka::bindings;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, TopicPartitionList};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::envelope::{self, HeaderList};
@@ -80,8 +82,7 @@ pub struct ConsumeSettings {
     pub group: String,
     pub topic: String,
     pub dead_letter_topic: String,
-    /// Messages per batch of a lane, at most; a lane also queues up to as
-    /// many more, so lanes × 2 × this bounds the messages held.
+    /// Messages per batch of a lane, at most.
     pub batch_size: usize,
     pub batch_wait: Duration,
     /// Lanes applying at once, each with its own batches (and, in the
@@ -93,24 +94,30 @@ pub struct ConsumeSettings {
     pub fetch_max_bytes: usize,
 }
 
-/// Logs group rebalances and tracks whether the group join completed;
-/// librdkafka commits the stored offsets of revoked partitions itself
-/// because auto-commit is on.
+/// Logs group rebalances, routes newly assigned partitions to their lanes'
+/// queues and tracks whether the group join completed; librdkafka commits
+/// the stored offsets of revoked partitions itself because auto-commit is
+/// on.
 #[derive(Default)]
 struct GroupContext {
     joined: AtomicBool,
+    /// Set before the consumer subscribes.
+    routing: OnceLock<LaneRouting>,
 }
 
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 tracing::info!(partitions = %describe(tpl), "partitions revoked")
             }
             Rebalance::Assign(tpl) => {
                 self.joined.store(true, AtomicOrdering::Relaxed);
+                if let Some(routing) = self.routing.get() {
+                    routing.forward(consumer, tpl);
+                }
                 tracing::info!(partitions = %describe(tpl), "partitions assigned")
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
@@ -133,18 +140,31 @@ fn describe(tpl: &TopicPartitionList) -> String {
         .join(",")
 }
 
+/// What librdkafka may prefetch for a worker in all, in KiB (its default is
+/// 64 MiB): about 1,800 events, more than the lanes hold at once, and a
+/// worker catching up on a backlog should not hold the backlog in memory.
+const PREFETCH_KIB: usize = 4096;
+
 /// How every worker fetches: the settings that decide its latency, its
 /// throughput from a backlog and its memory (the benchmark measures the
-/// broker's consume ceiling with the same).
-pub fn fetch_config(brokers: &str, fetch_wait: Duration, fetch_max_bytes: usize) -> ClientConfig {
+/// broker's consume ceiling with the same). `queues` is how many queues
+/// the prefetch is read from (one per lane); each may fill its share.
+pub fn fetch_config(
+    brokers: &str,
+    fetch_wait: Duration,
+    fetch_max_bytes: usize,
+    queues: usize,
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
         .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())
-        // Prefetch at most 4 MiB (default 64 MiB), about 1,800 events: more
-        // than the lanes hold at once (2 batches each), and a worker
-        // catching up on a backlog should not hold the backlog in memory.
-        .set("queued.max.messages.kbytes", "4096")
+        // librdkafka stops fetching a partition while the queue it is read
+        // from (its lane's, in the workers) holds this much.
+        .set(
+            "queued.max.messages.kbytes",
+            (PREFETCH_KIB / queues.max(1)).max(1).to_string(),
+        )
         // A fetch answers with at most `fetch_max_bytes` (1.06 MiB by
         // default; librdkafka's default follows the prefetch, 4 MiB). The
         // limit counts batches as stored, compressed, and lz4 compresses
@@ -168,23 +188,35 @@ pub fn fetch_config(brokers: &str, fetch_wait: Duration, fetch_max_bytes: usize)
 /// Runs until `shutdown` fires, then lets every lane finish the batch in
 /// hand, commits and returns.
 ///
-/// One task polls the consumer and hands each message to the lane of its
-/// partition ([`lane_of`]) through a bounded queue; each lane fills its own
-/// batches, applies them and stores their offsets, independently of the
-/// other lanes. A lane that falls behind (or retries) fills its queue, and
-/// then polling waits for it: that, with the batch size, bounds the
-/// messages in memory.
+/// Each lane reads its own librdkafka queue, into which the fetch queue of
+/// every partition of the lane ([`lane_of`]) is forwarded ([`LaneRouting`])
+/// before librdkafka starts fetching it, after every rebalance. librdkafka
+/// stops fetching the partitions of a lane whose queue is full, so a lane
+/// that falls behind (or retries) holds up only its own partitions, and the
+/// prefetch split between the lanes bounds the messages in memory. This
+/// task only polls the consumer itself, which serves rebalances and errors.
 pub async fn run<H: BatchHandler>(
     settings: ConsumeSettings,
     handler: Arc<H>,
     dead_letters: EventProducer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let probe = probe_client(&settings)?;
+    let partitions = partition_count(&probe, &settings.topic).await?;
+    // A lane without a partition would never have work.
+    let lane_count = settings.lanes.clamp(1, partitions);
+    if lane_count < settings.lanes {
+        tracing::warn!(
+            kafka.topic = %settings.topic, partitions, lanes = lane_count,
+            "fewer partitions than lanes asked for; the extra lanes would idle"
+        );
+    }
     let consumer: Arc<GroupConsumer> = Arc::new(
         fetch_config(
             &settings.brokers,
             settings.fetch_wait,
             settings.fetch_max_bytes,
+            lane_count,
         )
         .set("group.id", &settings.group)
         .set("enable.auto.commit", "true")
@@ -200,54 +232,66 @@ pub async fn run<H: BatchHandler>(
         .set("heartbeat.interval.ms", "1000")
         .create_with_context(GroupContext::default())?,
     );
+    // Every lane's queue exists, and the routing is known, before the
+    // first assignment: no partition is ever fetched into the consumer's
+    // own queue.
+    let routing = LaneRouting::new(&settings.topic, lane_count)?;
+    let lane_queues = (0..lane_count)
+        .map(|lane| {
+            consumer
+                .split_partition_queue(&settings.topic, routing.queue_partition(lane))
+                .ok_or_else(|| anyhow::anyhow!("no queue for lane {lane} of {}", settings.topic))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if consumer.context().routing.set(routing).is_err() {
+        unreachable!("the routing is set once, on a consumer of our own");
+    }
     consumer.subscribe(&[&settings.topic])?;
     let progress: Progress = Arc::default();
-    spawn_lag_reporter(&settings, progress.clone(), shutdown.clone())?;
-    tracing::info!(kafka.topic = %settings.topic, kafka.group = %settings.group, lanes = settings.lanes, "consuming");
+    spawn_lag_reporter(probe, &settings, progress.clone(), shutdown.clone());
+    tracing::info!(kafka.topic = %settings.topic, kafka.group = %settings.group, lanes = lane_count, "consuming");
 
-    let lane_count = settings.lanes.max(1);
-    let (queues, lanes): (Vec<_>, Vec<_>) = (0..lane_count)
-        .map(|_| {
-            let (queue, inbox) = mpsc::channel(settings.batch_size);
+    // Lanes stop on shutdown, or when this task finds the routing broken.
+    let stop_lanes = shutdown.child_token();
+    let lanes: Vec<_> = lane_queues
+        .into_iter()
+        .map(|queue| {
             let lane = Lane {
                 settings: settings.clone(),
                 handler: handler.clone(),
                 dead_letters: dead_letters.clone(),
                 consumer: consumer.clone(),
                 progress: progress.clone(),
-                shutdown: shutdown.clone(),
+                shutdown: stop_lanes.clone(),
             };
-            (queue, tokio::spawn(lane.run(inbox)))
+            tokio::spawn(lane.run(queue))
         })
-        .unzip();
+        .collect();
 
     let mut poll_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    loop {
+    let misrouted = loop {
         let polled = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            m = consumer.recv() => m.map(|m| to_delivery(&m)),
+            _ = shutdown.cancelled() => break None,
+            m = consumer.recv() => m.map(|m| (m.partition(), m.offset())),
         };
-        let delivery = match polled {
-            Ok(d) => d,
+        match polled {
+            // Applying it here could overtake its partition's lane, and
+            // skipping it would lose it: stop instead, unstored, so that it
+            // is redelivered after the restart.
+            Ok((partition, offset)) => {
+                break Some(anyhow::anyhow!(
+                    "{}/{partition} offset {offset} was fetched outside its lane's queue; stopping so that it is redelivered",
+                    settings.topic
+                ))
+            }
             Err(e) => {
                 let wait = poll_backoff.next_delay(None);
                 tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "consumer error");
                 tokio::time::sleep(wait).await;
-                continue;
             }
-        };
-        poll_backoff.reset();
-        let queue = &queues[lane_of(delivery.partition, lane_count)];
-        let handed = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            sent = queue.send(delivery) => sent.is_ok(),
-        };
-        if !handed {
-            break; // the lane stopped: shutdown, or it panicked
         }
-    }
-    // Messages still queued are dropped unstored: they are redelivered.
-    drop(queues);
+    };
+    stop_lanes.cancel();
     let mut lane_failure = None;
     for lane in lanes {
         if let Err(e) = lane.await {
@@ -278,10 +322,11 @@ pub async fn run<H: BatchHandler>(
     tracing::info!(kafka.group = %settings.group, "consumer stopped");
     // What the other lanes finished is committed above; the process still
     // fails, so that it is restarted rather than quietly stopped.
-    lane_failure.map_or(Ok(()), Err)
+    misrouted.or(lane_failure).map_or(Ok(()), Err)
 }
 
 type GroupConsumer = StreamConsumer<GroupContext>;
+type LaneQueue = StreamPartitionQueue<GroupContext>;
 
 /// The lane that applies a partition's messages: always the same one for a
 /// partition, so its messages (and with them each object's events, the
@@ -290,7 +335,82 @@ pub fn lane_of(partition: i32, lanes: usize) -> usize {
     partition.unsigned_abs() as usize % lanes.max(1)
 }
 
-/// One apply lane: its own batches, transaction and connection.
+/// Which queue each partition of the topic is fetched into: lane `n`
+/// reads partition `n`'s fetch queue, split off the consumer's own queue,
+/// and every other partition of the lane is forwarded into it.
+struct LaneRouting {
+    topic: CString,
+    lanes: usize,
+}
+
+impl LaneRouting {
+    fn new(topic: &str, lanes: usize) -> anyhow::Result<Self> {
+        Ok(Self {
+            topic: CString::new(topic)?,
+            lanes,
+        })
+    }
+
+    fn queue_partition(&self, lane: usize) -> i32 {
+        lane as i32
+    }
+
+    /// Forwards the fetch queue of each newly assigned partition into its
+    /// lane's queue. Runs before librdkafka starts fetching them, as it
+    /// must after every rebalance: stopping a partition's fetch (a revoke)
+    /// clears its forwarding, and starting it leaves a queue the
+    /// application forwarded once alone instead of forwarding it to the
+    /// consumer's queue. A partition that could not be forwarded is
+    /// fetched into the consumer's queue, where `run` stops on it.
+    fn forward(&self, consumer: &BaseConsumer<GroupContext>, assigned: &TopicPartitionList) {
+        let topic = self.topic.to_str().unwrap_or_default();
+        for element in assigned.elements() {
+            if element.topic() != topic {
+                continue;
+            }
+            let partition = element.partition();
+            let into = self.queue_partition(lane_of(partition, self.lanes));
+            if partition != into && !forward_fetch_queue(consumer, &self.topic, partition, into) {
+                tracing::error!(
+                    kafka.topic = topic,
+                    kafka.partition = partition,
+                    "could not route the partition to its lane's queue"
+                );
+            }
+        }
+    }
+}
+
+/// Forwards `partition`'s fetch queue into `into`'s (rdkafka has no safe
+/// wrapper for forwarding to a queue other than the consumer's own).
+fn forward_fetch_queue(
+    consumer: &BaseConsumer<GroupContext>,
+    topic: &CStr,
+    partition: i32,
+    into: i32,
+) -> bool {
+    let client = consumer.client().native_ptr();
+    // SAFETY: `client` lives as long as `consumer`, which outlives this
+    // call. `rd_kafka_queue_get_partition` returns a new handle (or null)
+    // that only references the partition's queue; forwarding takes its own
+    // reference to the destination, so both handles are released here.
+    unsafe {
+        let from = bindings::rd_kafka_queue_get_partition(client, topic.as_ptr(), partition);
+        let to = bindings::rd_kafka_queue_get_partition(client, topic.as_ptr(), into);
+        let forwarded = !from.is_null() && !to.is_null();
+        if forwarded {
+            bindings::rd_kafka_queue_forward(from, to);
+        }
+        for handle in [from, to] {
+            if !handle.is_null() {
+                bindings::rd_kafka_queue_destroy(handle);
+            }
+        }
+        forwarded
+    }
+}
+
+/// One apply lane: its own queue, batches, transaction and connection.
 struct Lane<H> {
     settings: ConsumeSettings,
     handler: Arc<H>,
@@ -301,21 +421,37 @@ struct Lane<H> {
 }
 
 impl<H: BatchHandler> Lane<H> {
-    /// Applies batches from `inbox` until it closes or shutdown fires; the
-    /// batch in hand is finished first (unless it is waiting to retry).
-    async fn run(self, mut inbox: mpsc::Receiver<Delivery>) {
+    /// Applies batches from `queue` until shutdown fires; the batch in hand
+    /// is finished first (unless it is waiting to retry).
+    async fn run(self, queue: LaneQueue) {
+        let mut errors = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let first = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
-                d = inbox.recv() => d,
+                m = queue.recv() => m.map(|m| to_delivery(&m)),
             };
-            let Some(first) = first else { return };
+            let first = match first {
+                Ok(d) => d,
+                Err(e) => {
+                    let wait = errors.next_delay(None);
+                    tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "consumer error");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
+                }
+            };
+            errors.reset();
             let mut batch = vec![first];
             let fill_until = tokio::time::Instant::now() + self.settings.batch_wait;
             while batch.len() < self.settings.batch_size {
-                match tokio::time::timeout_at(fill_until, inbox.recv()).await {
-                    Ok(Some(d)) => batch.push(d),
-                    Ok(None) | Err(_) => break,
+                match tokio::time::timeout_at(fill_until, queue.recv()).await {
+                    Ok(Ok(m)) => batch.push(to_delivery(&m)),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        break;
+                    }
+                    Err(_) => break,
                 }
             }
             if !self.apply(Arc::new(batch)).await {
@@ -476,22 +612,43 @@ fn store_offsets<C: Consumer<GroupContext>>(consumer: &C, batch: &[Delivery]) {
 /// Last offset processed per partition of the consumed topic.
 type Progress = Arc<std::sync::Mutex<BTreeMap<i32, i64>>>;
 
-/// Every 10 s, publishes `high watermark - next offset` per partition this
-/// consumer has worked on, through its own group-less client so the
-/// consume loop is never blocked by the measurement.
-fn spawn_lag_reporter(
-    settings: &ConsumeSettings,
-    progress: Progress,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+/// A group-less client for looking at the topic (its partitions, their
+/// watermarks) without ever blocking the consume loop.
+fn probe_client(settings: &ConsumeSettings) -> anyhow::Result<Arc<BaseConsumer>> {
     let probe: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .set("group.id", format!("{}.lag-probe", settings.group))
         .set("enable.auto.commit", "false")
         .create()?;
+    Ok(Arc::new(probe))
+}
+
+async fn partition_count(probe: &Arc<BaseConsumer>, topic: &str) -> anyhow::Result<usize> {
+    let (probe, topic) = (probe.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let metadata = probe.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len());
+        anyhow::ensure!(partitions > 0, "topic {topic} has no partitions");
+        Ok(partitions)
+    })
+    .await?
+}
+
+/// Every 10 s, publishes `high watermark - next offset` per partition this
+/// consumer has worked on, through `probe` so the consume loop is never
+/// blocked by the measurement.
+fn spawn_lag_reporter(
+    probe: Arc<BaseConsumer>,
+    settings: &ConsumeSettings,
+    progress: Progress,
+    shutdown: CancellationToken,
+) {
     let (group, topic) = (settings.group.clone(), settings.topic.clone());
     tokio::spawn(async move {
-        let probe = Arc::new(probe);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -518,7 +675,6 @@ fn spawn_lag_reporter(
             .await;
         }
     });
-    Ok(())
 }
 
 #[cfg(test)]

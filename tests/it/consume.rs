@@ -2,10 +2,14 @@
 //! broker, with a handler that records what it is given and checks, as it
 //! is called, the two things the lanes must never break: a partition is
 //! never in two lanes at once, and its offsets only go forward (invariant
-//! 4). After shutdown the group's committed offsets are compared with what
-//! was handled: never past it (invariant 3).
+//! 4; across a rebalance, only the redelivery from the committed offset
+//! goes back). After shutdown the group's committed offsets are compared
+//! with what was handled: never past it (invariant 3). Each lane reads its
+//! own queue, so one lane that retries never holds up another, and the
+//! routing of partitions to those queues survives rebalances.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +25,7 @@ use crate::support::{unique, wait_for};
 
 const PARTITIONS: i32 = 6;
 const LANES: usize = 3;
+const BATCH_SIZE: usize = 7;
 /// Smaller than the default, so the largest message test stays quick.
 const FETCH_MAX_BYTES: usize = 256 * 1024;
 
@@ -34,7 +39,11 @@ struct Recorder {
     running: AtomicUsize,
     /// Offsets handled, per partition, in the order they were handled.
     handled: Mutex<BTreeMap<i32, Vec<i64>>>,
+    /// A partition in two lanes at once: never allowed.
     violations: Mutex<Vec<String>>,
+    /// A partition's offsets going back: allowed only as the redelivery
+    /// that follows a rebalance.
+    went_back: Mutex<Vec<String>>,
     /// Partitions whose batches fail (transiently) for now.
     failing: Mutex<BTreeSet<i32>>,
     failed_attempts: AtomicUsize,
@@ -74,7 +83,7 @@ impl BatchHandler for Recorder {
             for d in batch {
                 let offsets = handled.entry(d.partition).or_default();
                 if offsets.last().is_some_and(|&last| d.offset <= last) {
-                    self.violations.lock().unwrap().push(format!(
+                    self.went_back.lock().unwrap().push(format!(
                         "partition {} went back from offset {:?} to {}",
                         d.partition,
                         offsets.last(),
@@ -108,61 +117,88 @@ struct Run {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-/// Produces `n` messages over 30 keys (so over every partition), the i-th
-/// with `payload(i)`, then starts the consume loop with `LANES` lanes and
-/// small batches.
+/// A topic of `PARTITIONS` partitions and what was produced to it.
+struct Topic {
+    brokers: String,
+    name: String,
+    /// Messages produced, per partition.
+    produced: BTreeMap<i32, usize>,
+}
+
+impl Topic {
+    /// A new topic holding `n` messages over 30 keys (so over every
+    /// partition), the i-th with `payload(i)`.
+    async fn with(n: usize, payload: impl Fn(usize) -> Vec<u8>) -> Self {
+        let brokers = shared_brokers();
+        let name = unique("consume");
+        stripe_sync::kafka::admin::ensure_topics(
+            &brokers,
+            &[&name, &format!("{name}.dlq")],
+            PARTITIONS,
+            1,
+        )
+        .await
+        .unwrap();
+        let mut topic = Self {
+            brokers,
+            name,
+            produced: BTreeMap::new(),
+        };
+        topic.produce(0..n, payload).await;
+        topic
+    }
+
+    async fn produce(&mut self, range: Range<usize>, payload: impl Fn(usize) -> Vec<u8>) {
+        let producer = EventProducer::new(&self.brokers, Duration::from_secs(10)).unwrap();
+        for i in range {
+            let key = format!("key{}", i % 30);
+            let delivered = producer
+                .send(&self.name, key.as_bytes(), &payload(i), &Vec::new())
+                .await
+                .unwrap();
+            *self.produced.entry(delivered.partition).or_default() += 1;
+        }
+    }
+
+    /// Starts the consume loop as a member of `group`, with `LANES` lanes
+    /// and small batches.
+    fn consume(&self, group: &str, recorder: Recorder) -> Run {
+        let settings = ConsumeSettings {
+            brokers: self.brokers.clone(),
+            group: group.to_owned(),
+            topic: self.name.clone(),
+            dead_letter_topic: format!("{}.dlq", self.name),
+            batch_size: BATCH_SIZE,
+            batch_wait: Duration::from_millis(5),
+            lanes: LANES,
+            fetch_wait: Duration::from_millis(20),
+            fetch_max_bytes: FETCH_MAX_BYTES,
+        };
+        let dead_letters = EventProducer::new(&self.brokers, Duration::from_secs(10)).unwrap();
+        let recorder = Arc::new(recorder);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(consumer::run(
+            settings,
+            recorder.clone(),
+            dead_letters,
+            shutdown.clone(),
+        ));
+        Run {
+            brokers: self.brokers.clone(),
+            topic: self.name.clone(),
+            group: group.to_owned(),
+            recorder,
+            shutdown,
+            task,
+        }
+    }
+}
+
+/// Produces `n` messages to a new topic and consumes it in a new group.
 async fn start(n: usize, recorder: Recorder, payload: impl Fn(usize) -> Vec<u8>) -> Run {
-    let brokers = shared_brokers();
-    let topic = unique("consume");
-    let dead_letter_topic = format!("{topic}.dlq");
-    stripe_sync::kafka::admin::ensure_topics(
-        &brokers,
-        &[&topic, &dead_letter_topic],
-        PARTITIONS,
-        1,
-    )
-    .await
-    .unwrap();
-    let producer = EventProducer::new(&brokers, Duration::from_secs(10)).unwrap();
-    for i in 0..n {
-        producer
-            .send(
-                &topic,
-                format!("key{}", i % 30).as_bytes(),
-                &payload(i),
-                &Vec::new(),
-            )
-            .await
-            .unwrap();
-    }
-    let group = unique("consume-group");
-    let settings = ConsumeSettings {
-        brokers: brokers.clone(),
-        group: group.clone(),
-        topic: topic.clone(),
-        dead_letter_topic,
-        batch_size: 7,
-        batch_wait: Duration::from_millis(5),
-        lanes: LANES,
-        fetch_wait: Duration::from_millis(20),
-        fetch_max_bytes: FETCH_MAX_BYTES,
-    };
-    let recorder = Arc::new(recorder);
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(consumer::run(
-        settings,
-        recorder.clone(),
-        producer,
-        shutdown.clone(),
-    ));
-    Run {
-        brokers,
-        topic,
-        group,
-        recorder,
-        shutdown,
-        task,
-    }
+    Topic::with(n, payload)
+        .await
+        .consume(&unique("consume-group"), recorder)
 }
 
 impl Run {
@@ -186,7 +222,7 @@ async fn lanes_apply_each_partition_in_order_and_commit_only_what_was_applied() 
     wait_handled(&recorder, n).await;
     let (recorder, committed) = run.stop().await;
 
-    assert_eq!(*recorder.violations.lock().unwrap(), Vec::<String>::new());
+    assert_clean(&recorder);
     assert!(
         recorder.most_at_once.load(Ordering::SeqCst) >= 2,
         "the lanes never ran at once, so this test proved nothing about them"
@@ -217,7 +253,7 @@ async fn a_failing_lane_retries_and_commits_nothing_it_did_not_apply() {
     recorder.failing.lock().unwrap().clear();
     wait_handled(&recorder, n).await;
     let (recorder, committed) = run.stop().await;
-    assert_eq!(*recorder.violations.lock().unwrap(), Vec::<String>::new());
+    assert_clean(&recorder);
     assert_applied_once_in_order_and_committed(&recorder, &committed);
 }
 
@@ -228,7 +264,7 @@ async fn shutdown_during_retries_commits_only_what_was_applied() {
     let run = start(120, recorder, empty_object).await;
     wait_retried(&run.recorder).await;
     let (recorder, committed) = run.stop().await;
-    assert_eq!(*recorder.violations.lock().unwrap(), Vec::<String>::new());
+    assert_clean(&recorder);
     let handled = recorder.handled.lock().unwrap();
     assert_eq!(
         committed[&0], 0,
@@ -239,6 +275,113 @@ async fn shutdown_during_retries_commits_only_what_was_applied() {
         assert_eq!(
             committed[&partition], applied,
             "partition {partition}: committed exactly what was applied"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_lane_that_keeps_failing_holds_up_only_its_own_partitions() {
+    // Partition 0's batches fail for good. Its lane retries, its queue
+    // fills, and librdkafka stops fetching that lane's partitions; every
+    // other lane must still apply all of its own messages. 16 KiB each, so
+    // that the failing lane's partitions hold more than its share of the
+    // prefetch (a single poller handing messages to lanes stalled them
+    // all here, once the failing lane's hand-over queue was full).
+    let recorder = Recorder::default();
+    recorder.failing.lock().unwrap().insert(0);
+    let topic = Topic::with(600, |i| incompressible(16 * 1024, i as u64)).await;
+    let stuck_lane = consumer::lane_of(0, LANES);
+    let held_up: usize = topic
+        .produced
+        .iter()
+        .filter(|(p, _)| consumer::lane_of(**p, LANES) == stuck_lane)
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        held_up * 16 > 4096 / LANES,
+        "the failing lane's messages ({held_up}) fit its prefetch, so this test proved nothing"
+    );
+    let run = topic.consume(&unique("consume-group"), recorder);
+    let recorder = run.recorder.clone();
+    wait_for(
+        Duration::from_secs(60),
+        "the other lanes to apply all of theirs",
+        || {
+            let handled = recorder.handled.lock().unwrap();
+            let done = topic
+                .produced
+                .iter()
+                .filter(|(p, _)| consumer::lane_of(**p, LANES) != stuck_lane)
+                .all(|(p, n)| handled.get(p).map_or(0, Vec::len) == *n);
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+    assert!(recorder.failed_attempts.load(Ordering::SeqCst) >= 1);
+    let (recorder, committed) = run.stop().await;
+    assert_clean(&recorder);
+    assert!(!recorder.handled.lock().unwrap().contains_key(&0));
+    assert_eq!(
+        committed[&0], 0,
+        "partition 0 never applied, never committed"
+    );
+}
+
+#[tokio::test]
+async fn partitions_come_back_to_their_lanes_after_a_rebalance() {
+    // Every rebalance revokes and reassigns partitions, which undoes the
+    // routing of a partition to its lane's queue; it must be redone each
+    // time, or a partition stalls (or is fetched outside its lane, which
+    // stops the member with an error).
+    let mut topic = Topic::with(120, empty_object).await;
+    let group = unique("consume-group");
+    let first = topic.consume(&group, Recorder::default());
+    wait_handled(&first.recorder, 120).await;
+
+    // A second member takes some of the partitions ...
+    let second = topic.consume(&group, Recorder::default());
+    topic.produce(120..240, empty_object).await;
+    wait_for(
+        Duration::from_secs(60),
+        "both members to apply the second round",
+        || {
+            let done = every_offset_handled(&topic, &[&first.recorder, &second.recorder])
+                && second.recorder.handled_count() > 0;
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+
+    // ... and gives them back when it leaves.
+    let (second, _) = second.stop().await;
+    let before = first.recorder.handled_count();
+    topic.produce(240..360, empty_object).await;
+    wait_for(
+        Duration::from_secs(60),
+        "the first member to apply the third round",
+        || {
+            let done = every_offset_handled(&topic, &[&first.recorder, &second]);
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+    let (first, committed) = first.stop().await;
+
+    assert_eq!(*first.violations.lock().unwrap(), Vec::<String>::new());
+    assert_eq!(*second.violations.lock().unwrap(), Vec::<String>::new());
+    // A partition revoked mid-batch is redelivered from its committed
+    // offset, to the same member or the other; each member still applies
+    // it in order from wherever it (re)starts.
+    assert_in_order_with_redelivery(&first, &second);
+    assert_in_order_with_redelivery(&second, &first);
+    assert!(
+        first.handled_count() >= before + 120,
+        "the third round went to the first member"
+    );
+    for (partition, produced) in &topic.produced {
+        assert_eq!(
+            committed[partition], *produced as i64,
+            "partition {partition}: everything committed"
         );
     }
 }
@@ -263,7 +406,7 @@ async fn the_largest_message_a_fetch_allows_is_consumed_whole() {
     let recorder = run.recorder.clone();
     wait_handled(&recorder, n).await;
     let (recorder, committed) = run.stop().await;
-    assert_eq!(*recorder.violations.lock().unwrap(), Vec::<String>::new());
+    assert_clean(&recorder);
     assert_eq!(recorder.largest_payload.load(Ordering::SeqCst), large);
     assert_applied_once_in_order_and_committed(&recorder, &committed);
 }
@@ -283,6 +426,49 @@ fn incompressible(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// No partition was in two lanes at once, and none went back.
+fn assert_clean(recorder: &Recorder) {
+    assert_eq!(*recorder.violations.lock().unwrap(), Vec::<String>::new());
+    assert_eq!(*recorder.went_back.lock().unwrap(), Vec::<String>::new());
+}
+
+/// Each partition's offsets, as `member` handled them, go one by one, go
+/// back (a redelivery from the committed offset), or skip only offsets
+/// `other` handled (the partition was the other member's meanwhile): never
+/// past a message nobody applied.
+fn assert_in_order_with_redelivery(member: &Recorder, other: &Recorder) {
+    let others = other.handled.lock().unwrap();
+    for (partition, offsets) in member.handled.lock().unwrap().iter() {
+        let by_other: BTreeSet<i64> = others
+            .get(partition)
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        let mut last = -1;
+        for &offset in offsets {
+            assert!(
+                offset <= last + 1 || (last + 1..offset).all(|o| by_other.contains(&o)),
+                "partition {partition}: went from {last} to {offset}, past offsets nobody applied"
+            );
+            last = offset;
+        }
+    }
+}
+
+/// Whether every message of `topic` was handled by one of `recorders`.
+fn every_offset_handled(topic: &Topic, recorders: &[&Recorder]) -> bool {
+    topic.produced.iter().all(|(partition, produced)| {
+        let mut offsets = BTreeSet::new();
+        for recorder in recorders {
+            if let Some(handled) = recorder.handled.lock().unwrap().get(partition) {
+                offsets.extend(handled.iter().copied());
+            }
+        }
+        offsets.len() == *produced
+    })
 }
 
 /// Waits until a failing batch has been retried at least once.
