@@ -623,19 +623,30 @@ fn probe_client(settings: &ConsumeSettings) -> anyhow::Result<Arc<BaseConsumer>>
     Ok(Arc::new(probe))
 }
 
+/// The topic's partition count. A topic created a moment ago may not show
+/// its partitions yet, so an empty answer is asked again for a few seconds.
 async fn partition_count(probe: &Arc<BaseConsumer>, topic: &str) -> anyhow::Result<usize> {
-    let (probe, topic) = (probe.clone(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let metadata = probe.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .map_or(0, |t| t.partitions().len());
-        anyhow::ensure!(partitions > 0, "topic {topic} has no partitions");
-        Ok(partitions)
-    })
-    .await?
+    let mut attempts = 0;
+    loop {
+        let (probe, name) = (probe.clone(), topic.to_owned());
+        let partitions = tokio::task::spawn_blocking(move || {
+            let metadata = probe.fetch_metadata(Some(&name), Duration::from_secs(10))?;
+            anyhow::Ok(
+                metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == name)
+                    .map_or(0, |t| t.partitions().len()),
+            )
+        })
+        .await??;
+        attempts += 1;
+        if partitions > 0 {
+            return Ok(partitions);
+        }
+        anyhow::ensure!(attempts < 20, "topic {topic} has no partitions");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Every 10 s, publishes `high watermark - next offset` per partition this
