@@ -268,7 +268,9 @@ pub async fn run<H: BatchHandler>(
         })
         .collect();
 
-    let mut poll_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    // Only errors come here, never a success to reset the backoff on, so
+    // it stays short: the rebalances served by this loop must not wait.
+    let mut poll_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     let misrouted = loop {
         let polled = tokio::select! {
             _ = shutdown.cancelled() => break None,
@@ -287,7 +289,10 @@ pub async fn run<H: BatchHandler>(
             Err(e) => {
                 let wait = poll_backoff.next_delay(None);
                 tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "consumer error");
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break None,
+                    _ = tokio::time::sleep(wait) => {}
+                }
             }
         }
     };
