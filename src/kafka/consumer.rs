@@ -143,7 +143,7 @@ fn describe(tpl: &TopicPartitionList) -> String {
 /// What librdkafka may prefetch for a worker in all, in KiB (its default is
 /// 64 MiB): about 1,800 events, more than the lanes hold at once, and a
 /// worker catching up on a backlog should not hold the backlog in memory.
-const PREFETCH_KIB: usize = 4096;
+pub const PREFETCH_KIB: usize = 4096;
 
 /// How every worker fetches: the settings that decide its latency, its
 /// throughput from a backlog and its memory (the benchmark measures the

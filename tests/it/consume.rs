@@ -298,7 +298,7 @@ async fn a_lane_that_keeps_failing_holds_up_only_its_own_partitions() {
         .map(|(_, n)| n)
         .sum();
     assert!(
-        held_up * 16 > 4096 / LANES,
+        held_up * 16 > consumer::PREFETCH_KIB / LANES,
         "the failing lane's messages ({held_up}) fit its prefetch, so this test proved nothing"
     );
     let run = topic.consume(&unique("consume-group"), recorder);
