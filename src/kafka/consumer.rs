@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::bindings;
@@ -98,11 +98,9 @@ pub struct ConsumeSettings {
 /// queues and tracks whether the group join completed; librdkafka commits
 /// the stored offsets of revoked partitions itself because auto-commit is
 /// on.
-#[derive(Default)]
 struct GroupContext {
     joined: AtomicBool,
-    /// Set before the consumer subscribes.
-    routing: OnceLock<LaneRouting>,
+    routing: LaneRouting,
 }
 
 impl ClientContext for GroupContext {}
@@ -115,9 +113,7 @@ impl ConsumerContext for GroupContext {
             }
             Rebalance::Assign(tpl) => {
                 self.joined.store(true, AtomicOrdering::Relaxed);
-                if let Some(routing) = self.routing.get() {
-                    routing.forward(consumer, tpl);
-                }
+                self.routing.forward(consumer, tpl);
                 tracing::info!(partitions = %describe(tpl), "partitions assigned")
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
@@ -211,6 +207,7 @@ pub async fn run<H: BatchHandler>(
             "fewer partitions than lanes asked for; the extra lanes would idle"
         );
     }
+    let routing = LaneRouting::new(&settings.topic, lane_count)?;
     let consumer: Arc<GroupConsumer> = Arc::new(
         fetch_config(
             &settings.brokers,
@@ -230,22 +227,22 @@ pub async fn run<H: BatchHandler>(
         // starting) would otherwise stall the group for the default 5 min.
         .set("max.poll.interval.ms", "30000")
         .set("heartbeat.interval.ms", "1000")
-        .create_with_context(GroupContext::default())?,
+        .create_with_context(GroupContext {
+            joined: AtomicBool::new(false),
+            routing,
+        })?,
     );
-    // Every lane's queue exists, and the routing is known, before the
-    // first assignment: no partition is ever fetched into the consumer's
+    // Every lane's queue exists before the first assignment, whose routing
+    // the context does: no partition is ever fetched into the consumer's
     // own queue.
-    let routing = LaneRouting::new(&settings.topic, lane_count)?;
     let lane_queues = (0..lane_count)
         .map(|lane| {
+            let partition = consumer.context().routing.queue_partition(lane);
             consumer
-                .split_partition_queue(&settings.topic, routing.queue_partition(lane))
+                .split_partition_queue(&settings.topic, partition)
                 .ok_or_else(|| anyhow::anyhow!("no queue for lane {lane} of {}", settings.topic))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if consumer.context().routing.set(routing).is_err() {
-        unreachable!("the routing is set once, on a consumer of our own");
-    }
     consumer.subscribe(&[&settings.topic])?;
     let progress: Progress = Arc::default();
     spawn_lag_reporter(probe, &settings, progress.clone(), shutdown.clone());
