@@ -667,7 +667,7 @@ async fn raw_produce_rate(
 ) -> anyhow::Result<f64> {
     let producer = EventProducer::new(brokers, Duration::from_secs(30))?;
     stripe_sync::kafka::admin::ensure_topics(brokers, &[topic], 6, 1).await?;
-    let event = stripe_sync::stripe::StripeEvent::parse(body)?;
+    let event = stripe_sync::stripe::EventEnvelope::parse(body)?;
     let headers = stripe_sync::kafka::envelope::event_headers(&event, "bench");
     let start = Instant::now();
     let sends = (0..n).map(|i| {
@@ -965,10 +965,10 @@ async fn produce_backlog(
             let producer = producer.clone();
             async move {
                 let body = serde_json::to_vec(&ev).unwrap();
-                let parsed = stripe_sync::stripe::StripeEvent::parse(&body).unwrap();
+                let parsed = stripe_sync::stripe::EventEnvelope::parse(&body).unwrap();
                 let headers = stripe_sync::kafka::envelope::event_headers(&parsed, "bench");
                 producer
-                    .send(topic, parsed.object_id().as_bytes(), &body, &headers)
+                    .send(topic, parsed.object_id.as_bytes(), &body, &headers)
                     .await
             }
         })

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::kafka::envelope;
 use crate::kafka::producer::{Delivered, EventProducer, ProduceError};
 use crate::stripe::event::EventError;
-use crate::stripe::{SignatureError, StripeEvent, WebhookVerifier};
+use crate::stripe::{EventEnvelope, SignatureError, WebhookVerifier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -49,7 +49,7 @@ impl WebhookIngest {
         body: &[u8],
     ) -> Result<Receipt, IngestError> {
         self.verifier.verify(signature, body, unix_now())?;
-        let event = StripeEvent::parse(body)?;
+        let event = EventEnvelope::parse(body)?;
         let headers = envelope::event_headers(&event, envelope::SOURCE_WEBHOOK);
         // The raw body goes to Kafka unchanged: consumers see exactly what
         // Stripe signed, and we skip a re-serialisation on the hot path.
@@ -58,7 +58,7 @@ impl WebhookIngest {
             .start_timer();
         let delivered = self
             .producer
-            .send(&self.topic, event.object_id().as_bytes(), body, &headers)
+            .send(&self.topic, event.object_id.as_bytes(), body, &headers)
             .await?;
         Ok(Receipt {
             event_id: event.id.to_string(),

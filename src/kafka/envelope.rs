@@ -4,7 +4,7 @@
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
-use crate::stripe::StripeEvent;
+use crate::stripe::EventEnvelope;
 
 pub const H_EVENT_ID: &str = "stripe-event-id";
 pub const H_EVENT_TYPE: &str = "stripe-event-type";
@@ -64,7 +64,7 @@ pub fn header<'a>(headers: &'a HeaderList, key: &str) -> Option<&'a str> {
 
 /// The routing headers of every message on the events topic, whichever
 /// path (webhook, backfill, reconcile) put it there.
-pub fn event_headers(event: &StripeEvent, source: &str) -> HeaderList {
+pub fn event_headers(event: &EventEnvelope, source: &str) -> HeaderList {
     vec![
         (H_EVENT_ID.to_owned(), event.id.as_str().as_bytes().to_vec()),
         (H_EVENT_TYPE.to_owned(), event.kind.as_bytes().to_vec()),

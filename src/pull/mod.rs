@@ -18,7 +18,7 @@ use crate::db::{self, PgPool};
 use crate::kafka::envelope;
 use crate::kafka::{admin, EventProducer};
 use crate::retry::Backoff;
-use crate::stripe::{ListPage, StripeClient, StripeEvent, PLATFORM_ACCOUNT};
+use crate::stripe::{EventEnvelope, ListPage, StripeClient, PLATFORM_ACCOUNT};
 
 /// Object types the pull paths handle: those the inbound worker applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -107,10 +107,10 @@ impl PullContext {
     /// waits for Kafka's acknowledgement.
     pub async fn publish(&self, event: &Value, source: &str) -> anyhow::Result<()> {
         let body = serde_json::to_vec(event)?;
-        let parsed = StripeEvent::parse(&body).context("built an invalid event")?;
+        let parsed = EventEnvelope::parse(&body).context("built an invalid event")?;
         let headers = envelope::event_headers(&parsed, source);
         self.producer
-            .send(&self.topic, parsed.object_id().as_bytes(), &body, &headers)
+            .send(&self.topic, parsed.object_id.as_bytes(), &body, &headers)
             .await?;
         Ok(())
     }

@@ -64,7 +64,7 @@ pub struct StripeEvent {
 }
 
 #[derive(Deserialize)]
-struct RawEvent {
+struct RawEvent<O> {
     id: String,
     #[serde(rename = "type")]
     kind: String,
@@ -73,14 +73,14 @@ struct RawEvent {
     account: Option<String>,
     #[serde(default)]
     livemode: bool,
-    data: RawData,
+    data: RawData<O>,
     #[serde(default)]
     request: Option<RawRequest>,
 }
 
 #[derive(Deserialize)]
-struct RawData {
-    object: serde_json::Value,
+struct RawData<O> {
+    object: O,
 }
 
 #[derive(Deserialize)]
@@ -89,26 +89,54 @@ struct RawRequest {
     idempotency_key: Option<String>,
 }
 
-impl StripeEvent {
-    pub fn parse(body: &[u8]) -> Result<Self, EventError> {
-        let raw: RawEvent =
-            serde_json::from_slice(body).map_err(|e| EventError::NotAnEvent(e.to_string()))?;
-        if !raw.data.object.is_object() {
+/// What is kept of `data.object`: the whole tree, or only its id.
+trait EventObject {
+    fn is_object(&self) -> bool;
+    fn id(&self) -> Option<&str>;
+}
+
+impl EventObject for serde_json::Value {
+    fn is_object(&self) -> bool {
+        self.is_object()
+    }
+
+    fn id(&self) -> Option<&str> {
+        self.get("id").and_then(|v| v.as_str())
+    }
+}
+
+impl<O: EventObject> RawEvent<O> {
+    /// The checks every event passes, whichever part of its object is kept.
+    fn checked_id(&self) -> Result<StripeEventId, EventError> {
+        if !self.data.object.is_object() {
             return Err(EventError::NotAnEvent(
                 "data.object is not an object".into(),
             ));
         }
-        if raw.kind.is_empty() {
+        if self.kind.is_empty() {
             return Err(EventError::NotAnEvent("type is empty".into()));
         }
+        StripeEventId::parse(&self.id)
+    }
+
+    fn account(&mut self) -> String {
+        self.account
+            .take()
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| PLATFORM_ACCOUNT.to_owned())
+    }
+}
+
+impl StripeEvent {
+    pub fn parse(body: &[u8]) -> Result<Self, EventError> {
+        let mut raw: RawEvent<serde_json::Value> =
+            serde_json::from_slice(body).map_err(|e| EventError::NotAnEvent(e.to_string()))?;
+        let id = raw.checked_id()?;
         Ok(Self {
-            id: StripeEventId::parse(&raw.id)?,
+            account: raw.account(),
+            id,
             kind: raw.kind,
             created: raw.created,
-            account: raw
-                .account
-                .filter(|a| !a.is_empty())
-                .unwrap_or_else(|| PLATFORM_ACCOUNT.to_owned()),
             livemode: raw.livemode,
             object: raw.data.object,
             idempotency_key: raw.request.and_then(|r| r.idempotency_key),
@@ -118,15 +146,109 @@ impl StripeEvent {
     /// The id of the object the event is about. Some objects (a `balance`)
     /// have none; the event id stands in so the message still has a key.
     pub fn object_id(&self) -> &str {
-        self.object
-            .get("id")
-            .and_then(|v| v.as_str())
-            .unwrap_or(self.id.as_str())
+        self.object.id().unwrap_or(self.id.as_str())
     }
 
     /// The object type, e.g. `customer`, from `data.object.object`.
     pub fn object_type(&self) -> Option<&str> {
         self.object.get("object").and_then(|v| v.as_str())
+    }
+}
+
+/// An event as ingest sees it: the same checks as [`StripeEvent::parse`],
+/// but of the object only its id is kept, so the webhook's hot path never
+/// builds the object's tree (the raw body is what goes on to Kafka).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventEnvelope {
+    pub id: StripeEventId,
+    pub kind: String,
+    pub account: String,
+    /// As [`StripeEvent::object_id`]: the message key.
+    pub object_id: String,
+}
+
+impl EventEnvelope {
+    pub fn parse(body: &[u8]) -> Result<Self, EventError> {
+        // serde_json scans what it skips without checking its UTF-8, so the
+        // whole body is checked first: ingest must refuse what the workers'
+        // full parse would.
+        let text = std::str::from_utf8(body).map_err(|e| EventError::NotAnEvent(e.to_string()))?;
+        let mut raw: RawEvent<ObjectKey> =
+            serde_json::from_str(text).map_err(|e| EventError::NotAnEvent(e.to_string()))?;
+        let id = raw.checked_id()?;
+        Ok(Self {
+            account: raw.account(),
+            object_id: raw.data.object.0.unwrap_or_else(|| id.as_str().to_owned()),
+            id,
+            kind: raw.kind,
+        })
+    }
+}
+
+/// `data.object` reduced to its `id` (when that is a string, the last one
+/// wins, as in a parsed object); anything but a JSON object is refused.
+struct ObjectKey(Option<String>);
+
+impl EventObject for ObjectKey {
+    fn is_object(&self) -> bool {
+        true
+    }
+
+    fn id(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ObjectKey;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("data.object to be an object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ObjectKey, A::Error> {
+                let mut id = None;
+                while let Some(IsId(is_id)) = map.next_key()? {
+                    if is_id {
+                        id = map
+                            .next_value::<serde_json::Value>()?
+                            .as_str()
+                            .map(str::to_owned);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(ObjectKey(id))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// A key of `data.object`, told apart as `id` or not without allocating.
+struct IsId(bool);
+
+impl<'de> Deserialize<'de> for IsId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = IsId;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<IsId, E> {
+                Ok(IsId(key == "id"))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
     }
 }
 
@@ -167,6 +289,68 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(body)
             );
+            assert!(
+                EventEnvelope::parse(body).is_err(),
+                "envelope: {}",
+                String::from_utf8_lossy(body)
+            );
         }
+    }
+
+    /// What ingest keys and labels a message with, from the envelope-only
+    /// parse, next to the same fields from the full parse the workers use.
+    fn both(body: &[u8]) -> (EventEnvelope, EventEnvelope) {
+        let full = StripeEvent::parse(body).unwrap();
+        let from_full = EventEnvelope {
+            object_id: full.object_id().to_owned(),
+            id: full.id,
+            kind: full.kind,
+            account: full.account,
+        };
+        (EventEnvelope::parse(body).unwrap(), from_full)
+    }
+
+    #[test]
+    fn the_envelope_agrees_with_the_full_parse_on_every_stripe_object() {
+        let fixtures: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/stripe/fixtures3.json"))
+                .unwrap();
+        let resources = fixtures["resources"].as_object().unwrap();
+        assert!(resources.len() > 100, "the fixtures hold every resource");
+        for (name, object) in resources {
+            for account in [None, Some("acct_1")] {
+                let event = serde_json::json!({
+                    "id": "evt_fixture", "type": format!("{name}.updated"), "created": 1,
+                    "account": account, "data": {"object": object},
+                });
+                let body = serde_json::to_vec(&event).unwrap();
+                let (envelope, full) = both(&body);
+                assert_eq!(envelope, full, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_envelope_keys_odd_objects_as_the_full_parse_does() {
+        for body in [
+            // a non-string id: the event's id is the key
+            &br#"{"id":"evt_3","type":"x.y","created":1,"data":{"object":{"id":7}}}"#[..],
+            // the id twice: the last one, as in a parsed object
+            br#"{"id":"evt_4","type":"x.y","created":1,"data":{"object":{"id":"a","id":"b"}}}"#,
+            // an escaped key that reads "id"
+            br#"{"id":"evt_5","type":"x.y","created":1,"data":{"object":{"i\u0064":"c"}}}"#,
+            // a nested id is not the object's
+            br#"{"id":"evt_6","type":"x.y","created":1,"data":{"object":{"card":{"id":"d"}}}}"#,
+        ] {
+            let (envelope, full) = both(body);
+            assert_eq!(envelope, full, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn the_envelope_refuses_invalid_utf8_even_where_it_skips() {
+        let body = b"{\"id\":\"evt_7\",\"type\":\"x.y\",\"created\":1,\"data\":{\"object\":{\"name\":\"\xff\"}}}";
+        assert!(StripeEvent::parse(body).is_err());
+        assert!(EventEnvelope::parse(body).is_err());
     }
 }

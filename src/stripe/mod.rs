@@ -7,5 +7,5 @@ pub mod rate;
 pub mod signature;
 
 pub use client::{ListPage, RemoteObject, StripeClient, StripeError};
-pub use event::{StripeEvent, StripeEventId, PLATFORM_ACCOUNT};
+pub use event::{EventEnvelope, StripeEvent, StripeEventId, PLATFORM_ACCOUNT};
 pub use signature::{SignatureError, WebhookVerifier};

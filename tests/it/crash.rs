@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use stripe_sync::kafka::envelope::event_headers;
 use stripe_sync::kafka::EventProducer;
-use stripe_sync::stripe::StripeEvent;
+use stripe_sync::stripe::EventEnvelope;
 
 use crate::support::broker::wait_consumed;
 use crate::support::fixtures::customer_event;
@@ -59,11 +59,11 @@ async fn a_worker_killed_mid_stream_loses_nothing_and_applies_nothing_twice() {
                 json!({"name": format!("c{c}-v{i}")}),
             );
             let body = serde_json::to_vec(&e).unwrap();
-            let parsed = StripeEvent::parse(&body).unwrap();
+            let parsed = EventEnvelope::parse(&body).unwrap();
             producer
                 .send(
                     &stack.topic,
-                    parsed.object_id().as_bytes(),
+                    parsed.object_id.as_bytes(),
                     &body,
                     &event_headers(&parsed, "test"),
                 )
