@@ -96,6 +96,17 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn customer_event(n: u64, customer: &str, created: i64, fixtures: &Value) -> Value {
+    customer_event_numbered(&n, customer, created, fixtures)
+}
+
+/// [`customer_event`] with its number written by `n` (the load generator's
+/// template leaves it open).
+fn customer_event_numbered(
+    n: &dyn std::fmt::Display,
+    customer: &str,
+    created: i64,
+    fixtures: &Value,
+) -> Value {
     let mut c = fixtures["customer"].clone();
     c["id"] = json!(customer);
     c["name"] = json!(format!("Customer {n}"));
@@ -410,7 +421,6 @@ async fn main() -> anyhow::Result<()> {
 
     rows.extend(
         ingest_figures(
-            &http,
             &base,
             &fixtures,
             &scale,
@@ -437,7 +447,6 @@ async fn main() -> anyhow::Result<()> {
     wait_http(&format!("{memory_base}/readyz")).await?;
     rows.extend(
         ingest_figures(
-            &http,
             &memory_base,
             &fixtures,
             &scale,
@@ -689,7 +698,6 @@ async fn raw_produce_rate(
 /// 64 connections, then latency at a fixed 1,000 events/s. `label` tells
 /// the rows of one broker from another's.
 async fn ingest_figures(
-    http: &reqwest::Client,
     base: &str,
     fixtures: &Value,
     scale: &Scale,
@@ -698,7 +706,6 @@ async fn ingest_figures(
     first_n: u64,
 ) -> anyhow::Result<Vec<Row>> {
     let (rate, _) = load(
-        http,
         base,
         fixtures,
         64,
@@ -715,7 +722,6 @@ async fn ingest_figures(
         ">= 15000",
     )];
     let (_, lat) = load(
-        http,
         base,
         fixtures,
         32,
@@ -732,11 +738,11 @@ async fn ingest_figures(
     Ok(rows)
 }
 
-/// Sends signed events from `connections` workers, either as fast as
-/// possible or at `rate` per second in total; returns events/s and the
-/// sorted latencies (seconds) of successful requests.
+/// Sends signed events from `connections` workers, each on its own
+/// keep-alive connection, either as fast as possible or at `rate` per second
+/// in total; returns events/s and the sorted latencies (seconds) of
+/// successful requests.
 async fn load(
-    http: &reqwest::Client,
     base: &str,
     fixtures: &Value,
     connections: usize,
@@ -744,20 +750,24 @@ async fn load(
     duration: Duration,
     first_n: u64,
 ) -> anyhow::Result<(f64, Vec<f64>)> {
+    let template = Arc::new(LoadEvent::new(fixtures));
+    let authority = base.trim_start_matches("http://").to_owned();
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let ok = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
     let workers = (0..connections).map(|w| {
-        let (http, base, fixtures, latencies, ok) = (
-            http.clone(),
-            base.to_owned(),
-            fixtures.clone(),
+        let (template, authority, latencies, ok) = (
+            template.clone(),
+            authority.clone(),
             latencies.clone(),
             ok.clone(),
         );
         async move {
             let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
             let mut next = Instant::now() + Duration::from_millis(w as u64 % 10);
+            let mut conn: Option<WebhookConnection> = None;
+            let mut body = Vec::new();
+            let mut mine = Vec::new();
             let mut i = 0u64;
             while start.elapsed() < duration {
                 if let Some(step) = interval {
@@ -772,27 +782,27 @@ async fn load(
                 i += 1;
                 // Each event of a customer a second apart from the others,
                 // as Stripe's would be: no same-second ties to re-read.
-                let ev = customer_event(
-                    n,
-                    &format!("cus_load{}", n % 10_000),
-                    1_700_000_000 + n as i64,
-                    &fixtures,
-                );
-                let body = serde_json::to_vec(&ev).unwrap();
+                template.write(n, n % 10_000, 1_700_000_000 + n as i64, &mut body);
                 let header = sign(SECRET, stripe_sync::ingest::unix_now(), &body);
                 let sent = Instant::now();
-                let r = http
-                    .post(format!("{base}/webhooks/stripe"))
-                    .header("Stripe-Signature", header)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await;
-                if r.is_ok_and(|r| r.status() == 200) {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                    latencies.lock().unwrap().push(sent.elapsed().as_secs_f64());
+                let c = match conn.take() {
+                    Some(c) => c,
+                    None => match WebhookConnection::open(&authority).await {
+                        Ok(c) => c,
+                        Err(_) => continue,
+                    },
+                };
+                // A timeout, so one stuck request cannot hang the whole run.
+                let answer = tokio::time::timeout(Duration::from_secs(10), c.post(&header, &body));
+                if let Ok(Ok((c, status))) = answer.await {
+                    conn = c;
+                    if status == 200 {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        mine.push(sent.elapsed().as_secs_f64());
+                    }
                 }
             }
+            latencies.lock().unwrap().extend(mine);
         }
     });
     futures::future::join_all(workers).await;
@@ -800,6 +810,150 @@ async fn load(
     let mut lat = latencies.lock().unwrap().clone();
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Ok((rate, lat))
+}
+
+/// The load generator's event, [`customer_event`] serialised once with its
+/// number, customer and time left open: it shares the two cores with what
+/// it measures, so each request only fills those in (building and
+/// serialising the tree cost as much CPU as serve's whole ingest).
+struct LoadEvent {
+    /// Literal bytes, each followed by a hole (none after the last).
+    pieces: Vec<(Vec<u8>, Option<Hole>)>,
+}
+
+#[derive(Clone, Copy)]
+enum Hole {
+    Number,
+    Customer,
+    Created,
+}
+
+impl LoadEvent {
+    const NUMBER: &'static str = "@@n@@";
+    const CUSTOMER: &'static str = "@@customer@@";
+    const CREATED: i64 = 4_242_424_242_424;
+
+    fn new(fixtures: &Value) -> Self {
+        let open = customer_event_numbered(&Self::NUMBER, Self::CUSTOMER, Self::CREATED, fixtures);
+        let mut rest = serde_json::to_string(&open).unwrap();
+        let created = Self::CREATED.to_string();
+        let marks = [
+            (Self::NUMBER, Hole::Number),
+            (Self::CUSTOMER, Hole::Customer),
+            (created.as_str(), Hole::Created),
+        ];
+        let mut pieces = Vec::new();
+        while let Some((at, mark, hole)) = marks
+            .iter()
+            .filter_map(|&(mark, hole)| rest.find(mark).map(|at| (at, mark, hole)))
+            .min_by_key(|&(at, _, _)| at)
+        {
+            pieces.push((rest.as_bytes()[..at].to_vec(), Some(hole)));
+            rest = rest[at + mark.len()..].to_owned();
+        }
+        pieces.push((rest.into_bytes(), None));
+        let event = Self { pieces };
+        // The holes must give back exactly what customer_event builds.
+        let mut filled = Vec::new();
+        event.write(123, 45, 1_700_000_123, &mut filled);
+        let built = customer_event(123, "cus_load45", 1_700_000_123, fixtures);
+        assert_eq!(
+            filled,
+            serde_json::to_vec(&built).unwrap(),
+            "load event template"
+        );
+        event
+    }
+
+    /// Event `n` for customer `cus_load{customer}`, into `out`.
+    fn write(&self, n: u64, customer: u64, created: i64, out: &mut Vec<u8>) {
+        use std::io::Write;
+        out.clear();
+        for (literal, hole) in &self.pieces {
+            out.extend_from_slice(literal);
+            let _ = match hole {
+                Some(Hole::Number) => write!(out, "{n}"),
+                Some(Hole::Customer) => write!(out, "cus_load{customer}"),
+                Some(Hole::Created) => write!(out, "{created}"),
+                None => Ok(()),
+            };
+        }
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection to serve's webhook endpoint that
+/// writes a request and reads the status and body of its answer, nothing
+/// more (reqwest's pool, URL parsing and header maps cost the load
+/// generator as much CPU as serve spends on the request).
+struct WebhookConnection {
+    stream: tokio::net::TcpStream,
+    authority: String,
+    buf: Vec<u8>,
+}
+
+impl WebhookConnection {
+    async fn open(authority: &str) -> std::io::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(authority).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            authority: authority.to_owned(),
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Posts one signed webhook and returns the answer's status, and the
+    /// connection when it can carry the next request.
+    async fn post(mut self, signature: &str, body: &[u8]) -> anyhow::Result<(Option<Self>, u16)> {
+        use std::io::Write;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.buf.clear();
+        write!(
+            self.buf,
+            "POST /webhooks/stripe HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Stripe-Signature: {signature}\r\nContent-Length: {}\r\n\r\n",
+            self.authority,
+            body.len()
+        )?;
+        self.buf.extend_from_slice(body);
+        self.stream.write_all(&self.buf).await?;
+
+        self.buf.clear();
+        let head_end = loop {
+            if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                anyhow::bail!("serve closed the connection");
+            }
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end])?;
+        let status: u16 = head.split(' ').nth(1).context("no status line")?.parse()?;
+        let mut length = None;
+        let mut reusable = head.starts_with("HTTP/1.1");
+        for line in head.split("\r\n").skip(1) {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = Some(value.parse::<usize>()?);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                anyhow::bail!("a {value} answer: only sized bodies are read");
+            } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close")
+            {
+                reusable = false;
+            }
+        }
+        let end = head_end + length.context("an answer without Content-Length")?;
+        while self.buf.len() < end {
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                anyhow::bail!("serve closed the connection mid-answer");
+            }
+        }
+        anyhow::ensure!(self.buf.len() == end, "more than one answer to one request");
+        Ok((reusable.then_some(self), status))
+    }
 }
 
 /// Postgres' batched-upsert ceiling and the apply's Postgres-side rate, both
