@@ -158,6 +158,12 @@ impl StripeEvent {
 /// An event as ingest sees it: the same checks as [`StripeEvent::parse`],
 /// but of the object only its id is kept, so the webhook's hot path never
 /// builds the object's tree (the raw body is what goes on to Kafka).
+///
+/// What it skips is checked to be JSON, not to fit the full parser's
+/// limits (nesting deeper than 128, numbers beyond an `f64`): such an
+/// event, valid JSON that Stripe has never sent, is accepted here and
+/// dead-lettered by the worker with the parser's error, rather than
+/// refused to Stripe, whose retries would end in losing it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventEnvelope {
     pub id: StripeEventId,
@@ -344,6 +350,21 @@ mod tests {
         ] {
             let (envelope, full) = both(body);
             assert_eq!(envelope, full, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn the_full_parsers_limits_are_left_to_the_worker() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for value in [deep.as_str(), "1e400"] {
+            let body = format!(
+                r#"{{"id":"evt_8","type":"x.y","created":1,"data":{{"object":{{"id":"o","v":{value}}}}}}}"#
+            );
+            assert!(StripeEvent::parse(body.as_bytes()).is_err(), "{value:.20}");
+            assert_eq!(
+                EventEnvelope::parse(body.as_bytes()).unwrap().object_id,
+                "o"
+            );
         }
     }
 
