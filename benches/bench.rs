@@ -488,6 +488,10 @@ async fn main() -> anyhow::Result<()> {
 
     // Inbound apply rate from a backlog, first through the sqlite broker.
     let inbound_rss_1 = procs.stop("stripe-inbound");
+    let backlog_starts = {
+        let (brokers, topic) = (brokers.clone(), events_topic.clone());
+        tokio::task::spawn_blocking(move || high_watermarks(&brokers, &topic)).await??
+    };
     produce_backlog(
         &brokers,
         &events_topic,
@@ -497,13 +501,14 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     // The broker's own consume ceiling, with the workers' fetch settings,
-    // over everything on the topic now (the backlog and what came before).
+    // over what the worker is about to read: the backlog alone.
     let consume_rate = {
         let (brokers, topic) = (brokers.clone(), events_topic.clone());
-        tokio::task::spawn_blocking(move || raw_consume_rate(&brokers, &topic)).await??
+        tokio::task::spawn_blocking(move || raw_consume_rate(&brokers, &topic, &backlog_starts))
+            .await??
     };
     rows.push(row(
-        "ceiling: raw consume (the workers' fetch settings)",
+        "ceiling: raw consume of the backlog (the workers' fetch settings)",
         consume_rate,
         "msgs/s",
         None,
@@ -1214,9 +1219,27 @@ async fn applied_events(http: &reqwest::Client, metrics_url: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-/// Reads every message on `topic` with a plain consumer configured as the
-/// workers are (no group, no apply) and returns messages/s.
-fn raw_consume_rate(brokers: &str, topic: &str) -> anyhow::Result<f64> {
+/// Each partition's next offset: where what is produced next begins.
+fn high_watermarks(brokers: &str, topic: &str) -> anyhow::Result<Vec<i64>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    (0..partitions)
+        .map(|p| {
+            Ok(client
+                .fetch_watermarks(topic, p, Duration::from_secs(10))?
+                .1)
+        })
+        .collect()
+}
+
+/// Reads `topic` from the offsets `from` (one per partition) to its end
+/// with a plain consumer configured as the workers are (no group, no
+/// apply) and returns messages/s.
+fn raw_consume_rate(brokers: &str, topic: &str, from: &[i64]) -> anyhow::Result<f64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
     let consumer: BaseConsumer = stripe_sync::kafka::consumer::fetch_config(
@@ -1233,14 +1256,13 @@ fn raw_consume_rate(brokers: &str, topic: &str) -> anyhow::Result<f64> {
     .set("group.id", "bench.raw-consume")
     .set("enable.auto.commit", "false")
     .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions = metadata.topics()[0].partitions().len() as i32;
     let mut assignment = TopicPartitionList::new();
     let mut remaining = 0i64;
-    for partition in 0..partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
-        assignment.add_partition_offset(topic, partition, Offset::Offset(low))?;
-        remaining += high - low;
+    for (partition, &start) in from.iter().enumerate() {
+        let partition = partition as i32;
+        let (_, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+        assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
+        remaining += high - start;
     }
     consumer.assign(&assignment)?;
     let total = remaining;
