@@ -794,7 +794,11 @@ async fn load(
                     Some(c) => c,
                     None => match WebhookConnection::open(&authority).await {
                         Ok(c) => c,
-                        Err(_) => continue,
+                        Err(_) => {
+                            // Not counted; and no tight loop while serve is away.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
                     },
                 };
                 // A timeout, so one stuck request cannot hang the whole run.
