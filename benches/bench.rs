@@ -488,10 +488,11 @@ async fn main() -> anyhow::Result<()> {
 
     // Inbound apply rate from a backlog, first through the sqlite broker.
     let inbound_rss_1 = procs.stop("stripe-inbound");
-    let backlog_starts = {
-        let (brokers, topic) = (brokers.clone(), events_topic.clone());
-        tokio::task::spawn_blocking(move || high_watermarks(&brokers, &topic)).await??
-    };
+    // Where the backlog begins: each partition's high watermark before it.
+    let backlog_starts =
+        stripe_sync::ops::topics::list(&brokers, std::slice::from_ref(&events_topic))?
+            .remove(0)
+            .partitions;
     produce_backlog(
         &brokers,
         &events_topic,
@@ -1223,27 +1224,14 @@ async fn applied_events(http: &reqwest::Client, metrics_url: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-/// Each partition's next offset: where what is produced next begins.
-fn high_watermarks(brokers: &str, topic: &str) -> anyhow::Result<Vec<i64>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let client: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions = metadata.topics()[0].partitions().len() as i32;
-    (0..partitions)
-        .map(|p| {
-            Ok(client
-                .fetch_watermarks(topic, p, Duration::from_secs(10))?
-                .1)
-        })
-        .collect()
-}
-
-/// Reads `topic` from the offsets `from` (one per partition) to its end
-/// with a plain consumer configured as the workers are (no group, no
+/// Reads `topic` from each partition's high watermark in `from` to its
+/// end with a plain consumer configured as the workers are (no group, no
 /// apply) and returns messages/s.
-fn raw_consume_rate(brokers: &str, topic: &str, from: &[i64]) -> anyhow::Result<f64> {
+fn raw_consume_rate(
+    brokers: &str,
+    topic: &str,
+    from: &[stripe_sync::ops::topics::PartitionInfo],
+) -> anyhow::Result<f64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
     let consumer: BaseConsumer = stripe_sync::kafka::consumer::fetch_config(
@@ -1262,11 +1250,11 @@ fn raw_consume_rate(brokers: &str, topic: &str, from: &[i64]) -> anyhow::Result<
     .create()?;
     let mut assignment = TopicPartitionList::new();
     let mut remaining = 0i64;
-    for (partition, &start) in from.iter().enumerate() {
-        let partition = partition as i32;
-        let (_, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
-        assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
-        remaining += high - start;
+    for start in from {
+        let (_, high) =
+            consumer.fetch_watermarks(topic, start.partition, Duration::from_secs(10))?;
+        assignment.add_partition_offset(topic, start.partition, Offset::Offset(start.high))?;
+        remaining += high - start.high;
     }
     consumer.assign(&assignment)?;
     let total = remaining;
