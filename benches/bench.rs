@@ -1057,6 +1057,18 @@ fn store_apply_rate(
                 "unexpected re-read of {id}: the events have no ties"
             )))
         }
+        fn children(
+            &self,
+            _: &str,
+            _: &stripe_sync::registry::Resource,
+            child: &stripe_sync::registry::Child,
+            id: &str,
+        ) -> Result<Vec<Value>, stripe_sync::apply::ApplyError> {
+            Err(stripe_sync::apply::ApplyError::Permanent(format!(
+                "unexpected read of {id}'s {}: the events carry no child lists",
+                child.field
+            )))
+        }
     }
     let events: Vec<stripe_sync::stripe::StripeEvent> = (0..n as u64)
         .map(|i| {

@@ -10,7 +10,7 @@ use crate::ops::topics::TailFrom;
 use crate::ops::{commands, Inventory};
 use crate::pull::{backfill, diff, reconcile, ObjectKind, PullConfig, PullContext};
 use crate::stripe::PLATFORM_ACCOUNT;
-use crate::{config, db, serve, shutdown, telemetry};
+use crate::{config, db, registry, serve, shutdown, telemetry};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
@@ -59,6 +59,11 @@ enum Command {
         #[arg(long, default_value = PLATFORM_ACCOUNT)]
         account: String,
     },
+    /// The resource registry: what is mirrored, and the SQL of its relations.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
     /// Inspect our Kafka topics without disturbing any worker.
     Topics {
         #[command(subcommand)]
@@ -82,6 +87,20 @@ enum Command {
         exit_code: bool,
         #[arg(long, default_value = PLATFORM_ACCOUNT)]
         account: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Every mirrored Stripe type: object, relation, delete semantics,
+    /// child lists and typed columns.
+    Types,
+    /// The SQL creating the relations of the given types (for a new type's
+    /// migration).
+    Ddl {
+        /// Object types (`invoice`) or relations (`invoices`); `all` for every type.
+        #[arg(required = true)]
+        types: Vec<String>,
     },
 }
 
@@ -248,6 +267,15 @@ pub async fn run() -> anyhow::Result<()> {
                     Ok(())
                 }
             }
+        }
+        Command::Catalog { command } => {
+            match command {
+                CatalogCommand::Types => print!("{}", registry::describe()),
+                CatalogCommand::Ddl { types } => {
+                    println!("{}", registry::ddl::for_resources(registry::resolve(&types)?))
+                }
+            }
+            Ok(())
         }
         Command::Topics { command } => {
             let inv = Inventory::load(&env)?;

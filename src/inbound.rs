@@ -11,7 +11,10 @@ use crate::db::{self, PgPool};
 use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
 use crate::kafka::{admin, EventProducer};
 use crate::metrics;
-use crate::stripe::{RemoteObject, StripeClient, StripeEvent};
+use crate::registry::{Child, ChildSource, Resource};
+use crate::stripe::client::RESOURCE_MISSING;
+use crate::stripe::{RemoteObject, StripeClient, StripeError, StripeEvent};
+use serde_json::Value;
 
 /// Applies a batch of events in one Postgres transaction
 /// ([`apply::apply_batch`]); an event refused for good is dead-lettered
@@ -32,8 +35,12 @@ impl BatchHandler for InboundHandler {
         let parsed: Vec<Result<StripeEvent, String>> = batch.iter().map(parse_delivery).collect();
         let events: Vec<&StripeEvent> = parsed.iter().filter_map(|p| p.as_ref().ok()).collect();
         let mut conn = self.pool.get()?;
-        let results = conn
-            .transaction(|conn| apply::apply_batch(conn, self.remote.as_ref(), &events))
+        // Stripe is read before the transaction opens, never while it
+        // holds row locks.
+        let results = apply::prefetch(&mut conn, self.remote.as_ref(), &events)
+            .and_then(|read| {
+                conn.transaction(|conn| apply::apply_batch(conn, &read, &events))
+            })
             .map_err(|e| match e {
                 ApplyError::Transient {
                     source,
@@ -104,27 +111,59 @@ impl StripeRemote {
     }
 }
 
+impl StripeRemote {
+    fn read<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StripeError>>,
+    ) -> Result<T, ApplyError> {
+        self.runtime.block_on(call).map_err(|e| match e {
+            e if e.is_transient() => ApplyError::Transient {
+                retry_after: e.retry_after(),
+                source: e.into(),
+            },
+            // A rejected key is a configuration problem, not a property of
+            // the event; and a 404 that is not Stripe's `resource_missing`
+            // for the object (a wrong base URL, a proxy) says nothing about
+            // it either: wait for an operator instead of dead-lettering.
+            e @ StripeError::Api {
+                status: 401 | 403 | 404,
+                ..
+            } => ApplyError::transient(e),
+            e => ApplyError::Permanent(e.to_string()),
+        })
+    }
+}
+
 impl RemoteReader for StripeRemote {
-    fn current(
+    fn current(&self, account: &str, path: &str, id: &str) -> Result<RemoteObject, ApplyError> {
+        self.read(self.client.retrieve(account, path, id))
+    }
+
+    fn children(
         &self,
         account: &str,
-        collection: &str,
-        id: &str,
-    ) -> Result<RemoteObject, ApplyError> {
-        self.runtime
-            .block_on(self.client.retrieve(account, collection, id))
-            .map_err(|e| match e {
-                e if e.is_transient() => ApplyError::Transient {
-                    retry_after: e.retry_after(),
-                    source: e.into(),
-                },
-                // A rejected key is a configuration problem, not a property
-                // of the event: wait for an operator instead of dead-lettering.
-                e @ crate::stripe::StripeError::Api {
-                    status: 401 | 403, ..
-                } => ApplyError::transient(e),
-                e => ApplyError::Permanent(e.to_string()),
-            })
+        parent: &Resource,
+        child: &Child,
+        parent_id: &str,
+    ) -> Result<Vec<Value>, ApplyError> {
+        let (path, filters) = match child.source {
+            ChildSource::Nested(sub) => (format!("{}/{parent_id}/{sub}", parent.path), Vec::new()),
+            ChildSource::Filtered { path, param } => {
+                (path.to_owned(), vec![(param.to_owned(), parent_id.to_owned())])
+            }
+        };
+        let listed = self
+            .runtime
+            .block_on(self.client.list_all(account, &path, &filters));
+        match listed {
+            // The parent is gone, so are its items.
+            Err(StripeError::Api {
+                status: 404,
+                code: Some(code),
+                ..
+            }) if code == RESOURCE_MISSING => Ok(Vec::new()),
+            other => self.read(std::future::ready(other)),
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod ops;
 pub mod outbound;
 pub mod outbox;
 pub mod pull;
+pub mod registry;
 pub mod relay;
 pub mod retry;
 pub mod serve;

@@ -1,32 +1,18 @@
 //! `customer.*` events → `customers` + `id_map`.
 //!
-//! Ordering (invariant 4), per Stripe customer, using `id_map.remote_version`
-//! (the `created` second of the newest state applied):
-//! - a deleted customer is final: any later event is ignored;
-//! - `customer.deleted` always wins, whatever its timestamp;
-//! - an older event is stale and skipped;
-//! - a newer event's snapshot is written;
-//! - an event from the same second cannot be ordered by its timestamp, so
-//!   the customer is re-read from Stripe and Stripe's current state written.
+//! Ordering (invariant 4), per Stripe customer, follows [`order`]'s rules
+//! with the watermark kept on the link (`id_map.remote_version`,
+//! `remote_deleted`).
 //!
-//! Snapshots (`customer.snapshot`, from backfill and diff --repair) carry
-//! the time *we* read the object, not a Stripe timestamp, so host clock
-//! skew matters: a snapshot is newer only when it is more than
-//! [`SNAPSHOT_SKEW_SECS`] ahead of the stored state, older when more than
-//! that behind, and anything in between is treated as a tie (re-read). The
-//! watermark a snapshot leaves is lowered by the same margin, so a real
-//! event that happened just after the read is never taken for stale.
-//!
-//! These rules live in [`decide`], a pure function; [`apply`] carries one
+//! [`decide`] applies the rules to a customer event; [`apply`] carries one
 //! decision out against the database, and the batch applier
 //! (`super::customer_batch`) folds many decisions in memory before writing.
-
-use std::cmp::Ordering;
 
 use diesel::prelude::*;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::order::{self, Step, Watermark};
 use super::{Applied, ApplyError, RemoteReader};
 use crate::customers::input::LOCAL_ID_METADATA_KEY;
 use crate::db::models::{Customer, CustomerProjection, NewIdMapEntry};
@@ -40,49 +26,7 @@ use crate::sync::{entity, service};
 /// API (backfill) or a diff repair.
 pub const SNAPSHOT_TYPE: &str = "customer.snapshot";
 
-/// How far the host clock may be from Stripe's for snapshot ordering.
-pub const SNAPSHOT_SKEW_SECS: i64 = 60;
-
-/// The ordering state a link carries: `id_map.remote_version` and
-/// `remote_deleted`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Watermark {
-    pub version: i64,
-    pub deleted: bool,
-}
-
-/// What the ordering rules make of one event, given the customer's link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Step {
-    /// No link yet: the customer is new to us (possibly already deleted).
-    Create { deleted: bool },
-    /// The customer is deleted; nothing changes.
-    AfterTombstone,
-    /// Tombstone the row; `columns` says whether the event's snapshot may
-    /// also be written (not for a stale delete, nor a deleted snapshot).
-    Delete { columns: bool },
-    /// Older than the stored state: nothing changes.
-    Stale,
-    /// Newer: write the event's snapshot.
-    Write,
-    /// Same second: re-read the customer from Stripe and write that.
-    ReRead,
-}
-
-impl Step {
-    /// The outcome the step records, for steps that need nothing more.
-    pub fn applied(self) -> Applied {
-        match self {
-            Self::Create { deleted: true } | Self::Delete { .. } => Applied::Deleted,
-            Self::Create { deleted: false } | Self::Write => Applied::Upserted,
-            Self::AfterTombstone => Applied::AfterTombstone,
-            Self::Stale => Applied::Stale,
-            Self::ReRead => Applied::TieResolved,
-        }
-    }
-}
-
-/// The Stripe customer id an event is about, refused when it is not one.
+/// The customer id an event is about, refused when it is not one.
 pub(super) fn customer_id(event: &StripeEvent) -> Result<&str, ApplyError> {
     let id = event.object_id();
     if id.starts_with("cus_") {
@@ -95,49 +39,53 @@ pub(super) fn customer_id(event: &StripeEvent) -> Result<&str, ApplyError> {
     }
 }
 
-/// Applies the ordering rules: what `event` does to a customer whose link
-/// is `link` (None: not linked yet), and the watermark it leaves.
+/// Applies the ordering rules ([`order::decide`]) to a customer event.
 pub(super) fn decide(event: &StripeEvent, link: Option<Watermark>) -> (Step, Watermark) {
-    let is_snapshot = event.kind == SNAPSHOT_TYPE;
+    let snapshot = event.kind == SNAPSHOT_TYPE;
     // A snapshot of a customer Stripe no longer has is `{"deleted": true}`.
-    let is_delete = event.kind == "customer.deleted"
-        || (is_snapshot && event.object.get("deleted").and_then(Value::as_bool) == Some(true));
-    // The watermark this event may leave behind.
-    let version = if is_snapshot {
-        event.created - SNAPSHOT_SKEW_SECS
-    } else {
-        event.created
-    };
-    let Some(link) = link else {
-        let mark = Watermark {
-            version,
-            deleted: is_delete,
-        };
-        return (Step::Create { deleted: is_delete }, mark);
-    };
-    if link.deleted {
-        return (Step::AfterTombstone, link);
+    let delete = event.kind == "customer.deleted" || (snapshot && order::marked_deleted(&event.object));
+    order::decide(order::Facts { delete, snapshot }, event.created, link)
+}
+
+/// Reads through `remote` the customers whose events of the batch tie
+/// with their stored state, as the apply will (the read-only pass before
+/// the transaction; see [`super::prefetch`]). A customer Stripe refuses to
+/// return for good is left to the apply to refuse.
+pub(super) fn read_ties(
+    conn: &mut PgConnection,
+    remote: &dyn RemoteReader,
+    events: &[&StripeEvent],
+) -> Result<(), ApplyError> {
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for event in events {
+        keys.push((event.account.as_str(), customer_id(event)?));
     }
-    let newer = Watermark {
-        version: version.max(link.version),
-        deleted: is_delete,
-    };
-    if is_delete {
-        // A stale delete still deletes, but must not roll columns back; a
-        // deleted snapshot has no columns to offer.
-        let columns = !is_snapshot && version >= link.version;
-        return (Step::Delete { columns }, newer);
+    let mut marks: std::collections::HashMap<(String, String), Watermark> =
+        idmap::find_many(conn, service::STRIPE, entity::CUSTOMER, &keys)?
+            .into_iter()
+            .map(|l| {
+                let mark = Watermark {
+                    version: l.remote_version,
+                    deleted: l.remote_deleted,
+                };
+                ((l.account, l.external_id), mark)
+            })
+            .collect();
+    for (event, (account, id)) in events.iter().zip(keys) {
+        let k = (account.to_owned(), id.to_owned());
+        let (step, mut next) = decide(event, marks.get(&k).copied());
+        if step == Step::ReRead {
+            match remote.current(account, "customers", id) {
+                Ok(RemoteObject::Deleted) => next.deleted = true,
+                Ok(RemoteObject::Live(_)) | Err(ApplyError::Permanent(_)) => {}
+                Err(transient) => return Err(transient),
+            }
+        }
+        if step.changes() {
+            marks.insert(k, next);
+        }
     }
-    let order = if is_snapshot {
-        snapshot_order(event.created, link.version)
-    } else {
-        event.created.cmp(&link.version)
-    };
-    match order {
-        Ordering::Less => (Step::Stale, link),
-        Ordering::Greater => (Step::Write, newer),
-        Ordering::Equal => (Step::ReRead, newer),
-    }
+    Ok(())
 }
 
 /// Applies one customer event against the database (the per-event path:
@@ -221,18 +169,6 @@ pub(super) fn apply(
         },
     }
     Ok(step.applied())
-}
-
-/// Orders a snapshot read at `read_at` (host clock) against a stored
-/// watermark (Stripe clock), with the skew margin on both sides.
-fn snapshot_order(read_at: i64, watermark: i64) -> Ordering {
-    if read_at - SNAPSHOT_SKEW_SECS > watermark {
-        Ordering::Greater
-    } else if read_at + SNAPSHOT_SKEW_SECS < watermark {
-        Ordering::Less
-    } else {
-        Ordering::Equal
-    }
 }
 
 /// The local id a Stripe customer names in its metadata; stripe-outbound
@@ -405,25 +341,4 @@ fn tombstone(conn: &mut PgConnection, id: Uuid, last_snapshot: Option<&Value>) -
         None => diesel::update(target).set(stamp).execute(conn),
     }
     .map(drop)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn snapshots_are_ordered_with_a_skew_margin() {
-        let w = 1_000;
-        assert_eq!(
-            snapshot_order(w + SNAPSHOT_SKEW_SECS + 1, w),
-            Ordering::Greater
-        );
-        assert_eq!(snapshot_order(w + SNAPSHOT_SKEW_SECS, w), Ordering::Equal);
-        assert_eq!(snapshot_order(w, w), Ordering::Equal);
-        assert_eq!(snapshot_order(w - SNAPSHOT_SKEW_SECS, w), Ordering::Equal);
-        assert_eq!(
-            snapshot_order(w - SNAPSHOT_SKEW_SECS - 1, w),
-            Ordering::Less
-        );
-    }
 }

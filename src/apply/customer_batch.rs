@@ -17,7 +17,8 @@ use diesel::sql_types::{Array, BigInt, Bool, Jsonb, Nullable, Text, Uuid as SqlU
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::customer::{self, Step, Watermark};
+use super::customer;
+use super::order::{Step, Watermark};
 use super::{Applied, ApplyError};
 use crate::db::models::NewIdMapEntry;
 use crate::db::schema::customers;

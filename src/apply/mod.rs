@@ -2,11 +2,15 @@
 //! hand in a connection inside their transaction and a [`RemoteReader`] for
 //! the rare case an object must be re-read from its service.
 
+mod catalog;
 mod customer;
 mod customer_batch;
 pub mod ledger;
+pub mod order;
+mod remote;
 
 pub use customer::SNAPSHOT_TYPE;
+pub use remote::{Prefetched, Recording, RemoteReader};
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -16,7 +20,8 @@ use diesel::pg::PgConnection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::Connection;
 
-use crate::stripe::{RemoteObject, StripeEvent};
+use crate::registry::{self, Resource};
+use crate::stripe::StripeEvent;
 use crate::sync::service;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,18 +68,6 @@ impl From<DieselError> for ApplyError {
     }
 }
 
-/// Reads the current state of an object from its service. Used to break
-/// same-second ties, where event timestamps cannot say which state is newer.
-pub trait RemoteReader: Send + Sync {
-    /// `collection` is the REST collection, e.g. `customers`.
-    fn current(
-        &self,
-        account: &str,
-        collection: &str,
-        id: &str,
-    ) -> Result<RemoteObject, ApplyError>;
-}
-
 /// What applying one event did; recorded in the ledger as `outcome`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -109,12 +102,25 @@ impl Applied {
     }
 }
 
-/// Whether an applier handles events of this type.
-fn is_customer_event(kind: &str) -> bool {
-    matches!(
-        kind,
-        "customer.created" | "customer.updated" | "customer.deleted" | SNAPSHOT_TYPE
-    )
+/// Where an event goes: by the type of the object it carries
+/// (`data.object.object`), never by its event type's prefix
+/// (`customer.subscription.updated` carries a subscription).
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    /// The local-first `customers` table (two-way sync).
+    Customer,
+    /// `stripe.<relation>` through the registry.
+    Mirror(&'static Resource),
+    /// No registered type: acknowledged and ledgered as ignored.
+    Ignored,
+}
+
+fn route(event: &StripeEvent) -> Route {
+    match event.object_type().and_then(registry::by_object) {
+        Some(r) if r.is_local_customer() => Route::Customer,
+        Some(r) => Route::Mirror(r),
+        None => Route::Ignored,
+    }
 }
 
 /// What became of one event of a batch: applied (or recognised as
@@ -140,19 +146,8 @@ pub fn apply_batch(
     let mut results: Vec<Option<EventResult>> = vec![None; events.len()];
     // The same event twice in one batch: the first occurrence is applied
     // and the repeats take its result (below).
-    let mut first: HashMap<(&str, &str), usize> = HashMap::new();
-    let mut repeats = Vec::new();
-    let mut unique = Vec::with_capacity(events.len());
-    for (i, event) in events.iter().enumerate() {
-        match first.entry((event.account.as_str(), event.id.as_str())) {
-            Entry::Vacant(slot) => {
-                slot.insert(i);
-                unique.push(i);
-            }
-            Entry::Occupied(slot) => repeats.push((i, *slot.get())),
-        }
-    }
-    let per_event = match conn.transaction(|conn| apply_set(conn, events, &unique)) {
+    let (unique, repeats) = first_occurrences(events);
+    let per_event = match conn.transaction(|conn| apply_set(conn, remote, events, &unique)) {
         Ok(folded) => {
             for (i, applied) in folded.applied {
                 results[i] = Some(Ok(applied));
@@ -191,6 +186,63 @@ pub fn apply_each(
     Ok(collect(results))
 }
 
+/// The positions of each event's first occurrence in the batch, and each
+/// repeat with the position of its first occurrence.
+fn first_occurrences(events: &[&StripeEvent]) -> (Vec<usize>, Vec<(usize, usize)>) {
+    let mut first: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut repeats = Vec::new();
+    let mut unique = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        match first.entry((event.account.as_str(), event.id.as_str())) {
+            Entry::Vacant(slot) => {
+                slot.insert(i);
+                unique.push(i);
+            }
+            Entry::Occupied(slot) => repeats.push((i, *slot.get())),
+        }
+    }
+    (unique, repeats)
+}
+
+/// Reads from Stripe, before the batch's transaction opens, everything
+/// applying `events` will read: the current state of objects with
+/// same-second ties and the child lists a payload leaves incomplete, each
+/// once. Planned against the stored state without locks; should the state
+/// move before the locked apply needs a read not made here, that apply
+/// fails as transient and the batch is prepared again.
+pub fn prefetch(
+    conn: &mut PgConnection,
+    live: &dyn RemoteReader,
+    events: &[&StripeEvent],
+) -> Result<Prefetched, ApplyError> {
+    let (unique, _) = first_occurrences(events);
+    let batch: Vec<&StripeEvent> = unique.iter().map(|&i| events[i]).collect();
+    let applied_before = ledger::already_applied(conn, service::STRIPE, &batch)?;
+    let fresh = batch
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !applied_before.contains(&(e.account.clone(), e.id.to_string())));
+    let mut customers = Vec::new();
+    let mut mirrored = Vec::new();
+    for (pos, event) in fresh {
+        match route(event) {
+            Route::Customer if customer::customer_id(event).is_ok() => customers.push(*event),
+            Route::Mirror(resource) if catalog::object_id(event).is_ok() => {
+                mirrored.push(catalog::Routed {
+                    pos,
+                    event,
+                    resource,
+                })
+            }
+            _ => {}
+        }
+    }
+    let recording = Recording::new(live);
+    customer::read_ties(conn, &recording, &customers)?;
+    catalog::plan(conn, &recording, &mirrored, catalog::Locking::None)?;
+    Ok(recording.into_record())
+}
+
 fn collect(results: Vec<Option<EventResult>>) -> Vec<EventResult> {
     results
         .into_iter()
@@ -223,6 +275,7 @@ fn one_by_one(
 /// The set-based part of [`apply_batch`] for the events at `unique`.
 fn apply_set(
     conn: &mut PgConnection,
+    remote: &dyn RemoteReader,
     events: &[&StripeEvent],
     unique: &[usize],
 ) -> Result<customer_batch::Folded, ApplyError> {
@@ -231,18 +284,29 @@ fn apply_set(
     let mut done = Vec::new();
     let mut per_event = Vec::new();
     let mut customer_events = Vec::new();
+    let mut mirrored = Vec::new();
     for (&i, event) in unique.iter().zip(&batch) {
         if applied_before.contains(&(event.account.clone(), event.id.to_string())) {
             done.push((i, Applied::Duplicate));
-        } else if !is_customer_event(&event.kind) {
-            done.push((i, Applied::Ignored));
-        } else if customer::customer_id(event).is_err() {
-            per_event.push(i); // refused there, with the reason
-        } else {
-            customer_events.push((i, *event));
+            continue;
+        }
+        match route(event) {
+            Route::Ignored => done.push((i, Applied::Ignored)),
+            // Refused there, with the reason.
+            Route::Customer if customer::customer_id(event).is_err() => per_event.push(i),
+            Route::Mirror(_) if catalog::object_id(event).is_err() => per_event.push(i),
+            Route::Customer => customer_events.push((i, *event)),
+            Route::Mirror(resource) => mirrored.push(catalog::Routed {
+                pos: i,
+                event,
+                resource,
+            }),
         }
     }
     let mut folded = customer_batch::apply(conn, &customer_events)?;
+    for plan in catalog::apply(conn, remote, &mirrored)? {
+        folded.applied.extend(plan.outcomes);
+    }
     folded.applied.extend(done);
     let entries: Vec<(&StripeEvent, Applied)> = folded
         .applied
@@ -276,10 +340,17 @@ fn apply_one(
     if !ledger::claim(conn, service::STRIPE, event)? {
         return Ok(Applied::Duplicate);
     }
-    let applied = if is_customer_event(&event.kind) {
-        customer::apply(conn, remote, event)?
-    } else {
-        Applied::Ignored
+    let applied = match route(event) {
+        Route::Customer => customer::apply(conn, remote, event)?,
+        Route::Mirror(resource) => {
+            let routed = [catalog::Routed {
+                pos: 0,
+                event,
+                resource,
+            }];
+            catalog::apply(conn, remote, &routed)?[0].outcomes[0].1
+        }
+        Route::Ignored => Applied::Ignored,
     };
     ledger::record_outcome(conn, service::STRIPE, event, applied)?;
     Ok(applied)

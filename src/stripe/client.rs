@@ -55,10 +55,15 @@ impl StripeError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RemoteObject {
     Live(serde_json::Value),
-    /// Stripe answers a deleted customer with `{"deleted": true}`; some fakes
-    /// answer 404. Both mean the object is gone for good.
+    /// Stripe answers a deleted customer with `{"deleted": true}`, and any
+    /// object it does not have with 404 `resource_missing`. Both mean the
+    /// object is gone for good. Any other 404 (a wrong base URL, a path
+    /// Stripe does not know) is an error, never a delete.
     Deleted,
 }
+
+/// The error code Stripe gives an object that does not exist.
+pub const RESOURCE_MISSING: &str = "resource_missing";
 
 #[derive(Clone)]
 pub struct StripeClient {
@@ -136,7 +141,7 @@ impl StripeClient {
             RemoteObject::Deleted => {
                 return Err(StripeError::Api {
                     status: 404,
-                    code: None,
+                    code: Some(RESOURCE_MISSING.into()),
                     message: format!("/v1/{collection} does not exist"),
                 })
             }
@@ -152,6 +157,36 @@ impl StripeClient {
                 .and_then(|h| h.as_bool())
                 .unwrap_or(false),
         })
+    }
+
+    /// Every item of a list endpoint (`limit=100`, following
+    /// `starting_after` page after page), e.g. an invoice's lines.
+    pub async fn list_all(
+        &self,
+        account: &str,
+        collection: &str,
+        filters: &[(String, String)],
+    ) -> Result<Vec<serde_json::Value>, StripeError> {
+        let mut items = Vec::new();
+        let mut starting_after: Option<String> = None;
+        loop {
+            let mut params = vec![("limit".to_owned(), "100".to_owned())];
+            params.extend_from_slice(filters);
+            if let Some(after) = &starting_after {
+                params.push(("starting_after".into(), after.clone()));
+            }
+            let page = self.list(account, collection, &params).await?;
+            starting_after = page
+                .data
+                .last()
+                .and_then(|o| o.get("id"))
+                .and_then(|id| id.as_str())
+                .map(str::to_owned);
+            items.extend(page.data);
+            if !page.has_more || starting_after.is_none() {
+                return Ok(items);
+            }
+        }
     }
 
     /// `GET /v1/{collection}/{id}`, e.g. `("customers", "cus_123")`.
@@ -272,7 +307,12 @@ impl StripeClient {
                     Ok(RemoteObject::Live(value))
                 }
             }
-            404 => Ok(RemoteObject::Deleted),
+            404 => match api_error(status, &body) {
+                StripeError::Api { code: Some(code), .. } if code == RESOURCE_MISSING => {
+                    Ok(RemoteObject::Deleted)
+                }
+                other => Err(other),
+            },
             429 => {
                 if let (Some(limiter), Some(wait)) = (&self.limiter, retry_after) {
                     limiter.pause(wait).await;

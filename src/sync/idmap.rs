@@ -80,6 +80,27 @@ pub fn lock_many(
     entity: &str,
     keys: &[(&str, &str)],
 ) -> QueryResult<Vec<IdMapEntry>> {
+    many(conn, service, entity, keys, " FOR UPDATE OF m")
+}
+
+/// [`lock_many`] without the locks: a read to plan with, before a
+/// transaction that locks.
+pub fn find_many(
+    conn: &mut PgConnection,
+    service: &str,
+    entity: &str,
+    keys: &[(&str, &str)],
+) -> QueryResult<Vec<IdMapEntry>> {
+    many(conn, service, entity, keys, "")
+}
+
+fn many(
+    conn: &mut PgConnection,
+    service: &str,
+    entity: &str,
+    keys: &[(&str, &str)],
+    lock: &str,
+) -> QueryResult<Vec<IdMapEntry>> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
@@ -87,13 +108,12 @@ pub fn lock_many(
     let ids: Vec<&str> = keys.iter().map(|k| k.1).collect();
     // One primary-key probe per key (LATERAL), whatever the planner's
     // statistics say about the table's size (see ledger::already_applied).
-    diesel::sql_query(
+    diesel::sql_query(format!(
         "SELECT m.* FROM unnest($3, $4) AS k(account, external_id) \
          CROSS JOIN LATERAL (SELECT * FROM id_map WHERE service = $1 AND account = k.account \
              AND entity = $2 AND external_id = k.external_id) AS m \
-         ORDER BY m.account, m.external_id \
-         FOR UPDATE OF m",
-    )
+         ORDER BY m.account, m.external_id{lock}"
+    ))
     .bind::<Text, _>(service)
     .bind::<Text, _>(entity)
     .bind::<Array<Text>, _>(accounts)

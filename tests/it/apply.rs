@@ -15,8 +15,9 @@ use diesel::prelude::*;
 use diesel::sql_types::{Nullable, Text};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::json;
+use serde_json::{json, Value};
 use stripe_sync::apply::{self, Applied, ApplyError, EventResult, RemoteReader};
+use stripe_sync::registry::{Child, Resource};
 use stripe_sync::stripe::{RemoteObject, StripeEvent};
 
 use crate::support::db::TestDb;
@@ -30,18 +31,23 @@ const PENDING_LOCAL: &str = "00000000-0000-4000-8000-0000000000b2";
 struct Reread;
 
 impl RemoteReader for Reread {
-    fn current(&self, _: &str, _: &str, id: &str) -> Result<RemoteObject, ApplyError> {
-        Ok(if id == "cus_5" {
+    fn current(&self, _: &str, path: &str, id: &str) -> Result<RemoteObject, ApplyError> {
+        let object = if path == "customers" { "customer" } else { "product" };
+        Ok(if id == "cus_5" || id == "prod_gone" {
             RemoteObject::Deleted
         } else {
-            RemoteObject::Live(json!({"id": id, "object": "customer", "name": "as re-read"}))
+            RemoteObject::Live(json!({"id": id, "object": object, "name": "as re-read"}))
         })
+    }
+
+    fn children(&self, _: &str, _: &Resource, _: &Child, id: &str) -> Result<Vec<Value>, ApplyError> {
+        panic!("products have no child lists, yet {id}'s were read")
     }
 }
 
 fn setup(conn: &mut PgConnection) {
     for sql in [
-        "TRUNCATE customers, id_map, event_ledger, outbox, outbox_deliveries CASCADE",
+        "TRUNCATE customers, id_map, event_ledger, outbox, outbox_deliveries, stripe.products CASCADE",
         &format!(
             "INSERT INTO customers (id, email, name) VALUES \
              ('{ECHO_LOCAL}', 'echo@example.com', 'Local'), ('{PENDING_LOCAL}', 'p@example.com', 'Local name')"
@@ -90,9 +96,18 @@ fn random_events(rng: &mut StdRng, n: usize) -> Vec<Vec<u8>> {
                 object = json!({"id": cus, "object": "customer", "deleted": true});
                 ("customer.snapshot", rng.gen_range(100..250))
             }
-            86..=93 => {
-                object = json!({"id": "prod_1", "object": "product", "name": "P"});
-                ("product.updated", 100)
+            // A mirrored type through the same rules.
+            86..=91 => {
+                let id = ["prod_1", "prod_2", "prod_gone"][rng.gen_range(0..3)];
+                object = json!({"id": id, "object": "product", "name": format!("P{i}")});
+                let kind = ["product.created", "product.updated", "product.deleted"]
+                    [rng.gen_range(0..3)];
+                (kind, rng.gen_range(100..106))
+            }
+            // A type nobody registered.
+            92..=93 => {
+                object = json!({"object": "balance", "available": []});
+                ("balance.available", 100)
             }
             _ => {
                 object = json!({"id": "not-a-customer", "object": "customer"});
@@ -134,7 +149,16 @@ fn dump(conn: &mut PgConnection) -> (String, String) {
     )
     .get_result::<Dump>(conn)
     .unwrap();
-    (rows.j.unwrap_or_default(), ledger.j.unwrap_or_default())
+    let products = diesel::sql_query(
+        "SELECT json_agg(json_build_array(account, id, data, deleted, remote_version, remote_event_id) \
+                ORDER BY id)::text AS j FROM stripe.products",
+    )
+    .get_result::<Dump>(conn)
+    .unwrap();
+    (
+        rows.j.unwrap_or_default() + &products.j.unwrap_or_default(),
+        ledger.j.unwrap_or_default(),
+    )
 }
 
 type Path = fn(

@@ -1,0 +1,457 @@
+//! Events of every registered type but customers → `stripe.<relation>`,
+//! driven by the [`registry`]: one code path for products, invoices,
+//! checkout sessions and the rest.
+//!
+//! Each object's ordering state (the [`Watermark`]) is kept on its own row
+//! (`remote_version`, `deleted`), not in `id_map`: a mirrored object has no
+//! local entity to link to, and keeping the state on the row makes the
+//! order check and the write one row, one statement per relation.
+//!
+//! A batch is first [`plan`]ned: each object's events are folded in memory
+//! through [`order::decide`], ties and incomplete child lists read through
+//! the [`RemoteReader`]; then [`write`] stores the outcome with a few
+//! set-based statements per relation. The inbound worker plans once before
+//! its transaction with the live reader (recording what Stripe answered)
+//! and again inside it from the recording, so no HTTP call ever runs while
+//! the transaction holds its locks.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Jsonb, Text};
+use serde_json::Value;
+
+use super::order::{self, Facts, Step, Watermark};
+use super::{Applied, ApplyError, RemoteReader};
+use crate::registry::{Child, Deletes, Resource};
+use crate::stripe::{RemoteObject, StripeEvent};
+
+/// An event routed to a registered type.
+#[derive(Clone, Copy)]
+pub(super) struct Routed<'e> {
+    pub pos: usize,
+    pub event: &'e StripeEvent,
+    pub resource: &'static Resource,
+}
+
+/// Whether a plan reads the stored state with row locks (inside the apply
+/// transaction) or without (the read-only pass before it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Locking {
+    ForUpdate,
+    None,
+}
+
+/// The id of the object an event carries, refused when it has none:
+/// without it there is nothing to key the row by.
+pub(super) fn object_id<'e>(event: &'e StripeEvent) -> Result<&'e str, ApplyError> {
+    match event.object.get("id").and_then(Value::as_str) {
+        Some(id) if !id.is_empty() => Ok(id),
+        _ => Err(ApplyError::Permanent(format!(
+            "{} carries a {} without an id",
+            event.kind,
+            event.object_type().unwrap_or("object")
+        ))),
+    }
+}
+
+/// What an event is to the ordering rules, by its type's delete semantics.
+fn facts(resource: &Resource, event: &StripeEvent) -> Facts {
+    let snapshot = event.kind.strip_suffix(".snapshot") == Some(resource.object);
+    let deletes_it = resource.deletes == Deletes::Tombstone
+        && !snapshot
+        && event.kind.ends_with(".deleted");
+    Facts {
+        delete: deletes_it || order::marked_deleted(&event.object),
+        snapshot,
+    }
+}
+
+/// The state one object ends the batch in, when the batch changes it.
+pub(super) struct Row<'e> {
+    /// The newest object to store; None keeps the stored one (a stale
+    /// delete tombstones without rolling the columns back).
+    data: Option<Cow<'e, Value>>,
+    deleted: bool,
+    mark: Watermark,
+    event_id: &'e str,
+    /// Each child list's complete items, when the row's children change.
+    children: Vec<(&'static Child, Vec<Value>)>,
+}
+
+/// One object's events of the batch and what they add up to.
+pub(super) struct ObjectPlan<'e> {
+    resource: &'static Resource,
+    account: &'e str,
+    id: &'e str,
+    events: Vec<(usize, &'e StripeEvent)>,
+    stored: Option<Watermark>,
+    row: Option<Row<'e>>,
+    pub outcomes: Vec<(usize, Applied)>,
+    /// Why the object's events cannot be applied (a read Stripe refused for
+    /// good, a child item without an id).
+    pub refused: Option<String>,
+}
+
+/// Folds the events (none of them in the ledger yet) per object through the
+/// ordering rules against the stored state, reading ties and child lists
+/// through `remote`.
+pub(super) fn plan<'e>(
+    conn: &mut PgConnection,
+    remote: &dyn RemoteReader,
+    events: &[Routed<'e>],
+    locking: Locking,
+) -> Result<Vec<ObjectPlan<'e>>, ApplyError> {
+    let mut plans: Vec<ObjectPlan<'e>> = Vec::new();
+    let mut by_key: HashMap<(&str, &str, &str), usize> = HashMap::new();
+    for routed in events {
+        let event = routed.event;
+        let key = (
+            routed.resource.relation,
+            event.account.as_str(),
+            object_id(event)?,
+        );
+        let at = *by_key.entry(key).or_insert_with(|| {
+            plans.push(ObjectPlan {
+                resource: routed.resource,
+                account: key.1,
+                id: key.2,
+                events: Vec::new(),
+                stored: None,
+                row: None,
+                outcomes: Vec::new(),
+                refused: None,
+            });
+            plans.len() - 1
+        });
+        plans[at].events.push((routed.pos, event));
+    }
+    load_stored(conn, &mut plans, locking)?;
+    for plan in &mut plans {
+        // One object refused for good does not stop the others' planning:
+        // the read-only pass must still read everything they need.
+        match plan.fold(remote) {
+            Ok(()) => {}
+            Err(ApplyError::Permanent(reason)) => plan.refused = Some(reason),
+            Err(transient) => return Err(transient),
+        }
+    }
+    Ok(plans)
+}
+
+/// Plans and writes `events` inside the apply transaction. Any object
+/// refused fails the call as permanent, so the caller can isolate its
+/// events one at a time.
+pub(super) fn apply<'e>(
+    conn: &mut PgConnection,
+    remote: &dyn RemoteReader,
+    events: &[Routed<'e>],
+) -> Result<Vec<ObjectPlan<'e>>, ApplyError> {
+    let plans = plan(conn, remote, events, Locking::ForUpdate)?;
+    if let Some(reason) = plans.iter().find_map(|p| p.refused.clone()) {
+        return Err(ApplyError::Permanent(reason));
+    }
+    write(conn, &plans)?;
+    Ok(plans)
+}
+
+impl<'e> ObjectPlan<'e> {
+    fn fold(&mut self, remote: &dyn RemoteReader) -> Result<(), ApplyError> {
+        let mut state = self.stored;
+        for &(pos, event) in &self.events {
+            let (step, mut next) = order::decide(facts(self.resource, event), event.created, state);
+            let data: Option<Cow<'e, Value>> = match step {
+                Step::Create { .. } | Step::Write | Step::Delete { columns: true } => {
+                    Some(Cow::Borrowed(&event.object))
+                }
+                Step::Delete { columns: false } => None,
+                Step::ReRead => {
+                    match remote.current(self.account, self.resource.path, self.id)? {
+                        RemoteObject::Live(current) => Some(Cow::Owned(current)),
+                        RemoteObject::Deleted => {
+                            next.deleted = true;
+                            None
+                        }
+                    }
+                }
+                Step::Stale | Step::AfterTombstone => None,
+            };
+            if step.changes() {
+                let kept = self.row.take().and_then(|r| r.data);
+                self.row = Some(Row {
+                    data: data.or(kept),
+                    deleted: next.deleted,
+                    mark: next,
+                    event_id: event.id.as_str(),
+                    children: Vec::new(),
+                });
+                state = Some(next);
+            }
+            self.outcomes.push((pos, step.applied()));
+        }
+        self.read_children(remote)
+    }
+
+    /// The complete child lists of the state to be written: from the
+    /// payload when it carries them whole, otherwise read from Stripe.
+    fn read_children(&mut self, remote: &dyn RemoteReader) -> Result<(), ApplyError> {
+        let Some(row) = &mut self.row else {
+            return Ok(());
+        };
+        for child in self.resource.children {
+            let items = if row.deleted {
+                Vec::new()
+            } else {
+                let Some(data) = &row.data else { continue };
+                match complete_list(data, child) {
+                    Some(items) => items,
+                    None => remote.children(self.account, self.resource, child, self.id)?,
+                }
+            };
+            row.children.push((child, items));
+        }
+        Ok(())
+    }
+}
+
+/// The items of an embedded child list the payload carries in full.
+fn complete_list(parent: &Value, child: &Child) -> Option<Vec<Value>> {
+    if !child.embedded {
+        return None;
+    }
+    let list = parent.get(child.field)?;
+    if list.get("has_more").and_then(Value::as_bool) != Some(false) {
+        return None;
+    }
+    list.get("data")?.as_array().cloned()
+}
+
+#[derive(QueryableByName)]
+struct StoredState {
+    #[diesel(sql_type = Text)]
+    account: String,
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = BigInt)]
+    remote_version: i64,
+    #[diesel(sql_type = Bool)]
+    deleted: bool,
+}
+
+/// Reads (and with [`Locking::ForUpdate`] locks, in key order so appliers
+/// cannot deadlock) the stored state of every planned object.
+fn load_stored(
+    conn: &mut PgConnection,
+    plans: &mut [ObjectPlan<'_>],
+    locking: Locking,
+) -> Result<(), ApplyError> {
+    let mut relations: HashMap<&'static str, (&'static Resource, Vec<usize>)> = HashMap::new();
+    for (i, plan) in plans.iter().enumerate() {
+        relations
+            .entry(plan.resource.relation)
+            .or_insert_with(|| (plan.resource, Vec::new()))
+            .1
+            .push(i);
+    }
+    for (resource, members) in relations.into_values() {
+        let accounts: Vec<&str> = members.iter().map(|&i| plans[i].account).collect();
+        let ids: Vec<&str> = members.iter().map(|&i| plans[i].id).collect();
+        let lock = match locking {
+            Locking::ForUpdate => " FOR UPDATE OF r",
+            Locking::None => "",
+        };
+        // One primary-key probe per key (see ledger::already_applied).
+        let found: Vec<StoredState> = diesel::sql_query(format!(
+            "SELECT r.account, r.id, r.remote_version, r.deleted \
+             FROM unnest($1, $2) AS k(account, id) \
+             CROSS JOIN LATERAL (SELECT account, id, remote_version, deleted FROM {} \
+                 WHERE account = k.account AND id = k.id) AS r \
+             ORDER BY r.account, r.id{lock}",
+            resource.table()
+        ))
+        .bind::<Array<Text>, _>(accounts)
+        .bind::<Array<Text>, _>(ids)
+        .load(conn)?;
+        let index: HashMap<(&str, &str), usize> = members
+            .iter()
+            .map(|&i| ((plans[i].account, plans[i].id), i))
+            .collect();
+        let found: Vec<(usize, Watermark)> = found
+            .iter()
+            .filter_map(|s| {
+                let i = *index.get(&(s.account.as_str(), s.id.as_str()))?;
+                Some((
+                    i,
+                    Watermark {
+                        version: s.remote_version,
+                        deleted: s.deleted,
+                    },
+                ))
+            })
+            .collect();
+        for (i, mark) in found {
+            plans[i].stored = Some(mark);
+        }
+    }
+    Ok(())
+}
+
+/// Stores what the plans decided: per relation one upsert of the rows with
+/// a new object, one update of those only tombstoned, and per child
+/// relation one upsert of the items and one update marking the items no
+/// longer listed as deleted.
+fn write(conn: &mut PgConnection, plans: &[ObjectPlan<'_>]) -> Result<(), ApplyError> {
+    let mut relations: HashMap<&'static str, (&'static Resource, Vec<&ObjectPlan<'_>>)> =
+        HashMap::new();
+    for plan in plans.iter().filter(|p| p.row.is_some()) {
+        relations
+            .entry(plan.resource.relation)
+            .or_insert_with(|| (plan.resource, Vec::new()))
+            .1
+            .push(plan);
+    }
+    let mut relations: Vec<_> = relations.into_values().collect();
+    relations.sort_by_key(|(r, _)| r.relation);
+    for (resource, plans) in relations {
+        upsert_rows(conn, resource, &plans)?;
+        tombstone_rows(conn, resource, &plans)?;
+        for child in resource.children {
+            write_children(conn, child, &plans)?;
+        }
+    }
+    Ok(())
+}
+
+fn row<'p, 'e>(plan: &'p ObjectPlan<'e>) -> &'p Row<'e> {
+    plan.row.as_ref().expect("only planned rows are written")
+}
+
+fn upsert_rows(
+    conn: &mut PgConnection,
+    resource: &Resource,
+    plans: &[&ObjectPlan<'_>],
+) -> QueryResult<()> {
+    let with_data: Vec<&&ObjectPlan<'_>> =
+        plans.iter().filter(|p| row(p).data.is_some()).collect();
+    if with_data.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query(format!(
+        "INSERT INTO {} AS r (account, id, data, deleted, remote_version, remote_event_id) \
+         SELECT * FROM unnest($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (account, id) DO UPDATE SET data = excluded.data, deleted = excluded.deleted, \
+           remote_version = excluded.remote_version, remote_event_id = excluded.remote_event_id, \
+           synced_at = now()",
+        resource.table()
+    ))
+    .bind::<Array<Text>, _>(with_data.iter().map(|p| p.account).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(with_data.iter().map(|p| p.id).collect::<Vec<_>>())
+    .bind::<Array<Jsonb>, _>(
+        with_data
+            .iter()
+            .map(|p| row(p).data.as_deref().expect("filtered on data"))
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Bool>, _>(with_data.iter().map(|p| row(p).deleted).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(
+        with_data
+            .iter()
+            .map(|p| row(p).mark.version)
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Text>, _>(with_data.iter().map(|p| row(p).event_id).collect::<Vec<_>>())
+    .execute(conn)
+    .map(drop)
+}
+
+/// Rows tombstoned without a new object: only existing rows (a new object
+/// always arrives with one), so a plain update.
+fn tombstone_rows(
+    conn: &mut PgConnection,
+    resource: &Resource,
+    plans: &[&ObjectPlan<'_>],
+) -> QueryResult<()> {
+    let bare: Vec<&&ObjectPlan<'_>> = plans.iter().filter(|p| row(p).data.is_none()).collect();
+    if bare.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query(format!(
+        "UPDATE {} AS r SET deleted = v.deleted, remote_version = v.version, \
+           remote_event_id = v.event_id, synced_at = now() \
+         FROM unnest($1, $2, $3, $4, $5) AS v(account, id, deleted, version, event_id) \
+         WHERE r.account = v.account AND r.id = v.id",
+        resource.table()
+    ))
+    .bind::<Array<Text>, _>(bare.iter().map(|p| p.account).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(bare.iter().map(|p| p.id).collect::<Vec<_>>())
+    .bind::<Array<Bool>, _>(bare.iter().map(|p| row(p).deleted).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(bare.iter().map(|p| row(p).mark.version).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(bare.iter().map(|p| row(p).event_id).collect::<Vec<_>>())
+    .execute(conn)
+    .map(drop)
+}
+
+/// Replaces each written parent's item set: items listed are upserted in
+/// list order, items no longer listed are marked deleted.
+fn write_children(
+    conn: &mut PgConnection,
+    child: &'static Child,
+    plans: &[&ObjectPlan<'_>],
+) -> Result<(), ApplyError> {
+    let mut parents = (Vec::new(), Vec::new());
+    let mut items = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for plan in plans {
+        let Some((_, list)) = row(plan).children.iter().find(|(c, _)| std::ptr::eq(*c, child))
+        else {
+            continue;
+        };
+        parents.0.push(plan.account);
+        parents.1.push(plan.id);
+        for (position, item) in list.iter().enumerate() {
+            let id = item.get("id").and_then(Value::as_str).ok_or_else(|| {
+                ApplyError::Permanent(format!(
+                    "an item of {} {}'s {} has no id",
+                    plan.resource.object, plan.id, child.field
+                ))
+            })?;
+            items.0.push(plan.account);
+            items.1.push(plan.id);
+            items.2.push(id);
+            items.3.push(position as i32);
+            items.4.push(item);
+        }
+    }
+    if parents.0.is_empty() {
+        return Ok(());
+    }
+    let (table, parent) = (child.table(), child.parent_column);
+    if !items.0.is_empty() {
+        diesel::sql_query(format!(
+            "INSERT INTO {table} AS c (account, \"{parent}\", id, position, data) \
+             SELECT * FROM unnest($1, $2, $3, $4, $5) \
+             ON CONFLICT (account, \"{parent}\", id) DO UPDATE SET position = excluded.position, \
+               data = excluded.data, deleted = false, synced_at = now()"
+        ))
+        .bind::<Array<Text>, _>(&items.0)
+        .bind::<Array<Text>, _>(&items.1)
+        .bind::<Array<Text>, _>(&items.2)
+        .bind::<Array<Integer>, _>(&items.3)
+        .bind::<Array<Jsonb>, _>(&items.4)
+        .execute(conn)?;
+    }
+    diesel::sql_query(format!(
+        "UPDATE {table} AS c SET deleted = true, synced_at = now() \
+         FROM unnest($1, $2) AS p(account, parent) \
+         WHERE c.account = p.account AND c.\"{parent}\" = p.parent AND NOT c.deleted \
+           AND NOT EXISTS (SELECT 1 FROM unnest($3, $4, $5) AS k(account, parent, id) \
+               WHERE k.account = c.account AND k.parent = c.\"{parent}\" AND k.id = c.id)"
+    ))
+    .bind::<Array<Text>, _>(&parents.0)
+    .bind::<Array<Text>, _>(&parents.1)
+    .bind::<Array<Text>, _>(&items.0)
+    .bind::<Array<Text>, _>(&items.1)
+    .bind::<Array<Text>, _>(&items.2)
+    .execute(conn)?;
+    Ok(())
+}

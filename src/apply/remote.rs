@@ -1,0 +1,163 @@
+//! Reading objects back from their service, and keeping those reads out of
+//! the apply transaction.
+//!
+//! The apply path asks a [`RemoteReader`] for an object's current state
+//! (same-second ties) and for child lists the payload truncates. The
+//! inbound worker first plans a batch through a [`Recording`] of the live
+//! reader, outside any transaction, then applies it inside the transaction
+//! against the [`Prefetched`] answers: one read per object per batch, and
+//! no HTTP call while row locks are held.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+use super::ApplyError;
+use crate::registry::{Child, Resource};
+use crate::stripe::RemoteObject;
+
+/// Reads the current state of objects from their service.
+pub trait RemoteReader: Send + Sync {
+    /// `GET /v1/{path}/{id}` on `account`, e.g. `("customers", "cus_123")`.
+    /// Only the service saying the object does not exist is
+    /// [`RemoteObject::Deleted`]; any other failure is an error.
+    fn current(&self, account: &str, path: &str, id: &str) -> Result<RemoteObject, ApplyError>;
+
+    /// Every item of a parent's child list (invoice lines, subscription
+    /// items, checkout line items), paged in full.
+    fn children(
+        &self,
+        account: &str,
+        parent: &Resource,
+        child: &Child,
+        parent_id: &str,
+    ) -> Result<Vec<Value>, ApplyError>;
+}
+
+type Key = (String, String, String);
+
+fn key(account: &str, path: &str, id: &str) -> Key {
+    (account.to_owned(), path.to_owned(), id.to_owned())
+}
+
+/// Answers recorded before the transaction.
+#[derive(Debug, Default)]
+pub struct Prefetched {
+    /// A permanent refusal is recorded too (as its reason), so the apply
+    /// refuses the same way; transient failures are not recorded.
+    objects: HashMap<Key, Result<RemoteObject, String>>,
+    lists: HashMap<Key, Result<Vec<Value>, String>>,
+}
+
+/// Records a read's answer, unless it may differ on a retry.
+fn keep<T: Clone>(answer: &Result<T, ApplyError>) -> Option<Result<T, String>> {
+    match answer {
+        Ok(value) => Some(Ok(value.clone())),
+        Err(ApplyError::Permanent(reason)) => Some(Err(reason.clone())),
+        Err(ApplyError::Transient { .. }) => None,
+    }
+}
+
+fn replay<T: Clone>(recorded: Option<&Result<T, String>>, what: impl FnOnce() -> String) -> Result<T, ApplyError> {
+    match recorded {
+        Some(Ok(value)) => Ok(value.clone()),
+        Some(Err(reason)) => Err(ApplyError::Permanent(reason.clone())),
+        None => Err(not_prefetched(&what())),
+    }
+}
+
+impl Prefetched {
+    /// How many reads were recorded (objects and lists).
+    pub fn len(&self) -> usize {
+        self.objects.len() + self.lists.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn not_prefetched(what: &str) -> ApplyError {
+    // The stored state moved between the read-only plan and the locked
+    // one (another applier got there first): retrying plans again.
+    ApplyError::transient(anyhow::anyhow!(
+        "{what} was not read before the transaction; the batch will be planned again"
+    ))
+}
+
+impl RemoteReader for Prefetched {
+    fn current(&self, account: &str, path: &str, id: &str) -> Result<RemoteObject, ApplyError> {
+        replay(self.objects.get(&key(account, path, id)), || {
+            format!("{path}/{id}")
+        })
+    }
+
+    fn children(
+        &self,
+        account: &str,
+        _parent: &Resource,
+        child: &Child,
+        parent_id: &str,
+    ) -> Result<Vec<Value>, ApplyError> {
+        replay(self.lists.get(&key(account, child.relation, parent_id)), || {
+            format!("{} of {parent_id}", child.field)
+        })
+    }
+}
+
+/// Passes reads through to a live reader and records the answers; a read
+/// repeated within the batch is answered from the record.
+pub struct Recording<'a> {
+    live: &'a dyn RemoteReader,
+    record: Mutex<Prefetched>,
+}
+
+impl<'a> Recording<'a> {
+    pub fn new(live: &'a dyn RemoteReader) -> Self {
+        Self {
+            live,
+            record: Mutex::default(),
+        }
+    }
+
+    pub fn into_record(self) -> Prefetched {
+        self.record.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self) -> std::sync::MutexGuard<'_, Prefetched> {
+        self.record.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RemoteReader for Recording<'_> {
+    fn current(&self, account: &str, path: &str, id: &str) -> Result<RemoteObject, ApplyError> {
+        let k = key(account, path, id);
+        if let Some(known) = self.record().objects.get(&k) {
+            return replay(Some(known), String::new);
+        }
+        let answer = self.live.current(account, path, id);
+        if let Some(kept) = keep(&answer) {
+            self.record().objects.insert(k, kept);
+        }
+        answer
+    }
+
+    fn children(
+        &self,
+        account: &str,
+        parent: &Resource,
+        child: &Child,
+        parent_id: &str,
+    ) -> Result<Vec<Value>, ApplyError> {
+        let k = key(account, child.relation, parent_id);
+        if let Some(known) = self.record().lists.get(&k) {
+            return replay(Some(known), String::new);
+        }
+        let answer = self.live.children(account, parent, child, parent_id);
+        if let Some(kept) = keep(&answer) {
+            self.record().lists.insert(k, kept);
+        }
+        answer
+    }
+}

@@ -1,0 +1,388 @@
+//! The resource registry: one entry per Stripe object type the engine
+//! mirrors, as data. Everything type-specific the apply path, the pull
+//! paths, the HTTP read API and the schema need is here: the relation, the
+//! REST paths, how deletes work, the child lists and the typed columns.
+//! Adding a type is an entry in [`resources`] and a migration whose DDL
+//! [`ddl::create_relation`] prints (`stripe-sync catalog ddl TYPE`).
+//!
+//! Typed columns are Postgres generated columns computed from `data`, so the
+//! apply path writes only `data` and the ordering state, whatever the type.
+
+pub mod ddl;
+mod resources;
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+pub use resources::RESOURCES;
+
+/// The Postgres schema holding the mirror.
+pub const SCHEMA: &str = "stripe";
+
+/// How a typed column is computed from the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// A string field, as is.
+    Text,
+    /// The id of a related object: the string, or `id` of an expanded object.
+    Ref,
+    /// An integer (amounts in the currency's smallest unit, counts): bigint.
+    Int,
+    /// Unix seconds: timestamptz.
+    Time,
+    Bool,
+}
+
+impl ColumnKind {
+    pub fn sql_type(self) -> &'static str {
+        match self {
+            Self::Text | Self::Ref => "text",
+            Self::Int => "bigint",
+            Self::Time => "timestamptz",
+            Self::Bool => "boolean",
+        }
+    }
+}
+
+/// A typed column: `name` computed from the field at `path` (dot-separated
+/// for nested fields, e.g. `customer_details.email`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    pub name: &'static str,
+    pub path: &'static str,
+    pub kind: ColumnKind,
+}
+
+/// What a `*.deleted` event does to an object of the type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletes {
+    /// Stripe deletes these for good: the row is tombstoned and stays so.
+    Tombstone,
+    /// Never deleted (canceled, voided, closed are states): a `*.deleted`
+    /// event, if any, is written as the newest state.
+    Never,
+}
+
+/// How to list every object of the type (backfill, diff).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// `GET /v1/{path}` with these extra parameters (e.g. `status=all`,
+    /// since some lists leave canceled objects out by default).
+    All(&'static [(&'static str, &'static str)]),
+    /// Stripe lists these per customer only: `GET /v1/{path}?customer=cus_…`
+    /// for every customer of the account in the mirror.
+    PerCustomer,
+    /// No list endpoint: only webhooks (and reconcile) bring these.
+    None,
+}
+
+/// How a child list is read in full from Stripe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildSource {
+    /// `GET /v1/{parent path}/{parent id}/{sub}`.
+    Nested(&'static str),
+    /// `GET /v1/{path}?{param}={parent id}`.
+    Filtered {
+        path: &'static str,
+        param: &'static str,
+    },
+}
+
+/// A list nested in the parent object (invoice lines, subscription items):
+/// mirrored in its own relation, replaced whenever a newer parent is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Child {
+    /// The parent's field holding the list object (`lines`, `items`).
+    pub field: &'static str,
+    /// Whether the payload carries the list at all; checkout sessions leave
+    /// their line items out, so they are always read.
+    pub embedded: bool,
+    pub relation: &'static str,
+    /// The column holding the parent's id (`invoice`, `checkout_session`).
+    pub parent_column: &'static str,
+    pub source: ChildSource,
+    pub columns: &'static [Column],
+}
+
+/// One Stripe object type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resource {
+    /// `data.object.object`, e.g. `checkout.session`.
+    pub object: &'static str,
+    /// `object.replace(".", "_") + "s"`, in schema [`SCHEMA`].
+    pub relation: &'static str,
+    /// REST collection under `/v1/`: retrieve is `{path}/{id}`.
+    pub path: &'static str,
+    pub listing: Listing,
+    pub deletes: Deletes,
+    pub children: &'static [Child],
+    pub columns: &'static [Column],
+}
+
+/// The one type that is not mirrored by the generic path: customers live in
+/// the local-first `customers` table (two-way sync) and `stripe.customers`
+/// is a view over it.
+pub const CUSTOMER: &str = "customer";
+
+impl Resource {
+    /// The local-first customer table rather than a `stripe.*` relation.
+    pub fn is_local_customer(&self) -> bool {
+        self.object == CUSTOMER
+    }
+
+    /// `stripe.products`, quoted for SQL.
+    pub fn table(&self) -> String {
+        format!("{SCHEMA}.\"{}\"", self.relation)
+    }
+
+    /// The synthetic event type of a state read through the API (backfill,
+    /// diff repair): `product.snapshot`.
+    pub fn snapshot_type(&self) -> String {
+        format!("{}.snapshot", self.object)
+    }
+
+    pub fn column(&self, name: &str) -> Option<&'static Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+impl Child {
+    pub fn table(&self) -> String {
+        format!("{SCHEMA}.\"{}\"", self.relation)
+    }
+}
+
+/// The relation name the SQL contract gives an object type.
+pub fn relation_name(object: &str) -> String {
+    format!("{}s", object.replace('.', "_"))
+}
+
+static BY_OBJECT: LazyLock<HashMap<&'static str, &'static Resource>> =
+    LazyLock::new(|| RESOURCES.iter().map(|r| (r.object, r)).collect());
+
+static BY_RELATION: LazyLock<HashMap<&'static str, &'static Resource>> =
+    LazyLock::new(|| RESOURCES.iter().map(|r| (r.relation, r)).collect());
+
+/// The resource for an event's `data.object.object`; None: not mirrored.
+pub fn by_object(object: &str) -> Option<&'static Resource> {
+    BY_OBJECT.get(object).copied()
+}
+
+/// The resource behind `stripe.{relation}`.
+pub fn by_relation(relation: &str) -> Option<&'static Resource> {
+    BY_RELATION.get(relation).copied()
+}
+
+/// A type named on the command line: its object (`checkout.session`) or its
+/// relation (`checkout_sessions`).
+pub fn by_name(name: &str) -> Option<&'static Resource> {
+    by_object(name).or_else(|| by_relation(name))
+}
+
+/// The child relation behind `stripe.{relation}`, with its parent.
+pub fn child_by_relation(relation: &str) -> Option<(&'static Resource, &'static Child)> {
+    RESOURCES.iter().find_map(|r| {
+        r.children
+            .iter()
+            .find(|c| c.relation == relation)
+            .map(|c| (r, c))
+    })
+}
+
+/// Resolves type names from the command line (`all` for every type).
+pub fn resolve(names: &[String]) -> anyhow::Result<Vec<&'static Resource>> {
+    if names.iter().any(|n| n == "all") {
+        return Ok(RESOURCES.iter().collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            by_name(n).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{n:?} is not a mirrored type; `stripe-sync catalog types` lists them"
+                )
+            })
+        })
+        .collect()
+}
+
+/// A table of every registered type, for `stripe-sync catalog types`.
+pub fn describe() -> String {
+    let mut out = format!(
+        "{:<34} {:<38} {:<10} {:<34} columns\n",
+        "object", "relation", "deletes", "children"
+    );
+    for r in RESOURCES {
+        let children: Vec<String> = r
+            .children
+            .iter()
+            .map(|c| format!("stripe.{}", c.relation))
+            .collect();
+        let columns: Vec<&str> = r.columns.iter().map(|c| c.name).collect();
+        out.push_str(&format!(
+            "{:<34} {:<38} {:<10} {:<34} {}\n",
+            r.object,
+            format!("stripe.{}", r.relation),
+            match r.deletes {
+                Deletes::Tombstone => "tombstone",
+                Deletes::Never => "never",
+            },
+            if children.is_empty() { "-".to_owned() } else { children.join(", ") },
+            columns.join(", ")
+        ));
+    }
+    out
+}
+
+/// Reads a typed column's value out of an object, as Postgres computes it
+/// (used by tests and the diff to agree with the generated columns).
+pub fn field<'a>(object: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    path.split('.')
+        .try_fold(object, |v, key| v.get(key))
+        .filter(|v| !v.is_null())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use std::collections::HashSet;
+
+    fn fixtures() -> Value {
+        let raw = include_str!("../../tests/fixtures/stripe/fixtures3.json");
+        serde_json::from_str::<Value>(raw).unwrap()["resources"].clone()
+    }
+
+    #[test]
+    fn relations_follow_the_naming_rule_and_are_unique() {
+        let mut seen = HashSet::new();
+        for r in RESOURCES {
+            assert_eq!(r.relation, relation_name(r.object), "{}", r.object);
+            assert!(seen.insert(r.relation), "{} twice", r.relation);
+            for c in r.children {
+                assert!(seen.insert(c.relation), "{} twice", c.relation);
+            }
+        }
+    }
+
+    #[test]
+    fn the_issue_s_types_are_all_registered() {
+        for object in [
+            "product",
+            "price",
+            "plan",
+            "coupon",
+            "promotion_code",
+            "tax_rate",
+            "shipping_rate",
+            "payment_link",
+            "customer",
+            "tax_id",
+            "payment_method",
+            "setup_intent",
+            "checkout.session",
+            "payment_intent",
+            "charge",
+            "refund",
+            "dispute",
+            "radar.early_fraud_warning",
+            "review",
+            "subscription",
+            "subscription_schedule",
+            "invoice",
+            "invoiceitem",
+            "credit_note",
+            "invoice_payment",
+            "quote",
+            "payout",
+            "transfer",
+            "topup",
+            "entitlements.feature",
+            "entitlements.active_entitlement",
+        ] {
+            assert!(by_object(object).is_some(), "{object} is not registered");
+        }
+        for child in [
+            "checkout_session_line_items",
+            "invoice_line_items",
+            "subscription_items",
+            "credit_note_line_items",
+        ] {
+            assert!(child_by_relation(child).is_some(), "{child} is missing");
+        }
+    }
+
+    /// Typed columns are checked against Stripe's own example of each
+    /// object: the field exists and holds the JSON kind the column expects
+    /// (or null). A typo or a wrong kind fails here, not in production.
+    #[test]
+    fn typed_columns_match_stripe_s_fixtures() {
+        let fixtures = fixtures();
+        let child_fixture = |c: &Child| match c.relation {
+            "checkout_session_line_items" => "item",
+            "invoice_line_items" => "line_item",
+            "subscription_items" => "subscription_item",
+            "credit_note_line_items" => "credit_note_line_item",
+            other => panic!("no fixture named for {other}"),
+        };
+        let mut checked = Vec::new();
+        for r in RESOURCES {
+            checked.push((r.object, r.columns));
+            for c in r.children {
+                checked.push((child_fixture(c), c.columns));
+            }
+        }
+        for (object, columns) in checked {
+            let example = &fixtures[object];
+            assert!(example.is_object(), "no fixture for {object}");
+            for col in columns {
+                let first = col.path.split('.').next().unwrap();
+                assert!(
+                    example.get(first).is_some(),
+                    "{object}.{} is not a field of Stripe's {object}",
+                    col.path
+                );
+                let Some(value) = field(example, col.path) else {
+                    continue;
+                };
+                let fits = match col.kind {
+                    ColumnKind::Text => value.is_string(),
+                    ColumnKind::Ref => value.is_string() || value.get("id").is_some(),
+                    ColumnKind::Int | ColumnKind::Time => value.is_i64(),
+                    ColumnKind::Bool => value.is_boolean(),
+                };
+                assert!(fits, "{object}.{} is {value}, not {:?}", col.path, col.kind);
+            }
+        }
+    }
+
+    /// Every integer field named like an amount, and every time field, of
+    /// Stripe's example is a typed column: what people filter on is typed.
+    #[test]
+    fn amounts_and_times_of_the_fixtures_are_typed() {
+        let fixtures = fixtures();
+        for r in RESOURCES.iter().filter(|r| !r.is_local_customer()) {
+            let example = fixtures[r.object].as_object().unwrap();
+            for (name, value) in example {
+                let amount = name.starts_with("amount") || name.ends_with("_amount");
+                let time = name == "created" || name.ends_with("_at");
+                if value.is_i64() && (amount || time) {
+                    assert!(
+                        r.column(name).is_some(),
+                        "{}.{name} ({value}) has no typed column",
+                        r.object
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn names_resolve_by_object_and_relation() {
+        assert_eq!(by_name("checkout.session").unwrap().relation, "checkout_sessions");
+        assert_eq!(by_name("checkout_sessions").unwrap().object, "checkout.session");
+        assert!(by_name("nope").is_none());
+        let (parent, child) = child_by_relation("invoice_line_items").unwrap();
+        assert_eq!((parent.object, child.parent_column), ("invoice", "invoice"));
+    }
+}
