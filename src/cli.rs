@@ -8,8 +8,7 @@ use std::time::Duration;
 use crate::kafka::EventProducer;
 use crate::ops::topics::TailFrom;
 use crate::ops::{commands, Inventory};
-use crate::pull::{backfill, diff, reconcile, ObjectKind, PullConfig, PullContext};
-use crate::stripe::PLATFORM_ACCOUNT;
+use crate::pull::{backfill, diff, reconcile, PullConfig, PullContext};
 use crate::{config, db, registry, serve, shutdown, telemetry};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -28,12 +27,14 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Publish every existing Stripe object as a snapshot event (list API),
-    /// resuming an interrupted run. Costs one API call per 100 objects.
+    /// Publish every existing Stripe object of the given types as snapshot
+    /// events (list API), resuming an interrupted run per (account, type).
+    /// Costs one API call per 100 objects.
     Backfill {
-        /// Object type to backfill.
-        #[arg(value_enum)]
-        objects: ObjectKind,
+        /// Object types (`invoice`, `checkout.session`) or relations
+        /// (`invoices`); `all` for every type. `catalog types` lists them.
+        #[arg(required = true, value_name = "TYPE")]
+        types: Vec<String>,
         /// Start from the first page even if an earlier run was interrupted.
         #[arg(long)]
         restart: bool,
@@ -43,9 +44,9 @@ enum Command {
         /// Objects per list call (at most 100).
         #[arg(long, default_value_t = backfill::MAX_PAGE_SIZE, value_parser = clap::value_parser!(u32).range(1..=100))]
         page_size: u32,
-        /// Connected account (acct_…); the platform account by default.
-        #[arg(long, default_value = PLATFORM_ACCOUNT)]
-        account: String,
+        /// Account (`platform` or acct_…), repeatable; STRIPE_ACCOUNTS by default.
+        #[arg(long = "account", value_parser = parse_account)]
+        accounts: Vec<String>,
     },
     /// Publish events from Stripe's Events API that the ledger has not seen
     /// (webhooks missed during an outage). Costs one API call per 100 events.
@@ -56,8 +57,9 @@ enum Command {
         /// Start at this time instead of the saved cursor (RFC 3339 or unix seconds).
         #[arg(long, value_parser = parse_time)]
         since: Option<i64>,
-        #[arg(long, default_value = PLATFORM_ACCOUNT)]
-        account: String,
+        /// Account (`platform` or acct_…), repeatable; STRIPE_ACCOUNTS by default.
+        #[arg(long = "account", value_parser = parse_account)]
+        accounts: Vec<String>,
     },
     /// The resource registry: what is mirrored, and the SQL of its relations.
     Catalog {
@@ -78,15 +80,17 @@ enum Command {
     /// what differs. Costs one API call per 100 objects (+1 per object only
     /// in the mirror, with --repair).
     Diff {
-        #[arg(value_enum, default_value = "customers")]
-        objects: ObjectKind,
+        /// Object types or relations; every listable type by default.
+        #[arg(value_name = "TYPE", default_value = "all")]
+        types: Vec<String>,
         #[arg(long)]
         repair: bool,
         /// Exit with status 1 when differences are found.
         #[arg(long)]
         exit_code: bool,
-        #[arg(long, default_value = PLATFORM_ACCOUNT)]
-        account: String,
+        /// Account (`platform` or acct_…), repeatable; STRIPE_ACCOUNTS by default.
+        #[arg(long = "account", value_parser = parse_account)]
+        accounts: Vec<String>,
     },
 }
 
@@ -167,6 +171,14 @@ enum DlqCommand {
     },
 }
 
+fn parse_account(raw: &str) -> Result<String, String> {
+    if crate::pull::is_account(raw) {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!("{raw:?} is neither `platform` nor an acct_… id"))
+    }
+}
+
 fn parse_time(raw: &str) -> Result<i64, String> {
     if let Ok(secs) = raw.parse::<i64>() {
         return Ok(secs);
@@ -208,62 +220,63 @@ pub async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Backfill {
-            objects,
+            types,
             restart,
             created_since,
             page_size,
-            account,
+            accounts,
         } => {
-            let ctx = PullContext::build(&PullConfig::load(&env)?).await?;
-            let opts = backfill::BackfillOptions {
-                restart,
-                created_since,
-                page_size,
-                account,
-                ..backfill::BackfillOptions::new(objects)
-            };
-            let report = backfill::run(
-                &ctx,
-                &opts,
-                &shutdown::on_signals(config::shutdown_grace(&env)?),
-            )
-            .await?;
-            println!(
-                "{} {} objects in {} pages ({} API calls){}",
-                if report.complete {
-                    "backfilled"
-                } else {
-                    "interrupted after"
-                },
-                report.objects,
-                report.pages,
-                report.pages,
-                if report.resumed {
-                    ", resumed from the last checkpoint"
-                } else {
-                    ""
+            let cfg = PullConfig::load(&env)?;
+            let resources = registry::resolve(&types)?;
+            let ctx = PullContext::build(&cfg).await?;
+            let stop = shutdown::on_signals(config::shutdown_grace(&env)?);
+            for account in cfg.accounts_or(&accounts) {
+                for &resource in &resources {
+                    if stop.is_cancelled() {
+                        return Ok(());
+                    }
+                    let opts = backfill::BackfillOptions {
+                        restart,
+                        created_since,
+                        page_size,
+                        account: account.clone(),
+                        ..backfill::BackfillOptions::new(resource)
+                    };
+                    let report = backfill::run(&ctx, &opts, &stop).await?;
+                    println!("{account} {:<34} {}", resource.object, report);
                 }
-            );
+            }
             Ok(())
         }
         Command::Reconcile {
             every,
             since,
-            account,
+            accounts,
         } => {
-            let ctx = PullContext::build(&PullConfig::load(&env)?).await?;
-            let opts = reconcile::ReconcileOptions { account, since };
+            let cfg = PullConfig::load(&env)?;
+            let ctx = PullContext::build(&cfg).await?;
+            let stop = shutdown::on_signals(config::shutdown_grace(&env)?);
+            let options = cfg
+                .accounts_or(&accounts)
+                .into_iter()
+                .map(|account| reconcile::ReconcileOptions { account, since });
             match every {
                 Some(secs) => {
-                    let stop = shutdown::on_signals(config::shutdown_grace(&env)?);
-                    reconcile::run_every(&ctx, &opts, Duration::from_secs(secs.max(1)), &stop).await
+                    let every = Duration::from_secs(secs.max(1));
+                    let passes = options.map(|opts| {
+                        let (ctx, stop) = (&ctx, &stop);
+                        async move { reconcile::run_every(ctx, &opts, every, stop).await }
+                    });
+                    futures::future::try_join_all(passes).await.map(drop)
                 }
                 None => {
-                    let r = reconcile::run_once(&ctx, &opts).await?;
-                    println!(
-                        "{} events since {} ({} API calls), {} not in the ledger published; cursor now {}",
-                        r.seen, r.from, r.pages, r.published, r.cursor
-                    );
+                    for opts in options {
+                        let r = reconcile::run_once(&ctx, &opts).await?;
+                        println!(
+                            "{}: {} events since {} ({} API calls), {} not in the ledger published; cursor now {}",
+                            opts.account, r.seen, r.from, r.pages, r.published, r.cursor
+                        );
+                    }
                     Ok(())
                 }
             }
@@ -366,15 +379,26 @@ pub async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Diff {
-            objects,
+            types,
             repair,
             exit_code,
-            account,
+            accounts,
         } => {
-            let ctx = PullContext::build(&PullConfig::load(&env)?).await?;
-            let report = diff::run(&ctx, objects, &account, repair).await?;
-            println!("{report}");
-            if exit_code && !report.is_clean() {
+            let cfg = PullConfig::load(&env)?;
+            let resources = registry::resolve(&types)?;
+            let ctx = PullContext::build(&cfg).await?;
+            let mut clean = true;
+            for account in cfg.accounts_or(&accounts) {
+                for &resource in &resources {
+                    if resource.listing == registry::Listing::None {
+                        continue;
+                    }
+                    let report = diff::run(&ctx, resource, &account, repair).await?;
+                    println!("[{account}]\n{report}\n");
+                    clean &= report.is_clean();
+                }
+            }
+            if exit_code && !clean {
                 std::process::exit(1);
             }
             Ok(())

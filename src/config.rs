@@ -60,7 +60,7 @@ impl Env {
         self.get(name).ok_or(ConfigError::Missing(name))
     }
 
-    fn or<'a>(&'a self, name: &str, default: &'a str) -> &'a str {
+    pub(crate) fn or<'a>(&'a self, name: &str, default: &'a str) -> &'a str {
         self.get(name).unwrap_or(default)
     }
 

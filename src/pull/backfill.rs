@@ -1,13 +1,15 @@
-//! `stripe-sync backfill <objects>`: lists every object through Stripe's
-//! list API and publishes each as a snapshot event. Resumable: the cursor
-//! is checkpointed in Postgres after every page.
+//! `stripe-sync backfill [TYPE…|all]`: lists every object of a type through
+//! Stripe's list API and publishes each as a snapshot event. Resumable per
+//! (account, type): the cursor is checkpointed in Postgres after every page
+//! (after every customer, for types Stripe lists per customer).
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{snapshot_event, ObjectKind, Progress, PullContext};
+use super::{snapshot_event, Progress, PullContext};
 use crate::ingest::unix_now;
 use crate::kafka::envelope::SOURCE_BACKFILL;
+use crate::registry::{Listing, Resource};
 use crate::stripe::PLATFORM_ACCOUNT;
 use crate::sync::cursor::{self, StreamKey};
 use crate::sync::service;
@@ -17,7 +19,7 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 
 #[derive(Debug, Clone)]
 pub struct BackfillOptions {
-    pub kind: ObjectKind,
+    pub resource: &'static Resource,
     pub account: String,
     /// Start from the first page even if an unfinished run was checkpointed.
     pub restart: bool,
@@ -27,9 +29,9 @@ pub struct BackfillOptions {
 }
 
 impl BackfillOptions {
-    pub fn new(kind: ObjectKind) -> Self {
+    pub fn new(resource: &'static Resource) -> Self {
         Self {
-            kind,
+            resource,
             account: PLATFORM_ACCOUNT.to_owned(),
             restart: false,
             created_since: None,
@@ -38,8 +40,26 @@ impl BackfillOptions {
     }
 }
 
+impl std::fmt::Display for BackfillReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.listable {
+            return write!(f, "not listable: webhooks and reconcile bring these");
+        }
+        write!(
+            f,
+            "{} {} objects ({} API calls){}",
+            if self.complete { "backfilled" } else { "interrupted after" },
+            self.objects,
+            self.pages,
+            if self.resumed { ", resumed from the last checkpoint" } else { "" }
+        )
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BackfillReport {
+    /// False for a type Stripe has no list endpoint for.
+    pub listable: bool,
     pub objects: u64,
     pub pages: u64,
     pub resumed: bool,
@@ -51,7 +71,12 @@ pub async fn run(
     opts: &BackfillOptions,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<BackfillReport> {
-    let stream = format!("backfill:{}", opts.kind.collection());
+    let extra: &[(&str, &str)] = match opts.resource.listing {
+        Listing::All(extra) => extra,
+        Listing::PerCustomer => return per_customer(ctx, opts, shutdown).await,
+        Listing::None => return Ok(BackfillReport::default()),
+    };
+    let stream = stream_name(opts.resource);
     // A checkpoint is only valid for the same filter.
     let scope = opts
         .created_since
@@ -67,11 +92,12 @@ pub async fn run(
         _ => None,
     };
     let mut report = BackfillReport {
+        listable: true,
         resumed: starting_after.is_some(),
         ..BackfillReport::default()
     };
     tracing::info!(
-        objects = opts.kind.collection(),
+        objects = opts.resource.relation,
         account = %opts.account,
         resume_after = starting_after.as_deref().unwrap_or("-"),
         "backfill starting"
@@ -87,6 +113,7 @@ pub async fn run(
             "limit".to_owned(),
             opts.page_size.min(MAX_PAGE_SIZE).to_string(),
         )];
+        params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         if let Some(after) = &starting_after {
             params.push(("starting_after".into(), after.clone()));
         }
@@ -94,23 +121,10 @@ pub async fn run(
             params.push(("created[gte]".into(), since.to_string()));
         }
         let page = ctx
-            .list_page(&opts.account, opts.kind.collection(), &params)
+            .list_page(&opts.account, opts.resource.path, &params)
             .await?;
         let read_at = unix_now();
-        let wanted = page.data.iter().filter(|o| match opts.created_since {
-            // Also filtered here: not every Stripe fake honours created[gte].
-            Some(since) => o
-                .get("created")
-                .and_then(Value::as_i64)
-                .is_none_or(|c| c >= since),
-            None => true,
-        });
-        let sends = wanted.map(|object| {
-            let event = snapshot_event(opts.kind, &opts.account, object, read_at);
-            async move { ctx.publish(&event, SOURCE_BACKFILL).await }
-        });
-        let published = futures::future::try_join_all(sends).await?.len();
-        report.objects += published as u64;
+        report.objects += publish_page(ctx, opts, &page.data, read_at).await?;
         report.pages += 1;
 
         // Stripe pages continue after the last object of this page, in
@@ -155,6 +169,98 @@ pub async fn run(
         "backfill finished"
     );
     Ok(report)
+}
+
+/// Publishes a page's objects (those created since `--created-since`) as
+/// snapshots; returns how many.
+async fn publish_page(
+    ctx: &PullContext,
+    opts: &BackfillOptions,
+    objects: &[Value],
+    read_at: i64,
+) -> anyhow::Result<u64> {
+    let wanted = objects.iter().filter(|o| match opts.created_since {
+        // Also filtered here: not every Stripe fake honours created[gte].
+        Some(since) => o
+            .get("created")
+            .and_then(Value::as_i64)
+            .is_none_or(|c| c >= since),
+        None => true,
+    });
+    let sends = wanted.map(|object| {
+        let event = snapshot_event(opts.resource, &opts.account, object, read_at);
+        async move { ctx.publish(&event, SOURCE_BACKFILL).await }
+    });
+    Ok(futures::future::try_join_all(sends).await?.len() as u64)
+}
+
+/// Types Stripe lists per customer only (payment methods, active
+/// entitlements): every customer of the account in the mirror, in id
+/// order, each listed in full; the checkpoint is the last customer done.
+async fn per_customer(
+    ctx: &PullContext,
+    opts: &BackfillOptions,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<BackfillReport> {
+    let stream = stream_name(opts.resource);
+    let scope = opts
+        .created_since
+        .map(|t| format!("created_since={t}"))
+        .unwrap_or_default();
+    let checkpoint = {
+        let (account, stream) = (opts.account.clone(), stream.clone());
+        ctx.db(move |conn| cursor::load(conn, stream_key(&account, &stream)))
+            .await?
+    };
+    let after = match checkpoint {
+        Some(c) if !opts.restart && c.completed_at.is_none() && c.scope == scope => c.position,
+        _ => None,
+    };
+    let mut report = BackfillReport {
+        listable: true,
+        resumed: after.is_some(),
+        ..BackfillReport::default()
+    };
+    let mut customers = super::mirrored_customers(ctx, &opts.account).await?;
+    if let Some(after) = &after {
+        customers.retain(|c| c > after);
+    }
+    let mut progress = Progress::new("backfill");
+    let total = customers.len();
+    for (done, customer) in customers.into_iter().enumerate() {
+        if shutdown.is_cancelled() {
+            tracing::info!("backfill interrupted; run it again to continue from the last customer");
+            progress.finish();
+            return Ok(report);
+        }
+        let filter = [("customer".to_owned(), customer.clone())];
+        let (objects, calls) = ctx
+            .list_all(&opts.account, opts.resource.path, &filter)
+            .await?;
+        report.objects += publish_page(ctx, opts, &objects, unix_now()).await?;
+        report.pages += calls;
+        let complete = done + 1 == total;
+        let (account, stream, scope) = (opts.account.clone(), stream.clone(), scope.clone());
+        ctx.db(move |conn| {
+            cursor::save(
+                conn,
+                stream_key(&account, &stream),
+                Some(&customer),
+                &scope,
+                complete,
+            )
+        })
+        .await?;
+        progress.update(report.objects, report.pages);
+    }
+    progress.finish();
+    report.complete = true;
+    Ok(report)
+}
+
+/// The checkpoint's stream: `backfill:<relation>`.
+fn stream_name(resource: &Resource) -> String {
+    format!("backfill:{}", resource.relation)
 }
 
 fn stream_key<'a>(account: &'a str, stream: &'a str) -> StreamKey<'a> {

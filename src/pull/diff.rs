@@ -1,6 +1,9 @@
-//! `stripe-sync diff [--repair]`: compares the local mirror with Stripe —
-//! counts, then a content hash per object of the fields we keep — and with
-//! `--repair` publishes fresh snapshots for the objects that differ.
+//! `stripe-sync diff [TYPE…] [--repair]`: compares the local mirror with
+//! Stripe — counts, then a content hash per object of the fields we keep —
+//! and with `--repair` publishes fresh snapshots for the objects that
+//! differ. Customers compare the local-first table's fields; every other
+//! type compares its typed columns and metadata, streaming: only ids and
+//! hashes are held, never the objects of a whole type.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,11 +11,12 @@ use diesel::prelude::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{snapshot_event, ObjectKind, PullContext};
+use super::{snapshot_event, PullContext};
 use crate::db::schema::{customers, id_map};
 use crate::ingest::unix_now;
 use crate::kafka::envelope::SOURCE_REPAIR;
 use crate::outbox;
+use crate::registry::{self, Listing, Resource};
 use crate::stripe::RemoteObject;
 use crate::sync::{entity, service};
 
@@ -80,12 +84,13 @@ impl std::fmt::Display for DiffReport {
             "{:<18} {:>8}  {}",
             "different",
             self.different.len(),
-            list(
-                &mut self
-                    .different
-                    .iter()
-                    .map(|(id, fields)| format!("{id} ({})", fields.join(",")))
-            )
+            list(&mut self.different.iter().map(|(id, fields)| {
+                if fields.is_empty() {
+                    id.clone()
+                } else {
+                    format!("{id} ({})", fields.join(","))
+                }
+            }))
         )?;
         writeln!(
             f,
@@ -130,18 +135,32 @@ struct MirrorRow {
     pending: bool,
 }
 
+/// Diffs one type on one account.
 pub async fn run(
     ctx: &PullContext,
-    kind: ObjectKind,
+    resource: &'static Resource,
+    account: &str,
+    repair: bool,
+) -> anyhow::Result<DiffReport> {
+    if resource.is_local_customer() {
+        customers(ctx, resource, account, repair).await
+    } else {
+        mirrored(ctx, resource, account, repair).await
+    }
+}
+
+async fn customers(
+    ctx: &PullContext,
+    resource: &'static Resource,
     account: &str,
     repair: bool,
 ) -> anyhow::Result<DiffReport> {
     let mut report = DiffReport {
-        kind: kind.collection(),
+        kind: resource.relation,
         ..DiffReport::default()
     };
     // Stripe's side: every live object, whatever order pages come in.
-    let (objects, calls) = ctx.list_all(account, kind.collection(), &[]).await?;
+    let (objects, calls) = ctx.list_all(account, resource.path, &[]).await?;
     report.api_calls += calls;
     let remote: BTreeMap<String, Value> = objects
         .into_iter()
@@ -220,7 +239,7 @@ pub async fn run(
             .chain(report.different.iter().map(|(id, _)| id))
         {
             ctx.publish(
-                &snapshot_event(kind, account, &remote[id], read_at),
+                &snapshot_event(resource, account, &remote[id], read_at),
                 SOURCE_REPAIR,
             )
             .await?;
@@ -229,19 +248,211 @@ pub async fn run(
         // Not in the list: re-read each to learn whether it is gone.
         for id in &report.missing_in_stripe {
             report.api_calls += 1;
-            let object = match ctx.stripe.retrieve(account, kind.collection(), id).await? {
-                RemoteObject::Live(object) => object,
-                RemoteObject::Deleted => json!({"id": id, "object": "customer", "deleted": true}),
-            };
-            ctx.publish(
-                &snapshot_event(kind, account, &object, unix_now()),
-                SOURCE_REPAIR,
-            )
-            .await?;
+            repair_absent(ctx, resource, account, id).await?;
             report.repaired += 1;
+            report.api_calls += 1;
         }
     }
     Ok(report)
+}
+
+/// An object the mirror has but Stripe's list does not: re-read it, and
+/// publish what Stripe has (a deleted snapshot if it is gone).
+async fn repair_absent(
+    ctx: &PullContext,
+    resource: &'static Resource,
+    account: &str,
+    id: &str,
+) -> anyhow::Result<()> {
+    let object = match ctx.stripe.retrieve(account, resource.path, id).await? {
+        RemoteObject::Live(object) => object,
+        RemoteObject::Deleted => json!({"id": id, "object": resource.object, "deleted": true}),
+    };
+    ctx.publish(
+        &snapshot_event(resource, account, &object, unix_now()),
+        SOURCE_REPAIR,
+    )
+    .await
+}
+
+/// What a mirrored object is compared by: its typed columns and metadata,
+/// as the registry reads them (the same paths Postgres computes the
+/// columns from), so API-version noise in other fields does not count.
+pub fn mirrored_hash(resource: &Resource, object: &Value) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for col in resource.columns {
+        hasher.update(col.name.as_bytes());
+        hasher.update([0]);
+        let value = registry::field(object, col.path).unwrap_or(&Value::Null);
+        // A reference compares by id, expanded or not.
+        let value = value.get("id").unwrap_or(value);
+        hasher.update(serde_json::to_vec(value).unwrap_or_default());
+        hasher.update([0]);
+    }
+    let metadata = object.get("metadata").filter(|m| m.is_object());
+    hasher.update(serde_json::to_vec(&metadata.unwrap_or(&json!({}))).unwrap_or_default());
+    hasher.finalize().into()
+}
+
+/// The mirror's page size when streaming a relation.
+const MIRROR_PAGE: i64 = 1_000;
+
+#[derive(QueryableByName)]
+struct MirrorObject {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
+    #[diesel(sql_type = diesel::sql_types::Jsonb)]
+    data: Value,
+}
+
+async fn mirrored(
+    ctx: &PullContext,
+    resource: &'static Resource,
+    account: &str,
+    repair: bool,
+) -> anyhow::Result<DiffReport> {
+    let mut report = DiffReport {
+        kind: resource.relation,
+        ..DiffReport::default()
+    };
+    // The mirror's live objects, a page at a time, as id -> hash.
+    let mut mirror: BTreeMap<String, [u8; 32]> = BTreeMap::new();
+    let mut after = String::new();
+    loop {
+        let (table, acct, from) = (resource.table(), account.to_owned(), after.clone());
+        let page: Vec<MirrorObject> = ctx
+            .db(move |conn| {
+                diesel::sql_query(format!(
+                    "SELECT id, data FROM {table} WHERE account = $1 AND NOT deleted AND id > $2 \
+                     ORDER BY id LIMIT {MIRROR_PAGE}"
+                ))
+                .bind::<diesel::sql_types::Text, _>(acct)
+                .bind::<diesel::sql_types::Text, _>(from)
+                .load(conn)
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
+        for row in &page {
+            mirror.insert(row.id.clone(), mirrored_hash(resource, &row.data));
+        }
+    }
+    report.in_mirror = mirror.len();
+
+    // Stripe's side, page by page; each object is compared (and repaired)
+    // as it arrives.
+    let read_at = unix_now();
+    let mut pages = StripePages::new(ctx, resource, account).await?;
+    while let Some(objects) = pages.next().await? {
+        for object in objects {
+            let Some(id) = object.get("id").and_then(Value::as_str).map(str::to_owned) else {
+                continue;
+            };
+            report.in_stripe += 1;
+            let stale = match mirror.remove(&id) {
+                None => {
+                    report.missing_locally.push(id);
+                    true
+                }
+                Some(hash) if hash != mirrored_hash(resource, &object) => {
+                    report.different.push((id, Vec::new()));
+                    true
+                }
+                Some(_) => false,
+            };
+            if stale && repair {
+                ctx.publish(
+                    &snapshot_event(resource, account, &object, read_at),
+                    SOURCE_REPAIR,
+                )
+                .await?;
+                report.repaired += 1;
+            }
+        }
+    }
+    report.api_calls += pages.calls;
+    report.missing_in_stripe = mirror.into_keys().collect();
+    if repair {
+        for id in &report.missing_in_stripe {
+            repair_absent(ctx, resource, account, id).await?;
+            report.repaired += 1;
+            report.api_calls += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// Pages of a type's list on one account, however Stripe lists it.
+struct StripePages<'c> {
+    ctx: &'c PullContext,
+    resource: &'static Resource,
+    account: &'c str,
+    /// Pending list calls: each a set of filters, paged in full.
+    queue: std::collections::VecDeque<Vec<(String, String)>>,
+    current: Option<(Vec<(String, String)>, Option<String>)>,
+    calls: u64,
+}
+
+impl<'c> StripePages<'c> {
+    async fn new(
+        ctx: &'c PullContext,
+        resource: &'static Resource,
+        account: &'c str,
+    ) -> anyhow::Result<Self> {
+        let mut queue = std::collections::VecDeque::new();
+        match resource.listing {
+            Listing::All(extra) => queue.push_back(
+                extra
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            Listing::PerCustomer => {
+                for customer in super::mirrored_customers(ctx, account).await? {
+                    queue.push_back(vec![("customer".to_owned(), customer)]);
+                }
+            }
+            Listing::None => {}
+        }
+        Ok(Self {
+            ctx,
+            resource,
+            account,
+            queue,
+            current: None,
+            calls: 0,
+        })
+    }
+
+    async fn next(&mut self) -> anyhow::Result<Option<Vec<Value>>> {
+        let (filters, after) = match self.current.take() {
+            Some(current) => current,
+            None => match self.queue.pop_front() {
+                Some(filters) => (filters, None),
+                None => return Ok(None),
+            },
+        };
+        let mut params = vec![("limit".to_owned(), "100".to_owned())];
+        params.extend(filters.iter().cloned());
+        if let Some(after) = &after {
+            params.push(("starting_after".into(), after.clone()));
+        }
+        let page = self
+            .ctx
+            .list_page(self.account, self.resource.path, &params)
+            .await?;
+        self.calls += 1;
+        let last = page
+            .data
+            .last()
+            .and_then(|o| o.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if page.has_more && last.is_some() {
+            self.current = Some((filters, last));
+        }
+        Ok(Some(page.data))
+    }
 }
 
 #[cfg(test)]

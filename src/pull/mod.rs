@@ -12,33 +12,13 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::apply::SNAPSHOT_TYPE;
 use crate::config::{ConfigError, DatabaseConfig, Env, KafkaConfig, StripeApiConfig};
 use crate::db::{self, PgPool};
 use crate::kafka::envelope;
 use crate::kafka::{admin, EventProducer};
 use crate::retry::Backoff;
+use crate::registry::Resource;
 use crate::stripe::{EventEnvelope, ListPage, StripeClient, PLATFORM_ACCOUNT};
-
-/// Object types the pull paths handle: those the inbound worker applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ObjectKind {
-    Customers,
-}
-
-impl ObjectKind {
-    pub fn collection(self) -> &'static str {
-        match self {
-            Self::Customers => "customers",
-        }
-    }
-
-    pub fn snapshot_type(self) -> &'static str {
-        match self {
-            Self::Customers => SNAPSHOT_TYPE,
-        }
-    }
-}
 
 /// Configuration of `backfill`, `reconcile` and `diff`.
 #[derive(Debug, Clone)]
@@ -46,6 +26,9 @@ pub struct PullConfig {
     pub database: DatabaseConfig,
     pub kafka: KafkaConfig,
     pub stripe: StripeApiConfig,
+    /// `STRIPE_ACCOUNTS`: the accounts the pull commands cover when no
+    /// `--account` is given (`platform` and/or `acct_…`).
+    pub accounts: Vec<String>,
 }
 
 impl PullConfig {
@@ -54,8 +37,48 @@ impl PullConfig {
             database: DatabaseConfig::load(env)?,
             kafka: KafkaConfig::load(env)?,
             stripe: StripeApiConfig::load(env)?,
+            accounts: parse_accounts(env.or("STRIPE_ACCOUNTS", PLATFORM_ACCOUNT))?,
         })
     }
+
+    /// The accounts a command covers: those named on its command line, or
+    /// else `STRIPE_ACCOUNTS`.
+    pub fn accounts_or(&self, named: &[String]) -> Vec<String> {
+        if named.is_empty() {
+            self.accounts.clone()
+        } else {
+            named.to_vec()
+        }
+    }
+}
+
+/// `platform,acct_123,…`: each the platform or a Stripe account id.
+pub fn parse_accounts(raw: &str) -> Result<Vec<String>, ConfigError> {
+    let accounts: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    match accounts.iter().find(|a| !is_account(a)) {
+        _ if accounts.is_empty() => Err(ConfigError::Invalid {
+            name: "STRIPE_ACCOUNTS",
+            reason: "names no account".into(),
+        }),
+        Some(bad) => Err(ConfigError::Invalid {
+            name: "STRIPE_ACCOUNTS",
+            reason: format!("{bad:?} is neither `platform` nor an acct_… id"),
+        }),
+        None => Ok(accounts),
+    }
+}
+
+/// `platform`, or an `acct_…` id (it goes into a header).
+pub fn is_account(raw: &str) -> bool {
+    raw == PLATFORM_ACCOUNT
+        || raw.strip_prefix("acct_").is_some_and(|rest| {
+            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
 }
 
 /// What every pull command needs, built once.
@@ -175,10 +198,37 @@ impl PullContext {
     }
 }
 
+/// The live customers of an account in the mirror, in id order: what the
+/// types Stripe lists per customer are listed for.
+pub async fn mirrored_customers(ctx: &PullContext, account: &str) -> anyhow::Result<Vec<String>> {
+    use diesel::prelude::*;
+    use diesel::sql_types::Text;
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = Text)]
+        id: String,
+    }
+    let account = account.to_owned();
+    ctx.db(move |conn| {
+        diesel::sql_query(
+            "SELECT id FROM stripe.customers WHERE account = $1 AND NOT deleted ORDER BY id",
+        )
+        .bind::<Text, _>(account)
+        .load::<Id>(conn)
+        .map(|ids| ids.into_iter().map(|i| i.id).collect())
+    })
+    .await
+}
+
 /// A synthetic event carrying an object's current state. Its id is derived
 /// from the account and the object's content, so listing an unchanged
 /// object again yields the same id and the ledger skips it.
-pub fn snapshot_event(kind: ObjectKind, account: &str, object: &Value, read_at: i64) -> Value {
+pub fn snapshot_event(
+    resource: &Resource,
+    account: &str,
+    object: &Value,
+    read_at: i64,
+) -> Value {
     let mut hasher = Sha256::new();
     hasher.update(account.as_bytes());
     hasher.update([0]);
@@ -188,7 +238,7 @@ pub fn snapshot_event(kind: ObjectKind, account: &str, object: &Value, read_at: 
     let mut event = json!({
         "id": format!("evt_snap_{}", hex::encode(&digest[..12])),
         "object": "event",
-        "type": kind.snapshot_type(),
+        "type": resource.snapshot_type(),
         "created": read_at,
         "livemode": object.get("livemode").cloned().unwrap_or(Value::Bool(false)),
         "api_version": null,

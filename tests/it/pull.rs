@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use stripe_sync::config::Env;
-use stripe_sync::pull::{backfill, diff, reconcile, ObjectKind, PullConfig, PullContext};
+use stripe_sync::pull::{backfill, diff, reconcile, PullConfig, PullContext};
 use stripe_sync::stripe::PLATFORM_ACCOUNT;
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +16,10 @@ use crate::support::localstripe::LocalStripe;
 use crate::support::stack::{Options, Stack, SECRET};
 use crate::support::stripe_proxy::CountingProxy;
 use crate::support::wait_for;
+
+fn customers() -> &'static stripe_sync::registry::Resource {
+    stripe_sync::registry::by_object("customer").unwrap()
+}
 
 async fn context(env: &Env) -> PullContext {
     PullContext::build(&PullConfig::load(env).unwrap())
@@ -176,7 +180,7 @@ async fn backfill_brings_every_customer_and_resumes_after_a_kill() {
     let ctx = context(&stack.env).await;
     let report = backfill::run(
         &ctx,
-        &backfill::BackfillOptions::new(ObjectKind::Customers),
+        &backfill::BackfillOptions::new(customers()),
         &CancellationToken::new(),
     )
     .await
@@ -275,7 +279,7 @@ async fn backfill_racing_live_webhooks_ends_in_the_newest_state() {
             }
         }
     };
-    let mut opts = backfill::BackfillOptions::new(ObjectKind::Customers);
+    let mut opts = backfill::BackfillOptions::new(customers());
     opts.page_size = 5;
     let never = CancellationToken::new();
     let (report, ()) = tokio::join!(backfill::run(&ctx, &opts, &never), updates);
@@ -302,7 +306,7 @@ async fn backfill_stays_under_the_rate_limit_and_honours_retry_after() {
     })
     .await;
     let ctx = context(&stack.env.with("STRIPE_RATE_LIMIT", "10")).await;
-    let mut opts = backfill::BackfillOptions::new(ObjectKind::Customers);
+    let mut opts = backfill::BackfillOptions::new(customers());
     opts.page_size = 5;
     opts.created_since = Some(1_020);
     let report = backfill::run(&ctx, &opts, &CancellationToken::new())
@@ -360,7 +364,7 @@ async fn diff_reports_differences_and_repair_fixes_them() {
     }
     wait_mirror_matches(&stack, &ls, &[]).await;
     let ctx = context(&stack.env).await;
-    let clean = diff::run(&ctx, ObjectKind::Customers, PLATFORM_ACCOUNT, false)
+    let clean = diff::run(&ctx, customers(), PLATFORM_ACCOUNT, false)
         .await
         .unwrap();
     assert!(clean.is_clean(), "{clean}");
@@ -383,7 +387,7 @@ async fn diff_reports_differences_and_repair_fixes_them() {
         .unwrap();
     }
 
-    let report = diff::run(&ctx, ObjectKind::Customers, PLATFORM_ACCOUNT, false)
+    let report = diff::run(&ctx, customers(), PLATFORM_ACCOUNT, false)
         .await
         .unwrap();
     println!("{report}");
@@ -399,12 +403,12 @@ async fn diff_reports_differences_and_repair_fixes_them() {
     assert_eq!(different, expected);
     assert_eq!(report.api_calls, 1);
 
-    let repaired = diff::run(&ctx, ObjectKind::Customers, PLATFORM_ACCOUNT, true)
+    let repaired = diff::run(&ctx, customers(), PLATFORM_ACCOUNT, true)
         .await
         .unwrap();
     assert_eq!(repaired.repaired, 4);
     wait_mirror_matches(&stack, &ls, &[ids[1].clone()]).await;
-    let after = diff::run(&ctx, ObjectKind::Customers, PLATFORM_ACCOUNT, false)
+    let after = diff::run(&ctx, customers(), PLATFORM_ACCOUNT, false)
         .await
         .unwrap();
     assert!(after.is_clean(), "{after}");
