@@ -285,7 +285,10 @@ pub async fn run() -> anyhow::Result<()> {
             match command {
                 CatalogCommand::Types => print!("{}", registry::describe()),
                 CatalogCommand::Ddl { types } => {
-                    println!("{}", registry::ddl::for_resources(registry::resolve(&types)?))
+                    println!(
+                        "{}",
+                        registry::ddl::for_resources(registry::resolve(&types)?)
+                    )
                 }
             }
             Ok(())

@@ -38,9 +38,7 @@ impl BatchHandler for InboundHandler {
         // Stripe is read before the transaction opens, never while it
         // holds row locks.
         let results = apply::prefetch(&mut conn, self.remote.as_ref(), &events)
-            .and_then(|read| {
-                conn.transaction(|conn| apply::apply_batch(conn, &read, &events))
-            })
+            .and_then(|read| conn.transaction(|conn| apply::apply_batch(conn, &read, &events)))
             .map_err(|e| match e {
                 ApplyError::Transient {
                     source,
@@ -148,9 +146,10 @@ impl RemoteReader for StripeRemote {
     ) -> Result<Vec<Value>, ApplyError> {
         let (path, filters) = match child.source {
             ChildSource::Nested(sub) => (format!("{}/{parent_id}/{sub}", parent.path), Vec::new()),
-            ChildSource::Filtered { path, param } => {
-                (path.to_owned(), vec![(param.to_owned(), parent_id.to_owned())])
-            }
+            ChildSource::Filtered { path, param } => (
+                path.to_owned(),
+                vec![(param.to_owned(), parent_id.to_owned())],
+            ),
         };
         let listed = self
             .runtime

@@ -59,9 +59,8 @@ pub(super) fn object_id<'e>(event: &'e StripeEvent) -> Result<&'e str, ApplyErro
 /// What an event is to the ordering rules, by its type's delete semantics.
 fn facts(resource: &Resource, event: &StripeEvent) -> Facts {
     let snapshot = event.kind.strip_suffix(".snapshot") == Some(resource.object);
-    let deletes_it = resource.deletes == Deletes::Tombstone
-        && !snapshot
-        && event.kind.ends_with(".deleted");
+    let deletes_it =
+        resource.deletes == Deletes::Tombstone && !snapshot && event.kind.ends_with(".deleted");
     Facts {
         delete: deletes_it || order::marked_deleted(&event.object),
         snapshot,
@@ -166,15 +165,13 @@ impl<'e> ObjectPlan<'e> {
                     Some(Cow::Borrowed(&event.object))
                 }
                 Step::Delete { columns: false } => None,
-                Step::ReRead => {
-                    match remote.current(self.account, self.resource.path, self.id)? {
-                        RemoteObject::Live(current) => Some(Cow::Owned(current)),
-                        RemoteObject::Deleted => {
-                            next.deleted = true;
-                            None
-                        }
+                Step::ReRead => match remote.current(self.account, self.resource.path, self.id)? {
+                    RemoteObject::Live(current) => Some(Cow::Owned(current)),
+                    RemoteObject::Deleted => {
+                        next.deleted = true;
+                        None
                     }
-                }
+                },
                 Step::Stale | Step::AfterTombstone => None,
             };
             if step.changes() {
@@ -332,8 +329,7 @@ fn upsert_rows(
     resource: &Resource,
     plans: &[&ObjectPlan<'_>],
 ) -> QueryResult<()> {
-    let with_data: Vec<&&ObjectPlan<'_>> =
-        plans.iter().filter(|p| row(p).data.is_some()).collect();
+    let with_data: Vec<&&ObjectPlan<'_>> = plans.iter().filter(|p| row(p).data.is_some()).collect();
     if with_data.is_empty() {
         return Ok(());
     }
@@ -360,7 +356,12 @@ fn upsert_rows(
             .map(|p| row(p).mark.version)
             .collect::<Vec<_>>(),
     )
-    .bind::<Array<Text>, _>(with_data.iter().map(|p| row(p).event_id).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(
+        with_data
+            .iter()
+            .map(|p| row(p).event_id)
+            .collect::<Vec<_>>(),
+    )
     .execute(conn)
     .map(drop)
 }
@@ -402,7 +403,10 @@ fn write_children(
     let mut parents = (Vec::new(), Vec::new());
     let mut items = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for plan in plans {
-        let Some((_, list)) = row(plan).children.iter().find(|(c, _)| std::ptr::eq(*c, child))
+        let Some((_, list)) = row(plan)
+            .children
+            .iter()
+            .find(|(c, _)| std::ptr::eq(*c, child))
         else {
             continue;
         };

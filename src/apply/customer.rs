@@ -43,7 +43,8 @@ pub(super) fn customer_id(event: &StripeEvent) -> Result<&str, ApplyError> {
 pub(super) fn decide(event: &StripeEvent, link: Option<Watermark>) -> (Step, Watermark) {
     let snapshot = event.kind == SNAPSHOT_TYPE;
     // A snapshot of a customer Stripe no longer has is `{"deleted": true}`.
-    let delete = event.kind == "customer.deleted" || (snapshot && order::marked_deleted(&event.object));
+    let delete =
+        event.kind == "customer.deleted" || (snapshot && order::marked_deleted(&event.object));
     order::decide(order::Facts { delete, snapshot }, event.created, link)
 }
 

@@ -59,7 +59,10 @@ fn keep<T: Clone>(answer: &Result<T, ApplyError>) -> Option<Result<T, String>> {
     }
 }
 
-fn replay<T: Clone>(recorded: Option<&Result<T, String>>, what: impl FnOnce() -> String) -> Result<T, ApplyError> {
+fn replay<T: Clone>(
+    recorded: Option<&Result<T, String>>,
+    what: impl FnOnce() -> String,
+) -> Result<T, ApplyError> {
     match recorded {
         Some(Ok(value)) => Ok(value.clone()),
         Some(Err(reason)) => Err(ApplyError::Permanent(reason.clone())),
@@ -100,9 +103,10 @@ impl RemoteReader for Prefetched {
         child: &Child,
         parent_id: &str,
     ) -> Result<Vec<Value>, ApplyError> {
-        replay(self.lists.get(&key(account, child.relation, parent_id)), || {
-            format!("{} of {parent_id}", child.field)
-        })
+        replay(
+            self.lists.get(&key(account, child.relation, parent_id)),
+            || format!("{} of {parent_id}", child.field),
+        )
     }
 }
 

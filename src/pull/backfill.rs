@@ -48,10 +48,18 @@ impl std::fmt::Display for BackfillReport {
         write!(
             f,
             "{} {} objects ({} API calls){}",
-            if self.complete { "backfilled" } else { "interrupted after" },
+            if self.complete {
+                "backfilled"
+            } else {
+                "interrupted after"
+            },
             self.objects,
             self.pages,
-            if self.resumed { ", resumed from the last checkpoint" } else { "" }
+            if self.resumed {
+                ", resumed from the last checkpoint"
+            } else {
+                ""
+            }
         )
     }
 }

@@ -16,8 +16,8 @@ use crate::config::{ConfigError, DatabaseConfig, Env, KafkaConfig, StripeApiConf
 use crate::db::{self, PgPool};
 use crate::kafka::envelope;
 use crate::kafka::{admin, EventProducer};
-use crate::retry::Backoff;
 use crate::registry::Resource;
+use crate::retry::Backoff;
 use crate::stripe::{EventEnvelope, ListPage, StripeClient, PLATFORM_ACCOUNT};
 
 /// Configuration of `backfill`, `reconcile` and `diff`.
@@ -76,9 +76,9 @@ pub fn parse_accounts(raw: &str) -> Result<Vec<String>, ConfigError> {
 /// `platform`, or an `acct_…` id (it goes into a header).
 pub fn is_account(raw: &str) -> bool {
     raw == PLATFORM_ACCOUNT
-        || raw.strip_prefix("acct_").is_some_and(|rest| {
-            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric())
-        })
+        || raw
+            .strip_prefix("acct_")
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// What every pull command needs, built once.
@@ -223,12 +223,7 @@ pub async fn mirrored_customers(ctx: &PullContext, account: &str) -> anyhow::Res
 /// A synthetic event carrying an object's current state. Its id is derived
 /// from the account and the object's content, so listing an unchanged
 /// object again yields the same id and the ledger skips it.
-pub fn snapshot_event(
-    resource: &Resource,
-    account: &str,
-    object: &Value,
-    read_at: i64,
-) -> Value {
+pub fn snapshot_event(resource: &Resource, account: &str, object: &Value, read_at: i64) -> Value {
     let mut hasher = Sha256::new();
     hasher.update(account.as_bytes());
     hasher.update([0]);

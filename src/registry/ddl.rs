@@ -73,8 +73,7 @@ fn typed_columns(sql: &mut String, columns: &[Column]) {
 
 fn indexes(sql: &mut String, relation: &str, columns: &[Column]) {
     for col in columns {
-        if col.kind == ColumnKind::Ref && INDEXED_REFS.contains(&col.name)
-            || col.name == "created"
+        if col.kind == ColumnKind::Ref && INDEXED_REFS.contains(&col.name) || col.name == "created"
         {
             writeln!(
                 sql,

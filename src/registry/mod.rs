@@ -227,7 +227,11 @@ pub fn describe() -> String {
                 Deletes::Tombstone => "tombstone",
                 Deletes::Never => "never",
             },
-            if children.is_empty() { "-".to_owned() } else { children.join(", ") },
+            if children.is_empty() {
+                "-".to_owned()
+            } else {
+                children.join(", ")
+            },
             columns.join(", ")
         ));
     }
@@ -379,8 +383,14 @@ mod tests {
 
     #[test]
     fn names_resolve_by_object_and_relation() {
-        assert_eq!(by_name("checkout.session").unwrap().relation, "checkout_sessions");
-        assert_eq!(by_name("checkout_sessions").unwrap().object, "checkout.session");
+        assert_eq!(
+            by_name("checkout.session").unwrap().relation,
+            "checkout_sessions"
+        );
+        assert_eq!(
+            by_name("checkout_sessions").unwrap().object,
+            "checkout.session"
+        );
         assert!(by_name("nope").is_none());
         let (parent, child) = child_by_relation("invoice_line_items").unwrap();
         assert_eq!((parent.object, child.parent_column), ("invoice", "invoice"));

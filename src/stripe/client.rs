@@ -308,9 +308,9 @@ impl StripeClient {
                 }
             }
             404 => match api_error(status, &body) {
-                StripeError::Api { code: Some(code), .. } if code == RESOURCE_MISSING => {
-                    Ok(RemoteObject::Deleted)
-                }
+                StripeError::Api {
+                    code: Some(code), ..
+                } if code == RESOURCE_MISSING => Ok(RemoteObject::Deleted),
                 other => Err(other),
             },
             429 => {

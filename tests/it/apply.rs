@@ -32,7 +32,11 @@ struct Reread;
 
 impl RemoteReader for Reread {
     fn current(&self, _: &str, path: &str, id: &str) -> Result<RemoteObject, ApplyError> {
-        let object = if path == "customers" { "customer" } else { "product" };
+        let object = if path == "customers" {
+            "customer"
+        } else {
+            "product"
+        };
         Ok(if id == "cus_5" || id == "prod_gone" {
             RemoteObject::Deleted
         } else {
@@ -40,7 +44,13 @@ impl RemoteReader for Reread {
         })
     }
 
-    fn children(&self, _: &str, _: &Resource, _: &Child, id: &str) -> Result<Vec<Value>, ApplyError> {
+    fn children(
+        &self,
+        _: &str,
+        _: &Resource,
+        _: &Child,
+        id: &str,
+    ) -> Result<Vec<Value>, ApplyError> {
         panic!("products have no child lists, yet {id}'s were read")
     }
 }
@@ -100,8 +110,8 @@ fn random_events(rng: &mut StdRng, n: usize) -> Vec<Vec<u8>> {
             86..=91 => {
                 let id = ["prod_1", "prod_2", "prod_gone"][rng.gen_range(0..3)];
                 object = json!({"id": id, "object": "product", "name": format!("P{i}")});
-                let kind = ["product.created", "product.updated", "product.deleted"]
-                    [rng.gen_range(0..3)];
+                let kind =
+                    ["product.created", "product.updated", "product.deleted"][rng.gen_range(0..3)];
                 (kind, rng.gen_range(100..106))
             }
             // A type nobody registered.

@@ -5,6 +5,7 @@ mod support;
 
 mod api;
 mod apply;
+mod catalog;
 mod consume;
 mod crash;
 mod idmap;

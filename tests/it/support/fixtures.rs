@@ -12,6 +12,13 @@ fn resources() -> &'static Value {
     })
 }
 
+/// Stripe's example object of a type (`invoice`, `checkout.session`, …).
+pub fn resource(object: &str) -> Value {
+    let example = resources()[object].clone();
+    assert!(example.is_object(), "no fixture for {object}");
+    example
+}
+
 /// Stripe's example customer with our id, `created` and field overrides.
 pub fn customer(id: &str, created: i64, fields: Value) -> Value {
     let mut c = resources()["customer"].clone();

@@ -1,0 +1,705 @@
+//! The catalog end to end: signed webhooks of every registered type
+//! through serve, the broker and stripe-inbound into `stripe.<relation>`,
+//! with Postgres and the broker real. Stripe's read API (re-reads, nested
+//! lists, backfill, diff, the Events API) is the fixture-backed fake in
+//! `support::catalog_stripe`: neither localstripe nor stripe-stateful-mock
+//! has most of these types or their nested lists.
+
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Jsonb, Nullable, Text};
+use rand::seq::SliceRandom;
+use serde_json::{json, Value};
+use stripe_sync::pull::{backfill, diff, reconcile, PullConfig, PullContext};
+use stripe_sync::registry::{self, Child, Deletes, Resource, RESOURCES};
+use stripe_sync::stripe::PLATFORM_ACCOUNT;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::catalog_stripe::{CatalogStripe, Fault};
+use crate::support::fixtures;
+use crate::support::stack::{Options, Stack};
+use crate::support::wait_for;
+
+const CONNECTED: &str = "acct_1CatalogTest";
+const T: i64 = 1_760_000_000;
+const CHECKOUT_LINES: usize = 120;
+
+fn mirrored() -> impl Iterator<Item = &'static Resource> {
+    RESOURCES.iter().filter(|r| !r.is_local_customer())
+}
+
+/// The fixture a child list's items are built from.
+fn child_fixture(child: &Child) -> &'static str {
+    match child.relation {
+        "checkout_session_line_items" => "item",
+        "invoice_line_items" => "line_item",
+        "subscription_items" => "subscription_item",
+        "credit_note_line_items" => "credit_note_line_item",
+        other => panic!("no fixture for {other}"),
+    }
+}
+
+fn child_item(child: &Child, parent_id: &str, n: usize) -> Value {
+    let mut item = fixtures::resource(child_fixture(child));
+    item["id"] = json!(format!("{}_{parent_id}_{n}", &child.relation[..4]));
+    item
+}
+
+/// Stripe's example of the type as version `v` of object `id`, created at
+/// `created`, with embedded child lists carried whole.
+fn object(r: &Resource, id: &str, created: i64, v: &str, items: usize) -> Value {
+    let mut o = fixtures::resource(r.object);
+    o["id"] = json!(id);
+    if o.get("created").is_some() {
+        o["created"] = json!(created);
+    }
+    o["metadata"] = json!({ "v": v });
+    for child in r.children.iter().filter(|c| c.embedded) {
+        let data: Vec<Value> = (0..items).map(|n| child_item(child, id, n)).collect();
+        o[child.field] = json!({"object": "list", "data": data, "has_more": false, "url": "/v1/x"});
+    }
+    o
+}
+
+fn event(account: &str, id: &str, kind: &str, created: i64, object: Value) -> Value {
+    let mut e = fixtures::event(id, kind, created, object);
+    if account != PLATFORM_ACCOUNT {
+        e["account"] = json!(account);
+    }
+    e
+}
+
+fn event_id(account: &str, r: &Resource, n: usize) -> String {
+    let acct = if account == PLATFORM_ACCOUNT {
+        "p"
+    } else {
+        "c"
+    };
+    format!("evt_{acct}_{}_{n}", r.relation)
+}
+
+#[derive(QueryableByName, Debug)]
+struct Mirrored {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Jsonb)]
+    data: Value,
+    #[diesel(sql_type = Bool)]
+    deleted: bool,
+    #[diesel(sql_type = BigInt)]
+    remote_version: i64,
+}
+
+fn rows(stack: &Stack, r: &Resource, account: &str) -> Vec<Mirrored> {
+    diesel::sql_query(format!(
+        "SELECT id, data, deleted, remote_version FROM {} WHERE account = $1 ORDER BY id",
+        r.table()
+    ))
+    .bind::<Text, _>(account)
+    .load(&mut stack.db.conn())
+    .unwrap()
+}
+
+fn live_children(stack: &Stack, child: &Child, account: &str, parent: &str) -> Vec<String> {
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = Text)]
+        id: String,
+    }
+    diesel::sql_query(format!(
+        "SELECT id FROM {} WHERE account = $1 AND \"{}\" = $2 AND NOT deleted ORDER BY position",
+        child.table(),
+        child.parent_column
+    ))
+    .bind::<Text, _>(account)
+    .bind::<Text, _>(parent)
+    .load::<Id>(&mut stack.db.conn())
+    .unwrap()
+    .into_iter()
+    .map(|i| i.id)
+    .collect()
+}
+
+async fn post_all(stack: &Stack, events: &[Value]) {
+    for chunk in events.chunks(16) {
+        let posts = chunk.iter().map(|e| stack.post_event(e));
+        for status in futures::future::join_all(posts).await {
+            assert!(status.is_success(), "webhook answered {status}");
+        }
+    }
+}
+
+async fn catalog_stack(fake: &CatalogStripe) -> Stack {
+    Stack::start(Options {
+        stripe_base: fake.base(),
+        ..Options::default()
+    })
+    .await
+}
+
+/// Every registered type, on the platform and on a connected account with
+/// the same ids: create, two updates and (for deletable types) a delete,
+/// each sent twice, all shuffled. Each relation ends with one row per
+/// (account, id) holding the newest state, tombstones final, child lists
+/// complete (checkout line items read past one page).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_registered_type_converges_under_duplicates_and_shuffling() {
+    let fake = CatalogStripe::start();
+    let stack = catalog_stack(&fake).await;
+    let mut events = Vec::new();
+    for account in [PLATFORM_ACCOUNT, CONNECTED] {
+        for r in mirrored() {
+            let id = format!("t_{}", r.relation);
+            if r.object == "checkout.session" {
+                let child = &r.children[0];
+                let items = (0..CHECKOUT_LINES)
+                    .map(|n| child_item(child, &id, n))
+                    .collect();
+                fake.put_nested(account, r.path, &id, "line_items", items);
+            }
+            for (n, v) in ["1", "2", "3"].into_iter().enumerate() {
+                let kind = if n == 0 { "created" } else { "updated" };
+                let o = object(r, &id, T + n as i64, v, 2);
+                events.push(event(
+                    account,
+                    &event_id(account, r, n),
+                    &format!("{}.{kind}", r.object),
+                    T + n as i64,
+                    o,
+                ));
+            }
+            if r.deletes == Deletes::Tombstone {
+                let o = object(r, &id, T + 3, "3", 0);
+                let kind = format!("{}.deleted", r.object);
+                events.push(event(account, &event_id(account, r, 3), &kind, T + 3, o));
+            }
+        }
+    }
+    let distinct = events.len() as i64;
+    let mut sent: Vec<Value> = events.iter().chain(events.iter()).cloned().collect();
+    sent.shuffle(&mut rand::thread_rng());
+    post_all(&stack, &sent).await;
+    stack.wait_ledger(distinct, Duration::from_secs(120)).await;
+
+    for account in [PLATFORM_ACCOUNT, CONNECTED] {
+        for r in mirrored() {
+            let id = format!("t_{}", r.relation);
+            let got = rows(&stack, r, account);
+            assert_eq!(got.len(), 1, "{account} {}: {got:?}", r.relation);
+            let row = &got[0];
+            assert_eq!(row.id, id);
+            match r.deletes {
+                Deletes::Tombstone => {
+                    assert!(row.deleted, "{account} {} not tombstoned", r.relation);
+                    assert_eq!(row.remote_version, T + 3, "{}", r.relation);
+                }
+                Deletes::Never => {
+                    assert!(!row.deleted, "{account} {} deleted", r.relation);
+                    assert_eq!(row.data["metadata"]["v"], "3", "{account} {}", r.relation);
+                    assert_eq!(row.remote_version, T + 2, "{}", r.relation);
+                }
+            }
+            for child in r.children {
+                let live = live_children(&stack, child, account, &id);
+                let want = match (r.deletes, child.embedded) {
+                    (Deletes::Tombstone, _) => 0,
+                    (_, false) => CHECKOUT_LINES,
+                    (_, true) => 2,
+                };
+                assert_eq!(live.len(), want, "{account} {}", child.relation);
+            }
+        }
+    }
+    // Typed columns are computed from the newest object.
+    let (amount, currency): (Option<i64>, Option<String>) = {
+        #[derive(QueryableByName)]
+        struct Pi {
+            #[diesel(sql_type = Nullable<BigInt>)]
+            amount: Option<i64>,
+            #[diesel(sql_type = Nullable<Text>)]
+            currency: Option<String>,
+        }
+        let pi: Pi = diesel::sql_query(
+            "SELECT amount, currency FROM stripe.payment_intents WHERE account = 'platform'",
+        )
+        .get_result(&mut stack.db.conn())
+        .unwrap();
+        (pi.amount, pi.currency)
+    };
+    let example = fixtures::resource("payment_intent");
+    assert_eq!(amount, example["amount"].as_i64());
+    assert_eq!(currency.as_deref(), example["currency"].as_str());
+    assert_eq!(
+        stack.db.count("event_ledger WHERE outcome = 'ignored'"),
+        0,
+        "every type here is registered"
+    );
+    stack.stop().await;
+}
+
+/// Events are routed by the object they carry, not their type's prefix;
+/// `customer.subscription.deleted` is a cancel (a state), not a delete; a
+/// type nobody registered is acknowledged and ledgered as ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_route_by_their_object_not_their_name() {
+    let fake = CatalogStripe::start();
+    let stack = catalog_stack(&fake).await;
+    let by = |o: &str| registry::by_object(o).unwrap();
+    let sub = by("subscription");
+    let mut canceled = object(sub, "sub_route", T + 1, "canceled", 1);
+    canceled["status"] = json!("canceled");
+    let events = [
+        event(
+            PLATFORM_ACCOUNT,
+            "evt_r1",
+            "customer.subscription.created",
+            T,
+            object(sub, "sub_route", T, "1", 1),
+        ),
+        event(
+            PLATFORM_ACCOUNT,
+            "evt_r2",
+            "customer.subscription.deleted",
+            T + 1,
+            canceled,
+        ),
+        event(
+            PLATFORM_ACCOUNT,
+            "evt_r3",
+            "charge.dispute.created",
+            T,
+            object(by("dispute"), "dp_route", T, "1", 0),
+        ),
+        event(
+            PLATFORM_ACCOUNT,
+            "evt_r4",
+            "charge.refund.updated",
+            T,
+            object(by("refund"), "re_route", T, "1", 0),
+        ),
+        event(
+            PLATFORM_ACCOUNT,
+            "evt_r5",
+            "customer.tax_id.created",
+            T,
+            object(by("tax_id"), "txi_route", T, "1", 0),
+        ),
+        event(
+            PLATFORM_ACCOUNT,
+            "evt_r6",
+            "balance.available",
+            T,
+            json!({"object": "balance", "available": []}),
+        ),
+    ];
+    post_all(&stack, &events).await;
+    stack
+        .wait_ledger(events.len() as i64, Duration::from_secs(60))
+        .await;
+    let s = &rows(&stack, sub, PLATFORM_ACCOUNT)[0];
+    assert!(!s.deleted, "a canceled subscription is a state");
+    assert_eq!(s.data["status"], "canceled");
+    assert_eq!(
+        rows(&stack, by("dispute"), PLATFORM_ACCOUNT)[0].id,
+        "dp_route"
+    );
+    assert_eq!(
+        rows(&stack, by("refund"), PLATFORM_ACCOUNT)[0].id,
+        "re_route"
+    );
+    assert_eq!(
+        rows(&stack, by("tax_id"), PLATFORM_ACCOUNT)[0].id,
+        "txi_route"
+    );
+    assert_eq!(
+        stack
+            .db
+            .count("event_ledger WHERE event_id = 'evt_r6' AND outcome = 'ignored'"),
+        1
+    );
+    stack.stop().await;
+}
+
+/// Same-second ties are re-read from Stripe with `Stripe-Account` for a
+/// connected account's object; a 404 that is not `resource_missing` is
+/// retried, never a tombstone; `resource_missing` is one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ties_are_re_read_and_only_resource_missing_deletes() {
+    let fake = CatalogStripe::start();
+    let stack = catalog_stack(&fake).await;
+    let product = registry::by_object("product").unwrap();
+    let invoice = registry::by_object("invoice").unwrap();
+    for account in [PLATFORM_ACCOUNT, CONNECTED] {
+        // Stripe's current state, newer than either tied event.
+        fake.put(
+            account,
+            "products",
+            object(product, "prod_tie", T, "reread", 0),
+        );
+        fake.put(
+            account,
+            "invoices",
+            object(invoice, "in_tie", T, "reread", 2),
+        );
+    }
+    // The first re-read of prod_tie meets a 404 without resource_missing.
+    fake.fault("products/prod_tie", Fault::PlainNotFound);
+    let mut first = Vec::new();
+    let mut tied = Vec::new();
+    for account in [PLATFORM_ACCOUNT, CONNECTED] {
+        for (r, id) in [
+            (product, "prod_tie"),
+            (invoice, "in_tie"),
+            (product, "prod_gone"),
+        ] {
+            let e = |n: usize, v: &str| {
+                let eid = format!("{}_{id}_{n}", event_id(account, r, n));
+                event(
+                    account,
+                    &eid,
+                    &format!("{}.updated", r.object),
+                    T,
+                    object(r, id, T, v, 2),
+                )
+            };
+            first.push(e(0, "first"));
+            tied.push(e(1, "tied"));
+        }
+    }
+    post_all(&stack, &first).await;
+    stack
+        .wait_ledger(first.len() as i64, Duration::from_secs(60))
+        .await;
+    post_all(&stack, &tied).await;
+    stack
+        .wait_ledger((first.len() + tied.len()) as i64, Duration::from_secs(60))
+        .await;
+    for account in [PLATFORM_ACCOUNT, CONNECTED] {
+        let p = rows(&stack, product, account);
+        let (gone, tie) = (&p[0], &p[1]);
+        assert_eq!(
+            (gone.id.as_str(), tie.id.as_str()),
+            ("prod_gone", "prod_tie")
+        );
+        assert!(
+            gone.deleted,
+            "{account}: resource_missing on the re-read is a delete"
+        );
+        assert!(!tie.deleted, "{account}: a plain 404 must not tombstone");
+        assert_eq!(tie.data["metadata"]["v"], "reread", "{account}");
+        let inv = &rows(&stack, invoice, account)[0];
+        assert_eq!(inv.data["metadata"]["v"], "reread", "{account}");
+    }
+    let calls = fake.calls();
+    let reads = |account: &str, path: &str| {
+        calls
+            .iter()
+            .filter(|c| c.account == account && c.path == path)
+            .count()
+    };
+    assert!(reads(CONNECTED, "/v1/products/prod_tie") >= 1, "{calls:?}");
+    assert!(
+        reads(PLATFORM_ACCOUNT, "/v1/products/prod_tie")
+            + reads(CONNECTED, "/v1/products/prod_tie")
+            >= 3,
+        "the plain 404 was retried: {calls:?}"
+    );
+    assert_eq!(
+        stack
+            .db
+            .count("event_ledger WHERE outcome = 'tie_resolved'"),
+        tied.len() as i64
+    );
+    stack.stop().await;
+}
+
+/// Child lists follow their parent: a truncated list (`has_more`) is read
+/// in full past 100 items, and a newer subscription without an item marks
+/// that item deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_lists_are_complete_and_follow_their_parent() {
+    let fake = CatalogStripe::start();
+    let stack = catalog_stack(&fake).await;
+    let invoice = registry::by_object("invoice").unwrap();
+    let sub = registry::by_object("subscription").unwrap();
+    let lines = &invoice.children[0];
+    let all: Vec<Value> = (0..150).map(|n| child_item(lines, "in_long", n)).collect();
+    fake.put_nested(
+        PLATFORM_ACCOUNT,
+        "invoices",
+        "in_long",
+        "lines",
+        all.clone(),
+    );
+    let mut long = object(invoice, "in_long", T, "1", 0);
+    long["lines"] = json!({"object": "list", "data": all[..10], "has_more": true, "url": "/v1/invoices/in_long/lines"});
+
+    let v1 = object(sub, "sub_items", T, "1", 3);
+    let mut v2 = object(sub, "sub_items", T + 1, "2", 3);
+    v2["items"]["data"].as_array_mut().unwrap().remove(1);
+    let events = [
+        event(PLATFORM_ACCOUNT, "evt_long", "invoice.updated", T, long),
+        event(
+            PLATFORM_ACCOUNT,
+            "evt_sub1",
+            "customer.subscription.created",
+            T,
+            v1,
+        ),
+        event(
+            PLATFORM_ACCOUNT,
+            "evt_sub2",
+            "customer.subscription.updated",
+            T + 1,
+            v2,
+        ),
+    ];
+    post_all(&stack, &events).await;
+    stack.wait_ledger(3, Duration::from_secs(60)).await;
+    let got = live_children(&stack, lines, PLATFORM_ACCOUNT, "in_long");
+    assert_eq!(got.len(), 150);
+    assert_eq!(got[149], all[149]["id"].as_str().unwrap(), "in list order");
+    let items = &sub.children[0];
+    let live = live_children(&stack, items, PLATFORM_ACCOUNT, "sub_items");
+    let removed = child_item(items, "sub_items", 1)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(live.len(), 2);
+    assert!(!live.contains(&removed));
+    assert_eq!(
+        stack.db.count(&format!(
+            "stripe.subscription_items WHERE id = '{removed}' AND deleted"
+        )),
+        1,
+        "the dropped item is kept, marked deleted"
+    );
+    stack.stop().await;
+}
+
+async fn pull_context(stack: &Stack, fake: &CatalogStripe) -> PullContext {
+    let env = stack
+        .env
+        .with("STRIPE_API_BASE", &fake.base())
+        .with("STRIPE_API_KEY", "sk_test_catalog");
+    PullContext::build(&PullConfig::load(&env).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Backfill of every type from the fake: customers first (the types Stripe
+/// lists per customer need them), then everything, prices and invoices past
+/// one page; a run that dies mid-way resumes from its checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_covers_every_type_and_resumes() {
+    let fake = CatalogStripe::start();
+    let stack = catalog_stack(&fake).await;
+    let ctx = pull_context(&stack, &fake).await;
+    let customer = registry::by_object("customer").unwrap();
+    for n in 0..3 {
+        let c = fixtures::customer(&format!("cus_bf{n}"), T, json!({"metadata": {}}));
+        fake.put(PLATFORM_ACCOUNT, "customers", c);
+    }
+    let many = |object: &str| match object {
+        "price" => 130,
+        "invoice" => 105,
+        _ => 1,
+    };
+    let mut expected = 0;
+    for r in mirrored() {
+        for n in 0..many(r.object) {
+            let id = format!("b{n}_{}", r.relation);
+            let mut o = object(r, &id, T + n as i64, "bf", 1);
+            if r.listing == registry::Listing::PerCustomer {
+                o["customer"] = json!("cus_bf1");
+            }
+            fake.put(PLATFORM_ACCOUNT, r.path, o);
+            if r.listing != registry::Listing::None {
+                expected += 1;
+            }
+        }
+        if r.object == "checkout.session" {
+            let items = vec![child_item(&r.children[0], "b0_checkout_sessions", 0)];
+            fake.put_nested(
+                PLATFORM_ACCOUNT,
+                r.path,
+                "b0_checkout_sessions",
+                "line_items",
+                items,
+            );
+        }
+    }
+    let stop = CancellationToken::new();
+    let run = |r: &'static Resource| backfill::BackfillOptions::new(r);
+    backfill::run(&ctx, &run(customer), &stop).await.unwrap();
+    wait_for(Duration::from_secs(60), "customers applied", || async {
+        (stack.db.count("stripe.customers") == 3).then_some(())
+    })
+    .await;
+
+    // The second page of prices fails for good: the run stops there...
+    let prices = registry::by_object("price").unwrap();
+    fake.fault("prices", Fault::Pass);
+    fake.fault("prices", Fault::PlainNotFound);
+    assert!(backfill::run(&ctx, &run(prices), &stop).await.is_err());
+    // ...and the next run resumes after the checkpointed first page.
+    let resumed = backfill::run(&ctx, &run(prices), &stop).await.unwrap();
+    assert!(resumed.resumed && resumed.complete, "{resumed:?}");
+    assert_eq!(resumed.objects, 30);
+
+    for r in mirrored().filter(|r| r.object != "price") {
+        let report = backfill::run(&ctx, &run(r), &stop).await.unwrap();
+        assert_eq!(report.listable, r.listing != registry::Listing::None);
+    }
+    wait_for(
+        Duration::from_secs(120),
+        "every backfilled object applied",
+        || async {
+            let total: i64 = mirrored().map(|r| stack.db.count(&r.table())).sum();
+            (total == expected).then_some(())
+        },
+    )
+    .await;
+    for r in mirrored() {
+        assert_eq!(
+            stack.db.count(&r.table()),
+            many(r.object) as i64,
+            "{}",
+            r.relation
+        );
+    }
+    assert_eq!(stack.db.count("stripe.checkout_session_line_items"), 1);
+    stack.stop().await;
+}
+
+/// A webhook of a non-customer type that never arrived: diff finds the
+/// object different and missing, --repair fixes both; reconcile publishes
+/// an event the ledger has not seen from the Events API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_and_reconcile_repair_missed_webhooks_of_any_type() {
+    let fake = CatalogStripe::start();
+    let stack = catalog_stack(&fake).await;
+    let ctx = pull_context(&stack, &fake).await;
+    let product = registry::by_object("product").unwrap();
+    let invoice = registry::by_object("invoice").unwrap();
+    // The mirror saw v1 of prod_d; Stripe is at v2 (that webhook was lost)
+    // and has prod_new, which the mirror never saw.
+    post_all(
+        &stack,
+        &[event(
+            PLATFORM_ACCOUNT,
+            "evt_d1",
+            "product.created",
+            T,
+            object(product, "prod_d", T, "1", 0),
+        )],
+    )
+    .await;
+    stack.wait_ledger(1, Duration::from_secs(60)).await;
+    fake.put(
+        PLATFORM_ACCOUNT,
+        "products",
+        object(product, "prod_d", T, "2", 0),
+    );
+    fake.put(
+        PLATFORM_ACCOUNT,
+        "products",
+        object(product, "prod_new", T, "1", 0),
+    );
+
+    let report = diff::run(&ctx, product, PLATFORM_ACCOUNT, false)
+        .await
+        .unwrap();
+    assert_eq!(report.missing_locally, vec!["prod_new".to_owned()]);
+    assert_eq!(report.different.len(), 1, "{report}");
+    let repaired = diff::run(&ctx, product, PLATFORM_ACCOUNT, true)
+        .await
+        .unwrap();
+    assert_eq!(repaired.repaired, 2);
+    wait_for(Duration::from_secs(60), "the repair applied", || async {
+        let p = rows(&stack, product, PLATFORM_ACCOUNT);
+        (p.len() == 2 && p[0].data["metadata"]["v"] == "2").then_some(())
+    })
+    .await;
+    assert!(diff::run(&ctx, product, PLATFORM_ACCOUNT, false)
+        .await
+        .unwrap()
+        .is_clean());
+
+    // An invoice.paid that only the Events API has.
+    let missed = event(
+        PLATFORM_ACCOUNT,
+        "evt_missed_invoice",
+        "invoice.paid",
+        T,
+        object(invoice, "in_missed", T, "paid", 1),
+    );
+    fake.put(PLATFORM_ACCOUNT, "events", missed);
+    let opts = reconcile::ReconcileOptions {
+        account: PLATFORM_ACCOUNT.to_owned(),
+        since: Some(T - 10),
+    };
+    let r = reconcile::run_once(&ctx, &opts).await.unwrap();
+    assert_eq!(r.published, 1);
+    wait_for(
+        Duration::from_secs(60),
+        "the missed invoice applied",
+        || async { (rows(&stack, invoice, PLATFORM_ACCOUNT).len() == 1).then_some(()) },
+    )
+    .await;
+    stack.stop().await;
+}
+
+/// The migrated schema is the registry's: every relation and typed column
+/// exists with the type the registry gives it.
+#[test]
+fn the_schema_matches_the_registry() {
+    let db = crate::support::db::TestDb::migrated();
+    for r in RESOURCES {
+        let mut expect: Vec<(&str, &str, Vec<registry::Column>)> =
+            vec![(r.relation, "", r.columns.to_vec())];
+        for c in r.children {
+            expect.push((c.relation, c.parent_column, c.columns.to_vec()));
+        }
+        for (relation, parent, columns) in expect {
+            for base in ["account", "id", "data", "deleted", "synced_at"] {
+                assert_eq!(
+                    column_count(&db, relation, base, None),
+                    1,
+                    "{relation}.{base}"
+                );
+            }
+            if !parent.is_empty() {
+                assert_eq!(column_count(&db, relation, parent, Some("text")), 1);
+            }
+            for col in columns {
+                let sql_type = match col.kind.sql_type() {
+                    "timestamptz" => "timestamp with time zone",
+                    other => other,
+                };
+                assert_eq!(
+                    column_count(&db, relation, col.name, Some(sql_type)),
+                    1,
+                    "stripe.{relation}.{} ({sql_type})",
+                    col.name
+                );
+            }
+        }
+    }
+}
+
+fn column_count(
+    db: &crate::support::db::TestDb,
+    relation: &str,
+    column: &str,
+    sql_type: Option<&str>,
+) -> i64 {
+    let type_check = sql_type
+        .map(|t| format!(" AND data_type = '{t}'"))
+        .unwrap_or_default();
+    db.count(&format!(
+        "information_schema.columns WHERE table_schema = 'stripe' AND table_name = '{relation}' \
+         AND column_name = '{column}'{type_check}"
+    ))
+}

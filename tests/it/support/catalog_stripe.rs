@@ -1,0 +1,249 @@
+//! A fixture-backed Stripe fake for the catalog: neither localstripe nor
+//! stripe-stateful-mock has checkout sessions, payment links, invoice
+//! payments, entitlements or most other registered types, nor nested list
+//! endpoints, so this stands in for Stripe's read API where they fall short
+//! (and says so in each test that uses it).
+//!
+//! It serves what a test seeds, per account (`Stripe-Account`): retrieve
+//! `GET /v1/{path}/{id}`, lists `GET /v1/{path}` newest first with `limit`,
+//! `starting_after` and equality filters (`customer=…`, `subscription=…`),
+//! and nested lists `GET /v1/{path}/{id}/{sub}`. A missing object of a
+//! known collection is 404 `resource_missing`, as Stripe answers; an
+//! unknown path is 404 without a code. Faults can be queued per object.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use warp::http::{HeaderMap, Response};
+use warp::Filter;
+
+use stripe_sync::stripe::PLATFORM_ACCOUNT;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer normally (to put a fault on a later request).
+    Pass,
+    /// 404 without `resource_missing`: what a wrong base URL or a proxy
+    /// answers. Must never read as a delete.
+    PlainNotFound,
+}
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub account: String,
+    pub path: String,
+}
+
+#[derive(Default)]
+struct State {
+    /// (account, collection path) -> id -> object
+    objects: HashMap<(String, String), HashMap<String, Value>>,
+    /// (account, "{path}/{id}/{sub}") -> items, in list order
+    nested: HashMap<(String, String), Vec<Value>>,
+    /// path (as requested) -> faults to answer first
+    faults: HashMap<String, VecDeque<Fault>>,
+    calls: Vec<Call>,
+}
+
+#[derive(Clone)]
+pub struct CatalogStripe {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+impl CatalogStripe {
+    pub fn start() -> Self {
+        let state: Arc<Mutex<State>> = Arc::default();
+        let shared = state.clone();
+        let route = warp::get()
+            .and(warp::path::full())
+            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+            .and(warp::header::headers_cloned())
+            .map(
+                move |path: warp::path::FullPath, query: String, headers: HeaderMap| {
+                    let account = headers
+                        .get("stripe-account")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or(PLATFORM_ACCOUNT)
+                        .to_owned();
+                    let (status, body) = answer(&shared, &account, path.as_str(), &query);
+                    Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(body.to_string())
+                        .unwrap()
+                },
+            );
+        let (addr, server) = warp::serve(route).bind_ephemeral(([127, 0, 0, 1], 0));
+        tokio::spawn(server);
+        Self { addr, state }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stores (or replaces) an object under `path` on `account`.
+    pub fn put(&self, account: &str, path: &str, object: Value) {
+        let id = object["id"]
+            .as_str()
+            .expect("an object with an id")
+            .to_owned();
+        self.state
+            .lock()
+            .unwrap()
+            .objects
+            .entry((account.to_owned(), path.to_owned()))
+            .or_default()
+            .insert(id, object);
+    }
+
+    /// Serves `items` at `/v1/{path}/{id}/{sub}` on `account`.
+    pub fn put_nested(&self, account: &str, path: &str, id: &str, sub: &str, items: Vec<Value>) {
+        self.state
+            .lock()
+            .unwrap()
+            .nested
+            .insert((account.to_owned(), format!("{path}/{id}/{sub}")), items);
+    }
+
+    /// Answers the next request for `/v1/{path}` with `fault` first.
+    pub fn fault(&self, path: &str, fault: Fault) {
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .entry(format!("/v1/{path}"))
+            .or_default()
+            .push_back(fault);
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+}
+
+fn missing(what: &str) -> (u16, Value) {
+    (
+        404,
+        json!({"error": {"code": "resource_missing", "type": "invalid_request_error",
+                         "message": format!("No such object: '{what}'")}}),
+    )
+}
+
+fn answer(state: &Mutex<State>, account: &str, path: &str, query: &str) -> (u16, Value) {
+    let mut s = state.lock().unwrap();
+    s.calls.push(Call {
+        account: account.to_owned(),
+        path: path.to_owned(),
+    });
+    if let Some(fault) = s.faults.get_mut(path).and_then(VecDeque::pop_front) {
+        match fault {
+            Fault::Pass => {}
+            Fault::PlainNotFound => {
+                return (
+                    404,
+                    json!({"error": {"type": "invalid_request_error",
+                                     "message": format!("Unrecognized request URL (GET: {path})")}}),
+                )
+            }
+        }
+    }
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return (404, json!({"error": {"message": "unknown route"}}));
+    };
+    let params: HashMap<String, String> = serde_urlencoded::from_str(query).unwrap_or_default();
+    let key = (account.to_owned(), rest.to_owned());
+    if let Some(items) = s.nested.get(&key) {
+        return page(items.clone(), &params, false);
+    }
+    let known = |p: &str| {
+        // The Events API (reconcile) besides the registered collections.
+        p == "events"
+            || stripe_sync::registry::RESOURCES
+                .iter()
+                .any(|r| r.path == p || r.children.iter().any(|c| child_path(r.path, c) == p))
+    };
+    // A collection: list it.
+    if known(rest) {
+        let mut objects: Vec<Value> = s
+            .objects
+            .get(&key)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        objects.retain(|o| {
+            params.iter().all(|(k, v)| match k.as_str() {
+                "limit" | "starting_after" | "status" => true,
+                k if k.starts_with("created") => true,
+                _ => {
+                    let field = &o[k];
+                    field.as_str() == Some(v) || field["id"].as_str() == Some(v)
+                }
+            })
+        });
+        return page(objects, &params, true);
+    }
+    // An object of a collection.
+    if let Some((collection, id)) = rest.rsplit_once('/') {
+        if known(collection) {
+            let account_key = (account.to_owned(), collection.to_owned());
+            return match s.objects.get(&account_key).and_then(|m| m.get(id)) {
+                Some(object) => (200, object.clone()),
+                None => missing(id),
+            };
+        }
+        // A nested list of an object that is not there.
+        if let Some((parent, _sub)) = collection.rsplit_once('/') {
+            if known(parent) {
+                return missing(collection);
+            }
+        }
+    }
+    (
+        404,
+        json!({"error": {"type": "invalid_request_error",
+                         "message": format!("Unrecognized request URL (GET: {path})")}}),
+    )
+}
+
+fn child_path(parent: &str, child: &stripe_sync::registry::Child) -> String {
+    match child.source {
+        stripe_sync::registry::ChildSource::Filtered { path, .. } => path.to_owned(),
+        stripe_sync::registry::ChildSource::Nested(sub) => format!("{parent}/*/{sub}"),
+    }
+}
+
+/// One page: newest first for collections (nested lists keep their order),
+/// after `starting_after`, at most `limit` (≤ 100).
+fn page(
+    mut items: Vec<Value>,
+    params: &HashMap<String, String>,
+    newest_first: bool,
+) -> (u16, Value) {
+    if newest_first {
+        items.sort_by(|a, b| {
+            (b["created"].as_i64(), b["id"].as_str())
+                .cmp(&(a["created"].as_i64(), a["id"].as_str()))
+        });
+    }
+    let limit: usize = params
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(10)
+        .min(100);
+    let start = match params.get("starting_after") {
+        Some(after) => match items.iter().position(|o| o["id"].as_str() == Some(after)) {
+            Some(at) => at + 1,
+            None => return missing(after),
+        },
+        None => 0,
+    };
+    let rest = &items[start.min(items.len())..];
+    let data: Vec<Value> = rest.iter().take(limit).cloned().collect();
+    (
+        200,
+        json!({"object": "list", "data": data, "has_more": rest.len() > limit, "url": "/v1/…"}),
+    )
+}
