@@ -45,7 +45,7 @@ pub(super) enum Locking {
 
 /// The id of the object an event carries, refused when it has none:
 /// without it there is nothing to key the row by.
-pub(super) fn object_id<'e>(event: &'e StripeEvent) -> Result<&'e str, ApplyError> {
+pub(super) fn object_id(event: &StripeEvent) -> Result<&str, ApplyError> {
     match event.object.get("id").and_then(Value::as_str) {
         Some(id) if !id.is_empty() => Ok(id),
         _ => Err(ApplyError::Permanent(format!(

@@ -382,14 +382,18 @@ async fn mirrored(
     Ok(report)
 }
 
+/// A list call's filters (`customer=cus_…`, `status=all`).
+type Filters = Vec<(String, String)>;
+
 /// Pages of a type's list on one account, however Stripe lists it.
 struct StripePages<'c> {
     ctx: &'c PullContext,
     resource: &'static Resource,
     account: &'c str,
     /// Pending list calls: each a set of filters, paged in full.
-    queue: std::collections::VecDeque<Vec<(String, String)>>,
-    current: Option<(Vec<(String, String)>, Option<String>)>,
+    queue: std::collections::VecDeque<Filters>,
+    /// The list being paged, and where its next page starts.
+    current: Option<(Filters, Option<String>)>,
     calls: u64,
 }
 
