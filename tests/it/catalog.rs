@@ -438,7 +438,9 @@ async fn child_lists_are_complete_and_follow_their_parent() {
     let v1 = object(sub, "sub_items", T, "1", 3);
     let mut v2 = object(sub, "sub_items", T + 1, "2", 3);
     v2["items"]["data"].as_array_mut().unwrap().remove(1);
-    let events = [
+    // v2 only after v1 is applied: within one batch only the newest state
+    // is written, and the dropped item would never have been stored.
+    let first = [
         event(PLATFORM_ACCOUNT, "evt_long", "invoice.updated", T, long),
         event(
             PLATFORM_ACCOUNT,
@@ -447,20 +449,26 @@ async fn child_lists_are_complete_and_follow_their_parent() {
             T,
             v1,
         ),
-        event(
-            PLATFORM_ACCOUNT,
-            "evt_sub2",
-            "customer.subscription.updated",
-            T + 1,
-            v2,
-        ),
     ];
-    post_all(&stack, &events).await;
+    post_all(&stack, &first).await;
+    stack.wait_ledger(2, Duration::from_secs(60)).await;
+    let items = &sub.children[0];
+    assert_eq!(
+        live_children(&stack, items, PLATFORM_ACCOUNT, "sub_items").len(),
+        3
+    );
+    let second = [event(
+        PLATFORM_ACCOUNT,
+        "evt_sub2",
+        "customer.subscription.updated",
+        T + 1,
+        v2,
+    )];
+    post_all(&stack, &second).await;
     stack.wait_ledger(3, Duration::from_secs(60)).await;
     let got = live_children(&stack, lines, PLATFORM_ACCOUNT, "in_long");
     assert_eq!(got.len(), 150);
     assert_eq!(got[149], all[149]["id"].as_str().unwrap(), "in list order");
-    let items = &sub.children[0];
     let live = live_children(&stack, items, PLATFORM_ACCOUNT, "sub_items");
     let removed = child_item(items, "sub_items", 1)["id"]
         .as_str()
