@@ -214,7 +214,7 @@ fn apply(s: &mut State, method: &Method, path: &str, form: &[(String, String)]) 
             }
             None => (
                 404,
-                json!({"error": {"message": format!("No such customer: '{id}'")}}),
+                json!({"error": {"code": "resource_missing", "message": format!("No such customer: '{id}'")}}),
             ),
         },
         ("DELETE", Some(id)) => match s.customers.remove(&id) {
@@ -224,14 +224,14 @@ fn apply(s: &mut State, method: &Method, path: &str, form: &[(String, String)]) 
             ),
             None => (
                 404,
-                json!({"error": {"message": format!("No such customer: '{id}'")}}),
+                json!({"error": {"code": "resource_missing", "message": format!("No such customer: '{id}'")}}),
             ),
         },
         ("GET", Some(id)) => match s.customers.get(&id) {
             Some(c) => (200, c.clone()),
             None => (
                 404,
-                json!({"error": {"message": format!("No such customer: '{id}'")}}),
+                json!({"error": {"code": "resource_missing", "message": format!("No such customer: '{id}'")}}),
             ),
         },
         _ => (404, json!({"error": {"message": "unknown route"}})),
