@@ -12,6 +12,7 @@ pub mod inbound;
 pub mod ingest;
 pub mod kafka;
 pub mod metrics;
+pub mod mirror;
 pub mod ops;
 pub mod outbound;
 pub mod outbox;

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod customers;
 pub mod error;
 pub mod health;
+pub mod mirror;
 pub mod openapi;
 pub mod ops;
 pub mod webhook;
@@ -39,6 +40,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(auth::bearer(state.api_token.clone()))
         .and(
             customers::routes(state.pool.clone())
+                .or(mirror::routes(state.pool.clone()))
+                .unify()
                 .or(openapi::route())
                 .unify()
                 .or(admin::routes(
