@@ -20,6 +20,8 @@ use stripe_sync::kafka::EventProducer;
 use stripe_sync::stripe::signature::{sign, WebhookVerifier};
 use warp::Filter;
 
+mod mix;
+
 const SECRET: &str = "whsec_bench";
 const TOKEN: &str = "bench-api-token-0123456789";
 /// Engine settings the bench hands on to the processes when set.
@@ -312,25 +314,32 @@ async fn main() -> anyhow::Result<()> {
         let mut procs = engine_processes(&db_url, &memory_brokers, &suffix, free_port()?)?;
         let http = reqwest::Client::new();
         let mut conn = PgConnection::establish(&db_url)?;
-        let measured = memory_backlog(
-            &mut procs,
-            &http,
-            &mut conn,
-            &memory_brokers,
-            &bench_events_topic(&suffix),
-            &suffix,
-            scale.backlog_events,
-            &fixtures,
-        )
-        .await;
+        let mut measured = Vec::new();
+        for backlog in [CUSTOMERS_ONLY, TYPE_MIX] {
+            let figures = memory_backlog(
+                &mut procs,
+                &http,
+                &mut conn,
+                &memory_brokers,
+                &bench_events_topic(&suffix),
+                &suffix,
+                scale.backlog_events,
+                &fixtures,
+                backlog,
+            )
+            .await;
+            measured.push((backlog.name, figures));
+        }
         drop((conn, pool));
         drop_database(&admin_url, &db_name)?;
-        let (rate, rss) = measured?;
-        println!(
-            "inbound apply from the memory broker's backlog of {}: {rate:.0} events/s, \
-             peak RSS {rss:.0?} MiB",
-            scale.backlog_events
-        );
+        for (name, figures) in measured {
+            let (rate, rss) = figures?;
+            println!(
+                "inbound apply from the memory broker's backlog of {} ({name}): {rate:.0} events/s, \
+                 peak RSS {rss:.0?} MiB",
+                scale.backlog_events
+            );
+        }
         return Ok(());
     }
 
@@ -499,6 +508,7 @@ async fn main() -> anyhow::Result<()> {
         50_000_000,
         scale.backlog_events,
         &fixtures,
+        customer_backlog_event,
     )
     .await?;
     // The broker's own consume ceiling, with the workers' fetch settings,
@@ -549,6 +559,7 @@ async fn main() -> anyhow::Result<()> {
         &suffix,
         scale.backlog_events,
         &fixtures,
+        CUSTOMERS_ONLY,
     )
     .await?;
     rows.push(row(
@@ -558,9 +569,39 @@ async fn main() -> anyhow::Result<()> {
         Some(upsert_rate),
         ">= 20000 and >= 50% of ceiling",
     ));
+    // The catalog: the same backlog size as a realistic mix of types
+    // (checkout sessions' line items read from the Stripe fake), against
+    // the customers-only figure just measured.
+    let (mix_apply_rate, inbound_mix_rss) = memory_backlog(
+        &mut procs,
+        &http,
+        &mut conn,
+        &memory_brokers,
+        &events_topic,
+        &suffix,
+        scale.backlog_events,
+        &fixtures,
+        TYPE_MIX,
+    )
+    .await?;
+    rows.push(row(
+        "inbound apply from a backlog, memory broker, type mix",
+        mix_apply_rate,
+        "events/s",
+        Some(memory_apply_rate),
+        ">= 90% of customers-only",
+    ));
+    rows.push(row(
+        "peak RSS, stripe-inbound (type-mix backlog)",
+        inbound_mix_rss.unwrap_or(f64::NAN),
+        "MiB",
+        None,
+        "<= 64",
+    ));
     eprintln!(
         "peak RSS of stripe-inbound: {inbound_rss_1:?} MiB through end to end, \
-         {inbound_memory_rss:?} MiB from the memory broker's backlog"
+         {inbound_memory_rss:?} MiB from the memory broker's backlog, \
+         {inbound_mix_rss:?} MiB from the type mix"
     );
 
     // Outbound: API writes through outbox → relay → Kafka → stripe-outbound → fake.
@@ -1124,20 +1165,29 @@ fn in_parallel(
 /// Produces `n` customer events (numbered from `first`, over 5,000
 /// customers, each updated a second after its previous event) to `topic`
 /// with the envelope `serve` gives them.
+/// A backlog's events: event number `n` of it, built from the fixtures.
+type EventAt = fn(u64, &Value) -> Value;
+
+/// The customers-only backlog: 5,000 customers updated in turn.
+fn customer_backlog_event(n: u64, fixtures: &Value) -> Value {
+    hot_spot_event("cus_backlog", n, fixtures)
+}
+
 async fn produce_backlog(
     brokers: &str,
     topic: &str,
     first: u64,
     n: usize,
     fixtures: &Value,
+    event_at: EventAt,
 ) -> anyhow::Result<()> {
     let producer = EventProducer::new(brokers, Duration::from_secs(30))?;
     let sends: Vec<_> = (0..n as u64)
         .map(|i| {
-            // Numbered from `first`, so two backlogs of the same customers
+            // Numbered from `first`, so two backlogs of the same objects
             // never carry the same second (a tie the apply would settle by
-            // re-reading each customer from Stripe).
-            let ev = hot_spot_event("cus_backlog", first + i, fixtures);
+            // re-reading each object from Stripe).
+            let ev = event_at(first + i, fixtures);
             let producer = producer.clone();
             async move {
                 let body = serde_json::to_vec(&ev).unwrap();
@@ -1188,6 +1238,24 @@ async fn backlog_apply_rate(
     }
 }
 
+/// What a backlog holds: its name (the topic's and the worker's suffix)
+/// and its events.
+#[derive(Clone, Copy)]
+struct Backlog {
+    name: &'static str,
+    event_at: EventAt,
+}
+
+const CUSTOMERS_ONLY: Backlog = Backlog {
+    name: "backlog",
+    event_at: customer_backlog_event,
+};
+
+const TYPE_MIX: Backlog = Backlog {
+    name: "mix",
+    event_at: mix::mixed_event,
+};
+
 /// Has a stripe-inbound of its own (own topic and group, so it reads only
 /// this backlog) apply a backlog of `n` events from the memory broker;
 /// returns its apply rate in events/s and its peak RSS in MiB.
@@ -1201,26 +1269,36 @@ async fn memory_backlog(
     suffix: &str,
     n: usize,
     fixtures: &Value,
+    backlog: Backlog,
 ) -> anyhow::Result<(f64, Option<f64>)> {
-    let topic = format!("{events_topic}.backlog");
-    produce_backlog(memory_brokers, &topic, 60_000_000, n, fixtures).await?;
+    let topic = format!("{events_topic}.{}", backlog.name);
+    produce_backlog(
+        memory_brokers,
+        &topic,
+        60_000_000,
+        n,
+        fixtures,
+        backlog.event_at,
+    )
+    .await?;
     vacuum(conn)?;
+    let worker = "stripe-inbound-memory-broker";
     let rate = backlog_apply_rate(
         procs,
         http,
-        "stripe-inbound-memory-broker",
+        worker,
         &[
             ("KAFKA_BROKERS", memory_brokers.to_owned()),
             ("STRIPE_EVENTS_TOPIC", topic),
             (
                 "INBOUND_CONSUMER_GROUP",
-                format!("bench.inbound.{suffix}.backlog"),
+                format!("bench.inbound.{suffix}.{}", backlog.name),
             ),
         ],
         n,
     )
     .await?;
-    Ok((rate, procs.stop("stripe-inbound-memory-broker")))
+    Ok((rate, procs.stop(worker)))
 }
 
 /// The inbound worker's count of events applied (every outcome), from its
@@ -1469,6 +1547,13 @@ fn engine_processes(
 /// An in-process Stripe that answers instantly, so the outbound figure
 /// measures stripe-sync, not a fake.
 fn start_fake_stripe() -> String {
+    let fixtures: Value =
+        serde_json::from_str::<Value>(include_str!("../tests/fixtures/stripe/fixtures3.json"))
+            .expect("the fixtures parse")["resources"]
+            .clone();
+    let line_items = warp::path!("v1" / "checkout" / "sessions" / String / "line_items")
+        .and(warp::get())
+        .map(move |session: String| warp::reply::json(&mix::line_items(&session, &fixtures)));
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let route = warp::path!("v1" / "customers").and(warp::post()).map(move || {
         let n = counter.fetch_add(1, Ordering::Relaxed);
@@ -1482,7 +1567,8 @@ fn start_fake_stripe() -> String {
                 &json!({"id": id, "object": "customer", "created": 1_700_000_000, "metadata": {}}),
             )
         });
-    let (addr, server) = warp::serve(route.or(retrieve)).bind_ephemeral(([127, 0, 0, 1], 0));
+    let (addr, server) =
+        warp::serve(route.or(retrieve).or(line_items)).bind_ephemeral(([127, 0, 0, 1], 0));
     tokio::spawn(server);
     format!("http://{addr}")
 }

@@ -1,0 +1,104 @@
+//! The catalog's backlog: a realistic mix of Stripe object types, as an
+//! account with payments sees them, for the inbound apply's type-mix
+//! figure beside the customers-only one.
+
+use serde_json::{json, Value};
+
+/// The mix, in events per 100: many payment intents, charges, invoices and
+/// checkout sessions; fewer customers, products and prices.
+const MIX: &[(&str, u64)] = &[
+    ("payment_intent", 30),
+    ("charge", 25),
+    ("invoice", 15),
+    ("checkout.session", 15),
+    ("customer", 5),
+    ("product", 5),
+    ("price", 5),
+];
+
+/// Objects of each type, updated in turn (each a second after its previous
+/// event, so no two events of an object tie).
+const OBJECTS_PER_TYPE: u64 = 1_000;
+
+/// Event number `n` of the mix: Stripe's example object of the type (sizes
+/// as in the fixtures), numbered so backlogs started at different `n` never
+/// share a second for an object.
+pub fn mixed_event(n: u64, fixtures: &Value) -> Value {
+    let (slot, round) = (n % 100, n / 100);
+    let mut at = 0;
+    let (object, share) = MIX
+        .iter()
+        .copied()
+        .find(|(_, share)| {
+            at += share;
+            slot < at
+        })
+        .expect("the mix sums to 100");
+    // This event's number among its type's events.
+    let k = round * share + (slot - (at - share));
+    let id = format!("{}_mix{}", prefix(object), k % OBJECTS_PER_TYPE);
+    let mut o = fixtures[object].clone();
+    o["id"] = json!(id);
+    o["metadata"] = json!({ "n": n.to_string() });
+    if object == "customer" {
+        o["discount"] = Value::Null;
+    }
+    let mut e = fixtures["event"].clone();
+    e["id"] = json!(format!("evt_mix_{n}"));
+    e["type"] = json!(format!("{object}.updated"));
+    e["created"] = json!(1_800_000_000 + (k / OBJECTS_PER_TYPE) as i64);
+    e["data"] = json!({ "object": o });
+    e["request"] = json!({"id": null, "idempotency_key": null});
+    e
+}
+
+fn prefix(object: &str) -> &'static str {
+    match object {
+        "payment_intent" => "pi",
+        "charge" => "ch",
+        "invoice" => "in",
+        "checkout.session" => "cs",
+        "customer" => "cus",
+        "product" => "prod",
+        _ => "price",
+    }
+}
+
+/// What the Stripe fake answers for a checkout session's line items (the
+/// payload leaves them out, so the worker reads them): Stripe's example
+/// item, twice.
+pub fn line_items(session: &str, fixtures: &Value) -> Value {
+    let items: Vec<Value> = (0..2)
+        .map(|i| {
+            let mut item = fixtures["item"].clone();
+            item["id"] = json!(format!("li_{session}_{i}"));
+            item
+        })
+        .collect();
+    json!({"object": "list", "data": items, "has_more": false, "url": "/v1/checkout/sessions/line_items"})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mix_keeps_its_shares_and_never_ties_an_object() {
+        let fixtures =
+            serde_json::from_str::<Value>(include_str!("../tests/fixtures/stripe/fixtures3.json"))
+                .unwrap()["resources"]
+                .clone();
+        let mut seen = std::collections::HashMap::new();
+        let mut per_type = std::collections::HashMap::new();
+        for n in 0..10_000 {
+            let e = mixed_event(n, &fixtures);
+            let object = e["data"]["object"]["object"].as_str().unwrap().to_owned();
+            *per_type.entry(object).or_insert(0) += 1;
+            let id = e["data"]["object"]["id"].as_str().unwrap().to_owned();
+            let created = e["created"].as_i64().unwrap();
+            assert!(seen.insert((id, created), n).is_none(), "event {n} ties");
+        }
+        assert_eq!(per_type["payment_intent"], 3_000);
+        assert_eq!(per_type["price"], 500);
+    }
+}
