@@ -412,6 +412,9 @@ fn write_children(
         };
         parents.0.push(plan.account);
         parents.1.push(plan.id);
+        // An id listed twice would make the upsert touch a row twice,
+        // which Postgres refuses on every retry: the last listing wins.
+        let mut listed: HashMap<&str, usize> = HashMap::new();
         for (position, item) in list.iter().enumerate() {
             let id = item.get("id").and_then(Value::as_str).ok_or_else(|| {
                 ApplyError::Permanent(format!(
@@ -419,6 +422,12 @@ fn write_children(
                     plan.resource.object, plan.id, child.field
                 ))
             })?;
+            if let Some(&at) = listed.get(id) {
+                items.3[at] = position as i32;
+                items.4[at] = item;
+                continue;
+            }
+            listed.insert(id, items.0.len());
             items.0.push(plan.account);
             items.1.push(plan.id);
             items.2.push(id);

@@ -304,3 +304,26 @@ impl Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_parse_from_a_comma_separated_list() {
+        assert_eq!(
+            parse_accounts("platform, acct_1Abc,").unwrap(),
+            ["platform", "acct_1Abc"]
+        );
+        for bad in [
+            "",
+            " , ",
+            "acct_",
+            "acct_1/../x",
+            "cus_123",
+            "platform,acct_a-b",
+        ] {
+            assert!(parse_accounts(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -30,6 +30,8 @@ pub fn find_for_update(
         .optional()
 }
 
+/// A local entity's link to a service. A local row may be linked once per
+/// account (Connect); the platform's link comes first, then by account.
 pub fn find_by_local(
     conn: &mut PgConnection,
     service: &str,
@@ -40,6 +42,10 @@ pub fn find_by_local(
         .filter(id_map::service.eq(service))
         .filter(id_map::entity.eq(entity))
         .filter(id_map::local_id.eq(local_id))
+        .order((
+            id_map::account.eq(crate::stripe::PLATFORM_ACCOUNT).desc(),
+            id_map::account,
+        ))
         .select(IdMapEntry::as_select())
         .first(conn)
         .optional()

@@ -435,6 +435,16 @@ async fn child_lists_are_complete_and_follow_their_parent() {
     let mut long = object(invoice, "in_long", T, "1", 0);
     long["lines"] = json!({"object": "list", "data": all[..10], "has_more": true, "url": "/v1/invoices/in_long/lines"});
 
+    // A list naming an item twice (the last listing wins) is applied, not
+    // retried for ever.
+    let credit_note = registry::by_object("credit_note").unwrap();
+    let mut twice = object(credit_note, "cn_twice", T, "1", 2);
+    let first_line = twice["lines"]["data"][0].clone();
+    twice["lines"]["data"]
+        .as_array_mut()
+        .unwrap()
+        .push(first_line);
+
     let v1 = object(sub, "sub_items", T, "1", 3);
     let mut v2 = object(sub, "sub_items", T + 1, "2", 3);
     v2["items"]["data"].as_array_mut().unwrap().remove(1);
@@ -444,6 +454,13 @@ async fn child_lists_are_complete_and_follow_their_parent() {
         event(PLATFORM_ACCOUNT, "evt_long", "invoice.updated", T, long),
         event(
             PLATFORM_ACCOUNT,
+            "evt_twice",
+            "credit_note.created",
+            T,
+            twice,
+        ),
+        event(
+            PLATFORM_ACCOUNT,
             "evt_sub1",
             "customer.subscription.created",
             T,
@@ -451,7 +468,12 @@ async fn child_lists_are_complete_and_follow_their_parent() {
         ),
     ];
     post_all(&stack, &first).await;
-    stack.wait_ledger(2, Duration::from_secs(60)).await;
+    stack.wait_ledger(3, Duration::from_secs(60)).await;
+    let cn_lines = &credit_note.children[0];
+    assert_eq!(
+        live_children(&stack, cn_lines, PLATFORM_ACCOUNT, "cn_twice").len(),
+        2
+    );
     let items = &sub.children[0];
     assert_eq!(
         live_children(&stack, items, PLATFORM_ACCOUNT, "sub_items").len(),
@@ -465,7 +487,7 @@ async fn child_lists_are_complete_and_follow_their_parent() {
         v2,
     )];
     post_all(&stack, &second).await;
-    stack.wait_ledger(3, Duration::from_secs(60)).await;
+    stack.wait_ledger(4, Duration::from_secs(60)).await;
     let got = live_children(&stack, lines, PLATFORM_ACCOUNT, "in_long");
     assert_eq!(got.len(), 150);
     assert_eq!(got[149], all[149]["id"].as_str().unwrap(), "in list order");
@@ -615,19 +637,38 @@ async fn diff_and_reconcile_repair_missed_webhooks_of_any_type() {
         "products",
         object(product, "prod_new", T, "1", 0),
     );
+    // And the mirror holds prod_old, which Stripe no longer has.
+    post_all(
+        &stack,
+        &[event(
+            PLATFORM_ACCOUNT,
+            "evt_old",
+            "product.created",
+            T,
+            object(product, "prod_old", T, "1", 0),
+        )],
+    )
+    .await;
+    stack.wait_ledger(2, Duration::from_secs(60)).await;
 
     let report = diff::run(&ctx, product, PLATFORM_ACCOUNT, false)
         .await
         .unwrap();
     assert_eq!(report.missing_locally, vec!["prod_new".to_owned()]);
+    assert_eq!(report.missing_in_stripe, vec!["prod_old".to_owned()]);
     assert_eq!(report.different.len(), 1, "{report}");
     let repaired = diff::run(&ctx, product, PLATFORM_ACCOUNT, true)
         .await
         .unwrap();
-    assert_eq!(repaired.repaired, 2);
+    assert_eq!(repaired.repaired, 3);
     wait_for(Duration::from_secs(60), "the repair applied", || async {
         let p = rows(&stack, product, PLATFORM_ACCOUNT);
-        (p.len() == 2 && p[0].data["metadata"]["v"] == "2").then_some(())
+        // prod_d at v2, prod_new added, prod_old (resource_missing) tombstoned.
+        let ok = p.len() == 3
+            && p[0].data["metadata"]["v"] == "2"
+            && p[2].id == "prod_old"
+            && p[2].deleted;
+        ok.then_some(())
     })
     .await;
     assert!(diff::run(&ctx, product, PLATFORM_ACCOUNT, false)
@@ -742,6 +783,13 @@ async fn the_mirror_reads_over_http_with_filters_and_cursors() {
     }
     let connected = object(price, "price_h0", T, "connected", 0);
     events.push(event(CONNECTED, "evt_hc", "price.created", T, connected));
+    events.push(fixtures::customer_event(
+        "evt_hcus",
+        "customer.created",
+        T,
+        "cus_http",
+        json!({"email": "http@example.com"}),
+    ));
     events.push(event(
         PLATFORM_ACCOUNT,
         "evt_hi",
@@ -823,6 +871,11 @@ async fn the_mirror_reads_over_http_with_filters_and_cursors() {
             assert_eq!(body["error"]["field"], field, "{path}");
         }
     }
+    // stripe.customers, the view over the local-first table, reads the same way.
+    let (status, customers) =
+        get_json(&stack, "/api/stripe/customers?email=http@example.com").await;
+    assert_eq!(status, 200, "{customers}");
+    assert_eq!(customers["data"][0]["id"], "cus_http", "{customers}");
     let (_, doc) = get_json(&stack, "/api/openapi.json").await;
     assert!(doc["paths"]["/api/stripe/{relation}"]["get"].is_object());
     assert!(doc["paths"]["/api/stripe/{relation}/{id}"]["get"].is_object());

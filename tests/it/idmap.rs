@@ -63,6 +63,13 @@ fn links_are_unique_both_ways_and_per_service() {
     )));
     // The same external id in another Stripe account is another object.
     idmap::insert(conn, &link("stripe", "acct_9", "cus_1", b)).unwrap();
+    // The local side is unique per account too (Connect): a local customer
+    // may have a counterpart in each connected account, one per account.
+    idmap::insert(conn, &link("stripe", "acct_7", "cus_7", a)).unwrap();
+    assert!(is_unique_violation(idmap::insert(
+        conn,
+        &link("stripe", "acct_7", "cus_8", a)
+    )));
 
     let stripe = idmap::find_by_local(conn, "stripe", "customer", a)
         .unwrap()
