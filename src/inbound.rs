@@ -5,7 +5,7 @@ use std::sync::Arc;
 use diesel::Connection;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{self, ApplyError, RemoteReader};
+use crate::apply::{self, ApplyError, ListRequest, RemoteReader};
 use crate::config::InboundConfig;
 use crate::db::{self, PgPool};
 use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
@@ -109,27 +109,63 @@ impl StripeRemote {
     }
 }
 
+/// Child lists read at once by [`StripeRemote::children_many`]: enough to
+/// hide each call's latency, few enough to stay inside the rate budget's
+/// bursts (the client's token bucket still paces them).
+const CONCURRENT_LIST_READS: usize = 8;
+
 impl StripeRemote {
     fn read<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, StripeError>>,
     ) -> Result<T, ApplyError> {
-        self.runtime.block_on(call).map_err(|e| match e {
-            e if e.is_transient() => ApplyError::Transient {
-                retry_after: e.retry_after(),
-                source: e.into(),
-            },
-            // A rejected key is a configuration problem, not a property of
-            // the event; and a 404 that is not Stripe's `resource_missing`
-            // for the object (a wrong base URL, a proxy) says nothing about
-            // it either: wait for an operator instead of dead-lettering.
-            e @ StripeError::Api {
-                status: 401 | 403 | 404,
-                ..
-            } => ApplyError::transient(e),
-            e => ApplyError::Permanent(e.to_string()),
-        })
+        classify(self.runtime.block_on(call))
     }
+
+    async fn list_children(
+        &self,
+        account: &str,
+        parent: &Resource,
+        child: &Child,
+        parent_id: &str,
+    ) -> Result<Vec<Value>, StripeError> {
+        let (path, filters) = match child.source {
+            ChildSource::Nested(sub) => (format!("{}/{parent_id}/{sub}", parent.path), Vec::new()),
+            ChildSource::Filtered { path, param } => (
+                path.to_owned(),
+                vec![(param.to_owned(), parent_id.to_owned())],
+            ),
+        };
+        match self.client.list_all(account, &path, &filters).await {
+            // The parent is gone, so are its items.
+            Err(StripeError::Api {
+                status: 404,
+                code: Some(code),
+                ..
+            }) if code == RESOURCE_MISSING => Ok(Vec::new()),
+            other => other,
+        }
+    }
+}
+
+/// A Stripe answer as the apply sees it: transient (retried) or permanent
+/// (dead-lettered).
+fn classify<T>(answer: Result<T, StripeError>) -> Result<T, ApplyError> {
+    answer.map_err(|e| match e {
+        e if e.is_transient() => ApplyError::Transient {
+            retry_after: e.retry_after(),
+            source: e.into(),
+        },
+        // A rejected key is a configuration problem, not a property of the
+        // event; and a 404 that is not Stripe's `resource_missing` for the
+        // object (a wrong base URL, a proxy) says nothing about it either:
+        // wait for an operator instead of dead-lettering.
+        e @ StripeError::Api {
+            status: 401 | 403 | 404,
+            ..
+        } => ApplyError::transient(e),
+        e => ApplyError::Permanent(e.to_string()),
+    })
 }
 
 impl RemoteReader for StripeRemote {
@@ -140,29 +176,27 @@ impl RemoteReader for StripeRemote {
     fn children(
         &self,
         account: &str,
-        parent: &Resource,
-        child: &Child,
+        parent: &'static Resource,
+        child: &'static Child,
         parent_id: &str,
     ) -> Result<Vec<Value>, ApplyError> {
-        let (path, filters) = match child.source {
-            ChildSource::Nested(sub) => (format!("{}/{parent_id}/{sub}", parent.path), Vec::new()),
-            ChildSource::Filtered { path, param } => (
-                path.to_owned(),
-                vec![(param.to_owned(), parent_id.to_owned())],
-            ),
-        };
-        let listed = self
-            .runtime
-            .block_on(self.client.list_all(account, &path, &filters));
-        match listed {
-            // The parent is gone, so are its items.
-            Err(StripeError::Api {
-                status: 404,
-                code: Some(code),
-                ..
-            }) if code == RESOURCE_MISSING => Ok(Vec::new()),
-            other => self.read(std::future::ready(other)),
-        }
+        self.read(self.list_children(account, parent, child, parent_id))
+    }
+
+    fn children_many(&self, requests: &[ListRequest]) -> Vec<Result<Vec<Value>, ApplyError>> {
+        use futures::StreamExt;
+        let reads = requests
+            .iter()
+            .map(|r| self.list_children(&r.account, r.parent, r.child, &r.parent_id));
+        self.runtime
+            .block_on(
+                futures::stream::iter(reads)
+                    .buffered(CONCURRENT_LIST_READS)
+                    .collect::<Vec<_>>(),
+            )
+            .into_iter()
+            .map(classify)
+            .collect()
     }
 }
 

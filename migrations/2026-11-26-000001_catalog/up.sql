@@ -27,7 +27,7 @@ CREATE TABLE stripe."products" (
     "updated" timestamptz GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'updated') = 'number' AND abs((data->>'updated')::numeric) < 1e11 THEN to_timestamp((data->>'updated')::double precision) END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "products_created_idx" ON stripe."products" (account, "created");
 
 -- prices: data.object.object = 'price'
@@ -49,7 +49,7 @@ CREATE TABLE stripe."prices" (
     "lookup_key" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'lookup_key') = 'string' THEN data->>'lookup_key' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "prices_created_idx" ON stripe."prices" (account, "created");
 CREATE INDEX "prices_product_idx" ON stripe."prices" (account, "product");
 
@@ -70,7 +70,7 @@ CREATE TABLE stripe."plans" (
     "interval" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'interval') = 'string' THEN data->>'interval' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "plans_created_idx" ON stripe."plans" (account, "created");
 CREATE INDEX "plans_product_idx" ON stripe."plans" (account, "product");
 
@@ -92,7 +92,7 @@ CREATE TABLE stripe."coupons" (
     "redeem_by" timestamptz GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'redeem_by') = 'number' AND abs((data->>'redeem_by')::numeric) < 1e11 THEN to_timestamp((data->>'redeem_by')::double precision) END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "coupons_created_idx" ON stripe."coupons" (account, "created");
 
 -- promotion_codes: data.object.object = 'promotion_code'
@@ -112,7 +112,7 @@ CREATE TABLE stripe."promotion_codes" (
     "expires_at" timestamptz GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'expires_at') = 'number' AND abs((data->>'expires_at')::numeric) < 1e11 THEN to_timestamp((data->>'expires_at')::double precision) END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "promotion_codes_created_idx" ON stripe."promotion_codes" (account, "created");
 CREATE INDEX "promotion_codes_customer_idx" ON stripe."promotion_codes" (account, "customer");
 
@@ -133,7 +133,7 @@ CREATE TABLE stripe."tax_rates" (
     "tax_type" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'tax_type') = 'string' THEN data->>'tax_type' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "tax_rates_created_idx" ON stripe."tax_rates" (account, "created");
 
 -- shipping_rates: data.object.object = 'shipping_rate'
@@ -153,7 +153,7 @@ CREATE TABLE stripe."shipping_rates" (
     "currency" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'fixed_amount'->'currency') = 'string' THEN data->'fixed_amount'->>'currency' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "shipping_rates_created_idx" ON stripe."shipping_rates" (account, "created");
 
 -- payment_links: data.object.object = 'payment_link'
@@ -171,7 +171,7 @@ CREATE TABLE stripe."payment_links" (
     "application_fee_amount" bigint GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'application_fee_amount') = 'number' AND abs((data->>'application_fee_amount')::numeric) < 9e18 THEN trunc((data->>'application_fee_amount')::numeric)::bigint END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 
 -- entitlements_features: data.object.object = 'entitlements.feature'
 CREATE TABLE stripe."entitlements_features" (
@@ -187,7 +187,7 @@ CREATE TABLE stripe."entitlements_features" (
     "name" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'name') = 'string' THEN data->>'name' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 
 -- customers: data.object.object = 'customer' (local-first table, two-way sync)
 CREATE VIEW stripe.customers AS
@@ -215,7 +215,7 @@ CREATE TABLE stripe."tax_ids" (
     "country" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'country') = 'string' THEN data->>'country' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "tax_ids_created_idx" ON stripe."tax_ids" (account, "created");
 CREATE INDEX "tax_ids_customer_idx" ON stripe."tax_ids" (account, "customer");
 
@@ -235,7 +235,7 @@ CREATE TABLE stripe."payment_methods" (
     "card_last4" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'card'->'last4') = 'string' THEN data->'card'->>'last4' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "payment_methods_created_idx" ON stripe."payment_methods" (account, "created");
 CREATE INDEX "payment_methods_customer_idx" ON stripe."payment_methods" (account, "customer");
 
@@ -252,7 +252,7 @@ CREATE TABLE stripe."entitlements_active_entitlements" (
     "lookup_key" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'lookup_key') = 'string' THEN data->>'lookup_key' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 
 -- setup_intents: data.object.object = 'setup_intent'
 CREATE TABLE stripe."setup_intents" (
@@ -270,7 +270,7 @@ CREATE TABLE stripe."setup_intents" (
     "usage" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'usage') = 'string' THEN data->>'usage' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "setup_intents_created_idx" ON stripe."setup_intents" (account, "created");
 CREATE INDEX "setup_intents_customer_idx" ON stripe."setup_intents" (account, "customer");
 
@@ -301,7 +301,7 @@ CREATE TABLE stripe."checkout_sessions" (
     "expires_at" timestamptz GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'expires_at') = 'number' AND abs((data->>'expires_at')::numeric) < 1e11 THEN to_timestamp((data->>'expires_at')::double precision) END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "checkout_sessions_created_idx" ON stripe."checkout_sessions" (account, "created");
 CREATE INDEX "checkout_sessions_customer_idx" ON stripe."checkout_sessions" (account, "customer");
 CREATE INDEX "checkout_sessions_payment_intent_idx" ON stripe."checkout_sessions" (account, "payment_intent");
@@ -323,7 +323,7 @@ CREATE TABLE stripe."checkout_session_line_items" (
     "currency" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'currency') = 'string' THEN data->>'currency' END) STORED,
     "description" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'description') = 'string' THEN data->>'description' END) STORED,
     PRIMARY KEY (account, "checkout_session", id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "checkout_session_line_items_product_idx" ON stripe."checkout_session_line_items" (account, "product");
 
 -- payment_intents: data.object.object = 'payment_intent'
@@ -348,7 +348,7 @@ CREATE TABLE stripe."payment_intents" (
     "canceled_at" timestamptz GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'canceled_at') = 'number' AND abs((data->>'canceled_at')::numeric) < 1e11 THEN to_timestamp((data->>'canceled_at')::double precision) END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "payment_intents_created_idx" ON stripe."payment_intents" (account, "created");
 CREATE INDEX "payment_intents_customer_idx" ON stripe."payment_intents" (account, "customer");
 
@@ -376,7 +376,7 @@ CREATE TABLE stripe."charges" (
     "disputed" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'disputed') = 'boolean' THEN (data->'disputed')::boolean END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "charges_created_idx" ON stripe."charges" (account, "created");
 CREATE INDEX "charges_customer_idx" ON stripe."charges" (account, "customer");
 CREATE INDEX "charges_payment_intent_idx" ON stripe."charges" (account, "payment_intent");
@@ -398,7 +398,7 @@ CREATE TABLE stripe."refunds" (
     "payment_intent" text GENERATED ALWAYS AS (CASE jsonb_typeof(data->'payment_intent') WHEN 'string' THEN data->>'payment_intent' WHEN 'object' THEN data->'payment_intent'->>'id' END) STORED,
     "reason" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'reason') = 'string' THEN data->>'reason' END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "refunds_created_idx" ON stripe."refunds" (account, "created");
 CREATE INDEX "refunds_charge_idx" ON stripe."refunds" (account, "charge");
 CREATE INDEX "refunds_payment_intent_idx" ON stripe."refunds" (account, "payment_intent");
@@ -421,7 +421,7 @@ CREATE TABLE stripe."disputes" (
     "reason" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'reason') = 'string' THEN data->>'reason' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "disputes_created_idx" ON stripe."disputes" (account, "created");
 CREATE INDEX "disputes_charge_idx" ON stripe."disputes" (account, "charge");
 CREATE INDEX "disputes_payment_intent_idx" ON stripe."disputes" (account, "payment_intent");
@@ -441,7 +441,7 @@ CREATE TABLE stripe."radar_early_fraud_warnings" (
     "actionable" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'actionable') = 'boolean' THEN (data->'actionable')::boolean END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "radar_early_fraud_warnings_created_idx" ON stripe."radar_early_fraud_warnings" (account, "created");
 CREATE INDEX "radar_early_fraud_warnings_charge_idx" ON stripe."radar_early_fraud_warnings" (account, "charge");
 
@@ -460,7 +460,7 @@ CREATE TABLE stripe."reviews" (
     "reason" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'reason') = 'string' THEN data->>'reason' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "reviews_created_idx" ON stripe."reviews" (account, "created");
 CREATE INDEX "reviews_charge_idx" ON stripe."reviews" (account, "charge");
 
@@ -488,7 +488,7 @@ CREATE TABLE stripe."subscriptions" (
     "schedule" text GENERATED ALWAYS AS (CASE jsonb_typeof(data->'schedule') WHEN 'string' THEN data->>'schedule' WHEN 'object' THEN data->'schedule'->>'id' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "subscriptions_created_idx" ON stripe."subscriptions" (account, "created");
 CREATE INDEX "subscriptions_customer_idx" ON stripe."subscriptions" (account, "customer");
 CREATE TABLE stripe."subscription_items" (
@@ -505,7 +505,7 @@ CREATE TABLE stripe."subscription_items" (
     "quantity" bigint GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'quantity') = 'number' AND abs((data->>'quantity')::numeric) < 9e18 THEN trunc((data->>'quantity')::numeric)::bigint END) STORED,
     "current_period_end" timestamptz GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'current_period_end') = 'number' AND abs((data->>'current_period_end')::numeric) < 1e11 THEN to_timestamp((data->>'current_period_end')::double precision) END) STORED,
     PRIMARY KEY (account, "subscription", id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "subscription_items_created_idx" ON stripe."subscription_items" (account, "created");
 CREATE INDEX "subscription_items_product_idx" ON stripe."subscription_items" (account, "product");
 
@@ -527,7 +527,7 @@ CREATE TABLE stripe."subscription_schedules" (
     "released_at" timestamptz GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'released_at') = 'number' AND abs((data->>'released_at')::numeric) < 1e11 THEN to_timestamp((data->>'released_at')::double precision) END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "subscription_schedules_created_idx" ON stripe."subscription_schedules" (account, "created");
 CREATE INDEX "subscription_schedules_customer_idx" ON stripe."subscription_schedules" (account, "customer");
 CREATE INDEX "subscription_schedules_subscription_idx" ON stripe."subscription_schedules" (account, "subscription");
@@ -566,7 +566,7 @@ CREATE TABLE stripe."invoices" (
     "webhooks_delivered_at" timestamptz GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'webhooks_delivered_at') = 'number' AND abs((data->>'webhooks_delivered_at')::numeric) < 1e11 THEN to_timestamp((data->>'webhooks_delivered_at')::double precision) END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "invoices_created_idx" ON stripe."invoices" (account, "created");
 CREATE INDEX "invoices_customer_idx" ON stripe."invoices" (account, "customer");
 CREATE INDEX "invoices_subscription_idx" ON stripe."invoices" (account, "subscription");
@@ -585,7 +585,7 @@ CREATE TABLE stripe."invoice_line_items" (
     "subscription" text GENERATED ALWAYS AS (CASE jsonb_typeof(data->'subscription') WHEN 'string' THEN data->>'subscription' WHEN 'object' THEN data->'subscription'->>'id' END) STORED,
     "price" text GENERATED ALWAYS AS (CASE jsonb_typeof(data->'pricing'->'price_details'->'price') WHEN 'string' THEN data->'pricing'->'price_details'->>'price' WHEN 'object' THEN data->'pricing'->'price_details'->'price'->>'id' END) STORED,
     PRIMARY KEY (account, "invoice", id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "invoice_line_items_subscription_idx" ON stripe."invoice_line_items" (account, "subscription");
 CREATE INDEX "invoice_line_items_price_idx" ON stripe."invoice_line_items" (account, "price");
 
@@ -608,7 +608,7 @@ CREATE TABLE stripe."invoiceitems" (
     "description" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'description') = 'string' THEN data->>'description' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "invoiceitems_customer_idx" ON stripe."invoiceitems" (account, "customer");
 CREATE INDEX "invoiceitems_invoice_idx" ON stripe."invoiceitems" (account, "invoice");
 
@@ -640,7 +640,7 @@ CREATE TABLE stripe."credit_notes" (
     "voided_at" timestamptz GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'voided_at') = 'number' AND abs((data->>'voided_at')::numeric) < 1e11 THEN to_timestamp((data->>'voided_at')::double precision) END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "credit_notes_created_idx" ON stripe."credit_notes" (account, "created");
 CREATE INDEX "credit_notes_customer_idx" ON stripe."credit_notes" (account, "customer");
 CREATE INDEX "credit_notes_invoice_idx" ON stripe."credit_notes" (account, "invoice");
@@ -658,7 +658,7 @@ CREATE TABLE stripe."credit_note_line_items" (
     "invoice_line_item" text GENERATED ALWAYS AS (CASE jsonb_typeof(data->'invoice_line_item') WHEN 'string' THEN data->>'invoice_line_item' WHEN 'object' THEN data->'invoice_line_item'->>'id' END) STORED,
     "description" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'description') = 'string' THEN data->>'description' END) STORED,
     PRIMARY KEY (account, "credit_note", id)
-);
+) WITH (toast_tuple_target = 8160);
 
 -- invoice_payments: data.object.object = 'invoice_payment'
 CREATE TABLE stripe."invoice_payments" (
@@ -679,7 +679,7 @@ CREATE TABLE stripe."invoice_payments" (
     "payment_intent" text GENERATED ALWAYS AS (CASE jsonb_typeof(data->'payment'->'payment_intent') WHEN 'string' THEN data->'payment'->>'payment_intent' WHEN 'object' THEN data->'payment'->'payment_intent'->>'id' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "invoice_payments_created_idx" ON stripe."invoice_payments" (account, "created");
 CREATE INDEX "invoice_payments_invoice_idx" ON stripe."invoice_payments" (account, "invoice");
 CREATE INDEX "invoice_payments_payment_intent_idx" ON stripe."invoice_payments" (account, "payment_intent");
@@ -706,7 +706,7 @@ CREATE TABLE stripe."quotes" (
     "expires_at" timestamptz GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'expires_at') = 'number' AND abs((data->>'expires_at')::numeric) < 1e11 THEN to_timestamp((data->>'expires_at')::double precision) END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "quotes_created_idx" ON stripe."quotes" (account, "created");
 CREATE INDEX "quotes_customer_idx" ON stripe."quotes" (account, "customer");
 CREATE INDEX "quotes_invoice_idx" ON stripe."quotes" (account, "invoice");
@@ -733,7 +733,7 @@ CREATE TABLE stripe."payouts" (
     "balance_transaction" text GENERATED ALWAYS AS (CASE jsonb_typeof(data->'balance_transaction') WHEN 'string' THEN data->>'balance_transaction' WHEN 'object' THEN data->'balance_transaction'->>'id' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "payouts_created_idx" ON stripe."payouts" (account, "created");
 
 -- transfers: data.object.object = 'transfer'
@@ -756,7 +756,7 @@ CREATE TABLE stripe."transfers" (
     "reversed" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'reversed') = 'boolean' THEN (data->'reversed')::boolean END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "transfers_created_idx" ON stripe."transfers" (account, "created");
 
 -- topups: data.object.object = 'topup'
@@ -775,7 +775,7 @@ CREATE TABLE stripe."topups" (
     "expected_availability_date" timestamptz GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'expected_availability_date') = 'number' AND abs((data->>'expected_availability_date')::numeric) < 1e11 THEN to_timestamp((data->>'expected_availability_date')::double precision) END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "topups_created_idx" ON stripe."topups" (account, "created");
 
 -- application_fees: data.object.object = 'application_fee'
@@ -796,7 +796,7 @@ CREATE TABLE stripe."application_fees" (
     "refunded" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'refunded') = 'boolean' THEN (data->'refunded')::boolean END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "application_fees_created_idx" ON stripe."application_fees" (account, "created");
 CREATE INDEX "application_fees_charge_idx" ON stripe."application_fees" (account, "charge");
 
@@ -816,7 +816,7 @@ CREATE TABLE stripe."files" (
     "type" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'type') = 'string' THEN data->>'type' END) STORED,
     "expires_at" timestamptz GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'expires_at') = 'number' AND abs((data->>'expires_at')::numeric) < 1e11 THEN to_timestamp((data->>'expires_at')::double precision) END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "files_created_idx" ON stripe."files" (account, "created");
 
 -- test_helpers_test_clocks: data.object.object = 'test_helpers.test_clock'
@@ -835,7 +835,7 @@ CREATE TABLE stripe."test_helpers_test_clocks" (
     "name" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'name') = 'string' THEN data->>'name' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "test_helpers_test_clocks_created_idx" ON stripe."test_helpers_test_clocks" (account, "created");
 
 -- billing_portal_configurations: data.object.object = 'billing_portal.configuration'
@@ -853,7 +853,7 @@ CREATE TABLE stripe."billing_portal_configurations" (
     "updated" timestamptz GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'updated') = 'number' AND abs((data->>'updated')::numeric) < 1e11 THEN to_timestamp((data->>'updated')::double precision) END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "billing_portal_configurations_created_idx" ON stripe."billing_portal_configurations" (account, "created");
 
 -- identity_verification_sessions: data.object.object = 'identity.verification_session'
@@ -870,7 +870,7 @@ CREATE TABLE stripe."identity_verification_sessions" (
     "type" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'type') = 'string' THEN data->>'type' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "identity_verification_sessions_created_idx" ON stripe."identity_verification_sessions" (account, "created");
 
 -- issuing_cardholders: data.object.object = 'issuing.cardholder'
@@ -889,7 +889,7 @@ CREATE TABLE stripe."issuing_cardholders" (
     "type" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'type') = 'string' THEN data->>'type' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "issuing_cardholders_created_idx" ON stripe."issuing_cardholders" (account, "created");
 
 -- issuing_cards: data.object.object = 'issuing.card'
@@ -909,7 +909,7 @@ CREATE TABLE stripe."issuing_cards" (
     "currency" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'currency') = 'string' THEN data->>'currency' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "issuing_cards_created_idx" ON stripe."issuing_cards" (account, "created");
 
 -- issuing_authorizations: data.object.object = 'issuing.authorization'
@@ -931,7 +931,7 @@ CREATE TABLE stripe."issuing_authorizations" (
     "cardholder" text GENERATED ALWAYS AS (CASE jsonb_typeof(data->'cardholder') WHEN 'string' THEN data->>'cardholder' WHEN 'object' THEN data->'cardholder'->>'id' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "issuing_authorizations_created_idx" ON stripe."issuing_authorizations" (account, "created");
 
 -- issuing_transactions: data.object.object = 'issuing.transaction'
@@ -953,7 +953,7 @@ CREATE TABLE stripe."issuing_transactions" (
     "authorization" text GENERATED ALWAYS AS (CASE jsonb_typeof(data->'authorization') WHEN 'string' THEN data->>'authorization' WHEN 'object' THEN data->'authorization'->>'id' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "issuing_transactions_created_idx" ON stripe."issuing_transactions" (account, "created");
 
 -- issuing_disputes: data.object.object = 'issuing.dispute'
@@ -972,7 +972,7 @@ CREATE TABLE stripe."issuing_disputes" (
     "transaction" text GENERATED ALWAYS AS (CASE jsonb_typeof(data->'transaction') WHEN 'string' THEN data->>'transaction' WHEN 'object' THEN data->'transaction'->>'id' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "issuing_disputes_created_idx" ON stripe."issuing_disputes" (account, "created");
 
 -- reporting_report_runs: data.object.object = 'reporting.report_run'
@@ -990,7 +990,7 @@ CREATE TABLE stripe."reporting_report_runs" (
     "succeeded_at" timestamptz GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'succeeded_at') = 'number' AND abs((data->>'succeeded_at')::numeric) < 1e11 THEN to_timestamp((data->>'succeeded_at')::double precision) END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "reporting_report_runs_created_idx" ON stripe."reporting_report_runs" (account, "created");
 
 -- treasury_financial_accounts: data.object.object = 'treasury.financial_account'
@@ -1007,7 +1007,7 @@ CREATE TABLE stripe."treasury_financial_accounts" (
     "country" text GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'country') = 'string' THEN data->>'country' END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "treasury_financial_accounts_created_idx" ON stripe."treasury_financial_accounts" (account, "created");
 
 -- climate_orders: data.object.object = 'climate.order'
@@ -1034,7 +1034,7 @@ CREATE TABLE stripe."climate_orders" (
     "expected_delivery_year" bigint GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'expected_delivery_year') = 'number' AND abs((data->>'expected_delivery_year')::numeric) < 9e18 THEN trunc((data->>'expected_delivery_year')::numeric)::bigint END) STORED,
     "livemode" boolean GENERATED ALWAYS AS (CASE WHEN jsonb_typeof(data->'livemode') = 'boolean' THEN (data->'livemode')::boolean END) STORED,
     PRIMARY KEY (account, id)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX "climate_orders_created_idx" ON stripe."climate_orders" (account, "created");
 CREATE INDEX "climate_orders_product_idx" ON stripe."climate_orders" (account, "product");
 

@@ -10,7 +10,7 @@ pub mod order;
 mod remote;
 
 pub use customer::SNAPSHOT_TYPE;
-pub use remote::{Prefetched, Recording, RemoteReader};
+pub use remote::{ListRequest, Prefetched, Recording, RemoteReader};
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -240,7 +240,7 @@ pub fn prefetch(
     let recording = Recording::new(live);
     customer::read_ties(conn, &recording, &customers)?;
     catalog::plan(conn, &recording, &mirrored, catalog::Locking::None)?;
-    Ok(recording.into_record())
+    recording.into_record()
 }
 
 fn collect(results: Vec<Option<EventResult>>) -> Vec<EventResult> {

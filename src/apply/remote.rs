@@ -6,7 +6,10 @@
 //! inbound worker first plans a batch through a [`Recording`] of the live
 //! reader, outside any transaction, then applies it inside the transaction
 //! against the [`Prefetched`] answers: one read per object per batch, and
-//! no HTTP call while row locks are held.
+//! no HTTP call while row locks are held. Child lists are gathered during
+//! that plan and read together ([`RemoteReader::children_many`]), so a
+//! batch of checkout sessions costs one round of concurrent reads, not one
+//! read after another.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -29,10 +32,28 @@ pub trait RemoteReader: Send + Sync {
     fn children(
         &self,
         account: &str,
-        parent: &Resource,
-        child: &Child,
+        parent: &'static Resource,
+        child: &'static Child,
         parent_id: &str,
     ) -> Result<Vec<Value>, ApplyError>;
+
+    /// [`Self::children`] for many lists; a reader that can read them
+    /// concurrently overrides this. One answer per request, in order.
+    fn children_many(&self, requests: &[ListRequest]) -> Vec<Result<Vec<Value>, ApplyError>> {
+        requests
+            .iter()
+            .map(|r| self.children(&r.account, r.parent, r.child, &r.parent_id))
+            .collect()
+    }
+}
+
+/// One child list to read: `child` of `parent_id` on `account`.
+#[derive(Debug, Clone)]
+pub struct ListRequest {
+    pub account: String,
+    pub parent: &'static Resource,
+    pub child: &'static Child,
+    pub parent_id: String,
 }
 
 type Key = (String, String, String);
@@ -99,8 +120,8 @@ impl RemoteReader for Prefetched {
     fn children(
         &self,
         account: &str,
-        _parent: &Resource,
-        child: &Child,
+        _parent: &'static Resource,
+        child: &'static Child,
         parent_id: &str,
     ) -> Result<Vec<Value>, ApplyError> {
         replay(
@@ -111,10 +132,13 @@ impl RemoteReader for Prefetched {
 }
 
 /// Passes reads through to a live reader and records the answers; a read
-/// repeated within the batch is answered from the record.
+/// repeated within the batch is answered from the record. Child lists are
+/// only noted while planning (answered empty: the read-only plan is thrown
+/// away) and read together by [`Recording::into_record`].
 pub struct Recording<'a> {
     live: &'a dyn RemoteReader,
     record: Mutex<Prefetched>,
+    lists_wanted: Mutex<Vec<ListRequest>>,
 }
 
 impl<'a> Recording<'a> {
@@ -122,11 +146,27 @@ impl<'a> Recording<'a> {
         Self {
             live,
             record: Mutex::default(),
+            lists_wanted: Mutex::default(),
         }
     }
 
-    pub fn into_record(self) -> Prefetched {
-        self.record.into_inner().unwrap_or_else(|p| p.into_inner())
+    /// Reads the child lists noted while planning, concurrently where the
+    /// live reader can, and returns every answer recorded. A transient
+    /// failure of any read fails the whole preparation (it is retried).
+    pub fn into_record(self) -> Result<Prefetched, ApplyError> {
+        let wanted = self.lists_wanted.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut record = self.record.into_inner().unwrap_or_else(|p| p.into_inner());
+        let answers = self.live.children_many(&wanted);
+        for (request, answer) in wanted.iter().zip(answers) {
+            let k = key(&request.account, request.child.relation, &request.parent_id);
+            let kept = match answer {
+                Ok(items) => Ok(items),
+                Err(ApplyError::Permanent(reason)) => Err(reason),
+                Err(transient) => return Err(transient),
+            };
+            record.lists.insert(k, kept);
+        }
+        Ok(record)
     }
 
     fn record(&self) -> std::sync::MutexGuard<'_, Prefetched> {
@@ -150,18 +190,22 @@ impl RemoteReader for Recording<'_> {
     fn children(
         &self,
         account: &str,
-        parent: &Resource,
-        child: &Child,
+        parent: &'static Resource,
+        child: &'static Child,
         parent_id: &str,
     ) -> Result<Vec<Value>, ApplyError> {
-        let k = key(account, child.relation, parent_id);
-        if let Some(known) = self.record().lists.get(&k) {
-            return replay(Some(known), String::new);
+        let mut wanted = self.lists_wanted.lock().unwrap_or_else(|p| p.into_inner());
+        let noted = wanted.iter().any(|r| {
+            r.account == account && std::ptr::eq(r.child, child) && r.parent_id == parent_id
+        });
+        if !noted {
+            wanted.push(ListRequest {
+                account: account.to_owned(),
+                parent,
+                child,
+                parent_id: parent_id.to_owned(),
+            });
         }
-        let answer = self.live.children(account, parent, child, parent_id);
-        if let Some(kept) = keep(&answer) {
-            self.record().lists.insert(k, kept);
-        }
-        answer
+        Ok(Vec::new())
     }
 }

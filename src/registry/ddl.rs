@@ -18,6 +18,12 @@ const INDEXED_REFS: &[&str] = &[
     "subscription",
 ];
 
+/// Objects stay inline and uncompressed up to a full page: Stripe objects
+/// of 2–8 KB (invoices, charges, checkout sessions) would otherwise be
+/// compressed and moved to TOAST on every write, which made the upsert of
+/// invoice-sized rows 2–3× slower here, for a third of the disk.
+const STORAGE: &str = "WITH (toast_tuple_target = 8160)";
+
 /// The expression Postgres computes a typed column with. Values of another
 /// JSON kind than expected become NULL rather than failing the write.
 pub fn expression(col: &Column) -> String {
@@ -101,7 +107,7 @@ pub fn create_relation(resource: &Resource) -> String {
          remote_version bigint NOT NULL,\n    remote_event_id text NOT NULL,\n",
     );
     typed_columns(&mut sql, resource.columns);
-    writeln!(sql, "    PRIMARY KEY (account, id)\n);").unwrap();
+    writeln!(sql, "    PRIMARY KEY (account, id)\n) {STORAGE};").unwrap();
     indexes(&mut sql, r, resource.columns);
     for child in resource.children {
         sql.push_str(&create_child(child));
@@ -158,7 +164,7 @@ fn create_child(child: &Child) -> String {
     )
     .unwrap();
     typed_columns(&mut sql, child.columns);
-    writeln!(sql, "    PRIMARY KEY (account, \"{parent}\", id)\n);").unwrap();
+    writeln!(sql, "    PRIMARY KEY (account, \"{parent}\", id)\n) {STORAGE};").unwrap();
     indexes(&mut sql, r, child.columns);
     sql
 }
