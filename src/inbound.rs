@@ -36,9 +36,21 @@ impl BatchHandler for InboundHandler {
         let events: Vec<&StripeEvent> = parsed.iter().filter_map(|p| p.as_ref().ok()).collect();
         let mut conn = self.pool.get()?;
         // Stripe is read before the transaction opens, never while it
-        // holds row locks.
-        let results = apply::prefetch(&mut conn, self.remote.as_ref(), &events)
-            .and_then(|read| conn.transaction(|conn| apply::apply_batch(conn, &read, &events)))
+        // holds row locks. First only what needs no look at the stored
+        // state (most batches need nothing); a batch whose apply wants more
+        // (a same-second tie) is rolled back, planned against the stored
+        // state with its reads made, and applied again.
+        let remote = self.remote.as_ref();
+        let results = apply::prefetch_lists(&mut conn, remote, &events)
+            .and_then(|read| {
+                match conn.transaction(|conn| apply::apply_batch(conn, &read, &events)) {
+                    Err(ApplyError::Transient { .. }) if read.missed() => {
+                        let read = apply::prefetch(&mut conn, remote, &events)?;
+                        conn.transaction(|conn| apply::apply_batch(conn, &read, &events))
+                    }
+                    applied => applied,
+                }
+            })
             .map_err(|e| match e {
                 ApplyError::Transient {
                     source,

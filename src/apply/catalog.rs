@@ -212,6 +212,16 @@ impl<'e> ObjectPlan<'e> {
     }
 }
 
+/// Whether writing `event`'s object would read a child list from Stripe:
+/// one the payload leaves out or truncates.
+pub(super) fn wants_lists(resource: &Resource, event: &StripeEvent) -> bool {
+    !order::marked_deleted(&event.object)
+        && resource
+            .children
+            .iter()
+            .any(|c| complete_list(&event.object, c).is_none())
+}
+
 /// The items of an embedded child list the payload carries in full.
 fn complete_list(parent: &Value, child: &Child) -> Option<Vec<Value>> {
     if !child.embedded {

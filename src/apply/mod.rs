@@ -204,6 +204,45 @@ fn first_occurrences(events: &[&StripeEvent]) -> (Vec<usize>, Vec<(usize, usize)
     (unique, repeats)
 }
 
+/// The reads a batch's apply will want that need no knowledge of the
+/// stored state: the child lists its payloads leave incomplete (checkout
+/// line items, truncated invoice lines), one read per object, for events
+/// not in the ledger yet; none at all (not even a query) for a batch
+/// without such lists. What only the stored state can tell (a same-second
+/// tie's re-read) is missing from it: an apply that needs one fails
+/// ([`Prefetched::missed`]) and the batch goes through [`prefetch`].
+pub fn prefetch_lists(
+    conn: &mut PgConnection,
+    live: &dyn RemoteReader,
+    events: &[&StripeEvent],
+) -> Result<Prefetched, ApplyError> {
+    let wanting: Vec<&StripeEvent> = events
+        .iter()
+        .copied()
+        .filter(|e| match route(e) {
+            Route::Mirror(resource) => catalog::wants_lists(resource, e),
+            _ => false,
+        })
+        .collect();
+    if wanting.is_empty() {
+        return Ok(Prefetched::default());
+    }
+    let applied_before = ledger::already_applied(conn, service::STRIPE, &wanting)?;
+    let recording = Recording::new(live);
+    for event in wanting {
+        if applied_before.contains(&(event.account.clone(), event.id.to_string())) {
+            continue;
+        }
+        let (Route::Mirror(resource), Ok(id)) = (route(event), catalog::object_id(event)) else {
+            continue;
+        };
+        for child in resource.children {
+            recording.children(&event.account, resource, child, id)?;
+        }
+    }
+    recording.into_record()
+}
+
 /// Reads from Stripe, before the batch's transaction opens, everything
 /// applying `events` will read: the current state of objects with
 /// same-second ties and the child lists a payload leaves incomplete, each

@@ -12,6 +12,7 @@
 //! read after another.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use serde_json::Value;
@@ -69,6 +70,8 @@ pub struct Prefetched {
     /// refuses the same way; transient failures are not recorded.
     objects: HashMap<Key, Result<RemoteObject, String>>,
     lists: HashMap<Key, Result<Vec<Value>, String>>,
+    /// Set when the apply asked for a read that was not made.
+    missed: AtomicBool,
 }
 
 /// Records a read's answer, unless it may differ on a retry.
@@ -92,6 +95,18 @@ fn replay<T: Clone>(
 }
 
 impl Prefetched {
+    /// Whether an apply against these answers needed a read not made
+    /// (its failure then says: prepare the batch with [`super::prefetch`]).
+    pub fn missed(&self) -> bool {
+        self.missed.load(Ordering::Relaxed)
+    }
+
+    fn note_miss(&self, missing: bool) {
+        if missing {
+            self.missed.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// How many reads were recorded (objects and lists).
     pub fn len(&self) -> usize {
         self.objects.len() + self.lists.len()
@@ -103,18 +118,19 @@ impl Prefetched {
 }
 
 fn not_prefetched(what: &str) -> ApplyError {
-    // The stored state moved between the read-only plan and the locked
-    // one (another applier got there first): retrying plans again.
+    // A read only the stored state could foresee (a tie), or the state
+    // moved since the plan that made the reads: the batch is prepared
+    // again with a plan against the stored state.
     ApplyError::transient(anyhow::anyhow!(
-        "{what} was not read before the transaction; the batch will be planned again"
+        "{what} was not read before the transaction; the batch will be prepared again"
     ))
 }
 
 impl RemoteReader for Prefetched {
     fn current(&self, account: &str, path: &str, id: &str) -> Result<RemoteObject, ApplyError> {
-        replay(self.objects.get(&key(account, path, id)), || {
-            format!("{path}/{id}")
-        })
+        let found = self.objects.get(&key(account, path, id));
+        self.note_miss(found.is_none());
+        replay(found, || format!("{path}/{id}"))
     }
 
     fn children(
@@ -124,10 +140,9 @@ impl RemoteReader for Prefetched {
         child: &'static Child,
         parent_id: &str,
     ) -> Result<Vec<Value>, ApplyError> {
-        replay(
-            self.lists.get(&key(account, child.relation, parent_id)),
-            || format!("{} of {parent_id}", child.field),
-        )
+        let found = self.lists.get(&key(account, child.relation, parent_id));
+        self.note_miss(found.is_none());
+        replay(found, || format!("{} of {parent_id}", child.field))
     }
 }
 
@@ -154,7 +169,10 @@ impl<'a> Recording<'a> {
     /// live reader can, and returns every answer recorded. A transient
     /// failure of any read fails the whole preparation (it is retried).
     pub fn into_record(self) -> Result<Prefetched, ApplyError> {
-        let wanted = self.lists_wanted.into_inner().unwrap_or_else(|p| p.into_inner());
+        let wanted = self
+            .lists_wanted
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
         let mut record = self.record.into_inner().unwrap_or_else(|p| p.into_inner());
         let answers = self.live.children_many(&wanted);
         for (request, answer) in wanted.iter().zip(answers) {

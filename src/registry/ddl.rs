@@ -164,7 +164,11 @@ fn create_child(child: &Child) -> String {
     )
     .unwrap();
     typed_columns(&mut sql, child.columns);
-    writeln!(sql, "    PRIMARY KEY (account, \"{parent}\", id)\n) {STORAGE};").unwrap();
+    writeln!(
+        sql,
+        "    PRIMARY KEY (account, \"{parent}\", id)\n) {STORAGE};"
+    )
+    .unwrap();
     indexes(&mut sql, r, child.columns);
     sql
 }

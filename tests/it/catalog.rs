@@ -345,6 +345,8 @@ async fn ties_are_re_read_and_only_resource_missing_deletes() {
     }
     // The first re-read of prod_tie meets a 404 without resource_missing.
     fake.fault("products/prod_tie", Fault::PlainNotFound);
+    // Every call to Stripe is made with no transaction of the engine open.
+    fake.watch_transactions(&stack.db.url, &stack.db.name);
     let mut first = Vec::new();
     let mut tied = Vec::new();
     for account in [PLATFORM_ACCOUNT, CONNECTED] {
@@ -410,6 +412,11 @@ async fn ties_are_re_read_and_only_resource_missing_deletes() {
             .db
             .count("event_ledger WHERE outcome = 'tie_resolved'"),
         tied.len() as i64
+    );
+    assert_eq!(
+        fake.calls_in_transaction(),
+        0,
+        "Stripe was called while an apply transaction held its locks"
     );
     stack.stop().await;
 }

@@ -15,6 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use diesel::prelude::*;
 use serde_json::{json, Value};
 use warp::http::{HeaderMap, Response};
 use warp::Filter;
@@ -36,8 +37,24 @@ pub struct Call {
     pub path: String,
 }
 
+/// Watches a database while Stripe is being called: a call made while one
+/// of the engine's connections sits inside a transaction is counted.
+struct TransactionWatch {
+    conn: diesel::PgConnection,
+    database: String,
+}
+
+#[derive(QueryableByName)]
+struct Open {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
 #[derive(Default)]
 struct State {
+    watch: Option<TransactionWatch>,
+    /// Calls answered while a transaction of the watched database was open.
+    calls_in_transaction: usize,
     /// (account, collection path) -> id -> object
     objects: HashMap<(String, String), HashMap<String, Value>>,
     /// (account, "{path}/{id}/{sub}") -> items, in list order
@@ -120,6 +137,19 @@ impl CatalogStripe {
             .push_back(fault);
     }
 
+    /// From now on, counts the calls made while a connection to
+    /// `database` (at `url`) is inside a transaction.
+    pub fn watch_transactions(&self, url: &str, database: &str) {
+        self.state.lock().unwrap().watch = Some(TransactionWatch {
+            conn: diesel::PgConnection::establish(url).unwrap(),
+            database: database.to_owned(),
+        });
+    }
+
+    pub fn calls_in_transaction(&self) -> usize {
+        self.state.lock().unwrap().calls_in_transaction
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.state.lock().unwrap().calls.clone()
     }
@@ -139,6 +169,18 @@ fn answer(state: &Mutex<State>, account: &str, path: &str, query: &str) -> (u16,
         account: account.to_owned(),
         path: path.to_owned(),
     });
+    if let Some(watch) = &mut s.watch {
+        let open: Open = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE datname = $1 AND state LIKE 'idle in transaction%'",
+        )
+        .bind::<diesel::sql_types::Text, _>(&watch.database)
+        .get_result(&mut watch.conn)
+        .unwrap();
+        if open.n > 0 {
+            s.calls_in_transaction += 1;
+        }
+    }
     if let Some(fault) = s.faults.get_mut(path).and_then(VecDeque::pop_front) {
         match fault {
             Fault::Pass => {}
