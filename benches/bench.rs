@@ -294,6 +294,10 @@ async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--store-apply") {
         let figures =
             [1, lanes].map(|lanes| (lanes, postgres_figures(&pool, &fixtures, &scale, lanes)));
+        // The type mix on one connection (its objects are not split by
+        // lane as customers are).
+        let mix = store_apply_rate(&pool, &fixtures, scale.backlog_events, 1, TYPE_MIX);
+        let mix_ceiling = mix::upsert_ceiling(&mut *pool.get()?, &fixtures, scale.upsert_rows);
         drop(pool);
         drop_database(&admin_url, &db_name)?;
         for (lanes, figures) in figures {
@@ -304,6 +308,12 @@ async fn main() -> anyhow::Result<()> {
                 100.0 * rate / ceiling
             );
         }
+        let (mix, mix_ceiling) = (mix?, mix_ceiling?);
+        println!(
+            "1 connection: batched upsert ceiling of the type mix: {mix_ceiling:.0} events/s; \
+             inbound apply of the type mix, Postgres side only: {mix:.0} events/s ({:.0}%)",
+            100.0 * mix / mix_ceiling
+        );
         return Ok(());
     }
 
@@ -1017,7 +1027,7 @@ fn postgres_figures(
 ) -> anyhow::Result<(f64, f64)> {
     Ok((
         upsert_ceiling(pool, fixtures, scale.upsert_rows, lanes)?,
-        store_apply_rate(pool, fixtures, scale.backlog_events, lanes)?,
+        store_apply_rate(pool, fixtures, scale.backlog_events, lanes, CUSTOMERS_ONLY)?,
     ))
 }
 
@@ -1085,9 +1095,12 @@ fn store_apply_rate(
     fixtures: &Value,
     n: usize,
     connections: usize,
+    backlog: Backlog,
 ) -> anyhow::Result<f64> {
-    struct NoReReads;
-    impl stripe_sync::apply::RemoteReader for NoReReads {
+    /// Answers what the events need: no ties (they never share a second),
+    /// and checkout sessions' line items as the bench's Stripe fake does.
+    struct NoTies<'f>(&'f Value);
+    impl stripe_sync::apply::RemoteReader for NoTies<'_> {
         fn current(
             &self,
             _: &str,
@@ -1101,19 +1114,19 @@ fn store_apply_rate(
         fn children(
             &self,
             _: &str,
-            _: &stripe_sync::registry::Resource,
-            child: &stripe_sync::registry::Child,
+            _: &'static stripe_sync::registry::Resource,
+            _: &'static stripe_sync::registry::Child,
             id: &str,
         ) -> Result<Vec<Value>, stripe_sync::apply::ApplyError> {
-            Err(stripe_sync::apply::ApplyError::Permanent(format!(
-                "unexpected read of {id}'s {}: the events carry no child lists",
-                child.field
-            )))
+            Ok(mix::line_items(id, self.0)["data"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default())
         }
     }
     let events: Vec<stripe_sync::stripe::StripeEvent> = (0..n as u64)
         .map(|i| {
-            let ev = hot_spot_event("cus_store", 70_000_000 + i, fixtures);
+            let ev = (backlog.event_at)(70_000_000 + i, fixtures);
             stripe_sync::stripe::StripeEvent::parse(&serde_json::to_vec(&ev).unwrap())
         })
         .collect::<Result<_, _>>()?;
@@ -1131,7 +1144,7 @@ fn store_apply_rate(
             .collect();
         for batch in mine.chunks(500) {
             let results = conn
-                .transaction(|conn| stripe_sync::apply::apply_batch(conn, &NoReReads, batch))
+                .transaction(|conn| stripe_sync::apply::apply_batch(conn, &NoTies(fixtures), batch))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             anyhow::ensure!(results.iter().all(Result::is_ok), "an event was refused");
         }
@@ -1140,6 +1153,15 @@ fn store_apply_rate(
     let rate = n as f64 / start.elapsed().as_secs_f64();
     diesel::sql_query("TRUNCATE customers, id_map, event_ledger CASCADE")
         .execute(&mut pool.get()?)?;
+    for r in stripe_sync::registry::RESOURCES
+        .iter()
+        .filter(|r| !r.is_local_customer())
+    {
+        diesel::sql_query(format!("TRUNCATE {}", r.table())).execute(&mut pool.get()?)?;
+        for c in r.children {
+            diesel::sql_query(format!("TRUNCATE {}", c.table())).execute(&mut pool.get()?)?;
+        }
+    }
     Ok(rate)
 }
 

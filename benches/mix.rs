@@ -78,6 +78,78 @@ pub fn line_items(session: &str, fixtures: &Value) -> Value {
     json!({"object": "list", "data": items, "has_more": false, "url": "/v1/checkout/sessions/line_items"})
 }
 
+/// The type mix's own ceiling: the writes its apply makes (each object
+/// upserted into its `stripe.<relation>`, generated columns and indexes
+/// included), 500 events per transaction, with none of the apply's logic
+/// (no ledger, no order check, no locks, no child lists); events/s. The
+/// customers in the mix go to `stripe.customers`' table, `customers`.
+pub fn upsert_ceiling(
+    conn: &mut diesel::PgConnection,
+    fixtures: &Value,
+    n: usize,
+) -> anyhow::Result<f64> {
+    use diesel::prelude::*;
+    use diesel::sql_types::{Array, BigInt, Jsonb, Text};
+    let start = std::time::Instant::now();
+    let events: Vec<Value> = (0..n as u64).map(|i| mixed_event(i, fixtures)).collect();
+    for batch in events.chunks(500) {
+        conn.transaction(|conn| -> anyhow::Result<()> {
+            let mut by_relation: std::collections::BTreeMap<&str, Vec<&Value>> =
+                std::collections::BTreeMap::new();
+            for e in batch {
+                let object = &e["data"]["object"];
+                let r = stripe_sync::registry::by_object(object["object"].as_str().unwrap())
+                    .expect("a registered type");
+                by_relation.entry(r.relation).or_default().push(object);
+            }
+            for (relation, objects) in by_relation {
+                // Only the newest version of each object in the batch, as
+                // the apply's fold writes it.
+                let mut newest: std::collections::HashMap<&str, &Value> =
+                    std::collections::HashMap::new();
+                for o in objects {
+                    newest.insert(o["id"].as_str().unwrap(), o);
+                }
+                if relation == "customers" {
+                    let values: Vec<(&str, &Value)> = newest.into_iter().collect();
+                    diesel::sql_query(
+                        "INSERT INTO customers (id, stripe_object) \
+                         SELECT md5(k)::uuid, o FROM unnest($1, $2) AS v(k, o) \
+                         ON CONFLICT (id) DO UPDATE SET stripe_object = excluded.stripe_object, \
+                           updated_at = now(), version = customers.version + 1",
+                    )
+                    .bind::<Array<Text>, _>(values.iter().map(|v| v.0).collect::<Vec<_>>())
+                    .bind::<Array<Jsonb>, _>(values.iter().map(|v| v.1).collect::<Vec<_>>())
+                    .execute(conn)?;
+                    continue;
+                }
+                let values: Vec<(&str, &Value)> = newest.into_iter().collect();
+                diesel::sql_query(format!(
+                    "INSERT INTO stripe.\"{relation}\" (account, id, data, remote_version, remote_event_id) \
+                     SELECT 'platform', k, o, $3, 'evt' FROM unnest($1, $2) AS v(k, o) \
+                     ON CONFLICT (account, id) DO UPDATE SET data = excluded.data, \
+                       remote_version = excluded.remote_version, synced_at = now()"
+                ))
+                .bind::<Array<Text>, _>(values.iter().map(|v| v.0).collect::<Vec<_>>())
+                .bind::<Array<Jsonb>, _>(values.iter().map(|v| v.1).collect::<Vec<_>>())
+                .bind::<BigInt, _>(1_i64)
+                .execute(conn)?;
+            }
+            Ok(())
+        })?;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    for r in stripe_sync::registry::RESOURCES {
+        let table = if r.is_local_customer() {
+            "customers CASCADE".to_owned()
+        } else {
+            r.table()
+        };
+        diesel::sql_query(format!("TRUNCATE {table}")).execute(conn)?;
+    }
+    Ok(rate)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
