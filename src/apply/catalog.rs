@@ -19,12 +19,12 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bool, Integer, Jsonb, Text};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Jsonb, Nullable, Text};
 use serde_json::Value;
 
 use super::order::{self, Facts, Step, Watermark};
 use super::{Applied, ApplyError, RemoteReader};
-use crate::registry::{Child, Deletes, Resource};
+use crate::registry::{Child, Deletes, Reread, Resource};
 use crate::stripe::{RemoteObject, StripeEvent};
 
 /// An event routed to a registered type.
@@ -86,6 +86,8 @@ pub(super) struct ObjectPlan<'e> {
     id: &'e str,
     events: Vec<(usize, &'e StripeEvent)>,
     stored: Option<Watermark>,
+    /// The stored object's `status` (see [`Reread::WhenStatusChanges`]).
+    stored_status: Option<String>,
     row: Option<Row<'e>>,
     pub outcomes: Vec<(usize, Applied)>,
     /// Why the object's events cannot be applied (a read Stripe refused for
@@ -118,6 +120,7 @@ pub(super) fn plan<'e>(
                 id: key.2,
                 events: Vec::new(),
                 stored: None,
+                stored_status: None,
                 row: None,
                 outcomes: Vec::new(),
                 refused: None,
@@ -202,7 +205,15 @@ impl<'e> ObjectPlan<'e> {
             } else {
                 let Some(data) = &row.data else { continue };
                 match complete_list(data, child) {
-                    Some(items) => items,
+                    Some(items) => items.to_vec(),
+                    // Stored with this status already: its items are too.
+                    None if child.reread == Reread::WhenStatusChanges
+                        && self.stored.is_some_and(|s| !s.deleted)
+                        && self.stored_status.as_deref()
+                            == data.get("status").and_then(Value::as_str) =>
+                    {
+                        continue
+                    }
                     None => remote.children(self.account, self.resource, child, self.id)?,
                 }
             };
@@ -212,18 +223,13 @@ impl<'e> ObjectPlan<'e> {
     }
 }
 
-/// Whether writing `event`'s object would read a child list from Stripe:
-/// one the payload leaves out or truncates.
-pub(super) fn wants_lists(resource: &Resource, event: &StripeEvent) -> bool {
-    !order::marked_deleted(&event.object)
-        && resource
-            .children
-            .iter()
-            .any(|c| complete_list(&event.object, c).is_none())
+/// Whether the payload carries `child`'s list in full.
+pub(super) fn carries(parent: &Value, child: &Child) -> bool {
+    complete_list(parent, child).is_some()
 }
 
 /// The items of an embedded child list the payload carries in full.
-fn complete_list(parent: &Value, child: &Child) -> Option<Vec<Value>> {
+fn complete_list<'v>(parent: &'v Value, child: &Child) -> Option<&'v [Value]> {
     if !child.embedded {
         return None;
     }
@@ -231,7 +237,7 @@ fn complete_list(parent: &Value, child: &Child) -> Option<Vec<Value>> {
     if list.get("has_more").and_then(Value::as_bool) != Some(false) {
         return None;
     }
-    list.get("data")?.as_array().cloned()
+    list.get("data")?.as_array().map(Vec::as_slice)
 }
 
 #[derive(QueryableByName)]
@@ -244,6 +250,103 @@ struct StoredState {
     remote_version: i64,
     #[diesel(sql_type = Bool)]
     deleted: bool,
+    /// `data.status`: whether a child list read only when it changes
+    /// ([`Reread::WhenStatusChanges`]) is read again.
+    #[diesel(sql_type = Nullable<Text>)]
+    status: Option<String>,
+}
+
+/// The stored state of objects of one relation, keyed by (account, id);
+/// locked in key order with [`Locking::ForUpdate`], so appliers cannot
+/// deadlock.
+fn fetch_stored(
+    conn: &mut PgConnection,
+    resource: &Resource,
+    accounts: &[&str],
+    ids: &[&str],
+    locking: Locking,
+) -> QueryResult<Vec<StoredState>> {
+    let lock = match locking {
+        Locking::ForUpdate => " FOR UPDATE OF r",
+        Locking::None => "",
+    };
+    // One primary-key probe per key (see ledger::already_applied).
+    diesel::sql_query(format!(
+        "SELECT r.account, r.id, r.remote_version, r.deleted, r.data->>'status' AS status \
+         FROM unnest($1, $2) AS k(account, id) \
+         CROSS JOIN LATERAL (SELECT account, id, remote_version, deleted, data FROM {} \
+             WHERE account = k.account AND id = k.id) AS r \
+         ORDER BY r.account, r.id{lock}",
+        resource.table()
+    ))
+    .bind::<Array<Text>, _>(accounts)
+    .bind::<Array<Text>, _>(ids)
+    .load(conn)
+}
+
+/// The child lists to read before writing `events`' objects: those their
+/// payloads leave out or truncate, less the lists that only change with
+/// their parent's status when the stored status is the event's. Events of
+/// an object after its first are its newer versions; one read serves them.
+pub(super) fn lists_to_read(
+    conn: &mut PgConnection,
+    events: &[(&'static Resource, &StripeEvent)],
+) -> QueryResult<Vec<(&'static Resource, &'static Child, String, String)>> {
+    let mut wanted = Vec::new();
+    let mut settled: HashMap<&'static str, HashMap<(String, String), Option<String>>> =
+        HashMap::new();
+    for &(resource, _) in events {
+        let keyed = resource
+            .children
+            .iter()
+            .any(|c| c.reread == Reread::WhenStatusChanges);
+        if keyed && !settled.contains_key(resource.relation) {
+            let mine: Vec<&StripeEvent> = events
+                .iter()
+                .filter(|(r, _)| std::ptr::eq(*r, resource))
+                .map(|(_, e)| *e)
+                .collect();
+            let accounts: Vec<&str> = mine.iter().map(|e| e.account.as_str()).collect();
+            let ids: Vec<&str> = mine.iter().map(|e| e.object_id()).collect();
+            let stored = fetch_stored(conn, resource, &accounts, &ids, Locking::None)?
+                .into_iter()
+                .filter(|s| !s.deleted)
+                .map(|s| ((s.account, s.id), s.status))
+                .collect();
+            settled.insert(resource.relation, stored);
+        }
+    }
+    for &(resource, event) in events {
+        if facts(resource, event).delete {
+            continue; // a tombstone's items are all gone; nothing to read
+        }
+        let id = event.object_id();
+        for child in resource.children {
+            if carries(&event.object, child) {
+                continue;
+            }
+            let stored_status = settled
+                .get(resource.relation)
+                .and_then(|s| s.get(&(event.account.clone(), id.to_owned())));
+            if let Some(stored_status) = stored_status {
+                if child.reread == Reread::WhenStatusChanges
+                    && stored_status.as_deref()
+                        == event.object.get("status").and_then(Value::as_str)
+                {
+                    continue;
+                }
+            }
+            let seen = wanted
+                .iter()
+                .any(|(_, c, a, i): &(_, &Child, String, String)| {
+                    std::ptr::eq(*c, child) && *a == event.account && i == id
+                });
+            if !seen {
+                wanted.push((resource, child, event.account.clone(), id.to_owned()));
+            }
+        }
+    }
+    Ok(wanted)
 }
 
 /// Reads (and with [`Locking::ForUpdate`] locks, in key order so appliers
@@ -264,41 +367,25 @@ fn load_stored(
     for (resource, members) in relations.into_values() {
         let accounts: Vec<&str> = members.iter().map(|&i| plans[i].account).collect();
         let ids: Vec<&str> = members.iter().map(|&i| plans[i].id).collect();
-        let lock = match locking {
-            Locking::ForUpdate => " FOR UPDATE OF r",
-            Locking::None => "",
-        };
-        // One primary-key probe per key (see ledger::already_applied).
-        let found: Vec<StoredState> = diesel::sql_query(format!(
-            "SELECT r.account, r.id, r.remote_version, r.deleted \
-             FROM unnest($1, $2) AS k(account, id) \
-             CROSS JOIN LATERAL (SELECT account, id, remote_version, deleted FROM {} \
-                 WHERE account = k.account AND id = k.id) AS r \
-             ORDER BY r.account, r.id{lock}",
-            resource.table()
-        ))
-        .bind::<Array<Text>, _>(accounts)
-        .bind::<Array<Text>, _>(ids)
-        .load(conn)?;
+        let found = fetch_stored(conn, resource, &accounts, &ids, locking)?;
         let index: HashMap<(&str, &str), usize> = members
             .iter()
             .map(|&i| ((plans[i].account, plans[i].id), i))
             .collect();
-        let found: Vec<(usize, Watermark)> = found
-            .iter()
+        let found: Vec<(usize, Watermark, Option<String>)> = found
+            .into_iter()
             .filter_map(|s| {
                 let i = *index.get(&(s.account.as_str(), s.id.as_str()))?;
-                Some((
-                    i,
-                    Watermark {
-                        version: s.remote_version,
-                        deleted: s.deleted,
-                    },
-                ))
+                let mark = Watermark {
+                    version: s.remote_version,
+                    deleted: s.deleted,
+                };
+                Some((i, mark, s.status))
             })
             .collect();
-        for (i, mark) in found {
+        for (i, mark, status) in found {
             plans[i].stored = Some(mark);
+            plans[i].stored_status = status;
         }
     }
     Ok(())

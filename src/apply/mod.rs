@@ -220,7 +220,13 @@ pub fn prefetch_lists(
         .iter()
         .copied()
         .filter(|e| match route(e) {
-            Route::Mirror(resource) => catalog::wants_lists(resource, e),
+            Route::Mirror(resource) => {
+                catalog::object_id(e).is_ok()
+                    && resource
+                        .children
+                        .iter()
+                        .any(|c| !catalog::carries(&e.object, c))
+            }
             _ => false,
         })
         .collect();
@@ -228,17 +234,17 @@ pub fn prefetch_lists(
         return Ok(Prefetched::default());
     }
     let applied_before = ledger::already_applied(conn, service::STRIPE, &wanting)?;
+    let fresh: Vec<(&'static Resource, &StripeEvent)> = wanting
+        .into_iter()
+        .filter(|e| !applied_before.contains(&(e.account.clone(), e.id.to_string())))
+        .filter_map(|e| match route(e) {
+            Route::Mirror(resource) => Some((resource, e)),
+            _ => None,
+        })
+        .collect();
     let recording = Recording::new(live);
-    for event in wanting {
-        if applied_before.contains(&(event.account.clone(), event.id.to_string())) {
-            continue;
-        }
-        let (Route::Mirror(resource), Ok(id)) = (route(event), catalog::object_id(event)) else {
-            continue;
-        };
-        for child in resource.children {
-            recording.children(&event.account, resource, child, id)?;
-        }
+    for (parent, child, account, id) in catalog::lists_to_read(conn, &fresh)? {
+        recording.children(&account, parent, child, &id)?;
     }
     recording.into_record()
 }

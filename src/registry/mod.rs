@@ -88,6 +88,18 @@ pub enum ChildSource {
     },
 }
 
+/// When a child list the payload leaves out is read from Stripe again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reread {
+    /// Whenever a newer parent is written.
+    Always,
+    /// Only when the parent is new to the mirror or its `status` changed:
+    /// the list cannot change otherwise (a checkout session's line items
+    /// are final once it completes or expires), and each read costs one of
+    /// the account's API calls.
+    WhenStatusChanges,
+}
+
 /// A list nested in the parent object (invoice lines, subscription items):
 /// mirrored in its own relation, replaced whenever a newer parent is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +113,8 @@ pub struct Child {
     /// The column holding the parent's id (`invoice`, `checkout_session`).
     pub parent_column: &'static str,
     pub source: ChildSource,
+    /// For a list the payload leaves out (`embedded: false`).
+    pub reread: Reread,
     pub columns: &'static [Column],
 }
 

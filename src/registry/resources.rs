@@ -7,7 +7,7 @@ use super::ChildSource::{Filtered, Nested};
 use super::ColumnKind::{Bool, Int, Ref, Text, Time};
 use super::Deletes::{Never, Tombstone};
 use super::Listing::{All, PerCustomer};
-use super::{Child, Column, ColumnKind, Resource};
+use super::{Child, Column, ColumnKind, Reread, Resource};
 
 const fn col(name: &'static str, kind: ColumnKind) -> Column {
     Column {
@@ -270,6 +270,7 @@ pub static RESOURCES: &[Resource] = &[
             relation: "checkout_session_line_items",
             parent_column: "checkout_session",
             source: Nested("line_items"),
+            reread: Reread::WhenStatusChanges,
             columns: &[
                 nested("price", "price.id", Text),
                 nested("product", "price.product", Ref),
@@ -428,6 +429,7 @@ pub static RESOURCES: &[Resource] = &[
                 path: "subscription_items",
                 param: "subscription",
             },
+            reread: Reread::Always,
             columns: &[
                 CREATED,
                 nested("price", "price.id", Text),
@@ -484,6 +486,7 @@ pub static RESOURCES: &[Resource] = &[
             relation: "invoice_line_items",
             parent_column: "invoice",
             source: Nested("lines"),
+            reread: Reread::Always,
             columns: &[
                 AMOUNT,
                 CURRENCY,
@@ -551,6 +554,7 @@ pub static RESOURCES: &[Resource] = &[
             relation: "credit_note_line_items",
             parent_column: "credit_note",
             source: Nested("lines"),
+            reread: Reread::Always,
             columns: &[
                 AMOUNT,
                 col("quantity", Int),

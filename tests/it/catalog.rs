@@ -515,6 +515,54 @@ async fn child_lists_are_complete_and_follow_their_parent() {
     stack.stop().await;
 }
 
+/// A checkout session's line items (which the payload leaves out) are read
+/// when the session is new and whenever its status changes, and not on
+/// every event: they cannot change otherwise, and each read is an API call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_line_items_are_read_when_the_status_changes() {
+    let fake = CatalogStripe::start();
+    let stack = catalog_stack(&fake).await;
+    let session = registry::by_object("checkout.session").unwrap();
+    let items = &session.children[0];
+    let serve = |n: usize| {
+        let list = (0..n).map(|i| child_item(items, "cs_st", i)).collect();
+        fake.put_nested(PLATFORM_ACCOUNT, session.path, "cs_st", "line_items", list);
+    };
+    let version = |n: i64, status: &str| {
+        let mut o = object(session, "cs_st", T, &n.to_string(), 0);
+        o["status"] = json!(status);
+        event(
+            PLATFORM_ACCOUNT,
+            &format!("evt_st{n}"),
+            "checkout.session.updated",
+            T + n,
+            o,
+        )
+    };
+    let live = || live_children(&stack, items, PLATFORM_ACCOUNT, "cs_st").len();
+    let reads = || {
+        fake.calls()
+            .iter()
+            .filter(|c| c.path.ends_with("/cs_st/line_items"))
+            .count()
+    };
+    // (event, status, items Stripe lists now, items expected, reads so far)
+    let steps = [
+        (0, "open", 1, 1, 1),     // new: read
+        (1, "open", 2, 1, 1),     // same status: not read again
+        (2, "complete", 3, 3, 2), // status changed: read
+        (3, "complete", 4, 3, 2), // same status: not read
+    ];
+    for (n, status, listed, want, want_reads) in steps {
+        serve(listed);
+        post_all(&stack, &[version(n, status)]).await;
+        stack.wait_ledger(n + 1, Duration::from_secs(60)).await;
+        assert_eq!(live(), want, "after event {n}");
+        assert_eq!(reads(), want_reads, "after event {n}");
+    }
+    stack.stop().await;
+}
+
 async fn pull_context(stack: &Stack, fake: &CatalogStripe) -> PullContext {
     let env = stack
         .env
