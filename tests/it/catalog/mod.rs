@@ -4,6 +4,13 @@
 //! lists, backfill, diff, the Events API) is the fixture-backed fake in
 //! `support::catalog_stripe`: neither localstripe nor stripe-stateful-mock
 //! has most of these types or their nested lists.
+//!
+//! `pull` holds the backfill, diff and reconcile tests, `http` the mirror's
+//! read API; the helpers here build events from the fixtures and read the
+//! relations.
+
+mod http;
+mod pull;
 
 use std::time::Duration;
 
@@ -11,21 +18,18 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Jsonb, Nullable, Text};
 use rand::seq::SliceRandom;
 use serde_json::{json, Value};
-use stripe_sync::pull::{backfill, diff, reconcile, PullConfig, PullContext};
 use stripe_sync::registry::{self, Child, Deletes, Resource, RESOURCES};
 use stripe_sync::stripe::PLATFORM_ACCOUNT;
-use tokio_util::sync::CancellationToken;
 
 use crate::support::catalog_stripe::{CatalogStripe, Fault};
 use crate::support::fixtures;
 use crate::support::stack::{Options, Stack};
-use crate::support::wait_for;
 
-const CONNECTED: &str = "acct_1CatalogTest";
-const T: i64 = 1_760_000_000;
+pub(super) const CONNECTED: &str = "acct_1CatalogTest";
+pub(super) const T: i64 = 1_760_000_000;
 const CHECKOUT_LINES: usize = 120;
 
-fn mirrored() -> impl Iterator<Item = &'static Resource> {
+pub(super) fn mirrored() -> impl Iterator<Item = &'static Resource> {
     RESOURCES.iter().filter(|r| !r.is_local_customer())
 }
 
@@ -40,7 +44,7 @@ fn child_fixture(child: &Child) -> &'static str {
     }
 }
 
-fn child_item(child: &Child, parent_id: &str, n: usize) -> Value {
+pub(super) fn child_item(child: &Child, parent_id: &str, n: usize) -> Value {
     let mut item = fixtures::resource(child_fixture(child));
     item["id"] = json!(format!("{}_{parent_id}_{n}", &child.relation[..4]));
     item
@@ -48,7 +52,7 @@ fn child_item(child: &Child, parent_id: &str, n: usize) -> Value {
 
 /// Stripe's example of the type as version `v` of object `id`, created at
 /// `created`, with embedded child lists carried whole.
-fn object(r: &Resource, id: &str, created: i64, v: &str, items: usize) -> Value {
+pub(super) fn object(r: &Resource, id: &str, created: i64, v: &str, items: usize) -> Value {
     let mut o = fixtures::resource(r.object);
     o["id"] = json!(id);
     if o.get("created").is_some() {
@@ -62,7 +66,7 @@ fn object(r: &Resource, id: &str, created: i64, v: &str, items: usize) -> Value 
     o
 }
 
-fn event(account: &str, id: &str, kind: &str, created: i64, object: Value) -> Value {
+pub(super) fn event(account: &str, id: &str, kind: &str, created: i64, object: Value) -> Value {
     let mut e = fixtures::event(id, kind, created, object);
     if account != PLATFORM_ACCOUNT {
         e["account"] = json!(account);
@@ -80,7 +84,7 @@ fn event_id(account: &str, r: &Resource, n: usize) -> String {
 }
 
 #[derive(QueryableByName, Debug)]
-struct Mirrored {
+pub(super) struct Mirrored {
     #[diesel(sql_type = Text)]
     id: String,
     #[diesel(sql_type = Jsonb)]
@@ -91,7 +95,7 @@ struct Mirrored {
     remote_version: i64,
 }
 
-fn rows(stack: &Stack, r: &Resource, account: &str) -> Vec<Mirrored> {
+pub(super) fn rows(stack: &Stack, r: &Resource, account: &str) -> Vec<Mirrored> {
     diesel::sql_query(format!(
         "SELECT id, data, deleted, remote_version FROM {} WHERE account = $1 ORDER BY id",
         r.table()
@@ -121,7 +125,7 @@ fn live_children(stack: &Stack, child: &Child, account: &str, parent: &str) -> V
     .collect()
 }
 
-async fn post_all(stack: &Stack, events: &[Value]) {
+pub(super) async fn post_all(stack: &Stack, events: &[Value]) {
     for chunk in events.chunks(16) {
         let posts = chunk.iter().map(|e| stack.post_event(e));
         for status in futures::future::join_all(posts).await {
@@ -130,7 +134,7 @@ async fn post_all(stack: &Stack, events: &[Value]) {
     }
 }
 
-async fn catalog_stack(fake: &CatalogStripe) -> Stack {
+pub(super) async fn catalog_stack(fake: &CatalogStripe) -> Stack {
     Stack::start(Options {
         stripe_base: fake.base(),
         ..Options::default()
@@ -563,198 +567,6 @@ async fn checkout_line_items_are_read_when_the_status_changes() {
     stack.stop().await;
 }
 
-async fn pull_context(stack: &Stack, fake: &CatalogStripe) -> PullContext {
-    let env = stack
-        .env
-        .with("STRIPE_API_BASE", &fake.base())
-        .with("STRIPE_API_KEY", "sk_test_catalog");
-    PullContext::build(&PullConfig::load(&env).unwrap())
-        .await
-        .unwrap()
-}
-
-/// Backfill of every type from the fake: customers first (the types Stripe
-/// lists per customer need them), then everything, prices and invoices past
-/// one page; a run that dies mid-way resumes from its checkpoint.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backfill_covers_every_type_and_resumes() {
-    let fake = CatalogStripe::start();
-    let stack = catalog_stack(&fake).await;
-    let ctx = pull_context(&stack, &fake).await;
-    let customer = registry::by_object("customer").unwrap();
-    for n in 0..3 {
-        let c = fixtures::customer(&format!("cus_bf{n}"), T, json!({"metadata": {}}));
-        fake.put(PLATFORM_ACCOUNT, "customers", c);
-    }
-    let many = |object: &str| match object {
-        "price" => 130,
-        "invoice" => 105,
-        _ => 1,
-    };
-    let mut expected = 0;
-    for r in mirrored() {
-        for n in 0..many(r.object) {
-            let id = format!("b{n}_{}", r.relation);
-            let mut o = object(r, &id, T + n as i64, "bf", 1);
-            if r.listing == registry::Listing::PerCustomer {
-                o["customer"] = json!("cus_bf1");
-            }
-            fake.put(PLATFORM_ACCOUNT, r.path, o);
-            if r.listing != registry::Listing::None {
-                expected += 1;
-            }
-        }
-        if r.object == "checkout.session" {
-            let items = vec![child_item(&r.children[0], "b0_checkout_sessions", 0)];
-            fake.put_nested(
-                PLATFORM_ACCOUNT,
-                r.path,
-                "b0_checkout_sessions",
-                "line_items",
-                items,
-            );
-        }
-    }
-    let stop = CancellationToken::new();
-    let run = |r: &'static Resource| backfill::BackfillOptions::new(r);
-    backfill::run(&ctx, &run(customer), &stop).await.unwrap();
-    wait_for(Duration::from_secs(60), "customers applied", || async {
-        (stack.db.count("stripe.customers") == 3).then_some(())
-    })
-    .await;
-
-    // The second page of prices fails for good: the run stops there...
-    let prices = registry::by_object("price").unwrap();
-    fake.fault("prices", Fault::Pass);
-    fake.fault("prices", Fault::PlainNotFound);
-    assert!(backfill::run(&ctx, &run(prices), &stop).await.is_err());
-    // ...and the next run resumes after the checkpointed first page.
-    let resumed = backfill::run(&ctx, &run(prices), &stop).await.unwrap();
-    assert!(resumed.resumed && resumed.complete, "{resumed:?}");
-    assert_eq!(resumed.objects, 30);
-
-    for r in mirrored().filter(|r| r.object != "price") {
-        let report = backfill::run(&ctx, &run(r), &stop).await.unwrap();
-        assert_eq!(report.listable, r.listing != registry::Listing::None);
-    }
-    wait_for(
-        Duration::from_secs(120),
-        "every backfilled object applied",
-        || async {
-            let total: i64 = mirrored().map(|r| stack.db.count(&r.table())).sum();
-            (total == expected).then_some(())
-        },
-    )
-    .await;
-    for r in mirrored() {
-        assert_eq!(
-            stack.db.count(&r.table()),
-            many(r.object) as i64,
-            "{}",
-            r.relation
-        );
-    }
-    assert_eq!(stack.db.count("stripe.checkout_session_line_items"), 1);
-    stack.stop().await;
-}
-
-/// A webhook of a non-customer type that never arrived: diff finds the
-/// object different and missing, --repair fixes both; reconcile publishes
-/// an event the ledger has not seen from the Events API.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn diff_and_reconcile_repair_missed_webhooks_of_any_type() {
-    let fake = CatalogStripe::start();
-    let stack = catalog_stack(&fake).await;
-    let ctx = pull_context(&stack, &fake).await;
-    let product = registry::by_object("product").unwrap();
-    let invoice = registry::by_object("invoice").unwrap();
-    // The mirror saw v1 of prod_d; Stripe is at v2 (that webhook was lost)
-    // and has prod_new, which the mirror never saw.
-    post_all(
-        &stack,
-        &[event(
-            PLATFORM_ACCOUNT,
-            "evt_d1",
-            "product.created",
-            T,
-            object(product, "prod_d", T, "1", 0),
-        )],
-    )
-    .await;
-    stack.wait_ledger(1, Duration::from_secs(60)).await;
-    fake.put(
-        PLATFORM_ACCOUNT,
-        "products",
-        object(product, "prod_d", T, "2", 0),
-    );
-    fake.put(
-        PLATFORM_ACCOUNT,
-        "products",
-        object(product, "prod_new", T, "1", 0),
-    );
-    // And the mirror holds prod_old, which Stripe no longer has.
-    post_all(
-        &stack,
-        &[event(
-            PLATFORM_ACCOUNT,
-            "evt_old",
-            "product.created",
-            T,
-            object(product, "prod_old", T, "1", 0),
-        )],
-    )
-    .await;
-    stack.wait_ledger(2, Duration::from_secs(60)).await;
-
-    let report = diff::run(&ctx, product, PLATFORM_ACCOUNT, false)
-        .await
-        .unwrap();
-    assert_eq!(report.missing_locally, vec!["prod_new".to_owned()]);
-    assert_eq!(report.missing_in_stripe, vec!["prod_old".to_owned()]);
-    assert_eq!(report.different.len(), 1, "{report}");
-    let repaired = diff::run(&ctx, product, PLATFORM_ACCOUNT, true)
-        .await
-        .unwrap();
-    assert_eq!(repaired.repaired, 3);
-    wait_for(Duration::from_secs(60), "the repair applied", || async {
-        let p = rows(&stack, product, PLATFORM_ACCOUNT);
-        // prod_d at v2, prod_new added, prod_old (resource_missing) tombstoned.
-        let ok = p.len() == 3
-            && p[0].data["metadata"]["v"] == "2"
-            && p[2].id == "prod_old"
-            && p[2].deleted;
-        ok.then_some(())
-    })
-    .await;
-    assert!(diff::run(&ctx, product, PLATFORM_ACCOUNT, false)
-        .await
-        .unwrap()
-        .is_clean());
-
-    // An invoice.paid that only the Events API has.
-    let missed = event(
-        PLATFORM_ACCOUNT,
-        "evt_missed_invoice",
-        "invoice.paid",
-        T,
-        object(invoice, "in_missed", T, "paid", 1),
-    );
-    fake.put(PLATFORM_ACCOUNT, "events", missed);
-    let opts = reconcile::ReconcileOptions {
-        account: PLATFORM_ACCOUNT.to_owned(),
-        since: Some(T - 10),
-    };
-    let r = reconcile::run_once(&ctx, &opts).await.unwrap();
-    assert_eq!(r.published, 1);
-    wait_for(
-        Duration::from_secs(60),
-        "the missed invoice applied",
-        || async { (rows(&stack, invoice, PLATFORM_ACCOUNT).len() == 1).then_some(()) },
-    )
-    .await;
-    stack.stop().await;
-}
-
 /// The migrated schema is the registry's: every relation and typed column
 /// exists with the type the registry gives it.
 #[test]
@@ -806,140 +618,4 @@ fn column_count(
         "information_schema.columns WHERE table_schema = 'stripe' AND table_name = '{relation}' \
          AND column_name = '{column}'{type_check}"
     ))
-}
-
-async fn get_json(stack: &Stack, path: &str) -> (u16, Value) {
-    let r = stack.api(reqwest::Method::GET, path).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-/// The mirror over HTTP: equality filters on typed columns, time and
-/// amount ranges, cursor pagination, one object by id per account, a child
-/// list by its parent; bad input is a 400 naming the parameter.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_mirror_reads_over_http_with_filters_and_cursors() {
-    let fake = CatalogStripe::start();
-    let stack = catalog_stack(&fake).await;
-    let price = registry::by_object("price").unwrap();
-    let invoice = registry::by_object("invoice").unwrap();
-    let mut events = Vec::new();
-    for n in 0..5 {
-        let mut p = object(price, &format!("price_h{n}"), T + n, "1", 0);
-        p["product"] = json!(if n < 3 { "prod_a" } else { "prod_b" });
-        p["unit_amount"] = json!(100 * (n + 1));
-        events.push(event(
-            PLATFORM_ACCOUNT,
-            &format!("evt_h{n}"),
-            "price.created",
-            T + n,
-            p,
-        ));
-    }
-    let connected = object(price, "price_h0", T, "connected", 0);
-    events.push(event(CONNECTED, "evt_hc", "price.created", T, connected));
-    events.push(fixtures::customer_event(
-        "evt_hcus",
-        "customer.created",
-        T,
-        "cus_http",
-        json!({"email": "http@example.com"}),
-    ));
-    events.push(event(
-        PLATFORM_ACCOUNT,
-        "evt_hi",
-        "invoice.created",
-        T,
-        object(invoice, "in_h", T, "1", 3),
-    ));
-    post_all(&stack, &events).await;
-    stack
-        .wait_ledger(events.len() as i64, Duration::from_secs(60))
-        .await;
-
-    let ids = |page: &Value| -> Vec<String> {
-        page["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["id"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    let (status, page) =
-        get_json(&stack, "/api/stripe/prices?account=platform&product=prod_a").await;
-    assert_eq!(status, 200, "{page}");
-    assert_eq!(ids(&page), ["price_h0", "price_h1", "price_h2"]);
-    let (_, page) = get_json(
-        &stack,
-        "/api/stripe/prices?account=platform&unit_amount[gte]=300&created[lt]=1760000004",
-    )
-    .await;
-    assert_eq!(ids(&page), ["price_h2", "price_h3"]);
-
-    // Every row, two at a time, across both accounts.
-    let mut seen = Vec::new();
-    let mut path = "/api/stripe/prices?limit=2".to_owned();
-    loop {
-        let (status, page) = get_json(&stack, &path).await;
-        assert_eq!(status, 200, "{page}");
-        seen.extend(page["data"].as_array().unwrap().iter().map(|r| {
-            format!(
-                "{}/{}",
-                r["account"].as_str().unwrap(),
-                r["id"].as_str().unwrap()
-            )
-        }));
-        match page["next_cursor"].as_str() {
-            Some(cursor) => path = format!("/api/stripe/prices?limit=2&cursor={cursor}"),
-            None => break,
-        }
-    }
-    assert_eq!(seen.len(), 6, "{seen:?}");
-    assert_eq!(seen[0], format!("{CONNECTED}/price_h0"));
-
-    let (status, one) = get_json(
-        &stack,
-        &format!("/api/stripe/prices/price_h0?account={CONNECTED}"),
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert_eq!(one["data"]["metadata"]["v"], "connected");
-    let (_, lines) = get_json(&stack, "/api/stripe/invoice_line_items?invoice=in_h").await;
-    assert_eq!(lines["data"].as_array().unwrap().len(), 3);
-    assert_eq!(lines["data"][0]["invoice"], "in_h");
-
-    for (path, status, field) in [
-        ("/api/stripe/prices?nickname=x", 400, Some("nickname")),
-        (
-            "/api/stripe/prices?created[gte]=soon",
-            400,
-            Some("created[gte]"),
-        ),
-        ("/api/stripe/prices?cursor=zz", 400, Some("cursor")),
-        ("/api/stripe/nothings", 404, None),
-        ("/api/stripe/prices/price_none", 404, None),
-    ] {
-        let (got, body) = get_json(&stack, path).await;
-        assert_eq!(got, status, "{path}: {body}");
-        assert!(body["error"]["code"].is_string(), "{path}: {body}");
-        if let Some(field) = field {
-            assert_eq!(body["error"]["field"], field, "{path}");
-        }
-    }
-    // stripe.customers, the view over the local-first table, reads the same way.
-    let (status, customers) =
-        get_json(&stack, "/api/stripe/customers?email=http@example.com").await;
-    assert_eq!(status, 200, "{customers}");
-    assert_eq!(customers["data"][0]["id"], "cus_http", "{customers}");
-    let (_, doc) = get_json(&stack, "/api/openapi.json").await;
-    assert!(doc["paths"]["/api/stripe/{relation}"]["get"].is_object());
-    assert!(doc["paths"]["/api/stripe/{relation}/{id}"]["get"].is_object());
-    let anonymous = stack
-        .http
-        .get(format!("http://{}/api/stripe/prices", stack.addr))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(anonymous.status(), 401);
-    stack.stop().await;
 }
