@@ -10,10 +10,11 @@
 //! A batch is first [`plan`]ned: each object's events are folded in memory
 //! through [`order::decide`], ties and incomplete child lists read through
 //! the [`RemoteReader`]; then [`write`] stores the outcome with a few
-//! set-based statements per relation. The inbound worker plans once before
-//! its transaction with the live reader (recording what Stripe answered)
-//! and again inside it from the recording, so no HTTP call ever runs while
-//! the transaction holds its locks.
+//! set-based statements per relation. Inside the apply transaction the
+//! reader only replays answers read before it opened ([`lists_to_read`],
+//! or a read-only plan of the batch when a tie needs a re-read; see
+//! `super::prefetch_lists` and `super::prefetch`), so no HTTP call ever
+//! runs while the transaction holds its locks.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
