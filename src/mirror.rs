@@ -278,7 +278,7 @@ fn select(relation: Relation) -> String {
     )
 }
 
-/// Lists a page, in key order (account, [parent,] id).
+/// Lists a page, in key order: account, the parent for a child list, id.
 pub fn list(conn: &mut PgConnection, q: &ListQuery) -> QueryResult<Page> {
     let mut sql = select(q.relation);
     let mut conditions: Vec<String> = Vec::new();

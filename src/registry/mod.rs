@@ -2,7 +2,7 @@
 //! mirrors, as data. Everything type-specific the apply path, the pull
 //! paths, the HTTP read API and the schema need is here: the relation, the
 //! REST paths, how deletes work, the child lists and the typed columns.
-//! Adding a type is an entry in [`resources`] and a migration whose DDL
+//! Adding a type is an entry in [`RESOURCES`] and a migration whose DDL
 //! [`ddl::create_relation`] prints (`stripe-sync catalog ddl TYPE`).
 //!
 //! Typed columns are Postgres generated columns computed from `data`, so the
