@@ -365,7 +365,11 @@ fn load_stored(
             .1
             .push(i);
     }
-    for (resource, members) in relations.into_values() {
+    // Relations in name order, rows in key order: two appliers of the same
+    // objects (a rebalance) lock in the same order and cannot deadlock.
+    let mut relations: Vec<_> = relations.into_values().collect();
+    relations.sort_by_key(|(r, _)| r.relation);
+    for (resource, members) in relations {
         let accounts: Vec<&str> = members.iter().map(|&i| plans[i].account).collect();
         let ids: Vec<&str> = members.iter().map(|&i| plans[i].id).collect();
         let found = fetch_stored(conn, resource, &accounts, &ids, locking)?;
