@@ -1550,6 +1550,9 @@ fn engine_processes(
         ("LISTEN_ADDR", format!("127.0.0.1:{listen_port}")),
         ("DATABASE_POOL_SIZE", "16".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
+        // As the image and scripts/dev run the processes; the environment
+        // can override it (MALLOC_ARENA_MAX is passed through below).
+        ("MALLOC_ARENA_MAX", "2".to_owned()),
         ("PATH", std::env::var("PATH").unwrap_or_default()),
     ]
     .into_iter()
