@@ -198,7 +198,8 @@ impl PullContext {
     }
 }
 
-/// The live customers of an account in the mirror, in id order: what the
+/// The live customers of an account in the mirror, in byte order of their
+/// ids (as Rust compares them, so a checkpoint resumes exactly): what the
 /// types Stripe lists per customer are listed for.
 pub async fn mirrored_customers(ctx: &PullContext, account: &str) -> anyhow::Result<Vec<String>> {
     use diesel::prelude::*;
@@ -211,7 +212,7 @@ pub async fn mirrored_customers(ctx: &PullContext, account: &str) -> anyhow::Res
     let account = account.to_owned();
     ctx.db(move |conn| {
         diesel::sql_query(
-            "SELECT id FROM stripe.customers WHERE account = $1 AND NOT deleted ORDER BY id",
+            "SELECT id FROM stripe.customers WHERE account = $1 AND NOT deleted ORDER BY id COLLATE \"C\"",
         )
         .bind::<Text, _>(account)
         .load::<Id>(conn)
