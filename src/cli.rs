@@ -226,8 +226,8 @@ pub async fn run() -> anyhow::Result<()> {
             page_size,
             accounts,
         } => {
-            let cfg = PullConfig::load(&env)?;
             let resources = registry::resolve(&types)?;
+            let cfg = PullConfig::load(&env)?;
             let ctx = PullContext::build(&cfg).await?;
             let stop = shutdown::on_signals(config::shutdown_grace(&env)?);
             for account in cfg.accounts_or(&accounts) {
@@ -387,8 +387,8 @@ pub async fn run() -> anyhow::Result<()> {
             exit_code,
             accounts,
         } => {
-            let cfg = PullConfig::load(&env)?;
             let resources = registry::resolve(&types)?;
+            let cfg = PullConfig::load(&env)?;
             let ctx = PullContext::build(&cfg).await?;
             let mut clean = true;
             for account in cfg.accounts_or(&accounts) {
