@@ -8,8 +8,4 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends libpq5 ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/stripe-sync /src/target/release/stripe-inbound \
      /src/target/release/outbox-relay /src/target/release/stripe-outbound /usr/local/bin/
-# Two malloc arenas per process instead of glibc's 8 per core: stripe-inbound's
-# peak on a backlog of large objects dropped from 73 to 57-58 MiB with it, at
-# the same rate (README, Benchmark).
-ENV MALLOC_ARENA_MAX=2
 USER nobody

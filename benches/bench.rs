@@ -163,9 +163,13 @@ impl Processes {
         args: &[&str],
         extra: &[(&str, String)],
     ) -> anyhow::Result<u32> {
+        // stripe-inbound runs with two malloc arenas, as docker-compose and
+        // scripts/dev run it (a MALLOC_ARENA_MAX passed through overrides).
+        let arenas = (bin == "stripe-inbound").then_some(("MALLOC_ARENA_MAX", "2"));
         let child = Command::new(self.dir.join(bin))
             .args(args)
             .env_clear()
+            .envs(arenas)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
@@ -1552,9 +1556,6 @@ fn engine_processes(
         ("LISTEN_ADDR", format!("127.0.0.1:{listen_port}")),
         ("DATABASE_POOL_SIZE", "16".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
-        // As the image and scripts/dev run the processes; the environment
-        // can override it (MALLOC_ARENA_MAX is passed through below).
-        ("MALLOC_ARENA_MAX", "2".to_owned()),
         ("PATH", std::env::var("PATH").unwrap_or_default()),
     ]
     .into_iter()
