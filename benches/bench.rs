@@ -1577,10 +1577,12 @@ fn engine_processes(
 /// An in-process Stripe that answers instantly, so the outbound figure
 /// measures stripe-sync, not a fake.
 fn start_fake_stripe() -> String {
-    let fixtures: Value =
+    // Shared, not copied: warp clones a route for every connection.
+    let fixtures: Arc<Value> = Arc::new(
         serde_json::from_str::<Value>(include_str!("../tests/fixtures/stripe/fixtures3.json"))
             .expect("the fixtures parse")["resources"]
-            .clone();
+            .clone(),
+    );
     let line_items = warp::path!("v1" / "checkout" / "sessions" / String / "line_items")
         .and(warp::get())
         .map(move |session: String| warp::reply::json(&mix::line_items(&session, &fixtures)));
