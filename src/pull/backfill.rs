@@ -84,21 +84,8 @@ pub async fn run(
         Listing::PerCustomer => return per_customer(ctx, opts, shutdown).await,
         Listing::None => return Ok(BackfillReport::default()),
     };
-    let stream = stream_name(opts.resource);
-    // A checkpoint is only valid for the same filter.
-    let scope = opts
-        .created_since
-        .map(|t| format!("created_since={t}"))
-        .unwrap_or_default();
-    let checkpoint = {
-        let (account, stream) = (opts.account.clone(), stream.clone());
-        ctx.db(move |conn| cursor::load(conn, stream_key(&account, &stream)))
-            .await?
-    };
-    let mut starting_after = match checkpoint {
-        Some(c) if !opts.restart && c.completed_at.is_none() && c.scope == scope => c.position,
-        _ => None,
-    };
+    let checkpoint = Checkpoint::of(opts);
+    let mut starting_after = checkpoint.resume_point(ctx, opts.restart).await?;
     let mut report = BackfillReport {
         listable: true,
         resumed: starting_after.is_some(),
@@ -144,24 +131,7 @@ pub async fn run(
             .and_then(Value::as_str)
             .map(str::to_owned);
         let complete = !page.has_more || next.is_none();
-        {
-            let (account, stream, scope, position) = (
-                opts.account.clone(),
-                stream.clone(),
-                scope.clone(),
-                next.clone(),
-            );
-            ctx.db(move |conn| {
-                cursor::save(
-                    conn,
-                    stream_key(&account, &stream),
-                    position.as_deref(),
-                    &scope,
-                    complete,
-                )
-            })
-            .await?;
-        }
+        checkpoint.save(ctx, next.clone(), complete).await?;
         progress.update(report.objects, report.pages);
         if complete {
             report.complete = true;
@@ -210,20 +180,8 @@ async fn per_customer(
     opts: &BackfillOptions,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<BackfillReport> {
-    let stream = stream_name(opts.resource);
-    let scope = opts
-        .created_since
-        .map(|t| format!("created_since={t}"))
-        .unwrap_or_default();
-    let checkpoint = {
-        let (account, stream) = (opts.account.clone(), stream.clone());
-        ctx.db(move |conn| cursor::load(conn, stream_key(&account, &stream)))
-            .await?
-    };
-    let after = match checkpoint {
-        Some(c) if !opts.restart && c.completed_at.is_none() && c.scope == scope => c.position,
-        _ => None,
-    };
+    let checkpoint = Checkpoint::of(opts);
+    let after = checkpoint.resume_point(ctx, opts.restart).await?;
     let mut report = BackfillReport {
         listable: true,
         resumed: after.is_some(),
@@ -248,17 +206,7 @@ async fn per_customer(
         report.objects += publish_page(ctx, opts, &objects, unix_now()).await?;
         report.pages += calls;
         let complete = done + 1 == total;
-        let (account, stream, scope) = (opts.account.clone(), stream.clone(), scope.clone());
-        ctx.db(move |conn| {
-            cursor::save(
-                conn,
-                stream_key(&account, &stream),
-                Some(&customer),
-                &scope,
-                complete,
-            )
-        })
-        .await?;
+        checkpoint.save(ctx, Some(customer), complete).await?;
         progress.update(report.objects, report.pages);
     }
     progress.finish();
@@ -266,15 +214,61 @@ async fn per_customer(
     Ok(report)
 }
 
-/// The checkpoint's stream: `backfill:<relation>`.
-fn stream_name(resource: &Resource) -> String {
-    format!("backfill:{}", resource.relation)
+/// Where a backfill of one (account, type) resumes: a row of
+/// `sync_cursors` (stream `backfill:<relation>`), valid only for the same
+/// `--created-since` filter.
+#[derive(Clone)]
+struct Checkpoint {
+    account: String,
+    stream: String,
+    scope: String,
 }
 
-fn stream_key<'a>(account: &'a str, stream: &'a str) -> StreamKey<'a> {
-    StreamKey {
-        service: service::STRIPE,
-        account,
-        stream,
+impl Checkpoint {
+    fn of(opts: &BackfillOptions) -> Self {
+        Self {
+            account: opts.account.clone(),
+            stream: format!("backfill:{}", opts.resource.relation),
+            scope: opts
+                .created_since
+                .map(|t| format!("created_since={t}"))
+                .unwrap_or_default(),
+        }
+    }
+
+    fn key(&self) -> StreamKey<'_> {
+        StreamKey {
+            service: service::STRIPE,
+            account: &self.account,
+            stream: &self.stream,
+        }
+    }
+
+    /// The position an unfinished run of the same filter stopped at, unless
+    /// `restart`.
+    async fn resume_point(
+        &self,
+        ctx: &PullContext,
+        restart: bool,
+    ) -> anyhow::Result<Option<String>> {
+        let this = self.clone();
+        let saved = ctx.db(move |conn| cursor::load(conn, this.key())).await?;
+        Ok(match saved {
+            Some(c) if !restart && c.completed_at.is_none() && c.scope == self.scope => c.position,
+            _ => None,
+        })
+    }
+
+    async fn save(
+        &self,
+        ctx: &PullContext,
+        position: Option<String>,
+        complete: bool,
+    ) -> anyhow::Result<()> {
+        let this = self.clone();
+        ctx.db(move |conn| {
+            cursor::save(conn, this.key(), position.as_deref(), &this.scope, complete)
+        })
+        .await
     }
 }
