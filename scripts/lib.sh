@@ -11,6 +11,7 @@ CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/stripe-sync"
 NISSHI_VERSION="0.6.0"
 LOCALSTRIPE_VERSION="1.15.10"
 STRIPE_PY_VERSION="16.1.0"
+AIOSMTPD_VERSION="1.4.6"
 STARTED_PIDS=()
 STARTED_PG_DATA=""
 EPHEMERAL_DIRS=()   # removed by stop_started
@@ -160,17 +161,19 @@ ensure_broker() {
 }
 
 # --- Python tools (localstripe, the official stripe library) ---------------
-# Sets STRIPE_SYNC_PYTHON to a venv's python with both packages.
+# Sets STRIPE_SYNC_PYTHON to a venv's python with localstripe, the official
+# stripe package and aiosmtpd (the SMTP server the tests and `scripts/dev`
+# send order emails to).
 ensure_python_tools() {
   local venv="$CACHE_DIR/venv"
   if [ ! -x "$venv/bin/python" ]; then
     log "Python: creating $venv"
     python3 -m venv "$venv"
   fi
-  if ! "$venv/bin/python" -c "import localstripe, stripe; assert stripe.VERSION == '$STRIPE_PY_VERSION'" 2>/dev/null; then
-    log "Python: installing localstripe $LOCALSTRIPE_VERSION and stripe $STRIPE_PY_VERSION"
+  if ! "$venv/bin/python" -c "import localstripe, stripe, aiosmtpd; assert stripe.VERSION == '$STRIPE_PY_VERSION' and aiosmtpd.__version__ == '$AIOSMTPD_VERSION'" 2>/dev/null; then
+    log "Python: installing localstripe $LOCALSTRIPE_VERSION, stripe $STRIPE_PY_VERSION and aiosmtpd $AIOSMTPD_VERSION"
     "$venv/bin/pip" install --quiet --disable-pip-version-check \
-      "localstripe==$LOCALSTRIPE_VERSION" "stripe==$STRIPE_PY_VERSION" >&2
+      "localstripe==$LOCALSTRIPE_VERSION" "stripe==$STRIPE_PY_VERSION" "aiosmtpd==$AIOSMTPD_VERSION" >&2
   fi
   STRIPE_SYNC_PYTHON="$venv/bin/python"
 }

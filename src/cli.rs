@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::apps::orders::{self, export, notifications};
 use crate::kafka::EventProducer;
 use crate::ops::topics::TailFrom;
 use crate::ops::{commands, Inventory};
@@ -76,6 +77,16 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Exports read from the mirror.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
+    /// The order notifier's emails: list them, send a failed one again.
+    Notifications {
+        #[command(subcommand)]
+        command: NotificationsCommand,
+    },
     /// Compare the mirror with Stripe; --repair publishes fresh snapshots for
     /// what differs. Costs one API call per 100 objects (+1 per object only
     /// in the mirror, with --repair).
@@ -92,6 +103,43 @@ enum Command {
         #[arg(long = "account", value_parser = parse_account)]
         accounts: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ExportCommand {
+    /// Write the checkout sessions that became paid since this export's last
+    /// run to DIR/paid_sessions_YYYY-MM-DD_HH-MM-SS.json (UTC); no file when
+    /// there are none.
+    PaidSessions {
+        /// Only sessions of this payment link (repeatable); all by default.
+        #[arg(long = "payment-link", value_parser = parse_payment_link)]
+        payment_links: Vec<String>,
+        /// The export's name: each name keeps its own watermark.
+        #[arg(long, default_value = export::DEFAULT_NAME, value_parser = parse_export_name)]
+        name: String,
+        /// Where the files go.
+        #[arg(long, default_value = ".")]
+        out: std::path::PathBuf,
+        /// Only sessions created at or after this time (RFC 3339, YYYY-MM-DD or unix seconds).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum NotificationsCommand {
+    /// Notifications, newest first.
+    List {
+        /// Only this status: pending, sent or failed.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(notifications::STATUSES))]
+        status: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a failed notification again (once its cause is fixed).
+    Retry { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -177,6 +225,18 @@ fn parse_account(raw: &str) -> Result<String, String> {
     } else {
         Err(format!("{raw:?} is neither `platform` nor an acct_… id"))
     }
+}
+
+fn parse_payment_link(raw: &str) -> Result<String, String> {
+    if raw.starts_with("plink_") && raw.len() > 6 {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!("{raw:?} is not a payment link id (plink_…)"))
+    }
+}
+
+fn parse_export_name(raw: &str) -> Result<String, String> {
+    export::valid_name(raw).map(str::to_owned)
 }
 
 fn parse_time(raw: &str) -> Result<i64, String> {
@@ -379,6 +439,46 @@ pub async fn run() -> anyhow::Result<()> {
                     }
                 }
             }
+            Ok(())
+        }
+        Command::Export {
+            command:
+                ExportCommand::PaidSessions {
+                    payment_links,
+                    name,
+                    out,
+                    since,
+                },
+        } => {
+            let spec = export::ExportSpec {
+                name,
+                payment_links,
+                since: since.and_then(|s| chrono::DateTime::from_timestamp(s, 0)),
+                limit: None,
+            };
+            let pool = db::pool(&config::DatabaseConfig::load(&env)?);
+            let said = tokio::task::spawn_blocking(move || {
+                orders::commands::export_paid_sessions(&mut *pool.get()?, &spec, &out)
+            })
+            .await??;
+            println!("{said}");
+            Ok(())
+        }
+        Command::Notifications { command } => {
+            let pool = db::pool(&config::DatabaseConfig::load(&env)?);
+            let said = tokio::task::spawn_blocking(move || {
+                let conn = &mut *pool.get()?;
+                match command {
+                    NotificationsCommand::List {
+                        status,
+                        limit,
+                        json,
+                    } => orders::commands::list(conn, status.as_deref(), limit, json),
+                    NotificationsCommand::Retry { id } => orders::commands::retry(conn, id),
+                }
+            })
+            .await??;
+            println!("{said}");
             Ok(())
         }
         Command::Diff {

@@ -3,12 +3,14 @@
 //! Each process loads only the sections it needs, so a missing variable is
 //! reported by name by the process that actually needs it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use lettre::message::Mailbox;
 use secrecy::SecretString;
 
+use crate::apps::orders::smtp::{self, SmtpUrl};
 use crate::kafka::topics;
 use crate::stripe::{client, signature};
 
@@ -426,6 +428,66 @@ impl OutboundConfig {
             stripe: StripeApiConfig::load(env)?,
             consumer_group: outbound_group(env).to_owned(),
         })
+    }
+}
+
+pub fn notifier_group(env: &Env) -> &str {
+    env.or("NOTIFIER_CONSUMER_GROUP", "stripe-sync.order-notifier")
+}
+
+/// `workers/order-notifier`: one email per paid order.
+#[derive(Debug, Clone)]
+pub struct NotifierConfig {
+    pub metrics_addr: SocketAddr,
+    pub database: DatabaseConfig,
+    pub kafka: KafkaConfig,
+    /// Line items the mirror does not hold yet are read from Stripe.
+    pub stripe: StripeApiConfig,
+    pub consumer_group: String,
+    pub smtp: SmtpUrl,
+    pub from: Mailbox,
+    pub to: Vec<Mailbox>,
+    /// Only orders with a line item of one of these products; all if `None`.
+    pub product_ids: Option<HashSet<String>>,
+    /// How often the sender looks for due emails when nothing woke it.
+    pub poll_interval: Duration,
+    /// The longest wait between two attempts at one email (the wait
+    /// doubles from one second up to this).
+    pub retry_max: Duration,
+}
+
+impl NotifierConfig {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        let invalid =
+            |name: &'static str| move |reason: String| ConfigError::Invalid { name, reason };
+        let product_ids: HashSet<String> = env
+            .or("NOTIFY_PRODUCT_IDS", "")
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Ok(Self {
+            metrics_addr: metrics_addr(env, 9104)?,
+            database: DatabaseConfig::load(env)?,
+            kafka: KafkaConfig::load(env)?,
+            stripe: StripeApiConfig::load(env)?,
+            consumer_group: notifier_group(env).to_owned(),
+            smtp: SmtpUrl::parse(env.required("SMTP_URL")?).map_err(invalid("SMTP_URL"))?,
+            from: env.required("NOTIFY_EMAIL_FROM")?.parse().map_err(
+                |e: lettre::address::AddressError| invalid("NOTIFY_EMAIL_FROM")(e.to_string()),
+            )?,
+            to: smtp::parse_mailboxes(env.required("NOTIFY_EMAIL_TO")?)
+                .map_err(invalid("NOTIFY_EMAIL_TO"))?,
+            product_ids: (!product_ids.is_empty()).then_some(product_ids),
+            poll_interval: Duration::from_millis(env.parsed("NOTIFY_POLL_MS", 500)?),
+            retry_max: Duration::from_millis(env.parsed("NOTIFY_RETRY_MAX_MS", 300_000)?),
+        })
+    }
+
+    /// Where the notifier parks events whose email the server refused.
+    pub fn dead_letter_topic(&self) -> String {
+        topics::notifier_dead_letters(&self.kafka.events_topic)
     }
 }
 

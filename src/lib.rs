@@ -3,6 +3,7 @@
 //! each invariant is enforced.
 
 pub mod apply;
+pub mod apps;
 pub mod cli;
 pub mod config;
 pub mod customers;

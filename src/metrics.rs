@@ -103,6 +103,17 @@ static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .unwrap()
 });
 
+/// Order emails by outcome: `claimed` (a new paid order), `sent`,
+/// `retry` (a transient failure), `failed` (refused for good).
+pub static NOTIFICATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "stripe_sync_notifications_total",
+        "Order notifications by outcome",
+        &["outcome"]
+    )
+    .unwrap()
+});
+
 /// Registers every metric up front, so a scrape right after start shows
 /// the full set (vectors appear once they have a first label set).
 pub fn init(process: &str) {
@@ -118,6 +129,7 @@ pub fn init(process: &str) {
     LazyLock::force(&STRIPE_CALLS);
     LazyLock::force(&RETRIES);
     LazyLock::force(&DEAD_LETTERS);
+    LazyLock::force(&NOTIFICATIONS);
 }
 
 /// The whole registry in Prometheus' text format.

@@ -1,19 +1,16 @@
 //! `/api/customers`: CRUD on local customers. Handlers parse input into
 //! domain types and call `crate::customers` on the blocking pool.
 
-use serde::de::DeserializeOwned;
 use uuid::Uuid;
 use warp::http::{header, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
+use super::body::json_body;
 use super::error::ApiError;
 use crate::customers::input::{CreateBody, CustomerPatch, Invalid, NewCustomer, PatchBody};
 use crate::customers::list::{self, ListParams, ListQuery};
 use crate::customers::{self, CustomerError, CustomerView};
 use crate::db::{PgConn, PgPool};
-
-/// Largest JSON body accepted on the API.
-pub const MAX_BODY_BYTES: u64 = 64 * 1024;
 
 pub fn routes(
     pool: PgPool,
@@ -179,51 +176,4 @@ fn to_api_error(e: CustomerError) -> ApiError {
         }
         CustomerError::Database(e) => ApiError::unavailable("database_unavailable", &e),
     }
-}
-
-/// A JSON body: 415 unless `Content-Type: application/json`, 413 over the
-/// limit, 400 for malformed JSON or an unknown field (named).
-fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
-{
-    warp::header::optional::<String>("content-type")
-        .and_then(|ct: Option<String>| async move {
-            let is_json = ct
-                .as_deref()
-                .and_then(|v| v.split(';').next())
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-            if is_json {
-                Ok(())
-            } else {
-                Err(warp::reject::custom(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    "send the body as Content-Type: application/json",
-                )))
-            }
-        })
-        .untuple_one()
-        .and(warp::body::content_length_limit(MAX_BODY_BYTES))
-        .and(warp::body::bytes())
-        .and_then(|bytes: bytes::Bytes| async move {
-            serde_json::from_slice::<T>(&bytes).map_err(|e| warp::reject::custom(body_error(&e)))
-        })
-}
-
-fn body_error(e: &serde_json::Error) -> ApiError {
-    let text = e.to_string();
-    // serde names the field: "unknown field `nickname`, expected one of ..."
-    if let Some(rest) = text.strip_prefix("unknown field `") {
-        let field = rest.split('`').next().unwrap_or_default().to_owned();
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "unknown_field",
-            format!("unknown field {field:?}"),
-        )
-        .with_field(field);
-    }
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_body",
-        format!("the body is not valid JSON for this request: {text}"),
-    )
 }

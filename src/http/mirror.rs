@@ -5,6 +5,7 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use super::error::ApiError;
+use super::with_db;
 use crate::db::PgPool;
 use crate::mirror::{self, ListQuery, Relation};
 use crate::stripe::PLATFORM_ACCOUNT;
@@ -22,7 +23,7 @@ pub fn routes(
         .and_then(|relation: String, raw: String, pool: PgPool| async move {
             let relation = find(&relation)?;
             let query = ListQuery::parse(relation, &raw).map_err(invalid)?;
-            let page = blocking(pool, move |conn| mirror::list(conn, &query)).await?;
+            let page = with_db(pool, move |conn| mirror::list(conn, &query)).await?;
             Ok::<_, Rejection>(warp::reply::json(&page).into_response())
         });
 
@@ -35,7 +36,7 @@ pub fn routes(
                 let relation = find(&relation)?;
                 let account = account_param(&raw)?;
                 let found =
-                    blocking(pool, move |conn| mirror::get(conn, relation, &account, &id)).await?;
+                    with_db(pool, move |conn| mirror::get(conn, relation, &account, &id)).await?;
                 match found {
                     Some(row) => Ok::<_, Rejection>(warp::reply::json(&row).into_response()),
                     None => Err(warp::reject::custom(ApiError::new(
@@ -85,20 +86,4 @@ fn invalid(e: mirror::Invalid) -> Rejection {
     warp::reject::custom(
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.message).with_field(e.field),
     )
-}
-
-async fn blocking<T: Send + 'static>(
-    pool: PgPool,
-    op: impl FnOnce(&mut crate::db::PgConn) -> diesel::QueryResult<T> + Send + 'static,
-) -> Result<T, Rejection> {
-    tokio::task::spawn_blocking(move || {
-        let mut conn = pool
-            .get()
-            .map_err(|e| ApiError::unavailable("database_unavailable", &e))?;
-        op(&mut conn).map_err(|e| ApiError::unavailable("database_unavailable", &e))
-    })
-    .await
-    .map_err(|e| ApiError::unavailable("internal", &e))
-    .and_then(|r| r)
-    .map_err(warp::reject::custom)
 }

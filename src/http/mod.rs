@@ -2,10 +2,13 @@
 
 pub mod admin;
 pub mod auth;
+pub mod body;
 pub mod customers;
 pub mod error;
+pub mod exports;
 pub mod health;
 pub mod mirror;
+pub mod notifications;
 pub mod openapi;
 pub mod ops;
 pub mod webhook;
@@ -21,6 +24,8 @@ use warp::{Filter, Reply};
 use crate::db::PgPool;
 use crate::ingest::WebhookIngest;
 use crate::kafka::EventProducer;
+use error::ApiError;
+use warp::Rejection;
 
 /// Everything the routes need, built once by [`crate::serve::run`].
 #[derive(Clone)]
@@ -42,6 +47,10 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
             customers::routes(state.pool.clone())
                 .or(mirror::routes(state.pool.clone()))
                 .unify()
+                .or(exports::routes(state.pool.clone()))
+                .unify()
+                .or(notifications::routes(state.pool.clone()))
+                .unify()
                 .or(openapi::route())
                 .unify()
                 .or(admin::routes(
@@ -60,6 +69,23 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .unify()
         .recover(error::recover)
         .with(warp::trace::request())
+}
+
+/// Runs a query on the blocking pool; a database failure is a 503.
+pub(crate) async fn with_db<T: Send + 'static>(
+    pool: PgPool,
+    op: impl FnOnce(&mut crate::db::PgConn) -> diesel::QueryResult<T> + Send + 'static,
+) -> Result<T, Rejection> {
+    tokio::task::spawn_blocking(move || {
+        let mut conn = pool
+            .get()
+            .map_err(|e| ApiError::unavailable("database_unavailable", &e))?;
+        op(&mut conn).map_err(|e| ApiError::unavailable("database_unavailable", &e))
+    })
+    .await
+    .map_err(|e| ApiError::unavailable("internal", &e))
+    .and_then(|r| r)
+    .map_err(warp::reject::custom)
 }
 
 /// Binds (port 0 picks a free port) and returns the bound address and the

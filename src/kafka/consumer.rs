@@ -553,27 +553,12 @@ async fn dead_letter_all(
             continue;
         };
         tracing::error!(kafka.topic = %d.topic, kafka.partition = d.partition, kafka.offset = d.offset, error = %error, "dead-lettering message");
-        let mut headers = d.headers.clone();
-        headers.retain(|(k, _)| !k.starts_with("dlq-"));
-        headers.extend([
-            (envelope::H_DLQ_ERROR.to_owned(), error.clone().into_bytes()),
-            (
-                envelope::H_DLQ_SOURCE_TOPIC.to_owned(),
-                d.topic.clone().into_bytes(),
-            ),
-            (
-                envelope::H_DLQ_SOURCE_PARTITION.to_owned(),
-                d.partition.to_string().into_bytes(),
-            ),
-            (
-                envelope::H_DLQ_SOURCE_OFFSET.to_owned(),
-                d.offset.to_string().into_bytes(),
-            ),
-            (
-                envelope::H_DLQ_FAILED_AT.to_owned(),
-                chrono::Utc::now().to_rfc3339().into_bytes(),
-            ),
-        ]);
+        let headers = envelope::dead_letter_headers(
+            &d.headers,
+            error,
+            &d.topic,
+            Some((d.partition, d.offset)),
+        );
         let key = d.key.as_deref().unwrap_or_default();
         let payload = d.payload.as_deref().unwrap_or_default();
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));

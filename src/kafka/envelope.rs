@@ -76,3 +76,40 @@ pub fn event_headers(event: &EventEnvelope, source: &str) -> HeaderList {
         (H_SOURCE.to_owned(), source.as_bytes().to_vec()),
     ]
 }
+
+/// A message's headers as it goes to a dead-letter topic: its own (less
+/// any earlier `dlq-*`), plus why and where from. `partition` and `offset`
+/// are left out when the failure came later than the consume (the order
+/// notifier's refused emails).
+pub fn dead_letter_headers(
+    headers: &HeaderList,
+    error: &str,
+    source_topic: &str,
+    position: Option<(i32, i64)>,
+) -> HeaderList {
+    let mut out: HeaderList = headers
+        .iter()
+        .filter(|(k, _)| !k.starts_with("dlq-"))
+        .cloned()
+        .collect();
+    out.push((H_DLQ_ERROR.to_owned(), error.as_bytes().to_vec()));
+    out.push((
+        H_DLQ_SOURCE_TOPIC.to_owned(),
+        source_topic.as_bytes().to_vec(),
+    ));
+    if let Some((partition, offset)) = position {
+        out.push((
+            H_DLQ_SOURCE_PARTITION.to_owned(),
+            partition.to_string().into_bytes(),
+        ));
+        out.push((
+            H_DLQ_SOURCE_OFFSET.to_owned(),
+            offset.to_string().into_bytes(),
+        ));
+    }
+    out.push((
+        H_DLQ_FAILED_AT.to_owned(),
+        chrono::Utc::now().to_rfc3339().into_bytes(),
+    ));
+    out
+}

@@ -2,10 +2,11 @@
 //!
 //! | topic | produced by | consumed by |
 //! |---|---|---|
-//! | `stripe.events.v1` | `serve` (`POST /webhooks/stripe`) | `workers/stripe-inbound` |
+//! | `stripe.events.v1` | `serve` (`POST /webhooks/stripe`) | `workers/stripe-inbound`, `workers/order-notifier` (own groups) |
 //! | `stripe.events.v1.dlq` | `workers/stripe-inbound` (permanent failures) | operators |
 //! | `customers.changes.v1` | `workers/outbox-relay` | `workers/stripe-outbound` |
 //! | `customers.changes.v1.dlq` | `workers/stripe-outbound` (Stripe refused) | operators |
+//! | `stripe.events.v1.order-notifier.dlq` | `workers/order-notifier` (the SMTP server refused an order's email) | operators |
 
 /// Verified Stripe events, keyed by Stripe object id.
 pub const STRIPE_EVENTS: &str = "stripe.events.v1";
@@ -16,4 +17,11 @@ pub const CUSTOMER_CHANGES: &str = "customers.changes.v1";
 /// Messages that failed permanently on `topic` go to `{topic}.dlq`.
 pub fn dead_letter_for(topic: &str) -> String {
     format!("{topic}.dlq")
+}
+
+/// The order notifier's dead letters: events of orders whose email the SMTP
+/// server refused for good. Its own topic, so that a message both the
+/// inbound worker and the notifier refuse is listed once per refusal.
+pub fn notifier_dead_letters(events_topic: &str) -> String {
+    dead_letter_for(&format!("{events_topic}.order-notifier"))
 }

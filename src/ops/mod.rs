@@ -8,6 +8,7 @@ pub mod dlq;
 pub mod topics;
 
 use crate::config::{ChangesConfig, ConfigError, Env, KafkaConfig};
+use crate::kafka::topics as kafka_topics;
 
 /// Our topics and consumer groups, as configured.
 #[derive(Debug, Clone)]
@@ -17,6 +18,7 @@ pub struct Inventory {
     pub changes_topic: String,
     pub inbound_group: String,
     pub outbound_group: String,
+    pub notifier_group: String,
 }
 
 impl Inventory {
@@ -28,22 +30,25 @@ impl Inventory {
             changes_topic: ChangesConfig::load(env).topic,
             inbound_group: crate::config::inbound_group(env).to_owned(),
             outbound_group: crate::config::outbound_group(env).to_owned(),
+            notifier_group: crate::config::notifier_group(env).to_owned(),
         })
     }
 
-    pub fn dead_letter_topics(&self) -> [String; 2] {
+    pub fn dead_letter_topics(&self) -> [String; 3] {
         [
-            crate::kafka::topics::dead_letter_for(&self.events_topic),
-            crate::kafka::topics::dead_letter_for(&self.changes_topic),
+            kafka_topics::dead_letter_for(&self.events_topic),
+            kafka_topics::dead_letter_for(&self.changes_topic),
+            kafka_topics::notifier_dead_letters(&self.events_topic),
         ]
     }
 
     /// Every topic of ours, sources first.
     pub fn topics(&self) -> Vec<String> {
-        let [events_dlq, changes_dlq] = self.dead_letter_topics();
+        let [events_dlq, changes_dlq, notifier_dlq] = self.dead_letter_topics();
         vec![
             self.events_topic.clone(),
             events_dlq,
+            notifier_dlq,
             self.changes_topic.clone(),
             changes_dlq,
         ]
@@ -54,6 +59,7 @@ impl Inventory {
         vec![
             (self.inbound_group.clone(), self.events_topic.clone()),
             (self.outbound_group.clone(), self.changes_topic.clone()),
+            (self.notifier_group.clone(), self.events_topic.clone()),
         ]
     }
 }

@@ -1,0 +1,295 @@
+//! The paid sessions export: checkout sessions that became paid since an
+//! export's last run, read from the mirror (never from Stripe).
+//!
+//! The order is the one in which the mirror saw sessions *become* paid
+//! (`orders.paid_sessions`, filled by a trigger on the mirror), so a
+//! session created yesterday whose async payment succeeded today is in
+//! today's export. Each export name keeps a watermark in `orders.exports`;
+//! it moves only once the batch was delivered (the file durably renamed
+//! into place, or the HTTP answer written), inside the transaction that
+//! read the batch: a crash in between repeats the batch, never skips it.
+//! An advisory lock per name makes two concurrent runs of one export take
+//! turns, so they never emit the same sessions.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz};
+use serde::Serialize;
+
+/// What to export, and under which watermark.
+#[derive(Debug, Clone)]
+pub struct ExportSpec {
+    /// The watermark's name; one per consumer of the export.
+    pub name: String,
+    /// Only sessions of these payment links; every paid session if empty.
+    pub payment_links: Vec<String>,
+    /// Only sessions created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// At most this many paid sessions are looked at per run (the rest
+    /// wait for the next run); `None` for all.
+    pub limit: Option<i64>,
+}
+
+pub const DEFAULT_NAME: &str = "default";
+/// Per HTTP call, at most this many sessions (`has_more` says there are more).
+pub const HTTP_DEFAULT_LIMIT: i64 = 1000;
+pub const HTTP_MAX_LIMIT: i64 = 10_000;
+
+/// An export name: 1–100 letters, digits, `-`, `_` or `.`.
+pub fn valid_name(name: &str) -> Result<&str, String> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(name)
+    } else {
+        Err(format!(
+            "{name:?} is not an export name: use 1-100 letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
+/// One exported session, as workflow tools receive it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, QueryableByName)]
+pub struct PaidSession {
+    #[diesel(sql_type = Text)]
+    pub id: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub payment_link: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub amount_total: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub currency: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub customer_email: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub customer_name: Option<String>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    #[serde(serialize_with = "rfc3339")]
+    pub created: Option<DateTime<Utc>>,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        None => s.serialize_none(),
+    }
+}
+
+/// A paid session after the watermark, and whether the export wants it.
+#[derive(QueryableByName)]
+struct Candidate {
+    #[diesel(sql_type = BigInt)]
+    paid_xid: i64,
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
+    #[diesel(sql_type = Bool)]
+    wanted: bool,
+    #[diesel(embed)]
+    session: PaidSession,
+}
+
+#[derive(QueryableByName)]
+struct Watermark {
+    #[diesel(sql_type = BigInt)]
+    last_xid: i64,
+    #[diesel(sql_type = BigInt)]
+    last_seq: i64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exported {
+    pub sessions: Vec<PaidSession>,
+    /// More paid sessions wait beyond the run's limit.
+    pub has_more: bool,
+}
+
+/// Runs one export: reads the paid sessions after the watermark, hands
+/// them to `deliver` with whether more wait beyond the limit (not called
+/// when there are none) and moves the
+/// watermark past them only if `deliver` succeeded, all in one
+/// transaction. An error from `deliver` leaves the watermark where it was.
+pub fn run(
+    conn: &mut PgConnection,
+    spec: &ExportSpec,
+    deliver: impl FnOnce(&[PaidSession], bool) -> anyhow::Result<()>,
+) -> anyhow::Result<Exported> {
+    conn.transaction(|conn| {
+        // Taken before anything gives this transaction an id, so the
+        // horizon below is not held back by the export itself.
+        diesel::sql_query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('orders.exports:' || $1, 0))",
+        )
+        .bind::<Text, _>(&spec.name)
+        .execute(conn)?;
+        let mark: Option<Watermark> =
+            diesel::sql_query("SELECT last_xid, last_seq FROM orders.exports WHERE name = $1")
+                .bind::<Text, _>(&spec.name)
+                .get_result(conn)
+                .optional()?;
+        let (last_xid, last_seq) = mark.map_or((0, 0), |m| (m.last_xid, m.last_seq));
+        let candidates: Vec<Candidate> = diesel::sql_query(CANDIDATES)
+            .bind::<BigInt, _>(last_xid)
+            .bind::<BigInt, _>(last_seq)
+            .bind::<Array<Text>, _>(&spec.payment_links)
+            .bind::<Nullable<Timestamptz>, _>(spec.since)
+            .bind::<BigInt, _>(spec.limit.map_or(i64::MAX, |l| l + 1))
+            .load(conn)?;
+        let has_more = spec.limit.is_some_and(|l| candidates.len() as i64 > l);
+        let candidates = match spec.limit {
+            Some(l) if has_more => &candidates[..l as usize],
+            _ => &candidates[..],
+        };
+        let Some(last) = candidates.last() else {
+            return Ok(Exported {
+                sessions: Vec::new(),
+                has_more: false,
+            });
+        };
+        let (next_xid, next_seq) = (last.paid_xid, last.seq);
+        let sessions: Vec<PaidSession> = candidates
+            .iter()
+            .filter(|c| c.wanted)
+            .map(|c| c.session.clone())
+            .collect();
+        if !sessions.is_empty() {
+            deliver(&sessions, has_more)?;
+        }
+        // Past the sessions other exports want too: they are not this one's.
+        diesel::sql_query(ADVANCE)
+            .bind::<Text, _>(&spec.name)
+            .bind::<BigInt, _>(next_xid)
+            .bind::<BigInt, _>(next_seq)
+            .bind::<BigInt, _>(sessions.len() as i64)
+            .execute(conn)?;
+        Ok(Exported { sessions, has_more })
+    })
+}
+
+/// Paid sessions after the watermark, oldest become-paid first, from
+/// transactions older than every one still running: a transaction that
+/// recorded a session and has not committed yet holds the horizon back,
+/// so it cannot commit behind a watermark that has moved past it.
+const CANDIDATES: &str = "\
+WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin)
+SELECT p.paid_xid, p.seq,
+       (cardinality($3::text[]) = 0 OR s.payment_link = ANY($3))
+         AND ($4::timestamptz IS NULL OR s.created >= $4) AS wanted,
+       s.id, s.payment_link, s.amount_total, s.currency,
+       COALESCE(NULLIF(s.customer_email, ''), s.customer_details_email) AS customer_email,
+       COALESCE(NULLIF(s.data->>'customer_name', ''), s.data->'customer_details'->>'name') AS customer_name,
+       s.created
+FROM orders.paid_sessions p
+JOIN stripe.checkout_sessions s ON s.account = p.account AND s.id = p.session_id
+CROSS JOIN horizon
+WHERE (p.paid_xid, p.seq) > ($1, $2) AND p.paid_xid < horizon.xmin
+ORDER BY p.paid_xid, p.seq
+LIMIT $5";
+
+const ADVANCE: &str = "\
+INSERT INTO orders.exports AS e (name, last_xid, last_seq, runs, delivered)
+VALUES ($1, $2, $3, 1, $4)
+ON CONFLICT (name) DO UPDATE SET last_xid = $2, last_seq = $3, runs = e.runs + 1,
+    delivered = e.delivered + $4, updated_at = now()";
+
+/// `paid_sessions_YYYY-MM-DD_HH-MM-SS.json` for a run at `at` (UTC).
+pub fn file_name(at: DateTime<Utc>) -> String {
+    format!("paid_sessions_{}.json", at.format("%Y-%m-%d_%H-%M-%S"))
+}
+
+/// Writes `sessions` as a JSON array to `dir/file_name(at)`, durably: a
+/// hidden temporary file is written and fsynced, then linked to its name
+/// (which fails rather than replace a file already there: a second run in
+/// the same second gets `-2`, `-3`, …) and the directory fsynced. Readers
+/// never see a partial file. Returns the path.
+pub fn write_file(
+    dir: &Path,
+    at: DateTime<Utc>,
+    sessions: &[PaidSession],
+) -> anyhow::Result<PathBuf> {
+    let name = file_name(at);
+    let temp = dir.join(format!(".{name}.{}.partial", std::process::id()));
+    let body = serde_json::to_vec_pretty(sessions)?;
+    let mut file =
+        File::create(&temp).with_context(|| format!("failed to create {}", temp.display()))?;
+    file.write_all(&body)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("failed to write {}", temp.display()))?;
+    let stem = name.trim_end_matches(".json");
+    let mut target = dir.join(&name);
+    let mut n = 1;
+    loop {
+        match fs::hard_link(&temp, &target) {
+            Ok(()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => {
+                n += 1;
+                target = dir.join(format!("{stem}-{n}.json"));
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                return Err(e).with_context(|| format!("failed to name {}", target.display()));
+            }
+        }
+    }
+    fs::remove_file(&temp).with_context(|| format!("failed to remove {}", temp.display()))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("failed to sync directory {}", dir.display()))?;
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_named_by_the_run_time_in_utc() {
+        let at = DateTime::parse_from_rfc3339("2026-11-26T09:05:07+01:00").unwrap();
+        assert_eq!(
+            file_name(at.with_timezone(&Utc)),
+            "paid_sessions_2026-11-26_08-05-07.json"
+        );
+    }
+
+    #[test]
+    fn a_second_file_in_the_same_second_never_replaces_the_first() {
+        let dir = std::env::temp_dir().join(format!("export-test-{}", rand::random::<u64>()));
+        fs::create_dir_all(&dir).unwrap();
+        let at = Utc::now();
+        let one = PaidSession {
+            id: "cs_1".into(),
+            payment_link: None,
+            amount_total: Some(100),
+            currency: Some("usd".into()),
+            customer_email: None,
+            customer_name: None,
+            created: Some(at),
+        };
+        let first = write_file(&dir, at, std::slice::from_ref(&one)).unwrap();
+        let second = write_file(&dir, at, &[one.clone(), one]).unwrap();
+        assert_ne!(first, second);
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "no partial file is left: {names:?}");
+        let read = |p: &Path| {
+            serde_json::from_slice::<Vec<serde_json::Value>>(&fs::read(p).unwrap()).unwrap()
+        };
+        assert_eq!(read(&first).len(), 1);
+        assert_eq!(read(&second).len(), 2);
+        assert_eq!(
+            read(&first)[0]["created"],
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,242 @@
+//! `orders.notifications`: one row per paid order, claimed before its
+//! email is sent and marked after. The row is both the exactly-once key
+//! (unique per account and order) and the delivery queue the notifier's
+//! sender drains, with a retry schedule per row, so an order whose email
+//! cannot go out yet never holds up the events behind it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text, Timestamptz};
+use serde::Serialize;
+use serde_json::Value;
+
+/// A notification to claim for a paid order.
+#[derive(Debug, Clone)]
+pub struct NewNotification<'a> {
+    pub account: &'a str,
+    pub order_key: &'a str,
+    pub session_id: &'a str,
+    pub event_id: &'a str,
+    pub event: &'a Value,
+    /// `{"session": …, "line_items": [...]}`: what the email shows.
+    pub order_data: Value,
+    pub message_id: String,
+}
+
+/// Records the order unless it already is (a duplicate, a replay, the
+/// other event of the same session, a renewal of the same subscription).
+/// Returns whether this call created it.
+pub fn claim(conn: &mut PgConnection, n: &NewNotification<'_>) -> QueryResult<bool> {
+    diesel::sql_query(
+        "INSERT INTO orders.notifications \
+           (account, order_key, session_id, event_id, event, order_data, message_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (account, order_key) DO NOTHING",
+    )
+    .bind::<Text, _>(n.account)
+    .bind::<Text, _>(n.order_key)
+    .bind::<Text, _>(n.session_id)
+    .bind::<Text, _>(n.event_id)
+    .bind::<Jsonb, _>(n.event)
+    .bind::<Jsonb, _>(&n.order_data)
+    .bind::<Text, _>(&n.message_id)
+    .execute(conn)
+    .map(|rows| rows == 1)
+}
+
+/// Whether the order already has its notification (in any status).
+pub fn exists(conn: &mut PgConnection, account: &str, order_key: &str) -> QueryResult<bool> {
+    diesel::select(
+        diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "EXISTS (SELECT 1 FROM orders.notifications WHERE account = ",
+        )
+        .bind::<Text, _>(account)
+        .sql(" AND order_key = ")
+        .bind::<Text, _>(order_key)
+        .sql(")"),
+    )
+    .get_result(conn)
+}
+
+/// Puts the order's notification back in the queue if it failed: what a
+/// replay of its dead letter asks for. Returns whether it did.
+pub fn requeue_failed(
+    conn: &mut PgConnection,
+    account: &str,
+    order_key: &str,
+) -> QueryResult<bool> {
+    diesel::sql_query(
+        "UPDATE orders.notifications SET status = 'pending', attempts = 0, \
+           next_attempt_at = now(), updated_at = now() \
+         WHERE account = $1 AND order_key = $2 AND status = 'failed'",
+    )
+    .bind::<Text, _>(account)
+    .bind::<Text, _>(order_key)
+    .execute(conn)
+    .map(|rows| rows == 1)
+}
+
+/// A notification as operators see it.
+#[derive(Debug, Clone, Serialize, QueryableByName)]
+pub struct Notification {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Text)]
+    pub account: String,
+    #[diesel(sql_type = Text)]
+    pub order_key: String,
+    #[diesel(sql_type = Text)]
+    pub session_id: String,
+    #[diesel(sql_type = Text)]
+    pub event_id: String,
+    #[diesel(sql_type = Text)]
+    pub message_id: String,
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    #[diesel(sql_type = Integer)]
+    pub attempts: i32,
+    #[diesel(sql_type = Timestamptz)]
+    pub next_attempt_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub last_error: Option<String>,
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, account, order_key, session_id, event_id, message_id, status, \
+    attempts, next_attempt_at, last_error, created_at, sent_at";
+
+/// The statuses a notification can have.
+pub const STATUSES: [&str; 3] = ["pending", "sent", "failed"];
+
+/// Notifications, newest first, optionally of one status.
+pub fn list(
+    conn: &mut PgConnection,
+    status: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<Notification>> {
+    diesel::sql_query(format!(
+        "SELECT {COLUMNS} FROM orders.notifications \
+         WHERE $1::text IS NULL OR status = $1 ORDER BY id DESC LIMIT $2"
+    ))
+    .bind::<Nullable<Text>, _>(status)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+}
+
+/// Why a retry was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error("no notification {0}")]
+    NotFound(i64),
+    #[error("notification {0} was already sent; retrying would send it twice")]
+    AlreadySent(i64),
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
+}
+
+/// Puts a failed (or waiting) notification back in the queue, due now.
+pub fn retry(conn: &mut PgConnection, id: i64) -> Result<Notification, RetryError> {
+    let retried: Option<Notification> = diesel::sql_query(format!(
+        "UPDATE orders.notifications SET status = 'pending', attempts = 0, \
+           next_attempt_at = now(), updated_at = now() \
+         WHERE id = $1 AND status <> 'sent' RETURNING {COLUMNS}"
+    ))
+    .bind::<BigInt, _>(id)
+    .get_result(conn)
+    .optional()?;
+    if let Some(n) = retried {
+        return Ok(n);
+    }
+    let exists: Option<Notification> = diesel::sql_query(format!(
+        "SELECT {COLUMNS} FROM orders.notifications WHERE id = $1"
+    ))
+    .bind::<BigInt, _>(id)
+    .get_result(conn)
+    .optional()?;
+    Err(match exists {
+        Some(_) => RetryError::AlreadySent(id),
+        None => RetryError::NotFound(id),
+    })
+}
+
+/// A notification taken by the sender, with what its email needs.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct Due {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Text)]
+    pub account: String,
+    #[diesel(sql_type = Text)]
+    pub order_key: String,
+    #[diesel(sql_type = Text)]
+    pub message_id: String,
+    #[diesel(sql_type = Integer)]
+    pub attempts: i32,
+    #[diesel(sql_type = Jsonb)]
+    pub order_data: Value,
+    #[diesel(sql_type = Jsonb)]
+    pub event: Value,
+}
+
+/// Takes up to `limit` due notifications for `lease`: each attempt counts,
+/// and no other sender takes them until the lease runs out (a sender that
+/// dies mid-send leaves its rows to be taken again then).
+pub fn take_due(conn: &mut PgConnection, limit: i64, lease: Duration) -> QueryResult<Vec<Due>> {
+    diesel::sql_query(
+        "UPDATE orders.notifications n \
+         SET attempts = n.attempts + 1, next_attempt_at = now() + make_interval(secs => $2), \
+             updated_at = now() \
+         FROM (SELECT id FROM orders.notifications \
+               WHERE status = 'pending' AND next_attempt_at <= now() \
+               ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) due \
+         WHERE n.id = due.id \
+         RETURNING n.id, n.account, n.order_key, n.message_id, n.attempts, n.order_data, n.event",
+    )
+    .bind::<BigInt, _>(limit)
+    .bind::<diesel::sql_types::Double, _>(lease.as_secs_f64())
+    .load(conn)
+}
+
+pub fn mark_sent(conn: &mut PgConnection, id: i64) -> QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE orders.notifications SET status = 'sent', sent_at = now(), last_error = NULL, \
+           updated_at = now() WHERE id = $1",
+    )
+    .bind::<BigInt, _>(id)
+    .execute(conn)
+    .map(drop)
+}
+
+/// Leaves the notification pending, due again after `wait`.
+pub fn mark_retry(
+    conn: &mut PgConnection,
+    id: i64,
+    error: &str,
+    wait: Duration,
+) -> QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE orders.notifications SET last_error = $2, \
+           next_attempt_at = now() + make_interval(secs => $3), updated_at = now() \
+         WHERE id = $1 AND status = 'pending'",
+    )
+    .bind::<BigInt, _>(id)
+    .bind::<Text, _>(error)
+    .bind::<diesel::sql_types::Double, _>(wait.as_secs_f64())
+    .execute(conn)
+    .map(drop)
+}
+
+pub fn mark_failed(conn: &mut PgConnection, id: i64, error: &str) -> QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE orders.notifications SET status = 'failed', last_error = $2, updated_at = now() \
+         WHERE id = $1",
+    )
+    .bind::<BigInt, _>(id)
+    .bind::<Text, _>(error)
+    .execute(conn)
+    .map(drop)
+}

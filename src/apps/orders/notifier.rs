@@ -1,0 +1,443 @@
+//! `workers/order-notifier`: one email per paid order.
+//!
+//! Two halves share the `orders.notifications` table. The consume half
+//! reads `stripe.events.v1` in its own group through the same
+//! at-least-once loop as every worker, recognises paid orders, reads their
+//! complete line items (mirror first, else Stripe), applies the product
+//! filter and claims one row per order, keyed by the order (a session, or
+//! a subscription for its first order); duplicates, the second event of a
+//! session, replays and renewals find the row there and add nothing. The
+//! send half takes due rows, sends each over SMTP with a `Message-ID`
+//! derived from the order, and marks it sent; a transient failure
+//! reschedules that row with backoff while events keep being consumed, a
+//! refusal marks it failed and dead-letters its event.
+//!
+//! The one window no system can close: a crash after the SMTP server
+//! accepted a message and before the row is marked sent sends it again
+//! once the row's lease expires, with the same `Message-ID`, which mail
+//! clients and most servers use to drop the copy.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::Connection;
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::email;
+use super::notifications::{self, Due, NewNotification};
+use super::order::{self, PaidOrder};
+use super::smtp::{Mailer, SendError};
+use crate::apply::{ApplyError, RemoteReader};
+use crate::config::NotifierConfig;
+use crate::db::{self, PgPool};
+use crate::inbound::StripeRemote;
+use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
+use crate::kafka::envelope::{self, event_headers};
+use crate::kafka::{admin, EventProducer};
+use crate::metrics;
+use crate::retry::Backoff;
+use crate::stripe::{EventEnvelope, StripeEvent};
+
+/// How long a sender holds a notification it took before another may take
+/// it: well beyond one SMTP delivery's timeout.
+const LEASE: Duration = Duration::from_secs(120);
+/// Notifications taken at once.
+const SEND_BATCH: i64 = 20;
+
+/// The consume half: claims one notification per paid order.
+pub struct OrderHandler {
+    pool: PgPool,
+    remote: Arc<dyn RemoteReader>,
+    products: Option<HashSet<String>>,
+    /// The sender's `Message-ID` domain.
+    domain: String,
+    /// Our dead-letter topic: an event replayed from it retries its order.
+    dead_letter_topic: String,
+    wake: Arc<Notify>,
+}
+
+impl OrderHandler {
+    pub fn new(
+        pool: PgPool,
+        remote: Arc<dyn RemoteReader>,
+        products: Option<HashSet<String>>,
+        domain: &str,
+        dead_letter_topic: &str,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            pool,
+            remote,
+            products,
+            domain: domain.to_owned(),
+            dead_letter_topic: dead_letter_topic.to_owned(),
+            wake,
+        }
+    }
+
+    fn replayed_from_ours(&self, d: &Delivery) -> bool {
+        envelope::header(&d.headers, envelope::H_REPLAYED_FROM)
+            .is_some_and(|from| from.starts_with(&format!("{}:", self.dead_letter_topic)))
+    }
+}
+
+/// A paid order ready to claim.
+struct Claim {
+    order: PaidOrder,
+    event: StripeEvent,
+    items: Vec<serde_json::Value>,
+    replayed: bool,
+}
+
+impl BatchHandler for OrderHandler {
+    fn handle(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, Transient> {
+        let mut conn = self.pool.get()?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut claims: Vec<Claim> = Vec::new();
+        for d in batch {
+            let event = match d.payload.as_deref().map(StripeEvent::parse) {
+                Some(Ok(event)) => event,
+                Some(Err(e)) => {
+                    outcomes.push(Outcome::DeadLetter(e.to_string()));
+                    continue;
+                }
+                None => {
+                    outcomes.push(Outcome::DeadLetter("message has no payload".into()));
+                    continue;
+                }
+            };
+            outcomes.push(Outcome::Done);
+            let Some(order) = order::paid_order(&event) else {
+                continue;
+            };
+            let replayed = self.replayed_from_ours(d);
+            // Another event of an order already claimed (its duplicate, the
+            // session's other event, a renewal): no need to read its items.
+            if !replayed
+                && (claims
+                    .iter()
+                    .any(|c| c.order.account == order.account && c.order.key == order.key)
+                    || notifications::exists(&mut conn, &order.account, &order.key)?)
+            {
+                continue;
+            }
+            let items = match order::line_items(
+                &mut conn,
+                self.remote.as_ref(),
+                &order.account,
+                &order.session_id,
+            ) {
+                Ok(items) => items,
+                Err(ApplyError::Transient {
+                    source,
+                    retry_after,
+                }) => {
+                    return Err(Transient {
+                        error: source,
+                        retry_after,
+                    })
+                }
+                Err(ApplyError::Permanent(reason)) => {
+                    *outcomes.last_mut().expect("pushed above") = Outcome::DeadLetter(format!(
+                        "{} {}: cannot read the line items of {}: {reason}",
+                        event.kind, event.id, order.session_id
+                    ));
+                    continue;
+                }
+            };
+            if let Some(products) = &self.products {
+                if !order::has_product(&items, products) {
+                    tracing::debug!(checkout.session = %order.session_id, "order has none of NOTIFY_PRODUCT_IDS");
+                    continue;
+                }
+            }
+            claims.push(Claim {
+                order,
+                event,
+                items,
+                replayed,
+            });
+        }
+        if claims.is_empty() {
+            return Ok(outcomes);
+        }
+        let claimed = conn.transaction(|conn| {
+            let mut claimed = 0;
+            for c in &claims {
+                let event = serde_json::to_value(&c.event.object).map(|object| {
+                    json!({"id": c.event.id.as_str(), "type": c.event.kind, "created": c.event.created,
+                           "account": c.event.account, "data": {"object": object}})
+                }).expect("a JSON value serialises");
+                let new = NewNotification {
+                    account: &c.order.account,
+                    order_key: &c.order.key,
+                    session_id: &c.order.session_id,
+                    event_id: c.event.id.as_str(),
+                    event: &event,
+                    order_data: json!({"session": c.order.session, "line_items": c.items}),
+                    message_id: email::message_id(&c.order.account, &c.order.key, &self.domain),
+                };
+                if notifications::claim(conn, &new)? {
+                    claimed += 1;
+                } else if c.replayed && notifications::requeue_failed(conn, &c.order.account, &c.order.key)? {
+                    tracing::info!(order = %c.order.key, "failed notification queued again by a replay");
+                    claimed += 1;
+                }
+            }
+            Ok::<_, diesel::result::Error>(claimed)
+        })?;
+        metrics::NOTIFICATIONS
+            .with_label_values(&["claimed"])
+            .inc_by(claimed);
+        if claimed > 0 {
+            self.wake.notify_one();
+        }
+        Ok(outcomes)
+    }
+}
+
+/// The send half: delivers due notifications until shutdown.
+pub struct Sender {
+    pub pool: PgPool,
+    pub mailer: Mailer,
+    pub producer: EventProducer,
+    pub events_topic: String,
+    pub dead_letter_topic: String,
+    pub poll_interval: Duration,
+    pub retry_max: Duration,
+    pub wake: Arc<Notify>,
+}
+
+impl Sender {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut db_backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        while !shutdown.is_cancelled() {
+            let pool = self.pool.clone();
+            let taken = tokio::task::spawn_blocking(move || {
+                notifications::take_due(&mut *pool.get()?, SEND_BATCH, LEASE)
+                    .map_err(anyhow::Error::from)
+            })
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
+            let due = match taken {
+                Ok(due) => {
+                    db_backoff.reset();
+                    due
+                }
+                Err(e) => {
+                    let wait = db_backoff.next_delay(None);
+                    tracing::warn!(error = %format!("{e:#}"), wait_ms = wait.as_millis() as u64, "cannot take due notifications");
+                    tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(wait) => continue }
+                }
+            };
+            let full = due.len() as i64 == SEND_BATCH;
+            for n in due {
+                // A row taken is finished even during shutdown, so no lease
+                // is left to run out (the email would wait for it).
+                self.deliver(n).await;
+            }
+            if !full {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(self.poll_interval) => {}
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, n: Due) {
+        let session = &n.order_data["session"];
+        let items = n.order_data["line_items"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mail = email::render(session, items);
+        let sent = self
+            .mailer
+            .send(&n.message_id, &mail.subject, mail.text, mail.html)
+            .await;
+        let (outcome, error) = match &sent {
+            Ok(()) => ("sent", None),
+            Err(SendError::Transient(e)) => ("retry", Some(e.clone())),
+            Err(SendError::Permanent(e)) => ("failed", Some(e.clone())),
+        };
+        let wait = retry_wait(n.attempts, self.retry_max);
+        match &error {
+            None => {
+                tracing::info!(notification.id = n.id, order = %n.order_key, "order email sent")
+            }
+            Some(e) if outcome == "retry" => {
+                tracing::warn!(notification.id = n.id, order = %n.order_key, attempts = n.attempts, wait_ms = wait.as_millis() as u64, error = %e, "order email not sent, will retry")
+            }
+            Some(e) => {
+                tracing::error!(notification.id = n.id, order = %n.order_key, error = %e, "order email refused; notification failed")
+            }
+        }
+        let (id, pool, error_text) = (n.id, self.pool.clone(), error.clone().unwrap_or_default());
+        let recorded = self
+            .record(
+                move |conn| match outcome {
+                    "sent" => notifications::mark_sent(conn, id),
+                    "retry" => notifications::mark_retry(conn, id, &error_text, wait),
+                    _ => notifications::mark_failed(conn, id, &error_text),
+                },
+                pool,
+            )
+            .await;
+        if !recorded {
+            return;
+        }
+        metrics::NOTIFICATIONS.with_label_values(&[outcome]).inc();
+        if let (Err(SendError::Permanent(e)), Some(payload)) =
+            (&sent, serde_json::to_vec(&n.event).ok())
+        {
+            self.dead_letter(&n, &payload, e).await;
+        }
+    }
+
+    /// Records a send's result, retrying while the database is away; false
+    /// if it could not (the row's lease then brings it back).
+    async fn record(
+        &self,
+        write: impl Fn(&mut diesel::PgConnection) -> diesel::QueryResult<()> + Send + Sync + 'static,
+        pool: PgPool,
+    ) -> bool {
+        let write = Arc::new(write);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        for _ in 0..10 {
+            let (write, pool) = (write.clone(), pool.clone());
+            let done = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                Ok(write(&mut *pool.get()?)?)
+            })
+            .await;
+            match done {
+                Ok(Ok(())) => return true,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot record a notification's result, retrying")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record a notification's result, retrying")
+                }
+            }
+            tokio::time::sleep(backoff.next_delay(None)).await;
+        }
+        false
+    }
+
+    /// Parks the order's event on the notifier's dead-letter topic, where
+    /// `dlq list` shows it and `dlq replay` queues the email again.
+    async fn dead_letter(&self, n: &Due, payload: &[u8], error: &str) {
+        let headers = match EventEnvelope::parse(payload) {
+            Ok(e) => event_headers(&e, "order-notifier"),
+            Err(_) => Vec::new(),
+        };
+        let headers = envelope::dead_letter_headers(&headers, error, &self.events_topic, None);
+        let key = n.order_data["session"]["id"].as_str().unwrap_or_default();
+        if let Err(e) = self
+            .producer
+            .send(&self.dead_letter_topic, key.as_bytes(), payload, &headers)
+            .await
+        {
+            // The failure is recorded in Postgres and listed by
+            // `notifications list`; only the DLQ copy is missing.
+            tracing::error!(notification.id = n.id, error = %e, "cannot dead-letter a refused order email");
+        } else {
+            metrics::DEAD_LETTERS
+                .with_label_values(&[&self.dead_letter_topic])
+                .inc();
+        }
+    }
+}
+
+/// The wait before attempt `attempts + 1`: one second, doubling, at most
+/// `max`.
+pub fn retry_wait(attempts: i32, max: Duration) -> Duration {
+    let doublings = attempts.clamp(1, 20) as u32 - 1;
+    Duration::from_secs(1u64 << doublings).min(max)
+}
+
+pub async fn run(cfg: NotifierConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pool = db::pool(&cfg.database);
+    {
+        let pool = pool.clone();
+        tokio::task::spawn_blocking(move || db::ensure_migrated(&pool)).await??;
+    }
+    let kafka = &cfg.kafka;
+    let dead_letter_topic = cfg.dead_letter_topic();
+    admin::ensure_topics(
+        &kafka.brokers,
+        &[&kafka.events_topic, &dead_letter_topic],
+        kafka.topic_partitions,
+        kafka.replication_factor,
+    )
+    .await?;
+    let producer = EventProducer::new(&kafka.brokers, kafka.produce_timeout)?;
+    crate::http::ops::spawn(
+        "order-notifier",
+        cfg.metrics_addr,
+        pool.clone(),
+        producer.clone(),
+        shutdown.clone(),
+    )?;
+    let mailer = Mailer::new(&cfg.smtp, cfg.from.clone(), cfg.to.clone())?;
+    tracing::info!(smtp = %cfg.smtp.endpoint(), "order emails go out through this server");
+    let wake = Arc::new(Notify::new());
+    let remote = StripeRemote::new(cfg.stripe.client()?, tokio::runtime::Handle::current());
+    let handler = Arc::new(OrderHandler::new(
+        pool.clone(),
+        Arc::new(remote),
+        cfg.product_ids.clone(),
+        mailer.domain(),
+        &dead_letter_topic,
+        wake.clone(),
+    ));
+    let sender = Sender {
+        pool,
+        mailer,
+        producer: producer.clone(),
+        events_topic: kafka.events_topic.clone(),
+        dead_letter_topic: dead_letter_topic.clone(),
+        poll_interval: cfg.poll_interval,
+        retry_max: cfg.retry_max,
+        wake,
+    };
+    // Either half ending (shutdown, or the consume loop failing) stops both.
+    let stop = shutdown.child_token();
+    let sending = tokio::spawn(sender.run(stop.clone()));
+    let settings = ConsumeSettings {
+        brokers: kafka.brokers.clone(),
+        group: cfg.consumer_group.clone(),
+        topic: kafka.events_topic.clone(),
+        dead_letter_topic,
+        batch_size: 100,
+        batch_wait: Duration::from_millis(5),
+        lanes: 1,
+        fetch_wait: kafka.fetch_wait,
+        fetch_max_bytes: kafka.fetch_max_bytes,
+    };
+    let consumed = consumer::run(settings, handler, producer, stop.clone()).await;
+    stop.cancel();
+    sending.await?;
+    consumed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_wait_longer_each_time_up_to_the_maximum() {
+        let max = Duration::from_secs(300);
+        let waits: Vec<u64> = (1..=12).map(|a| retry_wait(a, max).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(
+            retry_wait(1, Duration::from_millis(200)),
+            Duration::from_millis(200)
+        );
+    }
+}
