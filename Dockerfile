@@ -7,5 +7,6 @@ RUN cargo build --release --bins
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends libpq5 ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/stripe-sync /src/target/release/stripe-inbound \
-     /src/target/release/outbox-relay /src/target/release/stripe-outbound /usr/local/bin/
+     /src/target/release/outbox-relay /src/target/release/stripe-outbound \
+     /src/target/release/order-notifier /usr/local/bin/
 USER nobody

@@ -12,6 +12,7 @@ mod idmap;
 mod inbound;
 mod localstripe_e2e;
 mod ops;
+mod orders;
 mod outbound;
 mod pull;
 mod shutdown;

@@ -8,6 +8,7 @@ pub mod db;
 pub mod fake_stripe;
 pub mod fixtures;
 pub mod localstripe;
+pub mod smtp;
 pub mod stack;
 pub mod stripe_proxy;
 

@@ -1,0 +1,142 @@
+//! A real SMTP server for the order notifier: aiosmtpd (PyPI), run by
+//! `tests/py/smtp_sink.py`, which keeps every accepted message. One per
+//! test, on its own port; it can be stopped and started again on the same
+//! port (an outage), and told to refuse a recipient for good.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub struct SmtpSink {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// A message as the server received it, read by Python's `email` package.
+#[derive(Debug, Clone)]
+pub struct Mail(pub Value);
+
+impl Mail {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.0["headers"][name.to_ascii_lowercase()].as_str()
+    }
+
+    pub fn subject(&self) -> &str {
+        self.header("subject").unwrap_or_default()
+    }
+
+    pub fn message_id(&self) -> &str {
+        self.header("message-id").unwrap_or_default()
+    }
+
+    pub fn text(&self) -> &str {
+        self.0["text"].as_str().unwrap_or_default()
+    }
+
+    pub fn html(&self) -> &str {
+        self.0["html"].as_str().unwrap_or_default()
+    }
+
+    pub fn recipients(&self) -> Vec<&str> {
+        self.0["rcpt_tos"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect()
+    }
+}
+
+impl SmtpSink {
+    pub async fn start() -> Self {
+        let dir = std::env::temp_dir().join(super::unique("smtp-sink"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut sink = Self {
+            port: super::free_port(),
+            dir,
+            child: None,
+        };
+        sink.resume().await;
+        sink
+    }
+
+    /// Starts the server (again, after `stop`) on its port.
+    pub async fn resume(&mut self) {
+        assert!(self.child.is_none(), "the SMTP sink is running");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/smtp_sink.py");
+        let child = Command::new(super::required_env("STRIPE_SYNC_PYTHON"))
+            .args([script, "--port", &self.port.to_string(), "--dir"])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the SMTP sink");
+        self.child = Some(child);
+        let port = self.port;
+        super::wait_for(
+            Duration::from_secs(30),
+            "the SMTP sink to listen",
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(drop)
+            },
+        )
+        .await;
+    }
+
+    /// Kills the server: connections are refused until `resume`.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Refuse mail to `address` with a permanent 550 (or stop refusing).
+    pub fn refuse(&self, addresses: &[&str]) {
+        std::fs::write(self.dir.join("refuse"), addresses.join("\n")).unwrap();
+    }
+
+    /// Every message received so far, oldest first.
+    pub fn messages(&self) -> Vec<Mail> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| Mail(serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()))
+            .collect()
+    }
+
+    /// Waits until `n` messages arrived, and returns them.
+    pub async fn wait_messages(&self, n: usize, timeout: Duration) -> Vec<Mail> {
+        super::wait_for(
+            timeout,
+            &format!("{n} messages at the SMTP sink"),
+            || async {
+                let got = self.messages();
+                (got.len() >= n).then_some(got)
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,84 @@
+"""A real SMTP server (aiosmtpd) that keeps every message it accepts.
+
+    smtp_sink.py --port PORT --dir DIR
+
+Each accepted message is written to DIR/<n>.eml as received, and beside it
+DIR/<n>.json as Python's own `email` package reads it (envelope, headers,
+plain text and HTML parts decoded), so the tests read the MIME the way a
+mail client does. Both are written to a temporary name first, then renamed,
+the JSON last, so a reader that finds the JSON finds a whole message. A
+recipient listed in DIR/refuse (one address per line) is refused with a
+permanent `550`, as a server refuses an unknown mailbox; removing the line
+fixes the cause. The tests and `scripts/dev` read the .eml files.
+"""
+import argparse
+import asyncio
+import email
+import email.policy
+import itertools
+import json
+import os
+
+from aiosmtpd.controller import Controller
+
+
+class Keep:
+    def __init__(self, directory):
+        self.directory = directory
+        existing = [int(n.split(".")[0]) for n in os.listdir(directory) if n.endswith(".eml")]
+        self.numbers = itertools.count(max(existing, default=0) + 1)
+
+    def refused(self):
+        try:
+            with open(os.path.join(self.directory, "refuse")) as f:
+                return {line.strip().lower() for line in f if line.strip()}
+        except FileNotFoundError:
+            return set()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.lower() in self.refused():
+            return "550 5.1.1 <%s>: mailbox unavailable" % address
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    def write(self, name, data):
+        final = os.path.join(self.directory, name)
+        with open(final + ".tmp", "wb") as f:
+            f.write(data)
+        os.replace(final + ".tmp", final)
+
+    async def handle_DATA(self, server, session, envelope):
+        n = next(self.numbers)
+        raw = envelope.original_content or envelope.content
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        text = message.get_body(preferencelist=("plain",))
+        html = message.get_body(preferencelist=("html",))
+        read = {
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": envelope.rcpt_tos,
+            "headers": {k.lower(): str(v) for k, v in message.items()},
+            "text": text.get_content() if text else None,
+            "html": html.get_content() if html else None,
+        }
+        self.write("%06d.eml" % n, raw)
+        self.write("%06d.json" % n, json.dumps(read).encode())
+        return "250 Message accepted for delivery"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--dir", required=True)
+    args = parser.parse_args()
+    os.makedirs(args.dir, exist_ok=True)
+    controller = Controller(Keep(args.dir), hostname="127.0.0.1", port=args.port)
+    controller.start()
+    print("smtp sink on 127.0.0.1:%d, messages in %s" % (args.port, args.dir), flush=True)
+    try:
+        asyncio.get_event_loop().run_forever()
+    finally:
+        controller.stop()
+
+
+if __name__ == "__main__":
+    main()
