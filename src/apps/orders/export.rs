@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamptz};
 use serde::Serialize;
 
 /// What to export, and under which watermark.
@@ -83,17 +83,21 @@ fn rfc3339<S: serde::Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::O
     }
 }
 
-/// A paid session after the watermark, and whether the export wants it.
+/// A paid session this export wants, with its place in the paid order.
 #[derive(QueryableByName)]
-struct Candidate {
+struct Wanted {
     #[diesel(sql_type = BigInt)]
     paid_xid: i64,
     #[diesel(sql_type = BigInt)]
     seq: i64,
-    #[diesel(sql_type = Bool)]
-    wanted: bool,
     #[diesel(embed)]
     session: PaidSession,
+}
+
+#[derive(QueryableByName)]
+struct Horizon {
+    #[diesel(sql_type = BigInt)]
+    xmin: i64,
 }
 
 #[derive(QueryableByName)]
@@ -136,34 +140,43 @@ pub fn run(
                 .get_result(conn)
                 .optional()?;
         let (last_xid, last_seq) = mark.map_or((0, 0), |m| (m.last_xid, m.last_seq));
-        let candidates: Vec<Candidate> = diesel::sql_query(CANDIDATES)
+        let horizon: Horizon = diesel::sql_query(HORIZON).get_result(conn)?;
+        let wanted: Vec<Wanted> = diesel::sql_query(WANTED)
             .bind::<BigInt, _>(last_xid)
             .bind::<BigInt, _>(last_seq)
+            .bind::<BigInt, _>(horizon.xmin)
             .bind::<Array<Text>, _>(&spec.payment_links)
             .bind::<Nullable<Timestamptz>, _>(spec.since)
             .bind::<BigInt, _>(spec.limit.map_or(i64::MAX, |l| l + 1))
             .load(conn)?;
-        let has_more = spec.limit.is_some_and(|l| candidates.len() as i64 > l);
-        let candidates = match spec.limit {
-            Some(l) if has_more => &candidates[..l as usize],
-            _ => &candidates[..],
+        let has_more = spec.limit.is_some_and(|l| wanted.len() as i64 > l);
+        let wanted = match spec.limit {
+            Some(l) if has_more => &wanted[..l as usize],
+            _ => &wanted[..],
         };
-        let Some(last) = candidates.last() else {
+        // With more to come, up to the last session delivered; else past
+        // every settled paid session, those of other payment links too
+        // (they are not this export's).
+        let end = match wanted.last() {
+            Some(last) if has_more => Some((last.paid_xid, last.seq)),
+            _ => diesel::sql_query(LAST_SETTLED)
+                .bind::<BigInt, _>(last_xid)
+                .bind::<BigInt, _>(last_seq)
+                .bind::<BigInt, _>(horizon.xmin)
+                .get_result::<Watermark>(conn)
+                .optional()?
+                .map(|m| (m.last_xid, m.last_seq)),
+        };
+        let Some((next_xid, next_seq)) = end else {
             return Ok(Exported {
                 sessions: Vec::new(),
                 has_more: false,
             });
         };
-        let (next_xid, next_seq) = (last.paid_xid, last.seq);
-        let sessions: Vec<PaidSession> = candidates
-            .iter()
-            .filter(|c| c.wanted)
-            .map(|c| c.session.clone())
-            .collect();
+        let sessions: Vec<PaidSession> = wanted.iter().map(|w| w.session.clone()).collect();
         if !sessions.is_empty() {
             deliver(&sessions, has_more)?;
         }
-        // Past the sessions other exports want too: they are not this one's.
         diesel::sql_query(ADVANCE)
             .bind::<Text, _>(&spec.name)
             .bind::<BigInt, _>(next_xid)
@@ -174,25 +187,34 @@ pub fn run(
     })
 }
 
-/// Paid sessions after the watermark, oldest become-paid first, from
-/// transactions older than every one still running: a transaction that
-/// recorded a session and has not committed yet holds the horizon back,
-/// so it cannot commit behind a watermark that has moved past it.
-const CANDIDATES: &str = "\
-WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin)
+/// The oldest transaction still running: every paid session recorded by
+/// an older one is settled (committed or gone). A transaction that
+/// recorded a session and has not committed yet holds this back, so it
+/// cannot commit behind a watermark that has already moved past it.
+/// Taken while this transaction has no id of its own.
+const HORIZON: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin";
+
+/// This export's settled paid sessions after the watermark, in the order
+/// they became paid.
+const WANTED: &str = "\
 SELECT p.paid_xid, p.seq,
-       (cardinality($3::text[]) = 0 OR s.payment_link = ANY($3))
-         AND ($4::timestamptz IS NULL OR s.created >= $4) AS wanted,
        s.id, s.payment_link, s.amount_total, s.currency,
        COALESCE(NULLIF(s.customer_email, ''), s.customer_details_email) AS customer_email,
        COALESCE(NULLIF(s.data->>'customer_name', ''), s.data->'customer_details'->>'name') AS customer_name,
        s.created
 FROM orders.paid_sessions p
 JOIN stripe.checkout_sessions s ON s.account = p.account AND s.id = p.session_id
-CROSS JOIN horizon
-WHERE (p.paid_xid, p.seq) > ($1, $2) AND p.paid_xid < horizon.xmin
+WHERE (p.paid_xid, p.seq) > ($1, $2) AND p.paid_xid < $3
+  AND (cardinality($4::text[]) = 0 OR s.payment_link = ANY($4))
+  AND ($5::timestamptz IS NULL OR s.created >= $5)
 ORDER BY p.paid_xid, p.seq
-LIMIT $5";
+LIMIT $6";
+
+/// The last settled paid session after the watermark, whoever wants it.
+const LAST_SETTLED: &str = "\
+SELECT paid_xid AS last_xid, seq AS last_seq FROM orders.paid_sessions
+WHERE (paid_xid, seq) > ($1, $2) AND paid_xid < $3
+ORDER BY paid_xid DESC, seq DESC LIMIT 1";
 
 const ADVANCE: &str = "\
 INSERT INTO orders.exports AS e (name, last_xid, last_seq, runs, delivered)

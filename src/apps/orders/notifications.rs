@@ -240,3 +240,16 @@ pub fn mark_failed(conn: &mut PgConnection, id: i64, error: &str) -> QueryResult
     .execute(conn)
     .map(drop)
 }
+
+/// Hands back taken notifications that were not tried: due now, and the
+/// attempt they were taken for not counted.
+pub fn release(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE orders.notifications SET next_attempt_at = now(), \
+           attempts = greatest(attempts - 1, 0), updated_at = now() \
+         WHERE id = ANY($1) AND status = 'pending'",
+    )
+    .bind::<diesel::sql_types::Array<BigInt>, _>(ids)
+    .execute(conn)
+    .map(drop)
+}

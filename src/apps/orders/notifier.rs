@@ -87,7 +87,9 @@ impl OrderHandler {
 /// A paid order ready to claim.
 struct Claim {
     order: PaidOrder,
-    event: StripeEvent,
+    event_id: String,
+    /// The event as received, kept to dead-letter it if its email is refused.
+    raw: serde_json::Value,
     items: Vec<serde_json::Value>,
     replayed: bool,
 }
@@ -154,9 +156,11 @@ impl BatchHandler for OrderHandler {
                     continue;
                 }
             }
+            let raw = serde_json::from_slice(d.payload.as_deref().unwrap_or_default())?;
             claims.push(Claim {
                 order,
-                event,
+                event_id: event.id.as_str().to_owned(),
+                raw,
                 items,
                 replayed,
             });
@@ -167,16 +171,12 @@ impl BatchHandler for OrderHandler {
         let claimed = conn.transaction(|conn| {
             let mut claimed = 0;
             for c in &claims {
-                let event = serde_json::to_value(&c.event.object).map(|object| {
-                    json!({"id": c.event.id.as_str(), "type": c.event.kind, "created": c.event.created,
-                           "account": c.event.account, "data": {"object": object}})
-                }).expect("a JSON value serialises");
                 let new = NewNotification {
                     account: &c.order.account,
                     order_key: &c.order.key,
                     session_id: &c.order.session_id,
-                    event_id: c.event.id.as_str(),
-                    event: &event,
+                    event_id: &c.event_id,
+                    event: &c.raw,
                     order_data: json!({"session": c.order.session, "line_items": c.items}),
                     message_id: email::message_id(&c.order.account, &c.order.key, &self.domain),
                 };
@@ -235,10 +235,20 @@ impl Sender {
                 }
             };
             let full = due.len() as i64 == SEND_BATCH;
-            for n in due {
-                // A row taken is finished even during shutdown, so no lease
-                // is left to run out (the email would wait for it).
+            let mut due = due.into_iter();
+            for n in due.by_ref() {
                 self.deliver(n).await;
+                if shutdown.is_cancelled() {
+                    break;
+                }
+            }
+            // Rows taken but not tried (shutdown) are handed back at once,
+            // so the next sender need not wait for their lease.
+            let left: Vec<i64> = due.map(|n| n.id).collect();
+            if !left.is_empty() {
+                let pool = self.pool.clone();
+                self.record(move |conn| notifications::release(conn, &left), pool)
+                    .await;
             }
             if !full {
                 tokio::select! {
