@@ -187,12 +187,30 @@ pub fn run(
     })
 }
 
-/// The oldest transaction still running: every paid session recorded by
-/// an older one is settled (committed or gone). A transaction that
-/// recorded a session and has not committed yet holds this back, so it
-/// cannot commit behind a watermark that has already moved past it.
-/// Taken while this transaction has no id of its own.
-const HORIZON: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin";
+/// The oldest transaction still running in this database: every paid
+/// session recorded by an older one is settled (committed or gone). A
+/// transaction that recorded a session and has not committed yet holds
+/// this back, so it cannot commit behind a watermark that has already
+/// moved past it. Transactions of other databases on the cluster do not
+/// count (`pg_snapshot_xmin` alone would let any long writer anywhere hold
+/// every export back): the snapshot's in-progress ids are matched, by their
+/// low 32 bits, with this database's backends and prepared transactions.
+/// Ids from `xmax` on are in progress by definition. Taken while this
+/// transaction has no id of its own.
+const HORIZON: &str = "\
+WITH snap AS (SELECT pg_current_snapshot() AS s),
+ours AS (
+    SELECT backend_xid::text::bigint AS xid32 FROM pg_stat_activity
+    WHERE datname = current_database() AND backend_xid IS NOT NULL
+    UNION ALL
+    SELECT transaction::text::bigint FROM pg_prepared_xacts WHERE database = current_database()
+)
+SELECT LEAST(
+    pg_snapshot_xmax(s)::text::bigint,
+    (SELECT min(x::text::bigint) FROM pg_snapshot_xip(s) x
+     WHERE x::text::bigint % 4294967296 IN (SELECT xid32 FROM ours))
+) AS xmin
+FROM snap";
 
 /// This export's settled paid sessions after the watermark, in the order
 /// they became paid.
