@@ -1,5 +1,5 @@
 //! SIGTERM under a steady load of webhooks and API writes, with the real
-//! binaries: every process stops in bounded time with its work finished,
+//! binaries (the server and all four workers): every process stops in bounded time with its work finished,
 //! and after a restart nothing is lost and nothing is applied twice. The
 //! same run checks /metrics, /healthz and /readyz on every process and
 //! that no secret ever reaches a log line.
@@ -22,12 +22,15 @@ use crate::support::stack::{Options, Stack, API_TOKEN, SECRET};
 use crate::support::{free_port, wait_for};
 
 const STRIPE_KEY: &str = "sk_test_must_never_be_logged_4242";
+/// The order notifier's SMTP password (no order is sent here, so nothing
+/// needs to listen at its SMTP URL).
+const SMTP_PASSWORD: &str = "smtp-password-never-logged-77";
 
 struct Fleet {
     env: Vec<(String, String)>,
     logs: PathBuf,
     serve_port: u16,
-    ops_ports: [u16; 3],
+    ops_ports: [u16; 4],
     children: Vec<(&'static str, Child)>,
 }
 
@@ -57,6 +60,12 @@ impl Fleet {
                 env!("CARGO_BIN_EXE_stripe-outbound"),
                 None,
                 Some(self.ops_ports[2]),
+            ),
+            (
+                "order-notifier",
+                env!("CARGO_BIN_EXE_order-notifier"),
+                None,
+                Some(self.ops_ports[3]),
             ),
         ];
         for (name, bin, arg, ops_port) in bins {
@@ -129,6 +138,16 @@ async fn sigterm_under_load_finishes_in_flight_work_and_loses_nothing() {
         .with("LOG_FORMAT", "json")
         .with("RUST_LOG", "debug")
         .with("SHUTDOWN_GRACE_SECS", "20")
+        .with(
+            "SMTP_URL",
+            &format!("smtps://shop:{SMTP_PASSWORD}@127.0.0.1:{}", free_port()),
+        )
+        .with("NOTIFY_EMAIL_FROM", "orders@shop.example")
+        .with("NOTIFY_EMAIL_TO", "owner@shop.example")
+        .with(
+            "NOTIFIER_CONSUMER_GROUP",
+            &crate::support::unique("notifier"),
+        )
         .with("PATH", &std::env::var("PATH").unwrap_or_default())
         .vars()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -137,7 +156,7 @@ async fn sigterm_under_load_finishes_in_flight_work_and_loses_nothing() {
         env,
         logs: logs.clone(),
         serve_port: free_port(),
-        ops_ports: [free_port(), free_port(), free_port()],
+        ops_ports: [free_port(), free_port(), free_port(), free_port()],
         children: Vec::new(),
     };
     fleet.start();
@@ -328,7 +347,7 @@ async fn sigterm_under_load_finishes_in_flight_work_and_loses_nothing() {
             "{} logged almost nothing",
             path.display()
         );
-        for secret in [SECRET, API_TOKEN, STRIPE_KEY] {
+        for secret in [SECRET, API_TOKEN, STRIPE_KEY, SMTP_PASSWORD] {
             assert!(!text.contains(secret), "{} leaks a secret", path.display());
         }
     }

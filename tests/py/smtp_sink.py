@@ -1,6 +1,6 @@
 """A real SMTP server (aiosmtpd) that keeps every message it accepts.
 
-    smtp_sink.py --port PORT --dir DIR
+    smtp_sink.py --port PORT --dir DIR [--user USER --password PASSWORD]
 
 Each accepted message is written to DIR/<n>.eml as received, and beside it
 DIR/<n>.json as Python's own `email` package reads it (envelope, headers,
@@ -9,7 +9,9 @@ mail client does. Both are written to a temporary name first, then renamed,
 the JSON last, so a reader that finds the JSON finds a whole message. A
 recipient listed in DIR/refuse (one address per line) is refused with a
 permanent `550`, as a server refuses an unknown mailbox; removing the line
-fixes the cause. The tests and `scripts/dev` read the .eml files.
+fixes the cause. With --user and --password the server requires SMTP AUTH
+(PLAIN or LOGIN, allowed without TLS here) and refuses other credentials
+with `535`. The tests and `scripts/dev` read the files.
 """
 import argparse
 import asyncio
@@ -20,6 +22,15 @@ import json
 import os
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+
+def only(user, password):
+    def authenticate(server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login.decode() == user and auth_data.password.decode() == password
+        return AuthResult(success=ok)
+
+    return authenticate
 
 
 class Keep:
@@ -69,9 +80,14 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dir", required=True)
+    parser.add_argument("--user")
+    parser.add_argument("--password")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
-    controller = Controller(Keep(args.dir), hostname="127.0.0.1", port=args.port)
+    auth = {}
+    if args.user:
+        auth = dict(authenticator=only(args.user, args.password), auth_required=True, auth_require_tls=False)
+    controller = Controller(Keep(args.dir), hostname="127.0.0.1", port=args.port, **auth)
     controller.start()
     print("smtp sink on 127.0.0.1:%d, messages in %s" % (args.port, args.dir), flush=True)
     try:

@@ -135,10 +135,23 @@ impl Mailer {
             .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))?;
         match self.transport.send(message).await {
             Ok(_) => Ok(()),
+            // Credentials refused say nothing about the order: wait for an
+            // operator to fix SMTP_URL instead of failing every order.
+            Err(e) if is_authentication(&e) => Err(SendError::Transient(format!(
+                "authentication failed, check the credentials in SMTP_URL: {}",
+                describe(&e)
+            ))),
             Err(e) if e.is_permanent() => Err(SendError::Permanent(describe(&e))),
             Err(e) => Err(SendError::Transient(describe(&e))),
         }
     }
+}
+
+/// 530 (authentication required), 534/538 (mechanism too weak, encryption
+/// required), 535 (credentials invalid).
+fn is_authentication(e: &lettre::transport::smtp::Error) -> bool {
+    e.status()
+        .is_some_and(|code| matches!(u16::from(code), 530 | 534 | 535 | 538))
 }
 
 /// The error with its causes (lettre keeps the server's answer in them).

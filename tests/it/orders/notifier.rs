@@ -594,6 +594,55 @@ async fn replaying_the_dead_letter_of_a_refused_email_sends_it_once() {
     stack.stop().await;
 }
 
+/// Credentials in SMTP_URL (percent-encoded) authenticate; wrong ones are
+/// a configuration problem, retried, never an order marked failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_credentials_authenticate_and_a_wrong_password_fails_no_order() {
+    let fake = CatalogStripe::start();
+    let stack = stack_with(&fake).await;
+    let sink = SmtpSink::with_login("shop", "p@ss:word").await;
+    items_at_stripe(
+        &fake,
+        "cs_auth",
+        vec![line_item(0, "prod_tee", "T-shirt", 2500)],
+    );
+    let wrong = format!("smtp://shop:nope@127.0.0.1:{}", sink.port);
+    let notifier = Notifier::new(&stack, &sink, &[("SMTP_URL", &wrong)]).start();
+    post_all(
+        &stack,
+        &[completed("evt_auth", "cs_auth", "paid", json!({}))],
+    )
+    .await;
+    wait_for(
+        WAIT,
+        "the email to be retried after the refused login",
+        || async {
+            let retried = "orders.notifications WHERE status = 'pending' AND attempts >= 2 \
+                       AND last_error LIKE '%authentication failed%'";
+            (stack.db.count(retried) == 1).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        stack
+            .db
+            .count("orders.notifications WHERE status = 'failed'"),
+        0
+    );
+    notifier.stop().await;
+
+    let right = format!("smtp://shop:p%40ss%3Aword@127.0.0.1:{}", sink.port);
+    let notifier = Notifier::new(&stack, &sink, &[("SMTP_URL", &right)]).start();
+    let mails = sink.wait_messages(1, WAIT).await;
+    assert!(mails[0].subject().contains("cs_auth"));
+    wait_for(WAIT, "the notification marked sent", || async {
+        (stack.db.count("orders.notifications WHERE status = 'sent'") == 1).then_some(())
+    })
+    .await;
+    notifier.stop().await;
+    stack.stop().await;
+}
+
 fn spawn_notifier(env: &Env) -> Child {
     Command::new(env!("CARGO_BIN_EXE_order-notifier"))
         .env_clear()

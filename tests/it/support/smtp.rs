@@ -13,6 +13,8 @@ pub struct SmtpSink {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Credentials the server requires (SMTP AUTH), if any.
+    login: Option<(String, String)>,
 }
 
 /// A message as the server received it, read by Python's `email` package.
@@ -52,12 +54,22 @@ impl Mail {
 
 impl SmtpSink {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A server that requires SMTP AUTH with these credentials.
+    pub async fn with_login(user: &str, password: &str) -> Self {
+        Self::start_with(Some((user.to_owned(), password.to_owned()))).await
+    }
+
+    async fn start_with(login: Option<(String, String)>) -> Self {
         let dir = std::env::temp_dir().join(super::unique("smtp-sink"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut sink = Self {
             port: super::free_port(),
             dir,
             child: None,
+            login,
         };
         sink.resume().await;
         sink
@@ -67,9 +79,14 @@ impl SmtpSink {
     pub async fn resume(&mut self) {
         assert!(self.child.is_none(), "the SMTP sink is running");
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/smtp_sink.py");
-        let child = Command::new(super::required_env("STRIPE_SYNC_PYTHON"))
+        let mut command = Command::new(super::required_env("STRIPE_SYNC_PYTHON"));
+        command
             .args([script, "--port", &self.port.to_string(), "--dir"])
-            .arg(&self.dir)
+            .arg(&self.dir);
+        if let Some((user, password)) = &self.login {
+            command.args(["--user", user, "--password", password]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
