@@ -39,16 +39,18 @@ class Keep:
         existing = [int(n.split(".")[0]) for n in os.listdir(directory) if n.endswith(".eml")]
         self.numbers = itertools.count(max(existing, default=0) + 1)
 
-    def refused(self):
+    def listed(self, name):
         try:
-            with open(os.path.join(self.directory, "refuse")) as f:
+            with open(os.path.join(self.directory, name)) as f:
                 return {line.strip().lower() for line in f if line.strip()}
         except FileNotFoundError:
             return set()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address.lower() in self.refused():
+        if address.lower() in self.listed("refuse"):
             return "550 5.1.1 <%s>: mailbox unavailable" % address
+        if address.lower() in self.listed("defer"):
+            return "451 4.7.1 <%s>: greylisted, try again later" % address
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

@@ -414,6 +414,42 @@ async fn emails_wait_out_an_smtp_outage_and_arrive_once_each() {
     stack.stop().await;
 }
 
+/// A temporary refusal (451) is retried until the server takes the mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_refusal_is_retried_until_accepted() {
+    let fake = CatalogStripe::start();
+    let stack = stack_with(&fake).await;
+    let sink = SmtpSink::start().await;
+    sink.defer(&[TO]);
+    items_at_stripe(
+        &fake,
+        "cs_deferred",
+        vec![line_item(0, "prod_tee", "T-shirt", 2500)],
+    );
+    let notifier = Notifier::new(&stack, &sink, &[]).start();
+    post_all(
+        &stack,
+        &[completed("evt_d", "cs_deferred", "paid", json!({}))],
+    )
+    .await;
+    wait_for(WAIT, "the email to be retried after 451s", || async {
+        let retried = "orders.notifications WHERE status = 'pending' AND attempts >= 3 \
+                       AND last_error LIKE '%451%'";
+        (stack.db.count(retried) == 1).then_some(())
+    })
+    .await;
+    assert!(sink.messages().is_empty());
+    sink.defer(&[]);
+    notifier.drained(&stack).await;
+    assert_eq!(sink.messages().len(), 1);
+    assert_eq!(
+        stack.db.count("orders.notifications WHERE status = 'sent'"),
+        1
+    );
+    notifier.stop().await;
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_email_is_failed_listed_dead_lettered_and_retried_once_fixed() {
     let fake = CatalogStripe::start();

@@ -118,9 +118,14 @@ impl SmtpSink {
         format!("smtp://127.0.0.1:{}", self.port)
     }
 
-    /// Refuse mail to `address` with a permanent 550 (or stop refusing).
+    /// Refuse mail to these addresses with a permanent 550 (none: stop).
     pub fn refuse(&self, addresses: &[&str]) {
         std::fs::write(self.dir.join("refuse"), addresses.join("\n")).unwrap();
+    }
+
+    /// Answer mail to these addresses with a temporary 451 (none: stop).
+    pub fn defer(&self, addresses: &[&str]) {
+        std::fs::write(self.dir.join("defer"), addresses.join("\n")).unwrap();
     }
 
     /// Every message received so far, oldest first.
