@@ -97,8 +97,9 @@ impl BatchHandler for InboundHandler {
     }
 }
 
-/// Parses a message into an event; an error here is permanent.
-fn parse_delivery(d: &Delivery) -> Result<StripeEvent, String> {
+/// Parses a message into an event; an error here is permanent (the order
+/// notifier reads the same topic the same way).
+pub fn parse_delivery(d: &Delivery) -> Result<StripeEvent, String> {
     let payload = d.payload.as_deref().ok_or("message has no payload")?;
     // Postgres jsonb cannot store U+0000; refuse it here rather than let
     // the database refuse it on every retry.

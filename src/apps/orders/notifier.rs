@@ -33,13 +33,13 @@ use super::smtp::{Mailer, SendError};
 use crate::apply::{ApplyError, RemoteReader};
 use crate::config::NotifierConfig;
 use crate::db::{self, PgPool};
-use crate::inbound::StripeRemote;
+use crate::inbound::{parse_delivery, StripeRemote};
 use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
 use crate::kafka::envelope::{self, event_headers};
 use crate::kafka::{admin, EventProducer};
 use crate::metrics;
 use crate::retry::Backoff;
-use crate::stripe::{EventEnvelope, StripeEvent};
+use crate::stripe::EventEnvelope;
 
 /// How long a sender holds a notification it took before another may take
 /// it: well beyond one SMTP delivery's timeout.
@@ -100,14 +100,10 @@ impl BatchHandler for OrderHandler {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut claims: Vec<Claim> = Vec::new();
         for d in batch {
-            let event = match d.payload.as_deref().map(StripeEvent::parse) {
-                Some(Ok(event)) => event,
-                Some(Err(e)) => {
-                    outcomes.push(Outcome::DeadLetter(e.to_string()));
-                    continue;
-                }
-                None => {
-                    outcomes.push(Outcome::DeadLetter("message has no payload".into()));
+            let event = match parse_delivery(d) {
+                Ok(event) => event,
+                Err(reason) => {
+                    outcomes.push(Outcome::DeadLetter(reason));
                     continue;
                 }
             };
@@ -246,8 +242,7 @@ impl Sender {
             // so the next sender need not wait for their lease.
             let left: Vec<i64> = due.map(|n| n.id).collect();
             if !left.is_empty() {
-                let pool = self.pool.clone();
-                self.record(move |conn| notifications::release(conn, &left), pool)
+                self.record(move |conn| notifications::release(conn, &left))
                     .await;
             }
             if !full {
@@ -288,16 +283,13 @@ impl Sender {
                 tracing::error!(notification.id = n.id, order = %n.order_key, error = %e, "order email refused; notification failed")
             }
         }
-        let (id, pool, error_text) = (n.id, self.pool.clone(), error.clone().unwrap_or_default());
+        let (id, error_text) = (n.id, error.clone().unwrap_or_default());
         let recorded = self
-            .record(
-                move |conn| match outcome {
-                    "sent" => notifications::mark_sent(conn, id),
-                    "retry" => notifications::mark_retry(conn, id, &error_text, wait),
-                    _ => notifications::mark_failed(conn, id, &error_text),
-                },
-                pool,
-            )
+            .record(move |conn| match outcome {
+                "sent" => notifications::mark_sent(conn, id),
+                "retry" => notifications::mark_retry(conn, id, &error_text, wait),
+                _ => notifications::mark_failed(conn, id, &error_text),
+            })
             .await;
         if !recorded {
             return;
@@ -315,12 +307,11 @@ impl Sender {
     async fn record(
         &self,
         write: impl Fn(&mut diesel::PgConnection) -> diesel::QueryResult<()> + Send + Sync + 'static,
-        pool: PgPool,
     ) -> bool {
         let write = Arc::new(write);
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         for _ in 0..10 {
-            let (write, pool) = (write.clone(), pool.clone());
+            let (write, pool) = (write.clone(), self.pool.clone());
             let done = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
                 Ok(write(&mut *pool.get()?)?)
             })
