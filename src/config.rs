@@ -454,6 +454,9 @@ pub struct NotifierConfig {
     /// The longest wait between two attempts at one email (the wait
     /// doubles from one second up to this).
     pub retry_max: Duration,
+    /// How long an email being sent is its sender's alone; after a crash,
+    /// how long until another sender takes it.
+    pub lease: Duration,
 }
 
 impl NotifierConfig {
@@ -482,7 +485,23 @@ impl NotifierConfig {
             product_ids: (!product_ids.is_empty()).then_some(product_ids),
             poll_interval: Duration::from_millis(env.parsed("NOTIFY_POLL_MS", 500)?),
             retry_max: Duration::from_millis(env.parsed("NOTIFY_RETRY_MAX_MS", 300_000)?),
+            lease: {
+                let ms: u64 = env.parsed("NOTIFY_LEASE_MS", 60_000)?;
+                if ms < 2000 {
+                    return Err(ConfigError::Invalid {
+                        name: "NOTIFY_LEASE_MS",
+                        reason: "must be at least 2000".into(),
+                    });
+                }
+                Duration::from_millis(ms)
+            },
         })
+    }
+
+    /// One SMTP delivery's timeout: well inside the lease, so a slow
+    /// server never sees the same email from two senders at once.
+    pub fn send_timeout(&self) -> Duration {
+        (self.lease / 2).min(Duration::from_secs(30))
     }
 
     /// Where the notifier parks events whose email the server refused.
@@ -503,6 +522,43 @@ mod tests {
             ("STRIPE_WEBHOOK_SECRET", "whsec"),
             ("API_TOKEN", "0123456789abcdef"),
         ])
+    }
+
+    #[test]
+    fn the_notifier_names_what_is_missing_or_wrong() {
+        let env = Env::from_pairs([
+            ("DATABASE_URL", "postgres://x"),
+            ("KAFKA_BROKERS", "b:9092"),
+            ("STRIPE_API_KEY", "sk_test_x"),
+            ("SMTP_URL", "smtps://u:secret@smtp.example.com"),
+            ("NOTIFY_EMAIL_FROM", "Shop <orders@shop.example>"),
+            ("NOTIFY_EMAIL_TO", "a@shop.example, b@shop.example"),
+            ("NOTIFY_PRODUCT_IDS", " prod_a ,prod_b,"),
+        ]);
+        let cfg = NotifierConfig::load(&env).unwrap();
+        assert_eq!(cfg.to.len(), 2);
+        assert_eq!(cfg.product_ids.as_ref().map(HashSet::len), Some(2));
+        assert_eq!(cfg.send_timeout(), Duration::from_secs(30));
+        assert!(!format!("{cfg:?}").contains("secret"));
+        let unset = Env::from_pairs(env.vars().filter(|(k, _)| *k != "NOTIFY_EMAIL_TO"));
+        assert_eq!(
+            NotifierConfig::load(&unset).unwrap_err(),
+            ConfigError::Missing("NOTIFY_EMAIL_TO")
+        );
+        for (name, value) in [
+            ("SMTP_URL", "http://smtp.example.com"),
+            ("NOTIFY_EMAIL_FROM", "not an address"),
+            ("NOTIFY_EMAIL_TO", "a@shop.example, nope"),
+            ("NOTIFY_LEASE_MS", "500"),
+        ] {
+            let err = NotifierConfig::load(&env.with(name, value)).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { name: n, .. } if *n == name),
+                "{name}={value}: {err}"
+            );
+        }
+        let short = NotifierConfig::load(&env.with("NOTIFY_LEASE_MS", "4000")).unwrap();
+        assert_eq!(short.send_timeout(), Duration::from_secs(2));
     }
 
     #[test]

@@ -28,7 +28,8 @@ from aiosmtpd.smtp import AuthResult
 def only(user, password):
     def authenticate(server, session, envelope, mechanism, auth_data):
         ok = auth_data.login.decode() == user and auth_data.password.decode() == password
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd answers the refusal (535) itself.
+        return AuthResult(success=ok, handled=False)
 
     return authenticate
 

@@ -18,7 +18,7 @@ pub fn export_paid_sessions(
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut written = None;
     let done = export::run(conn, spec, |sessions, _| {
-        written = Some(export::write_file(dir, chrono::Utc::now(), sessions)?);
+        written = Some(export::write_file(dir, sessions)?);
         Ok(())
     })?;
     Ok(match written {

@@ -245,41 +245,43 @@ pub fn file_name(at: DateTime<Utc>) -> String {
     format!("paid_sessions_{}.json", at.format("%Y-%m-%d_%H-%M-%S"))
 }
 
-/// Writes `sessions` as a JSON array to `dir/file_name(at)`, durably: a
+/// Writes `sessions` as a JSON array to `dir/file_name(now)`, durably: a
 /// hidden temporary file is written and fsynced, then linked to its name
-/// (which fails rather than replace a file already there: a second run in
-/// the same second gets `-2`, `-3`, …) and the directory fsynced. Readers
-/// never see a partial file. Returns the path.
-pub fn write_file(
-    dir: &Path,
-    at: DateTime<Utc>,
-    sessions: &[PaidSession],
-) -> anyhow::Result<PathBuf> {
-    let name = file_name(at);
-    let temp = dir.join(format!(".{name}.{}.partial", std::process::id()));
+/// (which fails rather than replace a file already there) and the
+/// directory fsynced. Readers never see a partial file. A name already
+/// taken (a second run in the same second) waits for the next second, so
+/// names stay in the documented form and sort in the order of the runs.
+/// Returns the path.
+pub fn write_file(dir: &Path, sessions: &[PaidSession]) -> anyhow::Result<PathBuf> {
+    let temp = dir.join(format!(
+        ".paid_sessions.{}.{:08x}.partial",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     let body = serde_json::to_vec_pretty(sessions)?;
     let mut file =
         File::create(&temp).with_context(|| format!("failed to create {}", temp.display()))?;
     file.write_all(&body)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("failed to write {}", temp.display()))?;
-    let stem = name.trim_end_matches(".json");
-    let mut target = dir.join(&name);
-    let mut n = 1;
-    loop {
+    let named = (0..5).find_map(|_| {
+        let target = dir.join(file_name(Utc::now()));
         match fs::hard_link(&temp, &target) {
-            Ok(()) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => {
-                n += 1;
-                target = dir.join(format!("{stem}-{n}.json"));
+            Ok(()) => Some(Ok(target)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let into_second = Utc::now().timestamp_subsec_millis() as u64;
+                std::thread::sleep(std::time::Duration::from_millis(
+                    1000 - into_second.min(999),
+                ));
+                None
             }
-            Err(e) => {
-                let _ = fs::remove_file(&temp);
-                return Err(e).with_context(|| format!("failed to name {}", target.display()));
-            }
+            Err(e) => Some(Err(e).with_context(|| format!("failed to name {}", target.display()))),
         }
-    }
-    fs::remove_file(&temp).with_context(|| format!("failed to remove {}", temp.display()))?;
+    });
+    let named = named.unwrap_or_else(|| Err(anyhow::anyhow!("every file name was taken")));
+    // The temporary name goes whatever happened; only a crash leaves it.
+    let _ = fs::remove_file(&temp);
+    let target = named?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("failed to sync directory {}", dir.display()))?;
@@ -303,7 +305,7 @@ mod tests {
     fn a_second_file_in_the_same_second_never_replaces_the_first() {
         let dir = std::env::temp_dir().join(format!("export-test-{}", rand::random::<u64>()));
         fs::create_dir_all(&dir).unwrap();
-        let at = Utc::now();
+        let at = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
         let one = PaidSession {
             id: "cs_1".into(),
             payment_link: None,
@@ -313,8 +315,9 @@ mod tests {
             customer_name: None,
             created: Some(at),
         };
-        let first = write_file(&dir, at, std::slice::from_ref(&one)).unwrap();
-        let second = write_file(&dir, at, &[one.clone(), one]).unwrap();
+        let first = write_file(&dir, std::slice::from_ref(&one)).unwrap();
+        let second = write_file(&dir, &[one.clone(), one]).unwrap();
+        assert!(first < second, "names sort in the order of the runs");
         assert_ne!(first, second);
         let names: Vec<String> = fs::read_dir(&dir)
             .unwrap()

@@ -182,23 +182,23 @@ pub struct Due {
     pub event: Value,
 }
 
-/// Takes up to `limit` due notifications for `lease`: each attempt counts,
-/// and no other sender takes them until the lease runs out (a sender that
-/// dies mid-send leaves its rows to be taken again then).
-pub fn take_due(conn: &mut PgConnection, limit: i64, lease: Duration) -> QueryResult<Vec<Due>> {
+/// Takes the next due notification for `lease`: the attempt counts, and
+/// no other sender takes it until the lease runs out (a sender that dies
+/// mid-send leaves it to be taken again then).
+pub fn take_next(conn: &mut PgConnection, lease: Duration) -> QueryResult<Option<Due>> {
     diesel::sql_query(
         "UPDATE orders.notifications n \
-         SET attempts = n.attempts + 1, next_attempt_at = now() + make_interval(secs => $2), \
+         SET attempts = n.attempts + 1, next_attempt_at = now() + make_interval(secs => $1), \
              updated_at = now() \
          FROM (SELECT id FROM orders.notifications \
                WHERE status = 'pending' AND next_attempt_at <= now() \
-               ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) due \
+               ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) due \
          WHERE n.id = due.id \
          RETURNING n.id, n.account, n.order_key, n.message_id, n.attempts, n.order_data, n.event",
     )
-    .bind::<BigInt, _>(limit)
     .bind::<diesel::sql_types::Double, _>(lease.as_secs_f64())
-    .load(conn)
+    .get_result(conn)
+    .optional()
 }
 
 pub fn mark_sent(conn: &mut PgConnection, id: i64) -> QueryResult<()> {
@@ -237,19 +237,6 @@ pub fn mark_failed(conn: &mut PgConnection, id: i64, error: &str) -> QueryResult
     )
     .bind::<BigInt, _>(id)
     .bind::<Text, _>(error)
-    .execute(conn)
-    .map(drop)
-}
-
-/// Hands back taken notifications that were not tried: due now, and the
-/// attempt they were taken for not counted.
-pub fn release(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<()> {
-    diesel::sql_query(
-        "UPDATE orders.notifications SET next_attempt_at = now(), \
-           attempts = greatest(attempts - 1, 0), updated_at = now() \
-         WHERE id = ANY($1) AND status = 'pending'",
-    )
-    .bind::<diesel::sql_types::Array<BigInt>, _>(ids)
     .execute(conn)
     .map(drop)
 }

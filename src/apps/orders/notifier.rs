@@ -14,8 +14,8 @@
 //!
 //! The one window no system can close: a crash after the SMTP server
 //! accepted a message and before the row is marked sent sends it again
-//! once the row's lease expires, with the same `Message-ID`, which mail
-//! clients and most servers use to drop the copy.
+//! once the row's lease (`NOTIFY_LEASE_MS`) expires, with the same
+//! `Message-ID`, which mail clients and most servers use to drop the copy.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -40,12 +40,6 @@ use crate::kafka::{admin, EventProducer};
 use crate::metrics;
 use crate::retry::Backoff;
 use crate::stripe::EventEnvelope;
-
-/// How long a sender holds a notification it took before another may take
-/// it: well beyond one SMTP delivery's timeout.
-const LEASE: Duration = Duration::from_secs(120);
-/// Notifications taken at once.
-const SEND_BATCH: i64 = 20;
 
 /// The consume half: claims one notification per paid order.
 pub struct OrderHandler {
@@ -204,6 +198,9 @@ pub struct Sender {
     pub dead_letter_topic: String,
     pub poll_interval: Duration,
     pub retry_max: Duration,
+    /// How long a taken notification is this sender's alone; longer than
+    /// one SMTP delivery may take.
+    pub lease: Duration,
     pub wake: Arc<Notify>,
 }
 
@@ -211,45 +208,32 @@ impl Sender {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut db_backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         while !shutdown.is_cancelled() {
-            let pool = self.pool.clone();
+            // One row at a time, each leased just before it is sent: a row
+            // never waits behind others while its lease runs.
+            let (pool, lease) = (self.pool.clone(), self.lease);
             let taken = tokio::task::spawn_blocking(move || {
-                notifications::take_due(&mut *pool.get()?, SEND_BATCH, LEASE)
-                    .map_err(anyhow::Error::from)
+                notifications::take_next(&mut *pool.get()?, lease).map_err(anyhow::Error::from)
             })
             .await
             .map_err(anyhow::Error::from)
             .and_then(|r| r);
-            let due = match taken {
-                Ok(due) => {
+            match taken {
+                Ok(Some(n)) => {
                     db_backoff.reset();
-                    due
+                    self.deliver(n).await;
+                }
+                Ok(None) => {
+                    db_backoff.reset();
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(self.poll_interval) => {}
+                    }
                 }
                 Err(e) => {
                     let wait = db_backoff.next_delay(None);
-                    tracing::warn!(error = %format!("{e:#}"), wait_ms = wait.as_millis() as u64, "cannot take due notifications");
-                    tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(wait) => continue }
-                }
-            };
-            let full = due.len() as i64 == SEND_BATCH;
-            let mut due = due.into_iter();
-            for n in due.by_ref() {
-                self.deliver(n).await;
-                if shutdown.is_cancelled() {
-                    break;
-                }
-            }
-            // Rows taken but not tried (shutdown) are handed back at once,
-            // so the next sender need not wait for their lease.
-            let left: Vec<i64> = due.map(|n| n.id).collect();
-            if !left.is_empty() {
-                self.record(move |conn| notifications::release(conn, &left))
-                    .await;
-            }
-            if !full {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(self.poll_interval) => {}
+                    tracing::warn!(error = %format!("{e:#}"), wait_ms = wait.as_millis() as u64, "cannot take a due notification");
+                    tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(wait) => {} }
                 }
             }
         }
@@ -385,7 +369,12 @@ pub async fn run(cfg: NotifierConfig, shutdown: CancellationToken) -> anyhow::Re
         producer.clone(),
         shutdown.clone(),
     )?;
-    let mailer = Mailer::new(&cfg.smtp, cfg.from.clone(), cfg.to.clone())?;
+    let mailer = Mailer::new(
+        &cfg.smtp,
+        cfg.from.clone(),
+        cfg.to.clone(),
+        cfg.send_timeout(),
+    )?;
     tracing::info!(smtp = %cfg.smtp.endpoint(), "order emails go out through this server");
     let wake = Arc::new(Notify::new());
     let remote = StripeRemote::new(cfg.stripe.client()?, tokio::runtime::Handle::current());
@@ -405,6 +394,7 @@ pub async fn run(cfg: NotifierConfig, shutdown: CancellationToken) -> anyhow::Re
         dead_letter_topic: dead_letter_topic.clone(),
         poll_interval: cfg.poll_interval,
         retry_max: cfg.retry_max,
+        lease: cfg.lease,
         wake,
     };
     // Either half ending (shutdown, or the consume loop failing) stops both.

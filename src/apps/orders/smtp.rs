@@ -11,9 +11,6 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use percent_encoding::percent_decode_str;
 use secrecy::{ExposeSecret, SecretString};
 
-/// How long one delivery may take before it counts as a transient failure.
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Security {
     Plain,
@@ -90,13 +87,20 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    pub fn new(url: &SmtpUrl, from: Mailbox, to: Vec<Mailbox>) -> anyhow::Result<Self> {
+    /// `timeout`: how long one delivery may take before it counts as a
+    /// transient failure.
+    pub fn new(
+        url: &SmtpUrl,
+        from: Mailbox,
+        to: Vec<Mailbox>,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let builder = match url.security {
             Security::Plain => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&url.host),
             Security::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&url.host)?,
             Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&url.host)?,
         };
-        let mut builder = builder.port(url.port).timeout(Some(SEND_TIMEOUT));
+        let mut builder = builder.port(url.port).timeout(Some(timeout));
         if let (Some(user), Some(password)) = (&url.user, &url.password) {
             builder = builder.credentials(Credentials::new(
                 user.clone(),

@@ -41,7 +41,9 @@ impl Notifier {
             .with("NOTIFY_EMAIL_FROM", FROM)
             .with("NOTIFY_EMAIL_TO", TO)
             .with("NOTIFY_POLL_MS", "50")
-            .with("NOTIFY_RETRY_MAX_MS", "300");
+            .with("NOTIFY_RETRY_MAX_MS", "300")
+            // A killed notifier's email is taken again after this.
+            .with("NOTIFY_LEASE_MS", "3000");
         for (k, v) in extra {
             env = env.with(k, v);
         }
