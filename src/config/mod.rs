@@ -1,0 +1,275 @@
+//! Configuration from environment variables (and `.env` when present).
+//!
+//! Each process loads only the sections it needs, so a missing variable is
+//! reported by name by the process that actually needs it. This module has
+//! the environment and the sections several processes share; `processes`
+//! has one configuration per process, built from them.
+
+mod processes;
+
+pub use processes::*;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::kafka::topics;
+use crate::stripe::{client, signature};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("missing required environment variable {0}")]
+    Missing(&'static str),
+    #[error("invalid value for environment variable {name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// A snapshot of the environment. Tests build one from pairs.
+#[derive(Clone, Default)]
+pub struct Env(HashMap<String, String>);
+
+impl Env {
+    /// Reads `.env` (if any) into the process environment, then snapshots it.
+    pub fn load() -> Self {
+        let _ = dotenvy::dotenv();
+        Self(std::env::vars().collect())
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    }
+
+    /// A copy with `name` set to `value`.
+    pub fn with(&self, name: &str, value: &str) -> Self {
+        let mut copy = self.clone();
+        copy.0.insert(name.to_owned(), value.to_owned());
+        copy
+    }
+
+    /// Every variable, for handing to a child process.
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> Result<&str, ConfigError> {
+        self.get(name).ok_or(ConfigError::Missing(name))
+    }
+
+    pub(crate) fn or<'a>(&'a self, name: &str, default: &'a str) -> &'a str {
+        self.get(name).unwrap_or(default)
+    }
+
+    fn parsed<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Where a worker serves `/metrics`, `/healthz` and `/readyz`
+/// (`METRICS_ADDR`); each worker has its own default port.
+pub fn metrics_addr(env: &Env, default_port: u16) -> Result<SocketAddr, ConfigError> {
+    env.parsed(
+        "METRICS_ADDR",
+        SocketAddr::from(([127, 0, 0, 1], default_port)),
+    )
+}
+
+/// How long a process may take to stop after SIGTERM/ctrl-c before it
+/// exits anyway (`SHUTDOWN_GRACE_SECS`, default 30).
+pub fn shutdown_grace(env: &Env) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(env.parsed("SHUTDOWN_GRACE_SECS", 30)?))
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: SecretString,
+    pub pool_size: u32,
+}
+
+impl DatabaseConfig {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: SecretString::from(env.required("DATABASE_URL")?.to_owned()),
+            pool_size: env.parsed("DATABASE_POOL_SIZE", 8)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub events_topic: String,
+    pub topic_partitions: i32,
+    pub replication_factor: i32,
+    /// How long a produce may wait for the broker's ack before the webhook
+    /// answers 503 (Stripe then retries).
+    pub produce_timeout: Duration,
+    /// How long the broker may hold a consumer's fetch while it has nothing
+    /// new. Brokers that poll for new data instead of waking on it (nisshi)
+    /// add up to half of this to every message's latency.
+    pub fetch_wait: Duration,
+    /// Most bytes a fetch may return (`fetch.max.bytes`), counted as the
+    /// broker stores batches (compressed, on Kafka). It bounds a worker's
+    /// memory, and must hold the largest message: a broker that does not
+    /// return a message larger than a fetch (nisshi) stalls its partition.
+    pub fetch_max_bytes: usize,
+}
+
+/// `KAFKA_FETCH_MAX_BYTES` unless set: room for the default largest webhook
+/// body (`WEBHOOK_MAX_BODY_BYTES`, 1 MiB) and its envelope.
+pub const DEFAULT_FETCH_MAX_BYTES: usize = 1024 * 1024 + ENVELOPE_ALLOWANCE_BYTES as usize;
+
+/// Room in a fetch for what a message carries beside the webhook body (key,
+/// headers, batch framing); see [`ServeConfig::load`].
+pub const ENVELOPE_ALLOWANCE_BYTES: u64 = 64 * 1024;
+
+impl KafkaConfig {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        let partitions: i32 = env.parsed("KAFKA_TOPIC_PARTITIONS", 6)?;
+        if partitions < 1 {
+            return Err(ConfigError::Invalid {
+                name: "KAFKA_TOPIC_PARTITIONS",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            brokers: env.required("KAFKA_BROKERS")?.to_owned(),
+            events_topic: env
+                .or("STRIPE_EVENTS_TOPIC", topics::STRIPE_EVENTS)
+                .to_owned(),
+            topic_partitions: partitions,
+            replication_factor: env.parsed("KAFKA_REPLICATION_FACTOR", 1)?,
+            produce_timeout: Duration::from_millis(env.parsed("KAFKA_PRODUCE_TIMEOUT_MS", 5000)?),
+            fetch_wait: Duration::from_millis(env.parsed("KAFKA_FETCH_WAIT_MS", 20)?),
+            fetch_max_bytes: {
+                let bytes: usize = env.parsed("KAFKA_FETCH_MAX_BYTES", DEFAULT_FETCH_MAX_BYTES)?;
+                // librdkafka's own bounds for it (and `message.max.bytes`).
+                if !(1000..=1_000_000_000).contains(&bytes) {
+                    return Err(ConfigError::Invalid {
+                        name: "KAFKA_FETCH_MAX_BYTES",
+                        reason: "must be between 1000 and 1000000000".into(),
+                    });
+                }
+                bytes
+            },
+        })
+    }
+
+    pub fn dead_letter_topic(&self) -> String {
+        topics::dead_letter_for(&self.events_topic)
+    }
+}
+
+/// `customers.changes.v1` and its consumers.
+#[derive(Debug, Clone)]
+pub struct ChangesConfig {
+    pub topic: String,
+}
+
+impl ChangesConfig {
+    pub fn load(env: &Env) -> Self {
+        Self {
+            topic: env
+                .or("CUSTOMER_CHANGES_TOPIC", topics::CUSTOMER_CHANGES)
+                .to_owned(),
+        }
+    }
+
+    pub fn dead_letter_topic(&self) -> String {
+        topics::dead_letter_for(&self.topic)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub secrets: Vec<SecretString>,
+    pub tolerance_secs: i64,
+    pub max_body_bytes: u64,
+}
+
+impl WebhookConfig {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        let secrets: Vec<SecretString> = env
+            .required("STRIPE_WEBHOOK_SECRET")?
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| SecretString::from(s.to_owned()))
+            .collect();
+        if secrets.is_empty() {
+            return Err(ConfigError::Missing("STRIPE_WEBHOOK_SECRET"));
+        }
+        Ok(Self {
+            secrets,
+            tolerance_secs: env.parsed(
+                "STRIPE_WEBHOOK_TOLERANCE_SECS",
+                signature::DEFAULT_TOLERANCE_SECS,
+            )?,
+            max_body_bytes: env.parsed("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StripeApiConfig {
+    pub api_key: SecretString,
+    pub api_base: String,
+    pub api_version: String,
+    pub timeout: Duration,
+    /// Requests per second this process may send (0: no limit).
+    pub rate_limit: f64,
+}
+
+impl StripeApiConfig {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        let api_base = env
+            .or("STRIPE_API_BASE", client::DEFAULT_API_BASE)
+            .to_owned();
+        if !(api_base.starts_with("http://") || api_base.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                name: "STRIPE_API_BASE",
+                reason: "must start with http:// or https://".into(),
+            });
+        }
+        Ok(Self {
+            api_key: SecretString::from(env.required("STRIPE_API_KEY")?.to_owned()),
+            api_base,
+            api_version: env
+                .or("STRIPE_API_VERSION", client::DEFAULT_API_VERSION)
+                .to_owned(),
+            timeout: Duration::from_millis(env.parsed("STRIPE_API_TIMEOUT_MS", 10_000)?),
+            // Test-mode keys get 25 req/s; keep headroom for other callers.
+            rate_limit: env.parsed("STRIPE_RATE_LIMIT", 20.0)?,
+        })
+    }
+
+    pub fn client(&self) -> anyhow::Result<client::StripeClient> {
+        let rate = (self.rate_limit > 0.0).then_some(self.rate_limit);
+        client::StripeClient::new(
+            &self.api_base,
+            self.api_key.clone(),
+            &self.api_version,
+            self.timeout,
+            rate,
+        )
+    }
+}
