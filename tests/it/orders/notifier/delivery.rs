@@ -3,19 +3,16 @@
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
-
-use stripe_sync::config::Env;
-
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use stripe_sync::config::Env;
 
 use super::{completed, items_at_stripe, per_session, subjects, Notifier, TO, WAIT};
 use crate::orders::{line_item, post_all, stack_with};
 use crate::support::broker::wait_consumed;
 use crate::support::catalog_stripe::CatalogStripe;
-use crate::support::smtp::Mail;
-use crate::support::smtp::SmtpSink;
+use crate::support::smtp::{Mail, SmtpSink};
 use crate::support::wait_for;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,15 +3,12 @@
 use std::collections::HashSet;
 
 use rand::seq::SliceRandom;
-
 use serde_json::{json, Value};
 
 use super::{completed, items_at_stripe, per_session, subjects, Notifier, TO, WAIT};
-use crate::orders::{line_item, post_all, stack_with};
-use crate::orders::{session, session_event, T};
+use crate::orders::{line_item, post_all, session, session_event, stack_with, T};
 use crate::support::catalog_stripe::CatalogStripe;
-use crate::support::smtp::Mail;
-use crate::support::smtp::SmtpSink;
+use crate::support::smtp::{Mail, SmtpSink};
 use crate::support::wait_for;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
