@@ -53,6 +53,7 @@ impl Server {
             max_body_bytes: cfg.webhook.max_body_bytes,
             api_token: Arc::new(cfg.api_token.clone()),
             inventory: cfg.inventory.clone(),
+            stripe: cfg.stripe.as_ref().map(|s| s.client()).transpose()?,
         };
         crate::metrics::init("serve");
         let shutdown_for_drain = shutdown.clone();

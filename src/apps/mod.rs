@@ -3,3 +3,4 @@
 //! and commands.
 
 pub mod orders;
+pub mod payments;

@@ -23,6 +23,8 @@ pub struct ServeConfig {
     pub webhook: WebhookConfig,
     /// Our topics and groups, for `/api/admin`.
     pub inventory: crate::ops::Inventory,
+    /// For the payments API; it answers 503 while `STRIPE_API_KEY` is unset.
+    pub stripe: Option<StripeApiConfig>,
 }
 
 impl ServeConfig {
@@ -60,6 +62,10 @@ impl ServeConfig {
             kafka,
             webhook,
             inventory: crate::ops::Inventory::load(env)?,
+            stripe: match env.get("STRIPE_API_KEY") {
+                Some(_) => Some(StripeApiConfig::load(env)?),
+                None => None,
+            },
         })
     }
 }

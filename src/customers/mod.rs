@@ -95,6 +95,16 @@ pub fn check_if_match(if_match: Option<&str>, current_version: i64) -> Result<()
     }
 }
 
+/// Whether a local customer exists and is not deleted.
+pub fn exists(conn: &mut PgConnection, id: Uuid) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        customers::table
+            .find(id)
+            .filter(customers::deleted_at.is_null()),
+    ))
+    .get_result(conn)
+}
+
 pub fn get(conn: &mut PgConnection, id: Uuid) -> Result<CustomerView, CustomerError> {
     let row = customers::table
         .find(id)

@@ -39,6 +39,11 @@ pub fn json_body<T: DeserializeOwned + Send>(
         })
 }
 
+/// A body already read as JSON (to fingerprint it), as the request type.
+pub fn typed<T: DeserializeOwned>(body: &serde_json::Value) -> Result<T, Rejection> {
+    T::deserialize(body).map_err(|e| warp::reject::custom(body_error(&e)))
+}
+
 fn body_error(e: &serde_json::Error) -> ApiError {
     let text = e.to_string();
     // serde names the field: "unknown field `nickname`, expected one of ..."

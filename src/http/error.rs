@@ -14,6 +14,8 @@ pub struct ApiError {
     pub message: String,
     /// The input field at fault, for validation errors.
     pub field: Option<String>,
+    /// A card issuer's reason, on card errors Stripe reports.
+    pub decline_code: Option<String>,
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -25,6 +27,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            decline_code: None,
         }
     }
 
@@ -43,13 +46,20 @@ impl ApiError {
         )
     }
 
-    pub fn into_response(self) -> warp::reply::Response {
+    /// The JSON body: `{"error": {"code", "message", "field"?, "decline_code"?}}`.
+    pub fn body(&self) -> serde_json::Value {
         let mut error = serde_json::json!({"code": self.code, "message": self.message});
-        if let Some(field) = self.field {
-            error["field"] = serde_json::Value::String(field);
+        if let Some(field) = &self.field {
+            error["field"] = serde_json::Value::String(field.clone());
         }
-        let mut response =
-            with_status(json(&serde_json::json!({ "error": error })), self.status).into_response();
+        if let Some(decline) = &self.decline_code {
+            error["decline_code"] = serde_json::Value::String(decline.clone());
+        }
+        serde_json::json!({ "error": error })
+    }
+
+    pub fn into_response(self) -> warp::reply::Response {
+        let mut response = with_status(json(&self.body()), self.status).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 "www-authenticate",
@@ -69,6 +79,7 @@ pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infa
             code: e.code,
             message: e.message.clone(),
             field: e.field.clone(),
+            decline_code: e.decline_code.clone(),
         }
     } else if rejection.is_not_found() {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")

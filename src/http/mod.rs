@@ -11,6 +11,7 @@ pub mod mirror;
 pub mod notifications;
 pub mod openapi;
 pub mod ops;
+pub mod payments;
 pub mod webhook;
 
 use std::convert::Infallible;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub max_body_bytes: u64,
     pub api_token: Arc<SecretString>,
     pub inventory: crate::ops::Inventory,
+    /// The payments API's Stripe client; `None` without `STRIPE_API_KEY`.
+    pub stripe: Option<crate::stripe::StripeClient>,
 }
 
 pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
@@ -50,6 +53,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
                 .or(exports::routes(state.pool.clone()))
                 .unify()
                 .or(notifications::routes(state.pool.clone()))
+                .unify()
+                .or(payments::routes(state.pool.clone(), state.stripe.clone()))
                 .unify()
                 .or(openapi::route())
                 .unify()

@@ -29,6 +29,8 @@ pub enum StripeError {
         status: u16,
         code: Option<String>,
         message: String,
+        /// A card issuer's reason, on card errors (`insufficient_funds`).
+        decline_code: Option<String>,
     },
     #[error("invalid Stripe object id {0:?}")]
     InvalidId(String),
@@ -143,6 +145,7 @@ impl StripeClient {
                     status: 404,
                     code: Some(RESOURCE_MISSING.into()),
                     message: format!("/v1/{collection} does not exist"),
+                    decline_code: None,
                 })
             }
         };
@@ -224,6 +227,7 @@ impl StripeClient {
                 status: 404,
                 code: Some("resource_missing".into()),
                 message: format!("{path} does not exist"),
+                decline_code: None,
             }),
         }
     }
@@ -347,5 +351,9 @@ fn api_error(status: u16, body: &[u8]) -> StripeError {
             .and_then(|m| m.as_str())
             .unwrap_or("no error message")
             .to_owned(),
+        decline_code: err
+            .and_then(|e| e.get("decline_code"))
+            .and_then(|c| c.as_str())
+            .map(str::to_owned),
     }
 }

@@ -2,6 +2,7 @@
 //! REST client.
 
 pub mod client;
+pub mod currency;
 pub mod event;
 pub mod rate;
 pub mod signature;

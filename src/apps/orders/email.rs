@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+use crate::stripe::currency;
+
 /// An order as the email shows it, read from the session and its items.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderEmail {
@@ -12,25 +14,9 @@ pub struct OrderEmail {
     pub html: String,
 }
 
-/// Currencies without a minor unit: Stripe's amounts in them are whole
-/// units (¥1,500 is `1500`).
-const ZERO_DECIMAL: &[&str] = &[
-    "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
-    "xaf", "xof", "xpf",
-];
-/// Currencies with three decimals (amounts in thousandths).
-const THREE_DECIMAL: &[&str] = &["bhd", "jod", "kwd", "omr", "tnd"];
-
 /// `1234` `usd` → `12.34 USD`; `1500` `jpy` → `1,500 JPY`.
 pub fn format_amount(amount: i64, currency: &str) -> String {
-    let currency = currency.to_ascii_lowercase();
-    let decimals = if ZERO_DECIMAL.contains(&currency.as_str()) {
-        0
-    } else if THREE_DECIMAL.contains(&currency.as_str()) {
-        3
-    } else {
-        2
-    };
+    let decimals = currency::decimals(currency);
     let scale = 10u64.pow(decimals);
     let (sign, abs) = if amount < 0 {
         ("-", amount.unsigned_abs())

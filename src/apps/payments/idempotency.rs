@@ -1,0 +1,169 @@
+//! `Idempotency-Key` for the payments API's POSTs, with Stripe's rules:
+//! the same key with the same request replays the first answer; the same
+//! key with another request is refused (422); a key whose first request is
+//! still running is refused too (409), unless that request was abandoned
+//! (its process died), in which case a retry takes it over. Answers are
+//! kept 48 hours (Stripe keeps its own at least 24). Requests refused
+//! before any work (bad input) and failures to reach Stripe keep no answer,
+//! so a retry does the work; the Stripe call then carries the same derived
+//! key ([`stripe_key`]), so Stripe performs it once.
+
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::sql_types::{Bool, Integer, Jsonb, Nullable, Text};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// How long answers are kept.
+pub const KEEP: Duration = Duration::from_secs(48 * 3600);
+/// A first request still unfinished after this is taken to be abandoned.
+pub const TAKEOVER_AFTER: Duration = Duration::from_secs(60);
+/// Stripe's own limit on key length.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// What a request with a key may do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// First use (or an abandoned one): do the work, then [`complete`].
+    Proceed,
+    /// Answer this, as the first request was answered.
+    Replay { status: u16, body: Value },
+    /// The first request is still running.
+    InProgress,
+    /// The key was first used for another request.
+    Mismatch,
+}
+
+/// Fingerprint of a request: its route and its body as parsed JSON (so
+/// whitespace and key order do not matter).
+pub fn request_hash(route: &str, body: &Value) -> String {
+    let mut h = Sha256::new();
+    h.update(route.as_bytes());
+    h.update([0]);
+    h.update(body.to_string().as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// The `Idempotency-Key` sent to Stripe for a client's key: stable, so a
+/// retry of ours or of the client's is the same write at Stripe.
+pub fn stripe_key(key: &str) -> String {
+    format!(
+        "stripe-sync-api-{}",
+        &hex::encode(Sha256::digest(key.as_bytes()))[..40]
+    )
+}
+
+#[derive(QueryableByName)]
+struct Stored {
+    #[diesel(sql_type = Text)]
+    route: String,
+    #[diesel(sql_type = Text)]
+    request_hash: String,
+    #[diesel(sql_type = Nullable<Integer>)]
+    status: Option<i32>,
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    response: Option<Value>,
+    #[diesel(sql_type = Bool)]
+    abandoned: bool,
+}
+
+/// Claims `key` for a request on `route` with fingerprint `hash`.
+pub fn claim(conn: &mut PgConnection, key: &str, route: &str, hash: &str) -> QueryResult<Claim> {
+    conn.transaction(|conn| {
+        diesel::sql_query(
+            "DELETE FROM payments.idempotency_keys \
+             WHERE created_at < now() - make_interval(secs => $1)",
+        )
+        .bind::<diesel::sql_types::Double, _>(KEEP.as_secs_f64())
+        .execute(conn)?;
+        let inserted = diesel::sql_query(
+            "INSERT INTO payments.idempotency_keys (key, route, request_hash) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind::<Text, _>(key)
+        .bind::<Text, _>(route)
+        .bind::<Text, _>(hash)
+        .execute(conn)?;
+        if inserted == 1 {
+            return Ok(Claim::Proceed);
+        }
+        let stored: Stored = diesel::sql_query(
+            "SELECT route, request_hash, status, response, \
+                    started_at < now() - make_interval(secs => $2) AS abandoned \
+             FROM payments.idempotency_keys WHERE key = $1 FOR UPDATE",
+        )
+        .bind::<Text, _>(key)
+        .bind::<diesel::sql_types::Double, _>(TAKEOVER_AFTER.as_secs_f64())
+        .get_result(conn)?;
+        if stored.route != route || stored.request_hash != hash {
+            return Ok(Claim::Mismatch);
+        }
+        match (stored.status, stored.response) {
+            (Some(status), Some(body)) => Ok(Claim::Replay {
+                status: status as u16,
+                body,
+            }),
+            _ if stored.abandoned => {
+                diesel::sql_query(
+                    "UPDATE payments.idempotency_keys SET started_at = now() WHERE key = $1",
+                )
+                .bind::<Text, _>(key)
+                .execute(conn)?;
+                Ok(Claim::Proceed)
+            }
+            _ => Ok(Claim::InProgress),
+        }
+    })
+}
+
+/// Saves the answer that retries with `key` replay.
+pub fn complete(conn: &mut PgConnection, key: &str, status: u16, body: &Value) -> QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE payments.idempotency_keys SET status = $2, response = $3 WHERE key = $1",
+    )
+    .bind::<Text, _>(key)
+    .bind::<Integer, _>(i32::from(status))
+    .bind::<Jsonb, _>(body)
+    .execute(conn)
+    .map(drop)
+}
+
+/// Forgets `key`: its request did nothing a retry must not repeat.
+pub fn release(conn: &mut PgConnection, key: &str) -> QueryResult<()> {
+    diesel::sql_query("DELETE FROM payments.idempotency_keys WHERE key = $1 AND status IS NULL")
+        .bind::<Text, _>(key)
+        .execute(conn)
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_fingerprint_ignores_layout_but_not_content() {
+        let a: Value = serde_json::from_str(r#"{"amount": 500, "currency": "usd"}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{ "currency":"usd","amount":500 }"#).unwrap();
+        assert_eq!(request_hash("refunds", &a), request_hash("refunds", &b));
+        assert_ne!(
+            request_hash("refunds", &a),
+            request_hash("payment-intents", &a)
+        );
+        let c = json!({"amount": 501, "currency": "usd"});
+        assert_ne!(request_hash("refunds", &a), request_hash("refunds", &c));
+    }
+
+    #[test]
+    fn stripe_keys_are_stable_short_and_distinct() {
+        let k = stripe_key("order-42");
+        assert_eq!(k, stripe_key("order-42"));
+        assert_ne!(k, stripe_key("order-43"));
+        assert!(k.len() <= MAX_KEY_LEN);
+        assert!(
+            !k.contains("order-42"),
+            "the client's key is not passed through"
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! Payment intents and synchronous refunds: the checks made before Stripe
+//! is asked, and the calls themselves.
+
+use std::collections::BTreeMap;
+
+use diesel::PgConnection;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::stripe::client::{StripeClient, StripeError};
+use crate::stripe::{RemoteObject, PLATFORM_ACCOUNT};
+use crate::sync::idmap;
+
+/// The largest amount Stripe takes in one payment (8 digits).
+pub const MAX_AMOUNT: i64 = 99_999_999;
+
+/// A payment intent to create, checked at the edge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewIntent {
+    pub amount: i64,
+    pub currency: String,
+    /// A local customer; passed to Stripe as its `cus_…`.
+    pub customer: Option<Uuid>,
+    pub payment_method: Option<String>,
+    pub confirm: bool,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A refund to make, checked at the edge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRefund {
+    pub payment_intent: String,
+    /// The rest of the payment when `None`.
+    pub amount: Option<i64>,
+    pub reason: Option<String>,
+}
+
+/// The reasons Stripe accepts.
+pub const REFUND_REASONS: [&str; 3] = ["duplicate", "fraudulent", "requested_by_customer"];
+
+/// Why a payments call did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentsError {
+    #[error("customer {0} has no Stripe customer yet; retry once it is synced")]
+    CustomerNotSynced(Uuid),
+    #[error("no such customer {0}")]
+    NoSuchCustomer(Uuid),
+    #[error("no such payment intent {0}")]
+    NoSuchIntent(String),
+    #[error("only {left} of the payment is left to refund; asked for {asked}")]
+    AmountTooLarge { asked: i64, left: i64 },
+    #[error("nothing of this payment is left to refund")]
+    NothingToRefund,
+    #[error(transparent)]
+    Stripe(#[from] StripeError),
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
+}
+
+/// The local customer's Stripe id.
+pub fn stripe_customer(conn: &mut PgConnection, local: Uuid) -> Result<String, PaymentsError> {
+    let exists = crate::customers::exists(conn, local)?;
+    if !exists {
+        return Err(PaymentsError::NoSuchCustomer(local));
+    }
+    idmap::find_by_local(conn, "stripe", "customer", local)?
+        .map(|link| link.external_id)
+        .ok_or(PaymentsError::CustomerNotSynced(local))
+}
+
+/// Stripe's form fields for a new payment intent.
+pub fn intent_form(intent: &NewIntent, customer: Option<&str>) -> Vec<(String, String)> {
+    let mut form = vec![
+        ("amount".to_owned(), intent.amount.to_string()),
+        ("currency".to_owned(), intent.currency.clone()),
+    ];
+    if let Some(customer) = customer {
+        form.push(("customer".into(), customer.to_owned()));
+    }
+    if let Some(pm) = &intent.payment_method {
+        form.push(("payment_method".into(), pm.clone()));
+    }
+    if intent.confirm {
+        form.push(("confirm".into(), "true".into()));
+    }
+    for (k, v) in &intent.metadata {
+        form.push((format!("metadata[{k}]"), v.clone()));
+    }
+    form
+}
+
+/// What the API shows of a created payment intent.
+pub fn created_view(pi: &Value) -> Value {
+    json!({
+        "id": pi["id"], "client_secret": pi["client_secret"], "status": pi["status"],
+        "amount": pi["amount"], "currency": pi["currency"],
+    })
+}
+
+/// What the API shows of a payment intent, with what was refunded of it.
+pub fn intent_view(pi: &Value, amount_refunded: i64) -> Value {
+    json!({
+        "id": pi["id"], "amount": pi["amount"], "currency": pi["currency"], "status": pi["status"],
+        "amount_received": pi["amount_received"].as_i64().unwrap_or(0),
+        "amount_refunded": amount_refunded,
+        "metadata": pi["metadata"],
+    })
+}
+
+/// A payment intent with its charge's refunded amount, from Stripe.
+pub async fn read_intent(stripe: &StripeClient, id: &str) -> Result<(Value, i64), PaymentsError> {
+    let pi = match stripe
+        .retrieve(PLATFORM_ACCOUNT, "payment_intents", id)
+        .await
+    {
+        Ok(RemoteObject::Live(pi)) => pi,
+        Ok(RemoteObject::Deleted) | Err(StripeError::InvalidId(_)) => {
+            return Err(PaymentsError::NoSuchIntent(id.to_owned()))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let charge = &pi["latest_charge"];
+    let refunded = match charge {
+        Value::Object(_) => charge["amount_refunded"].as_i64().unwrap_or(0),
+        Value::String(charge_id) => match stripe
+            .retrieve(PLATFORM_ACCOUNT, "charges", charge_id)
+            .await?
+        {
+            RemoteObject::Live(ch) => ch["amount_refunded"].as_i64().unwrap_or(0),
+            RemoteObject::Deleted => 0,
+        },
+        _ => 0,
+    };
+    Ok((pi, refunded))
+}
+
+/// Refunds (part of) a payment, after checking there is that much left to
+/// refund; Stripe has the final word (a refund made elsewhere meanwhile).
+pub async fn refund(
+    stripe: &StripeClient,
+    refund: &NewRefund,
+    idempotency_key: &str,
+) -> Result<Value, PaymentsError> {
+    let (pi, refunded) = read_intent(stripe, &refund.payment_intent).await?;
+    let left = pi["amount_received"].as_i64().unwrap_or(0) - refunded;
+    if left <= 0 {
+        return Err(PaymentsError::NothingToRefund);
+    }
+    if let Some(asked) = refund.amount.filter(|&a| a > left) {
+        return Err(PaymentsError::AmountTooLarge { asked, left });
+    }
+    let mut form = vec![("payment_intent".to_owned(), refund.payment_intent.clone())];
+    if let Some(amount) = refund.amount {
+        form.push(("amount".into(), amount.to_string()));
+    }
+    if let Some(reason) = &refund.reason {
+        form.push(("reason".into(), reason.clone()));
+    }
+    let created = stripe
+        .post(PLATFORM_ACCOUNT, "/v1/refunds", &form, idempotency_key)
+        .await?;
+    Ok(
+        json!({"refund": {"id": created["id"], "amount": created["amount"], "status": created["status"]}}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_intent_form_carries_what_was_asked() {
+        let intent = NewIntent {
+            amount: 1999,
+            currency: "eur".into(),
+            customer: None,
+            payment_method: Some("pm_card_visa".into()),
+            confirm: true,
+            metadata: BTreeMap::from([("order".to_owned(), "42".to_owned())]),
+        };
+        let form = intent_form(&intent, Some("cus_1"));
+        let get = |k: &str| {
+            form.iter()
+                .find(|(name, _)| name == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("amount"), Some("1999"));
+        assert_eq!(get("currency"), Some("eur"));
+        assert_eq!(get("customer"), Some("cus_1"));
+        assert_eq!(get("confirm"), Some("true"));
+        assert_eq!(get("metadata[order]"), Some("42"));
+        let bare = intent_form(
+            &NewIntent {
+                confirm: false,
+                ..intent
+            },
+            None,
+        );
+        assert!(bare.iter().all(|(k, _)| k != "confirm" && k != "customer"));
+    }
+}

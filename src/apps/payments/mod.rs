@@ -1,0 +1,8 @@
+//! The payments API: payment intents and refunds over Stripe, so other
+//! services never hold the Stripe key. Every POST honours an
+//! `Idempotency-Key` the way Stripe does ([`idempotency`]); the calls to
+//! Stripe carry a key derived from it, so no retry anywhere charges or
+//! refunds twice.
+
+pub mod idempotency;
+pub mod intents;
