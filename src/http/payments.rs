@@ -197,12 +197,10 @@ pub fn routes(
         .and(with.clone())
         .and_then(|id: String, ctx: Ctx| async move {
             let stripe = ctx.stripe().map_err(warp::reject::custom)?;
-            let (pi, refunded) = intents::read_intent(stripe, &id)
+            let state = intents::read_intent(stripe, &id)
                 .await
                 .map_err(|e| warp::reject::custom(api_error(e)))?;
-            Ok::<_, Rejection>(
-                warp::reply::json(&intents::intent_view(&pi, refunded)).into_response(),
-            )
+            Ok::<_, Rejection>(warp::reply::json(&state.view()).into_response())
         });
     let refund = warp::path!("refunds")
         .and(warp::post())

@@ -14,6 +14,7 @@ mod localstripe_e2e;
 mod ops;
 mod orders;
 mod outbound;
+mod payments;
 mod pull;
 mod shutdown;
 mod signature_oracle;

@@ -97,19 +97,36 @@ pub fn created_view(pi: &Value) -> Value {
     })
 }
 
-/// What the API shows of a payment intent, with what was refunded of it.
-pub fn intent_view(pi: &Value, amount_refunded: i64) -> Value {
-    json!({
-        "id": pi["id"], "amount": pi["amount"], "currency": pi["currency"], "status": pi["status"],
-        "amount_received": pi["amount_received"].as_i64().unwrap_or(0),
-        "amount_refunded": amount_refunded,
-        "metadata": pi["metadata"],
-    })
+/// A payment intent as Stripe has it, with what was received and refunded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntentState {
+    pub intent: Value,
+    pub received: i64,
+    pub refunded: i64,
 }
 
-/// A payment intent with its charge's refunded amount, from Stripe.
-pub async fn read_intent(stripe: &StripeClient, id: &str) -> Result<(Value, i64), PaymentsError> {
-    let pi = match stripe
+impl IntentState {
+    /// What the API shows of it.
+    pub fn view(&self) -> Value {
+        let pi = &self.intent;
+        json!({
+            "id": pi["id"], "amount": pi["amount"], "currency": pi["currency"], "status": pi["status"],
+            "amount_received": self.received, "amount_refunded": self.refunded,
+            "metadata": pi["metadata"],
+        })
+    }
+
+    /// What may still be refunded.
+    pub fn refundable(&self) -> i64 {
+        self.received - self.refunded
+    }
+}
+
+/// A payment intent with its latest charge, from Stripe. `amount_received`
+/// when Stripe gives it, else what the charge captured (older API versions
+/// and fakes leave it out); refunds from the charge.
+pub async fn read_intent(stripe: &StripeClient, id: &str) -> Result<IntentState, PaymentsError> {
+    let intent = match stripe
         .retrieve(PLATFORM_ACCOUNT, "payment_intents", id)
         .await
     {
@@ -119,19 +136,29 @@ pub async fn read_intent(stripe: &StripeClient, id: &str) -> Result<(Value, i64)
         }
         Err(e) => return Err(e.into()),
     };
-    let charge = &pi["latest_charge"];
-    let refunded = match charge {
-        Value::Object(_) => charge["amount_refunded"].as_i64().unwrap_or(0),
-        Value::String(charge_id) => match stripe
-            .retrieve(PLATFORM_ACCOUNT, "charges", charge_id)
-            .await?
-        {
-            RemoteObject::Live(ch) => ch["amount_refunded"].as_i64().unwrap_or(0),
-            RemoteObject::Deleted => 0,
-        },
-        _ => 0,
+    let charge = match &intent["latest_charge"] {
+        Value::Object(_) => intent["latest_charge"].clone(),
+        Value::String(charge_id) => {
+            match stripe
+                .retrieve(PLATFORM_ACCOUNT, "charges", charge_id)
+                .await?
+            {
+                RemoteObject::Live(ch) => ch,
+                RemoteObject::Deleted => Value::Null,
+            }
+        }
+        _ => Value::Null,
     };
-    Ok((pi, refunded))
+    let captured = if charge["paid"] == true && charge["captured"] != false {
+        charge["amount"].as_i64().unwrap_or(0)
+    } else {
+        0
+    };
+    Ok(IntentState {
+        received: intent["amount_received"].as_i64().unwrap_or(captured),
+        refunded: charge["amount_refunded"].as_i64().unwrap_or(0),
+        intent,
+    })
 }
 
 /// Refunds (part of) a payment, after checking there is that much left to
@@ -141,18 +168,21 @@ pub async fn refund(
     refund: &NewRefund,
     idempotency_key: &str,
 ) -> Result<Value, PaymentsError> {
-    let (pi, refunded) = read_intent(stripe, &refund.payment_intent).await?;
-    let left = pi["amount_received"].as_i64().unwrap_or(0) - refunded;
+    let left = read_intent(stripe, &refund.payment_intent)
+        .await?
+        .refundable();
     if left <= 0 {
         return Err(PaymentsError::NothingToRefund);
     }
     if let Some(asked) = refund.amount.filter(|&a| a > left) {
         return Err(PaymentsError::AmountTooLarge { asked, left });
     }
-    let mut form = vec![("payment_intent".to_owned(), refund.payment_intent.clone())];
-    if let Some(amount) = refund.amount {
-        form.push(("amount".into(), amount.to_string()));
-    }
+    // "The rest" is sent as an amount: what we checked is what is refunded.
+    let amount = refund.amount.unwrap_or(left);
+    let mut form = vec![
+        ("payment_intent".to_owned(), refund.payment_intent.clone()),
+        ("amount".to_owned(), amount.to_string()),
+    ];
     if let Some(reason) = &refund.reason {
         form.push(("reason".into(), reason.clone()));
     }

@@ -94,7 +94,7 @@ impl LocalStripe {
         );
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> Value {
+    pub async fn call(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> Value {
         let r = self
             .http
             .request(method, format!("{}{path}", self.base()))
