@@ -54,7 +54,12 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
                 .unify()
                 .or(notifications::routes(state.pool.clone()))
                 .unify()
-                .or(payments::routes(state.pool.clone(), state.stripe.clone()))
+                .or(payments::routes(
+                    state.pool.clone(),
+                    state.stripe.clone(),
+                    state.producer.clone(),
+                    state.inventory.events_topic.clone(),
+                ))
                 .unify()
                 .or(openapi::route())
                 .unify()

@@ -1,10 +1,9 @@
-//! `/api/payment-intents` and `/api/refunds`: the payments API
-//! (`crate::apps::payments`). Every POST takes an `Idempotency-Key`.
+//! `/api/checkout-sessions`, `/api/payment-intents` and `/api/refunds`: the
+//! payments API (`crate::apps::payments`). Every POST takes an
+//! `Idempotency-Key`.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 
-use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 use warp::http::StatusCode;
@@ -12,19 +11,23 @@ use warp::{Filter, Rejection, Reply};
 
 use super::body::{json_body, typed};
 use super::error::ApiError;
+use crate::apps::payments::checkout;
 use crate::apps::payments::idempotency::{self, Claim};
-use crate::apps::payments::intents::{
-    self, NewIntent, NewRefund, PaymentsError, MAX_AMOUNT, REFUND_REASONS,
-};
+use crate::apps::payments::input::{self, CheckoutBody, IntentBody, Invalid, RefundBody};
+use crate::apps::payments::intents::{self, PaymentsError};
 use crate::db::PgPool;
+use crate::kafka::EventProducer;
 use crate::stripe::client::{StripeClient, StripeError};
-use crate::stripe::currency;
 
 #[derive(Clone)]
 struct Ctx {
     pool: PgPool,
     /// `None` when serve runs without `STRIPE_API_KEY`.
     stripe: Option<StripeClient>,
+    /// Where an object read from Stripe is published as a snapshot, so it
+    /// reaches the mirror by the one path in.
+    producer: EventProducer,
+    events_topic: String,
 }
 
 impl Ctx {
@@ -39,128 +42,81 @@ impl Ctx {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IntentBody {
-    amount: i64,
-    currency: String,
-    #[serde(default)]
-    customer_id: Option<Uuid>,
-    #[serde(default)]
-    payment_method: Option<String>,
-    #[serde(default)]
-    confirm: bool,
-    #[serde(default)]
-    metadata: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RefundBody {
-    payment_intent: String,
-    #[serde(default)]
-    amount: Option<i64>,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).with_field(field)
-}
-
-fn check_amount(field: &str, amount: i64) -> Result<i64, ApiError> {
-    if (1..=MAX_AMOUNT).contains(&amount) {
-        Ok(amount)
-    } else {
-        Err(invalid(
-            field,
-            format!(
-                "{field} must be a whole number of the currency's smallest unit, 1 to {MAX_AMOUNT}"
-            ),
-        ))
-    }
-}
-
-fn is_stripe_id(id: &str, prefix: &str) -> bool {
-    id.len() > prefix.len()
-        && id.starts_with(prefix)
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-impl IntentBody {
-    fn checked(self) -> Result<NewIntent, ApiError> {
-        let currency = currency::parse(&self.currency).ok_or_else(|| {
-            invalid(
-                "currency",
-                format!("{:?} is not an ISO 4217 currency", self.currency),
-            )
-        })?;
-        if let Some(pm) = self
-            .payment_method
-            .as_deref()
-            .filter(|pm| !is_stripe_id(pm, "pm_"))
-        {
-            return Err(invalid(
-                "payment_method",
-                format!("{pm:?} is not a payment method id (pm_…)"),
-            ));
-        }
-        Ok(NewIntent {
-            amount: check_amount("amount", self.amount)?,
-            currency,
-            customer: self.customer_id,
-            payment_method: self.payment_method,
-            confirm: self.confirm,
-            metadata: self.metadata,
-        })
-    }
-}
-
-impl RefundBody {
-    fn checked(self) -> Result<NewRefund, ApiError> {
-        if !is_stripe_id(&self.payment_intent, "pi_") {
-            return Err(invalid(
-                "payment_intent",
-                format!(
-                    "{:?} is not a payment intent id (pi_…)",
-                    self.payment_intent
-                ),
-            ));
-        }
-        if let Some(reason) = self
-            .reason
-            .as_deref()
-            .filter(|r| !REFUND_REASONS.contains(r))
-        {
-            return Err(invalid(
-                "reason",
-                format!("{reason:?} is not one of {}", REFUND_REASONS.join(", ")),
-            ));
-        }
-        Ok(NewRefund {
-            payment_intent: self.payment_intent,
-            amount: self.amount.map(|a| check_amount("amount", a)).transpose()?,
-            reason: self.reason,
-        })
-    }
+/// A request refused at the edge: 400 naming the field.
+fn refused(e: Invalid) -> Rejection {
+    warp::reject::custom(
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", e.message).with_field(e.field),
+    )
 }
 
 pub fn routes(
     pool: PgPool,
     stripe: Option<StripeClient>,
+    producer: EventProducer,
+    events_topic: String,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    let ctx = Ctx { pool, stripe };
+    let ctx = Ctx {
+        pool,
+        stripe,
+        producer,
+        events_topic,
+    };
     let with = warp::any().map(move || ctx.clone());
     let key = warp::header::optional::<String>("idempotency-key");
+    let create_checkout = warp::path!("checkout-sessions")
+        .and(warp::post())
+        .and(key)
+        .and(json_body::<Value>())
+        .and(with.clone())
+        .and_then(|key: Option<String>, body: Value, ctx: Ctx| async move {
+            let new = typed::<CheckoutBody>(&body)?.checked().map_err(refused)?;
+            idempotent(
+                ctx.clone(),
+                key,
+                "checkout-sessions",
+                &body,
+                |stripe_key| async move {
+                    let stripe = ctx.stripe()?;
+                    let customer = match new.customer {
+                        Some(local) => Some(
+                            with_conn(ctx.pool.clone(), move |conn| {
+                                intents::stripe_customer(conn, local)
+                            })
+                            .await?,
+                        ),
+                        None => None,
+                    };
+                    let form = checkout::form(&new, customer.as_deref());
+                    let session = stripe
+                        .post(
+                            crate::stripe::PLATFORM_ACCOUNT,
+                            "/v1/checkout/sessions",
+                            &form,
+                            &stripe_key,
+                        )
+                        .await
+                        .map_err(|e| api_error(e.into()))?;
+                    Ok((StatusCode::CREATED, checkout::created_view(&session)))
+                },
+            )
+            .await
+        });
+    let get_checkout = warp::path!("checkout-sessions" / String)
+        .and(warp::get())
+        .and(with.clone())
+        .and_then(|id: String, ctx: Ctx| async move {
+            let session = read_checkout(&ctx, id)
+                .await
+                .map_err(warp::reject::custom)?;
+            Ok::<_, Rejection>(warp::reply::json(&checkout::view(&session)).into_response())
+        });
     let create = warp::path!("payment-intents")
         .and(warp::post())
         .and(key)
         .and(json_body::<Value>())
         .and(with.clone())
         .and_then(|key: Option<String>, body: Value, ctx: Ctx| async move {
-            let intent = typed::<IntentBody>(&body)?
-                .checked()
-                .map_err(warp::reject::custom)?;
+            let intent = typed::<IntentBody>(&body)?.checked().map_err(refused)?;
             idempotent(
                 ctx.clone(),
                 key,
@@ -208,9 +164,7 @@ pub fn routes(
         .and(json_body::<Value>())
         .and(with)
         .and_then(|key: Option<String>, body: Value, ctx: Ctx| async move {
-            let refund = typed::<RefundBody>(&body)?
-                .checked()
-                .map_err(warp::reject::custom)?;
+            let refund = typed::<RefundBody>(&body)?.checked().map_err(refused)?;
             idempotent(
                 ctx.clone(),
                 key,
@@ -226,7 +180,66 @@ pub fn routes(
             )
             .await
         });
-    create.or(get).unify().or(refund).unify()
+    create_checkout
+        .or(get_checkout)
+        .unify()
+        .or(create)
+        .unify()
+        .or(get)
+        .unify()
+        .or(refund)
+        .unify()
+}
+
+/// The session from the mirror; else from Stripe, published as a snapshot
+/// so the mirror has it from then on.
+async fn read_checkout(ctx: &Ctx, id: String) -> Result<Value, ApiError> {
+    if !input::is_stripe_id(&id, "cs_") {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "resource_missing",
+            "no such checkout session",
+        ));
+    }
+    let lookup = id.clone();
+    let mirrored = with_conn(ctx.pool.clone(), move |conn| {
+        Ok(checkout::mirrored(conn, &lookup)?)
+    })
+    .await?;
+    if let Some(session) = mirrored {
+        return Ok(session);
+    }
+    let stripe = ctx.stripe()?;
+    let session = match stripe
+        .retrieve(crate::stripe::PLATFORM_ACCOUNT, "checkout/sessions", &id)
+        .await
+    {
+        Ok(crate::stripe::RemoteObject::Live(session)) => session,
+        Ok(crate::stripe::RemoteObject::Deleted) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "resource_missing",
+                "no such checkout session",
+            ))
+        }
+        Err(e) => return Err(api_error(e.into())),
+    };
+    let resource =
+        crate::registry::by_object("checkout.session").expect("checkout sessions are mirrored");
+    let snapshot = crate::pull::snapshot_event(
+        resource,
+        crate::stripe::PLATFORM_ACCOUNT,
+        &session,
+        crate::ingest::unix_now(),
+    );
+    // The answer does not wait on the mirror: a failed publish is logged,
+    // and the next read tries again.
+    if let Err(e) =
+        crate::pull::publish(&ctx.producer, &ctx.events_topic, &snapshot, "api-read").await
+    {
+        tracing::warn!(checkout.session = %id, error = %format!("{e:#}"), "could not publish the session read from Stripe");
+    }
+    Ok(session)
 }
 
 async fn with_conn<T: Send + 'static>(
@@ -263,7 +276,7 @@ where
         return Ok(respond(answer));
     };
     if key.is_empty() || key.len() > idempotency::MAX_KEY_LEN {
-        return Err(warp::reject::custom(invalid(
+        return Err(refused(Invalid::new(
             "Idempotency-Key",
             format!(
                 "an Idempotency-Key is 1 to {} characters",

@@ -129,13 +129,7 @@ impl PullContext {
     /// Publishes one event (webhook-shaped JSON) keyed by its object id and
     /// waits for Kafka's acknowledgement.
     pub async fn publish(&self, event: &Value, source: &str) -> anyhow::Result<()> {
-        let body = serde_json::to_vec(event)?;
-        let parsed = EventEnvelope::parse(&body).context("built an invalid event")?;
-        let headers = envelope::event_headers(&parsed, source);
-        self.producer
-            .send(&self.topic, parsed.object_id.as_bytes(), &body, &headers)
-            .await?;
-        Ok(())
+        publish(&self.producer, &self.topic, event, source).await
     }
 
     /// Every object of a list call, following `starting_after` from page to
@@ -219,6 +213,23 @@ pub async fn mirrored_customers(ctx: &PullContext, account: &str) -> anyhow::Res
         .map(|ids| ids.into_iter().map(|i| i.id).collect())
     })
     .await
+}
+
+/// Publishes an event we built (a snapshot) onto the events topic, keyed
+/// and headed like a webhook's, so it takes the one path into the mirror.
+pub async fn publish(
+    producer: &EventProducer,
+    topic: &str,
+    event: &Value,
+    source: &str,
+) -> anyhow::Result<()> {
+    let body = serde_json::to_vec(event)?;
+    let parsed = EventEnvelope::parse(&body).context("built an invalid event")?;
+    let headers = envelope::event_headers(&parsed, source);
+    producer
+        .send(topic, parsed.object_id.as_bytes(), &body, &headers)
+        .await?;
+    Ok(())
 }
 
 /// A synthetic event carrying an object's current state. Its id is derived

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod currency;
 pub mod event;
+pub mod form;
 pub mod rate;
 pub mod signature;
 

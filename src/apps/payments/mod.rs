@@ -4,5 +4,7 @@
 //! Stripe carry a key derived from it, so no retry anywhere charges or
 //! refunds twice.
 
+pub mod checkout;
 pub mod idempotency;
+pub mod input;
 pub mod intents;

@@ -10,6 +10,8 @@
 //! and nested lists `GET /v1/{path}/{id}/{sub}`. A missing object of a
 //! known collection is 404 `resource_missing`, as Stripe answers; an
 //! unknown path is 404 without a code. Faults can be queued per object.
+//! It also creates checkout sessions (`POST /v1/checkout/sessions`, from
+//! Stripe's example session), recording the form and `Idempotency-Key`.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -35,6 +37,9 @@ pub enum Fault {
 pub struct Call {
     pub account: String,
     pub path: String,
+    /// A POST's form fields.
+    pub form: Vec<(String, String)>,
+    pub idempotency_key: Option<String>,
 }
 
 /// Watches a database while Stripe is being called: a call made while one
@@ -93,6 +98,28 @@ impl CatalogStripe {
                         .unwrap()
                 },
             );
+        let shared = state.clone();
+        let create = warp::post()
+            .and(warp::path!("v1" / "checkout" / "sessions"))
+            .and(warp::header::headers_cloned())
+            .and(warp::body::form::<Vec<(String, String)>>())
+            .map(move |headers: HeaderMap, form: Vec<(String, String)>| {
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let account =
+                    header("stripe-account").unwrap_or_else(|| PLATFORM_ACCOUNT.to_owned());
+                let session = create_session(&shared, &account, form, header("idempotency-key"));
+                Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(session.to_string())
+                    .unwrap()
+            });
+        let route = route.or(create).unify();
         let (addr, server) = warp::serve(route).bind_ephemeral(([127, 0, 0, 1], 0));
         tokio::spawn(server);
         Self { addr, state }
@@ -168,6 +195,8 @@ fn answer(state: &Mutex<State>, account: &str, path: &str, query: &str) -> (u16,
     s.calls.push(Call {
         account: account.to_owned(),
         path: path.to_owned(),
+        form: Vec::new(),
+        idempotency_key: None,
     });
     if let Some(watch) = &mut s.watch {
         let open: Open = diesel::sql_query(
@@ -248,6 +277,57 @@ fn answer(state: &Mutex<State>, account: &str, path: &str, query: &str) -> (u16,
         json!({"error": {"type": "invalid_request_error",
                          "message": format!("Unrecognized request URL (GET: {path})")}}),
     )
+}
+
+/// A new open session made from Stripe's example, with what the form set.
+fn create_session(
+    state: &Mutex<State>,
+    account: &str,
+    form: Vec<(String, String)>,
+    idempotency_key: Option<String>,
+) -> Value {
+    let mut s = state.lock().unwrap();
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let n = s.calls.len();
+    let id = format!("cs_test_fake{n}");
+    let now = stripe_sync::ingest::unix_now();
+    let mut session = crate::support::fixtures::resource("checkout.session");
+    let metadata: serde_json::Map<String, Value> = form
+        .iter()
+        .filter_map(|(k, v)| {
+            let key = k.strip_prefix("metadata[")?.strip_suffix(']')?;
+            Some((key.to_owned(), Value::String(v.clone())))
+        })
+        .collect();
+    for (k, v) in [
+        ("id", json!(id)),
+        ("created", json!(now)),
+        ("expires_at", json!(now + 86_400)),
+        ("status", json!("open")),
+        ("payment_status", json!("unpaid")),
+        ("mode", json!(field("mode"))),
+        ("success_url", json!(field("success_url"))),
+        ("cancel_url", json!(field("cancel_url"))),
+        ("customer", json!(field("customer"))),
+        ("metadata", Value::Object(metadata)),
+        (
+            "url",
+            json!(format!("https://checkout.stripe.com/c/pay/{id}")),
+        ),
+    ] {
+        session[k] = v;
+    }
+    s.calls.push(Call {
+        account: account.to_owned(),
+        path: "/v1/checkout/sessions".into(),
+        form,
+        idempotency_key,
+    });
+    s.objects
+        .entry((account.to_owned(), "checkout/sessions".to_owned()))
+        .or_default()
+        .insert(id, session.clone());
+    session
 }
 
 fn child_path(parent: &str, child: &stripe_sync::registry::Child) -> String {
