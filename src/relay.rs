@@ -1,12 +1,14 @@
-//! `workers/outbox-relay`: moves outbox rows to `customers.changes.v1`.
+//! `workers/outbox-relay`: moves outbox rows to Kafka: customer changes to
+//! `customers.changes.v1` (keyed by local customer id), queued refunds to
+//! `stripe.commands.v1` (keyed by payment intent).
 //!
-//! Rows are published in id order, keyed by local customer id, and marked
-//! published only after Kafka acknowledged them. Killed anywhere, the relay
-//! republishes what it had not marked: duplicates, never gaps, which
-//! stripe-outbound deduplicates by outbox id. One customer's changes are
-//! sent one after another, so a failed send can never let a later change of
-//! that customer overtake it. A Postgres advisory lock keeps a single
-//! active relay; extra replicas wait as hot standbys.
+//! Rows are published in id order and marked published only after Kafka
+//! acknowledged them. Killed anywhere, the relay republishes what it had
+//! not marked: duplicates, never gaps, which the consumers deduplicate by
+//! outbox id. The rows of one key are sent one after another, so a failed
+//! send can never let a later change of that customer (or command of that
+//! payment) overtake it. A Postgres advisory lock keeps a single active
+//! relay; extra replicas wait as hot standbys.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +19,6 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::config::RelayConfig;
 use crate::db::models::OutboxRow;
@@ -61,7 +62,12 @@ pub async fn run(cfg: RelayConfig, shutdown: CancellationToken) -> anyhow::Resul
     }
     admin::ensure_topics(
         &cfg.kafka.brokers,
-        &[&cfg.changes.topic, &cfg.changes.dead_letter_topic()],
+        &[
+            &cfg.changes.topic,
+            &cfg.changes.dead_letter_topic(),
+            &cfg.commands.topic,
+            &cfg.commands.dead_letter_topic(),
+        ],
         cfg.kafka.topic_partitions,
         cfg.kafka.replication_factor,
     )
@@ -149,6 +155,21 @@ async fn sleep_or_shutdown(wait: Duration, shutdown: &CancellationToken) -> bool
     }
 }
 
+/// The topic and key of an outbox row: a queued refund goes to the
+/// commands topic keyed by its payment intent (one payment's refunds in
+/// order); everything else is a customer change keyed by the customer.
+fn destination<'a>(cfg: &'a RelayConfig, row: &OutboxRow) -> (&'a str, String) {
+    match row.entity.as_str() {
+        crate::sync::entity::REFUND_REQUEST => (
+            cfg.commands.topic.as_str(),
+            row.fields["payment_intent"]
+                .as_str()
+                .map_or_else(|| row.local_id.to_string(), str::to_owned),
+        ),
+        _ => (cfg.changes.topic.as_str(), row.local_id.to_string()),
+    }
+}
+
 /// Publishes one batch; returns how many rows were marked published.
 async fn relay_once(
     conn: &Arc<Mutex<LockedConnection>>,
@@ -175,13 +196,12 @@ async fn relay_once(
     if rows.is_empty() {
         return Ok(0);
     }
-    // Per customer in id order; customers concurrently.
-    let mut chains: BTreeMap<Uuid, Vec<OutboxRow>> = BTreeMap::new();
+    // Per key in id order; keys concurrently.
+    let mut chains: BTreeMap<(&str, String), Vec<OutboxRow>> = BTreeMap::new();
     for row in rows {
-        chains.entry(row.local_id).or_default().push(row);
+        chains.entry(destination(cfg, &row)).or_default().push(row);
     }
-    let topic = &cfg.changes.topic;
-    let sent = futures::future::join_all(chains.into_values().map(|chain| async move {
+    let sent = futures::future::join_all(chains.into_iter().map(|((topic, key), chain)| async move {
         let mut published = Vec::with_capacity(chain.len());
         for row in &chain {
             let change = Change::from_row(row)?;
@@ -190,7 +210,7 @@ async fn relay_once(
                 ("outbox-id".into(), row.id.to_string().into_bytes()),
                 ("operation".into(), row.operation.clone().into_bytes()),
             ];
-            match producer.send(topic, row.local_id.to_string().as_bytes(), &payload, &headers).await {
+            match producer.send(topic, key.as_bytes(), &payload, &headers).await {
                 Ok(_) => published.push(row.id),
                 Err(e) => {
                     tracing::warn!(outbox.id = row.id, customer.id = %row.local_id, error = %e, "publish failed; will retry");

@@ -199,6 +199,26 @@ impl ChangesConfig {
     }
 }
 
+/// `stripe.commands.v1` (queued refunds) and its consumers.
+#[derive(Debug, Clone)]
+pub struct CommandsConfig {
+    pub topic: String,
+}
+
+impl CommandsConfig {
+    pub fn load(env: &Env) -> Self {
+        Self {
+            topic: env
+                .or("STRIPE_COMMANDS_TOPIC", topics::STRIPE_COMMANDS)
+                .to_owned(),
+        }
+    }
+
+    pub fn dead_letter_topic(&self) -> String {
+        topics::dead_letter_for(&self.topic)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
     pub secrets: Vec<SecretString>,

@@ -137,6 +137,7 @@ pub struct RelayConfig {
     pub database: DatabaseConfig,
     pub kafka: KafkaConfig,
     pub changes: ChangesConfig,
+    pub commands: CommandsConfig,
     /// How often to look for new outbox rows when idle.
     pub poll_interval: Duration,
     pub batch_size: i64,
@@ -149,6 +150,7 @@ impl RelayConfig {
             database: DatabaseConfig::load(env)?,
             kafka: KafkaConfig::load(env)?,
             changes: ChangesConfig::load(env),
+            commands: CommandsConfig::load(env),
             poll_interval: Duration::from_millis(env.parsed("OUTBOX_POLL_MS", 100)?),
             batch_size: env.parsed("OUTBOX_BATCH_SIZE", 500)?,
         })
@@ -175,6 +177,34 @@ impl OutboundConfig {
             changes: ChangesConfig::load(env),
             stripe: StripeApiConfig::load(env)?,
             consumer_group: outbound_group(env).to_owned(),
+        })
+    }
+}
+
+pub fn commands_group(env: &Env) -> &str {
+    env.or("COMMANDS_CONSUMER_GROUP", "stripe-sync.stripe-commands")
+}
+
+/// `workers/stripe-commands`: carries out queued refunds.
+#[derive(Debug, Clone)]
+pub struct CommandsWorkerConfig {
+    pub metrics_addr: SocketAddr,
+    pub database: DatabaseConfig,
+    pub kafka: KafkaConfig,
+    pub commands: CommandsConfig,
+    pub stripe: StripeApiConfig,
+    pub consumer_group: String,
+}
+
+impl CommandsWorkerConfig {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            metrics_addr: metrics_addr(env, 9105)?,
+            database: DatabaseConfig::load(env)?,
+            kafka: KafkaConfig::load(env)?,
+            commands: CommandsConfig::load(env),
+            stripe: StripeApiConfig::load(env)?,
+            consumer_group: commands_group(env).to_owned(),
         })
     }
 }

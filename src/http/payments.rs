@@ -2,6 +2,7 @@
 //! payments API (`crate::apps::payments`). Every POST takes an
 //! `Idempotency-Key`.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use serde_json::Value;
@@ -13,8 +14,11 @@ use super::body::{json_body, typed};
 use super::error::ApiError;
 use crate::apps::payments::checkout;
 use crate::apps::payments::idempotency::{self, Claim};
-use crate::apps::payments::input::{self, CheckoutBody, IntentBody, Invalid, RefundBody};
+use crate::apps::payments::input::{
+    self, CheckoutBody, IntentBody, Invalid, RefundBody, RefundRequestBody,
+};
 use crate::apps::payments::intents::{self, PaymentsError};
+use crate::apps::payments::refund_requests::{self, Queued};
 use crate::db::PgPool;
 use crate::kafka::EventProducer;
 use crate::stripe::client::{StripeClient, StripeError};
@@ -162,7 +166,7 @@ pub fn routes(
         .and(warp::post())
         .and(key)
         .and(json_body::<Value>())
-        .and(with)
+        .and(with.clone())
         .and_then(|key: Option<String>, body: Value, ctx: Ctx| async move {
             let refund = typed::<RefundBody>(&body)?.checked().map_err(refused)?;
             idempotent(
@@ -180,7 +184,83 @@ pub fn routes(
             )
             .await
         });
+    let queue_refund = warp::path!("refund-requests")
+        .and(warp::post())
+        .and(key)
+        .and(json_body::<Value>())
+        .and(with.clone())
+        .and_then(|key: Option<String>, body: Value, ctx: Ctx| async move {
+            let (request_id, refund) = typed::<RefundRequestBody>(&body)?
+                .checked()
+                .map_err(refused)?;
+            idempotent(ctx.clone(), key, "refund-requests", &body, |_| async move {
+                let queued = with_conn(ctx.pool.clone(), move |conn| {
+                    Ok(refund_requests::queue(conn, &request_id, &refund)?)
+                })
+                .await?;
+                match queued {
+                    Queued::New(r) | Queued::Existing(r) => Ok((
+                        StatusCode::ACCEPTED,
+                        serde_json::json!({"request_id": r.id, "status": r.status}),
+                    )),
+                    Queued::Conflict => Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "request_id_reused",
+                        "this request_id was used for another refund",
+                    )
+                    .with_field("request_id")),
+                }
+            })
+            .await
+        });
+    let get_refund_request = warp::path!("refund-requests" / String)
+        .and(warp::get())
+        .and(with.clone())
+        .and_then(|id: String, ctx: Ctx| async move {
+            let found = with_conn(ctx.pool.clone(), move |conn| {
+                Ok(refund_requests::get(conn, &id)?)
+            })
+            .await
+            .map_err(warp::reject::custom)?;
+            match found {
+                Some(r) => Ok(warp::reply::json(&r).into_response()),
+                None => Err(warp::reject::custom(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no refund request with this id",
+                ))),
+            }
+        });
+    let list_refund_requests = warp::path!("refund-requests")
+        .and(warp::get())
+        .and(warp::query::<BTreeMap<String, String>>())
+        .and(with.clone())
+        .and_then(|query: BTreeMap<String, String>, ctx: Ctx| async move {
+            let pi = match (query.get("payment_intent"), query.len()) {
+                (Some(pi), 1) if input::is_stripe_id(pi, "pi_") => pi.clone(),
+                _ => {
+                    return Err(refused(Invalid::new(
+                        "payment_intent",
+                        "list refund requests with ?payment_intent=pi_…",
+                    )))
+                }
+            };
+            let list = with_conn(ctx.pool.clone(), move |conn| {
+                Ok(refund_requests::for_payment(conn, &pi)?)
+            })
+            .await
+            .map_err(warp::reject::custom)?;
+            Ok::<_, Rejection>(
+                warp::reply::json(&serde_json::json!({"refund_requests": list})).into_response(),
+            )
+        });
     create_checkout
+        .or(queue_refund)
+        .unify()
+        .or(get_refund_request)
+        .unify()
+        .or(list_refund_requests)
+        .unify()
         .or(get_checkout)
         .unify()
         .or(create)

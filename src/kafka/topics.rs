@@ -6,6 +6,8 @@
 //! | `stripe.events.v1.dlq` | `workers/stripe-inbound` (permanent failures) | operators |
 //! | `customers.changes.v1` | `workers/outbox-relay` | `workers/stripe-outbound` |
 //! | `customers.changes.v1.dlq` | `workers/stripe-outbound` (Stripe refused) | operators |
+//! | `stripe.commands.v1` | `workers/outbox-relay` (queued refunds) | `workers/stripe-commands` |
+//! | `stripe.commands.v1.dlq` | `workers/stripe-commands` (Stripe refused) | operators |
 //! | `stripe.events.v1.order-notifier.dlq` | `workers/order-notifier` (the SMTP server refused an order's email) | operators |
 
 /// Verified Stripe events, keyed by Stripe object id.
@@ -13,6 +15,10 @@ pub const STRIPE_EVENTS: &str = "stripe.events.v1";
 
 /// Local customer changes from the outbox, keyed by local customer id.
 pub const CUSTOMER_CHANGES: &str = "customers.changes.v1";
+
+/// Commands for Stripe queued through the API (refunds), keyed by payment
+/// intent so one payment's commands stay in order.
+pub const STRIPE_COMMANDS: &str = "stripe.commands.v1";
 
 /// Messages that failed permanently on `topic` go to `{topic}.dlq`.
 pub fn dead_letter_for(topic: &str) -> String {

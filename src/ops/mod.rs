@@ -19,6 +19,8 @@ pub struct Inventory {
     pub inbound_group: String,
     pub outbound_group: String,
     pub notifier_group: String,
+    pub commands_topic: String,
+    pub commands_group: String,
 }
 
 impl Inventory {
@@ -31,26 +33,31 @@ impl Inventory {
             inbound_group: crate::config::inbound_group(env).to_owned(),
             outbound_group: crate::config::outbound_group(env).to_owned(),
             notifier_group: crate::config::notifier_group(env).to_owned(),
+            commands_topic: crate::config::CommandsConfig::load(env).topic,
+            commands_group: crate::config::commands_group(env).to_owned(),
         })
     }
 
-    pub fn dead_letter_topics(&self) -> [String; 3] {
+    pub fn dead_letter_topics(&self) -> [String; 4] {
         [
             kafka_topics::dead_letter_for(&self.events_topic),
             kafka_topics::dead_letter_for(&self.changes_topic),
             kafka_topics::notifier_dead_letters(&self.events_topic),
+            kafka_topics::dead_letter_for(&self.commands_topic),
         ]
     }
 
     /// Every topic of ours, sources first.
     pub fn topics(&self) -> Vec<String> {
-        let [events_dlq, changes_dlq, notifier_dlq] = self.dead_letter_topics();
+        let [events_dlq, changes_dlq, notifier_dlq, commands_dlq] = self.dead_letter_topics();
         vec![
             self.events_topic.clone(),
             events_dlq,
             notifier_dlq,
             self.changes_topic.clone(),
             changes_dlq,
+            self.commands_topic.clone(),
+            commands_dlq,
         ]
     }
 
@@ -60,6 +67,7 @@ impl Inventory {
             (self.inbound_group.clone(), self.events_topic.clone()),
             (self.outbound_group.clone(), self.changes_topic.clone()),
             (self.notifier_group.clone(), self.events_topic.clone()),
+            (self.commands_group.clone(), self.commands_topic.clone()),
         ]
     }
 }

@@ -16,4 +16,6 @@ pub mod service {
 /// Entity names as stored in `id_map.entity`.
 pub mod entity {
     pub const CUSTOMER: &str = "customer";
+    /// A refund queued through the payments API (outbox rows only).
+    pub const REFUND_REQUEST: &str = "refund_request";
 }

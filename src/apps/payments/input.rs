@@ -225,3 +225,46 @@ impl RefundBody {
         })
     }
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequestBody {
+    pub payment_intent: String,
+    #[serde(default)]
+    pub amount: Option<i64>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The client's own id for the request; one is made up without it.
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+impl RefundRequestBody {
+    /// The request id (given, or a new `rr_…`) and the refund.
+    pub fn checked(self) -> Result<(String, NewRefund), Invalid> {
+        let request_id = match self.request_id {
+            Some(id) => {
+                let ok = !id.is_empty()
+                    && id.len() <= 100
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                if !ok {
+                    return Err(invalid(
+                        "request_id",
+                        "request_id is 1 to 100 letters, digits, '-', '_' or '.'",
+                    ));
+                }
+                id
+            }
+            None => format!("rr_{}", Uuid::new_v4().simple()),
+        };
+        let refund = RefundBody {
+            payment_intent: self.payment_intent,
+            amount: self.amount,
+            reason: self.reason,
+        }
+        .checked()?;
+        Ok((request_id, refund))
+    }
+}

@@ -5,6 +5,8 @@
 //! refunds twice.
 
 pub mod checkout;
+pub mod command_worker;
 pub mod idempotency;
 pub mod input;
 pub mod intents;
+pub mod refund_requests;

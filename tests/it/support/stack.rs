@@ -72,6 +72,8 @@ impl Stack {
         let group = super::unique("inbound");
         let changes_topic = super::unique("customers.changes.v1");
         let outbound_group = super::unique("outbound");
+        let commands_topic = super::unique("stripe.commands.v1");
+        let commands_group = super::unique("commands");
         let stripe_timeout = opts.stripe_timeout_ms.to_string();
         let pairs = [
             ("DATABASE_URL", db.url.as_str()),
@@ -96,6 +98,8 @@ impl Stack {
             ("INBOUND_CONSUMER_GROUP", group.as_str()),
             ("CUSTOMER_CHANGES_TOPIC", changes_topic.as_str()),
             ("OUTBOUND_CONSUMER_GROUP", outbound_group.as_str()),
+            ("STRIPE_COMMANDS_TOPIC", commands_topic.as_str()),
+            ("COMMANDS_CONSUMER_GROUP", commands_group.as_str()),
             ("OUTBOX_POLL_MS", "20"),
             ("METRICS_ADDR", "127.0.0.1:0"),
             ("STRIPE_API_TIMEOUT_MS", stripe_timeout.as_str()),
