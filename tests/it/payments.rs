@@ -651,7 +651,9 @@ mod queued {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_queued_refund_is_made_once_and_follows_stripes_webhooks() {
         let ls = LocalStripe::start().await;
-        let stack = stack_on(&ls).await;
+        let mut stack = stack_on(&ls).await;
+        // stripe-inbound applies the refund webhooks to the mirror.
+        stack.start_worker();
         let workers = start_workers(&stack, true);
         let pi = paid_intent(&stack, 6000).await;
         let body = json!({"payment_intent": pi, "amount": 1500, "request_id": "refund-ticket-881"});

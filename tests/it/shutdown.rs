@@ -1,5 +1,5 @@
 //! SIGTERM under a steady load of webhooks and API writes, with the real
-//! binaries (the server and all four workers): every process stops in bounded time with its work finished,
+//! binaries (the server and all five workers): every process stops in bounded time with its work finished,
 //! and after a restart nothing is lost and nothing is applied twice. The
 //! same run checks /metrics, /healthz and /readyz on every process and
 //! that no secret ever reaches a log line.
@@ -30,7 +30,7 @@ struct Fleet {
     env: Vec<(String, String)>,
     logs: PathBuf,
     serve_port: u16,
-    ops_ports: [u16; 4],
+    ops_ports: [u16; 5],
     children: Vec<(&'static str, Child)>,
 }
 
@@ -66,6 +66,12 @@ impl Fleet {
                 env!("CARGO_BIN_EXE_order-notifier"),
                 None,
                 Some(self.ops_ports[3]),
+            ),
+            (
+                "stripe-commands",
+                env!("CARGO_BIN_EXE_stripe-commands"),
+                None,
+                Some(self.ops_ports[4]),
             ),
         ];
         for (name, bin, arg, ops_port) in bins {
@@ -156,7 +162,13 @@ async fn sigterm_under_load_finishes_in_flight_work_and_loses_nothing() {
         env,
         logs: logs.clone(),
         serve_port: free_port(),
-        ops_ports: [free_port(), free_port(), free_port(), free_port()],
+        ops_ports: [
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        ],
         children: Vec::new(),
     };
     fleet.start();
