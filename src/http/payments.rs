@@ -1,6 +1,6 @@
-//! `/api/checkout-sessions`, `/api/payment-intents` and `/api/refunds`: the
-//! payments API (`crate::apps::payments`). Every POST takes an
-//! `Idempotency-Key`.
+//! `/api/checkout-sessions`, `/api/payment-intents`, `/api/refunds` and
+//! `/api/refund-requests`: the payments API (`crate::apps::payments`).
+//! Every POST takes an `Idempotency-Key`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
