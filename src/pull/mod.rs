@@ -141,28 +141,10 @@ impl PullContext {
         collection: &str,
         filters: &[(String, String)],
     ) -> anyhow::Result<(Vec<Value>, u64)> {
-        let mut objects = Vec::new();
-        let mut calls = 0;
-        let mut starting_after: Option<String> = None;
-        loop {
-            let mut params = vec![("limit".to_owned(), "100".to_owned())];
-            params.extend_from_slice(filters);
-            if let Some(after) = &starting_after {
-                params.push(("starting_after".into(), after.clone()));
-            }
-            let page = self.list_page(account, collection, &params).await?;
-            calls += 1;
-            starting_after = page
-                .data
-                .last()
-                .and_then(|o| o.get("id"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            objects.extend(page.data);
-            if !page.has_more || starting_after.is_none() {
-                return Ok((objects, calls));
-            }
-        }
+        crate::stripe::client::page_through(filters, |params| async move {
+            self.list_page(account, collection, &params).await
+        })
+        .await
     }
 
     /// One list page, retried on 429 (after `Retry-After`) and 5xx; a

@@ -170,26 +170,11 @@ impl StripeClient {
         collection: &str,
         filters: &[(String, String)],
     ) -> Result<Vec<serde_json::Value>, StripeError> {
-        let mut items = Vec::new();
-        let mut starting_after: Option<String> = None;
-        loop {
-            let mut params = vec![("limit".to_owned(), "100".to_owned())];
-            params.extend_from_slice(filters);
-            if let Some(after) = &starting_after {
-                params.push(("starting_after".into(), after.clone()));
-            }
-            let page = self.list(account, collection, &params).await?;
-            starting_after = page
-                .data
-                .last()
-                .and_then(|o| o.get("id"))
-                .and_then(|id| id.as_str())
-                .map(str::to_owned);
-            items.extend(page.data);
-            if !page.has_more || starting_after.is_none() {
-                return Ok(items);
-            }
-        }
+        page_through(filters, |params| async move {
+            self.list(account, collection, &params).await
+        })
+        .await
+        .map(|(items, _pages)| items)
     }
 
     /// `GET /v1/{collection}/{id}`, e.g. `("customers", "cus_123")`.
@@ -325,6 +310,43 @@ impl StripeClient {
             }
             500..=599 => Err(StripeError::Server { status }),
             _ => Err(api_error(status, &body)),
+        }
+    }
+}
+
+/// Follows a list from page to page: `fetch` is given each page's
+/// parameters (`limit=100`, `filters`, and `starting_after` the last id so
+/// far) until a page says there is no more. Returns the items and the
+/// number of pages read. The one pager: callers differ only in how a page
+/// is fetched (retried or not).
+pub async fn page_through<E, F, Fut>(
+    filters: &[(String, String)],
+    mut fetch: F,
+) -> Result<(Vec<serde_json::Value>, u64), E>
+where
+    F: FnMut(Vec<(String, String)>) -> Fut,
+    Fut: std::future::Future<Output = Result<ListPage, E>>,
+{
+    let mut items = Vec::new();
+    let mut pages = 0;
+    let mut starting_after: Option<String> = None;
+    loop {
+        let mut params = vec![("limit".to_owned(), "100".to_owned())];
+        params.extend_from_slice(filters);
+        if let Some(after) = &starting_after {
+            params.push(("starting_after".into(), after.clone()));
+        }
+        let page = fetch(params).await?;
+        pages += 1;
+        starting_after = page
+            .data
+            .last()
+            .and_then(|o| o.get("id"))
+            .and_then(|id| id.as_str())
+            .map(str::to_owned);
+        items.extend(page.data);
+        if !page.has_more || starting_after.is_none() {
+            return Ok((items, pages));
         }
     }
 }
