@@ -7,9 +7,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::{self, ApplyError, ListRequest, RemoteReader};
 use crate::config::InboundConfig;
-use crate::db::{self, PgPool};
+use crate::db::PgPool;
 use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
-use crate::kafka::{admin, EventProducer};
+use crate::worker;
+
 use crate::metrics;
 use crate::registry::{Child, ChildSource, Resource};
 use crate::stripe::client::RESOURCE_MISSING;
@@ -214,28 +215,17 @@ impl RemoteReader for StripeRemote {
 }
 
 pub async fn run(cfg: InboundConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = db::pool(&cfg.database);
-    {
-        let pool = pool.clone();
-        tokio::task::spawn_blocking(move || db::ensure_migrated(&pool)).await??;
-    }
     let kafka = &cfg.kafka;
     let dead_letter_topic = kafka.dead_letter_topic();
-    admin::ensure_topics(
-        &kafka.brokers,
+    let worker::Started { pool, producer } = worker::start(
+        "stripe-inbound",
+        &cfg.database,
+        kafka,
+        cfg.metrics_addr,
         &[&kafka.events_topic, &dead_letter_topic],
-        kafka.topic_partitions,
-        kafka.replication_factor,
+        &shutdown,
     )
     .await?;
-    let producer = EventProducer::new(&kafka.brokers, kafka.produce_timeout)?;
-    crate::http::ops::spawn(
-        "stripe-inbound",
-        cfg.metrics_addr,
-        pool.clone(),
-        producer.clone(),
-        shutdown.clone(),
-    )?;
     let remote = StripeRemote::new(cfg.stripe.client()?, tokio::runtime::Handle::current());
     let handler = Arc::new(InboundHandler::new(pool, Arc::new(remote)));
     let settings = ConsumeSettings {

@@ -26,3 +26,4 @@ pub mod shutdown;
 pub mod stripe;
 pub mod sync;
 pub mod telemetry;
+pub mod worker;

@@ -16,12 +16,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::OutboundConfig;
 use crate::customers::input::LOCAL_ID_METADATA_KEY;
 use crate::db::models::NewIdMapEntry;
-use crate::db::{self, PgPool};
+use crate::db::PgPool;
 use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
-use crate::kafka::{admin, envelope, EventProducer};
+use crate::kafka::envelope;
 use crate::outbox::{self, Change, DeliveryStatus, Operation};
 use crate::stripe::{RemoteObject, StripeClient, StripeError, PLATFORM_ACCOUNT};
 use crate::sync::{entity, idmap, service};
+use crate::worker;
 
 enum DeliveryError {
     Transient(Transient),
@@ -286,27 +287,16 @@ pub fn form_fields(fields: &serde_json::Map<String, Value>) -> Vec<(String, Stri
 }
 
 pub async fn run(cfg: OutboundConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = db::pool(&cfg.database);
-    {
-        let pool = pool.clone();
-        tokio::task::spawn_blocking(move || db::ensure_migrated(&pool)).await??;
-    }
     let dead_letter_topic = cfg.changes.dead_letter_topic();
-    admin::ensure_topics(
-        &cfg.kafka.brokers,
+    let worker::Started { pool, producer } = worker::start(
+        "stripe-outbound",
+        &cfg.database,
+        &cfg.kafka,
+        cfg.metrics_addr,
         &[&cfg.changes.topic, &dead_letter_topic],
-        cfg.kafka.topic_partitions,
-        cfg.kafka.replication_factor,
+        &shutdown,
     )
     .await?;
-    let producer = EventProducer::new(&cfg.kafka.brokers, cfg.kafka.produce_timeout)?;
-    crate::http::ops::spawn(
-        "stripe-outbound",
-        cfg.metrics_addr,
-        pool.clone(),
-        producer.clone(),
-        shutdown.clone(),
-    )?;
     let handler = Arc::new(OutboundHandler::new(
         pool,
         cfg.stripe.client()?,

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RelayConfig;
 use crate::db::models::OutboxRow;
 use crate::kafka::envelope::HeaderList;
-use crate::kafka::{admin, EventProducer};
+use crate::kafka::EventProducer;
 use crate::metrics;
 use crate::outbox::{self, Change};
 use crate::retry::Backoff;
@@ -55,31 +55,22 @@ impl LockedConnection {
 }
 
 pub async fn run(cfg: RelayConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = crate::db::pool(&cfg.database);
-    {
-        let pool = pool.clone();
-        tokio::task::spawn_blocking(move || crate::db::ensure_migrated(&pool)).await??;
-    }
-    admin::ensure_topics(
-        &cfg.kafka.brokers,
+    // The relay's own work runs on a connection holding its advisory lock;
+    // the pool serves only the ops routes.
+    let crate::worker::Started { producer, .. } = crate::worker::start(
+        "outbox-relay",
+        &cfg.database,
+        &cfg.kafka,
+        cfg.metrics_addr,
         &[
             &cfg.changes.topic,
             &cfg.changes.dead_letter_topic(),
             &cfg.commands.topic,
             &cfg.commands.dead_letter_topic(),
         ],
-        cfg.kafka.topic_partitions,
-        cfg.kafka.replication_factor,
+        &shutdown,
     )
     .await?;
-    let producer = EventProducer::new(&cfg.kafka.brokers, cfg.kafka.produce_timeout)?;
-    crate::http::ops::spawn(
-        "outbox-relay",
-        cfg.metrics_addr,
-        pool,
-        producer.clone(),
-        shutdown.clone(),
-    )?;
     let url = cfg.database.url.expose_secret().to_owned();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut waiting_logged = false;

@@ -32,14 +32,15 @@ use super::order::{self, PaidOrder};
 use super::smtp::{Mailer, SendError};
 use crate::apply::{ApplyError, RemoteReader};
 use crate::config::NotifierConfig;
-use crate::db::{self, PgPool};
+use crate::db::PgPool;
 use crate::inbound::{parse_delivery, StripeRemote};
 use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
 use crate::kafka::envelope::{self, event_headers};
-use crate::kafka::{admin, EventProducer};
+use crate::kafka::EventProducer;
 use crate::metrics;
 use crate::retry::Backoff;
 use crate::stripe::EventEnvelope;
+use crate::worker;
 
 /// The consume half: claims one notification per paid order.
 pub struct OrderHandler {
@@ -347,28 +348,17 @@ pub fn retry_wait(attempts: i32, max: Duration) -> Duration {
 }
 
 pub async fn run(cfg: NotifierConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = db::pool(&cfg.database);
-    {
-        let pool = pool.clone();
-        tokio::task::spawn_blocking(move || db::ensure_migrated(&pool)).await??;
-    }
     let kafka = &cfg.kafka;
     let dead_letter_topic = cfg.dead_letter_topic();
-    admin::ensure_topics(
-        &kafka.brokers,
+    let worker::Started { pool, producer } = worker::start(
+        "order-notifier",
+        &cfg.database,
+        kafka,
+        cfg.metrics_addr,
         &[&kafka.events_topic, &dead_letter_topic],
-        kafka.topic_partitions,
-        kafka.replication_factor,
+        &shutdown,
     )
     .await?;
-    let producer = EventProducer::new(&kafka.brokers, kafka.produce_timeout)?;
-    crate::http::ops::spawn(
-        "order-notifier",
-        cfg.metrics_addr,
-        pool.clone(),
-        producer.clone(),
-        shutdown.clone(),
-    )?;
     let mailer = Mailer::new(
         &cfg.smtp,
         cfg.from.clone(),

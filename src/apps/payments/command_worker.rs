@@ -20,9 +20,10 @@ use tokio_util::sync::CancellationToken;
 use super::intents::{self, PaymentsError};
 use super::refund_requests::{self, RefundRequest};
 use crate::config::CommandsWorkerConfig;
-use crate::db::{self, PgPool};
+use crate::db::PgPool;
 use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
-use crate::kafka::{admin, EventProducer};
+use crate::worker;
+
 use crate::outbox::{self, Change, DeliveryStatus};
 use crate::stripe::client::{StripeClient, StripeError, RESOURCE_MISSING};
 use crate::stripe::PLATFORM_ACCOUNT;
@@ -224,28 +225,17 @@ async fn refund(stripe: &StripeClient, request: &RefundRequest) -> Result<Value,
 }
 
 pub async fn run(cfg: CommandsWorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = db::pool(&cfg.database);
-    {
-        let pool = pool.clone();
-        tokio::task::spawn_blocking(move || db::ensure_migrated(&pool)).await??;
-    }
     let kafka = &cfg.kafka;
     let dead_letter_topic = cfg.commands.dead_letter_topic();
-    admin::ensure_topics(
-        &kafka.brokers,
+    let worker::Started { pool, producer } = worker::start(
+        "stripe-commands",
+        &cfg.database,
+        kafka,
+        cfg.metrics_addr,
         &[&cfg.commands.topic, &dead_letter_topic],
-        kafka.topic_partitions,
-        kafka.replication_factor,
+        &shutdown,
     )
     .await?;
-    let producer = EventProducer::new(&kafka.brokers, kafka.produce_timeout)?;
-    crate::http::ops::spawn(
-        "stripe-commands",
-        cfg.metrics_addr,
-        pool.clone(),
-        producer.clone(),
-        shutdown.clone(),
-    )?;
     let handler = Arc::new(CommandHandler::new(
         pool,
         cfg.stripe.client()?,
