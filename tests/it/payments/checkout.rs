@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::json;
 
 use super::{get, post};
@@ -152,15 +151,13 @@ async fn a_local_customer_goes_to_stripe_as_its_cus_id_once_synced() {
         .contains(&("customer".into(), "cus_Checkout1".into())));
 
     // A local customer with no Stripe counterpart yet.
-    let unsynced: serde_json::Value = stack
-        .api(Method::POST, "/api/customers")
-        .json(&json!({"email": "new@example.com"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, unsynced, _) = post(
+        &stack,
+        "/api/customers",
+        None,
+        json!({"email": "new@example.com"}),
+    )
+    .await;
     let (status, err, _) = post(
         &stack,
         "/api/checkout-sessions",

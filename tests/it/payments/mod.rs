@@ -275,15 +275,13 @@ async fn bad_input_is_refused_before_stripe_with_the_field_named() {
         (status, err["error"]["code"].as_str()),
         (404, Some("customer_not_found"))
     );
-    let created: Value = stack
-        .api(Method::POST, "/api/customers")
-        .json(&json!({"email": "pay@example.com"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, created, _) = post(
+        &stack,
+        "/api/customers",
+        None,
+        json!({"email": "pay@example.com"}),
+    )
+    .await;
     let (status, err, _) = post(
         &stack,
         "/api/payment-intents",

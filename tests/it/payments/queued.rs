@@ -3,7 +3,7 @@
 //! refund webhooks, so the refund events that move a request's status are
 //! signed here from Stripe's example refund.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use reqwest::Method;
@@ -16,7 +16,7 @@ use super::{get, paid_intent, post, stack_on};
 use crate::support::fixtures;
 use crate::support::localstripe::LocalStripe;
 use crate::support::stack::Stack;
-use crate::support::wait_for;
+use crate::support::{spawn_binary, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -254,16 +254,7 @@ async fn a_refund_queued_while_stripe_is_down_is_made_once_it_is_back() {
 }
 
 fn spawn_commands(stack: &Stack) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_stripe-commands"))
-        .env_clear()
-        .envs(stack.env.vars())
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .current_dir(std::env::temp_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start stripe-commands")
+    spawn_binary(env!("CARGO_BIN_EXE_stripe-commands"), &stack.env)
 }
 
 /// The worker binary is SIGKILLed while it carries out refunds and

@@ -54,6 +54,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Starts a built binary of ours (`env!("CARGO_BIN_EXE_…")`) with exactly
+/// `env` (plus `PATH`), warnings and errors on the test's stderr: a real
+/// process the test can SIGKILL.
+pub fn spawn_binary(binary: &str, env: &stripe_sync::config::Env) -> std::process::Child {
+    std::process::Command::new(binary)
+        .env_clear()
+        .envs(env.vars())
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .current_dir(std::env::temp_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {binary}: {e}"))
+}
+
 pub fn init_logs() {
     stripe_sync::telemetry::init();
 }

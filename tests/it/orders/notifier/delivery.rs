@@ -2,7 +2,7 @@
 //! permanent refusals, logins, dead-letter replays, a SIGKILL.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -13,7 +13,7 @@ use crate::orders::{line_item, post_all, stack_with};
 use crate::support::broker::wait_consumed;
 use crate::support::catalog_stripe::CatalogStripe;
 use crate::support::smtp::{Mail, SmtpSink};
-use crate::support::wait_for;
+use crate::support::{spawn_binary, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emails_wait_out_an_smtp_outage_and_arrive_once_each() {
@@ -325,16 +325,7 @@ async fn smtp_credentials_authenticate_and_a_wrong_password_fails_no_order() {
 }
 
 fn spawn_notifier(env: &Env) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_order-notifier"))
-        .env_clear()
-        .envs(env.vars())
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .current_dir(std::env::temp_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start order-notifier")
+    spawn_binary(env!("CARGO_BIN_EXE_order-notifier"), env)
 }
 
 /// The binary is SIGKILLed while emails are going out, then started again:
