@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use stripe_sync::config::Env;
 
-use super::{completed, items_at_stripe, per_session, subjects, Notifier, TO, WAIT};
-use crate::orders::{line_item, post_all, stack_with};
+use super::{completed, per_session, post_paid, subjects, tee_at_stripe, Notifier, TO, WAIT};
+use crate::orders::{post_all, stack_with};
 use crate::support::broker::wait_consumed;
 use crate::support::catalog_stripe::CatalogStripe;
 use crate::support::smtp::{Mail, SmtpSink};
@@ -33,11 +33,7 @@ async fn emails_wait_out_an_smtp_outage_and_arrive_once_each() {
         })
         .collect();
     for n in 0..6 {
-        items_at_stripe(
-            &fake,
-            &format!("cs_down_{n}"),
-            vec![line_item(0, "prod_tee", "T-shirt", 2500)],
-        );
+        tee_at_stripe(&fake, &format!("cs_down_{n}"));
     }
     post_all(&stack, &events).await;
     // Every order is queued and has failed at least twice meanwhile.
@@ -66,17 +62,9 @@ async fn a_temporary_refusal_is_retried_until_accepted() {
     let stack = stack_with(&fake).await;
     let sink = SmtpSink::start().await;
     sink.defer(&[TO]);
-    items_at_stripe(
-        &fake,
-        "cs_deferred",
-        vec![line_item(0, "prod_tee", "T-shirt", 2500)],
-    );
+    tee_at_stripe(&fake, "cs_deferred");
     let notifier = Notifier::new(&stack, &sink, &[]).start();
-    post_all(
-        &stack,
-        &[completed("evt_d", "cs_deferred", "paid", json!({}))],
-    )
-    .await;
+    post_paid(&stack, "evt_d", "cs_deferred").await;
     wait_for(WAIT, "the email to be retried after 451s", || async {
         let retried = "orders.notifications WHERE status = 'pending' AND attempts >= 3 \
                        AND last_error LIKE '%451%'";
@@ -101,17 +89,9 @@ async fn a_refused_email_is_failed_listed_dead_lettered_and_retried_once_fixed()
     let stack = stack_with(&fake).await;
     let sink = SmtpSink::start().await;
     sink.refuse(&[TO]);
-    items_at_stripe(
-        &fake,
-        "cs_refused",
-        vec![line_item(0, "prod_tee", "T-shirt", 2500)],
-    );
+    tee_at_stripe(&fake, "cs_refused");
     let notifier = Notifier::new(&stack, &sink, &[]).start();
-    post_all(
-        &stack,
-        &[completed("evt_r", "cs_refused", "paid", json!({}))],
-    )
-    .await;
+    post_paid(&stack, "evt_r", "cs_refused").await;
     let failed = wait_for(WAIT, "the notification to fail", || async {
         let r = stack
             .api(
@@ -208,17 +188,9 @@ async fn replaying_the_dead_letter_of_a_refused_email_sends_it_once() {
     let stack = stack_with(&fake).await;
     let sink = SmtpSink::start().await;
     sink.refuse(&[TO]);
-    items_at_stripe(
-        &fake,
-        "cs_replayed",
-        vec![line_item(0, "prod_tee", "T-shirt", 2500)],
-    );
+    tee_at_stripe(&fake, "cs_replayed");
     let notifier = Notifier::new(&stack, &sink, &[]).start();
-    post_all(
-        &stack,
-        &[completed("evt_rp", "cs_replayed", "paid", json!({}))],
-    )
-    .await;
+    post_paid(&stack, "evt_rp", "cs_replayed").await;
     let letter = wait_for(WAIT, "the dead letter in /api/admin/dlq", || async {
         let r = stack
             .api(reqwest::Method::GET, "/api/admin/dlq")
@@ -264,11 +236,7 @@ async fn replaying_the_dead_letter_of_a_refused_email_sends_it_once() {
     );
     assert_eq!(sink.messages().len(), 1);
     // A replay of an event whose email went out changes nothing.
-    post_all(
-        &stack,
-        &[completed("evt_rp", "cs_replayed", "paid", json!({}))],
-    )
-    .await;
+    post_paid(&stack, "evt_rp", "cs_replayed").await;
     notifier.drained(&stack).await;
     assert_eq!(sink.messages().len(), 1);
     notifier.stop().await;
@@ -282,18 +250,10 @@ async fn smtp_credentials_authenticate_and_a_wrong_password_fails_no_order() {
     let fake = CatalogStripe::start();
     let stack = stack_with(&fake).await;
     let sink = SmtpSink::with_login("shop", "p@ss:word").await;
-    items_at_stripe(
-        &fake,
-        "cs_auth",
-        vec![line_item(0, "prod_tee", "T-shirt", 2500)],
-    );
+    tee_at_stripe(&fake, "cs_auth");
     let wrong = format!("smtp://shop:nope@127.0.0.1:{}", sink.port);
     let notifier = Notifier::new(&stack, &sink, &[("SMTP_URL", &wrong)]).start();
-    post_all(
-        &stack,
-        &[completed("evt_auth", "cs_auth", "paid", json!({}))],
-    )
-    .await;
+    post_paid(&stack, "evt_auth", "cs_auth").await;
     wait_for(
         WAIT,
         "the email to be retried after the refused login",
@@ -339,11 +299,7 @@ async fn a_notifier_killed_mid_stream_misses_no_order() {
     let sink = SmtpSink::start().await;
     let orders = 40;
     for n in 0..orders {
-        items_at_stripe(
-            &fake,
-            &format!("cs_k{n:02}"),
-            vec![line_item(0, "prod_tee", "T-shirt", 2500)],
-        );
+        tee_at_stripe(&fake, &format!("cs_k{n:02}"));
     }
     let mut env = Notifier::new(&stack, &sink, &[]).env;
     env = env.with("STRIPE_API_BASE", &fake.base());

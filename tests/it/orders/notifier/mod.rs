@@ -11,14 +11,14 @@ mod orders;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use stripe_sync::apps::orders::notifier;
 use stripe_sync::config::{Env, NotifierConfig};
 use stripe_sync::stripe::PLATFORM_ACCOUNT;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{session, session_event, T};
+use super::{line_item, post_all, session, session_event, T};
 use crate::support::broker::wait_consumed;
 use crate::support::catalog_stripe::CatalogStripe;
 use crate::support::smtp::{Mail, SmtpSink};
@@ -89,6 +89,20 @@ impl Notifier {
                 .expect("the notifier exits cleanly");
         }
     }
+}
+
+/// Serves one T-shirt (25.00 USD) as the session's line items at Stripe.
+fn tee_at_stripe(fake: &CatalogStripe, session_id: &str) {
+    items_at_stripe(
+        fake,
+        session_id,
+        vec![line_item(0, "prod_tee", "T-shirt", 2500)],
+    );
+}
+
+/// Posts the webhook of a completed, paid session.
+async fn post_paid(stack: &Stack, event_id: &str, session_id: &str) {
+    post_all(stack, &[completed(event_id, session_id, "paid", json!({}))]).await;
 }
 
 /// Serves the session's line items at Stripe (the fake).

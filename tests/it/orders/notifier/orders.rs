@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use rand::seq::SliceRandom;
 use serde_json::{json, Value};
 
-use super::{completed, items_at_stripe, per_session, subjects, Notifier, TO, WAIT};
+use super::{
+    completed, items_at_stripe, per_session, post_paid, subjects, tee_at_stripe, Notifier, TO, WAIT,
+};
 use crate::orders::{line_item, post_all, session, session_event, stack_with, T};
 use crate::support::catalog_stripe::CatalogStripe;
 use crate::support::smtp::{Mail, SmtpSink};
@@ -95,7 +97,7 @@ async fn each_paid_order_gets_exactly_one_email_whatever_arrives() {
         "cs_sub",
         "cs_sub_again",
     ] {
-        items_at_stripe(&fake, id, vec![line_item(0, "prod_tee", "T-shirt", 2500)]);
+        tee_at_stripe(&fake, id);
     }
     let sub = json!({"mode": "subscription", "subscription": "sub_1"});
     let renewal = |n: usize| {
@@ -228,11 +230,7 @@ async fn line_items_come_from_the_mirror_when_it_has_them() {
         "cs_mirrored",
         vec![line_item(0, "prod_lamp", "Lamp", 4200)],
     );
-    post_all(
-        &stack,
-        &[completed("evt_m", "cs_mirrored", "paid", json!({}))],
-    )
-    .await;
+    post_paid(&stack, "evt_m", "cs_mirrored").await;
     crate::orders::wait_mirrored(&stack, "paid", 1).await;
     wait_for(WAIT, "the line items in the mirror", || async {
         (stack.db.count("stripe.checkout_session_line_items") == 1).then_some(())
