@@ -35,6 +35,20 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// A local customer's `cus_…` (`None` for none): 404 unknown, 409 not
+    /// synced yet.
+    async fn stripe_customer(&self, local: Option<Uuid>) -> Result<Option<String>, ApiError> {
+        match local {
+            Some(local) => {
+                with_conn(self.pool.clone(), move |conn| {
+                    intents::stripe_customer(conn, local).map(Some)
+                })
+                .await
+            }
+            None => Ok(None),
+        }
+    }
+
     fn stripe(&self) -> Result<&StripeClient, ApiError> {
         self.stripe.as_ref().ok_or_else(|| {
             ApiError::new(
@@ -81,15 +95,7 @@ pub fn routes(
                 &body,
                 |stripe_key| async move {
                     let stripe = ctx.stripe()?;
-                    let customer = match new.customer {
-                        Some(local) => Some(
-                            with_conn(ctx.pool.clone(), move |conn| {
-                                intents::stripe_customer(conn, local)
-                            })
-                            .await?,
-                        ),
-                        None => None,
-                    };
+                    let customer = ctx.stripe_customer(new.customer).await?;
                     let form = checkout::form(&new, customer.as_deref());
                     let session = stripe
                         .post(
@@ -128,15 +134,7 @@ pub fn routes(
                 &body,
                 |stripe_key| async move {
                     let stripe = ctx.stripe()?;
-                    let customer = match intent.customer {
-                        Some(local) => Some(
-                            with_conn(ctx.pool.clone(), move |conn| {
-                                intents::stripe_customer(conn, local)
-                            })
-                            .await?,
-                        ),
-                        None => None,
-                    };
+                    let customer = ctx.stripe_customer(intent.customer).await?;
                     let form = intents::intent_form(&intent, customer.as_deref());
                     let pi = stripe
                         .post(
