@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use stripe_sync::apps::orders::commands::export_paid_sessions;
 use stripe_sync::apps::orders::export::{self, ExportSpec, PaidSession};
 
-use super::{post_all, session, session_event, stack_with, wait_mirrored, T};
+use super::{completed, post_all, session, session_event, stack_with, wait_mirrored, T};
 use crate::support::catalog_stripe::CatalogStripe;
 use crate::support::stack::Stack;
 use crate::support::unique;
@@ -89,23 +89,13 @@ async fn the_export_follows_the_order_sessions_became_paid_in() {
     post_all(
         &stack,
         &[
-            session_event(
+            completed(
                 "evt_a",
-                "checkout.session.completed",
-                T,
-                session(
-                    "cs_a",
-                    T,
-                    "paid",
-                    json!({"customer_email": "a@example.com"}),
-                ),
+                "cs_a",
+                "paid",
+                json!({"customer_email": "a@example.com"}),
             ),
-            session_event(
-                "evt_b",
-                "checkout.session.completed",
-                T,
-                session("cs_b", T, "paid", json!({})),
-            ),
+            completed("evt_b", "cs_b", "paid", json!({})),
             session_event(
                 "evt_old",
                 "checkout.session.completed",
@@ -211,12 +201,7 @@ async fn each_export_takes_only_its_payment_links() {
             session(&id, T, "paid", json!({"payment_link": link})),
         ));
     }
-    events.push(session_event(
-        "evt_nolink",
-        "checkout.session.completed",
-        T,
-        session("cs_nolink", T, "paid", json!({})),
-    ));
+    events.push(completed("evt_nolink", "cs_nolink", "paid", json!({})));
     post_all(&stack, &events).await;
     wait_mirrored(&stack, "paid", 5).await;
 
@@ -266,18 +251,8 @@ async fn a_delivery_that_fails_before_the_rename_is_repeated_not_skipped() {
     post_all(
         &stack,
         &[
-            session_event(
-                "evt_1",
-                "checkout.session.completed",
-                T,
-                session("cs_1", T, "paid", json!({})),
-            ),
-            session_event(
-                "evt_2",
-                "checkout.session.completed",
-                T,
-                session("cs_2", T, "paid", json!({})),
-            ),
+            completed("evt_1", "cs_1", "paid", json!({})),
+            completed("evt_2", "cs_2", "paid", json!({})),
         ],
     )
     .await;
@@ -303,11 +278,11 @@ async fn concurrent_runs_of_one_export_never_emit_a_session_twice() {
     let stack = stack_with(&fake).await;
     let events: Vec<Value> = (0..30)
         .map(|n| {
-            session_event(
+            completed(
                 &format!("evt_{n}"),
-                "checkout.session.completed",
-                T,
-                session(&format!("cs_{n:02}"), T, "paid", json!({})),
+                &format!("cs_{n:02}"),
+                "paid",
+                json!({}),
             )
         })
         .collect();
@@ -392,24 +367,9 @@ async fn workflow_tools_poll_the_export_over_http() {
     post_all(
         &stack,
         &[
-            session_event(
-                "evt_1",
-                "checkout.session.completed",
-                T,
-                session("cs_1", T, "paid", json!({"payment_link": "plink_a"})),
-            ),
-            session_event(
-                "evt_2",
-                "checkout.session.completed",
-                T,
-                session("cs_2", T, "paid", json!({"payment_link": "plink_a"})),
-            ),
-            session_event(
-                "evt_3",
-                "checkout.session.completed",
-                T,
-                session("cs_3", T, "paid", json!({"payment_link": "plink_b"})),
-            ),
+            completed("evt_1", "cs_1", "paid", json!({"payment_link": "plink_a"})),
+            completed("evt_2", "cs_2", "paid", json!({"payment_link": "plink_a"})),
+            completed("evt_3", "cs_3", "paid", json!({"payment_link": "plink_b"})),
         ],
     )
     .await;

@@ -55,6 +55,16 @@ pub(super) fn session_event(id: &str, kind: &str, created: i64, session: Value) 
     fixtures::event(id, kind, created, session)
 }
 
+/// `checkout.session.completed` at `T` for session `id` created at `T`.
+pub(super) fn completed(event_id: &str, id: &str, payment_status: &str, fields: Value) -> Value {
+    session_event(
+        event_id,
+        "checkout.session.completed",
+        T,
+        session(id, T, payment_status, fields),
+    )
+}
+
 pub(super) async fn stack_with(fake: &CatalogStripe) -> Stack {
     Stack::start(Options {
         stripe_base: fake.base(),

@@ -18,7 +18,7 @@ use stripe_sync::stripe::PLATFORM_ACCOUNT;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{line_item, post_all, session, session_event, T};
+use super::{completed, line_item, post_all};
 use crate::support::broker::wait_consumed;
 use crate::support::catalog_stripe::CatalogStripe;
 use crate::support::smtp::{Mail, SmtpSink};
@@ -114,15 +114,6 @@ fn items_at_stripe(fake: &CatalogStripe, session_id: &str, items: Vec<Value>) {
         "line_items",
         items,
     );
-}
-
-fn completed(event_id: &str, id: &str, payment_status: &str, fields: Value) -> Value {
-    session_event(
-        event_id,
-        "checkout.session.completed",
-        T,
-        session(id, T, payment_status, fields),
-    )
 }
 
 fn subjects(mails: &[Mail]) -> Vec<String> {
