@@ -2,5 +2,6 @@
 //! layer on the spine (topics, consume loop, mirror) with its own tables
 //! and commands.
 
+pub mod credits;
 pub mod orders;
 pub mod payments;

@@ -90,6 +90,22 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// The position just after the row created at `at` with `id`.
+    pub fn after(at: DateTime<Utc>, id: Uuid) -> Self {
+        Self {
+            created_at_micros: at.timestamp_micros(),
+            id,
+        }
+    }
+
+    pub fn created_at(&self) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp_micros(self.created_at_micros).unwrap_or_default()
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
     pub fn encode(&self) -> String {
         hex::encode(format!("{}.{}", self.created_at_micros, self.id))
     }
@@ -119,8 +135,7 @@ pub struct Page {
 pub fn list(conn: &mut PgConnection, q: &ListQuery) -> Result<Page, CustomerError> {
     let mut query = customers::table.select(Customer::as_select()).into_boxed();
     if let Some(after) = &q.after {
-        let ts =
-            DateTime::<Utc>::from_timestamp_micros(after.created_at_micros).unwrap_or_default();
+        let ts = after.created_at();
         query = query.filter(
             customers::created_at
                 .gt(ts)
@@ -145,11 +160,7 @@ pub fn list(conn: &mut PgConnection, q: &ListQuery) -> Result<Page, CustomerErro
     let next_cursor = has_more
         .then(|| rows.last())
         .flatten()
-        .map(|last| Cursor {
-            created_at_micros: last.created_at.timestamp_micros(),
-            id: last.id,
-        })
-        .map(|c| c.encode());
+        .map(|last| Cursor::after(last.created_at, last.id).encode());
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let mut states = sync_state::for_customers(conn, &ids)?;
     let data = rows

@@ -39,6 +39,13 @@ pub fn json_body<T: DeserializeOwned + Send>(
         })
 }
 
+/// A field refused at the edge: 400 naming it.
+pub fn refused(e: crate::apps::payments::input::Invalid) -> Rejection {
+    warp::reject::custom(
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", e.message).with_field(e.field),
+    )
+}
+
 /// A body already read as JSON (to fingerprint it), as the request type.
 pub fn typed<T: DeserializeOwned>(body: &serde_json::Value) -> Result<T, Rejection> {
     T::deserialize(body).map_err(|e| warp::reject::custom(body_error(&e)))

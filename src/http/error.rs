@@ -14,8 +14,10 @@ pub struct ApiError {
     pub message: String,
     /// The input field at fault, for validation errors.
     pub field: Option<String>,
-    /// A card issuer's reason, on card errors Stripe reports.
-    pub decline_code: Option<String>,
+    /// More about the error, beside code and message: a card issuer's
+    /// `decline_code`, the `payment_intent` and `client_secret` a customer
+    /// must authenticate.
+    pub details: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -27,12 +29,17 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
-            decline_code: None,
+            details: Vec::new(),
         }
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
+        self
+    }
+
+    pub fn with_detail(mut self, name: &'static str, value: impl Into<serde_json::Value>) -> Self {
+        self.details.push((name, value.into()));
         self
     }
 
@@ -46,14 +53,14 @@ impl ApiError {
         )
     }
 
-    /// The JSON body: `{"error": {"code", "message", "field"?, "decline_code"?}}`.
+    /// The JSON body: `{"error": {"code", "message", "field"?, details…}}`.
     pub fn body(&self) -> serde_json::Value {
         let mut error = serde_json::json!({"code": self.code, "message": self.message});
         if let Some(field) = &self.field {
             error["field"] = serde_json::Value::String(field.clone());
         }
-        if let Some(decline) = &self.decline_code {
-            error["decline_code"] = serde_json::Value::String(decline.clone());
+        for (name, value) in &self.details {
+            error[*name] = value.clone();
         }
         serde_json::json!({ "error": error })
     }
@@ -79,7 +86,7 @@ pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infa
             code: e.code,
             message: e.message.clone(),
             field: e.field.clone(),
-            decline_code: e.decline_code.clone(),
+            details: e.details.clone(),
         }
     } else if rejection.is_not_found() {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")

@@ -3,10 +3,12 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod credits;
 pub mod customers;
 pub mod error;
 pub mod exports;
 pub mod health;
+pub mod idempotent;
 pub mod mirror;
 pub mod notifications;
 pub mod openapi;
@@ -42,6 +44,12 @@ pub struct AppState {
 }
 
 pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    let payments_ctx = payments::Ctx::new(
+        state.pool.clone(),
+        state.stripe.clone(),
+        state.producer.clone(),
+        state.inventory.events_topic.clone(),
+    );
     // Auth runs for everything under /api before any route matches, so an
     // unauthenticated caller learns nothing about which routes exist.
     let api = warp::path("api")
@@ -54,12 +62,9 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
                 .unify()
                 .or(notifications::routes(state.pool.clone()))
                 .unify()
-                .or(payments::routes(
-                    state.pool.clone(),
-                    state.stripe.clone(),
-                    state.producer.clone(),
-                    state.inventory.events_topic.clone(),
-                ))
+                .or(payments::routes(payments_ctx.clone()))
+                .unify()
+                .or(credits::routes(payments_ctx))
                 .unify()
                 .or(openapi::route())
                 .unify()

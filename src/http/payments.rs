@@ -3,17 +3,16 @@
 //! Every POST takes an `Idempotency-Key`.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 
 use serde_json::Value;
 use uuid::Uuid;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use super::body::{json_body, typed};
+use super::body::{json_body, refused, typed};
 use super::error::ApiError;
+use super::idempotent::idempotent;
 use crate::apps::payments::checkout;
-use crate::apps::payments::idempotency::{self, Claim};
 use crate::apps::payments::input::{
     self, CheckoutBody, IntentBody, Invalid, RefundBody, RefundRequestBody,
 };
@@ -23,11 +22,12 @@ use crate::db::PgPool;
 use crate::kafka::EventProducer;
 use crate::stripe::client::{StripeClient, StripeError};
 
+/// What the payments and credits routes share.
 #[derive(Clone)]
-struct Ctx {
-    pool: PgPool,
+pub struct Ctx {
+    pub(super) pool: PgPool,
     /// `None` when serve runs without `STRIPE_API_KEY`.
-    stripe: Option<StripeClient>,
+    pub(super) stripe: Option<StripeClient>,
     /// Where an object read from Stripe is published as a snapshot, so it
     /// reaches the mirror by the one path in.
     producer: EventProducer,
@@ -35,6 +35,20 @@ struct Ctx {
 }
 
 impl Ctx {
+    pub fn new(
+        pool: PgPool,
+        stripe: Option<StripeClient>,
+        producer: EventProducer,
+        events_topic: String,
+    ) -> Self {
+        Self {
+            pool,
+            stripe,
+            producer,
+            events_topic,
+        }
+    }
+
     /// A local customer's `cus_…` (`None` for none): 404 unknown, 409 not
     /// synced yet.
     async fn stripe_customer(&self, local: Option<Uuid>) -> Result<Option<String>, ApiError> {
@@ -49,7 +63,7 @@ impl Ctx {
         }
     }
 
-    fn stripe(&self) -> Result<&StripeClient, ApiError> {
+    pub(super) fn stripe(&self) -> Result<&StripeClient, ApiError> {
         self.stripe.as_ref().ok_or_else(|| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -60,25 +74,9 @@ impl Ctx {
     }
 }
 
-/// A request refused at the edge: 400 naming the field.
-fn refused(e: Invalid) -> Rejection {
-    warp::reject::custom(
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", e.message).with_field(e.field),
-    )
-}
-
 pub fn routes(
-    pool: PgPool,
-    stripe: Option<StripeClient>,
-    producer: EventProducer,
-    events_topic: String,
+    ctx: Ctx,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    let ctx = Ctx {
-        pool,
-        stripe,
-        producer,
-        events_topic,
-    };
     let with = warp::any().map(move || ctx.clone());
     let key = warp::header::optional::<String>("idempotency-key");
     let create_checkout = warp::path!("checkout-sessions")
@@ -89,7 +87,7 @@ pub fn routes(
         .and_then(|key: Option<String>, body: Value, ctx: Ctx| async move {
             let new = typed::<CheckoutBody>(&body)?.checked().map_err(refused)?;
             idempotent(
-                ctx.clone(),
+                ctx.pool.clone(),
                 key,
                 "checkout-sessions",
                 &body,
@@ -128,7 +126,7 @@ pub fn routes(
         .and_then(|key: Option<String>, body: Value, ctx: Ctx| async move {
             let intent = typed::<IntentBody>(&body)?.checked().map_err(refused)?;
             idempotent(
-                ctx.clone(),
+                ctx.pool.clone(),
                 key,
                 "payment-intents",
                 &body,
@@ -168,7 +166,7 @@ pub fn routes(
         .and_then(|key: Option<String>, body: Value, ctx: Ctx| async move {
             let refund = typed::<RefundBody>(&body)?.checked().map_err(refused)?;
             idempotent(
-                ctx.clone(),
+                ctx.pool.clone(),
                 key,
                 "refunds",
                 &body,
@@ -191,24 +189,30 @@ pub fn routes(
             let (request_id, refund) = typed::<RefundRequestBody>(&body)?
                 .checked()
                 .map_err(refused)?;
-            idempotent(ctx.clone(), key, "refund-requests", &body, |_| async move {
-                let queued = with_conn(ctx.pool.clone(), move |conn| {
-                    Ok(refund_requests::queue(conn, &request_id, &refund)?)
-                })
-                .await?;
-                match queued {
-                    Queued::New(r) | Queued::Existing(r) => Ok((
-                        StatusCode::ACCEPTED,
-                        serde_json::json!({"request_id": r.id, "status": r.status}),
-                    )),
-                    Queued::Conflict => Err(ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "request_id_reused",
-                        "this request_id was used for another refund",
-                    )
-                    .with_field("request_id")),
-                }
-            })
+            idempotent(
+                ctx.pool.clone(),
+                key,
+                "refund-requests",
+                &body,
+                |_| async move {
+                    let queued = with_conn(ctx.pool.clone(), move |conn| {
+                        Ok(refund_requests::queue(conn, &request_id, &refund)?)
+                    })
+                    .await?;
+                    match queued {
+                        Queued::New(r) | Queued::Existing(r) => Ok((
+                            StatusCode::ACCEPTED,
+                            serde_json::json!({"request_id": r.id, "status": r.status}),
+                        )),
+                        Queued::Conflict => Err(ApiError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "request_id_reused",
+                            "this request_id was used for another refund",
+                        )
+                        .with_field("request_id")),
+                    }
+                },
+            )
             .await
         });
     let get_refund_request = warp::path!("refund-requests" / String)
@@ -320,7 +324,7 @@ async fn read_checkout(ctx: &Ctx, id: String) -> Result<Value, ApiError> {
     Ok(session)
 }
 
-async fn with_conn<T: Send + 'static>(
+pub(super) async fn with_conn<T: Send + 'static>(
     pool: PgPool,
     op: impl FnOnce(&mut diesel::PgConnection) -> Result<T, PaymentsError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -334,95 +338,9 @@ async fn with_conn<T: Send + 'static>(
     .map_err(|e| ApiError::unavailable("internal", &e))?
 }
 
-/// Runs `work` under the request's `Idempotency-Key` (see
-/// [`idempotency`]): a replay answers what the first request answered; the
-/// work gets the key to send to Stripe. Without a header, the work still
-/// gets a fresh key, so our own retries to Stripe stay single.
-async fn idempotent<F, Fut>(
-    ctx: Ctx,
-    key: Option<String>,
-    route: &'static str,
-    body: &Value,
-    work: F,
-) -> Result<warp::reply::Response, Rejection>
-where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = Result<(StatusCode, Value), ApiError>>,
-{
-    let Some(key) = key else {
-        let answer = work(format!("stripe-sync-req-{}", Uuid::new_v4())).await;
-        return Ok(respond(answer));
-    };
-    if key.is_empty() || key.len() > idempotency::MAX_KEY_LEN {
-        return Err(refused(Invalid::new(
-            "Idempotency-Key",
-            format!(
-                "an Idempotency-Key is 1 to {} characters",
-                idempotency::MAX_KEY_LEN
-            ),
-        )));
-    }
-    let hash = idempotency::request_hash(route, body);
-    let claimed = {
-        let (pool, key) = (ctx.pool.clone(), key.clone());
-        super::with_db(pool, move |conn| {
-            idempotency::claim(conn, &key, route, &hash)
-        })
-        .await?
-    };
-    match claimed {
-        Claim::Replay { status, body } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            let mut response =
-                warp::reply::with_status(warp::reply::json(&body), status).into_response();
-            response.headers_mut().insert(
-                "idempotent-replayed",
-                warp::http::HeaderValue::from_static("true"),
-            );
-            Ok(response)
-        }
-        Claim::Mismatch => Err(warp::reject::custom(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with another request; use a new key for a new request",
-        ))),
-        Claim::InProgress => Err(warp::reject::custom(ApiError::new(
-            StatusCode::CONFLICT,
-            "idempotency_key_in_use",
-            "a request with this Idempotency-Key is still running; retry shortly",
-        ))),
-        Claim::Proceed => {
-            let answer = work(idempotency::stripe_key(&key)).await;
-            let (status, saved) = match &answer {
-                Ok((status, body)) => (*status, Some(body.clone())),
-                // A failure to reach Stripe (or our database) did nothing a
-                // retry must not redo: keep no answer.
-                Err(e) if e.status.is_server_error() => (e.status, None),
-                Err(e) => (e.status, Some(e.body())),
-            };
-            let pool = ctx.pool.clone();
-            super::with_db(pool, move |conn| match saved {
-                Some(body) => idempotency::complete(conn, &key, status.as_u16(), &body),
-                None => idempotency::release(conn, &key),
-            })
-            .await?;
-            Ok(respond(answer))
-        }
-    }
-}
-
-fn respond(answer: Result<(StatusCode, Value), ApiError>) -> warp::reply::Response {
-    match answer {
-        Ok((status, body)) => {
-            warp::reply::with_status(warp::reply::json(&body), status).into_response()
-        }
-        Err(e) => e.into_response(),
-    }
-}
-
 /// A payments failure as the API answers it: Stripe's own code and message
 /// for what Stripe refused.
-fn api_error(e: PaymentsError) -> ApiError {
+pub(super) fn api_error(e: PaymentsError) -> ApiError {
     match e {
         PaymentsError::CustomerNotSynced(_) => {
             ApiError::new(StatusCode::CONFLICT, "customer_not_synced", e.to_string())
@@ -448,6 +366,7 @@ fn api_error(e: PaymentsError) -> ApiError {
             code,
             message,
             decline_code,
+            ..
         }) if matches!(status, 400 | 402 | 404) => {
             let code: &'static str = match code.as_deref() {
                 Some(known) => stripe_code(known),
@@ -459,7 +378,9 @@ fn api_error(e: PaymentsError) -> ApiError {
                 code,
                 message,
             );
-            err.decline_code = decline_code;
+            if let Some(decline_code) = decline_code {
+                err = err.with_detail("decline_code", decline_code);
+            }
             err
         }
         PaymentsError::Stripe(e) => ApiError::unavailable("stripe_unavailable", &e),
@@ -469,7 +390,7 @@ fn api_error(e: PaymentsError) -> ApiError {
 
 /// Stripe's error codes we pass through (ApiError codes are static); any
 /// other is reported as a generic one, with Stripe's message.
-fn stripe_code(code: &str) -> &'static str {
+pub(super) fn stripe_code(code: &str) -> &'static str {
     const PASSED: &[&str] = &[
         "card_declined",
         "expired_card",

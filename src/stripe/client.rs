@@ -31,6 +31,9 @@ pub enum StripeError {
         message: String,
         /// A card issuer's reason, on card errors (`insufficient_funds`).
         decline_code: Option<String>,
+        /// The payment intent a card error is about (Stripe names it when
+        /// confirming one failed, e.g. `authentication_required`).
+        payment_intent: Option<String>,
     },
     #[error("invalid Stripe object id {0:?}")]
     InvalidId(String),
@@ -146,6 +149,7 @@ impl StripeClient {
                     code: Some(RESOURCE_MISSING.into()),
                     message: format!("/v1/{collection} does not exist"),
                     decline_code: None,
+                    payment_intent: None,
                 })
             }
         };
@@ -213,6 +217,7 @@ impl StripeClient {
                 code: Some("resource_missing".into()),
                 message: format!("{path} does not exist"),
                 decline_code: None,
+                payment_intent: None,
             }),
         }
     }
@@ -376,6 +381,11 @@ fn api_error(status: u16, body: &[u8]) -> StripeError {
         decline_code: err
             .and_then(|e| e.get("decline_code"))
             .and_then(|c| c.as_str())
+            .map(str::to_owned),
+        payment_intent: err
+            .and_then(|e| e.get("payment_intent"))
+            .and_then(|pi| pi.get("id").or(Some(pi)))
+            .and_then(|id| id.as_str())
             .map(str::to_owned),
     }
 }

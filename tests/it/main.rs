@@ -8,6 +8,7 @@ mod apply;
 mod catalog;
 mod consume;
 mod crash;
+mod credits;
 mod idmap;
 mod inbound;
 mod localstripe_e2e;

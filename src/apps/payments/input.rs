@@ -149,7 +149,7 @@ fn invalid(field: &str, message: impl Into<String>) -> Invalid {
     Invalid::new(field, message)
 }
 
-fn check_amount(field: &str, amount: i64) -> Result<i64, Invalid> {
+pub fn check_amount(field: &str, amount: i64) -> Result<i64, Invalid> {
     if (1..=MAX_AMOUNT).contains(&amount) {
         Ok(amount)
     } else {

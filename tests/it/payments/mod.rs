@@ -23,7 +23,12 @@ async fn stack_on(ls: &LocalStripe) -> Stack {
 }
 
 /// A POST with an optional Idempotency-Key: (status, body, replayed).
-async fn post(stack: &Stack, path: &str, key: Option<&str>, body: Value) -> (u16, Value, bool) {
+pub(crate) async fn post(
+    stack: &Stack,
+    path: &str,
+    key: Option<&str>,
+    body: Value,
+) -> (u16, Value, bool) {
     let mut req = stack.api(Method::POST, path).json(&body);
     if let Some(key) = key {
         req = req.header("Idempotency-Key", key);
@@ -33,7 +38,7 @@ async fn post(stack: &Stack, path: &str, key: Option<&str>, body: Value) -> (u16
     (r.status().as_u16(), r.json().await.unwrap(), replayed)
 }
 
-async fn get(stack: &Stack, path: &str) -> (u16, Value) {
+pub(crate) async fn get(stack: &Stack, path: &str) -> (u16, Value) {
     let r = stack.api(Method::GET, path).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
 }

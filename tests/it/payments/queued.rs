@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{get, paid_intent, post, stack_on};
-use crate::support::fixtures;
+use crate::support::fixtures::refund_event;
 use crate::support::localstripe::LocalStripe;
 use crate::support::stack::Stack;
 use crate::support::{spawn_binary, wait_for};
@@ -73,40 +73,6 @@ async fn refunds_at_stripe(ls: &LocalStripe, pi: &str) -> Vec<Value> {
         )
         .await;
     list["data"].as_array().unwrap().clone()
-}
-
-fn refund_event(event_id: &str, created: i64, refund: &Value, status: &str) -> Value {
-    let mut object = fixtures::resource("refund");
-    for field in [
-        "id",
-        "amount",
-        "payment_intent",
-        "charge",
-        "metadata",
-        "currency",
-    ] {
-        object[field] = refund[field].clone();
-    }
-    object["status"] = json!(status);
-    object["created"] = json!(created);
-    object["failure_reason"] = json!(if status == "failed" {
-        Some("expired_or_canceled_card")
-    } else {
-        None
-    });
-    fixtures::event(
-        event_id,
-        &format!(
-            "refund.{}",
-            if status == "failed" {
-                "failed"
-            } else {
-                "updated"
-            }
-        ),
-        created,
-        object,
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,7 +220,7 @@ async fn a_refund_queued_while_stripe_is_down_is_made_once_it_is_back() {
 }
 
 fn spawn_commands(stack: &Stack) -> Child {
-    spawn_binary(env!("CARGO_BIN_EXE_stripe-commands"), &stack.env)
+    spawn_binary(env!("CARGO_BIN_EXE_stripe-commands"), &[], &stack.env)
 }
 
 /// The worker binary is SIGKILLed while it carries out refunds and

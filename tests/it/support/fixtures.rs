@@ -57,3 +57,40 @@ pub fn customer_event(
         customer(customer_id, created, fields),
     )
 }
+
+/// A signed-ready `refund.updated` (`refund.failed` when failed) of
+/// Stripe's example refund carrying `refund`'s ids, amount and metadata:
+/// localstripe sends no refund webhooks.
+pub fn refund_event(event_id: &str, created: i64, refund: &Value, status: &str) -> Value {
+    let mut object = resource("refund");
+    for field in [
+        "id",
+        "amount",
+        "payment_intent",
+        "charge",
+        "metadata",
+        "currency",
+    ] {
+        object[field] = refund[field].clone();
+    }
+    object["status"] = json!(status);
+    object["created"] = json!(created);
+    object["failure_reason"] = json!(if status == "failed" {
+        Some("expired_or_canceled_card")
+    } else {
+        None
+    });
+    event(
+        event_id,
+        &format!(
+            "refund.{}",
+            if status == "failed" {
+                "failed"
+            } else {
+                "updated"
+            }
+        ),
+        created,
+        object,
+    )
+}

@@ -54,11 +54,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Starts a built binary of ours (`env!("CARGO_BIN_EXE_…")`) with exactly
-/// `env` (plus `PATH`), warnings and errors on the test's stderr: a real
-/// process the test can SIGKILL.
-pub fn spawn_binary(binary: &str, env: &stripe_sync::config::Env) -> std::process::Child {
+/// Starts a built binary of ours (`env!("CARGO_BIN_EXE_…")`) with `args`
+/// and exactly `env` (plus `PATH`), warnings and errors on the test's
+/// stderr: a real process the test can SIGKILL.
+pub fn spawn_binary(
+    binary: &str,
+    args: &[&str],
+    env: &stripe_sync::config::Env,
+) -> std::process::Child {
     std::process::Command::new(binary)
+        .args(args)
         .env_clear()
         .envs(env.vars())
         .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -30,6 +30,8 @@ pub struct Options {
     pub start_outbound: bool,
     pub produce_timeout_ms: u64,
     pub stripe_timeout_ms: u64,
+    /// stripe-inbound's `INBOUND_APPLY_LANES`.
+    pub apply_lanes: usize,
 }
 
 impl Default for Options {
@@ -43,6 +45,9 @@ impl Default for Options {
             start_outbound: false,
             produce_timeout_ms: 5000,
             stripe_timeout_ms: 10_000,
+            // Two lanes over three partitions: every inbound test also runs
+            // the concurrent apply (the engine's default is one lane).
+            apply_lanes: 2,
         }
     }
 }
@@ -75,14 +80,13 @@ impl Stack {
         let commands_topic = super::unique("stripe.commands.v1");
         let commands_group = super::unique("commands");
         let stripe_timeout = opts.stripe_timeout_ms.to_string();
+        let apply_lanes = opts.apply_lanes.to_string();
         let pairs = [
             ("DATABASE_URL", db.url.as_str()),
             ("KAFKA_BROKERS", opts.brokers.as_str()),
             ("STRIPE_EVENTS_TOPIC", topic.as_str()),
             ("KAFKA_TOPIC_PARTITIONS", "3"),
-            // Two lanes over three partitions: every inbound test also runs
-            // the concurrent apply (the default is one lane).
-            ("INBOUND_APPLY_LANES", "2"),
+            ("INBOUND_APPLY_LANES", apply_lanes.as_str()),
             (
                 "KAFKA_PRODUCE_TIMEOUT_MS",
                 &opts.produce_timeout_ms.to_string(),

@@ -285,7 +285,7 @@ async fn smtp_credentials_authenticate_and_a_wrong_password_fails_no_order() {
 }
 
 fn spawn_notifier(env: &Env) -> Child {
-    spawn_binary(env!("CARGO_BIN_EXE_order-notifier"), env)
+    spawn_binary(env!("CARGO_BIN_EXE_order-notifier"), &[], env)
 }
 
 /// The binary is SIGKILLed while emails are going out, then started again:

@@ -1,0 +1,59 @@
+//! Credits: packages of in-app credits bought off-session with a saved
+//! card, spent in the app, kept in an append-only ledger that credits each
+//! payment exactly once, whether the API's answer from Stripe or the
+//! `payment_intent.succeeded` webhook (through the mirror's trigger) gets
+//! there first. The tables and the crediting itself are SQL (migration
+//! `2026-11-26-000004_credits`), so every path that writes the mirror
+//! (webhook, reconcile, backfill, a re-read) credits the same way.
+
+pub mod ledger;
+pub mod packages;
+pub mod payment_methods;
+pub mod purchases;
+
+use crate::apps::payments::intents::PaymentsError;
+use crate::stripe::client::StripeError;
+
+/// Why a credits request was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CreditsError {
+    #[error("no active package {0:?} is on sale")]
+    InvalidPackage(String),
+    #[error("the customer has no default payment method; save one first")]
+    NoPaymentMethod,
+    /// Unknown or unsynced customer, Stripe's refusals and outages, the
+    /// database: as the payments API reports them.
+    #[error(transparent)]
+    Payments(#[from] PaymentsError),
+    /// No database connection (pool exhausted, database down).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Runs `op` with a pooled connection on the blocking pool.
+pub(crate) async fn with_db<T: Send + 'static>(
+    pool: &crate::db::PgPool,
+    op: impl FnOnce(&mut diesel::PgConnection) -> Result<T, CreditsError> + Send + 'static,
+) -> Result<T, CreditsError> {
+    let pool = pool.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = pool
+            .get()
+            .map_err(|e| CreditsError::Unavailable(e.to_string()))?;
+        op(&mut conn)
+    })
+    .await
+    .map_err(|e| CreditsError::Unavailable(e.to_string()))?
+}
+
+impl From<diesel::result::Error> for CreditsError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Payments(e.into())
+    }
+}
+
+impl From<StripeError> for CreditsError {
+    fn from(e: StripeError) -> Self {
+        Self::Payments(e.into())
+    }
+}

@@ -1,0 +1,501 @@
+//! Off-session purchases of a package with the customer's default card.
+//!
+//! The purchase row is written before Stripe is asked and its id goes into
+//! the payment intent's metadata, so whichever learns of the success first
+//! credits it through `credits.credit_purchase`: this module, from Stripe's
+//! answer, or the mirror's trigger, from the `payment_intent.succeeded`
+//! webhook (or a reconcile). A request retried under the same
+//! Idempotency-Key finds its row by the derived Stripe key and resumes it:
+//! the payment intent is read if one is known, else created again with the
+//! same key, which Stripe answers with the first intent.
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Nullable, Text, Uuid as SqlUuid};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::packages::{self, Package};
+use super::{ledger, payment_methods, with_db, CreditsError};
+use crate::apps::payments::intents;
+use crate::db::PgPool;
+use crate::stripe::client::{StripeClient, StripeError};
+use crate::stripe::{RemoteObject, PLATFORM_ACCOUNT};
+
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct Purchase {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub customer_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub package_id: String,
+    #[diesel(sql_type = BigInt)]
+    pub credits: i64,
+    #[diesel(sql_type = BigInt)]
+    pub price: i64,
+    #[diesel(sql_type = Text)]
+    pub currency: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub payment_intent: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub error_code: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub error: Option<String>,
+}
+
+const COLUMNS: &str =
+    "id, customer_id, package_id, credits, price, currency, payment_intent, status, error_code, error";
+
+/// How a purchase request ends, as the API answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded {
+        purchase_id: Uuid,
+        credits_added: i64,
+        balance: i64,
+    },
+    /// Stripe is still processing; credited when it reports success.
+    Pending { purchase_id: Uuid },
+    Declined {
+        purchase_id: Uuid,
+        code: String,
+        decline_code: Option<String>,
+        message: String,
+    },
+    /// The bank wants the customer present: confirm this intent on-session.
+    NeedsAuthentication {
+        purchase_id: Uuid,
+        payment_intent: String,
+        client_secret: String,
+    },
+}
+
+/// The purchase started under `request_key`, if any.
+pub fn find(conn: &mut PgConnection, request_key: &str) -> QueryResult<Option<Purchase>> {
+    diesel::sql_query(format!(
+        "SELECT {COLUMNS} FROM credits.purchases WHERE request_key = $1"
+    ))
+    .bind::<Text, _>(request_key)
+    .get_result(conn)
+    .optional()
+}
+
+/// The checks made before anything is written or charged: the customer
+/// exists and has a Stripe customer; the package is on sale.
+pub fn prepare(
+    conn: &mut PgConnection,
+    customer: Uuid,
+    package_id: &str,
+) -> Result<(String, Package), CreditsError> {
+    let stripe_customer = intents::stripe_customer(conn, customer)?;
+    match packages::get(conn, package_id)? {
+        Some(package) if package.active => Ok((stripe_customer, package)),
+        _ => Err(CreditsError::InvalidPackage(package_id.to_owned())),
+    }
+}
+
+/// Records the purchase (what the package sells today) under
+/// `request_key`, or finds the one a concurrent twin recorded.
+pub fn open(
+    conn: &mut PgConnection,
+    customer: Uuid,
+    package: &Package,
+    request_key: &str,
+) -> QueryResult<Purchase> {
+    diesel::sql_query(
+        "INSERT INTO credits.purchases \
+           (id, customer_id, package_id, credits, price, currency, request_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (request_key) DO NOTHING",
+    )
+    .bind::<SqlUuid, _>(Uuid::new_v4())
+    .bind::<SqlUuid, _>(customer)
+    .bind::<Text, _>(&package.id)
+    .bind::<BigInt, _>(package.credits)
+    .bind::<BigInt, _>(package.price)
+    .bind::<Text, _>(&package.currency)
+    .bind::<Text, _>(request_key)
+    .execute(conn)?;
+    Ok(find(conn, request_key)?.expect("the purchase was just recorded"))
+}
+
+/// Stripe's form for the purchase's payment intent.
+pub fn intent_form(
+    purchase: &Purchase,
+    stripe_customer: &str,
+    payment_method: &str,
+) -> Vec<(String, String)> {
+    [
+        ("amount", purchase.price.to_string()),
+        ("currency", purchase.currency.clone()),
+        ("customer", stripe_customer.to_owned()),
+        ("payment_method", payment_method.to_owned()),
+        ("confirm", "true".to_owned()),
+        ("off_session", "true".to_owned()),
+        ("metadata[stripe_sync_purchase]", purchase.id.to_string()),
+        (
+            "metadata[stripe_sync_customer]",
+            purchase.customer_id.to_string(),
+        ),
+        ("metadata[stripe_sync_package]", purchase.package_id.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Moves a purchase that is not credited yet; a credited one stays so.
+pub fn record(
+    conn: &mut PgConnection,
+    id: Uuid,
+    status: &str,
+    payment_intent: Option<&str>,
+    error: Option<(&str, &str)>,
+) -> QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE credits.purchases SET status = $2, \
+           payment_intent = COALESCE(payment_intent, $3), \
+           error_code = $4, error = $5, updated_at = now() \
+         WHERE id = $1 AND status <> 'succeeded'",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<Text, _>(status)
+    .bind::<Nullable<Text>, _>(payment_intent)
+    .bind::<Nullable<Text>, _>(error.map(|(code, _)| code))
+    .bind::<Nullable<Text>, _>(error.map(|(_, message)| message))
+    .execute(conn)
+    .map(drop)
+}
+
+#[derive(QueryableByName)]
+struct Credited {
+    #[diesel(sql_type = Bool)]
+    credited: bool,
+}
+
+/// Credits the purchase paid by `payment_intent` (once, whoever asks
+/// first) and answers with the balance after it.
+pub fn credit(
+    conn: &mut PgConnection,
+    id: Uuid,
+    payment_intent: &str,
+) -> Result<Outcome, CreditsError> {
+    conn.transaction(|conn| {
+        let Credited { credited } =
+            diesel::sql_query("SELECT credits.credit_purchase($1, $2) AS credited")
+                .bind::<SqlUuid, _>(id)
+                .bind::<Text, _>(payment_intent)
+                .get_result(conn)?;
+        let purchase: Purchase = diesel::sql_query(format!(
+            "SELECT {COLUMNS} FROM credits.purchases WHERE id = $1"
+        ))
+        .bind::<SqlUuid, _>(id)
+        .get_result(conn)?;
+        if purchase.status != "succeeded" {
+            // credit_purchase refused: the purchase is another intent's.
+            return Err(CreditsError::Unavailable(format!(
+                "purchase {id} could not be credited for {payment_intent}"
+            )));
+        }
+        tracing::info!(purchase.id = %id, payment_intent, credited_now = credited, "purchase credited");
+        Ok(Outcome::Succeeded {
+            purchase_id: id,
+            credits_added: purchase.credits,
+            balance: ledger::balance(conn, purchase.customer_id)?,
+        })
+    })
+}
+
+/// Buys `package_id` for `customer`, or resumes the purchase started under
+/// the same `request_key`.
+pub async fn buy(
+    pool: &PgPool,
+    stripe: &StripeClient,
+    customer: Uuid,
+    package_id: String,
+    request_key: String,
+) -> Result<Outcome, CreditsError> {
+    let key = request_key.clone();
+    let found = with_db(pool, move |conn| Ok(find(conn, &key)?)).await?;
+    let (purchase, charge_with) = match found {
+        // A retry resumes what it started, even if the package changed
+        // since: the purchase keeps what was sold.
+        Some(purchase) => (purchase, None),
+        None => {
+            let (stripe_customer, package) =
+                with_db(pool, move |conn| prepare(conn, customer, &package_id)).await?;
+            let pm = payment_methods::default_of(stripe, &stripe_customer)
+                .await?
+                .ok_or(CreditsError::NoPaymentMethod)?;
+            let key = request_key.clone();
+            let purchase =
+                with_db(pool, move |conn| Ok(open(conn, customer, &package, &key)?)).await?;
+            (purchase, Some((stripe_customer, pm)))
+        }
+    };
+    match purchase.status.as_str() {
+        "succeeded" => {
+            let (id, pi) = (
+                purchase.id,
+                purchase.payment_intent.clone().unwrap_or_default(),
+            );
+            return with_db(pool, move |conn| credit(conn, id, &pi)).await;
+        }
+        "failed" => {
+            return Ok(Outcome::Declined {
+                purchase_id: purchase.id,
+                code: purchase
+                    .error_code
+                    .unwrap_or_else(|| "card_declined".into()),
+                decline_code: None,
+                message: purchase
+                    .error
+                    .unwrap_or_else(|| "the payment failed".into()),
+            })
+        }
+        _ => {}
+    }
+    let intent = match (&purchase.payment_intent, charge_with) {
+        (Some(pi), _) => match stripe
+            .retrieve(PLATFORM_ACCOUNT, "payment_intents", pi)
+            .await
+        {
+            Ok(RemoteObject::Live(intent)) => Ok(intent),
+            Ok(RemoteObject::Deleted) => Err(StripeError::Api {
+                status: 404,
+                code: Some("resource_missing".into()),
+                message: format!("payment intent {pi} is gone"),
+                decline_code: None,
+                payment_intent: None,
+            }),
+            Err(e) => Err(e),
+        },
+        (None, Some((stripe_customer, pm))) => {
+            charge(stripe, &purchase, &stripe_customer, &pm, &request_key).await
+        }
+        (None, None) => {
+            let customer = purchase.customer_id;
+            let stripe_customer = with_db(pool, move |conn| {
+                Ok(intents::stripe_customer(conn, customer)?)
+            })
+            .await?;
+            match payment_methods::default_of(stripe, &stripe_customer).await? {
+                Some(pm) => charge(stripe, &purchase, &stripe_customer, &pm, &request_key).await,
+                None => {
+                    let id = purchase.id;
+                    with_db(pool, move |conn| {
+                        Ok(record(
+                            conn,
+                            id,
+                            "failed",
+                            None,
+                            Some((
+                                "no_payment_method",
+                                "the customer has no default payment method",
+                            )),
+                        )?)
+                    })
+                    .await?;
+                    return Err(CreditsError::NoPaymentMethod);
+                }
+            }
+        }
+    };
+    match intent {
+        Ok(intent) => settle(pool, stripe, &purchase, intent).await,
+        Err(e) => refused(pool, stripe, &purchase, e).await,
+    }
+}
+
+async fn charge(
+    stripe: &StripeClient,
+    purchase: &Purchase,
+    stripe_customer: &str,
+    pm: &str,
+    request_key: &str,
+) -> Result<Value, StripeError> {
+    let form = intent_form(purchase, stripe_customer, pm);
+    stripe
+        .post(PLATFORM_ACCOUNT, "/v1/payment_intents", &form, request_key)
+        .await
+}
+
+/// Records what Stripe says of the purchase's payment intent, and answers.
+async fn settle(
+    pool: &PgPool,
+    stripe: &StripeClient,
+    purchase: &Purchase,
+    intent: Value,
+) -> Result<Outcome, CreditsError> {
+    let id = purchase.id;
+    let pi = intent["id"].as_str().unwrap_or_default().to_owned();
+    let status = intent["status"].as_str().unwrap_or_default().to_owned();
+    match status.as_str() {
+        "succeeded" => with_db(pool, move |conn| credit(conn, id, &pi)).await,
+        "processing" | "requires_capture" => {
+            with_db(pool, move |conn| {
+                Ok(record(conn, id, "pending", Some(&pi), None)?)
+            })
+            .await?;
+            Ok(Outcome::Pending { purchase_id: id })
+        }
+        "requires_action" | "requires_confirmation" => {
+            needs_authentication(pool, stripe, purchase, intent).await
+        }
+        _ => {
+            let error = &intent["last_payment_error"];
+            let code = error["code"].as_str().unwrap_or("card_declined").to_owned();
+            let message = error["message"]
+                .as_str()
+                .unwrap_or("the payment was declined")
+                .to_owned();
+            let decline_code = error["decline_code"].as_str().map(str::to_owned);
+            let (c, m) = (code.clone(), message.clone());
+            with_db(pool, move |conn| {
+                Ok(record(conn, id, "failed", Some(&pi), Some((&c, &m)))?)
+            })
+            .await?;
+            Ok(Outcome::Declined {
+                purchase_id: id,
+                code,
+                decline_code,
+                message,
+            })
+        }
+    }
+}
+
+/// The intent waits on the customer: its client secret lets the app
+/// confirm it on-session; its success then credits the purchase through
+/// the webhook.
+async fn needs_authentication(
+    pool: &PgPool,
+    stripe: &StripeClient,
+    purchase: &Purchase,
+    intent: Value,
+) -> Result<Outcome, CreditsError> {
+    let id = purchase.id;
+    let pi = intent["id"].as_str().unwrap_or_default().to_owned();
+    let client_secret = match intent["client_secret"].as_str() {
+        Some(secret) => secret.to_owned(),
+        None => match stripe
+            .retrieve(PLATFORM_ACCOUNT, "payment_intents", &pi)
+            .await?
+        {
+            RemoteObject::Live(full) => full["client_secret"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            RemoteObject::Deleted => String::new(),
+        },
+    };
+    let recorded = pi.clone();
+    with_db(pool, move |conn| {
+        Ok(record(conn, id, "requires_action", Some(&recorded), None)?)
+    })
+    .await?;
+    Ok(Outcome::NeedsAuthentication {
+        purchase_id: id,
+        payment_intent: pi,
+        client_secret,
+    })
+}
+
+/// Stripe refused the charge. A card error is the purchase's answer (402);
+/// `authentication_required` names the intent to confirm on-session.
+/// Another refusal fails the purchase and is reported as Stripe gave it;
+/// an outage leaves it processing, for a retry or the webhook to settle.
+async fn refused(
+    pool: &PgPool,
+    stripe: &StripeClient,
+    purchase: &Purchase,
+    e: StripeError,
+) -> Result<Outcome, CreditsError> {
+    let id = purchase.id;
+    match e {
+        StripeError::Api {
+            status: 402,
+            code,
+            message,
+            decline_code,
+            payment_intent,
+        } => {
+            if let (Some("authentication_required"), Some(pi)) =
+                (code.as_deref(), payment_intent.as_deref())
+            {
+                if let RemoteObject::Live(intent) = stripe
+                    .retrieve(PLATFORM_ACCOUNT, "payment_intents", pi)
+                    .await?
+                {
+                    return needs_authentication(pool, stripe, purchase, intent).await;
+                }
+            }
+            let code = code.unwrap_or_else(|| "card_declined".to_owned());
+            let (c, m) = (code.clone(), message.clone());
+            with_db(pool, move |conn| {
+                Ok(record(
+                    conn,
+                    id,
+                    "failed",
+                    payment_intent.as_deref(),
+                    Some((&c, &m)),
+                )?)
+            })
+            .await?;
+            Ok(Outcome::Declined {
+                purchase_id: id,
+                code,
+                decline_code,
+                message,
+            })
+        }
+        e if e.is_transient() => Err(e.into()),
+        e => {
+            let message = e.to_string();
+            with_db(pool, move |conn| {
+                Ok(record(
+                    conn,
+                    id,
+                    "failed",
+                    None,
+                    Some(("stripe_refused", &message)),
+                )?)
+            })
+            .await?;
+            Err(e.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_intent_is_off_session_and_names_its_purchase() {
+        let purchase = Purchase {
+            id: Uuid::nil(),
+            customer_id: Uuid::max(),
+            package_id: "package_2".into(),
+            credits: 300,
+            price: 2500,
+            currency: "usd".into(),
+            payment_intent: None,
+            status: "processing".into(),
+            error_code: None,
+            error: None,
+        };
+        let form = intent_form(&purchase, "cus_1", "pm_1");
+        let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("amount"), Some("2500"));
+        assert_eq!(get("confirm"), Some("true"));
+        assert_eq!(get("off_session"), Some("true"));
+        assert_eq!(get("payment_method"), Some("pm_1"));
+        assert_eq!(
+            get("metadata[stripe_sync_purchase]"),
+            Some(Uuid::nil().to_string().as_str())
+        );
+        assert_eq!(get("metadata[stripe_sync_package]"), Some("package_2"));
+    }
+}

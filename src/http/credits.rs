@@ -1,0 +1,386 @@
+//! `/api/credit-packages` and a customer's `/payment-methods`,
+//! `/credit-purchases`, `/credit-spends` and `/credits`: the credits app
+//! (`crate::apps::credits`). Purchases and spends require an
+//! `Idempotency-Key`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use super::body::{json_body, refused, typed};
+use super::error::ApiError;
+use super::idempotent::{self, idempotent};
+use super::payments::{api_error, stripe_code, Ctx};
+use crate::apps::credits::ledger::{self, Spent};
+use crate::apps::credits::packages::{self, CreateBody, PatchBody};
+use crate::apps::credits::purchases::{self, Outcome};
+use crate::apps::credits::{payment_methods, with_db, CreditsError};
+use crate::apps::payments::input::{is_stripe_id, Invalid};
+use crate::apps::payments::intents;
+use crate::customers::list::{Cursor, DEFAULT_LIMIT, MAX_LIMIT};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SaveCardBody {
+    payment_method: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurchaseBody {
+    package_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpendBody {
+    credits: i64,
+    reason: String,
+}
+
+pub fn routes(
+    ctx: Ctx,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let with = warp::any().map(move || ctx.clone());
+    let key = warp::header::optional::<String>("idempotency-key");
+
+    let list_packages = warp::path!("credit-packages")
+        .and(warp::get())
+        .and(with.clone())
+        .and_then(|ctx: Ctx| async move {
+            let list = run(&ctx, |conn| Ok(packages::list(conn)?)).await?;
+            Ok::<_, Rejection>(warp::reply::json(&json!({"packages": list})).into_response())
+        });
+    let create_package = warp::path!("credit-packages")
+        .and(warp::post())
+        .and(json_body::<Value>())
+        .and(with.clone())
+        .and_then(|body: Value, ctx: Ctx| async move {
+            let new = typed::<CreateBody>(&body)?.checked().map_err(refused)?;
+            let created = run(&ctx, move |conn| Ok(packages::create(conn, &new)?)).await?;
+            match created {
+                Some(p) => Ok(
+                    warp::reply::with_status(warp::reply::json(&p), StatusCode::CREATED)
+                        .into_response(),
+                ),
+                None => Err(reject(
+                    ApiError::new(
+                        StatusCode::CONFLICT,
+                        "package_exists",
+                        "a package with this id exists; PATCH it instead",
+                    )
+                    .with_field("id"),
+                )),
+            }
+        });
+    let patch_package = warp::path!("credit-packages" / String)
+        .and(warp::patch())
+        .and(json_body::<Value>())
+        .and(with.clone())
+        .and_then(|id: String, body: Value, ctx: Ctx| async move {
+            let patch = typed::<PatchBody>(&body)?.checked().map_err(refused)?;
+            let updated = run(&ctx, move |conn| Ok(packages::update(conn, &id, &patch)?)).await?;
+            match updated {
+                Some(p) => Ok(warp::reply::json(&p).into_response()),
+                None => Err(reject(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no package with this id",
+                ))),
+            }
+        });
+
+    let save_card = warp::path!("customers" / String / "payment-methods")
+        .and(warp::post())
+        .and(key)
+        .and(json_body::<Value>())
+        .and(with.clone())
+        .and_then(
+            |customer: String, key: Option<String>, body: Value, ctx: Ctx| async move {
+                let customer = customer_id(&customer)?;
+                let pm = typed::<SaveCardBody>(&body)?.payment_method;
+                if !is_stripe_id(&pm, "pm_") {
+                    return Err(refused(Invalid::new(
+                        "payment_method",
+                        format!("{pm:?} is not a payment method id (pm_…)"),
+                    )));
+                }
+                let route = format!("customers/{customer}/payment-methods");
+                idempotent(
+                    ctx.pool.clone(),
+                    key,
+                    &route,
+                    &body,
+                    |stripe_key| async move {
+                        let stripe = ctx.stripe()?;
+                        let cus = stripe_customer(&ctx, customer).await?;
+                        let saved = payment_methods::save(stripe, &cus, &pm, &stripe_key)
+                            .await
+                            .map_err(|e| api_error(e.into()))?;
+                        Ok((StatusCode::OK, saved))
+                    },
+                )
+                .await
+            },
+        );
+    let list_cards = warp::path!("customers" / String / "payment-methods")
+        .and(warp::get())
+        .and(with.clone())
+        .and_then(|customer: String, ctx: Ctx| async move {
+            let customer = customer_id(&customer)?;
+            let stripe = ctx.stripe().map_err(reject)?;
+            let cus = stripe_customer(&ctx, customer).await.map_err(reject)?;
+            let cards = payment_methods::list(stripe, &cus)
+                .await
+                .map_err(|e| reject(api_error(e.into())))?;
+            Ok::<_, Rejection>(
+                warp::reply::json(&json!({"payment_methods": cards})).into_response(),
+            )
+        });
+
+    let purchase = warp::path!("customers" / String / "credit-purchases")
+        .and(warp::post())
+        .and(key)
+        .and(json_body::<Value>())
+        .and(with.clone())
+        .and_then(
+            |customer: String, key: Option<String>, body: Value, ctx: Ctx| async move {
+                let customer = customer_id(&customer)?;
+                let key = idempotent::required(key)?;
+                let package_id = typed::<PurchaseBody>(&body)?.package_id;
+                let route = format!("customers/{customer}/credit-purchases");
+                idempotent(
+                    ctx.pool.clone(),
+                    Some(key),
+                    &route,
+                    &body,
+                    |stripe_key| async move {
+                        let stripe = ctx.stripe()?;
+                        let outcome =
+                            purchases::buy(&ctx.pool, stripe, customer, package_id, stripe_key)
+                                .await
+                                .map_err(credits_error)?;
+                        answer(outcome)
+                    },
+                )
+                .await
+            },
+        );
+    let spend = warp::path!("customers" / String / "credit-spends")
+        .and(warp::post())
+        .and(key)
+        .and(json_body::<Value>())
+        .and(with.clone())
+        .and_then(
+            |customer: String, key: Option<String>, body: Value, ctx: Ctx| async move {
+                let customer = customer_id(&customer)?;
+                let key = idempotent::required(key)?;
+                let SpendBody { credits, reason } = typed::<SpendBody>(&body)?;
+                let reason = checked_spend(credits, reason).map_err(refused)?;
+                let route = format!("customers/{customer}/credit-spends");
+                let spend_key = key.clone();
+                idempotent(ctx.pool.clone(), Some(key), &route, &body, |_| async move {
+                    let spent = run(&ctx, move |conn| {
+                        if !crate::customers::exists(conn, customer)? {
+                            return Err(intents::PaymentsError::NoSuchCustomer(customer).into());
+                        }
+                        Ok(ledger::spend(conn, customer, credits, &reason, &spend_key)?)
+                    })
+                    .await?;
+                    match spent {
+                        Spent::Done { spend_id, balance } => Ok((
+                            StatusCode::CREATED,
+                            json!({"spend_id": spend_id, "balance": balance}),
+                        )),
+                        Spent::Insufficient { balance } => Err(ApiError::new(
+                            StatusCode::CONFLICT,
+                            "insufficient_credits",
+                            format!("the balance is {balance} credits; this spend needs {credits}"),
+                        )
+                        .with_detail("balance", balance)),
+                    }
+                })
+                .await
+            },
+        );
+    let history = warp::path!("customers" / String / "credits")
+        .and(warp::get())
+        .and(warp::query::<BTreeMap<String, String>>())
+        .and(with.clone())
+        .and_then(
+            |customer: String, query: BTreeMap<String, String>, ctx: Ctx| async move {
+                let customer = customer_id(&customer)?;
+                let (limit, before) = page(&query)?;
+                let history = run(&ctx, move |conn| {
+                    if !crate::customers::exists(conn, customer)? {
+                        return Err(intents::PaymentsError::NoSuchCustomer(customer).into());
+                    }
+                    Ok(ledger::history(conn, customer, limit, before.as_ref())?)
+                })
+                .await?;
+                Ok::<_, Rejection>(warp::reply::json(&history).into_response())
+            },
+        );
+
+    list_packages
+        .or(create_package)
+        .unify()
+        .or(patch_package)
+        .unify()
+        .or(save_card)
+        .unify()
+        .or(list_cards)
+        .unify()
+        .or(purchase)
+        .unify()
+        .or(spend)
+        .unify()
+        .or(history)
+        .unify()
+}
+
+fn reject(e: ApiError) -> Rejection {
+    warp::reject::custom(e)
+}
+
+/// A customer id in the path; anything but a UUID is no customer.
+fn customer_id(raw: &str) -> Result<Uuid, Rejection> {
+    raw.parse().map_err(|_| {
+        reject(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "customer_not_found",
+            "no customer with this id",
+        ))
+    })
+}
+
+async fn stripe_customer(ctx: &Ctx, customer: Uuid) -> Result<String, ApiError> {
+    with_db(&ctx.pool, move |conn| {
+        Ok(intents::stripe_customer(conn, customer)?)
+    })
+    .await
+    .map_err(credits_error)
+}
+
+async fn run<T: Send + 'static>(
+    ctx: &Ctx,
+    op: impl FnOnce(&mut diesel::PgConnection) -> Result<T, CreditsError> + Send + 'static,
+) -> Result<T, ApiError> {
+    with_db(&ctx.pool, op).await.map_err(credits_error)
+}
+
+fn checked_spend(credits: i64, reason: String) -> Result<String, Invalid> {
+    if !(1..=ledger::MAX_SPEND).contains(&credits) {
+        return Err(Invalid::new(
+            "credits",
+            format!("credits is a whole number from 1 to {}", ledger::MAX_SPEND),
+        ));
+    }
+    let reason = reason.trim().to_owned();
+    if reason.is_empty() || reason.chars().count() > ledger::MAX_REASON {
+        return Err(Invalid::new(
+            "reason",
+            format!("reason is 1 to {} characters", ledger::MAX_REASON),
+        ));
+    }
+    Ok(reason)
+}
+
+/// `limit` (1–100, default 20) and `cursor` from the query.
+fn page(query: &BTreeMap<String, String>) -> Result<(i64, Option<Cursor>), Rejection> {
+    if let Some(unknown) = query
+        .keys()
+        .find(|k| !matches!(k.as_str(), "limit" | "cursor"))
+    {
+        return Err(refused(Invalid::new(
+            unknown,
+            "unknown parameter; the history takes limit and cursor",
+        )));
+    }
+    let limit = match query.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                refused(Invalid::new(
+                    "limit",
+                    format!("limit is an integer from 1 to {MAX_LIMIT}"),
+                ))
+            })?,
+    };
+    let before = query
+        .get("cursor")
+        .map(|raw| Cursor::decode(raw))
+        .transpose()
+        .map_err(|e| refused(Invalid::new(&e.field, e.message)))?;
+    Ok((limit, before))
+}
+
+fn credits_error(e: CreditsError) -> ApiError {
+    match e {
+        CreditsError::InvalidPackage(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_package", e.to_string())
+                .with_field("package_id")
+        }
+        CreditsError::NoPaymentMethod => {
+            ApiError::new(StatusCode::BAD_REQUEST, "no_payment_method", e.to_string())
+        }
+        CreditsError::Payments(e) => api_error(e),
+        CreditsError::Unavailable(cause) => ApiError::unavailable("database_unavailable", &cause),
+    }
+}
+
+/// A purchase's outcome as the API answers it: 201 credited, 202 pending,
+/// 402 declined or waiting on the customer's authentication.
+fn answer(outcome: Outcome) -> Result<(StatusCode, Value), ApiError> {
+    match outcome {
+        Outcome::Succeeded {
+            purchase_id,
+            credits_added,
+            balance,
+        } => Ok((
+            StatusCode::CREATED,
+            json!({"purchase_id": purchase_id, "status": "succeeded",
+                   "credits_added": credits_added, "balance": balance}),
+        )),
+        Outcome::Pending { purchase_id } => Ok((
+            StatusCode::ACCEPTED,
+            json!({"purchase_id": purchase_id, "status": "pending"}),
+        )),
+        Outcome::Declined {
+            purchase_id,
+            code,
+            decline_code,
+            message,
+        } => {
+            let code = match stripe_code(&code) {
+                "stripe_error" => "card_declined",
+                known => known,
+            };
+            let mut err = ApiError::new(StatusCode::PAYMENT_REQUIRED, code, message)
+                .with_detail("purchase_id", purchase_id.to_string());
+            if let Some(decline_code) = decline_code {
+                err = err.with_detail("decline_code", decline_code);
+            }
+            Err(err)
+        }
+        Outcome::NeedsAuthentication {
+            purchase_id,
+            payment_intent,
+            client_secret,
+        } => Err(ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "authentication_required",
+            "the bank asks the customer to authenticate this payment; confirm the payment intent with its client_secret",
+        )
+        .with_detail("purchase_id", purchase_id.to_string())
+        .with_detail("payment_intent", payment_intent)
+        .with_detail("client_secret", client_secret)),
+    }
+}
