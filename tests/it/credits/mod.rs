@@ -192,6 +192,16 @@ async fn packages_are_listed_and_changed_by_operators() {
     }
     let r = patch("mega", json!({"currency": "usd"})).await.unwrap();
     assert_eq!(r.status(), 400, "currency is fixed once sold");
+    let (_, doc) = get(&stack, "/api/openapi.json").await;
+    for path in [
+        "/api/credit-packages",
+        "/api/customers/{id}/credit-purchases",
+        "/api/customers/{id}/credit-spends",
+        "/api/customers/{id}/credits",
+        "/api/customers/{id}/payment-methods",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
     stack.stop().await;
 }
 
