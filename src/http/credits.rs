@@ -1,7 +1,7 @@
 //! `/api/credit-packages` and a customer's `/payment-methods`,
-//! `/credit-purchases`, `/credit-spends` and `/credits`: the credits app
-//! (`crate::apps::credits`). Purchases and spends require an
-//! `Idempotency-Key`.
+//! `/credit-purchases`, `/credit-spends`, `/credit-adjustments` and
+//! `/credits`: the credits app (`crate::apps::credits`). Purchases, spends
+//! and adjustments require an `Idempotency-Key`.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +15,7 @@ use super::body::{json_body, refused, typed};
 use super::error::ApiError;
 use super::idempotent::{self, idempotent};
 use super::payments::{api_error, stripe_code, Ctx};
-use crate::apps::credits::ledger::{self, Spent};
+use crate::apps::credits::ledger::{self, Posted};
 use crate::apps::credits::packages::{self, CreateBody, PatchBody};
 use crate::apps::credits::purchases::{self, Outcome};
 use crate::apps::credits::{payment_methods, with_db, CreditsError};
@@ -35,11 +35,31 @@ struct PurchaseBody {
     package_id: String,
 }
 
+/// A spend's or an adjustment's body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SpendBody {
+struct EntryBody {
     credits: i64,
     reason: String,
+}
+
+/// The ledger entries the API posts directly (purchases and refunds come
+/// from Stripe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// Takes credits; never below zero.
+    Spend,
+    /// An operator's signed correction.
+    Adjustment,
+}
+
+impl Entry {
+    fn route(self) -> &'static str {
+        match self {
+            Self::Spend => "credit-spends",
+            Self::Adjustment => "credit-adjustments",
+        }
+    }
 }
 
 pub fn routes(
@@ -177,34 +197,17 @@ pub fn routes(
         .and(with.clone())
         .and_then(
             |customer: String, key: Option<String>, body: Value, ctx: Ctx| async move {
-                let customer = customer_id(&customer)?;
-                let key = idempotent::required(key)?;
-                let SpendBody { credits, reason } = typed::<SpendBody>(&body)?;
-                let reason = checked_spend(credits, reason).map_err(refused)?;
-                let route = format!("customers/{customer}/credit-spends");
-                let spend_key = key.clone();
-                idempotent(ctx.pool.clone(), Some(key), &route, &body, |_| async move {
-                    let spent = run(&ctx, move |conn| {
-                        if !crate::customers::exists(conn, customer)? {
-                            return Err(intents::PaymentsError::NoSuchCustomer(customer).into());
-                        }
-                        Ok(ledger::spend(conn, customer, credits, &reason, &spend_key)?)
-                    })
-                    .await?;
-                    match spent {
-                        Spent::Done { spend_id, balance } => Ok((
-                            StatusCode::CREATED,
-                            json!({"spend_id": spend_id, "balance": balance}),
-                        )),
-                        Spent::Insufficient { balance } => Err(ApiError::new(
-                            StatusCode::CONFLICT,
-                            "insufficient_credits",
-                            format!("the balance is {balance} credits; this spend needs {credits}"),
-                        )
-                        .with_detail("balance", balance)),
-                    }
-                })
-                .await
+                post_entry(ctx, customer, key, body, Entry::Spend).await
+            },
+        );
+    let adjust = warp::path!("customers" / String / "credit-adjustments")
+        .and(warp::post())
+        .and(key)
+        .and(json_body::<Value>())
+        .and(with.clone())
+        .and_then(
+            |customer: String, key: Option<String>, body: Value, ctx: Ctx| async move {
+                post_entry(ctx, customer, key, body, Entry::Adjustment).await
             },
         );
     let history = warp::path!("customers" / String / "credits")
@@ -238,6 +241,8 @@ pub fn routes(
         .or(purchase)
         .unify()
         .or(spend)
+        .unify()
+        .or(adjust)
         .unify()
         .or(history)
         .unify()
@@ -273,11 +278,19 @@ async fn run<T: Send + 'static>(
     with_db(&ctx.pool, op).await.map_err(credits_error)
 }
 
-fn checked_spend(credits: i64, reason: String) -> Result<String, Invalid> {
-    if !(1..=ledger::MAX_SPEND).contains(&credits) {
+fn checked_entry(entry: Entry, credits: i64, reason: String) -> Result<String, Invalid> {
+    let fits = match entry {
+        Entry::Spend => (1..=ledger::MAX_SPEND).contains(&credits),
+        Entry::Adjustment => credits != 0 && credits.abs() <= ledger::MAX_SPEND,
+    };
+    if !fits {
+        let range = match entry {
+            Entry::Spend => format!("from 1 to {}", ledger::MAX_SPEND),
+            Entry::Adjustment => format!("other than 0, at most {} either way", ledger::MAX_SPEND),
+        };
         return Err(Invalid::new(
             "credits",
-            format!("credits is a whole number from 1 to {}", ledger::MAX_SPEND),
+            format!("credits is a whole number {range}"),
         ));
     }
     let reason = reason.trim().to_owned();
@@ -288,6 +301,54 @@ fn checked_spend(credits: i64, reason: String) -> Result<String, Invalid> {
         ));
     }
     Ok(reason)
+}
+
+/// A spend or an adjustment: once per `Idempotency-Key` (the key's saved
+/// answer, and under it the ledger's unique source).
+async fn post_entry(
+    ctx: Ctx,
+    customer: String,
+    key: Option<String>,
+    body: Value,
+    entry: Entry,
+) -> Result<warp::reply::Response, Rejection> {
+    let customer = customer_id(&customer)?;
+    let key = idempotent::required(key)?;
+    let EntryBody { credits, reason } = typed::<EntryBody>(&body)?;
+    let reason = checked_entry(entry, credits, reason).map_err(refused)?;
+    let route = format!("customers/{customer}/{}", entry.route());
+    let entry_key = key.clone();
+    idempotent(ctx.pool.clone(), Some(key), &route, &body, |_| async move {
+        let posted = run(&ctx, move |conn| {
+            if !crate::customers::exists(conn, customer)? {
+                return Err(intents::PaymentsError::NoSuchCustomer(customer).into());
+            }
+            Ok(match entry {
+                Entry::Spend => ledger::spend(conn, customer, credits, &reason, &entry_key)?,
+                Entry::Adjustment => ledger::adjust(conn, customer, credits, &reason, &entry_key)?,
+            })
+        })
+        .await?;
+        match posted {
+            Posted::Done { entry_id, balance } => {
+                let id_field = match entry {
+                    Entry::Spend => "spend_id",
+                    Entry::Adjustment => "adjustment_id",
+                };
+                Ok((
+                    StatusCode::CREATED,
+                    json!({id_field: entry_id, "balance": balance}),
+                ))
+            }
+            Posted::Insufficient { balance } => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "insufficient_credits",
+                format!("the balance is {balance} credits; this spend needs {credits}"),
+            )
+            .with_detail("balance", balance)),
+        }
+    })
+    .await
 }
 
 /// `limit` (1–100, default 20) and `cursor` from the query.
@@ -333,6 +394,7 @@ fn credits_error(e: CreditsError) -> ApiError {
         }
         CreditsError::Payments(e) => api_error(e),
         CreditsError::Unavailable(cause) => ApiError::unavailable("database_unavailable", &cause),
+        CreditsError::Inconsistent(cause) => ApiError::unavailable("internal", &cause),
     }
 }
 

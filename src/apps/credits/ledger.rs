@@ -40,11 +40,11 @@ pub fn balance(conn: &mut PgConnection, customer: Uuid) -> QueryResult<i64> {
     Ok(found.map_or(0, |b| b.balance))
 }
 
-/// What a spend did.
+/// What a spend or an adjustment did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Spent {
-    /// Taken now, or earlier under the same key (then `balance` is today's).
-    Done { spend_id: Uuid, balance: i64 },
+pub enum Posted {
+    /// Posted now, or earlier under the same key (then `balance` is today's).
+    Done { entry_id: Uuid, balance: i64 },
     /// The balance is short: nothing was taken.
     Insufficient { balance: i64 },
 }
@@ -58,8 +58,51 @@ pub fn spend(
     credits: i64,
     reason: &str,
     key: &str,
-) -> QueryResult<Spent> {
+) -> QueryResult<Posted> {
     let source = format!("spend:{customer}:{key}");
+    post_once(
+        conn,
+        customer,
+        "spend",
+        -credits,
+        &source,
+        reason,
+        |balance| balance >= credits,
+    )
+}
+
+/// An operator's correction, signed, once per `key`: it may take the
+/// balance below zero (to claw back what a failed refund gave, say).
+pub fn adjust(
+    conn: &mut PgConnection,
+    customer: Uuid,
+    credits: i64,
+    reason: &str,
+    key: &str,
+) -> QueryResult<Posted> {
+    let source = format!("adjustment:{customer}:{key}");
+    post_once(
+        conn,
+        customer,
+        "adjustment",
+        credits,
+        &source,
+        reason,
+        |_| true,
+    )
+}
+
+/// Appends the entry for `source` unless it exists, under the customer's
+/// balance lock, if `allowed` by the balance before it.
+fn post_once(
+    conn: &mut PgConnection,
+    customer: Uuid,
+    kind: &str,
+    credits: i64,
+    source: &str,
+    reason: &str,
+    allowed: impl Fn(i64) -> bool,
+) -> QueryResult<Posted> {
     conn.transaction(|conn| {
         diesel::sql_query(
             "INSERT INTO credits.balances (customer_id) VALUES ($1) ON CONFLICT DO NOTHING",
@@ -71,25 +114,22 @@ pub fn spend(
         )
         .bind::<SqlUuid, _>(customer)
         .get_result(conn)?;
-        if let Some(done) = entry_for(conn, &source)? {
-            return Ok(Spent::Done {
-                spend_id: done,
-                balance,
-            });
+        if let Some(entry_id) = entry_for(conn, source)? {
+            return Ok(Posted::Done { entry_id, balance });
         }
-        if balance < credits {
-            return Ok(Spent::Insufficient { balance });
+        if !allowed(balance) {
+            return Ok(Posted::Insufficient { balance });
         }
-        let Balance { balance } = diesel::sql_query(
-            "SELECT credits.post_entry($1, 'spend', $2, $3, NULL, $4) AS balance",
-        )
-        .bind::<SqlUuid, _>(customer)
-        .bind::<BigInt, _>(-credits)
-        .bind::<Text, _>(&source)
-        .bind::<Text, _>(reason)
-        .get_result(conn)?;
-        let spend_id = entry_for(conn, &source)?.expect("the entry was just appended");
-        Ok(Spent::Done { spend_id, balance })
+        let Balance { balance } =
+            diesel::sql_query("SELECT credits.post_entry($1, $2, $3, $4, NULL, $5) AS balance")
+                .bind::<SqlUuid, _>(customer)
+                .bind::<Text, _>(kind)
+                .bind::<BigInt, _>(credits)
+                .bind::<Text, _>(source)
+                .bind::<Text, _>(reason)
+                .get_result(conn)?;
+        let entry_id = entry_for(conn, source)?.expect("the entry was just appended");
+        Ok(Posted::Done { entry_id, balance })
     })
 }
 

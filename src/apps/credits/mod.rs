@@ -28,6 +28,10 @@ pub enum CreditsError {
     /// No database connection (pool exhausted, database down).
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// Stripe and our records disagree about a purchase (an intent that is
+    /// not the one recorded for it): nothing is credited, an operator looks.
+    #[error("{0}")]
+    Inconsistent(String),
 }
 
 /// Runs `op` with a pooled connection on the blocking pool.

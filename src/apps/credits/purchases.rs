@@ -194,7 +194,7 @@ pub fn credit(
         .get_result(conn)?;
         if purchase.status != "succeeded" {
             // credit_purchase refused: the purchase is another intent's.
-            return Err(CreditsError::Unavailable(format!(
+            return Err(CreditsError::Inconsistent(format!(
                 "purchase {id} could not be credited for {payment_intent}"
             )));
         }

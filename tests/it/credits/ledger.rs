@@ -31,13 +31,16 @@ async fn spend(
     .await
 }
 
-/// A balance given by an operator's adjustment (no Stripe needed).
-fn adjust(stack: &Stack, customer: &str, credits: i64, source: &str) {
-    diesel::sql_query(format!(
-        "SELECT credits.post_entry('{customer}', 'adjustment', {credits}, '{source}', NULL, 'test balance')"
-    ))
-    .execute(&mut stack.db.conn())
-    .unwrap();
+/// An operator's adjustment through the API: (status, body).
+async fn adjust(stack: &Stack, customer: &str, credits: i64, key: &str) -> (u16, Value) {
+    let (status, body, _) = post(
+        stack,
+        &format!("/api/customers/{customer}/credit-adjustments"),
+        Some(key),
+        json!({"credits": credits, "reason": "goodwill grant"}),
+    )
+    .await;
+    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +56,18 @@ async fn concurrent_spends_never_overdraw_and_a_key_spends_once() {
         .as_str()
         .unwrap()
         .to_owned();
-    adjust(&stack, &customer, 1100, "test:grant-1100");
+    let (status, granted) = adjust(&stack, &customer, 1100, "grant-1100").await;
+    assert_eq!(
+        (status, granted["balance"].as_i64()),
+        (201, Some(1100)),
+        "{granted}"
+    );
+    assert!(granted["adjustment_id"].is_string());
+    let (status, zero) = adjust(&stack, &customer, 0, "grant-0").await;
+    assert_eq!(
+        (status, zero["error"]["field"].as_str()),
+        (400, Some("credits"))
+    );
 
     // 20 spends of 60 at once on 1,100: 18 fit.
     let spends = (0..20).map(|n| {
@@ -178,6 +192,7 @@ async fn concurrent_spends_never_overdraw_and_a_key_spends_once() {
         "18 spends, the coffee and the grant, each once"
     );
     assert_eq!(seen.last().unwrap()["kind"], "adjustment");
+    assert_eq!(seen.last().unwrap()["reason"], "goodwill grant");
     let (status, _) = crate::payments::get(
         &stack,
         &format!("/api/customers/{customer}/credits?cursor=zz"),

@@ -197,6 +197,7 @@ async fn packages_are_listed_and_changed_by_operators() {
         "/api/credit-packages",
         "/api/customers/{id}/credit-purchases",
         "/api/customers/{id}/credit-spends",
+        "/api/customers/{id}/credit-adjustments",
         "/api/customers/{id}/credits",
         "/api/customers/{id}/payment-methods",
     ] {
