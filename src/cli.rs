@@ -14,6 +14,16 @@ use crate::{config, db, registry, serve, shutdown, telemetry};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+/// A line of a command's answer on stdout. A reader that has gone (`| head`)
+/// ends the output, not the command: a failed write is dropped, where
+/// `println!` would panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Keeps Postgres in sync with Stripe, with Kafka as the durable spine.
 #[derive(Parser)]
 #[command(version, about)]
@@ -272,10 +282,10 @@ pub async fn run() -> anyhow::Result<()> {
                 .await
                 .context("migration task failed")??;
             if applied.is_empty() {
-                println!("database is up to date");
+                say!("database is up to date");
             }
             for name in applied {
-                println!("applied {name}");
+                say!("applied {name}");
             }
             Ok(())
         }
@@ -303,7 +313,7 @@ pub async fn run() -> anyhow::Result<()> {
                         ..backfill::BackfillOptions::new(resource)
                     };
                     let report = backfill::run(&ctx, &opts, &stop).await?;
-                    println!("{account} {:<34} {}", resource.object, report);
+                    say!("{account} {:<34} {}", resource.object, report);
                 }
             }
             Ok(())
@@ -332,7 +342,7 @@ pub async fn run() -> anyhow::Result<()> {
                 None => {
                     for opts in options {
                         let r = reconcile::run_once(&ctx, &opts).await?;
-                        println!(
+                        say!(
                             "{}: {} events since {} ({} API calls), {} not in the ledger published; cursor now {}",
                             opts.account, r.seen, r.from, r.pages, r.published, r.cursor
                         );
@@ -345,7 +355,7 @@ pub async fn run() -> anyhow::Result<()> {
             match command {
                 CatalogCommand::Types => print!("{}", registry::describe()),
                 CatalogCommand::Ddl { types } => {
-                    println!(
+                    say!(
                         "{}",
                         registry::ddl::for_resources(registry::resolve(&types)?)
                     )
@@ -398,7 +408,7 @@ pub async fn run() -> anyhow::Result<()> {
                     return Ok(());
                 }
             };
-            println!("{output}");
+            say!("{output}");
             Ok(())
         }
         Command::Dlq { command } => {
@@ -406,7 +416,7 @@ pub async fn run() -> anyhow::Result<()> {
             let pool = db::pool(&config::DatabaseConfig::load(&env)?);
             match command {
                 DlqCommand::List { all, json } => {
-                    println!(
+                    say!(
                         "{}",
                         tokio::task::spawn_blocking(move || commands::dlq_list(
                             &inv, &pool, all, json
@@ -415,7 +425,7 @@ pub async fn run() -> anyhow::Result<()> {
                     )
                 }
                 DlqCommand::Show { id, json } => {
-                    println!(
+                    say!(
                         "{}",
                         tokio::task::spawn_blocking(move || commands::dlq_show(
                             &inv, &pool, &id, json
@@ -433,9 +443,9 @@ pub async fn run() -> anyhow::Result<()> {
                     };
                     let done = commands::dlq_replay(&inv, &pool, &producer, selection).await?;
                     producer.flush(Duration::from_secs(5));
-                    println!("replayed {} dead letter(s)", done.len());
+                    say!("replayed {} dead letter(s)", done.len());
                     for id in done {
-                        println!("  {id}");
+                        say!("  {id}");
                     }
                 }
             }
@@ -461,7 +471,7 @@ pub async fn run() -> anyhow::Result<()> {
                 orders::commands::export_paid_sessions(&mut *pool.get()?, &spec, &out)
             })
             .await??;
-            println!("{said}");
+            say!("{said}");
             Ok(())
         }
         Command::Notifications { command } => {
@@ -478,7 +488,7 @@ pub async fn run() -> anyhow::Result<()> {
                 }
             })
             .await??;
-            println!("{said}");
+            say!("{said}");
             Ok(())
         }
         Command::Diff {
@@ -497,7 +507,7 @@ pub async fn run() -> anyhow::Result<()> {
                         continue;
                     }
                     let report = diff::run(&ctx, resource, &account, repair).await?;
-                    println!("[{account}]\n{report}\n");
+                    say!("[{account}]\n{report}\n");
                     clean &= report.is_clean();
                 }
             }

@@ -1,6 +1,15 @@
 //! Logging through tracing: human-readable by default, `LOG_FORMAT=json`
 //! for machines, filtered by `RUST_LOG` (default `info`).
+//!
+//! Logs go to stderr through a writer that cannot fail: a line that cannot
+//! be written (the reader of a pipe has exited, as `| tee` does on Ctrl-C)
+//! is dropped. Otherwise tracing-subscriber reports the failure with
+//! `eprintln!`, which panics on a closed stderr, and the first task to log
+//! after that (the SIGTERM handler, a request, a lane) would die with it.
 
+use std::io::{self, Write};
+
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 pub fn init() {
@@ -8,7 +17,8 @@ pub fn init() {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(LossyStderr)
+        .log_internal_errors(false);
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     // try_init: tests may initialise more than once.
     let _ = if json {
@@ -16,4 +26,54 @@ pub fn init() {
     } else {
         builder.try_init()
     };
+}
+
+/// stderr, dropping what it cannot write.
+pub struct LossyStderr;
+
+impl<'a> MakeWriter<'a> for LossyStderr {
+    type Writer = Lossy<io::Stderr>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Lossy(io::stderr())
+    }
+}
+
+/// A writer that reports every write as done: failures are dropped.
+pub struct Lossy<W>(pub W);
+
+impl<W: Write> Write for Lossy<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _ = self.0.write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = self.0.flush();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Closed;
+
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+    }
+
+    #[test]
+    fn a_closed_pipe_swallows_lines_instead_of_failing() {
+        let mut w = Lossy(Closed);
+        assert!(writeln!(w, "a log line").is_ok());
+        assert!(w.flush().is_ok());
+    }
 }

@@ -32,9 +32,78 @@ struct Fleet {
     serve_port: u16,
     ops_ports: [u16; 5],
     children: Vec<(&'static str, Child)>,
+    /// Log to a pipe whose reader is gone (as after `| tee` died), instead
+    /// of to files.
+    closed_pipes: bool,
+}
+
+impl Drop for Fleet {
+    /// A failed test leaves no process behind.
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Fleet {
+    /// The six processes on `stack`'s database, topics and Stripe, logging
+    /// JSON at debug level (every secret present in their environment).
+    fn new(stack: &Stack, logs: PathBuf, closed_pipes: bool) -> Self {
+        std::fs::create_dir_all(&logs).unwrap();
+        let env: Vec<(String, String)> = stack
+            .env
+            .with("STRIPE_API_KEY", STRIPE_KEY)
+            .with("LOG_FORMAT", "json")
+            .with("RUST_LOG", "debug")
+            .with("SHUTDOWN_GRACE_SECS", "20")
+            .with(
+                "SMTP_URL",
+                &format!("smtps://shop:{SMTP_PASSWORD}@127.0.0.1:{}", free_port()),
+            )
+            .with("NOTIFY_EMAIL_FROM", "orders@shop.example")
+            .with("NOTIFY_EMAIL_TO", "owner@shop.example")
+            .with(
+                "NOTIFIER_CONSUMER_GROUP",
+                &crate::support::unique("notifier"),
+            )
+            .with("PATH", &std::env::var("PATH").unwrap_or_default())
+            .vars()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Self {
+            env,
+            logs,
+            serve_port: free_port(),
+            ops_ports: [
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+            ],
+            children: Vec::new(),
+            closed_pipes,
+        }
+    }
+
+    /// Waits until every process answers `/readyz` (and `/healthz`).
+    async fn wait_ready(&self, http: &reqwest::Client) {
+        for url in self.ops_urls() {
+            wait_for(Duration::from_secs(60), &format!("{url}/readyz"), || {
+                let (http, url) = (http.clone(), url.clone());
+                async move {
+                    let r = http.get(format!("{url}/readyz")).send().await.ok()?;
+                    (r.status() == 200).then_some(())
+                }
+            })
+            .await;
+            let h = http.get(format!("{url}/healthz")).send().await.unwrap();
+            assert_eq!(h.status(), 200);
+        }
+    }
+
     fn start(&mut self) {
         let bins = [
             (
@@ -85,14 +154,20 @@ impl Fleet {
                 .env_clear()
                 .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .env("LISTEN_ADDR", format!("127.0.0.1:{}", self.serve_port))
-                .current_dir(std::env::temp_dir())
-                .stdout(Stdio::null())
-                .stderr(log);
+                .current_dir(std::env::temp_dir());
+            if self.closed_pipes {
+                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            } else {
+                cmd.stdout(Stdio::null()).stderr(log);
+            }
             if let Some(port) = ops_port {
                 cmd.env("METRICS_ADDR", format!("127.0.0.1:{port}"));
             }
-            self.children
-                .push((name, cmd.spawn().expect("start a binary")));
+            let mut child = cmd.spawn().expect("start a binary");
+            // The reader exits: from now on every write to the pipe fails.
+            drop(child.stdout.take());
+            drop(child.stderr.take());
+            self.children.push((name, child));
         }
     }
 
@@ -108,14 +183,32 @@ impl Fleet {
             assert!(ok);
         }
         let mut took = Vec::new();
+        let mut stuck = Vec::new();
         for (name, mut child) in self.children.drain(..) {
-            let status = child.wait().unwrap();
-            assert!(
-                status.success(),
-                "{name} exited with {status} after SIGTERM"
-            );
-            took.push((name, started.elapsed()));
+            let deadline = started + Duration::from_secs(40);
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break Some(status);
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            match status {
+                Some(status) => {
+                    assert!(
+                        status.success(),
+                        "{name} exited with {status} after SIGTERM"
+                    );
+                    took.push((name, started.elapsed()));
+                }
+                None => stuck.push(name),
+            }
         }
+        assert!(stuck.is_empty(), "{stuck:?} ignored SIGTERM for 40 s");
         took
     }
 
@@ -137,63 +230,13 @@ async fn sigterm_under_load_finishes_in_flight_work_and_loses_nothing() {
     })
     .await;
     let logs = std::env::temp_dir().join(crate::support::unique("fleet-logs"));
-    std::fs::create_dir_all(&logs).unwrap();
-    let env: Vec<(String, String)> = stack
-        .env
-        .with("STRIPE_API_KEY", STRIPE_KEY)
-        .with("LOG_FORMAT", "json")
-        .with("RUST_LOG", "debug")
-        .with("SHUTDOWN_GRACE_SECS", "20")
-        .with(
-            "SMTP_URL",
-            &format!("smtps://shop:{SMTP_PASSWORD}@127.0.0.1:{}", free_port()),
-        )
-        .with("NOTIFY_EMAIL_FROM", "orders@shop.example")
-        .with("NOTIFY_EMAIL_TO", "owner@shop.example")
-        .with(
-            "NOTIFIER_CONSUMER_GROUP",
-            &crate::support::unique("notifier"),
-        )
-        .with("PATH", &std::env::var("PATH").unwrap_or_default())
-        .vars()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    let mut fleet = Fleet {
-        env,
-        logs: logs.clone(),
-        serve_port: free_port(),
-        ops_ports: [
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-        ],
-        children: Vec::new(),
-    };
+    let mut fleet = Fleet::new(&stack, logs.clone(), false);
     fleet.start();
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{}", fleet.serve_port);
     ls.register_webhook(&format!("{base}/webhooks/stripe"), SECRET)
         .await;
-    let wait_ready = |fleet_urls: Vec<String>| {
-        let http = http.clone();
-        async move {
-            for url in fleet_urls {
-                wait_for(Duration::from_secs(60), &format!("{url}/readyz"), || {
-                    let (http, url) = (http.clone(), url.clone());
-                    async move {
-                        let r = http.get(format!("{url}/readyz")).send().await.ok()?;
-                        (r.status() == 200).then_some(())
-                    }
-                })
-                .await;
-                let h = http.get(format!("{url}/healthz")).send().await.unwrap();
-                assert_eq!(h.status(), 200);
-            }
-        }
-    };
-    wait_ready(fleet.ops_urls()).await;
+    fleet.wait_ready(&http).await;
 
     // Steady load: signed webhooks for 20 customers and API creates.
     let stop = Arc::new(AtomicBool::new(false));
@@ -288,7 +331,7 @@ async fn sigterm_under_load_finishes_in_flight_work_and_loses_nothing() {
         assert!(*t < Duration::from_secs(15), "{name} took {t:?} to stop");
     }
     fleet.start();
-    wait_ready(fleet.ops_urls()).await;
+    fleet.wait_ready(&http).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
@@ -362,6 +405,62 @@ async fn sigterm_under_load_finishes_in_flight_work_and_loses_nothing() {
         for secret in [SECRET, API_TOKEN, STRIPE_KEY, SMTP_PASSWORD] {
             assert!(!text.contains(secret), "{} leaks a secret", path.display());
         }
+    }
+    let _ = std::fs::remove_dir_all(&logs);
+    stack.stop().await;
+}
+
+/// A log pipe whose reader has exited (`scripts/dev up 2>&1 | tee`, then
+/// Ctrl-C: tee dies first) stops nothing. Every binary keeps serving while
+/// its log lines go nowhere, and each exits cleanly on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_log_pipe_stops_nothing() {
+    let stack = Stack::start(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    let logs = std::env::temp_dir().join(crate::support::unique("fleet-pipes"));
+    let mut fleet = Fleet::new(&stack, logs.clone(), true);
+    fleet.start();
+    let http = reqwest::Client::new();
+    fleet.wait_ready(&http).await;
+    let base = format!("http://127.0.0.1:{}", fleet.serve_port);
+    // Requests log (at info) into the closed pipe; serve still answers, and
+    // the webhook is applied by a worker that logs too.
+    let event = customer_event(
+        "evt_piped",
+        "customer.created",
+        1_000,
+        "cus_piped",
+        json!({"name": "Piped"}),
+    );
+    let body = serde_json::to_vec(&event).unwrap();
+    let r = http
+        .post(format!("{base}/webhooks/stripe"))
+        .header(
+            "Stripe-Signature",
+            sign(SECRET, stripe_sync::ingest::unix_now(), &body),
+        )
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_for(Duration::from_secs(60), "the webhook applied", || async {
+        (stack.db.count("event_ledger WHERE event_id = 'evt_piped'") == 1).then_some(())
+    })
+    .await;
+    let r = http
+        .get(format!("{base}/api/customers"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for (name, t) in fleet.terminate() {
+        assert!(t < Duration::from_secs(15), "{name} took {t:?} to stop");
     }
     let _ = std::fs::remove_dir_all(&logs);
     stack.stop().await;
