@@ -1,7 +1,7 @@
 //! The one producer configuration the engine uses: idempotent, `acks=all`,
 //! and an answer (delivered or failed) within a bounded time.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -56,8 +56,14 @@ impl EventProducer {
         })
     }
 
+    /// The producer in use. A panic elsewhere while a lock was held
+    /// (poisoning) must not turn every later webhook into an error: the
+    /// pair under the lock is only ever replaced whole, so it is sound.
     fn producer(&self) -> (u64, FutureProducer) {
-        self.current.read().expect("producer lock").clone()
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Sends and waits for the broker's acknowledgement.
@@ -93,11 +99,17 @@ impl EventProducer {
     /// later message with an error, forever, on the old session. The failed
     /// request was already answered 503, so Stripe retries it.
     fn rebuild(&self, failed_generation: u64) {
-        let mut last = self.last_rebuild.lock().expect("rebuild lock");
+        let mut last = self
+            .last_rebuild
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if last.is_some_and(|t| t.elapsed() < MIN_REBUILD_INTERVAL) {
             return;
         }
-        let mut current = self.current.write().expect("producer lock");
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         if current.0 != failed_generation {
             return; // another request already rebuilt it
         }
@@ -143,4 +155,30 @@ fn needs_new_session(e: &KafkaError, producer: &FutureProducer) -> bool {
             RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::QueueFull
         )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poisoned_lock_does_not_break_later_sends() {
+        let producer = EventProducer::new("127.0.0.1:9", Duration::from_secs(1)).unwrap();
+        for lock in 0..2 {
+            let p = producer.clone();
+            let _ = std::thread::spawn(move || {
+                if lock == 0 {
+                    let _held = p.current.write().unwrap();
+                    panic!("a panic while the producer lock is held");
+                }
+                let _held = p.last_rebuild.lock().unwrap();
+                panic!("a panic while the rebuild lock is held");
+            })
+            .join();
+        }
+        assert!(producer.current.is_poisoned() && producer.last_rebuild.is_poisoned());
+        assert_eq!(producer.producer().0, 0);
+        producer.rebuild(0);
+        assert_eq!(producer.producer().0, 1, "a rebuild still works");
+    }
 }
