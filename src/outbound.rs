@@ -88,11 +88,15 @@ impl OutboundHandler {
                     &form,
                     &key,
                 ))?;
-                let stripe_id = created
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
+                // Without a customer id there is nothing to link: a retry
+                // (same key, so Stripe replays its answer) rather than a
+                // customer marked synced to nothing.
+                let Some(stripe_id) = created_customer_id(&created) else {
+                    return Err(DeliveryError::Transient(Transient::from(anyhow::anyhow!(
+                        "Stripe's answer to creating customer {} holds no customer id",
+                        change.local_id
+                    ))));
+                };
                 conn.transaction::<_, diesel::result::Error, _>(|conn| {
                     // The echo webhook may have linked it already; either way
                     // the link ends up the same.
@@ -264,6 +268,15 @@ fn parse_change(d: &Delivery) -> Result<Change, String> {
     Ok(change)
 }
 
+/// The `cus_…` id of a created customer, if the answer holds a valid one.
+fn created_customer_id(created: &Value) -> Option<String> {
+    created
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| crate::stripe::is_id(id, "cus_"))
+        .map(str::to_owned)
+}
+
 /// Stripe's form encoding of a change: `null` clears a field (empty value);
 /// metadata keys are set individually, `null` removing a key.
 pub fn form_fields(fields: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
@@ -322,6 +335,23 @@ pub async fn run(cfg: OutboundConfig, shutdown: CancellationToken) -> anyhow::Re
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_create_answer_without_a_customer_id_links_nothing() {
+        assert_eq!(
+            created_customer_id(&json!({"id": "cus_Q1", "object": "customer"})).as_deref(),
+            Some("cus_Q1")
+        );
+        for answer in [
+            json!({"object": "customer"}),
+            json!({"id": ""}),
+            json!({"id": 42}),
+            json!({"id": "ch_1"}),
+            json!({"id": "cus_1/../../v1/charges"}),
+        ] {
+            assert_eq!(created_customer_id(&answer), None, "{answer}");
+        }
+    }
 
     #[test]
     fn form_encoding_follows_stripe() {

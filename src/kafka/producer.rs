@@ -106,10 +106,7 @@ impl EventProducer {
         if last.is_some_and(|t| t.elapsed() < MIN_REBUILD_INTERVAL) {
             return;
         }
-        let mut current = self
-            .current
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         if current.0 != failed_generation {
             return; // another request already rebuilt it
         }

@@ -37,6 +37,10 @@ pub enum StripeError {
     },
     #[error("invalid Stripe object id {0:?}")]
     InvalidId(String),
+    /// A 2xx whose body is not JSON: not a network hiccup (a retry gets the
+    /// same answer), so it fails the work instead of retrying it forever.
+    #[error("Stripe's answer is not JSON: {0}")]
+    Unreadable(String),
 }
 
 impl StripeError {
@@ -207,6 +211,7 @@ impl StripeClient {
         form: &[(String, String)],
         idempotency_key: &str,
     ) -> Result<serde_json::Value, StripeError> {
+        check_path(path)?;
         match self
             .call(Method::POST, account, path, form, Some(idempotency_key))
             .await?
@@ -294,7 +299,7 @@ impl StripeClient {
         match status {
             200..=299 => {
                 let value: serde_json::Value = serde_json::from_slice(&body)
-                    .map_err(|e| StripeError::Network(format!("unreadable response: {e}")))?;
+                    .map_err(|e| StripeError::Unreadable(e.to_string()))?;
                 if value.get("deleted").and_then(|d| d.as_bool()) == Some(true) {
                     Ok(RemoteObject::Deleted)
                 } else {
@@ -364,6 +369,21 @@ fn check_id(id: &str) -> Result<(), StripeError> {
     Ok(())
 }
 
+/// A POST path is built from ids (`/v1/customers/{id}`): only Stripe's id
+/// alphabet and slashes, so no id can reach another endpoint or a query.
+fn check_path(path: &str) -> Result<(), StripeError> {
+    let plain = path.starts_with("/v1/")
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'/')
+        && !path.contains("//");
+    if plain {
+        Ok(())
+    } else {
+        Err(StripeError::InvalidId(path.to_owned()))
+    }
+}
+
 fn api_error(status: u16, body: &[u8]) -> StripeError {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let err = parsed.as_ref().and_then(|v| v.get("error"));
@@ -387,5 +407,56 @@ fn api_error(status: u16, body: &[u8]) -> StripeError {
             .and_then(|pi| pi.get("id").or(Some(pi)))
             .and_then(|id| id.as_str())
             .map(str::to_owned),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_2xx_that_is_not_json_is_not_retried() {
+        use warp::Filter;
+        let route = warp::any().map(|| "<html>gateway says hello</html>");
+        let (addr, server) = warp::serve(route).bind_ephemeral(([127, 0, 0, 1], 0));
+        tokio::spawn(server);
+        let client = StripeClient::new(
+            &format!("http://{addr}"),
+            SecretString::from("sk_test_x"),
+            "2024-06-20",
+            Duration::from_secs(5),
+            None,
+        )
+        .unwrap();
+        let err = client
+            .retrieve(PLATFORM_ACCOUNT, "customers", "cus_1")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StripeError::Unreadable(_)), "{err:?}");
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn post_paths_hold_only_ids() {
+        for ok in [
+            "/v1/customers",
+            "/v1/customers/cus_1",
+            "/v1/payment_methods/pm_1/attach",
+        ] {
+            assert!(check_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/v1/customers/cus_1?expand=x",
+            "/v1/customers/../charges",
+            "/v1/customers/cus 1",
+            "/v1//customers",
+            "v1/customers",
+            "/v1/customers/cus_1#x",
+        ] {
+            assert!(
+                matches!(check_path(bad), Err(StripeError::InvalidId(_))),
+                "{bad}"
+            );
+        }
     }
 }

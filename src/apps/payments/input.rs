@@ -162,11 +162,7 @@ pub fn check_amount(field: &str, amount: i64) -> Result<i64, Invalid> {
     }
 }
 
-pub fn is_stripe_id(id: &str, prefix: &str) -> bool {
-    id.len() > prefix.len()
-        && id.starts_with(prefix)
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
+pub use crate::stripe::is_id as is_stripe_id;
 
 impl IntentBody {
     pub fn checked(self) -> Result<NewIntent, Invalid> {
