@@ -248,8 +248,11 @@ pub async fn run<H: BatchHandler>(
     spawn_lag_reporter(probe, &settings, progress.clone(), shutdown.clone());
     tracing::info!(kafka.topic = %settings.topic, kafka.group = %settings.group, lanes = lane_count, "consuming");
 
-    // Lanes stop on shutdown, or when this task finds the routing broken.
+    // Lanes stop on shutdown, or when this task finds the routing broken,
+    // or when a lane died: its partitions would stall unseen, so the others
+    // finish their batches and the process fails, to be restarted.
     let stop_lanes = shutdown.child_token();
+    let lane_died = CancellationToken::new();
     let lanes: Vec<_> = lane_queues
         .into_iter()
         .map(|queue| {
@@ -261,7 +264,15 @@ pub async fn run<H: BatchHandler>(
                 progress: progress.clone(),
                 shutdown: stop_lanes.clone(),
             };
-            tokio::spawn(lane.run(queue))
+            let running = tokio::spawn(lane.run(queue));
+            let died = lane_died.clone();
+            tokio::spawn(async move {
+                let ended = running.await;
+                if ended.is_err() {
+                    died.cancel();
+                }
+                ended
+            })
         })
         .collect();
 
@@ -271,6 +282,7 @@ pub async fn run<H: BatchHandler>(
     let misrouted = loop {
         let polled = tokio::select! {
             _ = shutdown.cancelled() => break None,
+            _ = lane_died.cancelled() => break None,
             m = consumer.recv() => m.map(|m| (m.partition(), m.offset())),
         };
         match polled {
@@ -296,7 +308,7 @@ pub async fn run<H: BatchHandler>(
     stop_lanes.cancel();
     let mut lane_failure = None;
     for lane in lanes {
-        if let Err(e) = lane.await {
+        if let Ok(Err(e)) | Err(e) = lane.await {
             tracing::error!(error = %e, "apply lane panicked");
             lane_failure = Some(anyhow::anyhow!("an apply lane panicked: {e}"));
         }
@@ -482,7 +494,10 @@ impl<H: BatchHandler> Lane<H> {
             return false;
         }
         store_offsets(self.consumer.as_ref(), &batch);
-        let mut done = self.progress.lock().expect("progress lock");
+        let mut done = self
+            .progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for d in batch.iter() {
             done.insert(d.partition, d.offset);
         }
@@ -501,13 +516,59 @@ fn to_delivery<M: Message>(m: &M) -> Delivery {
     }
 }
 
-/// Retries the handler until it succeeds or shutdown is requested.
+/// A handler that panics this many times in a row on the same batch has a
+/// bug the batch triggers, not a passing fault: retrying forever would
+/// block its partitions (invariant 8).
+pub const PANICS_BEFORE_DEAD_LETTER: u32 = 3;
+
+/// How a batch's attempts ended.
+enum Attempts {
+    Outcomes(Vec<Outcome>),
+    /// The handler panicked on it [`PANICS_BEFORE_DEAD_LETTER`] times running.
+    Panicking(String),
+}
+
+/// Applies the batch, retrying transient failures until it succeeds or
+/// shutdown is requested (`None`). A batch the handler keeps panicking on
+/// is applied again one message at a time, in order, so that only the
+/// message that panics is dead-lettered, with the panic's message.
 async fn apply_with_retry<H: BatchHandler>(
     handler: &Arc<H>,
     batch: &Arc<Vec<Delivery>>,
     shutdown: &CancellationToken,
 ) -> Option<Vec<Outcome>> {
+    let panic = match attempt(handler, batch, shutdown).await? {
+        Attempts::Outcomes(outcomes) => return Some(outcomes),
+        Attempts::Panicking(panic) => panic,
+    };
+    if batch.len() == 1 {
+        return Some(vec![panicked(&panic)]);
+    }
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for d in batch.iter() {
+        let one = Arc::new(vec![d.clone()]);
+        match attempt(handler, &one, shutdown).await? {
+            Attempts::Outcomes(mut o) => outcomes.append(&mut o),
+            Attempts::Panicking(panic) => outcomes.push(panicked(&panic)),
+        }
+    }
+    Some(outcomes)
+}
+
+fn panicked(panic: &str) -> Outcome {
+    Outcome::DeadLetter(format!(
+        "the handler panicked {PANICS_BEFORE_DEAD_LETTER} times on this message: {panic}"
+    ))
+}
+
+/// Calls the handler until it answers, backing off between failures.
+async fn attempt<H: BatchHandler>(
+    handler: &Arc<H>,
+    batch: &Arc<Vec<Delivery>>,
+    shutdown: &CancellationToken,
+) -> Option<Attempts> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let mut panics = 0;
     loop {
         let (h, b) = (handler.clone(), batch.clone());
         let result = tokio::task::spawn_blocking(move || h.handle(&b)).await;
@@ -518,10 +579,20 @@ async fn apply_with_retry<H: BatchHandler>(
                     batch.len(),
                     "handler must return one outcome per message"
                 );
-                return Some(outcomes);
+                return Some(Attempts::Outcomes(outcomes));
             }
-            Ok(Err(t)) => t,
-            Err(join) => Transient::from(anyhow::anyhow!("handler panicked: {join}")),
+            Ok(Err(t)) => {
+                panics = 0;
+                t
+            }
+            Err(join) => {
+                let panic = panic_message(join);
+                panics += 1;
+                if panics >= PANICS_BEFORE_DEAD_LETTER {
+                    return Some(Attempts::Panicking(panic));
+                }
+                Transient::from(anyhow::anyhow!("handler panicked: {panic}"))
+            }
         };
         let wait = backoff.next_delay(transient.retry_after);
         let first = &batch[0];
@@ -537,6 +608,19 @@ async fn apply_with_retry<H: BatchHandler>(
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// What a panicking handler said.
+fn panic_message(join: tokio::task::JoinError) -> String {
+    if !join.is_panic() {
+        return join.to_string();
+    }
+    let payload = join.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// Puts every dead-lettered message on the DLQ; returns false only when

@@ -20,7 +20,7 @@ use stripe_sync::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery
 use stripe_sync::kafka::EventProducer;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::broker::{committed, shared_brokers};
+use crate::support::broker::{committed, read_all, shared_brokers};
 use crate::support::{unique, wait_for};
 
 const PARTITIONS: i32 = 6;
@@ -49,6 +49,12 @@ struct Recorder {
     failed_attempts: AtomicUsize,
     /// The largest payload handled, in bytes.
     largest_payload: AtomicUsize,
+    /// A payload the handler panics on (a bug some message triggers).
+    panics_on: Option<Vec<u8>>,
+    panics: AtomicUsize,
+    /// A payload on which the handler breaks its contract (one outcome per
+    /// message), which kills its lane.
+    miscounts_on: Option<Vec<u8>>,
 }
 
 impl Recorder {
@@ -71,6 +77,16 @@ impl BatchHandler for Recorder {
                 }
             }
         }
+        if let Some(poison) = &self.panics_on {
+            if let Some(d) = batch.iter().find(|d| d.payload.as_ref() == Some(poison)) {
+                self.in_flight
+                    .lock()
+                    .unwrap()
+                    .retain(|p| !partitions.contains(p));
+                self.panics.fetch_add(1, Ordering::SeqCst);
+                panic!("poison pill at {}/{}", d.partition, d.offset);
+            }
+        }
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_at_once.fetch_max(now, Ordering::SeqCst);
         // Long enough that lanes overlap if they can.
@@ -78,7 +94,11 @@ impl BatchHandler for Recorder {
         let fails = partitions
             .iter()
             .any(|p| self.failing.lock().unwrap().contains(p));
-        if !fails {
+        let miscounts = self
+            .miscounts_on
+            .as_ref()
+            .is_some_and(|bad| batch.iter().any(|d| d.payload.as_ref() == Some(bad)));
+        if !fails && !miscounts {
             let mut handled = self.handled.lock().unwrap();
             for d in batch {
                 let offsets = handled.entry(d.partition).or_default();
@@ -103,6 +123,9 @@ impl BatchHandler for Recorder {
         if fails {
             self.failed_attempts.fetch_add(1, Ordering::SeqCst);
             return Err(Transient::from(anyhow::anyhow!("told to fail")));
+        }
+        if miscounts {
+            return Ok(Vec::new());
         }
         Ok(vec![Outcome::Done; batch.len()])
     }
@@ -275,6 +298,107 @@ async fn shutdown_during_retries_commits_only_what_was_applied() {
         assert_eq!(
             committed[&partition], applied,
             "partition {partition}: committed exactly what was applied"
+        );
+    }
+}
+
+/// A message the handler panics on, every time, is a bug it triggers: after
+/// `PANICS_BEFORE_DEAD_LETTER` panics its batch is applied one message at a
+/// time, the message is dead-lettered with the panic's text, and its
+/// partition moves on (invariant 8). Before, it was retried forever.
+#[tokio::test]
+async fn a_message_the_handler_panics_on_is_dead_lettered_and_its_partition_moves_on() {
+    const POISON: &[u8] = br#"{"poison":true}"#;
+    let recorder = Recorder {
+        panics_on: Some(POISON.to_vec()),
+        ..Recorder::default()
+    };
+    let n = 60;
+    let topic = Topic::with(n, |i| {
+        if i == 17 {
+            POISON.to_vec()
+        } else {
+            empty_object(i)
+        }
+    })
+    .await;
+    let dlq = format!("{}.dlq", topic.name);
+    let run = topic.consume(&unique("consume-group"), recorder);
+    let recorder = run.recorder.clone();
+    wait_handled(&recorder, n - 1).await;
+    wait_for(
+        Duration::from_secs(60),
+        "the poison pill dead-lettered",
+        || {
+            let found = read_all(&topic.brokers, &dlq).len();
+            async move { (found == 1).then_some(()) }
+        },
+    )
+    .await;
+    let (recorder, committed) = run.stop().await;
+    assert!(recorder.violations.lock().unwrap().is_empty());
+    assert!(
+        recorder.panics.load(Ordering::SeqCst) >= consumer::PANICS_BEFORE_DEAD_LETTER as usize,
+        "the handler panicked on the batch, then on the message alone"
+    );
+    let dead = read_all(&topic.brokers, &dlq);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].payload, POISON);
+    let error = dead[0].header("dlq-error").unwrap();
+    assert!(
+        error.contains("panicked") && error.contains("poison pill"),
+        "{error}"
+    );
+    assert_eq!(
+        recorder.handled_count(),
+        n - 1,
+        "every other message applied once"
+    );
+    assert_eq!(
+        committed,
+        topic
+            .produced
+            .iter()
+            .map(|(p, n)| (*p, *n as i64))
+            .collect(),
+        "every partition committed to its end, the poison pill's included"
+    );
+}
+
+/// A lane that dies (here: its handler breaks the one-outcome-per-message
+/// contract, which the lane asserts) would leave its partitions stalled
+/// while the rest looks healthy. Instead the loop stops by itself, the
+/// other lanes' work committed and never past what was applied, and
+/// returns the error, so the process exits and is restarted.
+#[tokio::test]
+async fn a_lane_that_dies_stops_the_loop_with_an_error() {
+    const BROKEN: &[u8] = br#"{"broken":true}"#;
+    let recorder = Recorder {
+        miscounts_on: Some(BROKEN.to_vec()),
+        ..Recorder::default()
+    };
+    let topic = Topic::with(90, |i| {
+        if i == 45 {
+            BROKEN.to_vec()
+        } else {
+            empty_object(i)
+        }
+    })
+    .await;
+    let run = topic.consume(&unique("consume-group"), recorder);
+    let ended = tokio::time::timeout(Duration::from_secs(60), run.task)
+        .await
+        .expect("the loop stopped by itself")
+        .unwrap();
+    let error = format!("{:#}", ended.unwrap_err());
+    assert!(error.contains("lane"), "{error}");
+    let committed = committed(&run.brokers, &run.group, &run.topic);
+    let handled = run.recorder.handled.lock().unwrap().clone();
+    for (partition, offset) in committed {
+        let applied = handled.get(&partition).map_or(0, Vec::len) as i64;
+        assert!(
+            offset <= applied,
+            "partition {partition}: committed {offset} past the {applied} applied"
         );
     }
 }
