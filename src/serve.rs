@@ -51,7 +51,10 @@ impl Server {
             pool,
             producer: producer.clone(),
             max_body_bytes: cfg.webhook.max_body_bytes,
-            api_token: Arc::new(cfg.api_token.clone()),
+            tokens: crate::http::auth::Tokens {
+                api: Arc::new(cfg.api_token.clone()),
+                admin: cfg.admin_token.clone().map(Arc::new),
+            },
             inventory: cfg.inventory.clone(),
             stripe: cfg.stripe.as_ref().map(|s| s.client()).transpose()?,
         };

@@ -18,6 +18,8 @@ pub struct ServeConfig {
     pub listen_addr: SocketAddr,
     /// Bearer token for `/api/*`.
     pub api_token: SecretString,
+    /// `/api/admin/*`; the admin API is off without it.
+    pub admin_token: Option<SecretString>,
     pub database: DatabaseConfig,
     pub kafka: KafkaConfig,
     pub webhook: WebhookConfig,
@@ -57,6 +59,22 @@ impl ServeConfig {
                     });
                 }
                 SecretString::from(token.to_owned())
+            },
+            admin_token: match env.get("ADMIN_TOKEN") {
+                None => None,
+                Some(token) if token.len() < 16 => {
+                    return Err(ConfigError::Invalid {
+                        name: "ADMIN_TOKEN",
+                        reason: "must be at least 16 characters".into(),
+                    })
+                }
+                Some(token) if Some(token) == env.get("API_TOKEN") => {
+                    return Err(ConfigError::Invalid {
+                        name: "ADMIN_TOKEN",
+                        reason: "must differ from API_TOKEN".into(),
+                    })
+                }
+                Some(token) => Some(SecretString::from(token.to_owned())),
             },
             database: DatabaseConfig::load(env)?,
             kafka,
@@ -406,6 +424,32 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_admin_token_is_optional_long_and_not_the_api_token() {
+        let with = |admin: Option<&'static str>| {
+            let mut pairs = vec![
+                ("DATABASE_URL", "postgres://localhost/x"),
+                ("KAFKA_BROKERS", "localhost:9092"),
+                ("STRIPE_WEBHOOK_SECRET", "whsec_x"),
+                ("API_TOKEN", "0123456789abcdef"),
+            ];
+            if let Some(token) = admin {
+                pairs.push(("ADMIN_TOKEN", token));
+            }
+            ServeConfig::load(&Env::from_pairs(pairs))
+        };
+        assert!(with(None).unwrap().admin_token.is_none());
+        assert!(with(Some("admin-0123456789ab"))
+            .unwrap()
+            .admin_token
+            .is_some());
+        assert!(with(Some("short")).is_err());
+        assert!(
+            with(Some("0123456789abcdef")).is_err(),
+            "the same as API_TOKEN"
+        );
     }
 
     #[test]

@@ -10,19 +10,53 @@ use warp::{Filter, Rejection};
 
 use super::error::ApiError;
 
+/// The tokens `/api/*` accepts: the API token for the application routes,
+/// the admin token (if configured) for `/api/admin/*`, which replays dead
+/// letters and retries emails. Neither opens the other's routes.
+#[derive(Clone)]
+pub struct Tokens {
+    pub api: Arc<SecretString>,
+    pub admin: Option<Arc<SecretString>>,
+}
+
 /// Rejects with 401 unless `Authorization: Bearer <token>` carries the
-/// configured token.
-pub fn bearer(token: Arc<SecretString>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-        .and_then(move |header: Option<String>| {
-            let token = token.clone();
+/// token of the route's kind; an admin route without a configured admin
+/// token is 403.
+pub fn bearer(tokens: Tokens) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::path::full()
+        .and(warp::header::optional::<String>("authorization"))
+        .and_then(move |path: warp::path::FullPath, header: Option<String>| {
+            let tokens = tokens.clone();
             async move {
+                let admin_route =
+                    path.as_str() == "/api/admin" || path.as_str().starts_with("/api/admin/");
+                let expected = if admin_route {
+                    match &tokens.admin {
+                        Some(token) => token.clone(),
+                        None => {
+                            return Err(warp::reject::custom(ApiError::new(
+                                StatusCode::FORBIDDEN,
+                                "admin_disabled",
+                                "the admin API is off: set ADMIN_TOKEN in serve's environment",
+                            )))
+                        }
+                    }
+                } else {
+                    tokens.api.clone()
+                };
                 let presented = header
                     .as_deref()
                     .and_then(|h| h.strip_prefix("Bearer "))
                     .map(str::trim);
                 match presented {
-                    Some(p) if token_matches(p, token.expose_secret()) => Ok(()),
+                    Some(p) if token_matches(p, expected.expose_secret()) => Ok(()),
+                    Some(p) if admin_route && token_matches(p, tokens.api.expose_secret()) => {
+                        Err(warp::reject::custom(ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            "forbidden",
+                            "the API token cannot use the admin API; send the ADMIN_TOKEN",
+                        )))
+                    }
                     Some(_) => Err(warp::reject::custom(ApiError::new(
                         StatusCode::UNAUTHORIZED,
                         "unauthorized",
@@ -31,7 +65,11 @@ pub fn bearer(token: Arc<SecretString>) -> impl Filter<Extract = (), Error = Rej
                     None => Err(warp::reject::custom(ApiError::new(
                         StatusCode::UNAUTHORIZED,
                         "unauthorized",
-                        "send Authorization: Bearer <API token>",
+                        if admin_route {
+                            "send Authorization: Bearer <admin token>"
+                        } else {
+                            "send Authorization: Bearer <API token>"
+                        },
                     ))),
                 }
             }

@@ -20,7 +20,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use warp::{Filter, Reply};
 
@@ -37,7 +36,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub producer: EventProducer,
     pub max_body_bytes: u64,
-    pub api_token: Arc<SecretString>,
+    pub tokens: auth::Tokens,
     pub inventory: crate::ops::Inventory,
     /// The payments API's Stripe client; `None` without `STRIPE_API_KEY`.
     pub stripe: Option<crate::stripe::StripeClient>,
@@ -51,9 +50,11 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         state.inventory.events_topic.clone(),
     );
     // Auth runs for everything under /api before any route matches, so an
-    // unauthenticated caller learns nothing about which routes exist.
+    // unauthenticated caller learns nothing about which routes exist. The
+    // admin routes (`/api/admin/*`, including notifications) take the admin
+    // token, the others the API token.
     let api = warp::path("api")
-        .and(auth::bearer(state.api_token.clone()))
+        .and(auth::bearer(state.tokens.clone()))
         .and(
             customers::routes(state.pool.clone())
                 .or(mirror::routes(state.pool.clone()))

@@ -122,7 +122,7 @@ async fn topics_list_lag_and_tail_show_what_is_inside() {
 
     // The same through the admin API.
     let admin: Value = stack
-        .api(Method::GET, "/api/admin/lag")
+        .admin(Method::GET, "/api/admin/lag")
         .send()
         .await
         .unwrap()
@@ -137,6 +137,27 @@ async fn topics_list_lag_and_tail_show_what_is_inside() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "admin needs the token");
+    // Each token opens its own routes only.
+    let r = stack
+        .api(Method::GET, "/api/admin/topics")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "the API token cannot use the admin API");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "forbidden");
+    let r = stack
+        .admin(Method::GET, "/api/customers")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the admin token is not an API token");
+    let r = stack
+        .admin(Method::GET, "/api/admin/topics")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     stack.stop().await;
 }
 
@@ -187,7 +208,7 @@ async fn dead_letters_can_be_listed_shown_and_replayed_once_fixed() {
     let shown = cli(&stack, &["dlq", "show", &dlq_id]);
     assert!(shown.contains("error: ") && shown.contains(&id), "{shown}");
     let admin: Value = stack
-        .api(Method::GET, &format!("/api/admin/dlq/{dlq_id}"))
+        .admin(Method::GET, &format!("/api/admin/dlq/{dlq_id}"))
         .send()
         .await
         .unwrap()
@@ -215,7 +236,7 @@ async fn dead_letters_can_be_listed_shown_and_replayed_once_fixed() {
         serde_json::from_str(&cli(&stack, &["dlq", "list", "--all", "--json"])).unwrap();
     assert!(all[0]["replayed_at"].is_string());
     let r = stack
-        .api(Method::POST, "/api/admin/dlq/nope:0:0/replay")
+        .admin(Method::POST, "/api/admin/dlq/nope:0:0/replay")
         .send()
         .await
         .unwrap();

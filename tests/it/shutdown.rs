@@ -18,7 +18,7 @@ use stripe_sync::stripe::signature::sign;
 
 use crate::support::fixtures::customer_event;
 use crate::support::localstripe::LocalStripe;
-use crate::support::stack::{Options, Stack, API_TOKEN, SECRET};
+use crate::support::stack::{Options, Stack, ADMIN_TOKEN, API_TOKEN, SECRET};
 use crate::support::{free_port, wait_for};
 
 const STRIPE_KEY: &str = "sk_test_must_never_be_logged_4242";
@@ -402,7 +402,7 @@ async fn sigterm_under_load_finishes_in_flight_work_and_loses_nothing() {
             "{} logged almost nothing",
             path.display()
         );
-        for secret in [SECRET, API_TOKEN, STRIPE_KEY, SMTP_PASSWORD] {
+        for secret in [SECRET, API_TOKEN, ADMIN_TOKEN, STRIPE_KEY, SMTP_PASSWORD] {
             assert!(!text.contains(secret), "{} leaks a secret", path.display());
         }
     }

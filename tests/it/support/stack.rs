@@ -18,6 +18,7 @@ use super::db::TestDb;
 
 pub const SECRET: &str = "whsec_test_primary";
 pub const API_TOKEN: &str = "test-api-token-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-9876543210";
 
 pub struct Options {
     pub brokers: String,
@@ -99,6 +100,7 @@ impl Stack {
             ("STRIPE_API_BASE", opts.stripe_base.as_str()),
             ("LISTEN_ADDR", "127.0.0.1:0"),
             ("API_TOKEN", API_TOKEN),
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
             ("INBOUND_CONSUMER_GROUP", group.as_str()),
             ("CUSTOMER_CHANGES_TOPIC", changes_topic.as_str()),
             ("OUTBOUND_CONSUMER_GROUP", outbound_group.as_str()),
@@ -187,6 +189,13 @@ impl Stack {
         self.http
             .request(method, format!("http://{}{path}", self.addr))
             .bearer_auth(API_TOKEN)
+    }
+
+    /// A request to the admin API (`/api/admin/*`) with the admin token.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("http://{}{path}", self.addr))
+            .bearer_auth(ADMIN_TOKEN)
     }
 
     /// `GET /api/customers/{id}` as JSON.

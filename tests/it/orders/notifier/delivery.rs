@@ -94,7 +94,7 @@ async fn a_refused_email_is_failed_listed_dead_lettered_and_retried_once_fixed()
     post_paid(&stack, "evt_r", "cs_refused").await;
     let failed = wait_for(WAIT, "the notification to fail", || async {
         let r = stack
-            .api(
+            .admin(
                 reqwest::Method::GET,
                 "/api/admin/notifications?status=failed",
             )
@@ -137,7 +137,7 @@ async fn a_refused_email_is_failed_listed_dead_lettered_and_retried_once_fixed()
     sink.refuse(&[]);
     let id = failed["id"].as_i64().unwrap();
     let r = stack
-        .api(
+        .admin(
             reqwest::Method::POST,
             &format!("/api/admin/notifications/{id}/retry"),
         )
@@ -152,7 +152,7 @@ async fn a_refused_email_is_failed_listed_dead_lettered_and_retried_once_fixed()
     })
     .await;
     let r = stack
-        .api(
+        .admin(
             reqwest::Method::POST,
             &format!("/api/admin/notifications/{id}/retry"),
         )
@@ -161,7 +161,7 @@ async fn a_refused_email_is_failed_listed_dead_lettered_and_retried_once_fixed()
         .unwrap();
     assert_eq!(r.status(), 409);
     let r = stack
-        .api(
+        .admin(
             reqwest::Method::POST,
             "/api/admin/notifications/999999/retry",
         )
@@ -170,7 +170,7 @@ async fn a_refused_email_is_failed_listed_dead_lettered_and_retried_once_fixed()
         .unwrap();
     assert_eq!(r.status(), 404);
     let r = stack
-        .api(reqwest::Method::GET, "/api/admin/notifications?status=lost")
+        .admin(reqwest::Method::GET, "/api/admin/notifications?status=lost")
         .send()
         .await
         .unwrap();
@@ -193,7 +193,7 @@ async fn replaying_the_dead_letter_of_a_refused_email_sends_it_once() {
     post_paid(&stack, "evt_rp", "cs_replayed").await;
     let letter = wait_for(WAIT, "the dead letter in /api/admin/dlq", || async {
         let r = stack
-            .api(reqwest::Method::GET, "/api/admin/dlq")
+            .admin(reqwest::Method::GET, "/api/admin/dlq")
             .send()
             .await
             .unwrap();
@@ -219,7 +219,7 @@ async fn replaying_the_dead_letter_of_a_refused_email_sends_it_once() {
     sink.refuse(&[]);
     let id = letter["id"].as_str().unwrap();
     let r = stack
-        .api(
+        .admin(
             reqwest::Method::POST,
             &format!("/api/admin/dlq/{id}/replay"),
         )
