@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::apps::orders::{self, export, notifications};
 use crate::kafka::EventProducer;
 use crate::ops::topics::TailFrom;
-use crate::ops::{commands, Inventory};
+use crate::ops::{commands, prune, Inventory};
 use crate::pull::{backfill, diff, reconcile, PullConfig, PullContext};
 use crate::{config, db, registry, serve, shutdown, telemetry};
 use anyhow::Context;
@@ -86,6 +86,16 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// Delete ledger rows, delivered outbox rows and sent notifications
+    /// older than an age (at least 30 days, so deduplication still holds).
+    Prune {
+        /// The age: 90d, 2160h, … (30d at least).
+        #[arg(long, default_value = "90d", value_parser = prune::parse_duration)]
+        older_than: Duration,
+        /// Keep running, pruning at this interval (12h, 1d, …) until SIGTERM.
+        #[arg(long, value_parser = prune::parse_duration)]
+        every: Option<Duration>,
     },
     /// Exports read from the mirror.
     Export {
@@ -353,7 +363,7 @@ pub async fn run() -> anyhow::Result<()> {
         }
         Command::Catalog { command } => {
             match command {
-                CatalogCommand::Types => print!("{}", registry::describe()),
+                CatalogCommand::Types => say!("{}", registry::describe().trim_end()),
                 CatalogCommand::Ddl { types } => {
                     say!(
                         "{}",
@@ -473,6 +483,23 @@ pub async fn run() -> anyhow::Result<()> {
             .await??;
             say!("{said}");
             Ok(())
+        }
+        Command::Prune { older_than, every } => {
+            let pool = db::pool(&config::DatabaseConfig::load(&env)?);
+            let shutdown = shutdown::on_signals(config::shutdown_grace(&env)?);
+            loop {
+                let pool = pool.clone();
+                let pruned = tokio::task::spawn_blocking(move || {
+                    anyhow::Ok(prune::prune(&mut *pool.get()?, older_than)?)
+                })
+                .await??;
+                say!("{pruned}");
+                let Some(every) = every else { return Ok(()) };
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
         }
         Command::Notifications { command } => {
             let pool = db::pool(&config::DatabaseConfig::load(&env)?);

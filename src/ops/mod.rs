@@ -5,6 +5,7 @@
 
 pub mod commands;
 pub mod dlq;
+pub mod prune;
 pub mod topics;
 
 use crate::config::{ChangesConfig, ConfigError, Env, KafkaConfig};

@@ -16,6 +16,7 @@ mod ops;
 mod orders;
 mod outbound;
 mod payments;
+mod prune;
 mod pull;
 mod shutdown;
 mod signature_oracle;
