@@ -67,6 +67,20 @@ async fn refused_webhooks_get_a_json_400_naming_the_reason_and_produce_nothing()
             Some(sign(SECRET, now() + 400, &body)),
             "signature_timestamp_in_future",
         ),
+        // Verify before parse (invariant 1): a body that is not even JSON
+        // is judged by its signature first.
+        (
+            "unsigned, not JSON",
+            b"\xff\xfe{{{ not json".to_vec(),
+            None,
+            "signature_missing",
+        ),
+        (
+            "wrongly signed, not JSON",
+            b"\xff\xfe{{{ not json".to_vec(),
+            Some(sign("whsec_wrong", now(), b"\xff\xfe{{{ not json")),
+            "signature_mismatch",
+        ),
         (
             "signed but not an event",
             b"{\"hello\":1}".to_vec(),
@@ -102,6 +116,25 @@ async fn refused_webhooks_get_a_json_400_naming_the_reason_and_produce_nothing()
     assert_eq!(r.status(), 413);
     let json: serde_json::Value = r.json().await.unwrap();
     assert_eq!(json["error"]["code"], "payload_too_large");
+
+    // A body without a Content-Length (chunked) is refused before it is
+    // read: 411, as JSON.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(stack.addr).await.unwrap();
+        let request = format!(
+            "POST /webhooks/stripe HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Stripe-Signature: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+             2\r\n{{}}\r\n0\r\n\r\n",
+            stack.addr,
+            sign(SECRET, now(), b"{}")
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 411"), "{answer}");
+        assert!(answer.contains("\"length_required\""), "{answer}");
+    }
 
     // Unknown routes and methods answer JSON too.
     let r = stack.http.get(stack.webhook_url()).send().await.unwrap();
