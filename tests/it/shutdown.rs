@@ -465,3 +465,68 @@ async fn a_closed_log_pipe_stops_nothing() {
     let _ = std::fs::remove_dir_all(&logs);
     stack.stop().await;
 }
+
+/// A stop that cannot finish (a client that sent half a webhook and went
+/// quiet keeps its request in flight) ends at `SHUTDOWN_GRACE_SECS` with
+/// exit status 1: orchestrators need a bounded stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_overruns_its_grace_exits_1() {
+    use tokio::io::AsyncWriteExt;
+    let stack = Stack::start(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    let port = free_port();
+    let env = stack
+        .env
+        .with("LISTEN_ADDR", &format!("127.0.0.1:{port}"))
+        .with("SHUTDOWN_GRACE_SECS", "1");
+    let mut serve =
+        crate::support::spawn_binary(env!("CARGO_BIN_EXE_stripe-sync"), &["serve"], &env);
+    let http = reqwest::Client::new();
+    wait_for(Duration::from_secs(60), "serve ready", || async {
+        let r = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stalled
+        .write_all(
+            b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Stripe-Signature: t=1,v1=00\r\nContent-Length: 100\r\n\r\n{\"half\":",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = Instant::now();
+    let ok = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(20),
+            "serve outlived its grace"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(1), "{status}");
+    assert!(
+        sent.elapsed() >= Duration::from_secs(1),
+        "it waited the grace"
+    );
+    drop(stalled);
+    stack.stop().await;
+}
