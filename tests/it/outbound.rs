@@ -573,3 +573,57 @@ async fn echoes_of_our_own_writes_are_recognised_by_their_idempotency_key() {
     assert_eq!(stack.db.count("outbox"), 0);
     stack.stop().await;
 }
+
+/// One relay is active at a time (a Postgres advisory lock). A second one
+/// stands by while the first runs, publishing nothing, and takes over when
+/// the first stops: every change is published once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_relay_takes_over_when_the_active_one_stops() {
+    use stripe_sync::config::RelayConfig;
+    use tokio_util::sync::CancellationToken;
+    let stack = Stack::start(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    let relay = |token: CancellationToken| {
+        tokio::spawn(stripe_sync::relay::run(
+            RelayConfig::load(&stack.env).unwrap(),
+            token,
+        ))
+    };
+    let published = |n: i64| {
+        let stack = &stack;
+        async move {
+            wait_for(
+                Duration::from_secs(30),
+                &format!("{n} changes published"),
+                || async {
+                    (stack.db.count("outbox WHERE published_at IS NOT NULL") == n).then_some(())
+                },
+            )
+            .await;
+        }
+    };
+    let first_token = CancellationToken::new();
+    let first = relay(first_token.clone());
+    create(&stack, json!({"email": "one@example.com"})).await;
+    published(1).await;
+    let second_token = CancellationToken::new();
+    let second = relay(second_token.clone());
+    create(&stack, json!({"email": "two@example.com"})).await;
+    published(2).await;
+    first_token.cancel();
+    first.await.unwrap().unwrap();
+    // Only the standby is left to publish this one.
+    create(&stack, json!({"email": "three@example.com"})).await;
+    published(3).await;
+    assert_eq!(
+        read_all(&stack.brokers, &stack.changes_topic).len(),
+        3,
+        "each change published once, whichever relay was active"
+    );
+    second_token.cancel();
+    second.await.unwrap().unwrap();
+    stack.stop().await;
+}
