@@ -75,7 +75,8 @@ pub static STRIPE_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap()
 });
 
-/// Retries by component (`inbound`, `outbound`, `relay`, `dead_letter`).
+/// Transient failures retried by the consume loop, by `component`: the
+/// topic being consumed.
 pub static RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "stripe_sync_retries_total",

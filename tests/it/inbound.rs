@@ -381,8 +381,12 @@ async fn postgres_outage_is_retried_and_skips_nothing() {
             "ingest does not depend on Postgres"
         );
     }
-    // Long enough for the worker to fail and retry several times.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The worker fails and retries (never skips) while Postgres refuses it.
+    let retried = crate::support::retries_on(&stack.topic) + 2;
+    crate::support::wait_for(Duration::from_secs(60), "inbound retries", || async {
+        (crate::support::retries_on(&stack.topic) >= retried).then_some(())
+    })
+    .await;
     set_allowed(&mut admin, true);
 
     stack.wait_ledger(6, Duration::from_secs(60)).await;

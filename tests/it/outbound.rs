@@ -140,9 +140,10 @@ async fn local_writes_reach_stripe_exactly_once_and_echoes_do_not_loop() {
         Duration::from_secs(30),
     )
     .await;
-    // Quiet period: anything looping would show up as more writes here.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-
+    // Every echo is applied and every change consumed (above). An echo
+    // sent back out would have written an outbox row in its own apply
+    // transaction, so the outbox count below catches a loop's first step,
+    // and the Stripe writes its second.
     let writes = proxy.writes();
     assert_eq!(
         writes.len(),
@@ -254,8 +255,14 @@ async fn changes_made_while_stripe_is_down_complete_once_it_is_back() {
         );
     }
     patch(&stack, &first, json!({"name": "Renamed while down"})).await;
-    // Long enough for several failed attempts.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Several failed attempts, each retried (not skipped).
+    let retried = crate::support::retries_on(&stack.changes_topic) + 2;
+    wait_for(
+        Duration::from_secs(60),
+        "outbound retries while Stripe is down",
+        || async { (crate::support::retries_on(&stack.changes_topic) >= retried).then_some(()) },
+    )
+    .await;
     for id in ids.iter().chain([&first]) {
         assert_eq!(
             stack.api_customer(id).await["sync"]["stripe"]["status"],
@@ -477,8 +484,10 @@ async fn conflict_a_pending_local_edit_wins_over_a_concurrent_stripe_edit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conflict_a_later_stripe_edit_wins_over_an_acknowledged_local_edit() {
     let mut ls = LocalStripe::start().await;
+    let proxy = CountingProxy::start(ls.base());
     let stack = Stack::start(Options {
         stripe_base: ls.base(),
+        outbound_stripe_base: Some(proxy.base()),
         start_outbound: true,
         ..Options::default()
     })
@@ -507,14 +516,7 @@ async fn conflict_a_later_stripe_edit_wins_over_an_acknowledged_local_edit() {
     )
     .await;
     // And it stays that way once every echo has been applied.
-    wait_consumed(
-        &stack.brokers,
-        &stack.group,
-        &stack.topic,
-        Duration::from_secs(30),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_all_events_applied(&stack, &ls).await;
     wait_consumed(
         &stack.brokers,
         &stack.group,
@@ -524,6 +526,12 @@ async fn conflict_a_later_stripe_edit_wins_over_an_acknowledged_local_edit() {
     .await;
     assert_eq!(stack.api_customer(&id).await["name"], "Dashboard");
     assert_eq!(ls.list_customers().await[0]["name"], "Dashboard");
+    assert_eq!(
+        proxy.writes().len(),
+        2,
+        "Stripe got the create and the local edit, nothing more: {:?}",
+        proxy.writes()
+    );
     assert_eq!(
         stack.db.count("outbox"),
         2,

@@ -187,7 +187,9 @@ async fn backfill_brings_every_customer_and_resumes_after_a_kill() {
     .unwrap();
     assert!(report.complete && !report.resumed);
     assert_eq!(report.objects, total as u64);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack
+        .wait_ledger(total as i64, Duration::from_secs(60))
+        .await;
     crate::support::broker::wait_consumed(
         &stack.brokers,
         &stack.group,

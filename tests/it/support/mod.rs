@@ -46,6 +46,14 @@ where
     }
 }
 
+/// Transient failures the consume loop has retried on `topic` in this
+/// process (each test's topics are its own).
+pub fn retries_on(topic: &str) -> u64 {
+    stripe_sync::metrics::RETRIES
+        .with_label_values(&[topic])
+        .get()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
