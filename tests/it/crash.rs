@@ -72,6 +72,7 @@ async fn a_worker_killed_mid_stream_loses_nothing_and_applies_nothing_twice() {
         }
     }
     let total = customers * per_customer;
+    stack.db.log_customer_writes();
 
     let mut first = spawn_worker(&stack);
     wait_for(
@@ -106,6 +107,19 @@ async fn a_worker_killed_mid_stream_loses_nothing_and_applies_nothing_twice() {
         assert_eq!(row.name, Some(format!("c{c}-v{}", per_customer - 1)));
         assert_eq!(link.remote_version, 1000 + per_customer - 1);
     }
+    // Applications, counted by the rows' writes: no event's state written
+    // twice, across the kill and the redelivery that followed it, and no
+    // more writes than events (a batch may fold one customer's events).
+    assert_eq!(
+        stack.db.customer_rewrites(),
+        0,
+        "an event was applied twice"
+    );
+    assert!(stack.db.count("test_customer_writes") <= total);
+    assert!(
+        stack.db.count("test_customer_writes") >= customers,
+        "the log saw the applies"
+    );
 
     // SIGTERM: a graceful stop that exits cleanly.
     nix_term(&second);

@@ -231,6 +231,7 @@ async fn sigterm_under_load_finishes_in_flight_work_and_loses_nothing() {
     .await;
     let logs = std::env::temp_dir().join(crate::support::unique("fleet-logs"));
     let mut fleet = Fleet::new(&stack, logs.clone(), false);
+    stack.db.log_customer_writes();
     fleet.start();
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{}", fleet.serve_port);
@@ -368,6 +369,13 @@ async fn sigterm_under_load_finishes_in_flight_work_and_loses_nothing() {
     assert!(
         ledgered.is_superset(&acknowledged),
         "an acknowledged webhook was lost"
+    );
+    // Applied once each: no event's state (each sets its own name) was
+    // written twice across the stop and the restart.
+    assert_eq!(
+        stack.db.customer_rewrites(),
+        0,
+        "an event was applied twice"
     );
     // Every accepted API write reached Stripe exactly once.
     for id in &created {

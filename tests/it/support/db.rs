@@ -59,6 +59,33 @@ impl TestDb {
             .unwrap()
             .n
     }
+
+    /// Starts logging every write of a customer row (a trigger into
+    /// `test_customer_writes`), so a test counts applications, not only
+    /// ledger rows (whose primary key makes "once per event id" true by
+    /// construction).
+    pub fn log_customer_writes(&self) {
+        diesel::connection::SimpleConnection::batch_execute(
+            &mut *self.conn(),
+            "CREATE TABLE test_customer_writes (customer_id uuid NOT NULL, name text); \
+             CREATE FUNCTION test_log_customer_write() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN INSERT INTO test_customer_writes VALUES (NEW.id, NEW.name); RETURN NULL; END $$; \
+             CREATE TRIGGER test_customer_writes AFTER INSERT OR UPDATE ON customers \
+             FOR EACH ROW EXECUTE FUNCTION test_log_customer_write();",
+        )
+        .unwrap();
+    }
+
+    /// Named customer states written more than once: an event whose effect
+    /// was applied twice writes its state again (each test event sets a
+    /// name no other event sets; unnamed rows, such as API creates and
+    /// their echoes, are not counted).
+    pub fn customer_rewrites(&self) -> i64 {
+        self.count(
+            "(SELECT customer_id, name FROM test_customer_writes WHERE name IS NOT NULL \
+              GROUP BY customer_id, name HAVING count(*) > 1) twice",
+        )
+    }
 }
 
 impl Drop for TestDb {
