@@ -86,6 +86,11 @@ impl BatchHandler for InboundHandler {
                         metrics::EVENTS_APPLIED
                             .with_label_values(&[event.kind.as_str(), applied.as_str()])
                             .inc();
+                        if event.is_own_echo() {
+                            metrics::ECHOES
+                                .with_label_values(&[event.kind.as_str()])
+                                .inc();
+                        }
                         Outcome::Done
                     }
                     Err(reason) => {

@@ -39,6 +39,18 @@ pub static EVENTS_APPLIED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap()
 });
 
+/// Events Stripe sent back for writes of our own (the ledger's `echo`), by
+/// type: the loop-prevention at work. A steady rate is normal; echoes that
+/// stop while local changes flow mean Stripe no longer reports our keys.
+pub static ECHOES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "stripe_sync_echoes_total",
+        "Events applied that echo a write of our own",
+        &["type"]
+    )
+    .unwrap()
+});
+
 /// Consumer lag per topic and partition, as last measured by the worker.
 pub static CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
@@ -124,6 +136,7 @@ pub fn init(process: &str) {
     LazyLock::force(&WEBHOOKS);
     LazyLock::force(&PRODUCE_SECONDS);
     LazyLock::force(&EVENTS_APPLIED);
+    LazyLock::force(&ECHOES);
     LazyLock::force(&CONSUMER_LAG);
     LazyLock::force(&OUTBOX_BACKLOG);
     LazyLock::force(&OUTBOX_OLDEST_AGE_SECONDS);

@@ -22,10 +22,7 @@ fn entry<'a>(service: &'a str, event: &'a StripeEvent, outcome: &'a str) -> NewL
         object_id: event.object_id(),
         event_created: event.created,
         outcome,
-        echo: event
-            .idempotency_key
-            .as_deref()
-            .is_some_and(crate::outbox::is_own_idempotency_key),
+        echo: event.is_own_echo(),
     }
 }
 

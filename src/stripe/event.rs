@@ -153,6 +153,15 @@ impl StripeEvent {
     pub fn object_type(&self) -> Option<&str> {
         self.object.get("object").and_then(|v| v.as_str())
     }
+
+    /// Whether Stripe reports this event for a write of our own (its
+    /// request carried one of our Idempotency-Keys): an echo, which must
+    /// never be sent back out.
+    pub fn is_own_echo(&self) -> bool {
+        self.idempotency_key
+            .as_deref()
+            .is_some_and(crate::outbox::is_own_idempotency_key)
+    }
 }
 
 /// An event as ingest sees it: the same checks as [`StripeEvent::parse`],
@@ -261,6 +270,26 @@ impl<'de> Deserialize<'de> for IsId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_echo_is_an_event_of_our_own_idempotency_key() {
+        let event = |key: serde_json::Value| {
+            StripeEvent::parse(
+                serde_json::json!({
+                    "id": "evt_1", "type": "customer.updated", "created": 1,
+                    "data": {"object": {"id": "cus_1", "object": "customer"}},
+                    "request": {"id": "req_1", "idempotency_key": key},
+                })
+                .to_string()
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        let ours = crate::outbox::idempotency_key(7, None);
+        assert!(event(serde_json::json!(ours)).is_own_echo());
+        assert!(!event(serde_json::json!("dashboard-edit")).is_own_echo());
+        assert!(!event(serde_json::Value::Null).is_own_echo());
+    }
 
     #[test]
     fn parses_a_connect_event_and_its_key() {
