@@ -1,5 +1,5 @@
 //! `/api/admin/*`: the `topics` and `dlq` commands' information as JSON,
-//! behind the API token like the rest of `/api`.
+//! behind the admin token (`ADMIN_TOKEN`, see `auth`).
 
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
@@ -37,29 +37,36 @@ pub fn routes(
         .and_then(|c: Ctx| blocking(move || topics::lag(&c.inv.brokers, &c.inv.groups())));
     let dlq_list = warp::path!("admin" / "dlq")
         .and(warp::get())
+        .and(warp::query::<std::collections::BTreeMap<String, String>>())
         .and(with.clone())
-        .and_then(|c: Ctx| {
-            blocking(move || {
-                dlq::list(
-                    &c.inv.brokers,
-                    &mut *c.pool.get()?,
-                    &c.inv.dead_letter_topics(),
-                )
-            })
-        });
+        .and_then(
+            |query: std::collections::BTreeMap<String, String>, c: Ctx| async move {
+                let last = dlq_window(&query)?;
+                blocking(move || {
+                    dlq::list(
+                        &c.inv.brokers,
+                        &mut *c.pool.get()?,
+                        &c.inv.dead_letter_topics(),
+                        topics::TailFrom::Last(last),
+                    )
+                })
+                .await
+            },
+        );
     let dlq_show = warp::path!("admin" / "dlq" / String)
         .and(warp::get())
         .and(with.clone())
         .and_then(|id: String, c: Ctx| async move {
-            let letters = blocking_value(move || {
-                dlq::list(
-                    &c.inv.brokers,
-                    &mut *c.pool.get()?,
-                    &c.inv.dead_letter_topics(),
-                )
+            let found = blocking_value(move || {
+                let ours = dlq::parse_id(&id)
+                    .is_some_and(|(topic, _, _)| c.inv.dead_letter_topics().contains(&topic));
+                if !ours {
+                    return Ok(None);
+                }
+                dlq::get(&c.inv.brokers, &mut *c.pool.get()?, &id)
             })
             .await?;
-            let letter = letters.into_iter().find(|l| l.id == id).ok_or_else(|| {
+            let letter = found.ok_or_else(|| {
                 warp::reject::custom(ApiError::new(
                     StatusCode::NOT_FOUND,
                     "not_found",
@@ -105,6 +112,34 @@ pub fn routes(
         .unify()
         .or(dlq_replay)
         .unify()
+}
+
+/// Dead letters listed per partition: `?last=N` (1–1000, default 100).
+pub const DLQ_WINDOW: i64 = 100;
+const DLQ_WINDOW_MAX: i64 = 1000;
+
+fn dlq_window(query: &std::collections::BTreeMap<String, String>) -> Result<i64, Rejection> {
+    let invalid = || {
+        warp::reject::custom(
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("last is an integer from 1 to {DLQ_WINDOW_MAX}; the only parameter"),
+            )
+            .with_field("last"),
+        )
+    };
+    if query.keys().any(|k| k != "last") {
+        return Err(invalid());
+    }
+    match query.get("last") {
+        None => Ok(DLQ_WINDOW),
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=DLQ_WINDOW_MAX).contains(n))
+            .ok_or_else(invalid),
+    }
 }
 
 async fn blocking_value<T: Send + 'static>(

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::sync::atomic::AtomicBool;
 
+use super::topics::TailFrom;
 use super::{dlq, table, topics, Inventory};
 use crate::db::PgPool;
 use crate::kafka::EventProducer;
@@ -125,10 +126,15 @@ pub fn dlq_list(
     include_replayed: bool,
     as_json: bool,
 ) -> anyhow::Result<String> {
-    let letters: Vec<_> = dlq::list(&inv.brokers, &mut *pool.get()?, &inv.dead_letter_topics())?
-        .into_iter()
-        .filter(|l| include_replayed || l.replayed_at.is_none())
-        .collect();
+    let letters: Vec<_> = dlq::list(
+        &inv.brokers,
+        &mut *pool.get()?,
+        &inv.dead_letter_topics(),
+        TailFrom::Beginning,
+    )?
+    .into_iter()
+    .filter(|l| include_replayed || l.replayed_at.is_none())
+    .collect();
     if as_json {
         return json(&letters);
     }
@@ -180,16 +186,13 @@ pub fn dlq_show(inv: &Inventory, pool: &PgPool, id: &str, as_json: bool) -> anyh
 }
 
 fn find(inv: &Inventory, pool: &PgPool, id: &str) -> anyhow::Result<dlq::DeadLetter> {
-    let (topic, _, _) = dlq::parse_id(id).ok_or_else(|| {
-        anyhow::anyhow!("{id:?} is not a dead-letter id (topic:partition:offset)")
-    })?;
+    let (topic, _, _) = dlq::parse_id(id)
+        .ok_or_else(|| anyhow::anyhow!("no dead letter {id:?}: ids are topic:partition:offset"))?;
     anyhow::ensure!(
         inv.dead_letter_topics().contains(&topic),
-        "{topic} is not one of our dead-letter topics"
+        "no dead letter {id}: {topic} is not one of our dead-letter topics"
     );
-    dlq::list(&inv.brokers, &mut *pool.get()?, &[topic])?
-        .into_iter()
-        .find(|l| l.id == id)
+    dlq::get(&inv.brokers, &mut *pool.get()?, id)?
         .ok_or_else(|| anyhow::anyhow!("no dead letter {id}"))
 }
 
@@ -206,31 +209,24 @@ pub async fn dlq_replay(
     producer: &EventProducer,
     selection: Selection,
 ) -> anyhow::Result<Vec<String>> {
-    let letters = {
+    let chosen = {
         let (inv, pool) = (inv.clone(), pool.clone());
         tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<dlq::DeadLetter>> {
-            dlq::list(&inv.brokers, &mut *pool.get()?, &inv.dead_letter_topics())
+            match selection {
+                Selection::AllPending => Ok(dlq::list(
+                    &inv.brokers,
+                    &mut *pool.get()?,
+                    &inv.dead_letter_topics(),
+                    TailFrom::Beginning,
+                )?
+                .into_iter()
+                .filter(|l| l.replayed_at.is_none())
+                .collect()),
+                // Each read at its own offset, not by scanning the topics.
+                Selection::Ids(ids) => ids.iter().map(|id| find(&inv, &pool, id)).collect(),
+            }
         })
         .await??
-    };
-    let chosen: Vec<dlq::DeadLetter> = match selection {
-        Selection::AllPending => letters
-            .into_iter()
-            .filter(|l| l.replayed_at.is_none())
-            .collect(),
-        Selection::Ids(ids) => {
-            let mut chosen = Vec::new();
-            for id in &ids {
-                chosen.push(
-                    letters
-                        .iter()
-                        .find(|l| &l.id == id)
-                        .cloned()
-                        .ok_or_else(|| anyhow::anyhow!("no dead letter {id}"))?,
-                );
-            }
-            chosen
-        }
     };
     let done = dlq::replay(producer, &chosen).await?;
     {

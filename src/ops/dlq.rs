@@ -5,16 +5,21 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use rdkafka::message::Message;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use super::topics::{self, TailFrom, TailedMessage};
 use crate::db::schema::dlq_replays;
 use crate::kafka::envelope::{self, HeaderList};
 use crate::kafka::EventProducer;
+
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DeadLetter {
@@ -57,14 +62,66 @@ pub fn parse_id(id: &str) -> Option<(String, i32, i64)> {
     ))
 }
 
-/// Every message on the given dead-letter topics, oldest first per
-/// partition, with its replay status.
+/// Dead letters on the given topics, oldest first per partition, with
+/// their replay status: every one (`TailFrom::Beginning`, for the CLI and
+/// `replay --all`), or the last N of each partition (the admin API, which
+/// must not read whole topics per request).
 pub fn list(
     brokers: &str,
     conn: &mut PgConnection,
     dlq_topics: &[String],
+    window: TailFrom,
 ) -> anyhow::Result<Vec<DeadLetter>> {
-    let replayed: HashMap<(String, i32, i64), DateTime<Utc>> = dlq_replays::table
+    let replayed = replays(conn)?;
+    let mut out = Vec::new();
+    for topic in dlq_topics {
+        let stop = AtomicBool::new(false);
+        let result = topics::tail(brokers, topic, window, None, false, &stop, |m| {
+            out.push(letter(topic, m, &replayed));
+        });
+        match result {
+            Ok(()) => {}
+            // A dead-letter topic that was never created holds nothing.
+            Err(e) if e.to_string().contains("does not exist") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// One dead letter by id, read at its offset alone; `None` when the topic
+/// holds no such offset.
+pub fn get(brokers: &str, conn: &mut PgConnection, id: &str) -> anyhow::Result<Option<DeadLetter>> {
+    let Some((topic, partition, offset)) = parse_id(id) else {
+        return Ok(None);
+    };
+    let client = topics::reader(brokers)?;
+    let Ok((low, high)) = client.fetch_watermarks(&topic, partition, READ_TIMEOUT) else {
+        return Ok(None);
+    };
+    if offset < low || offset >= high {
+        return Ok(None);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+    client.assign(&tpl)?;
+    let replayed = replays(conn)?;
+    let deadline = std::time::Instant::now() + READ_TIMEOUT * 2;
+    while std::time::Instant::now() < deadline {
+        if let Some(m) = client.poll(Duration::from_millis(200)) {
+            let m = m?;
+            if m.offset() == offset {
+                return Ok(Some(letter(&topic, &m, &replayed)));
+            }
+        }
+    }
+    anyhow::bail!("timed out reading dead letter {id}")
+}
+
+type Replays = HashMap<(String, i32, i64), DateTime<Utc>>;
+
+fn replays(conn: &mut PgConnection) -> QueryResult<Replays> {
+    Ok(dlq_replays::table
         .select((
             dlq_replays::dlq_topic,
             dlq_replays::partition,
@@ -74,51 +131,32 @@ pub fn list(
         .load::<(String, i32, i64, DateTime<Utc>)>(conn)?
         .into_iter()
         .map(|(t, p, o, at)| ((t, p, o), at))
-        .collect();
-    let mut out = Vec::new();
-    for topic in dlq_topics {
-        let stop = AtomicBool::new(false);
-        let result = topics::tail(
-            brokers,
-            topic,
-            TailFrom::Beginning,
-            None,
-            false,
-            &stop,
-            |m| {
-                let headers = envelope::from_headers(m.headers());
-                let h = |k: &str| envelope::header(&headers, k).map(str::to_owned);
-                out.push(DeadLetter {
-                    id: id_of(topic, m.partition(), m.offset()),
-                    source_topic: h(envelope::H_DLQ_SOURCE_TOPIC),
-                    source_partition: h(envelope::H_DLQ_SOURCE_PARTITION)
-                        .and_then(|p| p.parse().ok()),
-                    source_offset: h(envelope::H_DLQ_SOURCE_OFFSET).and_then(|p| p.parse().ok()),
-                    error: h(envelope::H_DLQ_ERROR),
-                    failed_at: h(envelope::H_DLQ_FAILED_AT),
-                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                    event_id: h(envelope::H_EVENT_ID)
-                        .or_else(|| h("outbox-id").map(|id| format!("outbox {id}"))),
-                    replayed_at: replayed
-                        .get(&(topic.clone(), m.partition(), m.offset()))
-                        .copied(),
-                    message: Some(TailedMessage::from_message(m)),
-                    raw: RawMessage {
-                        key: m.key().unwrap_or_default().to_vec(),
-                        payload: m.payload().unwrap_or_default().to_vec(),
-                        headers,
-                    },
-                });
-            },
-        );
-        match result {
-            Ok(()) => {}
-            // A dead-letter topic that was never created holds nothing.
-            Err(e) if e.to_string().contains("does not exist") => {}
-            Err(e) => return Err(e),
-        }
+        .collect())
+}
+
+fn letter(topic: &str, m: &BorrowedMessage<'_>, replayed: &Replays) -> DeadLetter {
+    let headers = envelope::from_headers(m.headers());
+    let h = |k: &str| envelope::header(&headers, k).map(str::to_owned);
+    DeadLetter {
+        id: id_of(topic, m.partition(), m.offset()),
+        source_topic: h(envelope::H_DLQ_SOURCE_TOPIC),
+        source_partition: h(envelope::H_DLQ_SOURCE_PARTITION).and_then(|p| p.parse().ok()),
+        source_offset: h(envelope::H_DLQ_SOURCE_OFFSET).and_then(|p| p.parse().ok()),
+        error: h(envelope::H_DLQ_ERROR),
+        failed_at: h(envelope::H_DLQ_FAILED_AT),
+        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        event_id: h(envelope::H_EVENT_ID)
+            .or_else(|| h("outbox-id").map(|id| format!("outbox {id}"))),
+        replayed_at: replayed
+            .get(&(topic.to_owned(), m.partition(), m.offset()))
+            .copied(),
+        message: Some(TailedMessage::from_message(m)),
+        raw: RawMessage {
+            key: m.key().unwrap_or_default().to_vec(),
+            payload: m.payload().unwrap_or_default().to_vec(),
+            headers,
+        },
     }
-    Ok(out)
 }
 
 /// Produces each dead letter back onto its source topic (same key and

@@ -217,6 +217,34 @@ async fn dead_letters_can_be_listed_shown_and_replayed_once_fixed() {
         .unwrap();
     assert_eq!(admin["dead_letter"]["id"], dlq_id.as_str());
     assert_eq!(admin["message"]["payload"]["local_id"], id.as_str());
+    // The admin listing reads a window per partition, never whole topics.
+    let window: Value = stack
+        .admin(Method::GET, "/api/admin/dlq?last=1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(window.as_array().unwrap().len(), 1, "{window}");
+    for bad in ["last=0", "last=1001", "last=x", "from=0"] {
+        let r = stack
+            .admin(Method::GET, &format!("/api/admin/dlq?{bad}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    let unknown = stack
+        .admin(Method::GET, &format!("/api/admin/dlq/{dlq_id}9"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        unknown.status(),
+        404,
+        "an offset past the end is no dead letter"
+    );
 
     // The cause is fixed (the fake's refusal was one-off): replay.
     let replayed = cli(&stack, &["dlq", "replay", "--id", &dlq_id]);
