@@ -80,7 +80,11 @@ impl SignatureHeader {
                 "v1" => {
                     saw_v1 = true;
                     let mut sig = [0u8; 32];
-                    if hex::decode_to_slice(value, &mut sig).is_ok() {
+                    // Stripe sends lowercase hex and its libraries compare
+                    // the text: an uppercase digit is not Stripe's signature
+                    // (the fuzzer found we took it).
+                    let lowercase = value.bytes().all(|b| !b.is_ascii_uppercase());
+                    if lowercase && hex::decode_to_slice(value, &mut sig).is_ok() {
                         v1.push(sig);
                     }
                 }
@@ -190,6 +194,25 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_stripes_lowercase_hex_is_a_signature() {
+        let header = sign("whsec_x", NOW, BODY);
+        let (t, sig) = header.split_once(",v1=").unwrap();
+        assert!(
+            sig.bytes().any(|b| b.is_ascii_alphabetic()),
+            "a sig with letters"
+        );
+        // The same 32 bytes, spelled in uppercase.
+        let upper = format!("{t},v1={}", sig.to_uppercase());
+        let v = verifier(&["whsec_x"]);
+        assert!(v.verify(Some(&header), BODY, NOW).is_ok());
+        assert_eq!(
+            v.verify(Some(&upper), BODY, NOW),
+            Err(SignatureError::NoMatchingSignature),
+            "{upper}"
+        );
+    }
 
     const NOW: i64 = 1_700_000_000;
     const BODY: &[u8] = br#"{"id":"evt_1","object":"event"}"#;

@@ -9,6 +9,7 @@ mod catalog;
 mod consume;
 mod crash;
 mod credits;
+mod fuzz;
 mod idmap;
 mod inbound;
 mod localstripe_e2e;
