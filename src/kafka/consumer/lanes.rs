@@ -1,0 +1,201 @@
+//! The consume loop's lanes: which lane applies a partition, the routing
+//! of each partition's fetches to its lane's librdkafka queue, and the lane
+//! itself, which fills batches from its queue and applies them in order.
+
+use std::ffi::{CStr, CString};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::bindings;
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::TopicPartitionList;
+use tokio_util::sync::CancellationToken;
+
+use super::apply::{apply_with_retry, dead_letter_all, store_offsets};
+use super::{BatchHandler, ConsumeSettings, Delivery, GroupContext, Progress};
+use crate::kafka::envelope;
+use crate::kafka::producer::EventProducer;
+use crate::retry::Backoff;
+
+pub(super) type GroupConsumer = StreamConsumer<GroupContext>;
+pub(super) type LaneQueue = StreamPartitionQueue<GroupContext>;
+
+/// The lane that applies a partition's messages: always the same one for a
+/// partition, so its messages (and with them each object's events, the
+/// partition key) are applied one batch after another, in offset order.
+pub fn lane_of(partition: i32, lanes: usize) -> usize {
+    partition.unsigned_abs() as usize % lanes.max(1)
+}
+
+/// Which queue each partition of the topic is fetched into: lane `n`
+/// reads partition `n`'s fetch queue, split off the consumer's own queue,
+/// and every other partition of the lane is forwarded into it.
+pub(super) struct LaneRouting {
+    topic: CString,
+    lanes: usize,
+}
+
+impl LaneRouting {
+    pub(super) fn new(topic: &str, lanes: usize) -> anyhow::Result<Self> {
+        Ok(Self {
+            topic: CString::new(topic)?,
+            lanes,
+        })
+    }
+
+    pub(super) fn queue_partition(&self, lane: usize) -> i32 {
+        lane as i32
+    }
+
+    /// Forwards the fetch queue of each newly assigned partition into its
+    /// lane's queue. Runs before librdkafka starts fetching them, as it
+    /// must after every rebalance: stopping a partition's fetch (a revoke)
+    /// clears its forwarding, and starting it leaves a queue the
+    /// application forwarded once alone instead of forwarding it to the
+    /// consumer's queue. A partition that could not be forwarded is
+    /// fetched into the consumer's queue, where `run` stops on it.
+    pub(super) fn forward(
+        &self,
+        consumer: &BaseConsumer<GroupContext>,
+        assigned: &TopicPartitionList,
+    ) {
+        let topic = self.topic.to_str().unwrap_or_default();
+        for element in assigned.elements() {
+            if element.topic() != topic {
+                continue;
+            }
+            let partition = element.partition();
+            let into = self.queue_partition(lane_of(partition, self.lanes));
+            if partition != into && !forward_fetch_queue(consumer, &self.topic, partition, into) {
+                tracing::error!(
+                    kafka.topic = topic,
+                    kafka.partition = partition,
+                    "could not route the partition to its lane's queue"
+                );
+            }
+        }
+    }
+}
+
+/// Forwards `partition`'s fetch queue into `into`'s (rdkafka has no safe
+/// wrapper for forwarding to a queue other than the consumer's own).
+fn forward_fetch_queue(
+    consumer: &BaseConsumer<GroupContext>,
+    topic: &CStr,
+    partition: i32,
+    into: i32,
+) -> bool {
+    let client = consumer.client().native_ptr();
+    // SAFETY: `client` lives as long as `consumer`, which outlives this
+    // call. `rd_kafka_queue_get_partition` returns a new handle (or null)
+    // that only references the partition's queue; forwarding takes its own
+    // reference to the destination, so both handles are released here.
+    unsafe {
+        let from = bindings::rd_kafka_queue_get_partition(client, topic.as_ptr(), partition);
+        let to = bindings::rd_kafka_queue_get_partition(client, topic.as_ptr(), into);
+        let forwarded = !from.is_null() && !to.is_null();
+        if forwarded {
+            bindings::rd_kafka_queue_forward(from, to);
+        }
+        for handle in [from, to] {
+            if !handle.is_null() {
+                bindings::rd_kafka_queue_destroy(handle);
+            }
+        }
+        forwarded
+    }
+}
+
+/// One apply lane: its own queue, batches, transaction and connection.
+pub(super) struct Lane<H> {
+    pub(super) settings: ConsumeSettings,
+    pub(super) handler: Arc<H>,
+    pub(super) dead_letters: EventProducer,
+    pub(super) consumer: Arc<GroupConsumer>,
+    pub(super) progress: Progress,
+    pub(super) shutdown: CancellationToken,
+}
+
+impl<H: BatchHandler> Lane<H> {
+    /// Applies batches from `queue` until shutdown fires; the batch in hand
+    /// is finished first (unless it is waiting to retry).
+    pub(super) async fn run(self, queue: LaneQueue) {
+        let mut errors = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            let first = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                m = queue.recv() => m.map(|m| to_delivery(&m)),
+            };
+            let first = match first {
+                Ok(d) => d,
+                Err(e) => {
+                    let wait = errors.next_delay(None);
+                    tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "consumer error");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
+                }
+            };
+            errors.reset();
+            let mut batch = vec![first];
+            let fill_until = tokio::time::Instant::now() + self.settings.batch_wait;
+            while batch.len() < self.settings.batch_size {
+                match tokio::time::timeout_at(fill_until, queue.recv()).await {
+                    Ok(Ok(m)) => batch.push(to_delivery(&m)),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !self.apply(Arc::new(batch)).await {
+                return;
+            }
+        }
+    }
+
+    /// Applies one batch, dead-letters what failed for good and stores the
+    /// offsets; false when shutdown interrupted it (nothing stored, so the
+    /// batch is redelivered).
+    async fn apply(&self, batch: Arc<Vec<Delivery>>) -> bool {
+        let Some(outcomes) = apply_with_retry(&self.handler, &batch, &self.shutdown).await else {
+            return false;
+        };
+        let settings = &self.settings;
+        if !dead_letter_all(
+            &self.dead_letters,
+            &settings.dead_letter_topic,
+            &batch,
+            &outcomes,
+            &self.shutdown,
+        )
+        .await
+        {
+            return false;
+        }
+        store_offsets(self.consumer.as_ref(), &batch);
+        let mut done = self
+            .progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for d in batch.iter() {
+            done.insert(d.partition, d.offset);
+        }
+        true
+    }
+}
+
+fn to_delivery<M: Message>(m: &M) -> Delivery {
+    Delivery {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        headers: envelope::from_headers(m.headers()),
+    }
+}
