@@ -222,7 +222,11 @@ impl RemoteReader for StripeRemote {
 pub async fn run(cfg: InboundConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let kafka = &cfg.kafka;
     let dead_letter_topic = kafka.dead_letter_topic();
-    let worker::Started { pool, producer } = worker::start(
+    let worker::Started {
+        pool,
+        producer,
+        health,
+    } = worker::start(
         "stripe-inbound",
         &cfg.database,
         kafka,
@@ -243,6 +247,7 @@ pub async fn run(cfg: InboundConfig, shutdown: CancellationToken) -> anyhow::Res
         lanes: cfg.apply_lanes,
         fetch_wait: kafka.fetch_wait,
         fetch_max_bytes: kafka.fetch_max_bytes,
+        health,
     };
     consumer::run(settings, handler, producer, shutdown).await
 }

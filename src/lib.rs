@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod customers;
 pub mod db;
+pub mod health;
 pub mod http;
 pub mod inbound;
 pub mod ingest;

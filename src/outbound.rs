@@ -301,7 +301,11 @@ pub fn form_fields(fields: &serde_json::Map<String, Value>) -> Vec<(String, Stri
 
 pub async fn run(cfg: OutboundConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let dead_letter_topic = cfg.changes.dead_letter_topic();
-    let worker::Started { pool, producer } = worker::start(
+    let worker::Started {
+        pool,
+        producer,
+        health,
+    } = worker::start(
         "stripe-outbound",
         &cfg.database,
         &cfg.kafka,
@@ -327,6 +331,7 @@ pub async fn run(cfg: OutboundConfig, shutdown: CancellationToken) -> anyhow::Re
         lanes: 1,
         fetch_wait: cfg.kafka.fetch_wait,
         fetch_max_bytes: cfg.kafka.fetch_max_bytes,
+        health,
     };
     consumer::run(settings, handler, producer, shutdown).await
 }

@@ -15,6 +15,9 @@ use crate::stripe::WebhookVerifier;
 /// A bound, not yet running server; tests read `addr` before awaiting.
 pub struct Server {
     pub addr: std::net::SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served when
+    /// `METRICS_ADDR` gave them a listener of their own.
+    pub ops_addr: Option<std::net::SocketAddr>,
     producer: EventProducer,
     future: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     shutdown: CancellationToken,
@@ -42,6 +45,7 @@ impl Server {
         let producer = EventProducer::new(&kafka.brokers, kafka.produce_timeout)?;
         let verifier =
             WebhookVerifier::new(cfg.webhook.secrets.clone(), cfg.webhook.tolerance_secs);
+        let health = crate::health::Health::default();
         let state = AppState {
             ingest: Arc::new(WebhookIngest::new(
                 verifier,
@@ -57,12 +61,28 @@ impl Server {
             },
             inventory: cfg.inventory.clone(),
             stripe: cfg.stripe.as_ref().map(|s| s.client()).transpose()?,
+            health: health.clone(),
+            ops_on_main_port: cfg.metrics_addr.is_none(),
         };
         crate::metrics::init("serve");
+        let ops_addr = cfg
+            .metrics_addr
+            .map(|addr| {
+                http::ops::spawn(
+                    "serve",
+                    addr,
+                    state.pool.clone(),
+                    producer.clone(),
+                    health,
+                    shutdown.clone(),
+                )
+            })
+            .transpose()?;
         let shutdown_for_drain = shutdown.clone();
         let (addr, future) = http::bind(state, cfg.listen_addr, shutdown)?;
         Ok(Self {
             addr,
+            ops_addr,
             producer,
             future: Box::pin(future),
             shutdown: shutdown_for_drain,

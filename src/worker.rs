@@ -9,12 +9,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{DatabaseConfig, KafkaConfig};
 use crate::db::{self, PgPool};
+use crate::health::Health;
 use crate::kafka::{admin, EventProducer};
 
 /// A started worker's shared dependencies.
 pub struct Started {
     pub pool: PgPool,
     pub producer: EventProducer,
+    /// What `/readyz` reports; the consume loop tells it of a dead lane.
+    pub health: Health,
 }
 
 /// Starts worker `process`: refuses an unmigrated database, ensures
@@ -40,12 +43,18 @@ pub async fn start(
     )
     .await?;
     let producer = EventProducer::new(&kafka.brokers, kafka.produce_timeout)?;
+    let health = Health::default();
     crate::http::ops::spawn(
         process,
         metrics_addr,
         pool.clone(),
         producer.clone(),
+        health.clone(),
         shutdown.clone(),
     )?;
-    Ok(Started { pool, producer })
+    Ok(Started {
+        pool,
+        producer,
+        health,
+    })
 }

@@ -74,13 +74,25 @@ impl Env {
     where
         T::Err: std::fmt::Display,
     {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid {
-                name,
-                reason: e.to_string(),
-            }),
-        }
+        Ok(self.optional_parsed(name)?.unwrap_or(default))
+    }
+
+    /// `name` parsed, or `None` when it is unset or empty.
+    fn optional_parsed<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+    ) -> Result<Option<T>, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.get(name)
+            .map(|v| {
+                v.parse().map_err(|e: T::Err| ConfigError::Invalid {
+                    name,
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()
     }
 }
 

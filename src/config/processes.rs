@@ -16,6 +16,10 @@ use crate::kafka::topics;
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen_addr: SocketAddr,
+    /// `/metrics`, `/healthz` and `/readyz` on a listener of their own
+    /// (`METRICS_ADDR`), so the public port carries only the webhook and
+    /// the API; unset, they are served on `listen_addr`.
+    pub metrics_addr: Option<SocketAddr>,
     /// Bearer token for `/api/*`.
     pub api_token: SecretString,
     /// `/api/admin/*`; the admin API is off without it.
@@ -50,6 +54,7 @@ impl ServeConfig {
         }
         Ok(Self {
             listen_addr: env.parsed("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            metrics_addr: env.optional_parsed("METRICS_ADDR")?,
             api_token: {
                 let token = env.required("API_TOKEN")?;
                 if token.len() < 16 {

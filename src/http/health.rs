@@ -1,5 +1,5 @@
 //! `GET /healthz` (the process answers) and `GET /readyz` (its
-//! dependencies answer).
+//! dependencies answer, and no part of it has failed for good).
 
 use std::time::Duration;
 
@@ -7,23 +7,25 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use crate::db::{self, PgPool};
+use crate::health::Health;
 use crate::kafka::EventProducer;
 
 pub fn routes(
     pool: PgPool,
     producer: EventProducer,
+    health: Health,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
     let readyz = warp::path!("readyz").and(warp::get()).then(move || {
-        let (pool, producer) = (pool.clone(), producer.clone());
-        async move { readiness(pool, producer).await }
+        let (pool, producer, health) = (pool.clone(), producer.clone(), health.clone());
+        async move { readiness(pool, producer, health).await }
     });
     healthz.or(readyz).unify()
 }
 
-async fn readiness(pool: PgPool, producer: EventProducer) -> warp::reply::Response {
+async fn readiness(pool: PgPool, producer: EventProducer, health: Health) -> warp::reply::Response {
     let checks = tokio::task::spawn_blocking(move || {
         let postgres = db::ping(&pool).map_err(|e| format!("{e:#}"));
         let kafka = producer
@@ -33,7 +35,8 @@ async fn readiness(pool: PgPool, producer: EventProducer) -> warp::reply::Respon
     })
     .await;
     let (postgres, kafka) = checks.unwrap_or_else(|e| (Err(e.to_string()), Err(e.to_string())));
-    let ready = postgres.is_ok() && kafka.is_ok();
+    let failures = health.failures();
+    let ready = postgres.is_ok() && kafka.is_ok() && failures.is_empty();
     let label = |r: &Result<(), String>| match r {
         Ok(()) => "ok",
         Err(e) => {
@@ -41,10 +44,13 @@ async fn readiness(pool: PgPool, producer: EventProducer) -> warp::reply::Respon
             "unreachable"
         }
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": {"postgres": label(&postgres), "kafka": label(&kafka)},
     });
+    if !failures.is_empty() {
+        body["failures"] = serde_json::json!(failures);
+    }
     let status = if ready {
         StatusCode::OK
     } else {

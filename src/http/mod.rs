@@ -40,6 +40,10 @@ pub struct AppState {
     pub inventory: crate::ops::Inventory,
     /// The payments API's Stripe client; `None` without `STRIPE_API_KEY`.
     pub stripe: Option<crate::stripe::StripeClient>,
+    pub health: crate::health::Health,
+    /// Whether `/metrics`, `/healthz` and `/readyz` are served here too
+    /// (serve without a `METRICS_ADDR` of its own).
+    pub ops_on_main_port: bool,
 }
 
 pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
@@ -76,10 +80,23 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
                 ))
                 .unify(),
         );
+    let on_main_port = state.ops_on_main_port;
+    let ops = warp::any()
+        .and_then(move || async move {
+            if on_main_port {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+        .and(ops::routes(
+            state.pool.clone(),
+            state.producer.clone(),
+            state.health.clone(),
+        ));
     webhook::route(state.ingest.clone(), state.max_body_bytes)
-        .or(health::routes(state.pool.clone(), state.producer.clone()))
-        .unify()
-        .or(ops::metrics_route())
+        .or(ops)
         .unify()
         .or(api)
         .unify()

@@ -1,6 +1,6 @@
 //! The operations surface every process has: `/metrics`, `/healthz`,
-//! `/readyz`. The server mounts it on its main port; each worker serves it
-//! on its own `METRICS_ADDR`.
+//! `/readyz`. Each worker serves it on its own `METRICS_ADDR`; the server
+//! on its `METRICS_ADDR` when that is set, else on its main port.
 
 use std::net::SocketAddr;
 
@@ -9,11 +9,22 @@ use warp::{Filter, Rejection, Reply};
 
 use super::{error, health};
 use crate::db::PgPool;
+use crate::health::Health;
 use crate::kafka::EventProducer;
 use crate::metrics;
 
-pub fn metrics_route() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone
-{
+/// `/metrics`, `/healthz` and `/readyz`.
+pub fn routes(
+    pool: PgPool,
+    producer: EventProducer,
+    health: Health,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    health::routes(pool, producer, health)
+        .or(metrics_route())
+        .unify()
+}
+
+fn metrics_route() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("metrics").and(warp::get()).map(|| {
         warp::reply::with_header(
             metrics::render(),
@@ -24,19 +35,18 @@ pub fn metrics_route() -> impl Filter<Extract = (warp::reply::Response,), Error 
     })
 }
 
-/// Starts a worker's ops server; returns the bound address.
+/// Starts a process's ops server on its own listener; returns the bound
+/// address.
 pub fn spawn(
     process: &str,
     addr: SocketAddr,
     pool: PgPool,
     producer: EventProducer,
+    health: Health,
     shutdown: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
     metrics::init(process);
-    let routes = health::routes(pool, producer)
-        .or(metrics_route())
-        .unify()
-        .recover(error::recover);
+    let routes = routes(pool, producer, health).recover(error::recover);
     let (bound, server) = warp::serve(routes)
         .try_bind_with_graceful_shutdown(addr, async move { shutdown.cancelled().await })?;
     tokio::spawn(server);

@@ -15,12 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use stripe_sync::config::ENVELOPE_ALLOWANCE_BYTES;
+use stripe_sync::health::Health;
 use stripe_sync::kafka::consumer::Transient;
 use stripe_sync::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome};
 use stripe_sync::kafka::EventProducer;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::broker::{committed, read_all, shared_brokers};
+use crate::support::db::TestDb;
 use crate::support::{unique, wait_for};
 
 const PARTITIONS: i32 = 6;
@@ -136,6 +138,8 @@ struct Run {
     topic: String,
     group: String,
     recorder: Arc<Recorder>,
+    /// What the loop reports, as a worker's `/readyz` reads it.
+    health: Health,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -196,7 +200,9 @@ impl Topic {
             lanes: LANES,
             fetch_wait: Duration::from_millis(20),
             fetch_max_bytes: FETCH_MAX_BYTES,
+            health: Health::default(),
         };
+        let health = settings.health.clone();
         let dead_letters = EventProducer::new(&self.brokers, Duration::from_secs(10)).unwrap();
         let recorder = Arc::new(recorder);
         let shutdown = CancellationToken::new();
@@ -211,6 +217,7 @@ impl Topic {
             topic: self.name.clone(),
             group: group.to_owned(),
             recorder,
+            health,
             shutdown,
             task,
         }
@@ -369,7 +376,8 @@ async fn a_message_the_handler_panics_on_is_dead_lettered_and_its_partition_move
 /// contract, which the lane asserts) would leave its partitions stalled
 /// while the rest looks healthy. Instead the loop stops by itself, the
 /// other lanes' work committed and never past what was applied, and
-/// returns the error, so the process exits and is restarted.
+/// returns the error, so the process exits and is restarted; until it has,
+/// its `/readyz` answers 503 and says which lane died.
 #[tokio::test]
 async fn a_lane_that_dies_stops_the_loop_with_an_error() {
     const BROKEN: &[u8] = br#"{"broken":true}"#;
@@ -386,12 +394,36 @@ async fn a_lane_that_dies_stops_the_loop_with_an_error() {
     })
     .await;
     let run = topic.consume(&unique("consume-group"), recorder);
+    // The worker's ops server, as worker::start serves it.
+    let db = TestDb::migrated();
+    let ops = stripe_sync::http::ops::spawn(
+        "consume-test",
+        "127.0.0.1:0".parse().unwrap(),
+        db.pool.clone(),
+        EventProducer::new(&topic.brokers, Duration::from_secs(10)).unwrap(),
+        run.health.clone(),
+        run.shutdown.clone(),
+    )
+    .unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(60), run.task)
         .await
         .expect("the loop stopped by itself")
         .unwrap();
     let error = format!("{:#}", ended.unwrap_err());
     assert!(error.contains("lane"), "{error}");
+    let readyz = reqwest::get(format!("http://{ops}/readyz")).await.unwrap();
+    assert_eq!(
+        readyz.status(),
+        503,
+        "a dead lane makes the process unready"
+    );
+    let body: serde_json::Value = readyz.json().await.unwrap();
+    let failure = body["failures"][0].as_str().unwrap_or_default();
+    assert!(
+        failure.contains("lane") && failure.contains(&topic.name),
+        "{body}"
+    );
+    assert_eq!(body["checks"]["postgres"], "ok", "{body}");
     let committed = committed(&run.brokers, &run.group, &run.topic);
     let handled = run.recorder.handled.lock().unwrap().clone();
     for (partition, offset) in committed {

@@ -251,6 +251,74 @@ async fn health_and_readiness() {
     stack.stop().await;
 }
 
+/// With `METRICS_ADDR` set, serve's `/metrics`, `/healthz` and `/readyz`
+/// are on that listener only: the public port carries the webhook and the
+/// API, and answers 404 for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_with_a_metrics_addr_keeps_ops_off_the_public_port() {
+    let stack = Stack::start(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let env = stack.env.with("METRICS_ADDR", "127.0.0.1:0");
+    let server = stripe_sync::serve::Server::build(
+        &stripe_sync::config::ServeConfig::load(&env).unwrap(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let (public, ops) = (server.addr, server.ops_addr.expect("an ops listener"));
+    let running = tokio::spawn(server.run());
+    for path in ["metrics", "healthz", "readyz"] {
+        let on_ops = stack
+            .http
+            .get(format!("http://{ops}/{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(on_ops.status(), 200, "/{path} on METRICS_ADDR");
+        let on_public = stack
+            .http
+            .get(format!("http://{public}/{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(on_public.status(), 404, "/{path} on the public port");
+    }
+    let metrics = stack
+        .http
+        .get(format!("http://{ops}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert!(metrics.text().await.unwrap().contains("stripe_sync_"));
+    // The webhook and the API are still on the public port.
+    let webhook = stack
+        .http
+        .post(format!("http://{public}/webhooks/stripe"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        webhook.status(),
+        400,
+        "an unsigned webhook is refused, not 404"
+    );
+    let api = stack
+        .http
+        .get(format!("http://{public}/api/customers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 401);
+    shutdown.cancel();
+    running.await.unwrap();
+    stack.stop().await;
+}
+
 /// Invariant 2: 2xx only once Kafka has the event. With the broker down the
 /// webhook answers 503 (Stripe retries); when it is back the retries land
 /// and every event is applied once.

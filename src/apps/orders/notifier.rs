@@ -350,7 +350,11 @@ pub fn retry_wait(attempts: i32, max: Duration) -> Duration {
 pub async fn run(cfg: NotifierConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let kafka = &cfg.kafka;
     let dead_letter_topic = cfg.dead_letter_topic();
-    let worker::Started { pool, producer } = worker::start(
+    let worker::Started {
+        pool,
+        producer,
+        health,
+    } = worker::start(
         "order-notifier",
         &cfg.database,
         kafka,
@@ -400,6 +404,7 @@ pub async fn run(cfg: NotifierConfig, shutdown: CancellationToken) -> anyhow::Re
         lanes: 1,
         fetch_wait: kafka.fetch_wait,
         fetch_max_bytes: kafka.fetch_max_bytes,
+        health,
     };
     let consumed = consumer::run(settings, handler, producer, stop.clone()).await;
     stop.cancel();

@@ -227,7 +227,11 @@ async fn refund(stripe: &StripeClient, request: &RefundRequest) -> Result<Value,
 pub async fn run(cfg: CommandsWorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let kafka = &cfg.kafka;
     let dead_letter_topic = cfg.commands.dead_letter_topic();
-    let worker::Started { pool, producer } = worker::start(
+    let worker::Started {
+        pool,
+        producer,
+        health,
+    } = worker::start(
         "stripe-commands",
         &cfg.database,
         kafka,
@@ -251,6 +255,7 @@ pub async fn run(cfg: CommandsWorkerConfig, shutdown: CancellationToken) -> anyh
         lanes: 1,
         fetch_wait: kafka.fetch_wait,
         fetch_max_bytes: kafka.fetch_max_bytes,
+        health,
     };
     consumer::run(settings, handler, producer, shutdown).await
 }

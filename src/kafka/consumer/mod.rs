@@ -94,6 +94,8 @@ pub struct ConsumeSettings {
     pub fetch_wait: Duration,
     /// `fetch.max.bytes`: see `KafkaConfig::fetch_max_bytes`.
     pub fetch_max_bytes: usize,
+    /// The process's health, told when a lane dies.
+    pub health: crate::health::Health,
 }
 
 /// Logs group rebalances, routes newly assigned partitions to their lanes'
@@ -311,7 +313,10 @@ pub async fn run<H: BatchHandler>(
     let mut lane_failure = None;
     for lane in lanes {
         if let Ok(Err(e)) | Err(e) = lane.await {
-            tracing::error!(error = %e, "apply lane panicked");
+            settings.health.report_failure(format!(
+                "an apply lane of {} (group {}) died: {e}",
+                settings.topic, settings.group
+            ));
             lane_failure = Some(anyhow::anyhow!("an apply lane panicked: {e}"));
         }
     }

@@ -123,8 +123,10 @@ impl Stack {
             }
         }));
         let server_shutdown = CancellationToken::new();
+        // The tests reach serve's /metrics and /readyz on its main port;
+        // METRICS_ADDR is the workers' here.
         let server = stripe_sync::serve::Server::build(
-            &ServeConfig::load(&env).unwrap(),
+            &ServeConfig::load(&env.with("METRICS_ADDR", "")).unwrap(),
             server_shutdown.clone(),
         )
         .await
