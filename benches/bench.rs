@@ -20,7 +20,10 @@ use stripe_sync::kafka::EventProducer;
 use stripe_sync::stripe::signature::{sign, WebhookVerifier};
 use warp::Filter;
 
+mod common;
 mod mix;
+
+use common::{drop_database, env, free_port, machine};
 
 const SECRET: &str = "whsec_bench";
 const TOKEN: &str = "bench-api-token-0123456789";
@@ -68,11 +71,6 @@ fn row(figure: &str, value: f64, unit: &str, ceiling: Option<f64>, target: &str)
         ratio: ceiling.map(|c| value / c),
         target: target.into(),
     }
-}
-
-fn env(name: &str) -> anyhow::Result<String> {
-    std::env::var(name)
-        .with_context(|| format!("{name} is not set: run the benchmark through scripts/bench"))
 }
 
 /// Rows for the p50, p95 and p99 of `sorted` latencies (seconds) in ms;
@@ -217,13 +215,6 @@ async fn wait_http(url: &str) -> anyhow::Result<()> {
     anyhow::bail!("{url} did not become ready")
 }
 
-/// Drops the bench's own database, whoever is still connected.
-fn drop_database(admin_url: &str, db_name: &str) -> anyhow::Result<()> {
-    diesel::sql_query(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-        .execute(&mut PgConnection::establish(admin_url)?)?;
-    Ok(())
-}
-
 /// Clears the dead row versions the previous phase left. The bench updates
 /// 5,000 customers hundreds of thousands of times within minutes, far
 /// faster than autovacuum (a minute between rounds) follows; without this,
@@ -274,24 +265,13 @@ async fn main() -> anyhow::Result<()> {
     let brokers = env("BENCH_KAFKA_BROKERS")?;
     let suffix = format!("{:08x}", rand::random::<u32>());
     let db_name = format!("bench_{suffix}");
-    let db_url = format!(
-        "{}/{db_name}",
-        admin_url
-            .rsplit_once('/')
-            .context("admin URL ends in /<db>")?
-            .0
-    );
-    diesel::sql_query(format!("CREATE DATABASE {db_name}"))
-        .execute(&mut PgConnection::establish(&admin_url)?)?;
+    let db_url = common::create_database(&admin_url, &db_name)?;
     let pool = db::pool(&DatabaseConfig {
         url: SecretString::from(db_url.clone()),
         pool_size: 4,
     });
     db::run_migrations(&pool)?;
-    let fixtures: Value =
-        serde_json::from_str::<Value>(include_str!("../tests/fixtures/stripe/fixtures3.json"))?
-            ["resources"]
-            .clone();
+    let fixtures = common::fixtures();
     let mut rows: Vec<Row> = Vec::new();
     // Parallel lanes (connections) for the Postgres rows: one per core.
     let lanes = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -1126,7 +1106,7 @@ fn store_apply_rate(
             _: &'static stripe_sync::registry::Child,
             id: &str,
         ) -> Result<Vec<Value>, stripe_sync::apply::ApplyError> {
-            Ok(mix::line_items(id, self.0)["data"]
+            Ok(common::line_items(id, self.0)["data"]
                 .as_array()
                 .cloned()
                 .unwrap_or_default())
@@ -1578,14 +1558,10 @@ fn engine_processes(
 /// measures stripe-sync, not a fake.
 fn start_fake_stripe() -> String {
     // Shared, not copied: warp clones a route for every connection.
-    let fixtures: Arc<Value> = Arc::new(
-        serde_json::from_str::<Value>(include_str!("../tests/fixtures/stripe/fixtures3.json"))
-            .expect("the fixtures parse")["resources"]
-            .clone(),
-    );
+    let fixtures: Arc<Value> = Arc::new(common::fixtures());
     let line_items = warp::path!("v1" / "checkout" / "sessions" / String / "line_items")
         .and(warp::get())
-        .map(move |session: String| warp::reply::json(&mix::line_items(&session, &fixtures)));
+        .map(move |session: String| warp::reply::json(&common::line_items(&session, &fixtures)));
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let route = warp::path!("v1" / "customers").and(warp::post()).map(move || {
         let n = counter.fetch_add(1, Ordering::Relaxed);
@@ -1610,24 +1586,6 @@ fn max_rss(a: Option<f64>, b: Option<f64>) -> Option<f64> {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn machine() -> Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": cpu})
 }
 
 fn print_table(rows: &[Row], quick: bool) {

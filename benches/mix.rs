@@ -64,20 +64,6 @@ fn prefix(object: &str) -> &'static str {
     }
 }
 
-/// What the Stripe fake answers for a checkout session's line items (the
-/// payload leaves them out, so the worker reads them): Stripe's example
-/// item, twice.
-pub fn line_items(session: &str, fixtures: &Value) -> Value {
-    let items: Vec<Value> = (0..2)
-        .map(|i| {
-            let mut item = fixtures["item"].clone();
-            item["id"] = json!(format!("li_{session}_{i}"));
-            item
-        })
-        .collect();
-    json!({"object": "list", "data": items, "has_more": false, "url": "/v1/checkout/sessions/line_items"})
-}
-
 /// The type mix's own ceiling: the writes its apply makes (each object
 /// upserted into its `stripe.<relation>`, generated columns and indexes
 /// included), 500 events per transaction, with none of the apply's logic

@@ -111,24 +111,8 @@ start_broker() {
 # Our messages carry headers; add the index. sqlite lets us do this while
 # the broker runs, and nisshi's next statement uses it.
 index_broker_headers() { # DB_FILE
-  python3 - "$1" <<'PY' || die "could not index nisshi's header table in $1"
-import sqlite3, sys, time
-deadline = time.time() + 30
-while True:
-    try:
-        db = sqlite3.connect(sys.argv[1], timeout=30)
-        if db.execute("select 1 from sqlite_master where type = 'table' and name = 'header'").fetchone():
-            db.execute("create index if not exists header_topition_offset_id on header (topition, offset_id)")
-            db.commit()
-            break
-    except sqlite3.OperationalError:
-        pass  # the broker is still creating its schema
-    if time.time() > deadline:
-        sys.exit("nisshi's header table did not appear within 30 s")
-    time.sleep(0.2)
-PY
+  "$ROOT/scripts/index-broker-headers" "$1" || die "could not index nisshi's header table in $1"
 }
-
 # start_memory_broker: a second nisshi that keeps records in memory only,
 # for the benchmark's rows that separate our own cost from the sqlite
 # broker's (nisshi 0.6.0's memory storage gets watermarks and lag wrong, so
