@@ -52,8 +52,9 @@ impl Fleet {
     /// JSON at debug level (every secret present in their environment).
     fn new(stack: &Stack, logs: PathBuf, closed_pipes: bool) -> Self {
         std::fs::create_dir_all(&logs).unwrap();
+        // Each worker gets its METRICS_ADDR below; serve answers on its port.
         let env: Vec<(String, String)> = stack
-            .env
+            .serve_env()
             .with("STRIPE_API_KEY", STRIPE_KEY)
             .with("LOG_FORMAT", "json")
             .with("RUST_LOG", "debug")
@@ -487,7 +488,7 @@ async fn a_stop_that_overruns_its_grace_exits_1() {
     .await;
     let port = free_port();
     let env = stack
-        .env
+        .serve_env()
         .with("LISTEN_ADDR", &format!("127.0.0.1:{port}"))
         .with("SHUTDOWN_GRACE_SECS", "1");
     let mut serve =

@@ -66,7 +66,7 @@ async fn a_crash_between_stripes_success_and_the_commit_is_credited_by_the_webho
     // Stripe: the one that dies. Webhooks keep reaching the first.
     let port = free_port();
     let env = stack
-        .env
+        .serve_env()
         .with("LISTEN_ADDR", &format!("127.0.0.1:{port}"))
         .with("STRIPE_API_BASE", &proxy.base());
     let mut doomed = spawn_binary(env!("CARGO_BIN_EXE_stripe-sync"), &["serve"], &env);

@@ -123,10 +123,8 @@ impl Stack {
             }
         }));
         let server_shutdown = CancellationToken::new();
-        // The tests reach serve's /metrics and /readyz on its main port;
-        // METRICS_ADDR is the workers' here.
         let server = stripe_sync::serve::Server::build(
-            &ServeConfig::load(&env.with("METRICS_ADDR", "")).unwrap(),
+            &ServeConfig::load(&serve_env(&env)).unwrap(),
             server_shutdown.clone(),
         )
         .await
@@ -224,6 +222,13 @@ impl Stack {
         .await
     }
 
+    /// The environment for a `serve` of this stack: the tests reach its
+    /// `/metrics` and `/readyz` on its main port, while `env`'s
+    /// `METRICS_ADDR` (port 0) is for the workers.
+    pub fn serve_env(&self) -> Env {
+        serve_env(&self.env)
+    }
+
     pub fn start_worker(&mut self) {
         assert!(self.worker.is_none(), "worker already running");
         let cfg = InboundConfig::load(&self.env).unwrap();
@@ -303,4 +308,8 @@ impl Stack {
         })
         .await;
     }
+}
+
+fn serve_env(env: &Env) -> Env {
+    env.with("METRICS_ADDR", "")
 }
