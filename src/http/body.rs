@@ -33,10 +33,25 @@ pub fn json_body<T: DeserializeOwned + Send>(
         })
         .untuple_one()
         .and(warp::body::content_length_limit(MAX_BODY_BYTES))
-        .and(warp::body::bytes())
+        .and(whole_body())
         .and_then(|bytes: bytes::Bytes| async move {
             serde_json::from_slice::<T>(&bytes).map_err(|e| warp::reject::custom(body_error(&e)))
         })
+}
+
+/// The request's body, whole: a body that ends before its Content-Length
+/// (the client went away or half-closed) is the client's fault, a 400,
+/// not an internal error.
+pub fn whole_body() -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> + Clone {
+    // Reading is the only way `bytes()` fails; warp keeps its error type
+    // private, so it cannot be told apart in `recover`.
+    warp::body::bytes().or_else(|_| async {
+        Err(warp::reject::custom(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "body_unreadable",
+            "the request body ended before its Content-Length",
+        )))
+    })
 }
 
 /// A field refused at the edge: 400 naming it.

@@ -17,7 +17,7 @@ pub fn route(
         .and(warp::post())
         .and(warp::header::optional::<String>("stripe-signature"))
         .and(warp::body::content_length_limit(max_body_bytes))
-        .and(warp::body::bytes())
+        .and(super::body::whole_body())
         .and_then(move |signature: Option<String>, body: bytes::Bytes| {
             let ingest = ingest.clone();
             async move { handle(&ingest, signature.as_deref(), &body).await }

@@ -21,14 +21,14 @@ use stripe_sync::stripe::{EventEnvelope, StripeEvent};
 
 const NOW: i64 = 1_764_000_000;
 
-fn cases() -> u32 {
+pub(crate) fn cases() -> u32 {
     std::env::var("FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000)
 }
 
-fn runner() -> TestRunner {
+pub(crate) fn runner() -> TestRunner {
     TestRunner::new(Config {
         cases: cases(),
         failure_persistence: None,
@@ -36,7 +36,7 @@ fn runner() -> TestRunner {
     })
 }
 
-fn report(target: &str, inputs: u32) {
+pub(crate) fn report(target: &str, inputs: u32) {
     eprintln!("fuzz {target}: {inputs} inputs, 0 panics, 0 failures");
 }
 
@@ -184,7 +184,7 @@ fn fuzz_the_event_parsers_never_panic() {
 }
 
 /// JSON of any shape, objects keyed by the API's field names or not.
-fn json_body() -> impl Strategy<Value = Value> {
+pub(crate) fn json_body() -> impl Strategy<Value = Value> {
     const FIELDS: &[&str] = &[
         "email",
         "name",

@@ -10,6 +10,7 @@ mod consume;
 mod crash;
 mod credits;
 mod fuzz;
+mod fuzz_http;
 mod idmap;
 mod inbound;
 mod localstripe_e2e;

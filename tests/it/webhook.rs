@@ -136,6 +136,28 @@ async fn refused_webhooks_get_a_json_400_naming_the_reason_and_produce_nothing()
         assert!(answer.contains("\"length_required\""), "{answer}");
     }
 
+    // A body that ends before its Content-Length (the client half-closed)
+    // is the client's fault: 400, not an internal error. Found by
+    // tests/it/fuzz_http.rs; the API's JSON bodies are read the same way.
+    for path in ["/webhooks/stripe", "/api/customers"] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(stack.addr).await.unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Authorization: Bearer {}\r\nStripe-Signature: {}\r\nContent-Length: 100\r\n\
+             Connection: close\r\n\r\n{{}}",
+            stack.addr,
+            crate::support::stack::API_TOKEN,
+            sign(SECRET, now(), b"{}")
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        tcp.shutdown().await.unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        assert!(answer.contains("\"body_unreadable\""), "{path}: {answer}");
+    }
+
     // Unknown routes and methods answer JSON too.
     let r = stack.http.get(stack.webhook_url()).send().await.unwrap();
     assert_eq!(r.status(), 405);
