@@ -26,7 +26,7 @@ use crate::kafka::envelope::HeaderList;
 use crate::kafka::EventProducer;
 use crate::metrics;
 use crate::outbox::{self, Change};
-use crate::retry::Backoff;
+use crate::retry::{sleep_or_shutdown, Backoff};
 
 /// Advisory lock id held by the active relay.
 const RELAY_LOCK: i64 = 0x5354_5249_5045_0001;
@@ -136,14 +136,6 @@ pub async fn run(cfg: RelayConfig, shutdown: CancellationToken) -> anyhow::Resul
     producer.flush(Duration::from_secs(5));
     tracing::info!("outbox relay stopped");
     Ok(())
-}
-
-/// True when shutdown was requested during the wait.
-async fn sleep_or_shutdown(wait: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => true,
-        _ = tokio::time::sleep(wait) => false,
-    }
 }
 
 /// The topic and key of an outbox row: a queued refund goes to the

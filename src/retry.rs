@@ -3,6 +3,17 @@
 use std::time::Duration;
 
 use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+/// Waits `wait` unless shutdown comes first: the pause of every retry
+/// loop that must not hold up a stop. True when shutdown was requested
+/// during the wait.
+pub async fn sleep_or_shutdown(wait: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(wait) => false,
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Backoff {

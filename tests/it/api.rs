@@ -5,6 +5,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::support::json_of;
 use crate::support::stack::{Options, Stack};
 
 async fn start() -> Stack {
@@ -145,14 +146,7 @@ async fn list_pages_with_a_cursor_and_filters() {
             Some(c) => format!("/api/customers?limit=10&cursor={c}"),
             None => "/api/customers?limit=10".to_owned(),
         };
-        let page: Value = stack
-            .api(Method::GET, &path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = json_of(stack.api(Method::GET, &path)).await;
         pages += 1;
         seen.extend(
             page["data"]
@@ -170,14 +164,8 @@ async fn list_pages_with_a_cursor_and_filters() {
     assert_eq!(pages, 3);
     assert_eq!(seen, ids, "every customer once, oldest first");
 
-    let shared: Value = stack
-        .api(Method::GET, "/api/customers?email=shared@example.com")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shared: Value =
+        json_of(stack.api(Method::GET, "/api/customers?email=shared@example.com")).await;
     assert_eq!(
         shared["data"].as_array().unwrap().len(),
         5,
@@ -204,15 +192,12 @@ async fn list_pages_with_a_cursor_and_filters() {
         ],
     )
     .unwrap();
-    let recent: Value = stack
-        .api(Method::GET, since.path())
-        .query(&since.query_pairs().collect::<Vec<_>>())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let recent: Value = json_of(
+        stack
+            .api(Method::GET, since.path())
+            .query(&since.query_pairs().collect::<Vec<_>>()),
+    )
+    .await;
     let recent_ids: Vec<&str> = recent["data"]
         .as_array()
         .unwrap()
@@ -221,14 +206,7 @@ async fn list_pages_with_a_cursor_and_filters() {
         .collect();
     assert_eq!(recent_ids, [ids[3].as_str(), ids[4].as_str()]);
 
-    let live: Value = stack
-        .api(Method::GET, "/api/customers?limit=100")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let live: Value = json_of(stack.api(Method::GET, "/api/customers?limit=100")).await;
     assert_eq!(
         live["data"].as_array().unwrap().len(),
         24,
@@ -498,14 +476,7 @@ async fn every_error_is_documented_json() {
     assert_eq!(fetched["version"], 1);
 
     // The OpenAPI document is served and describes these routes.
-    let doc: Value = stack
-        .api(Method::GET, "/api/openapi.json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = json_of(stack.api(Method::GET, "/api/openapi.json")).await;
     assert_eq!(doc["openapi"], "3.0.3");
     assert!(doc["paths"]["/api/customers/{id}"]["patch"].is_object());
     stack.stop().await;

@@ -10,7 +10,7 @@ use stripe_sync::db::schema::event_ledger;
 
 use crate::support::localstripe::LocalStripe;
 use crate::support::stack::{Options, Stack, SECRET};
-use crate::support::wait_for;
+use crate::support::{json_of, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn customers_created_updated_and_deleted_in_localstripe_are_mirrored() {
@@ -76,15 +76,12 @@ async fn customers_created_updated_and_deleted_in_localstripe_are_mirrored() {
     .await;
 
     // Every event localstripe sent is in the ledger exactly once.
-    let events: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/v1/events?limit=100", ls.base()))
-        .bearer_auth(crate::support::localstripe::API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events: serde_json::Value = json_of(
+        reqwest::Client::new()
+            .get(format!("{}/v1/events?limit=100", ls.base()))
+            .bearer_auth(crate::support::localstripe::API_KEY),
+    )
+    .await;
     let sent: BTreeSet<String> = events["data"]
         .as_array()
         .unwrap()

@@ -11,7 +11,7 @@ use crate::support::broker::wait_consumed;
 use crate::support::fake_stripe::{FakeStripe, Fault};
 use crate::support::fixtures::customer_event;
 use crate::support::stack::{Options, Stack};
-use crate::support::wait_for;
+use crate::support::{json_of, wait_for};
 
 /// Runs `stripe-sync ARGS` with the stack's configuration.
 fn cli(stack: &Stack, args: &[&str]) -> String {
@@ -121,14 +121,7 @@ async fn topics_list_lag_and_tail_show_what_is_inside() {
     assert_eq!(lag, lag_after);
 
     // The same through the admin API.
-    let admin: Value = stack
-        .admin(Method::GET, "/api/admin/lag")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let admin: Value = json_of(stack.admin(Method::GET, "/api/admin/lag")).await;
     assert_eq!(admin, lag);
     let r = stack
         .http
@@ -207,25 +200,11 @@ async fn dead_letters_can_be_listed_shown_and_replayed_once_fixed() {
         .contains("cannot currently make live charges"));
     let shown = cli(&stack, &["dlq", "show", &dlq_id]);
     assert!(shown.contains("error: ") && shown.contains(&id), "{shown}");
-    let admin: Value = stack
-        .admin(Method::GET, &format!("/api/admin/dlq/{dlq_id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let admin: Value = json_of(stack.admin(Method::GET, &format!("/api/admin/dlq/{dlq_id}"))).await;
     assert_eq!(admin["dead_letter"]["id"], dlq_id.as_str());
     assert_eq!(admin["message"]["payload"]["local_id"], id.as_str());
     // The admin listing reads a window per partition, never whole topics.
-    let window: Value = stack
-        .admin(Method::GET, "/api/admin/dlq?last=1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let window: Value = json_of(stack.admin(Method::GET, "/api/admin/dlq?last=1")).await;
     assert_eq!(window.as_array().unwrap().len(), 1, "{window}");
     for bad in ["last=0", "last=1001", "last=x", "from=0"] {
         let r = stack

@@ -14,7 +14,7 @@ use crate::support::fake_stripe::{FakeStripe, Fault};
 use crate::support::localstripe::LocalStripe;
 use crate::support::stack::{Options, Stack, SECRET};
 use crate::support::stripe_proxy::CountingProxy;
-use crate::support::wait_for;
+use crate::support::{json_of, wait_for};
 
 async fn create(stack: &Stack, body: Value) -> String {
     let r = stack
@@ -201,14 +201,8 @@ async fn a_customer_created_in_stripe_appears_in_the_api_as_synced() {
         Duration::from_secs(30),
         "the customer in the API",
         || async {
-            let page: Value = stack
-                .api(Method::GET, "/api/customers?email=dash@example.com")
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let page: Value =
+                json_of(stack.api(Method::GET, "/api/customers?email=dash@example.com")).await;
             page["data"].as_array().unwrap().first().cloned()
         },
     )

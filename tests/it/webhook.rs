@@ -294,20 +294,15 @@ async fn serve_with_a_metrics_addr_keeps_ops_off_the_public_port() {
     let (public, ops) = (server.addr, server.ops_addr.expect("an ops listener"));
     let running = tokio::spawn(server.run());
     for path in ["metrics", "healthz", "readyz"] {
-        let on_ops = stack
-            .http
-            .get(format!("http://{ops}/{path}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(on_ops.status(), 200, "/{path} on METRICS_ADDR");
-        let on_public = stack
-            .http
-            .get(format!("http://{public}/{path}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(on_public.status(), 404, "/{path} on the public port");
+        for (addr, want, on) in [(ops, 200, "METRICS_ADDR"), (public, 404, "the public port")] {
+            let r = stack
+                .http
+                .get(format!("http://{addr}/{path}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), want, "/{path} on {on}");
+        }
     }
     let metrics = stack
         .http

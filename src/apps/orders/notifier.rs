@@ -38,7 +38,7 @@ use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outc
 use crate::kafka::envelope::{self, event_headers};
 use crate::kafka::EventProducer;
 use crate::metrics;
-use crate::retry::Backoff;
+use crate::retry::{sleep_or_shutdown, Backoff};
 use crate::stripe::EventEnvelope;
 use crate::worker;
 
@@ -234,7 +234,9 @@ impl Sender {
                 Err(e) => {
                     let wait = db_backoff.next_delay(None);
                     tracing::warn!(error = %format!("{e:#}"), wait_ms = wait.as_millis() as u64, "cannot take a due notification");
-                    tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(wait) => {} }
+                    if sleep_or_shutdown(wait, &shutdown).await {
+                        break;
+                    }
                 }
             }
         }

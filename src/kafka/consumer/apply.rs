@@ -13,7 +13,7 @@ use super::{BatchHandler, Delivery, GroupContext, Outcome, Transient};
 use crate::kafka::envelope;
 use crate::kafka::producer::EventProducer;
 use crate::metrics;
-use crate::retry::Backoff;
+use crate::retry::{sleep_or_shutdown, Backoff};
 
 /// A handler that panics this many times in a row on the same batch has a
 /// bug the batch triggers, not a passing fault: retrying forever would
@@ -102,9 +102,8 @@ async fn attempt<H: BatchHandler>(
             batch_len = batch.len(), attempt = backoff.attempts(), wait_ms = wait.as_millis() as u64,
             "transient failure, retrying batch"
         );
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(wait) => {}
+        if sleep_or_shutdown(wait, shutdown).await {
+            return None;
         }
     }
 }
@@ -154,9 +153,8 @@ pub(super) async fn dead_letter_all(
                 Err(e) => {
                     let wait = backoff.next_delay(None);
                     tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "dead-letter produce failed, retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(wait) => {}
+                    if sleep_or_shutdown(wait, shutdown).await {
+                        return false;
                     }
                 }
             }

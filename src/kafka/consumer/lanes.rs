@@ -17,7 +17,7 @@ use super::apply::{apply_with_retry, dead_letter_all, store_offsets};
 use super::{BatchHandler, ConsumeSettings, Delivery, GroupContext, Progress};
 use crate::kafka::envelope;
 use crate::kafka::producer::EventProducer;
-use crate::retry::Backoff;
+use crate::retry::{sleep_or_shutdown, Backoff};
 
 pub(super) type GroupConsumer = StreamConsumer<GroupContext>;
 pub(super) type LaneQueue = StreamPartitionQueue<GroupContext>;
@@ -133,10 +133,10 @@ impl<H: BatchHandler> Lane<H> {
                 Err(e) => {
                     let wait = errors.next_delay(None);
                     tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "consumer error");
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(wait) => continue,
+                    if sleep_or_shutdown(wait, &self.shutdown).await {
+                        return;
                     }
+                    continue;
                 }
             };
             errors.reset();

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::envelope::HeaderList;
 use super::producer::EventProducer;
 use crate::metrics;
-use crate::retry::Backoff;
+use crate::retry::{sleep_or_shutdown, Backoff};
 
 mod apply;
 mod lanes;
@@ -302,9 +302,8 @@ pub async fn run<H: BatchHandler>(
             Err(e) => {
                 let wait = poll_backoff.next_delay(None);
                 tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "consumer error");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break None,
-                    _ = tokio::time::sleep(wait) => {}
+                if sleep_or_shutdown(wait, &shutdown).await {
+                    break None;
                 }
             }
         }

@@ -83,6 +83,11 @@ pub fn spawn_binary(
         .unwrap_or_else(|e| panic!("start {binary}: {e}"))
 }
 
+/// Sends `request` and reads its answer as JSON, whatever its status.
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 pub fn init_logs() {
     stripe_sync::telemetry::init();
 }
