@@ -4,8 +4,9 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
-    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
+    register_gauge_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, GaugeVec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    TextEncoder,
 };
 
 /// Webhooks by result (`accepted`, `rejected`, `unavailable`) and reason.
@@ -56,6 +57,18 @@ pub static CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "stripe_sync_consumer_lag",
         "Messages behind the high watermark",
+        &["group", "topic", "partition"]
+    )
+    .unwrap()
+});
+
+/// How long the oldest message this worker has not applied yet has been
+/// waiting, per topic and partition (zero when caught up): the lag in time,
+/// which offsets alone do not tell.
+pub static CONSUMER_LAG_SECONDS: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec!(
+        "stripe_sync_consumer_lag_seconds",
+        "Age of the oldest message not applied yet",
         &["group", "topic", "partition"]
     )
     .unwrap()
@@ -138,6 +151,7 @@ pub fn init(process: &str) {
     LazyLock::force(&EVENTS_APPLIED);
     LazyLock::force(&ECHOES);
     LazyLock::force(&CONSUMER_LAG);
+    LazyLock::force(&CONSUMER_LAG_SECONDS);
     LazyLock::force(&OUTBOX_BACKLOG);
     LazyLock::force(&OUTBOX_OLDEST_AGE_SECONDS);
     LazyLock::force(&STRIPE_CALLS);

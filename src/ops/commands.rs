@@ -69,14 +69,28 @@ pub fn topics_lag(inv: &Inventory, group: Option<&str>, as_json: bool) -> anyhow
                 r.committed.map_or("-".into(), |c| c.to_string()),
                 r.high.to_string(),
                 r.lag.to_string(),
+                r.oldest_age_seconds
+                    .map_or("-".into(), |s| format!("{s:.1}s")),
             ]
         })
         .collect::<Vec<_>>();
     let total: i64 = rows.iter().map(|r| r.lag).sum();
+    let oldest = rows
+        .iter()
+        .filter_map(|r| r.oldest_age_seconds)
+        .fold(0.0, f64::max);
     Ok(format!(
-        "{}\ntotal lag: {total}",
+        "{}\ntotal lag: {total}, oldest waiting: {oldest:.1}s",
         table(
-            &["GROUP", "TOPIC", "PARTITION", "COMMITTED", "HIGH", "LAG"],
+            &[
+                "GROUP",
+                "TOPIC",
+                "PARTITION",
+                "COMMITTED",
+                "HIGH",
+                "LAG",
+                "AGE"
+            ],
             &cells
         )
     ))

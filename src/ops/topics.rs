@@ -12,6 +12,8 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
+use crate::kafka::age;
+
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A client for reading only: assigned partitions, no subscriptions, no
@@ -81,7 +83,7 @@ pub fn list(brokers: &str, topics: &[String]) -> anyhow::Result<Vec<TopicInfo>> 
         .collect()
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LagRow {
     pub group: String,
     pub topic: String,
@@ -90,11 +92,20 @@ pub struct LagRow {
     pub committed: Option<i64>,
     pub high: i64,
     pub lag: i64,
+    /// How long the oldest message the group has not committed yet has
+    /// been waiting (0 when caught up; none when it could not be read).
+    pub oldest_age_seconds: Option<f64>,
 }
 
-/// Committed offset, high watermark and lag for each (group, topic).
+/// Committed offset, high watermark, lag and the age of the oldest message
+/// not committed for each (group, topic).
 pub fn lag(brokers: &str, groups: &[(String, String)]) -> anyhow::Result<Vec<LagRow>> {
     let mut rows = Vec::new();
+    // Reads the message each lagging partition waits on, for its age.
+    let peek = age::peek_client(
+        brokers,
+        &format!("stripe-sync.inspect.{:08x}", rand::random::<u32>()),
+    )?;
     for (group, topic) in groups {
         // Reading a group's committed offsets needs its id, but the client
         // never subscribes, so the group's members are not disturbed.
@@ -109,21 +120,37 @@ pub fn lag(brokers: &str, groups: &[(String, String)]) -> anyhow::Result<Vec<Lag
             tpl.add_partition(topic, *p);
         }
         let committed = client.committed_offsets(tpl, TIMEOUT)?;
+        let mut group_rows = Vec::new();
         for p in partitions {
             let (low, high) = client.fetch_watermarks(topic, p, TIMEOUT)?;
             let committed = match committed.find_partition(topic, p).map(|e| e.offset()) {
                 Some(Offset::Offset(o)) => Some(o),
                 _ => None,
             };
-            rows.push(LagRow {
+            group_rows.push(LagRow {
                 group: group.clone(),
                 topic: topic.clone(),
                 partition: p,
                 committed,
                 high,
                 lag: high - committed.unwrap_or(low),
+                oldest_age_seconds: None,
             });
         }
+        let behind: Vec<(i32, i64)> = group_rows
+            .iter()
+            .filter(|r| r.lag > 0)
+            .map(|r| (r.partition, r.high - r.lag))
+            .collect();
+        let ages = age::oldest_unread_ages(&peek, topic, &behind, TIMEOUT);
+        for row in &mut group_rows {
+            row.oldest_age_seconds = if row.lag == 0 {
+                Some(0.0)
+            } else {
+                ages.get(&row.partition).map(Duration::as_secs_f64)
+            };
+        }
+        rows.extend(group_rows);
     }
     rows.sort_by(|a, b| (&a.group, a.partition).cmp(&(&b.group, b.partition)));
     Ok(rows)

@@ -288,6 +288,54 @@ async fn a_failing_lane_retries_and_commits_nothing_it_did_not_apply() {
 }
 
 #[tokio::test]
+async fn a_stuck_partition_shows_its_lag_in_seconds_until_it_is_applied() {
+    // Partition 0 fails from its first batch on (Postgres down since the
+    // worker started): its lag in seconds must grow from that batch's
+    // first message, and fall to zero once the partition is applied; the
+    // partitions of the other lanes stay at zero throughout.
+    let recorder = Recorder::default();
+    recorder.failing.lock().unwrap().insert(0);
+    let n = 120;
+    let produced_before = std::time::Instant::now();
+    let run = start(n, recorder, empty_object).await;
+    let lag_seconds = |partition: i32| {
+        stripe_sync::metrics::CONSUMER_LAG_SECONDS
+            .with_label_values(&[&run.group, &run.topic, &partition.to_string()])
+            .get()
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "partition 0 reported 4 s behind",
+        || {
+            let age = lag_seconds(0);
+            async move { (age >= 4.0).then_some(()) }
+        },
+    )
+    .await;
+    // Never older than the messages themselves.
+    let age = lag_seconds(0);
+    assert!(
+        age <= produced_before.elapsed().as_secs_f64() + 0.1,
+        "partition 0 reported {age} s behind, older than its messages"
+    );
+    // The stuck lane's batches hold its other partitions too; every other
+    // lane applies.
+    let stuck_lane = consumer::lane_of(0, LANES);
+    for partition in (1..PARTITIONS).filter(|&p| consumer::lane_of(p, LANES) != stuck_lane) {
+        assert_eq!(lag_seconds(partition), 0.0, "partition {partition} applies");
+    }
+
+    run.recorder.failing.lock().unwrap().clear();
+    wait_handled(&run.recorder, n).await;
+    wait_for(Duration::from_secs(30), "partition 0 caught up", || {
+        let age = lag_seconds(0);
+        async move { (age == 0.0).then_some(()) }
+    })
+    .await;
+    run.stop().await;
+}
+
+#[tokio::test]
 async fn shutdown_during_retries_commits_only_what_was_applied() {
     let recorder = Recorder::default();
     recorder.failing.lock().unwrap().insert(0);

@@ -32,9 +32,19 @@ fn cli(stack: &Stack, args: &[&str]) -> String {
     stdout
 }
 
+/// `topics lag` rows without their ages, which move with the clock.
+fn offsets_of(lag: &Value) -> Value {
+    let mut rows = lag.clone();
+    for row in rows.as_array_mut().unwrap() {
+        row.as_object_mut().unwrap().remove("oldest_age_seconds");
+    }
+    rows
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn topics_list_lag_and_tail_show_what_is_inside() {
     let stack = Stack::start(Options::default()).await;
+    let before_posting = std::time::Instant::now();
     for i in 0..5 {
         let e = customer_event(
             &format!("evt_ops{i}"),
@@ -45,6 +55,7 @@ async fn topics_list_lag_and_tail_show_what_is_inside() {
         );
         assert_eq!(stack.post_event(&e).await, 200);
     }
+    let after_posting = std::time::Instant::now();
     wait_consumed(
         &stack.brokers,
         &stack.group,
@@ -52,6 +63,39 @@ async fn topics_list_lag_and_tail_show_what_is_inside() {
         Duration::from_secs(60),
     )
     .await;
+
+    // A group that never read the topic waits on its first messages: their
+    // age is the time since they were posted, within the posting's span.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let asked = std::time::Instant::now();
+    let idle: Value = serde_json::from_str(&cli(
+        &stack,
+        &["topics", "lag", "--group", "ops-test-idle", "--json"],
+    ))
+    .unwrap();
+    let (earliest, latest) = (
+        (asked - after_posting).as_secs_f64() - 0.1,
+        before_posting.elapsed().as_secs_f64() + 0.1,
+    );
+    let waiting: Vec<&Value> = idle
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["topic"] == stack.topic.as_str() && r["lag"].as_i64() > Some(0))
+        .collect();
+    assert!(!waiting.is_empty(), "{idle}");
+    for row in waiting {
+        let age = row["oldest_age_seconds"].as_f64().unwrap_or(-1.0);
+        assert!(
+            (earliest..=latest).contains(&age),
+            "waiting {age} s, expected {earliest:.1}..{latest:.1}: {row}"
+        );
+    }
+    let idle_table = cli(&stack, &["topics", "lag", "--group", "ops-test-idle"]);
+    assert!(
+        idle_table.contains("AGE") && idle_table.contains("oldest waiting: "),
+        "{idle_table}"
+    );
 
     let topics: Value = serde_json::from_str(&cli(&stack, &["topics", "list", "--json"])).unwrap();
     let events = topics
@@ -77,6 +121,10 @@ async fn topics_list_lag_and_tail_show_what_is_inside() {
         .collect();
     assert_eq!(inbound.len(), 3);
     assert!(inbound.iter().all(|r| r["lag"] == 0), "{lag}");
+    assert!(
+        inbound.iter().all(|r| r["oldest_age_seconds"] == 0.0),
+        "caught up means nothing waits: {lag}"
+    );
     let committed: i64 = inbound
         .iter()
         .map(|r| r["committed"].as_i64().unwrap_or(0))
@@ -115,14 +163,23 @@ async fn topics_list_lag_and_tail_show_what_is_inside() {
         "{pretty}"
     );
 
-    // Inspection never moved the workers' offsets.
+    // Inspection never moved the workers' offsets (the ages of groups that
+    // do not consume, such as the notifier's here, grow meanwhile).
     let lag_after: Value =
         serde_json::from_str(&cli(&stack, &["topics", "lag", "--json"])).unwrap();
-    assert_eq!(lag, lag_after);
+    assert_eq!(offsets_of(&lag), offsets_of(&lag_after));
 
     // The same through the admin API.
     let admin: Value = json_of(stack.admin(Method::GET, "/api/admin/lag")).await;
-    assert_eq!(admin, lag);
+    assert_eq!(offsets_of(&admin), offsets_of(&lag));
+    assert!(
+        admin
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r.get("oldest_age_seconds").is_some()),
+        "{admin}"
+    );
     let r = stack
         .http
         .get(format!("http://{}/api/admin/topics", stack.addr))

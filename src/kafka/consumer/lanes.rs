@@ -162,6 +162,7 @@ impl<H: BatchHandler> Lane<H> {
     /// offsets; false when shutdown interrupted it (nothing stored, so the
     /// batch is redelivered).
     async fn apply(&self, batch: Arc<Vec<Delivery>>) -> bool {
+        self.note_in_hand(&batch);
         let Some(outcomes) = apply_with_retry(&self.handler, &batch, &self.shutdown).await else {
             return false;
         };
@@ -186,6 +187,22 @@ impl<H: BatchHandler> Lane<H> {
             done.insert(d.partition, d.offset);
         }
         true
+    }
+}
+
+impl<H> Lane<H> {
+    /// Makes the lag reporter watch the batch's partitions from its first
+    /// message on, before anything of them is applied: a lane that is stuck
+    /// on its first batch (Postgres down since the start) shows its lag
+    /// growing rather than nothing at all.
+    fn note_in_hand(&self, batch: &[Delivery]) {
+        let mut done = self
+            .progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for d in batch {
+            done.entry(d.partition).or_insert(d.offset - 1);
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use super::age;
 use super::envelope::HeaderList;
 use super::producer::EventProducer;
 use crate::metrics;
@@ -345,18 +346,16 @@ pub async fn run<H: BatchHandler>(
     misrouted.or(lane_failure).map_or(Ok(()), Err)
 }
 
-/// Last offset processed per partition of the consumed topic.
+/// Last offset processed per partition of the consumed topic (for a
+/// partition whose first batch is still in hand, the offset before it).
 type Progress = Arc<std::sync::Mutex<BTreeMap<i32, i64>>>;
 
 /// A group-less client for looking at the topic (its partitions, their
-/// watermarks) without ever blocking the consume loop.
+/// watermarks, the age of the next message to apply) without ever blocking
+/// the consume loop.
 fn probe_client(settings: &ConsumeSettings) -> anyhow::Result<Arc<BaseConsumer>> {
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .set("group.id", format!("{}.lag-probe", settings.group))
-        .set("enable.auto.commit", "false")
-        .create()?;
-    Ok(Arc::new(probe))
+    let group = format!("{}.lag-probe", settings.group);
+    Ok(Arc::new(age::peek_client(&settings.brokers, &group)?))
 }
 
 /// The topic's partition count. A topic created a moment ago may not show
@@ -385,9 +384,13 @@ async fn partition_count(probe: &Arc<BaseConsumer>, topic: &str) -> anyhow::Resu
     }
 }
 
-/// Every 10 s, publishes `high watermark - next offset` per partition this
-/// consumer has worked on, through `probe` so the consume loop is never
-/// blocked by the measurement.
+/// How often the lag gauges are refreshed.
+const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Every [`LAG_REPORT_INTERVAL`], publishes per partition this consumer has
+/// worked on `high watermark - next offset` and the age of the message at
+/// the next offset (zero when there is none), through `probe` so the
+/// consume loop is never blocked by the measurement.
 fn spawn_lag_reporter(
     probe: Arc<BaseConsumer>,
     settings: &ConsumeSettings,
@@ -399,7 +402,7 @@ fn spawn_lag_reporter(
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                _ = tokio::time::sleep(LAG_REPORT_INTERVAL) => {}
             }
             let done: Vec<(i32, i64)> = progress
                 .lock()
@@ -409,14 +412,30 @@ fn spawn_lag_reporter(
                 .collect();
             let (probe, group, topic) = (probe.clone(), group.clone(), topic.clone());
             let _ = tokio::task::spawn_blocking(move || {
+                let mut behind = Vec::new();
                 for (partition, offset) in done {
+                    let labels = [group.as_str(), topic.as_str(), &partition.to_string()];
                     if let Ok((_, high)) =
                         probe.fetch_watermarks(&topic, partition, Duration::from_secs(2))
                     {
-                        metrics::CONSUMER_LAG
-                            .with_label_values(&[&group, &topic, &partition.to_string()])
-                            .set((high - offset - 1).max(0));
+                        let lag = (high - offset - 1).max(0);
+                        metrics::CONSUMER_LAG.with_label_values(&labels).set(lag);
+                        if lag == 0 {
+                            metrics::CONSUMER_LAG_SECONDS
+                                .with_label_values(&labels)
+                                .set(0.0);
+                        } else {
+                            behind.push((partition, offset + 1));
+                        }
                     }
+                }
+                // A partition whose next message could not be read keeps its
+                // last age rather than claiming to be caught up.
+                let ages = age::oldest_unread_ages(&probe, &topic, &behind, Duration::from_secs(2));
+                for (partition, age) in ages {
+                    metrics::CONSUMER_LAG_SECONDS
+                        .with_label_values(&[&group, &topic, &partition.to_string()])
+                        .set(age.as_secs_f64());
                 }
             })
             .await;

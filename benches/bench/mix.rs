@@ -142,10 +142,7 @@ mod tests {
 
     #[test]
     fn the_mix_keeps_its_shares_and_never_ties_an_object() {
-        let fixtures =
-            serde_json::from_str::<Value>(include_str!("../tests/fixtures/stripe/fixtures3.json"))
-                .unwrap()["resources"]
-                .clone();
+        let fixtures = crate::common::fixtures();
         let mut seen = std::collections::HashMap::new();
         let mut per_type = std::collections::HashMap::new();
         for n in 0..10_000 {
