@@ -636,7 +636,13 @@ async fn pipeline_rows(
         ),
         ("sqlite broker", &brokers, sqlite_ceiling, 220_000_000),
     ];
+    // `--broker memory` (or `sqlite`): only that broker's runs, to try
+    // settings quickly.
+    let only = std::env::args().skip_while(|a| a != "--broker").nth(1);
     for (broker, address, ceiling, first_n) in runs {
+        if only.as_deref().is_some_and(|o| !broker.starts_with(o)) {
+            continue;
+        }
         let mut customers_rate = None;
         for (traffic, offset) in [
             (pipeline::Traffic::Customers, 0),

@@ -117,6 +117,7 @@ pub(crate) async fn run(
     wait_applied(&http, &metrics, 1, Duration::from_secs(120)).await?;
     let baseline = applied_events(&http, &metrics).await;
 
+    let commits_before = commits(conn)?;
     let first_n = place.first_n + 1;
     let (burst, newest) = match traffic {
         Traffic::Customers => {
@@ -159,6 +160,15 @@ pub(crate) async fn run(
     )
     .await?;
     let applied_at = Instant::now();
+    // Every process commits in this database; the worker's batches are
+    // nearly all of it while the pipeline runs.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let transactions = commits(conn)? - commits_before;
+    eprintln!(
+        "pipeline, {}: {accepted} events in {transactions} transactions ({:.1} per transaction)",
+        traffic.name(),
+        accepted as f64 / transactions.max(1) as f64
+    );
     let figures = Pipeline {
         accepted,
         ingest_rate: burst.accepted as f64 / (burst.last_accepted - burst.started).as_secs_f64(),
@@ -172,6 +182,22 @@ pub(crate) async fn run(
         None => check_ledgered(conn, first_n, burst.issued, burst.accepted)?,
     }
     Ok(figures)
+}
+
+/// Transactions committed in the bench's database so far (Postgres'
+/// statistics, which trail by up to half a second).
+fn commits(conn: &mut PgConnection) -> anyhow::Result<i64> {
+    #[derive(QueryableByName)]
+    struct Commits {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    diesel::sql_query("SELECT pg_stat_clear_snapshot()").execute(conn)?;
+    Ok(diesel::sql_query(
+        "SELECT xact_commit AS n FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .get_result::<Commits>(conn)?
+    .n)
 }
 
 /// Waits until the worker's applied-events counter reaches `n`.

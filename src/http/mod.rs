@@ -53,6 +53,12 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         state.producer.clone(),
         state.inventory.events_topic.clone(),
     );
+    // Every `or` keeps a clone of the filter it falls back to in each
+    // request's future, and a filter's clone copies everything its closures
+    // captured (pools, clients, names, token sets): most of serve's CPU per
+    // webhook went to copying and freeing the routes after it. Boxed, a
+    // filter is an `Arc`, and that clone is a reference count.
+    //
     // Auth runs for everything under /api before any route matches, so an
     // unauthenticated caller learns nothing about which routes exist. The
     // admin routes (`/api/admin/*`, including notifications) take the admin
@@ -61,25 +67,28 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(auth::bearer(state.tokens.clone()))
         .and(
             customers::routes(state.pool.clone())
-                .or(mirror::routes(state.pool.clone()))
+                .boxed()
+                .or(mirror::routes(state.pool.clone()).boxed())
                 .unify()
-                .or(exports::routes(state.pool.clone()))
+                .or(exports::routes(state.pool.clone()).boxed())
                 .unify()
-                .or(notifications::routes(state.pool.clone()))
+                .or(notifications::routes(state.pool.clone()).boxed())
                 .unify()
-                .or(payments::routes(payments_ctx.clone()))
+                .or(payments::routes(payments_ctx.clone()).boxed())
                 .unify()
-                .or(credits::routes(payments_ctx))
+                .or(credits::routes(payments_ctx).boxed())
                 .unify()
-                .or(openapi::route())
+                .or(openapi::route().boxed())
                 .unify()
                 .or(admin::routes(
                     state.inventory.clone(),
                     state.pool.clone(),
                     state.producer.clone(),
-                ))
+                )
+                .boxed())
                 .unify(),
-        );
+        )
+        .boxed();
     let on_main_port = state.ops_on_main_port;
     let ops = warp::any()
         .and_then(move || async move {
@@ -94,8 +103,10 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
             state.pool.clone(),
             state.producer.clone(),
             state.health.clone(),
-        ));
+        ))
+        .boxed();
     webhook::route(state.ingest.clone(), state.max_body_bytes)
+        .boxed()
         .or(ops)
         .unify()
         .or(api)
