@@ -34,7 +34,9 @@ pub fn routes(
     let lag = warp::path!("admin" / "lag")
         .and(warp::get())
         .and(with.clone())
-        .and_then(|c: Ctx| blocking(move || topics::lag(&c.inv.brokers, &c.inv.groups())));
+        .and_then(|c: Ctx| {
+            blocking(move || topics::lag(&c.inv.brokers, c.inv.fetch_max_bytes, &c.inv.groups()))
+        });
     let dlq_list = warp::path!("admin" / "dlq")
         .and(warp::get())
         .and(warp::query::<std::collections::BTreeMap<String, String>>())

@@ -17,23 +17,26 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-/// At most this much is fetched per partition to read one message's
-/// timestamp (the broker still sends a first message larger than this).
-const PEEK_BYTES: &str = "65536";
-
 /// A client for [`oldest_unread_ages`]: no subscription, no commits, and a
-/// prefetch of one small fetch per partition rather than librdkafka's
-/// default of megabytes (it reads one message and stops). `group` is
-/// required by librdkafka and never joined.
-pub fn peek_client(brokers: &str, group: &str) -> anyhow::Result<BaseConsumer> {
+/// prefetch that stops after the first fetch rather than librdkafka's
+/// default of 64 MiB (it reads one message per partition and stops).
+/// `fetch_max_bytes` must be the workers' (`KAFKA_FETCH_MAX_BYTES`): nisshi
+/// never returns a message larger than the fetch, so a smaller one would
+/// never read a large event. `group` is required by librdkafka and never
+/// joined.
+pub fn peek_client(
+    brokers: &str,
+    group: &str,
+    fetch_max_bytes: usize,
+) -> anyhow::Result<BaseConsumer> {
+    let fetch = fetch_max_bytes.to_string();
     Ok(ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("fetch.max.bytes", PEEK_BYTES)
-        .set("message.max.bytes", PEEK_BYTES)
-        .set("max.partition.fetch.bytes", PEEK_BYTES)
+        .set("fetch.max.bytes", &fetch)
+        .set("message.max.bytes", &fetch)
         .set("queued.max.messages.kbytes", "64")
         .create()?)
 }

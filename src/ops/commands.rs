@@ -55,7 +55,7 @@ pub fn topics_lag(inv: &Inventory, group: Option<&str>, as_json: bool) -> anyhow
         },
         None => inv.groups(),
     };
-    let rows = topics::lag(&inv.brokers, &groups)?;
+    let rows = topics::lag(&inv.brokers, inv.fetch_max_bytes, &groups)?;
     if as_json {
         return json(&rows);
     }

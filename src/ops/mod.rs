@@ -22,13 +22,15 @@ pub struct Inventory {
     pub notifier_group: String,
     pub commands_topic: String,
     pub commands_group: String,
+    /// `KAFKA_FETCH_MAX_BYTES`: what reading one message may fetch.
+    pub fetch_max_bytes: usize,
 }
 
 impl Inventory {
     pub fn load(env: &Env) -> Result<Self, ConfigError> {
         let kafka = KafkaConfig::load(env)?;
         Ok(Self {
-            brokers: kafka.brokers,
+            brokers: kafka.brokers.clone(),
             events_topic: kafka.events_topic,
             changes_topic: ChangesConfig::load(env).topic,
             inbound_group: crate::config::inbound_group(env).to_owned(),
@@ -36,6 +38,7 @@ impl Inventory {
             notifier_group: crate::config::notifier_group(env).to_owned(),
             commands_topic: crate::config::CommandsConfig::load(env).topic,
             commands_group: crate::config::commands_group(env).to_owned(),
+            fetch_max_bytes: kafka.fetch_max_bytes,
         })
     }
 

@@ -99,12 +99,17 @@ pub struct LagRow {
 
 /// Committed offset, high watermark, lag and the age of the oldest message
 /// not committed for each (group, topic).
-pub fn lag(brokers: &str, groups: &[(String, String)]) -> anyhow::Result<Vec<LagRow>> {
+pub fn lag(
+    brokers: &str,
+    fetch_max_bytes: usize,
+    groups: &[(String, String)],
+) -> anyhow::Result<Vec<LagRow>> {
     let mut rows = Vec::new();
     // Reads the message each lagging partition waits on, for its age.
     let peek = age::peek_client(
         brokers,
         &format!("stripe-sync.inspect.{:08x}", rand::random::<u32>()),
+        fetch_max_bytes,
     )?;
     for (group, topic) in groups {
         // Reading a group's committed offsets needs its id, but the client

@@ -293,11 +293,14 @@ async fn a_stuck_partition_shows_its_lag_in_seconds_until_it_is_applied() {
     // worker started): its lag in seconds must grow from that batch's
     // first message, and fall to zero once the partition is applied; the
     // partitions of the other lanes stay at zero throughout.
+    // Events of 100 KiB, larger than a small peek would fetch: nisshi
+    // never returns a message larger than the fetch, so the age must be
+    // read with the workers' fetch size.
     let recorder = Recorder::default();
     recorder.failing.lock().unwrap().insert(0);
     let n = 120;
     let produced_before = std::time::Instant::now();
-    let run = start(n, recorder, empty_object).await;
+    let run = start(n, recorder, |i| incompressible(100 * 1024, i as u64)).await;
     let lag_seconds = |partition: i32| {
         stripe_sync::metrics::CONSUMER_LAG_SECONDS
             .with_label_values(&[&run.group, &run.topic, &partition.to_string()])

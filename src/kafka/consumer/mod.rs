@@ -355,7 +355,11 @@ type Progress = Arc<std::sync::Mutex<BTreeMap<i32, i64>>>;
 /// the consume loop.
 fn probe_client(settings: &ConsumeSettings) -> anyhow::Result<Arc<BaseConsumer>> {
     let group = format!("{}.lag-probe", settings.group);
-    Ok(Arc::new(age::peek_client(&settings.brokers, &group)?))
+    Ok(Arc::new(age::peek_client(
+        &settings.brokers,
+        &group,
+        settings.fetch_max_bytes,
+    )?))
 }
 
 /// The topic's partition count. A topic created a moment ago may not show
