@@ -199,7 +199,8 @@ async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--pipeline") {
         let mut conn = PgConnection::establish(&db_url)?;
         let mut procs = engine_processes(&db_url, &brokers, &suffix, free_port()?)?;
-        let measured = pipeline_rows(&mut procs, &mut conn, &fixtures, &suffix, &scale, None).await;
+        let measured =
+            pipeline::rows(&mut procs, &mut conn, &fixtures, &suffix, &scale, None).await;
         drop((procs, conn, pool));
         drop_database(&admin_url, &db_name)?;
         print_table(&measured?, quick);
@@ -558,7 +559,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Last: ingest and apply at once, with the processes above stopped.
     rows.extend(
-        pipeline_rows(
+        pipeline::rows(
             &mut procs,
             &mut conn,
             &fixtures,
@@ -596,124 +597,4 @@ async fn wait_ledger(conn: &mut PgConnection, n: i64, limit: Duration) {
     while start.elapsed() < limit && count(conn, "SELECT count(*) AS n FROM event_ledger") < n {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The pipeline phases: customers and the type mix, on the memory broker
-/// (what the engine sustains) and on the sqlite broker (what the scripts
-/// start), beside each broker's produce ceiling for the envelope
-/// (`produce_ceilings`: memory, sqlite; measured here when not given).
-async fn pipeline_rows(
-    procs: &mut supervise::Processes,
-    conn: &mut PgConnection,
-    fixtures: &Value,
-    suffix: &str,
-    scale: &Scale,
-    produce_ceilings: Option<(f64, f64)>,
-) -> anyhow::Result<Vec<Row>> {
-    let brokers = env("BENCH_KAFKA_BROKERS")?;
-    let memory_brokers = env("BENCH_KAFKA_MEMORY_BROKERS")?;
-    let (memory_ceiling, sqlite_ceiling) = match produce_ceilings {
-        Some(ceilings) => ceilings,
-        None => {
-            let body =
-                serde_json::to_vec(&customer_event(1, "cus_ceiling", 1_700_000_000, fixtures))?;
-            let topic = format!("bench.raw.{suffix}");
-            let n = scale.producer_messages;
-            (
-                backlog::raw_produce_rate(&memory_brokers, &topic, &body, n).await?,
-                backlog::raw_produce_rate(&brokers, &topic, &body, n).await?,
-            )
-        }
-    };
-    let mut rows = Vec::new();
-    let (mut serve_rss, mut inbound_rss) = (None, None);
-    let runs = [
-        (
-            "memory broker",
-            &memory_brokers,
-            memory_ceiling,
-            200_000_000,
-        ),
-        ("sqlite broker", &brokers, sqlite_ceiling, 220_000_000),
-    ];
-    // `--broker memory` (or `sqlite`): only that broker's runs, to try
-    // settings quickly.
-    let only = std::env::args().skip_while(|a| a != "--broker").nth(1);
-    for (broker, address, ceiling, first_n) in runs {
-        if only.as_deref().is_some_and(|o| !broker.starts_with(o)) {
-            continue;
-        }
-        let mut customers_rate = None;
-        for (traffic, offset) in [
-            (pipeline::Traffic::Customers, 0),
-            (
-                pipeline::Traffic::Mix(scale.pipeline_mix_events),
-                10_000_000,
-            ),
-        ] {
-            let slug = format!(
-                "{}.{}",
-                broker.split(' ').next().unwrap_or(broker),
-                traffic.slug()
-            );
-            let place = pipeline::Place {
-                brokers: address,
-                topic: format!("{}.pipeline.{slug}", bench_events_topic(suffix)),
-                group: format!("bench.inbound.{suffix}.pipeline.{slug}"),
-                first_n: first_n + offset,
-            };
-            let p = pipeline::run(
-                procs,
-                conn,
-                fixtures,
-                place,
-                traffic,
-                Duration::from_secs(scale.pipeline_secs),
-            )
-            .await?;
-            let label = format!("{}, {broker}", traffic.name());
-            let (versus, target) = match (traffic, broker, customers_rate) {
-                (pipeline::Traffic::Mix(_), _, Some(customers)) => {
-                    (customers, ">= 90% of customers".to_owned())
-                }
-                (_, "memory broker", _) => (ceiling, ">= 12000".to_owned()),
-                _ => (ceiling, ">= 90% of ceiling".to_owned()),
-            };
-            rows.push(row(
-                &format!("pipeline: webhook → newest row, {label}"),
-                p.pipeline_rate,
-                "events/s",
-                Some(versus),
-                &target,
-            ));
-            rows.push(row(
-                &format!("pipeline: ingest while applying, {label}"),
-                p.ingest_rate,
-                "events/s",
-                Some(ceiling),
-                "-",
-            ));
-            rows.push(row(
-                &format!("pipeline: catch-up after the last 2xx, {label}"),
-                p.catch_up.as_secs_f64(),
-                "s",
-                None,
-                "-",
-            ));
-            eprintln!("pipeline, {label}: {} events accepted", p.accepted);
-            customers_rate.get_or_insert(p.pipeline_rate);
-            serve_rss = max_rss(serve_rss, p.serve_rss);
-            inbound_rss = max_rss(inbound_rss, p.inbound_rss);
-        }
-    }
-    for (name, rss) in [("serve", serve_rss), ("stripe-inbound", inbound_rss)] {
-        rows.push(row(
-            &format!("peak RSS, {name} (pipeline)"),
-            rss.unwrap_or(f64::NAN),
-            "MiB",
-            None,
-            "<= 64",
-        ));
-    }
-    Ok(rows)
 }

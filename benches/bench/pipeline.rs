@@ -12,10 +12,12 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text};
 use serde_json::Value;
 
-use crate::common::free_port;
+use crate::backlog::raw_produce_rate;
+use crate::common::{env, free_port};
 use crate::load::{self, created_of, CustomerUpdates, Prebuilt};
-use crate::supervise::{applied_events, wait_http, Processes};
-use crate::{mix, vacuum_all};
+use crate::report::{max_rss, row, Row};
+use crate::supervise::{applied_events, bench_events_topic, wait_http, Processes};
+use crate::{customer_event, mix, vacuum_all, Scale};
 
 /// Customers a customer-only pipeline updates over and over.
 const CUSTOMERS: u64 = 1_000;
@@ -73,6 +75,123 @@ pub(crate) struct Place<'a> {
     /// phase's, so the ledger never takes one for a duplicate, and above
     /// them, so each event is newer than the stored state).
     pub(crate) first_n: u64,
+}
+
+/// The pipeline phases: customers and the type mix, on the memory broker
+/// (what the engine sustains) and on the sqlite broker (what the scripts
+/// start), beside each broker's produce ceiling for the envelope
+/// (`produce_ceilings`: memory, sqlite; measured here when not given).
+pub(crate) async fn rows(
+    procs: &mut Processes,
+    conn: &mut PgConnection,
+    fixtures: &Value,
+    suffix: &str,
+    scale: &Scale,
+    produce_ceilings: Option<(f64, f64)>,
+) -> anyhow::Result<Vec<Row>> {
+    let brokers = env("BENCH_KAFKA_BROKERS")?;
+    let memory_brokers = env("BENCH_KAFKA_MEMORY_BROKERS")?;
+    let (memory_ceiling, sqlite_ceiling) = match produce_ceilings {
+        Some(ceilings) => ceilings,
+        None => {
+            let body =
+                serde_json::to_vec(&customer_event(1, "cus_ceiling", 1_700_000_000, fixtures))?;
+            let topic = format!("bench.raw.{suffix}");
+            let n = scale.producer_messages;
+            (
+                raw_produce_rate(&memory_brokers, &topic, &body, n).await?,
+                raw_produce_rate(&brokers, &topic, &body, n).await?,
+            )
+        }
+    };
+    let mut rows = Vec::new();
+    let (mut serve_rss, mut inbound_rss) = (None, None);
+    let runs = [
+        (
+            "memory broker",
+            &memory_brokers,
+            memory_ceiling,
+            200_000_000,
+        ),
+        ("sqlite broker", &brokers, sqlite_ceiling, 220_000_000),
+    ];
+    // `--broker memory` (or `sqlite`): only that broker's runs, to try
+    // settings quickly.
+    let only = std::env::args().skip_while(|a| a != "--broker").nth(1);
+    for (broker, address, ceiling, first_n) in runs {
+        if only.as_deref().is_some_and(|o| !broker.starts_with(o)) {
+            continue;
+        }
+        let mut customers_rate = None;
+        for (traffic, offset) in [
+            (Traffic::Customers, 0),
+            (Traffic::Mix(scale.pipeline_mix_events), 10_000_000),
+        ] {
+            let slug = format!(
+                "{}.{}",
+                broker.split(' ').next().unwrap_or(broker),
+                traffic.slug()
+            );
+            let place = Place {
+                brokers: address,
+                topic: format!("{}.pipeline.{slug}", bench_events_topic(suffix)),
+                group: format!("bench.inbound.{suffix}.pipeline.{slug}"),
+                first_n: first_n + offset,
+            };
+            let p = run(
+                procs,
+                conn,
+                fixtures,
+                place,
+                traffic,
+                Duration::from_secs(scale.pipeline_secs),
+            )
+            .await?;
+            let label = format!("{}, {broker}", traffic.name());
+            let (versus, target) = match (traffic, broker, customers_rate) {
+                (Traffic::Mix(_), _, Some(customers)) => {
+                    (customers, ">= 90% of customers".to_owned())
+                }
+                (_, "memory broker", _) => (ceiling, ">= 12000".to_owned()),
+                _ => (ceiling, ">= 90% of ceiling".to_owned()),
+            };
+            rows.push(row(
+                &format!("pipeline: webhook → newest row, {label}"),
+                p.pipeline_rate,
+                "events/s",
+                Some(versus),
+                &target,
+            ));
+            rows.push(row(
+                &format!("pipeline: ingest while applying, {label}"),
+                p.ingest_rate,
+                "events/s",
+                Some(ceiling),
+                "-",
+            ));
+            rows.push(row(
+                &format!("pipeline: catch-up after the last 2xx, {label}"),
+                p.catch_up.as_secs_f64(),
+                "s",
+                None,
+                "-",
+            ));
+            eprintln!("pipeline, {label}: {} events accepted", p.accepted);
+            customers_rate.get_or_insert(p.pipeline_rate);
+            serve_rss = max_rss(serve_rss, p.serve_rss);
+            inbound_rss = max_rss(inbound_rss, p.inbound_rss);
+        }
+    }
+    for (name, rss) in [("serve", serve_rss), ("stripe-inbound", inbound_rss)] {
+        rows.push(row(
+            &format!("peak RSS, {name} (pipeline)"),
+            rss.unwrap_or(f64::NAN),
+            "MiB",
+            None,
+            "<= 64",
+        ));
+    }
+    Ok(rows)
 }
 
 /// Runs `serve` and stripe-inbound on `place`, sends `traffic` for
