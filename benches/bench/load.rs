@@ -135,7 +135,9 @@ pub(crate) struct Sent {
     /// Latencies of the accepted requests, seconds, sorted.
     pub(crate) latencies: Vec<f64>,
     pub(crate) accepted: u64,
-    /// Events taken from the source (accepted or not): `0..issued`.
+    /// Every event taken from the source (accepted or not) is in
+    /// `0..issued`; the few numbers past a source's end that connections
+    /// asked for as it ran out are counted too.
     pub(crate) issued: u64,
     pub(crate) started: Instant,
     /// When the last accepted answer came.
