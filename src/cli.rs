@@ -445,7 +445,7 @@ pub async fn run() -> anyhow::Result<()> {
                 }
                 DlqCommand::Replay { ids, all } => {
                     let kafka = config::KafkaConfig::load(&env)?;
-                    let producer = EventProducer::new(&kafka.brokers, kafka.produce_timeout)?;
+                    let producer = EventProducer::for_config(&kafka)?;
                     let selection = if all {
                         commands::Selection::AllPending
                     } else {

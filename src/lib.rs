@@ -22,6 +22,7 @@ pub mod pull;
 pub mod registry;
 pub mod relay;
 pub mod retry;
+pub mod salesforce;
 pub mod serve;
 pub mod shutdown;
 pub mod stripe;

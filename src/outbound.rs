@@ -1,69 +1,45 @@
-//! `workers/stripe-outbound`: applies local changes from
-//! `customers.changes.v1` to Stripe.
+//! The outbound workers: local changes from `customers.changes.v1` to each
+//! external service, through that service's [`OutboundAdapter`].
 //!
-//! Every call carries `Idempotency-Key` = the outbox id's key, so a retry
-//! after a lost response never creates a second customer. A delivery row per
-//! outbox id makes redelivered messages no-ops. Stripe's echo webhooks come
-//! back through stripe-inbound, which writes the mirror only: nothing there
-//! writes the outbox, so no change ever bounces back out (invariant 6).
+//! `workers/stripe-outbound` runs it with [`StripeOutbound`],
+//! `workers/salesforce-outbound` with
+//! [`crate::salesforce::SalesforceOutbound`], each in its own consumer
+//! group. A delivery row per outbox id and service makes redelivered
+//! messages no-ops; the link a create makes is recorded with the delivery
+//! in one transaction.
 
 use std::sync::Arc;
 
 use diesel::prelude::*;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::OutboundConfig;
-use crate::customers::input::LOCAL_ID_METADATA_KEY;
-use crate::db::models::NewIdMapEntry;
+use crate::config::{KafkaConfig, OutboundConfig};
+use crate::db::models::{Customer, IdMapEntry, NewIdMapEntry};
+use crate::db::schema::{customers, id_map};
 use crate::db::PgPool;
 use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
 use crate::kafka::envelope;
 use crate::outbox::{self, Change, DeliveryStatus, Operation};
-use crate::stripe::{RemoteObject, StripeClient, StripeError, PLATFORM_ACCOUNT};
-use crate::sync::{entity, idmap, service};
+use crate::stripe::outbound::StripeOutbound;
+use crate::sync::adapter::{DeliveryError, OutboundAdapter};
+use crate::sync::{entity, idmap};
 use crate::worker;
-
-enum DeliveryError {
-    Transient(Transient),
-    /// Stripe refused the change for good; its message is kept for the API.
-    Refused(String),
-}
-
-impl From<StripeError> for DeliveryError {
-    fn from(e: StripeError) -> Self {
-        match e {
-            e if e.is_transient() => Self::Transient(Transient {
-                retry_after: e.retry_after(),
-                error: e.into(),
-            }),
-            // A rejected key is configuration, not the change's fault.
-            e @ StripeError::Api {
-                status: 401 | 403, ..
-            } => Self::Transient(Transient::from(e)),
-            StripeError::Api { message, .. } => Self::Refused(message),
-            e => Self::Refused(e.to_string()),
-        }
-    }
-}
-
-impl From<diesel::result::Error> for DeliveryError {
-    fn from(e: diesel::result::Error) -> Self {
-        Self::Transient(Transient::from(e))
-    }
-}
 
 pub struct OutboundHandler {
     pool: PgPool,
-    stripe: StripeClient,
+    adapter: Arc<dyn OutboundAdapter>,
     runtime: tokio::runtime::Handle,
 }
 
 impl OutboundHandler {
-    pub fn new(pool: PgPool, stripe: StripeClient, runtime: tokio::runtime::Handle) -> Self {
+    pub fn new(
+        pool: PgPool,
+        adapter: Arc<dyn OutboundAdapter>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
         Self {
             pool,
-            stripe,
+            adapter,
             runtime,
         }
     }
@@ -75,109 +51,75 @@ impl OutboundHandler {
         replayed_from: Option<&str>,
     ) -> Result<(), DeliveryError> {
         let key = outbox::idempotency_key(change.outbox_id, replayed_from);
-        match change.operation {
-            Operation::Create => {
-                let mut form = form_fields(&change.fields);
-                form.push((
-                    format!("metadata[{LOCAL_ID_METADATA_KEY}]"),
-                    change.local_id.to_string(),
-                ));
-                let created = self.runtime.block_on(self.stripe.post(
-                    PLATFORM_ACCOUNT,
-                    "/v1/customers",
-                    &form,
-                    &key,
-                ))?;
-                // Without a customer id there is nothing to link: a retry
-                // (same key, so Stripe replays its answer) rather than a
-                // customer marked synced to nothing.
-                let Some(stripe_id) = created_customer_id(&created) else {
-                    return Err(DeliveryError::Transient(Transient::from(anyhow::anyhow!(
-                        "Stripe's answer to creating customer {} holds no customer id",
-                        change.local_id
-                    ))));
-                };
-                conn.transaction::<_, diesel::result::Error, _>(|conn| {
-                    // The echo webhook may have linked it already; either way
-                    // the link ends up the same.
-                    diesel::insert_into(crate::db::schema::id_map::table)
-                        .values(&NewIdMapEntry {
-                            service: service::STRIPE,
-                            account: PLATFORM_ACCOUNT,
-                            entity: entity::CUSTOMER,
-                            external_id: &stripe_id,
-                            local_id: change.local_id,
-                            remote_version: created
-                                .get("created")
-                                .and_then(Value::as_i64)
-                                .unwrap_or(0),
-                            remote_event_id: None,
-                            remote_deleted: false,
-                        })
-                        .on_conflict_do_nothing()
-                        .execute(conn)?;
-                    outbox::record_delivery(
-                        conn,
-                        change.outbox_id,
-                        service::STRIPE,
-                        DeliveryStatus::Synced,
-                        Some(&stripe_id),
-                        None,
-                    )?;
-                    Ok(())
-                })?;
-            }
-            Operation::Update | Operation::Delete => {
-                let Some(link) =
-                    idmap::find_by_local(conn, service::STRIPE, entity::CUSTOMER, change.local_id)?
-                else {
-                    return self.without_link(conn, change);
-                };
-                if change.operation == Operation::Update {
-                    let path = format!("/v1/customers/{}", link.external_id);
-                    self.runtime.block_on(self.stripe.post(
-                        &link.account,
-                        &path,
-                        &form_fields(&change.fields),
-                        &key,
-                    ))?;
-                } else {
-                    let gone = self.runtime.block_on(self.stripe.delete(
-                        &link.account,
-                        "customers",
-                        &link.external_id,
-                        &key,
-                    ))?;
-                    debug_assert_eq!(gone, RemoteObject::Deleted);
-                }
-                conn.transaction::<_, diesel::result::Error, _>(|conn| {
-                    outbox::record_delivery(
-                        conn,
-                        change.outbox_id,
-                        service::STRIPE,
-                        DeliveryStatus::Synced,
-                        Some(&link.external_id),
-                        None,
-                    )?;
-                    diesel::update(crate::db::schema::id_map::table.find((
-                        &link.service,
-                        &link.account,
-                        &link.entity,
-                        &link.external_id,
-                    )))
-                    .set(crate::db::schema::id_map::synced_at.eq(diesel::dsl::now))
-                    .execute(conn)?;
-                    Ok(())
-                })?;
-            }
+        if change.operation == Operation::Create {
+            return self.create(conn, change, &key);
         }
+        let link = idmap::find_by_local(
+            conn,
+            self.adapter.service(),
+            self.adapter.entity(),
+            change.local_id,
+        )?;
+        let Some(link) = link else {
+            return self.without_link(conn, change, &key);
+        };
+        let call = match change.operation {
+            Operation::Update => self.adapter.update(&link, change, &key),
+            _ => self.adapter.delete(&link, &key),
+        };
+        self.runtime.block_on(call)?;
+        conn.transaction::<_, diesel::result::Error, _>(|conn| {
+            self.record_synced(conn, change, Some(&link.external_id))?;
+            touch(conn, &link)
+        })?;
         Ok(())
     }
 
-    /// An update or delete for a customer Stripe does not know (yet).
-    fn without_link(&self, conn: &mut PgConnection, change: &Change) -> Result<(), DeliveryError> {
+    fn create(
+        &self,
+        conn: &mut PgConnection,
+        change: &Change,
+        key: &str,
+    ) -> Result<(), DeliveryError> {
+        let customer: Option<Customer> = customers::table
+            .find(change.local_id)
+            .select(Customer::as_select())
+            .first(conn)
+            .optional()?;
+        let created = self
+            .runtime
+            .block_on(self.adapter.create(change, customer.as_ref(), key))?;
+        conn.transaction::<_, diesel::result::Error, _>(|conn| {
+            // The echo (or an earlier attempt) may have linked it already;
+            // either way the link ends up the same.
+            diesel::insert_into(id_map::table)
+                .values(&NewIdMapEntry {
+                    service: self.adapter.service(),
+                    account: &created.account,
+                    entity: self.adapter.entity(),
+                    external_id: &created.external_id,
+                    local_id: change.local_id,
+                    remote_version: created.version,
+                    remote_event_id: None,
+                    remote_deleted: false,
+                })
+                .on_conflict_do_nothing()
+                .execute(conn)?;
+            self.record_synced(conn, change, Some(&created.external_id))
+        })?;
+        Ok(())
+    }
+
+    /// An update or delete for a customer the service does not know (yet).
+    fn without_link(
+        &self,
+        conn: &mut PgConnection,
+        change: &Change,
+        key: &str,
+    ) -> Result<(), DeliveryError> {
+        let service = self.adapter.service();
         let earlier_create_pending =
-            outbox::undelivered(conn, entity::CUSTOMER, change.local_id, service::STRIPE)?
+            outbox::undelivered(conn, entity::CUSTOMER, change.local_id, service)?
                 .iter()
                 .any(|row| {
                     row.id < change.outbox_id && row.operation == Operation::Create.as_str()
@@ -185,32 +127,58 @@ impl OutboundHandler {
         if earlier_create_pending {
             // Its create is still on the way: wait for it rather than fail.
             return Err(DeliveryError::Transient(Transient::from(anyhow::anyhow!(
-                "customer {} is not created in Stripe yet",
-                change.local_id
+                "customer {} is not created in {} yet",
+                change.local_id,
+                self.adapter.display_name()
             ))));
         }
         match change.operation {
-            // Never reached Stripe (its create failed): nothing to delete.
+            // Never reached the service: nothing to delete.
             Operation::Delete => {
-                outbox::record_delivery(
-                    conn,
-                    change.outbox_id,
-                    service::STRIPE,
-                    DeliveryStatus::Synced,
-                    None,
-                    None,
-                )?;
+                self.record_synced(conn, change, None)?;
                 Ok(())
             }
-            _ => Err(DeliveryError::Refused(
-                "the customer has no Stripe counterpart (its creation in Stripe failed)".into(),
-            )),
+            _ if self.adapter.creates_when_unlinked() => self.create(conn, change, key),
+            _ => Err(DeliveryError::Refused(format!(
+                "the customer has no {name} counterpart (its creation in {name} failed)",
+                name = self.adapter.display_name()
+            ))),
         }
     }
+
+    fn record_synced(
+        &self,
+        conn: &mut PgConnection,
+        change: &Change,
+        external_id: Option<&str>,
+    ) -> QueryResult<()> {
+        outbox::record_delivery(
+            conn,
+            change.outbox_id,
+            self.adapter.service(),
+            DeliveryStatus::Synced,
+            external_id,
+            None,
+        )
+    }
+}
+
+/// Marks a link as just synced.
+fn touch(conn: &mut PgConnection, link: &IdMapEntry) -> QueryResult<()> {
+    diesel::update(id_map::table.find((
+        &link.service,
+        &link.account,
+        &link.entity,
+        &link.external_id,
+    )))
+    .set(id_map::synced_at.eq(diesel::dsl::now))
+    .execute(conn)
+    .map(drop)
 }
 
 impl BatchHandler for OutboundHandler {
     fn handle(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, Transient> {
+        let service = self.adapter.service();
         let mut conn = self.pool.get()?;
         let mut outcomes = Vec::with_capacity(batch.len());
         for d in batch {
@@ -221,7 +189,7 @@ impl BatchHandler for OutboundHandler {
                     continue;
                 }
             };
-            if outbox::is_delivered(&mut conn, change.outbox_id, service::STRIPE)? {
+            if outbox::is_delivered(&mut conn, change.outbox_id, service)? {
                 outcomes.push(Outcome::Done); // a redelivered change
                 continue;
             }
@@ -231,7 +199,11 @@ impl BatchHandler for OutboundHandler {
                 envelope::header(&d.headers, envelope::H_REPLAYED_FROM),
             ) {
                 Ok(()) => {
-                    tracing::info!(outbox.id = change.outbox_id, customer.id = %change.local_id, operation = change.operation.as_str(), "change applied to Stripe");
+                    tracing::info!(
+                        sync.service = service, outbox.id = change.outbox_id,
+                        customer.id = %change.local_id, operation = change.operation.as_str(),
+                        "change applied"
+                    );
                     outcomes.push(Outcome::Done);
                 }
                 // Changes before this one in the batch are recorded, so the
@@ -241,13 +213,14 @@ impl BatchHandler for OutboundHandler {
                     outbox::record_delivery(
                         &mut conn,
                         change.outbox_id,
-                        service::STRIPE,
+                        service,
                         DeliveryStatus::Failed,
                         None,
                         Some(&message),
                     )?;
                     outcomes.push(Outcome::DeadLetter(format!(
-                        "Stripe refused {} of customer {}: {message}",
+                        "{} refused {} of customer {}: {message}",
+                        self.adapter.display_name(),
                         change.operation.as_str(),
                         change.local_id
                     )));
@@ -268,111 +241,70 @@ fn parse_change(d: &Delivery) -> Result<Change, String> {
     Ok(change)
 }
 
-/// The `cus_…` id of a created customer, if the answer holds a valid one.
-fn created_customer_id(created: &Value) -> Option<String> {
-    created
-        .get("id")
-        .and_then(Value::as_str)
-        .filter(|id| crate::stripe::is_id(id, "cus_"))
-        .map(str::to_owned)
+/// Where one service's outbound worker reads and dead-letters.
+pub struct OutboundWorker<'a> {
+    /// The process's name, for logs and metrics.
+    pub name: &'static str,
+    pub database: &'a crate::config::DatabaseConfig,
+    pub kafka: &'a KafkaConfig,
+    pub metrics_addr: std::net::SocketAddr,
+    pub changes_topic: &'a str,
+    pub dead_letter_topic: String,
+    pub consumer_group: &'a str,
 }
 
-/// Stripe's form encoding of a change: `null` clears a field (empty value);
-/// metadata keys are set individually, `null` removing a key.
-pub fn form_fields(fields: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
-    let mut form = Vec::new();
-    for (key, value) in fields {
-        match (key.as_str(), value) {
-            ("metadata", Value::Object(meta)) => {
-                for (k, v) in meta {
-                    form.push((
-                        format!("metadata[{k}]"),
-                        v.as_str().unwrap_or_default().to_owned(),
-                    ));
-                }
-            }
-            (_, Value::String(s)) => form.push((key.clone(), s.clone())),
-            (_, Value::Null) => form.push((key.clone(), String::new())),
-            _ => {}
-        }
-    }
-    form
-}
-
-pub async fn run(cfg: OutboundConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let dead_letter_topic = cfg.changes.dead_letter_topic();
+/// Runs one service's outbound worker until `shutdown`.
+pub async fn run_adapter(
+    worker: OutboundWorker<'_>,
+    adapter: Arc<dyn OutboundAdapter>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let worker::Started {
         pool,
         producer,
         health,
     } = worker::start(
-        "stripe-outbound",
-        &cfg.database,
-        &cfg.kafka,
-        cfg.metrics_addr,
-        &[&cfg.changes.topic, &dead_letter_topic],
+        worker.name,
+        worker.database,
+        worker.kafka,
+        worker.metrics_addr,
+        &[worker.changes_topic, &worker.dead_letter_topic],
         &shutdown,
     )
     .await?;
     let handler = Arc::new(OutboundHandler::new(
         pool,
-        cfg.stripe.client()?,
+        adapter,
         tokio::runtime::Handle::current(),
     ));
     let settings = ConsumeSettings {
-        brokers: cfg.kafka.brokers.clone(),
-        group: cfg.consumer_group.clone(),
-        topic: cfg.changes.topic.clone(),
-        dead_letter_topic,
-        // Each change is a Stripe call; small batches keep a retry cheap.
+        brokers: worker.kafka.brokers.clone(),
+        group: worker.consumer_group.to_owned(),
+        topic: worker.changes_topic.to_owned(),
+        dead_letter_topic: worker.dead_letter_topic,
+        // Each change is a remote call; small batches keep a retry cheap.
         batch_size: 10,
         batch_wait: std::time::Duration::from_millis(5),
-        // One lane: the Stripe rate budget, not Postgres, bounds this worker.
+        // One lane: the service's rate budget, not Postgres, bounds this.
         lanes: 1,
-        fetch_wait: cfg.kafka.fetch_wait,
-        fetch_max_bytes: cfg.kafka.fetch_max_bytes,
+        fetch_wait: worker.kafka.fetch_wait,
+        fetch_max_bytes: worker.kafka.fetch_max_bytes,
         health,
     };
     consumer::run(settings, handler, producer, shutdown).await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn a_create_answer_without_a_customer_id_links_nothing() {
-        assert_eq!(
-            created_customer_id(&json!({"id": "cus_Q1", "object": "customer"})).as_deref(),
-            Some("cus_Q1")
-        );
-        for answer in [
-            json!({"object": "customer"}),
-            json!({"id": ""}),
-            json!({"id": 42}),
-            json!({"id": "ch_1"}),
-            json!({"id": "cus_1/../../v1/charges"}),
-        ] {
-            assert_eq!(created_customer_id(&answer), None, "{answer}");
-        }
-    }
-
-    #[test]
-    fn form_encoding_follows_stripe() {
-        let fields =
-            json!({"name": "Ada", "email": null, "metadata": {"tier": "gold", "old": null}});
-        let mut form = form_fields(fields.as_object().unwrap());
-        form.sort();
-        let expected: Vec<(String, String)> = [
-            ("email", ""),
-            ("metadata[old]", ""),
-            ("metadata[tier]", "gold"),
-            ("name", "Ada"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        assert_eq!(form, expected);
-    }
+/// `workers/stripe-outbound`.
+pub async fn run(cfg: OutboundConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let adapter = Arc::new(StripeOutbound::new(cfg.stripe.client()?));
+    let worker = OutboundWorker {
+        name: "stripe-outbound",
+        database: &cfg.database,
+        kafka: &cfg.kafka,
+        metrics_addr: cfg.metrics_addr,
+        changes_topic: &cfg.changes.topic,
+        dead_letter_topic: cfg.changes.dead_letter_topic(),
+        consumer_group: &cfg.consumer_group,
+    };
+    run_adapter(worker, adapter, shutdown).await
 }

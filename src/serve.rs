@@ -42,7 +42,7 @@ impl Server {
             kafka.replication_factor,
         )
         .await?;
-        let producer = EventProducer::new(&kafka.brokers, kafka.produce_timeout)?;
+        let producer = EventProducer::for_config(kafka)?;
         let verifier =
             WebhookVerifier::new(cfg.webhook.secrets.clone(), cfg.webhook.tolerance_secs);
         let health = crate::health::Health::default();

@@ -42,7 +42,7 @@ pub async fn start(
         kafka.replication_factor,
     )
     .await?;
-    let producer = EventProducer::new(&kafka.brokers, kafka.produce_timeout)?;
+    let producer = EventProducer::for_config(kafka)?;
     let health = Health::default();
     crate::http::ops::spawn(
         process,

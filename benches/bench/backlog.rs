@@ -13,6 +13,16 @@ use crate::common::{env, free_port};
 use crate::supervise::{applied_events, bench_events_topic, engine_processes, Processes};
 use crate::{hot_spot_event, mix, vacuum, Scale};
 
+/// A producer as the engine's, with its `KAFKA_COMPRESSION` when the bench
+/// was given one (see `TUNING_PASSED_THROUGH`).
+pub(crate) fn bench_producer(brokers: &str) -> anyhow::Result<EventProducer> {
+    let compression = match std::env::var("KAFKA_COMPRESSION") {
+        Ok(raw) if !raw.is_empty() => raw.parse().map_err(anyhow::Error::msg)?,
+        _ => stripe_sync::config::DEFAULT_COMPRESSION,
+    };
+    EventProducer::new(brokers, Duration::from_secs(30), compression)
+}
+
 /// The broker's rate for what `serve` produces (the event body and its
 /// envelope headers) through the engine's producer, 2,000 sends in flight;
 /// returns msgs/s.
@@ -22,7 +32,7 @@ pub(crate) async fn raw_produce_rate(
     body: &[u8],
     n: usize,
 ) -> anyhow::Result<f64> {
-    let producer = EventProducer::new(brokers, Duration::from_secs(30))?;
+    let producer = bench_producer(brokers)?;
     stripe_sync::kafka::admin::ensure_topics(brokers, &[topic], 6, 1).await?;
     let event = stripe_sync::stripe::EventEnvelope::parse(body)?;
     let headers = stripe_sync::kafka::envelope::event_headers(&event, "bench");
@@ -61,7 +71,7 @@ pub(crate) async fn produce_backlog(
     fixtures: &Value,
     event_at: EventAt,
 ) -> anyhow::Result<()> {
-    let producer = EventProducer::new(brokers, Duration::from_secs(30))?;
+    let producer = bench_producer(brokers)?;
     let sends: Vec<_> = (0..n as u64)
         .map(|i| {
             // Numbered from `first`, so two backlogs of the same objects

@@ -52,6 +52,7 @@ const TUNING_PASSED_THROUGH: &[&str] = &[
     "INBOUND_BATCH_WAIT_MS",
     "INBOUND_APPLY_LANES",
     "KAFKA_FETCH_MAX_BYTES",
+    "KAFKA_COMPRESSION",
     // glibc's, not ours: how many malloc arenas a process keeps.
     "MALLOC_ARENA_MAX",
 ];

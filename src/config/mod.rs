@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::kafka::producer::Compression;
 use crate::kafka::topics;
 use crate::stripe::{client, signature};
 
@@ -144,7 +145,17 @@ pub struct KafkaConfig {
     /// memory, and must hold the largest message: a broker that does not
     /// return a message larger than a fetch (nisshi) stalls its partition.
     pub fetch_max_bytes: usize,
+    /// How producers compress batches (`KAFKA_COMPRESSION`); see
+    /// [`Compression`] for what it does to a consumer's memory.
+    pub compression: Compression,
 }
+
+/// `KAFKA_COMPRESSION` unless set: none, so that a fetch's limit is what a
+/// worker holds. With lz4 the same fetch decompressed to 3-28 times its
+/// size and two lanes took stripe-inbound from 61 to 77 MiB (see the
+/// README's benchmark). On a cluster that pays for bytes, lz4 or zstd, with
+/// the workers' memory budgeted for it.
+pub const DEFAULT_COMPRESSION: Compression = Compression::None;
 
 /// `KAFKA_FETCH_MAX_BYTES` unless set: room for the default largest webhook
 /// body (`WEBHOOK_MAX_BODY_BYTES`, 1 MiB) and its envelope.
@@ -182,6 +193,13 @@ impl KafkaConfig {
                     });
                 }
                 bytes
+            },
+            compression: match env.get("KAFKA_COMPRESSION") {
+                None => DEFAULT_COMPRESSION,
+                Some(raw) => raw.parse().map_err(|reason| ConfigError::Invalid {
+                    name: "KAFKA_COMPRESSION",
+                    reason,
+                })?,
             },
         })
     }
@@ -303,5 +321,94 @@ impl StripeApiConfig {
             self.timeout,
             rate,
         )
+    }
+}
+
+/// The Salesforce adapter (`SALESFORCE_*`). It is off unless
+/// `SALESFORCE_INSTANCE_URL` is set: [`SalesforceConfig::load`] answers
+/// `None` then, and a process that needs it names the variable.
+#[derive(Debug, Clone)]
+pub struct SalesforceConfig {
+    /// The org's My Domain URL (`https://acme.my.salesforce.com`), where the
+    /// OAuth token is asked for; API calls go to the `instance_url` the
+    /// token answer names.
+    pub instance_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// Pinned, like Stripe's: `61.0` calls `/services/data/v61.0/…`.
+    pub api_version: String,
+    /// The Contact field holding the local customer id, marked External ID
+    /// in Salesforce, so an upsert by it never creates a second Contact.
+    pub external_id_field: String,
+    pub timeout: Duration,
+}
+
+pub const DEFAULT_SALESFORCE_API_VERSION: &str = "61.0";
+pub const DEFAULT_SALESFORCE_EXTERNAL_ID_FIELD: &str = "StripeSync_Id__c";
+
+impl SalesforceConfig {
+    pub fn load(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let Some(instance_url) = env.get("SALESFORCE_INSTANCE_URL") else {
+            return Ok(None);
+        };
+        if !(instance_url.starts_with("http://") || instance_url.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                name: "SALESFORCE_INSTANCE_URL",
+                reason: "must start with http:// or https://".into(),
+            });
+        }
+        let api_version = env
+            .or("SALESFORCE_API_VERSION", DEFAULT_SALESFORCE_API_VERSION)
+            .trim_start_matches('v')
+            .to_owned();
+        if !is_api_version(&api_version) {
+            return Err(ConfigError::Invalid {
+                name: "SALESFORCE_API_VERSION",
+                reason: "must look like 61.0".into(),
+            });
+        }
+        let external_id_field = env
+            .or(
+                "SALESFORCE_EXTERNAL_ID_FIELD",
+                DEFAULT_SALESFORCE_EXTERNAL_ID_FIELD,
+            )
+            .to_owned();
+        // It becomes a path segment of every upsert.
+        if !external_id_field
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(ConfigError::Invalid {
+                name: "SALESFORCE_EXTERNAL_ID_FIELD",
+                reason: "must be a field's API name (letters, digits, _)".into(),
+            });
+        }
+        Ok(Some(Self {
+            instance_url: instance_url.trim_end_matches('/').to_owned(),
+            client_id: env.required("SALESFORCE_CLIENT_ID")?.to_owned(),
+            client_secret: SecretString::from(env.required("SALESFORCE_CLIENT_SECRET")?.to_owned()),
+            api_version,
+            external_id_field,
+            timeout: Duration::from_millis(env.parsed("SALESFORCE_API_TIMEOUT_MS", 10_000)?),
+        }))
+    }
+
+    /// [`Self::load`] for a process that cannot run without it.
+    pub fn required(env: &Env) -> Result<Self, ConfigError> {
+        Self::load(env)?.ok_or(ConfigError::Missing("SALESFORCE_INSTANCE_URL"))
+    }
+}
+
+fn is_api_version(raw: &str) -> bool {
+    match raw.split_once('.') {
+        Some((major, minor)) => {
+            !major.is_empty()
+                && !minor.is_empty()
+                && major
+                    .bytes()
+                    .chain(minor.bytes())
+                    .all(|b| b.is_ascii_digit())
+        }
+        None => false,
     }
 }

@@ -118,9 +118,24 @@ pub struct InboundConfig {
     pub apply_lanes: usize,
 }
 
+/// `INBOUND_BATCH_SIZE` unless set. A lane's memory follows the batch it
+/// holds (parsed objects and their binds): 500 took stripe-inbound to 92
+/// MiB on two lanes, 250 kept it near 60 at the same rate (the pipeline
+/// averaged 250 events per transaction with 500 anyway).
+pub const DEFAULT_INBOUND_BATCH_SIZE: usize = 250;
+
+/// `INBOUND_APPLY_LANES` unless set: one per core, as Postgres and the
+/// worker take turns within a lane and a second lane overlaps them, and
+/// never more than the pool has connections for.
+pub fn default_apply_lanes(pool_size: usize) -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, pool_size.max(1))
+}
+
 impl InboundConfig {
     pub fn load(env: &Env) -> Result<Self, ConfigError> {
-        let batch_size: usize = env.parsed("INBOUND_BATCH_SIZE", 500)?;
+        let batch_size: usize = env.parsed("INBOUND_BATCH_SIZE", DEFAULT_INBOUND_BATCH_SIZE)?;
         if batch_size == 0 {
             return Err(ConfigError::Invalid {
                 name: "INBOUND_BATCH_SIZE",
@@ -128,7 +143,10 @@ impl InboundConfig {
             });
         }
         let database = DatabaseConfig::load(env)?;
-        let apply_lanes: usize = env.parsed("INBOUND_APPLY_LANES", 1)?;
+        let apply_lanes: usize = env.parsed(
+            "INBOUND_APPLY_LANES",
+            default_apply_lanes(database.pool_size as usize),
+        )?;
         // Each lane holds a connection for its transaction; more lanes than
         // connections would only queue for them.
         if apply_lanes == 0 || apply_lanes > database.pool_size as usize {
@@ -201,6 +219,41 @@ impl OutboundConfig {
             stripe: StripeApiConfig::load(env)?,
             consumer_group: outbound_group(env).to_owned(),
         })
+    }
+}
+
+pub fn salesforce_outbound_group(env: &Env) -> &str {
+    env.or(
+        "SALESFORCE_OUTBOUND_CONSUMER_GROUP",
+        "stripe-sync.salesforce-outbound",
+    )
+}
+
+/// `workers/salesforce-outbound`: local customer changes to Salesforce.
+#[derive(Debug, Clone)]
+pub struct SalesforceOutboundConfig {
+    pub metrics_addr: SocketAddr,
+    pub database: DatabaseConfig,
+    pub kafka: KafkaConfig,
+    pub changes: ChangesConfig,
+    pub salesforce: SalesforceConfig,
+    pub consumer_group: String,
+}
+
+impl SalesforceOutboundConfig {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            metrics_addr: metrics_addr(env, 9106)?,
+            database: DatabaseConfig::load(env)?,
+            kafka: KafkaConfig::load(env)?,
+            changes: ChangesConfig::load(env),
+            salesforce: SalesforceConfig::required(env)?,
+            consumer_group: salesforce_outbound_group(env).to_owned(),
+        })
+    }
+
+    pub fn dead_letter_topic(&self) -> String {
+        topics::salesforce_dead_letters(&self.changes.topic)
     }
 }
 
@@ -432,6 +485,24 @@ mod tests {
     }
 
     #[test]
+    fn compression_is_one_of_librdkafkas_codecs() {
+        let env = serve_env();
+        let of = |raw: &str| {
+            ServeConfig::load(&env.with("KAFKA_COMPRESSION", raw)).map(|c| c.kafka.compression)
+        };
+        assert_eq!(
+            ServeConfig::load(&env).unwrap().kafka.compression,
+            DEFAULT_COMPRESSION
+        );
+        assert_eq!(of("none"), Ok(Compression::None));
+        assert_eq!(of("ZSTD"), Ok(Compression::Zstd));
+        assert!(matches!(
+            of("brotli"),
+            Err(ConfigError::Invalid { name: "KAFKA_COMPRESSION", reason }) if reason.contains("lz4")
+        ));
+    }
+
+    #[test]
     fn the_admin_token_is_optional_long_and_not_the_api_token() {
         let with = |admin: Option<&'static str>| {
             let mut pairs = vec![
@@ -469,6 +540,17 @@ mod tests {
             ]))
         };
         assert_eq!(with("4").unwrap().apply_lanes, 4);
+        // Unset: one per core, within the pool.
+        let unset = InboundConfig::load(&Env::from_pairs([
+            ("DATABASE_URL", "postgres://x"),
+            ("KAFKA_BROKERS", "b:9092"),
+            ("STRIPE_API_KEY", "sk_test_x"),
+            ("DATABASE_POOL_SIZE", "1"),
+        ]))
+        .unwrap();
+        assert_eq!(unset.apply_lanes, 1);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(default_apply_lanes(64), cores.min(64));
         for bad in ["0", "5"] {
             let err = with(bad).unwrap_err();
             assert!(

@@ -45,12 +45,41 @@ struct OutboxSummary {
     last_error: Option<String>,
 }
 
-/// Sync state of each customer in `ids` (Stripe is the only service so far).
+/// The services a customer can be synced to, with `id_map.entity` of its
+/// counterpart there. Stripe is always shown; another service once it has
+/// handled a change of the customer (a link or a delivery), since serve
+/// does not know which adapters run.
+const SERVICES: [(&str, &str, bool); 2] = [
+    (service::STRIPE, entity::CUSTOMER, true),
+    (service::SALESFORCE, entity::CONTACT, false),
+];
+
+/// Sync state of each customer in `ids`, per service.
 pub fn for_customers(
     conn: &mut PgConnection,
     ids: &[Uuid],
 ) -> QueryResult<HashMap<Uuid, BTreeMap<&'static str, SyncState>>> {
-    // Outbox first, links second: stripe-outbound commits a create's
+    let mut states: HashMap<Uuid, BTreeMap<&'static str, SyncState>> =
+        ids.iter().map(|id| (*id, BTreeMap::new())).collect();
+    for (service, linked_entity, always) in SERVICES {
+        for (id, (state, known)) in of_service(conn, ids, service, linked_entity)? {
+            if always || known {
+                states.entry(id).or_default().insert(service, state);
+            }
+        }
+    }
+    Ok(states)
+}
+
+/// Each customer's state at one service, and whether the service has
+/// handled any of its changes.
+fn of_service(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    service: &'static str,
+    linked_entity: &'static str,
+) -> QueryResult<Vec<(Uuid, (SyncState, bool))>> {
+    // Outbox first, links second: each outbound worker commits a create's
     // delivery and its link together, so a commit landing between the two
     // reads shows as still pending, never as synced without an id.
     let summaries: HashMap<Uuid, OutboxSummary> = diesel::sql_query(
@@ -64,15 +93,15 @@ pub fn for_customers(
           GROUP BY o.local_id",
     )
     .bind::<Array<SqlUuid>, _>(ids)
-    .bind::<Text, _>(service::STRIPE)
+    .bind::<Text, _>(service)
     .bind::<Text, _>(entity::CUSTOMER)
     .load::<OutboxSummary>(conn)?
     .into_iter()
     .map(|s| (s.local_id, s))
     .collect();
     let links: HashMap<Uuid, (String, DateTime<Utc>)> = id_map::table
-        .filter(id_map::service.eq(service::STRIPE))
-        .filter(id_map::entity.eq(entity::CUSTOMER))
+        .filter(id_map::service.eq(service))
+        .filter(id_map::entity.eq(linked_entity))
         .filter(id_map::local_id.eq_any(ids))
         .select((id_map::local_id, id_map::external_id, id_map::synced_at))
         .load::<(Uuid, String, DateTime<Utc>)>(conn)?
@@ -100,7 +129,8 @@ pub fn for_customers(
                     .filter(|_| status == Status::Failed)
                     .and_then(|s| s.last_error.clone()),
             };
-            (*id, BTreeMap::from([(service::STRIPE, state)]))
+            let known = link.is_some() || summary.is_some_and(|s| s.last_status.is_some());
+            (*id, (state, known))
         })
         .collect())
 }

@@ -4,8 +4,9 @@
 //! |---|---|---|
 //! | `stripe.events.v1` | `serve` (`POST /webhooks/stripe`) | `workers/stripe-inbound`, `workers/order-notifier` (own groups) |
 //! | `stripe.events.v1.dlq` | `workers/stripe-inbound` (permanent failures) | operators |
-//! | `customers.changes.v1` | `workers/outbox-relay` | `workers/stripe-outbound` |
+//! | `customers.changes.v1` | `workers/outbox-relay` | `workers/stripe-outbound`, `workers/salesforce-outbound` (own groups) |
 //! | `customers.changes.v1.dlq` | `workers/stripe-outbound` (Stripe refused) | operators |
+//! | `customers.changes.v1.salesforce.dlq` | `workers/salesforce-outbound` (Salesforce refused) | operators |
 //! | `stripe.commands.v1` | `workers/outbox-relay` (queued refunds) | `workers/stripe-commands` |
 //! | `stripe.commands.v1.dlq` | `workers/stripe-commands` (Stripe refused) | operators |
 //! | `stripe.events.v1.order-notifier.dlq` | `workers/order-notifier` (the SMTP server refused an order's email) | operators |
@@ -30,4 +31,12 @@ pub fn dead_letter_for(topic: &str) -> String {
 /// inbound worker and the notifier refuse is listed once per refusal.
 pub fn notifier_dead_letters(events_topic: &str) -> String {
     dead_letter_for(&format!("{events_topic}.order-notifier"))
+}
+
+/// salesforce-outbound's dead letters: changes Salesforce refused for good.
+/// Its own topic, as the notifier's: a change both services refuse is
+/// listed once per refusal, and a replay (onto the changes topic) is a
+/// no-op for the service that holds it already.
+pub fn salesforce_dead_letters(changes_topic: &str) -> String {
+    dead_letter_for(&format!("{changes_topic}.salesforce"))
 }

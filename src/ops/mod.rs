@@ -22,6 +22,9 @@ pub struct Inventory {
     pub notifier_group: String,
     pub commands_topic: String,
     pub commands_group: String,
+    /// salesforce-outbound's group, when the Salesforce adapter is
+    /// configured (`SALESFORCE_INSTANCE_URL`).
+    pub salesforce_group: Option<String>,
     /// `KAFKA_FETCH_MAX_BYTES`: what reading one message may fetch.
     pub fetch_max_bytes: usize,
 }
@@ -38,41 +41,62 @@ impl Inventory {
             notifier_group: crate::config::notifier_group(env).to_owned(),
             commands_topic: crate::config::CommandsConfig::load(env).topic,
             commands_group: crate::config::commands_group(env).to_owned(),
+            salesforce_group: crate::config::SalesforceConfig::load(env)?
+                .map(|_| crate::config::salesforce_outbound_group(env).to_owned()),
             fetch_max_bytes: kafka.fetch_max_bytes,
         })
     }
 
-    pub fn dead_letter_topics(&self) -> [String; 4] {
-        [
-            kafka_topics::dead_letter_for(&self.events_topic),
-            kafka_topics::dead_letter_for(&self.changes_topic),
-            kafka_topics::notifier_dead_letters(&self.events_topic),
-            kafka_topics::dead_letter_for(&self.commands_topic),
+    /// Every topic of ours, sources first, each followed by its dead
+    /// letters.
+    fn topics_with_dead_letters(&self) -> Vec<(String, Vec<String>)> {
+        let mut changes_dlqs = vec![kafka_topics::dead_letter_for(&self.changes_topic)];
+        if self.salesforce_group.is_some() {
+            changes_dlqs.push(kafka_topics::salesforce_dead_letters(&self.changes_topic));
+        }
+        vec![
+            (
+                self.events_topic.clone(),
+                vec![
+                    kafka_topics::dead_letter_for(&self.events_topic),
+                    kafka_topics::notifier_dead_letters(&self.events_topic),
+                ],
+            ),
+            (self.changes_topic.clone(), changes_dlqs),
+            (
+                self.commands_topic.clone(),
+                vec![kafka_topics::dead_letter_for(&self.commands_topic)],
+            ),
         ]
+    }
+
+    pub fn dead_letter_topics(&self) -> Vec<String> {
+        self.topics_with_dead_letters()
+            .into_iter()
+            .flat_map(|(_, dlqs)| dlqs)
+            .collect()
     }
 
     /// Every topic of ours, sources first.
     pub fn topics(&self) -> Vec<String> {
-        let [events_dlq, changes_dlq, notifier_dlq, commands_dlq] = self.dead_letter_topics();
-        vec![
-            self.events_topic.clone(),
-            events_dlq,
-            notifier_dlq,
-            self.changes_topic.clone(),
-            changes_dlq,
-            self.commands_topic.clone(),
-            commands_dlq,
-        ]
+        self.topics_with_dead_letters()
+            .into_iter()
+            .flat_map(|(topic, dlqs)| std::iter::once(topic).chain(dlqs))
+            .collect()
     }
 
     /// Each group with the topic it consumes.
     pub fn groups(&self) -> Vec<(String, String)> {
-        vec![
+        let mut groups = vec![
             (self.inbound_group.clone(), self.events_topic.clone()),
             (self.outbound_group.clone(), self.changes_topic.clone()),
             (self.notifier_group.clone(), self.events_topic.clone()),
             (self.commands_group.clone(), self.commands_topic.clone()),
-        ]
+        ];
+        if let Some(group) = &self.salesforce_group {
+            groups.push((group.clone(), self.changes_topic.clone()));
+        }
+        groups
     }
 }
 

@@ -106,7 +106,7 @@ impl PullContext {
         .await?;
         Ok(Self {
             pool,
-            producer: EventProducer::new(&kafka.brokers, kafka.produce_timeout)?,
+            producer: EventProducer::for_config(kafka)?,
             stripe: cfg.stripe.client()?,
             topic: kafka.events_topic.clone(),
         })

@@ -5,6 +5,7 @@ pub mod client;
 pub mod currency;
 pub mod event;
 pub mod form;
+pub mod outbound;
 pub mod rate;
 pub mod signature;
 

@@ -176,7 +176,12 @@ impl Topic {
     }
 
     async fn produce(&mut self, range: Range<usize>, payload: impl Fn(usize) -> Vec<u8>) {
-        let producer = EventProducer::new(&self.brokers, Duration::from_secs(10)).unwrap();
+        let producer = EventProducer::new(
+            &self.brokers,
+            Duration::from_secs(10),
+            stripe_sync::config::DEFAULT_COMPRESSION,
+        )
+        .unwrap();
         for i in range {
             let key = format!("key{}", i % 30);
             let delivered = producer
@@ -203,7 +208,12 @@ impl Topic {
             health: Health::default(),
         };
         let health = settings.health.clone();
-        let dead_letters = EventProducer::new(&self.brokers, Duration::from_secs(10)).unwrap();
+        let dead_letters = EventProducer::new(
+            &self.brokers,
+            Duration::from_secs(10),
+            stripe_sync::config::DEFAULT_COMPRESSION,
+        )
+        .unwrap();
         let recorder = Arc::new(recorder);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(consumer::run(
@@ -451,7 +461,12 @@ async fn a_lane_that_dies_stops_the_loop_with_an_error() {
         "consume-test",
         "127.0.0.1:0".parse().unwrap(),
         db.pool.clone(),
-        EventProducer::new(&topic.brokers, Duration::from_secs(10)).unwrap(),
+        EventProducer::new(
+            &topic.brokers,
+            Duration::from_secs(10),
+            stripe_sync::config::DEFAULT_COMPRESSION,
+        )
+        .unwrap(),
         run.health.clone(),
         run.shutdown.clone(),
     )

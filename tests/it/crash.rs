@@ -44,7 +44,12 @@ async fn a_worker_killed_mid_stream_loses_nothing_and_applies_nothing_twice() {
     })
     .await;
     let (customers, per_customer) = (40, 15);
-    let producer = EventProducer::new(&stack.brokers, Duration::from_secs(10)).unwrap();
+    let producer = EventProducer::new(
+        &stack.brokers,
+        Duration::from_secs(10),
+        stripe_sync::config::DEFAULT_COMPRESSION,
+    )
+    .unwrap();
     for i in 0..per_customer {
         for c in 0..customers {
             let e = customer_event(

@@ -410,7 +410,12 @@ async fn postgres_outage_is_retried_and_skips_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_flowing() {
     let stack = Stack::start(Options::default()).await;
-    let producer = EventProducer::new(&stack.brokers, Duration::from_secs(5)).unwrap();
+    let producer = EventProducer::new(
+        &stack.brokers,
+        Duration::from_secs(5),
+        stripe_sync::config::DEFAULT_COMPRESSION,
+    )
+    .unwrap();
     let key = b"cus_poison";
     producer
         .send(&stack.topic, key, b"this is not json", &vec![])

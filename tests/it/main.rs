@@ -20,6 +20,7 @@ mod outbound;
 mod payments;
 mod prune;
 mod pull;
+mod salesforce;
 mod shutdown;
 mod signature_oracle;
 mod startup;

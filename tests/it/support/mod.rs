@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod catalog_stripe;
 pub mod db;
+pub mod fake_salesforce;
 pub mod fake_stripe;
 pub mod fixtures;
 pub mod localstripe;

@@ -60,6 +60,7 @@ pub struct Stack {
     pub group: String,
     pub changes_topic: String,
     pub outbound_group: String,
+    pub salesforce_group: String,
     pub addr: SocketAddr,
     pub env: Env,
     pub http: reqwest::Client,
@@ -80,6 +81,7 @@ impl Stack {
         let outbound_group = super::unique("outbound");
         let commands_topic = super::unique("stripe.commands.v1");
         let commands_group = super::unique("commands");
+        let salesforce_group = super::unique("salesforce-outbound");
         let stripe_timeout = opts.stripe_timeout_ms.to_string();
         let apply_lanes = opts.apply_lanes.to_string();
         let pairs = [
@@ -106,6 +108,10 @@ impl Stack {
             ("OUTBOUND_CONSUMER_GROUP", outbound_group.as_str()),
             ("STRIPE_COMMANDS_TOPIC", commands_topic.as_str()),
             ("COMMANDS_CONSUMER_GROUP", commands_group.as_str()),
+            (
+                "SALESFORCE_OUTBOUND_CONSUMER_GROUP",
+                salesforce_group.as_str(),
+            ),
             ("OUTBOX_POLL_MS", "20"),
             ("METRICS_ADDR", "127.0.0.1:0"),
             ("STRIPE_API_TIMEOUT_MS", stripe_timeout.as_str()),
@@ -138,6 +144,7 @@ impl Stack {
             group,
             changes_topic,
             outbound_group,
+            salesforce_group,
             addr,
             env,
             http: reqwest::Client::new(),
@@ -169,6 +176,28 @@ impl Stack {
             token.clone(),
         );
         self.outbound = Some((token, vec![tokio::spawn(relay), tokio::spawn(outbound)]));
+    }
+
+    /// Starts salesforce-outbound in-process against `salesforce` (a fake),
+    /// beside whatever outbound workers run; [`Self::stop_outbound`] stops
+    /// it with them. Start outbox-relay too ([`Self::start_outbound`]) for
+    /// changes to flow.
+    pub fn start_salesforce_outbound(
+        &mut self,
+        salesforce: &super::fake_salesforce::FakeSalesforce,
+    ) {
+        let mut env = self.outbound_env.clone();
+        for (name, value) in salesforce.env() {
+            env = env.with(name, &value);
+        }
+        let cfg = stripe_sync::config::SalesforceOutboundConfig::load(&env).unwrap();
+        let (token, handles) = self
+            .outbound
+            .get_or_insert_with(|| (CancellationToken::new(), Vec::new()));
+        handles.push(tokio::spawn(stripe_sync::salesforce::run(
+            cfg,
+            token.clone(),
+        )));
     }
 
     pub async fn stop_outbound(&mut self) {

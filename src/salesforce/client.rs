@@ -1,0 +1,392 @@
+//! A small Salesforce REST client: the OAuth 2.0 client-credentials flow
+//! and the sObject calls the adapter makes, with the API version pinned
+//! and errors split into transient and permanent like Stripe's.
+
+use std::sync::Arc;
+
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value};
+use tokio::sync::Mutex;
+
+use crate::config::SalesforceConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SalesforceError {
+    /// The org's API request limit (24 h rolling) or its concurrency limit.
+    #[error("Salesforce's request limit is exceeded (REQUEST_LIMIT_EXCEEDED): {0}")]
+    RequestLimit(String),
+    #[error("Salesforce answered {status}")]
+    Server { status: u16 },
+    #[error("could not reach Salesforce: {0}")]
+    Network(String),
+    /// The token endpoint refused our client: configuration, not the
+    /// change's fault, so it is retried until an operator fixes it.
+    #[error("Salesforce refused the OAuth client ({status}): {message}")]
+    Auth { status: u16, message: String },
+    #[error("Salesforce refused the request ({status} {code}): {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        /// The fields the refusal names (`["Email"]`), when it names any.
+        fields: Vec<String>,
+    },
+    #[error("Salesforce's answer is unreadable: {0}")]
+    Unreadable(String),
+    #[error("invalid Salesforce record id {0:?}")]
+    InvalidId(String),
+}
+
+impl SalesforceError {
+    /// Transient errors are retried with backoff and never skip a change.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::RequestLimit(_) | Self::Server { .. } | Self::Network(_) | Self::Auth { .. } => {
+                true
+            }
+            // Still unauthorised after a fresh token: the connected app's
+            // permissions, not the change.
+            Self::Api { status, .. } => *status == 401,
+            Self::Unreadable(_) | Self::InvalidId(_) => false,
+        }
+    }
+}
+
+/// Salesforce's error code for a record that does not exist (any more).
+pub const NOT_FOUND: &str = "NOT_FOUND";
+pub const ENTITY_IS_DELETED: &str = "ENTITY_IS_DELETED";
+const INVALID_SESSION_ID: &str = "INVALID_SESSION_ID";
+const REQUEST_LIMIT_EXCEEDED: &str = "REQUEST_LIMIT_EXCEEDED";
+
+/// What the token endpoint granted.
+#[derive(Clone)]
+struct Session {
+    token: SecretString,
+    /// Where API calls go: the token answer's `instance_url`.
+    instance_url: String,
+    /// The org's id (`00D…`), from the identity URL the answer names.
+    org_id: String,
+    /// Counts grants, so that of several calls refused with the same
+    /// expired token only the first asks for a new one.
+    generation: u64,
+}
+
+/// The result of an upsert by external id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upserted {
+    pub id: String,
+    pub created: bool,
+}
+
+#[derive(Clone)]
+pub struct SalesforceClient {
+    http: reqwest::Client,
+    config: Arc<SalesforceConfig>,
+    session: Arc<Mutex<Option<Session>>>,
+}
+
+impl SalesforceClient {
+    pub fn new(config: &SalesforceConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder().timeout(config.timeout).build()?,
+            config: Arc::new(config.clone()),
+            session: Arc::default(),
+        })
+    }
+
+    /// The org every call of this client acts on (`id_map.account`).
+    pub async fn org_id(&self) -> Result<String, SalesforceError> {
+        Ok(self.session(None).await?.org_id)
+    }
+
+    /// Creates or updates the `sobject` whose external-id `field` holds
+    /// `value`: the same call on every retry, and never a second record.
+    pub async fn upsert_by_external_id(
+        &self,
+        sobject: &str,
+        field: &str,
+        value: &str,
+        fields: &Map<String, Value>,
+    ) -> Result<Upserted, SalesforceError> {
+        let path = format!(
+            "sobjects/{sobject}/{field}/{}",
+            percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let body = Value::Object(fields.clone());
+        let answer = self.call(Method::PATCH, &path, Some(&body)).await?;
+        let id = answer
+            .as_ref()
+            .and_then(|a| a.get("id"))
+            .and_then(Value::as_str)
+            .filter(|id| is_record_id(id))
+            .ok_or_else(|| SalesforceError::Unreadable("an upsert answer without an id".into()))?;
+        Ok(Upserted {
+            id: id.to_owned(),
+            created: answer
+                .as_ref()
+                .and_then(|a| a.get("created"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        })
+    }
+
+    /// Sets `fields` on record `id`.
+    pub async fn update(
+        &self,
+        sobject: &str,
+        id: &str,
+        fields: &Map<String, Value>,
+    ) -> Result<(), SalesforceError> {
+        let path = format!("sobjects/{sobject}/{}", checked_id(id)?);
+        self.call(Method::PATCH, &path, Some(&Value::Object(fields.clone())))
+            .await
+            .map(drop)
+    }
+
+    /// Deletes record `id`; true if this call deleted it, false if it was
+    /// gone already (a retry after a lost answer, or deleted in Salesforce).
+    pub async fn delete(&self, sobject: &str, id: &str) -> Result<bool, SalesforceError> {
+        let path = format!("sobjects/{sobject}/{}", checked_id(id)?);
+        match self.call(Method::DELETE, &path, None).await {
+            Ok(_) => Ok(true),
+            Err(SalesforceError::Api { code, .. })
+                if code == NOT_FOUND || code == ENTITY_IS_DELETED =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One REST call under `/services/data/v{version}/`, with a fresh
+    /// token once if Salesforce says the session expired.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, SalesforceError> {
+        let mut session = self.session(None).await?;
+        let mut refreshed = false;
+        loop {
+            let url = format!(
+                "{}/services/data/v{}/{path}",
+                session.instance_url, self.config.api_version
+            );
+            let mut request = self
+                .http
+                .request(method.clone(), url)
+                .bearer_auth(session.token.expose_secret())
+                .header("Accept", "application/json");
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| SalesforceError::Network(e.without_url().to_string()))?;
+            let status = response.status().as_u16();
+            let text = response
+                .text()
+                .await
+                .map_err(|e| SalesforceError::Network(e.without_url().to_string()))?;
+            if (200..300).contains(&status) {
+                if text.trim().is_empty() {
+                    return Ok(None);
+                }
+                return serde_json::from_str(&text)
+                    .map(Some)
+                    .map_err(|e| SalesforceError::Unreadable(e.to_string()));
+            }
+            let error = api_error(status, &text);
+            match &error {
+                SalesforceError::Api { code, .. } if code == INVALID_SESSION_ID && !refreshed => {
+                    tracing::info!("Salesforce session expired; asking for a new token");
+                    session = self.session(Some(session.generation)).await?;
+                    refreshed = true;
+                }
+                _ => return Err(error),
+            }
+        }
+    }
+
+    /// The current session, or a new one when there is none or when the
+    /// one a call was refused with (`expired`) is still the current one.
+    async fn session(&self, expired: Option<u64>) -> Result<Session, SalesforceError> {
+        let mut current = self.session.lock().await;
+        if let Some(session) = current.as_ref() {
+            if expired != Some(session.generation) {
+                return Ok(session.clone());
+            }
+        }
+        let generation = current.as_ref().map_or(0, |s| s.generation + 1);
+        let fresh = self.grant(generation).await?;
+        *current = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// OAuth 2.0 client credentials at the configured My Domain.
+    async fn grant(&self, generation: u64) -> Result<Session, SalesforceError> {
+        let url = format!("{}/services/oauth2/token", self.config.instance_url);
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.config.client_id.as_str()),
+            ("client_secret", self.config.client_secret.expose_secret()),
+        ];
+        let response = self
+            .http
+            .post(url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| SalesforceError::Network(e.without_url().to_string()))?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| SalesforceError::Network(e.without_url().to_string()))?;
+        if status >= 500 {
+            return Err(SalesforceError::Server { status });
+        }
+        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if !(200..300).contains(&status) {
+            let message = answer
+                .get("error_description")
+                .or_else(|| answer.get("error"))
+                .and_then(Value::as_str)
+                .unwrap_or("no reason given")
+                .to_owned();
+            return Err(SalesforceError::Auth { status, message });
+        }
+        let field = |name: &str| answer.get(name).and_then(Value::as_str);
+        let token = field("access_token")
+            .ok_or_else(|| SalesforceError::Unreadable("a token answer without a token".into()))?;
+        let org_id = field("id").and_then(org_of_identity_url).ok_or_else(|| {
+            SalesforceError::Unreadable("a token answer without the org's identity URL".into())
+        })?;
+        let instance_url = field("instance_url")
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+            .unwrap_or(&self.config.instance_url)
+            .trim_end_matches('/')
+            .to_owned();
+        Ok(Session {
+            token: SecretString::from(token.to_owned()),
+            instance_url,
+            org_id,
+            generation,
+        })
+    }
+}
+
+/// A REST error answer (`[{"message", "errorCode", "fields"}]`) as an error.
+fn api_error(status: u16, body: &str) -> SalesforceError {
+    let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let first = parsed.as_array().and_then(|a| a.first()).unwrap_or(&parsed);
+    let code = first
+        .get("errorCode")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let message = first
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("no message")
+        .to_owned();
+    if code == REQUEST_LIMIT_EXCEEDED {
+        return SalesforceError::RequestLimit(message);
+    }
+    if status >= 500 {
+        return SalesforceError::Server { status };
+    }
+    let fields = first
+        .get("fields")
+        .and_then(Value::as_array)
+        .map(|f| {
+            f.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    SalesforceError::Api {
+        status,
+        code,
+        message,
+        fields,
+    }
+}
+
+/// `https://login.salesforce.com/id/00D…/005…` → `00D…`.
+fn org_of_identity_url(url: &str) -> Option<String> {
+    let mut parts = url.rsplit('/');
+    let _user = parts.next()?;
+    let org = parts.next()?;
+    (is_record_id(org) && org.starts_with("00D")).then(|| org.to_owned())
+}
+
+/// Salesforce record ids: 15 or 18 letters and digits.
+pub fn is_record_id(id: &str) -> bool {
+    matches!(id.len(), 15 | 18) && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn checked_id(id: &str) -> Result<&str, SalesforceError> {
+    if is_record_id(id) {
+        Ok(id)
+    } else {
+        Err(SalesforceError::InvalidId(id.chars().take(40).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_follow_salesforces_codes() {
+        let limit = api_error(
+            403,
+            r#"[{"message":"TotalRequests Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#,
+        );
+        assert!(matches!(limit, SalesforceError::RequestLimit(_)) && limit.is_transient());
+        let field = api_error(
+            400,
+            r#"[{"message":"Email: invalid email address: nope","errorCode":"INVALID_EMAIL_ADDRESS","fields":["Email"]}]"#,
+        );
+        assert!(!field.is_transient());
+        assert!(
+            matches!(&field, SalesforceError::Api { code, fields, message, .. }
+                if code == "INVALID_EMAIL_ADDRESS" && fields == &["Email"] && message.contains("nope")),
+            "{field}"
+        );
+        assert!(api_error(503, "<html>down</html>").is_transient());
+        assert!(!api_error(404, r#"[{"message":"gone","errorCode":"NOT_FOUND"}]"#).is_transient());
+    }
+
+    #[test]
+    fn the_org_comes_from_the_identity_url() {
+        assert_eq!(
+            org_of_identity_url(
+                "https://login.salesforce.com/id/00D5g000004XyZ1EAK/0055g00000AbCdEAAZ"
+            )
+            .as_deref(),
+            Some("00D5g000004XyZ1EAK")
+        );
+        for bad in [
+            "",
+            "https://x/id/005abc",
+            "https://x/id/../0055g00000AbCdEAAZ",
+        ] {
+            assert_eq!(org_of_identity_url(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn record_ids_are_checked_before_they_become_a_path() {
+        assert!(is_record_id("0035g00000AbCdE"));
+        assert!(is_record_id("0035g00000AbCdEAAZ"));
+        for bad in ["", "003", "0035g00000AbCdE/../x", "0035g00000AbCdEAAZ1"] {
+            assert!(!is_record_id(bad), "{bad}");
+        }
+    }
+}

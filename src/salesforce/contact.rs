@@ -1,0 +1,117 @@
+//! A local customer as a Salesforce Contact: which fields map where.
+//!
+//! | customer | Contact |
+//! |---|---|
+//! | `name` | `FirstName` (all but the last word), `LastName` (the last word) |
+//! | `email` | `Email` |
+//! | `phone` | `Phone` |
+//! | `description` | `Description` |
+//! | `id` | the external-id field (`SALESFORCE_EXTERNAL_ID_FIELD`) |
+//!
+//! `LastName` is required on a Contact; a customer without a name gets
+//! [`NO_NAME`] there, as Salesforce's own imports do. Metadata stays local.
+
+use serde_json::{Map, Value};
+
+use crate::db::models::Customer;
+
+/// The sObject a customer becomes.
+pub const SOBJECT: &str = "Contact";
+
+/// `LastName` of a customer without a name.
+pub const NO_NAME: &str = "[not provided]";
+
+/// Every Contact field of `customer`: what a create (an upsert by external
+/// id) sends, so a Contact made late still carries the whole customer.
+pub fn contact_of(customer: &Customer) -> Map<String, Value> {
+    let mut contact = Map::new();
+    name_fields(customer.name.as_deref(), &mut contact);
+    for (field, value) in [
+        ("Email", &customer.email),
+        ("Phone", &customer.phone),
+        ("Description", &customer.description),
+    ] {
+        contact.insert(
+            field.into(),
+            value.clone().map_or(Value::Null, Value::String),
+        );
+    }
+    contact
+}
+
+/// The Contact fields a local change sets (an update sends only those);
+/// `null` clears, as in the change.
+pub fn contact_changes(fields: &Map<String, Value>) -> Map<String, Value> {
+    let mut contact = Map::new();
+    for (field, value) in fields {
+        match field.as_str() {
+            "name" => name_fields(value.as_str(), &mut contact),
+            "email" => put(&mut contact, "Email", value),
+            "phone" => put(&mut contact, "Phone", value),
+            "description" => put(&mut contact, "Description", value),
+            _ => {}
+        }
+    }
+    contact
+}
+
+fn put(contact: &mut Map<String, Value>, field: &str, value: &Value) {
+    let value = match value {
+        Value::String(s) => Value::String(s.clone()),
+        _ => Value::Null,
+    };
+    contact.insert(field.into(), value);
+}
+
+fn name_fields(name: Option<&str>, contact: &mut Map<String, Value>) {
+    let name = name.map(str::trim).filter(|n| !n.is_empty());
+    let (first, last) = match name.map(|n| n.rsplit_once(char::is_whitespace)) {
+        Some(Some((first, last))) => (Some(first.trim_end()), last),
+        Some(None) => (None, name.expect("a name")),
+        None => (None, NO_NAME),
+    };
+    contact.insert(
+        "FirstName".into(),
+        first.map_or(Value::Null, |f| Value::String(f.to_owned())),
+    );
+    contact.insert("LastName".into(), Value::String(last.to_owned()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names_split_on_the_last_word_and_a_missing_one_is_marked() {
+        let of = |name: Value| {
+            Value::Object(contact_changes(json!({"name": name}).as_object().unwrap()))
+        };
+        assert_eq!(
+            of(json!("Ada King Lovelace")),
+            json!({"FirstName": "Ada King", "LastName": "Lovelace"})
+        );
+        assert_eq!(
+            of(json!("Cher")),
+            json!({"FirstName": null, "LastName": "Cher"})
+        );
+        assert_eq!(
+            of(json!("  ")),
+            json!({"FirstName": null, "LastName": NO_NAME})
+        );
+        assert_eq!(
+            of(Value::Null),
+            json!({"FirstName": null, "LastName": NO_NAME})
+        );
+    }
+
+    #[test]
+    fn a_change_maps_only_what_it_sets() {
+        let change =
+            json!({"email": "ada@example.com", "phone": null, "metadata": {"tier": "gold"}});
+        assert_eq!(
+            Value::Object(contact_changes(change.as_object().unwrap())),
+            json!({"Email": "ada@example.com", "Phone": null})
+        );
+    }
+}

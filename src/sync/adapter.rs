@@ -1,0 +1,88 @@
+//! The seam each external service's writes go through.
+//!
+//! A local customer change reaches every configured service the same way:
+//! one worker per service, each in its own consumer group on
+//! `customers.changes.v1`, runs [`crate::outbound`]'s handler with that
+//! service's [`OutboundAdapter`]. The handler owns what is the same for
+//! every service: skipping a change the service already holds
+//! (`outbox_deliveries` per service), waiting for a create still on its
+//! way, recording the link in `id_map` and the delivery in the same
+//! transaction, dead-lettering a refusal. The adapter owns only the calls
+//! and what its service's answers mean.
+//!
+//! A third service implements this trait, names its `service` and
+//! `entity` for `id_map`, and gets a worker of a few lines.
+
+use futures::future::BoxFuture;
+
+use crate::db::models::{Customer, IdMapEntry};
+use crate::kafka::consumer::Transient;
+use crate::outbox::Change;
+
+/// Why a change did not reach the service.
+pub enum DeliveryError {
+    /// Retried with backoff; the change is never skipped.
+    Transient(Transient),
+    /// The service refused the change for good; its message is kept for
+    /// the API and the dead letter.
+    Refused(String),
+}
+
+impl From<diesel::result::Error> for DeliveryError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Transient(Transient::from(e))
+    }
+}
+
+/// The remote object a create made (or found: creates are idempotent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    /// `id_map.account`: the Stripe account, the Salesforce org.
+    pub account: String,
+    pub external_id: String,
+    /// `id_map.remote_version` of the object as created.
+    pub version: i64,
+}
+
+/// One service's writes of local customers.
+pub trait OutboundAdapter: Send + Sync + 'static {
+    /// `id_map.service` and `outbox_deliveries.service`.
+    fn service(&self) -> &'static str;
+
+    /// `id_map.entity` of a customer's counterpart (`customer`, `contact`).
+    fn entity(&self) -> &'static str;
+
+    /// The service's name in messages (`Stripe`).
+    fn display_name(&self) -> &'static str;
+
+    /// Whether an update of a customer the service has no counterpart of
+    /// creates one from the customer's current row. Stripe: no (its create
+    /// failed and was dead-lettered; replaying that is the fix). Salesforce:
+    /// yes (customers that existed before the adapter was configured).
+    fn creates_when_unlinked(&self) -> bool;
+
+    /// Creates the counterpart of the changed customer for `change`, given
+    /// its row as it is now (`None` if the row is gone); `key` is the
+    /// change's idempotency key.
+    fn create<'a>(
+        &'a self,
+        change: &'a Change,
+        customer: Option<&'a Customer>,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Created, DeliveryError>>;
+
+    /// Applies `change` to the linked counterpart.
+    fn update<'a>(
+        &'a self,
+        link: &'a IdMapEntry,
+        change: &'a Change,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
+
+    /// Deletes the linked counterpart; one already gone counts as deleted.
+    fn delete<'a>(
+        &'a self,
+        link: &'a IdMapEntry,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
+}
