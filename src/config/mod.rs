@@ -393,6 +393,12 @@ impl SalesforceConfig {
         }))
     }
 
+    /// Whether the adapter is on, for processes that only list what runs
+    /// (the topics and lag commands) and need none of its credentials.
+    pub fn is_configured(env: &Env) -> bool {
+        env.get("SALESFORCE_INSTANCE_URL").is_some()
+    }
+
     /// [`Self::load`] for a process that cannot run without it.
     pub fn required(env: &Env) -> Result<Self, ConfigError> {
         Self::load(env)?.ok_or(ConfigError::Missing("SALESFORCE_INSTANCE_URL"))

@@ -41,8 +41,8 @@ impl Inventory {
             notifier_group: crate::config::notifier_group(env).to_owned(),
             commands_topic: crate::config::CommandsConfig::load(env).topic,
             commands_group: crate::config::commands_group(env).to_owned(),
-            salesforce_group: crate::config::SalesforceConfig::load(env)?
-                .map(|_| crate::config::salesforce_outbound_group(env).to_owned()),
+            salesforce_group: crate::config::SalesforceConfig::is_configured(env)
+                .then(|| crate::config::salesforce_outbound_group(env).to_owned()),
             fetch_max_bytes: kafka.fetch_max_bytes,
         })
     }
@@ -121,4 +121,34 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = vec![line(header.iter().map(|h| h.to_string()).collect())];
     out.extend(rows.iter().map(|r| line(r.clone())));
     out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_salesforce_group_and_dead_letters_are_listed_only_when_configured() {
+        let base = Env::from_pairs([("KAFKA_BROKERS", "b:9092")]);
+        let without = Inventory::load(&base).unwrap();
+        assert_eq!(without.groups().len(), 4);
+        assert!(!without.topics().iter().any(|t| t.contains("salesforce")));
+        // The URL alone: listing needs none of the adapter's credentials.
+        let with = Inventory::load(
+            &base.with("SALESFORCE_INSTANCE_URL", "https://acme.my.salesforce.com"),
+        )
+        .unwrap();
+        assert!(with.groups().contains(&(
+            "stripe-sync.salesforce-outbound".to_owned(),
+            "customers.changes.v1".to_owned()
+        )));
+        assert!(with
+            .dead_letter_topics()
+            .contains(&"customers.changes.v1.salesforce.dlq".to_owned()));
+        // Sources first, each followed by its dead letters.
+        let topics = with.topics();
+        let at = |t: &str| topics.iter().position(|x| x == t).unwrap();
+        assert!(at("customers.changes.v1") < at("customers.changes.v1.salesforce.dlq"));
+        assert!(at("customers.changes.v1.salesforce.dlq") < at("stripe.commands.v1"));
+    }
 }
