@@ -193,6 +193,19 @@ impl BatchHandler for OutboundHandler {
                 outcomes.push(Outcome::Done); // a redelivered change
                 continue;
             }
+            // Pruned (delivered, and older than 30 days) with its delivery
+            // records: redelivered from a long-kept topic, sending it again
+            // would repeat an old write, and its delivery could not be
+            // recorded. The customer's next change carries its state.
+            if !outbox::exists(&mut conn, change.outbox_id)? {
+                tracing::warn!(
+                    sync.service = service,
+                    outbox.id = change.outbox_id,
+                    "skipping a change whose outbox row was pruned"
+                );
+                outcomes.push(Outcome::Done);
+                continue;
+            }
             match self.deliver(
                 &mut conn,
                 &change,

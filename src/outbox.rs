@@ -217,6 +217,12 @@ pub fn is_delivered(conn: &mut PgConnection, outbox_id: i64, service: &str) -> Q
     .get_result(conn)
 }
 
+/// Whether outbox row `id` is still there: `stripe-sync prune` deletes rows
+/// older than 30 days once delivered, together with their delivery records.
+pub fn exists(conn: &mut PgConnection, id: i64) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(outbox::table.find(id))).get_result(conn)
+}
+
 /// Unpublished rows and the creation time of the oldest one.
 pub fn backlog(
     conn: &mut PgConnection,

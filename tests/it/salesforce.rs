@@ -218,6 +218,7 @@ async fn an_expired_session_is_renewed_and_the_change_delivered_once() {
 /// A field error is permanent: the change is failed with Salesforce's
 /// message and code, dead-lettered on salesforce-outbound's own topic, and
 /// the partition moves on; Stripe, which took the change, is unaffected.
+/// The customer's next change, once fixed, creates the missing Contact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_field_error_is_dead_lettered_with_salesforces_message() {
     let salesforce = FakeSalesforce::start();
@@ -261,6 +262,22 @@ async fn a_field_error_is_dead_lettered_with_salesforces_message() {
         .contains("INVALID_EMAIL_ADDRESS"));
     // Stripe's dead-letter topic holds nothing: only Salesforce refused.
     assert!(read_all(&stack.brokers, &format!("{}.dlq", stack.changes_topic)).is_empty());
+
+    // Fixed locally, the customer's next change creates its Contact from
+    // the row as it is now, name included.
+    send(
+        &stack,
+        Method::PATCH,
+        &refused,
+        Some(json!({"email": "bad@example.com"})),
+    )
+    .await;
+    let contact = wait_contact(&salesforce, &refused, "the Contact after the fix", |_| true).await;
+    assert_eq!(contact["Email"], "bad@example.com");
+    assert_eq!(contact["FirstName"], "Bad");
+    assert_eq!(contact["LastName"], "Domain");
+    let view = json_of(stack.api(Method::GET, &format!("/api/customers/{refused}"))).await;
+    assert_eq!(view["sync"]["salesforce"]["status"], "synced", "{view}");
     stack.stop().await;
 }
 
@@ -322,5 +339,49 @@ async fn salesforce_down_then_up_delivers_each_change_once() {
         deliveries(&stack, "salesforce"),
         vec![("synced".to_owned(), None); 6]
     );
+    stack.stop().await;
+}
+
+/// A change whose outbox row was pruned (delivered and older than 30 days),
+/// redelivered from a topic that kept it longer, is skipped by both
+/// services: nothing is written again and nothing is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pruned_change_redelivered_is_skipped() {
+    let salesforce = FakeSalesforce::start();
+    let stripe = FakeStripe::start(vec![]);
+    let stack = stack_with(&salesforce, &stripe).await;
+    let local_id = uuid::Uuid::new_v4();
+    let pruned = json!({
+        "outbox_id": 987_654, "entity": "customer", "local_id": local_id,
+        "operation": "create", "fields": {"name": "Long Gone"},
+        "occurred_at": "2026-10-01T00:00:00Z",
+    });
+    let producer = stripe_sync::kafka::EventProducer::new(
+        &stack.brokers,
+        Duration::from_secs(10),
+        stripe_sync::config::DEFAULT_COMPRESSION,
+    )
+    .unwrap();
+    producer
+        .send(
+            &stack.changes_topic,
+            local_id.to_string().as_bytes(),
+            pruned.to_string().as_bytes(),
+            &Vec::new(),
+        )
+        .await
+        .unwrap();
+    let id = create(&stack, json!({"name": "Still Here"})).await;
+    wait_contact(&salesforce, &id, "the live customer's Contact", |_| true).await;
+    for group in [&stack.salesforce_group, &stack.outbound_group] {
+        wait_consumed(&stack.brokers, group, &stack.changes_topic, WAIT).await;
+    }
+    assert!(salesforce.contact_of(&local_id.to_string()).is_none());
+    assert_eq!(salesforce.writes().len(), 1, "{:?}", salesforce.calls());
+    assert_eq!(stripe.created(), 1);
+    for dlq in [".dlq", ".salesforce.dlq"] {
+        let topic = format!("{}{dlq}", stack.changes_topic);
+        assert!(read_all(&stack.brokers, &topic).is_empty(), "{topic}");
+    }
     stack.stop().await;
 }
