@@ -189,22 +189,26 @@ impl BatchHandler for OutboundHandler {
                     continue;
                 }
             };
-            if outbox::is_delivered(&mut conn, change.outbox_id, service)? {
-                outcomes.push(Outcome::Done); // a redelivered change
-                continue;
-            }
-            // Pruned (delivered, and older than 30 days) with its delivery
-            // records: redelivered from a long-kept topic, sending it again
-            // would repeat an old write, and its delivery could not be
-            // recorded. The customer's next change carries its state.
-            if !outbox::exists(&mut conn, change.outbox_id)? {
-                tracing::warn!(
-                    sync.service = service,
-                    outbox.id = change.outbox_id,
-                    "skipping a change whose outbox row was pruned"
-                );
-                outcomes.push(Outcome::Done);
-                continue;
+            match outbox::due(&mut conn, change.outbox_id, service)? {
+                outbox::Due::Deliver => {}
+                outbox::Due::Delivered => {
+                    outcomes.push(Outcome::Done); // a redelivered change
+                    continue;
+                }
+                // Pruned (delivered, and older than 30 days) with its
+                // delivery records: redelivered from a long-kept topic,
+                // sending it again would repeat an old write, and its
+                // delivery could not be recorded. The customer's next
+                // change carries its state.
+                outbox::Due::Pruned => {
+                    tracing::warn!(
+                        sync.service = service,
+                        outbox.id = change.outbox_id,
+                        "skipping a change whose outbox row was pruned"
+                    );
+                    outcomes.push(Outcome::Done);
+                    continue;
+                }
             }
             match self.deliver(
                 &mut conn,

@@ -217,10 +217,35 @@ pub fn is_delivered(conn: &mut PgConnection, outbox_id: i64, service: &str) -> Q
     .get_result(conn)
 }
 
-/// Whether outbox row `id` is still there: `stripe-sync prune` deletes rows
-/// older than 30 days once delivered, together with their delivery records.
-pub fn exists(conn: &mut PgConnection, id: i64) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(outbox::table.find(id))).get_result(conn)
+/// What a consumer of outbox changes has left to do for one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// `service` does not hold the change yet.
+    Deliver,
+    /// `service` holds it: a redelivered change.
+    Delivered,
+    /// The row is gone: `stripe-sync prune` deletes rows older than 30
+    /// days once delivered, together with their delivery records.
+    Pruned,
+}
+
+/// [`is_delivered`], told apart from a pruned row, in one round trip.
+pub fn due(conn: &mut PgConnection, outbox_id: i64, service: &str) -> QueryResult<Due> {
+    let (present, delivered): (bool, bool) = diesel::select((
+        diesel::dsl::exists(outbox::table.find(outbox_id)),
+        diesel::dsl::exists(
+            outbox_deliveries::table
+                .filter(outbox_deliveries::outbox_id.eq(outbox_id))
+                .filter(outbox_deliveries::service.eq(service))
+                .filter(outbox_deliveries::status.eq(DeliveryStatus::Synced.as_str())),
+        ),
+    ))
+    .get_result(conn)?;
+    Ok(match (present, delivered) {
+        (_, true) => Due::Delivered,
+        (false, false) => Due::Pruned,
+        (true, false) => Due::Deliver,
+    })
 }
 
 /// Unpublished rows and the creation time of the oldest one.

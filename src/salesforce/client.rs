@@ -182,15 +182,7 @@ impl SalesforceClient {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| SalesforceError::Network(e.without_url().to_string()))?;
-            let status = response.status().as_u16();
-            let text = response
-                .text()
-                .await
-                .map_err(|e| SalesforceError::Network(e.without_url().to_string()))?;
+            let (status, text) = exchange(request).await?;
             if (200..300).contains(&status) {
                 if text.trim().is_empty() {
                     return Ok(None);
@@ -234,18 +226,7 @@ impl SalesforceClient {
             ("client_id", self.config.client_id.as_str()),
             ("client_secret", self.config.client_secret.expose_secret()),
         ];
-        let response = self
-            .http
-            .post(url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| SalesforceError::Network(e.without_url().to_string()))?;
-        let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| SalesforceError::Network(e.without_url().to_string()))?;
+        let (status, text) = exchange(self.http.post(url).form(&form)).await?;
         if status >= 500 {
             return Err(SalesforceError::Server { status });
         }
@@ -277,6 +258,16 @@ impl SalesforceClient {
             generation,
         })
     }
+}
+
+/// Sends `request` and reads its status and body; failing to do either is
+/// a network error (the URL, which may carry ids, left out).
+async fn exchange(request: reqwest::RequestBuilder) -> Result<(u16, String), SalesforceError> {
+    let network = |e: reqwest::Error| SalesforceError::Network(e.without_url().to_string());
+    let response = request.send().await.map_err(network)?;
+    let status = response.status().as_u16();
+    let text = response.text().await.map_err(network)?;
+    Ok((status, text))
 }
 
 /// A REST error answer (`[{"message", "errorCode", "fields"}]`) as an error.

@@ -213,12 +213,7 @@ fn handle(
         None => {}
     }
     let Some(rest) = path.strip_prefix(API_PREFIX) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "The requested resource does not exist",
-            &[],
-        );
+        return not_found();
     };
     let fields: Map<String, Value> = if body.is_empty() {
         Map::new()
@@ -251,12 +246,7 @@ fn handle(
         (Method::DELETE, [id]) => delete(state, id),
         (Method::GET, [id]) => match state.contacts.get(*id) {
             Some(c) if c["IsDeleted"] == false => (StatusCode::OK, Some(c.clone())),
-            _ => error(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
-                "The requested resource does not exist",
-                &[],
-            ),
+            _ => not_found(),
         },
         _ => error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -389,19 +379,32 @@ fn update(state: &mut State, id: &str, fields: Map<String, Value>) -> Reply {
             contact.insert("SystemModstamp".into(), json!(clock));
             (StatusCode::NO_CONTENT, None)
         }
-        Some(_) => error(
+        gone => not_live(gone.is_some()),
+    }
+}
+
+/// Salesforce's answer for a record that is not live: deleted (in the
+/// recycle bin) or never there.
+fn not_live(deleted: bool) -> Reply {
+    if deleted {
+        error(
             StatusCode::NOT_FOUND,
             "ENTITY_IS_DELETED",
             "entity is deleted",
             &[],
-        ),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "The requested resource does not exist",
-            &[],
-        ),
+        )
+    } else {
+        not_found()
     }
+}
+
+fn not_found() -> Reply {
+    error(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "The requested resource does not exist",
+        &[],
+    )
 }
 
 fn delete(state: &mut State, id: &str) -> Reply {
@@ -413,17 +416,6 @@ fn delete(state: &mut State, id: &str) -> Reply {
             contact["SystemModstamp"] = json!(clock);
             (StatusCode::NO_CONTENT, None)
         }
-        Some(_) => error(
-            StatusCode::NOT_FOUND,
-            "ENTITY_IS_DELETED",
-            "entity is deleted",
-            &[],
-        ),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "The requested resource does not exist",
-            &[],
-        ),
+        gone => not_live(gone.is_some()),
     }
 }
