@@ -5,7 +5,7 @@ use std::sync::Arc;
 use diesel::Connection;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{self, ApplyError, ListRequest, RemoteReader};
+use crate::apply::{self, ApplyError, FanOut, ListRequest, RemoteReader};
 use crate::config::InboundConfig;
 use crate::db::PgPool;
 use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
@@ -23,11 +23,16 @@ use serde_json::Value;
 pub struct InboundHandler {
     pool: PgPool,
     remote: Arc<dyn RemoteReader>,
+    fan_out: FanOut,
 }
 
 impl InboundHandler {
-    pub fn new(pool: PgPool, remote: Arc<dyn RemoteReader>) -> Self {
-        Self { pool, remote }
+    pub fn new(pool: PgPool, remote: Arc<dyn RemoteReader>, fan_out: FanOut) -> Self {
+        Self {
+            pool,
+            remote,
+            fan_out,
+        }
     }
 }
 
@@ -42,12 +47,13 @@ impl BatchHandler for InboundHandler {
         // (a same-second tie) is rolled back, planned against the stored
         // state with its reads made, and applied again.
         let remote = self.remote.as_ref();
+        let fan_out = self.fan_out;
         let results = apply::prefetch_lists(&mut conn, remote, &events)
             .and_then(|read| {
-                match conn.transaction(|conn| apply::apply_batch(conn, &read, &events)) {
+                match conn.transaction(|conn| apply::apply_batch(conn, &read, &events, fan_out)) {
                     Err(ApplyError::Transient { .. }) if read.missed() => {
                         let read = apply::prefetch(&mut conn, remote, &events)?;
-                        conn.transaction(|conn| apply::apply_batch(conn, &read, &events))
+                        conn.transaction(|conn| apply::apply_batch(conn, &read, &events, fan_out))
                     }
                     applied => applied,
                 }
@@ -236,7 +242,7 @@ pub async fn run(cfg: InboundConfig, shutdown: CancellationToken) -> anyhow::Res
     )
     .await?;
     let remote = StripeRemote::new(cfg.stripe.client()?, tokio::runtime::Handle::current());
-    let handler = Arc::new(InboundHandler::new(pool, Arc::new(remote)));
+    let handler = Arc::new(InboundHandler::new(pool, Arc::new(remote), cfg.fan_out));
     let settings = ConsumeSettings {
         brokers: kafka.brokers.clone(),
         group: cfg.consumer_group.clone(),

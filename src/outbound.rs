@@ -189,6 +189,12 @@ impl BatchHandler for OutboundHandler {
                     continue;
                 }
             };
+            if change.origin == service {
+                // The service reported this change itself: writing it back
+                // would only echo (no ping-pong across services).
+                outcomes.push(Outcome::Done);
+                continue;
+            }
             match outbox::due(&mut conn, change.outbox_id, service)? {
                 outbox::Due::Deliver => {}
                 outbox::Due::Delivered => {

@@ -51,6 +51,13 @@ impl Operation {
     }
 }
 
+/// `outbox.origin` of a change made through the API.
+pub const LOCAL_ORIGIN: &str = "local";
+
+fn local_origin() -> String {
+    LOCAL_ORIGIN.to_owned()
+}
+
 /// One local change as published on `customers.changes.v1`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +70,10 @@ pub struct Change {
     /// changed, a `null` value removing the key.
     pub fields: serde_json::Map<String, serde_json::Value>,
     pub occurred_at: chrono::DateTime<chrono::Utc>,
+    /// [`LOCAL_ORIGIN`], or the service whose report made the change
+    /// (changes published before origins existed were all local).
+    #[serde(default = "local_origin")]
+    pub origin: String,
 }
 
 impl Change {
@@ -74,13 +85,28 @@ impl Change {
             operation: serde_json::from_value(serde_json::Value::String(row.operation.clone()))?,
             fields: row.fields.as_object().cloned().unwrap_or_default(),
             occurred_at: row.created_at,
+            origin: row.origin.clone(),
         })
     }
 }
 
-/// Appends a change in the caller's transaction.
+/// Appends a local change (one made through the API) in the caller's
+/// transaction.
 pub fn append(
     conn: &mut PgConnection,
+    entity: &str,
+    local_id: Uuid,
+    operation: Operation,
+    fields: serde_json::Map<String, serde_json::Value>,
+) -> QueryResult<i64> {
+    append_from(conn, LOCAL_ORIGIN, entity, local_id, operation, fields)
+}
+
+/// Appends a change that `origin` reported (or [`LOCAL_ORIGIN`]) in the
+/// caller's transaction; it flows to every service but `origin`.
+pub fn append_from(
+    conn: &mut PgConnection,
+    origin: &str,
     entity: &str,
     local_id: Uuid,
     operation: Operation,
@@ -92,9 +118,45 @@ pub fn append(
             outbox::local_id.eq(local_id),
             outbox::operation.eq(operation.as_str()),
             outbox::fields.eq(serde_json::Value::Object(fields)),
+            outbox::origin.eq(origin),
         ))
         .returning(outbox::id)
         .get_result(conn)
+}
+
+/// One remote-reported change for [`append_many_from`].
+pub struct Appended {
+    pub local_id: Uuid,
+    pub operation: Operation,
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// [`append_from`] for many rows in one statement (the batch apply).
+pub fn append_many_from(
+    conn: &mut PgConnection,
+    origin: &str,
+    entity: &str,
+    rows: Vec<Appended>,
+) -> QueryResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<_> = rows
+        .into_iter()
+        .map(|r| {
+            (
+                outbox::entity.eq(entity),
+                outbox::local_id.eq(r.local_id),
+                outbox::operation.eq(r.operation.as_str()),
+                outbox::fields.eq(serde_json::Value::Object(r.fields)),
+                outbox::origin.eq(origin),
+            )
+        })
+        .collect();
+    diesel::insert_into(outbox::table)
+        .values(values)
+        .execute(conn)
+        .map(drop)
 }
 
 /// The oldest unpublished rows, in the order they must be published.
@@ -114,10 +176,12 @@ pub fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<usize
 }
 
 /// Outbox rows of `entity` that `service` has not acknowledged yet; the
-/// one definition of "in flight" the queries below narrow down.
+/// one definition of "in flight" the queries below narrow down. A change
+/// `service` itself reported is never in flight to it.
 fn not_delivered_to<'a>(entity: &'a str, service: &'a str) -> outbox::BoxedQuery<'a, Pg> {
     outbox::table
         .filter(outbox::entity.eq(entity))
+        .filter(outbox::origin.ne(service))
         .filter(diesel::dsl::not(diesel::dsl::exists(
             outbox_deliveries::table
                 .filter(outbox_deliveries::outbox_id.eq(outbox::id))

@@ -35,9 +35,15 @@ impl Server {
             tokio::task::spawn_blocking(move || db::ensure_migrated(&pool)).await??;
         }
         let kafka = &cfg.kafka;
+        let mut topics = vec![kafka.events_topic.as_str()];
+        let dead_letters = kafka.dead_letter_topic();
+        topics.push(&dead_letters);
+        if let Some(relay) = &cfg.salesforce_relay {
+            topics.push(&relay.topic);
+        }
         admin::ensure_topics(
             &kafka.brokers,
-            &[&kafka.events_topic, &kafka.dead_letter_topic()],
+            &topics,
             kafka.topic_partitions,
             kafka.replication_factor,
         )
@@ -63,6 +69,13 @@ impl Server {
             stripe: cfg.stripe.as_ref().map(|s| s.client()).transpose()?,
             health: health.clone(),
             ops_on_main_port: cfg.metrics_addr.is_none(),
+            salesforce_relay: cfg.salesforce_relay.as_ref().map(|relay| {
+                Arc::new(http::salesforce::Relay {
+                    verifier: WebhookVerifier::new(relay.secrets.clone(), relay.tolerance_secs),
+                    producer: producer.clone(),
+                    topic: relay.topic.clone(),
+                })
+            }),
         };
         crate::metrics::init("serve");
         let ops_addr = cfg

@@ -137,7 +137,14 @@ pub(crate) fn store_apply_rate(
             .collect();
         for batch in mine.chunks(500) {
             let results = conn
-                .transaction(|conn| stripe_sync::apply::apply_batch(conn, &NoTies(fixtures), batch))
+                .transaction(|conn| {
+                    stripe_sync::apply::apply_batch(
+                        conn,
+                        &NoTies(fixtures),
+                        batch,
+                        stripe_sync::apply::FanOut::Off,
+                    )
+                })
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             anyhow::ensure!(results.iter().all(Result::is_ok), "an event was refused");
         }

@@ -9,11 +9,12 @@
 //! (`super::customer_batch`) folds many decisions in memory before writing.
 
 use diesel::prelude::*;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::order::{self, Step, Watermark};
 use super::{Applied, ApplyError, RemoteReader};
+use crate::customers::fanout::{self, FanOut, Shared};
 use crate::customers::input::LOCAL_ID_METADATA_KEY;
 use crate::db::models::{Customer, CustomerProjection, NewIdMapEntry};
 use crate::db::schema::customers;
@@ -95,7 +96,9 @@ pub(super) fn apply(
     conn: &mut PgConnection,
     remote: &dyn RemoteReader,
     event: &StripeEvent,
+    fan_out: FanOut,
 ) -> Result<Applied, ApplyError> {
+    let pass_on = passes_on(fan_out, event);
     let key = ExternalKey {
         service: service::STRIPE,
         account: &event.account,
@@ -120,15 +123,15 @@ pub(super) fn apply(
             // link: attach to the local row instead of duplicating it.
             Some(local_id) => {
                 if deleted {
-                    tombstone(conn, local_id, Some(&event.object))?;
+                    tombstone(conn, local_id, Some(&event.object), pass_on)?;
                 } else {
-                    update_customer(conn, local_id, &event.object)?;
+                    update_customer(conn, local_id, &event.object, pass_on)?;
                 }
                 local_id
             }
             None => {
                 let local_id = Uuid::new_v4();
-                insert_customer(conn, local_id, &event.object, deleted)?;
+                insert_customer(conn, local_id, &event.object, deleted, pass_on)?;
                 local_id
             }
         };
@@ -151,25 +154,36 @@ pub(super) fn apply(
         Step::Create { .. } => unreachable!("a linked customer is never created"),
         Step::AfterTombstone | Step::Stale => {}
         Step::Delete { columns } => {
-            tombstone(conn, link.local_id, columns.then_some(&event.object))?;
+            tombstone(
+                conn,
+                link.local_id,
+                columns.then_some(&event.object),
+                pass_on,
+            )?;
             idmap::advance(conn, key, mark.version, event_id, true)?;
         }
         Step::Write => {
-            update_customer(conn, link.local_id, &event.object)?;
+            update_customer(conn, link.local_id, &event.object, pass_on)?;
             idmap::advance(conn, key, mark.version, event_id, false)?;
         }
         Step::ReRead => match remote.current(key.account, "customers", key.external_id)? {
             RemoteObject::Live(current) => {
-                update_customer(conn, link.local_id, &current)?;
+                update_customer(conn, link.local_id, &current, pass_on)?;
                 idmap::advance(conn, key, mark.version, event_id, false)?;
             }
             RemoteObject::Deleted => {
-                tombstone(conn, link.local_id, None)?;
+                tombstone(conn, link.local_id, None, pass_on)?;
                 idmap::advance(conn, key, mark.version, event_id, true)?;
             }
         },
     }
     Ok(step.applied())
+}
+
+/// The origin a change applied from `event` is passed on with, if it is
+/// passed on at all: never an echo of our own write (invariant 6).
+pub(super) fn passes_on(fan_out: FanOut, event: &StripeEvent) -> Option<&'static str> {
+    (fan_out == FanOut::ToOtherServices && !event.is_own_echo()).then_some(service::STRIPE)
 }
 
 /// The local id a Stripe customer names in its metadata; stripe-outbound
@@ -224,6 +238,17 @@ pub fn columns(object: &Value) -> Columns<'_> {
             .filter(|m| m.is_object())
             .unwrap_or(&NO_METADATA),
         stripe_object: object,
+    }
+}
+
+impl<'a> Columns<'a> {
+    pub fn shared(&self) -> Shared<'a> {
+        Shared {
+            email: self.email,
+            name: self.name,
+            phone: self.phone,
+            description: self.description,
+        }
     }
 }
 
@@ -290,11 +315,14 @@ fn keep_pending_local_fields(
     Ok(())
 }
 
+/// Inserts the customer a Stripe report names first; `pass_on` (the
+/// origin, see [`passes_on`]) appends its creation for the other services.
 fn insert_customer(
     conn: &mut PgConnection,
     id: Uuid,
     object: &Value,
     deleted: bool,
+    pass_on: Option<&str>,
 ) -> QueryResult<()> {
     let deleted_at = deleted.then(chrono::Utc::now);
     diesel::insert_into(customers::table)
@@ -303,20 +331,42 @@ fn insert_customer(
             project(object),
             customers::deleted_at.eq(deleted_at),
         ))
-        .execute(conn)
-        .map(drop)
+        .execute(conn)?;
+    match pass_on {
+        Some(origin) if !deleted => {
+            let fields = fanout::created(columns(object).shared());
+            fanout::pass_on(conn, origin, id, outbox::Operation::Create, fields)
+        }
+        _ => Ok(()),
+    }
 }
 
-fn update_customer(conn: &mut PgConnection, id: Uuid, object: &Value) -> QueryResult<()> {
+fn update_customer(
+    conn: &mut PgConnection,
+    id: Uuid,
+    object: &Value,
+    pass_on: Option<&str>,
+) -> QueryResult<()> {
     // Lock first, so a concurrent API write either lands before we read
     // its pending outbox row or waits for us.
-    customers::table
+    let before: Customer = customers::table
         .find(id)
-        .select(customers::id)
+        .select(Customer::as_select())
         .for_update()
-        .first::<Uuid>(conn)?;
+        .first(conn)?;
     let mut projection = project(object);
     keep_pending_local_fields(conn, id, &mut projection)?;
+    // A row deleted here has its deletion on the way out already.
+    if let Some(origin) = pass_on.filter(|_| before.deleted_at.is_none()) {
+        let after = Shared {
+            email: projection.email.as_deref(),
+            name: projection.name.as_deref(),
+            phone: projection.phone.as_deref(),
+            description: projection.description.as_deref(),
+        };
+        let fields = fanout::changed(Shared::of(&before), after);
+        fanout::pass_on(conn, origin, id, outbox::Operation::Update, fields)?;
+    }
     diesel::update(customers::table.find(id))
         .set((
             projection,
@@ -327,8 +377,25 @@ fn update_customer(conn: &mut PgConnection, id: Uuid, object: &Value) -> QueryRe
         .map(drop)
 }
 
-/// Soft-deletes the row, keeping the last known snapshot for audit.
-fn tombstone(conn: &mut PgConnection, id: Uuid, last_snapshot: Option<&Value>) -> QueryResult<()> {
+/// Soft-deletes the row, keeping the last known snapshot for audit; a row
+/// that was live has its deletion passed on with `pass_on`.
+fn tombstone(
+    conn: &mut PgConnection,
+    id: Uuid,
+    last_snapshot: Option<&Value>,
+    pass_on: Option<&str>,
+) -> QueryResult<()> {
+    if let Some(origin) = pass_on {
+        let live: bool = diesel::select(diesel::dsl::exists(
+            customers::table
+                .find(id)
+                .filter(customers::deleted_at.is_null()),
+        ))
+        .get_result(conn)?;
+        if live {
+            fanout::pass_on(conn, origin, id, outbox::Operation::Delete, Map::new())?;
+        }
+    }
     let target = customers::table.find(id);
     let stamp = (
         customers::deleted_at.eq(diesel::dsl::now),

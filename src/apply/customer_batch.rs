@@ -8,7 +8,9 @@
 //! - a local change Stripe has not acknowledged yet (the conflict policy
 //!   reads and merges it field by field);
 //! - an unlinked customer naming a local row in its metadata (the echo of
-//!   our own create, to be attached to that row).
+//!   our own create, to be attached to that row);
+//! - with changes passed on to other services, echoes of our own writes
+//!   mixed with reports (what each changed is passed on, or not, alone).
 
 use std::collections::HashMap;
 
@@ -20,6 +22,7 @@ use uuid::Uuid;
 use super::customer;
 use super::order::{Step, Watermark};
 use super::{Applied, ApplyError};
+use crate::customers::fanout::{self, FanOut, Shared};
 use crate::db::models::NewIdMapEntry;
 use crate::db::schema::customers;
 use crate::outbox;
@@ -52,14 +55,18 @@ struct Fold<'e> {
     writes: i64,
     /// The link's state after the batch and the event that set it.
     mark: Option<(Watermark, &'e str)>,
+    /// Set when an event that changed the row is not an echo of our own
+    /// write: what the fold changed is passed on to the other services.
+    reported: bool,
     outcomes: Vec<(usize, Applied)>,
 }
 
 impl<'e> Fold<'e> {
     /// Runs the customer's events through the rules; false when one of them
     /// needs the per-event path.
-    fn run(&mut self, has_pending_change: bool) -> bool {
+    fn run(&mut self, has_pending_change: bool, fan_out: FanOut) -> bool {
         let mut link = self.stored.map(|(_, mark)| mark);
+        let mut echoed = false;
         for &(i, event) in &self.events {
             let (step, next) = customer::decide(event, link);
             match step {
@@ -91,11 +98,15 @@ impl<'e> Fold<'e> {
                 Step::Create { .. } | Step::Delete { .. } | Step::Write
             ) {
                 self.mark = Some((next, event.id.as_str()));
+                self.reported |= !event.is_own_echo();
+                echoed |= event.is_own_echo();
             }
             link = Some(next);
             self.outcomes.push((i, step.applied()));
         }
-        true
+        // What an echo changed is not passed on and what a report changed
+        // is: mixed, only the per-event path can tell the two apart.
+        !(fan_out == FanOut::ToOtherServices && echoed && self.reported)
     }
 }
 
@@ -105,6 +116,7 @@ impl<'e> Fold<'e> {
 pub(super) fn apply(
     conn: &mut PgConnection,
     events: &[(usize, &StripeEvent)],
+    fan_out: FanOut,
 ) -> Result<Folded, ApplyError> {
     let mut folds: Vec<Fold<'_>> = Vec::new();
     let mut by_key: HashMap<(&str, &str), usize> = HashMap::new();
@@ -121,6 +133,7 @@ pub(super) fn apply(
                 tombstone: false,
                 writes: 0,
                 mark: None,
+                reported: false,
                 outcomes: Vec::new(),
             });
             folds.len() - 1
@@ -146,19 +159,24 @@ pub(super) fn apply(
         .filter_map(|f| f.stored.filter(|(_, m)| !m.deleted).map(|(id, _)| id))
         .collect();
     live.sort_unstable();
-    customers::table
+    // The shared columns come along: what a change is passed on with is
+    // the difference the batch makes to them.
+    let before: HashMap<Uuid, Before> = customers::table
         .filter(customers::id.eq_any(&live))
         .order(customers::id)
-        .select(customers::id)
+        .select(Before::as_select())
         .for_update()
-        .load::<Uuid>(conn)?;
+        .load::<Before>(conn)?
+        .into_iter()
+        .map(|row| (row.id, row))
+        .collect();
     let pending = outbox::with_undelivered(conn, entity::CUSTOMER, &live, service::STRIPE)?;
 
     let mut folded = Folded::default();
     let mut ready = Vec::with_capacity(folds.len());
     for mut fold in folds {
         let has_pending = fold.stored.is_some_and(|(id, _)| pending.contains(&id));
-        if fold.run(has_pending) {
+        if fold.run(has_pending, fan_out) {
             folded.applied.append(&mut fold.outcomes);
             ready.push(fold);
         } else {
@@ -168,7 +186,77 @@ pub(super) fn apply(
     insert_customers(conn, &ready)?;
     update_customers(conn, &ready)?;
     write_links(conn, &ready)?;
+    if fan_out == FanOut::ToOtherServices {
+        pass_on(conn, &ready, &before)?;
+    }
     Ok(folded)
+}
+
+/// What a batch reads of a live row before changing it.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = customers)]
+struct Before {
+    id: Uuid,
+    email: Option<String>,
+    name: Option<String>,
+    phone: Option<String>,
+    description: Option<String>,
+    deleted_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Appends, with Stripe as the origin, what the folds Stripe reported
+/// changed of the shared columns, as the per-event path does (see
+/// `customer::passes_on`): a new customer, a deletion of a live row, or
+/// the columns an update changed.
+fn pass_on(
+    conn: &mut PgConnection,
+    folds: &[Fold<'_>],
+    before: &HashMap<Uuid, Before>,
+) -> QueryResult<()> {
+    let mut rows = Vec::new();
+    for f in folds.iter().filter(|f| f.reported) {
+        let after = f.row.map(|object| customer::columns(object).shared());
+        if let Some(local_id) = f.created {
+            if !f.tombstone {
+                let fields = fanout::created(after.expect("a created customer has a snapshot"));
+                rows.push(outbox::Appended {
+                    local_id,
+                    operation: outbox::Operation::Create,
+                    fields,
+                });
+            }
+            continue;
+        }
+        let Some(old) = f.stored.and_then(|(id, _)| before.get(&id)) else {
+            continue;
+        };
+        // A row deleted here has its deletion on the way out already.
+        if old.deleted_at.is_some() {
+            continue;
+        }
+        let (operation, fields) = if f.tombstone {
+            (outbox::Operation::Delete, serde_json::Map::new())
+        } else {
+            let Some(after) = after else { continue };
+            let old_shared = Shared {
+                email: old.email.as_deref(),
+                name: old.name.as_deref(),
+                phone: old.phone.as_deref(),
+                description: old.description.as_deref(),
+            };
+            let fields = fanout::changed(old_shared, after);
+            if fields.is_empty() {
+                continue;
+            }
+            (outbox::Operation::Update, fields)
+        };
+        rows.push(outbox::Appended {
+            local_id: old.id,
+            operation,
+            fields,
+        });
+    }
+    outbox::append_many_from(conn, service::STRIPE, entity::CUSTOMER, rows)
 }
 
 fn insert_customers(conn: &mut PgConnection, folds: &[Fold<'_>]) -> QueryResult<()> {

@@ -28,8 +28,17 @@ fn entry<'a>(service: &'a str, event: &'a StripeEvent, outcome: &'a str) -> NewL
 
 /// Inserts the event id; false if it was already there (a duplicate).
 pub fn claim(conn: &mut PgConnection, service: &str, event: &StripeEvent) -> QueryResult<bool> {
+    claim_entry(conn, &entry(service, event, CLAIMED))
+}
+
+/// [`claim`] for an event of any service: `entry`'s outcome is replaced
+/// by the claim's until [`set_outcome`].
+pub fn claim_entry(conn: &mut PgConnection, entry: &NewLedgerEntry<'_>) -> QueryResult<bool> {
     let inserted = diesel::insert_into(event_ledger::table)
-        .values(entry(service, event, CLAIMED))
+        .values(NewLedgerEntry {
+            outcome: CLAIMED,
+            ..*entry
+        })
         .on_conflict_do_nothing()
         .execute(conn)?;
     Ok(inserted == 1)
@@ -41,7 +50,18 @@ pub fn record_outcome(
     event: &StripeEvent,
     applied: Applied,
 ) -> QueryResult<()> {
-    diesel::update(event_ledger::table.find((service, &event.account, event.id.as_str())))
+    set_outcome(conn, service, &event.account, event.id.as_str(), applied)
+}
+
+/// Records what a claimed event did.
+pub fn set_outcome(
+    conn: &mut PgConnection,
+    service: &str,
+    account: &str,
+    event_id: &str,
+    applied: Applied,
+) -> QueryResult<()> {
+    diesel::update(event_ledger::table.find((service, account, event_id)))
         .set(event_ledger::outcome.eq(applied.as_str()))
         .execute(conn)
         .map(drop)

@@ -9,6 +9,7 @@ pub mod ledger;
 pub mod order;
 mod remote;
 
+pub use crate::customers::fanout::FanOut;
 pub use customer::SNAPSHOT_TYPE;
 pub use remote::{ListRequest, Prefetched, Recording, RemoteReader};
 
@@ -86,6 +87,9 @@ pub enum Applied {
     TieResolved,
     /// The object was tombstoned.
     Deleted,
+    /// The service reporting our own write back (Salesforce): its version
+    /// is recorded, the row already holds what it says.
+    Echo,
 }
 
 impl Applied {
@@ -98,6 +102,7 @@ impl Applied {
             Self::Upserted => "upserted",
             Self::TieResolved => "tie_resolved",
             Self::Deleted => "deleted",
+            Self::Echo => "echo",
         }
     }
 }
@@ -130,6 +135,9 @@ pub type EventResult = Result<Applied, String>;
 /// Applies a batch of Stripe events inside the caller's transaction, in
 /// order per object, and returns one result per event.
 ///
+/// `fan_out` says whether the customer changes Stripe reports are passed
+/// on to the other services ([`crate::customers::fanout`]).
+///
 /// Set-based first: one read finds the events already in the ledger
 /// (duplicates), customer events are folded and written with a statement
 /// per table ([`customer_batch`]), and one insert ledgers every event
@@ -142,12 +150,14 @@ pub fn apply_batch(
     conn: &mut PgConnection,
     remote: &dyn RemoteReader,
     events: &[&StripeEvent],
+    fan_out: FanOut,
 ) -> Result<Vec<EventResult>, ApplyError> {
     let mut results: Vec<Option<EventResult>> = vec![None; events.len()];
     // The same event twice in one batch: the first occurrence is applied
     // and the repeats take its result (below).
     let (unique, repeats) = first_occurrences(events);
-    let per_event = match conn.transaction(|conn| apply_set(conn, remote, events, &unique)) {
+    let per_event = match conn.transaction(|conn| apply_set(conn, remote, events, &unique, fan_out))
+    {
         Ok(folded) => {
             for (i, applied) in folded.applied {
                 results[i] = Some(Ok(applied));
@@ -160,7 +170,7 @@ pub fn apply_batch(
         }
         Err(transient) => return Err(transient),
     };
-    one_by_one(conn, remote, events, &per_event, &mut results)?;
+    one_by_one(conn, remote, events, &per_event, fan_out, &mut results)?;
     // A repeat of an applied event is a duplicate; a repeat of a refused one
     // is refused again, as it would be one event at a time.
     for (i, of) in repeats {
@@ -179,10 +189,11 @@ pub fn apply_each(
     conn: &mut PgConnection,
     remote: &dyn RemoteReader,
     events: &[&StripeEvent],
+    fan_out: FanOut,
 ) -> Result<Vec<EventResult>, ApplyError> {
     let mut results = vec![None; events.len()];
     let all: Vec<usize> = (0..events.len()).collect();
-    one_by_one(conn, remote, events, &all, &mut results)?;
+    one_by_one(conn, remote, events, &all, fan_out, &mut results)?;
     Ok(collect(results))
 }
 
@@ -302,12 +313,13 @@ fn one_by_one(
     remote: &dyn RemoteReader,
     events: &[&StripeEvent],
     positions: &[usize],
+    fan_out: FanOut,
     results: &mut [Option<EventResult>],
 ) -> Result<(), ApplyError> {
     for &i in positions {
         let event = events[i];
         results[i] = Some(
-            match conn.transaction(|conn| apply_one(conn, remote, event)) {
+            match conn.transaction(|conn| apply_one(conn, remote, event, fan_out)) {
                 Ok(applied) => Ok(applied),
                 Err(ApplyError::Permanent(reason)) => Err(reason),
                 Err(transient) => return Err(transient),
@@ -323,6 +335,7 @@ fn apply_set(
     remote: &dyn RemoteReader,
     events: &[&StripeEvent],
     unique: &[usize],
+    fan_out: FanOut,
 ) -> Result<customer_batch::Folded, ApplyError> {
     let batch: Vec<&StripeEvent> = unique.iter().map(|&i| events[i]).collect();
     let applied_before = ledger::already_applied(conn, service::STRIPE, &batch)?;
@@ -348,7 +361,7 @@ fn apply_set(
             }),
         }
     }
-    let mut folded = customer_batch::apply(conn, &customer_events)?;
+    let mut folded = customer_batch::apply(conn, &customer_events, fan_out)?;
     for plan in catalog::apply(conn, remote, &mirrored)? {
         folded.applied.extend(plan.outcomes);
     }
@@ -381,12 +394,13 @@ fn apply_one(
     conn: &mut PgConnection,
     remote: &dyn RemoteReader,
     event: &StripeEvent,
+    fan_out: FanOut,
 ) -> Result<Applied, ApplyError> {
     if !ledger::claim(conn, service::STRIPE, event)? {
         return Ok(Applied::Duplicate);
     }
     let applied = match route(event) {
-        Route::Customer => customer::apply(conn, remote, event)?,
+        Route::Customer => customer::apply(conn, remote, event, fan_out)?,
         Route::Mirror(resource) => {
             let routed = [catalog::Routed {
                 pos: 0,

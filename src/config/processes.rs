@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lettre::message::Mailbox;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::*;
 use crate::apps::orders::smtp::{self, SmtpUrl};
+use crate::customers::fanout::FanOut;
 use crate::kafka::topics;
 
 /// `stripe-sync serve`.
@@ -31,6 +32,8 @@ pub struct ServeConfig {
     pub inventory: crate::ops::Inventory,
     /// For the payments API; it answers 503 while `STRIPE_API_KEY` is unset.
     pub stripe: Option<StripeApiConfig>,
+    /// `POST /webhooks/salesforce`, on once `SALESFORCE_WEBHOOK_SECRET` is set.
+    pub salesforce_relay: Option<SalesforceRelayConfig>,
 }
 
 impl ServeConfig {
@@ -89,7 +92,106 @@ impl ServeConfig {
                 Some(_) => Some(StripeApiConfig::load(env)?),
                 None => None,
             },
+            salesforce_relay: SalesforceRelayConfig::load(env)?,
         })
+    }
+}
+
+/// `salesforce.events.v1` unless `SALESFORCE_EVENTS_TOPIC` names another.
+pub fn salesforce_events_topic(env: &Env) -> &str {
+    env.or("SALESFORCE_EVENTS_TOPIC", topics::SALESFORCE_EVENTS)
+}
+
+/// The route a relay posts Contact versions to (Change Data Capture or
+/// outbound messages, forwarded): signed like Stripe's webhooks, with a
+/// secret of its own.
+#[derive(Debug, Clone)]
+pub struct SalesforceRelayConfig {
+    pub secrets: Vec<SecretString>,
+    pub tolerance_secs: i64,
+    pub topic: String,
+}
+
+impl SalesforceRelayConfig {
+    pub fn load(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let Some(raw) = env.get("SALESFORCE_WEBHOOK_SECRET") else {
+            return Ok(None);
+        };
+        let secrets: Vec<SecretString> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| SecretString::from(s.to_owned()))
+            .collect();
+        if secrets.iter().any(|s| s.expose_secret().len() < 16) || secrets.is_empty() {
+            return Err(ConfigError::Invalid {
+                name: "SALESFORCE_WEBHOOK_SECRET",
+                reason: "each secret must be at least 16 characters".into(),
+            });
+        }
+        Ok(Some(Self {
+            secrets,
+            tolerance_secs: env.parsed(
+                "SALESFORCE_WEBHOOK_TOLERANCE_SECS",
+                crate::stripe::signature::DEFAULT_TOLERANCE_SECS,
+            )?,
+            topic: salesforce_events_topic(env).to_owned(),
+        }))
+    }
+}
+
+pub fn salesforce_inbound_group(env: &Env) -> &str {
+    env.or(
+        "SALESFORCE_INBOUND_CONSUMER_GROUP",
+        "stripe-sync.salesforce-inbound",
+    )
+}
+
+/// `workers/salesforce-inbound`: Contact versions to local customers, and
+/// the poller that finds them.
+#[derive(Debug, Clone)]
+pub struct SalesforceInboundConfig {
+    pub metrics_addr: SocketAddr,
+    pub database: DatabaseConfig,
+    pub kafka: KafkaConfig,
+    pub salesforce: SalesforceConfig,
+    pub consumer_group: String,
+    pub events_topic: String,
+    /// Between polls; zero turns the poller off (a relay alone feeds the
+    /// topic then).
+    pub poll_interval: Duration,
+    /// How far behind the host clock the poller reads.
+    pub poll_settle: Duration,
+    pub poll_page_size: usize,
+}
+
+impl SalesforceInboundConfig {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        let poll_page_size: usize = env.parsed("SALESFORCE_POLL_PAGE_SIZE", 200)?;
+        // queryAll returns at most 2,000 records a page.
+        if !(1..=2000).contains(&poll_page_size) {
+            return Err(ConfigError::Invalid {
+                name: "SALESFORCE_POLL_PAGE_SIZE",
+                reason: "must be between 1 and 2000".into(),
+            });
+        }
+        Ok(Self {
+            metrics_addr: metrics_addr(env, 9107)?,
+            database: DatabaseConfig::load(env)?,
+            kafka: KafkaConfig::load(env)?,
+            salesforce: SalesforceConfig::required(env)?,
+            consumer_group: salesforce_inbound_group(env).to_owned(),
+            events_topic: salesforce_events_topic(env).to_owned(),
+            poll_interval: Duration::from_millis(
+                env.parsed("SALESFORCE_POLL_INTERVAL_MS", 10_000)?,
+            ),
+            poll_settle: Duration::from_millis(env.parsed("SALESFORCE_POLL_SETTLE_MS", 2_000)?),
+            poll_page_size,
+        })
+    }
+
+    pub fn dead_letter_topic(&self) -> String {
+        topics::dead_letter_for(&self.events_topic)
     }
 }
 
@@ -116,6 +218,9 @@ pub struct InboundConfig {
     /// Lanes applying at once, each with its own batches, transactions and
     /// connection; a partition always goes to the same lane.
     pub apply_lanes: usize,
+    /// Pass the customer changes Stripe reports on to the other services:
+    /// on when Salesforce is configured (`SALESFORCE_INSTANCE_URL`).
+    pub fan_out: FanOut,
 }
 
 /// `INBOUND_BATCH_SIZE` unless set. A lane's memory follows the batch it
@@ -167,6 +272,11 @@ impl InboundConfig {
             batch_size,
             batch_wait: Duration::from_millis(env.parsed("INBOUND_BATCH_WAIT_MS", 5)?),
             apply_lanes,
+            fan_out: if SalesforceConfig::is_configured(env) {
+                FanOut::ToOtherServices
+            } else {
+                FanOut::Off
+            },
         })
     }
 }

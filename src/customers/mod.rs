@@ -1,6 +1,7 @@
 //! Local customers: the `/api/customers` operations. Every write commits
 //! the row and its outbox record in one transaction (invariant 5).
 
+pub mod fanout;
 pub mod input;
 pub mod list;
 pub mod sync_state;

@@ -79,6 +79,7 @@ fn of_service(
     service: &'static str,
     linked_entity: &'static str,
 ) -> QueryResult<Vec<(Uuid, (SyncState, bool))>> {
+    // A change the service itself reported is not waiting for it.
     // Outbox first, links second: each outbound worker commits a create's
     // delivery and its link together, so a commit landing between the two
     // reads shows as still pending, never as synced without an id.
@@ -89,7 +90,7 @@ fn of_service(
                 (array_agg(d.error ORDER BY o.id DESC) FILTER (WHERE d.outbox_id IS NOT NULL))[1] AS last_error
            FROM outbox o
            LEFT JOIN outbox_deliveries d ON d.outbox_id = o.id AND d.service = $2
-          WHERE o.entity = $3 AND o.local_id = ANY($1)
+          WHERE o.entity = $3 AND o.local_id = ANY($1) AND o.origin <> $2
           GROUP BY o.local_id",
     )
     .bind::<Array<SqlUuid>, _>(ids)

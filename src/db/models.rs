@@ -76,7 +76,7 @@ pub struct LedgerEntry {
     pub echo: bool,
 }
 
-#[derive(Debug, Clone, Insertable)]
+#[derive(Debug, Clone, Copy, Insertable)]
 #[diesel(table_name = event_ledger)]
 pub struct NewLedgerEntry<'a> {
     pub service: &'a str,
@@ -99,4 +99,5 @@ pub struct OutboxRow {
     pub fields: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub published_at: Option<DateTime<Utc>>,
+    pub origin: String,
 }

@@ -54,6 +54,7 @@ diesel::table! {
         fields -> Jsonb,
         created_at -> Timestamptz,
         published_at -> Nullable<Timestamptz>,
+        origin -> Text,
     }
 }
 

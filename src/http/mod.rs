@@ -14,6 +14,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod ops;
 pub mod payments;
+pub mod salesforce;
 pub mod webhook;
 
 use std::convert::Infallible;
@@ -44,6 +45,8 @@ pub struct AppState {
     /// Whether `/metrics`, `/healthz` and `/readyz` are served here too
     /// (serve without a `METRICS_ADDR` of its own).
     pub ops_on_main_port: bool,
+    /// `POST /webhooks/salesforce`; `None` without `SALESFORCE_WEBHOOK_SECRET`.
+    pub salesforce_relay: Option<Arc<salesforce::Relay>>,
 }
 
 pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
@@ -105,8 +108,16 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
             state.health.clone(),
         ))
         .boxed();
+    let salesforce_relay = match state.salesforce_relay.clone() {
+        Some(relay) => salesforce::route(relay, state.max_body_bytes).boxed(),
+        None => warp::any()
+            .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) })
+            .boxed(),
+    };
     webhook::route(state.ingest.clone(), state.max_body_bytes)
         .boxed()
+        .or(salesforce_relay)
+        .unify()
         .or(ops)
         .unify()
         .or(api)

@@ -10,6 +10,8 @@
 //! | `stripe.commands.v1` | `workers/outbox-relay` (queued refunds) | `workers/stripe-commands` |
 //! | `stripe.commands.v1.dlq` | `workers/stripe-commands` (Stripe refused) | operators |
 //! | `stripe.events.v1.order-notifier.dlq` | `workers/order-notifier` (the SMTP server refused an order's email) | operators |
+//! | `salesforce.events.v1` | `workers/salesforce-inbound`'s poller, `serve` (`POST /webhooks/salesforce`) | `workers/salesforce-inbound` |
+//! | `salesforce.events.v1.dlq` | `workers/salesforce-inbound` (versions it cannot apply) | operators |
 
 /// Verified Stripe events, keyed by Stripe object id.
 pub const STRIPE_EVENTS: &str = "stripe.events.v1";
@@ -20,6 +22,9 @@ pub const CUSTOMER_CHANGES: &str = "customers.changes.v1";
 /// Commands for Stripe queued through the API (refunds), keyed by payment
 /// intent so one payment's commands stay in order.
 pub const STRIPE_COMMANDS: &str = "stripe.commands.v1";
+
+/// Versions of Salesforce Contacts, keyed by Contact id.
+pub const SALESFORCE_EVENTS: &str = "salesforce.events.v1";
 
 /// Messages that failed permanently on `topic` go to `{topic}.dlq`.
 pub fn dead_letter_for(topic: &str) -> String {

@@ -67,9 +67,28 @@ struct Session {
     instance_url: String,
     /// The org's id (`00D…`), from the identity URL the answer names.
     org_id: String,
+    /// The integration user's id (`005…`), from the same URL: every write
+    /// this client makes is stamped `LastModifiedById` with it, which is
+    /// how inbound recognises the echo of its own writes.
+    user_id: String,
     /// Counts grants, so that of several calls refused with the same
     /// expired token only the first asks for a new one.
     generation: u64,
+}
+
+/// Who a client acts as: the org, and its integration user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub org_id: String,
+    pub user_id: String,
+}
+
+/// One page of a query's answer.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryPage {
+    pub records: Vec<Map<String, Value>>,
+    pub done: bool,
 }
 
 /// The result of an upsert by external id.
@@ -98,6 +117,29 @@ impl SalesforceClient {
     /// The org every call of this client acts on (`id_map.account`).
     pub async fn org_id(&self) -> Result<String, SalesforceError> {
         Ok(self.session(None).await?.org_id)
+    }
+
+    /// The org and the user this client acts as.
+    pub async fn identity(&self) -> Result<Identity, SalesforceError> {
+        let session = self.session(None).await?;
+        Ok(Identity {
+            org_id: session.org_id,
+            user_id: session.user_id,
+        })
+    }
+
+    /// One page of a SOQL query through `queryAll`, which also returns
+    /// deleted records (`IsDeleted = true`) from the recycle bin.
+    pub async fn query_all(&self, soql: &str) -> Result<QueryPage, SalesforceError> {
+        let path = format!(
+            "queryAll?q={}",
+            percent_encoding::utf8_percent_encode(soql, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let answer = self
+            .call(Method::GET, &path, None)
+            .await?
+            .ok_or_else(|| SalesforceError::Unreadable("an empty query answer".into()))?;
+        serde_json::from_value(answer).map_err(|e| SalesforceError::Unreadable(e.to_string()))
     }
 
     /// Creates or updates the `sobject` whose external-id `field` holds
@@ -243,7 +285,7 @@ impl SalesforceClient {
         let field = |name: &str| answer.get(name).and_then(Value::as_str);
         let token = field("access_token")
             .ok_or_else(|| SalesforceError::Unreadable("a token answer without a token".into()))?;
-        let org_id = field("id").and_then(org_of_identity_url).ok_or_else(|| {
+        let (org_id, user_id) = field("id").and_then(ids_of_identity_url).ok_or_else(|| {
             SalesforceError::Unreadable("a token answer without the org's identity URL".into())
         })?;
         let instance_url = field("instance_url")
@@ -255,6 +297,7 @@ impl SalesforceClient {
             token: SecretString::from(token.to_owned()),
             instance_url,
             org_id,
+            user_id,
             generation,
         })
     }
@@ -308,12 +351,13 @@ fn api_error(status: u16, body: &str) -> SalesforceError {
     }
 }
 
-/// `https://login.salesforce.com/id/00D…/005…` → `00D…`.
-fn org_of_identity_url(url: &str) -> Option<String> {
+/// `https://login.salesforce.com/id/00D…/005…` → (`00D…`, `005…`).
+fn ids_of_identity_url(url: &str) -> Option<(String, String)> {
     let mut parts = url.rsplit('/');
-    let _user = parts.next()?;
+    let user = parts.next()?;
     let org = parts.next()?;
-    (is_record_id(org) && org.starts_with("00D")).then(|| org.to_owned())
+    (is_record_id(org) && org.starts_with("00D") && is_record_id(user) && user.starts_with("005"))
+        .then(|| (org.to_owned(), user.to_owned()))
 }
 
 /// Salesforce record ids: 15 or 18 letters and digits.
@@ -355,20 +399,20 @@ mod tests {
     }
 
     #[test]
-    fn the_org_comes_from_the_identity_url() {
+    fn the_org_and_user_come_from_the_identity_url() {
         assert_eq!(
-            org_of_identity_url(
+            ids_of_identity_url(
                 "https://login.salesforce.com/id/00D5g000004XyZ1EAK/0055g00000AbCdEAAZ"
-            )
-            .as_deref(),
-            Some("00D5g000004XyZ1EAK")
+            ),
+            Some(("00D5g000004XyZ1EAK".into(), "0055g00000AbCdEAAZ".into()))
         );
         for bad in [
             "",
             "https://x/id/005abc",
             "https://x/id/../0055g00000AbCdEAAZ",
+            "https://x/id/00D5g000004XyZ1EAK/..",
         ] {
-            assert_eq!(org_of_identity_url(bad), None, "{bad}");
+            assert_eq!(ids_of_identity_url(bad), None, "{bad}");
         }
     }
 

@@ -55,6 +55,40 @@ pub fn contact_changes(fields: &Map<String, Value>) -> Map<String, Value> {
     contact
 }
 
+/// The customer columns a Contact record carries, each with its value
+/// (`None`: empty in Salesforce); a column whose fields the record leaves
+/// out is not listed, so a relay sending part of a record changes only
+/// that part. The name joins `FirstName` and `LastName`, without the mark
+/// [`contact_of`] puts in `LastName` for a customer without one.
+pub fn customer_fields(record: &Map<String, Value>) -> Vec<(&'static str, Option<String>)> {
+    let text = |field: &str| {
+        record
+            .get(field)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let mut fields = Vec::new();
+    if record.contains_key("FirstName") || record.contains_key("LastName") {
+        let last = text("LastName").filter(|l| *l != NO_NAME);
+        let name = match (text("FirstName"), last) {
+            (Some(first), Some(last)) => Some(format!("{first} {last}")),
+            (one, other) => one.or(other).map(str::to_owned),
+        };
+        fields.push(("name", name));
+    }
+    for (column, field) in [
+        ("email", "Email"),
+        ("phone", "Phone"),
+        ("description", "Description"),
+    ] {
+        if record.contains_key(field) {
+            fields.push((column, text(field).map(str::to_owned)));
+        }
+    }
+    fields
+}
+
 fn put(contact: &mut Map<String, Value>, field: &str, value: &Value) {
     let value = match value {
         Value::String(s) => Value::String(s.clone()),
@@ -102,6 +136,31 @@ mod tests {
         assert_eq!(
             of(Value::Null),
             json!({"FirstName": null, "LastName": NO_NAME})
+        );
+    }
+
+    #[test]
+    fn a_contact_reads_back_as_the_customer_it_was_written_from() {
+        let record = json!({"FirstName": "Ada King", "LastName": "Lovelace",
+                            "Email": "ada@example.com", "Phone": null, "Description": "  "});
+        assert_eq!(
+            customer_fields(record.as_object().unwrap()),
+            vec![
+                ("name", Some("Ada King Lovelace".to_owned())),
+                ("email", Some("ada@example.com".to_owned())),
+                ("phone", None),
+                ("description", None),
+            ]
+        );
+        let unnamed = json!({"FirstName": null, "LastName": NO_NAME});
+        assert_eq!(
+            customer_fields(unnamed.as_object().unwrap()),
+            vec![("name", None)]
+        );
+        let partial = json!({"Email": "new@example.com"});
+        assert_eq!(
+            customer_fields(partial.as_object().unwrap()),
+            vec![("email", Some("new@example.com".to_owned()))]
         );
     }
 

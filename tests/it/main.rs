@@ -21,6 +21,7 @@ mod payments;
 mod prune;
 mod pull;
 mod salesforce;
+mod salesforce_inbound;
 mod shutdown;
 mod signature_oracle;
 mod startup;

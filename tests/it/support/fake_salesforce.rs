@@ -1,11 +1,17 @@
 //! A stateful Salesforce fake (no Salesforce is reachable from here), built
 //! from Salesforce's REST API documentation for the calls the adapter
-//! makes: the OAuth 2.0 client-credentials token endpoint, and Contact
-//! upsert by external id, update, delete and retrieve under
-//! `/services/data/v61.0/`. Errors come as Salesforce sends them
-//! (`[{"message","errorCode","fields"}]`); `REQUEST_LIMIT_EXCEEDED`, 503s
-//! and expired sessions are injected on demand. It counts every call, so
-//! tests can say how many writes reached it.
+//! makes: the OAuth 2.0 client-credentials token endpoint; Contact upsert
+//! by external id, update, delete and retrieve under
+//! `/services/data/v61.0/`; and SOQL `query`/`queryAll` over the Contacts
+//! (the subset of SOQL the poller sends: a field list, `AND`/`OR`/parens
+//! over comparisons of `SystemModstamp`, `Id` and `IsDeleted`, `ORDER BY`,
+//! `LIMIT`). Every write stamps `SystemModstamp` (milliseconds, never
+//! twice the same) and `LastModifiedById`: the integration user's for API
+//! calls, a person's for the edits tests make "in Salesforce". Errors come
+//! as Salesforce sends them (`[{"message","errorCode","fields"}]`);
+//! `REQUEST_LIMIT_EXCEEDED`, 503s and expired sessions are injected on
+//! demand. It counts every call, so tests can say how many writes and
+//! queries reached it.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -19,7 +25,12 @@ pub const CLIENT_ID: &str = "3MVG9-test-client";
 pub const CLIENT_SECRET: &str = "test-client-secret-0123456789";
 pub const ORG_ID: &str = "00D000000000001EAA";
 pub const EXTERNAL_ID_FIELD: &str = "StripeSync_Id__c";
+/// The user the token endpoint's identity URL names: the adapter's writes.
+pub const INTEGRATION_USER: &str = "005000000000001AAA";
+/// Whoever edits Contacts in Salesforce's UI in the tests.
+pub const PERSON: &str = "005000000000002AAA";
 const API_PREFIX: &str = "/services/data/v61.0/sobjects/Contact/";
+const DATA_PREFIX: &str = "/services/data/v61.0/";
 
 /// A fault the next data call (not the token endpoint) answers with.
 #[derive(Debug, Clone)]
@@ -43,13 +54,16 @@ struct State {
     faults: VecDeque<Fault>,
     /// Everything answers 503 while set.
     down: bool,
+    /// Queries still answered before they answer 503, when set.
+    query_budget: Option<usize>,
     /// Tokens that still open a session.
     valid_tokens: Vec<String>,
     grants: usize,
     contacts: HashMap<String, Value>,
     next_id: u64,
     calls: Vec<Call>,
-    /// Milliseconds; every write stamps `SystemModstamp` one later.
+    /// The last `SystemModstamp` given, in milliseconds: the host clock's,
+    /// or one later when the clock has not moved on.
     clock: i64,
     /// This fake's own URL, the token answer's `instance_url`.
     base: String,
@@ -64,23 +78,23 @@ type Reply = (StatusCode, Option<Value>);
 
 impl FakeSalesforce {
     pub fn start() -> Self {
-        let state = Arc::new(Mutex::new(State {
-            clock: 1_764_000_000_000,
-            ..State::default()
-        }));
+        let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
         let route = warp::method()
             .and(warp::path::full())
+            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
             .and(warp::header::headers_cloned())
             .and(warp::body::bytes())
             .map(
                 move |method: Method,
                       path: warp::path::FullPath,
+                      query: String,
                       headers: HeaderMap,
                       body: bytes::Bytes| {
                     let mut state = shared.lock().unwrap();
                     let path = path.as_str().to_owned();
-                    let (status, reply) = handle(&mut state, &method, &path, &headers, &body);
+                    let (status, reply) =
+                        handle(&mut state, &method, &path, &query, &headers, &body);
                     state.calls.push(Call {
                         method: method.to_string(),
                         path,
@@ -124,6 +138,11 @@ impl FakeSalesforce {
         self.state.lock().unwrap().down = down;
     }
 
+    /// Answers `n` more queries, then 503 to every one (`None`: no limit).
+    pub fn limit_queries(&self, n: Option<usize>) {
+        self.state.lock().unwrap().query_budget = n;
+    }
+
     /// Ends every session, as an admin revoking tokens or a timeout would.
     pub fn expire_sessions(&self) {
         self.state.lock().unwrap().valid_tokens.clear();
@@ -145,6 +164,42 @@ impl FakeSalesforce {
             .collect()
     }
 
+    /// A person creates a Contact in Salesforce; its id.
+    pub fn create_as_person(&self, fields: Value) -> String {
+        let mut state = self.state.lock().unwrap();
+        state.next_id += 1;
+        let id = format!("003{:012}AAA", state.next_id);
+        let mut contact = fields.as_object().cloned().unwrap();
+        contact.insert("Id".into(), json!(id));
+        contact.insert("IsDeleted".into(), json!(false));
+        contact.insert("attributes".into(), json!({"type": "Contact"}));
+        stamp(&mut state, &mut contact, PERSON);
+        state.contacts.insert(id.clone(), Value::Object(contact));
+        id
+    }
+
+    /// A person edits a Contact in Salesforce.
+    pub fn edit_as_person(&self, id: &str, fields: Value) {
+        let mut state = self.state.lock().unwrap();
+        let mut contact = state.contacts[id].as_object().cloned().unwrap();
+        assert_eq!(contact["IsDeleted"], false, "{id} is deleted");
+        contact.extend(fields.as_object().cloned().unwrap());
+        stamp(&mut state, &mut contact, PERSON);
+        state.contacts.insert(id.to_owned(), Value::Object(contact));
+    }
+
+    /// A person deletes a Contact (it goes to the recycle bin).
+    pub fn delete_as_person(&self, id: &str) {
+        self.edit_as_person(id, json!({}));
+        let mut state = self.state.lock().unwrap();
+        state.contacts.get_mut(id).unwrap()["IsDeleted"] = json!(true);
+    }
+
+    /// The Contact with record id `id`.
+    pub fn contact(&self, id: &str) -> Option<Value> {
+        self.state.lock().unwrap().contacts.get(id).cloned()
+    }
+
     /// The Contact whose external id is `local_id`, deleted or not.
     pub fn contact_of(&self, local_id: &str) -> Option<Value> {
         let state = self.state.lock().unwrap();
@@ -163,10 +218,27 @@ fn error(status: StatusCode, code: &str, message: &str, fields: &[&str]) -> Repl
     )
 }
 
+/// Stamps a write: `SystemModstamp` (never twice the same millisecond)
+/// and who made it.
+fn stamp(state: &mut State, contact: &mut Map<String, Value>, user: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    state.clock = now.max(state.clock + 1);
+    let at = chrono::DateTime::from_timestamp_millis(state.clock).unwrap();
+    contact.insert(
+        "SystemModstamp".into(),
+        json!(at.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string()),
+    );
+    contact.insert("LastModifiedById".into(), json!(user));
+}
+
 fn handle(
     state: &mut State,
     method: &Method,
     path: &str,
+    query: &str,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Reply {
@@ -211,6 +283,27 @@ fn handle(
             )
         }
         None => {}
+    }
+    if method == Method::GET && path.starts_with("/services/data/v61.0/query") {
+        match &mut state.query_budget {
+            Some(0) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "SERVER_UNAVAILABLE",
+                    "try again",
+                    &[],
+                )
+            }
+            Some(n) => *n -= 1,
+            None => {}
+        }
+    }
+    if method == Method::GET {
+        match path.strip_prefix(DATA_PREFIX) {
+            Some("queryAll") => return soql::answer(state, query, true),
+            Some("query") => return soql::answer(state, query, false),
+            _ => {}
+        }
     }
     let Some(rest) = path.strip_prefix(API_PREFIX) else {
         return not_found();
@@ -281,7 +374,7 @@ fn grant(state: &mut State, body: &[u8]) -> Reply {
             "signature": "not-checked",
             "scope": "api",
             "instance_url": state.base,
-            "id": format!("https://login.salesforce.com/id/{ORG_ID}/005000000000001AAA"),
+            "id": format!("https://login.salesforce.com/id/{ORG_ID}/{INTEGRATION_USER}"),
             "token_type": "Bearer",
             "issued_at": state.clock.to_string(),
         })),
@@ -350,14 +443,13 @@ fn upsert(state: &mut State, field: &str, value: &str, fields: Map<String, Value
                 return refused;
             }
             state.next_id += 1;
-            state.clock += 1;
             let id = format!("003{:012}AAA", state.next_id);
             let mut contact = fields;
             contact.insert("Id".into(), json!(id));
             contact.insert(EXTERNAL_ID_FIELD.into(), json!(value));
             contact.insert("IsDeleted".into(), json!(false));
-            contact.insert("SystemModstamp".into(), json!(state.clock));
             contact.insert("attributes".into(), json!({"type": "Contact"}));
+            stamp(state, &mut contact, INTEGRATION_USER);
             state.contacts.insert(id.clone(), Value::Object(contact));
             (
                 StatusCode::CREATED,
@@ -371,12 +463,11 @@ fn update(state: &mut State, id: &str, fields: Map<String, Value>) -> Reply {
     if let Err(refused) = validate(&fields, false) {
         return refused;
     }
-    state.clock += 1;
-    let clock = state.clock;
-    match state.contacts.get_mut(id) {
-        Some(Value::Object(contact)) if contact["IsDeleted"] == false => {
+    match state.contacts.get(id).and_then(Value::as_object).cloned() {
+        Some(mut contact) if contact["IsDeleted"] == false => {
             contact.extend(fields);
-            contact.insert("SystemModstamp".into(), json!(clock));
+            stamp(state, &mut contact, INTEGRATION_USER);
+            state.contacts.insert(id.to_owned(), Value::Object(contact));
             (StatusCode::NO_CONTENT, None)
         }
         gone => not_live(gone.is_some()),
@@ -408,14 +499,297 @@ fn not_found() -> Reply {
 }
 
 fn delete(state: &mut State, id: &str) -> Reply {
-    state.clock += 1;
-    let clock = state.clock;
-    match state.contacts.get_mut(id) {
-        Some(contact) if contact["IsDeleted"] == false => {
-            contact["IsDeleted"] = json!(true);
-            contact["SystemModstamp"] = json!(clock);
+    match state.contacts.get(id).and_then(Value::as_object).cloned() {
+        Some(mut contact) if contact["IsDeleted"] == false => {
+            contact.insert("IsDeleted".into(), json!(true));
+            stamp(state, &mut contact, INTEGRATION_USER);
+            state.contacts.insert(id.to_owned(), Value::Object(contact));
             (StatusCode::NO_CONTENT, None)
         }
         gone => not_live(gone.is_some()),
+    }
+}
+
+/// The SOQL the fake understands, and its answers.
+mod soql {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq)]
+    enum Token {
+        Word(String),
+        Text(String),
+        Op(String),
+        Open,
+        Close,
+        Comma,
+    }
+
+    fn tokens(q: &str) -> Result<Vec<Token>, String> {
+        let mut out = Vec::new();
+        let chars: Vec<char> = q.chars().collect();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            match c {
+                ' ' | '\n' | '\t' => i += 1,
+                '(' => {
+                    out.push(Token::Open);
+                    i += 1
+                }
+                ')' => {
+                    out.push(Token::Close);
+                    i += 1
+                }
+                ',' => {
+                    out.push(Token::Comma);
+                    i += 1
+                }
+                '\'' => {
+                    let end = chars[i + 1..]
+                        .iter()
+                        .position(|&c| c == '\'')
+                        .ok_or("unterminated string")?;
+                    out.push(Token::Text(chars[i + 1..i + 1 + end].iter().collect()));
+                    i += end + 2;
+                }
+                '<' | '>' | '=' | '!' => {
+                    let two = chars.get(i + 1) == Some(&'=');
+                    let op: String = chars[i..i + 1 + two as usize].iter().collect();
+                    out.push(Token::Op(op));
+                    i += 1 + two as usize;
+                }
+                _ => {
+                    let end = chars[i..]
+                        .iter()
+                        .position(|c| " ()',<>=!".contains(*c))
+                        .map_or(chars.len(), |p| i + p);
+                    out.push(Token::Word(chars[i..end].iter().collect()));
+                    i = end;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    #[derive(Debug)]
+    enum Cond {
+        And(Box<Cond>, Box<Cond>),
+        Or(Box<Cond>, Box<Cond>),
+        Cmp(String, String, Token),
+    }
+
+    struct Parser {
+        tokens: Vec<Token>,
+        at: usize,
+    }
+
+    impl Parser {
+        fn peek(&self) -> Option<&Token> {
+            self.tokens.get(self.at)
+        }
+        fn next(&mut self) -> Option<Token> {
+            self.at += 1;
+            self.tokens.get(self.at - 1).cloned()
+        }
+        fn keyword(&mut self, word: &str) -> bool {
+            if matches!(self.peek(), Some(Token::Word(w)) if w.eq_ignore_ascii_case(word)) {
+                self.at += 1;
+                true
+            } else {
+                false
+            }
+        }
+        fn expr(&mut self) -> Result<Cond, String> {
+            let mut left = self.term()?;
+            while self.keyword("OR") {
+                left = Cond::Or(Box::new(left), Box::new(self.term()?));
+            }
+            Ok(left)
+        }
+        fn term(&mut self) -> Result<Cond, String> {
+            let mut left = self.factor()?;
+            while self.keyword("AND") {
+                left = Cond::And(Box::new(left), Box::new(self.factor()?));
+            }
+            Ok(left)
+        }
+        fn factor(&mut self) -> Result<Cond, String> {
+            match self.next() {
+                Some(Token::Open) => {
+                    let inner = self.expr()?;
+                    match self.next() {
+                        Some(Token::Close) => Ok(inner),
+                        _ => Err("missing )".into()),
+                    }
+                }
+                Some(Token::Word(field)) => match (self.next(), self.next()) {
+                    (Some(Token::Op(op)), Some(value)) => Ok(Cond::Cmp(field, op, value)),
+                    _ => Err(format!("a comparison of {field} is incomplete")),
+                },
+                other => Err(format!("unexpected {other:?}")),
+            }
+        }
+    }
+
+    fn ms(raw: &str) -> Option<i64> {
+        chrono::DateTime::parse_from_rfc3339(raw)
+            .or_else(|_| chrono::DateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S%.f%z"))
+            .ok()
+            .map(|t| t.timestamp_millis())
+    }
+
+    fn holds(cond: &Cond, contact: &Value) -> Result<bool, String> {
+        Ok(match cond {
+            Cond::And(a, b) => holds(a, contact)? && holds(b, contact)?,
+            Cond::Or(a, b) => holds(a, contact)? || holds(b, contact)?,
+            Cond::Cmp(field, op, value) => {
+                let ordering = match (field.as_str(), value) {
+                    ("SystemModstamp", Token::Word(literal)) => {
+                        let have = contact[field].as_str().and_then(ms).ok_or("no stamp")?;
+                        let want = ms(literal).ok_or_else(|| format!("bad dateTime {literal}"))?;
+                        have.cmp(&want)
+                    }
+                    ("Id", Token::Text(id)) => {
+                        contact["Id"].as_str().unwrap_or("").cmp(id.as_str())
+                    }
+                    ("IsDeleted", Token::Word(b)) => {
+                        let want = b.eq_ignore_ascii_case("true");
+                        contact["IsDeleted"].as_bool().unwrap_or(false).cmp(&want)
+                    }
+                    _ => return Err(format!("cannot compare {field} with {value:?}")),
+                };
+                match op.as_str() {
+                    "=" => ordering.is_eq(),
+                    "!=" => ordering.is_ne(),
+                    "<" => ordering.is_lt(),
+                    "<=" => ordering.is_le(),
+                    ">" => ordering.is_gt(),
+                    ">=" => ordering.is_ge(),
+                    _ => return Err(format!("unknown operator {op}")),
+                }
+            }
+        })
+    }
+
+    /// Fields a Contact has in this fake.
+    const FIELDS: [&str; 10] = [
+        "Id",
+        "FirstName",
+        "LastName",
+        "Email",
+        "Phone",
+        "Description",
+        "IsDeleted",
+        "SystemModstamp",
+        "LastModifiedById",
+        EXTERNAL_ID_FIELD,
+    ];
+
+    fn run(state: &State, q: &str, all: bool) -> Result<Vec<Value>, String> {
+        let mut p = Parser {
+            tokens: tokens(q)?,
+            at: 0,
+        };
+        if !p.keyword("SELECT") {
+            return Err("expected SELECT".into());
+        }
+        let mut fields = Vec::new();
+        loop {
+            match p.next() {
+                Some(Token::Word(f)) if FIELDS.contains(&f.as_str()) => fields.push(f),
+                Some(Token::Word(f)) => {
+                    return Err(format!("No such column '{f}' on entity 'Contact'"))
+                }
+                other => return Err(format!("unexpected {other:?} in the field list")),
+            }
+            if p.peek() != Some(&Token::Comma) {
+                break;
+            }
+            p.at += 1;
+        }
+        if !p.keyword("FROM") || !p.keyword("Contact") {
+            return Err("expected FROM Contact".into());
+        }
+        let cond = if p.keyword("WHERE") {
+            Some(p.expr()?)
+        } else {
+            None
+        };
+        let mut ordered = false;
+        if p.keyword("ORDER") {
+            if !p.keyword("BY") {
+                return Err("expected BY".into());
+            }
+            let order: Vec<Token> = p.tokens[p.at..]
+                .iter()
+                .take_while(|t| !matches!(t, Token::Word(w) if w.eq_ignore_ascii_case("LIMIT")))
+                .cloned()
+                .collect();
+            let want = tokens("SystemModstamp ASC, Id ASC").unwrap();
+            if order != want {
+                return Err(format!(
+                    "this fake orders only by SystemModstamp ASC, Id ASC: {order:?}"
+                ));
+            }
+            p.at += order.len();
+            ordered = true;
+        }
+        let limit = if p.keyword("LIMIT") {
+            match p.next() {
+                Some(Token::Word(n)) => n.parse::<usize>().map_err(|_| "bad LIMIT")?,
+                _ => return Err("bad LIMIT".into()),
+            }
+        } else {
+            usize::MAX
+        };
+        if p.peek().is_some() {
+            return Err(format!("unexpected {:?}", p.peek()));
+        }
+        let mut matching = Vec::new();
+        for contact in state.contacts.values() {
+            if !all && contact["IsDeleted"] == true {
+                continue;
+            }
+            if let Some(cond) = &cond {
+                if !holds(cond, contact)? {
+                    continue;
+                }
+            }
+            matching.push(contact);
+        }
+        if ordered {
+            matching.sort_by_key(|c| {
+                (
+                    c["SystemModstamp"].as_str().and_then(ms),
+                    c["Id"].as_str().unwrap_or("").to_owned(),
+                )
+            });
+        }
+        Ok(matching
+            .into_iter()
+            .take(limit)
+            .map(|c| {
+                let mut out = Map::new();
+                out.insert("attributes".into(), json!({"type": "Contact"}));
+                for f in &fields {
+                    out.insert(f.clone(), c.get(f).cloned().unwrap_or(Value::Null));
+                }
+                Value::Object(out)
+            })
+            .collect())
+    }
+
+    pub(super) fn answer(state: &State, raw_query: &str, all: bool) -> Reply {
+        let q: HashMap<String, String> = serde_urlencoded::from_str(raw_query).unwrap_or_default();
+        let Some(soql) = q.get("q") else {
+            return error(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", "no q", &[]);
+        };
+        match run(state, soql, all) {
+            Ok(records) => (
+                StatusCode::OK,
+                Some(json!({"totalSize": records.len(), "done": true, "records": records})),
+            ),
+            Err(message) => error(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", &message, &[]),
+        }
     }
 }

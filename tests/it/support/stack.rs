@@ -19,6 +19,8 @@ use super::db::TestDb;
 pub const SECRET: &str = "whsec_test_primary";
 pub const API_TOKEN: &str = "test-api-token-0123456789";
 pub const ADMIN_TOKEN: &str = "test-admin-token-9876543210";
+/// `SALESFORCE_WEBHOOK_SECRET`: what a relay signs Contact versions with.
+pub const RELAY_SECRET: &str = "relay-secret-0123456789abcdef";
 
 pub struct Options {
     pub brokers: String,
@@ -61,6 +63,7 @@ pub struct Stack {
     pub changes_topic: String,
     pub outbound_group: String,
     pub salesforce_group: String,
+    pub salesforce_topic: String,
     pub addr: SocketAddr,
     pub env: Env,
     pub http: reqwest::Client,
@@ -68,6 +71,7 @@ pub struct Stack {
     server: JoinHandle<()>,
     worker: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     outbound: Option<(CancellationToken, Vec<JoinHandle<anyhow::Result<()>>>)>,
+    salesforce_inbound: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     outbound_env: Env,
 }
 
@@ -82,6 +86,8 @@ impl Stack {
         let commands_topic = super::unique("stripe.commands.v1");
         let commands_group = super::unique("commands");
         let salesforce_group = super::unique("salesforce-outbound");
+        let salesforce_topic = super::unique("salesforce.events.v1");
+        let salesforce_inbound_group = super::unique("salesforce-inbound");
         let stripe_timeout = opts.stripe_timeout_ms.to_string();
         let apply_lanes = opts.apply_lanes.to_string();
         let pairs = [
@@ -112,6 +118,12 @@ impl Stack {
                 "SALESFORCE_OUTBOUND_CONSUMER_GROUP",
                 salesforce_group.as_str(),
             ),
+            ("SALESFORCE_EVENTS_TOPIC", salesforce_topic.as_str()),
+            (
+                "SALESFORCE_INBOUND_CONSUMER_GROUP",
+                salesforce_inbound_group.as_str(),
+            ),
+            ("SALESFORCE_WEBHOOK_SECRET", RELAY_SECRET),
             ("OUTBOX_POLL_MS", "20"),
             ("METRICS_ADDR", "127.0.0.1:0"),
             ("STRIPE_API_TIMEOUT_MS", stripe_timeout.as_str()),
@@ -145,6 +157,7 @@ impl Stack {
             changes_topic,
             outbound_group,
             salesforce_group,
+            salesforce_topic,
             addr,
             env,
             http: reqwest::Client::new(),
@@ -152,6 +165,7 @@ impl Stack {
             server,
             worker: None,
             outbound: None,
+            salesforce_inbound: None,
             outbound_env,
         };
         if opts.start_worker {
@@ -176,6 +190,68 @@ impl Stack {
             token.clone(),
         );
         self.outbound = Some((token, vec![tokio::spawn(relay), tokio::spawn(outbound)]));
+    }
+
+    /// Points every process of the stack at `salesforce` (a fake), so
+    /// stripe-inbound passes Stripe's changes on (it is restarted if it
+    /// runs); `extra` adds settings (the poller's, say).
+    pub async fn connect_salesforce(
+        &mut self,
+        salesforce: &super::fake_salesforce::FakeSalesforce,
+        extra: &[(&str, &str)],
+    ) {
+        let mut settings = salesforce.env();
+        settings.extend([
+            ("SALESFORCE_POLL_INTERVAL_MS", "100".to_owned()),
+            ("SALESFORCE_POLL_SETTLE_MS", "0".to_owned()),
+        ]);
+        settings.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        for (name, value) in settings {
+            self.env = self.env.with(name, &value);
+            self.outbound_env = self.outbound_env.with(name, &value);
+        }
+        if self.worker.is_some() {
+            self.stop_worker().await;
+            self.start_worker();
+        }
+    }
+
+    /// Starts salesforce-inbound (its consumer and poller) in-process;
+    /// [`Self::connect_salesforce`] first.
+    pub fn start_salesforce_inbound(&mut self) {
+        assert!(self.salesforce_inbound.is_none(), "already running");
+        let cfg = stripe_sync::config::SalesforceInboundConfig::load(&self.env).unwrap();
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(stripe_sync::salesforce::inbound::run(cfg, token.clone()));
+        self.salesforce_inbound = Some((token, handle));
+    }
+
+    pub async fn stop_salesforce_inbound(&mut self) {
+        if let Some((token, handle)) = self.salesforce_inbound.take() {
+            token.cancel();
+            tokio::time::timeout(Duration::from_secs(30), handle)
+                .await
+                .expect("salesforce-inbound stops in time")
+                .unwrap()
+                .expect("salesforce-inbound exits cleanly");
+        }
+    }
+
+    /// Posts `body` to `POST /webhooks/salesforce`, signed with
+    /// [`RELAY_SECRET`] unless `signed` is false.
+    pub async fn post_relay(&self, body: &Value, signed: bool) -> (reqwest::StatusCode, Value) {
+        let body = serde_json::to_vec(body).unwrap();
+        let mut req = self
+            .http
+            .post(format!("http://{}/webhooks/salesforce", self.addr))
+            .header("content-type", "application/json");
+        if signed {
+            let header = signature::sign(RELAY_SECRET, stripe_sync::ingest::unix_now(), &body);
+            req = req.header("StripeSync-Signature", header);
+        }
+        let r = req.body(body).send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
     }
 
     /// Starts salesforce-outbound in-process against `salesforce` (a fake),
@@ -279,6 +355,7 @@ impl Stack {
     }
 
     pub async fn stop(mut self) {
+        self.stop_salesforce_inbound().await;
         self.stop_outbound().await;
         self.stop_worker().await;
         self.server_shutdown.cancel();

@@ -1,0 +1,150 @@
+//! A customer change one service reports, passed on to the others.
+//!
+//! The local row is the hub: Stripe and Salesforce never talk to each
+//! other. When a service's report changes what the services share of a
+//! customer, its inbound worker appends an outbox row with that service as
+//! the origin, in the apply's transaction; every other service's outbound
+//! worker delivers it and the origin's own skips it. Echoes stop at the
+//! first hop: an echo is never passed on, and a report that changes
+//! nothing shared appends nothing.
+
+use std::collections::HashSet;
+
+use diesel::prelude::*;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::db::models::Customer;
+use crate::outbox;
+use crate::sync::entity;
+
+/// The columns every service maps, and so the ones a change is passed on
+/// with. Metadata stays between the local row and Stripe.
+pub const SHARED_FIELDS: [&str; 4] = ["email", "name", "phone", "description"];
+
+/// Whether the inbound worker passes the changes it applies on to the
+/// other services: on when another service is configured, so a
+/// deployment with Stripe alone writes no outbox rows nobody reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FanOut {
+    Off,
+    ToOtherServices,
+}
+
+/// A customer's shared columns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shared<'a> {
+    pub email: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub phone: Option<&'a str>,
+    pub description: Option<&'a str>,
+}
+
+impl<'a> Shared<'a> {
+    pub fn of(customer: &'a Customer) -> Self {
+        Self {
+            email: customer.email.as_deref(),
+            name: customer.name.as_deref(),
+            phone: customer.phone.as_deref(),
+            description: customer.description.as_deref(),
+        }
+    }
+
+    fn fields(self) -> [(&'static str, Option<&'a str>); 4] {
+        [
+            ("email", self.email),
+            ("name", self.name),
+            ("phone", self.phone),
+            ("description", self.description),
+        ]
+    }
+}
+
+fn text(value: Option<&str>) -> Value {
+    value.map_or(Value::Null, |v| Value::String(v.to_owned()))
+}
+
+/// The shared columns `after` sets differently from `before` (`null`
+/// clears), as a change's `fields`.
+pub fn changed(before: Shared<'_>, after: Shared<'_>) -> Map<String, Value> {
+    before
+        .fields()
+        .into_iter()
+        .zip(after.fields())
+        .filter(|((_, old), (_, new))| old != new)
+        .map(|(_, (field, new))| (field.to_owned(), text(new)))
+        .collect()
+}
+
+/// The shared columns a new customer has, as a create's `fields`.
+pub fn created(after: Shared<'_>) -> Map<String, Value> {
+    after
+        .fields()
+        .into_iter()
+        .filter(|(_, value)| value.is_some())
+        .map(|(field, value)| (field.to_owned(), text(value)))
+        .collect()
+}
+
+/// Appends what `origin` changed of a customer, if anything (an update
+/// that changes nothing shared is not passed on).
+pub fn pass_on(
+    conn: &mut PgConnection,
+    origin: &str,
+    local_id: Uuid,
+    operation: outbox::Operation,
+    fields: Map<String, Value>,
+) -> QueryResult<()> {
+    if operation == outbox::Operation::Update && fields.is_empty() {
+        return Ok(());
+    }
+    outbox::append_from(conn, origin, entity::CUSTOMER, local_id, operation, fields).map(drop)
+}
+
+/// The shared fields changes not yet acknowledged by `service` set: under
+/// the conflict policy they win over what `service` reports.
+pub fn pending_for(
+    conn: &mut PgConnection,
+    local_id: Uuid,
+    service: &str,
+) -> QueryResult<HashSet<String>> {
+    Ok(
+        outbox::undelivered(conn, entity::CUSTOMER, local_id, service)?
+            .iter()
+            .filter_map(|row| row.fields.as_object())
+            .flat_map(|fields| fields.keys().cloned())
+            .filter(|field| SHARED_FIELDS.contains(&field.as_str()))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_what_differs_is_passed_on_and_a_clear_is_null() {
+        let before = Shared {
+            email: Some("a@example.com"),
+            name: Some("Ada"),
+            phone: Some("+1"),
+            description: None,
+        };
+        let after = Shared {
+            email: Some("a@example.com"),
+            name: Some("Ada Lovelace"),
+            phone: None,
+            description: None,
+        };
+        assert_eq!(
+            Value::Object(changed(before, after)),
+            json!({"name": "Ada Lovelace", "phone": null})
+        );
+        assert!(changed(after, after).is_empty());
+        assert_eq!(
+            Value::Object(created(after)),
+            json!({"email": "a@example.com", "name": "Ada Lovelace"})
+        );
+    }
+}
