@@ -21,7 +21,7 @@ use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outc
 use crate::kafka::envelope;
 use crate::outbox::{self, Change, DeliveryStatus, Operation};
 use crate::stripe::outbound::StripeOutbound;
-use crate::sync::adapter::{DeliveryError, OutboundAdapter};
+use crate::sync::adapter::{Call, DeliveryError, OutboundAdapter, Request, Sent};
 use crate::sync::{entity, idmap};
 use crate::worker;
 
@@ -44,79 +44,36 @@ impl OutboundHandler {
         }
     }
 
-    fn deliver(
-        &self,
-        conn: &mut PgConnection,
-        change: &Change,
-        replayed_from: Option<&str>,
-    ) -> Result<(), DeliveryError> {
-        let key = outbox::idempotency_key(change.outbox_id, replayed_from);
-        if change.operation == Operation::Create {
-            return self.create(conn, change, &key);
+    /// What `change` needs, read from the store before any call is made.
+    fn plan(&self, conn: &mut PgConnection, change: &Change) -> QueryResult<Plan> {
+        let plan = if change.operation == Operation::Create {
+            Plan::CreateFromRow
+        } else {
+            let link = idmap::find_by_local(
+                conn,
+                self.adapter.service(),
+                self.adapter.entity(),
+                change.local_id,
+            )?;
+            match (link, change.operation) {
+                (Some(link), Operation::Update) => Plan::Call(Call::Update { link }),
+                (Some(link), _) => Plan::Call(Call::Delete { link }),
+                (None, _) => self.without_link(conn, change)?,
+            }
+        };
+        if !matches!(plan, Plan::CreateFromRow) {
+            return Ok(plan);
         }
-        let link = idmap::find_by_local(
-            conn,
-            self.adapter.service(),
-            self.adapter.entity(),
-            change.local_id,
-        )?;
-        let Some(link) = link else {
-            return self.without_link(conn, change, &key);
-        };
-        let call = match change.operation {
-            Operation::Update => self.adapter.update(&link, change, &key),
-            _ => self.adapter.delete(&link, &key),
-        };
-        self.runtime.block_on(call)?;
-        conn.transaction::<_, diesel::result::Error, _>(|conn| {
-            self.record_synced(conn, change, Some(&link.external_id))?;
-            touch(conn, &link)
-        })?;
-        Ok(())
-    }
-
-    fn create(
-        &self,
-        conn: &mut PgConnection,
-        change: &Change,
-        key: &str,
-    ) -> Result<(), DeliveryError> {
         let customer: Option<Customer> = customers::table
             .find(change.local_id)
             .select(Customer::as_select())
             .first(conn)
             .optional()?;
-        let created = self
-            .runtime
-            .block_on(self.adapter.create(change, customer.as_ref(), key))?;
-        conn.transaction::<_, diesel::result::Error, _>(|conn| {
-            // The echo (or an earlier attempt) may have linked it already;
-            // either way the link ends up the same.
-            diesel::insert_into(id_map::table)
-                .values(&NewIdMapEntry {
-                    service: self.adapter.service(),
-                    account: &created.account,
-                    entity: self.adapter.entity(),
-                    external_id: &created.external_id,
-                    local_id: change.local_id,
-                    remote_version: created.version,
-                    remote_event_id: None,
-                    remote_deleted: false,
-                })
-                .on_conflict_do_nothing()
-                .execute(conn)?;
-            self.record_synced(conn, change, Some(&created.external_id))
-        })?;
-        Ok(())
+        Ok(Plan::Call(Call::Create { customer }))
     }
 
     /// An update or delete for a customer the service does not know (yet).
-    fn without_link(
-        &self,
-        conn: &mut PgConnection,
-        change: &Change,
-        key: &str,
-    ) -> Result<(), DeliveryError> {
+    fn without_link(&self, conn: &mut PgConnection, change: &Change) -> QueryResult<Plan> {
         let service = self.adapter.service();
         let earlier_create_pending =
             outbox::undelivered(conn, entity::CUSTOMER, change.local_id, service)?
@@ -126,24 +83,55 @@ impl OutboundHandler {
                 });
         if earlier_create_pending {
             // Its create is still on the way: wait for it rather than fail.
-            return Err(DeliveryError::Transient(Transient::from(anyhow::anyhow!(
+            return Ok(Plan::Wait(Transient::from(anyhow::anyhow!(
                 "customer {} is not created in {} yet",
                 change.local_id,
                 self.adapter.display_name()
             ))));
         }
-        match change.operation {
+        Ok(match change.operation {
             // Never reached the service: nothing to delete.
-            Operation::Delete => {
-                self.record_synced(conn, change, None)?;
-                Ok(())
-            }
-            _ if self.adapter.creates_when_unlinked() => self.create(conn, change, key),
-            _ => Err(DeliveryError::Refused(format!(
+            Operation::Delete => Plan::NothingToDelete,
+            _ if self.adapter.creates_when_unlinked() => Plan::CreateFromRow,
+            _ => Plan::Refuse(format!(
                 "the customer has no {name} counterpart (its creation in {name} failed)",
                 name = self.adapter.display_name()
-            ))),
-        }
+            )),
+        })
+    }
+
+    /// Records what a call did: the delivery, with the link a create made
+    /// (the echo, or an earlier attempt, may have linked it already; either
+    /// way the link ends up the same), in one transaction.
+    fn record_sent(
+        &self,
+        conn: &mut PgConnection,
+        r: &Request<'_>,
+        sent: &Sent,
+    ) -> QueryResult<()> {
+        conn.transaction(|conn| match (sent, &r.call) {
+            (Sent::Created(created), _) => {
+                diesel::insert_into(id_map::table)
+                    .values(&NewIdMapEntry {
+                        service: self.adapter.service(),
+                        account: &created.account,
+                        entity: self.adapter.entity(),
+                        external_id: &created.external_id,
+                        local_id: r.change.local_id,
+                        remote_version: created.version,
+                        remote_event_id: None,
+                        remote_deleted: false,
+                    })
+                    .on_conflict_do_nothing()
+                    .execute(conn)?;
+                self.record_synced(conn, r.change, Some(&created.external_id))
+            }
+            (Sent::Done, Call::Update { link } | Call::Delete { link }) => {
+                self.record_synced(conn, r.change, Some(&link.external_id))?;
+                touch(conn, link)
+            }
+            (Sent::Done, Call::Create { .. }) => self.record_synced(conn, r.change, None),
+        })
     }
 
     fn record_synced(
@@ -161,6 +149,80 @@ impl OutboundHandler {
             None,
         )
     }
+
+    /// Records a refusal and says what goes to the dead-letter topic.
+    fn refuse(
+        &self,
+        conn: &mut PgConnection,
+        change: &Change,
+        message: &str,
+    ) -> QueryResult<Outcome> {
+        outbox::record_delivery(
+            conn,
+            change.outbox_id,
+            self.adapter.service(),
+            DeliveryStatus::Failed,
+            None,
+            Some(message),
+        )?;
+        Ok(Outcome::DeadLetter(format!(
+            "{} refused {} of customer {}: {message}",
+            self.adapter.display_name(),
+            change.operation.as_str(),
+            change.local_id
+        )))
+    }
+
+    /// What a change needs before any call: an outcome already (a
+    /// redelivery, a change of the service's own origin, an unreadable
+    /// message), or to be planned.
+    fn triage(&self, conn: &mut PgConnection, d: &Delivery) -> Result<Triage, Transient> {
+        let service = self.adapter.service();
+        let change = match parse_change(d) {
+            Ok(c) => c,
+            Err(reason) => return Ok(Triage::Settled(Outcome::DeadLetter(reason))),
+        };
+        if change.origin == service {
+            // The service reported this change itself: writing it back
+            // would only echo (no ping-pong across services).
+            return Ok(Triage::Settled(Outcome::Done));
+        }
+        match outbox::due(conn, change.outbox_id, service)? {
+            outbox::Due::Deliver => Ok(Triage::Deliver(change)),
+            // A redelivered change.
+            outbox::Due::Delivered => Ok(Triage::Settled(Outcome::Done)),
+            // Pruned (delivered, and older than 30 days) with its delivery
+            // records: redelivered from a long-kept topic, sending it again
+            // would repeat an old write, and its delivery could not be
+            // recorded. The customer's next change carries its state.
+            outbox::Due::Pruned => {
+                tracing::warn!(
+                    sync.service = service,
+                    outbox.id = change.outbox_id,
+                    "skipping a change whose outbox row was pruned"
+                );
+                Ok(Triage::Settled(Outcome::Done))
+            }
+        }
+    }
+}
+
+/// What the handler makes of a change before any call.
+enum Triage {
+    Settled(Outcome),
+    Deliver(Change),
+}
+
+/// What a change needs of its service.
+enum Plan {
+    Call(Call),
+    /// A create from the customer's current row (read once needed).
+    CreateFromRow,
+    /// A delete of a customer the service never held: done as it is.
+    NothingToDelete,
+    Refuse(String),
+    /// Not yet (an earlier create is still on its way): retried.
+    Wait(Transient),
 }
 
 /// Marks a link as just synced.
@@ -177,80 +239,101 @@ fn touch(conn: &mut PgConnection, link: &IdMapEntry) -> QueryResult<()> {
 }
 
 impl BatchHandler for OutboundHandler {
+    /// Calls are made for runs of changes of distinct customers at once
+    /// (one Composite request at Salesforce): a customer's changes must
+    /// land in order, so a second change of a customer waits for the next
+    /// run. Every result of a run is recorded before a transient failure
+    /// among them is returned, so the retry skips what was done.
     fn handle(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, Transient> {
         let service = self.adapter.service();
         let mut conn = self.pool.get()?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for d in batch {
-            let change = match parse_change(d) {
-                Ok(c) => c,
-                Err(reason) => {
-                    outcomes.push(Outcome::DeadLetter(reason));
-                    continue;
+        let mut outcomes: Vec<Option<Outcome>> = (0..batch.len()).map(|_| None).collect();
+        let mut next = 0;
+        while next < batch.len() {
+            let mut run: Vec<(usize, Change, Call)> = Vec::new();
+            let mut customers = std::collections::HashSet::new();
+            while next < batch.len() {
+                let change = match self.triage(&mut conn, &batch[next])? {
+                    Triage::Settled(outcome) => {
+                        outcomes[next] = Some(outcome);
+                        next += 1;
+                        continue;
+                    }
+                    Triage::Deliver(change) => change,
+                };
+                if !customers.insert(change.local_id) {
+                    break;
                 }
-            };
-            if change.origin == service {
-                // The service reported this change itself: writing it back
-                // would only echo (no ping-pong across services).
-                outcomes.push(Outcome::Done);
+                match self.plan(&mut conn, &change)? {
+                    Plan::Wait(t) if run.is_empty() => return Err(t),
+                    // Send what is planned first; this one is planned again.
+                    Plan::Wait(_) => break,
+                    Plan::NothingToDelete => {
+                        self.record_synced(&mut conn, &change, None)?;
+                        outcomes[next] = Some(Outcome::Done);
+                    }
+                    Plan::Refuse(message) => {
+                        outcomes[next] = Some(self.refuse(&mut conn, &change, &message)?);
+                    }
+                    Plan::Call(call) => run.push((next, change, call)),
+                    Plan::CreateFromRow => unreachable!("planned into a call"),
+                }
+                next += 1;
+            }
+            if run.is_empty() {
                 continue;
             }
-            match outbox::due(&mut conn, change.outbox_id, service)? {
-                outbox::Due::Deliver => {}
-                outbox::Due::Delivered => {
-                    outcomes.push(Outcome::Done); // a redelivered change
-                    continue;
-                }
-                // Pruned (delivered, and older than 30 days) with its
-                // delivery records: redelivered from a long-kept topic,
-                // sending it again would repeat an old write, and its
-                // delivery could not be recorded. The customer's next
-                // change carries its state.
-                outbox::Due::Pruned => {
-                    tracing::warn!(
-                        sync.service = service,
-                        outbox.id = change.outbox_id,
-                        "skipping a change whose outbox row was pruned"
-                    );
-                    outcomes.push(Outcome::Done);
-                    continue;
+            let mut positions = Vec::with_capacity(run.len());
+            let mut changes = Vec::with_capacity(run.len());
+            let mut calls = Vec::with_capacity(run.len());
+            for (i, change, call) in run {
+                positions.push(i);
+                changes.push(change);
+                calls.push(call);
+            }
+            let requests: Vec<Request<'_>> = changes
+                .iter()
+                .zip(calls)
+                .zip(&positions)
+                .map(|((change, call), &i)| Request {
+                    change,
+                    key: outbox::idempotency_key(
+                        change.outbox_id,
+                        envelope::header(&batch[i].headers, envelope::H_REPLAYED_FROM),
+                    ),
+                    call,
+                })
+                .collect();
+            let results = self.runtime.block_on(self.adapter.send(&requests));
+            let mut transient = None;
+            for ((i, request), result) in positions.iter().zip(&requests).zip(results) {
+                let change = request.change;
+                match result {
+                    Ok(sent) => {
+                        self.record_sent(&mut conn, request, &sent)?;
+                        tracing::info!(
+                            sync.service = service, outbox.id = change.outbox_id,
+                            customer.id = %change.local_id, operation = change.operation.as_str(),
+                            "change applied"
+                        );
+                        outcomes[*i] = Some(Outcome::Done);
+                    }
+                    Err(DeliveryError::Refused(message)) => {
+                        outcomes[*i] = Some(self.refuse(&mut conn, change, &message)?);
+                    }
+                    Err(DeliveryError::Transient(t)) => {
+                        transient.get_or_insert(t);
+                    }
                 }
             }
-            match self.deliver(
-                &mut conn,
-                &change,
-                envelope::header(&d.headers, envelope::H_REPLAYED_FROM),
-            ) {
-                Ok(()) => {
-                    tracing::info!(
-                        sync.service = service, outbox.id = change.outbox_id,
-                        customer.id = %change.local_id, operation = change.operation.as_str(),
-                        "change applied"
-                    );
-                    outcomes.push(Outcome::Done);
-                }
-                // Changes before this one in the batch are recorded, so the
-                // retry skips them.
-                Err(DeliveryError::Transient(t)) => return Err(t),
-                Err(DeliveryError::Refused(message)) => {
-                    outbox::record_delivery(
-                        &mut conn,
-                        change.outbox_id,
-                        service,
-                        DeliveryStatus::Failed,
-                        None,
-                        Some(&message),
-                    )?;
-                    outcomes.push(Outcome::DeadLetter(format!(
-                        "{} refused {} of customer {}: {message}",
-                        self.adapter.display_name(),
-                        change.operation.as_str(),
-                        change.local_id
-                    )));
-                }
+            if let Some(t) = transient {
+                return Err(t);
             }
         }
-        Ok(outcomes)
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every change has an outcome"))
+            .collect())
     }
 }
 

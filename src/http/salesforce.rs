@@ -55,7 +55,13 @@ async fn handle(
     relay
         .verifier
         .verify(signature, body, crate::ingest::unix_now())
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
+        .map_err(|e| {
+            // The scheme is Stripe's; the header it names is ours.
+            let message = e
+                .to_string()
+                .replace("Stripe-Signature", "StripeSync-Signature");
+            ApiError::new(StatusCode::BAD_REQUEST, e.code(), message)
+        })?;
     let events = parse(body)
         .map_err(|reason| ApiError::new(StatusCode::BAD_REQUEST, "invalid_records", reason))?;
     let sends = events.iter().map(|event| async move {

@@ -22,9 +22,9 @@ pub struct Inventory {
     pub notifier_group: String,
     pub commands_topic: String,
     pub commands_group: String,
-    /// salesforce-outbound's group, when the Salesforce adapter is
-    /// configured (`SALESFORCE_INSTANCE_URL`).
-    pub salesforce_group: Option<String>,
+    /// The Salesforce adapter's topic and groups, when it is configured
+    /// (`SALESFORCE_INSTANCE_URL`).
+    pub salesforce: Option<SalesforceInventory>,
     /// `KAFKA_FETCH_MAX_BYTES`: what reading one message may fetch.
     pub fetch_max_bytes: usize,
 }
@@ -41,8 +41,13 @@ impl Inventory {
             notifier_group: crate::config::notifier_group(env).to_owned(),
             commands_topic: crate::config::CommandsConfig::load(env).topic,
             commands_group: crate::config::commands_group(env).to_owned(),
-            salesforce_group: crate::config::SalesforceConfig::is_configured(env)
-                .then(|| crate::config::salesforce_outbound_group(env).to_owned()),
+            salesforce: crate::config::SalesforceConfig::is_configured(env).then(|| {
+                SalesforceInventory {
+                    outbound_group: crate::config::salesforce_outbound_group(env).to_owned(),
+                    inbound_group: crate::config::salesforce_inbound_group(env).to_owned(),
+                    events_topic: crate::config::salesforce_events_topic(env).to_owned(),
+                }
+            }),
             fetch_max_bytes: kafka.fetch_max_bytes,
         })
     }
@@ -51,10 +56,10 @@ impl Inventory {
     /// letters.
     fn topics_with_dead_letters(&self) -> Vec<(String, Vec<String>)> {
         let mut changes_dlqs = vec![kafka_topics::dead_letter_for(&self.changes_topic)];
-        if self.salesforce_group.is_some() {
+        if self.salesforce.is_some() {
             changes_dlqs.push(kafka_topics::salesforce_dead_letters(&self.changes_topic));
         }
-        vec![
+        let mut topics = vec![
             (
                 self.events_topic.clone(),
                 vec![
@@ -67,7 +72,14 @@ impl Inventory {
                 self.commands_topic.clone(),
                 vec![kafka_topics::dead_letter_for(&self.commands_topic)],
             ),
-        ]
+        ];
+        if let Some(sf) = &self.salesforce {
+            topics.push((
+                sf.events_topic.clone(),
+                vec![kafka_topics::dead_letter_for(&sf.events_topic)],
+            ));
+        }
+        topics
     }
 
     pub fn dead_letter_topics(&self) -> Vec<String> {
@@ -93,11 +105,20 @@ impl Inventory {
             (self.notifier_group.clone(), self.events_topic.clone()),
             (self.commands_group.clone(), self.commands_topic.clone()),
         ];
-        if let Some(group) = &self.salesforce_group {
-            groups.push((group.clone(), self.changes_topic.clone()));
+        if let Some(sf) = &self.salesforce {
+            groups.push((sf.outbound_group.clone(), self.changes_topic.clone()));
+            groups.push((sf.inbound_group.clone(), sf.events_topic.clone()));
         }
         groups
     }
+}
+
+/// The Salesforce adapter's part of the [`Inventory`].
+#[derive(Debug, Clone)]
+pub struct SalesforceInventory {
+    pub outbound_group: String,
+    pub inbound_group: String,
+    pub events_topic: String,
 }
 
 /// Renders rows as an aligned text table (header first).
@@ -142,9 +163,16 @@ mod tests {
             "stripe-sync.salesforce-outbound".to_owned(),
             "customers.changes.v1".to_owned()
         )));
-        assert!(with
-            .dead_letter_topics()
-            .contains(&"customers.changes.v1.salesforce.dlq".to_owned()));
+        assert!(with.groups().contains(&(
+            "stripe-sync.salesforce-inbound".to_owned(),
+            "salesforce.events.v1".to_owned()
+        )));
+        for dlq in [
+            "customers.changes.v1.salesforce.dlq",
+            "salesforce.events.v1.dlq",
+        ] {
+            assert!(with.dead_letter_topics().contains(&dlq.to_owned()), "{dlq}");
+        }
         // Sources first, each followed by its dead letters.
         let topics = with.topics();
         let at = |t: &str| topics.iter().position(|x| x == t).unwrap();

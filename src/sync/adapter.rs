@@ -13,7 +13,7 @@
 //! A third service implements this trait, names its `service` and
 //! `entity` for `id_map`, and gets a worker of a few lines.
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt};
 
 use crate::db::models::{Customer, IdMapEntry};
 use crate::kafka::consumer::Transient;
@@ -42,6 +42,36 @@ pub struct Created {
     pub external_id: String,
     /// `id_map.remote_version` of the object as created.
     pub version: i64,
+}
+
+/// One call a change needs, planned by the outbound handler.
+pub enum Call {
+    /// Create the counterpart from the customer's row as it is now
+    /// (`None`: the row is gone).
+    Create {
+        customer: Option<Customer>,
+    },
+    Update {
+        link: IdMapEntry,
+    },
+    Delete {
+        link: IdMapEntry,
+    },
+}
+
+/// A planned call with the change it carries out.
+pub struct Request<'a> {
+    pub change: &'a Change,
+    /// The change's idempotency key.
+    pub key: String,
+    pub call: Call,
+}
+
+/// What a call did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    Created(Created),
+    Done,
 }
 
 /// One service's writes of local customers.
@@ -85,4 +115,40 @@ pub trait OutboundAdapter: Send + Sync + 'static {
         link: &'a IdMapEntry,
         key: &'a str,
     ) -> BoxFuture<'a, Result<(), DeliveryError>>;
+
+    /// Makes the calls of several changes, each of a different customer,
+    /// in order; one result per request. One by one unless the service
+    /// batches them (Salesforce's Composite API).
+    fn send<'a>(
+        &'a self,
+        requests: &'a [Request<'a>],
+    ) -> BoxFuture<'a, Vec<Result<Sent, DeliveryError>>> {
+        async move {
+            let mut results = Vec::with_capacity(requests.len());
+            for r in requests {
+                results.push(self.send_one(r).await);
+            }
+            results
+        }
+        .boxed()
+    }
+
+    /// The call of one request through [`Self::create`], [`Self::update`]
+    /// or [`Self::delete`].
+    fn send_one<'a>(&'a self, r: &'a Request<'a>) -> BoxFuture<'a, Result<Sent, DeliveryError>> {
+        async move {
+            match &r.call {
+                Call::Create { customer } => self
+                    .create(r.change, customer.as_ref(), &r.key)
+                    .await
+                    .map(Sent::Created),
+                Call::Update { link } => self
+                    .update(link, r.change, &r.key)
+                    .await
+                    .map(|()| Sent::Done),
+                Call::Delete { link } => self.delete(link, &r.key).await.map(|()| Sent::Done),
+            }
+        }
+        .boxed()
+    }
 }

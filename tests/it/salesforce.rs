@@ -94,12 +94,18 @@ async fn local_changes_reach_salesforce_and_stripe_exactly_once() {
     assert_eq!(contact[EXTERNAL_ID_FIELD], id.as_str());
     let contact_id = contact["Id"].as_str().unwrap().to_owned();
     assert!(contact_id.starts_with("003"));
-    let link: (String, String, String) = id_map::table
-        .filter(id_map::service.eq("salesforce"))
-        .filter(id_map::local_id.eq(id.parse::<uuid::Uuid>().unwrap()))
-        .select((id_map::account, id_map::entity, id_map::external_id))
-        .first(&mut stack.db.conn())
-        .unwrap();
+    // The link commits with the delivery, just after the call.
+    let link: (String, String, String) = wait_for(WAIT, "the link", || {
+        let link = id_map::table
+            .filter(id_map::service.eq("salesforce"))
+            .filter(id_map::local_id.eq(id.parse::<uuid::Uuid>().unwrap()))
+            .select((id_map::account, id_map::entity, id_map::external_id))
+            .first(&mut stack.db.conn())
+            .optional()
+            .unwrap();
+        async move { link }
+    })
+    .await;
     assert_eq!(
         link,
         (
