@@ -151,26 +151,79 @@ impl SalesforceClient {
         value: &str,
         fields: &Map<String, Value>,
     ) -> Result<Upserted, SalesforceError> {
-        let path = format!(
+        let path = self.upsert_path(sobject, field, value);
+        let body = Value::Object(fields.clone());
+        upserted(self.call(Method::PATCH, &path, Some(&body)).await?.as_ref())
+    }
+
+    /// The path of an upsert by external id, for [`Self::composite`].
+    pub fn upsert_path(&self, sobject: &str, field: &str, value: &str) -> String {
+        format!(
             "sobjects/{sobject}/{field}/{}",
             percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
+        )
+    }
+
+    /// The path of record `id`, checked, for [`Self::composite`].
+    pub fn record_path(&self, sobject: &str, id: &str) -> Result<String, SalesforceError> {
+        Ok(format!("sobjects/{sobject}/{}", checked_id(id)?))
+    }
+
+    /// Several independent calls in one request (the Composite API, with
+    /// `allOrNone: false`, at most 25), made in order; one answer each:
+    /// its body, or its error as [`Self::call`] would have returned it.
+    /// An error of the request as a whole is returned as such.
+    pub async fn composite(
+        &self,
+        calls: &[SubRequest],
+    ) -> Result<Vec<Result<Option<Value>, SalesforceError>>, SalesforceError> {
+        assert!(
+            calls.len() <= COMPOSITE_LIMIT,
+            "at most {COMPOSITE_LIMIT} calls"
         );
-        let body = Value::Object(fields.clone());
-        let answer = self.call(Method::PATCH, &path, Some(&body)).await?;
-        let id = answer
-            .as_ref()
-            .and_then(|a| a.get("id"))
-            .and_then(Value::as_str)
-            .filter(|id| is_record_id(id))
-            .ok_or_else(|| SalesforceError::Unreadable("an upsert answer without an id".into()))?;
-        Ok(Upserted {
-            id: id.to_owned(),
-            created: answer
-                .as_ref()
-                .and_then(|a| a.get("created"))
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-        })
+        let prefix = format!("/services/data/v{}/", self.config.api_version);
+        let requests: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut r = serde_json::json!({
+                    "method": c.method.as_str(),
+                    "url": format!("{prefix}{}", c.path),
+                    "referenceId": format!("r{i}"),
+                });
+                if let Some(body) = &c.body {
+                    r["body"] = body.clone();
+                }
+                r
+            })
+            .collect();
+        let body = serde_json::json!({"allOrNone": false, "compositeRequest": requests});
+        let answer = self
+            .call(Method::POST, "composite", Some(&body))
+            .await?
+            .ok_or_else(|| SalesforceError::Unreadable("an empty composite answer".into()))?;
+        let responses = answer
+            .get("compositeResponse")
+            .and_then(Value::as_array)
+            .filter(|r| r.len() == calls.len())
+            .ok_or_else(|| {
+                SalesforceError::Unreadable("a composite answer without one response a call".into())
+            })?;
+        Ok(responses
+            .iter()
+            .map(|r| {
+                let status = r.get("httpStatusCode").and_then(Value::as_u64).unwrap_or(0) as u16;
+                let body = r.get("body").filter(|b| !b.is_null()).cloned();
+                if (200..300).contains(&status) {
+                    Ok(body)
+                } else {
+                    Err(api_error(
+                        status,
+                        &body.map(|b| b.to_string()).unwrap_or_default(),
+                    ))
+                }
+            })
+            .collect())
     }
 
     /// Sets `fields` on record `id`.
@@ -190,20 +243,12 @@ impl SalesforceClient {
     /// gone already (a retry after a lost answer, or deleted in Salesforce).
     pub async fn delete(&self, sobject: &str, id: &str) -> Result<bool, SalesforceError> {
         let path = format!("sobjects/{sobject}/{}", checked_id(id)?);
-        match self.call(Method::DELETE, &path, None).await {
-            Ok(_) => Ok(true),
-            Err(SalesforceError::Api { code, .. })
-                if code == NOT_FOUND || code == ENTITY_IS_DELETED =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        }
+        deleted(self.call(Method::DELETE, &path, None).await)
     }
 
     /// One REST call under `/services/data/v{version}/`, with a fresh
     /// token once if Salesforce says the session expired.
-    async fn call(
+    pub async fn call(
         &self,
         method: Method,
         path: &str,
@@ -300,6 +345,48 @@ impl SalesforceClient {
             user_id,
             generation,
         })
+    }
+}
+
+/// At most this many calls go in one Composite request.
+pub const COMPOSITE_LIMIT: usize = 25;
+
+/// One call of a Composite request: a path under `/services/data/vXX.X/`.
+#[derive(Debug, Clone)]
+pub struct SubRequest {
+    pub method: Method,
+    pub path: String,
+    pub body: Option<Value>,
+}
+
+/// What an upsert answered: the record's id, and whether it was made.
+pub fn upserted(answer: Option<&Value>) -> Result<Upserted, SalesforceError> {
+    let id = answer
+        .and_then(|a| a.get("id"))
+        .and_then(Value::as_str)
+        .filter(|id| is_record_id(id))
+        .ok_or_else(|| SalesforceError::Unreadable("an upsert answer without an id".into()))?;
+    Ok(Upserted {
+        id: id.to_owned(),
+        created: answer
+            .and_then(|a| a.get("created"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    })
+}
+
+/// Whether a record not being there any more is what an error says.
+pub fn is_gone(e: &SalesforceError) -> bool {
+    matches!(e, SalesforceError::Api { code, .. } if code == NOT_FOUND || code == ENTITY_IS_DELETED)
+}
+
+/// A delete's answer: true if it deleted the record, false if the record
+/// was gone already.
+pub fn deleted<T>(answer: Result<T, SalesforceError>) -> Result<bool, SalesforceError> {
+    match answer {
+        Ok(_) => Ok(true),
+        Err(e) if is_gone(&e) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -10,14 +10,17 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{SalesforceClient, SalesforceError};
+use reqwest::Method;
+use serde_json::Value;
+
+use super::client::{self, SalesforceClient, SalesforceError, SubRequest};
 use super::contact::{self, SOBJECT};
 use crate::config::SalesforceOutboundConfig;
-use crate::db::models::{Customer, IdMapEntry};
+
 use crate::kafka::consumer::Transient;
 use crate::outbound::{run_adapter, OutboundWorker};
 use crate::outbox::Change;
-use crate::sync::adapter::{Created, DeliveryError, OutboundAdapter};
+use crate::sync::adapter::{Call, Created, DeliveryError, OutboundAdapter, Request, Sent};
 use crate::sync::{entity, service};
 
 pub struct SalesforceOutbound {
@@ -60,6 +63,132 @@ impl From<SalesforceError> for DeliveryError {
     }
 }
 
+impl SalesforceOutbound {
+    /// What a request sends: `None` when it needs no call (an update of
+    /// fields Salesforce does not hold), or is refused before any.
+    fn sub_request(&self, r: &Request<'_>) -> Result<Option<SubRequest>, DeliveryError> {
+        Ok(Some(match &r.call {
+            Call::Create { customer } => SubRequest {
+                method: Method::PATCH,
+                path: self.client.upsert_path(
+                    SOBJECT,
+                    &self.external_id_field,
+                    &r.change.local_id.to_string(),
+                ),
+                body: Some(Value::Object(contact::contact_of(
+                    customer.as_ref().ok_or_else(|| gone_locally(r.change))?,
+                ))),
+            },
+            Call::Update { link } => {
+                let fields = contact::contact_changes(&r.change.fields);
+                // A change of fields Salesforce does not hold (metadata only).
+                if fields.is_empty() {
+                    return Ok(None);
+                }
+                SubRequest {
+                    method: Method::PATCH,
+                    path: self.client.record_path(SOBJECT, &link.external_id)?,
+                    body: Some(Value::Object(fields)),
+                }
+            }
+            Call::Delete { link } => SubRequest {
+                method: Method::DELETE,
+                path: self.client.record_path(SOBJECT, &link.external_id)?,
+                body: None,
+            },
+        }))
+    }
+
+    /// What a call's answer means for its request.
+    async fn outcome(
+        &self,
+        r: &Request<'_>,
+        answer: Result<Option<Value>, SalesforceError>,
+    ) -> Result<Sent, DeliveryError> {
+        match &r.call {
+            Call::Create { .. } => {
+                let upserted = client::upserted(answer?.as_ref())?;
+                Ok(Sent::Created(Created {
+                    account: self.client.org_id().await?,
+                    external_id: upserted.id,
+                    // Ordered by SystemModstamp once Salesforce reports it.
+                    version: 0,
+                }))
+            }
+            Call::Update { link } => match answer {
+                Err(e) if client::is_gone(&e) => Err(DeliveryError::Refused(format!(
+                    "Contact {} was deleted in Salesforce ({e})",
+                    link.external_id
+                ))),
+                other => other.map(|_| Sent::Done).map_err(DeliveryError::from),
+            },
+            Call::Delete { .. } => Ok(client::deleted(answer).map(|_| Sent::Done)?),
+        }
+    }
+
+    /// One request, by itself.
+    async fn send_alone(&self, r: &Request<'_>) -> Result<Sent, DeliveryError> {
+        let Some(call) = self.sub_request(r)? else {
+            return Ok(Sent::Done);
+        };
+        let answer = self
+            .client
+            .call(call.method, &call.path, call.body.as_ref())
+            .await;
+        self.outcome(r, answer).await
+    }
+
+    /// Several requests in one Composite call (each of a different
+    /// customer, so their order within it does not matter).
+    async fn send_together(&self, requests: &[Request<'_>]) -> Vec<Result<Sent, DeliveryError>> {
+        let mut results: Vec<Option<Result<Sent, DeliveryError>>> =
+            requests.iter().map(|_| None).collect();
+        let mut calls = Vec::new();
+        let mut positions = Vec::new();
+        for (i, r) in requests.iter().enumerate() {
+            match self.sub_request(r) {
+                Ok(Some(call)) => {
+                    calls.push(call);
+                    positions.push(i);
+                }
+                Ok(None) => results[i] = Some(Ok(Sent::Done)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        match self.client.composite(&calls).await {
+            Ok(answers) => {
+                for (i, answer) in positions.into_iter().zip(answers) {
+                    results[i] = Some(self.outcome(&requests[i], answer).await);
+                }
+            }
+            // The request as a whole failed (the limit, a 5xx, the
+            // network): every call in it is retried.
+            Err(e) => {
+                let reason = e.to_string();
+                let transient = e.is_transient();
+                for i in positions {
+                    results[i] = Some(Err(if transient {
+                        DeliveryError::Transient(Transient::from(anyhow::anyhow!(reason.clone())))
+                    } else {
+                        DeliveryError::Refused(reason.clone())
+                    }));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every request has a result"))
+            .collect()
+    }
+}
+
+fn gone_locally(change: &Change) -> DeliveryError {
+    DeliveryError::Refused(format!(
+        "customer {} does not exist any more",
+        change.local_id
+    ))
+}
+
 impl OutboundAdapter for SalesforceOutbound {
     fn service(&self) -> &'static str {
         service::SALESFORCE
@@ -77,77 +206,20 @@ impl OutboundAdapter for SalesforceOutbound {
         true
     }
 
-    fn create<'a>(
-        &'a self,
-        change: &'a Change,
-        customer: Option<&'a Customer>,
-        _key: &'a str,
-    ) -> BoxFuture<'a, Result<Created, DeliveryError>> {
-        Box::pin(async move {
-            let Some(customer) = customer else {
-                return Err(DeliveryError::Refused(format!(
-                    "customer {} does not exist any more",
-                    change.local_id
-                )));
-            };
-            let local_id = change.local_id.to_string();
-            let upserted = self
-                .client
-                .upsert_by_external_id(
-                    SOBJECT,
-                    &self.external_id_field,
-                    &local_id,
-                    &contact::contact_of(customer),
-                )
-                .await?;
-            Ok(Created {
-                account: self.client.org_id().await?,
-                external_id: upserted.id,
-                // Ordered by SystemModstamp once Salesforce reports it.
-                version: 0,
-            })
-        })
+    fn send_one<'a>(&'a self, r: &'a Request<'a>) -> BoxFuture<'a, Result<Sent, DeliveryError>> {
+        Box::pin(self.send_alone(r))
     }
 
-    fn update<'a>(
+    /// One call for a single request; the Composite API for several.
+    fn send<'a>(
         &'a self,
-        link: &'a IdMapEntry,
-        change: &'a Change,
-        _key: &'a str,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        requests: &'a [Request<'a>],
+    ) -> BoxFuture<'a, Vec<Result<Sent, DeliveryError>>> {
         Box::pin(async move {
-            let fields = contact::contact_changes(&change.fields);
-            // A change of fields Salesforce does not hold (metadata only).
-            if fields.is_empty() {
-                return Ok(());
+            match requests {
+                [one] => vec![self.send_alone(one).await],
+                many => self.send_together(many).await,
             }
-            match self
-                .client
-                .update(SOBJECT, &link.external_id, &fields)
-                .await
-            {
-                Err(SalesforceError::Api { code, .. })
-                    if code == super::client::NOT_FOUND
-                        || code == super::client::ENTITY_IS_DELETED =>
-                {
-                    Err(DeliveryError::Refused(format!(
-                        "Contact {} was deleted in Salesforce ({code})",
-                        link.external_id
-                    )))
-                }
-                other => Ok(other?),
-            }
-        })
-    }
-
-    fn delete<'a>(
-        &'a self,
-        link: &'a IdMapEntry,
-        _key: &'a str,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async move {
-            self.client.delete(SOBJECT, &link.external_id).await?;
-            Ok(())
         })
     }
 }

@@ -3,19 +3,20 @@
 //!
 //! Every call carries `Idempotency-Key` = the outbox id's key, so a retry
 //! after a lost response never creates a second customer. Stripe's echo
-//! webhooks come back through stripe-inbound, which writes the mirror only:
-//! nothing there writes the outbox, so no change ever bounces back out
-//! (invariant 6).
+//! webhooks come back through stripe-inbound, which recognises them by
+//! that key and passes nothing of them on (invariant 6); what it does pass
+//! on (with Salesforce configured) has origin `stripe`, which the outbound
+//! handler never sends back to Stripe.
 
 use futures::future::BoxFuture;
 use serde_json::Value;
 
 use super::{RemoteObject, StripeClient, StripeError, PLATFORM_ACCOUNT};
 use crate::customers::input::LOCAL_ID_METADATA_KEY;
-use crate::db::models::{Customer, IdMapEntry};
+use crate::db::models::IdMapEntry;
 use crate::kafka::consumer::Transient;
 use crate::outbox::Change;
-use crate::sync::adapter::{Created, DeliveryError, OutboundAdapter};
+use crate::sync::adapter::{Call, Created, DeliveryError, OutboundAdapter, Request, Sent};
 use crate::sync::{entity, service};
 
 pub struct StripeOutbound {
@@ -62,10 +63,24 @@ impl OutboundAdapter for StripeOutbound {
         false
     }
 
+    fn send_one<'a>(&'a self, r: &'a Request<'a>) -> BoxFuture<'a, Result<Sent, DeliveryError>> {
+        Box::pin(async move {
+            match &r.call {
+                Call::Create { .. } => self.create(r.change, &r.key).await.map(Sent::Created),
+                Call::Update { link } => self
+                    .update(link, r.change, &r.key)
+                    .await
+                    .map(|()| Sent::Done),
+                Call::Delete { link } => self.delete(link, &r.key).await.map(|()| Sent::Done),
+            }
+        })
+    }
+}
+
+impl StripeOutbound {
     fn create<'a>(
         &'a self,
         change: &'a Change,
-        _customer: Option<&'a Customer>,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Created, DeliveryError>> {
         Box::pin(async move {

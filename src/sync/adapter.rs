@@ -91,30 +91,11 @@ pub trait OutboundAdapter: Send + Sync + 'static {
     /// yes (customers that existed before the adapter was configured).
     fn creates_when_unlinked(&self) -> bool;
 
-    /// Creates the counterpart of the changed customer for `change`, given
-    /// its row as it is now (`None` if the row is gone); `key` is the
-    /// change's idempotency key.
-    fn create<'a>(
-        &'a self,
-        change: &'a Change,
-        customer: Option<&'a Customer>,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Created, DeliveryError>>;
-
-    /// Applies `change` to the linked counterpart.
-    fn update<'a>(
-        &'a self,
-        link: &'a IdMapEntry,
-        change: &'a Change,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
-
-    /// Deletes the linked counterpart; one already gone counts as deleted.
-    fn delete<'a>(
-        &'a self,
-        link: &'a IdMapEntry,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
+    /// Makes the call of one request: creates the counterpart (`Sent::Created`
+    /// with what it made, or found: creates are idempotent), or applies an
+    /// update or delete to the linked one (one already gone counts as
+    /// deleted).
+    fn send_one<'a>(&'a self, r: &'a Request<'a>) -> BoxFuture<'a, Result<Sent, DeliveryError>>;
 
     /// Makes the calls of several changes, each of a different customer,
     /// in order; one result per request. One by one unless the service
@@ -129,25 +110,6 @@ pub trait OutboundAdapter: Send + Sync + 'static {
                 results.push(self.send_one(r).await);
             }
             results
-        }
-        .boxed()
-    }
-
-    /// The call of one request through [`Self::create`], [`Self::update`]
-    /// or [`Self::delete`].
-    fn send_one<'a>(&'a self, r: &'a Request<'a>) -> BoxFuture<'a, Result<Sent, DeliveryError>> {
-        async move {
-            match &r.call {
-                Call::Create { customer } => self
-                    .create(r.change, customer.as_ref(), &r.key)
-                    .await
-                    .map(Sent::Created),
-                Call::Update { link } => self
-                    .update(link, r.change, &r.key)
-                    .await
-                    .map(|()| Sent::Done),
-                Call::Delete { link } => self.delete(link, &r.key).await.map(|()| Sent::Done),
-            }
         }
         .boxed()
     }

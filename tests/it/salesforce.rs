@@ -391,3 +391,88 @@ async fn a_pruned_change_redelivered_is_skipped() {
     }
     stack.stop().await;
 }
+
+/// A backlog of changes of many customers goes out in Composite requests
+/// (several changes a call), each change once; a field error inside one
+/// fails that change alone, and the others of the same request land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backlog_goes_out_in_composite_requests_and_a_field_error_stays_alone() {
+    let salesforce = FakeSalesforce::start();
+    let stripe = FakeStripe::start(vec![]);
+    let mut stack = Stack::start(Options {
+        stripe_base: stripe.base(),
+        start_outbound: true,
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    const CUSTOMERS: usize = 12;
+    let mut ids = Vec::new();
+    for n in 0..CUSTOMERS {
+        let email = if n == 5 {
+            "bad@exa_mple.com".to_owned()
+        } else {
+            format!("c{n}@example.com")
+        };
+        ids.push(
+            create(
+                &stack,
+                json!({"name": format!("Customer {n}"), "email": email}),
+            )
+            .await,
+        );
+    }
+    // Every change waits on the topic, then salesforce-outbound starts.
+    wait_for(WAIT, "the changes published", || {
+        let n = stack.db.count("outbox WHERE published_at IS NOT NULL");
+        async move { (n == CUSTOMERS as i64).then_some(()) }
+    })
+    .await;
+    stack.start_salesforce_outbound(&salesforce);
+    wait_for(WAIT, "every change handled", || {
+        let n = deliveries(&stack, "salesforce").len();
+        async move { (n == CUSTOMERS).then_some(()) }
+    })
+    .await;
+    assert!(
+        salesforce.composites() >= 1,
+        "no Composite request: {:?}",
+        salesforce.calls()
+    );
+    assert!(
+        salesforce.composites() < CUSTOMERS - 1,
+        "a Composite request a change"
+    );
+    assert_eq!(
+        salesforce.writes().len(),
+        CUSTOMERS - 1,
+        "each Contact once"
+    );
+    for (n, id) in ids.iter().enumerate() {
+        let contact = salesforce.contact_of(id);
+        assert_eq!(contact.is_some(), n != 5, "customer {n}");
+    }
+    let failed: Vec<_> = deliveries(&stack, "salesforce")
+        .into_iter()
+        .filter(|(status, _)| status == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0]
+            .1
+            .as_deref()
+            .unwrap()
+            .contains("INVALID_EMAIL_ADDRESS"),
+        "{failed:?}"
+    );
+    wait_for(WAIT, "the refusal dead-lettered", || {
+        let n = read_all(
+            &stack.brokers,
+            &stripe_sync::kafka::topics::salesforce_dead_letters(&stack.changes_topic),
+        )
+        .len();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    stack.stop().await;
+}

@@ -2,7 +2,8 @@
 //! from Salesforce's REST API documentation for the calls the adapter
 //! makes: the OAuth 2.0 client-credentials token endpoint; Contact upsert
 //! by external id, update, delete and retrieve under
-//! `/services/data/v61.0/`; and SOQL `query`/`queryAll` over the Contacts
+//! `/services/data/v61.0/`, alone or as the subrequests of a Composite
+//! request; and SOQL `query`/`queryAll` over the Contacts
 //! (the subset of SOQL the poller sends: a field list, `AND`/`OR`/parens
 //! over comparisons of `SystemModstamp`, `Id` and `IsDeleted`, `ORDER BY`,
 //! `LIMIT`). Every write stamps `SystemModstamp` (milliseconds, never
@@ -56,6 +57,8 @@ struct State {
     down: bool,
     /// Queries still answered before they answer 503, when set.
     query_budget: Option<usize>,
+    /// Composite requests answered.
+    composites: usize,
     /// Tokens that still open a session.
     valid_tokens: Vec<String>,
     grants: usize,
@@ -136,6 +139,11 @@ impl FakeSalesforce {
 
     pub fn set_down(&self, down: bool) {
         self.state.lock().unwrap().down = down;
+    }
+
+    /// Composite requests answered (their subrequests are in [`Self::calls`]).
+    pub fn composites(&self) -> usize {
+        self.state.lock().unwrap().composites
     }
 
     /// Answers `n` more queries, then 503 to every one (`None`: no limit).
@@ -305,6 +313,14 @@ fn handle(
             _ => {}
         }
     }
+    if method == Method::POST && path == "/services/data/v61.0/composite" {
+        return composite(state, body);
+    }
+    sobject_call(state, method, path, body)
+}
+
+/// A Contact call: upsert by external id, update, delete, retrieve.
+fn sobject_call(state: &mut State, method: &Method, path: &str, body: &[u8]) -> Reply {
     let Some(rest) = path.strip_prefix(API_PREFIX) else {
         return not_found();
     };
@@ -348,6 +364,57 @@ fn handle(
             &[],
         ),
     }
+}
+
+/// The Composite API (`allOrNone: false` only): each subrequest is made in
+/// order as if called alone, and logged as a call of its own.
+fn composite(state: &mut State, body: &[u8]) -> Reply {
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let Some(subrequests) = request["compositeRequest"].as_array() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "JSON_PARSER_ERROR",
+            "no compositeRequest",
+            &[],
+        );
+    };
+    if subrequests.len() > 25 || request["allOrNone"] != false {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+            "at most 25 subrequests, allOrNone false in this fake",
+            &[],
+        );
+    }
+    state.composites += 1;
+    let mut responses = Vec::new();
+    for sub in subrequests {
+        let method = sub["method"]
+            .as_str()
+            .and_then(|m| m.parse::<Method>().ok())
+            .unwrap_or(Method::GET);
+        let url = sub["url"].as_str().unwrap_or_default().to_owned();
+        let body = match sub.get("body") {
+            Some(b) => serde_json::to_vec(b).unwrap(),
+            None => Vec::new(),
+        };
+        let (status, reply) = sobject_call(state, &method, &url, &body);
+        state.calls.push(Call {
+            method: method.to_string(),
+            path: url,
+            status: status.as_u16(),
+        });
+        responses.push(json!({
+            "body": reply,
+            "httpHeaders": {},
+            "httpStatusCode": status.as_u16(),
+            "referenceId": sub["referenceId"],
+        }));
+    }
+    (
+        StatusCode::OK,
+        Some(json!({"compositeResponse": responses})),
+    )
 }
 
 fn grant(state: &mut State, body: &[u8]) -> Reply {
