@@ -9,5 +9,6 @@ RUN apt-get update && apt-get install -y --no-install-recommends libpq5 ca-certi
 COPY --from=build /src/target/release/stripe-sync /src/target/release/stripe-inbound \
      /src/target/release/outbox-relay /src/target/release/stripe-outbound \
      /src/target/release/order-notifier /src/target/release/stripe-commands \
-     /src/target/release/salesforce-outbound /usr/local/bin/
+     /src/target/release/salesforce-outbound /src/target/release/salesforce-inbound \
+     /usr/local/bin/
 USER nobody
