@@ -58,19 +58,7 @@ impl BatchHandler for InboundHandler {
                     applied => applied,
                 }
             })
-            .map_err(|e| match e {
-                ApplyError::Transient {
-                    source,
-                    retry_after,
-                } => Transient {
-                    error: source,
-                    retry_after,
-                },
-                // Events refused for good come back as results; a permanent
-                // error escaping the batch comes from the transaction itself
-                // (BEGIN/COMMIT): retry, never skip.
-                ApplyError::Permanent(reason) => Transient::from(anyhow::anyhow!(reason)),
-            })?;
+            .map_err(ApplyError::into_retry)?;
         // Counted only now that the transaction committed, so retries do
         // not inflate them.
         let mut results = events.iter().zip(results);

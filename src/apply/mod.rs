@@ -47,6 +47,26 @@ impl ApplyError {
     }
 }
 
+impl ApplyError {
+    /// A failure that escaped an apply, as the consume loop's retry of the
+    /// batch: a transient one keeps its wait. Events refused for good come
+    /// back as their own results, so a permanent error escaping a batch is
+    /// about the batch itself (its BEGIN or COMMIT): retried too, never
+    /// skipped.
+    pub fn into_retry(self) -> crate::kafka::consumer::Transient {
+        match self {
+            Self::Transient {
+                source,
+                retry_after,
+            } => crate::kafka::consumer::Transient {
+                error: source,
+                retry_after,
+            },
+            Self::Permanent(reason) => anyhow::anyhow!(reason).into(),
+        }
+    }
+}
+
 impl From<DieselError> for ApplyError {
     /// Postgres refusing the data itself is permanent; anything else (lost
     /// connection, serialisation failure, a racing unique insert) may pass

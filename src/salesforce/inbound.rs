@@ -92,15 +92,7 @@ impl BatchHandler for SalesforceInboundHandler {
                 }
                 // Versions before this one are committed; the retry finds
                 // them in the ledger.
-                Err(ApplyError::Transient {
-                    source,
-                    retry_after,
-                }) => {
-                    return Err(Transient {
-                        error: source,
-                        retry_after,
-                    })
-                }
+                Err(e @ ApplyError::Transient { .. }) => return Err(e.into_retry()),
             }
         }
         Ok(outcomes)

@@ -124,15 +124,7 @@ impl BatchHandler for OrderHandler {
                 &order.session_id,
             ) {
                 Ok(items) => items,
-                Err(ApplyError::Transient {
-                    source,
-                    retry_after,
-                }) => {
-                    return Err(Transient {
-                        error: source,
-                        retry_after,
-                    })
-                }
+                Err(e @ ApplyError::Transient { .. }) => return Err(e.into_retry()),
                 Err(ApplyError::Permanent(reason)) => {
                     *outcomes.last_mut().expect("pushed above") = Outcome::DeadLetter(format!(
                         "{} {}: cannot read the line items of {}: {reason}",
