@@ -258,13 +258,7 @@ pub struct WebhookConfig {
 
 impl WebhookConfig {
     pub fn load(env: &Env) -> Result<Self, ConfigError> {
-        let secrets: Vec<SecretString> = env
-            .required("STRIPE_WEBHOOK_SECRET")?
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| SecretString::from(s.to_owned()))
-            .collect();
+        let secrets = secret_list(env.required("STRIPE_WEBHOOK_SECRET")?);
         if secrets.is_empty() {
             return Err(ConfigError::Missing("STRIPE_WEBHOOK_SECRET"));
         }
@@ -277,6 +271,16 @@ impl WebhookConfig {
             max_body_bytes: env.parsed("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024)?,
         })
     }
+}
+
+/// Webhook secrets as configured: comma-separated, several at once while
+/// one is rotated.
+pub(crate) fn secret_list(raw: &str) -> Vec<SecretString> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| SecretString::from(s.to_owned()))
+        .collect()
 }
 
 #[derive(Debug, Clone)]

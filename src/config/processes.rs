@@ -117,12 +117,7 @@ impl SalesforceRelayConfig {
         let Some(raw) = env.get("SALESFORCE_WEBHOOK_SECRET") else {
             return Ok(None);
         };
-        let secrets: Vec<SecretString> = raw
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| SecretString::from(s.to_owned()))
-            .collect();
+        let secrets = secret_list(raw);
         if secrets.iter().any(|s| s.expose_secret().len() < 16) || secrets.is_empty() {
             return Err(ConfigError::Invalid {
                 name: "SALESFORCE_WEBHOOK_SECRET",
