@@ -19,6 +19,19 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 pub type PgPool = Pool<ConnectionManager<PgConnection>>;
 pub type PgConn = PooledConnection<ConnectionManager<PgConnection>>;
 
+/// Runs a database operation on the blocking pool, for async callers.
+pub async fn blocking<T: Send + 'static>(
+    pool: &PgPool,
+    op: impl FnOnce(&mut PgConnection) -> diesel::QueryResult<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let pool = pool.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<T> {
+        let mut conn = pool.get()?;
+        Ok(op(&mut conn)?)
+    })
+    .await?
+}
+
 /// Builds the pool without connecting eagerly, so a process can start (and
 /// report not-ready) while Postgres is still coming up.
 pub fn pool(cfg: &DatabaseConfig) -> PgPool {

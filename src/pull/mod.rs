@@ -117,13 +117,7 @@ impl PullContext {
         &self,
         op: impl FnOnce(&mut diesel::PgConnection) -> diesel::QueryResult<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let pool = self.pool.clone();
-        let value = tokio::task::spawn_blocking(move || -> anyhow::Result<T> {
-            let mut conn = pool.get()?;
-            Ok(op(&mut conn)?)
-        })
-        .await??;
-        Ok(value)
+        crate::db::blocking(&self.pool, op).await
     }
 
     /// Publishes one event (webhook-shaped JSON) keyed by its object id and

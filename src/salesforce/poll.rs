@@ -148,13 +148,9 @@ impl Poller {
     }
 
     async fn load(&self, org: &str) -> anyhow::Result<Option<Cursor>> {
-        let pool = self.pool.clone();
         let org = org.to_owned();
-        let saved = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let mut conn = pool.get()?;
-            Ok(cursor::load(&mut conn, key(&org))?)
-        })
-        .await??;
+        let saved =
+            crate::db::blocking(&self.pool, move |conn| cursor::load(conn, key(&org))).await?;
         match saved.and_then(|c| c.position) {
             None => Ok(None),
             Some(p) => Cursor::parse(&p)
@@ -164,20 +160,12 @@ impl Poller {
     }
 
     async fn save(&self, org: &str, at: &Cursor) -> anyhow::Result<()> {
-        let pool = self.pool.clone();
         let org = org.to_owned();
         let position = at.position();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let mut conn = pool.get()?;
-            Ok(cursor::save(
-                &mut conn,
-                key(&org),
-                Some(&position),
-                "",
-                false,
-            )?)
+        crate::db::blocking(&self.pool, move |conn| {
+            cursor::save(conn, key(&org), Some(&position), "", false)
         })
-        .await?
+        .await
     }
 
     /// Polls every `interval` until `shutdown`; a failed poll is logged and
