@@ -211,11 +211,7 @@ async fn an_expired_session_is_renewed_and_the_change_delivered_once() {
     })
     .await;
     assert_eq!(salesforce.grants(), 2, "one new token");
-    let refused = salesforce
-        .calls()
-        .iter()
-        .filter(|c| c.status == 401)
-        .count();
+    let refused = salesforce.answered(401);
     assert_eq!(refused, 1, "{:?}", salesforce.calls());
     assert_eq!(salesforce.writes().len(), 2);
     stack.stop().await;
@@ -309,11 +305,7 @@ async fn salesforce_down_then_up_delivers_each_change_once() {
         ids.push(id);
     }
     wait_for(WAIT, "retries against the outage", || {
-        let refused = salesforce
-            .calls()
-            .iter()
-            .filter(|c| c.status == 503)
-            .count();
+        let refused = salesforce.answered(503);
         async move { (refused >= 3).then_some(()) }
     })
     .await;
@@ -335,11 +327,7 @@ async fn salesforce_down_then_up_delivers_each_change_once() {
     )
     .await;
     assert_eq!(salesforce.writes().len(), 6, "{:?}", salesforce.calls());
-    let limited = salesforce
-        .calls()
-        .iter()
-        .filter(|c| c.status == 403)
-        .count();
+    let limited = salesforce.answered(403);
     assert_eq!(limited, 1);
     assert_eq!(
         deliveries(&stack, "salesforce"),

@@ -164,6 +164,11 @@ impl FakeSalesforce {
         self.state.lock().unwrap().calls.clone()
     }
 
+    /// Calls answered with `status`.
+    pub fn answered(&self, status: u16) -> usize {
+        self.calls().iter().filter(|c| c.status == status).count()
+    }
+
     /// Calls that changed a Contact (2xx writes).
     pub fn writes(&self) -> Vec<Call> {
         self.calls()
