@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::order::{self, Step, Watermark};
 use super::{Applied, ApplyError, RemoteReader};
-use crate::customers::fanout::{self, FanOut, Shared};
+use crate::customers::fanout::{self, FanOut, Shared, SharedRow};
 use crate::customers::input::LOCAL_ID_METADATA_KEY;
 use crate::db::models::{Customer, CustomerProjection, NewIdMapEntry};
 use crate::db::schema::customers;
@@ -349,9 +349,9 @@ fn update_customer(
 ) -> QueryResult<()> {
     // Lock first, so a concurrent API write either lands before we read
     // its pending outbox row or waits for us.
-    let before: Customer = customers::table
+    let before: SharedRow = customers::table
         .find(id)
-        .select(Customer::as_select())
+        .select(SharedRow::as_select())
         .for_update()
         .first(conn)?;
     let mut projection = project(object);
@@ -364,7 +364,7 @@ fn update_customer(
             phone: projection.phone.as_deref(),
             description: projection.description.as_deref(),
         };
-        let fields = fanout::changed(Shared::of(&before), after);
+        let fields = fanout::changed(before.shared(), after);
         fanout::pass_on(conn, origin, id, outbox::Operation::Update, fields)?;
     }
     diesel::update(customers::table.find(id))

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::customer;
 use super::order::{Step, Watermark};
 use super::{Applied, ApplyError};
-use crate::customers::fanout::{self, FanOut, Shared};
+use crate::customers::fanout::{self, FanOut, SharedRow};
 use crate::db::models::NewIdMapEntry;
 use crate::db::schema::customers;
 use crate::outbox;
@@ -161,12 +161,12 @@ pub(super) fn apply(
     live.sort_unstable();
     // The shared columns come along: what a change is passed on with is
     // the difference the batch makes to them.
-    let before: HashMap<Uuid, Before> = customers::table
+    let before: HashMap<Uuid, SharedRow> = customers::table
         .filter(customers::id.eq_any(&live))
         .order(customers::id)
-        .select(Before::as_select())
+        .select(SharedRow::as_select())
         .for_update()
-        .load::<Before>(conn)?
+        .load::<SharedRow>(conn)?
         .into_iter()
         .map(|row| (row.id, row))
         .collect();
@@ -192,18 +192,6 @@ pub(super) fn apply(
     Ok(folded)
 }
 
-/// What a batch reads of a live row before changing it.
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = customers)]
-struct Before {
-    id: Uuid,
-    email: Option<String>,
-    name: Option<String>,
-    phone: Option<String>,
-    description: Option<String>,
-    deleted_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
 /// Appends, with Stripe as the origin, what the folds Stripe reported
 /// changed of the shared columns, as the per-event path does (see
 /// `customer::passes_on`): a new customer, a deletion of a live row, or
@@ -211,7 +199,7 @@ struct Before {
 fn pass_on(
     conn: &mut PgConnection,
     folds: &[Fold<'_>],
-    before: &HashMap<Uuid, Before>,
+    before: &HashMap<Uuid, SharedRow>,
 ) -> QueryResult<()> {
     let mut rows = Vec::new();
     for f in folds.iter().filter(|f| f.reported) {
@@ -238,13 +226,7 @@ fn pass_on(
             (outbox::Operation::Delete, serde_json::Map::new())
         } else {
             let Some(after) = after else { continue };
-            let old_shared = Shared {
-                email: old.email.as_deref(),
-                name: old.name.as_deref(),
-                phone: old.phone.as_deref(),
-                description: old.description.as_deref(),
-            };
-            let fields = fanout::changed(old_shared, after);
+            let fields = fanout::changed(old.shared(), after);
             if fields.is_empty() {
                 continue;
             }

@@ -14,7 +14,7 @@ use diesel::prelude::*;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::db::models::Customer;
+use crate::db::schema::customers;
 use crate::outbox;
 use crate::sync::entity;
 
@@ -40,16 +40,32 @@ pub struct Shared<'a> {
     pub description: Option<&'a str>,
 }
 
-impl<'a> Shared<'a> {
-    pub fn of(customer: &'a Customer) -> Self {
-        Self {
-            email: customer.email.as_deref(),
-            name: customer.name.as_deref(),
-            phone: customer.phone.as_deref(),
-            description: customer.description.as_deref(),
+/// What an inbound apply reads, and locks, of a row before a report
+/// changes it: the shared columns (what is passed on is their difference)
+/// and whether the row is deleted here.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = customers)]
+pub struct SharedRow {
+    pub id: Uuid,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub description: Option<String>,
+    pub deleted_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl SharedRow {
+    pub fn shared(&self) -> Shared<'_> {
+        Shared {
+            email: self.email.as_deref(),
+            name: self.name.as_deref(),
+            phone: self.phone.as_deref(),
+            description: self.description.as_deref(),
         }
     }
+}
 
+impl<'a> Shared<'a> {
     fn fields(self) -> [(&'static str, Option<&'a str>); 4] {
         [
             ("email", self.email),

@@ -28,8 +28,8 @@ use super::event::{SalesforceEvent, Version};
 use crate::apply::ledger;
 use crate::apply::order::{self, Facts, Step, Watermark};
 use crate::apply::{Applied, ApplyError};
-use crate::customers::fanout::{self, Shared};
-use crate::db::models::{Customer, NewIdMapEntry, NewLedgerEntry};
+use crate::customers::fanout::{self, SharedRow};
+use crate::db::models::{NewIdMapEntry, NewLedgerEntry};
 use crate::db::schema::customers;
 use crate::outbox::Operation;
 use crate::sync::idmap::{self, ExternalKey};
@@ -191,9 +191,16 @@ fn insert(
     event: &SalesforceEvent,
     deleted: bool,
 ) -> QueryResult<()> {
-    let mut row = Columns::default();
+    let mut row = SharedRow {
+        id: local_id,
+        email: None,
+        name: None,
+        phone: None,
+        description: None,
+        deleted_at: None,
+    };
     for (column, value) in contact::customer_fields(&event.record) {
-        row.set(column, value);
+        set(&mut row, column, value);
     }
     diesel::insert_into(customers::table)
         .values((
@@ -222,22 +229,22 @@ fn insert(
 /// policy, and passes the change on.
 fn write(conn: &mut PgConnection, local_id: Uuid, event: &SalesforceEvent) -> QueryResult<()> {
     // Locked before its pending changes are read, as Stripe's apply does.
-    let before: Customer = customers::table
+    let before: SharedRow = customers::table
         .find(local_id)
-        .select(Customer::as_select())
+        .select(SharedRow::as_select())
         .for_update()
         .first(conn)?;
     if before.deleted_at.is_some() {
         return Ok(()); // deleted here; the deletion is on its way out
     }
     let pending = fanout::pending_for(conn, local_id, service::SALESFORCE)?;
-    let mut after = Columns::of(&before);
+    let mut after = before.clone();
     for (column, value) in contact::customer_fields(&event.record) {
         if !pending.contains(column) {
-            after.set(column, value);
+            set(&mut after, column, value);
         }
     }
-    let fields = fanout::changed(Shared::of(&before), after.shared());
+    let fields = fanout::changed(before.shared(), after.shared());
     if fields.is_empty() {
         return Ok(());
     }
@@ -285,42 +292,14 @@ fn tombstone(conn: &mut PgConnection, local_id: Uuid) -> QueryResult<()> {
     )
 }
 
-/// The shared columns of a row being written.
-#[derive(Debug, Clone, Default)]
-struct Columns {
-    email: Option<String>,
-    name: Option<String>,
-    phone: Option<String>,
-    description: Option<String>,
-}
-
-impl Columns {
-    fn of(customer: &Customer) -> Self {
-        Self {
-            email: customer.email.clone(),
-            name: customer.name.clone(),
-            phone: customer.phone.clone(),
-            description: customer.description.clone(),
-        }
-    }
-
-    fn shared(&self) -> Shared<'_> {
-        Shared {
-            email: self.email.as_deref(),
-            name: self.name.as_deref(),
-            phone: self.phone.as_deref(),
-            description: self.description.as_deref(),
-        }
-    }
-
-    fn set(&mut self, column: &str, value: Option<String>) {
-        let slot = match column {
-            "email" => &mut self.email,
-            "name" => &mut self.name,
-            "phone" => &mut self.phone,
-            "description" => &mut self.description,
-            other => unreachable!("{other} is not a shared column"),
-        };
-        *slot = value;
-    }
+/// Sets one shared column of a row being written.
+fn set(row: &mut SharedRow, column: &str, value: Option<String>) {
+    let slot = match column {
+        "email" => &mut row.email,
+        "name" => &mut row.name,
+        "phone" => &mut row.phone,
+        "description" => &mut row.description,
+        other => unreachable!("{other} is not a shared column"),
+    };
+    *slot = value;
 }
