@@ -46,30 +46,20 @@ impl OutboundHandler {
 
     /// What `change` needs, read from the store before any call is made.
     fn plan(&self, conn: &mut PgConnection, change: &Change) -> QueryResult<Plan> {
-        let plan = if change.operation == Operation::Create {
-            Plan::CreateFromRow
-        } else {
-            let link = idmap::find_by_local(
-                conn,
-                self.adapter.service(),
-                self.adapter.entity(),
-                change.local_id,
-            )?;
-            match (link, change.operation) {
-                (Some(link), Operation::Update) => Plan::Call(Call::Update { link }),
-                (Some(link), _) => Plan::Call(Call::Delete { link }),
-                (None, _) => self.without_link(conn, change)?,
-            }
-        };
-        if !matches!(plan, Plan::CreateFromRow) {
-            return Ok(plan);
+        if change.operation == Operation::Create {
+            return create_from_row(conn, change);
         }
-        let customer: Option<Customer> = customers::table
-            .find(change.local_id)
-            .select(Customer::as_select())
-            .first(conn)
-            .optional()?;
-        Ok(Plan::Call(Call::Create { customer }))
+        let link = idmap::find_by_local(
+            conn,
+            self.adapter.service(),
+            self.adapter.entity(),
+            change.local_id,
+        )?;
+        Ok(match (link, change.operation) {
+            (Some(link), Operation::Update) => Plan::Call(Call::Update { link }),
+            (Some(link), _) => Plan::Call(Call::Delete { link }),
+            (None, _) => return self.without_link(conn, change),
+        })
     }
 
     /// An update or delete for a customer the service does not know (yet).
@@ -92,7 +82,7 @@ impl OutboundHandler {
         Ok(match change.operation {
             // Never reached the service: nothing to delete.
             Operation::Delete => Plan::NothingToDelete,
-            _ if self.adapter.creates_when_unlinked() => Plan::CreateFromRow,
+            _ if self.adapter.creates_when_unlinked() => return create_from_row(conn, change),
             _ => Plan::Refuse(format!(
                 "the customer has no {name} counterpart (its creation in {name} failed)",
                 name = self.adapter.display_name()
@@ -216,13 +206,22 @@ enum Triage {
 /// What a change needs of its service.
 enum Plan {
     Call(Call),
-    /// A create from the customer's current row (read once needed).
-    CreateFromRow,
     /// A delete of a customer the service never held: done as it is.
     NothingToDelete,
     Refuse(String),
     /// Not yet (an earlier create is still on its way): retried.
     Wait(Transient),
+}
+
+/// The create of `change`'s customer from its row as it is now (`None`
+/// when the row is gone).
+fn create_from_row(conn: &mut PgConnection, change: &Change) -> QueryResult<Plan> {
+    let customer: Option<Customer> = customers::table
+        .find(change.local_id)
+        .select(Customer::as_select())
+        .first(conn)
+        .optional()?;
+    Ok(Plan::Call(Call::Create { customer }))
 }
 
 /// Marks a link as just synced.
@@ -276,7 +275,6 @@ impl BatchHandler for OutboundHandler {
                         outcomes[next] = Some(self.refuse(&mut conn, &change, &message)?);
                     }
                     Plan::Call(call) => run.push((next, change, call)),
-                    Plan::CreateFromRow => unreachable!("planned into a call"),
                 }
                 next += 1;
             }
