@@ -31,16 +31,19 @@ async fn spend(
     .await
 }
 
-/// An operator's adjustment through the API: (status, body).
+/// An operator's adjustment through the admin API: (status, body).
 async fn adjust(stack: &Stack, customer: &str, credits: i64, key: &str) -> (u16, Value) {
-    let (status, body, _) = post(
-        stack,
-        &format!("/api/customers/{customer}/credit-adjustments"),
-        Some(key),
-        json!({"credits": credits, "reason": "goodwill grant"}),
-    )
-    .await;
-    (status, body)
+    let r = stack
+        .admin(
+            Method::POST,
+            &format!("/api/admin/customers/{customer}/credit-adjustments"),
+        )
+        .header("Idempotency-Key", key)
+        .json(&json!({"credits": credits, "reason": "goodwill grant"}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,7 +246,7 @@ async fn a_refund_debits_its_share_of_the_credits_once() {
         let (status, r, _) = post(
             &stack,
             "/api/refunds",
-            None,
+            Some(&format!("refund-{amount}")),
             json!({"payment_intent": pi, "amount": amount}),
         )
         .await;

@@ -5,6 +5,7 @@
 //! `outcomes` declines, authentication and async payments, `races` the
 //! webhook winning against the API's answer and a crash in between.
 
+mod keys;
 mod ledger;
 mod outcomes;
 mod races;
@@ -138,32 +139,34 @@ async fn packages_are_listed_and_changed_by_operators() {
             ("package_3", "Premium Pack", 5000, 700)
         ]
     );
-    let (status, created, _) = post(
-        &stack,
-        "/api/credit-packages",
-        None,
-        json!({"id": "mega", "name": "Mega Pack", "price": 9900, "currency": "EUR", "credits": 1500}),
-    )
-    .await;
+    let create = |body: Value| {
+        stack
+            .admin(Method::POST, "/api/admin/credit-packages")
+            .json(&body)
+            .send()
+    };
+    let r = create(json!({"id": "mega", "name": "Mega Pack", "price": 9900, "currency": "EUR", "credits": 1500}))
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let created: Value = r.json().await.unwrap();
     assert_eq!(status, 201, "{created}");
     assert_eq!(
         (created["currency"].as_str(), created["active"].as_bool()),
         (Some("eur"), Some(true))
     );
-    let (status, again, _) = post(
-        &stack,
-        "/api/credit-packages",
-        None,
-        json!({"id": "mega", "name": "Mega Pack", "price": 9900, "currency": "eur", "credits": 1500}),
-    )
-    .await;
+    let r = create(json!({"id": "mega", "name": "Mega Pack", "price": 9900, "currency": "eur", "credits": 1500}))
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let again: Value = r.json().await.unwrap();
     assert_eq!(
         (status, again["error"]["code"].as_str()),
         (409, Some("package_exists"))
     );
     let patch = |id: &str, body: Value| {
         stack
-            .api(Method::PATCH, &format!("/api/credit-packages/{id}"))
+            .admin(Method::PATCH, &format!("/api/admin/credit-packages/{id}"))
             .json(&body)
             .send()
     };
@@ -197,7 +200,9 @@ async fn packages_are_listed_and_changed_by_operators() {
         "/api/credit-packages",
         "/api/customers/{id}/credit-purchases",
         "/api/customers/{id}/credit-spends",
-        "/api/customers/{id}/credit-adjustments",
+        "/api/admin/credit-packages",
+        "/api/admin/credit-packages/{id}",
+        "/api/admin/customers/{id}/credit-adjustments",
         "/api/customers/{id}/credits",
         "/api/customers/{id}/payment-methods",
     ] {
@@ -323,7 +328,7 @@ async fn a_saved_card_buys_each_package_once_per_key() {
 
     // A later price and credit change does not rewrite what was sold.
     let r = stack
-        .api(Method::PATCH, "/api/credit-packages/package_1")
+        .admin(Method::PATCH, "/api/admin/credit-packages/package_1")
         .json(&json!({"price": 1200, "credits": 90}))
         .send()
         .await
@@ -337,7 +342,7 @@ async fn a_saved_card_buys_each_package_once_per_key() {
 
     // Refused before Stripe is asked.
     let r = stack
-        .api(Method::PATCH, "/api/credit-packages/package_2")
+        .admin(Method::PATCH, "/api/admin/credit-packages/package_2")
         .json(&json!({"active": false}))
         .send()
         .await
@@ -378,16 +383,19 @@ async fn a_saved_card_buys_each_package_once_per_key() {
     stack.stop().await;
 }
 
-/// A customer with no Stripe customer yet cannot save a card or buy.
+/// A customer with no Stripe customer yet cannot save a card or buy; the
+/// answer says to retry later, so it is not saved under the key: once the
+/// customer is synced, the same key buys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unsynced_customer_is_told_to_wait() {
-    let ls = LocalStripe::start().await;
-    // No outbound workers: the customer never reaches Stripe.
-    let stack = Stack::start(Options {
+async fn an_unsynced_customer_is_told_to_wait_and_the_retry_buys() {
+    let mut ls = LocalStripe::start().await;
+    // No outbound workers yet: the customer does not reach Stripe.
+    let mut stack = Stack::start(Options {
         stripe_base: ls.base(),
         ..Options::default()
     })
     .await;
+    ls.register_webhook(&stack.webhook_url(), SECRET).await;
     let r = stack
         .api(Method::POST, "/api/customers")
         .json(&json!({"email": "later@example.com"}))
@@ -414,5 +422,14 @@ async fn an_unsynced_customer_is_told_to_wait() {
         (400, Some("payment_method"))
     );
     assert_eq!(credits(&stack, &id).await["transactions"], json!([]));
+
+    // "Retry once it is synced": the retry with the same key is not
+    // answered with the old refusal.
+    stack.start_outbound();
+    stack.wait_sync_status(&id, "synced", WAIT).await;
+    assert_eq!(save_card(&stack, &id, "pm_card_visa").await.0, 200);
+    let (status, bought, replayed) = buy(&stack, &id, "package_1", "early").await;
+    assert_eq!((status, replayed), (201, false), "{bought}");
+    assert_eq!(bought["balance"], 100);
     stack.stop().await;
 }

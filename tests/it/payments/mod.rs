@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::support::localstripe::LocalStripe;
 use crate::support::stack::{Options, Stack};
+use crate::support::stripe_proxy::CountingProxy;
 
 async fn stack_on(ls: &LocalStripe) -> Stack {
     Stack::start(Options {
@@ -44,10 +45,11 @@ pub(crate) async fn get(stack: &Stack, path: &str) -> (u16, Value) {
 }
 
 async fn paid_intent(stack: &Stack, amount: i64) -> String {
+    let key = format!("pay-{}", uuid::Uuid::new_v4());
     let (status, pi, _) = post(
         stack,
         "/api/payment-intents",
-        None,
+        Some(&key),
         json!({"amount": amount, "currency": "usd", "payment_method": "pm_card_visa",
                "confirm": true, "metadata": {"order": "42"}}),
     )
@@ -77,7 +79,7 @@ async fn a_payment_is_taken_then_refunded_in_part_and_for_the_rest() {
     let (status, part, _) = post(
         &stack,
         "/api/refunds",
-        None,
+        Some("refund-part"),
         json!({"payment_intent": pi, "amount": 2000}),
     )
     .await;
@@ -88,7 +90,7 @@ async fn a_payment_is_taken_then_refunded_in_part_and_for_the_rest() {
     let (status, over, _) = post(
         &stack,
         "/api/refunds",
-        None,
+        Some("refund-over"),
         json!({"payment_intent": pi, "amount": 3001}),
     )
     .await;
@@ -101,12 +103,24 @@ async fn a_payment_is_taken_then_refunded_in_part_and_for_the_rest() {
         (Some("amount_too_large"), Some("amount"))
     );
     // No amount: the rest.
-    let (status, rest, _) = post(&stack, "/api/refunds", None, json!({"payment_intent": pi})).await;
+    let (status, rest, _) = post(
+        &stack,
+        "/api/refunds",
+        Some("refund-rest"),
+        json!({"payment_intent": pi}),
+    )
+    .await;
     assert_eq!(status, 200, "{rest}");
     assert_eq!(rest["refund"]["amount"], 3000);
     let (_, view) = get(&stack, &format!("/api/payment-intents/{pi}")).await;
     assert_eq!(view["amount_refunded"], 5000);
-    let (status, none, _) = post(&stack, "/api/refunds", None, json!({"payment_intent": pi})).await;
+    let (status, none, _) = post(
+        &stack,
+        "/api/refunds",
+        Some("refund-none-left"),
+        json!({"payment_intent": pi}),
+    )
+    .await;
     assert_eq!(
         (status, none["error"]["code"].as_str()),
         (400, Some("charge_already_refunded"))
@@ -257,7 +271,7 @@ async fn bad_input_is_refused_before_stripe_with_the_field_named() {
     let (status, err, _) = post(
         &stack,
         "/api/refunds",
-        None,
+        Some("refund-missing"),
         json!({"payment_intent": "pi_doesnotexist"}),
     )
     .await;
@@ -299,6 +313,115 @@ async fn bad_input_is_refused_before_stripe_with_the_field_named() {
         (409, Some("customer_not_synced")),
         "{err}"
     );
+    stack.stop().await;
+}
+
+/// A retry after a timeout must not charge or refund twice: the routes
+/// that move money refuse a request without a key, before Stripe is asked.
+/// A payment intent that does not confirm moves nothing and may go without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_moving_posts_require_a_key() {
+    let ls = LocalStripe::start().await;
+    let proxy = CountingProxy::start(ls.base());
+    let stack = Stack::start(Options {
+        stripe_base: proxy.base(),
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    let pi = paid_intent(&stack, 1200).await;
+    let writes = proxy.writes().len();
+    for (path, body) in [
+        (
+            "/api/payment-intents",
+            json!({"amount": 700, "currency": "usd", "payment_method": "pm_card_visa", "confirm": true}),
+        ),
+        ("/api/refunds", json!({"payment_intent": pi})),
+        ("/api/refund-requests", json!({"payment_intent": pi})),
+    ] {
+        let (status, err, _) = post(&stack, path, None, body).await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (400, Some("idempotency_key_required")),
+            "{path}: {err}"
+        );
+    }
+    assert_eq!(proxy.writes().len(), writes, "nothing reached Stripe");
+    assert_eq!(stack.db.count("payments.refund_requests"), 0);
+    let (status, open, _) = post(
+        &stack,
+        "/api/payment-intents",
+        None,
+        json!({"amount": 700, "currency": "usd"}),
+    )
+    .await;
+    assert_eq!(
+        (status, open["status"].as_str()),
+        (201, Some("requires_payment_method")),
+        "{open}"
+    );
+    let (_, doc) = get(&stack, "/api/openapi.json").await;
+    for path in [
+        "/api/payment-intents",
+        "/api/refunds",
+        "/api/refund-requests",
+    ] {
+        let key = doc["paths"][path]["post"]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == "Idempotency-Key")
+            .unwrap_or_else(|| panic!("{path} documents its key"));
+        assert_eq!(key["required"], path != "/api/payment-intents", "{path}");
+    }
+    stack.stop().await;
+}
+
+/// A payment for a customer not in Stripe yet is refused with "retry once
+/// it is synced"; that answer is not saved, so the retry with the same key
+/// pays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_refused_until_the_customer_is_synced_is_paid_on_retry() {
+    let ls = LocalStripe::start().await;
+    let mut stack = stack_on(&ls).await;
+    let (_, created, _) = post(
+        &stack,
+        "/api/customers",
+        None,
+        json!({"email": "soon@example.com"}),
+    )
+    .await;
+    let customer = created["id"].as_str().unwrap().to_owned();
+    let body = json!({"amount": 900, "currency": "usd", "customer_id": customer,
+                      "payment_method": "pm_card_visa", "confirm": true});
+    let (status, err, _) = post(
+        &stack,
+        "/api/payment-intents",
+        Some("pay-soon"),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("customer_not_synced")),
+        "{err}"
+    );
+    stack.start_outbound();
+    stack
+        .wait_sync_status(&customer, "synced", std::time::Duration::from_secs(60))
+        .await;
+    let (status, paid, replayed) = post(
+        &stack,
+        "/api/payment-intents",
+        Some("pay-soon"),
+        body.clone(),
+    )
+    .await;
+    assert_eq!((status, replayed), (201, false), "{paid}");
+    assert_eq!(paid["status"], "succeeded");
+    let (status, again, replayed) =
+        post(&stack, "/api/payment-intents", Some("pay-soon"), body).await;
+    assert_eq!((status, replayed, &again), (201, true, &paid));
     stack.stop().await;
 }
 

@@ -87,7 +87,7 @@ async fn a_queued_refund_is_made_once_and_follows_stripes_webhooks() {
     let (status, now, _) = post(
         &stack,
         "/api/refunds",
-        None,
+        Some("refund-now"),
         json!({"payment_intent": pi, "amount": 500}),
     )
     .await;
@@ -118,13 +118,20 @@ async fn a_queued_refund_is_made_once_and_follows_stripes_webhooks() {
         .collect();
     assert_eq!(at_stripe.len(), 1, "one refund for the request");
 
-    // The same request again (a retry without the key): nothing new.
-    let (status, again, _) = post(&stack, "/api/refund-requests", None, body).await;
+    // The same request under another key (a client that lost its key):
+    // the request_id finds it, nothing new.
+    let (status, again, _) = post(
+        &stack,
+        "/api/refund-requests",
+        Some("ticket-881-again"),
+        body,
+    )
+    .await;
     assert_eq!((status, again["status"].as_str()), (202, Some("succeeded")));
     let (status, err, _) = post(
         &stack,
         "/api/refund-requests",
-        None,
+        Some("ticket-881-other"),
         json!({"payment_intent": pi, "amount": 99, "request_id": "refund-ticket-881"}),
     )
     .await;
@@ -153,7 +160,7 @@ async fn a_queued_refund_is_made_once_and_follows_stripes_webhooks() {
     let (status, _, _) = post(
         &stack,
         "/api/refund-requests",
-        None,
+        Some("refund-rest"),
         json!({"payment_intent": pi, "request_id": "refund-rest"}),
     )
     .await;
@@ -167,7 +174,7 @@ async fn a_queued_refund_is_made_once_and_follows_stripes_webhooks() {
     let (status, _, _) = post(
         &stack,
         "/api/refund-requests",
-        None,
+        Some("refund-too-much"),
         json!({"payment_intent": pi, "amount": 1, "request_id": "refund-too-much"}),
     )
     .await;
@@ -199,7 +206,7 @@ async fn a_refund_queued_while_stripe_is_down_is_made_once_it_is_back() {
     let (status, queued, _) = post(
         &stack,
         "/api/refund-requests",
-        None,
+        Some("refund-while-down"),
         json!({"payment_intent": pi, "amount": 700}),
     )
     .await;
@@ -240,7 +247,7 @@ async fn the_commands_worker_killed_mid_command_refunds_each_payment_once() {
         let (status, queued, _) = post(
             &stack,
             "/api/refund-requests",
-            None,
+            Some(&format!("refund-{pi}")),
             json!({"payment_intent": pi, "amount": 500}),
         )
         .await;

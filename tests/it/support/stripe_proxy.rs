@@ -2,7 +2,10 @@
 //! records it (method, path, query, Idempotency-Key), so a test can prove
 //! how many Stripe API calls the engine made. It changes nothing, except
 //! that a test may hold one answer back ([`CountingProxy::hold_next`]):
-//! Stripe has done the work, the engine does not know yet.
+//! Stripe has done the work, the engine does not know yet; or script the
+//! next answer ([`CountingProxy::answer_next`]) with what real Stripe says
+//! and localstripe never does (a 500 after the work was done, a refused
+//! idempotency key). A stand-in for faults the fake cannot produce.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -18,6 +21,18 @@ pub struct Call {
     pub path: String,
     pub query: String,
     pub idempotency_key: Option<String>,
+    /// The form sent, as sent.
+    pub body: String,
+}
+
+/// A scripted answer to the next matching request.
+#[derive(Debug, Clone)]
+pub struct Scripted {
+    /// Whether localstripe gets the request first (the work is done) or
+    /// never sees it.
+    pub forward: bool,
+    pub status: u16,
+    pub body: serde_json::Value,
 }
 
 /// One answer held back: `reached` once Stripe has answered the request,
@@ -41,11 +56,20 @@ impl Held {
 }
 
 type Holds = Arc<Mutex<Vec<(String, String, Held)>>>;
+type Scripts = Arc<Mutex<Vec<(String, String, Scripted)>>>;
 
 pub struct CountingProxy {
     pub addr: SocketAddr,
     calls: Arc<Mutex<Vec<Call>>>,
     holds: Holds,
+    scripts: Scripts,
+}
+
+/// Takes the first entry for `method path` out of `list`.
+fn take<T>(list: &Mutex<Vec<(String, String, T)>>, method: &str, path: &str) -> Option<T> {
+    let mut list = list.lock().unwrap();
+    let at = list.iter().position(|(m, p, _)| m == method && p == path)?;
+    Some(list.remove(at).2)
 }
 
 impl CountingProxy {
@@ -54,6 +78,8 @@ impl CountingProxy {
         let recorded = calls.clone();
         let holds: Holds = Arc::default();
         let held_answers = holds.clone();
+        let scripts: Scripts = Arc::default();
+        let scripted_answers = scripts.clone();
         let http = reqwest::Client::new();
         let route = warp::method()
             .and(warp::path::full())
@@ -68,6 +94,7 @@ impl CountingProxy {
                       body: bytes::Bytes| {
                     let (http, target, recorded) = (http.clone(), target.clone(), recorded.clone());
                     let holds = held_answers.clone();
+                    let scripts = scripted_answers.clone();
                     async move {
                         recorded.lock().unwrap().push(Call {
                             method: method.to_string(),
@@ -77,7 +104,19 @@ impl CountingProxy {
                                 .get("idempotency-key")
                                 .and_then(|v| v.to_str().ok())
                                 .map(str::to_owned),
+                            body: String::from_utf8_lossy(&body).into_owned(),
                         });
+                        let script = take(&scripts, method.as_str(), path.as_str());
+                        let scripted_answer = |s: &Scripted| {
+                            Response::builder()
+                                .status(s.status)
+                                .header("content-type", "application/json")
+                                .body(s.body.to_string().into_bytes())
+                                .unwrap()
+                        };
+                        if let Some(s) = script.as_ref().filter(|s| !s.forward) {
+                            return Ok(scripted_answer(s));
+                        }
                         let url = if query.is_empty() {
                             format!("{target}{}", path.as_str())
                         } else {
@@ -98,16 +137,12 @@ impl CountingProxy {
                             .bytes()
                             .await
                             .map_err(|_| warp::reject::not_found())?;
-                        let held = {
-                            let mut holds = holds.lock().unwrap();
-                            let at = holds
-                                .iter()
-                                .position(|(m, p, _)| m == method.as_str() && p == path.as_str());
-                            at.map(|i| holds.remove(i).2)
-                        };
-                        if let Some(held) = held {
+                        if let Some(held) = take(&holds, method.as_str(), path.as_str()) {
                             held.reached.notify_one();
                             held.release.notified().await;
+                        }
+                        if let Some(s) = &script {
+                            return Ok(scripted_answer(s));
                         }
                         Ok::<_, warp::Rejection>(
                             Response::builder()
@@ -120,7 +155,20 @@ impl CountingProxy {
             );
         let (addr, server) = warp::serve(route).bind_ephemeral(([127, 0, 0, 1], 0));
         tokio::spawn(server);
-        Self { addr, calls, holds }
+        Self {
+            addr,
+            calls,
+            holds,
+            scripts,
+        }
+    }
+
+    /// Answers the next `method path` request as scripted.
+    pub fn answer_next(&self, method: &str, path: &str, answer: Scripted) {
+        self.scripts
+            .lock()
+            .unwrap()
+            .push((method.to_owned(), path.to_owned(), answer));
     }
 
     /// Holds back the answer to the next `method path` request.
