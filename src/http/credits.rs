@@ -1,7 +1,11 @@
 //! `/api/credit-packages` and a customer's `/payment-methods`,
-//! `/credit-purchases`, `/credit-spends`, `/credit-adjustments` and
-//! `/credits`: the credits app (`crate::apps::credits`). Purchases, spends
-//! and adjustments require an `Idempotency-Key`.
+//! `/credit-purchases`, `/credit-spends` and `/credits`: the credits app
+//! (`crate::apps::credits`), for the application's backend (API token).
+//! Operators' powers, which can mint credits or change what is sold, are
+//! under `/api/admin/` (admin token): `credit-packages` (create, change)
+//! and a customer's `credit-adjustments`; their old paths answer 403 with
+//! a pointer. Purchases, spends and adjustments require an
+//! `Idempotency-Key`.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +17,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::body::{json_body, refused, typed};
 use super::error::ApiError;
-use super::idempotent::{self, idempotent};
+use super::idempotent::{self, idempotent, Answer};
 use super::payments::{api_error, stripe_code, Ctx};
 use crate::apps::credits::ledger::{self, Posted};
 use crate::apps::credits::packages::{self, CreateBody, PatchBody};
@@ -75,7 +79,7 @@ pub fn routes(
             let list = run(&ctx, |conn| Ok(packages::list(conn)?)).await?;
             Ok::<_, Rejection>(warp::reply::json(&json!({"packages": list})).into_response())
         });
-    let create_package = warp::path!("credit-packages")
+    let create_package = warp::path!("admin" / "credit-packages")
         .and(warp::post())
         .and(json_body::<Value>())
         .and(with.clone())
@@ -97,7 +101,7 @@ pub fn routes(
                 )),
             }
         });
-    let patch_package = warp::path!("credit-packages" / String)
+    let patch_package = warp::path!("admin" / "credit-packages" / String)
         .and(warp::patch())
         .and(json_body::<Value>())
         .and(with.clone())
@@ -141,7 +145,7 @@ pub fn routes(
                         let saved = payment_methods::save(stripe, &cus, &pm, &stripe_key)
                             .await
                             .map_err(|e| api_error(e.into()))?;
-                        Ok((StatusCode::OK, saved))
+                        Ok(Answer::done(StatusCode::OK, saved))
                     },
                 )
                 .await
@@ -200,7 +204,7 @@ pub fn routes(
                 post_entry(ctx, customer, key, body, Entry::Spend).await
             },
         );
-    let adjust = warp::path!("customers" / String / "credit-adjustments")
+    let adjust = warp::path!("admin" / "customers" / String / "credit-adjustments")
         .and(warp::post())
         .and(key)
         .and(json_body::<Value>())
@@ -229,7 +233,30 @@ pub fn routes(
             },
         );
 
+    // The application's token once reached these; they moved under the
+    // admin token. A 403 that names the new path, not a silent 404.
+    let moved_packages = warp::path!("credit-packages")
+        .and(warp::post())
+        .map(|| "POST /api/admin/credit-packages")
+        .or(warp::path!("credit-packages" / String)
+            .and(warp::patch())
+            .map(|_| "PATCH /api/admin/credit-packages/{id}"))
+        .unify()
+        .or(warp::path!("customers" / String / "credit-adjustments")
+            .and(warp::post())
+            .map(|_| "POST /api/admin/customers/{id}/credit-adjustments"))
+        .unify()
+        .and_then(|moved_to: &'static str| async move {
+            Err::<warp::reply::Response, _>(reject(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "admin_route",
+                format!("operators' credit routes take the ADMIN_TOKEN: use {moved_to}"),
+            )))
+        });
+
     list_packages
+        .or(moved_packages)
+        .unify()
         .or(create_package)
         .unify()
         .or(patch_package)
@@ -335,11 +362,12 @@ async fn post_entry(
                     Entry::Spend => "spend_id",
                     Entry::Adjustment => "adjustment_id",
                 };
-                Ok((
+                Ok(Answer::done(
                     StatusCode::CREATED,
                     json!({id_field: entry_id, "balance": balance}),
                 ))
             }
+            Posted::KeyReused => Err(ApiError::key_reused()),
             Posted::Insufficient { balance } => Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "insufficient_credits",
@@ -392,6 +420,11 @@ fn credits_error(e: CreditsError) -> ApiError {
         CreditsError::NoPaymentMethod => {
             ApiError::new(StatusCode::BAD_REQUEST, "no_payment_method", e.to_string())
         }
+        CreditsError::KeyReused => ApiError::key_reused(),
+        CreditsError::InProgress { purchase_id } => {
+            ApiError::new(StatusCode::CONFLICT, "purchase_in_progress", e.to_string())
+                .with_detail("purchase_id", purchase_id.to_string())
+        }
         CreditsError::Payments(e) => api_error(e),
         CreditsError::Unavailable(cause) => ApiError::unavailable("database_unavailable", &cause),
         CreditsError::Inconsistent(cause) => ApiError::unavailable("internal", &cause),
@@ -399,19 +432,21 @@ fn credits_error(e: CreditsError) -> ApiError {
 }
 
 /// A purchase's outcome as the API answers it: 201 credited, 202 pending,
-/// 402 declined or waiting on the customer's authentication.
-fn answer(outcome: Outcome) -> Result<(StatusCode, Value), ApiError> {
+/// 402 declined or waiting on the customer's authentication. Credited and
+/// declined are final (a retry with the key replays them); pending and
+/// waiting on the customer are how things stand, so a retry looks again.
+fn answer(outcome: Outcome) -> Result<Answer, ApiError> {
     match outcome {
         Outcome::Succeeded {
             purchase_id,
             credits_added,
             balance,
-        } => Ok((
+        } => Ok(Answer::done(
             StatusCode::CREATED,
             json!({"purchase_id": purchase_id, "status": "succeeded",
                    "credits_added": credits_added, "balance": balance}),
         )),
-        Outcome::Pending { purchase_id } => Ok((
+        Outcome::Pending { purchase_id } => Ok(Answer::for_now(
             StatusCode::ACCEPTED,
             json!({"purchase_id": purchase_id, "status": "pending"}),
         )),
@@ -430,7 +465,7 @@ fn answer(outcome: Outcome) -> Result<(StatusCode, Value), ApiError> {
             if let Some(decline_code) = decline_code {
                 err = err.with_detail("decline_code", decline_code);
             }
-            Err(err)
+            Err(err.final_answer())
         }
         Outcome::NeedsAuthentication {
             purchase_id,

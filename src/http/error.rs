@@ -18,6 +18,23 @@ pub struct ApiError {
     /// `decline_code`, the `payment_intent` and `client_secret` a customer
     /// must authenticate.
     pub details: Vec<(&'static str, serde_json::Value)>,
+    /// What this answer does to the `Idempotency-Key` it was given under
+    /// (see `super::idempotent`).
+    pub for_key: ForKey,
+}
+
+/// What an error answer does to the request's `Idempotency-Key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForKey {
+    /// "Retry later": the key stays bound to the request and reopens, so
+    /// the retry does the work again.
+    Reopen,
+    /// Final (Stripe's decline, Stripe's refusal of the request): saved
+    /// and replayed to every retry.
+    Replay,
+    /// The key turned out to belong to another request (a purchase or a
+    /// spend of its own): this request's claim on it is dropped.
+    Release,
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -30,7 +47,27 @@ impl ApiError {
             message: message.into(),
             field: None,
             details: Vec::new(),
+            for_key: ForKey::Reopen,
         }
+    }
+
+    /// Marks a refusal that a retry of the same request would get again
+    /// (Stripe's decline, Stripe's refusal of the request): saved under
+    /// the request's `Idempotency-Key` and replayed.
+    pub fn final_answer(mut self) -> Self {
+        self.for_key = ForKey::Replay;
+        self
+    }
+
+    /// `422 idempotency_key_reused`: the key names another request.
+    pub fn key_reused() -> Self {
+        let mut e = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with another request; use a new key for a new request",
+        );
+        e.for_key = ForKey::Release;
+        e
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -87,6 +124,7 @@ pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infa
             message: e.message.clone(),
             field: e.field.clone(),
             details: e.details.clone(),
+            for_key: e.for_key,
         }
     } else if rejection.is_not_found() {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")

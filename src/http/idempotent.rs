@@ -1,6 +1,7 @@
 //! `Idempotency-Key` on the API's POSTs (payments, credits), with the
 //! rules of [`crate::apps::payments::idempotency`]: a replay answers what
-//! the first request answered, and the work gets the key to send to Stripe.
+//! the first request finally answered, and the work gets the key to send
+//! to Stripe.
 
 use std::future::Future;
 
@@ -10,7 +11,7 @@ use warp::http::StatusCode;
 use warp::{Rejection, Reply};
 
 use super::body::refused;
-use super::error::ApiError;
+use super::error::{ApiError, ForKey};
 use crate::apps::payments::idempotency::{self, Claim};
 use crate::apps::payments::input::Invalid;
 use crate::db::PgPool;
@@ -27,10 +28,39 @@ pub(super) fn required(key: Option<String>) -> Result<String, Rejection> {
     })
 }
 
+/// A successful answer of work done under a key.
+pub(super) struct Answer {
+    status: StatusCode,
+    body: Value,
+    is_final: bool,
+}
+
+impl Answer {
+    /// What the request did: every retry with its key gets this again.
+    pub(super) fn done(status: StatusCode, body: Value) -> Self {
+        Self {
+            status,
+            body,
+            is_final: true,
+        }
+    }
+
+    /// How things stand for now (a payment still processing): a retry with
+    /// the key looks again instead of being told the same.
+    pub(super) fn for_now(status: StatusCode, body: Value) -> Self {
+        Self {
+            status,
+            body,
+            is_final: false,
+        }
+    }
+}
+
 /// Runs `work` under the request's `Idempotency-Key` (see
-/// [`idempotency`]): a replay answers what the first request answered; the
-/// work gets the key to send to Stripe. Without a header, the work still
-/// gets a fresh key, so our own retries to Stripe stay single.
+/// [`idempotency`]): a replay answers what the first request finally
+/// answered; the work gets the key to send to Stripe. Without a header
+/// (only where [`required`] was not asked), the work gets a fresh key, so
+/// our own retries to Stripe stay single.
 pub(super) async fn idempotent<F, Fut>(
     pool: PgPool,
     key: Option<String>,
@@ -40,7 +70,7 @@ pub(super) async fn idempotent<F, Fut>(
 ) -> Result<warp::reply::Response, Rejection>
 where
     F: FnOnce(String) -> Fut,
-    Fut: Future<Output = Result<(StatusCode, Value), ApiError>>,
+    Fut: Future<Output = Result<Answer, ApiError>>,
 {
     let Some(key) = key else {
         let answer = work(format!("stripe-sync-req-{}", Uuid::new_v4())).await;
@@ -74,11 +104,7 @@ where
             );
             Ok(response)
         }
-        Claim::Mismatch => Err(warp::reject::custom(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with another request; use a new key for a new request",
-        ))),
+        Claim::Mismatch => Err(warp::reject::custom(ApiError::key_reused())),
         Claim::InProgress => Err(warp::reject::custom(ApiError::new(
             StatusCode::CONFLICT,
             "idempotency_key_in_use",
@@ -86,16 +112,25 @@ where
         ))),
         Claim::Proceed => {
             let answer = work(idempotency::stripe_key(&key)).await;
-            let (status, saved) = match &answer {
-                Ok((status, body)) => (*status, Some(body.clone())),
-                // A failure to reach Stripe (or our database) did nothing a
-                // retry must not redo: keep no answer.
-                Err(e) if e.status.is_server_error() => (e.status, None),
-                Err(e) => (e.status, Some(e.body())),
+            // Only a final answer is saved. Any other (not synced yet, in
+            // progress, Stripe or the database unreachable, a payment
+            // still processing) reopens the key, so the retry it asks for
+            // does the work again, under the same Stripe key.
+            // A request that found the key on another purchase or spend
+            // drops its claim: the key is that request's.
+            let for_key = match &answer {
+                Ok(a) if a.is_final => ForKey::Replay,
+                Ok(_) => ForKey::Reopen,
+                Err(e) => e.for_key,
             };
-            super::with_db(pool, move |conn| match saved {
-                Some(body) => idempotency::complete(conn, &key, status.as_u16(), &body),
-                None => idempotency::release(conn, &key),
+            let saved = match &answer {
+                Ok(a) => (a.status, a.body.clone()),
+                Err(e) => (e.status, e.body()),
+            };
+            super::with_db(pool, move |conn| match for_key {
+                ForKey::Replay => idempotency::complete(conn, &key, saved.0.as_u16(), &saved.1),
+                ForKey::Reopen => idempotency::reopen(conn, &key),
+                ForKey::Release => idempotency::release(conn, &key),
             })
             .await?;
             Ok(respond(answer))
@@ -103,9 +138,9 @@ where
     }
 }
 
-fn respond(answer: Result<(StatusCode, Value), ApiError>) -> warp::reply::Response {
+fn respond(answer: Result<Answer, ApiError>) -> warp::reply::Response {
     match answer {
-        Ok((status, body)) => {
+        Ok(Answer { status, body, .. }) => {
             warp::reply::with_status(warp::reply::json(&body), status).into_response()
         }
         Err(e) => e.into_response(),

@@ -1,6 +1,7 @@
 //! `/api/checkout-sessions`, `/api/payment-intents`, `/api/refunds` and
 //! `/api/refund-requests`: the payments API (`crate::apps::payments`).
-//! Every POST takes an `Idempotency-Key`.
+//! Every POST takes an `Idempotency-Key`; those that move money (a payment
+//! intent that confirms, a refund, a queued refund) require one.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::body::{json_body, refused, typed};
 use super::error::ApiError;
-use super::idempotent::idempotent;
+use super::idempotent::{self, idempotent, Answer};
 use crate::apps::payments::checkout;
 use crate::apps::payments::input::{
     self, CheckoutBody, IntentBody, Invalid, RefundBody, RefundRequestBody,
@@ -104,7 +105,10 @@ pub fn routes(
                         )
                         .await
                         .map_err(|e| api_error(e.into()))?;
-                    Ok((StatusCode::CREATED, checkout::created_view(&session)))
+                    Ok(Answer::done(
+                        StatusCode::CREATED,
+                        checkout::created_view(&session),
+                    ))
                 },
             )
             .await
@@ -125,6 +129,12 @@ pub fn routes(
         .and(with.clone())
         .and_then(|key: Option<String>, body: Value, ctx: Ctx| async move {
             let intent = typed::<IntentBody>(&body)?.checked().map_err(refused)?;
+            // Confirming charges: a retry without the key could charge twice.
+            let key = if intent.confirm {
+                Some(idempotent::required(key)?)
+            } else {
+                key
+            };
             idempotent(
                 ctx.pool.clone(),
                 key,
@@ -143,7 +153,10 @@ pub fn routes(
                         )
                         .await
                         .map_err(|e| api_error(e.into()))?;
-                    Ok((StatusCode::CREATED, intents::created_view(&pi)))
+                    Ok(Answer::done(
+                        StatusCode::CREATED,
+                        intents::created_view(&pi),
+                    ))
                 },
             )
             .await
@@ -165,9 +178,10 @@ pub fn routes(
         .and(with.clone())
         .and_then(|key: Option<String>, body: Value, ctx: Ctx| async move {
             let refund = typed::<RefundBody>(&body)?.checked().map_err(refused)?;
+            let key = idempotent::required(key)?;
             idempotent(
                 ctx.pool.clone(),
-                key,
+                Some(key),
                 "refunds",
                 &body,
                 |stripe_key| async move {
@@ -175,7 +189,7 @@ pub fn routes(
                     let done = intents::refund(stripe, &refund, &stripe_key)
                         .await
                         .map_err(api_error)?;
-                    Ok((StatusCode::OK, done))
+                    Ok(Answer::done(StatusCode::OK, done))
                 },
             )
             .await
@@ -189,9 +203,10 @@ pub fn routes(
             let (request_id, refund) = typed::<RefundRequestBody>(&body)?
                 .checked()
                 .map_err(refused)?;
+            let key = idempotent::required(key)?;
             idempotent(
                 ctx.pool.clone(),
-                key,
+                Some(key),
                 "refund-requests",
                 &body,
                 |_| async move {
@@ -200,7 +215,7 @@ pub fn routes(
                     })
                     .await?;
                     match queued {
-                        Queued::New(r) | Queued::Existing(r) => Ok((
+                        Queued::New(r) | Queued::Existing(r) => Ok(Answer::done(
                             StatusCode::ACCEPTED,
                             serde_json::json!({"request_id": r.id, "status": r.status}),
                         )),
@@ -339,7 +354,10 @@ pub(super) async fn with_conn<T: Send + 'static>(
 }
 
 /// A payments failure as the API answers it: Stripe's own code and message
-/// for what Stripe refused.
+/// for what Stripe refused. Stripe's refusals are final answers (a retry
+/// of the same request under the same key gets them again); our own checks
+/// (customer not synced yet, too much to refund by what Stripe says now)
+/// and outages are not, so a retry looks again.
 pub(super) fn api_error(e: PaymentsError) -> ApiError {
     match e {
         PaymentsError::CustomerNotSynced(_) => {
@@ -381,8 +399,13 @@ pub(super) fn api_error(e: PaymentsError) -> ApiError {
             if let Some(decline_code) = decline_code {
                 err = err.with_detail("decline_code", decline_code);
             }
-            err
+            err.final_answer()
         }
+        PaymentsError::Stripe(e @ StripeError::Idempotency { .. }) => ApiError::new(
+            StatusCode::CONFLICT,
+            "stripe_idempotency_conflict",
+            format!("Stripe holds an earlier attempt of this request under the same key; retry with the same Idempotency-Key shortly ({e})"),
+        ),
         PaymentsError::Stripe(e) => ApiError::unavailable("stripe_unavailable", &e),
         PaymentsError::Database(e) => ApiError::unavailable("database_unavailable", &e),
     }

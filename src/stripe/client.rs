@@ -35,6 +35,11 @@ pub enum StripeError {
         /// confirming one failed, e.g. `authentication_required`).
         payment_intent: Option<String>,
     },
+    /// Stripe's `idempotency_error`: the key is in use by a request still
+    /// running (409), or was first used with other parameters (400). The
+    /// first attempt may have done the work: never a failure of it.
+    #[error("Stripe refused the idempotency key ({status}): {message}")]
+    Idempotency { status: u16, message: String },
     #[error("invalid Stripe object id {0:?}")]
     InvalidId(String),
     /// A 2xx whose body is not JSON: not a network hiccup (a retry gets the
@@ -48,7 +53,10 @@ impl StripeError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. } | Self::Server { .. } | Self::Network(_)
+            Self::RateLimited { .. }
+                | Self::Server { .. }
+                | Self::Network(_)
+                | Self::Idempotency { status: 409, .. }
         )
     }
 
@@ -387,17 +395,25 @@ fn check_path(path: &str) -> Result<(), StripeError> {
 fn api_error(status: u16, body: &[u8]) -> StripeError {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let err = parsed.as_ref().and_then(|v| v.get("error"));
+    let message = || {
+        err.and_then(|e| e.get("message"))
+            .and_then(|m| m.as_str())
+            .unwrap_or("no error message")
+            .to_owned()
+    };
+    if err.and_then(|e| e.get("type")).and_then(|t| t.as_str()) == Some("idempotency_error") {
+        return StripeError::Idempotency {
+            status,
+            message: message(),
+        };
+    }
     StripeError::Api {
         status,
         code: err
             .and_then(|e| e.get("code"))
             .and_then(|c| c.as_str())
             .map(str::to_owned),
-        message: err
-            .and_then(|e| e.get("message"))
-            .and_then(|m| m.as_str())
-            .unwrap_or("no error message")
-            .to_owned(),
+        message: message(),
         decline_code: err
             .and_then(|e| e.get("decline_code"))
             .and_then(|c| c.as_str())
@@ -434,6 +450,34 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StripeError::Unreadable(_)), "{err:?}");
         assert!(!err.is_transient());
+    }
+
+    /// Stripe's idempotency refusals say nothing of the payment: the first
+    /// attempt may have done it. They are told apart from refusals of the
+    /// request by their `type`, never by their text.
+    #[test]
+    fn idempotency_refusals_are_their_own_kind() {
+        let in_use = br#"{"error":{"type":"idempotency_error","code":"idempotency_key_in_use","message":"another request"}}"#;
+        let reused = br#"{"error":{"type":"idempotency_error","message":"other parameters"}}"#;
+        let declined =
+            br#"{"error":{"type":"card_error","code":"card_declined","message":"declined"}}"#;
+        let e = api_error(409, in_use);
+        assert!(
+            matches!(e, StripeError::Idempotency { status: 409, .. }),
+            "{e:?}"
+        );
+        assert!(e.is_transient(), "the first request is still running");
+        let e = api_error(400, reused);
+        assert!(
+            matches!(e, StripeError::Idempotency { status: 400, .. }),
+            "{e:?}"
+        );
+        assert!(!e.is_transient());
+        let e = api_error(402, declined);
+        assert!(
+            matches!(&e, StripeError::Api { status: 402, code: Some(c), .. } if c == "card_declined"),
+            "{e:?}"
+        );
     }
 
     #[test]

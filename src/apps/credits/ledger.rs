@@ -25,9 +25,13 @@ struct Balance {
 }
 
 #[derive(QueryableByName)]
-struct EntryId {
+struct Posting {
     #[diesel(sql_type = SqlUuid)]
     id: Uuid,
+    #[diesel(sql_type = BigInt)]
+    credits: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    reason: Option<String>,
 }
 
 /// The customer's balance (0 before anything was bought).
@@ -47,6 +51,9 @@ pub enum Posted {
     Done { entry_id: Uuid, balance: i64 },
     /// The balance is short: nothing was taken.
     Insufficient { balance: i64 },
+    /// The key's entry was posted for another amount or reason: the key
+    /// was reused for another request (at any age of the entry).
+    KeyReused,
 }
 
 /// Takes `credits` from the customer's balance, once per `key`. The
@@ -114,8 +121,16 @@ fn post_once(
         )
         .bind::<SqlUuid, _>(customer)
         .get_result(conn)?;
-        if let Some(entry_id) = entry_for(conn, source)? {
-            return Ok(Posted::Done { entry_id, balance });
+        if let Some(posted) = entry_for(conn, source)? {
+            let same = posted.credits == credits && posted.reason.as_deref() == Some(reason);
+            return Ok(if same {
+                Posted::Done {
+                    entry_id: posted.id,
+                    balance,
+                }
+            } else {
+                Posted::KeyReused
+            });
         }
         if !allowed(balance) {
             return Ok(Posted::Insufficient { balance });
@@ -128,18 +143,18 @@ fn post_once(
                 .bind::<Text, _>(source)
                 .bind::<Text, _>(reason)
                 .get_result(conn)?;
-        let entry_id = entry_for(conn, source)?.expect("the entry was just appended");
+        let entry_id = entry_for(conn, source)?
+            .expect("the entry was just appended")
+            .id;
         Ok(Posted::Done { entry_id, balance })
     })
 }
 
-fn entry_for(conn: &mut PgConnection, source: &str) -> QueryResult<Option<Uuid>> {
-    let found: Option<EntryId> =
-        diesel::sql_query("SELECT id FROM credits.ledger WHERE source = $1")
-            .bind::<Text, _>(source)
-            .get_result(conn)
-            .optional()?;
-    Ok(found.map(|e| e.id))
+fn entry_for(conn: &mut PgConnection, source: &str) -> QueryResult<Option<Posting>> {
+    diesel::sql_query("SELECT id, credits, reason FROM credits.ledger WHERE source = $1")
+        .bind::<Text, _>(source)
+        .get_result(conn)
+        .optional()
 }
 
 /// One line of a customer's history: a purchase (whatever its status) or

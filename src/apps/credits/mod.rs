@@ -21,6 +21,13 @@ pub enum CreditsError {
     InvalidPackage(String),
     #[error("the customer has no default payment method; save one first")]
     NoPaymentMethod,
+    /// The Idempotency-Key's purchase is another customer's or package's.
+    #[error("this Idempotency-Key was used for another purchase; use a new key for a new request")]
+    KeyReused,
+    /// Stripe holds an earlier attempt of the purchase's payment under its
+    /// key: not failed, not done; a retry with the same key settles it.
+    #[error("the payment of purchase {purchase_id} is still being settled with Stripe; retry with the same Idempotency-Key shortly")]
+    InProgress { purchase_id: uuid::Uuid },
     /// Unknown or unsynced customer, Stripe's refusals and outages, the
     /// database: as the payments API reports them.
     #[error(transparent)]

@@ -7,7 +7,10 @@
 //! webhook (or a reconcile). A request retried under the same
 //! Idempotency-Key finds its row by the derived Stripe key and resumes it:
 //! the payment intent is read if one is known, else created again with the
-//! same key, which Stripe answers with the first intent.
+//! same key and the same request (the payment method recorded at the
+//! start), which Stripe answers with the first intent. A row found under
+//! the key for another customer or package is never answered from: the key
+//! was reused (422).
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Uuid as SqlUuid};
@@ -43,10 +46,14 @@ pub struct Purchase {
     pub error_code: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     pub error: Option<String>,
+    /// What it is paid with, recorded before Stripe is asked (`None` for
+    /// purchases started before this was kept).
+    #[diesel(sql_type = Nullable<Text>)]
+    pub payment_method: Option<String>,
 }
 
-const COLUMNS: &str =
-    "id, customer_id, package_id, credits, price, currency, payment_intent, status, error_code, error";
+const COLUMNS: &str = "id, customer_id, package_id, credits, price, currency, payment_intent, \
+                       status, error_code, error, payment_method";
 
 /// How a purchase request ends, as the API answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,18 +103,20 @@ pub fn prepare(
     }
 }
 
-/// Records the purchase (what the package sells today) under
-/// `request_key`, or finds the one a concurrent twin recorded.
+/// Records the purchase (what the package sells today, paid with
+/// `payment_method`) under `request_key`, or finds the one a concurrent
+/// twin recorded.
 pub fn open(
     conn: &mut PgConnection,
     customer: Uuid,
     package: &Package,
+    payment_method: &str,
     request_key: &str,
 ) -> QueryResult<Purchase> {
     diesel::sql_query(
         "INSERT INTO credits.purchases \
-           (id, customer_id, package_id, credits, price, currency, request_key) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (request_key) DO NOTHING",
+           (id, customer_id, package_id, credits, price, currency, request_key, payment_method) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (request_key) DO NOTHING",
     )
     .bind::<SqlUuid, _>(Uuid::new_v4())
     .bind::<SqlUuid, _>(customer)
@@ -116,6 +125,7 @@ pub fn open(
     .bind::<BigInt, _>(package.price)
     .bind::<Text, _>(&package.currency)
     .bind::<Text, _>(request_key)
+    .bind::<Text, _>(payment_method)
     .execute(conn)?;
     Ok(find(conn, request_key)?.expect("the purchase was just recorded"))
 }
@@ -219,6 +229,11 @@ pub async fn buy(
     let key = request_key.clone();
     let found = with_db(pool, move |conn| Ok(find(conn, &key)?)).await?;
     let (purchase, charge_with) = match found {
+        // The key's purchase is another customer's or another package's:
+        // the key was reused, and nothing of that purchase is answered.
+        Some(purchase) if purchase.customer_id != customer || purchase.package_id != package_id => {
+            return Err(CreditsError::KeyReused)
+        }
         // A retry resumes what it started, even if the package changed
         // since: the purchase keeps what was sold.
         Some(purchase) => (purchase, None),
@@ -228,9 +243,14 @@ pub async fn buy(
             let pm = payment_methods::default_of(stripe, &stripe_customer)
                 .await?
                 .ok_or(CreditsError::NoPaymentMethod)?;
-            let key = request_key.clone();
-            let purchase =
-                with_db(pool, move |conn| Ok(open(conn, customer, &package, &key)?)).await?;
+            let (key, recorded_pm) = (request_key.clone(), pm.clone());
+            let purchase = with_db(pool, move |conn| {
+                Ok(open(conn, customer, &package, &recorded_pm, &key)?)
+            })
+            .await?;
+            // A concurrent twin may have recorded it first (another card,
+            // if the default changed between): what it recorded is charged.
+            let pm = purchase.payment_method.clone().unwrap_or(pm);
             (purchase, Some((stripe_customer, pm)))
         }
     };
@@ -280,7 +300,15 @@ pub async fn buy(
                 Ok(intents::stripe_customer(conn, customer)?)
             })
             .await?;
-            match payment_methods::default_of(stripe, &stripe_customer).await? {
+            // The same request as the first attempt, so Stripe replays
+            // that attempt's intent instead of refusing the key: the card
+            // the purchase started with, not today's default (only a
+            // purchase recorded before cards were kept falls back to it).
+            let pm = match purchase.payment_method.clone() {
+                Some(pm) => Some(pm),
+                None => payment_methods::default_of(stripe, &stripe_customer).await?,
+            };
+            match pm {
                 Some(pm) => charge(stripe, &purchase, &stripe_customer, &pm, &request_key).await,
                 None => {
                     let id = purchase.id;
@@ -404,8 +432,10 @@ async fn needs_authentication(
 
 /// Stripe refused the charge. A card error is the purchase's answer (402);
 /// `authentication_required` names the intent to confirm on-session.
-/// Another refusal fails the purchase and is reported as Stripe gave it;
-/// an outage leaves it processing, for a retry or the webhook to settle.
+/// Another refusal of the request fails the purchase and is reported as
+/// Stripe gave it. An outage, or Stripe holding an earlier attempt under
+/// the key (which may have charged), leaves it processing, for a retry or
+/// the webhook to settle: a purchase fails only when its payment did.
 async fn refused(
     pool: &PgPool,
     stripe: &StripeClient,
@@ -450,6 +480,10 @@ async fn refused(
                 message,
             })
         }
+        // Stripe holds an earlier attempt under the same key, which may
+        // have charged: the purchase stays processing, settled by a retry
+        // (which then gets that attempt's intent) or by the webhook.
+        StripeError::Idempotency { .. } => Err(CreditsError::InProgress { purchase_id: id }),
         e if e.is_transient() => Err(e.into()),
         e => {
             let message = e.to_string();
@@ -485,6 +519,7 @@ mod tests {
             status: "processing".into(),
             error_code: None,
             error: None,
+            payment_method: Some("pm_1".into()),
         };
         let form = intent_form(&purchase, "cus_1", "pm_1");
         let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());

@@ -1,12 +1,18 @@
-//! `Idempotency-Key` for the payments API's POSTs, with Stripe's rules:
-//! the same key with the same request replays the first answer; the same
-//! key with another request is refused (422); a key whose first request is
-//! still running is refused too (409), unless that request was abandoned
-//! (its process died), in which case a retry takes it over. Answers are
-//! kept 48 hours (Stripe keeps its own at least 24). Requests refused
-//! before any work (bad input) and failures to reach Stripe keep no answer,
-//! so a retry does the work; the Stripe call then carries the same derived
-//! key ([`stripe_key`]), so Stripe performs it once.
+//! `Idempotency-Key` for the API's POSTs that move money or credits, with
+//! Stripe's rules: the same key with the same request replays the first
+//! final answer; the same key with another request, on another route or
+//! for another customer (the route names the customer) is refused (422); a
+//! key whose first request is still running is refused too (409), unless
+//! that request was abandoned (its process died), in which case a retry
+//! takes it over.
+//!
+//! A key is bound to its first request for good (Stripe forgets its keys
+//! after a day; a client that reuses one here after years still must not
+//! be answered with another customer's purchase). Only final answers are
+//! saved: an answer that means "retry later" (not synced yet, in progress,
+//! Stripe unreachable, a payment still processing) reopens the key, so the
+//! retry does the work; the Stripe call then carries the same derived key
+//! ([`stripe_key`]), so Stripe performs it once.
 
 use std::time::Duration;
 
@@ -15,8 +21,6 @@ use diesel::sql_types::{Bool, Integer, Jsonb, Nullable, Text};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// How long answers are kept.
-pub const KEEP: Duration = Duration::from_secs(48 * 3600);
 /// A first request still unfinished after this is taken to be abandoned.
 pub const TAKEOVER_AFTER: Duration = Duration::from_secs(60);
 /// Stripe's own limit on key length.
@@ -71,12 +75,6 @@ struct Stored {
 /// Claims `key` for a request on `route` with fingerprint `hash`.
 pub fn claim(conn: &mut PgConnection, key: &str, route: &str, hash: &str) -> QueryResult<Claim> {
     conn.transaction(|conn| {
-        diesel::sql_query(
-            "DELETE FROM payments.idempotency_keys \
-             WHERE created_at < now() - make_interval(secs => $1)",
-        )
-        .bind::<diesel::sql_types::Double, _>(KEEP.as_secs_f64())
-        .execute(conn)?;
         let inserted = diesel::sql_query(
             "INSERT INTO payments.idempotency_keys (key, route, request_hash) VALUES ($1, $2, $3) \
              ON CONFLICT (key) DO NOTHING",
@@ -129,12 +127,26 @@ pub fn complete(conn: &mut PgConnection, key: &str, status: u16, body: &Value) -
     .map(drop)
 }
 
-/// Forgets `key`: its request did nothing a retry must not repeat.
+/// Drops this request's claim on `key`: the key turned out to be another
+/// request's (found on a purchase or a spend of its own).
 pub fn release(conn: &mut PgConnection, key: &str) -> QueryResult<()> {
     diesel::sql_query("DELETE FROM payments.idempotency_keys WHERE key = $1 AND status IS NULL")
         .bind::<Text, _>(key)
         .execute(conn)
         .map(drop)
+}
+
+/// Reopens `key` after an answer that is not final (retry later): the
+/// next request with it does the work, as if the first were abandoned.
+/// The key stays bound to its route and request.
+pub fn reopen(conn: &mut PgConnection, key: &str) -> QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE payments.idempotency_keys SET started_at = '-infinity' \
+         WHERE key = $1 AND status IS NULL",
+    )
+    .bind::<Text, _>(key)
+    .execute(conn)
+    .map(drop)
 }
 
 #[cfg(test)]
