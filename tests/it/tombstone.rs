@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Integer, Text};
+use diesel::sql_types::{BigInt, Bool, Integer, Text};
 use serde_json::{json, Value};
 use stripe_sync::apply::{self, ApplyError, FanOut, RemoteReader};
 use stripe_sync::customers::{self, input::CustomerPatch};
@@ -171,10 +171,15 @@ fn race(tombstone: impl FnOnce(&mut PgConnection) + Send) -> Vec<Passed> {
         row.deleted,
         "the report's delete is applied after the update"
     );
+    outbox(&mut api)
+}
+
+/// The customer's outbox rows in the order the relay publishes them.
+fn outbox(conn: &mut PgConnection) -> Vec<Passed> {
     diesel::sql_query(format!(
         "SELECT operation, origin FROM outbox WHERE local_id = '{LOCAL}' ORDER BY id"
     ))
-    .load(&mut api)
+    .load(conn)
     .unwrap()
 }
 
@@ -185,48 +190,88 @@ fn passed(operation: &str, origin: &str) -> Passed {
     }
 }
 
+/// Stripe's `customer.deleted`, one event at a time.
+fn per_event(conn: &mut PgConnection) {
+    let event = stripe_deleted();
+    let results = apply::apply_each(conn, &NoReads, &[&event], FanOut::ToOtherServices).unwrap();
+    assert_eq!(results, vec![Ok(apply::Applied::Deleted)]);
+}
+
+/// Stripe's `customer.deleted`, folded in a batch.
+fn batch(conn: &mut PgConnection) {
+    let event = stripe_deleted();
+    let results = apply::apply_batch(conn, &NoReads, &[&event], FanOut::ToOtherServices).unwrap();
+    assert_eq!(results, vec![Ok(apply::Applied::Deleted)]);
+}
+
+/// Salesforce's deleted Contact version.
+fn salesforce(conn: &mut PgConnection) {
+    let ctx = Context {
+        org_id: ORG.into(),
+        user_id: INTEGRATION_USER.into(),
+        external_id_field: "StripeSync_Id__c".into(),
+    };
+    let applied = stripe_sync::salesforce::apply::apply(conn, &ctx, &contact_deleted()).unwrap();
+    assert_eq!(applied, apply::Applied::Deleted);
+}
+
 #[test]
 fn a_stripe_delete_applied_per_event_is_passed_on_after_the_update_it_waited_for() {
-    let outbox = race(|conn| {
-        let event = stripe_deleted();
-        let results =
-            apply::apply_each(conn, &NoReads, &[&event], FanOut::ToOtherServices).unwrap();
-        assert_eq!(results, vec![Ok(apply::Applied::Deleted)]);
-    });
     assert_eq!(
-        outbox,
+        race(per_event),
         [passed("update", "local"), passed("delete", "stripe")]
     );
 }
 
 #[test]
 fn a_stripe_delete_applied_in_a_batch_is_passed_on_after_the_update_it_waited_for() {
-    let outbox = race(|conn| {
-        let event = stripe_deleted();
-        let results =
-            apply::apply_batch(conn, &NoReads, &[&event], FanOut::ToOtherServices).unwrap();
-        assert_eq!(results, vec![Ok(apply::Applied::Deleted)]);
-    });
     assert_eq!(
-        outbox,
+        race(batch),
         [passed("update", "local"), passed("delete", "stripe")]
     );
 }
 
 #[test]
 fn a_salesforce_delete_is_passed_on_after_the_update_it_waited_for() {
-    let outbox = race(|conn| {
-        let ctx = Context {
-            org_id: ORG.into(),
-            user_id: INTEGRATION_USER.into(),
-            external_id_field: "StripeSync_Id__c".into(),
-        };
-        let applied =
-            stripe_sync::salesforce::apply::apply(conn, &ctx, &contact_deleted()).unwrap();
-        assert_eq!(applied, apply::Applied::Deleted);
-    });
     assert_eq!(
-        outbox,
+        race(salesforce),
         [passed("update", "local"), passed("delete", "salesforce")]
     );
+}
+
+#[derive(QueryableByName, Debug, PartialEq)]
+struct Tombstone {
+    #[diesel(sql_type = Text)]
+    deleted_at: String,
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+}
+
+/// A deletion reported for a customer already deleted here (through the
+/// API, before the service knew) leaves its tombstone as it is, the time
+/// of the first deletion and the version included, and passes nothing on:
+/// the first deletion is on its way out already.
+#[test]
+fn a_deletion_reported_for_a_customer_deleted_here_leaves_the_tombstone_alone() {
+    for path in [per_event, batch, salesforce] {
+        let db = TestDb::migrated();
+        let mut conn = db.conn();
+        setup(&mut conn);
+        customers::delete(&mut conn, LOCAL.parse().unwrap(), None).unwrap();
+        let tombstone = || {
+            diesel::sql_query(format!(
+                "SELECT deleted_at::text AS deleted_at, version FROM customers WHERE id = '{LOCAL}'"
+            ))
+            .get_result::<Tombstone>(&mut db.conn())
+            .unwrap()
+        };
+        let before = tombstone();
+        conn.transaction::<_, diesel::result::Error, _>(|conn| {
+            path(conn);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(tombstone(), before);
+        assert_eq!(outbox(&mut conn), [passed("delete", "local")]);
+    }
 }
