@@ -9,7 +9,7 @@
 //! (`super::customer_batch`) folds many decisions in memory before writing.
 
 use diesel::prelude::*;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::order::{self, Step, Watermark};
@@ -377,36 +377,21 @@ fn update_customer(
         .map(drop)
 }
 
-/// Soft-deletes the row, keeping the last known snapshot for audit; a row
-/// that was live has its deletion passed on with `pass_on`.
+/// Tombstones the row ([`fanout::tombstone`], which passes a live row's
+/// deletion on with `pass_on`) and keeps the last known snapshot on it for
+/// audit: part of the deletion's change, so no version of its own.
 fn tombstone(
     conn: &mut PgConnection,
     id: Uuid,
     last_snapshot: Option<&Value>,
     pass_on: Option<&str>,
 ) -> QueryResult<()> {
-    if let Some(origin) = pass_on {
-        let live: bool = diesel::select(diesel::dsl::exists(
-            customers::table
-                .find(id)
-                .filter(customers::deleted_at.is_null()),
-        ))
-        .get_result(conn)?;
-        if live {
-            fanout::pass_on(conn, origin, id, outbox::Operation::Delete, Map::new())?;
-        }
-    }
-    let target = customers::table.find(id);
-    let stamp = (
-        customers::deleted_at.eq(diesel::dsl::now),
-        customers::updated_at.eq(diesel::dsl::now),
-        customers::version.eq(customers::version + 1),
-    );
+    fanout::tombstone(conn, &[(id, pass_on)])?;
     match last_snapshot {
-        Some(object) => diesel::update(target)
-            .set((project(object), stamp))
-            .execute(conn),
-        None => diesel::update(target).set(stamp).execute(conn),
+        Some(object) => diesel::update(customers::table.find(id))
+            .set((project(object), customers::updated_at.eq(diesel::dsl::now)))
+            .execute(conn)
+            .map(drop),
+        None => Ok(()),
     }
-    .map(drop)
 }

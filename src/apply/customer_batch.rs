@@ -1,6 +1,7 @@
 //! Many `customer.*` events at once: each customer's events are folded in
 //! memory through the same ordering rules as the per-event path
-//! ([`customer::decide`]), then written with one statement per table.
+//! ([`customer::decide`]), then written with one statement per table (the
+//! deletions through [`fanout::tombstone`], as on every path).
 //!
 //! A customer whose events need more than the rules and the stored link
 //! goes to the per-event path instead, all of its events in order:
@@ -15,7 +16,7 @@
 use std::collections::HashMap;
 
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bool, Jsonb, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Uuid as SqlUuid};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -185,6 +186,7 @@ pub(super) fn apply(
     }
     insert_customers(conn, &ready)?;
     update_customers(conn, &ready)?;
+    tombstone(conn, &ready, fan_out)?;
     write_links(conn, &ready)?;
     if fan_out == FanOut::ToOtherServices {
         pass_on(conn, &ready, &before)?;
@@ -192,10 +194,27 @@ pub(super) fn apply(
     Ok(folded)
 }
 
+/// Tombstones the existing customers the batch deletes, through the one
+/// function every path deletes with, which passes on what Stripe reported
+/// (see `customer::passes_on`) and was live here.
+fn tombstone(conn: &mut PgConnection, folds: &[Fold<'_>], fan_out: FanOut) -> QueryResult<()> {
+    let deletions: Vec<(Uuid, Option<&str>)> = folds
+        .iter()
+        .filter(|f| f.tombstone && f.created.is_none())
+        .map(|f| {
+            let local_id = f.stored.expect("an existing customer has a link").0;
+            let origin =
+                (fan_out == FanOut::ToOtherServices && f.reported).then_some(service::STRIPE);
+            (local_id, origin)
+        })
+        .collect();
+    fanout::tombstone(conn, &deletions)
+}
+
 /// Appends, with Stripe as the origin, what the folds Stripe reported
 /// changed of the shared columns, as the per-event path does (see
-/// `customer::passes_on`): a new customer, a deletion of a live row, or
-/// the columns an update changed.
+/// `customer::passes_on`): a new customer, or the columns an update
+/// changed ([`tombstone`] passes deletions on).
 fn pass_on(
     conn: &mut PgConnection,
     folds: &[Fold<'_>],
@@ -219,22 +238,17 @@ fn pass_on(
             continue;
         };
         // A row deleted here has its deletion on the way out already.
-        if old.deleted_at.is_some() {
+        if old.deleted_at.is_some() || f.tombstone {
             continue;
         }
-        let (operation, fields) = if f.tombstone {
-            (outbox::Operation::Delete, serde_json::Map::new())
-        } else {
-            let Some(after) = after else { continue };
-            let fields = fanout::changed(old.shared(), after);
-            if fields.is_empty() {
-                continue;
-            }
-            (outbox::Operation::Update, fields)
-        };
+        let Some(after) = after else { continue };
+        let fields = fanout::changed(old.shared(), after);
+        if fields.is_empty() {
+            continue;
+        }
         rows.push(outbox::Appended {
             local_id: old.id,
-            operation,
+            operation: outbox::Operation::Update,
             fields,
         });
     }
@@ -273,12 +287,13 @@ fn insert_customers(conn: &mut PgConnection, folds: &[Fold<'_>]) -> QueryResult<
         .map(drop)
 }
 
-/// Writes every changed existing row in one statement: the last snapshot
-/// (when one was written), the tombstone, and one version bump per change.
+/// Writes the last snapshot of every existing row the batch wrote one to,
+/// in one statement, with a version bump per change but the deletion
+/// ([`tombstone`] counts that one).
 fn update_customers<'e>(conn: &mut PgConnection, folds: &[Fold<'e>]) -> QueryResult<()> {
     let changed: Vec<(Uuid, &Fold<'_>)> = folds
         .iter()
-        .filter(|f| f.created.is_none() && f.writes > 0)
+        .filter(|f| f.created.is_none() && f.row.is_some())
         .map(|f| (f.stored.expect("an existing customer has a link").0, f))
         .collect();
     if changed.is_empty() {
@@ -286,48 +301,41 @@ fn update_customers<'e>(conn: &mut PgConnection, folds: &[Fold<'e>]) -> QueryRes
     }
     // Borrowed from the snapshots: nothing of them is copied but the bytes
     // sent to Postgres.
-    let projections: Vec<Option<customer::Columns<'e>>> = changed
+    let projections: Vec<customer::Columns<'e>> = changed
         .iter()
-        .map(|(_, f)| f.row.map(customer::columns))
+        .map(|(_, f)| customer::columns(f.row.expect("filtered on a snapshot")))
         .collect();
     let column = |get: fn(customer::Columns<'e>) -> Option<&'e str>| -> Vec<Option<&'e str>> {
-        projections.iter().map(|p| p.and_then(get)).collect()
+        projections.iter().map(|&p| get(p)).collect()
     };
     diesel::sql_query(
         "UPDATE customers AS c SET \
-           email = CASE WHEN v.write THEN v.email ELSE c.email END, \
-           name = CASE WHEN v.write THEN v.name ELSE c.name END, \
-           phone = CASE WHEN v.write THEN v.phone ELSE c.phone END, \
-           description = CASE WHEN v.write THEN v.description ELSE c.description END, \
-           metadata = CASE WHEN v.write THEN v.metadata ELSE c.metadata END, \
-           stripe_object = CASE WHEN v.write THEN v.stripe_object ELSE c.stripe_object END, \
-           deleted_at = CASE WHEN v.tombstone THEN now() ELSE c.deleted_at END, \
+           email = v.email, name = v.name, phone = v.phone, description = v.description, \
+           metadata = v.metadata, stripe_object = v.stripe_object, \
            updated_at = now(), \
            version = c.version + v.writes \
-         FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-           AS v(id, write, email, name, phone, description, metadata, stripe_object, tombstone, writes) \
+         FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) \
+           AS v(id, email, name, phone, description, metadata, stripe_object, writes) \
          WHERE c.id = ANY($1) AND c.id = v.id",
     )
     .bind::<Array<SqlUuid>, _>(changed.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-    .bind::<Array<Bool>, _>(projections.iter().map(Option::is_some).collect::<Vec<_>>())
     .bind::<Array<Nullable<Text>>, _>(column(|p| p.email))
     .bind::<Array<Nullable<Text>>, _>(column(|p| p.name))
     .bind::<Array<Nullable<Text>>, _>(column(|p| p.phone))
     .bind::<Array<Nullable<Text>>, _>(column(|p| p.description))
+    .bind::<Array<Jsonb>, _>(projections.iter().map(|p| p.metadata).collect::<Vec<_>>())
     .bind::<Array<Jsonb>, _>(
         projections
             .iter()
-            .map(|p| p.as_ref().map_or(&Value::Null, |p| p.metadata))
+            .map(|p| p.stripe_object)
             .collect::<Vec<_>>(),
     )
-    .bind::<Array<Nullable<Jsonb>>, _>(
-        projections
+    .bind::<Array<BigInt>, _>(
+        changed
             .iter()
-            .map(|p| p.as_ref().map(|p| p.stripe_object))
+            .map(|(_, f)| f.writes - i64::from(f.tombstone))
             .collect::<Vec<_>>(),
     )
-    .bind::<Array<Bool>, _>(changed.iter().map(|(_, f)| f.tombstone).collect::<Vec<_>>())
-    .bind::<Array<BigInt>, _>(changed.iter().map(|(_, f)| f.writes).collect::<Vec<_>>())
     .execute(conn)
     .map(drop)
 }

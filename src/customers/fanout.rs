@@ -8,7 +8,7 @@
 //! first hop: an echo is never passed on, and a report that changes
 //! nothing shared appends nothing.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use diesel::prelude::*;
 use serde_json::{Map, Value};
@@ -115,6 +115,62 @@ pub fn pass_on(
         return Ok(());
     }
     outbox::append_from(conn, origin, entity::CUSTOMER, local_id, operation, fields).map(drop)
+}
+
+/// Tombstones the customers a service reported deleted and passes on the
+/// deletion of each one that was live here, with the origin it names
+/// (`None`: not passed on, as for an echo of our own write or with no
+/// other service to tell), in the caller's transaction. Every inbound path
+/// deletes through here.
+///
+/// Lock order, the API's: the rows are locked first, then tombstoned,
+/// then the deletions appended. Appended before the lock, a deletion
+/// would draw an outbox id below that of an API update holding the lock
+/// and committing first; the relay publishes in id order, so the update
+/// would reach the other services after the delete, and Salesforce would
+/// write (or, unlinked, create) a Contact for a deleted customer. Locked
+/// first, a customer's outbox ids follow its commits.
+///
+/// A row already deleted here is left as it is: its deletion was passed
+/// on when it was made, and the tombstone keeps the time of the first.
+pub fn tombstone(conn: &mut PgConnection, deletions: &[(Uuid, Option<&str>)]) -> QueryResult<()> {
+    if deletions.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = deletions.iter().map(|(id, _)| *id).collect();
+    // In id order, as every statement that locks several customers does.
+    let live: Vec<Uuid> = customers::table
+        .filter(customers::id.eq_any(&ids))
+        .filter(customers::deleted_at.is_null())
+        .order(customers::id)
+        .select(customers::id)
+        .for_update()
+        .load(conn)?;
+    if live.is_empty() {
+        return Ok(());
+    }
+    diesel::update(customers::table.filter(customers::id.eq_any(&live)))
+        .set((
+            customers::deleted_at.eq(diesel::dsl::now),
+            customers::updated_at.eq(diesel::dsl::now),
+            customers::version.eq(customers::version + 1),
+        ))
+        .execute(conn)?;
+    let mut live: HashSet<Uuid> = live.into_iter().collect();
+    let mut by_origin: BTreeMap<&str, Vec<outbox::Appended>> = BTreeMap::new();
+    for &(local_id, origin) in deletions {
+        if let Some(origin) = origin.filter(|_| live.remove(&local_id)) {
+            by_origin.entry(origin).or_default().push(outbox::Appended {
+                local_id,
+                operation: outbox::Operation::Delete,
+                fields: Map::new(),
+            });
+        }
+    }
+    for (origin, rows) in by_origin {
+        outbox::append_many_from(conn, origin, entity::CUSTOMER, rows)?;
+    }
+    Ok(())
 }
 
 /// The shared fields changes not yet acknowledged by `service` set: under

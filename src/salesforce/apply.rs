@@ -20,7 +20,6 @@
 //!   to the outbox with origin `salesforce`, for Stripe.
 
 use diesel::prelude::*;
-use serde_json::Map;
 use uuid::Uuid;
 
 use super::contact;
@@ -96,7 +95,7 @@ pub fn apply(
             let applied = if echo {
                 Applied::Echo
             } else if version.deleted {
-                tombstone(conn, link.local_id)?;
+                fanout::tombstone(conn, &[(link.local_id, Some(service::SALESFORCE))])?;
                 Applied::Deleted
             } else {
                 write(conn, link.local_id, event)?;
@@ -125,7 +124,7 @@ fn first_version(
     let (local_id, applied) = match named {
         Some(local_id) if echo => (local_id, Applied::Echo),
         Some(local_id) if version.deleted => {
-            tombstone(conn, local_id)?;
+            fanout::tombstone(conn, &[(local_id, Some(service::SALESFORCE))])?;
             (local_id, Applied::Deleted)
         }
         Some(local_id) => {
@@ -264,31 +263,6 @@ fn write(conn: &mut PgConnection, local_id: Uuid, event: &SalesforceEvent) -> Qu
         local_id,
         Operation::Update,
         fields,
-    )
-}
-
-/// Tombstones a live customer and passes the deletion on.
-fn tombstone(conn: &mut PgConnection, local_id: Uuid) -> QueryResult<()> {
-    let deleted = diesel::update(
-        customers::table
-            .find(local_id)
-            .filter(customers::deleted_at.is_null()),
-    )
-    .set((
-        customers::deleted_at.eq(diesel::dsl::now),
-        customers::updated_at.eq(diesel::dsl::now),
-        customers::version.eq(customers::version + 1),
-    ))
-    .execute(conn)?;
-    if deleted == 0 {
-        return Ok(());
-    }
-    fanout::pass_on(
-        conn,
-        service::SALESFORCE,
-        local_id,
-        Operation::Delete,
-        Map::new(),
     )
 }
 

@@ -25,4 +25,5 @@ mod salesforce_inbound;
 mod shutdown;
 mod signature_oracle;
 mod startup;
+mod tombstone;
 mod webhook;
