@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::support::localstripe::LocalStripe;
 use crate::support::stack::{Options, Stack};
-use crate::support::stripe_proxy::CountingProxy;
+use crate::support::stripe_proxy::{CountingProxy, Scripted};
 
 async fn stack_on(ls: &LocalStripe) -> Stack {
     Stack::start(Options {
@@ -422,6 +422,53 @@ async fn a_payment_refused_until_the_customer_is_synced_is_paid_on_retry() {
     let (status, again, replayed) =
         post(&stack, "/api/payment-intents", Some("pay-soon"), body).await;
     assert_eq!((status, replayed, &again), (201, true, &paid));
+    stack.stop().await;
+}
+
+/// Stripe refunds the rest of a payment but its answer is lost (a 500
+/// after the work). The retry with the same key finds that refund by the
+/// key in its metadata and answers with it, instead of checking afresh and
+/// answering "already refunded" (nor refunding again where Stripe, unlike
+/// localstripe, would not replay the key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_whose_answer_was_lost_is_answered_on_retry() {
+    let ls = LocalStripe::start().await;
+    let proxy = CountingProxy::start(ls.base());
+    let stack = Stack::start(Options {
+        stripe_base: proxy.base(),
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    let pi = paid_intent(&stack, 2200).await;
+    proxy.answer_next(
+        "POST",
+        "/v1/refunds",
+        Scripted {
+            forward: true,
+            status: 500,
+            body: json!({"error": {"type": "api_error", "message": "lost"}}),
+        },
+    );
+    let body = json!({"payment_intent": pi});
+    let (status, lost, _) = post(&stack, "/api/refunds", Some("refund-all"), body.clone()).await;
+    assert_eq!(
+        (status, lost["error"]["code"].as_str()),
+        (503, Some("stripe_unavailable"))
+    );
+    let (status, done, replayed) = post(&stack, "/api/refunds", Some("refund-all"), body).await;
+    assert_eq!((status, replayed), (200, false), "{done}");
+    assert_eq!(done["refund"]["amount"], 2200);
+    let refunds = ls
+        .call(
+            Method::GET,
+            &format!("/v1/refunds?payment_intent={pi}"),
+            &[],
+        )
+        .await;
+    let refunds = refunds["data"].as_array().unwrap();
+    assert_eq!(refunds.len(), 1, "one refund at Stripe");
+    assert_eq!(refunds[0]["id"], done["refund"]["id"]);
     stack.stop().await;
 }
 
