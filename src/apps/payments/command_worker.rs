@@ -26,7 +26,6 @@ use crate::worker;
 
 use crate::outbox::{self, Change, DeliveryStatus};
 use crate::stripe::client::{StripeClient, StripeError, RESOURCE_MISSING};
-use crate::stripe::PLATFORM_ACCOUNT;
 use crate::sync::{entity, service};
 
 /// The metadata key linking a refund to the request that made it.
@@ -181,47 +180,18 @@ pub fn idempotency_key(request_id: &str) -> String {
 
 /// Makes the request's refund, or finds the one an earlier attempt made.
 async fn refund(stripe: &StripeClient, request: &RefundRequest) -> Result<Value, Failure> {
-    let filters = [("payment_intent".to_owned(), request.payment_intent.clone())];
-    let made = stripe
-        .list_all(PLATFORM_ACCOUNT, "refunds", &filters)
-        .await
-        .map_err(PaymentsError::from)?;
-    if let Some(found) = made
-        .into_iter()
-        .find(|r| r["metadata"][REQUEST_METADATA] == request.id.as_str())
-    {
-        return Ok(found);
-    }
-    let left = intents::read_intent(stripe, &request.payment_intent)
-        .await?
-        .refundable();
-    if left <= 0 {
-        return Err(PaymentsError::NothingToRefund.into());
-    }
-    let amount = match request.amount {
-        Some(asked) if asked > left => {
-            return Err(PaymentsError::AmountTooLarge { asked, left }.into())
-        }
-        Some(asked) => asked,
-        None => left,
+    let asked = intents::NewRefund {
+        payment_intent: request.payment_intent.clone(),
+        amount: request.amount,
+        reason: request.reason.clone(),
     };
-    let mut form = vec![
-        ("payment_intent".to_owned(), request.payment_intent.clone()),
-        ("amount".to_owned(), amount.to_string()),
-        (format!("metadata[{REQUEST_METADATA}]"), request.id.clone()),
-    ];
-    if let Some(reason) = &request.reason {
-        form.push(("reason".into(), reason.clone()));
-    }
-    Ok(stripe
-        .post(
-            PLATFORM_ACCOUNT,
-            "/v1/refunds",
-            &form,
-            &idempotency_key(&request.id),
-        )
-        .await
-        .map_err(PaymentsError::from)?)
+    Ok(intents::refund_once(
+        stripe,
+        &asked,
+        (REQUEST_METADATA, &request.id),
+        &idempotency_key(&request.id),
+    )
+    .await?)
 }
 
 pub async fn run(cfg: CommandsWorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -7,7 +7,7 @@ use diesel::PgConnection;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::stripe::client::{StripeClient, StripeError};
+use crate::stripe::client::{StripeClient, StripeError, RESOURCE_MISSING};
 use crate::stripe::{RemoteObject, PLATFORM_ACCOUNT};
 use crate::sync::idmap;
 
@@ -161,13 +161,47 @@ pub async fn read_intent(stripe: &StripeClient, id: &str) -> Result<IntentState,
     })
 }
 
-/// Refunds (part of) a payment, after checking there is that much left to
-/// refund; Stripe has the final word (a refund made elsewhere meanwhile).
-pub async fn refund(
+/// The metadata that marks a refund as one request's, so the request's
+/// retry finds it: `(name, value)`.
+pub type Mark<'a> = (&'a str, &'a str);
+
+/// The metadata name of a synchronous refund's mark: the Stripe key the
+/// request's refund was made under.
+pub const KEY_METADATA: &str = "stripe_sync_key";
+
+/// Refunds (part of) a payment once per `mark`. A refund an earlier attempt
+/// made (its answer lost on the way back) is found by its mark and answered
+/// instead, before anything is checked: by now it is what drained the
+/// payment, and a fresh check would refuse the retry. Otherwise, after
+/// checking there is that much left to refund (Stripe has the final word,
+/// for a refund made elsewhere meanwhile), the refund is made with the mark
+/// in its metadata and under `idempotency_key`.
+pub async fn refund_once(
     stripe: &StripeClient,
     refund: &NewRefund,
+    mark: Mark<'_>,
     idempotency_key: &str,
 ) -> Result<Value, PaymentsError> {
+    let (name, value) = mark;
+    let filters = [("payment_intent".to_owned(), refund.payment_intent.clone())];
+    let made = match stripe.list_all(PLATFORM_ACCOUNT, "refunds", &filters).await {
+        Ok(made) => made,
+        // Stripe lists the refunds of an intent it does not have as a 404.
+        Err(StripeError::InvalidId(_)) => {
+            return Err(PaymentsError::NoSuchIntent(refund.payment_intent.clone()))
+        }
+        Err(StripeError::Api {
+            status: 404,
+            code: Some(code),
+            ..
+        }) if code == RESOURCE_MISSING => {
+            return Err(PaymentsError::NoSuchIntent(refund.payment_intent.clone()))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(found) = made.into_iter().find(|r| r["metadata"][name] == value) {
+        return Ok(found);
+    }
     let left = read_intent(stripe, &refund.payment_intent)
         .await?
         .refundable();
@@ -182,16 +216,31 @@ pub async fn refund(
     let mut form = vec![
         ("payment_intent".to_owned(), refund.payment_intent.clone()),
         ("amount".to_owned(), amount.to_string()),
+        (format!("metadata[{name}]"), value.to_owned()),
     ];
     if let Some(reason) = &refund.reason {
         form.push(("reason".into(), reason.clone()));
     }
-    let created = stripe
+    Ok(stripe
         .post(PLATFORM_ACCOUNT, "/v1/refunds", &form, idempotency_key)
-        .await?;
-    Ok(
-        json!({"refund": {"id": created["id"], "amount": created["amount"], "status": created["status"]}}),
+        .await?)
+}
+
+/// A synchronous refund, as the API answers it: once per Stripe key (see
+/// [`refund_once`]).
+pub async fn refund(
+    stripe: &StripeClient,
+    refund: &NewRefund,
+    idempotency_key: &str,
+) -> Result<Value, PaymentsError> {
+    let made = refund_once(
+        stripe,
+        refund,
+        (KEY_METADATA, idempotency_key),
+        idempotency_key,
     )
+    .await?;
+    Ok(json!({"refund": {"id": made["id"], "amount": made["amount"], "status": made["status"]}}))
 }
 
 #[cfg(test)]
