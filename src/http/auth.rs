@@ -12,7 +12,8 @@ use super::error::ApiError;
 
 /// The tokens `/api/*` accepts: the API token for the application routes,
 /// the admin token (if configured) for `/api/admin/*`, which replays dead
-/// letters and retries emails. Neither opens the other's routes.
+/// letters, retries emails, changes credit packages and mints credits.
+/// Neither opens the other's routes.
 #[derive(Clone)]
 pub struct Tokens {
     pub api: Arc<SecretString>,

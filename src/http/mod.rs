@@ -64,8 +64,9 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
     //
     // Auth runs for everything under /api before any route matches, so an
     // unauthenticated caller learns nothing about which routes exist. The
-    // admin routes (`/api/admin/*`, including notifications) take the admin
-    // token, the others the API token.
+    // admin routes (`/api/admin/*`: dead letters, notifications, credit
+    // packages and adjustments) take the admin token, the others the API
+    // token.
     let api = warp::path("api")
         .and(auth::bearer(state.tokens.clone()))
         .and(
