@@ -47,6 +47,8 @@ pub struct AppState {
     pub ops_on_main_port: bool,
     /// `POST /webhooks/salesforce`; `None` without `SALESFORCE_WEBHOOK_SECRET`.
     pub salesforce_relay: Option<Arc<salesforce::Relay>>,
+    /// Statement timeout of each read of `/api/stripe/*`.
+    pub mirror_query_timeout: std::time::Duration,
 }
 
 pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
@@ -71,7 +73,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(
             customers::routes(state.pool.clone())
                 .boxed()
-                .or(mirror::routes(state.pool.clone()).boxed())
+                .or(mirror::routes(state.pool.clone(), state.mirror_query_timeout).boxed())
                 .unify()
                 .or(exports::routes(state.pool.clone()).boxed())
                 .unify()

@@ -262,11 +262,13 @@ async fn hostile_input_to_the_mirror_is_a_400_naming_the_parameter() {
 
 /// A mirror read that Postgres cannot finish within `MIRROR_QUERY_TIMEOUT_MS`
 /// is cancelled there and answered 504 `query_timeout`, for a list and for
-/// one object; the timeout is the transaction's own, so the connection goes
-/// back to the pool unbounded and the next read, once the relation is free,
-/// answers 200. The wait is real: another connection holds an ACCESS
-/// EXCLUSIVE lock on the relation, and a statement waiting for a lock is
-/// cancelled at its statement timeout like a slow scan.
+/// one object, and logged as a warning, never an error (serve runs as its
+/// own process here, so its log is its own to read); the timeout is the
+/// transaction's own, so the connection goes back to the pool unbounded
+/// and the next read, once the relation is free, answers 200. The wait is
+/// real: another connection holds an ACCESS EXCLUSIVE lock on the
+/// relation, and a statement waiting for a lock is cancelled at its
+/// statement timeout like a slow scan.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirror_read_past_its_statement_timeout_is_a_504_query_timeout() {
     use diesel::connection::SimpleConnection;
@@ -277,20 +279,31 @@ async fn a_mirror_read_past_its_statement_timeout_is_a_504_query_timeout() {
     .await;
     insert_price(&stack, "price_1", T);
     let timeout_ms = 300;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let cfg = stripe_sync::config::ServeConfig::load(
-        &stack
-            .serve_env()
-            .with("MIRROR_QUERY_TIMEOUT_MS", &timeout_ms.to_string())
-            // One connection: every request below runs on the same one.
-            .with("DATABASE_POOL_SIZE", "1"),
-    )
-    .unwrap();
-    let server = stripe_sync::serve::Server::build(&cfg, shutdown.clone())
-        .await
+    let port = crate::support::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let env = stack
+        .serve_env()
+        .with("LISTEN_ADDR", &addr)
+        .with("MIRROR_QUERY_TIMEOUT_MS", &timeout_ms.to_string())
+        // One connection: every request below runs on the same one.
+        .with("DATABASE_POOL_SIZE", "1");
+    let log_path = std::env::temp_dir().join(crate::support::unique("serve-log"));
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_stripe-sync"))
+        .arg("serve")
+        .env_clear()
+        .envs(env.vars())
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .env("LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
         .unwrap();
-    let addr = server.addr;
-    let server = tokio::spawn(server.run());
+    crate::support::wait_for(Duration::from_secs(60), "serve ready", || async {
+        let r = reqwest::get(format!("http://{addr}/readyz")).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
     // Without a bound the request would wait for the lock as long as it is
     // held: the client gives up well after the timeout instead of hanging.
     let client = reqwest::Client::builder()
@@ -360,7 +373,24 @@ async fn a_mirror_read_past_its_statement_timeout_is_a_504_query_timeout() {
     assert_eq!(status, 200, "{body}");
     assert!(took >= Duration::from_millis(3 * timeout_ms), "{took:?}");
 
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("a JSON log line: {l}")))
+        .collect();
+    let errors: Vec<&Value> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+    assert!(errors.is_empty(), "serve logged errors: {errors:?}");
+    let timeouts = lines
+        .iter()
+        .filter(|l| {
+            l["level"] == "WARN"
+                && l["message"] == "mirror read cancelled at its statement timeout"
+                && l["relation"] == "prices"
+        })
+        .count();
+    assert_eq!(timeouts, 2, "{log}");
     stack.stop().await;
 }
