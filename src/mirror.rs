@@ -2,18 +2,35 @@
 //! (`GET /api/stripe/{relation}`): equality filters on typed columns,
 //! ranges on times and amounts, keyset pagination with an opaque cursor.
 //! Every relation and filter comes from the [`registry`]; nothing a caller
-//! sends reaches the SQL text but as a bound value.
+//! sends reaches the SQL text but as a bound value, and no value reaches
+//! Postgres that Postgres would refuse: a refusal there is an error the
+//! caller caused, and must not come back as an outage. Each read runs in a
+//! read-only transaction with its own statement timeout.
+
+use std::time::{Duration, Instant};
 
 use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{BigInt, Text};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::registry::{self, Column, ColumnKind, Resource};
+use crate::stripe::PLATFORM_ACCOUNT;
 
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
+
+/// The earliest time a filter takes, 0000-01-01T00:00:00Z in unix seconds.
+/// Filters take the times RFC 3339 can write (years 0000 to 9999), in
+/// either form. Postgres reaches further (4713 BC to 294276 AD) but refuses
+/// what lies beyond, and within its range a time past year 9999 is a
+/// mistake (milliseconds sent as seconds) better refused than answered
+/// with an empty page.
+pub const MIN_TIME: i64 = -62_167_219_200;
+/// The latest: 9999-12-31T23:59:59Z.
+pub const MAX_TIME: i64 = 253_402_300_799;
 
 /// A relation of the mirror: a type's or a child list's.
 #[derive(Debug, Clone, Copy)]
@@ -120,8 +137,7 @@ impl ListQuery {
     /// column, and `col[gt|gte|lt|lte]=value` on time and integer columns
     /// (times as unix seconds or RFC 3339). Anything else is refused.
     pub fn parse(relation: Relation, raw: &str) -> Result<Self, Invalid> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
-            .map_err(|e| bad("query", format!("invalid query: {e}")))?;
+        let pairs = query_pairs(raw)?;
         let mut q = Self {
             relation,
             limit: DEFAULT_LIMIT,
@@ -149,6 +165,84 @@ impl ListQuery {
     }
 }
 
+/// The query string's parameters, decoded as a form is (`+` is a space,
+/// then percent-decoding), each name and value refused unless it is UTF-8
+/// without NUL. serde_urlencoded would turn bytes that are not UTF-8 into
+/// U+FFFD, a filter on a value nobody sent, and pass NUL on to Postgres,
+/// which refuses it in text. A value's fault names its parameter; a name's
+/// fault names it as it was sent, the only spelling of it the caller has.
+fn query_pairs(raw: &str) -> Result<Vec<(String, String)>, Invalid> {
+    raw.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = form_decode(raw_name).ok_or_else(|| {
+                bad(
+                    raw_name,
+                    "parameter names must be UTF-8 without NUL once percent-decoded",
+                )
+            })?;
+            let value = form_decode(raw_value)
+                .ok_or_else(|| bad(&name, "must be UTF-8 without NUL once percent-decoded"))?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
+/// One `application/x-www-form-urlencoded` name or value, or `None` when it
+/// decodes to bytes that are not UTF-8 or to a NUL.
+fn form_decode(raw: &str) -> Option<String> {
+    let spaced = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .filter(|s| !s.contains('\0'))
+        .map(|s| s.into_owned())
+}
+
+/// `platform` or an `acct_…` id: the only values the `account` column holds.
+fn parse_account(field: &str, raw: String) -> Result<String, Invalid> {
+    if crate::pull::is_account(&raw) {
+        Ok(raw)
+    } else {
+        Err(bad(field, "must be platform or an acct_… id"))
+    }
+}
+
+/// A parsed `GET /api/stripe/{relation}/{id}` request.
+#[derive(Debug, Clone)]
+pub struct GetQuery {
+    relation: Relation,
+    account: String,
+    id: String,
+}
+
+impl GetQuery {
+    /// `id` is the path segment as sent; it is percent-decoded (warp hands
+    /// segments over as they came) and must be UTF-8 without NUL. The query
+    /// takes `account` only, the platform by default.
+    pub fn parse(relation: Relation, id: &str, raw_query: &str) -> Result<Self, Invalid> {
+        let id = percent_encoding::percent_decode_str(id)
+            .decode_utf8()
+            .ok()
+            .filter(|s| !s.contains('\0'))
+            .ok_or_else(|| bad("id", "must be UTF-8 without NUL once percent-decoded"))?
+            .into_owned();
+        let mut account = PLATFORM_ACCOUNT.to_owned();
+        for (name, value) in query_pairs(raw_query)? {
+            if name != "account" {
+                return Err(bad(&name, "the only parameter here is account"));
+            }
+            account = parse_account(&name, value)?;
+        }
+        Ok(Self {
+            relation,
+            account,
+            id,
+        })
+    }
+}
+
 fn parse_bool(field: &str, raw: &str) -> Result<bool, Invalid> {
     match raw {
         "true" => Ok(true),
@@ -165,7 +259,16 @@ fn parse_time(field: &str, raw: &str) -> Result<i64, Invalid> {
                 .ok()
                 .map(|t| t.timestamp())
         })
-        .ok_or_else(|| bad(field, "must be unix seconds or an RFC 3339 time"))
+        .filter(|t| (MIN_TIME..=MAX_TIME).contains(t))
+        .ok_or_else(|| {
+            bad(
+                field,
+                format!(
+                    "must be unix seconds from {MIN_TIME} to {MAX_TIME}, or an RFC 3339 time \
+                     from 0000-01-01T00:00:00Z to 9999-12-31T23:59:59Z"
+                ),
+            )
+        })
 }
 
 fn filter(relation: Relation, name: &str, raw: String) -> Result<Filter, Invalid> {
@@ -187,15 +290,18 @@ fn filter(relation: Relation, name: &str, raw: String) -> Result<Filter, Invalid
         if op != Op::Eq {
             return Err(bad(name, "takes an exact value"));
         }
-        let column = if column == "account" {
-            "account"
+        return Ok(if column == "account" {
+            Filter {
+                column: "account",
+                op,
+                value: Operand::Text(parse_account(name, raw)?),
+            }
         } else {
-            relation.parent_column.expect("matched the parent column")
-        };
-        return Ok(Filter {
-            column,
-            op,
-            value: Operand::Text(raw),
+            Filter {
+                column: relation.parent_column.expect("matched the parent column"),
+                op,
+                value: Operand::Text(raw),
+            }
         });
     }
     let col = relation
@@ -236,12 +342,64 @@ fn encode_cursor(key: &[String]) -> String {
     hex::encode(serde_json::to_vec(key).expect("strings serialise"))
 }
 
+/// Refuses what no page returned: the wrong number of parts, or a part
+/// with NUL (JSON can carry one, Postgres text cannot).
 fn decode_cursor(raw: &str, parts: usize) -> Result<Vec<String>, Invalid> {
     hex::decode(raw)
         .ok()
         .and_then(|bytes| serde_json::from_slice::<Vec<String>>(&bytes).ok())
-        .filter(|key| key.len() == parts)
+        .filter(|key| key.len() == parts && !key.iter().any(|k| k.contains('\0')))
         .ok_or_else(|| bad("cursor", "is not a cursor this API returned"))
+}
+
+/// Why a read of the mirror failed. Every value a caller sends is checked
+/// before it gets here, so what remains is Postgres's side: the read ran
+/// out of time, or the database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Postgres cancelled the read at its statement timeout: a filter that
+    /// scans a large relation, or a lock held elsewhere.
+    #[error("the read was cancelled at its statement timeout of {} ms", .0.as_millis())]
+    Timeout(Duration),
+    #[error("the database failed the read: {0}")]
+    Database(#[from] DieselError),
+}
+
+/// Runs `read` in a read-only transaction whose statement timeout is
+/// `timeout`. `SET LOCAL` ends with the transaction, so the pool's
+/// connections stay unbounded for every other path.
+fn bounded<T>(
+    conn: &mut PgConnection,
+    timeout: Duration,
+    read: impl FnOnce(&mut PgConnection) -> QueryResult<T>,
+) -> Result<T, ReadError> {
+    conn.build_transaction().read_only().run(|conn| {
+        // SET takes no bind parameters; the number is the configuration's.
+        diesel::sql_query(format!(
+            "SET LOCAL statement_timeout = {}",
+            timeout.as_millis()
+        ))
+        .execute(conn)?;
+        let started = Instant::now();
+        read(conn).map_err(|e| classify(e, started.elapsed(), timeout))
+    })
+}
+
+/// A statement timeout is SQLSTATE 57014, but diesel reports it as an
+/// unknown database error with no SQLSTATE, and its message text follows
+/// the server's `lc_messages`. The clock does not: an error from a server
+/// still talking to us, for a statement that ran the whole budget, is the
+/// budget running out (Postgres cancels at it, so nothing else lasts that
+/// long and fails).
+fn classify(e: DieselError, elapsed: Duration, timeout: Duration) -> ReadError {
+    match &e {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => ReadError::Database(e),
+        DieselError::DatabaseError(..) if elapsed >= timeout => ReadError::Timeout(timeout),
+        _ => ReadError::Database(e),
+    }
 }
 
 /// One page of a relation.
@@ -278,8 +436,9 @@ fn select(relation: Relation) -> String {
     )
 }
 
-/// Lists a page, in key order: account, the parent for a child list, id.
-pub fn list(conn: &mut PgConnection, q: &ListQuery) -> QueryResult<Page> {
+/// Lists a page, in key order: account, the parent for a child list, id,
+/// within `timeout`.
+pub fn list(conn: &mut PgConnection, q: &ListQuery, timeout: Duration) -> Result<Page, ReadError> {
     let mut sql = select(q.relation);
     let mut conditions: Vec<String> = Vec::new();
     let mut binds: Vec<Operand> = Vec::new();
@@ -328,7 +487,7 @@ pub fn list(conn: &mut PgConnection, q: &ListQuery) -> QueryResult<Page> {
             Operand::Bool(v) => query.bind::<Text, _>(v.to_string()),
         };
     }
-    let mut rows: Vec<Listed> = query.load(conn)?;
+    let mut rows: Vec<Listed> = bounded(conn, timeout, |conn| query.load(conn))?;
     let has_more = rows.len() as i64 > q.limit;
     rows.truncate(q.limit as usize);
     Ok(Page {
@@ -345,14 +504,14 @@ fn parse_row(row: &str) -> Value {
     serde_json::from_str(row).expect("Postgres builds valid JSON")
 }
 
-/// One object by id on `account` (for a child list, the first match by
-/// parent).
+/// One object by id on its account (for a child list, the first match by
+/// parent), within `timeout`.
 pub fn get(
     conn: &mut PgConnection,
-    relation: Relation,
-    account: &str,
-    id: &str,
-) -> QueryResult<Option<Value>> {
+    q: &GetQuery,
+    timeout: Duration,
+) -> Result<Option<Value>, ReadError> {
+    let relation = q.relation;
     let sql = format!(
         "{} WHERE account = $1 AND id = $2 ORDER BY {} LIMIT 1",
         select(relation),
@@ -363,11 +522,13 @@ pub fn get(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let row: Option<Listed> = diesel::sql_query(sql)
-        .bind::<Text, _>(account)
-        .bind::<Text, _>(id)
-        .get_result(conn)
-        .optional()?;
+    let row: Option<Listed> = bounded(conn, timeout, |conn| {
+        diesel::sql_query(sql)
+            .bind::<Text, _>(&q.account)
+            .bind::<Text, _>(&q.id)
+            .get_result(conn)
+            .optional()
+    })?;
     Ok(row.map(|r| parse_row(&r.listed)))
 }
 
@@ -408,6 +569,142 @@ mod tests {
             let err = ListQuery::parse(prices(), query).unwrap_err();
             assert_eq!(err.field, field, "{query}: {err:?}");
         }
+    }
+
+    #[test]
+    fn values_postgres_would_refuse_are_refused_here_naming_the_parameter() {
+        let nul_cursor = hex::encode(serde_json::to_vec(&["platform", "a\0"]).unwrap());
+        for (query, field) in [
+            ("created[gt]=10000000000000", "created[gt]"),
+            ("created[gt]=-99999999999999", "created[gt]"),
+            ("created=253402300800", "created"),
+            ("created[lte]=-62167219201", "created[lte]"),
+            ("created[lt]=9999-12-31T23:59:59-01:00", "created[lt]"),
+            ("created[gt]=0000-01-01T00:00:00%2B01:00", "created[gt]"),
+            ("unit_amount=9223372036854775808", "unit_amount"),
+            ("product=%00", "product"),
+            ("product=a%00b", "product"),
+            ("product=%FF", "product"),
+            ("product=%E2%82", "product"),
+            ("currency=%C0%80", "currency"),
+            ("limit=%FF", "limit"),
+            ("account=%00", "account"),
+            ("account=", "account"),
+            ("account=acct_", "account"),
+            ("account=acct_1%20x", "account"),
+            ("%FF=1", "%FF"),
+            ("a%00b=1", "a%00b"),
+            ("cursor=%00", "cursor"),
+        ] {
+            let err = ListQuery::parse(prices(), query).unwrap_err();
+            assert_eq!(err.field, field, "{query}: {err:?}");
+        }
+        assert_eq!(
+            ListQuery::parse(prices(), &format!("cursor={nul_cursor}"))
+                .unwrap_err()
+                .field,
+            "cursor"
+        );
+        let lines = Relation::find("invoice_line_items").unwrap();
+        assert_eq!(
+            ListQuery::parse(lines, "invoice=in_%00").unwrap_err().field,
+            "invoice"
+        );
+    }
+
+    #[test]
+    fn the_time_range_is_what_rfc_3339_writes() {
+        let time = |query: &str| ListQuery::parse(prices(), query).unwrap().filters[0].clone();
+        assert_eq!(
+            time("created[gte]=-62167219200").value,
+            Operand::Time(MIN_TIME)
+        );
+        assert_eq!(
+            time("created[lte]=253402300799").value,
+            Operand::Time(MAX_TIME)
+        );
+        assert_eq!(
+            time("created[gte]=0000-01-01T00:00:00Z").value,
+            Operand::Time(MIN_TIME)
+        );
+        assert_eq!(
+            time("created[lte]=9999-12-31T23:59:59Z").value,
+            Operand::Time(MAX_TIME)
+        );
+    }
+
+    #[test]
+    fn the_query_is_decoded_as_a_form() {
+        let q = ListQuery::parse(
+            prices(),
+            "lookup_key=a+b%2Bc&&nickname_absent=&product=%E2%82%AC&account=acct_1Ab",
+        );
+        // An unknown parameter is still refused, by its decoded name.
+        assert_eq!(q.unwrap_err().field, "nickname_absent");
+        let q = ListQuery::parse(
+            prices(),
+            "lookup_key=a+b%2Bc&&product=%E2%82%AC&account=acct_1Ab",
+        )
+        .unwrap();
+        let values: Vec<&Operand> = q.filters.iter().map(|f| &f.value).collect();
+        assert_eq!(
+            values,
+            [
+                &Operand::Text("a b+c".into()),
+                &Operand::Text("€".into()),
+                &Operand::Text("acct_1Ab".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn one_object_takes_a_decoded_id_and_an_account() {
+        let q = GetQuery::parse(prices(), "price%5F1", "").unwrap();
+        assert_eq!((q.id.as_str(), q.account.as_str()), ("price_1", "platform"));
+        let q = GetQuery::parse(prices(), "price_1", "account=acct_9").unwrap();
+        assert_eq!(q.account, "acct_9");
+        for (id, query, field) in [
+            ("price_%00", "", "id"),
+            ("price_%FF", "", "id"),
+            ("price_1", "account=%00", "account"),
+            ("price_1", "account=nobody", "account"),
+            ("price_1", "limit=1", "limit"),
+            ("price_1", "acc%00ount=platform", "acc%00ount"),
+        ] {
+            let err = GetQuery::parse(prices(), id, query).unwrap_err();
+            assert_eq!(err.field, field, "{id}?{query}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_read_that_ran_its_whole_budget_is_a_timeout() {
+        let budget = Duration::from_millis(100);
+        let failed = || {
+            DieselError::DatabaseError(
+                DatabaseErrorKind::Unknown,
+                Box::new("canceling statement due to statement timeout".to_owned()),
+            )
+        };
+        assert!(matches!(
+            classify(failed(), budget, budget),
+            ReadError::Timeout(t) if t == budget
+        ));
+        assert!(matches!(
+            classify(failed(), budget / 2, budget),
+            ReadError::Database(_)
+        ));
+        let closed = DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection,
+            Box::new("server closed the connection".to_owned()),
+        );
+        assert!(matches!(
+            classify(closed, budget * 2, budget),
+            ReadError::Database(_)
+        ));
+        assert!(matches!(
+            classify(DieselError::NotFound, budget * 2, budget),
+            ReadError::Database(_)
+        ));
     }
 
     #[test]

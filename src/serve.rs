@@ -69,6 +69,7 @@ impl Server {
             stripe: cfg.stripe.as_ref().map(|s| s.client()).transpose()?,
             health: health.clone(),
             ops_on_main_port: cfg.metrics_addr.is_none(),
+            mirror_query_timeout: cfg.mirror_query_timeout,
             salesforce_relay: cfg.salesforce_relay.as_ref().map(|relay| {
                 Arc::new(http::salesforce::Relay {
                     verifier: WebhookVerifier::new(relay.secrets.clone(), relay.tolerance_secs),

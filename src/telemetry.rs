@@ -9,7 +9,10 @@
 
 use std::io::{self, Write};
 
+use tracing_subscriber::filter::{filter_fn, FilterFn};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 pub fn init() {
@@ -22,10 +25,28 @@ pub fn init() {
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     // try_init: tests may initialise more than once.
     let _ = if json {
-        builder.json().flatten_event(true).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(without_warp_request_lines())
+            .try_init()
     } else {
-        builder.try_init()
+        builder
+            .finish()
+            .with(without_warp_request_lines())
+            .try_init()
     };
+}
+
+/// warp's request trace opens the span every request's events belong to
+/// (method, path, remote address), which we keep, and logs each request's
+/// start and outcome, which we drop: it logs every 5xx as an error, a
+/// second time for those their handler logged, and as an error where the
+/// handler judged a warning right. `http::log_outcome` logs the outcome
+/// instead, inside the same span.
+fn without_warp_request_lines() -> FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    filter_fn(|meta| !(meta.is_event() && meta.target() == "warp::filters::trace"))
 }
 
 /// stderr, dropping what it cannot write.

@@ -34,7 +34,16 @@ pub struct ServeConfig {
     pub stripe: Option<StripeApiConfig>,
     /// `POST /webhooks/salesforce`, on once `SALESFORCE_WEBHOOK_SECRET` is set.
     pub salesforce_relay: Option<SalesforceRelayConfig>,
+    /// Statement timeout of each read of `/api/stripe/*`
+    /// (`MIRROR_QUERY_TIMEOUT_MS`); past it the read answers 504
+    /// `query_timeout`.
+    pub mirror_query_timeout: Duration,
 }
+
+/// `MIRROR_QUERY_TIMEOUT_MS` unless set: long enough for a filtered page
+/// of a large relation through an index, short enough that a filter that
+/// scans it cannot hold a connection of the pool for long.
+pub const DEFAULT_MIRROR_QUERY_TIMEOUT_MS: u64 = 5000;
 
 impl ServeConfig {
     pub fn load(env: &Env) -> Result<Self, ConfigError> {
@@ -93,6 +102,19 @@ impl ServeConfig {
                 None => None,
             },
             salesforce_relay: SalesforceRelayConfig::load(env)?,
+            mirror_query_timeout: {
+                let ms: u64 =
+                    env.parsed("MIRROR_QUERY_TIMEOUT_MS", DEFAULT_MIRROR_QUERY_TIMEOUT_MS)?;
+                // 0 is Postgres's "no timeout", the opposite of a bound;
+                // statement_timeout holds at most i32::MAX ms.
+                if !(1..=i32::MAX as u64).contains(&ms) {
+                    return Err(ConfigError::Invalid {
+                        name: "MIRROR_QUERY_TIMEOUT_MS",
+                        reason: format!("must be from 1 to {}", i32::MAX),
+                    });
+                }
+                Duration::from_millis(ms)
+            },
         })
     }
 }
@@ -587,6 +609,34 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_mirror_query_timeout_is_a_bound() {
+        let env = serve_env();
+        let of = |raw: &str| {
+            ServeConfig::load(&env.with("MIRROR_QUERY_TIMEOUT_MS", raw))
+                .map(|c| c.mirror_query_timeout)
+        };
+        assert_eq!(
+            ServeConfig::load(&env).unwrap().mirror_query_timeout,
+            Duration::from_millis(DEFAULT_MIRROR_QUERY_TIMEOUT_MS)
+        );
+        assert_eq!(of("250"), Ok(Duration::from_millis(250)));
+        assert_eq!(of("2147483647"), Ok(Duration::from_millis(2_147_483_647)));
+        // 0 would be Postgres's "no timeout"; past i32::MAX, SET refuses it.
+        for raw in ["0", "2147483648", "-1", "5s"] {
+            assert!(
+                matches!(
+                    of(raw),
+                    Err(ConfigError::Invalid {
+                        name: "MIRROR_QUERY_TIMEOUT_MS",
+                        ..
+                    })
+                ),
+                "{raw}"
+            );
+        }
     }
 
     #[test]

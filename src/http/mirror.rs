@@ -1,17 +1,20 @@
 //! `/api/stripe/{relation}` and `/api/stripe/{relation}/{id}`: the Stripe
 //! mirror read over HTTP (queries in `crate::mirror`).
 
+use std::time::Duration;
+
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use super::error::ApiError;
-use super::with_db;
-use crate::db::PgPool;
-use crate::mirror::{self, ListQuery, Relation};
-use crate::stripe::PLATFORM_ACCOUNT;
+use crate::db::{PgConn, PgPool};
+use crate::mirror::{self, GetQuery, ListQuery, ReadError, Relation};
 
+/// The routes; each read is cancelled by Postgres after `query_timeout`
+/// (`MIRROR_QUERY_TIMEOUT_MS`).
 pub fn routes(
     pool: PgPool,
+    query_timeout: Duration,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let with_pool = warp::any().map(move || pool.clone());
     let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
@@ -20,23 +23,30 @@ pub fn routes(
         .and(warp::get())
         .and(raw_query)
         .and(with_pool.clone())
-        .and_then(|relation: String, raw: String, pool: PgPool| async move {
-            let relation = find(&relation)?;
-            let query = ListQuery::parse(relation, &raw).map_err(invalid)?;
-            let page = with_db(pool, move |conn| mirror::list(conn, &query)).await?;
-            Ok::<_, Rejection>(warp::reply::json(&page).into_response())
-        });
+        .and_then(
+            move |relation: String, raw: String, pool: PgPool| async move {
+                let relation = find(&relation)?;
+                let query = ListQuery::parse(relation, &raw).map_err(invalid)?;
+                let page = read(pool, relation, query_timeout, move |conn, timeout| {
+                    mirror::list(conn, &query, timeout)
+                })
+                .await?;
+                Ok::<_, Rejection>(warp::reply::json(&page).into_response())
+            },
+        );
 
     let get = warp::path!("stripe" / String / String)
         .and(warp::get())
         .and(raw_query)
         .and(with_pool)
         .and_then(
-            |relation: String, id: String, raw: String, pool: PgPool| async move {
+            move |relation: String, id: String, raw: String, pool: PgPool| async move {
                 let relation = find(&relation)?;
-                let account = account_param(&raw)?;
-                let found =
-                    with_db(pool, move |conn| mirror::get(conn, relation, &account, &id)).await?;
+                let query = GetQuery::parse(relation, &id, &raw).map_err(invalid)?;
+                let found = read(pool, relation, query_timeout, move |conn, timeout| {
+                    mirror::get(conn, &query, timeout)
+                })
+                .await?;
                 match found {
                     Some(row) => Ok::<_, Rejection>(warp::reply::json(&row).into_response()),
                     None => Err(warp::reject::custom(ApiError::new(
@@ -51,6 +61,47 @@ pub fn routes(
     list.or(get).unify()
 }
 
+/// Runs a read of the mirror on the blocking pool. Not `with_db`: that
+/// answers every database error 503, and a read that ran out of time is
+/// neither the database being down nor worth paging anyone for.
+async fn read<T: Send + 'static>(
+    pool: PgPool,
+    relation: Relation,
+    timeout: Duration,
+    op: impl FnOnce(&mut PgConn, Duration) -> Result<T, ReadError> + Send + 'static,
+) -> Result<T, Rejection> {
+    tokio::task::spawn_blocking(move || {
+        let mut conn = pool
+            .get()
+            .map_err(|e| ApiError::unavailable("database_unavailable", &e))?;
+        op(&mut conn, timeout).map_err(|e| match e {
+            ReadError::Timeout(after) => {
+                // The caller's query, or a lock held elsewhere: worth a
+                // look if it recurs, not an outage.
+                tracing::warn!(
+                    relation = relation.name,
+                    timeout_ms = after.as_millis() as u64,
+                    "mirror read cancelled at its statement timeout"
+                );
+                ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "query_timeout",
+                    format!(
+                        "the database did not finish this read within {} ms; narrow the \
+                         filters or lower limit, or retry later",
+                        after.as_millis()
+                    ),
+                )
+            }
+            ReadError::Database(e) => ApiError::unavailable("database_unavailable", &e),
+        })
+    })
+    .await
+    .map_err(|e| ApiError::unavailable("internal", &e))
+    .and_then(|r| r)
+    .map_err(warp::reject::custom)
+}
+
 fn find(relation: &str) -> Result<Relation, Rejection> {
     Relation::find(relation).ok_or_else(|| {
         warp::reject::custom(ApiError::new(
@@ -59,27 +110,6 @@ fn find(relation: &str) -> Result<Relation, Rejection> {
             format!("stripe.{relation} is not a relation of the mirror; `stripe-sync catalog types` lists them"),
         ))
     })
-}
-
-/// `?account=acct_…` (the platform by default); nothing else is accepted.
-fn account_param(raw: &str) -> Result<String, Rejection> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).map_err(|e| {
-        invalid(mirror::Invalid {
-            field: "query".into(),
-            message: format!("invalid query: {e}"),
-        })
-    })?;
-    let mut account = PLATFORM_ACCOUNT.to_owned();
-    for (name, value) in pairs {
-        if name != "account" {
-            return Err(invalid(mirror::Invalid {
-                message: "the only parameter here is account".into(),
-                field: name,
-            }));
-        }
-        account = value;
-    }
-    Ok(account)
 }
 
 fn invalid(e: mirror::Invalid) -> Rejection {

@@ -47,6 +47,8 @@ pub struct AppState {
     pub ops_on_main_port: bool,
     /// `POST /webhooks/salesforce`; `None` without `SALESFORCE_WEBHOOK_SECRET`.
     pub salesforce_relay: Option<Arc<salesforce::Relay>>,
+    /// Statement timeout of each read of `/api/stripe/*`.
+    pub mirror_query_timeout: std::time::Duration,
 }
 
 pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
@@ -72,7 +74,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(
             customers::routes(state.pool.clone())
                 .boxed()
-                .or(mirror::routes(state.pool.clone()).boxed())
+                .or(mirror::routes(state.pool.clone(), state.mirror_query_timeout).boxed())
                 .unify()
                 .or(exports::routes(state.pool.clone()).boxed())
                 .unify()
@@ -124,7 +126,33 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .or(api)
         .unify()
         .recover(error::recover)
+        .with(warp::log::custom(log_outcome))
         .with(warp::trace::request())
+}
+
+/// One line per answered request, in warp's request span (whose own lines
+/// `telemetry` drops). A 5xx is an error, but for a 504: serve answers it
+/// only for a mirror read Postgres cancelled at its statement timeout,
+/// which the mirror logs as a warning with the relation, and which is a
+/// caller's filter or a lock held elsewhere, not an outage to page for.
+fn log_outcome(info: warp::log::Info<'_>) {
+    let status = info.status();
+    let elapsed_ms = info.elapsed().as_millis() as u64;
+    if status.is_server_error() && status != warp::http::StatusCode::GATEWAY_TIMEOUT {
+        tracing::error!(
+            status = status.as_u16(),
+            elapsed_ms,
+            "unable to process request (internal error)"
+        );
+    } else if status.is_client_error() || status.is_server_error() {
+        tracing::warn!(
+            status = status.as_u16(),
+            elapsed_ms,
+            "unable to serve request"
+        );
+    } else {
+        tracing::info!(status = status.as_u16(), elapsed_ms, "finished processing");
+    }
 }
 
 /// Runs a query on the blocking pool; a database failure is a 503.

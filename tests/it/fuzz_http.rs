@@ -1,6 +1,10 @@
 //! HTTP-level fuzzing of a live `serve`: a real process on a real database
 //! and broker, sent random methods, every documented route (from
-//! `docs/openapi.json`) with random ids and query strings, random headers
+//! `docs/openapi.json`) with random ids and query strings (the mirror's
+//! routes over every relation of the registry, with the API token, so they
+//! get past auth to the filters: bracketed ranges with huge, negative and
+//! non-numeric values, and NUL and bytes that are not UTF-8, percent-encoded,
+//! in any parameter's name or value and in ids), random headers
 //! (API and admin tokens valid and not, content types, signatures valid for
 //! the body and not, idempotency keys), bodies shaped by the API's field
 //! names or random bytes, and broken framing (chunked garbage, a
@@ -19,6 +23,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use stripe_sync::registry::RESOURCES;
 use stripe_sync::stripe::signature::sign;
 
 use crate::fuzz::{cases, json_body, report, runner};
@@ -94,6 +99,162 @@ fn routes() -> Vec<(String, String)> {
     routes
 }
 
+/// Every relation of the mirror (each type's and each child list's) with
+/// the names of its filters: its typed columns and a child list's parent.
+fn relations() -> Vec<(String, Vec<String>)> {
+    let names = |columns: &[stripe_sync::registry::Column]| -> Vec<String> {
+        columns.iter().map(|c| c.name.to_owned()).collect()
+    };
+    let mut relations = Vec::new();
+    for r in RESOURCES {
+        relations.push((r.relation.to_owned(), names(r.columns)));
+        for child in r.children {
+            let mut filters = names(child.columns);
+            filters.push(child.parent_column.to_owned());
+            relations.push((child.relation.to_owned(), filters));
+        }
+    }
+    relations
+}
+
+/// `base`, one time in `1 + clean` with NUL, a byte that is never UTF-8, or
+/// random bytes (percent-encoded) spliced in at any place.
+fn hostile(base: BoxedStrategy<String>, clean: u8) -> impl Strategy<Value = String> {
+    let bytes = proptest::collection::vec(any::<u8>(), 1..5).prop_map(|bytes| {
+        bytes
+            .iter()
+            .map(|b| format!("%{b:02X}"))
+            .collect::<String>()
+    });
+    let splice = prop_oneof![
+        Just("%00".to_owned()),
+        Just("%FF".to_owned()),
+        Just("%C3%28".to_owned()),
+        bytes,
+    ];
+    (base, 0..=clean, splice, any::<proptest::sample::Index>()).prop_map(
+        move |(base, mode, splice, at)| {
+            // The bases are ASCII: every index is a character boundary.
+            let at = at.index(base.len() + 1);
+            if mode < clean {
+                base
+            } else {
+                format!("{}{splice}{}", &base[..at], &base[at..])
+            }
+        },
+    )
+}
+
+/// A parameter's value: numbers around every limit (i64's, Postgres's
+/// timestamps', ours), times in RFC 3339 or nearly, words, cursors that
+/// decode to anything (NUL included), sometimes made hostile.
+fn parameter_value() -> impl Strategy<Value = String> {
+    let number = prop_oneof![
+        any::<i64>().prop_map(|n| n.to_string()),
+        (-300_000_000_000i64..300_000_000_000).prop_map(|n| n.to_string()),
+        proptest::sample::select(vec![
+            "10000000000000",
+            "-99999999999999",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "9223372036854775808",
+            "99999999999999999999",
+            "253402300799",
+            "253402300800",
+            "-62167219200",
+            "-62167219201",
+            "9224318016000",
+            "-210866803200",
+            "1764000000000",
+            "0",
+            "-0",
+            "%2B1",
+            "1e3",
+            "0x10",
+            "1.5",
+            "NaN",
+        ])
+        .prop_map(str::to_owned),
+    ];
+    let time = "[0-9]{1,6}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})"
+        .prop_map(|t| t.replace('+', "%2B"));
+    let word = prop_oneof![
+        proptest::sample::select(vec![
+            "true", "false", "platform", "acct_1", "acct_", "paid", "open", "usd",
+        ])
+        .prop_map(str::to_owned),
+        "[A-Za-z0-9_.-]{0,20}",
+    ];
+    let cursor = proptest::collection::vec("(\\PC|\\x00){0,8}", 0..4)
+        .prop_map(|key| hex::encode(serde_json::to_vec(&key).unwrap()));
+    hostile(prop_oneof![number, time, word, cursor].boxed(), 3)
+}
+
+/// A parameter's name from `names`, or another, maybe with a bracketed
+/// range (or something like one), sometimes made hostile.
+fn parameter_name(names: Vec<String>) -> impl Strategy<Value = String> {
+    let base = prop_oneof![
+        8 => proptest::sample::select(names),
+        1 => "[a-z_]{1,12}",
+    ];
+    let range = prop_oneof![
+        3 => Just(String::new()),
+        3 => proptest::sample::select(vec!["[gt]", "[gte]", "[lt]", "[lte]"]).prop_map(str::to_owned),
+        1 => proptest::sample::select(vec!["%5Bgt%5D", "[between]", "[", "[gte", "[]", "[lt][gt]"])
+            .prop_map(str::to_owned),
+    ];
+    let name = (base, range).prop_map(|(base, range)| format!("{base}{range}"));
+    hostile(name.boxed(), 7)
+}
+
+/// One to three `name=value` pairs, names from `names`.
+fn parameters(names: Vec<String>) -> impl Strategy<Value = String> {
+    let pair = (parameter_name(names), parameter_value())
+        .prop_map(|(name, value)| format!("{name}={value}"));
+    proptest::collection::vec(pair, 1..4).prop_map(|pairs| pairs.join("&"))
+}
+
+/// A request to the mirror, query included: any relation of the registry,
+/// its own filters and the mirror's parameters mostly, so that most
+/// requests get past the unknown-name check to the values.
+fn mirror_path() -> impl Strategy<Value = String> {
+    proptest::sample::select(relations()).prop_flat_map(|(relation, mut names)| {
+        names.extend(["limit", "cursor", "account", "include_deleted"].map(str::to_owned));
+        let id = hostile("(price|prod|in|cs|cus|il|si)_[A-Za-z0-9]{0,12}".boxed(), 2);
+        prop_oneof![
+            3 => parameters(names).prop_map({
+                let relation = relation.clone();
+                move |q| format!("/api/stripe/{relation}?{q}")
+            }),
+            1 => (id, proptest::option::of(parameter_value())).prop_map(move |(id, account)| {
+                match account {
+                    Some(account) => format!("/api/stripe/{relation}/{id}?account={account}"),
+                    None => format!("/api/stripe/{relation}/{id}"),
+                }
+            }),
+        ]
+    })
+}
+
+/// Parameter names of every route, for the query strings of any.
+fn every_parameter_name() -> Vec<String> {
+    let mut names: Vec<String> = [
+        "limit",
+        "cursor",
+        "account",
+        "include_deleted",
+        "email",
+        "updated_since",
+        "last",
+    ]
+    .map(str::to_owned)
+    .into();
+    names.extend(relations().into_iter().flat_map(|(_, names)| names));
+    names.sort();
+    names.dedup();
+    names
+}
+
 fn request() -> impl Strategy<Value = Request> {
     let method = prop_oneof![
         6 => proptest::sample::select(vec!["GET", "POST", "PATCH", "DELETE", "PUT", "HEAD", "OPTIONS"]).prop_map(str::to_owned),
@@ -102,32 +263,30 @@ fn request() -> impl Strategy<Value = Request> {
     // Mostly a documented route with its own method, so that requests get
     // past routing to the handlers; sometimes anything.
     let route = prop_oneof![
-        8 => proptest::sample::select(routes()),
-        2 => (method, proptest::sample::select(routes()).prop_map(|r| r.1)),
-        1 => (Just("GET".to_owned()), "/[a-z0-9/_%.-]{0,40}"),
+        8 => proptest::sample::select(routes()).prop_map(|r| (r, false)),
+        2 => (method, proptest::sample::select(routes()).prop_map(|r| r.1)).prop_map(|r| (r, false)),
+        1 => (Just("GET".to_owned()), "/[a-z0-9/_%.-]{0,40}").prop_map(|r| (r, false)),
+        // The mirror's routes, authorised, with queries of their own: their
+        // filters are what Postgres sees.
+        4 => mirror_path().prop_map(|path| (("GET".to_owned(), path), true)),
     ];
     let id = prop_oneof![
         "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
         "(cus|pi|re|cs|prod|in)_[A-Za-z0-9]{1,24}",
         "[A-Za-z0-9%._~-]{0,60}",
+        hostile("(cus|pi|re|cs|prod|in|price)_[A-Za-z0-9]{0,12}".boxed(), 0),
     ];
     let relation = prop_oneof![
-        proptest::sample::select(vec![
-            "customers",
-            "invoices",
-            "products",
-            "checkout_sessions",
-            "prices"
-        ])
-        .prop_map(str::to_owned),
-        "[a-z_]{0,20}",
+        4 => proptest::sample::select(relations()).prop_map(|(relation, _)| relation),
+        1 => "[a-z_]{0,20}",
     ];
     let query = prop_oneof![
-        Just(String::new()),
-        "(limit=[0-9-]{1,5}|cursor=[A-Za-z0-9=_-]{0,30}|status=[a-z]{0,10}|last=[0-9]{1,6}|email=[a-z@.]{0,20})(&[a-z_]{1,10}=[A-Za-z0-9%]{0,10}){0,3}",
-        "[ -~]{0,40}",
-    ]
-    .prop_map(|q| q.replace([' ', '#'], "%20"));
+        1 => Just(String::new()),
+        1 => "(limit=[0-9-]{1,5}|cursor=[A-Za-z0-9=_-]{0,30}|status=[a-z]{0,10}|last=[0-9]{1,6}|email=[a-z@.]{0,20})(&[a-z_]{1,10}=[A-Za-z0-9%]{0,10}){0,3}"
+            .prop_map(|q| q.replace([' ', '#'], "%20")),
+        1 => "[ -~]{0,40}".prop_map(|q| q.replace([' ', '#'], "%20")),
+        4 => parameters(every_parameter_name()),
+    ];
     let auth = prop_oneof![
         Just(None),
         Just(Some(API_TOKEN.to_owned())),
@@ -165,13 +324,19 @@ fn request() -> impl Strategy<Value = Request> {
     )
         .prop_map(
             |(
-                ((method, path), id, relation, query),
+                (((method, path), authorised), id, relation, query),
                 (auth, content_type, body, signature, key, framing),
             )| {
                 let mut path = path.replace("{id}", &id).replace("{relation}", &relation);
-                if !query.is_empty() {
+                // The mirror's paths come with a query of their own.
+                if !query.is_empty() && !path.contains('?') {
                     path = format!("{path}?{query}");
                 }
+                let auth = if authorised {
+                    Some(API_TOKEN.to_owned())
+                } else {
+                    auth
+                };
                 let mut headers = Vec::new();
                 if let Some(token) = auth {
                     headers.push(("Authorization".to_owned(), format!("Bearer {token}")));

@@ -146,3 +146,251 @@ async fn the_mirror_reads_over_http_with_filters_and_cursors() {
     assert_eq!(anonymous.status(), 401);
     stack.stop().await;
 }
+
+/// A mirror row written straight into `stripe.prices`, for the tests that
+/// need one to exist and nothing of the pipeline.
+fn insert_price(stack: &Stack, id: &str, created: i64) {
+    use diesel::RunQueryDsl;
+    diesel::sql_query(
+        "INSERT INTO stripe.prices (account, id, data, remote_version, remote_event_id) \
+         VALUES ('platform', $1, jsonb_build_object('id', $1::text, 'object', 'price', \
+         'created', $2::bigint, 'product', 'prod_x'), 1, 'evt_x')",
+    )
+    .bind::<diesel::sql_types::Text, _>(id)
+    .bind::<diesel::sql_types::BigInt, _>(created)
+    .execute(&mut stack.db.conn())
+    .unwrap();
+}
+
+/// Input a new user sends by mistake, or a hostile one on purpose, is
+/// answered 400 `invalid_query` naming what was wrong, at the edge: time
+/// bounds Postgres would refuse (`timestamp out of range`), NUL (Postgres
+/// refuses it in text), bytes that are not UTF-8 once percent-decoded (once
+/// silently turned into U+FFFD), a cursor that decodes but carries NUL, an
+/// account that is no account, in any parameter's value or name and in the
+/// id of one object. None of it may be a 503: that is an outage, it pages
+/// someone, and clients retry it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_to_the_mirror_is_a_400_naming_the_parameter() {
+    let stack = Stack::start(crate::support::stack::Options {
+        start_worker: false,
+        ..Default::default()
+    })
+    .await;
+    insert_price(&stack, "price_1", T);
+    let nul_cursor = hex::encode(serde_json::to_vec(&["platform\u{0}", "price_1"]).unwrap());
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "/api/stripe/prices?created[gt]=10000000000000".into(),
+            "created[gt]",
+        ),
+        (
+            "/api/stripe/prices?created[gt]=-99999999999999".into(),
+            "created[gt]",
+        ),
+        // Milliseconds by mistake: a year Postgres takes (57867), no row has.
+        (
+            "/api/stripe/prices?created[gte]=1764000000000".into(),
+            "created[gte]",
+        ),
+        (
+            "/api/stripe/prices?created[lt]=9999-12-31T23:59:59-23:00".into(),
+            "created[lt]",
+        ),
+        ("/api/stripe/prices?created=253402300800".into(), "created"),
+        ("/api/stripe/invoices?status=%00".into(), "status"),
+        ("/api/stripe/prices?product=prod_%00x".into(), "product"),
+        ("/api/stripe/prices?product=%FF".into(), "product"),
+        ("/api/stripe/prices?product=%C3%28".into(), "product"),
+        ("/api/stripe/prices?limit=%00".into(), "limit"),
+        (
+            "/api/stripe/prices?include_deleted=%FF".into(),
+            "include_deleted",
+        ),
+        (
+            "/api/stripe/prices?unit_amount[gte]=99999999999999999999".into(),
+            "unit_amount[gte]",
+        ),
+        ("/api/stripe/prices?account=%00".into(), "account"),
+        ("/api/stripe/prices?account=platform%00".into(), "account"),
+        ("/api/stripe/prices?account=acct_1/../x".into(), "account"),
+        (
+            "/api/stripe/invoice_line_items?invoice=in_%00".into(),
+            "invoice",
+        ),
+        // A name that is not UTF-8, or holds NUL: named as it was sent.
+        ("/api/stripe/prices?%FF=1".into(), "%FF"),
+        ("/api/stripe/prices?act%00ive=true".into(), "act%00ive"),
+        (format!("/api/stripe/prices?cursor={nul_cursor}"), "cursor"),
+        ("/api/stripe/prices?cursor=%00".into(), "cursor"),
+        // One object: its id (percent-decoded) and its account.
+        ("/api/stripe/prices/price_%00".into(), "id"),
+        ("/api/stripe/prices/price_%FF".into(), "id"),
+        ("/api/stripe/prices/price_1?account=%00".into(), "account"),
+        ("/api/stripe/prices/price_1?account=%FF".into(), "account"),
+        (
+            "/api/stripe/prices/price_1?account=nobody".into(),
+            "account",
+        ),
+        (
+            "/api/stripe/prices/price_1?acc%00ount=platform".into(),
+            "acc%00ount",
+        ),
+    ];
+    for (path, field) in &cases {
+        let (status, body) = get_json(&stack, path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_query", "{path}: {body}");
+        assert_eq!(body["error"]["field"], *field, "{path}: {body}");
+    }
+    // The edges of the range are in it, and an id is percent-decoded as
+    // any client's encoder expects.
+    for path in [
+        "/api/stripe/prices?created[gte]=-62167219200",
+        "/api/stripe/prices?created[lte]=253402300799",
+        "/api/stripe/prices?created[gte]=0000-01-01T00:00:00Z&created[lte]=9999-12-31T23:59:59Z",
+    ] {
+        let (status, page) = get_json(&stack, path).await;
+        assert_eq!(status, 200, "{path}: {page}");
+        assert_eq!(page["data"][0]["id"], "price_1", "{path}: {page}");
+    }
+    let (status, one) = get_json(&stack, "/api/stripe/prices/price%5F1?account=platform").await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["id"], "price_1");
+    stack.stop().await;
+}
+
+/// A mirror read that Postgres cannot finish within `MIRROR_QUERY_TIMEOUT_MS`
+/// is cancelled there and answered 504 `query_timeout`, for a list and for
+/// one object, and logged as a warning, never an error (serve runs as its
+/// own process here, so its log is its own to read); the timeout is the
+/// transaction's own, so the connection goes back to the pool unbounded
+/// and the next read, once the relation is free, answers 200. The wait is
+/// real: another connection holds an ACCESS EXCLUSIVE lock on the
+/// relation, and a statement waiting for a lock is cancelled at its
+/// statement timeout like a slow scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_read_past_its_statement_timeout_is_a_504_query_timeout() {
+    use diesel::connection::SimpleConnection;
+    let stack = Stack::start(crate::support::stack::Options {
+        start_worker: false,
+        ..Default::default()
+    })
+    .await;
+    insert_price(&stack, "price_1", T);
+    let timeout_ms = 300;
+    let port = crate::support::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let env = stack
+        .serve_env()
+        .with("LISTEN_ADDR", &addr)
+        .with("MIRROR_QUERY_TIMEOUT_MS", &timeout_ms.to_string())
+        // One connection: every request below runs on the same one.
+        .with("DATABASE_POOL_SIZE", "1");
+    let log_path = std::env::temp_dir().join(crate::support::unique("serve-log"));
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_stripe-sync"))
+        .arg("serve")
+        .env_clear()
+        .envs(env.vars())
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .env("LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    crate::support::wait_for(Duration::from_secs(60), "serve ready", || async {
+        let r = reqwest::get(format!("http://{addr}/readyz")).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    // Without a bound the request would wait for the lock as long as it is
+    // held: the client gives up well after the timeout instead of hanging.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let get = |path: &str| {
+        let request = client
+            .get(format!("http://{addr}{path}"))
+            .bearer_auth(crate::support::stack::API_TOKEN);
+        async move {
+            let started = std::time::Instant::now();
+            let r = request
+                .send()
+                .await
+                .expect("an answer before the client's timeout");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap(), started.elapsed())
+        }
+    };
+
+    let mut locker = stack.db.conn();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE stripe.prices IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    for path in [
+        "/api/stripe/prices?product=prod_x",
+        "/api/stripe/prices/price_1",
+    ] {
+        let (status, body, took) = get(path).await;
+        assert_eq!(status, 504, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "query_timeout", "{path}: {body}");
+        assert!(
+            took >= Duration::from_millis(timeout_ms),
+            "{path}: answered after {took:?}, before the timeout"
+        );
+    }
+    // Another relation reads meanwhile.
+    let (status, body, _) = get("/api/stripe/products").await;
+    assert_eq!(status, 200, "{body}");
+    locker.batch_execute("ROLLBACK").unwrap();
+    let (status, body, _) = get("/api/stripe/prices?product=prod_x").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"][0]["id"], "price_1");
+    // The bound was the transaction's own: the one connection of serve's
+    // pool waits on a lock for longer than it, for a route that is not the
+    // mirror's, and answers once the lock goes (a session-wide setting
+    // would have cancelled it: 503).
+    locker
+        .batch_execute("BEGIN; LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let customers = tokio::spawn(get("/api/customers"));
+    crate::support::wait_for(
+        Duration::from_secs(10),
+        "the list to wait for the lock",
+        || {
+            let waiting = stack.db.count(
+                "pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            );
+            async move { (waiting > 0).then_some(()) }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(3 * timeout_ms)).await;
+    locker.batch_execute("ROLLBACK").unwrap();
+    let (status, body, took) = customers.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(took >= Duration::from_millis(3 * timeout_ms), "{took:?}");
+
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("a JSON log line: {l}")))
+        .collect();
+    let errors: Vec<&Value> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+    assert!(errors.is_empty(), "serve logged errors: {errors:?}");
+    let timeouts = lines
+        .iter()
+        .filter(|l| {
+            l["level"] == "WARN"
+                && l["message"] == "mirror read cancelled at its statement timeout"
+                && l["relation"] == "prices"
+        })
+        .count();
+    assert_eq!(timeouts, 2, "{log}");
+    stack.stop().await;
+}
