@@ -245,22 +245,34 @@ struct Tombstone {
     deleted_at: String,
     #[diesel(sql_type = BigInt)]
     version: i64,
+    /// Everything else a change moves: the columns and `updated_at`.
+    #[diesel(sql_type = Text)]
+    content: String,
 }
 
 /// A deletion reported for a customer already deleted here (through the
 /// API, before the service knew) leaves its tombstone as it is, the time
-/// of the first deletion and the version included, and passes nothing on:
-/// the first deletion is on its way out already.
+/// of the first deletion included, and passes nothing on: the first
+/// deletion is on its way out already. Stripe's paths still write its last
+/// snapshot to the row, a change of its own: the version (the ETag) moves
+/// with it, once, on both paths alike.
 #[test]
 fn a_deletion_reported_for_a_customer_deleted_here_leaves_the_tombstone_alone() {
-    for path in [per_event, batch, salesforce] {
+    for (name, path, writes_snapshot) in [
+        ("per event", per_event as fn(&mut PgConnection), true),
+        ("batch", batch, true),
+        ("salesforce", salesforce, false),
+    ] {
         let db = TestDb::migrated();
         let mut conn = db.conn();
         setup(&mut conn);
         customers::delete(&mut conn, LOCAL.parse().unwrap(), None).unwrap();
         let tombstone = || {
             diesel::sql_query(format!(
-                "SELECT deleted_at::text AS deleted_at, version FROM customers WHERE id = '{LOCAL}'"
+                "SELECT deleted_at::text AS deleted_at, version, \
+                        json_build_array(email, name, phone, description, metadata, \
+                                         stripe_object, updated_at)::text AS content \
+                   FROM customers WHERE id = '{LOCAL}'"
             ))
             .get_result::<Tombstone>(&mut db.conn())
             .unwrap()
@@ -271,7 +283,21 @@ fn a_deletion_reported_for_a_customer_deleted_here_leaves_the_tombstone_alone() 
             Ok(())
         })
         .unwrap();
-        assert_eq!(tombstone(), before);
-        assert_eq!(outbox(&mut conn), [passed("delete", "local")]);
+        let after = tombstone();
+        assert_eq!(after.deleted_at, before.deleted_at, "{name}");
+        if writes_snapshot {
+            assert_ne!(
+                after.content, before.content,
+                "{name}: the snapshot is written"
+            );
+            assert_eq!(
+                after.version,
+                before.version + 1,
+                "{name}: the row changed, its version must move too"
+            );
+        } else {
+            assert_eq!(after, before, "{name}");
+        }
+        assert_eq!(outbox(&mut conn), [passed("delete", "local")], "{name}");
     }
 }
