@@ -379,19 +379,27 @@ fn update_customer(
 
 /// Tombstones the row ([`fanout::tombstone`], which passes a live row's
 /// deletion on with `pass_on`) and keeps the last known snapshot on it for
-/// audit: part of the deletion's change, so no version of its own.
+/// audit.
 fn tombstone(
     conn: &mut PgConnection,
     id: Uuid,
     last_snapshot: Option<&Value>,
     pass_on: Option<&str>,
 ) -> QueryResult<()> {
-    fanout::tombstone(conn, &[(id, pass_on)])?;
-    match last_snapshot {
-        Some(object) => diesel::update(customers::table.find(id))
-            .set((project(object), customers::updated_at.eq(diesel::dsl::now)))
-            .execute(conn)
-            .map(drop),
-        None => Ok(()),
-    }
+    let tombstoned = fanout::tombstone(conn, &[(id, pass_on)])?;
+    let Some(object) = last_snapshot else {
+        return Ok(());
+    };
+    // Part of the deletion's change when it tombstoned the row (whose
+    // version that bumped); written to a row deleted here already, a
+    // change of its own.
+    let own_change = i64::from(!tombstoned.contains(&id));
+    diesel::update(customers::table.find(id))
+        .set((
+            project(object),
+            customers::updated_at.eq(diesel::dsl::now),
+            customers::version.eq(customers::version + own_change),
+        ))
+        .execute(conn)
+        .map(drop)
 }
