@@ -26,14 +26,14 @@ use uuid::Uuid;
 
 use crate::support::db::TestDb;
 
-const LOCAL: &str = "00000000-0000-4000-8000-00000000d001";
-const ORG: &str = "00D000000000001AAA";
-const CONTACT: &str = "003000000000001AAA";
-const INTEGRATION_USER: &str = "005000000000009AAA";
-const PERSON: &str = "005000000000001AAA";
+pub(crate) const LOCAL: &str = "00000000-0000-4000-8000-00000000d001";
+pub(crate) const ORG: &str = "00D000000000001AAA";
+pub(crate) const CONTACT: &str = "003000000000001AAA";
+pub(crate) const INTEGRATION_USER: &str = "005000000000009AAA";
+pub(crate) const PERSON: &str = "005000000000001AAA";
 
 /// A delete needs no read from Stripe.
-struct NoReads;
+pub(crate) struct NoReads;
 
 impl RemoteReader for NoReads {
     fn current(&self, _: &str, _: &str, id: &str) -> Result<RemoteObject, ApplyError> {
@@ -53,7 +53,7 @@ impl RemoteReader for NoReads {
 
 /// A live customer, linked to a Stripe customer and a Salesforce Contact,
 /// with nothing in flight.
-fn setup(conn: &mut PgConnection) {
+pub(crate) fn setup(conn: &mut PgConnection) {
     for sql in [
         format!("INSERT INTO customers (id, email, name) VALUES ('{LOCAL}', 'r@example.com', 'Before')"),
         format!(
@@ -191,21 +191,21 @@ fn passed(operation: &str, origin: &str) -> Passed {
 }
 
 /// Stripe's `customer.deleted`, one event at a time.
-fn per_event(conn: &mut PgConnection) {
+pub(crate) fn per_event(conn: &mut PgConnection) {
     let event = stripe_deleted();
     let results = apply::apply_each(conn, &NoReads, &[&event], FanOut::ToOtherServices).unwrap();
     assert_eq!(results, vec![Ok(apply::Applied::Deleted)]);
 }
 
 /// Stripe's `customer.deleted`, folded in a batch.
-fn batch(conn: &mut PgConnection) {
+pub(crate) fn batch(conn: &mut PgConnection) {
     let event = stripe_deleted();
     let results = apply::apply_batch(conn, &NoReads, &[&event], FanOut::ToOtherServices).unwrap();
     assert_eq!(results, vec![Ok(apply::Applied::Deleted)]);
 }
 
 /// Salesforce's deleted Contact version.
-fn salesforce(conn: &mut PgConnection) {
+pub(crate) fn salesforce(conn: &mut PgConnection) {
     let ctx = Context {
         org_id: ORG.into(),
         user_id: INTEGRATION_USER.into(),
