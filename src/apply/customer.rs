@@ -348,11 +348,12 @@ fn update_customer(
     pass_on: Option<&str>,
 ) -> QueryResult<()> {
     // Lock first, so a concurrent API write either lands before we read
-    // its pending outbox row or waits for us.
+    // its pending outbox row or waits for us. NO KEY, as every customer
+    // row lock is (see `customers::lock`).
     let before: SharedRow = customers::table
         .find(id)
         .select(SharedRow::as_select())
-        .for_update()
+        .for_no_key_update()
         .first(conn)?;
     let mut projection = project(object);
     keep_pending_local_fields(conn, id, &mut projection)?;

@@ -168,12 +168,13 @@ pub(super) fn apply(
         .collect();
     live.sort_unstable();
     // The shared columns come along: what a change is passed on with is
-    // the difference the batch makes to them.
+    // the difference the batch makes to them. NO KEY, as every customer
+    // row lock is (see `customers::lock`).
     let before: HashMap<Uuid, SharedRow> = customers::table
         .filter(customers::id.eq_any(&live))
         .order(customers::id)
         .select(SharedRow::as_select())
-        .for_update()
+        .for_no_key_update()
         .load::<SharedRow>(conn)?
         .into_iter()
         .map(|row| (row.id, row))

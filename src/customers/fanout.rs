@@ -145,13 +145,14 @@ pub fn tombstone(
         return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = deletions.iter().map(|(id, _)| *id).collect();
-    // In id order, as every statement that locks several customers does.
+    // In id order, as every statement that locks several customers does;
+    // NO KEY, as every customer row lock is (see `customers::lock`).
     let live: Vec<Uuid> = customers::table
         .filter(customers::id.eq_any(&ids))
         .filter(customers::deleted_at.is_null())
         .order(customers::id)
         .select(customers::id)
-        .for_update()
+        .for_no_key_update()
         .load(conn)?;
     if live.is_empty() {
         return Ok(live);

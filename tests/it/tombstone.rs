@@ -143,7 +143,7 @@ fn race(tombstone: impl FnOnce(&mut PgConnection) + Send) -> Vec<Passed> {
         api.transaction::<_, diesel::result::Error, _>(|api| {
             // What `customers::update` does first: the row lock.
             diesel::sql_query(format!(
-                "SELECT id FROM customers WHERE id = '{LOCAL}' FOR UPDATE"
+                "SELECT id FROM customers WHERE id = '{LOCAL}' FOR NO KEY UPDATE"
             ))
             .execute(api)?;
             let applying = s.spawn(move || {
