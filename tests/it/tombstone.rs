@@ -11,6 +11,7 @@
 //! waits for that lock, and only then does the API write its row and
 //! outbox row and commit.
 
+use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
@@ -90,8 +91,15 @@ struct Waiting {
     waiting: bool,
 }
 
-/// Polls until the backend `pid` waits for a lock.
-fn wait_until_blocked(watch: &mut PgConnection, pid: i32) {
+/// Polls until the backend `pid` waits for a lock, and hands `applying`
+/// (the thread that drives `pid`) back. Should that thread end first, its
+/// panic is raised here as it is, and a clean finish is reported as never
+/// having waited, without running out the clock.
+fn wait_until_blocked<'s>(
+    watch: &mut PgConnection,
+    pid: i32,
+    applying: ScopedJoinHandle<'s, ()>,
+) -> ScopedJoinHandle<'s, ()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let w: Waiting = diesel::sql_query(
@@ -102,7 +110,13 @@ fn wait_until_blocked(watch: &mut PgConnection, pid: i32) {
         .get_result(watch)
         .unwrap();
         if w.waiting {
-            return;
+            return applying;
+        }
+        if applying.is_finished() {
+            if let Err(panic) = applying.join() {
+                std::panic::resume_unwind(panic);
+            }
+            panic!("the apply finished without waiting for the customer's row lock");
         }
         assert!(
             Instant::now() < deadline,
@@ -154,7 +168,7 @@ fn race(tombstone: impl FnOnce(&mut PgConnection) + Send) -> Vec<Passed> {
                     })
                     .unwrap()
             });
-            wait_until_blocked(&mut watch, worker_pid);
+            let applying = wait_until_blocked(&mut watch, worker_pid, applying);
             // The rest of the API's update (a savepoint in this transaction).
             let patch = CustomerPatch {
                 name: Some(Some("After".into())),
