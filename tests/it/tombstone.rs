@@ -145,6 +145,30 @@ struct Passed {
 /// returns the customer's outbox rows in the order the relay publishes
 /// them.
 fn race(tombstone: impl FnOnce(&mut PgConnection) + Send) -> Vec<Passed> {
+    race_with(api_update, tombstone)
+}
+
+/// The rest of an API update, after its row lock.
+fn api_update(api: &mut PgConnection) {
+    let patch = CustomerPatch {
+        name: Some(Some("After".into())),
+        ..CustomerPatch::default()
+    };
+    customers::update(api, LOCAL.parse().unwrap(), patch, None).expect("the update is accepted");
+}
+
+/// The rest of an API DELETE, after its row lock.
+fn api_delete(api: &mut PgConnection) {
+    let row = customers::delete(api, LOCAL.parse().unwrap(), None).expect("the delete is accepted");
+    assert!(row.deleted);
+}
+
+/// [`race`] with the API's `write` (run after its row lock, as a
+/// savepoint in the transaction that holds it).
+fn race_with(
+    write: fn(&mut PgConnection),
+    tombstone: impl FnOnce(&mut PgConnection) + Send,
+) -> Vec<Passed> {
     let db = TestDb::migrated();
     let (mut api, mut worker, mut watch) = (db.conn(), db.conn(), db.conn());
     setup(&mut api);
@@ -155,7 +179,7 @@ fn race(tombstone: impl FnOnce(&mut PgConnection) + Send) -> Vec<Passed> {
         .pid;
     std::thread::scope(|s| {
         api.transaction::<_, diesel::result::Error, _>(|api| {
-            // What `customers::update` does first: the row lock.
+            // What the API's writes do first (`customers::lock`): the row lock.
             diesel::sql_query(format!(
                 "SELECT id FROM customers WHERE id = '{LOCAL}' FOR NO KEY UPDATE"
             ))
@@ -169,12 +193,7 @@ fn race(tombstone: impl FnOnce(&mut PgConnection) + Send) -> Vec<Passed> {
                     .unwrap()
             });
             let applying = wait_until_blocked(&mut watch, worker_pid, applying);
-            // The rest of the API's update (a savepoint in this transaction).
-            let patch = CustomerPatch {
-                name: Some(Some("After".into())),
-                ..CustomerPatch::default()
-            };
-            customers::update(api, id, patch, None).expect("the update is accepted");
+            write(api);
             assert!(!applying.is_finished(), "the apply must wait for the API");
             Ok(())
         })
@@ -183,7 +202,7 @@ fn race(tombstone: impl FnOnce(&mut PgConnection) + Send) -> Vec<Passed> {
     let row = customers::get(&mut api, id).unwrap();
     assert!(
         row.deleted,
-        "the report's delete is applied after the update"
+        "the report's delete is applied after the API's write"
     );
     outbox(&mut api)
 }
@@ -251,6 +270,23 @@ fn a_salesforce_delete_is_passed_on_after_the_update_it_waited_for() {
         race(salesforce),
         [passed("update", "local"), passed("delete", "salesforce")]
     );
+}
+
+/// A deletion Stripe reports while an API DELETE of the customer holds the
+/// row lock finds the row deleted once it gets the lock: one deletion is
+/// passed on, the API's.
+#[test]
+fn a_stripe_delete_racing_an_api_delete_is_passed_on_once() {
+    for (name, path) in [
+        ("per event", per_event as fn(&mut PgConnection)),
+        ("batch", batch),
+    ] {
+        assert_eq!(
+            race_with(api_delete, path),
+            [passed("delete", "local")],
+            "{name}"
+        );
+    }
 }
 
 #[derive(QueryableByName, Debug, PartialEq)]
