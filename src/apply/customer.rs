@@ -357,7 +357,8 @@ fn update_customer(
         .first(conn)?;
     let mut projection = project(object);
     keep_pending_local_fields(conn, id, &mut projection)?;
-    // A row deleted here has its deletion on the way out already.
+    // A row deleted here passes no update on (its deletion went out, if
+    // at all, from the path that made it).
     if let Some(origin) = pass_on.filter(|_| before.deleted_at.is_none()) {
         let after = Shared {
             email: projection.email.as_deref(),

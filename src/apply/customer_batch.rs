@@ -250,7 +250,9 @@ fn pass_on(
         let Some(old) = f.stored.and_then(|(id, _)| before.get(&id)) else {
             continue;
         };
-        // A row deleted here has its deletion on the way out already.
+        // A deletion is passed on by [`tombstone`] alone, and a row deleted
+        // here before passes no update on (its deletion went out, if at
+        // all, from the path that made it).
         if old.deleted_at.is_some() || f.tombstone {
             continue;
         }

@@ -131,8 +131,9 @@ pub fn pass_on(
 /// write (or, unlinked, create) a Contact for a deleted customer. Locked
 /// first, a customer's outbox ids follow its commits.
 ///
-/// A row already deleted here is left as it is: its deletion was passed
-/// on when it was made, and the tombstone keeps the time of the first.
+/// A row already deleted here is left as it is and nothing is passed on
+/// for it: the tombstone keeps the time of the first deletion, which the
+/// path that made it passed on, or not (an echo, or fan-out off then).
 ///
 /// Returns the ids it tombstoned (in id order): a caller that writes more
 /// to one of them counts that write in this deletion's version bump, and

@@ -235,7 +235,9 @@ fn write(conn: &mut PgConnection, local_id: Uuid, event: &SalesforceEvent) -> Qu
         .for_no_key_update()
         .first(conn)?;
     if before.deleted_at.is_some() {
-        return Ok(()); // deleted here; the deletion is on its way out
+        // Deleted here: no update passed on (the deletion went out, if at
+        // all, from the path that made it).
+        return Ok(());
     }
     let pending = fanout::pending_for(conn, local_id, service::SALESFORCE)?;
     let mut after = before.clone();
