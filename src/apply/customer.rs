@@ -348,15 +348,17 @@ fn update_customer(
     pass_on: Option<&str>,
 ) -> QueryResult<()> {
     // Lock first, so a concurrent API write either lands before we read
-    // its pending outbox row or waits for us.
+    // its pending outbox row or waits for us. NO KEY, as every customer
+    // row lock is (see `customers::lock`).
     let before: SharedRow = customers::table
         .find(id)
         .select(SharedRow::as_select())
-        .for_update()
+        .for_no_key_update()
         .first(conn)?;
     let mut projection = project(object);
     keep_pending_local_fields(conn, id, &mut projection)?;
-    // A row deleted here has its deletion on the way out already.
+    // A row deleted here passes no update on (its deletion went out, if
+    // at all, from the path that made it).
     if let Some(origin) = pass_on.filter(|_| before.deleted_at.is_none()) {
         let after = Shared {
             email: projection.email.as_deref(),
@@ -379,19 +381,27 @@ fn update_customer(
 
 /// Tombstones the row ([`fanout::tombstone`], which passes a live row's
 /// deletion on with `pass_on`) and keeps the last known snapshot on it for
-/// audit: part of the deletion's change, so no version of its own.
+/// audit.
 fn tombstone(
     conn: &mut PgConnection,
     id: Uuid,
     last_snapshot: Option<&Value>,
     pass_on: Option<&str>,
 ) -> QueryResult<()> {
-    fanout::tombstone(conn, &[(id, pass_on)])?;
-    match last_snapshot {
-        Some(object) => diesel::update(customers::table.find(id))
-            .set((project(object), customers::updated_at.eq(diesel::dsl::now)))
-            .execute(conn)
-            .map(drop),
-        None => Ok(()),
-    }
+    let tombstoned = fanout::tombstone(conn, &[(id, pass_on)])?;
+    let Some(object) = last_snapshot else {
+        return Ok(());
+    };
+    // Part of the deletion's change when it tombstoned the row (whose
+    // version that bumped); written to a row deleted here already, a
+    // change of its own.
+    let own_change = i64::from(!tombstoned.contains(&id));
+    diesel::update(customers::table.find(id))
+        .set((
+            project(object),
+            customers::updated_at.eq(diesel::dsl::now),
+            customers::version.eq(customers::version + own_change),
+        ))
+        .execute(conn)
+        .map(drop)
 }

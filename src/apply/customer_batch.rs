@@ -52,7 +52,12 @@ struct Fold<'e> {
     /// The last snapshot written to the row, if any.
     row: Option<&'e Value>,
     tombstone: bool,
-    /// Changes to an existing row (each bumps `customers.version`).
+    /// Set when the deleting event's snapshot is written too.
+    tombstone_snapshot: bool,
+    /// The steps that change an existing row (every snapshot written, and
+    /// the deletion): one `customers.version` bump each, as on the
+    /// per-event path, but for a deletion that writes no snapshot to a row
+    /// deleted here already (see [`update_customers`]).
     writes: i64,
     /// The link's state after the batch and the event that set it.
     mark: Option<(Watermark, &'e str)>,
@@ -86,6 +91,7 @@ impl<'e> Fold<'e> {
                         self.row = Some(&event.object);
                     }
                     self.tombstone = true;
+                    self.tombstone_snapshot = columns;
                     self.writes += 1;
                 }
                 Step::Write => {
@@ -132,6 +138,7 @@ pub(super) fn apply(
                 created: None,
                 row: None,
                 tombstone: false,
+                tombstone_snapshot: false,
                 writes: 0,
                 mark: None,
                 reported: false,
@@ -161,12 +168,13 @@ pub(super) fn apply(
         .collect();
     live.sort_unstable();
     // The shared columns come along: what a change is passed on with is
-    // the difference the batch makes to them.
+    // the difference the batch makes to them. NO KEY, as every customer
+    // row lock is (see `customers::lock`).
     let before: HashMap<Uuid, SharedRow> = customers::table
         .filter(customers::id.eq_any(&live))
         .order(customers::id)
         .select(SharedRow::as_select())
-        .for_update()
+        .for_no_key_update()
         .load::<SharedRow>(conn)?
         .into_iter()
         .map(|row| (row.id, row))
@@ -185,8 +193,8 @@ pub(super) fn apply(
         }
     }
     insert_customers(conn, &ready)?;
-    update_customers(conn, &ready)?;
-    tombstone(conn, &ready, fan_out)?;
+    let tombstoned = tombstone(conn, &ready, fan_out)?;
+    update_customers(conn, &ready, &tombstoned)?;
     write_links(conn, &ready)?;
     if fan_out == FanOut::ToOtherServices {
         pass_on(conn, &ready, &before)?;
@@ -196,8 +204,13 @@ pub(super) fn apply(
 
 /// Tombstones the existing customers the batch deletes, through the one
 /// function every path deletes with, which passes on what Stripe reported
-/// (see `customer::passes_on`) and was live here.
-fn tombstone(conn: &mut PgConnection, folds: &[Fold<'_>], fan_out: FanOut) -> QueryResult<()> {
+/// (see `customer::passes_on`) and was live here. Returns the ids it
+/// tombstoned (in id order).
+fn tombstone(
+    conn: &mut PgConnection,
+    folds: &[Fold<'_>],
+    fan_out: FanOut,
+) -> QueryResult<Vec<Uuid>> {
     let deletions: Vec<(Uuid, Option<&str>)> = folds
         .iter()
         .filter(|f| f.tombstone && f.created.is_none())
@@ -237,7 +250,9 @@ fn pass_on(
         let Some(old) = f.stored.and_then(|(id, _)| before.get(&id)) else {
             continue;
         };
-        // A row deleted here has its deletion on the way out already.
+        // A deletion is passed on by [`tombstone`] alone, and a row deleted
+        // here before passes no update on (its deletion went out, if at
+        // all, from the path that made it).
         if old.deleted_at.is_some() || f.tombstone {
             continue;
         }
@@ -288,9 +303,14 @@ fn insert_customers(conn: &mut PgConnection, folds: &[Fold<'_>]) -> QueryResult<
 }
 
 /// Writes the last snapshot of every existing row the batch wrote one to,
-/// in one statement, with a version bump per change but the deletion
-/// ([`tombstone`] counts that one).
-fn update_customers<'e>(conn: &mut PgConnection, folds: &[Fold<'e>]) -> QueryResult<()> {
+/// in one statement, with a version bump per change; the deletion's is
+/// [`tombstone`]'s when it tombstoned the row (`tombstoned`, the ids it
+/// returned).
+fn update_customers<'e>(
+    conn: &mut PgConnection,
+    folds: &[Fold<'e>],
+    tombstoned: &[Uuid],
+) -> QueryResult<()> {
     let changed: Vec<(Uuid, &Fold<'_>)> = folds
         .iter()
         .filter(|f| f.created.is_none() && f.row.is_some())
@@ -333,7 +353,16 @@ fn update_customers<'e>(conn: &mut PgConnection, folds: &[Fold<'e>]) -> QueryRes
     .bind::<Array<BigInt>, _>(
         changed
             .iter()
-            .map(|(_, f)| f.writes - i64::from(f.tombstone))
+            .map(|(id, f)| {
+                // The deletion counts as a change of this statement's only
+                // when it wrote its snapshot to a row deleted here already:
+                // a row it tombstoned had its version bumped by
+                // [`tombstone`], and a deletion without a snapshot changed
+                // nothing of a row deleted here (as on the per-event path).
+                let tombstoned_now = tombstoned.contains(id);
+                let uncounted = f.tombstone && (tombstoned_now || !f.tombstone_snapshot);
+                f.writes - i64::from(uncounted)
+            })
             .collect::<Vec<_>>(),
     )
     .execute(conn)

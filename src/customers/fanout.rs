@@ -131,23 +131,32 @@ pub fn pass_on(
 /// write (or, unlinked, create) a Contact for a deleted customer. Locked
 /// first, a customer's outbox ids follow its commits.
 ///
-/// A row already deleted here is left as it is: its deletion was passed
-/// on when it was made, and the tombstone keeps the time of the first.
-pub fn tombstone(conn: &mut PgConnection, deletions: &[(Uuid, Option<&str>)]) -> QueryResult<()> {
+/// A row already deleted here is left as it is and nothing is passed on
+/// for it: the tombstone keeps the time of the first deletion, which the
+/// path that made it passed on, or not (an echo, or fan-out off then).
+///
+/// Returns the ids it tombstoned (in id order): a caller that writes more
+/// to one of them counts that write in this deletion's version bump, and
+/// any other write as a change of its own.
+pub fn tombstone(
+    conn: &mut PgConnection,
+    deletions: &[(Uuid, Option<&str>)],
+) -> QueryResult<Vec<Uuid>> {
     if deletions.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = deletions.iter().map(|(id, _)| *id).collect();
-    // In id order, as every statement that locks several customers does.
+    // In id order, as every statement that locks several customers does;
+    // NO KEY, as every customer row lock is (see `customers::lock`).
     let live: Vec<Uuid> = customers::table
         .filter(customers::id.eq_any(&ids))
         .filter(customers::deleted_at.is_null())
         .order(customers::id)
         .select(customers::id)
-        .for_update()
+        .for_no_key_update()
         .load(conn)?;
     if live.is_empty() {
-        return Ok(());
+        return Ok(live);
     }
     diesel::update(customers::table.filter(customers::id.eq_any(&live)))
         .set((
@@ -156,10 +165,10 @@ pub fn tombstone(conn: &mut PgConnection, deletions: &[(Uuid, Option<&str>)]) ->
             customers::version.eq(customers::version + 1),
         ))
         .execute(conn)?;
-    let mut live: HashSet<Uuid> = live.into_iter().collect();
+    let mut unpassed: HashSet<Uuid> = live.iter().copied().collect();
     let mut by_origin: BTreeMap<&str, Vec<outbox::Appended>> = BTreeMap::new();
     for &(local_id, origin) in deletions {
-        if let Some(origin) = origin.filter(|_| live.remove(&local_id)) {
+        if let Some(origin) = origin.filter(|_| unpassed.remove(&local_id)) {
             by_origin.entry(origin).or_default().push(outbox::Appended {
                 local_id,
                 operation: outbox::Operation::Delete,
@@ -170,7 +179,7 @@ pub fn tombstone(conn: &mut PgConnection, deletions: &[(Uuid, Option<&str>)]) ->
     for (origin, rows) in by_origin {
         outbox::append_many_from(conn, origin, entity::CUSTOMER, rows)?;
     }
-    Ok(())
+    Ok(live)
 }
 
 /// The shared fields changes not yet acknowledged by `service` set: under

@@ -250,11 +250,23 @@ pub fn delete(
     view(conn, row)
 }
 
+/// Locks the customer's row for the write that follows.
+///
+/// Every customer row lock (here, the Stripe and Salesforce applies,
+/// `fanout::tombstone`) is FOR NO KEY UPDATE, never FOR UPDATE: the credits
+/// tables (`credits.purchases`, `balances`, `ledger`) reference
+/// `customers (id)`, and each insert there checks its foreign key with FOR
+/// KEY SHARE on the customer row, which FOR UPDATE blocks and FOR NO KEY
+/// UPDATE does not. Blocked, a credits spend holding `credits.balances`
+/// for the customer would wait on us while we wait on it (an apply that
+/// settles a refund of that customer later in its transaction). No writer
+/// changes `customers.id`, so the weaker lock is all any needs
+/// (`tests/it/row_lock.rs`).
 fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Customer, CustomerError> {
     customers::table
         .find(id)
         .select(Customer::as_select())
-        .for_update()
+        .for_no_key_update()
         .first(conn)
         .optional()?
         .ok_or(CustomerError::NotFound)

@@ -227,14 +227,17 @@ fn insert(
 /// Writes what the version changes of a live customer, under the conflict
 /// policy, and passes the change on.
 fn write(conn: &mut PgConnection, local_id: Uuid, event: &SalesforceEvent) -> QueryResult<()> {
-    // Locked before its pending changes are read, as Stripe's apply does.
+    // Locked before its pending changes are read, as Stripe's apply does
+    // (NO KEY, as every customer row lock is: see `customers::lock`).
     let before: SharedRow = customers::table
         .find(local_id)
         .select(SharedRow::as_select())
-        .for_update()
+        .for_no_key_update()
         .first(conn)?;
     if before.deleted_at.is_some() {
-        return Ok(()); // deleted here; the deletion is on its way out
+        // Deleted here: no update passed on (the deletion went out, if at
+        // all, from the path that made it).
+        return Ok(());
     }
     let pending = fanout::pending_for(conn, local_id, service::SALESFORCE)?;
     let mut after = before.clone();

@@ -23,10 +23,13 @@ use stripe_sync::stripe::{RemoteObject, StripeEvent};
 use crate::support::db::TestDb;
 
 /// A local customer created through the API whose create Stripe echoes
-/// (its events name it in metadata), and one linked customer with a local
-/// change Stripe has not acknowledged yet.
+/// (its events name it in metadata), one linked customer with a local
+/// change Stripe has not acknowledged yet, and one linked customer deleted
+/// here (through the API, its deletion delivered) that Stripe still
+/// reports on.
 const ECHO_LOCAL: &str = "00000000-0000-4000-8000-0000000000e1";
 const PENDING_LOCAL: &str = "00000000-0000-4000-8000-0000000000b2";
+const GONE_LOCAL: &str = "00000000-0000-4000-8000-0000000000d3";
 
 struct Reread;
 
@@ -63,13 +66,18 @@ fn setup(conn: &mut PgConnection) {
              ('{ECHO_LOCAL}', 'echo@example.com', 'Local'), ('{PENDING_LOCAL}', 'p@example.com', 'Local name')"
         ),
         &format!(
+            "INSERT INTO customers (id, email, name, deleted_at, version) VALUES \
+             ('{GONE_LOCAL}', 'gone@example.com', 'Gone', now(), 2)"
+        ),
+        &format!(
             "INSERT INTO outbox (entity, local_id, operation, fields) VALUES \
              ('customer', '{ECHO_LOCAL}', 'create', '{{\"email\": \"echo@example.com\"}}'), \
              ('customer', '{PENDING_LOCAL}', 'update', '{{\"name\": \"Local name\"}}')"
         ),
         &format!(
             "INSERT INTO id_map (service, account, entity, external_id, local_id, remote_version) \
-             VALUES ('stripe', 'platform', 'customer', 'cus_pend', '{PENDING_LOCAL}', 100)"
+             VALUES ('stripe', 'platform', 'customer', 'cus_pend', '{PENDING_LOCAL}', 100), \
+                    ('stripe', 'platform', 'customer', 'cus_5', '{GONE_LOCAL}', 100)"
         ),
     ] {
         diesel::sql_query(sql).execute(conn).unwrap();
@@ -150,11 +158,12 @@ fn dump(conn: &mut PgConnection) -> (String, String) {
            SELECT coalesce(m.external_id, c.id::text) AS key, c.email, c.name, c.phone, \
                   c.description, c.metadata, c.stripe_object, c.deleted_at IS NOT NULL AS deleted, \
                   c.version, m.remote_version, m.remote_event_id, m.remote_deleted, \
-                  c.id::text IN ($1, $2) AS fixed_local_id \
+                  c.id::text IN ($1, $2, $3) AS fixed_local_id \
            FROM customers c LEFT JOIN id_map m ON m.local_id = c.id) x",
     )
     .bind::<Text, _>(ECHO_LOCAL)
     .bind::<Text, _>(PENDING_LOCAL)
+    .bind::<Text, _>(GONE_LOCAL)
     .get_result::<Dump>(conn)
     .unwrap();
     let ledger = diesel::sql_query(

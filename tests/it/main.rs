@@ -20,6 +20,7 @@ mod outbound;
 mod payments;
 mod prune;
 mod pull;
+mod row_lock;
 mod salesforce;
 mod salesforce_inbound;
 mod shutdown;

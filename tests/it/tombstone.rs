@@ -11,6 +11,7 @@
 //! waits for that lock, and only then does the API write its row and
 //! outbox row and commit.
 
+use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
@@ -26,14 +27,14 @@ use uuid::Uuid;
 
 use crate::support::db::TestDb;
 
-const LOCAL: &str = "00000000-0000-4000-8000-00000000d001";
-const ORG: &str = "00D000000000001AAA";
-const CONTACT: &str = "003000000000001AAA";
-const INTEGRATION_USER: &str = "005000000000009AAA";
-const PERSON: &str = "005000000000001AAA";
+pub(crate) const LOCAL: &str = "00000000-0000-4000-8000-00000000d001";
+pub(crate) const ORG: &str = "00D000000000001AAA";
+pub(crate) const CONTACT: &str = "003000000000001AAA";
+pub(crate) const INTEGRATION_USER: &str = "005000000000009AAA";
+pub(crate) const PERSON: &str = "005000000000001AAA";
 
 /// A delete needs no read from Stripe.
-struct NoReads;
+pub(crate) struct NoReads;
 
 impl RemoteReader for NoReads {
     fn current(&self, _: &str, _: &str, id: &str) -> Result<RemoteObject, ApplyError> {
@@ -53,7 +54,7 @@ impl RemoteReader for NoReads {
 
 /// A live customer, linked to a Stripe customer and a Salesforce Contact,
 /// with nothing in flight.
-fn setup(conn: &mut PgConnection) {
+pub(crate) fn setup(conn: &mut PgConnection) {
     for sql in [
         format!("INSERT INTO customers (id, email, name) VALUES ('{LOCAL}', 'r@example.com', 'Before')"),
         format!(
@@ -90,8 +91,15 @@ struct Waiting {
     waiting: bool,
 }
 
-/// Polls until the backend `pid` waits for a lock.
-fn wait_until_blocked(watch: &mut PgConnection, pid: i32) {
+/// Polls until the backend `pid` waits for a lock, and hands `applying`
+/// (the thread that drives `pid`) back. Should that thread end first, its
+/// panic is raised here as it is, and a clean finish is reported as never
+/// having waited, without running out the clock.
+fn wait_until_blocked<'s>(
+    watch: &mut PgConnection,
+    pid: i32,
+    applying: ScopedJoinHandle<'s, ()>,
+) -> ScopedJoinHandle<'s, ()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let w: Waiting = diesel::sql_query(
@@ -102,7 +110,13 @@ fn wait_until_blocked(watch: &mut PgConnection, pid: i32) {
         .get_result(watch)
         .unwrap();
         if w.waiting {
-            return;
+            return applying;
+        }
+        if applying.is_finished() {
+            if let Err(panic) = applying.join() {
+                std::panic::resume_unwind(panic);
+            }
+            panic!("the apply finished without waiting for the customer's row lock");
         }
         assert!(
             Instant::now() < deadline,
@@ -131,6 +145,30 @@ struct Passed {
 /// returns the customer's outbox rows in the order the relay publishes
 /// them.
 fn race(tombstone: impl FnOnce(&mut PgConnection) + Send) -> Vec<Passed> {
+    race_with(api_update, tombstone)
+}
+
+/// The rest of an API update, after its row lock.
+fn api_update(api: &mut PgConnection) {
+    let patch = CustomerPatch {
+        name: Some(Some("After".into())),
+        ..CustomerPatch::default()
+    };
+    customers::update(api, LOCAL.parse().unwrap(), patch, None).expect("the update is accepted");
+}
+
+/// The rest of an API DELETE, after its row lock.
+fn api_delete(api: &mut PgConnection) {
+    let row = customers::delete(api, LOCAL.parse().unwrap(), None).expect("the delete is accepted");
+    assert!(row.deleted);
+}
+
+/// [`race`] with the API's `write` (run after its row lock, as a
+/// savepoint in the transaction that holds it).
+fn race_with(
+    write: fn(&mut PgConnection),
+    tombstone: impl FnOnce(&mut PgConnection) + Send,
+) -> Vec<Passed> {
     let db = TestDb::migrated();
     let (mut api, mut worker, mut watch) = (db.conn(), db.conn(), db.conn());
     setup(&mut api);
@@ -141,9 +179,9 @@ fn race(tombstone: impl FnOnce(&mut PgConnection) + Send) -> Vec<Passed> {
         .pid;
     std::thread::scope(|s| {
         api.transaction::<_, diesel::result::Error, _>(|api| {
-            // What `customers::update` does first: the row lock.
+            // What the API's writes do first (`customers::lock`): the row lock.
             diesel::sql_query(format!(
-                "SELECT id FROM customers WHERE id = '{LOCAL}' FOR UPDATE"
+                "SELECT id FROM customers WHERE id = '{LOCAL}' FOR NO KEY UPDATE"
             ))
             .execute(api)?;
             let applying = s.spawn(move || {
@@ -154,13 +192,8 @@ fn race(tombstone: impl FnOnce(&mut PgConnection) + Send) -> Vec<Passed> {
                     })
                     .unwrap()
             });
-            wait_until_blocked(&mut watch, worker_pid);
-            // The rest of the API's update (a savepoint in this transaction).
-            let patch = CustomerPatch {
-                name: Some(Some("After".into())),
-                ..CustomerPatch::default()
-            };
-            customers::update(api, id, patch, None).expect("the update is accepted");
+            let applying = wait_until_blocked(&mut watch, worker_pid, applying);
+            write(api);
             assert!(!applying.is_finished(), "the apply must wait for the API");
             Ok(())
         })
@@ -169,7 +202,7 @@ fn race(tombstone: impl FnOnce(&mut PgConnection) + Send) -> Vec<Passed> {
     let row = customers::get(&mut api, id).unwrap();
     assert!(
         row.deleted,
-        "the report's delete is applied after the update"
+        "the report's delete is applied after the API's write"
     );
     outbox(&mut api)
 }
@@ -191,21 +224,21 @@ fn passed(operation: &str, origin: &str) -> Passed {
 }
 
 /// Stripe's `customer.deleted`, one event at a time.
-fn per_event(conn: &mut PgConnection) {
+pub(crate) fn per_event(conn: &mut PgConnection) {
     let event = stripe_deleted();
     let results = apply::apply_each(conn, &NoReads, &[&event], FanOut::ToOtherServices).unwrap();
     assert_eq!(results, vec![Ok(apply::Applied::Deleted)]);
 }
 
 /// Stripe's `customer.deleted`, folded in a batch.
-fn batch(conn: &mut PgConnection) {
+pub(crate) fn batch(conn: &mut PgConnection) {
     let event = stripe_deleted();
     let results = apply::apply_batch(conn, &NoReads, &[&event], FanOut::ToOtherServices).unwrap();
     assert_eq!(results, vec![Ok(apply::Applied::Deleted)]);
 }
 
 /// Salesforce's deleted Contact version.
-fn salesforce(conn: &mut PgConnection) {
+pub(crate) fn salesforce(conn: &mut PgConnection) {
     let ctx = Context {
         org_id: ORG.into(),
         user_id: INTEGRATION_USER.into(),
@@ -239,28 +272,57 @@ fn a_salesforce_delete_is_passed_on_after_the_update_it_waited_for() {
     );
 }
 
+/// A deletion Stripe reports while an API DELETE of the customer holds the
+/// row lock finds the row deleted once it gets the lock: one deletion is
+/// passed on, the API's.
+#[test]
+fn a_stripe_delete_racing_an_api_delete_is_passed_on_once() {
+    for (name, path) in [
+        ("per event", per_event as fn(&mut PgConnection)),
+        ("batch", batch),
+    ] {
+        assert_eq!(
+            race_with(api_delete, path),
+            [passed("delete", "local")],
+            "{name}"
+        );
+    }
+}
+
 #[derive(QueryableByName, Debug, PartialEq)]
 struct Tombstone {
     #[diesel(sql_type = Text)]
     deleted_at: String,
     #[diesel(sql_type = BigInt)]
     version: i64,
+    /// Everything else a change moves: the columns and `updated_at`.
+    #[diesel(sql_type = Text)]
+    content: String,
 }
 
 /// A deletion reported for a customer already deleted here (through the
 /// API, before the service knew) leaves its tombstone as it is, the time
-/// of the first deletion and the version included, and passes nothing on:
-/// the first deletion is on its way out already.
+/// of the first deletion included, and passes nothing on: the first
+/// deletion is on its way out already. Stripe's paths still write its last
+/// snapshot to the row, a change of its own: the version (the ETag) moves
+/// with it, once, on both paths alike.
 #[test]
 fn a_deletion_reported_for_a_customer_deleted_here_leaves_the_tombstone_alone() {
-    for path in [per_event, batch, salesforce] {
+    for (name, path, writes_snapshot) in [
+        ("per event", per_event as fn(&mut PgConnection), true),
+        ("batch", batch, true),
+        ("salesforce", salesforce, false),
+    ] {
         let db = TestDb::migrated();
         let mut conn = db.conn();
         setup(&mut conn);
         customers::delete(&mut conn, LOCAL.parse().unwrap(), None).unwrap();
         let tombstone = || {
             diesel::sql_query(format!(
-                "SELECT deleted_at::text AS deleted_at, version FROM customers WHERE id = '{LOCAL}'"
+                "SELECT deleted_at::text AS deleted_at, version, \
+                        json_build_array(email, name, phone, description, metadata, \
+                                         stripe_object, updated_at)::text AS content \
+                   FROM customers WHERE id = '{LOCAL}'"
             ))
             .get_result::<Tombstone>(&mut db.conn())
             .unwrap()
@@ -271,7 +333,21 @@ fn a_deletion_reported_for_a_customer_deleted_here_leaves_the_tombstone_alone() 
             Ok(())
         })
         .unwrap();
-        assert_eq!(tombstone(), before);
-        assert_eq!(outbox(&mut conn), [passed("delete", "local")]);
+        let after = tombstone();
+        assert_eq!(after.deleted_at, before.deleted_at, "{name}");
+        if writes_snapshot {
+            assert_ne!(
+                after.content, before.content,
+                "{name}: the snapshot is written"
+            );
+            assert_eq!(
+                after.version,
+                before.version + 1,
+                "{name}: the row changed, its version must move too"
+            );
+        } else {
+            assert_eq!(after, before, "{name}");
+        }
+        assert_eq!(outbox(&mut conn), [passed("delete", "local")], "{name}");
     }
 }
