@@ -201,7 +201,9 @@ async fn topics_list_lag_and_tail_show_what_is_inside() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 401, "the admin token is not an API token");
+    assert_eq!(r.status(), 403, "the admin token is not an API token");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "forbidden");
     let r = stack
         .admin(Method::GET, "/api/admin/topics")
         .send()

@@ -305,6 +305,23 @@ async fn operators_powers_need_the_admin_token() {
             .unwrap()
             .contains("/api/admin/"));
         let (status, e) = send(
+            Some(ADMIN_TOKEN),
+            method.clone(),
+            old.clone(),
+            body.clone(),
+            "k1",
+        )
+        .await;
+        assert_eq!(
+            (status, e["error"]["code"].as_str()),
+            (403, Some("forbidden")),
+            "{old}"
+        );
+        assert!(e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/api/admin/"));
+        let (status, e) = send(
             Some(API_TOKEN),
             method.clone(),
             new.clone(),
@@ -323,7 +340,7 @@ async fn operators_powers_need_the_admin_token() {
         assert_eq!(status, done, "{method} {new}: {ok}");
     }
     // The application's routes stay the API token's.
-    let (status, _) = send(
+    let (status, e) = send(
         Some(ADMIN_TOKEN),
         Method::GET,
         "/api/credit-packages".into(),
@@ -331,7 +348,10 @@ async fn operators_powers_need_the_admin_token() {
         "k2",
     )
     .await;
-    assert_eq!(status, 401);
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
     let (status, list) = send(
         Some(API_TOKEN),
         Method::GET,
@@ -347,5 +367,42 @@ async fn operators_powers_need_the_admin_token() {
         1000,
         "minted once"
     );
+    stack.stop().await;
+}
+
+/// Stripe refusing our API key (a rotated STRIPE_API_KEY) says nothing of
+/// the payment: the purchase stays processing and the client is told to
+/// retry, and the retry, once the key works, buys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_is_not_failed_by_our_own_bad_key() {
+    let mut ls = LocalStripe::start().await;
+    let proxy = CountingProxy::start(ls.base());
+    let stack = credits_stack(&mut ls, &proxy).await;
+    let customer = synced_customer(&stack, "rotated@example.com").await;
+    assert_eq!(save_card(&stack, &customer, "pm_card_visa").await.0, 200);
+    proxy.answer_next(
+        "POST",
+        "/v1/payment_intents",
+        Scripted {
+            forward: false,
+            status: 401,
+            body: json!({"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}),
+        },
+    );
+    let (status, e, _) = buy(&stack, &customer, "package_1", "rotated").await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (503, Some("stripe_unavailable")),
+        "{e}"
+    );
+    assert_eq!(
+        stack.db.count(&format!(
+            "credits.purchases WHERE customer_id = '{customer}' AND status = 'processing'"
+        )),
+        1
+    );
+    let (status, bought, replayed) = buy(&stack, &customer, "package_1", "rotated").await;
+    assert_eq!((status, replayed), (201, false), "{bought}");
+    assert_eq!(bought["balance"], 100);
     stack.stop().await;
 }

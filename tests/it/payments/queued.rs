@@ -280,3 +280,36 @@ async fn the_commands_worker_killed_mid_command_refunds_each_payment_once() {
     stop_workers(relay).await;
     stack.stop().await;
 }
+
+/// A queued refund the client did not name, whose answer was lost (the
+/// client hung up, or saving the answer failed) so that its key was
+/// reopened: the retry finds the same request, not a second one with a
+/// new id (which the worker would refund again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unnamed_queued_refund_retried_after_a_lost_answer_is_queued_once() {
+    use diesel::prelude::*;
+    let ls = LocalStripe::start().await;
+    let stack = stack_on(&ls).await;
+    let pi = paid_intent(&stack, 1200).await;
+    let body = json!({"payment_intent": pi, "amount": 500});
+    let (status, first, _) = post(
+        &stack,
+        "/api/refund-requests",
+        Some("lost-answer"),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, 202, "{first}");
+    diesel::sql_query(
+        "UPDATE payments.idempotency_keys \
+         SET status = NULL, response = NULL, started_at = '-infinity' WHERE key = 'lost-answer'",
+    )
+    .execute(&mut stack.db.conn())
+    .unwrap();
+    let (status, again, replayed) =
+        post(&stack, "/api/refund-requests", Some("lost-answer"), body).await;
+    assert_eq!((status, replayed), (202, false), "{again}");
+    assert_eq!(again["request_id"], first["request_id"]);
+    assert_eq!(stack.db.count("payments.refund_requests"), 1);
+    stack.stop().await;
+}
