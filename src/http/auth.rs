@@ -58,6 +58,21 @@ pub fn bearer(tokens: Tokens) -> impl Filter<Extract = (), Error = Rejection> + 
                             "the API token cannot use the admin API; send the ADMIN_TOKEN",
                         )))
                     }
+                    // The admin token on an application route: known, not
+                    // allowed here; the operators' routes are under admin.
+                    Some(p)
+                        if !admin_route
+                            && tokens
+                                .admin
+                                .as_ref()
+                                .is_some_and(|a| token_matches(p, a.expose_secret())) =>
+                    {
+                        Err(warp::reject::custom(ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            "forbidden",
+                            "the admin token opens only /api/admin/* (operators' routes, credit packages and adjustments among them); send the API token here",
+                        )))
+                    }
                     Some(_) => Err(warp::reject::custom(ApiError::new(
                         StatusCode::UNAUTHORIZED,
                         "unauthorized",

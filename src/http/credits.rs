@@ -139,7 +139,7 @@ pub fn routes(
                     key,
                     &route,
                     &body,
-                    |stripe_key| async move {
+                    move |stripe_key| async move {
                         let stripe = ctx.stripe()?;
                         let cus = stripe_customer(&ctx, customer).await?;
                         let saved = payment_methods::save(stripe, &cus, &pm, &stripe_key)
@@ -182,7 +182,7 @@ pub fn routes(
                     Some(key),
                     &route,
                     &body,
-                    |stripe_key| async move {
+                    move |stripe_key| async move {
                         let stripe = ctx.stripe()?;
                         let outcome =
                             purchases::buy(&ctx.pool, stripe, customer, package_id, stripe_key)
@@ -345,37 +345,45 @@ async fn post_entry(
     let reason = checked_entry(entry, credits, reason).map_err(refused)?;
     let route = format!("customers/{customer}/{}", entry.route());
     let entry_key = key.clone();
-    idempotent(ctx.pool.clone(), Some(key), &route, &body, |_| async move {
-        let posted = run(&ctx, move |conn| {
-            if !crate::customers::exists(conn, customer)? {
-                return Err(intents::PaymentsError::NoSuchCustomer(customer).into());
-            }
-            Ok(match entry {
-                Entry::Spend => ledger::spend(conn, customer, credits, &reason, &entry_key)?,
-                Entry::Adjustment => ledger::adjust(conn, customer, credits, &reason, &entry_key)?,
+    idempotent(
+        ctx.pool.clone(),
+        Some(key),
+        &route,
+        &body,
+        move |_| async move {
+            let posted = run(&ctx, move |conn| {
+                if !crate::customers::exists(conn, customer)? {
+                    return Err(intents::PaymentsError::NoSuchCustomer(customer).into());
+                }
+                Ok(match entry {
+                    Entry::Spend => ledger::spend(conn, customer, credits, &reason, &entry_key)?,
+                    Entry::Adjustment => {
+                        ledger::adjust(conn, customer, credits, &reason, &entry_key)?
+                    }
+                })
             })
-        })
-        .await?;
-        match posted {
-            Posted::Done { entry_id, balance } => {
-                let id_field = match entry {
-                    Entry::Spend => "spend_id",
-                    Entry::Adjustment => "adjustment_id",
-                };
-                Ok(Answer::done(
-                    StatusCode::CREATED,
-                    json!({id_field: entry_id, "balance": balance}),
-                ))
+            .await?;
+            match posted {
+                Posted::Done { entry_id, balance } => {
+                    let id_field = match entry {
+                        Entry::Spend => "spend_id",
+                        Entry::Adjustment => "adjustment_id",
+                    };
+                    Ok(Answer::done(
+                        StatusCode::CREATED,
+                        json!({id_field: entry_id, "balance": balance}),
+                    ))
+                }
+                Posted::KeyReused => Err(ApiError::key_reused()),
+                Posted::Insufficient { balance } => Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "insufficient_credits",
+                    format!("the balance is {balance} credits; this spend needs {credits}"),
+                )
+                .with_detail("balance", balance)),
             }
-            Posted::KeyReused => Err(ApiError::key_reused()),
-            Posted::Insufficient { balance } => Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "insufficient_credits",
-                format!("the balance is {balance} credits; this spend needs {credits}"),
-            )
-            .with_detail("balance", balance)),
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -467,6 +475,14 @@ fn answer(outcome: Outcome) -> Result<Answer, ApiError> {
             }
             Err(err.final_answer())
         }
+        Outcome::Refused {
+            purchase_id,
+            message,
+        } => Err(
+            ApiError::new(StatusCode::BAD_REQUEST, "purchase_refused", message)
+                .with_detail("purchase_id", purchase_id.to_string())
+                .final_answer(),
+        ),
         Outcome::NeedsAuthentication {
             purchase_id,
             payment_intent,

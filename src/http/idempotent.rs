@@ -69,8 +69,8 @@ pub(super) async fn idempotent<F, Fut>(
     work: F,
 ) -> Result<warp::reply::Response, Rejection>
 where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = Result<Answer, ApiError>>,
+    F: FnOnce(String) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Answer, ApiError>> + Send + 'static,
 {
     let Some(key) = key else {
         let answer = work(format!("stripe-sync-req-{}", Uuid::new_v4())).await;
@@ -110,14 +110,18 @@ where
             "idempotency_key_in_use",
             "a request with this Idempotency-Key is still running; retry shortly",
         ))),
-        Claim::Proceed => {
+        // The work and the saving of its answer run as one task: a client
+        // that hangs up drops this handler, not the task, so work that
+        // finished never leaves its key claimed (409 for a minute) or
+        // unanswered for the retry.
+        Claim::Proceed => tokio::spawn(async move {
             let answer = work(idempotency::stripe_key(&key)).await;
             // Only a final answer is saved. Any other (not synced yet, in
             // progress, Stripe or the database unreachable, a payment
             // still processing) reopens the key, so the retry it asks for
-            // does the work again, under the same Stripe key.
-            // A request that found the key on another purchase or spend
-            // drops its claim: the key is that request's.
+            // does the work again, under the same Stripe key. A request
+            // that found the key on another purchase or spend drops its
+            // claim: the key is that request's.
             let for_key = match &answer {
                 Ok(a) if a.is_final => ForKey::Replay,
                 Ok(_) => ForKey::Reopen,
@@ -134,7 +138,9 @@ where
             })
             .await?;
             Ok(respond(answer))
-        }
+        })
+        .await
+        .map_err(|e| warp::reject::custom(ApiError::unavailable("internal", &e)))?,
     }
 }
 

@@ -13,12 +13,12 @@ use warp::{Filter, Rejection, Reply};
 use super::body::{json_body, refused, typed};
 use super::error::ApiError;
 use super::idempotent::{self, idempotent, Answer};
-use crate::apps::payments::checkout;
 use crate::apps::payments::input::{
     self, CheckoutBody, IntentBody, Invalid, RefundBody, RefundRequestBody,
 };
 use crate::apps::payments::intents::{self, PaymentsError};
 use crate::apps::payments::refund_requests::{self, Queued};
+use crate::apps::payments::{checkout, idempotency};
 use crate::db::PgPool;
 use crate::kafka::EventProducer;
 use crate::stripe::client::{StripeClient, StripeError};
@@ -92,7 +92,7 @@ pub fn routes(
                 key,
                 "checkout-sessions",
                 &body,
-                |stripe_key| async move {
+                move |stripe_key| async move {
                     let stripe = ctx.stripe()?;
                     let customer = ctx.stripe_customer(new.customer).await?;
                     let form = checkout::form(&new, customer.as_deref());
@@ -140,7 +140,7 @@ pub fn routes(
                 key,
                 "payment-intents",
                 &body,
-                |stripe_key| async move {
+                move |stripe_key| async move {
                     let stripe = ctx.stripe()?;
                     let customer = ctx.stripe_customer(intent.customer).await?;
                     let form = intents::intent_form(&intent, customer.as_deref());
@@ -184,7 +184,7 @@ pub fn routes(
                 Some(key),
                 "refunds",
                 &body,
-                |stripe_key| async move {
+                move |stripe_key| async move {
                     let stripe = ctx.stripe()?;
                     let done = intents::refund(stripe, &refund, &stripe_key)
                         .await
@@ -204,12 +204,13 @@ pub fn routes(
                 .checked()
                 .map_err(refused)?;
             let key = idempotent::required(key)?;
+            let request_id = request_id.unwrap_or_else(|| idempotency::derived_request_id(&key));
             idempotent(
                 ctx.pool.clone(),
                 Some(key),
                 "refund-requests",
                 &body,
-                |_| async move {
+                move |_| async move {
                     let queued = with_conn(ctx.pool.clone(), move |conn| {
                         Ok(refund_requests::queue(conn, &request_id, &refund)?)
                     })

@@ -71,6 +71,9 @@ pub enum Outcome {
         decline_code: Option<String>,
         message: String,
     },
+    /// Failed without a payment attempt: Stripe refused the request, or
+    /// there was no card to charge.
+    Refused { purchase_id: Uuid, message: String },
     /// The bank wants the customer present: confirm this intent on-session.
     NeedsAuthentication {
         purchase_id: Uuid,
@@ -263,16 +266,23 @@ pub async fn buy(
             return with_db(pool, move |conn| credit(conn, id, &pi)).await;
         }
         "failed" => {
-            return Ok(Outcome::Declined {
-                purchase_id: purchase.id,
-                code: purchase
-                    .error_code
-                    .unwrap_or_else(|| "card_declined".into()),
-                decline_code: None,
-                message: purchase
-                    .error
-                    .unwrap_or_else(|| "the payment failed".into()),
-            })
+            let message = purchase
+                .error
+                .unwrap_or_else(|| "the payment failed".into());
+            return Ok(match purchase.error_code {
+                // Not a card's answer: Stripe refused the request itself,
+                // or there was nothing to pay with. Never called a decline.
+                Some(code) if code == REFUSED || code == NO_PAYMENT_METHOD => Outcome::Refused {
+                    purchase_id: purchase.id,
+                    message,
+                },
+                code => Outcome::Declined {
+                    purchase_id: purchase.id,
+                    code: code.unwrap_or_else(|| "card_declined".into()),
+                    decline_code: None,
+                    message,
+                },
+            });
         }
         _ => {}
     }
@@ -319,7 +329,7 @@ pub async fn buy(
                             "failed",
                             None,
                             Some((
-                                "no_payment_method",
+                                NO_PAYMENT_METHOD,
                                 "the customer has no default payment method",
                             )),
                         )?)
@@ -485,22 +495,30 @@ async fn refused(
         // (which then gets that attempt's intent) or by the webhook.
         StripeError::Idempotency { .. } => Err(CreditsError::InProgress { purchase_id: id }),
         e if e.is_transient() => Err(e.into()),
-        e => {
+        // Stripe refused the request itself (an invalid parameter, a
+        // payment method it does not have): no payment was attempted, and
+        // the same request would be refused again.
+        e @ StripeError::Api {
+            status: 400 | 404, ..
+        } => {
             let message = e.to_string();
             with_db(pool, move |conn| {
-                Ok(record(
-                    conn,
-                    id,
-                    "failed",
-                    None,
-                    Some(("stripe_refused", &message)),
-                )?)
+                Ok(record(conn, id, "failed", None, Some((REFUSED, &message)))?)
             })
             .await?;
             Err(e.into())
         }
+        // Anything else (our key refused, an answer we could not read,
+        // which may follow a charge) says nothing of the payment: it stays
+        // processing, for a retry or the webhook to settle.
+        e => Err(e.into()),
     }
 }
+
+/// A purchase's `error_code` when Stripe refused its request outright.
+const REFUSED: &str = "stripe_refused";
+/// A purchase's `error_code` when there was no card to charge.
+const NO_PAYMENT_METHOD: &str = "no_payment_method";
 
 #[cfg(test)]
 mod tests {

@@ -58,6 +58,18 @@ pub fn stripe_key(key: &str) -> String {
     )
 }
 
+/// The id of a queued refund the client did not name: derived from its
+/// key, so a retry of the request (its answer lost, its key reopened or
+/// taken over) finds the same request instead of queuing a second refund.
+pub fn derived_request_id(key: &str) -> String {
+    format!(
+        "rr_{}",
+        &hex::encode(Sha256::digest(
+            [b"refund-request\0", key.as_bytes()].concat()
+        ))[..32]
+    )
+}
+
 #[derive(QueryableByName)]
 struct Stored {
     #[diesel(sql_type = Text)]
@@ -117,8 +129,11 @@ pub fn claim(conn: &mut PgConnection, key: &str, route: &str, hash: &str) -> Que
 
 /// Saves the answer that retries with `key` replay.
 pub fn complete(conn: &mut PgConnection, key: &str, status: u16, body: &Value) -> QueryResult<()> {
+    // The first final answer stands: a slow first request finishing after a
+    // retry took it over does not rewrite what retries are told.
     diesel::sql_query(
-        "UPDATE payments.idempotency_keys SET status = $2, response = $3 WHERE key = $1",
+        "UPDATE payments.idempotency_keys SET status = $2, response = $3 \
+         WHERE key = $1 AND status IS NULL",
     )
     .bind::<Text, _>(key)
     .bind::<Integer, _>(i32::from(status))

@@ -236,8 +236,9 @@ pub struct RefundRequestBody {
 }
 
 impl RefundRequestBody {
-    /// The request id (given, or a new `rr_…`) and the refund.
-    pub fn checked(self) -> Result<(String, NewRefund), Invalid> {
+    /// The request id, if the client named one (else the route derives it
+    /// from the request's Idempotency-Key), and the refund.
+    pub fn checked(self) -> Result<(Option<String>, NewRefund), Invalid> {
         let request_id = match self.request_id {
             Some(id) => {
                 let ok = !id.is_empty()
@@ -251,9 +252,9 @@ impl RefundRequestBody {
                         "request_id is 1 to 100 letters, digits, '-', '_' or '.'",
                     ));
                 }
-                id
+                Some(id)
             }
-            None => format!("rr_{}", Uuid::new_v4().simple()),
+            None => None,
         };
         let refund = RefundBody {
             payment_intent: self.payment_intent,
