@@ -394,3 +394,84 @@ async fn a_mirror_read_past_its_statement_timeout_is_a_504_query_timeout() {
     assert_eq!(timeouts, 2, "{log}");
     stack.stop().await;
 }
+
+/// A statement timeout bounds one read, not how many wait on one lock: the
+/// mirror may hold at most half of serve's connections (here one of two),
+/// so a read beyond that is refused at once with `503 mirror_busy` and
+/// `Retry-After`, and the other routes and `/readyz` keep their connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_reads_waiting_on_a_lock_leave_the_other_routes_a_connection() {
+    use diesel::connection::SimpleConnection;
+    let stack = Stack::start(crate::support::stack::Options {
+        start_worker: false,
+        ..Default::default()
+    })
+    .await;
+    insert_price(&stack, "price_1", T);
+    let addr = format!("127.0.0.1:{}", crate::support::free_port());
+    let env = stack
+        .serve_env()
+        .with("LISTEN_ADDR", &addr)
+        .with("MIRROR_QUERY_TIMEOUT_MS", "20000")
+        .with("DATABASE_POOL_SIZE", "2");
+    let mut serve =
+        crate::support::spawn_binary(env!("CARGO_BIN_EXE_stripe-sync"), &["serve"], &env);
+    crate::support::wait_for(Duration::from_secs(60), "serve ready", || async {
+        let r = reqwest::get(format!("http://{addr}/readyz")).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        let request = client
+            .get(format!("http://{addr}{path}"))
+            .bearer_auth(crate::support::stack::API_TOKEN);
+        async move {
+            let r = request.send().await.unwrap();
+            let status = r.status().as_u16();
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, r.json::<Value>().await.unwrap(), retry_after)
+        }
+    };
+    let mut locker = stack.db.conn();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE stripe.prices IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let waiting = tokio::spawn(get("/api/stripe/prices"));
+    crate::support::wait_for(
+        Duration::from_secs(10),
+        "the read to wait for the lock",
+        || {
+            let waiting = stack.db.count(
+                "pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            );
+            async move { (waiting > 0).then_some(()) }
+        },
+    )
+    .await;
+    let (status, busy, retry_after) = get("/api/stripe/products").await;
+    assert_eq!(
+        (
+            status,
+            busy["error"]["code"].as_str(),
+            retry_after.as_deref()
+        ),
+        (503, Some("mirror_busy"), Some("1")),
+        "{busy}"
+    );
+    let (status, body, _) = get("/api/customers").await;
+    assert_eq!(status, 200, "{body}");
+    let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    locker.batch_execute("ROLLBACK").unwrap();
+    let (status, body, _) = waiting.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body, _) = get("/api/stripe/products").await;
+    assert_eq!(status, 200, "the reader's place is free again: {body}");
+    let _ = serve.kill();
+    let _ = serve.wait();
+    stack.stop().await;
+}
