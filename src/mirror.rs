@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use diesel::connection::SimpleConnection;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -375,15 +376,20 @@ fn bounded<T>(
 ) -> Result<T, ReadError> {
     conn.build_transaction().read_only().run(|conn| {
         // SET takes no bind parameters; the number is the configuration's.
-        diesel::sql_query(format!(
-            "SET LOCAL statement_timeout = {}",
+        // No lock_timeout of the database's or role's own applies: a lock
+        // wait is bounded by the same budget and answered as a timeout.
+        conn.batch_execute(&format!(
+            "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = 0",
             timeout.as_millis()
-        ))
-        .execute(conn)?;
+        ))?;
         let started = Instant::now();
         read(conn).map_err(|e| classify(e, started.elapsed(), timeout))
     })
 }
+
+/// How late after its budget a cancelled statement's error may arrive and
+/// still be the budget's.
+const CANCEL_SLACK: Duration = Duration::from_secs(1);
 
 /// A statement timeout is SQLSTATE 57014, but diesel reports it as an
 /// unknown database error with no SQLSTATE, and its message text follows
@@ -397,7 +403,14 @@ fn classify(e: DieselError, elapsed: Duration, timeout: Duration) -> ReadError {
             DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
             _,
         ) => ReadError::Database(e),
-        DieselError::DatabaseError(..) if elapsed >= timeout => ReadError::Timeout(timeout),
+        // Postgres cancels at its next interrupt check, soon after the
+        // budget: an error long after it (a storage failure that held the
+        // statement up) is the database's, not the budget's.
+        DieselError::DatabaseError(..)
+            if elapsed >= timeout && elapsed < timeout + CANCEL_SLACK =>
+        {
+            ReadError::Timeout(timeout)
+        }
         _ => ReadError::Database(e),
     }
 }
@@ -691,6 +704,11 @@ mod tests {
         ));
         assert!(matches!(
             classify(failed(), budget / 2, budget),
+            ReadError::Database(_)
+        ));
+        // Long past the budget: a storage failure that held the statement.
+        assert!(matches!(
+            classify(failed(), budget + CANCEL_SLACK, budget),
             ReadError::Database(_)
         ));
         let closed = DieselError::DatabaseError(

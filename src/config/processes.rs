@@ -44,6 +44,8 @@ pub struct ServeConfig {
 /// of a large relation through an index, short enough that a filter that
 /// scans it cannot hold a connection of the pool for long.
 pub const DEFAULT_MIRROR_QUERY_TIMEOUT_MS: u64 = 5000;
+/// The smallest `MIRROR_QUERY_TIMEOUT_MS` accepted.
+pub const MIN_MIRROR_QUERY_TIMEOUT_MS: u64 = 100;
 
 impl ServeConfig {
     pub fn load(env: &Env) -> Result<Self, ConfigError> {
@@ -106,11 +108,16 @@ impl ServeConfig {
                 let ms: u64 =
                     env.parsed("MIRROR_QUERY_TIMEOUT_MS", DEFAULT_MIRROR_QUERY_TIMEOUT_MS)?;
                 // 0 is Postgres's "no timeout", the opposite of a bound;
-                // statement_timeout holds at most i32::MAX ms.
-                if !(1..=i32::MAX as u64).contains(&ms) {
+                // below a tenth of a second a network round trip would be
+                // taken for the budget running out; statement_timeout
+                // holds at most i32::MAX ms.
+                if !(MIN_MIRROR_QUERY_TIMEOUT_MS..=i32::MAX as u64).contains(&ms) {
                     return Err(ConfigError::Invalid {
                         name: "MIRROR_QUERY_TIMEOUT_MS",
-                        reason: format!("must be from 1 to {}", i32::MAX),
+                        reason: format!(
+                            "must be from {MIN_MIRROR_QUERY_TIMEOUT_MS} to {}",
+                            i32::MAX
+                        ),
                     });
                 }
                 Duration::from_millis(ms)
@@ -624,8 +631,10 @@ mod tests {
         );
         assert_eq!(of("250"), Ok(Duration::from_millis(250)));
         assert_eq!(of("2147483647"), Ok(Duration::from_millis(2_147_483_647)));
-        // 0 would be Postgres's "no timeout"; past i32::MAX, SET refuses it.
-        for raw in ["0", "2147483648", "-1", "5s"] {
+        assert_eq!(of("100"), Ok(Duration::from_millis(100)));
+        // 0 would be Postgres's "no timeout", under 100 ms a round trip
+        // would pass for the budget; past i32::MAX, SET refuses it.
+        for raw in ["0", "99", "2147483648", "-1", "5s"] {
             assert!(
                 matches!(
                     of(raw),

@@ -21,6 +21,8 @@ pub struct ApiError {
     /// What this answer does to the `Idempotency-Key` it was given under
     /// (see `super::idempotent`).
     pub for_key: ForKey,
+    /// Seconds to wait before retrying, sent as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 /// What an error answer does to the request's `Idempotency-Key`.
@@ -48,7 +50,14 @@ impl ApiError {
             field: None,
             details: Vec::new(),
             for_key: ForKey::Reopen,
+            retry_after: None,
         }
+    }
+
+    /// Asks the client to retry after `seconds` (`Retry-After`).
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// Marks a refusal that a retry of the same request would get again
@@ -104,6 +113,11 @@ impl ApiError {
 
     pub fn into_response(self) -> warp::reply::Response {
         let mut response = with_status(json(&self.body()), self.status).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", warp::http::HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 "www-authenticate",
@@ -125,6 +139,7 @@ pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infa
             field: e.field.clone(),
             details: e.details.clone(),
             for_key: e.for_key,
+            retry_after: e.retry_after,
         }
     } else if rejection.is_not_found() {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")

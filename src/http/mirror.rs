@@ -1,8 +1,10 @@
 //! `/api/stripe/{relation}` and `/api/stripe/{relation}/{id}`: the Stripe
 //! mirror read over HTTP (queries in `crate::mirror`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
@@ -11,12 +13,14 @@ use crate::db::{PgConn, PgPool};
 use crate::mirror::{self, GetQuery, ListQuery, ReadError, Relation};
 
 /// The routes; each read is cancelled by Postgres after `query_timeout`
-/// (`MIRROR_QUERY_TIMEOUT_MS`).
+/// (`MIRROR_QUERY_TIMEOUT_MS`), and at most half the pool's connections
+/// read the mirror at once.
 pub fn routes(
     pool: PgPool,
     query_timeout: Duration,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    let with_pool = warp::any().map(move || pool.clone());
+    let readers = Readers::for_pool(&pool);
+    let with_pool = warp::any().map(move || (pool.clone(), readers.clone()));
     let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
 
     let list = warp::path!("stripe" / String)
@@ -24,41 +28,69 @@ pub fn routes(
         .and(raw_query)
         .and(with_pool.clone())
         .and_then(
-            move |relation: String, raw: String, pool: PgPool| async move {
+            move |relation: String, raw: String, (pool, readers): (PgPool, Readers)| async move {
                 let relation = find(&relation)?;
                 let query = ListQuery::parse(relation, &raw).map_err(invalid)?;
-                let page = read(pool, relation, query_timeout, move |conn, timeout| {
-                    mirror::list(conn, &query, timeout)
-                })
+                let page = read(
+                    pool,
+                    readers,
+                    relation,
+                    query_timeout,
+                    move |conn, timeout| mirror::list(conn, &query, timeout),
+                )
                 .await?;
                 Ok::<_, Rejection>(warp::reply::json(&page).into_response())
             },
         );
 
-    let get = warp::path!("stripe" / String / String)
-        .and(warp::get())
-        .and(raw_query)
-        .and(with_pool)
-        .and_then(
-            move |relation: String, id: String, raw: String, pool: PgPool| async move {
-                let relation = find(&relation)?;
-                let query = GetQuery::parse(relation, &id, &raw).map_err(invalid)?;
-                let found = read(pool, relation, query_timeout, move |conn, timeout| {
-                    mirror::get(conn, &query, timeout)
-                })
-                .await?;
-                match found {
-                    Some(row) => Ok::<_, Rejection>(warp::reply::json(&row).into_response()),
-                    None => Err(warp::reject::custom(ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        "not_found",
-                        "no object with this id on this account",
-                    ))),
-                }
-            },
-        );
+    let get =
+        warp::path!("stripe" / String / String)
+            .and(warp::get())
+            .and(raw_query)
+            .and(with_pool)
+            .and_then(
+                move |relation: String,
+                      id: String,
+                      raw: String,
+                      (pool, readers): (PgPool, Readers)| async move {
+                    let relation = find(&relation)?;
+                    let query = GetQuery::parse(relation, &id, &raw).map_err(invalid)?;
+                    let found = read(
+                        pool,
+                        readers,
+                        relation,
+                        query_timeout,
+                        move |conn, timeout| mirror::get(conn, &query, timeout),
+                    )
+                    .await?;
+                    match found {
+                        Some(row) => Ok::<_, Rejection>(warp::reply::json(&row).into_response()),
+                        None => Err(warp::reject::custom(ApiError::new(
+                            StatusCode::NOT_FOUND,
+                            "not_found",
+                            "no object with this id on this account",
+                        ))),
+                    }
+                },
+            );
 
     list.or(get).unify()
+}
+
+/// The mirror reads allowed at once. A statement timeout bounds each
+/// read, not how many wait on one lock or scan: without a cap, a few slow
+/// reads would hold every pooled connection, and the customers API,
+/// payments and `/readyz` would answer 503 for a lock held elsewhere. Half
+/// the pool (at least one) is the mirror's; a read beyond that is refused
+/// at once with `503 mirror_busy` and `Retry-After`, holding nothing.
+#[derive(Clone)]
+struct Readers(Arc<Semaphore>);
+
+impl Readers {
+    fn for_pool(pool: &PgPool) -> Self {
+        let share = (pool.max_size() as usize).div_ceil(2).max(1);
+        Self(Arc::new(Semaphore::new(share)))
+    }
 }
 
 /// Runs a read of the mirror on the blocking pool. Not `with_db`: that
@@ -66,11 +98,23 @@ pub fn routes(
 /// neither the database being down nor worth paging anyone for.
 async fn read<T: Send + 'static>(
     pool: PgPool,
+    readers: Readers,
     relation: Relation,
     timeout: Duration,
     op: impl FnOnce(&mut PgConn, Duration) -> Result<T, ReadError> + Send + 'static,
 ) -> Result<T, Rejection> {
+    let Ok(permit) = readers.0.try_acquire_owned() else {
+        return Err(warp::reject::custom(
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "mirror_busy",
+                "as many mirror reads as allowed are running; retry shortly",
+            )
+            .with_retry_after(1),
+        ));
+    };
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let mut conn = pool
             .get()
             .map_err(|e| ApiError::unavailable("database_unavailable", &e))?;
