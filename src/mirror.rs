@@ -252,24 +252,40 @@ fn parse_bool(field: &str, raw: &str) -> Result<bool, Invalid> {
     }
 }
 
-fn parse_time(field: &str, raw: &str) -> Result<i64, Invalid> {
-    raw.parse::<i64>()
-        .ok()
-        .or_else(|| {
-            chrono::DateTime::parse_from_rfc3339(raw)
-                .ok()
-                .map(|t| t.timestamp())
-        })
-        .filter(|t| (MIN_TIME..=MAX_TIME).contains(t))
-        .ok_or_else(|| {
-            bad(
-                field,
-                format!(
-                    "must be unix seconds from {MIN_TIME} to {MAX_TIME}, or an RFC 3339 time \
-                     from 0000-01-01T00:00:00Z to 9999-12-31T23:59:59Z"
-                ),
-            )
-        })
+/// A time filter's value as whole unix seconds. Stripe's times are whole
+/// seconds, so a time between two seconds is rounded to the one that keeps
+/// the comparison's meaning: up for `[lt]` and `[gte]`, down for `[gt]` and
+/// `[lte]`; an exact match on it matches nothing, and is refused.
+fn parse_time(field: &str, raw: &str, op: Op) -> Result<i64, Invalid> {
+    let out_of_range = || {
+        bad(
+            field,
+            format!(
+                "must be unix seconds from {MIN_TIME} to {MAX_TIME}, or an RFC 3339 time \
+                 from 0000-01-01T00:00:00Z to 9999-12-31T23:59:59Z"
+            ),
+        )
+    };
+    // `timestamp` is the second at or before the time.
+    let (seconds, between) = match raw.parse::<i64>() {
+        Ok(seconds) => (seconds, false),
+        Err(_) => {
+            let t = chrono::DateTime::parse_from_rfc3339(raw).map_err(|_| out_of_range())?;
+            (t.timestamp(), t.timestamp_subsec_nanos() > 0)
+        }
+    };
+    if !(MIN_TIME..=MAX_TIME).contains(&seconds) {
+        return Err(out_of_range());
+    }
+    // One past MAX_TIME is still far inside Postgres's timestamptz range.
+    match op {
+        Op::Eq if between => Err(bad(
+            field,
+            "an exact time is a whole second (Stripe's times have no fraction)",
+        )),
+        Op::Lt | Op::Gte if between => Ok(seconds + 1),
+        _ => Ok(seconds),
+    }
 }
 
 fn filter(relation: Relation, name: &str, raw: String) -> Result<Filter, Invalid> {
@@ -328,7 +344,7 @@ fn filter(relation: Relation, name: &str, raw: String) -> Result<Filter, Invalid
         ColumnKind::Text | ColumnKind::Ref => Operand::Text(raw),
         ColumnKind::Bool => Operand::Bool(parse_bool(name, &raw)?),
         ColumnKind::Int => Operand::Int(raw.parse().map_err(|_| bad(name, "must be an integer"))?),
-        ColumnKind::Time => Operand::Time(parse_time(name, &raw)?),
+        ColumnKind::Time => Operand::Time(parse_time(name, &raw, op)?),
     };
     Ok(Filter {
         column: col.name,
@@ -623,6 +639,29 @@ mod tests {
             ListQuery::parse(lines, "invoice=in_%00").unwrap_err().field,
             "invoice"
         );
+    }
+
+    /// Stripe's times are whole seconds: a time between two keeps the
+    /// comparison's meaning (a row at 12:00:00 is before 12:00:00.5).
+    #[test]
+    fn a_time_between_seconds_rounds_the_way_its_comparison_means() {
+        let at = 1_767_225_600; // 2026-01-01T00:00:00Z
+        let time =
+            |query: &str| ListQuery::parse(prices(), query).map(|q| q.filters[0].value.clone());
+        for (query, seconds) in [
+            ("created[lt]=2026-01-01T00:00:00.5Z", at + 1),
+            ("created[gte]=2026-01-01T00:00:00.5Z", at + 1),
+            ("created[gt]=2026-01-01T00:00:00.5Z", at),
+            ("created[lte]=2026-01-01T00:00:00.5Z", at),
+            ("created[lt]=2026-01-01T00:00:00Z", at),
+            ("created=2026-01-01T00:00:00Z", at),
+            ("created[lt]=1969-12-31T23:59:59.5Z", 0),
+            ("created[lt]=9999-12-31T23:59:59.5Z", MAX_TIME + 1),
+        ] {
+            assert_eq!(time(query), Ok(Operand::Time(seconds)), "{query}");
+        }
+        let e = time("created=2026-01-01T00:00:00.5Z").unwrap_err();
+        assert_eq!(e.field, "created");
     }
 
     #[test]
