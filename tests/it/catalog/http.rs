@@ -299,11 +299,7 @@ async fn a_mirror_read_past_its_statement_timeout_is_a_504_query_timeout() {
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
-    crate::support::wait_for(Duration::from_secs(60), "serve ready", || async {
-        let r = reqwest::get(format!("http://{addr}/readyz")).await.ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
+    wait_ready(&addr).await;
     // Without a bound the request would wait for the lock as long as it is
     // held: the client gives up well after the timeout instead of hanging.
     let client = reqwest::Client::builder()
@@ -356,17 +352,7 @@ async fn a_mirror_read_past_its_statement_timeout_is_a_504_query_timeout() {
         .batch_execute("BEGIN; LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
         .unwrap();
     let customers = tokio::spawn(get("/api/customers"));
-    crate::support::wait_for(
-        Duration::from_secs(10),
-        "the list to wait for the lock",
-        || {
-            let waiting = stack.db.count(
-                "pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            );
-            async move { (waiting > 0).then_some(()) }
-        },
-    )
-    .await;
+    wait_for_a_lock_wait(&stack, "the list to wait for the lock").await;
     tokio::time::sleep(Duration::from_millis(3 * timeout_ms)).await;
     locker.batch_execute("ROLLBACK").unwrap();
     let (status, body, took) = customers.await.unwrap();
@@ -416,11 +402,7 @@ async fn mirror_reads_waiting_on_a_lock_leave_the_other_routes_a_connection() {
         .with("DATABASE_POOL_SIZE", "2");
     let mut serve =
         crate::support::spawn_binary(env!("CARGO_BIN_EXE_stripe-sync"), &["serve"], &env);
-    crate::support::wait_for(Duration::from_secs(60), "serve ready", || async {
-        let r = reqwest::get(format!("http://{addr}/readyz")).await.ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
+    wait_ready(&addr).await;
     let client = reqwest::Client::new();
     let get = |path: &str| {
         let request = client
@@ -441,17 +423,7 @@ async fn mirror_reads_waiting_on_a_lock_leave_the_other_routes_a_connection() {
         .batch_execute("BEGIN; LOCK TABLE stripe.prices IN ACCESS EXCLUSIVE MODE")
         .unwrap();
     let waiting = tokio::spawn(get("/api/stripe/prices"));
-    crate::support::wait_for(
-        Duration::from_secs(10),
-        "the read to wait for the lock",
-        || {
-            let waiting = stack.db.count(
-                "pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            );
-            async move { (waiting > 0).then_some(()) }
-        },
-    )
-    .await;
+    wait_for_a_lock_wait(&stack, "the read to wait for the lock").await;
     let (status, busy, retry_after) = get("/api/stripe/products").await;
     assert_eq!(
         (
@@ -474,4 +446,25 @@ async fn mirror_reads_waiting_on_a_lock_leave_the_other_routes_a_connection() {
     let _ = serve.kill();
     let _ = serve.wait();
     stack.stop().await;
+}
+
+/// Waits until serve at `addr` answers `/readyz`.
+async fn wait_ready(addr: &str) {
+    crate::support::wait_for(Duration::from_secs(60), "serve ready", || async {
+        let r = reqwest::get(format!("http://{addr}/readyz")).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+}
+
+/// Waits until a session of the test's database waits on a lock: the
+/// request sent before is held by the lock the test took.
+async fn wait_for_a_lock_wait(stack: &Stack, what: &str) {
+    crate::support::wait_for(Duration::from_secs(10), what, || {
+        let waiting = stack.db.count(
+            "pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        );
+        async move { (waiting > 0).then_some(()) }
+    })
+    .await;
 }

@@ -9,7 +9,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::{
-    buy, credits, credits_stack, entries, intents_created, save_card, synced_customer, WAIT,
+    buy, credits, credits_stack, entries, intents_created, local_customer, save_card,
+    synced_customer, WAIT,
 };
 use crate::payments::post;
 use crate::support::localstripe::LocalStripe;
@@ -107,16 +108,7 @@ async fn a_key_is_one_customers_at_any_age() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_that_means_later_is_not_replayed() {
     let stack = Stack::start(Options::default()).await;
-    let r = stack
-        .api(Method::POST, "/api/customers")
-        .json(&json!({"email": "saver@example.com"}))
-        .send()
-        .await
-        .unwrap();
-    let customer = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let customer = local_customer(&stack, "saver@example.com").await;
     let (status, short, _) = spend(&stack, &customer, 50, "later").await;
     assert_eq!(
         (status, short["error"]["code"].as_str()),
@@ -238,16 +230,7 @@ async fn a_purchase_stripe_still_holds_is_not_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_powers_need_the_admin_token() {
     let stack = Stack::start(Options::default()).await;
-    let r = stack
-        .api(Method::POST, "/api/customers")
-        .json(&json!({"email": "ops@example.com"}))
-        .send()
-        .await
-        .unwrap();
-    let customer = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let customer = local_customer(&stack, "ops@example.com").await;
     let send = |token: Option<&str>, method: Method, path: String, body: Value, key: &str| {
         let mut req = stack
             .http

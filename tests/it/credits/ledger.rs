@@ -7,7 +7,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::{
-    buy, credits, credits_stack, entries, save_card, synced_customer, wait_mirrored_successes, WAIT,
+    buy, credits, credits_stack, entries, local_customer, save_card, synced_customer,
+    wait_mirrored_successes, WAIT,
 };
 use crate::payments::post;
 use crate::support::fixtures::{self, refund_event};
@@ -49,16 +50,7 @@ async fn adjust(stack: &Stack, customer: &str, credits: i64, key: &str) -> (u16,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_spends_never_overdraw_and_a_key_spends_once() {
     let stack = Stack::start(Options::default()).await;
-    let r = stack
-        .api(Method::POST, "/api/customers")
-        .json(&json!({"email": "player@example.com"}))
-        .send()
-        .await
-        .unwrap();
-    let customer = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let customer = local_customer(&stack, "player@example.com").await;
     let (status, granted) = adjust(&stack, &customer, 1100, "grant-1100").await;
     assert_eq!(
         (status, granted["balance"].as_i64()),

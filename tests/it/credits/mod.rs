@@ -37,8 +37,8 @@ async fn credits_stack(ls: &mut LocalStripe, proxy: &CountingProxy) -> Stack {
     stack
 }
 
-/// A customer created through the API, once it has its Stripe customer.
-async fn synced_customer(stack: &Stack, email: &str) -> String {
+/// A customer created through the API: its local id.
+async fn local_customer(stack: &Stack, email: &str) -> String {
     let r = stack
         .api(Method::POST, "/api/customers")
         .json(&json!({"email": email, "name": "Credit Buyer"}))
@@ -46,10 +46,15 @@ async fn synced_customer(stack: &Stack, email: &str) -> String {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"]
+    r.json::<Value>().await.unwrap()["id"]
         .as_str()
         .unwrap()
-        .to_owned();
+        .to_owned()
+}
+
+/// A customer created through the API, once it has its Stripe customer.
+async fn synced_customer(stack: &Stack, email: &str) -> String {
+    let id = local_customer(stack, email).await;
     stack.wait_sync_status(&id, "synced", WAIT).await;
     id
 }
@@ -396,16 +401,7 @@ async fn an_unsynced_customer_is_told_to_wait_and_the_retry_buys() {
     })
     .await;
     ls.register_webhook(&stack.webhook_url(), SECRET).await;
-    let r = stack
-        .api(Method::POST, "/api/customers")
-        .json(&json!({"email": "later@example.com"}))
-        .send()
-        .await
-        .unwrap();
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = local_customer(&stack, "later@example.com").await;
     let (status, e) = save_card(&stack, &id, "pm_card_visa").await;
     assert_eq!(
         (status, e["error"]["code"].as_str()),
