@@ -23,6 +23,7 @@ mod pull;
 mod row_lock;
 mod salesforce;
 mod salesforce_inbound;
+mod salesforce_races;
 mod shutdown;
 mod signature_oracle;
 mod startup;

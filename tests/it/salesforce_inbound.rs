@@ -21,12 +21,12 @@ use crate::support::localstripe::LocalStripe;
 use crate::support::stack::{Options, Stack, SECRET};
 use crate::support::{json_of, wait_for};
 
-const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
 /// Every process: serve and stripe-inbound (against localstripe, whose
 /// webhooks come back), outbox-relay, stripe-outbound, and salesforce's
 /// outbound and inbound.
-async fn three_parties(salesforce: &FakeSalesforce, ls: &mut LocalStripe) -> Stack {
+pub(crate) async fn three_parties(salesforce: &FakeSalesforce, ls: &mut LocalStripe) -> Stack {
     let mut stack = Stack::start(Options {
         stripe_base: ls.base(),
         start_outbound: true,
@@ -41,7 +41,7 @@ async fn three_parties(salesforce: &FakeSalesforce, ls: &mut LocalStripe) -> Sta
 }
 
 /// The local customer linked to `service`'s `external_id`.
-fn linked(stack: &Stack, service: &str, external_id: &str) -> Option<Customer> {
+pub(crate) fn linked(stack: &Stack, service: &str, external_id: &str) -> Option<Customer> {
     id_map::table
         .inner_join(customers::table.on(customers::id.eq(id_map::local_id)))
         .filter(id_map::service.eq(service))
@@ -53,7 +53,7 @@ fn linked(stack: &Stack, service: &str, external_id: &str) -> Option<Customer> {
 }
 
 /// `local_id`'s link at `service`.
-fn link_of(stack: &Stack, service: &str, local_id: uuid::Uuid) -> Option<String> {
+pub(crate) fn link_of(stack: &Stack, service: &str, local_id: uuid::Uuid) -> Option<String> {
     id_map::table
         .filter(id_map::service.eq(service))
         .filter(id_map::local_id.eq(local_id))
@@ -63,19 +63,19 @@ fn link_of(stack: &Stack, service: &str, local_id: uuid::Uuid) -> Option<String>
         .unwrap()
 }
 
-async fn stripe_customer(ls: &LocalStripe, id: &str) -> Value {
+pub(crate) async fn stripe_customer(ls: &LocalStripe, id: &str) -> Value {
     ls.call(Method::GET, &format!("/v1/customers/{id}"), &[])
         .await
 }
 
 /// What each outside party has been sent: writes the Salesforce fake
 /// accepted, and customer events localstripe emitted (one per write).
-async fn counts(salesforce: &FakeSalesforce, ls: &LocalStripe) -> (usize, usize) {
+pub(crate) async fn counts(salesforce: &FakeSalesforce, ls: &LocalStripe) -> (usize, usize) {
     (salesforce.writes().len(), ls.event_count("customer.").await)
 }
 
 /// The outbox, for failure messages: what went where, and from where.
-fn outbox_rows(stack: &Stack) -> Vec<(i64, String, String, Value)> {
+pub(crate) fn outbox_rows(stack: &Stack) -> Vec<(i64, String, String, Value)> {
     use stripe_sync::db::schema::outbox;
     outbox::table
         .order(outbox::id)
@@ -90,7 +90,7 @@ fn outbox_rows(stack: &Stack) -> Vec<(i64, String, String, Value)> {
 }
 
 /// Waits until salesforce-outbound has handled every change it is owed.
-async fn wait_all_held_by_salesforce(stack: &Stack) {
+pub(crate) async fn wait_all_held_by_salesforce(stack: &Stack) {
     wait_for(
         WAIT,
         "every change handled by salesforce-outbound",
@@ -106,7 +106,7 @@ async fn wait_all_held_by_salesforce(stack: &Stack) {
 }
 
 /// The system is quiet: nothing more reaches either party for a while.
-async fn assert_quiet(
+pub(crate) async fn assert_quiet(
     stack: &Stack,
     salesforce: &FakeSalesforce,
     ls: &LocalStripe,
@@ -399,7 +399,7 @@ async fn a_pending_local_change_wins_its_field_over_a_salesforce_edit() {
     stack.stop().await;
 }
 
-async fn wait_contact_id(salesforce: &FakeSalesforce, local_id: &str) -> String {
+pub(crate) async fn wait_contact_id(salesforce: &FakeSalesforce, local_id: &str) -> String {
     wait_for(WAIT, "the Contact", || {
         let c = salesforce.contact_of(local_id);
         async move { c.and_then(|c| c["Id"].as_str().map(str::to_owned)) }

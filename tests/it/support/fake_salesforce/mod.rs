@@ -6,9 +6,11 @@
 //! request; and SOQL `query`/`queryAll` over the Contacts
 //! (the subset of SOQL the poller sends: a field list, `AND`/`OR`/parens
 //! over comparisons of `SystemModstamp`, `Id` and `IsDeleted`, `ORDER BY`,
-//! `LIMIT`). Every write stamps `SystemModstamp` (milliseconds, never
-//! twice the same) and `LastModifiedById`: the integration user's for API
-//! calls, a person's for the edits tests make "in Salesforce". Errors come
+//! `LIMIT`). Every write stamps `SystemModstamp` and `LastModifiedById`
+//! (the integration user's for API calls, a person's for the edits tests
+//! make "in Salesforce"). As in real orgs, the stamp has whole-second
+//! precision (the API returns `.000` milliseconds): two writes in one
+//! second carry the same stamp. Errors come
 //! as Salesforce sends them (`[{"message","errorCode","fields"}]`);
 //! `REQUEST_LIMIT_EXCEEDED`, 503s and expired sessions are injected on
 //! demand. It counts every call, so tests can say how many writes and
@@ -65,8 +67,7 @@ struct State {
     contacts: HashMap<String, Value>,
     next_id: u64,
     calls: Vec<Call>,
-    /// The last `SystemModstamp` given, in milliseconds: the host clock's,
-    /// or one later when the clock has not moved on.
+    /// The last `SystemModstamp` given, in milliseconds (a whole second).
     clock: i64,
     /// This fake's own URL, the token answer's `instance_url`.
     base: String,
@@ -191,14 +192,16 @@ impl FakeSalesforce {
         id
     }
 
-    /// A person edits a Contact in Salesforce.
-    pub fn edit_as_person(&self, id: &str, fields: Value) {
+    /// A person edits a Contact in Salesforce; the record as it is after.
+    pub fn edit_as_person(&self, id: &str, fields: Value) -> Value {
         let mut state = self.state.lock().unwrap();
         let mut contact = state.contacts[id].as_object().cloned().unwrap();
         assert_eq!(contact["IsDeleted"], false, "{id} is deleted");
         contact.extend(fields.as_object().cloned().unwrap());
         stamp(&mut state, &mut contact, PERSON);
-        state.contacts.insert(id.to_owned(), Value::Object(contact));
+        let record = Value::Object(contact);
+        state.contacts.insert(id.to_owned(), record.clone());
+        record
     }
 
     /// A person deletes a Contact (it goes to the recycle bin).
@@ -231,14 +234,14 @@ fn error(status: StatusCode, code: &str, message: &str, fields: &[&str]) -> Repl
     )
 }
 
-/// Stamps a write: `SystemModstamp` (never twice the same millisecond)
-/// and who made it.
+/// Stamps a write: `SystemModstamp` (the current whole second, as
+/// Salesforce's own; never behind an earlier stamp) and who made it.
 fn stamp(state: &mut State, contact: &mut Map<String, Value>, user: &str) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    state.clock = now.max(state.clock + 1);
+    state.clock = (now - now % 1000).max(state.clock);
     let at = chrono::DateTime::from_timestamp_millis(state.clock).unwrap();
     contact.insert(
         "SystemModstamp".into(),
