@@ -1,29 +1,40 @@
 //! What a Contact version does to the local customers: the inbound half
 //! of the Salesforce adapter, with the rules Stripe's customers follow.
 //!
-//! - **Once.** The version's id (`{Id}@{SystemModstamp}`) is claimed in the
-//!   ledger (service `salesforce`, account the org) in the transaction that
-//!   applies it.
+//! - **Once.** The version's id (`{Id}@{SystemModstamp}:{digest}`) is
+//!   claimed in the ledger (service `salesforce`, account the org) in the
+//!   transaction that applies it.
 //! - **In order.** The link's watermark is the newest `SystemModstamp`
-//!   applied; [`order::decide`] makes an older version stale. An equal
-//!   stamp is the same version (milliseconds tell versions apart), so it
-//!   is stale too and never needs a re-read.
+//!   applied; [`order::decide`] makes an older version stale. Stamps are
+//!   whole seconds, so an equal stamp (another version of the same second)
+//!   is a tie, settled as Stripe's are: the Contact's current state is read
+//!   ([`Current`]) and applied.
 //! - **Tombstones.** `IsDeleted` (what `queryAll` reports from the recycle
 //!   bin) tombstones the customer; a later version, an undelete included,
 //!   does not bring it back.
-//! - **Echoes.** A version last modified by the integration user is our own
-//!   write reported back: its stamp is recorded and nothing else happens.
+//! - **Echoes, value by value.** A version is a Contact's state, not one
+//!   change: a person's edit and our later write can arrive as one version
+//!   last modified by the integration user. Each value is judged against
+//!   what salesforce-outbound wrote ([`super::written`]): ours is not
+//!   applied again, anyone else's is, and one that cannot be ordered
+//!   against our write of the same field is settled by reading the
+//!   Contact's current state.
 //! - **Conflicts.** A change Salesforce has not acknowledged yet (made
 //!   locally or reported by Stripe) keeps its fields over what Salesforce
 //!   reports, as with Stripe.
+//! - **Partial records.** A relay may send only the fields that changed;
+//!   a name part it leaves out is the one the customer has. A Contact new
+//!   to us with a name part left out is read whole.
 //! - **Onward.** What a version changes of the shared columns is appended
 //!   to the outbox with origin `salesforce`, for Stripe.
 
 use diesel::prelude::*;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::contact;
-use super::event::{SalesforceEvent, Version};
+use super::event::{parse_datetime, SalesforceEvent};
+use super::written::{Verdict, Writes};
 use crate::apply::ledger;
 use crate::apply::order::{self, Facts, Step, Watermark};
 use crate::apply::{Applied, ApplyError};
@@ -43,19 +54,140 @@ pub struct Context {
     pub external_id_field: String,
 }
 
+/// The Contact as it is now, read because a version alone could not say
+/// what to apply (a tie, a value that cannot be ordered against our write,
+/// a new Contact with a name part left out).
+#[derive(Debug, Clone)]
+pub struct Current {
+    /// `None`: not even in the recycle bin any more.
+    pub record: Option<Map<String, Value>>,
+    /// When the read began, by the database's clock (milliseconds): what
+    /// our writes' acknowledgements are compared with.
+    pub read_at: i64,
+}
+
+impl Current {
+    fn deleted(&self) -> bool {
+        self.record
+            .as_ref()
+            .is_none_or(|r| r.get("IsDeleted") == Some(&Value::Bool(true)))
+    }
+
+    fn stamp(&self) -> Option<i64> {
+        let stamp = self.record.as_ref()?.get("SystemModstamp")?.as_str()?;
+        parse_datetime(stamp)
+    }
+}
+
+/// Why a version was not applied.
+#[derive(Debug)]
+pub enum Stop {
+    Failed(ApplyError),
+    /// The Contact's current state is needed: apply the version again with
+    /// it, in a new transaction.
+    ReadCurrent,
+}
+
+impl From<ApplyError> for Stop {
+    fn from(e: ApplyError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl From<diesel::result::Error> for Stop {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
+/// What is applied: a version as reported, or the current state read for
+/// it.
+#[derive(Clone, Copy)]
+enum Report<'a> {
+    Version {
+        record: &'a Map<String, Value>,
+        stamp: i64,
+        deleted: bool,
+    },
+    Current(&'a Current),
+}
+
+impl Report<'_> {
+    fn deleted(&self) -> bool {
+        match self {
+            Self::Version { deleted, .. } => *deleted,
+            Self::Current(current) => current.deleted(),
+        }
+    }
+
+    /// The record, unless the Contact is gone for good.
+    fn record(&self) -> Option<&Map<String, Value>> {
+        match self {
+            Self::Version { record, .. } => Some(record),
+            Self::Current(current) => current.record.as_ref(),
+        }
+    }
+
+    fn judge(&self, writes: &Writes, column: &str, value: Option<&str>) -> Verdict {
+        match self {
+            Self::Version { stamp, .. } => writes.judge(column, value, *stamp),
+            Self::Current(current) => writes.judge_current(column, value, current.read_at),
+        }
+    }
+
+    /// What a report that changed nothing records.
+    fn unchanged(&self, echo: bool) -> Applied {
+        match self {
+            _ if echo => Applied::Echo,
+            Self::Version { .. } => Applied::Upserted,
+            Self::Current(_) => Applied::TieResolved,
+        }
+    }
+
+    fn changed(&self) -> Applied {
+        match self {
+            Self::Version { .. } => Applied::Upserted,
+            Self::Current(_) => Applied::TieResolved,
+        }
+    }
+}
+
 /// Applies one version in the caller's transaction.
 pub fn apply(
     conn: &mut PgConnection,
     ctx: &Context,
     event: &SalesforceEvent,
-) -> Result<Applied, ApplyError> {
+) -> Result<Applied, Stop> {
+    apply_report(conn, ctx, event, None)
+}
+
+/// Applies one version with the Contact's current state, read for it
+/// after [`Stop::ReadCurrent`], in its place.
+pub fn apply_current(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    event: &SalesforceEvent,
+    current: &Current,
+) -> Result<Applied, Stop> {
+    apply_report(conn, ctx, event, Some(current))
+}
+
+fn apply_report(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    event: &SalesforceEvent,
+    current: Option<&Current>,
+) -> Result<Applied, Stop> {
     let version = event.version().map_err(ApplyError::Permanent)?;
     if let Some(org) = event.org.as_deref().filter(|org| *org != ctx.org_id) {
         return Err(ApplyError::Permanent(format!(
             "the record belongs to org {org}, this worker syncs {}",
             ctx.org_id
-        )));
+        ))
+        .into());
     }
+    // Only what the ledger says of the version: values are judged one
+    // by one.
     let echo = version.modified_by == Some(ctx.user_id.as_str());
     let entry = NewLedgerEntry {
         service: service::SALESFORCE,
@@ -85,22 +217,29 @@ pub fn apply(
         delete: version.deleted,
         snapshot: false,
     };
-    let (step, mark) = order::decide(facts, version.modstamp, stored);
+    let (step, mut mark) = order::decide(facts, version.modstamp, stored);
+    let report = match current {
+        // The state read replaces the version, and leaves its own stamp;
+        // a delete always wins, as the ordering rules say.
+        Some(current) if !version.deleted => {
+            mark.version = mark.version.max(current.stamp().unwrap_or(mark.version));
+            mark.deleted |= current.deleted();
+            Report::Current(current)
+        }
+        _ => Report::Version {
+            record: &event.record,
+            stamp: version.modstamp,
+            deleted: version.deleted,
+        },
+    };
     let applied = match (link, step) {
-        (None, _) => first_version(conn, ctx, event, &version, echo, mark)?,
+        (None, _) => first_version(conn, ctx, event, report, mark, echo)?,
         (Some(_), Step::AfterTombstone) => Applied::AfterTombstone,
-        (Some(_), Step::Stale | Step::ReRead) => Applied::Stale,
+        (Some(_), Step::Stale) => Applied::Stale,
         (Some(_), Step::Create { .. }) => unreachable!("a linked Contact is never created"),
-        (Some(link), Step::Delete { .. } | Step::Write) => {
-            let applied = if echo {
-                Applied::Echo
-            } else if version.deleted {
-                fanout::tombstone(conn, &[(link.local_id, Some(service::SALESFORCE))])?;
-                Applied::Deleted
-            } else {
-                write(conn, link.local_id, event)?;
-                Applied::Upserted
-            };
+        (Some(_), Step::ReRead) if current.is_none() => return Err(Stop::ReadCurrent),
+        (Some(link), Step::Delete { .. } | Step::Write | Step::ReRead) => {
+            let applied = settle(conn, link.local_id, report, echo)?;
             idmap::advance(conn, key, mark.version, &event.id, mark.deleted)?;
             applied
         }
@@ -116,28 +255,41 @@ fn first_version(
     conn: &mut PgConnection,
     ctx: &Context,
     event: &SalesforceEvent,
-    version: &Version<'_>,
-    echo: bool,
+    report: Report<'_>,
     mark: Watermark,
-) -> Result<Applied, ApplyError> {
-    let named = named_local_customer(conn, ctx, event)?;
+    echo: bool,
+) -> Result<Applied, Stop> {
+    let contact_id = event.version().map_err(ApplyError::Permanent)?.contact_id;
+    let named = match named_local_customer(conn, ctx, &event.record)? {
+        Some(local_id) => Some(local_id),
+        None => match report.record() {
+            Some(record) => named_local_customer(conn, ctx, record)?,
+            None => None,
+        },
+    };
     let (local_id, applied) = match named {
-        Some(local_id) if echo => (local_id, Applied::Echo),
-        Some(local_id) if version.deleted => {
-            fanout::tombstone(conn, &[(local_id, Some(service::SALESFORCE))])?;
-            (local_id, Applied::Deleted)
-        }
-        Some(local_id) => {
-            write(conn, local_id, event)?;
-            (local_id, Applied::Upserted)
-        }
+        Some(local_id) => (local_id, settle(conn, local_id, report, echo)?),
         None => {
+            if let Report::Version {
+                record, deleted, ..
+            } = report
+            {
+                if !deleted && contact::has_partial_name(record) {
+                    return Err(Stop::ReadCurrent);
+                }
+            }
             let local_id = Uuid::new_v4();
-            insert(conn, local_id, event, version.deleted)?;
-            let applied = if version.deleted {
+            let deleted = report.deleted();
+            insert(
+                conn,
+                local_id,
+                report.record().unwrap_or(&event.record),
+                deleted,
+            )?;
+            let applied = if deleted {
                 Applied::Deleted
             } else {
-                Applied::Upserted
+                report.changed()
             };
             (local_id, applied)
         }
@@ -148,7 +300,7 @@ fn first_version(
             service: service::SALESFORCE,
             account: &ctx.org_id,
             entity: entity::CONTACT,
-            external_id: version.contact_id,
+            external_id: contact_id,
             local_id,
             remote_version: mark.version,
             remote_event_id: Some(&event.id),
@@ -158,15 +310,14 @@ fn first_version(
     Ok(applied)
 }
 
-/// The local customer the external-id field names, if it exists and is
-/// not linked to another Contact.
+/// The local customer the external-id field of `record` names, if it
+/// exists and is not linked to another Contact.
 fn named_local_customer(
     conn: &mut PgConnection,
     ctx: &Context,
-    event: &SalesforceEvent,
+    record: &Map<String, Value>,
 ) -> QueryResult<Option<Uuid>> {
-    let Some(local_id) = event
-        .record
+    let Some(local_id) = record
         .get(&ctx.external_id_field)
         .and_then(|v| v.as_str())
         .and_then(|v| v.parse::<Uuid>().ok())
@@ -187,7 +338,7 @@ fn named_local_customer(
 fn insert(
     conn: &mut PgConnection,
     local_id: Uuid,
-    event: &SalesforceEvent,
+    record: &Map<String, Value>,
     deleted: bool,
 ) -> QueryResult<()> {
     let mut row = SharedRow {
@@ -198,7 +349,7 @@ fn insert(
         description: None,
         deleted_at: None,
     };
-    for (column, value) in contact::customer_fields(&event.record) {
+    for (column, value) in contact::customer_fields(record, None) {
         set(&mut row, column, value);
     }
     diesel::insert_into(customers::table)
@@ -224,11 +375,28 @@ fn insert(
     )
 }
 
-/// Writes what the version changes of a live customer, under the conflict
-/// policy, and passes the change on.
-fn write(conn: &mut PgConnection, local_id: Uuid, event: &SalesforceEvent) -> QueryResult<()> {
-    // Locked before its pending changes are read, as Stripe's apply does
-    // (NO KEY, as every customer row lock is: see `customers::lock`).
+/// Tombstones a deleted Contact's customer; otherwise writes the values
+/// that are someone else's (not our writes reported back, not fields of a
+/// change still on its way to Salesforce) and passes them on.
+fn settle(
+    conn: &mut PgConnection,
+    local_id: Uuid,
+    report: Report<'_>,
+    echo: bool,
+) -> Result<Applied, Stop> {
+    if report.deleted() {
+        let tombstoned = fanout::tombstone(conn, &[(local_id, Some(service::SALESFORCE))])?;
+        return Ok(if tombstoned.is_empty() && echo {
+            Applied::Echo
+        } else {
+            Applied::Deleted
+        });
+    }
+    let Some(record) = report.record() else {
+        unreachable!("a live report has a record");
+    };
+    // Locked before our writes are read, as Stripe's apply does (NO KEY,
+    // as every customer row lock is: see `customers::lock`).
     let before: SharedRow = customers::table
         .find(local_id)
         .select(SharedRow::as_select())
@@ -237,18 +405,23 @@ fn write(conn: &mut PgConnection, local_id: Uuid, event: &SalesforceEvent) -> Qu
     if before.deleted_at.is_some() {
         // Deleted here: no update passed on (the deletion went out, if at
         // all, from the path that made it).
-        return Ok(());
+        return Ok(Applied::AfterTombstone);
     }
-    let pending = fanout::pending_for(conn, local_id, service::SALESFORCE)?;
+    let writes = Writes::load(conn, local_id)?;
     let mut after = before.clone();
-    for (column, value) in contact::customer_fields(&event.record) {
-        if !pending.contains(column) {
-            set(&mut after, column, value);
+    for (column, value) in contact::customer_fields(record, before.name.as_deref()) {
+        if *column_of(&before, column) == value {
+            continue;
+        }
+        match report.judge(&writes, column, value.as_deref()) {
+            Verdict::Theirs => set(&mut after, column, value),
+            Verdict::Ours => {}
+            Verdict::Unsure => return Err(Stop::ReadCurrent),
         }
     }
     let fields = fanout::changed(before.shared(), after.shared());
     if fields.is_empty() {
-        return Ok(());
+        return Ok(report.unchanged(echo));
     }
     diesel::update(customers::table.find(local_id))
         .set((
@@ -266,17 +439,33 @@ fn write(conn: &mut PgConnection, local_id: Uuid, event: &SalesforceEvent) -> Qu
         local_id,
         Operation::Update,
         fields,
-    )
+    )?;
+    Ok(report.changed())
 }
 
 /// Sets one shared column of a row being written.
 fn set(row: &mut SharedRow, column: &str, value: Option<String>) {
-    let slot = match column {
+    *slot(row, column) = value;
+}
+
+/// One shared column of a row, to write.
+fn slot<'a>(row: &'a mut SharedRow, column: &str) -> &'a mut Option<String> {
+    match column {
         "email" => &mut row.email,
         "name" => &mut row.name,
         "phone" => &mut row.phone,
         "description" => &mut row.description,
         other => unreachable!("{other} is not a shared column"),
-    };
-    *slot = value;
+    }
+}
+
+/// One shared column of a row, to read.
+fn column_of<'a>(row: &'a SharedRow, column: &str) -> &'a Option<String> {
+    match column {
+        "email" => &row.email,
+        "name" => &row.name,
+        "phone" => &row.phone,
+        "description" => &row.description,
+        other => unreachable!("{other} is not a shared column"),
+    }
 }

@@ -59,8 +59,14 @@ pub fn contact_changes(fields: &Map<String, Value>) -> Map<String, Value> {
 /// (`None`: empty in Salesforce); a column whose fields the record leaves
 /// out is not listed, so a relay sending part of a record changes only
 /// that part. The name joins `FirstName` and `LastName`, without the mark
-/// [`contact_of`] puts in `LastName` for a customer without one.
-pub fn customer_fields(record: &Map<String, Value>) -> Vec<(&'static str, Option<String>)> {
+/// [`contact_of`] puts in `LastName` for a customer without one; a record
+/// carrying one part and not the other (Change Data Capture sends only the
+/// part that changed) takes the other from `held_name`, the name the
+/// customer has now.
+pub fn customer_fields(
+    record: &Map<String, Value>,
+    held_name: Option<&str>,
+) -> Vec<(&'static str, Option<String>)> {
     let text = |field: &str| {
         record
             .get(field)
@@ -70,8 +76,18 @@ pub fn customer_fields(record: &Map<String, Value>) -> Vec<(&'static str, Option
     };
     let mut fields = Vec::new();
     if record.contains_key("FirstName") || record.contains_key("LastName") {
-        let last = text("LastName").filter(|l| *l != NO_NAME);
-        let name = match (text("FirstName"), last) {
+        let (held_first, held_last) = split_name(held_name);
+        let first = if record.contains_key("FirstName") {
+            text("FirstName")
+        } else {
+            held_first
+        };
+        let last = if record.contains_key("LastName") {
+            text("LastName").filter(|l| *l != NO_NAME)
+        } else {
+            held_last
+        };
+        let name = match (first, last) {
             (Some(first), Some(last)) => Some(format!("{first} {last}")),
             (one, other) => one.or(other).map(str::to_owned),
         };
@@ -89,6 +105,24 @@ pub fn customer_fields(record: &Map<String, Value>) -> Vec<(&'static str, Option
     fields
 }
 
+/// Whether a record carries one name part without the other: only with
+/// the name the customer already has does it say what the name is.
+pub fn has_partial_name(record: &Map<String, Value>) -> bool {
+    record.contains_key("FirstName") != record.contains_key("LastName")
+}
+
+/// A name as `FirstName` (all but the last word) and `LastName` (the last
+/// word), each `None` when empty.
+fn split_name(name: Option<&str>) -> (Option<&str>, Option<&str>) {
+    match name.map(str::trim).filter(|n| !n.is_empty()) {
+        None => (None, None),
+        Some(name) => match name.rsplit_once(char::is_whitespace) {
+            Some((first, last)) => (Some(first.trim_end()), Some(last)),
+            None => (None, Some(name)),
+        },
+    }
+}
+
 fn put(contact: &mut Map<String, Value>, field: &str, value: &Value) {
     let value = match value {
         Value::String(s) => Value::String(s.clone()),
@@ -98,12 +132,8 @@ fn put(contact: &mut Map<String, Value>, field: &str, value: &Value) {
 }
 
 fn name_fields(name: Option<&str>, contact: &mut Map<String, Value>) {
-    let name = name.map(str::trim).filter(|n| !n.is_empty());
-    let (first, last) = match name.map(|n| n.rsplit_once(char::is_whitespace)) {
-        Some(Some((first, last))) => (Some(first.trim_end()), last),
-        Some(None) => (None, name.expect("a name")),
-        None => (None, NO_NAME),
-    };
+    let (first, last) = split_name(name);
+    let last = last.unwrap_or(NO_NAME);
     contact.insert(
         "FirstName".into(),
         first.map_or(Value::Null, |f| Value::String(f.to_owned())),
@@ -144,7 +174,7 @@ mod tests {
         let record = json!({"FirstName": "Ada King", "LastName": "Lovelace",
                             "Email": "ada@example.com", "Phone": null, "Description": "  "});
         assert_eq!(
-            customer_fields(record.as_object().unwrap()),
+            customer_fields(record.as_object().unwrap(), None),
             vec![
                 ("name", Some("Ada King Lovelace".to_owned())),
                 ("email", Some("ada@example.com".to_owned())),
@@ -154,14 +184,47 @@ mod tests {
         );
         let unnamed = json!({"FirstName": null, "LastName": NO_NAME});
         assert_eq!(
-            customer_fields(unnamed.as_object().unwrap()),
+            customer_fields(unnamed.as_object().unwrap(), Some("Ada")),
             vec![("name", None)]
         );
         let partial = json!({"Email": "new@example.com"});
         assert_eq!(
-            customer_fields(partial.as_object().unwrap()),
+            customer_fields(partial.as_object().unwrap(), Some("Ada")),
             vec![("email", Some("new@example.com".to_owned()))]
         );
+    }
+
+    #[test]
+    fn a_record_with_one_name_part_keeps_the_other_from_the_held_name() {
+        let merged = |record: Value, held: Option<&str>| {
+            let record = record.as_object().unwrap().clone();
+            assert!(has_partial_name(&record));
+            customer_fields(&record, held).remove(0).1
+        };
+        let last = json!({"LastName": "Byron"});
+        assert_eq!(
+            merged(last.clone(), Some("Ada King Lovelace")).as_deref(),
+            Some("Ada King Byron")
+        );
+        assert_eq!(merged(last.clone(), Some("Cher")).as_deref(), Some("Byron"));
+        assert_eq!(merged(last, None).as_deref(), Some("Byron"));
+        let first = json!({"FirstName": "Augusta"});
+        assert_eq!(
+            merged(first.clone(), Some("Ada Lovelace")).as_deref(),
+            Some("Augusta Lovelace")
+        );
+        assert_eq!(
+            merged(json!({"FirstName": null}), Some("Ada Lovelace")).as_deref(),
+            Some("Lovelace")
+        );
+        assert!(!has_partial_name(
+            json!({"FirstName": "A", "LastName": "B"})
+                .as_object()
+                .unwrap()
+        ));
+        assert!(!has_partial_name(
+            json!({"Email": "a@example.com"}).as_object().unwrap()
+        ));
     }
 
     #[test]

@@ -2,11 +2,14 @@
 //! reported it (the poller, or a relay through `POST /webhooks/salesforce`),
 //! keyed by the Contact's id so its versions stay in one partition.
 //!
-//! A version is named by the Contact's id and its `SystemModstamp` in
-//! milliseconds: the poller and the relay reporting the same version make
-//! one ledger entry, and two versions can be ordered without a re-read
-//! (Stripe's whole seconds need one on a tie; Salesforce's milliseconds
-//! tell versions apart, so an equal stamp is the same version).
+//! A version is named by the Contact's id, its `SystemModstamp` and a
+//! digest of what it says (`{Id}@{ms}:{digest}`). Real orgs stamp whole
+//! seconds (the API returns `.000` milliseconds), so two changes in one
+//! second share a stamp: the digest tells them apart, while the poller and
+//! a relay reporting the same version still make one ledger entry. Two
+//! versions with one stamp cannot be ordered by it; the inbound apply
+//! settles such a tie as Stripe's are, by reading the Contact's current
+//! state.
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -35,7 +38,7 @@ pub const CONTACT_FIELDS: [&str; 9] = [
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SalesforceEvent {
-    /// `{Id}@{SystemModstamp in ms}`.
+    /// `{Id}@{SystemModstamp in ms}:{digest of the version's fields}`.
     pub id: String,
     /// The org the record belongs to, when the reporter knows it (the
     /// poller does); the inbound worker refuses another org's records.
@@ -64,9 +67,9 @@ impl SalesforceEvent {
         org: Option<&str>,
         source: &str,
     ) -> Result<Self, String> {
-        let version = version_of(&record)?;
+        let id = version_id(&record)?;
         Ok(Self {
-            id: format!("{}@{}", version.contact_id, version.modstamp),
+            id,
             org: org.map(str::to_owned),
             source: source.to_owned(),
             record,
@@ -76,8 +79,7 @@ impl SalesforceEvent {
     pub fn parse(payload: &[u8]) -> Result<Self, String> {
         let event: Self =
             serde_json::from_slice(payload).map_err(|e| format!("not a Salesforce event: {e}"))?;
-        let version = event.version()?;
-        if event.id != format!("{}@{}", version.contact_id, version.modstamp) {
+        if event.id != version_id(&event.record)? {
             return Err(format!(
                 "event id {:?} does not name the record's version",
                 event.id
@@ -97,6 +99,39 @@ impl SalesforceEvent {
             _ => "contact.changed",
         }
     }
+}
+
+/// The fields a version's digest covers: what it says of the Contact,
+/// besides the id and stamp its name already holds.
+const DIGESTED: [&str; 7] = [
+    "FirstName",
+    "LastName",
+    "Email",
+    "Phone",
+    "Description",
+    "IsDeleted",
+    "LastModifiedById",
+];
+
+/// `{Id}@{ms}:{digest}`: the digest is the first 48 bits of a SHA-256 over
+/// the [`DIGESTED`] fields the record carries (a field left out and one
+/// sent as `null` differ), so one version reads the same from the poller
+/// and a relay sending the whole record.
+fn version_id(record: &Map<String, Value>) -> Result<String, String> {
+    use sha2::{Digest, Sha256};
+    let version = version_of(record)?;
+    let said: Vec<(&str, &Value)> = DIGESTED
+        .iter()
+        .filter_map(|field| record.get(*field).map(|value| (*field, value)))
+        .collect();
+    let canonical = serde_json::to_vec(&said).map_err(|e| e.to_string())?;
+    let digest = Sha256::digest(&canonical);
+    Ok(format!(
+        "{}@{}:{}",
+        version.contact_id,
+        version.modstamp,
+        hex::encode(&digest[..6])
+    ))
 }
 
 fn version_of(record: &Map<String, Value>) -> Result<Version<'_>, String> {
@@ -170,7 +205,11 @@ mod tests {
         let event =
             SalesforceEvent::of_record(record.as_object().unwrap().clone(), None, SOURCE_RELAY)
                 .unwrap();
-        assert_eq!(event.id, "003000000000001AAA@1764628080123");
+        assert!(
+            event.id.starts_with("003000000000001AAA@1764628080123:"),
+            "{}",
+            event.id
+        );
         assert_eq!(event.kind(), "contact.deleted");
         let again = SalesforceEvent::parse(&serde_json::to_vec(&event).unwrap()).unwrap();
         assert_eq!(again, event);
@@ -201,5 +240,30 @@ mod tests {
         let mut forged = serde_json::to_value(&event).unwrap();
         forged["id"] = json!("003000000000001AAA@1");
         assert!(SalesforceEvent::parse(forged.to_string().as_bytes()).is_err());
+    }
+
+    #[test]
+    fn versions_in_one_second_differ_by_what_they_say_and_not_by_who_reports_them() {
+        let id = |record: Value| {
+            SalesforceEvent::of_record(record.as_object().unwrap().clone(), None, SOURCE_POLL)
+                .unwrap()
+                .id
+        };
+        let first = json!({"Id": "003000000000001AAA", "SystemModstamp": "2025-12-01T22:28:00.000+0000",
+                           "Phone": "+1 1", "LastModifiedById": "005000000000002AAA"});
+        let mut second = first.clone();
+        second["Phone"] = json!("+1 2");
+        assert_ne!(id(first.clone()), id(second));
+        // Extra fields (the relay's whole record, `attributes`, the
+        // external id) do not change the name; a field left out does.
+        let mut whole = first.clone();
+        whole["attributes"] = json!({"type": "Contact"});
+        whole["StripeSync_Id__c"] = json!(null);
+        assert_eq!(id(first.clone()), id(whole));
+        let mut cut = first.clone();
+        cut.as_object_mut().unwrap().remove("Phone");
+        assert_ne!(id(first.clone()), id(cut.clone()));
+        cut["Phone"] = json!(null);
+        assert_ne!(id(first), id(cut));
     }
 }

@@ -3,14 +3,14 @@
 
 use std::sync::{Arc, OnceLock};
 
-use diesel::Connection;
+use diesel::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use super::apply::{self, Context};
+use super::apply::{self, Context, Current, Stop};
 use super::client::SalesforceClient;
 use super::event::SalesforceEvent;
-use super::poll::Poller;
-use crate::apply::ApplyError;
+use super::poll::{self, Poller};
+use crate::apply::{Applied, ApplyError};
 use crate::config::SalesforceInboundConfig;
 use crate::db::PgPool;
 use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
@@ -59,6 +59,69 @@ impl SalesforceInboundHandler {
     }
 }
 
+/// How many times one version reads its Contact's current state before
+/// the batch is retried later: a read is repeated only when one of our
+/// writes to the Contact raced it.
+const CURRENT_READS: usize = 3;
+
+impl SalesforceInboundHandler {
+    /// The Contact as it is now (deleted ones too, through `queryAll`),
+    /// with the database's clock before the read.
+    fn read_current(
+        &self,
+        conn: &mut diesel::PgConnection,
+        contact_id: &str,
+    ) -> anyhow::Result<Current> {
+        let read_at: chrono::DateTime<chrono::Utc> = diesel::select(diesel::dsl::sql::<
+            diesel::sql_types::Timestamptz,
+        >("clock_timestamp()"))
+        .get_result(conn)?;
+        let soql = poll::current_query(&self.external_id_field, contact_id)
+            .ok_or_else(|| anyhow::anyhow!("{contact_id:?} is not a record id"))?;
+        let page = self.runtime.block_on(self.client.query_all(&soql))?;
+        let record = page.records.into_iter().next().map(|mut record| {
+            record.remove("attributes");
+            record
+        });
+        Ok(Current {
+            record,
+            read_at: read_at.timestamp_millis(),
+        })
+    }
+
+    /// Applies one version, reading its Contact's current state when the
+    /// version alone cannot say what to apply (outside any transaction).
+    fn apply(
+        &self,
+        conn: &mut diesel::PgConnection,
+        ctx: &Context,
+        event: &SalesforceEvent,
+    ) -> Result<Applied, ApplyError> {
+        let mut current = None;
+        for _ in 0..=CURRENT_READS {
+            let applied = conn.transaction(|conn| match &current {
+                None => apply::apply(conn, ctx, event),
+                Some(current) => apply::apply_current(conn, ctx, event, current),
+            });
+            match applied {
+                Ok(applied) => return Ok(applied),
+                Err(Stop::Failed(e)) => return Err(e),
+                Err(Stop::ReadCurrent) => {
+                    let contact_id = event.version().map_err(ApplyError::Permanent)?.contact_id;
+                    current = Some(
+                        self.read_current(conn, contact_id)
+                            .map_err(ApplyError::transient)?,
+                    );
+                }
+            }
+        }
+        Err(ApplyError::transient(anyhow::anyhow!(
+            "Contact {}: our writes kept racing its reads",
+            event.id
+        )))
+    }
+}
+
 impl BatchHandler for SalesforceInboundHandler {
     fn handle(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, Transient> {
         let ctx = self.context()?;
@@ -76,7 +139,7 @@ impl BatchHandler for SalesforceInboundHandler {
                     continue;
                 }
             };
-            match conn.transaction(|conn| apply::apply(conn, ctx, &event)) {
+            match self.apply(&mut conn, ctx, &event) {
                 Ok(applied) => {
                     tracing::debug!(
                         salesforce.event_id = %event.id, source = %event.source,

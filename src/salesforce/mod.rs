@@ -19,6 +19,7 @@ pub mod event;
 pub mod inbound;
 pub mod outbound;
 pub mod poll;
+pub mod written;
 
 pub use client::{SalesforceClient, SalesforceError};
 pub use outbound::{run, SalesforceOutbound};

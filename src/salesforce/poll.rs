@@ -7,12 +7,15 @@
 //! poller killed anywhere resumes at its last save and misses nothing;
 //! what it publishes again is one ledger entry per version all the same.
 //! Ordering by (stamp, id) with a strict "after" on the pair means a page
-//! ending among versions of the same millisecond resumes after the last
-//! one read, not after the millisecond.
+//! ending among versions of the same stamp resumes after the last one
+//! read, not after the stamp.
 //!
-//! A version whose transaction commits after a later-stamped one was read
-//! would be passed by the cursor; the poller therefore reads only up to
-//! `settle` ago (`SALESFORCE_POLL_SETTLE_MS`), by the host clock.
+//! Stamps are whole seconds, so a second change of a Contact later in a
+//! second the poller has read would carry a (stamp, id) the cursor has
+//! already passed; and a version whose transaction commits after a
+//! later-stamped one was read would be passed too. The poller therefore
+//! reads only seconds that ended at least `settle` ago
+//! (`SALESFORCE_POLL_SETTLE_MS`, by the host clock).
 
 use std::time::Duration;
 
@@ -52,20 +55,25 @@ impl Cursor {
     }
 }
 
-/// The query for the page after `cursor`, up to `until` (milliseconds).
-/// The id it compares with was checked to be a record id, so it cannot
-/// break out of its quotes.
+/// The fields the poller and a re-read select.
+fn select(external_id_field: &str) -> String {
+    let mut fields = CONTACT_FIELDS.to_vec();
+    fields.push(external_id_field);
+    format!("SELECT {} FROM {SOBJECT}", fields.join(", "))
+}
+
+/// The query for the page after `cursor`, of versions stamped before
+/// `until` (milliseconds, the start of a second). The id it compares with
+/// was checked to be a record id, so it cannot break out of its quotes.
 pub fn page_query(
     external_id_field: &str,
     cursor: Option<&Cursor>,
     until: i64,
     limit: usize,
 ) -> String {
-    let mut fields = CONTACT_FIELDS.to_vec();
-    fields.push(external_id_field);
     let mut soql = format!(
-        "SELECT {} FROM {SOBJECT} WHERE SystemModstamp <= {}",
-        fields.join(", "),
+        "{} WHERE SystemModstamp < {}",
+        select(external_id_field),
         soql_datetime(until)
     );
     if let Some(c) = cursor {
@@ -79,6 +87,20 @@ pub fn page_query(
         " ORDER BY SystemModstamp ASC, Id ASC LIMIT {limit}"
     ));
     soql
+}
+
+/// The query for one Contact as it is now, deleted or not (through
+/// `queryAll`); `None` for an id that is not a record id.
+pub fn current_query(external_id_field: &str, contact_id: &str) -> Option<String> {
+    is_record_id(contact_id)
+        .then(|| format!("{} WHERE Id = '{contact_id}'", select(external_id_field)))
+}
+
+/// The start of the last second that ended at least `settle` before `now`
+/// (milliseconds): what the poller reads up to, exclusive.
+pub fn settled_until(now: i64, settle: Duration) -> i64 {
+    let settled = now - settle.as_millis() as i64;
+    settled - settled.rem_euclid(1000)
 }
 
 pub struct Poller {
@@ -97,7 +119,7 @@ impl Poller {
     pub async fn poll(&self) -> anyhow::Result<usize> {
         let org = self.client.org_id().await?;
         let mut cursor = self.load(&org).await?;
-        let until = chrono::Utc::now().timestamp_millis() - self.settle.as_millis() as i64;
+        let until = settled_until(chrono::Utc::now().timestamp_millis(), self.settle);
         let mut published = 0;
         loop {
             let soql = page_query(
@@ -210,11 +232,30 @@ mod tests {
             soql,
             "SELECT Id, FirstName, LastName, Email, Phone, Description, IsDeleted, SystemModstamp, \
              LastModifiedById, StripeSync_Id__c FROM Contact \
-             WHERE SystemModstamp <= 2025-12-01T22:28:10.000Z \
+             WHERE SystemModstamp < 2025-12-01T22:28:10.000Z \
              AND (SystemModstamp > 2025-12-01T22:28:00.123Z OR (SystemModstamp = 2025-12-01T22:28:00.123Z \
              AND Id > '003000000000001AAA')) ORDER BY SystemModstamp ASC, Id ASC LIMIT 200"
         );
         assert_eq!(Cursor::parse(&cursor.position()), Some(cursor));
         assert_eq!(Cursor::parse("1/' OR Id != '"), None);
+        assert_eq!(
+            current_query("StripeSync_Id__c", "003000000000001AAA").unwrap(),
+            "SELECT Id, FirstName, LastName, Email, Phone, Description, IsDeleted, SystemModstamp, \
+             LastModifiedById, StripeSync_Id__c FROM Contact WHERE Id = '003000000000001AAA'"
+        );
+        assert_eq!(current_query("StripeSync_Id__c", "' OR Id != '"), None);
+    }
+
+    #[test]
+    fn the_poller_reads_only_seconds_that_are_over() {
+        let ms = Duration::from_millis;
+        // 22:28:10.400 with no settle: up to 22:28:10.000, exclusive.
+        assert_eq!(settled_until(1_764_628_090_400, ms(0)), 1_764_628_090_000);
+        assert_eq!(settled_until(1_764_628_090_000, ms(0)), 1_764_628_090_000);
+        assert_eq!(
+            settled_until(1_764_628_090_400, ms(2000)),
+            1_764_628_088_000
+        );
+        assert_eq!(settled_until(1_764_628_090_400, ms(500)), 1_764_628_089_000);
     }
 }

@@ -27,6 +27,15 @@ pub(crate) const WAIT: Duration = Duration::from_secs(60);
 /// webhooks come back), outbox-relay, stripe-outbound, and salesforce's
 /// outbound and inbound.
 pub(crate) async fn three_parties(salesforce: &FakeSalesforce, ls: &mut LocalStripe) -> Stack {
+    three_parties_with(salesforce, ls, &[]).await
+}
+
+/// [`three_parties`] with `extra` settings for the Salesforce workers.
+pub(crate) async fn three_parties_with(
+    salesforce: &FakeSalesforce,
+    ls: &mut LocalStripe,
+    extra: &[(&str, &str)],
+) -> Stack {
     let mut stack = Stack::start(Options {
         stripe_base: ls.base(),
         start_outbound: true,
@@ -34,7 +43,7 @@ pub(crate) async fn three_parties(salesforce: &FakeSalesforce, ls: &mut LocalStr
     })
     .await;
     ls.register_webhook(&stack.webhook_url(), SECRET).await;
-    stack.connect_salesforce(salesforce, &[]).await;
+    stack.connect_salesforce(salesforce, extra).await;
     stack.start_salesforce_outbound(salesforce);
     stack.start_salesforce_inbound();
     stack

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use crate::salesforce_inbound::{
     assert_quiet, counts, link_of, linked, outbox_rows, stripe_customer, three_parties,
-    wait_all_held_by_salesforce, wait_contact_id, WAIT,
+    three_parties_with, wait_all_held_by_salesforce, wait_contact_id, WAIT,
 };
 use crate::support::fake_salesforce::{FakeSalesforce, INTEGRATION_USER, PERSON};
 use crate::support::localstripe::LocalStripe;
@@ -142,7 +142,10 @@ async fn two_relayed_edits_in_one_second_both_count_and_the_last_one_wins() {
         "FirstName": "Mary", "LastName": "Jackson", "Email": "mary@example.com", "Phone": "+1 0",
     }));
     let (status, answer) = stack
-        .post_relay(&json!({"records": [salesforce.contact(&contact).unwrap()]}), true)
+        .post_relay(
+            &json!({"records": [salesforce.contact(&contact).unwrap()]}),
+            true,
+        )
         .await;
     assert_eq!(status, 200, "{answer}");
     wait_for(WAIT, "the Contact applied", || {
@@ -159,9 +162,7 @@ async fn two_relayed_edits_in_one_second_both_count_and_the_last_one_wins() {
         "both edits in one second"
     );
     for record in [&first, &second] {
-        let (status, answer) = stack
-            .post_relay(&json!({"records": [record]}), true)
-            .await;
+        let (status, answer) = stack.post_relay(&json!({"records": [record]}), true).await;
         assert_eq!(status, 200, "{answer}");
     }
     let row = wait_for(WAIT, "the second edit in the local row", || {
@@ -230,7 +231,10 @@ async fn a_partial_record_changes_only_what_it_carries() {
         "FirstName": "Ada King", "LastName": "Lovelace", "Email": "ada@example.com",
     }));
     let (status, answer) = stack
-        .post_relay(&json!({"records": [salesforce.contact(&contact).unwrap()]}), true)
+        .post_relay(
+            &json!({"records": [salesforce.contact(&contact).unwrap()]}),
+            true,
+        )
         .await;
     assert_eq!(status, 200, "{answer}");
     wait_for(WAIT, "the Contact applied", || {
@@ -280,5 +284,122 @@ async fn a_partial_record_changes_only_what_it_carries() {
     assert_eq!(row.name.as_deref(), Some("Grace Hopper"));
     assert_eq!(row.email.as_deref(), Some("grace@example.com"));
     assert_eq!(record["LastModifiedById"], PERSON);
+    stack.stop().await;
+}
+
+/// Our own writes, reported late or racing a person's edit of the same
+/// field: a relayed version of our older write, arriving after a newer
+/// one was acknowledged, is ours (the local row keeps the newer value);
+/// a person's edit of a field we wrote moments before cannot be ordered
+/// against our write by its whole-second stamp, so the Contact is read,
+/// and the person's value (what Salesforce holds) reaches the local row
+/// and Stripe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn our_late_echo_is_not_applied_and_an_edit_racing_our_write_is_read_and_applied() {
+    let salesforce = FakeSalesforce::start();
+    let mut ls = LocalStripe::start().await;
+    // Versions reach the worker only as the test relays them.
+    let stack = three_parties_with(
+        &salesforce,
+        &mut ls,
+        &[("SALESFORCE_POLL_INTERVAL_MS", "0")],
+    )
+    .await;
+    let created = json_of(
+        stack
+            .api(Method::POST, "/api/customers")
+            .json(&json!({"email": "annie@example.com", "name": "Annie Easley"})),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let contact = wait_contact_id(&salesforce, &id).await;
+    let cus = wait_for(WAIT, "the Stripe link", || {
+        let l = link_of(&stack, "stripe", id.parse().unwrap());
+        async move { l }
+    })
+    .await;
+    let patch_email = |email: &'static str| {
+        let request = stack
+            .api(Method::PATCH, &format!("/api/customers/{id}"))
+            .json(&json!({ "email": email }));
+        async move { assert_eq!(request.send().await.unwrap().status(), 200) }
+    };
+    let written = |email: &'static str| {
+        let salesforce = &salesforce;
+        let contact = &contact;
+        async move {
+            wait_for(WAIT, "our Email written to the Contact", || {
+                let c = salesforce.contact(contact);
+                async move { c.filter(|c| c["Email"] == email) }
+            })
+            .await
+        }
+    };
+    patch_email("annie@nasa.example").await;
+    let older = written("annie@nasa.example").await;
+    patch_email("annie@glenn.example").await;
+    written("annie@glenn.example").await;
+    wait_all_held_by_salesforce(&stack).await;
+
+    let relay = |record: Value| {
+        let stack = &stack;
+        async move {
+            let n = stack.db.count("event_ledger WHERE service = 'salesforce'");
+            let (status, answer) = stack
+                .post_relay(&json!({ "records": [record] }), true)
+                .await;
+            assert_eq!(status, 200, "{answer}");
+            wait_for(WAIT, "the relayed version ledgered", || async {
+                let now = stack.db.count("event_ledger WHERE service = 'salesforce'");
+                (now == n + 1).then_some(())
+            })
+            .await;
+        }
+    };
+    relay(older).await;
+    let row = linked(&stack, "salesforce", &contact).unwrap();
+    assert_eq!(row.email.as_deref(), Some("annie@glenn.example"));
+    assert_eq!(
+        stack.db.count("outbox WHERE origin = 'salesforce'"),
+        0,
+        "nothing passed on"
+    );
+
+    relay(salesforce.edit_as_person(&contact, json!({"Email": "annie.easley@example.com"}))).await;
+    wait_for(WAIT, "the person's Email in the local row", || {
+        let c = linked(&stack, "salesforce", &contact);
+        async move { c.filter(|c| c.email.as_deref() == Some("annie.easley@example.com")) }
+    })
+    .await;
+    assert!(
+        stack
+            .db
+            .count("event_ledger WHERE service = 'salesforce' AND outcome = 'tie_resolved'")
+            >= 1,
+        "the edit was ordered against our write by reading the Contact"
+    );
+    // localstripe's echoes carry no Idempotency-Key, so one of our two
+    // quick Stripe writes may come back late as a Stripe edit and go
+    // round once (see the README); what must hold is that all three
+    // settle on the person's value and stay there.
+    wait_for(
+        WAIT,
+        "all three on the person's Email, and quiet",
+        || async {
+            let before = counts(&salesforce, &ls).await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let after = counts(&salesforce, &ls).await;
+            let email = "annie.easley@example.com";
+            let local = linked(&stack, "salesforce", &contact).and_then(|c| c.email);
+            let remote = salesforce.contact(&contact).unwrap()["Email"].clone();
+            let stripe = stripe_customer(&ls, &cus).await["email"].clone();
+            (before == after
+                && local.as_deref() == Some(email)
+                && remote == email
+                && stripe == email)
+                .then_some(())
+        },
+    )
+    .await;
     stack.stop().await;
 }

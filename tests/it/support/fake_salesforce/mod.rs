@@ -237,6 +237,18 @@ fn error(status: StatusCode, code: &str, message: &str, fields: &[&str]) -> Repl
 /// Stamps a write: `SystemModstamp` (the current whole second, as
 /// Salesforce's own; never behind an earlier stamp) and who made it.
 fn stamp(state: &mut State, contact: &mut Map<String, Value>, user: &str) {
+    // A record holds every field, `null` when empty, as the REST API
+    // returns it.
+    for field in [
+        "FirstName",
+        "LastName",
+        "Email",
+        "Phone",
+        "Description",
+        EXTERNAL_ID_FIELD,
+    ] {
+        contact.entry(field).or_insert(Value::Null);
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -1,0 +1,270 @@
+//! What we wrote to a customer's Contact, and so which of a version's
+//! values are our own writes reported back.
+//!
+//! Salesforce reports a Contact's state, not each change: one version can
+//! carry a person's edit and our later write together, last modified by
+//! the integration user. So an echo is recognised field by field, by value:
+//! a version's value is ours when it is a value salesforce-outbound wrote
+//! to that field around the version's time. What we wrote is the outbox
+//! itself: the customer's changes of other origins that salesforce-outbound
+//! has delivered (`outbox_deliveries`, with the host time it was
+//! acknowledged), and those it has not delivered yet (in flight: their
+//! fields keep the local value, the conflict policy).
+//!
+//! Our acknowledgement times are the database's clock and
+//! `SystemModstamp` is Salesforce's, so "around" is [`CLOCK_SKEW_MS`] wide.
+//! Within it the order of a person's edit and our write of one field cannot
+//! be told from the stamp: such a value is [`Verdict::Unsure`], and the
+//! apply reads the Contact's current state instead, judged against our
+//! writes by the database's clock alone ([`Writes::judge_current`]).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::customers::fanout;
+use crate::db::schema::{outbox, outbox_deliveries};
+use crate::outbox::DeliveryStatus;
+use crate::sync::{entity, service};
+
+/// How far the host clock may be from Salesforce's.
+pub const CLOCK_SKEW_MS: i64 = 60_000;
+
+/// How many of a customer's delivered changes are looked at: far more than
+/// fit in [`CLOCK_SKEW_MS`] at the pace changes are made.
+const RECENT: i64 = 100;
+
+/// What a version's value of one field is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Ours (written by us, or about to be): the local value stands.
+    Ours,
+    /// Someone else's: it is applied.
+    Theirs,
+    /// Cannot tell from the stamp: read the Contact's current state.
+    Unsure,
+}
+
+/// One delivered write of a field: its value and when its acknowledgement
+/// was recorded (`outbox_deliveries.delivered_at`, milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Write {
+    value: Option<String>,
+    acked: i64,
+}
+
+/// Our writes to one customer's Contact.
+#[derive(Debug, Default)]
+pub struct Writes {
+    /// Per customer column, in the order Salesforce acknowledged them.
+    delivered: HashMap<String, Vec<Write>>,
+    /// Columns of changes salesforce-outbound has not delivered yet.
+    pending: HashSet<String>,
+}
+
+impl Writes {
+    /// Reads them from the outbox (in the apply's transaction, after the
+    /// customer's row is locked, so no delivery of it is recorded meanwhile
+    /// by the locking writers).
+    pub fn load(conn: &mut PgConnection, local_id: Uuid) -> QueryResult<Self> {
+        let pending = fanout::pending_for(conn, local_id, service::SALESFORCE)?;
+        let mut rows: Vec<(Value, DateTime<Utc>)> = outbox::table
+            .inner_join(
+                outbox_deliveries::table.on(outbox_deliveries::outbox_id
+                    .eq(outbox::id)
+                    .and(outbox_deliveries::service.eq(service::SALESFORCE))),
+            )
+            .filter(outbox::entity.eq(entity::CUSTOMER))
+            .filter(outbox::local_id.eq(local_id))
+            .filter(outbox::origin.ne(service::SALESFORCE))
+            .filter(outbox_deliveries::status.eq(DeliveryStatus::Synced.as_str()))
+            .order(outbox_deliveries::delivered_at.desc())
+            .limit(RECENT)
+            .select((outbox::fields, outbox_deliveries::delivered_at))
+            .load(conn)?;
+        rows.reverse();
+        let mut writes = Self {
+            pending,
+            ..Self::default()
+        };
+        for (fields, acked) in rows {
+            writes.record(&fields, acked.timestamp_millis());
+        }
+        Ok(writes)
+    }
+
+    fn record(&mut self, fields: &Value, acked: i64) {
+        let Some(fields) = fields.as_object() else {
+            return;
+        };
+        for (column, value) in fields {
+            if !fanout::SHARED_FIELDS.contains(&column.as_str()) {
+                continue;
+            }
+            self.delivered
+                .entry(column.clone())
+                .or_default()
+                .push(Write {
+                    value: normalized(value.as_str()),
+                    acked,
+                });
+        }
+    }
+
+    /// Judges the value a version stamped `stamp` (Salesforce's clock)
+    /// reports for `column`:
+    /// - a column with a change in flight is ours (the conflict policy);
+    /// - a value we wrote and Salesforce acknowledged around the stamp, or
+    ///   the last one before, is ours: the version reports our write;
+    /// - any other value is someone's edit, unless we wrote the field
+    ///   around the stamp: then the edit may be older than our write,
+    ///   which Salesforce holds now, and only its current state can say.
+    pub fn judge(&self, column: &str, value: Option<&str>, stamp: i64) -> Verdict {
+        if self.pending.contains(column) {
+            return Verdict::Ours;
+        }
+        let Some(writes) = self.delivered.get(column) else {
+            return Verdict::Theirs;
+        };
+        let value = normalized(value);
+        let since = stamp - CLOCK_SKEW_MS;
+        let around = writes.iter().filter(|w| w.acked >= since);
+        let before = writes.iter().rev().find(|w| w.acked < since);
+        if around.clone().chain(before).any(|w| w.value == value) {
+            Verdict::Ours
+        } else if around.count() > 0 {
+            Verdict::Unsure
+        } else {
+            Verdict::Theirs
+        }
+    }
+
+    /// Judges the value the Contact's current state, read from `read_at`
+    /// on (the database's clock, taken before the read), has for `column`.
+    /// Every write recorded before `read_at` is in that state or was
+    /// overwritten since, so the value is someone's; a column with a
+    /// change in flight is ours; a write recorded since `read_at` raced
+    /// the read: its own value is ours, any other may be older or newer
+    /// than it, and the Contact is read again.
+    pub fn judge_current(&self, column: &str, value: Option<&str>, read_at: i64) -> Verdict {
+        if self.pending.contains(column) {
+            return Verdict::Ours;
+        }
+        let value = normalized(value);
+        let mut raced = self
+            .delivered
+            .get(column)
+            .into_iter()
+            .flatten()
+            .filter(|w| w.acked >= read_at)
+            .peekable();
+        if raced.peek().is_none() {
+            Verdict::Theirs
+        } else if raced.any(|w| w.value == value) {
+            Verdict::Ours
+        } else {
+            Verdict::Unsure
+        }
+    }
+}
+
+/// A value as it compares across the two systems: Salesforce trims fields
+/// and splits a name on its last space, so spacing is not a difference.
+fn normalized(value: Option<&str>) -> Option<String> {
+    let words: Vec<&str> = value?.split_whitespace().collect();
+    (!words.is_empty()).then(|| words.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const T: i64 = 1_764_628_080_000;
+
+    fn writes(delivered: &[(Value, i64)], pending: &[&str]) -> Writes {
+        let mut w = Writes {
+            pending: pending.iter().map(|c| (*c).to_owned()).collect(),
+            ..Writes::default()
+        };
+        for (fields, acked) in delivered {
+            w.record(fields, *acked);
+        }
+        w
+    }
+
+    #[test]
+    fn a_value_we_wrote_around_the_stamp_is_ours_and_another_is_theirs() {
+        let w = writes(&[(json!({"email": "ours@example.com"}), T + 300)], &[]);
+        // Our write reported back, with a person's phone beside it.
+        assert_eq!(w.judge("email", Some("ours@example.com"), T), Verdict::Ours);
+        assert_eq!(w.judge("phone", Some("+1 555"), T), Verdict::Theirs);
+        // Spacing is not a difference.
+        assert_eq!(
+            w.judge("email", Some(" ours@example.com "), T),
+            Verdict::Ours
+        );
+        // A different value of a field we wrote just then: which came
+        // last cannot be told from the stamp.
+        assert_eq!(
+            w.judge("email", Some("theirs@example.com"), T),
+            Verdict::Unsure
+        );
+        // Long after our write: a person's edit.
+        let later = T + 300 + CLOCK_SKEW_MS + 1;
+        assert_eq!(
+            w.judge("email", Some("theirs@example.com"), later),
+            Verdict::Theirs
+        );
+        // ... and our value reported again, with a change of another field.
+        assert_eq!(
+            w.judge("email", Some("ours@example.com"), later),
+            Verdict::Ours
+        );
+    }
+
+    #[test]
+    fn an_older_write_reported_late_is_ours_and_a_field_in_flight_is_kept() {
+        let w = writes(
+            &[
+                (json!({"name": "Ada Lovelace", "email": "a@example.com"}), T),
+                (json!({"email": "b@example.com"}), T + 1_000),
+            ],
+            &["phone"],
+        );
+        // A version between our two writes, reported after the second.
+        assert_eq!(w.judge("email", Some("a@example.com"), T), Verdict::Ours);
+        assert_eq!(w.judge("email", Some("b@example.com"), T), Verdict::Ours);
+        assert_eq!(w.judge("phone", Some("+1 555"), T), Verdict::Ours);
+        // Long after: only the last write before is ours.
+        let later = T + 1_000 + CLOCK_SKEW_MS + 1;
+        assert_eq!(
+            w.judge("email", Some("b@example.com"), later),
+            Verdict::Ours
+        );
+        assert_eq!(
+            w.judge("email", Some("a@example.com"), later),
+            Verdict::Theirs
+        );
+        // Metadata is not a Contact field.
+        let w = writes(&[(json!({"metadata": {"a": 1}}), T)], &[]);
+        assert!(w.delivered.is_empty());
+    }
+
+    #[test]
+    fn the_current_state_is_theirs_unless_our_write_raced_the_read() {
+        let w = writes(&[(json!({"email": "ours@example.com"}), T)], &["phone"]);
+        let theirs = Some("theirs@example.com");
+        assert_eq!(w.judge_current("email", theirs, T + 1), Verdict::Theirs);
+        assert_eq!(w.judge_current("email", theirs, T), Verdict::Unsure);
+        assert_eq!(
+            w.judge_current("email", Some("ours@example.com"), T),
+            Verdict::Ours
+        );
+        assert_eq!(w.judge_current("phone", Some("+1"), T + 1), Verdict::Ours);
+        assert_eq!(w.judge_current("name", None, T + 1), Verdict::Theirs);
+    }
+}
