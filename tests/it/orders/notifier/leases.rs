@@ -250,3 +250,117 @@ async fn a_stale_sender_cannot_record_over_the_lease_holder() {
     assert_eq!(r.status(), 409, "a sent email is not sent again");
     stack.stop().await;
 }
+
+/// The token makes a sender the holder: once another sender has taken the
+/// row (the first one's lease ran out), the first can neither renew its
+/// lease nor record an outcome, and the new holder can; a completed row
+/// has no holder left.
+#[test]
+fn only_the_current_lease_holder_renews_and_records() {
+    use std::time::Duration;
+    use stripe_sync::apps::orders::notifications::{self as n, AsHolder, NewNotification};
+    let db = crate::support::db::TestDb::migrated();
+    let conn = &mut *db.conn();
+    let event = serde_json::json!({"id": "evt_1"});
+    let claimed = n::claim(
+        conn,
+        &NewNotification {
+            account: "platform",
+            order_key: "checkout_session:cs_1",
+            session_id: "cs_1",
+            event_id: "evt_1",
+            event: &event,
+            order_data: serde_json::json!({}),
+            message_id: "<order.cs_1@shop.example>".into(),
+        },
+    )
+    .unwrap();
+    assert!(claimed);
+    // A lease of no time at all: due again at once, as after a long pause.
+    let first = n::take_next(conn, Duration::ZERO).unwrap().unwrap();
+    let second = n::take_next(conn, Duration::from_secs(60))
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.id, second.id);
+    assert!(n::take_next(conn, Duration::from_secs(60))
+        .unwrap()
+        .is_none());
+    let minute = Duration::from_secs(60);
+    assert_eq!(
+        n::renew(conn, first.lease(), minute).unwrap(),
+        AsHolder::LeaseLost
+    );
+    assert_eq!(
+        n::mark_failed(conn, first.lease(), "stale").unwrap(),
+        AsHolder::LeaseLost
+    );
+    assert_eq!(
+        n::mark_retry(conn, first.lease(), "stale", minute).unwrap(),
+        AsHolder::LeaseLost
+    );
+    assert_eq!(
+        n::renew(conn, second.lease(), minute).unwrap(),
+        AsHolder::Applied
+    );
+    assert_eq!(
+        n::mark_sent(conn, second.lease()).unwrap(),
+        AsHolder::Applied
+    );
+    assert_eq!(
+        n::mark_failed(conn, second.lease(), "late").unwrap(),
+        AsHolder::LeaseLost
+    );
+    assert!(matches!(
+        n::retry(conn, second.id),
+        Err(n::RetryError::AlreadySent(_))
+    ));
+    assert_eq!(
+        db.count("orders.notifications WHERE status = 'sent' AND last_error IS NULL"),
+        1
+    );
+}
+
+/// The check before DATA can stop a message: the server took the sender
+/// and the recipients, and never gets the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_withheld_before_data_never_reaches_the_server() {
+    use stripe_sync::apps::orders::smtp::{Mailer, SendError, SmtpUrl};
+    let sink = SmtpSink::start().await;
+    let mailer = Mailer::new(
+        &SmtpUrl::parse(&sink.url()).unwrap(),
+        super::FROM.parse().unwrap(),
+        vec![super::TO.parse().unwrap()],
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    let mut asked = false;
+    let withheld = mailer
+        .send(
+            "<withheld@shop.example>",
+            "one",
+            "t".into(),
+            "h".into(),
+            || {
+                asked = true;
+                async { Err(SendError::Withheld) }
+            },
+        )
+        .await;
+    assert!(
+        matches!(withheld, Err(SendError::Withheld)) && asked,
+        "{withheld:?}"
+    );
+    mailer
+        .send(
+            "<allowed@shop.example>",
+            "two",
+            "t".into(),
+            "h".into(),
+            || async { Ok(()) },
+        )
+        .await
+        .unwrap();
+    let mails = sink.wait_messages(1, WAIT).await;
+    let ids: Vec<&str> = mails.iter().map(|m| m.message_id()).collect();
+    assert_eq!(ids, ["<allowed@shop.example>"]);
+}
