@@ -130,7 +130,9 @@ static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 });
 
 /// Order emails by outcome: `claimed` (a new paid order), `sent`,
-/// `retry` (a transient failure), `failed` (refused for good).
+/// `retry` (a transient failure), `failed` (refused for good),
+/// `lease_lost` (a sender held up past its lease left the email to the
+/// sender that took it over: not sent, or its outcome not recorded).
 pub static NOTIFICATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "stripe_sync_notifications_total",

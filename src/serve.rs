@@ -70,6 +70,7 @@ impl Server {
             health: health.clone(),
             ops_on_main_port: cfg.metrics_addr.is_none(),
             mirror_query_timeout: cfg.mirror_query_timeout,
+            export_batch_lease: cfg.export_batch_lease,
             salesforce_relay: cfg.salesforce_relay.as_ref().map(|relay| {
                 Arc::new(http::salesforce::Relay {
                     verifier: WebhookVerifier::new(relay.secrets.clone(), relay.tolerance_secs),

@@ -38,7 +38,15 @@ pub struct ServeConfig {
     /// (`MIRROR_QUERY_TIMEOUT_MS`); past it the read answers 504
     /// `query_timeout`.
     pub mirror_query_timeout: Duration,
+    /// How long a batch of the HTTP export is held for the caller it was
+    /// offered to (`EXPORT_BATCH_LEASE_MS`); unacknowledged after that, it
+    /// is offered again to the next caller of its export.
+    pub export_batch_lease: Duration,
 }
+
+/// `EXPORT_BATCH_LEASE_MS` unless set: longer than most pollers wait
+/// between two polls, so the next poll's acknowledgement comes first.
+pub const DEFAULT_EXPORT_BATCH_LEASE_MS: u64 = 300_000;
 
 /// `MIRROR_QUERY_TIMEOUT_MS` unless set: long enough for a filtered page
 /// of a large relation through an index, short enough that a filter that
@@ -118,6 +126,16 @@ impl ServeConfig {
                             "must be from {MIN_MIRROR_QUERY_TIMEOUT_MS} to {}",
                             i32::MAX
                         ),
+                    });
+                }
+                Duration::from_millis(ms)
+            },
+            export_batch_lease: {
+                let ms: u64 = env.parsed("EXPORT_BATCH_LEASE_MS", DEFAULT_EXPORT_BATCH_LEASE_MS)?;
+                if !(1000..=86_400_000).contains(&ms) {
+                    return Err(ConfigError::Invalid {
+                        name: "EXPORT_BATCH_LEASE_MS",
+                        reason: "must be from 1000 (a second) to 86400000 (a day)".into(),
                     });
                 }
                 Duration::from_millis(ms)
@@ -486,8 +504,10 @@ impl NotifierConfig {
         })
     }
 
-    /// One SMTP delivery's timeout: well inside the lease, so a slow
-    /// server never sees the same email from two senders at once.
+    /// How long each half of an SMTP delivery (connecting up to the
+    /// recipients; the message itself) may take: half the lease at most,
+    /// so that a message that goes out right after its lease was renewed
+    /// leaves half the lease to record the outcome in.
     pub fn send_timeout(&self) -> Duration {
         (self.lease / 2).min(Duration::from_secs(30))
     }

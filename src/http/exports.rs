@@ -1,30 +1,27 @@
-//! `POST /api/exports/paid-sessions`: the paid sessions export for
-//! workflow tools that poll over HTTP (n8n, Zapier-style pollers).
+//! `POST /api/exports/paid-sessions` and `POST /api/exports/paid-sessions/ack`:
+//! the paid sessions export for workflow tools that poll over HTTP (n8n,
+//! Zapier-style pollers), at least once with an explicit acknowledgement
+//! (see [`crate::apps::orders::batches`]).
 //!
-//! The export's transaction stays open while the answer is written: the
-//! body is streamed, and the watermark moves (the transaction commits)
-//! only once the server has taken the whole answer for the connection. A
-//! client that goes away first rolls it back, and the same sessions are
-//! offered to the next call.
+//! A call's database work (acknowledge, then offer a batch, recorded as
+//! pending) is done and its connection returned to the pool before the
+//! answer is sent: a client that reads slowly, or not at all, holds no
+//! connection, and loses nothing, since the batch waits for its
+//! acknowledgement.
 
-use std::sync::mpsc;
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::json;
-use tokio::sync::oneshot;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
 use warp::http::StatusCode;
-use warp::hyper::Body;
 use warp::{Filter, Rejection, Reply};
 
 use super::body::json_body;
 use super::error::ApiError;
+use crate::apps::orders::batches::{self, Acked, BatchError, Offer};
 use crate::apps::orders::export::{self, ExportSpec, HTTP_DEFAULT_LIMIT, HTTP_MAX_LIMIT};
 use crate::db::PgPool;
-
-/// How long a client may take to read the answer before the export is
-/// rolled back (and offered again next time).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +35,19 @@ struct ExportBody {
     since: Option<String>,
     #[serde(default)]
     limit: Option<i64>,
+    /// The `batch_id` of the previous answer, acknowledged by this call.
+    #[serde(default)]
+    ack: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    #[serde(default)]
+    batch_id: Option<String>,
+    /// The export the batch belongs to, checked when given.
+    #[serde(default)]
+    name: Option<String>,
 }
 
 fn bad(field: &str, message: String) -> Rejection {
@@ -46,8 +56,22 @@ fn bad(field: &str, message: String) -> Rejection {
     )
 }
 
+fn batch_id(field: &str, raw: &str) -> Result<Uuid, Rejection> {
+    Uuid::parse_str(raw).map_err(|_| {
+        bad(
+            field,
+            format!("{raw:?} is not a batch id (the batch_id of an answer)"),
+        )
+    })
+}
+
 impl ExportBody {
-    fn into_spec(self) -> Result<ExportSpec, Rejection> {
+    fn into_spec(self) -> Result<(ExportSpec, Option<Uuid>), Rejection> {
+        let ack = self
+            .ack
+            .as_deref()
+            .map(|a| batch_id("ack", a))
+            .transpose()?;
         let name = self.name.unwrap_or_else(|| export::DEFAULT_NAME.to_owned());
         export::valid_name(&name).map_err(|m| bad("name", m))?;
         if let Some(link) = self.payment_links.iter().find(|l| !l.starts_with("plink_")) {
@@ -71,90 +95,157 @@ impl ExportBody {
                 format!("limit must be between 1 and {HTTP_MAX_LIMIT}"),
             ));
         }
-        Ok(ExportSpec {
-            name,
-            payment_links: self.payment_links,
-            since,
-            limit: Some(limit),
-        })
+        Ok((
+            ExportSpec {
+                name,
+                payment_links: self.payment_links,
+                since,
+                limit: Some(limit),
+            },
+            ack,
+        ))
     }
 }
 
+/// The answer to a poll. `batch_id` comes first, so that a client that
+/// reads only the beginning of a long answer still learns it.
+#[derive(Serialize)]
+struct Answer {
+    status: &'static str,
+    batch_id: Option<Uuid>,
+    redelivered: bool,
+    count: i64,
+    sessions: Value,
+    has_more: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_seconds: Option<u64>,
+}
+
+impl Answer {
+    fn of(offer: Offer) -> Self {
+        let none = |status, retry_after_seconds| Answer {
+            status,
+            batch_id: None,
+            redelivered: false,
+            count: 0,
+            sessions: Value::Array(Vec::new()),
+            has_more: false,
+            retry_after_seconds,
+        };
+        match offer {
+            Offer::Batch {
+                id,
+                sessions,
+                count,
+                has_more,
+                redelivered,
+            } => Answer {
+                status: "success",
+                batch_id: Some(id),
+                redelivered,
+                count,
+                sessions,
+                has_more,
+                retry_after_seconds: None,
+            },
+            Offer::NothingNew => none("no_new_data", None),
+            Offer::InFlight { retry_after } => none(
+                "batch_in_flight",
+                Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+            ),
+        }
+    }
+
+    fn into_response(self) -> warp::reply::Response {
+        let retry_after = self.retry_after_seconds;
+        let mut response = warp::reply::json(&self).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", warp::http::HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+fn rejection(e: BatchError) -> ApiError {
+    match e {
+        BatchError::UnknownBatch { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "unknown_batch", e.to_string())
+        }
+        BatchError::FiltersChanged { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "filters_changed", e.to_string())
+        }
+        BatchError::Database(e) => ApiError::unavailable("database_unavailable", &e),
+    }
+}
+
+/// Runs `op` on a pooled connection on the blocking pool, and gives the
+/// connection back before returning.
+async fn in_db<T: Send + 'static>(
+    pool: PgPool,
+    op: impl FnOnce(&mut diesel::PgConnection) -> Result<T, BatchError> + Send + 'static,
+) -> Result<T, Rejection> {
+    tokio::task::spawn_blocking(move || {
+        let mut conn = pool
+            .get()
+            .map_err(|e| ApiError::unavailable("database_unavailable", &e))?;
+        op(&mut conn).map_err(rejection)
+    })
+    .await
+    .map_err(|e| ApiError::unavailable("internal", &e))
+    .and_then(|r| r)
+    .map_err(warp::reject::custom)
+}
+
+/// `lease`: how long an offered batch is held for its caller.
 pub fn routes(
     pool: PgPool,
+    lease: Duration,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let with_pool = warp::any().map(move || pool.clone());
-    warp::path!("exports" / "paid-sessions")
+    let poll = warp::path!("exports" / "paid-sessions")
         .and(warp::post())
         .and(json_body::<ExportBody>())
-        .and(with_pool)
-        .and_then(|body: ExportBody, pool: PgPool| async move {
-            let spec = body.into_spec()?;
-            paid_sessions(pool, spec).await
-        })
-}
-
-async fn paid_sessions(pool: PgPool, spec: ExportSpec) -> Result<warp::reply::Response, Rejection> {
-    let (answer_tx, answer_rx) = oneshot::channel::<Vec<u8>>();
-    let (written_tx, written_rx) = mpsc::channel::<()>();
-    let export = tokio::task::spawn_blocking(move || {
-        let mut conn = pool.get()?;
-        export::run(&mut conn, &spec, |sessions, has_more| {
-            let answer = json!({
-                "status": "success",
-                "count": sessions.len(),
-                "sessions": sessions,
-                "has_more": has_more,
-            });
-            answer_tx
-                .send(serde_json::to_vec(&answer)?)
-                .map_err(|_| anyhow::anyhow!("the request was dropped"))?;
-            written_rx.recv_timeout(WRITE_TIMEOUT).map_err(|_| {
-                anyhow::anyhow!("the answer was not written; the export is offered again")
+        .and(with_pool.clone())
+        .and_then(move |body: ExportBody, pool: PgPool| async move {
+            let (spec, ack) = body.into_spec()?;
+            let offer = in_db(pool, move |conn| {
+                if let Some(id) = ack {
+                    batches::acknowledge(conn, Some(&spec.name), id)?;
+                }
+                batches::offer(conn, &spec, lease)
             })
-        })
-    });
-    match answer_rx.await {
-        Ok(answer) => Ok(streamed(answer, written_tx)),
-        // No sessions to deliver: the run ended without asking.
-        Err(_) => match export.await {
-            Ok(Ok(done)) => Ok(warp::reply::json(&json!({
-                "status": "no_new_data",
-                "count": 0,
-                "sessions": [],
-                "has_more": done.has_more,
-            }))
-            .into_response()),
-            Ok(Err(e)) => Err(warp::reject::custom(ApiError::unavailable(
-                "database_unavailable",
-                &format!("{e:#}"),
-            ))),
-            Err(e) => Err(warp::reject::custom(ApiError::unavailable("internal", &e))),
-        },
-    }
-}
-
-/// The answer as a chunked stream whose end tells the export it was
-/// written: hyper asks for the end of a chunked body only once it has
-/// taken the answer for the connection. (No `Content-Length`: with one,
-/// hyper may stop at the last byte without asking for the end.)
-fn streamed(answer: Vec<u8>, written: mpsc::Sender<()>) -> warp::reply::Response {
-    let chunks = futures::stream::unfold(
-        (Some(answer), Some(written)),
-        |(answer, written)| async move {
-            if let Some(answer) = answer {
-                return Some((Ok::<_, std::convert::Infallible>(answer), (None, written)));
+            .await?;
+            Ok::<_, Rejection>(Answer::of(offer).into_response())
+        });
+    let ack = warp::path!("exports" / "paid-sessions" / "ack")
+        .and(warp::post())
+        .and(json_body::<AckBody>())
+        .and(with_pool)
+        .and_then(|body: AckBody, pool: PgPool| async move {
+            let raw = body
+                .batch_id
+                .ok_or_else(|| bad("batch_id", "batch_id is required".into()))?;
+            let id = batch_id("batch_id", &raw)?;
+            if let Some(name) = &body.name {
+                export::valid_name(name).map_err(|m| bad("name", m))?;
             }
-            if let Some(written) = written {
-                let _ = written.send(());
-            }
-            None
-        },
-    );
-    let mut response = warp::reply::Response::new(Body::wrap_stream(chunks));
-    response.headers_mut().insert(
-        "content-type",
-        warp::http::HeaderValue::from_static("application/json"),
-    );
-    response
+            let name = body.name;
+            let acked = in_db(pool, move |conn| {
+                batches::acknowledge(conn, name.as_deref(), id)
+            })
+            .await?;
+            let (status, count) = match acked {
+                Acked::Acknowledged { count } => ("acknowledged", count),
+                Acked::AlreadyAcknowledged { count } => ("already_acknowledged", count),
+            };
+            Ok::<_, Rejection>(
+                warp::reply::json(
+                    &serde_json::json!({"status": status, "batch_id": id, "count": count}),
+                )
+                .into_response(),
+            )
+        });
+    ack.or(poll).unify()
 }

@@ -49,6 +49,8 @@ pub struct AppState {
     pub salesforce_relay: Option<Arc<salesforce::Relay>>,
     /// Statement timeout of each read of `/api/stripe/*`.
     pub mirror_query_timeout: std::time::Duration,
+    /// How long a batch of the HTTP export is held for its caller.
+    pub export_batch_lease: std::time::Duration,
 }
 
 pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
@@ -76,7 +78,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
                 .boxed()
                 .or(mirror::routes(state.pool.clone(), state.mirror_query_timeout).boxed())
                 .unify()
-                .or(exports::routes(state.pool.clone()).boxed())
+                .or(exports::routes(state.pool.clone(), state.export_batch_lease).boxed())
                 .unify()
                 .or(notifications::routes(state.pool.clone()).boxed())
                 .unify()

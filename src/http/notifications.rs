@@ -1,5 +1,6 @@
 //! `/api/admin/notifications`: the order notifier's emails, and sending a
-//! failed one again (the `notifications` commands over HTTP).
+//! failed one again (the `notifications` commands over HTTP). A sent one,
+//! or one a notifier is sending, is not queued again: 409.
 
 use serde::Deserialize;
 use warp::http::StatusCode;
@@ -60,6 +61,9 @@ pub fn routes(
                     }
                     RetryError::AlreadySent(_) => {
                         ApiError::new(StatusCode::CONFLICT, "already_sent", e.to_string())
+                    }
+                    RetryError::BeingSent { .. } => {
+                        ApiError::new(StatusCode::CONFLICT, "being_sent", e.to_string())
                     }
                     RetryError::Database(e) => ApiError::unavailable("database_unavailable", &e),
                 })

@@ -12,6 +12,15 @@ permanent `550`, as a server refuses an unknown mailbox; removing the line
 fixes the cause. With --user and --password the server requires SMTP AUTH
 (PLAIN or LOGIN, allowed without TLS here) and refuses other credentials
 with `535`. The tests and `scripts/dev` read the files.
+
+A server can also be slow: DIR/stall-rcpt or DIR/stall-data (JSON
+`{"seconds": S, "answer": "554 ..." or null}`) holds the next RCPT or DATA
+answer, of whichever client comes first, for S seconds, then gives
+`answer` or the usual one; the file is consumed, so one command is held.
+While it holds it, DIR/stalled-<phase> exists. A DATA held and then
+accepted keeps the message before the wait, as a server that has the whole
+message queues it whatever the client does next (RFC 1047): a client that
+gives up waiting may well have delivered it.
 """
 import argparse
 import asyncio
@@ -47,7 +56,31 @@ class Keep:
         except FileNotFoundError:
             return set()
 
+    def take_stall(self, phase):
+        path = os.path.join(self.directory, "stall-" + phase)
+        try:
+            with open(path) as f:
+                stall = json.load(f)
+        except FileNotFoundError:
+            return None
+        # One event loop serves every client: no other can take it between.
+        os.remove(path)
+        return stall
+
+    async def hold(self, phase, stall):
+        marker = os.path.join(self.directory, "stalled-" + phase)
+        self.write("stalled-" + phase, b"")
+        try:
+            await asyncio.sleep(stall["seconds"])
+        finally:
+            os.remove(marker)
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        stall = self.take_stall("rcpt")
+        if stall:
+            await self.hold("rcpt", stall)
+            if stall.get("answer"):
+                return stall["answer"]
         if address.lower() in self.listed("refuse"):
             return "550 5.1.1 <%s>: mailbox unavailable" % address
         if address.lower() in self.listed("defer"):
@@ -62,6 +95,16 @@ class Keep:
         os.replace(final + ".tmp", final)
 
     async def handle_DATA(self, server, session, envelope):
+        stall = self.take_stall("data")
+        if stall and stall.get("answer"):
+            await self.hold("data", stall)
+            return stall["answer"]
+        self.keep(envelope)
+        if stall:
+            await self.hold("data", stall)
+        return "250 Message accepted for delivery"
+
+    def keep(self, envelope):
         n = next(self.numbers)
         raw = envelope.original_content or envelope.content
         message = email.message_from_bytes(raw, policy=email.policy.default)
@@ -76,7 +119,6 @@ class Keep:
         }
         self.write("%06d.eml" % n, raw)
         self.write("%06d.json" % n, json.dumps(read).encode())
-        return "250 Message accepted for delivery"
 
 
 def main():

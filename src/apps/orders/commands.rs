@@ -77,7 +77,11 @@ pub fn retry(conn: &mut PgConnection, id: i64) -> anyhow::Result<String> {
             "notification {} ({}) queued again; the notifier sends it shortly",
             n.id, n.order_key
         )),
-        Err(e @ (RetryError::NotFound(_) | RetryError::AlreadySent(_))) => Err(e.into()),
+        Err(
+            e @ (RetryError::NotFound(_)
+            | RetryError::AlreadySent(_)
+            | RetryError::BeingSent { .. }),
+        ) => Err(e.into()),
         Err(RetryError::Database(e)) => Err(e).context("cannot queue the notification again"),
     }
 }

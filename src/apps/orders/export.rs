@@ -116,74 +116,129 @@ pub struct Exported {
     pub has_more: bool,
 }
 
+/// The paid sessions after a watermark, and where the watermark goes once
+/// they are delivered.
+pub(super) struct Next {
+    pub sessions: Vec<PaidSession>,
+    /// More paid sessions wait beyond the limit.
+    pub has_more: bool,
+    /// `None`: no settled paid session after the watermark at all.
+    pub end: Option<(i64, i64)>,
+}
+
+/// Makes concurrent runs of one export take turns, until the transaction
+/// ends. Taken before anything gives the transaction an id, so the
+/// horizon in [`read_next`] is not held back by the export itself.
+pub(super) fn lock(conn: &mut PgConnection, name: &str) -> QueryResult<()> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended('orders.exports:' || $1, 0))")
+        .bind::<Text, _>(name)
+        .execute(conn)
+        .map(drop)
+}
+
+/// The export's watermark: the last `(paid_xid, seq)` delivered.
+pub(super) fn watermark(conn: &mut PgConnection, name: &str) -> QueryResult<(i64, i64)> {
+    let mark: Option<Watermark> =
+        diesel::sql_query("SELECT last_xid, last_seq FROM orders.exports WHERE name = $1")
+            .bind::<Text, _>(name)
+            .get_result(conn)
+            .optional()?;
+    Ok(mark.map_or((0, 0), |m| (m.last_xid, m.last_seq)))
+}
+
+/// Reads the export's settled paid sessions after `from`, in a transaction
+/// that has no id yet.
+pub(super) fn read_next(
+    conn: &mut PgConnection,
+    spec: &ExportSpec,
+    (last_xid, last_seq): (i64, i64),
+) -> QueryResult<Next> {
+    let horizon: Horizon = diesel::sql_query(HORIZON).get_result(conn)?;
+    let wanted: Vec<Wanted> = diesel::sql_query(WANTED)
+        .bind::<BigInt, _>(last_xid)
+        .bind::<BigInt, _>(last_seq)
+        .bind::<BigInt, _>(horizon.xmin)
+        .bind::<Array<Text>, _>(&spec.payment_links)
+        .bind::<Nullable<Timestamptz>, _>(spec.since)
+        .bind::<BigInt, _>(spec.limit.map_or(i64::MAX, |l| l + 1))
+        .load(conn)?;
+    let has_more = spec.limit.is_some_and(|l| wanted.len() as i64 > l);
+    let wanted = match spec.limit {
+        Some(l) if has_more => &wanted[..l as usize],
+        _ => &wanted[..],
+    };
+    // With more to come, up to the last session delivered; else past
+    // every settled paid session, those of other payment links too
+    // (they are not this export's).
+    let end = match wanted.last() {
+        Some(last) if has_more => Some((last.paid_xid, last.seq)),
+        _ => diesel::sql_query(LAST_SETTLED)
+            .bind::<BigInt, _>(last_xid)
+            .bind::<BigInt, _>(last_seq)
+            .bind::<BigInt, _>(horizon.xmin)
+            .get_result::<Watermark>(conn)
+            .optional()?
+            .map(|m| (m.last_xid, m.last_seq)),
+    };
+    Ok(Next {
+        sessions: wanted.iter().map(|w| w.session.clone()).collect(),
+        has_more,
+        end,
+    })
+}
+
+/// Moves the watermark to `to`, counting `delivered` sessions.
+pub(super) fn advance(
+    conn: &mut PgConnection,
+    name: &str,
+    (to_xid, to_seq): (i64, i64),
+    delivered: i64,
+) -> QueryResult<()> {
+    diesel::sql_query(ADVANCE)
+        .bind::<Text, _>(name)
+        .bind::<BigInt, _>(to_xid)
+        .bind::<BigInt, _>(to_seq)
+        .bind::<BigInt, _>(delivered)
+        .execute(conn)
+        .map(drop)
+}
+
 /// Runs one export: reads the paid sessions after the watermark, hands
 /// them to `deliver` with whether more wait beyond the limit (not called
-/// when there are none) and moves the
-/// watermark past them only if `deliver` succeeded, all in one
-/// transaction. An error from `deliver` leaves the watermark where it was.
+/// when there are none) and moves the watermark past them only if
+/// `deliver` succeeded, all in one transaction. An error from `deliver`
+/// leaves the watermark where it was. Refused while the HTTP export of the
+/// same name has a batch pending: the two would deliver the same sessions.
 pub fn run(
     conn: &mut PgConnection,
     spec: &ExportSpec,
     deliver: impl FnOnce(&[PaidSession], bool) -> anyhow::Result<()>,
 ) -> anyhow::Result<Exported> {
     conn.transaction(|conn| {
-        // Taken before anything gives this transaction an id, so the
-        // horizon below is not held back by the export itself.
-        diesel::sql_query(
-            "SELECT pg_advisory_xact_lock(hashtextextended('orders.exports:' || $1, 0))",
-        )
-        .bind::<Text, _>(&spec.name)
-        .execute(conn)?;
-        let mark: Option<Watermark> =
-            diesel::sql_query("SELECT last_xid, last_seq FROM orders.exports WHERE name = $1")
-                .bind::<Text, _>(&spec.name)
-                .get_result(conn)
-                .optional()?;
-        let (last_xid, last_seq) = mark.map_or((0, 0), |m| (m.last_xid, m.last_seq));
-        let horizon: Horizon = diesel::sql_query(HORIZON).get_result(conn)?;
-        let wanted: Vec<Wanted> = diesel::sql_query(WANTED)
-            .bind::<BigInt, _>(last_xid)
-            .bind::<BigInt, _>(last_seq)
-            .bind::<BigInt, _>(horizon.xmin)
-            .bind::<Array<Text>, _>(&spec.payment_links)
-            .bind::<Nullable<Timestamptz>, _>(spec.since)
-            .bind::<BigInt, _>(spec.limit.map_or(i64::MAX, |l| l + 1))
-            .load(conn)?;
-        let has_more = spec.limit.is_some_and(|l| wanted.len() as i64 > l);
-        let wanted = match spec.limit {
-            Some(l) if has_more => &wanted[..l as usize],
-            _ => &wanted[..],
-        };
-        // With more to come, up to the last session delivered; else past
-        // every settled paid session, those of other payment links too
-        // (they are not this export's).
-        let end = match wanted.last() {
-            Some(last) if has_more => Some((last.paid_xid, last.seq)),
-            _ => diesel::sql_query(LAST_SETTLED)
-                .bind::<BigInt, _>(last_xid)
-                .bind::<BigInt, _>(last_seq)
-                .bind::<BigInt, _>(horizon.xmin)
-                .get_result::<Watermark>(conn)
-                .optional()?
-                .map(|m| (m.last_xid, m.last_seq)),
-        };
-        let Some((next_xid, next_seq)) = end else {
+        lock(conn, &spec.name)?;
+        if let Some(batch) = super::batches::pending_id(conn, &spec.name)? {
+            anyhow::bail!(
+                "export {:?} has HTTP batch {batch} pending (offered, not acknowledged yet); \
+                 acknowledge it (POST /api/exports/paid-sessions/ack), or use another --name here",
+                spec.name
+            );
+        }
+        let from = watermark(conn, &spec.name)?;
+        let next = read_next(conn, spec, from)?;
+        let Some(end) = next.end else {
             return Ok(Exported {
                 sessions: Vec::new(),
                 has_more: false,
             });
         };
-        let sessions: Vec<PaidSession> = wanted.iter().map(|w| w.session.clone()).collect();
-        if !sessions.is_empty() {
-            deliver(&sessions, has_more)?;
+        if !next.sessions.is_empty() {
+            deliver(&next.sessions, next.has_more)?;
         }
-        diesel::sql_query(ADVANCE)
-            .bind::<Text, _>(&spec.name)
-            .bind::<BigInt, _>(next_xid)
-            .bind::<BigInt, _>(next_seq)
-            .bind::<BigInt, _>(sessions.len() as i64)
-            .execute(conn)?;
-        Ok(Exported { sessions, has_more })
+        advance(conn, &spec.name, end, next.sessions.len() as i64)?;
+        Ok(Exported {
+            sessions: next.sessions,
+            has_more: next.has_more,
+        })
     })
 }
 

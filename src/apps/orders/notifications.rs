@@ -3,6 +3,13 @@
 //! (unique per account and order) and the delivery queue the notifier's
 //! sender drains, with a retry schedule per row, so an order whose email
 //! cannot go out yet never holds up the events behind it.
+//!
+//! A sender takes a row under a lease: a random token and an expiry
+//! (`next_attempt_at`). Every later write of that sender (renewing the
+//! lease before the message goes out, recording the outcome) names the
+//! token and applies only while it is still the row's, so a sender that
+//! was slow past its lease and lost the row to another can neither send
+//! it again nor overwrite what the new holder recorded.
 
 use std::time::Duration;
 
@@ -11,6 +18,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text, Timestamptz};
 use serde::Serialize;
 use serde_json::Value;
+use uuid::Uuid;
 
 /// A notification to claim for a paid order.
 #[derive(Debug, Clone)]
@@ -68,7 +76,7 @@ pub fn requeue_failed(
 ) -> QueryResult<bool> {
     diesel::sql_query(
         "UPDATE orders.notifications SET status = 'pending', attempts = 0, \
-           next_attempt_at = now(), updated_at = now() \
+           next_attempt_at = now(), lease_token = NULL, updated_at = now() \
          WHERE account = $1 AND order_key = $2 AND status = 'failed'",
     )
     .bind::<Text, _>(account)
@@ -134,32 +142,61 @@ pub enum RetryError {
     NotFound(i64),
     #[error("notification {0} was already sent; retrying would send it twice")]
     AlreadySent(i64),
+    #[error(
+        "notification {id} is being sent: a notifier holds it until {until}, and queued \
+         again now it could go out twice; if it is not sent by then, retry after that"
+    )]
+    BeingSent { id: i64, until: DateTime<Utc> },
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
 }
 
+#[derive(QueryableByName)]
+struct RetryState {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    sent: bool,
+    /// A sender holds it and its lease has not run out.
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    leased: bool,
+    #[diesel(sql_type = Timestamptz)]
+    next_attempt_at: DateTime<Utc>,
+}
+
 /// Puts a failed (or waiting) notification back in the queue, due now.
+/// Refused for one that was sent, and for one a sender is sending: queued
+/// again, another sender would take it while the first still talks to
+/// the SMTP server. A lease that ran out does not count (its sender is
+/// presumed gone; were it only slow, the token cleared here stops it
+/// before it sends).
 pub fn retry(conn: &mut PgConnection, id: i64) -> Result<Notification, RetryError> {
-    let retried: Option<Notification> = diesel::sql_query(format!(
-        "UPDATE orders.notifications SET status = 'pending', attempts = 0, \
-           next_attempt_at = now(), updated_at = now() \
-         WHERE id = $1 AND status <> 'sent' RETURNING {COLUMNS}"
-    ))
-    .bind::<BigInt, _>(id)
-    .get_result(conn)
-    .optional()?;
-    if let Some(n) = retried {
-        return Ok(n);
-    }
-    let exists: Option<Notification> = diesel::sql_query(format!(
-        "SELECT {COLUMNS} FROM orders.notifications WHERE id = $1"
-    ))
-    .bind::<BigInt, _>(id)
-    .get_result(conn)
-    .optional()?;
-    Err(match exists {
-        Some(_) => RetryError::AlreadySent(id),
-        None => RetryError::NotFound(id),
+    conn.transaction(|conn| {
+        let state: Option<RetryState> = diesel::sql_query(
+            "SELECT status = 'sent' AS sent, \
+               (status = 'pending' AND lease_token IS NOT NULL AND next_attempt_at > now()) AS leased, \
+               next_attempt_at \
+             FROM orders.notifications WHERE id = $1 FOR UPDATE",
+        )
+        .bind::<BigInt, _>(id)
+        .get_result(conn)
+        .optional()?;
+        match state {
+            None => return Err(RetryError::NotFound(id)),
+            Some(s) if s.sent => return Err(RetryError::AlreadySent(id)),
+            Some(s) if s.leased => {
+                return Err(RetryError::BeingSent {
+                    id,
+                    until: s.next_attempt_at,
+                })
+            }
+            Some(_) => {}
+        }
+        Ok(diesel::sql_query(format!(
+            "UPDATE orders.notifications SET status = 'pending', attempts = 0, \
+               next_attempt_at = now(), lease_token = NULL, updated_at = now() \
+             WHERE id = $1 RETURNING {COLUMNS}"
+        ))
+        .bind::<BigInt, _>(id)
+        .get_result(conn)?)
     })
 }
 
@@ -180,63 +217,129 @@ pub struct Due {
     pub order_data: Value,
     #[diesel(sql_type = Jsonb)]
     pub event: Value,
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    lease_token: Uuid,
 }
 
-/// Takes the next due notification for `lease`: the attempt counts, and
-/// no other sender takes it until the lease runs out (a sender that dies
-/// mid-send leaves it to be taken again then).
+impl Due {
+    /// The sender's hold on this row.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            id: self.id,
+            token: self.lease_token,
+        }
+    }
+}
+
+/// A sender's hold on one notification: the row's id and the token it was
+/// taken with. Writes made with it apply only while the token is the row's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub id: i64,
+    token: Uuid,
+}
+
+/// Whether a write made as a lease's holder applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum AsHolder {
+    Applied,
+    /// Another sender took the row since (the lease ran out), or an
+    /// operator queued it again: the write changed nothing.
+    LeaseLost,
+}
+
+impl AsHolder {
+    fn from_rows(rows: usize) -> Self {
+        if rows == 1 {
+            Self::Applied
+        } else {
+            Self::LeaseLost
+        }
+    }
+}
+
+/// Takes the next due notification for `lease`, under a fresh token: the
+/// attempt counts, and no other sender takes it until the lease runs out
+/// (a sender that dies mid-send leaves it to be taken again then).
 pub fn take_next(conn: &mut PgConnection, lease: Duration) -> QueryResult<Option<Due>> {
     diesel::sql_query(
         "UPDATE orders.notifications n \
          SET attempts = n.attempts + 1, next_attempt_at = now() + make_interval(secs => $1), \
-             updated_at = now() \
+             lease_token = $2, updated_at = now() \
          FROM (SELECT id FROM orders.notifications \
                WHERE status = 'pending' AND next_attempt_at <= now() \
                ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) due \
          WHERE n.id = due.id \
-         RETURNING n.id, n.account, n.order_key, n.message_id, n.attempts, n.order_data, n.event",
+         RETURNING n.id, n.account, n.order_key, n.message_id, n.attempts, n.order_data, n.event, \
+           n.lease_token",
     )
     .bind::<diesel::sql_types::Double, _>(lease.as_secs_f64())
+    .bind::<diesel::sql_types::Uuid, _>(Uuid::new_v4())
     .get_result(conn)
     .optional()
 }
 
-pub fn mark_sent(conn: &mut PgConnection, id: i64) -> QueryResult<()> {
+/// Extends the holder's lease to `lease` from now: what a sender does
+/// right before the message goes out, so that it sends only while the row
+/// is still its own, and has a whole lease to send and record. A lease
+/// that ran out still renews while no one else took the row (the token is
+/// replaced by every take).
+pub fn renew(conn: &mut PgConnection, held: Lease, lease: Duration) -> QueryResult<AsHolder> {
     diesel::sql_query(
-        "UPDATE orders.notifications SET status = 'sent', sent_at = now(), last_error = NULL, \
-           updated_at = now() WHERE id = $1",
+        "UPDATE orders.notifications \
+         SET next_attempt_at = now() + make_interval(secs => $3), updated_at = now() \
+         WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
     )
-    .bind::<BigInt, _>(id)
+    .bind::<BigInt, _>(held.id)
+    .bind::<diesel::sql_types::Uuid, _>(held.token)
+    .bind::<diesel::sql_types::Double, _>(lease.as_secs_f64())
     .execute(conn)
-    .map(drop)
+    .map(AsHolder::from_rows)
 }
 
-/// Leaves the notification pending, due again after `wait`.
+pub fn mark_sent(conn: &mut PgConnection, held: Lease) -> QueryResult<AsHolder> {
+    diesel::sql_query(
+        "UPDATE orders.notifications SET status = 'sent', sent_at = now(), last_error = NULL, \
+           lease_token = NULL, updated_at = now() \
+         WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
+    )
+    .bind::<BigInt, _>(held.id)
+    .bind::<diesel::sql_types::Uuid, _>(held.token)
+    .execute(conn)
+    .map(AsHolder::from_rows)
+}
+
+/// Leaves the notification pending, due again after `wait`, and lets go
+/// of it.
 pub fn mark_retry(
     conn: &mut PgConnection,
-    id: i64,
+    held: Lease,
     error: &str,
     wait: Duration,
-) -> QueryResult<()> {
+) -> QueryResult<AsHolder> {
     diesel::sql_query(
-        "UPDATE orders.notifications SET last_error = $2, \
-           next_attempt_at = now() + make_interval(secs => $3), updated_at = now() \
-         WHERE id = $1 AND status = 'pending'",
+        "UPDATE orders.notifications SET last_error = $3, lease_token = NULL, \
+           next_attempt_at = now() + make_interval(secs => $4), updated_at = now() \
+         WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
     )
-    .bind::<BigInt, _>(id)
+    .bind::<BigInt, _>(held.id)
+    .bind::<diesel::sql_types::Uuid, _>(held.token)
     .bind::<Text, _>(error)
     .bind::<diesel::sql_types::Double, _>(wait.as_secs_f64())
     .execute(conn)
-    .map(drop)
+    .map(AsHolder::from_rows)
 }
 
-pub fn mark_failed(conn: &mut PgConnection, id: i64, error: &str) -> QueryResult<()> {
+pub fn mark_failed(conn: &mut PgConnection, held: Lease, error: &str) -> QueryResult<AsHolder> {
     diesel::sql_query(
-        "UPDATE orders.notifications SET status = 'failed', last_error = $2, updated_at = now() \
-         WHERE id = $1",
+        "UPDATE orders.notifications SET status = 'failed', last_error = $3, lease_token = NULL, \
+           updated_at = now() \
+         WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
     )
-    .bind::<BigInt, _>(id)
+    .bind::<BigInt, _>(held.id)
+    .bind::<diesel::sql_types::Uuid, _>(held.token)
     .bind::<Text, _>(error)
     .execute(conn)
-    .map(drop)
+    .map(AsHolder::from_rows)
 }

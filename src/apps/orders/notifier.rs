@@ -12,10 +12,20 @@
 //! reschedules that row with backoff while events keep being consumed, a
 //! refusal marks it failed and dead-letters its event.
 //!
-//! The one window no system can close: a crash after the SMTP server
-//! accepted a message and before the row is marked sent sends it again
-//! once the row's lease (`NOTIFY_LEASE_MS`) expires, with the same
-//! `Message-ID`, which mail clients and most servers use to drop the copy.
+//! Each taken row is leased to its sender under a token (see
+//! [`notifications`]). The sender renews the lease after the server took
+//! the recipients and right before `DATA`, and sends the message only if
+//! the row is still its own; it records the outcome only as the lease's
+//! holder. So a sender held up past its lease (a tarpit, a paused
+//! process) leaves the email to the sender that took it over, and its late
+//! result never overwrites that one's.
+//!
+//! The window no lease can close: once the message has gone out, the
+//! outcome must reach the database within the lease. A crash there, an
+//! answer to `DATA` that never comes, or a database away for longer than
+//! the lease sends it again once the lease runs out (`NOTIFY_LEASE_MS`),
+//! with the same `Message-ID`, which mail clients and most servers use to
+//! drop the copy.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -27,7 +37,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::email;
-use super::notifications::{self, Due, NewNotification};
+use super::notifications::{self, AsHolder, Due, Lease, NewNotification};
 use super::order::{self, PaidOrder};
 use super::smtp::{Mailer, SendError};
 use crate::apply::{ApplyError, RemoteReader};
@@ -191,10 +201,30 @@ pub struct Sender {
     pub dead_letter_topic: String,
     pub poll_interval: Duration,
     pub retry_max: Duration,
-    /// How long a taken notification is this sender's alone; longer than
-    /// one SMTP delivery may take.
+    /// How long a taken notification is this sender's alone; renewed right
+    /// before the message goes out, and at least twice what sending the
+    /// message may take (`NotifierConfig::send_timeout`).
     pub lease: Duration,
     pub wake: Arc<Notify>,
+}
+
+/// What became of one attempt at an email.
+enum Attempt {
+    Sent,
+    /// A transient failure: again after a wait.
+    Retry(String),
+    /// Refused for good.
+    Failed(String),
+}
+
+impl Attempt {
+    fn label(&self) -> &'static str {
+        match self {
+            Attempt::Sent => "sent",
+            Attempt::Retry(_) => "retry",
+            Attempt::Failed(_) => "failed",
+        }
+    }
 }
 
 impl Sender {
@@ -213,7 +243,7 @@ impl Sender {
             match taken {
                 Ok(Some(n)) => {
                     db_backoff.reset();
-                    self.deliver(n).await;
+                    self.deliver(n, &shutdown).await;
                 }
                 Ok(None) => {
                     db_backoff.reset();
@@ -234,7 +264,8 @@ impl Sender {
         }
     }
 
-    async fn deliver(&self, n: Due) {
+    async fn deliver(&self, n: Due, shutdown: &CancellationToken) {
+        let held = n.lease();
         let session = &n.order_data["session"];
         let items = n.order_data["line_items"]
             .as_array()
@@ -243,70 +274,128 @@ impl Sender {
         let mail = email::render(session, items);
         let sent = self
             .mailer
-            .send(&n.message_id, &mail.subject, mail.text, mail.html)
-            .await;
-        let (outcome, error) = match &sent {
-            Ok(()) => ("sent", None),
-            Err(SendError::Transient(e)) => ("retry", Some(e.clone())),
-            Err(SendError::Permanent(e)) => ("failed", Some(e.clone())),
-        };
-        let wait = retry_wait(n.attempts, self.retry_max);
-        match &error {
-            None => {
-                tracing::info!(notification.id = n.id, order = %n.order_key, "order email sent")
-            }
-            Some(e) if outcome == "retry" => {
-                tracing::warn!(notification.id = n.id, order = %n.order_key, attempts = n.attempts, wait_ms = wait.as_millis() as u64, error = %e, "order email not sent, will retry")
-            }
-            Some(e) => {
-                tracing::error!(notification.id = n.id, order = %n.order_key, error = %e, "order email refused; notification failed")
-            }
-        }
-        let (id, error_text) = (n.id, error.clone().unwrap_or_default());
-        let recorded = self
-            .record(move |conn| match outcome {
-                "sent" => notifications::mark_sent(conn, id),
-                "retry" => notifications::mark_retry(conn, id, &error_text, wait),
-                _ => notifications::mark_failed(conn, id, &error_text),
+            .send(&n.message_id, &mail.subject, mail.text, mail.html, || {
+                self.still_ours(held)
             })
             .await;
-        if !recorded {
-            return;
+        let wait = retry_wait(n.attempts, self.retry_max);
+        let attempt = match sent {
+            Ok(()) => {
+                tracing::info!(notification.id = n.id, order = %n.order_key, "order email sent");
+                Attempt::Sent
+            }
+            Err(SendError::Withheld) => {
+                tracing::warn!(notification.id = n.id, order = %n.order_key, "lease lost before the email went out; it is another sender's now, not sent here");
+                metrics::NOTIFICATIONS
+                    .with_label_values(&["lease_lost"])
+                    .inc();
+                return;
+            }
+            Err(SendError::Transient(e)) => {
+                tracing::warn!(notification.id = n.id, order = %n.order_key, attempts = n.attempts, wait_ms = wait.as_millis() as u64, error = %e, "order email not sent, will retry");
+                Attempt::Retry(e)
+            }
+            Err(SendError::Permanent(e)) => {
+                tracing::error!(notification.id = n.id, order = %n.order_key, error = %e, "order email refused; notification failed");
+                Attempt::Failed(e)
+            }
+        };
+        let label = attempt.label();
+        let recorded = match &attempt {
+            Attempt::Sent => {
+                self.record(shutdown, move |c| notifications::mark_sent(c, held))
+                    .await
+            }
+            Attempt::Retry(e) => {
+                let e = e.clone();
+                self.record(shutdown, move |c| {
+                    notifications::mark_retry(c, held, &e, wait)
+                })
+                .await
+            }
+            Attempt::Failed(e) => {
+                let e = e.clone();
+                self.record(shutdown, move |c| notifications::mark_failed(c, held, &e))
+                    .await
+            }
+        };
+        match recorded {
+            Some(AsHolder::Applied) => {}
+            Some(AsHolder::LeaseLost) => {
+                // Its lease ran out and another sender took the row (or an
+                // operator queued it again): that one's outcome stands.
+                tracing::warn!(notification.id = n.id, order = %n.order_key, outcome = label, "lease lost before the outcome was recorded; left to the row's new holder");
+                metrics::NOTIFICATIONS
+                    .with_label_values(&["lease_lost"])
+                    .inc();
+                return;
+            }
+            // Stopping: the lease brings the row back.
+            None => return,
         }
-        metrics::NOTIFICATIONS.with_label_values(&[outcome]).inc();
-        if let (Err(SendError::Permanent(e)), Some(payload)) =
-            (&sent, serde_json::to_vec(&n.event).ok())
-        {
+        metrics::NOTIFICATIONS.with_label_values(&[label]).inc();
+        if let (Attempt::Failed(e), Some(payload)) = (&attempt, serde_json::to_vec(&n.event).ok()) {
             self.dead_letter(&n, &payload, e).await;
         }
     }
 
-    /// Records a send's result, retrying while the database is away; false
-    /// if it could not (the row's lease then brings it back).
+    /// The check right before `DATA`: renews the lease, so that the message
+    /// goes out only while the row is this sender's, with a whole lease
+    /// ahead to send it and record the outcome.
+    async fn still_ours(&self, held: Lease) -> Result<(), SendError> {
+        let (pool, lease) = (self.pool.clone(), self.lease);
+        let renewed = tokio::task::spawn_blocking(move || -> anyhow::Result<AsHolder> {
+            Ok(notifications::renew(&mut *pool.get()?, held, lease)?)
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r);
+        match renewed {
+            Ok(AsHolder::Applied) => Ok(()),
+            Ok(AsHolder::LeaseLost) => Err(SendError::Withheld),
+            // Unsure whether the row is still ours: not sending is safe.
+            Err(e) => Err(SendError::Transient(format!(
+                "cannot renew the lease before sending: {e:#}"
+            ))),
+        }
+    }
+
+    /// Records a send's outcome as the lease's holder, retrying while the
+    /// database is away, until it is recorded, found to be another's, or
+    /// the sender stops (`None`; the row's lease then brings it back).
+    /// There is no point in giving up earlier: the write cannot overwrite
+    /// another sender's, and an outcome not recorded only sends the email
+    /// again once the lease runs out.
     async fn record(
         &self,
-        write: impl Fn(&mut diesel::PgConnection) -> diesel::QueryResult<()> + Send + Sync + 'static,
-    ) -> bool {
+        shutdown: &CancellationToken,
+        write: impl Fn(&mut diesel::PgConnection) -> diesel::QueryResult<AsHolder>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Option<AsHolder> {
         let write = Arc::new(write);
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        for _ in 0..10 {
+        // Short waits: once the database is back, every moment lost here
+        // is one in which the lease may run out and the email go out again.
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        loop {
             let (write, pool) = (write.clone(), self.pool.clone());
-            let done = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let done = tokio::task::spawn_blocking(move || -> anyhow::Result<AsHolder> {
                 Ok(write(&mut *pool.get()?)?)
             })
-            .await;
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
             match done {
-                Ok(Ok(())) => return true,
-                Ok(Err(e)) => {
+                Ok(held) => return Some(held),
+                Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "cannot record a notification's result, retrying")
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot record a notification's result, retrying")
-                }
             }
-            tokio::time::sleep(backoff.next_delay(None)).await;
+            if sleep_or_shutdown(backoff.next_delay(None), shutdown).await {
+                return None;
+            }
         }
-        false
     }
 
     /// Parks the order's event on the notifier's dead-letter topic, where

@@ -1,13 +1,17 @@
 //! Sending mail over SMTP (lettre), configured by one URL: `smtp://host:port`
 //! (plain, a local relay), `smtp+starttls://user:pass@host:587` or
 //! `smtps://user:pass@host:465`. Every provider, SendGrid included, speaks
-//! one of these.
+//! one of these. Each message goes over a connection of its own.
 
 use std::time::Duration;
 
+use lettre::address::Envelope;
 use lettre::message::{Mailbox, MultiPart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::Message;
 use percent_encoding::percent_decode_str;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -76,41 +80,67 @@ pub enum SendError {
     /// Unreachable, a 4xx, a timeout, TLS: worth retrying.
     #[error("{0}")]
     Transient(String),
+    /// The check before `DATA` said not to send: the server never got the
+    /// message.
+    #[error("withheld before DATA")]
+    Withheld,
 }
 
-/// The SMTP transport and the envelope every order email uses.
+/// How the connection is secured, with the TLS settings it needs.
+#[derive(Clone)]
+enum Secured {
+    Plain,
+    StartTls(TlsParameters),
+    Tls(TlsParameters),
+}
+
+/// The SMTP server and the envelope every order email uses.
+///
+/// The conversation is driven here rather than by lettre's transport, so
+/// that a caller can check, after the server took the recipients and
+/// before the message goes out, that it still may send it (see
+/// [`Mailer::send`]).
 #[derive(Clone)]
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    host: String,
+    port: u16,
+    secured: Secured,
+    credentials: Option<Credentials>,
     from: Mailbox,
     to: Vec<Mailbox>,
+    timeout: Duration,
 }
 
 impl Mailer {
-    /// `timeout`: how long one delivery may take before it counts as a
-    /// transient failure.
+    /// `timeout`: how long each half of a delivery (up to the recipients;
+    /// the message itself) may take before it counts as a transient
+    /// failure.
     pub fn new(
         url: &SmtpUrl,
         from: Mailbox,
         to: Vec<Mailbox>,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let builder = match url.security {
-            Security::Plain => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&url.host),
-            Security::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&url.host)?,
-            Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&url.host)?,
+        let secured = match url.security {
+            Security::Plain => Secured::Plain,
+            Security::StartTls => Secured::StartTls(TlsParameters::new(url.host.clone())?),
+            Security::Tls => Secured::Tls(TlsParameters::new(url.host.clone())?),
         };
-        let mut builder = builder.port(url.port).timeout(Some(timeout));
-        if let (Some(user), Some(password)) = (&url.user, &url.password) {
-            builder = builder.credentials(Credentials::new(
+        let credentials = match (&url.user, &url.password) {
+            (Some(user), Some(password)) => Some(Credentials::new(
                 user.clone(),
                 password.expose_secret().to_owned(),
-            ));
-        }
+            )),
+            _ => None,
+        };
         Ok(Self {
-            transport: builder.build(),
+            host: url.host.clone(),
+            port: url.port,
+            secured,
+            credentials,
             from,
             to,
+            timeout,
         })
     }
 
@@ -119,14 +149,24 @@ impl Mailer {
         self.from.email.domain()
     }
 
-    /// Sends one message in plain text and HTML with the given `Message-ID`.
-    pub async fn send(
+    /// Sends one message in plain text and HTML with the given
+    /// `Message-ID`. `before_data` runs once the server has accepted the
+    /// sender and the recipients, right before `DATA`: an error from it
+    /// ends the conversation with nothing sent, and is returned. After
+    /// `DATA` no one can know whether a server that did not answer has
+    /// the message, so that is the last moment to decide.
+    pub async fn send<F, Fut>(
         &self,
         message_id: &str,
         subject: &str,
         text: String,
         html: String,
-    ) -> Result<(), SendError> {
+        before_data: F,
+    ) -> Result<(), SendError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(), SendError>>,
+    {
         let mut builder = Message::builder()
             .from(self.from.clone())
             .subject(subject)
@@ -137,17 +177,100 @@ impl Mailer {
         let message = builder
             .multipart(MultiPart::alternative_plain_html(text, html))
             .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))?;
-        match self.transport.send(message).await {
-            Ok(_) => Ok(()),
-            // Credentials refused say nothing about the order: wait for an
-            // operator to fix SMTP_URL instead of failing every order.
-            Err(e) if is_authentication(&e) => Err(SendError::Transient(format!(
-                "authentication failed, check the credentials in SMTP_URL: {}",
-                describe(&e)
-            ))),
-            Err(e) if e.is_permanent() => Err(SendError::Permanent(describe(&e))),
-            Err(e) => Err(SendError::Transient(describe(&e))),
+        let body = message.formatted();
+        let mut conn = match tokio::time::timeout(
+            self.timeout,
+            self.open(message.envelope(), body.is_ascii()),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(classify(&e)),
+            Err(_) => {
+                return Err(SendError::Transient(format!(
+                    "the server did not take the recipients within {:?}",
+                    self.timeout
+                )))
+            }
+        };
+        if let Err(e) = before_data().await {
+            quit(conn).await;
+            return Err(e);
         }
+        let sent = tokio::time::timeout(self.timeout, async {
+            conn.command(Data).await?;
+            conn.message(&body).await
+        })
+        .await;
+        match sent {
+            Ok(Ok(_)) => {
+                quit(conn).await;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(classify(&e)),
+            Err(_) => Err(SendError::Transient(format!(
+                "the server did not answer the message within {:?} (it may have it)",
+                self.timeout
+            ))),
+        }
+    }
+
+    /// Connects, secures, logs in and gives the server the envelope.
+    async fn open(
+        &self,
+        envelope: &Envelope,
+        ascii: bool,
+    ) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+        let hello = ClientId::default();
+        let wrapped = match &self.secured {
+            Secured::Tls(tls) => Some(tls.clone()),
+            _ => None,
+        };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.timeout),
+            &hello,
+            wrapped,
+            None,
+        )
+        .await?;
+        if let Secured::StartTls(tls) = &self.secured {
+            conn.starttls(tls.clone(), &hello).await?;
+        }
+        if let Some(credentials) = &self.credentials {
+            conn.auth(DEFAULT_MECHANISMS, credentials).await?;
+        }
+        let mut options = Vec::new();
+        if !ascii && conn.server_info().supports_feature(Extension::EightBitMime) {
+            options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        conn.command(Mail::new(envelope.from().cloned(), options))
+            .await?;
+        for to in envelope.to() {
+            conn.command(Rcpt::new(to.clone(), Vec::new())).await?;
+        }
+        Ok(conn)
+    }
+}
+
+/// Says goodbye, without waiting long for the answer: the outcome is
+/// already known.
+async fn quit(mut conn: AsyncSmtpConnection) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.abort()).await;
+}
+
+fn classify(e: &lettre::transport::smtp::Error) -> SendError {
+    // Credentials refused say nothing about the order: wait for an
+    // operator to fix SMTP_URL instead of failing every order.
+    if is_authentication(e) {
+        SendError::Transient(format!(
+            "authentication failed, check the credentials in SMTP_URL: {}",
+            describe(e)
+        ))
+    } else if e.is_permanent() {
+        SendError::Permanent(describe(e))
+    } else {
+        SendError::Transient(describe(e))
     }
 }
 

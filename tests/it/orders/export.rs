@@ -1,6 +1,6 @@
-//! The paid sessions export: files and the HTTP route, its watermark
-//! (the order sessions became paid in, never `created`), per-link
-//! filtering, a failed delivery, concurrent runs and late commits.
+//! The paid sessions export: files, its watermark (the order sessions
+//! became paid in, never `created`), per-link filtering, a failed
+//! delivery, concurrent runs and late commits. Over HTTP: `export_http`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,7 +24,7 @@ fn spec(name: &str, links: &[&str]) -> ExportSpec {
     }
 }
 
-fn out_dir() -> PathBuf {
+pub(super) fn out_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(unique("exports"));
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -50,7 +50,7 @@ fn files(dir: &Path) -> Vec<Vec<Value>> {
         .collect()
 }
 
-fn ids(sessions: &[Value]) -> Vec<String> {
+pub(super) fn ids(sessions: &[Value]) -> Vec<String> {
     let mut ids: Vec<String> = sessions
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_owned())
@@ -64,7 +64,7 @@ fn run(stack: &Stack, spec: &ExportSpec, dir: &Path) -> String {
 }
 
 /// The `stripe-sync export paid-sessions` command, as an operator runs it.
-fn run_cli(stack: &Stack, args: &[&str]) -> (bool, String) {
+pub(super) fn run_cli(stack: &Stack, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_stripe-sync"))
         .args(["export", "paid-sessions"])
         .args(args)
@@ -357,69 +357,5 @@ async fn a_session_committed_late_is_not_skipped() {
     run(&stack, &spec("late", &[]), &dir);
     let all: Vec<Value> = files(&dir).into_iter().flatten().collect();
     assert_eq!(ids(&all), ["cs_fast", "cs_slow"]);
-    stack.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workflow_tools_poll_the_export_over_http() {
-    let fake = CatalogStripe::start();
-    let stack = stack_with(&fake).await;
-    post_all(
-        &stack,
-        &[
-            completed("evt_1", "cs_1", "paid", json!({"payment_link": "plink_a"})),
-            completed("evt_2", "cs_2", "paid", json!({"payment_link": "plink_a"})),
-            completed("evt_3", "cs_3", "paid", json!({"payment_link": "plink_b"})),
-        ],
-    )
-    .await;
-    wait_mirrored(&stack, "paid", 3).await;
-    let api = &stack;
-    let poll = |body: Value| async move {
-        let r = api
-            .api(reqwest::Method::POST, "/api/exports/paid-sessions")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json::<Value>().await.unwrap())
-    };
-    let (status, page) =
-        poll(json!({"name": "zapier", "payment_links": ["plink_a"], "limit": 1})).await;
-    assert_eq!(status, 200, "{page}");
-    assert_eq!(
-        (
-            page["status"].as_str(),
-            page["count"].as_i64(),
-            page["has_more"].as_bool()
-        ),
-        (Some("success"), Some(1), Some(true))
-    );
-    let (_, page2) = poll(json!({"name": "zapier", "payment_links": ["plink_a"]})).await;
-    assert_eq!(page2["count"], 1);
-    assert_ne!(page["sessions"][0]["id"], page2["sessions"][0]["id"]);
-    assert_eq!(page2["sessions"][0]["payment_link"], "plink_a");
-    let (status, none) = poll(json!({"name": "zapier", "payment_links": ["plink_a"]})).await;
-    assert_eq!(status, 200);
-    assert_eq!(
-        none,
-        json!({"status": "no_new_data", "count": 0, "sessions": [], "has_more": false})
-    );
-
-    for (body, field) in [
-        (json!({"payment_links": ["price_1"]}), "payment_links"),
-        (json!({"name": ""}), "name"),
-        (json!({"limit": 0}), "limit"),
-        (json!({"since": "yesterday"}), "since"),
-    ] {
-        let (status, error) = poll(body.clone()).await;
-        assert_eq!(status, 400, "{body}: {error}");
-        assert_eq!(error["error"]["field"], field, "{error}");
-    }
-    let (status, error) = poll(json!({"nmae": "x"})).await;
-    assert_eq!(
-        (status, error["error"]["code"].as_str()),
-        (400, Some("unknown_field"))
-    );
     stack.stop().await;
 }

@@ -7,6 +7,7 @@
 //! has checkout sessions or their line items.
 
 mod export;
+mod export_http;
 mod notifier;
 
 use std::time::Duration;

@@ -1,7 +1,8 @@
 //! A real SMTP server for the order notifier: aiosmtpd (PyPI), run by
 //! `tests/py/smtp_sink.py`, which keeps every accepted message. One per
 //! test, on its own port; it can be stopped and started again on the same
-//! port (an outage), and told to refuse a recipient for good.
+//! port (an outage), told to refuse a recipient for good, and made slow to
+//! answer one command (a tarpit, a content scan).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -15,6 +16,24 @@ pub struct SmtpSink {
     child: Option<Child>,
     /// Credentials the server requires (SMTP AUTH), if any.
     login: Option<(String, String)>,
+}
+
+/// An SMTP command whose answer the server can hold back.
+#[derive(Debug, Clone, Copy)]
+pub enum Phase {
+    /// `RCPT TO`: servers that tarpit delay it.
+    Rcpt,
+    /// The end of `DATA`: the server has the message and scans it.
+    Data,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Rcpt => "rcpt",
+            Phase::Data => "data",
+        }
+    }
 }
 
 /// A message as the server received it, read by Python's `email` package.
@@ -126,6 +145,35 @@ impl SmtpSink {
     /// Answer mail to these addresses with a temporary 451 (none: stop).
     pub fn defer(&self, addresses: &[&str]) {
         std::fs::write(self.dir.join("defer"), addresses.join("\n")).unwrap();
+    }
+
+    /// Holds the answer to the next `phase` command (one, of whichever
+    /// client comes first) for `seconds`, then answers `answer` (a
+    /// refusal such as `554 …`) or as usual. A held DATA that is then
+    /// accepted keeps the message from the start of the wait, as a real
+    /// server that has the whole message does.
+    pub fn stall_next(&self, phase: Phase, seconds: f64, answer: Option<&str>) {
+        let name = format!("stall-{}", phase.name());
+        let temp = self.dir.join(format!(".{name}.tmp"));
+        let body = serde_json::json!({"seconds": seconds, "answer": answer});
+        std::fs::write(&temp, body.to_string()).unwrap();
+        std::fs::rename(&temp, self.dir.join(name)).unwrap();
+    }
+
+    /// Waits until the server is holding a `phase` answer back.
+    pub async fn wait_stalled(&self, phase: Phase, timeout: Duration) {
+        let marker = self.dir.join(format!("stalled-{}", phase.name()));
+        super::wait_for(
+            timeout,
+            &format!("the SMTP sink to hold a {} answer", phase.name()),
+            || async { marker.exists().then_some(()) },
+        )
+        .await
+    }
+
+    /// Whether a held answer is still held.
+    pub fn stalled(&self, phase: Phase) -> bool {
+        self.dir.join(format!("stalled-{}", phase.name())).exists()
     }
 
     /// Every message received so far, oldest first.

@@ -6,6 +6,7 @@
 //! test's stack and SMTP sink.
 
 mod delivery;
+mod leases;
 mod orders;
 
 use std::collections::BTreeMap;
