@@ -3,13 +3,17 @@
 //!
 //! Salesforce reports a Contact's state, not each change: one version can
 //! carry a person's edit and our later write together, last modified by
-//! the integration user. So an echo is recognised field by field, by value:
-//! a version's value is ours when it is a value salesforce-outbound wrote
-//! to that field around the version's time. What we wrote is the outbox
-//! itself: the customer's changes of other origins that salesforce-outbound
-//! has delivered (`outbox_deliveries`, with the host time it was
-//! acknowledged), and those it has not delivered yet (in flight: their
-//! fields keep the local value, the conflict policy).
+//! the integration user. So an echo is recognised field by field, by
+//! value: our write reported back holds what the local row holds, and
+//! changes nothing. What is left to judge is a value that differs from
+//! the local row: someone's edit to apply, or an older state reported
+//! after our newer write (our own earlier write, an edit ours
+//! overwrote), which must not roll the row back. What we wrote tells
+//! them apart: the outbox itself, i.e. the customer's changes of other
+//! origins that salesforce-outbound has delivered (`outbox_deliveries`,
+//! with the time the delivery was recorded), and those it has not
+//! delivered yet (in flight: their fields keep the local value, the
+//! conflict policy).
 //!
 //! Our acknowledgement times are the database's clock and
 //! `SystemModstamp` is Salesforce's, so "around" is [`CLOCK_SKEW_MS`] wide.
@@ -115,58 +119,51 @@ impl Writes {
     }
 
     /// Judges the value a version stamped `stamp` (Salesforce's clock)
-    /// reports for `column`:
-    /// - a column with a change in flight is ours (the conflict policy);
-    /// - a value we wrote and Salesforce acknowledged around the stamp, or
-    ///   the last one before, is ours: the version reports our write;
-    /// - any other value is someone's edit, unless we wrote the field
-    ///   around the stamp: then the edit may be older than our write,
-    ///   which Salesforce holds now, and only its current state can say.
+    /// reports for `column`, a value the local row does not hold. Our
+    /// writes acknowledged around the stamp may have landed after the
+    /// version was stamped.
     pub fn judge(&self, column: &str, value: Option<&str>, stamp: i64) -> Verdict {
+        self.verdict(column, value, |w| w.acked >= stamp - CLOCK_SKEW_MS)
+    }
+
+    /// Judges the value the Contact's current state, read from `read_at`
+    /// on (the database's clock, taken before the read), has for `column`,
+    /// a value the local row does not hold. Our writes recorded since
+    /// `read_at` raced the read.
+    pub fn judge_current(&self, column: &str, value: Option<&str>, read_at: i64) -> Verdict {
+        self.verdict(column, value, |w| w.acked >= read_at)
+    }
+
+    /// The rules, for a value that differs from the local row's:
+    /// - a column with a change in flight is ours: the local value stands
+    ///   (the conflict policy);
+    /// - when no write of ours to the column may have landed after the
+    ///   report was made, the report is newer than everything we wrote,
+    ///   so its value is someone's edit (a person's, or a revert of one)
+    ///   and is applied;
+    /// - when one may have, a report of our latest value is applied too
+    ///   (it is what we want the field to hold anyway), but any other
+    ///   value may be an older state (our earlier write reported late, an
+    ///   edit our write overwrote) or a later edit: only the current
+    ///   state can say.
+    fn verdict(
+        &self,
+        column: &str,
+        value: Option<&str>,
+        may_follow: impl Fn(&Write) -> bool,
+    ) -> Verdict {
         if self.pending.contains(column) {
             return Verdict::Ours;
         }
         let Some(writes) = self.delivered.get(column) else {
             return Verdict::Theirs;
         };
-        let value = normalized(value);
-        let since = stamp - CLOCK_SKEW_MS;
-        let around = writes.iter().filter(|w| w.acked >= since);
-        let before = writes.iter().rev().find(|w| w.acked < since);
-        if around.clone().chain(before).any(|w| w.value == value) {
-            Verdict::Ours
-        } else if around.count() > 0 {
-            Verdict::Unsure
-        } else {
-            Verdict::Theirs
+        if !writes.iter().any(may_follow) {
+            return Verdict::Theirs;
         }
-    }
-
-    /// Judges the value the Contact's current state, read from `read_at`
-    /// on (the database's clock, taken before the read), has for `column`.
-    /// Every write recorded before `read_at` is in that state or was
-    /// overwritten since, so the value is someone's; a column with a
-    /// change in flight is ours; a write recorded since `read_at` raced
-    /// the read: its own value is ours, any other may be older or newer
-    /// than it, and the Contact is read again.
-    pub fn judge_current(&self, column: &str, value: Option<&str>, read_at: i64) -> Verdict {
-        if self.pending.contains(column) {
-            return Verdict::Ours;
-        }
-        let value = normalized(value);
-        let mut raced = self
-            .delivered
-            .get(column)
-            .into_iter()
-            .flatten()
-            .filter(|w| w.acked >= read_at)
-            .peekable();
-        if raced.peek().is_none() {
-            Verdict::Theirs
-        } else if raced.any(|w| w.value == value) {
-            Verdict::Ours
-        } else {
-            Verdict::Unsure
+        match writes.last() {
+            Some(latest) if latest.value == normalized(value) => Verdict::Theirs,
+            _ => Verdict::Unsure,
         }
     }
 }
@@ -197,37 +194,31 @@ mod tests {
     }
 
     #[test]
-    fn a_value_we_wrote_around_the_stamp_is_ours_and_another_is_theirs() {
+    fn an_edit_newer_than_all_our_writes_is_theirs_and_one_near_our_write_is_unsure() {
         let w = writes(&[(json!({"email": "ours@example.com"}), T + 300)], &[]);
-        // Our write reported back, with a person's phone beside it.
-        assert_eq!(w.judge("email", Some("ours@example.com"), T), Verdict::Ours);
+        // A person's phone: we never wrote the field.
         assert_eq!(w.judge("phone", Some("+1 555"), T), Verdict::Theirs);
-        // Spacing is not a difference.
-        assert_eq!(
-            w.judge("email", Some(" ours@example.com "), T),
-            Verdict::Ours
-        );
-        // A different value of a field we wrote just then: which came
-        // last cannot be told from the stamp.
+        // Another email near our write: which came last cannot be told
+        // from the stamp.
         assert_eq!(
             w.judge("email", Some("theirs@example.com"), T),
             Verdict::Unsure
         );
-        // Long after our write: a person's edit.
+        // Our latest value, whatever its order: applying it is safe.
+        assert_eq!(
+            w.judge("email", Some(" ours@example.com "), T),
+            Verdict::Theirs
+        );
+        // Long after our write: someone's edit.
         let later = T + 300 + CLOCK_SKEW_MS + 1;
         assert_eq!(
             w.judge("email", Some("theirs@example.com"), later),
             Verdict::Theirs
         );
-        // ... and our value reported again, with a change of another field.
-        assert_eq!(
-            w.judge("email", Some("ours@example.com"), later),
-            Verdict::Ours
-        );
     }
 
     #[test]
-    fn an_older_write_reported_late_is_ours_and_a_field_in_flight_is_kept() {
+    fn an_older_write_reported_late_is_unsure_and_a_field_in_flight_is_kept() {
         let w = writes(
             &[
                 (json!({"name": "Ada Lovelace", "email": "a@example.com"}), T),
@@ -235,16 +226,12 @@ mod tests {
             ],
             &["phone"],
         );
-        // A version between our two writes, reported after the second.
-        assert_eq!(w.judge("email", Some("a@example.com"), T), Verdict::Ours);
-        assert_eq!(w.judge("email", Some("b@example.com"), T), Verdict::Ours);
+        // Our first write reported after the second was acknowledged.
+        assert_eq!(w.judge("email", Some("a@example.com"), T), Verdict::Unsure);
+        assert_eq!(w.judge("email", Some("b@example.com"), T), Verdict::Theirs);
         assert_eq!(w.judge("phone", Some("+1 555"), T), Verdict::Ours);
-        // Long after: only the last write before is ours.
+        // Long after both: a revert to our first value is someone's.
         let later = T + 1_000 + CLOCK_SKEW_MS + 1;
-        assert_eq!(
-            w.judge("email", Some("b@example.com"), later),
-            Verdict::Ours
-        );
         assert_eq!(
             w.judge("email", Some("a@example.com"), later),
             Verdict::Theirs
@@ -262,7 +249,7 @@ mod tests {
         assert_eq!(w.judge_current("email", theirs, T), Verdict::Unsure);
         assert_eq!(
             w.judge_current("email", Some("ours@example.com"), T),
-            Verdict::Ours
+            Verdict::Theirs
         );
         assert_eq!(w.judge_current("phone", Some("+1"), T + 1), Verdict::Ours);
         assert_eq!(w.judge_current("name", None, T + 1), Verdict::Theirs);

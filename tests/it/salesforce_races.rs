@@ -289,11 +289,11 @@ async fn a_partial_record_changes_only_what_it_carries() {
 
 /// Our own writes, reported late or racing a person's edit of the same
 /// field: a relayed version of our older write, arriving after a newer
-/// one was acknowledged, is ours (the local row keeps the newer value);
-/// a person's edit of a field we wrote moments before cannot be ordered
-/// against our write by its whole-second stamp, so the Contact is read,
-/// and the person's value (what Salesforce holds) reaches the local row
-/// and Stripe.
+/// one was acknowledged, cannot be ordered against it by its whole-second
+/// stamp, so the Contact is read, and the local row keeps the newer value;
+/// a person's edit of a field we wrote moments before is read the same
+/// way, and the person's value (what Salesforce holds) reaches the local
+/// row and Stripe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn our_late_echo_is_not_applied_and_an_edit_racing_our_write_is_read_and_applied() {
     let salesforce = FakeSalesforce::start();
@@ -356,7 +356,20 @@ async fn our_late_echo_is_not_applied_and_an_edit_racing_our_write_is_read_and_a
             .await;
         }
     };
+    // The poller is off: every query is a read of the Contact.
+    let reads = || {
+        salesforce
+            .calls()
+            .iter()
+            .filter(|c| c.method == "GET" && c.path.ends_with("/queryAll"))
+            .count()
+    };
     relay(older).await;
+    assert_eq!(
+        reads(),
+        1,
+        "the late echo was ordered by reading the Contact"
+    );
     let row = linked(&stack, "salesforce", &contact).unwrap();
     assert_eq!(row.email.as_deref(), Some("annie@glenn.example"));
     assert_eq!(
