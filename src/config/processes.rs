@@ -35,9 +35,10 @@ pub struct ServeConfig {
     /// (`MIRROR_QUERY_TIMEOUT_MS`); past it the read answers 504
     /// `query_timeout`.
     pub mirror_query_timeout: Duration,
-    /// How long a batch of the HTTP export is held for the caller it was
-    /// offered to (`EXPORT_BATCH_LEASE_MS`); unacknowledged after that, it
-    /// is offered again to the next caller of its export.
+    /// How long a batch of the HTTP export is held after it was offered
+    /// (`EXPORT_BATCH_LEASE_MS`), from every caller of its export, the
+    /// one it went to included; unacknowledged after that, it is offered
+    /// again to the next caller.
     pub export_batch_lease: Duration,
 }
 
