@@ -350,22 +350,14 @@ impl Sender {
                 self.record(shutdown, move |c| notifications::mark_sent(c, held))
                     .await
             }
-            Attempt::Retry(e) => {
+            Attempt::Retry(e) | Attempt::HeldBack(e, _) | Attempt::Unknown(e) => {
+                // Let go of the row, due again after the wait that fits.
+                let wait = match &attempt {
+                    Attempt::HeldBack(_, held_back) => *held_back,
+                    Attempt::Unknown(_) => self.unknown_outcome_wait,
+                    _ => wait,
+                };
                 let e = e.clone();
-                self.record(shutdown, move |c| {
-                    notifications::mark_retry(c, held, &e, wait)
-                })
-                .await
-            }
-            Attempt::HeldBack(e, wait) => {
-                let (e, wait) = (e.clone(), *wait);
-                self.record(shutdown, move |c| {
-                    notifications::mark_retry(c, held, &e, wait)
-                })
-                .await
-            }
-            Attempt::Unknown(e) => {
-                let (e, wait) = (e.clone(), self.unknown_outcome_wait);
                 self.record(shutdown, move |c| {
                     notifications::mark_retry(c, held, &e, wait)
                 })
