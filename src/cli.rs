@@ -87,8 +87,8 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
-    /// Delete ledger rows, delivered outbox rows and sent notifications
-    /// older than an age (at least 30 days, so deduplication still holds).
+    /// Delete ledger rows, delivered outbox rows, sent notifications and
+    /// acknowledged export batches older than an age (at least 30 days, so deduplication still holds).
     Prune {
         /// The age: 90d, 2160h, … (30d at least).
         #[arg(long, default_value = "90d", value_parser = prune::parse_duration)]

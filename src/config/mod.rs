@@ -5,8 +5,10 @@
 //! the environment and the sections several processes share; `processes`
 //! has one configuration per process, built from them.
 
+mod notifier;
 mod processes;
 
+pub use notifier::*;
 pub use processes::*;
 
 use std::collections::HashMap;

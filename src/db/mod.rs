@@ -32,6 +32,9 @@ pub async fn blocking<T: Send + 'static>(
     .await?
 }
 
+/// How long a caller waits for a pooled connection before it fails.
+pub const POOL_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Builds the pool without connecting eagerly, so a process can start (and
 /// report not-ready) while Postgres is still coming up.
 pub fn pool(cfg: &DatabaseConfig) -> PgPool {
@@ -39,7 +42,7 @@ pub fn pool(cfg: &DatabaseConfig) -> PgPool {
     Pool::builder()
         .max_size(cfg.pool_size)
         .min_idle(Some(0))
-        .connection_timeout(Duration::from_secs(5))
+        .connection_timeout(POOL_CHECKOUT_TIMEOUT)
         .build_unchecked(manager)
 }
 

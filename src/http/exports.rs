@@ -84,7 +84,7 @@ impl ExportBody {
             .since
             .map(|s| {
                 chrono::DateTime::parse_from_rfc3339(&s)
-                    .map(|t| t.to_utc())
+                    .map(|t| export::as_stored(t.to_utc()))
                     .map_err(|_| bad("since", format!("{s:?} is not an RFC 3339 time")))
             })
             .transpose()?;
@@ -198,7 +198,7 @@ async fn in_db<T: Send + 'static>(
     .map_err(warp::reject::custom)
 }
 
-/// `lease`: how long an offered batch is held for its caller.
+/// `lease`: how long an offered batch is held (from every caller).
 pub fn routes(
     pool: PgPool,
     lease: Duration,
@@ -248,4 +248,28 @@ pub fn routes(
             )
         });
     ack.or(poll).unify()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(since: &str) -> ExportBody {
+        serde_json::from_value(serde_json::json!({"name": "n8n", "since": since})).unwrap()
+    }
+
+    /// Postgres keeps microseconds: a `since` given in nanoseconds is cut to
+    /// them, so the pending batch it made still matches the next poll's.
+    #[test]
+    fn since_is_kept_to_the_microsecond_as_postgres_stores_it() {
+        let (spec, _) = body("2026-12-04T10:00:00.123456789Z").into_spec().unwrap();
+        let stored = chrono::DateTime::parse_from_rfc3339("2026-12-04T10:00:00.123456Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(spec.since, Some(stored));
+        let (same, _) = body("2026-12-04T11:00:00.123456+01:00")
+            .into_spec()
+            .unwrap();
+        assert_eq!(same.since, Some(stored));
+    }
 }

@@ -49,7 +49,7 @@ pub struct AppState {
     pub salesforce_relay: Option<Arc<salesforce::Relay>>,
     /// Statement timeout of each read of `/api/stripe/*`.
     pub mirror_query_timeout: std::time::Duration,
-    /// How long a batch of the HTTP export is held for its caller.
+    /// How long a batch of the HTTP export is held after it is offered (from every caller).
     pub export_batch_lease: std::time::Duration,
 }
 

@@ -5,7 +5,11 @@
 //! - outbox rows that were published and delivered successfully, with their
 //!   delivery records. Pending changes and failed deliveries stay: they are
 //!   what operators look at, and a customer's sync status is read from them;
-//! - order notifications that were `sent` (by `sent_at`).
+//! - order notifications that were `sent` (by `sent_at`);
+//! - batches of the HTTP export that were acknowledged (by `acked_at`).
+//!   Each is kept only so that a repeated acknowledgement is recognised;
+//!   one of a pruned batch is refused (`unknown_batch`) and changes
+//!   nothing, as a repeated one does. Pending batches stay.
 //!
 //! The ledger and the notifications are how a redelivered or reconciled
 //! event is recognised. Stripe redelivers webhooks for up to 3 days, and
@@ -30,14 +34,16 @@ pub struct Pruned {
     pub outbox: i64,
     pub deliveries: i64,
     pub notifications: i64,
+    pub export_batches: i64,
 }
 
 impl std::fmt::Display for Pruned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "pruned {} ledger rows, {} outbox rows ({} deliveries), {} sent notifications",
-            self.ledger, self.outbox, self.deliveries, self.notifications
+            "pruned {} ledger rows, {} outbox rows ({} deliveries), {} sent notifications, \
+             {} acknowledged export batches",
+            self.ledger, self.outbox, self.deliveries, self.notifications, self.export_batches
         )
     }
 }
@@ -108,6 +114,13 @@ pub fn prune(conn: &mut PgConnection, age: Duration) -> Result<Pruned, PruneErro
         "DELETE FROM orders.notifications WHERE id = ANY(ARRAY( \
            SELECT id FROM orders.notifications \
            WHERE status = 'sent' AND sent_at < now() - make_interval(secs => $1) LIMIT $2))",
+        secs,
+    )?;
+    pruned.export_batches = in_chunks(
+        conn,
+        "DELETE FROM orders.export_batches WHERE id = ANY(ARRAY( \
+           SELECT id FROM orders.export_batches \
+           WHERE acked_at < now() - make_interval(secs => $1) LIMIT $2))",
         secs,
     )?;
     Ok(pruned)

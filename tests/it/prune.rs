@@ -81,6 +81,22 @@ fn notification(db: &TestDb, id: i64, days: i64, status: &str) {
     );
 }
 
+/// A batch of the HTTP export, acknowledged `days` ago (`None`: pending).
+fn export_batch(db: &TestDb, name: &str, days: i64, acked_days: Option<i64>) {
+    let acked_at = acked_days.map_or("NULL".to_owned(), |d| {
+        format!("now() - interval '{d} days'")
+    });
+    sql(
+        db,
+        &format!(
+            "INSERT INTO orders.export_batches (id, name, from_xid, from_seq, to_xid, to_seq, \
+               payment_links, max_sessions, count, has_more, leased_until, created_at, acked_at) \
+             VALUES (gen_random_uuid(), '{name}', 0, 0, 1, 1, '{{}}', 10, 1, false, now(), \
+                     now() - interval '{days} days', {acked_at})"
+        ),
+    );
+}
+
 #[tokio::test]
 async fn prune_deletes_only_what_is_old_and_done() {
     let db = TestDb::migrated();
@@ -94,6 +110,9 @@ async fn prune_deletes_only_what_is_old_and_done() {
     notification(&db, 1, 40, "sent"); // goes
     notification(&db, 2, 40, "failed");
     notification(&db, 3, 10, "sent");
+    export_batch(&db, "acked_old", 41, Some(40)); // goes
+    export_batch(&db, "acked_young", 41, Some(10));
+    export_batch(&db, "pending_old", 40, None); // never acknowledged: stays
 
     let refused = run(&db, &["--older-than", "7d"]);
     assert!(!refused.status.success());
@@ -116,7 +135,8 @@ async fn prune_deletes_only_what_is_old_and_done() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "pruned 1 ledger rows, 1 outbox rows (1 deliveries), 1 sent notifications"
+        "pruned 1 ledger rows, 1 outbox rows (1 deliveries), 1 sent notifications, \
+         1 acknowledged export batches"
     );
     assert_eq!(db.count("event_ledger WHERE event_id = 'evt_young'"), 1);
     assert_eq!(db.count("event_ledger"), 1);
@@ -125,6 +145,11 @@ async fn prune_deletes_only_what_is_old_and_done() {
     assert_eq!(db.count("outbox_deliveries"), 2);
     assert_eq!(db.count("orders.notifications WHERE id IN (2, 3)"), 2);
     assert_eq!(db.count("orders.notifications"), 2);
+    assert_eq!(
+        db.count("orders.export_batches WHERE name IN ('acked_young', 'pending_old')"),
+        2
+    );
+    assert_eq!(db.count("orders.export_batches"), 2);
 
     // --every keeps going: rows old enough are pruned round after round,
     // and SIGTERM ends it cleanly.

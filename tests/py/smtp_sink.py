@@ -17,6 +17,8 @@ A server can also be slow: DIR/stall-rcpt or DIR/stall-data (JSON
 `{"seconds": S, "answer": "554 ..." or null}`) holds the next RCPT or DATA
 answer, of whichever client comes first, for S seconds, then gives
 `answer` or the usual one; the file is consumed, so one command is held.
+With `"seconds": null` the answer is held until DIR/release-<phase> is
+created (the sink removes it), so a test decides when, whatever the load.
 While it holds it, DIR/stalled-<phase> exists. A DATA held and then
 accepted keeps the message before the wait, as a server that has the whole
 message queues it whatever the client does next (RFC 1047): a client that
@@ -71,7 +73,13 @@ class Keep:
         marker = os.path.join(self.directory, "stalled-" + phase)
         self.write("stalled-" + phase, b"")
         try:
-            await asyncio.sleep(stall["seconds"])
+            if stall.get("seconds") is None:
+                release = os.path.join(self.directory, "release-" + phase)
+                while not os.path.exists(release):
+                    await asyncio.sleep(0.05)
+                os.remove(release)
+            else:
+                await asyncio.sleep(stall["seconds"])
         finally:
             os.remove(marker)
 

@@ -10,11 +10,15 @@
 //! (`ack`) or `POST …/ack`. Until then:
 //!
 //! - the name has that one pending batch, and no other is made;
-//! - the batch is held for the caller it was offered to for the lease
-//!   (`EXPORT_BATCH_LEASE_MS`): other calls of the name hear it is in
-//!   flight, so two pollers of one name do not both get it;
+//! - the batch is held for the lease (`EXPORT_BATCH_LEASE_MS`) after each
+//!   offer: every call of the name meanwhile hears it is in flight, so two
+//!   pollers of one name do not both get it. Nothing identifies a caller,
+//!   so that includes the very client it went to: one that lost its
+//!   connection and asks again gets `batch_in_flight` until the lease
+//!   runs out;
 //! - once the lease runs out, the next call gets the same batch again (the
-//!   same id and sessions, `redelivered`), whoever makes it.
+//!   same id and sessions, `redelivered`), whoever makes it; offered more
+//!   than [`OFFERS_BEFORE_WARNING`] times, it is logged as a warning.
 //!
 //! An acknowledgement applies once: a repeated one (a client retrying a
 //! call whose answer it lost) is harmless, and one of an id the export
@@ -42,7 +46,8 @@ pub enum Offer {
         has_more: bool,
         redelivered: bool,
     },
-    /// Another caller's batch is pending and held for it this much longer.
+    /// A batch is pending and held this much longer (for whichever call
+    /// it was last offered to; callers are not told apart).
     InFlight { retry_after: Duration },
     /// Nothing new after the watermark.
     NothingNew,
@@ -86,7 +91,7 @@ struct Pending {
     since: Option<DateTime<Utc>>,
     #[diesel(sql_type = BigInt)]
     max_sessions: i64,
-    /// Still held for the caller it was last offered to.
+    /// Still held since it was last offered (to whom is not known).
     #[diesel(sql_type = Bool)]
     held: bool,
     #[diesel(sql_type = Double)]
@@ -96,7 +101,7 @@ struct Pending {
 impl Pending {
     fn made_with(&self, spec: &ExportSpec) -> bool {
         self.payment_links == sorted(&spec.payment_links)
-            && self.since == spec.since
+            && self.since == spec.since.map(export::as_stored)
             && Some(self.max_sessions) == spec.limit
     }
 }
@@ -132,10 +137,17 @@ struct Offered {
     count: i32,
     #[diesel(sql_type = Bool)]
     has_more: bool,
+    #[diesel(sql_type = Integer)]
+    offers: i32,
 }
 
+/// Offered this many times without an acknowledgement, a batch is logged
+/// as a warning on every further offer: its poller most likely never
+/// acknowledges (one written before acknowledgements existed).
+pub const OFFERS_BEFORE_WARNING: i32 = 5;
+
 /// A poll of the export `spec.name`: its pending batch again if it has one
-/// (unless held for another caller), else the next batch, recorded as
+/// (unless held since its last offer), else the next batch, recorded as
 /// pending before it is returned. `spec.limit` must be set. Acknowledge
 /// first ([`acknowledge`]) if the call carries an acknowledgement.
 pub fn offer(
@@ -161,11 +173,21 @@ pub fn offer(
             let again: Offered = diesel::sql_query(
                 "UPDATE orders.export_batches \
                  SET offers = offers + 1, leased_until = now() + make_interval(secs => $2) \
-                 WHERE id = $1 RETURNING sessions, count, has_more",
+                 WHERE id = $1 RETURNING sessions, count, has_more, offers",
             )
             .bind::<diesel::sql_types::Uuid, _>(p.id)
             .bind::<Double, _>(lease.as_secs_f64())
             .get_result(conn)?;
+            if again.offers > OFFERS_BEFORE_WARNING {
+                tracing::warn!(
+                    export = %spec.name,
+                    batch_id = %p.id,
+                    offers = again.offers,
+                    "an export batch is offered again and again without an acknowledgement: \
+                     its poller must send the batch_id back (ack) once it has the sessions, \
+                     or the export never moves past them"
+                );
+            }
             return Ok(Offer::Batch {
                 id: p.id,
                 sessions: again.sessions,
@@ -274,4 +296,35 @@ pub fn acknowledge(
         export::advance(conn, &owner, (batch.to_xid, batch.to_seq), count)?;
         Ok(Acked::Acknowledged { count })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pending batch as Postgres returns it: `since` to the microsecond.
+    #[test]
+    fn a_batch_is_made_with_a_since_finer_than_postgres_keeps() {
+        let given = DateTime::parse_from_rfc3339("2026-12-04T10:00:00.123456789Z")
+            .unwrap()
+            .to_utc();
+        let pending = Pending {
+            id: Uuid::nil(),
+            payment_links: vec!["plink_a".into(), "plink_b".into()],
+            since: Some(export::as_stored(given)),
+            max_sessions: 100,
+            held: true,
+            held_for_secs: 1.0,
+        };
+        let spec = |since: DateTime<Utc>, limit| ExportSpec {
+            name: "n8n".into(),
+            payment_links: vec!["plink_b".into(), "plink_a".into(), "plink_a".into()],
+            since: Some(since),
+            limit: Some(limit),
+        };
+        assert!(pending.made_with(&spec(given, 100)));
+        assert!(!pending.made_with(&spec(given, 99)));
+        let later = given + chrono::Duration::microseconds(1);
+        assert!(!pending.made_with(&spec(later, 100)));
+    }
 }

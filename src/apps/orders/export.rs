@@ -4,12 +4,15 @@
 //! The order is the one in which the mirror saw sessions *become* paid
 //! (`orders.paid_sessions`, filled by a trigger on the mirror), so a
 //! session created yesterday whose async payment succeeded today is in
-//! today's export. Each export name keeps a watermark in `orders.exports`;
-//! it moves only once the batch was delivered (the file durably renamed
-//! into place, or the HTTP answer written), inside the transaction that
-//! read the batch: a crash in between repeats the batch, never skips it.
-//! An advisory lock per name makes two concurrent runs of one export take
-//! turns, so they never emit the same sessions.
+//! today's export. Each export name keeps a watermark in `orders.exports`.
+//! The file export moves it once the file is durably renamed into place,
+//! inside the transaction that read the batch: a crash in between repeats
+//! the batch, never skips it. The HTTP export never moves it on an
+//! answer: it records the batch as pending before the answer is sent, and
+//! moves the watermark only when a later call acknowledges that batch
+//! (see [`super::batches`]). An advisory lock per name makes two
+//! concurrent runs of one export take turns, so they never emit the same
+//! sessions.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -36,6 +39,14 @@ pub struct ExportSpec {
 }
 
 pub const DEFAULT_NAME: &str = "default";
+
+/// A `since` as Postgres stores it (`timestamptz` keeps microseconds): a
+/// finer time given by a client would never compare equal to the one it
+/// was stored as.
+pub fn as_stored(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    t.trunc_subsecs(6)
+}
 /// Per HTTP call, at most this many sessions (`has_more` says there are more).
 pub const HTTP_DEFAULT_LIMIT: i64 = 1000;
 pub const HTTP_MAX_LIMIT: i64 = 10_000;

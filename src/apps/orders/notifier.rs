@@ -20,12 +20,21 @@
 //! process) leaves the email to the sender that took it over, and its late
 //! result never overwrites that one's.
 //!
-//! The window no lease can close: once the message has gone out, the
-//! outcome must reach the database within the lease. A crash there, an
-//! answer to `DATA` that never comes, or a database away for longer than
-//! the lease sends it again once the lease runs out (`NOTIFY_LEASE_MS`),
-//! with the same `Message-ID`, which mail clients and most servers use to
-//! drop the copy.
+//! Right before the message is written the sender checks again: not
+//! stopping, and not later since the renewal began than half of what the
+//! lease leaves beyond the message's timeout ([`start_within`]); else it
+//! lets the row go unsent (`held_back`). A message that went out without
+//! an answer (a timeout, a connection lost) may well be at the server: the
+//! row is let go with a long wait (`NOTIFY_UNKNOWN_OUTCOME_WAIT_MS`), not
+//! the quick backoff of a failure before the message.
+//!
+//! The windows no lease can close: once the message has gone out, the
+//! outcome must reach the database within the lease. A crash there, a
+//! pause while the message is being written, or a database away for
+//! longer than the lease sends it again once the lease runs out
+//! (`NOTIFY_LEASE_MS`); a server that answers after the timeout gets it
+//! again after the long wait. Each copy has the same `Message-ID`, which
+//! mail clients and most servers use to drop it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -205,6 +214,10 @@ pub struct Sender {
     /// before the message goes out, and at least twice what sending the
     /// message may take (`NotifierConfig::send_timeout`).
     pub lease: Duration,
+    /// The wait before another attempt at an email whose message went out
+    /// without an answer (`NOTIFY_UNKNOWN_OUTCOME_WAIT_MS`): the server
+    /// may have it, so no quick retry.
+    pub unknown_outcome_wait: Duration,
     pub wake: Arc<Notify>,
 }
 
@@ -213,6 +226,11 @@ enum Attempt {
     Sent,
     /// A transient failure: again after a wait.
     Retry(String),
+    /// Not sent, the row let go of (stopping, or too late to begin the
+    /// message): again after `wait`.
+    HeldBack(String, Duration),
+    /// The message went out unanswered: again only after the long wait.
+    Unknown(String),
     /// Refused for good.
     Failed(String),
 }
@@ -222,6 +240,8 @@ impl Attempt {
         match self {
             Attempt::Sent => "sent",
             Attempt::Retry(_) => "retry",
+            Attempt::HeldBack(..) => "held_back",
+            Attempt::Unknown(_) => "outcome_unknown",
             Attempt::Failed(_) => "failed",
         }
     }
@@ -274,9 +294,14 @@ impl Sender {
         let mail = email::render(session, items);
         let sent = self
             .mailer
-            .send(&n.message_id, &mail.subject, mail.text, mail.html, || {
-                self.still_ours(held)
-            })
+            .send(
+                &n.message_id,
+                &mail.subject,
+                mail.text,
+                mail.html,
+                shutdown,
+                || self.still_ours(held),
+            )
             .await;
         let wait = retry_wait(n.attempts, self.retry_max);
         let attempt = match sent {
@@ -290,6 +315,25 @@ impl Sender {
                     .with_label_values(&["lease_lost"])
                     .inc();
                 return;
+            }
+            Err(SendError::HeldBack(e)) => {
+                // Due again at once when stopping: another notifier (or
+                // this one, restarted) takes it without waiting.
+                let wait = if shutdown.is_cancelled() {
+                    Duration::ZERO
+                } else {
+                    wait
+                };
+                tracing::warn!(notification.id = n.id, order = %n.order_key, wait_ms = wait.as_millis() as u64, reason = %e, "order email held back before the message went out; the row is let go");
+                Attempt::HeldBack(format!("held back before the message: {e}"), wait)
+            }
+            Err(SendError::Unknown(e)) => {
+                let wait = self.unknown_outcome_wait;
+                tracing::warn!(notification.id = n.id, order = %n.order_key, wait_ms = wait.as_millis() as u64, error = %e, "order email went out without an answer; the server may have it, so it is tried again only after a long wait");
+                Attempt::Unknown(format!(
+                    "outcome unknown, not tried again for {} s: {e}",
+                    wait.as_secs()
+                ))
             }
             Err(SendError::Transient(e)) => {
                 tracing::warn!(notification.id = n.id, order = %n.order_key, attempts = n.attempts, wait_ms = wait.as_millis() as u64, error = %e, "order email not sent, will retry");
@@ -306,7 +350,13 @@ impl Sender {
                 self.record(shutdown, move |c| notifications::mark_sent(c, held))
                     .await
             }
-            Attempt::Retry(e) => {
+            Attempt::Retry(e) | Attempt::HeldBack(e, _) | Attempt::Unknown(e) => {
+                // Let go of the row, due again after the wait that fits.
+                let wait = match &attempt {
+                    Attempt::HeldBack(_, held_back) => *held_back,
+                    Attempt::Unknown(_) => self.unknown_outcome_wait,
+                    _ => wait,
+                };
                 let e = e.clone();
                 self.record(shutdown, move |c| {
                     notifications::mark_retry(c, held, &e, wait)
@@ -341,8 +391,15 @@ impl Sender {
 
     /// The check right before `DATA`: renews the lease, so that the message
     /// goes out only while the row is this sender's, with a whole lease
-    /// ahead to send it and record the outcome.
-    async fn still_ours(&self, held: Lease) -> Result<(), SendError> {
+    /// ahead to send it and record the outcome. Returns by when the
+    /// message must begin to go out: half of what the lease leaves beyond
+    /// the message's own timeout, counted from before the renewal (which
+    /// sets the lease from a later moment), so that a sender paused
+    /// between this check and the message holds it back instead, and the
+    /// other half stays for recording the outcome.
+    async fn still_ours(&self, held: Lease) -> Result<tokio::time::Instant, SendError> {
+        let began = tokio::time::Instant::now();
+        let start_by = began + start_within(self.lease, self.mailer.timeout());
         let (pool, lease) = (self.pool.clone(), self.lease);
         let renewed = tokio::task::spawn_blocking(move || -> anyhow::Result<AsHolder> {
             Ok(notifications::renew(&mut *pool.get()?, held, lease)?)
@@ -351,7 +408,7 @@ impl Sender {
         .map_err(anyhow::Error::from)
         .and_then(|r| r);
         match renewed {
-            Ok(AsHolder::Applied) => Ok(()),
+            Ok(AsHolder::Applied) => Ok(start_by),
             Ok(AsHolder::LeaseLost) => Err(SendError::Withheld),
             // Unsure whether the row is still ours: not sending is safe.
             Err(e) => Err(SendError::Transient(format!(
@@ -423,6 +480,12 @@ impl Sender {
     }
 }
 
+/// How long after its lease was renewed a message may still begin to go
+/// out: half of what the lease leaves beyond the message's own timeout.
+pub fn start_within(lease: Duration, timeout: Duration) -> Duration {
+    lease.saturating_sub(timeout) / 2
+}
+
 /// The wait before attempt `attempts + 1`: one second, doubling, at most
 /// `max`.
 pub fn retry_wait(attempts: i32, max: Duration) -> Duration {
@@ -453,6 +516,15 @@ pub async fn run(cfg: NotifierConfig, shutdown: CancellationToken) -> anyhow::Re
         cfg.send_timeout(),
     )?;
     tracing::info!(smtp = %cfg.smtp.endpoint(), "order emails go out through this server");
+    // After a stop is asked for, a message already going out is let finish
+    // (its answer, then its record); cut off by the grace, it is sent again.
+    if cfg.shutdown_grace < cfg.send_timeout() + Duration::from_secs(5) {
+        tracing::warn!(
+            shutdown_grace_secs = cfg.shutdown_grace.as_secs(),
+            send_timeout_ms = cfg.send_timeout().as_millis() as u64,
+            "SHUTDOWN_GRACE_SECS is shorter than the SMTP timeout plus 5 s: a stop during a slow answer to a message can exit before it is recorded, and the email go out again"
+        );
+    }
     let wake = Arc::new(Notify::new());
     let remote = StripeRemote::new(cfg.stripe.client()?, tokio::runtime::Handle::current());
     let handler = Arc::new(OrderHandler::new(
@@ -472,6 +544,7 @@ pub async fn run(cfg: NotifierConfig, shutdown: CancellationToken) -> anyhow::Re
         poll_interval: cfg.poll_interval,
         retry_max: cfg.retry_max,
         lease: cfg.lease,
+        unknown_outcome_wait: cfg.unknown_outcome_wait,
         wake,
     };
     // Either half ending (shutdown, or the consume loop failing) stops both.
@@ -508,5 +581,18 @@ mod tests {
             retry_wait(1, Duration::from_millis(200)),
             Duration::from_millis(200)
         );
+    }
+
+    #[test]
+    fn a_message_begins_within_half_of_what_the_lease_leaves_beyond_its_timeout() {
+        let at = |lease_ms, timeout_ms| {
+            start_within(
+                Duration::from_millis(lease_ms),
+                Duration::from_millis(timeout_ms),
+            )
+        };
+        assert_eq!(at(60_000, 20_000), Duration::from_secs(20));
+        assert_eq!(at(3_000, 1_500), Duration::from_millis(750));
+        assert_eq!(at(1_000, 2_000), Duration::ZERO);
     }
 }

@@ -5,6 +5,9 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
 use lettre::address::Envelope;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
@@ -77,13 +80,24 @@ pub enum SendError {
     /// The server refused for good (a 5xx): retrying cannot help.
     #[error("refused: {0}")]
     Permanent(String),
-    /// Unreachable, a 4xx, a timeout, TLS: worth retrying.
+    /// Unreachable, a 4xx, a timeout before the message went out, TLS:
+    /// worth retrying; the server does not have the message.
     #[error("{0}")]
     Transient(String),
     /// The check before `DATA` said not to send: the server never got the
-    /// message.
+    /// message, and the row is no longer the sender's.
     #[error("withheld before DATA")]
     Withheld,
+    /// Not sent, and the row is still the sender's to let go of: the
+    /// sender is stopping, or so much time passed since its lease was
+    /// renewed that the lease might not outlast the message.
+    #[error("held back before the message: {0}")]
+    HeldBack(String),
+    /// The message went out and no answer came (a timeout, a connection
+    /// lost after the message began): the server may well have it. Not
+    /// worth trying again soon.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
 }
 
 /// How the connection is secured, with the TLS settings it needs.
@@ -149,23 +163,37 @@ impl Mailer {
         self.from.email.domain()
     }
 
+    /// How long each half of a delivery may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Sends one message in plain text and HTML with the given
-    /// `Message-ID`. `before_data` runs once the server has accepted the
-    /// sender and the recipients, right before `DATA`: an error from it
-    /// ends the conversation with nothing sent, and is returned. After
-    /// `DATA` no one can know whether a server that did not answer has
-    /// the message, so that is the last moment to decide.
+    /// `Message-ID`.
+    ///
+    /// `before_data` runs once the server has accepted the sender and the
+    /// recipients, right before `DATA`: an error from it ends the
+    /// conversation with nothing sent, and is returned; otherwise it says
+    /// by when the message must begin to go out. Right before the message
+    /// is written (after the server's `354`) that time is checked again,
+    /// and `stop`: past it, or stopping, the message is held back
+    /// ([`SendError::HeldBack`]) and the server never gets it. While the
+    /// server has not taken the recipients, `stop` ends the conversation
+    /// at once, also with nothing sent. Once the message is being written
+    /// no one can know whether a server that does not answer has it
+    /// ([`SendError::Unknown`]), so that is the last moment to decide.
     pub async fn send<F, Fut>(
         &self,
         message_id: &str,
         subject: &str,
         text: String,
         html: String,
+        stop: &CancellationToken,
         before_data: F,
     ) -> Result<(), SendError>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<(), SendError>>,
+        Fut: std::future::Future<Output = Result<Instant, SendError>>,
     {
         let mut builder = Message::builder()
             .from(self.from.clone())
@@ -178,12 +206,13 @@ impl Mailer {
             .multipart(MultiPart::alternative_plain_html(text, html))
             .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))?;
         let body = message.formatted();
-        let mut conn = match tokio::time::timeout(
-            self.timeout,
-            self.open(message.envelope(), body.is_ascii()),
-        )
-        .await
-        {
+        let opened = tokio::select! {
+            opened = tokio::time::timeout(self.timeout, self.open(message.envelope(), body.is_ascii())) => opened,
+            _ = stop.cancelled() => {
+                return Err(SendError::HeldBack("the notifier is stopping".into()))
+            }
+        };
+        let mut conn = match opened {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => return Err(classify(&e)),
             Err(_) => {
@@ -193,22 +222,45 @@ impl Mailer {
                 )))
             }
         };
-        if let Err(e) = before_data().await {
+        let start_by = match before_data().await {
+            Ok(start_by) => start_by,
+            Err(e) => {
+                quit(conn).await;
+                return Err(e);
+            }
+        };
+        if let Err(e) = may_start(start_by, stop) {
             quit(conn).await;
             return Err(e);
         }
-        let sent = tokio::time::timeout(self.timeout, async {
-            conn.command(Data).await?;
-            conn.message(&body).await
-        })
-        .await;
-        match sent {
+        let limit = Instant::now() + self.timeout;
+        match tokio::time::timeout_at(limit, conn.command(Data)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(classify(&e)),
+            Err(_) => {
+                return Err(SendError::Transient(format!(
+                    "the server did not answer DATA within {:?}",
+                    self.timeout
+                )))
+            }
+        }
+        // The last moment: the server waits for the message now. Left
+        // without one (the connection dropped, no final dot), it discards
+        // what it has; a QUIT here would be read as the message's text.
+        may_start(start_by, stop)?;
+        match tokio::time::timeout_at(limit, conn.message(&body)).await {
             Ok(Ok(_)) => {
                 quit(conn).await;
                 Ok(())
             }
-            Ok(Err(e)) => Err(classify(&e)),
-            Err(_) => Err(SendError::Transient(format!(
+            // An answer from the server (a 4xx, a 5xx) says what became of
+            // it; an error without one (the connection lost) does not.
+            Ok(Err(e)) if e.status().is_some() => Err(classify(&e)),
+            Ok(Err(e)) => Err(SendError::Unknown(format!(
+                "the connection failed while the message was going out (the server may have it): {}",
+                describe(&e)
+            ))),
+            Err(_) => Err(SendError::Unknown(format!(
                 "the server did not answer the message within {:?} (it may have it)",
                 self.timeout
             ))),
@@ -251,6 +303,22 @@ impl Mailer {
         }
         Ok(conn)
     }
+}
+
+/// Whether the message may still begin to go out: not past `start_by`,
+/// and not stopping.
+fn may_start(start_by: Instant, stop: &CancellationToken) -> Result<(), SendError> {
+    if stop.is_cancelled() {
+        return Err(SendError::HeldBack("the notifier is stopping".into()));
+    }
+    let now = Instant::now();
+    if now > start_by {
+        return Err(SendError::HeldBack(format!(
+            "{:?} late to begin the message (a pause since the lease was renewed)",
+            now - start_by
+        )));
+    }
+    Ok(())
 }
 
 /// Says goodbye, without waiting long for the answer: the outcome is

@@ -148,16 +148,23 @@ impl SmtpSink {
     }
 
     /// Holds the answer to the next `phase` command (one, of whichever
-    /// client comes first) for `seconds`, then answers `answer` (a
-    /// refusal such as `554 …`) or as usual. A held DATA that is then
-    /// accepted keeps the message from the start of the wait, as a real
-    /// server that has the whole message does.
-    pub fn stall_next(&self, phase: Phase, seconds: f64, answer: Option<&str>) {
+    /// client comes first) until [`Self::release`], then answers `answer`
+    /// (a refusal such as `554 …`) or as usual. A test that must act while
+    /// it is held (pause a process, ask for a retry) does so at its own
+    /// pace, however loaded the machine. A held DATA that is then accepted
+    /// keeps the message from the start of the wait, as a real server that
+    /// has the whole message does.
+    pub fn hold_next(&self, phase: Phase, answer: Option<&str>) {
         let name = format!("stall-{}", phase.name());
         let temp = self.dir.join(format!(".{name}.tmp"));
-        let body = serde_json::json!({"seconds": seconds, "answer": answer});
+        let body = serde_json::json!({"seconds": null, "answer": answer});
         std::fs::write(&temp, body.to_string()).unwrap();
         std::fs::rename(&temp, self.dir.join(name)).unwrap();
+    }
+
+    /// Lets a held answer go (see [`Self::hold_next`]).
+    pub fn release(&self, phase: Phase) {
+        std::fs::write(self.dir.join(format!("release-{}", phase.name())), b"").unwrap();
     }
 
     /// Waits until the server is holding a `phase` answer back.

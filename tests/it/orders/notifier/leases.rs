@@ -87,8 +87,8 @@ fn notifier_env(stack: &Stack, sink: &SmtpSink, lease_ms: &str) -> Env {
     Notifier::new(stack, sink, &[("NOTIFY_LEASE_MS", lease_ms)]).env
 }
 
-/// The SMTP server holds the message's DATA for seconds (a slow content
-/// scan) while the operator asks for the email again. Queued again, it
+/// The SMTP server holds the message's DATA (a slow content scan) while
+/// the operator asks for the email again. Queued again, it
 /// would go to the other notifier at once and out a second time; so the
 /// retry is refused, over HTTP (409 `being_sent`) and from the CLI.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,8 +97,9 @@ async fn an_operator_cannot_queue_again_an_email_being_sent() {
     let stack = stack_with(&fake).await;
     let sink = SmtpSink::start().await;
     tee_at_stripe(&fake, "cs_busy");
-    sink.stall_next(Phase::Data, 5.0, None);
-    let env = notifier_env(&stack, &sink, "30000");
+    sink.hold_next(Phase::Data, None);
+    // The message may take 20 s: the retries below come well within it.
+    let env = notifier_env(&stack, &sink, "60000");
     let _a = Process::start(&env);
     let _b = Process::start(&env);
     post_paid(&stack, "evt_busy", "cs_busy").await;
@@ -128,6 +129,7 @@ async fn an_operator_cannot_queue_again_an_email_being_sent() {
         sink.stalled(Phase::Data),
         "both retries came while it was held"
     );
+    sink.release(Phase::Data);
 
     wait_for(WAIT, "the held DATA to be answered", || async {
         (!sink.stalled(Phase::Data)).then_some(())
@@ -162,8 +164,9 @@ async fn a_sender_paused_past_its_lease_does_not_send_the_email_again() {
     let stack = stack_with(&fake).await;
     let sink = SmtpSink::start().await;
     tee_at_stripe(&fake, "cs_paused");
-    // A send may take half the lease (3 s); the tarpit is inside that.
-    sink.stall_next(Phase::Rcpt, 2.0, None);
+    // Held until the other notifier has sent the email: the paused one
+    // reads the answer only once resumed.
+    sink.hold_next(Phase::Rcpt, None);
     let env = notifier_env(&stack, &sink, "6000");
     let a = Process::start(&env);
     post_paid(&stack, "evt_paused", "cs_paused").await;
@@ -177,6 +180,7 @@ async fn a_sender_paused_past_its_lease_does_not_send_the_email_again() {
     })
     .await;
 
+    sink.release(Phase::Rcpt);
     a.signal("-CONT");
     wait_for(
         WAIT,
@@ -208,9 +212,8 @@ async fn a_stale_sender_cannot_record_over_the_lease_holder() {
     let stack = stack_with(&fake).await;
     let sink = SmtpSink::start().await;
     tee_at_stripe(&fake, "cs_stale");
-    sink.stall_next(
+    sink.hold_next(
         Phase::Data,
-        2.0,
         Some("554 5.6.0 content scan timed out, message refused"),
     );
     let env = notifier_env(&stack, &sink, "6000");
@@ -221,6 +224,7 @@ async fn a_stale_sender_cannot_record_over_the_lease_holder() {
     let _b = Process::start(&env);
     wait_status(&stack, "sent").await;
 
+    sink.release(Phase::Data);
     a.signal("-CONT");
     wait_for(
         WAIT,
@@ -321,46 +325,154 @@ fn only_the_current_lease_holder_renews_and_records() {
 }
 
 /// The check before DATA can stop a message: the server took the sender
-/// and the recipients, and never gets the message.
+/// and the recipients, and never gets the message. So can the time since
+/// the lease was renewed (a sender paused after its check holds the
+/// message back) and a stop asked for before the message went out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_withheld_before_data_never_reaches_the_server() {
+    use std::time::Duration;
     use stripe_sync::apps::orders::smtp::{Mailer, SendError, SmtpUrl};
+    use tokio::time::Instant;
+    use tokio_util::sync::CancellationToken;
     let sink = SmtpSink::start().await;
     let mailer = Mailer::new(
         &SmtpUrl::parse(&sink.url()).unwrap(),
         super::FROM.parse().unwrap(),
         vec![super::TO.parse().unwrap()],
-        std::time::Duration::from_secs(10),
+        Duration::from_secs(10),
     )
     .unwrap();
-    let mut asked = false;
-    let withheld = mailer
-        .send(
-            "<withheld@shop.example>",
-            "one",
-            "t".into(),
-            "h".into(),
-            || {
-                asked = true;
-                async { Err(SendError::Withheld) }
-            },
-        )
-        .await;
+    let running = CancellationToken::new();
+    let send = |id: &'static str, stop: CancellationToken, start_by: Result<Instant, ()>| {
+        let mailer = mailer.clone();
+        async move {
+            let mut asked = false;
+            let sent = mailer
+                .send(id, "one", "t".into(), "h".into(), &stop, || {
+                    asked = true;
+                    async move { start_by.map_err(|()| SendError::Withheld) }
+                })
+                .await;
+            (sent, asked)
+        }
+    };
+    let (withheld, asked) = send("<withheld@shop.example>", running.clone(), Err(())).await;
     assert!(
         matches!(withheld, Err(SendError::Withheld)) && asked,
         "{withheld:?}"
     );
-    mailer
-        .send(
-            "<allowed@shop.example>",
-            "two",
-            "t".into(),
-            "h".into(),
-            || async { Ok(()) },
-        )
-        .await
-        .unwrap();
+    // Renewed, then paused past the time the message had to begin by.
+    let late = Instant::now() - Duration::from_millis(1);
+    let (held, asked) = send("<late@shop.example>", running.clone(), Ok(late)).await;
+    assert!(
+        matches!(&held, Err(SendError::HeldBack(why)) if why.contains("late")) && asked,
+        "{held:?}"
+    );
+    let stopping = CancellationToken::new();
+    stopping.cancel();
+    let soon = Instant::now() + Duration::from_secs(10);
+    let (stopped, _) = send("<stopping@shop.example>", stopping, Ok(soon)).await;
+    assert!(
+        matches!(&stopped, Err(SendError::HeldBack(why)) if why.contains("stopping")),
+        "{stopped:?}"
+    );
+    let (allowed, _) = send("<allowed@shop.example>", running.clone(), Ok(soon)).await;
+    allowed.unwrap();
     let mails = sink.wait_messages(1, WAIT).await;
     let ids: Vec<&str> = mails.iter().map(|m| m.message_id()).collect();
     assert_eq!(ids, ["<allowed@shop.example>"]);
+}
+
+/// The server takes the whole message and answers only after the
+/// notifier stopped waiting (a content scan slower than the timeout): it
+/// has the email, and the notifier cannot know. Tried again a second
+/// later, as a timeout before the message is, it would go out again on
+/// every slow answer; so the notifier leaves it for
+/// `NOTIFY_UNKNOWN_OUTCOME_WAIT_MS` (10 minutes), and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_answered_after_the_timeout_is_not_sent_again_soon() {
+    let fake = CatalogStripe::start();
+    let stack = stack_with(&fake).await;
+    let sink = SmtpSink::start().await;
+    tee_at_stripe(&fake, "cs_slow_scan");
+    sink.hold_next(Phase::Data, None);
+    // A lease of 4 s: the message times out after 2 s.
+    let notifier = Notifier::new(
+        &stack,
+        &sink,
+        &[
+            ("NOTIFY_LEASE_MS", "4000"),
+            ("NOTIFY_UNKNOWN_OUTCOME_WAIT_MS", "600000"),
+            ("NOTIFY_RETRY_MAX_MS", "60000"),
+        ],
+    )
+    .start();
+    post_paid(&stack, "evt_slow_scan", "cs_slow_scan").await;
+    sink.wait_stalled(Phase::Data, WAIT).await;
+    let unknown = wait_for(WAIT, "the notifier to give up waiting", || async {
+        let n = the_notification(&stack).await;
+        n["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("outcome unknown"))
+            .then_some(n)
+    })
+    .await;
+    sink.release(Phase::Data);
+    // Retried as a timeout before the message is (1 s, then 2 s, then
+    // 4 s), three more copies would have gone out by now.
+    tokio::time::sleep(std::time::Duration::from_secs(1 + 2 + 4 + 1)).await;
+    let now = the_notification(&stack).await;
+    let due: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(now["next_attempt_at"].clone()).unwrap();
+    let waits = (due - chrono::Utc::now()).num_seconds();
+    assert_eq!(
+        (
+            sink.messages().len(),
+            now["status"].as_str(),
+            now["attempts"].as_i64()
+        ),
+        (1, Some("pending"), Some(1)),
+        "{now}"
+    );
+    assert!(
+        now["last_error"] == unknown["last_error"] && (500..=600).contains(&waits),
+        "not tried again before ten minutes: {now}"
+    );
+    notifier.stop().await;
+    stack.stop().await;
+}
+
+/// A stop asked for while the server still has not taken the recipients
+/// (a tarpit): the notifier ends that conversation at once, lets the row
+/// go (due again now, so another notifier need not wait out the lease)
+/// and exits; the server never got the message. Started again, it sends
+/// the email once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notifier_told_to_stop_before_the_message_lets_the_email_go() {
+    let fake = CatalogStripe::start();
+    let stack = stack_with(&fake).await;
+    let sink = SmtpSink::start().await;
+    tee_at_stripe(&fake, "cs_stopping");
+    sink.hold_next(Phase::Rcpt, None);
+    let extra = [("NOTIFY_LEASE_MS", "60000")];
+    let notifier = Notifier::new(&stack, &sink, &extra).start();
+    post_paid(&stack, "evt_stopping", "cs_stopping").await;
+    sink.wait_stalled(Phase::Rcpt, WAIT).await;
+    notifier.stop().await;
+    assert_eq!(
+        stack.db.count(
+            "orders.notifications WHERE status = 'pending' AND lease_token IS NULL \
+             AND next_attempt_at <= now() AND last_error LIKE '%stopping%'"
+        ),
+        1,
+        "{}",
+        the_notification(&stack).await
+    );
+    sink.release(Phase::Rcpt);
+    let again = Notifier::new(&stack, &sink, &extra).start();
+    wait_status(&stack, "sent").await;
+    let mails = sink.messages();
+    assert_eq!(mails.len(), 1);
+    again.stop().await;
+    stack.stop().await;
 }

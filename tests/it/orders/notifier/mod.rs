@@ -48,7 +48,11 @@ impl Notifier {
             .with("NOTIFY_POLL_MS", "50")
             .with("NOTIFY_RETRY_MAX_MS", "300")
             // A killed notifier's email is taken again after this.
-            .with("NOTIFY_LEASE_MS", "3000");
+            .with("NOTIFY_LEASE_MS", "3000")
+            // A message whose answer is late on a loaded machine is tried
+            // again soon, not after ten minutes (the test of that wait,
+            // in leases.rs, sets its own).
+            .with("NOTIFY_UNKNOWN_OUTCOME_WAIT_MS", "3000");
         for (k, v) in extra {
             env = env.with(k, v);
         }
