@@ -22,9 +22,10 @@
 //! - **Conflicts.** A change Salesforce has not acknowledged yet (made
 //!   locally or reported by Stripe) keeps its fields over what Salesforce
 //!   reports, as with Stripe.
-//! - **Partial records.** A relay may send only the fields that changed;
-//!   a name part it leaves out is the one the customer has. A Contact new
-//!   to us with a name part left out is read whole.
+//! - **Partial records.** A relay may send only the fields that changed: a
+//!   field left out is left alone. One name part without the other, and a
+//!   Contact new to us sent in part, are read whole first (only Salesforce
+//!   knows how it split the name).
 //! - **Onward.** What a version changes of the shared columns is appended
 //!   to the outbox with origin `salesforce`, for Stripe.
 
@@ -34,7 +35,7 @@ use uuid::Uuid;
 
 use super::contact;
 use super::event::{parse_datetime, SalesforceEvent};
-use super::written::{Verdict, Writes};
+use super::written::{self, Verdict, Writes};
 use crate::apply::ledger;
 use crate::apply::order::{self, Facts, Step, Watermark};
 use crate::apply::{Applied, ApplyError};
@@ -59,7 +60,9 @@ pub struct Context {
 /// a new Contact with a name part left out).
 #[derive(Debug, Clone)]
 pub struct Current {
-    /// `None`: not even in the recycle bin any more.
+    /// `None`: the read found nothing (purged from the recycle bin, or no
+    /// longer visible to the integration user): nothing is applied, since
+    /// a deletion is what `IsDeleted` reports.
     pub record: Option<Map<String, Value>>,
     /// When the read began, by the database's clock (milliseconds): what
     /// our writes' acknowledgements are compared with.
@@ -70,7 +73,7 @@ impl Current {
     fn deleted(&self) -> bool {
         self.record
             .as_ref()
-            .is_none_or(|r| r.get("IsDeleted") == Some(&Value::Bool(true)))
+            .is_some_and(|r| r.get("IsDeleted") == Some(&Value::Bool(true)))
     }
 
     fn stamp(&self) -> Option<i64> {
@@ -237,9 +240,11 @@ fn apply_report(
         (Some(_), Step::AfterTombstone) => Applied::AfterTombstone,
         (Some(_), Step::Stale) => Applied::Stale,
         (Some(_), Step::Create { .. }) => unreachable!("a linked Contact is never created"),
-        (Some(_), Step::ReRead) if current.is_none() => return Err(Stop::ReadCurrent),
         (Some(link), Step::Delete { .. } | Step::Write | Step::ReRead) => {
-            let applied = settle(conn, link.local_id, report, echo)?;
+            // A tie that says nothing new needs no read; any other value
+            // of it cannot be ordered, and the Contact is read.
+            let tie = step == Step::ReRead && current.is_none();
+            let applied = settle(conn, link.local_id, report, echo, tie)?;
             idmap::advance(conn, key, mark.version, &event.id, mark.deleted)?;
             applied
         }
@@ -267,17 +272,22 @@ fn first_version(
             None => None,
         },
     };
+    // A record that leaves fields out (a relay's) may leave out the
+    // external-id field that names a customer, or what a new customer
+    // needs: a Contact new to us is read whole first.
+    if let Report::Version {
+        record, deleted, ..
+    } = report
+    {
+        if !deleted && !contact::is_whole(record, &ctx.external_id_field) {
+            return Err(Stop::ReadCurrent);
+        }
+    }
     let (local_id, applied) = match named {
-        Some(local_id) => (local_id, settle(conn, local_id, report, echo)?),
+        Some(local_id) => (local_id, settle(conn, local_id, report, echo, false)?),
+        // Found nothing to link or create.
+        None if report.record().is_none() => return Ok(Applied::Ignored),
         None => {
-            if let Report::Version {
-                record, deleted, ..
-            } = report
-            {
-                if !deleted && contact::has_partial_name(record) {
-                    return Err(Stop::ReadCurrent);
-                }
-            }
             let local_id = Uuid::new_v4();
             let deleted = report.deleted();
             insert(
@@ -349,7 +359,7 @@ fn insert(
         description: None,
         deleted_at: None,
     };
-    for (column, value) in contact::customer_fields(record, None) {
+    for (column, value) in contact::customer_fields(record) {
         set(&mut row, column, value);
     }
     diesel::insert_into(customers::table)
@@ -383,6 +393,7 @@ fn settle(
     local_id: Uuid,
     report: Report<'_>,
     echo: bool,
+    tie: bool,
 ) -> Result<Applied, Stop> {
     if report.deleted() {
         let tombstoned = fanout::tombstone(conn, &[(local_id, Some(service::SALESFORCE))])?;
@@ -393,8 +404,14 @@ fn settle(
         });
     }
     let Some(record) = report.record() else {
-        unreachable!("a live report has a record");
+        return Ok(report.unchanged(echo));
     };
+    // One name part without the other: only Salesforce knows how it
+    // splits the name (`van Gogh` is one last name), so the Contact is
+    // read rather than the part guessed from the local name.
+    if matches!(report, Report::Version { .. }) && contact::has_partial_name(record) {
+        return Err(Stop::ReadCurrent);
+    }
     // Locked before our writes are read, as Stripe's apply does (NO KEY,
     // as every customer row lock is: see `customers::lock`).
     let before: SharedRow = customers::table
@@ -409,9 +426,13 @@ fn settle(
     }
     let writes = Writes::load(conn, local_id)?;
     let mut after = before.clone();
-    for (column, value) in contact::customer_fields(record, before.name.as_deref()) {
-        if *column_of(&before, column) == value {
+    for (column, value) in contact::customer_fields(record) {
+        // Spacing and an empty text are not differences: Salesforce trims.
+        if written::same(column_of(&before, column).as_deref(), value.as_deref()) {
             continue;
+        }
+        if tie {
+            return Err(Stop::ReadCurrent);
         }
         match report.judge(&writes, column, value.as_deref()) {
             Verdict::Theirs => set(&mut after, column, value),

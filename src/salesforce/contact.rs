@@ -60,13 +60,9 @@ pub fn contact_changes(fields: &Map<String, Value>) -> Map<String, Value> {
 /// out is not listed, so a relay sending part of a record changes only
 /// that part. The name joins `FirstName` and `LastName`, without the mark
 /// [`contact_of`] puts in `LastName` for a customer without one; a record
-/// carrying one part and not the other (Change Data Capture sends only the
-/// part that changed) takes the other from `held_name`, the name the
-/// customer has now.
-pub fn customer_fields(
-    record: &Map<String, Value>,
-    held_name: Option<&str>,
-) -> Vec<(&'static str, Option<String>)> {
+/// with one part and not the other ([`has_partial_name`]) must be read
+/// whole first.
+pub fn customer_fields(record: &Map<String, Value>) -> Vec<(&'static str, Option<String>)> {
     let text = |field: &str| {
         record
             .get(field)
@@ -76,18 +72,8 @@ pub fn customer_fields(
     };
     let mut fields = Vec::new();
     if record.contains_key("FirstName") || record.contains_key("LastName") {
-        let (held_first, held_last) = split_name(held_name);
-        let first = if record.contains_key("FirstName") {
-            text("FirstName")
-        } else {
-            held_first
-        };
-        let last = if record.contains_key("LastName") {
-            text("LastName").filter(|l| *l != NO_NAME)
-        } else {
-            held_last
-        };
-        let name = match (first, last) {
+        let last = text("LastName").filter(|l| *l != NO_NAME);
+        let name = match (text("FirstName"), last) {
             (Some(first), Some(last)) => Some(format!("{first} {last}")),
             (one, other) => one.or(other).map(str::to_owned),
         };
@@ -105,10 +91,25 @@ pub fn customer_fields(
     fields
 }
 
-/// Whether a record carries one name part without the other: only with
-/// the name the customer already has does it say what the name is.
+/// Whether a record carries one name part without the other: what the
+/// name is then depends on how Salesforce split it.
 pub fn has_partial_name(record: &Map<String, Value>) -> bool {
     record.contains_key("FirstName") != record.contains_key("LastName")
+}
+
+/// Whether a record carries every field a customer is made from, and the
+/// external-id field that may name one already.
+pub fn is_whole(record: &Map<String, Value>, external_id_field: &str) -> bool {
+    [
+        "FirstName",
+        "LastName",
+        "Email",
+        "Phone",
+        "Description",
+        external_id_field,
+    ]
+    .iter()
+    .all(|field| record.contains_key(*field))
 }
 
 /// A name as `FirstName` (all but the last word) and `LastName` (the last
@@ -174,7 +175,7 @@ mod tests {
         let record = json!({"FirstName": "Ada King", "LastName": "Lovelace",
                             "Email": "ada@example.com", "Phone": null, "Description": "  "});
         assert_eq!(
-            customer_fields(record.as_object().unwrap(), None),
+            customer_fields(record.as_object().unwrap()),
             vec![
                 ("name", Some("Ada King Lovelace".to_owned())),
                 ("email", Some("ada@example.com".to_owned())),
@@ -184,47 +185,31 @@ mod tests {
         );
         let unnamed = json!({"FirstName": null, "LastName": NO_NAME});
         assert_eq!(
-            customer_fields(unnamed.as_object().unwrap(), Some("Ada")),
+            customer_fields(unnamed.as_object().unwrap()),
             vec![("name", None)]
         );
         let partial = json!({"Email": "new@example.com"});
         assert_eq!(
-            customer_fields(partial.as_object().unwrap(), Some("Ada")),
+            customer_fields(partial.as_object().unwrap()),
             vec![("email", Some("new@example.com".to_owned()))]
         );
     }
 
     #[test]
-    fn a_record_with_one_name_part_keeps_the_other_from_the_held_name() {
-        let merged = |record: Value, held: Option<&str>| {
-            let record = record.as_object().unwrap().clone();
-            assert!(has_partial_name(&record));
-            customer_fields(&record, held).remove(0).1
-        };
-        let last = json!({"LastName": "Byron"});
-        assert_eq!(
-            merged(last.clone(), Some("Ada King Lovelace")).as_deref(),
-            Some("Ada King Byron")
-        );
-        assert_eq!(merged(last.clone(), Some("Cher")).as_deref(), Some("Byron"));
-        assert_eq!(merged(last, None).as_deref(), Some("Byron"));
-        let first = json!({"FirstName": "Augusta"});
-        assert_eq!(
-            merged(first.clone(), Some("Ada Lovelace")).as_deref(),
-            Some("Augusta Lovelace")
-        );
-        assert_eq!(
-            merged(json!({"FirstName": null}), Some("Ada Lovelace")).as_deref(),
-            Some("Lovelace")
-        );
-        assert!(!has_partial_name(
+    fn a_record_with_one_name_part_or_without_fields_is_not_whole() {
+        let of = |v: Value| v.as_object().unwrap().clone();
+        assert!(has_partial_name(&of(json!({"LastName": "Gogh"}))));
+        assert!(has_partial_name(&of(json!({"FirstName": null}))));
+        assert!(!has_partial_name(&of(
             json!({"FirstName": "A", "LastName": "B"})
-                .as_object()
-                .unwrap()
-        ));
-        assert!(!has_partial_name(
-            json!({"Email": "a@example.com"}).as_object().unwrap()
-        ));
+        )));
+        assert!(!has_partial_name(&of(json!({"Email": "a@example.com"}))));
+        let whole = json!({"FirstName": null, "LastName": "Cher", "Email": null, "Phone": null,
+                           "Description": null, "X__c": null});
+        assert!(is_whole(&of(whole.clone()), "X__c"));
+        let mut part = whole;
+        part.as_object_mut().unwrap().remove("X__c");
+        assert!(!is_whole(&of(part), "X__c"));
     }
 
     #[test]

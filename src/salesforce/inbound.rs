@@ -98,7 +98,7 @@ impl SalesforceInboundHandler {
         event: &SalesforceEvent,
     ) -> Result<Applied, ApplyError> {
         let mut current = None;
-        for _ in 0..=CURRENT_READS {
+        for reads in 0..=CURRENT_READS {
             let applied = conn.transaction(|conn| match &current {
                 None => apply::apply(conn, ctx, event),
                 Some(current) => apply::apply_current(conn, ctx, event, current),
@@ -106,13 +106,14 @@ impl SalesforceInboundHandler {
             match applied {
                 Ok(applied) => return Ok(applied),
                 Err(Stop::Failed(e)) => return Err(e),
-                Err(Stop::ReadCurrent) => {
+                Err(Stop::ReadCurrent) if reads < CURRENT_READS => {
                     let contact_id = event.version().map_err(ApplyError::Permanent)?.contact_id;
                     current = Some(
                         self.read_current(conn, contact_id)
                             .map_err(ApplyError::transient)?,
                     );
                 }
+                Err(Stop::ReadCurrent) => break,
             }
         }
         Err(ApplyError::transient(anyhow::anyhow!(

@@ -67,6 +67,9 @@ pub struct Writes {
     delivered: HashMap<String, Vec<Write>>,
     /// Columns of changes salesforce-outbound has not delivered yet.
     pending: HashSet<String>,
+    /// Columns whose last change Salesforce refused (dead-lettered, to be
+    /// fixed and replayed): the local value stands, as for one in flight.
+    refused: HashSet<String>,
 }
 
 impl Writes {
@@ -75,7 +78,7 @@ impl Writes {
     /// by the locking writers).
     pub fn load(conn: &mut PgConnection, local_id: Uuid) -> QueryResult<Self> {
         let pending = fanout::pending_for(conn, local_id, service::SALESFORCE)?;
-        let mut rows: Vec<(Value, DateTime<Utc>)> = outbox::table
+        let mut rows: Vec<(Value, DateTime<Utc>, String)> = outbox::table
             .inner_join(
                 outbox_deliveries::table.on(outbox_deliveries::outbox_id
                     .eq(outbox::id)
@@ -84,30 +87,40 @@ impl Writes {
             .filter(outbox::entity.eq(entity::CUSTOMER))
             .filter(outbox::local_id.eq(local_id))
             .filter(outbox::origin.ne(service::SALESFORCE))
-            .filter(outbox_deliveries::status.eq(DeliveryStatus::Synced.as_str()))
             .order(outbox_deliveries::delivered_at.desc())
             .limit(RECENT)
-            .select((outbox::fields, outbox_deliveries::delivered_at))
+            .select((
+                outbox::fields,
+                outbox_deliveries::delivered_at,
+                outbox_deliveries::status,
+            ))
             .load(conn)?;
         rows.reverse();
         let mut writes = Self {
             pending,
             ..Self::default()
         };
-        for (fields, acked) in rows {
-            writes.record(&fields, acked.timestamp_millis());
+        for (fields, acked, status) in rows {
+            if status == DeliveryStatus::Synced.as_str() {
+                writes.record(&fields, acked.timestamp_millis());
+            } else {
+                writes.refused(&fields);
+            }
         }
         Ok(writes)
     }
 
+    /// A change Salesforce refused: its columns keep the local value
+    /// until a later change of them is delivered.
+    fn refused(&mut self, fields: &Value) {
+        for (column, _) in shared(fields) {
+            self.refused.insert(column.clone());
+        }
+    }
+
     fn record(&mut self, fields: &Value, acked: i64) {
-        let Some(fields) = fields.as_object() else {
-            return;
-        };
-        for (column, value) in fields {
-            if !fanout::SHARED_FIELDS.contains(&column.as_str()) {
-                continue;
-            }
+        for (column, value) in shared(fields) {
+            self.refused.remove(column);
             self.delivered
                 .entry(column.clone())
                 .or_default()
@@ -152,7 +165,7 @@ impl Writes {
         value: Option<&str>,
         may_follow: impl Fn(&Write) -> bool,
     ) -> Verdict {
-        if self.pending.contains(column) {
+        if self.pending.contains(column) || self.refused.contains(column) {
             return Verdict::Ours;
         }
         let Some(writes) = self.delivered.get(column) else {
@@ -166,6 +179,20 @@ impl Writes {
             _ => Verdict::Unsure,
         }
     }
+}
+
+/// The customer columns a change sets, with their values.
+fn shared(fields: &Value) -> impl Iterator<Item = (&String, &Value)> {
+    fields
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(column, _)| fanout::SHARED_FIELDS.contains(&column.as_str()))
+}
+
+/// Whether two values are the same across the two systems.
+pub fn same(a: Option<&str>, b: Option<&str>) -> bool {
+    normalized(a) == normalized(b)
 }
 
 /// A value as it compares across the two systems: Salesforce trims fields
@@ -239,6 +266,22 @@ mod tests {
         // Metadata is not a Contact field.
         let w = writes(&[(json!({"metadata": {"a": 1}}), T)], &[]);
         assert!(w.delivered.is_empty());
+    }
+
+    #[test]
+    fn a_field_whose_last_change_was_refused_keeps_the_local_value() {
+        let mut w = writes(&[(json!({"email": "a@example.com"}), T)], &[]);
+        w.refused(&json!({"email": "bad@exa_mple", "metadata": {}}));
+        let later = T + CLOCK_SKEW_MS + 1;
+        assert_eq!(
+            w.judge("email", Some("a@example.com"), later),
+            Verdict::Ours
+        );
+        w.record(&json!({"email": "c@example.com"}), later);
+        assert_eq!(
+            w.judge("email", Some("d@example.com"), later + CLOCK_SKEW_MS + 1),
+            Verdict::Theirs
+        );
     }
 
     #[test]

@@ -438,6 +438,15 @@ async fn the_poller_killed_and_resumed_misses_and_repeats_no_change() {
     stack
         .connect_salesforce(&salesforce, &[("SALESFORCE_POLL_PAGE_SIZE", "50")])
         .await;
+    // The poller reads only seconds that are over: wait for the Contacts'
+    // second to end, so that its first two queries are two full pages.
+    let stamped = salesforce.contact(&contacts[CONTACTS - 1]).unwrap()["SystemModstamp"]
+        .as_str()
+        .and_then(stripe_sync::salesforce::event::parse_datetime)
+        .unwrap();
+    while chrono::Utc::now().timestamp_millis() < stamped + 1_000 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Two pages, then Salesforce fails every query.
     salesforce.limit_queries(Some(2));
     stack.start_salesforce_inbound();
