@@ -53,7 +53,7 @@ fn salesforce_write(conn: &mut PgConnection) {
         external_id_field: "StripeSync_Id__c".into(),
     };
     let record = json!({
-        "Id": CONTACT, "LastName": "After", "Email": "r@example.com", "IsDeleted": false,
+        "Id": CONTACT, "FirstName": null, "LastName": "After", "Email": "r@example.com", "IsDeleted": false,
         "SystemModstamp": "2025-12-01T10:00:01.000+0000", "LastModifiedById": PERSON,
     });
     let event =
