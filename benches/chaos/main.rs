@@ -20,7 +20,11 @@ mod check;
 mod common;
 mod faults;
 mod load;
+mod orders;
+mod orders_check;
+mod orders_export;
 mod report;
+mod smtp_sink;
 mod stripe;
 mod supervise;
 
@@ -178,6 +182,9 @@ async fn soak(
         ("STRIPE_API_BASE", stripe_base),
         ("LISTEN_ADDR", format!("127.0.0.1:{serve_port}")),
         ("OUTBOX_POLL_MS", "50".to_owned()),
+        // Short: a poller that dropped an answer half-read gets its batch
+        // again soon.
+        ("EXPORT_BATCH_LEASE_MS", "2000".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
         ("PATH", std::env::var("PATH").unwrap_or_default()),
     ]
@@ -201,6 +208,16 @@ async fn soak(
             dir: None,
         })?;
     }
+    let orders = orders::Orders::start(
+        &supervisor,
+        &shared_env,
+        &bin_dir,
+        format!("http://127.0.0.1:{serve_port}"),
+        API_TOKEN,
+        &fixtures,
+    )
+    .await?;
+    ops_ports.extend(orders.ops_ports());
     let http = reqwest::Client::new();
     for port in &ops_ports {
         wait_ready(&http, *port).await?;
@@ -262,12 +279,16 @@ async fn soak(
         })
     };
 
+    let order_load = orders.spawn_load(deliveries.clone(), fixtures.clone(), load_on.clone());
+    let export_pollers = orders.export.spawn();
+
     // --- faults ----------------------------------------------------------
     let injector = Injector {
         supervisor: supervisor.clone(),
         stripe: fake.clone(),
         pg_restart: pg_restart.to_owned(),
         storm: plan.storm,
+        orders: orders.clone(),
     };
     let injected: Arc<Mutex<Vec<Injected>>> = Arc::default();
     let mut catch_ups = Vec::new();
@@ -304,10 +325,16 @@ async fn soak(
     load_on.store(false, Ordering::Relaxed);
     generator.await?;
     api.await??;
+    order_load.await?;
 
     // --- drain and check -------------------------------------------------
     eprintln!("chaos: load off; draining");
     let settle = settle(db_url, &deliveries).await;
+    let orders_settle_secs = orders.settle(db_url).await;
+    orders.export.stop();
+    for p in export_pollers {
+        p.await?;
+    }
     stop_senders.store(true, Ordering::Relaxed);
     for s in senders {
         s.await?;
@@ -327,10 +354,56 @@ async fn soak(
             stripe_sync::ops::topics::TailFrom::Last(10_000),
         )
     })?;
+    // The notifier's dead letters of emails refused for good are the
+    // orders check's; every other dead letter stays the general check's.
+    let failed_events = orders_check::failed_event_ids(&mut conn)?;
+    let notifier_dlq = format!(
+        "{}:",
+        stripe_sync::kafka::topics::notifier_dead_letters(&inventory.events_topic)
+    );
+    let (refused, dead): (Vec<_>, Vec<_>) = dead.into_iter().partition(|d| {
+        d.id.starts_with(&notifier_dlq)
+            && d.event_id
+                .as_ref()
+                .is_some_and(|e| failed_events.contains(e))
+    });
     let dead_ids: Vec<Option<String>> = dead.into_iter().map(|d| d.event_id).collect();
     let stripe_record = fake.record();
-    let verdict = check::verify(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
-    let missed = check::self_test(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
+    let mut verdict = check::verify(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
+    let mut missed =
+        check::self_test(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
+    let orders_record = {
+        let state = orders.state();
+        orders_check::OrdersRecord {
+            sessions: state.sessions.clone(),
+            disruptions: state
+                .disruptions
+                .iter()
+                .map(|(at, what)| {
+                    let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                    (secs.as_secs_f64(), what.clone())
+                })
+                .collect(),
+            refusals_planted: state.refusals_planted,
+            received: Vec::new(),
+            export: orders.export.log(),
+            refused_dead_letters: refused.into_iter().filter_map(|d| d.event_id).collect(),
+        }
+    };
+    let orders_record = orders_check::OrdersRecord {
+        received: orders.received().await,
+        ..orders_record
+    };
+    let mut orders_findings = Vec::new();
+    let mut orders_verdict = orders_check::verify(&mut conn, &orders_record, &mut orders_findings)?;
+    missed.extend(orders_check::self_test(
+        &mut conn,
+        &orders_record,
+        &orders_verdict,
+    )?);
+    orders_verdict.drain_secs = orders_settle_secs;
+    orders_verdict.load = orders.load_figures();
+    orders_check::attach(&mut verdict, orders_verdict, orders_findings);
     let faults = injected.lock().unwrap().clone();
     let report = report::Report {
         quick: plan.quick,
