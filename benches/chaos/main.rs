@@ -56,7 +56,8 @@ impl Plan {
         let mut plan = if quick {
             Self {
                 quick,
-                duration: Duration::from_secs(75),
+                // 75 s, and 30 s more for the five paid-orders faults.
+                duration: Duration::from_secs(75 + 30),
                 events_per_sec: 60.0,
                 api_writes_per_sec: 3.0,
                 objects_per_resource: 40,

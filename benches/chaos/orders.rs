@@ -151,27 +151,32 @@ impl Orders {
     }
 
     /// Restarts the SMTP server if it goes away when the soak did not stop
-    /// it, as the supervisor does the engine's processes.
+    /// it, as the supervisor does the engine's processes. Holds it weakly:
+    /// when the soak lets go of it, the server is stopped (its handle's
+    /// drop) and the watch ends.
     fn watch_sink(&self) {
-        let this = self.clone();
+        let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             let mut refused = 0;
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                if this.inner.sink_down.load(Ordering::Relaxed) {
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                if inner.sink_down.load(Ordering::Relaxed) {
                     refused = 0;
                     continue;
                 }
-                let up = tokio::net::TcpStream::connect(("127.0.0.1", this.inner.sink_port))
+                let up = tokio::net::TcpStream::connect(("127.0.0.1", inner.sink_port))
                     .await
                     .is_ok();
                 refused = if up { 0 } else { refused + 1 };
-                if refused >= 3 && !this.inner.sink_down.load(Ordering::Relaxed) {
+                if refused >= 3 && !inner.sink_down.load(Ordering::Relaxed) {
                     eprintln!("chaos: the SMTP server went away by itself; restarting it");
-                    this.inner
+                    inner
                         .sink_unplanned_restarts
                         .fetch_add(1, Ordering::Relaxed);
-                    let mut sink = this.inner.sink.lock().await;
+                    let mut sink = inner.sink.lock().await;
                     sink.stop();
                     sink.resume().await;
                     refused = 0;
