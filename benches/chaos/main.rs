@@ -355,56 +355,23 @@ async fn soak(
             stripe_sync::ops::topics::TailFrom::Last(10_000),
         )
     })?;
-    // The notifier's dead letters of emails refused for good are the
-    // orders check's; every other dead letter stays the general check's.
-    let failed_events = orders_check::failed_event_ids(&mut conn)?;
-    let notifier_dlq = format!(
-        "{}:",
-        stripe_sync::kafka::topics::notifier_dead_letters(&inventory.events_topic)
-    );
-    let (refused, dead): (Vec<_>, Vec<_>) = dead.into_iter().partition(|d| {
-        d.id.starts_with(&notifier_dlq)
-            && d.event_id
-                .as_ref()
-                .is_some_and(|e| failed_events.contains(e))
-    });
+    let (refused, dead) =
+        orders_check::split_dead_letters(&mut conn, &inventory.events_topic, dead)?;
     let dead_ids: Vec<Option<String>> = dead.into_iter().map(|d| d.event_id).collect();
     let stripe_record = fake.record();
     let mut verdict = check::verify(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
     let mut missed =
         check::self_test(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
-    let orders_record = {
-        let state = orders.state();
-        orders_check::OrdersRecord {
-            sessions: state.sessions.clone(),
-            disruptions: state
-                .disruptions
-                .iter()
-                .map(|(at, what)| {
-                    let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                    (secs.as_secs_f64(), what.clone())
-                })
-                .collect(),
-            refusals_planted: state.refusals_planted,
-            received: Vec::new(),
-            export: orders.export.log(),
-            refused_dead_letters: refused.into_iter().filter_map(|d| d.event_id).collect(),
-        }
-    };
-    let orders_record = orders_check::OrdersRecord {
-        received: orders.received().await,
-        ..orders_record
-    };
-    let mut orders_findings = Vec::new();
-    let mut orders_verdict = orders_check::verify(&mut conn, &orders_record, &mut orders_findings)?;
-    missed.extend(orders_check::self_test(
-        &mut conn,
-        &orders_record,
-        &orders_verdict,
-    )?);
-    orders_verdict.drain_secs = orders_settle_secs;
-    orders_verdict.load = orders.load_figures();
-    orders_check::attach(&mut verdict, orders_verdict, orders_findings);
+    missed.extend(
+        orders_check::check(
+            &orders,
+            &mut conn,
+            refused,
+            orders_settle_secs,
+            &mut verdict,
+        )
+        .await?,
+    );
     let faults = injected.lock().unwrap().clone();
     let report = report::Report {
         quick: plan.quick,

@@ -17,14 +17,16 @@
 //! (see `orders::LEASE_MS`).
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Instant, UNIX_EPOCH};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
 use crate::check::Verdict;
-use crate::orders::{Received, SessionKind};
+use stripe_sync::ops::dlq::DeadLetter;
+
+use crate::orders::{Orders, Received, SessionKind};
 use crate::orders_export::{ExportLog, Receipt};
 
 /// Everything the check reads besides the database.
@@ -561,13 +563,67 @@ pub fn self_test(
 /// How many defects the self-test plants.
 pub const PLANTS: usize = 7;
 
-/// Adds the orders verdict to the soak's: its failures count, its
-/// findings lead the examples.
-pub fn attach(verdict: &mut Verdict, orders: OrdersVerdict, examples: Vec<String>) {
-    verdict.orders = orders;
-    for e in examples {
+/// Splits the dead letters: those of emails refused for good (on the
+/// notifier's topic, of a failed notification's event) are this check's,
+/// returned by event id; every other stays the general check's.
+pub fn split_dead_letters(
+    conn: &mut PgConnection,
+    events_topic: &str,
+    dead: Vec<DeadLetter>,
+) -> anyhow::Result<(Vec<String>, Vec<DeadLetter>)> {
+    let failed = failed_event_ids(conn)?;
+    let topic = format!(
+        "{}:",
+        stripe_sync::kafka::topics::notifier_dead_letters(events_topic)
+    );
+    let (refused, rest): (Vec<_>, Vec<_>) = dead.into_iter().partition(|d| {
+        d.id.starts_with(&topic) && d.event_id.as_ref().is_some_and(|e| failed.contains(e))
+    });
+    Ok((
+        refused.into_iter().filter_map(|d| d.event_id).collect(),
+        rest,
+    ))
+}
+
+/// Runs the orders check and its self-test once the soak has drained:
+/// the verdict goes into the soak's (its failures count there, its
+/// findings join the examples); returns the planted defects missed.
+pub async fn check(
+    orders: &Orders,
+    conn: &mut PgConnection,
+    refused_dead_letters: Vec<String>,
+    drain_secs: f64,
+    verdict: &mut Verdict,
+) -> anyhow::Result<Vec<&'static str>> {
+    let received = orders.received().await;
+    let record = {
+        let state = orders.state();
+        OrdersRecord {
+            sessions: state.sessions.clone(),
+            disruptions: state
+                .disruptions
+                .iter()
+                .map(|(at, what)| {
+                    let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+                    (secs.as_secs_f64(), what.clone())
+                })
+                .collect(),
+            refusals_planted: state.refusals_planted,
+            received,
+            export: orders.export.log(),
+            refused_dead_letters,
+        }
+    };
+    let mut findings = Vec::new();
+    let mut v = verify(conn, &record, &mut findings)?;
+    let missed = self_test(conn, &record, &v)?;
+    v.drain_secs = drain_secs;
+    v.load = orders.load_figures();
+    verdict.orders = v;
+    for e in findings {
         if verdict.examples.len() < 30 {
             verdict.examples.push(e);
         }
     }
+    Ok(missed)
 }
