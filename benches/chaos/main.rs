@@ -23,6 +23,7 @@ mod load;
 mod orders;
 mod orders_check;
 mod orders_export;
+mod orders_selftest;
 mod report;
 mod smtp_sink;
 mod stripe;
