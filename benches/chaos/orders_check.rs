@@ -360,9 +360,9 @@ pub fn verify(
                 .iter()
                 .find(|(at, _)| first >= at - 3.0 && first <= at + 0.5);
             match cause {
-                Some((_, what)) if copies.len() == 2 => {
+                Some((at, what)) if copies.len() == 2 => {
                     v.emails_sent_twice_by_design += 1;
-                    note(examples, format!("(by design) {session} emailed twice: its first copy was accepted just before {what}"));
+                    note(examples, format!("(by design) {session} emailed twice: its first copy was accepted {:.2} s before {what}", at - first));
                 }
                 _ => {
                     v.emails_sent_twice += 1;
