@@ -76,6 +76,8 @@ pub struct Verdict {
     pub poison_dead_lettered: usize,
     pub poison_missing_from_dlq: usize,
     pub unexpected_dead_letters: usize,
+    /// The paid-orders path: notifier emails and the HTTP export.
+    pub orders: crate::orders_check::OrdersVerdict,
     /// The first few findings, to start from.
     pub examples: Vec<String>,
 }
@@ -93,6 +95,7 @@ impl Verdict {
             + self.outbox_rows_unexplained
             + self.poison_missing_from_dlq
             + self.unexpected_dead_letters
+            + self.orders.failures()
     }
 
     fn note(&mut self, finding: String) {

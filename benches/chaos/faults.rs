@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+use crate::orders::{Orders, NOTIFIERS};
 use crate::stripe::{FakeStripe, StripeFault};
 use crate::supervise::{restart_postgres, Supervisor};
 
@@ -24,6 +25,11 @@ pub enum FaultKind {
     StripeOutage,
     StripeRateLimitStorm,
     StripeLostAnswers,
+    SmtpDown,
+    SmtpDeferring,
+    SmtpRefusesOne,
+    NotifierKilledMidSend,
+    ExportAnswersDropped,
 }
 
 pub const ALL: &[FaultKind] = &[
@@ -34,6 +40,11 @@ pub const ALL: &[FaultKind] = &[
     FaultKind::StripeOutage,
     FaultKind::StripeRateLimitStorm,
     FaultKind::StripeLostAnswers,
+    FaultKind::SmtpDown,
+    FaultKind::SmtpDeferring,
+    FaultKind::SmtpRefusesOne,
+    FaultKind::NotifierKilledMidSend,
+    FaultKind::ExportAnswersDropped,
 ];
 
 impl FaultKind {
@@ -46,6 +57,11 @@ impl FaultKind {
             Self::StripeOutage => "Stripe outage (503)",
             Self::StripeRateLimitStorm => "Stripe 429 storm",
             Self::StripeLostAnswers => "Stripe answers lost after the write",
+            Self::SmtpDown => "SMTP server down (stopped, started again)",
+            Self::SmtpDeferring => "SMTP server answering 451 to every recipient",
+            Self::SmtpRefusesOne => "SMTP server refusing one message for good (550)",
+            Self::NotifierKilledMidSend => "SIGKILL of a notifier mid-send (RCPT held)",
+            Self::ExportAnswersDropped => "export answers dropped half-read, two pollers",
         }
     }
 }
@@ -69,6 +85,7 @@ pub struct Injector {
     pub pg_restart: String,
     /// How long a Stripe storm or outage lasts.
     pub storm: Duration,
+    pub orders: Orders,
 }
 
 impl Injector {
@@ -78,12 +95,13 @@ impl Injector {
         let pick = |names: &[&str]| names.choose(&mut rand::thread_rng()).map(|n| n.to_string());
         let target = match kind {
             FaultKind::KillProcess => {
-                let name = pick(ENGINE).expect("engine processes");
+                let name = pick(&[ENGINE, NOTIFIERS].concat()).expect("engine processes");
                 self.supervisor.kill(&name);
+                self.orders.note_kill(&name);
                 Some(name)
             }
             FaultKind::PauseWorker => {
-                let name = pick(GROUP_MEMBERS).expect("group members");
+                let name = pick(&[GROUP_MEMBERS, NOTIFIERS].concat()).expect("group members");
                 self.supervisor.signal(&name, "-STOP");
                 tokio::time::sleep(Duration::from_secs(13)).await;
                 self.supervisor.signal(&name, "-CONT");
@@ -108,6 +126,23 @@ impl Injector {
                 }));
                 tokio::time::sleep(self.storm).await;
                 self.stripe.set_fault(None);
+                None
+            }
+            FaultKind::SmtpDown => {
+                self.orders.smtp_down(self.storm).await;
+                None
+            }
+            FaultKind::SmtpDeferring => {
+                self.orders.smtp_defers(self.storm).await;
+                None
+            }
+            FaultKind::SmtpRefusesOne => {
+                self.orders.smtp_refuses_one().await;
+                None
+            }
+            FaultKind::NotifierKilledMidSend => self.orders.kill_notifier_mid_send().await,
+            FaultKind::ExportAnswersDropped => {
+                self.orders.export.drop_answers(self.storm).await;
                 None
             }
         };

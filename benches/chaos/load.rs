@@ -120,7 +120,7 @@ impl Deliveries {
     }
 
     /// Queues `event` 1–3 times (Stripe delivers at least once).
-    fn push(&self, event: &Value) {
+    pub fn push(&self, event: &Value) {
         let id = event["id"].as_str().expect("an event id").to_owned();
         let body = Arc::new(serde_json::to_vec(event).expect("an event serialises"));
         self.expected().acked.insert(id.clone(), false);

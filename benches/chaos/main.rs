@@ -20,7 +20,12 @@ mod check;
 mod common;
 mod faults;
 mod load;
+mod orders;
+mod orders_check;
+mod orders_export;
+mod orders_selftest;
 mod report;
+mod smtp_sink;
 mod stripe;
 mod supervise;
 
@@ -52,7 +57,8 @@ impl Plan {
         let mut plan = if quick {
             Self {
                 quick,
-                duration: Duration::from_secs(75),
+                // 75 s, and 30 s more for the five paid-orders faults.
+                duration: Duration::from_secs(75 + 30),
                 events_per_sec: 60.0,
                 api_writes_per_sec: 3.0,
                 objects_per_resource: 40,
@@ -178,6 +184,9 @@ async fn soak(
         ("STRIPE_API_BASE", stripe_base),
         ("LISTEN_ADDR", format!("127.0.0.1:{serve_port}")),
         ("OUTBOX_POLL_MS", "50".to_owned()),
+        // Short: a poller that dropped an answer half-read gets its batch
+        // again soon.
+        ("EXPORT_BATCH_LEASE_MS", "2000".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
         ("PATH", std::env::var("PATH").unwrap_or_default()),
     ]
@@ -201,6 +210,16 @@ async fn soak(
             dir: None,
         })?;
     }
+    let orders = orders::Orders::start(
+        &supervisor,
+        &shared_env,
+        &bin_dir,
+        format!("http://127.0.0.1:{serve_port}"),
+        API_TOKEN,
+        &fixtures,
+    )
+    .await?;
+    ops_ports.extend(orders.ops_ports());
     let http = reqwest::Client::new();
     for port in &ops_ports {
         wait_ready(&http, *port).await?;
@@ -262,12 +281,16 @@ async fn soak(
         })
     };
 
+    let order_load = orders.spawn_load(deliveries.clone(), fixtures.clone(), load_on.clone());
+    let export_pollers = orders.export.spawn();
+
     // --- faults ----------------------------------------------------------
     let injector = Injector {
         supervisor: supervisor.clone(),
         stripe: fake.clone(),
         pg_restart: pg_restart.to_owned(),
         storm: plan.storm,
+        orders: orders.clone(),
     };
     let injected: Arc<Mutex<Vec<Injected>>> = Arc::default();
     let mut catch_ups = Vec::new();
@@ -304,10 +327,16 @@ async fn soak(
     load_on.store(false, Ordering::Relaxed);
     generator.await?;
     api.await??;
+    order_load.await?;
 
     // --- drain and check -------------------------------------------------
     eprintln!("chaos: load off; draining");
     let settle = settle(db_url, &deliveries).await;
+    let orders_settle_secs = orders.settle(db_url).await;
+    orders.export.stop();
+    for p in export_pollers {
+        p.await?;
+    }
     stop_senders.store(true, Ordering::Relaxed);
     for s in senders {
         s.await?;
@@ -327,10 +356,23 @@ async fn soak(
             stripe_sync::ops::topics::TailFrom::Last(10_000),
         )
     })?;
+    let (refused, dead) =
+        orders_check::split_dead_letters(&mut conn, &inventory.events_topic, dead)?;
     let dead_ids: Vec<Option<String>> = dead.into_iter().map(|d| d.event_id).collect();
     let stripe_record = fake.record();
-    let verdict = check::verify(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
-    let missed = check::self_test(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
+    let mut verdict = check::verify(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
+    let mut missed =
+        check::self_test(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
+    missed.extend(
+        orders_check::check(
+            &orders,
+            &mut conn,
+            refused,
+            orders_settle_secs,
+            &mut verdict,
+        )
+        .await?,
+    );
     let faults = injected.lock().unwrap().clone();
     let report = report::Report {
         quick: plan.quick,

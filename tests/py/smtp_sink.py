@@ -4,7 +4,8 @@
 
 Each accepted message is written to DIR/<n>.eml as received, and beside it
 DIR/<n>.json as Python's own `email` package reads it (envelope, headers,
-plain text and HTML parts decoded), so the tests read the MIME the way a
+plain text and HTML parts decoded, and the time it was accepted as
+`received_at`), so the tests read the MIME the way a
 mail client does. Both are written to a temporary name first, then renamed,
 the JSON last, so a reader that finds the JSON finds a whole message. A
 recipient listed in DIR/refuse (one address per line) is refused with a
@@ -31,6 +32,7 @@ import email.policy
 import itertools
 import json
 import os
+import time
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
@@ -119,6 +121,7 @@ class Keep:
         text = message.get_body(preferencelist=("plain",))
         html = message.get_body(preferencelist=("html",))
         read = {
+            "received_at": time.time(),
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "headers": {k.lower(): str(v) for k, v in message.items()},

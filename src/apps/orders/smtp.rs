@@ -250,7 +250,12 @@ impl Mailer {
         may_start(start_by, stop)?;
         match tokio::time::timeout_at(limit, conn.message(&body)).await {
             Ok(Ok(_)) => {
-                quit(conn).await;
+                // The server has the message: the outcome goes to the
+                // caller at once, to be recorded, and the goodbye happens
+                // meanwhile. Waited for here (up to a second), it kept the
+                // sent email unrecorded that much longer, and a crash in
+                // that time sends it again.
+                tokio::spawn(quit(conn));
                 Ok(())
             }
             // An answer from the server (a 4xx, a 5xx) says what became of
