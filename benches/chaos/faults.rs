@@ -6,14 +6,27 @@ use std::time::{Duration, Instant};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+use crate::salesforce::{Salesforce, SalesforceFault};
 use crate::stripe::{FakeStripe, StripeFault};
 use crate::supervise::{restart_postgres, Supervisor};
 
 /// The engine's processes the soak kills and pauses.
-pub const ENGINE: &[&str] = &["serve", "stripe-inbound", "stripe-outbound", "outbox-relay"];
+pub const ENGINE: &[&str] = &[
+    "serve",
+    "stripe-inbound",
+    "stripe-outbound",
+    "outbox-relay",
+    "salesforce-outbound",
+    "salesforce-inbound",
+];
 /// Workers in a consumer group: pausing one beyond its session timeout
 /// (10 s) makes the group rebalance without it.
-const GROUP_MEMBERS: &[&str] = &["stripe-inbound", "stripe-outbound"];
+const GROUP_MEMBERS: &[&str] = &[
+    "stripe-inbound",
+    "stripe-outbound",
+    "salesforce-outbound",
+    "salesforce-inbound",
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum FaultKind {
@@ -24,6 +37,9 @@ pub enum FaultKind {
     StripeOutage,
     StripeRateLimitStorm,
     StripeLostAnswers,
+    SalesforceOutage,
+    SalesforceRequestLimit,
+    SalesforceSessionExpired,
 }
 
 pub const ALL: &[FaultKind] = &[
@@ -34,6 +50,9 @@ pub const ALL: &[FaultKind] = &[
     FaultKind::StripeOutage,
     FaultKind::StripeRateLimitStorm,
     FaultKind::StripeLostAnswers,
+    FaultKind::SalesforceOutage,
+    FaultKind::SalesforceRequestLimit,
+    FaultKind::SalesforceSessionExpired,
 ];
 
 impl FaultKind {
@@ -46,6 +65,9 @@ impl FaultKind {
             Self::StripeOutage => "Stripe outage (503)",
             Self::StripeRateLimitStorm => "Stripe 429 storm",
             Self::StripeLostAnswers => "Stripe answers lost after the write",
+            Self::SalesforceOutage => "Salesforce outage (503)",
+            Self::SalesforceRequestLimit => "Salesforce REQUEST_LIMIT_EXCEEDED (403)",
+            Self::SalesforceSessionExpired => "Salesforce sessions expired (401)",
         }
     }
 }
@@ -66,6 +88,7 @@ pub struct Injected {
 pub struct Injector {
     pub supervisor: Supervisor,
     pub stripe: FakeStripe,
+    pub salesforce: Salesforce,
     pub pg_restart: String,
     /// How long a Stripe storm or outage lasts.
     pub storm: Duration,
@@ -108,6 +131,17 @@ impl Injector {
                 }));
                 tokio::time::sleep(self.storm).await;
                 self.stripe.set_fault(None);
+                None
+            }
+            FaultKind::SalesforceOutage
+            | FaultKind::SalesforceRequestLimit
+            | FaultKind::SalesforceSessionExpired => {
+                let fault = match kind {
+                    FaultKind::SalesforceOutage => SalesforceFault::Down,
+                    FaultKind::SalesforceRequestLimit => SalesforceFault::RequestLimit,
+                    _ => SalesforceFault::SessionsExpire,
+                };
+                self.salesforce.fault(fault, self.storm).await;
                 None
             }
         };

@@ -18,9 +18,15 @@ use stripe_sync::config::{DatabaseConfig, Env};
 mod check;
 #[path = "../common.rs"]
 mod common;
+// The test suite's Salesforce fake; the soak uses part of it.
+#[allow(dead_code)]
+#[path = "../../tests/it/support/fake_salesforce/mod.rs"]
+mod fake_salesforce;
 mod faults;
 mod load;
 mod report;
+mod salesforce;
+mod salesforce_check;
 mod stripe;
 mod supervise;
 
@@ -52,7 +58,8 @@ impl Plan {
         let mut plan = if quick {
             Self {
                 quick,
-                duration: Duration::from_secs(75),
+                // 75 s, and 10 s for each of Salesforce's three faults.
+                duration: Duration::from_secs(105),
                 events_per_sec: 60.0,
                 api_writes_per_sec: 3.0,
                 objects_per_resource: 40,
@@ -162,6 +169,7 @@ async fn soak(
     let fixtures = Arc::new(common::fixtures());
     let deliveries = Deliveries::new(SECRET);
     let (fake, stripe_base) = stripe::FakeStripe::start(fixtures.clone(), deliveries.clone());
+    let salesforce = salesforce::Salesforce::start();
     let serve_port = common::free_port()?;
     let mut ops_ports = Vec::new();
     let bin_dir = std::env::current_exe()?
@@ -183,6 +191,7 @@ async fn soak(
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain(salesforce.env())
     .collect();
     for name in faults::ENGINE {
         let ops_port = common::free_port()?;
@@ -262,10 +271,17 @@ async fn soak(
         })
     };
 
+    let people = tokio::spawn(salesforce.clone().people(
+        deliveries.clone(),
+        salesforce::PEOPLE_EDITS_PER_SEC,
+        load_on.clone(),
+    ));
+
     // --- faults ----------------------------------------------------------
     let injector = Injector {
         supervisor: supervisor.clone(),
         stripe: fake.clone(),
+        salesforce: salesforce.clone(),
         pg_restart: pg_restart.to_owned(),
         storm: plan.storm,
     };
@@ -304,10 +320,11 @@ async fn soak(
     load_on.store(false, Ordering::Relaxed);
     generator.await?;
     api.await??;
+    people.await?;
 
     // --- drain and check -------------------------------------------------
     eprintln!("chaos: load off; draining");
-    let settle = settle(db_url, &deliveries).await;
+    let settle = settle(db_url, &deliveries, &salesforce, &brokers).await;
     stop_senders.store(true, Ordering::Relaxed);
     for s in senders {
         s.await?;
@@ -329,9 +346,28 @@ async fn soak(
     })?;
     let dead_ids: Vec<Option<String>> = dead.into_iter().map(|d| d.event_id).collect();
     let stripe_record = fake.record();
-    let verdict = check::verify(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
-    let missed = check::self_test(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
+    let salesforce_record = salesforce.record();
+    let api_names_superseded =
+        salesforce.supersede_api_names(&mut deliveries.expected(), &salesforce_record);
     let faults = injected.lock().unwrap().clone();
+    let mut verdict = check::verify(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
+    let mut missed =
+        check::self_test(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
+    {
+        let expected = deliveries.expected();
+        let edits = salesforce.edits();
+        let inputs = salesforce_check::Inputs {
+            expected: &expected,
+            edits: &edits,
+            salesforce: &salesforce_record,
+            stripe: &stripe_record,
+            api_names_superseded: &api_names_superseded,
+            repeats_allowed: salesforce_check::repeats_allowed(&faults),
+            stats: &salesforce.stats,
+        };
+        salesforce_check::verify(&mut conn, &inputs, &mut verdict)?;
+        missed.extend(salesforce_check::self_test(&mut conn, &inputs)?);
+    }
     let report = report::Report {
         quick: plan.quick,
         duration_secs: duration.as_secs_f64(),
@@ -410,10 +446,16 @@ async fn measure_catch_up(
 }
 
 /// Waits until every delivery is acknowledged, the ledger holds every
-/// acknowledged event and every local change is delivered, steadily for
+/// acknowledged event, every local change is delivered and the Salesforce
+/// workers have drained (`Salesforce::drained`), steadily for
 /// 3 s (Stripe's echoes of late writes arrive meanwhile); returns the time
 /// it took, or fails after five minutes.
-async fn settle(db_url: &str, deliveries: &Deliveries) -> anyhow::Result<f64> {
+async fn settle(
+    db_url: &str,
+    deliveries: &Deliveries,
+    salesforce: &salesforce::Salesforce,
+    brokers: &str,
+) -> anyhow::Result<f64> {
     #[derive(QueryableByName)]
     struct N {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -438,7 +480,8 @@ async fn settle(db_url: &str, deliveries: &Deliveries) -> anyhow::Result<f64> {
         let ledger = tokio::task::spawn_blocking(move || ledger_count(&url)).await?;
         let done = deliveries.pending() == 0
             && undelivered == Some(0)
-            && ledger.is_some_and(|n| n >= deliveries.acked_appliable() as i64);
+            && ledger.is_some_and(|n| n >= deliveries.acked_appliable() as i64)
+            && salesforce.drained(db_url, brokers).await;
         match (done, quiet_since) {
             (true, Some(since)) if since.elapsed() >= Duration::from_secs(3) => {
                 return Ok(started.elapsed().as_secs_f64());

@@ -147,10 +147,11 @@ impl Report<'_> {
         ] {
             rows.push((label.into(), value.to_string()));
         }
+        rows.extend(v.salesforce.rows());
         rows.push((
             "the check's self-test: planted defects missed".into(),
             if self.self_test_missed.is_empty() {
-                "0 of 6".into()
+                format!("0 of {}", 6 + crate::salesforce_check::PLANTED)
             } else {
                 self.self_test_missed.join(", ")
             },
