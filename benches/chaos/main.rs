@@ -273,6 +273,7 @@ async fn soak(
 
     let people = tokio::spawn(salesforce.clone().people(
         deliveries.clone(),
+        format!("http://127.0.0.1:{serve_port}/webhooks/salesforce"),
         salesforce::PEOPLE_EDITS_PER_SEC,
         load_on.clone(),
     ));

@@ -5,7 +5,7 @@
 //! `REQUEST_LIMIT_EXCEEDED`, expired sessions), and when the two
 //! Salesforce workers have drained.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +24,9 @@ pub const POLL_INTERVAL_MS: u64 = 500;
 
 /// People's edits of Contacts a second, in the quick run and the full.
 pub const PEOPLE_EDITS_PER_SEC: f64 = 2.0;
+
+/// `SALESFORCE_WEBHOOK_SECRET`: serve's relay route is on.
+const RELAY_SECRET: &str = "whsec_chaos_salesforce";
 
 /// One edit a person made in Salesforce: the expected state the checks
 /// hold the other two systems to.
@@ -49,6 +52,12 @@ pub struct PeopleStats {
     pub racing_edits: AtomicU64,
     /// Second edits of a Contact stamped the same second as the first.
     pub same_second_pairs: AtomicU64,
+    /// Edits also relayed to `POST /webhooks/salesforce` (as a Change
+    /// Data Capture subscriber would), besides the poller's reading.
+    pub relayed: AtomicU64,
+    pub relay_retries: AtomicU64,
+    /// Relay posts not yet answered 200: settle waits for them.
+    pub relay_pending: AtomicU64,
 }
 
 /// What the fake holds and did, read once the soak has drained.
@@ -124,6 +133,7 @@ impl Salesforce {
             "SALESFORCE_POLL_INTERVAL_MS".into(),
             POLL_INTERVAL_MS.to_string(),
         ));
+        env.push(("SALESFORCE_WEBHOOK_SECRET".into(), RELAY_SECRET.into()));
         env
     }
 
@@ -143,7 +153,14 @@ impl Salesforce {
     /// second until `load_on` goes false: Phone, Email and names; some
     /// right after the API renamed the customer (racing our write of the
     /// same Contact), some twice within one second.
-    pub async fn people(self, deliveries: Deliveries, rate: f64, load_on: Arc<AtomicBool>) {
+    /// Half the edits are also relayed to serve (`relay_url`) at once.
+    pub async fn people(
+        self,
+        deliveries: Deliveries,
+        relay_url: String,
+        rate: f64,
+        load_on: Arc<AtomicBool>,
+    ) {
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         let mut n = 0u64;
         while load_on.load(Ordering::Relaxed) {
@@ -155,10 +172,14 @@ impl Salesforce {
                 .map(|(id, _)| id.clone())
                 .collect();
             seen = now;
-            let with_contact: Vec<&String> = seen
-                .keys()
-                .filter(|id| self.live_contact(id).is_some())
+            let live: HashSet<String> = self
+                .fake
+                .contacts()
+                .into_iter()
+                .filter(|c| c["IsDeleted"] == false)
+                .filter_map(|c| c[fake::EXTERNAL_ID_FIELD].as_str().map(str::to_owned))
                 .collect();
+            let with_contact: Vec<&String> = seen.keys().filter(|id| live.contains(*id)).collect();
             let (racing, local_id, delay) = {
                 let mut rng = rand::thread_rng();
                 let racing = !renamed.is_empty() && rng.gen_bool(0.3);
@@ -187,7 +208,11 @@ impl Salesforce {
                 } else {
                     ["Name", "Email", "Phone"][rand::thread_rng().gen_range(0..3)]
                 };
-                stamps.push(self.edit(&local_id, &contact_id, field, n));
+                let (stamp, record) = self.edit(&local_id, &contact_id, field, n);
+                stamps.push(stamp);
+                if rand::thread_rng().gen_bool(0.5) {
+                    tokio::spawn(self.clone().relay(relay_url.clone(), record));
+                }
             }
             if racing {
                 self.stats.racing_edits.fetch_add(1, Ordering::Relaxed);
@@ -208,7 +233,7 @@ impl Salesforce {
     /// One person's edit of `field`, recorded; its stamp. Values are new
     /// each time, so each tells which write it came from. Emails keep the
     /// API's `chaos-api-` prefix, by which the check finds its customers.
-    fn edit(&self, local_id: &str, contact_id: &str, field: &str, n: u64) -> i64 {
+    fn edit(&self, local_id: &str, contact_id: &str, field: &str, n: u64) -> (i64, Value) {
         let first = ["Grace", "Ada", "Barbara", "Edsger"][n as usize % 4];
         let fields = match field {
             "Name" => json!({"FirstName": first, "LastName": format!("Person{n}")}),
@@ -239,7 +264,44 @@ impl Salesforce {
             });
         }
         self.stats.edits.fetch_add(1, Ordering::Relaxed);
-        stamp
+        (stamp, record)
+    }
+
+    /// Posts one Contact version to serve's relay route, signed, until it
+    /// is answered 200 (serve may be killed meanwhile).
+    async fn relay(self, url: String, mut record: Value) {
+        self.stats.relay_pending.fetch_add(1, Ordering::Relaxed);
+        if let Some(r) = record.as_object_mut() {
+            r.remove("attributes");
+        }
+        let body = serde_json::to_vec(&json!({"records": [record]})).expect("JSON");
+        let http = reqwest::Client::new();
+        for attempt in 0.. {
+            let signature = stripe_sync::stripe::signature::sign(
+                RELAY_SECRET,
+                stripe_sync::ingest::unix_now(),
+                &body,
+            );
+            let answer = http
+                .post(&url)
+                .header("StripeSync-Signature", signature)
+                .header("Content-Type", "application/json")
+                .timeout(Duration::from_secs(10))
+                .body(body.clone())
+                .send()
+                .await;
+            if answer.is_ok_and(|a| a.status().is_success()) {
+                break;
+            }
+            if attempt == 600 {
+                eprintln!("chaos: a Salesforce relay post got no 200 in 5 minutes");
+                break;
+            }
+            self.stats.relay_retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.stats.relayed.fetch_add(1, Ordering::Relaxed);
+        self.stats.relay_pending.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Salesforce fails for `lasted`: down (503 to everything, the token
@@ -273,6 +335,9 @@ impl Salesforce {
     /// from, the poller's cursor past the newest Contact stamp, and
     /// salesforce-inbound's group caught up on the versions it published.
     pub async fn drained(&self, db_url: &str, brokers: &str) -> bool {
+        if self.stats.relay_pending.load(Ordering::Relaxed) > 0 {
+            return false;
+        }
         let newest = self
             .fake
             .contacts()

@@ -38,6 +38,8 @@ pub struct SalesforceVerdict {
     /// Contact, pairs of edits in one second, answers the faults gave.
     pub racing_edits: u64,
     pub same_second_pairs: u64,
+    pub relayed: u64,
+    pub relay_retries: u64,
     pub faulted_answers: usize,
     pub person_edits: usize,
     /// Edits no later write superseded: the ones checked.
@@ -67,6 +69,10 @@ impl SalesforceVerdict {
             (
                 "Salesforce: edits racing our write / two in one second".to_owned(),
                 format!("{} / {}", self.racing_edits, self.same_second_pairs),
+            ),
+            (
+                "Salesforce: edits also relayed to serve (retries)".to_owned(),
+                format!("{} ({})", self.relayed, self.relay_retries),
             ),
             (
                 "Salesforce answers faulted (503, 403 limit, 401 session)".to_owned(),
@@ -204,9 +210,31 @@ fn name_part(name: Option<&str>, field: &str) -> Option<String> {
     }
 }
 
-/// What a customer's name, email or phone (as `(name, email, phone)`)
-/// holds for one Contact field.
-fn field_of(row: &(Option<String>, Option<String>, Option<String>), field: &str) -> Option<String> {
+/// A customer's name, email and phone, as one system holds them.
+type Shared = (Option<String>, Option<String>, Option<String>);
+
+fn local_of(l: &Local) -> Shared {
+    (l.name.clone(), l.email.clone(), l.phone.clone())
+}
+
+/// The Stripe customer made for local customer `local_id`.
+fn stripe_of(stripe: &StripeRecord, local_id: &str) -> Option<Shared> {
+    stripe
+        .created_for_local
+        .get(local_id)
+        .and_then(|ids| ids.first())
+        .and_then(|id| stripe.customers.get(id))
+        .map(|c| {
+            (
+                text(c["name"].as_str()),
+                text(c["email"].as_str()),
+                text(c["phone"].as_str()),
+            )
+        })
+}
+
+/// What a customer's shared fields hold for one Contact field.
+fn field_of(row: &Shared, field: &str) -> Option<String> {
     match field {
         "FirstName" | "LastName" => name_part(row.0.as_deref(), field),
         "Email" => text(row.1.as_deref()),
@@ -225,37 +253,17 @@ pub fn verify(conn: &mut PgConnection, inputs: &Inputs<'_>, v: &mut Verdict) -> 
     .into_iter()
     .map(|l| (l.id.clone(), l))
     .collect();
-    let stripe_of = |local_id: &str| {
-        inputs
-            .stripe
-            .created_for_local
-            .get(local_id)
-            .and_then(|ids| ids.first())
-            .and_then(|id| inputs.stripe.customers.get(id))
-            .map(|c| {
-                (
-                    text(c["name"].as_str()),
-                    text(c["email"].as_str()),
-                    text(c["phone"].as_str()),
-                )
-            })
-    };
-    let local_of = |l: &Local| (l.name.clone(), l.email.clone(), l.phone.clone());
     v.salesforce.racing_edits = inputs.stats.racing_edits.load(Ordering::Relaxed);
     v.salesforce.same_second_pairs = inputs.stats.same_second_pairs.load(Ordering::Relaxed);
+    v.salesforce.relayed = inputs.stats.relayed.load(Ordering::Relaxed);
+    v.salesforce.relay_retries = inputs.stats.relay_retries.load(Ordering::Relaxed);
     v.salesforce.faulted_answers = inputs.salesforce.faulted_answers();
-    check_edits(inputs, &locals, &stripe_of, &local_of, v);
-    check_converged(inputs, &locals, &stripe_of, &local_of, v);
+    check_edits(inputs, &locals, v);
+    check_converged(inputs, &locals, v);
     check_ping_pong(conn, inputs, v)
 }
 
-fn check_edits(
-    inputs: &Inputs<'_>,
-    locals: &HashMap<String, Local>,
-    stripe_of: &dyn Fn(&str) -> Option<(Option<String>, Option<String>, Option<String>)>,
-    local_of: &dyn Fn(&Local) -> (Option<String>, Option<String>, Option<String>),
-    v: &mut Verdict,
-) {
+fn check_edits(inputs: &Inputs<'_>, locals: &HashMap<String, Local>, v: &mut Verdict) {
     let sf = &mut v.salesforce;
     sf.person_edits = inputs.edits.len();
     // The fake's changes of each (Contact, field), in order.
@@ -282,7 +290,7 @@ fn check_edits(
         }
         sf.person_edits_final += 1;
         let local = locals.get(&edit.local_id).map(local_of);
-        let stripe = stripe_of(&edit.local_id);
+        let stripe = stripe_of(inputs.stripe, &edit.local_id);
         let want = Some(edit.value.trim().to_owned());
         let here = local.as_ref().and_then(|l| field_of(l, edit.field));
         let there = stripe.as_ref().and_then(|s| field_of(s, edit.field));
@@ -299,13 +307,7 @@ fn check_edits(
     }
 }
 
-fn check_converged(
-    inputs: &Inputs<'_>,
-    locals: &HashMap<String, Local>,
-    stripe_of: &dyn Fn(&str) -> Option<(Option<String>, Option<String>, Option<String>)>,
-    local_of: &dyn Fn(&Local) -> (Option<String>, Option<String>, Option<String>),
-    v: &mut Verdict,
-) {
+fn check_converged(inputs: &Inputs<'_>, locals: &HashMap<String, Local>, v: &mut Verdict) {
     let mut in_scope: Vec<&str> = inputs
         .expected
         .api_customers
@@ -364,7 +366,7 @@ fn check_converged(
             .is_some_and(|s| s.starts_with("cus_chaosapi"))
             || inputs.expected.api_customers.contains_key(local_id)
         {
-            stripe_of(local_id)
+            stripe_of(inputs.stripe, local_id)
         } else {
             Some(here.clone())
         };
