@@ -46,7 +46,9 @@ pub enum Fault {
 }
 
 /// One change of a Contact field, in the order the fake made them: what a
-/// later write superseded cannot be told from whole-second stamps.
+/// later write superseded cannot be told from whole-second stamps. Read
+/// by the chaos soak (`benches/chaos/salesforce.rs`), not by the tests.
+#[allow(dead_code)]
 #[derive(Debug, Clone)]
 pub struct FieldWrite {
     pub contact_id: String,
@@ -74,6 +76,7 @@ struct State {
     /// Every data call answers 403 `REQUEST_LIMIT_EXCEEDED` while set, as
     /// an org past its daily API allowance does.
     limited: bool,
+    #[allow(dead_code)]
     history: Vec<FieldWrite>,
     /// Queries still answered before they answer 503, when set.
     query_budget: Option<usize>,
@@ -160,16 +163,20 @@ impl FakeSalesforce {
         self.state.lock().unwrap().down = down;
     }
 
+    /// 403 `REQUEST_LIMIT_EXCEEDED` to every data call while set.
+    #[allow(dead_code)]
     pub fn set_request_limited(&self, limited: bool) {
         self.state.lock().unwrap().limited = limited;
     }
 
     /// Every change of a Contact field so far, oldest first.
+    #[allow(dead_code)]
     pub fn history(&self) -> Vec<FieldWrite> {
         self.state.lock().unwrap().history.clone()
     }
 
     /// Every Contact, deleted ones too.
+    #[allow(dead_code)]
     pub fn contacts(&self) -> Vec<Value> {
         self.state
             .lock()
