@@ -66,6 +66,9 @@ pub struct SalesforceRecord {
     pub contacts: Vec<Value>,
     pub history: Vec<FieldWrite>,
     pub calls: Vec<Call>,
+    /// Access tokens granted: the first of each worker's, and one for
+    /// each session that ended.
+    pub grants: usize,
 }
 
 impl SalesforceRecord {
@@ -142,6 +145,7 @@ impl Salesforce {
             contacts: self.fake.contacts(),
             history: self.fake.history(),
             calls: self.fake.calls(),
+            grants: self.fake.grants(),
         }
     }
 
@@ -362,17 +366,22 @@ impl Salesforce {
         expected: &mut Expected,
         record: &SalesforceRecord,
     ) -> HashMap<String, String> {
+        let mut last_name_write: HashMap<&str, &FieldWrite> = HashMap::new();
+        for w in &record.history {
+            if w.field == "FirstName" || w.field == "LastName" {
+                last_name_write.insert(&w.contact_id, w);
+            }
+        }
         let mut replaced = HashMap::new();
         for (local_id, name) in expected.api_customers.iter_mut() {
             let Some(contact) = record.contact_of(local_id) else {
                 continue;
             };
             let id = contact["Id"].as_str().unwrap_or_default();
-            let last_name_write =
-                record.history.iter().rev().find(|w| {
-                    w.contact_id == id && (w.field == "FirstName" || w.field == "LastName")
-                });
-            if last_name_write.is_some_and(|w| w.user == fake::PERSON) {
+            if last_name_write
+                .get(id)
+                .is_some_and(|w| w.user == fake::PERSON)
+            {
                 if let Some(person_name) = contact_name(contact) {
                     replaced.insert(local_id.clone(), std::mem::replace(name, person_name));
                 }

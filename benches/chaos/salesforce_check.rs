@@ -41,6 +41,7 @@ pub struct SalesforceVerdict {
     pub relayed: u64,
     pub relay_retries: u64,
     pub faulted_answers: usize,
+    pub tokens_granted: usize,
     pub person_edits: usize,
     /// Edits no later write superseded: the ones checked.
     pub person_edits_final: usize,
@@ -77,6 +78,10 @@ impl SalesforceVerdict {
             (
                 "Salesforce answers faulted (503, 403 limit, 401 session)".to_owned(),
                 self.faulted_answers.to_string(),
+            ),
+            (
+                "Salesforce access tokens granted".to_owned(),
+                self.tokens_granted.to_string(),
             ),
         ];
         rows.extend(
@@ -258,6 +263,7 @@ pub fn verify(conn: &mut PgConnection, inputs: &Inputs<'_>, v: &mut Verdict) -> 
     v.salesforce.relayed = inputs.stats.relayed.load(Ordering::Relaxed);
     v.salesforce.relay_retries = inputs.stats.relay_retries.load(Ordering::Relaxed);
     v.salesforce.faulted_answers = inputs.salesforce.faulted_answers();
+    v.salesforce.tokens_granted = inputs.salesforce.grants;
     check_edits(inputs, &locals, v);
     check_converged(inputs, &locals, v);
     check_ping_pong(conn, inputs, v)
@@ -574,16 +580,16 @@ pub fn self_test(
 
 /// A person's edit no later write superseded, if the load made one.
 fn standing_edit(inputs: &Inputs<'_>) -> Option<PersonEdit> {
-    let history = &inputs.salesforce.history;
+    let mut last = HashMap::new();
+    for w in &inputs.salesforce.history {
+        last.insert((w.contact_id.as_str(), w.field.as_str()), w);
+    }
     inputs
         .edits
         .iter()
         .rev()
         .find(|e| {
-            history
-                .iter()
-                .rev()
-                .find(|w| w.contact_id == e.contact_id && w.field == e.field)
+            last.get(&(e.contact_id.as_str(), e.field))
                 .is_some_and(|w| w.user == PERSON && w.value.as_str() == Some(e.value.as_str()))
         })
         .cloned()
