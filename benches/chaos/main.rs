@@ -27,6 +27,7 @@ mod load;
 mod report;
 mod salesforce;
 mod salesforce_check;
+mod salesforce_story;
 mod stripe;
 mod supervise;
 
@@ -367,6 +368,14 @@ async fn soak(
             stats: &salesforce.stats,
         };
         salesforce_check::verify(&mut conn, &inputs, &mut verdict)?;
+        if !verdict.salesforce.suspects.is_empty() {
+            let story = salesforce_story::explain(&mut conn, &inputs, &verdict)?;
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/chaos/salesforce-findings.txt");
+            std::fs::create_dir_all(path.parent().expect("a directory"))?;
+            std::fs::write(&path, story)?;
+            eprintln!("chaos: the Salesforce findings' story: {}", path.display());
+        }
         missed.extend(salesforce_check::self_test(&mut conn, &inputs)?);
     }
     let report = report::Report {

@@ -55,6 +55,9 @@ pub struct SalesforceVerdict {
     /// Outbox rows passing an echo on: Stripe's echo of our write sent to
     /// Salesforce, or a change from Salesforce with values no person set.
     pub echoes_passed_on: usize,
+    /// Customers named in findings, for `salesforce_story::explain`.
+    #[serde(skip)]
+    pub suspects: Vec<String>,
 }
 
 impl SalesforceVerdict {
@@ -302,6 +305,7 @@ fn check_edits(inputs: &Inputs<'_>, locals: &HashMap<String, Local>, v: &mut Ver
         let there = stripe.as_ref().and_then(|s| field_of(s, edit.field));
         if here != want || there != want {
             sf.person_edits_lost += 1;
+            sf.suspects.push(edit.local_id.clone());
             notes.push(format!(
                 "a person set {} of Contact {} (customer {}) to {:?}, last; local holds {here:?}, Stripe {there:?}",
                 edit.field, edit.contact_id, edit.local_id, edit.value
@@ -378,6 +382,7 @@ fn check_converged(inputs: &Inputs<'_>, locals: &HashMap<String, Local>, v: &mut
         };
         if at_stripe.as_ref() != Some(&here) || in_salesforce != here {
             v.salesforce.customers_divergent += 1;
+            v.salesforce.suspects.push(local_id.to_owned());
             notes.push(format!(
                 "customer {local_id}: local {here:?}, Stripe {at_stripe:?}, Salesforce {in_salesforce:?}"
             ));
@@ -468,6 +473,7 @@ fn check_ping_pong(
             });
         if !explained {
             sf.echoes_passed_on += 1;
+            sf.suspects.push(row.local_id.clone());
             notes.push(format!(
                 "outbox row {} (origin {}) of customer {} passes on {} that no one but us set",
                 row.id, row.origin, row.local_id, row.fields

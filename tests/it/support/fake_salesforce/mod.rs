@@ -58,6 +58,8 @@ pub struct FieldWrite {
     pub user: String,
     /// Its `SystemModstamp`, in milliseconds.
     pub stamp: i64,
+    /// When it was made, to the millisecond.
+    pub at: i64,
 }
 
 /// One call as the fake saw it, with the status it answered.
@@ -325,6 +327,7 @@ fn stamp(state: &mut State, contact: &mut Map<String, Value>, user: &str) {
                 value,
                 user: user.to_owned(),
                 stamp: state.clock,
+                at: now,
             });
         }
     }
