@@ -33,6 +33,12 @@ pub fn is_own_idempotency_key(key: &str) -> bool {
     key.starts_with(IDEMPOTENCY_PREFIX)
 }
 
+/// The outbox row an own key was made for (replays included).
+pub fn outbox_id_of_key(key: &str) -> Option<i64> {
+    let rest = key.strip_prefix(IDEMPOTENCY_PREFIX)?;
+    rest.split('-').next()?.parse().ok()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
@@ -205,6 +211,49 @@ pub fn undelivered(
         .load(conn)
 }
 
+/// Rows of one local entity bound for `service` (of any other origin)
+/// made after row `after`, delivered or not, oldest first.
+pub fn bound_for_after(
+    conn: &mut PgConnection,
+    entity: &str,
+    local_id: Uuid,
+    service: &str,
+    after: i64,
+) -> QueryResult<Vec<OutboxRow>> {
+    outbox::table
+        .filter(outbox::entity.eq(entity))
+        .filter(outbox::origin.ne(service))
+        .filter(outbox::local_id.eq(local_id))
+        .filter(outbox::id.gt(after))
+        .order(outbox::id.asc())
+        .select(OutboxRow::as_select())
+        .load(conn)
+}
+
+/// The newest row bound for `service` (of any other origin) of each of
+/// `local_ids` that has one.
+pub fn newest_bound_for(
+    conn: &mut PgConnection,
+    entity: &str,
+    local_ids: &[Uuid],
+    service: &str,
+) -> QueryResult<std::collections::HashMap<Uuid, i64>> {
+    if local_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(Uuid, Option<i64>)> = outbox::table
+        .filter(outbox::entity.eq(entity))
+        .filter(outbox::origin.ne(service))
+        .filter(outbox::local_id.eq_any(local_ids))
+        .group_by(outbox::local_id)
+        .select((outbox::local_id, diesel::dsl::max(outbox::id)))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, newest)| Some((id, newest?)))
+        .collect())
+}
+
 /// Which of `local_ids` have a change `service` has not acknowledged yet
 /// ([`undelivered`] for many rows at once).
 pub fn with_undelivered(
@@ -323,4 +372,19 @@ pub fn backlog(
             diesel::dsl::min(outbox::created_at),
         ))
         .first(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_own_key_names_its_outbox_row_replayed_or_not() {
+        assert_eq!(outbox_id_of_key(&idempotency_key(42, None)), Some(42));
+        assert_eq!(
+            outbox_id_of_key(&idempotency_key(42, Some("dlq-7"))),
+            Some(42)
+        );
+        assert_eq!(outbox_id_of_key("someone-else-42"), None);
+    }
 }

@@ -78,6 +78,8 @@ pub struct Verdict {
     pub unexpected_dead_letters: usize,
     /// The paid-orders path: notifier emails and the HTTP export.
     pub orders: crate::orders_check::OrdersVerdict,
+    /// Salesforce's part (`salesforce_check`).
+    pub salesforce: crate::salesforce_check::SalesforceVerdict,
     /// The first few findings, to start from.
     pub examples: Vec<String>,
 }
@@ -96,9 +98,10 @@ impl Verdict {
             + self.poison_missing_from_dlq
             + self.unexpected_dead_letters
             + self.orders.failures()
+            + self.salesforce.failures()
     }
 
-    fn note(&mut self, finding: String) {
+    pub fn note(&mut self, finding: String) {
         if self.examples.len() < 20 {
             self.examples.push(finding);
         }
@@ -277,19 +280,31 @@ fn check_api_writes(
             ));
         }
     }
-    let outbox: Vec<String> =
-        diesel::sql_query("SELECT id::text AS a, NULL::text AS b, true AS c FROM outbox")
+    let outbox: Vec<(String, Option<String>, bool)> =
+        diesel::sql_query("SELECT id::text AS a, origin AS b, origin = 'local' AS c FROM outbox")
             .load::<Row3>(conn)?
             .into_iter()
-            .map(|r| stripe_sync::outbox::idempotency_key(r.a.parse().unwrap_or_default(), None))
+            .map(|r| {
+                let key =
+                    stripe_sync::outbox::idempotency_key(r.a.parse().unwrap_or_default(), None);
+                (key, r.b, r.c)
+            })
             .collect();
+    // A change Stripe reported goes to Salesforce alone; the API's own
+    // changes are the ones API writes explain (Salesforce's part counts
+    // the others: `salesforce_check`).
+    let local_rows = outbox.iter().filter(|(_, _, local)| *local).count();
+    let outbox: Vec<String> = outbox
+        .into_iter()
+        .filter(|(_, origin, _)| origin.as_deref() != Some("stripe"))
+        .map(|(key, _, _)| key)
+        .collect();
     v.outbox_rows = outbox.len();
-    v.outbox_rows_unexplained = outbox.len().saturating_sub(expected.api_writes_sent);
+    v.outbox_rows_unexplained = local_rows.saturating_sub(expected.api_writes_sent);
     if v.outbox_rows_unexplained > 0 {
         v.note(format!(
-            "{} outbox rows for {} API writes sent",
-            outbox.len(),
-            expected.api_writes_sent
+            "{} outbox rows of the API for {} API writes sent",
+            local_rows, expected.api_writes_sent
         ));
     }
     for key in &outbox {

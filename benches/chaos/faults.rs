@@ -7,14 +7,27 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 
 use crate::orders::{Orders, NOTIFIERS};
+use crate::salesforce::{Salesforce, SalesforceFault};
 use crate::stripe::{FakeStripe, StripeFault};
 use crate::supervise::{restart_postgres, Supervisor};
 
 /// The engine's processes the soak kills and pauses.
-pub const ENGINE: &[&str] = &["serve", "stripe-inbound", "stripe-outbound", "outbox-relay"];
+pub const ENGINE: &[&str] = &[
+    "serve",
+    "stripe-inbound",
+    "stripe-outbound",
+    "outbox-relay",
+    "salesforce-outbound",
+    "salesforce-inbound",
+];
 /// Workers in a consumer group: pausing one beyond its session timeout
 /// (10 s) makes the group rebalance without it.
-const GROUP_MEMBERS: &[&str] = &["stripe-inbound", "stripe-outbound"];
+const GROUP_MEMBERS: &[&str] = &[
+    "stripe-inbound",
+    "stripe-outbound",
+    "salesforce-outbound",
+    "salesforce-inbound",
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum FaultKind {
@@ -30,6 +43,9 @@ pub enum FaultKind {
     SmtpRefusesOne,
     NotifierKilledMidSend,
     ExportAnswersDropped,
+    SalesforceOutage,
+    SalesforceRequestLimit,
+    SalesforceSessionExpired,
 }
 
 pub const ALL: &[FaultKind] = &[
@@ -45,6 +61,9 @@ pub const ALL: &[FaultKind] = &[
     FaultKind::SmtpRefusesOne,
     FaultKind::NotifierKilledMidSend,
     FaultKind::ExportAnswersDropped,
+    FaultKind::SalesforceOutage,
+    FaultKind::SalesforceRequestLimit,
+    FaultKind::SalesforceSessionExpired,
 ];
 
 impl FaultKind {
@@ -62,6 +81,9 @@ impl FaultKind {
             Self::SmtpRefusesOne => "SMTP server refusing one message for good (550)",
             Self::NotifierKilledMidSend => "SIGKILL of a notifier mid-send (RCPT held)",
             Self::ExportAnswersDropped => "export answers dropped half-read, two pollers",
+            Self::SalesforceOutage => "Salesforce outage (503)",
+            Self::SalesforceRequestLimit => "Salesforce REQUEST_LIMIT_EXCEEDED (403)",
+            Self::SalesforceSessionExpired => "Salesforce sessions expired (401)",
         }
     }
 }
@@ -82,6 +104,7 @@ pub struct Injected {
 pub struct Injector {
     pub supervisor: Supervisor,
     pub stripe: FakeStripe,
+    pub salesforce: Salesforce,
     pub pg_restart: String,
     /// How long a Stripe storm or outage lasts.
     pub storm: Duration,
@@ -143,6 +166,17 @@ impl Injector {
             FaultKind::NotifierKilledMidSend => self.orders.kill_notifier_mid_send().await,
             FaultKind::ExportAnswersDropped => {
                 self.orders.export.drop_answers(self.storm).await;
+                None
+            }
+            FaultKind::SalesforceOutage
+            | FaultKind::SalesforceRequestLimit
+            | FaultKind::SalesforceSessionExpired => {
+                let fault = match kind {
+                    FaultKind::SalesforceOutage => SalesforceFault::Down,
+                    FaultKind::SalesforceRequestLimit => SalesforceFault::RequestLimit,
+                    _ => SalesforceFault::SessionsExpire,
+                };
+                self.salesforce.fault(fault, self.storm).await;
                 None
             }
         };

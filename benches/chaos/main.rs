@@ -18,6 +18,10 @@ use stripe_sync::config::{DatabaseConfig, Env};
 mod check;
 #[path = "../common.rs"]
 mod common;
+// The test suite's Salesforce fake; the soak uses part of it.
+#[allow(dead_code)]
+#[path = "../../tests/it/support/fake_salesforce/mod.rs"]
+mod fake_salesforce;
 mod faults;
 mod load;
 mod orders;
@@ -26,6 +30,9 @@ mod orders_export;
 mod orders_selftest;
 mod report;
 mod smtp_sink;
+mod salesforce;
+mod salesforce_check;
+mod salesforce_story;
 mod stripe;
 mod supervise;
 
@@ -57,8 +64,9 @@ impl Plan {
         let mut plan = if quick {
             Self {
                 quick,
-                // 75 s, and 30 s more for the five paid-orders faults.
-                duration: Duration::from_secs(75 + 30),
+                // 75 s, 30 s more for the five paid-orders faults and 30 s
+                // for Salesforce's three.
+                duration: Duration::from_secs(75 + 30 + 30),
                 events_per_sec: 60.0,
                 api_writes_per_sec: 3.0,
                 objects_per_resource: 40,
@@ -168,6 +176,7 @@ async fn soak(
     let fixtures = Arc::new(common::fixtures());
     let deliveries = Deliveries::new(SECRET);
     let (fake, stripe_base) = stripe::FakeStripe::start(fixtures.clone(), deliveries.clone());
+    let salesforce = salesforce::Salesforce::start();
     let serve_port = common::free_port()?;
     let mut ops_ports = Vec::new();
     let bin_dir = std::env::current_exe()?
@@ -192,6 +201,7 @@ async fn soak(
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain(salesforce.env())
     .collect();
     for name in faults::ENGINE {
         let ops_port = common::free_port()?;
@@ -283,11 +293,18 @@ async fn soak(
 
     let order_load = orders.spawn_load(deliveries.clone(), fixtures.clone(), load_on.clone());
     let export_pollers = orders.export.spawn();
+    let people = tokio::spawn(salesforce.clone().people(
+        deliveries.clone(),
+        format!("http://127.0.0.1:{serve_port}/webhooks/salesforce"),
+        salesforce::PEOPLE_EDITS_PER_SEC,
+        load_on.clone(),
+    ));
 
     // --- faults ----------------------------------------------------------
     let injector = Injector {
         supervisor: supervisor.clone(),
         stripe: fake.clone(),
+        salesforce: salesforce.clone(),
         pg_restart: pg_restart.to_owned(),
         storm: plan.storm,
         orders: orders.clone(),
@@ -328,10 +345,11 @@ async fn soak(
     generator.await?;
     api.await??;
     order_load.await?;
+    people.await?;
 
     // --- drain and check -------------------------------------------------
     eprintln!("chaos: load off; draining");
-    let settle = settle(db_url, &deliveries).await;
+    let settle = settle(db_url, &deliveries, &salesforce, &brokers).await;
     let orders_settle_secs = orders.settle(db_url).await;
     orders.export.stop();
     for p in export_pollers {
@@ -360,9 +378,36 @@ async fn soak(
         orders_check::split_dead_letters(&mut conn, &inventory.events_topic, dead)?;
     let dead_ids: Vec<Option<String>> = dead.into_iter().map(|d| d.event_id).collect();
     let stripe_record = fake.record();
+    let salesforce_record = salesforce.record();
+    let api_names_superseded =
+        salesforce.supersede_api_names(&mut deliveries.expected(), &salesforce_record);
+    let faults = injected.lock().unwrap().clone();
     let mut verdict = check::verify(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
     let mut missed =
         check::self_test(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
+    {
+        let expected = deliveries.expected();
+        let edits = salesforce.edits();
+        let inputs = salesforce_check::Inputs {
+            expected: &expected,
+            edits: &edits,
+            salesforce: &salesforce_record,
+            stripe: &stripe_record,
+            api_names_superseded: &api_names_superseded,
+            repeats_allowed: salesforce_check::repeats_allowed(&faults),
+            stats: &salesforce.stats,
+        };
+        salesforce_check::verify(&mut conn, &inputs, &mut verdict)?;
+        if !verdict.salesforce.suspects.is_empty() {
+            let story = salesforce_story::explain(&mut conn, &inputs, &verdict)?;
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/chaos/salesforce-findings.txt");
+            std::fs::create_dir_all(path.parent().expect("a directory"))?;
+            std::fs::write(&path, story)?;
+            eprintln!("chaos: the Salesforce findings' story: {}", path.display());
+        }
+        missed.extend(salesforce_check::self_test(&mut conn, &inputs)?);
+    }
     missed.extend(
         orders_check::check(
             &orders,
@@ -373,7 +418,6 @@ async fn soak(
         )
         .await?,
     );
-    let faults = injected.lock().unwrap().clone();
     let report = report::Report {
         quick: plan.quick,
         duration_secs: duration.as_secs_f64(),
@@ -452,10 +496,16 @@ async fn measure_catch_up(
 }
 
 /// Waits until every delivery is acknowledged, the ledger holds every
-/// acknowledged event and every local change is delivered, steadily for
+/// acknowledged event, every local change is delivered and the Salesforce
+/// workers have drained (`Salesforce::drained`), steadily for
 /// 3 s (Stripe's echoes of late writes arrive meanwhile); returns the time
 /// it took, or fails after five minutes.
-async fn settle(db_url: &str, deliveries: &Deliveries) -> anyhow::Result<f64> {
+async fn settle(
+    db_url: &str,
+    deliveries: &Deliveries,
+    salesforce: &salesforce::Salesforce,
+    brokers: &str,
+) -> anyhow::Result<f64> {
     #[derive(QueryableByName)]
     struct N {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -480,7 +530,8 @@ async fn settle(db_url: &str, deliveries: &Deliveries) -> anyhow::Result<f64> {
         let ledger = tokio::task::spawn_blocking(move || ledger_count(&url)).await?;
         let done = deliveries.pending() == 0
             && undelivered == Some(0)
-            && ledger.is_some_and(|n| n >= deliveries.acked_appliable() as i64);
+            && ledger.is_some_and(|n| n >= deliveries.acked_appliable() as i64)
+            && salesforce.drained(db_url, brokers).await;
         match (done, quiet_since) {
             (true, Some(since)) if since.elapsed() >= Duration::from_secs(3) => {
                 return Ok(started.elapsed().as_secs_f64());

@@ -148,10 +148,11 @@ impl Report<'_> {
             rows.push((label.into(), value.to_string()));
         }
         rows.extend(v.orders.rows().into_iter().map(|(l, n)| (l.into(), n)));
+        rows.extend(v.salesforce.rows());
         rows.push((
             "the check's self-test: planted defects missed".into(),
             if self.self_test_missed.is_empty() {
-                format!("0 of {}", 6 + crate::orders_selftest::PLANTS)
+                format!("0 of {}", 6 + crate::orders_selftest::PLANTS + crate::salesforce_check::PLANTED)
             } else {
                 self.self_test_missed.join(", ")
             },

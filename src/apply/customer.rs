@@ -125,7 +125,7 @@ pub(super) fn apply(
                 if deleted {
                     tombstone(conn, local_id, Some(&event.object), pass_on)?;
                 } else {
-                    update_customer(conn, local_id, &event.object, pass_on)?;
+                    update_customer(conn, local_id, &event.object, echoed_row(event), pass_on)?;
                 }
                 local_id
             }
@@ -163,12 +163,18 @@ pub(super) fn apply(
             idmap::advance(conn, key, mark.version, event_id, true)?;
         }
         Step::Write => {
-            update_customer(conn, link.local_id, &event.object, pass_on)?;
+            update_customer(
+                conn,
+                link.local_id,
+                &event.object,
+                echoed_row(event),
+                pass_on,
+            )?;
             idmap::advance(conn, key, mark.version, event_id, false)?;
         }
         Step::ReRead => match remote.current(key.account, "customers", key.external_id)? {
             RemoteObject::Live(current) => {
-                update_customer(conn, link.local_id, &current, pass_on)?;
+                update_customer(conn, link.local_id, &current, None, pass_on)?;
                 idmap::advance(conn, key, mark.version, event_id, false)?;
             }
             RemoteObject::Deleted => {
@@ -178,6 +184,15 @@ pub(super) fn apply(
         },
     }
     Ok(step.applied())
+}
+
+/// The outbox row whose write `event` echoes, if it is an echo of ours.
+pub(super) fn echoed_row(event: &StripeEvent) -> Option<i64> {
+    event
+        .idempotency_key
+        .as_deref()
+        .filter(|_| event.is_own_echo())
+        .and_then(outbox::outbox_id_of_key)
 }
 
 /// The origin a change applied from `event` is passed on with, if it is
@@ -269,12 +284,29 @@ pub fn project(object: &Value) -> CustomerProjection {
 /// the fields (and metadata keys) it sets, over the state Stripe reports;
 /// everything else takes Stripe's state. Once acknowledged, Stripe's later
 /// events carry the local value, so ordinary last-writer-wins resumes.
+///
+/// An echo of our own write (of outbox row `echo_of`) reports Stripe's
+/// state right after that write: the fields a later change of ours sets
+/// keep their local value too, delivered or not. Webhooks arrive in any
+/// order, and the echo of an older write applied after a newer one was
+/// acknowledged would roll the row back until the newer echo came (and
+/// Salesforce, reporting the newer value meanwhile, would pass it back on).
 fn keep_pending_local_fields(
     conn: &mut PgConnection,
     id: Uuid,
+    echo_of: Option<i64>,
     projection: &mut CustomerProjection,
 ) -> QueryResult<()> {
-    let pending = outbox::undelivered(conn, entity::CUSTOMER, id, service::STRIPE)?;
+    let mut pending = outbox::undelivered(conn, entity::CUSTOMER, id, service::STRIPE)?;
+    if let Some(echoed) = echo_of {
+        pending.extend(outbox::bound_for_after(
+            conn,
+            entity::CUSTOMER,
+            id,
+            service::STRIPE,
+            echoed,
+        )?);
+    }
     if pending.is_empty() {
         return Ok(());
     }
@@ -345,6 +377,7 @@ fn update_customer(
     conn: &mut PgConnection,
     id: Uuid,
     object: &Value,
+    echo_of: Option<i64>,
     pass_on: Option<&str>,
 ) -> QueryResult<()> {
     // Lock first, so a concurrent API write either lands before we read
@@ -356,7 +389,7 @@ fn update_customer(
         .for_no_key_update()
         .first(conn)?;
     let mut projection = project(object);
-    keep_pending_local_fields(conn, id, &mut projection)?;
+    keep_pending_local_fields(conn, id, echo_of, &mut projection)?;
     // A row deleted here passes no update on (its deletion went out, if
     // at all, from the path that made it).
     if let Some(origin) = pass_on.filter(|_| before.deleted_at.is_none()) {

@@ -70,7 +70,13 @@ struct Fold<'e> {
 impl<'e> Fold<'e> {
     /// Runs the customer's events through the rules; false when one of them
     /// needs the per-event path.
-    fn run(&mut self, has_pending_change: bool, fan_out: FanOut) -> bool {
+    /// `newest_change`: the customer's newest outbox row bound for Stripe.
+    fn run(
+        &mut self,
+        has_pending_change: bool,
+        newest_change: Option<i64>,
+        fan_out: FanOut,
+    ) -> bool {
         let mut link = self.stored.map(|(_, mark)| mark);
         let mut echoed = false;
         for &(i, event) in &self.events {
@@ -81,6 +87,15 @@ impl<'e> Fold<'e> {
                     return false
                 }
                 Step::Write if has_pending_change => return false,
+                // An echo of an older write of ours: the fields our later
+                // changes set keep their local value (see
+                // `customer::keep_pending_local_fields`).
+                Step::Write
+                    if customer::echoed_row(event)
+                        .is_some_and(|echoed| newest_change.is_some_and(|n| n > echoed)) =>
+                {
+                    return false
+                }
                 Step::Create { deleted } => {
                     self.created = Some(Uuid::new_v4());
                     self.row = Some(&event.object);
@@ -180,12 +195,14 @@ pub(super) fn apply(
         .map(|row| (row.id, row))
         .collect();
     let pending = outbox::with_undelivered(conn, entity::CUSTOMER, &live, service::STRIPE)?;
+    let newest = outbox::newest_bound_for(conn, entity::CUSTOMER, &live, service::STRIPE)?;
 
     let mut folded = Folded::default();
     let mut ready = Vec::with_capacity(folds.len());
     for mut fold in folds {
         let has_pending = fold.stored.is_some_and(|(id, _)| pending.contains(&id));
-        if fold.run(has_pending, fan_out) {
+        let newest_change = fold.stored.and_then(|(id, _)| newest.get(&id).copied());
+        if fold.run(has_pending, newest_change, fan_out) {
             folded.applied.append(&mut fold.outcomes);
             ready.push(fold);
         } else {

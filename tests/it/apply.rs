@@ -370,3 +370,61 @@ fn a_refused_event_leaves_no_claim_so_its_replay_applies() {
         "a refused event must not stay claimed"
     );
 }
+
+/// Webhooks arrive in any order: the echo of our older write, applied
+/// after a later write of the same field was acknowledged but before that
+/// write's own echo, must not roll the row back (with Salesforce on, its
+/// report of the later value would then be passed back on to Stripe).
+#[test]
+fn an_echo_of_an_older_write_of_ours_does_not_roll_back_a_later_one() {
+    for path in [apply::apply_batch as Path, apply::apply_each] {
+        let db = TestDb::migrated();
+        let mut conn = db.conn();
+        for sql in [
+            format!(
+                "INSERT INTO customers (id, email, name, phone) VALUES \
+                 ('{PENDING_LOCAL}', 'p@example.com', 'Newer name', '+1 555 0100')"
+            ),
+            format!(
+                "INSERT INTO outbox (id, entity, local_id, operation, fields) VALUES \
+                 (1, 'customer', '{PENDING_LOCAL}', 'update', '{{\"name\": \"Older name\"}}'), \
+                 (2, 'customer', '{PENDING_LOCAL}', 'update', '{{\"name\": \"Newer name\"}}')"
+            ),
+            "INSERT INTO outbox_deliveries (outbox_id, service, status) VALUES \
+             (1, 'stripe', 'synced'), (2, 'stripe', 'synced')"
+                .to_owned(),
+            format!(
+                "INSERT INTO id_map (service, account, entity, external_id, local_id, remote_version) \
+                 VALUES ('stripe', 'platform', 'customer', 'cus_pend', '{PENDING_LOCAL}', 100)"
+            ),
+        ] {
+            diesel::sql_query(sql).execute(&mut conn).unwrap();
+        }
+        // Row 1's echo: Stripe's state right after it, phone changed there
+        // since by someone else.
+        let echo = StripeEvent::parse(
+            br#"{"id":"evt_echo1","type":"customer.updated","created":101,
+                "request":{"id":"req_1","idempotency_key":"stripe-sync-outbox-1"},
+                "data":{"object":{"id":"cus_pend","object":"customer","email":"p@example.com",
+                    "name":"Older name","phone":"+1 555 0199"}}}"#,
+        )
+        .unwrap();
+        conn.transaction(|conn| path(conn, &Reread, &[&echo], FanOut::ToOtherServices))
+            .unwrap();
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Nullable<Text>)]
+            name: Option<String>,
+            #[diesel(sql_type = Nullable<Text>)]
+            phone: Option<String>,
+        }
+        let row = diesel::sql_query(format!(
+            "SELECT name, phone FROM customers WHERE id = '{PENDING_LOCAL}'"
+        ))
+        .get_result::<Row>(&mut conn)
+        .unwrap();
+        assert_eq!(row.name.as_deref(), Some("Newer name"));
+        assert_eq!(row.phone.as_deref(), Some("+1 555 0199"));
+        assert_eq!(db.count("outbox"), 2, "an echo is never passed on");
+    }
+}

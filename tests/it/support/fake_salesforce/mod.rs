@@ -14,7 +14,8 @@
 //! as Salesforce sends them (`[{"message","errorCode","fields"}]`);
 //! `REQUEST_LIMIT_EXCEEDED`, 503s and expired sessions are injected on
 //! demand. It counts every call, so tests can say how many writes and
-//! queries reached it.
+//! queries reached it, and keeps every change of a field in the order it
+//! was made, so the chaos soak can tell which write of a field was last.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -44,6 +45,23 @@ pub enum Fault {
     Unavailable,
 }
 
+/// One change of a Contact field, in the order the fake made them: what a
+/// later write superseded cannot be told from whole-second stamps. Read
+/// by the chaos soak (`benches/chaos/salesforce.rs`), not by the tests.
+#[allow(dead_code)]
+#[derive(Debug, Clone)]
+pub struct FieldWrite {
+    pub contact_id: String,
+    pub field: String,
+    pub value: Value,
+    /// `LastModifiedById` of the write: [`INTEGRATION_USER`] or a person.
+    pub user: String,
+    /// Its `SystemModstamp`, in milliseconds.
+    pub stamp: i64,
+    /// When it was made, to the millisecond.
+    pub at: i64,
+}
+
 /// One call as the fake saw it, with the status it answered.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -57,6 +75,11 @@ struct State {
     faults: VecDeque<Fault>,
     /// Everything answers 503 while set.
     down: bool,
+    /// Every data call answers 403 `REQUEST_LIMIT_EXCEEDED` while set, as
+    /// an org past its daily API allowance does.
+    limited: bool,
+    #[allow(dead_code)]
+    history: Vec<FieldWrite>,
     /// Queries still answered before they answer 503, when set.
     query_budget: Option<usize>,
     /// Composite requests answered.
@@ -140,6 +163,30 @@ impl FakeSalesforce {
 
     pub fn set_down(&self, down: bool) {
         self.state.lock().unwrap().down = down;
+    }
+
+    /// 403 `REQUEST_LIMIT_EXCEEDED` to every data call while set.
+    #[allow(dead_code)]
+    pub fn set_request_limited(&self, limited: bool) {
+        self.state.lock().unwrap().limited = limited;
+    }
+
+    /// Every change of a Contact field so far, oldest first.
+    #[allow(dead_code)]
+    pub fn history(&self) -> Vec<FieldWrite> {
+        self.state.lock().unwrap().history.clone()
+    }
+
+    /// Every Contact, deleted ones too.
+    #[allow(dead_code)]
+    pub fn contacts(&self) -> Vec<Value> {
+        self.state
+            .lock()
+            .unwrap()
+            .contacts
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Composite requests answered (their subrequests are in [`Self::calls`]).
@@ -260,6 +307,31 @@ fn stamp(state: &mut State, contact: &mut Map<String, Value>, user: &str) {
         json!(at.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string()),
     );
     contact.insert("LastModifiedById".into(), json!(user));
+    let id = contact["Id"].as_str().unwrap_or_default().to_owned();
+    let before = state.contacts.get(&id).and_then(Value::as_object);
+    let mut changed = Vec::new();
+    for field in [
+        "FirstName",
+        "LastName",
+        "Email",
+        "Phone",
+        "Description",
+        "IsDeleted",
+    ] {
+        let value = contact.get(field).cloned().unwrap_or(Value::Null);
+        let old = before.and_then(|b| b.get(field)).unwrap_or(&Value::Null);
+        if &value != old {
+            changed.push(FieldWrite {
+                contact_id: id.clone(),
+                field: field.to_owned(),
+                value,
+                user: user.to_owned(),
+                stamp: state.clock,
+                at: now,
+            });
+        }
+    }
+    state.history.extend(changed);
 }
 
 fn handle(
@@ -290,6 +362,14 @@ fn handle(
             StatusCode::UNAUTHORIZED,
             "INVALID_SESSION_ID",
             "Session expired or invalid",
+            &[],
+        );
+    }
+    if state.limited {
+        return error(
+            StatusCode::FORBIDDEN,
+            "REQUEST_LIMIT_EXCEEDED",
+            "TotalRequests Limit exceeded.",
             &[],
         );
     }
