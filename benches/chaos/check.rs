@@ -76,6 +76,8 @@ pub struct Verdict {
     pub poison_dead_lettered: usize,
     pub poison_missing_from_dlq: usize,
     pub unexpected_dead_letters: usize,
+    /// Credits, payments and refunds (`payments_check.rs`).
+    pub payments: crate::payments_check::PaymentsVerdict,
     /// The first few findings, to start from.
     pub examples: Vec<String>,
 }
@@ -93,6 +95,7 @@ impl Verdict {
             + self.outbox_rows_unexplained
             + self.poison_missing_from_dlq
             + self.unexpected_dead_letters
+            + self.payments.failures()
     }
 
     fn note(&mut self, finding: String) {
@@ -131,6 +134,10 @@ pub fn verify(
     check_mirror(conn, expected, &mut v)?;
     check_api_writes(conn, expected, stripe, &mut v)?;
     check_dead_letters(expected, dead_letter_event_ids, &mut v);
+    v.payments = crate::payments_check::verify(conn, &expected.payments, &stripe.money)?;
+    for finding in v.payments.examples.clone() {
+        v.note(finding);
+    }
     Ok(v)
 }
 
@@ -274,8 +281,11 @@ fn check_api_writes(
             ));
         }
     }
-    let outbox: Vec<String> =
-        diesel::sql_query("SELECT id::text AS a, NULL::text AS b, true AS c FROM outbox")
+    // Queued refunds are outbox rows too, carried out by stripe-commands
+    // under their own keys (the money check follows them).
+    let outbox: Vec<String> = diesel::sql_query(
+        "SELECT id::text AS a, NULL::text AS b, true AS c FROM outbox WHERE entity <> 'refund_request'",
+    )
             .load::<Row3>(conn)?
             .into_iter()
             .map(|r| stripe_sync::outbox::idempotency_key(r.a.parse().unwrap_or_default(), None))
@@ -342,6 +352,7 @@ pub fn self_test(
         performed: stripe.performed.clone(),
         created_for_local: stripe.created_for_local.clone(),
         faulted_answers: stripe.faulted_answers,
+        money: stripe.money.clone(),
     };
     stripe
         .performed
@@ -380,7 +391,14 @@ pub fn self_test(
         Err(anyhow::anyhow!(ROLLED_BACK))
     });
     match planted {
-        Err(e) if e.to_string() == ROLLED_BACK => Ok(missed),
+        Err(e) if e.to_string() == ROLLED_BACK => {
+            missed.extend(crate::payments_check::self_test(
+                conn,
+                &expected.payments,
+                &stripe.money,
+            )?);
+            Ok(missed)
+        }
         Err(e) => Err(e),
         Ok(()) => unreachable!("the transaction always rolls back"),
     }

@@ -10,10 +10,16 @@ use crate::stripe::{FakeStripe, StripeFault};
 use crate::supervise::{restart_postgres, Supervisor};
 
 /// The engine's processes the soak kills and pauses.
-pub const ENGINE: &[&str] = &["serve", "stripe-inbound", "stripe-outbound", "outbox-relay"];
+pub const ENGINE: &[&str] = &[
+    "serve",
+    "stripe-inbound",
+    "stripe-outbound",
+    "outbox-relay",
+    "stripe-commands",
+];
 /// Workers in a consumer group: pausing one beyond its session timeout
 /// (10 s) makes the group rebalance without it.
-const GROUP_MEMBERS: &[&str] = &["stripe-inbound", "stripe-outbound"];
+const GROUP_MEMBERS: &[&str] = &["stripe-inbound", "stripe-outbound", "stripe-commands"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum FaultKind {

@@ -20,6 +20,9 @@ mod check;
 mod common;
 mod faults;
 mod load;
+mod payments;
+mod payments_check;
+mod payments_stripe;
 mod report;
 mod stripe;
 mod supervise;
@@ -38,6 +41,10 @@ struct Plan {
     /// Generated events per second (each delivered 1–3 times).
     events_per_sec: f64,
     api_writes_per_sec: f64,
+    /// Money requests per second (purchases, spends, payments, refunds).
+    payment_ops_per_sec: f64,
+    /// Customers the money load buys and spends for.
+    payment_customers: usize,
     objects_per_resource: usize,
     poison: usize,
     /// Seconds between faults, at random in this range.
@@ -55,6 +62,8 @@ impl Plan {
                 duration: Duration::from_secs(75),
                 events_per_sec: 60.0,
                 api_writes_per_sec: 3.0,
+                payment_ops_per_sec: 2.0,
+                payment_customers: 6,
                 objects_per_resource: 40,
                 poison: 2,
                 fault_gap: (2, 4),
@@ -66,6 +75,8 @@ impl Plan {
                 duration: Duration::from_secs(600),
                 events_per_sec: 150.0,
                 api_writes_per_sec: 4.0,
+                payment_ops_per_sec: 3.0,
+                payment_customers: 16,
                 objects_per_resource: 300,
                 poison: 5,
                 fault_gap: (8, 20),
@@ -262,6 +273,18 @@ async fn soak(
         })
     };
 
+    let money = tokio::spawn(
+        payments::MoneyLoad {
+            base: format!("http://127.0.0.1:{serve_port}"),
+            token: API_TOKEN.to_owned(),
+            deliveries: deliveries.clone(),
+            load_on: load_on.clone(),
+            ops_per_sec: plan.payment_ops_per_sec,
+            customers: plan.payment_customers,
+        }
+        .run(),
+    );
+
     // --- faults ----------------------------------------------------------
     let injector = Injector {
         supervisor: supervisor.clone(),
@@ -304,6 +327,7 @@ async fn soak(
     load_on.store(false, Ordering::Relaxed);
     generator.await?;
     api.await??;
+    money.await??;
 
     // --- drain and check -------------------------------------------------
     eprintln!("chaos: load off; draining");
