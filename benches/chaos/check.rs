@@ -392,7 +392,7 @@ pub fn self_test(
     });
     match planted {
         Err(e) if e.to_string() == ROLLED_BACK => {
-            missed.extend(crate::payments_check::self_test(
+            missed.extend(crate::payments_selftest::self_test(
                 conn,
                 &expected.payments,
                 &stripe.money,

@@ -22,6 +22,8 @@ mod faults;
 mod load;
 mod payments;
 mod payments_check;
+mod payments_routes;
+mod payments_selftest;
 mod payments_stripe;
 mod report;
 mod stripe;

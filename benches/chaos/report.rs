@@ -152,7 +152,7 @@ impl Report<'_> {
         rows.push((
             "the check's self-test: planted defects missed".into(),
             if self.self_test_missed.is_empty() {
-                format!("0 of {}", 6 + crate::payments_check::PLANTS)
+                format!("0 of {}", 6 + crate::payments_selftest::PLANTS)
             } else {
                 self.self_test_missed.join(", ")
             },

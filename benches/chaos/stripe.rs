@@ -74,7 +74,7 @@ impl FakeStripe {
         let key = warp::header::optional::<String>("idempotency-key");
         let form = warp::body::form::<Vec<(String, String)>>();
         let money =
-            crate::payments_stripe::routes(fake.clone(), fixtures.clone(), deliveries.clone());
+            crate::payments_routes::routes(fake.clone(), fixtures.clone(), deliveries.clone());
         let (echo_create, echo_update) = (deliveries.clone(), deliveries);
         let create = warp::path!("v1" / "customers")
             .and(warp::post())
