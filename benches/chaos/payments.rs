@@ -46,9 +46,35 @@ pub struct Sent {
 }
 
 impl Sent {
-    pub fn first_answer(&self) -> Option<&(u16, Value)> {
-        self.answers.first()
+    /// What the request was told: its success if any answer was one
+    /// (answers that read the present, such as a short balance, are not
+    /// saved under the key, so a twin sent at once may do the work after
+    /// one was refused), else its first answer.
+    pub fn told(&self) -> Option<&(u16, Value)> {
+        self.answers
+            .iter()
+            .find(|(status, _)| (200..300).contains(status))
+            .or(self.answers.first())
     }
+}
+
+/// Whether serve saves `answer` under the key and replays it to every
+/// retry (README, "Which answers are final"); the others read the present,
+/// and a retry does the work again.
+pub fn is_final(answer: &(u16, Value)) -> bool {
+    let (status, body) = answer;
+    let code = body["error"]["code"].as_str().unwrap_or_default();
+    let reads_the_present = matches!(
+        code,
+        "insufficient_credits"
+            | "amount_too_large"
+            | "charge_already_refunded"
+            | "customer_not_found"
+            | "invalid_package"
+            | "no_payment_method"
+            | "authentication_required"
+    );
+    *status != 202 && *status < 500 && !reads_the_present
 }
 
 /// The money load's expected state: every request sent, in order.
@@ -189,8 +215,10 @@ impl Client {
             vec![one.await]
         };
         let answers: Vec<(u16, Value)> = answers.into_iter().flatten().collect();
-        self.deliveries.expected().payments.sent[index].answers = answers.clone();
-        answers.into_iter().next()
+        let mut e = self.deliveries.expected();
+        let sent = &mut e.payments.sent[index];
+        sent.answers = answers;
+        sent.told().cloned()
     }
 
     /// Polls a queued refund until its status is final (or three minutes

@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use serde_json::json;
 use stripe_sync::apps::payments::command_worker;
 
-use crate::payments::{Expected, Route};
+use crate::payments::{is_final, Expected, Route};
 use crate::payments_check::{verify, PaymentsVerdict};
 use crate::payments_stripe::Money;
 
@@ -131,10 +131,12 @@ fn copy_plants() -> Vec<(&'static str, CopyPlant, Caught)> {
         (
             "a spend that differs from its answer",
             |e, _| {
-                let done = e.sent.iter_mut().find(|s| {
-                    s.route == Route::Spend && matches!(s.first_answer(), Some((201, _)))
-                });
-                done.map(|s| s.answers[0].0 = 409).is_some()
+                let done = e
+                    .sent
+                    .iter_mut()
+                    .find(|s| s.route == Route::Spend && matches!(s.told(), Some((201, _))));
+                done.map(|s| s.answers.iter_mut().for_each(|a| a.0 = 409))
+                    .is_some()
             },
             |v| v.spends_divergent > 0,
         ),
@@ -177,20 +179,26 @@ fn copy_plants() -> Vec<(&'static str, CopyPlant, Caught)> {
         (
             "an answer contradicting Stripe",
             |e, _| {
-                let told = e.sent.iter_mut().find(|s| {
-                    s.route == Route::Intent && matches!(s.first_answer(), Some((201, _)))
-                });
-                told.map(|s| s.answers[0].1["amount"] = json!(1)).is_some()
+                let told = e
+                    .sent
+                    .iter_mut()
+                    .find(|s| s.route == Route::Intent && matches!(s.told(), Some((201, _))));
+                told.map(|s| s.answers.iter_mut().for_each(|a| a.1["amount"] = json!(1)))
+                    .is_some()
             },
             |v| v.answers_contradicting_stripe > 0,
         ),
         (
             "one key answered two ways",
             |e, _| {
-                let Some(s) = e.sent.iter_mut().find(|s| !s.answers.is_empty()) else {
+                let Some(s) = e
+                    .sent
+                    .iter_mut()
+                    .find(|s| s.answers.first().is_some_and(is_final))
+                else {
                     return false;
                 };
-                let other = (599, json!({"planted": true}));
+                let other = (201, json!({"planted": true}));
                 s.answers.push(other);
                 true
             },
