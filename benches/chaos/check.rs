@@ -80,6 +80,8 @@ pub struct Verdict {
     pub orders: crate::orders_check::OrdersVerdict,
     /// Salesforce's part (`salesforce_check`).
     pub salesforce: crate::salesforce_check::SalesforceVerdict,
+    /// Credits, payments and refunds (`payments_check.rs`).
+    pub payments: crate::payments_check::PaymentsVerdict,
     /// The first few findings, to start from.
     pub examples: Vec<String>,
 }
@@ -99,6 +101,7 @@ impl Verdict {
             + self.unexpected_dead_letters
             + self.orders.failures()
             + self.salesforce.failures()
+            + self.payments.failures()
     }
 
     pub fn note(&mut self, finding: String) {
@@ -137,6 +140,10 @@ pub fn verify(
     check_mirror(conn, expected, &mut v)?;
     check_api_writes(conn, expected, stripe, &mut v)?;
     check_dead_letters(expected, dead_letter_event_ids, &mut v);
+    v.payments = crate::payments_check::verify(conn, &expected.payments, &stripe.money)?;
+    for finding in v.payments.examples.clone() {
+        v.note(finding);
+    }
     Ok(v)
 }
 
@@ -280,16 +287,19 @@ fn check_api_writes(
             ));
         }
     }
-    let outbox: Vec<(String, Option<String>, bool)> =
-        diesel::sql_query("SELECT id::text AS a, origin AS b, origin = 'local' AS c FROM outbox")
-            .load::<Row3>(conn)?
-            .into_iter()
-            .map(|r| {
-                let key =
-                    stripe_sync::outbox::idempotency_key(r.a.parse().unwrap_or_default(), None);
-                (key, r.b, r.c)
-            })
-            .collect();
+    // Queued refunds are outbox rows too, carried out by stripe-commands
+    // under their own keys (the money check follows them).
+    let outbox: Vec<(String, Option<String>, bool)> = diesel::sql_query(
+        "SELECT id::text AS a, origin AS b, origin = 'local' AS c FROM outbox
+         WHERE entity <> 'refund_request'",
+    )
+    .load::<Row3>(conn)?
+    .into_iter()
+    .map(|r| {
+        let key = stripe_sync::outbox::idempotency_key(r.a.parse().unwrap_or_default(), None);
+        (key, r.b, r.c)
+    })
+    .collect();
     // A change Stripe reported goes to Salesforce alone; the API's own
     // changes are the ones API writes explain (Salesforce's part counts
     // the others: `salesforce_check`).
@@ -360,6 +370,7 @@ pub fn self_test(
         performed: stripe.performed.clone(),
         created_for_local: stripe.created_for_local.clone(),
         faulted_answers: stripe.faulted_answers,
+        money: stripe.money.clone(),
     };
     stripe
         .performed
@@ -398,7 +409,14 @@ pub fn self_test(
         Err(anyhow::anyhow!(ROLLED_BACK))
     });
     match planted {
-        Err(e) if e.to_string() == ROLLED_BACK => Ok(missed),
+        Err(e) if e.to_string() == ROLLED_BACK => {
+            missed.extend(crate::payments_selftest::self_test(
+                conn,
+                &expected.payments,
+                &stripe.money,
+            )?);
+            Ok(missed)
+        }
         Err(e) => Err(e),
         Ok(()) => unreachable!("the transaction always rolls back"),
     }

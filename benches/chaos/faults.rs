@@ -17,6 +17,7 @@ pub const ENGINE: &[&str] = &[
     "stripe-inbound",
     "stripe-outbound",
     "outbox-relay",
+    "stripe-commands",
     "salesforce-outbound",
     "salesforce-inbound",
 ];
@@ -25,6 +26,7 @@ pub const ENGINE: &[&str] = &[
 const GROUP_MEMBERS: &[&str] = &[
     "stripe-inbound",
     "stripe-outbound",
+    "stripe-commands",
     "salesforce-outbound",
     "salesforce-inbound",
 ];

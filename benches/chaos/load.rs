@@ -59,6 +59,8 @@ pub struct Expected {
     pub unanswered_creates: Vec<String>,
     /// API writes sent, retries included: each may have made one outbox row.
     pub api_writes_sent: usize,
+    /// The money load's requests and what they were told.
+    pub payments: crate::payments::Expected,
 }
 
 #[derive(Default, serde::Serialize)]
@@ -70,6 +72,7 @@ pub struct LoadStats {
     pub api_creates: AtomicU64,
     pub api_updates: AtomicU64,
     pub api_retries: AtomicU64,
+    pub payments: crate::payments::Stats,
 }
 
 struct Pending {

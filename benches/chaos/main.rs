@@ -28,11 +28,16 @@ mod orders;
 mod orders_check;
 mod orders_export;
 mod orders_selftest;
+mod payments;
+mod payments_check;
+mod payments_routes;
+mod payments_selftest;
+mod payments_stripe;
 mod report;
-mod smtp_sink;
 mod salesforce;
 mod salesforce_check;
 mod salesforce_story;
+mod smtp_sink;
 mod stripe;
 mod supervise;
 
@@ -50,6 +55,10 @@ struct Plan {
     /// Generated events per second (each delivered 1–3 times).
     events_per_sec: f64,
     api_writes_per_sec: f64,
+    /// Money requests per second (purchases, spends, payments, refunds).
+    payment_ops_per_sec: f64,
+    /// Customers the money load buys and spends for.
+    payment_customers: usize,
     objects_per_resource: usize,
     poison: usize,
     /// Seconds between faults, at random in this range.
@@ -69,6 +78,8 @@ impl Plan {
                 duration: Duration::from_secs(75 + 30 + 30),
                 events_per_sec: 60.0,
                 api_writes_per_sec: 3.0,
+                payment_ops_per_sec: 2.0,
+                payment_customers: 6,
                 objects_per_resource: 40,
                 poison: 2,
                 fault_gap: (2, 4),
@@ -80,6 +91,8 @@ impl Plan {
                 duration: Duration::from_secs(600),
                 events_per_sec: 150.0,
                 api_writes_per_sec: 4.0,
+                payment_ops_per_sec: 3.0,
+                payment_customers: 16,
                 objects_per_resource: 300,
                 poison: 5,
                 fault_gap: (8, 20),
@@ -299,6 +312,17 @@ async fn soak(
         salesforce::PEOPLE_EDITS_PER_SEC,
         load_on.clone(),
     ));
+    let money = tokio::spawn(
+        payments::MoneyLoad {
+            base: format!("http://127.0.0.1:{serve_port}"),
+            token: API_TOKEN.to_owned(),
+            deliveries: deliveries.clone(),
+            load_on: load_on.clone(),
+            ops_per_sec: plan.payment_ops_per_sec,
+            customers: plan.payment_customers,
+        }
+        .run(),
+    );
 
     // --- faults ----------------------------------------------------------
     let injector = Injector {
@@ -346,6 +370,7 @@ async fn soak(
     api.await??;
     order_load.await?;
     people.await?;
+    money.await??;
 
     // --- drain and check -------------------------------------------------
     eprintln!("chaos: load off; draining");

@@ -430,7 +430,10 @@ fn drained_blocking(db_url: &str, brokers: &str, newest_stamp: i64) -> anyhow::R
     let mut conn = PgConnection::establish(db_url)?;
     let row = diesel::sql_query(
         "SELECT (SELECT count(*) FROM outbox o CROSS JOIN (VALUES ('stripe'), ('salesforce')) s(service)
-                 WHERE o.origin <> s.service AND NOT EXISTS (SELECT 1 FROM outbox_deliveries d
+                 WHERE o.origin <> s.service
+                   -- a queued refund is a command for Stripe alone
+                   AND NOT (o.entity = 'refund_request' AND s.service = 'salesforce')
+                   AND NOT EXISTS (SELECT 1 FROM outbox_deliveries d
                      WHERE d.outbox_id = o.id AND d.service = s.service)) AS undelivered,
                 (SELECT position FROM sync_cursors WHERE service = 'salesforce'
                      AND stream = 'poll:contact') AS cursor",

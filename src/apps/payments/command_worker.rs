@@ -108,6 +108,24 @@ impl CommandHandler {
             )));
         };
         if !matches!(request.status.as_str(), "queued" | "processing") {
+            // Carried out already: an earlier attempt made the refund and
+            // was killed, or lost Stripe's answer, before recording it, and
+            // the refund's webhook moved the request on meanwhile. Its
+            // delivery is recorded now; skipped, the outbox row would stay
+            // undelivered for good.
+            let delivered = match &request.refund_id {
+                Some(_) => DeliveryStatus::Synced,
+                None => DeliveryStatus::Failed,
+            };
+            outbox::record_delivery(
+                &mut conn,
+                change.outbox_id,
+                service::STRIPE,
+                delivered,
+                request.refund_id.as_deref(),
+                request.error.as_deref(),
+            )
+            .map_err(db_err)?;
             return Ok(Outcome::Done);
         }
         refund_requests::mark_processing(&mut conn, &request.id).map_err(db_err)?;

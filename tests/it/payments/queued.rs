@@ -313,3 +313,55 @@ async fn an_unnamed_queued_refund_retried_after_a_lost_answer_is_queued_once() {
     assert_eq!(stack.db.count("payments.refund_requests"), 1);
     stack.stop().await;
 }
+
+/// A refund made by an attempt that could not record it (killed after
+/// Stripe's call, or its answer lost), whose webhook moved the request on
+/// before the command came back: the command's delivery is recorded then,
+/// so the outbox does not hold it undelivered for good, and nothing is
+/// refunded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_the_webhook_settled_before_its_retry_is_recorded_delivered() {
+    let ls = LocalStripe::start().await;
+    let mut stack = stack_on(&ls).await;
+    stack.start_worker();
+    let pi = paid_intent(&stack, 1200).await;
+    let relay = start_workers(&stack, false);
+    let (status, _, _) = post(
+        &stack,
+        "/api/refund-requests",
+        Some("settled-first"),
+        json!({"payment_intent": pi, "amount": 500, "request_id": "refund-settled-first"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    // What the first attempt did at Stripe before it could record it.
+    let made = ls
+        .call(
+            Method::POST,
+            "/v1/refunds",
+            &[
+                ("payment_intent", pi.as_str()),
+                ("amount", "500"),
+                ("metadata[stripe_sync_request]", "refund-settled-first"),
+            ],
+        )
+        .await;
+    let webhook = refund_event("evt_settled_first", 1_900_000_000, &made, "succeeded");
+    assert_eq!(stack.post_event(&webhook).await, 200);
+    wait_status(&stack, "refund-settled-first", "succeeded").await;
+    let mut worker = spawn_commands(&stack);
+    wait_for(WAIT, "the command's delivery", || async {
+        (stack.db.count(
+            "outbox_deliveries d JOIN outbox o ON o.id = d.outbox_id \
+             WHERE o.entity = 'refund_request' AND d.status = 'synced' \
+             AND d.external_id IS NOT NULL",
+        ) == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(refunds_at_stripe(&ls, &pi).await.len(), 1, "refunded once");
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    stop_workers(relay).await;
+    stack.stop().await;
+}
