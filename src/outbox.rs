@@ -211,6 +211,31 @@ pub fn undelivered(
         .load(conn)
 }
 
+/// The row of one local entity bound for `service` (of any other origin)
+/// up to which `service` has done every change: the row before the
+/// oldest one not acknowledged yet, else the newest (0 when none). Taken
+/// before reading the service's state, the rows after it are the ones
+/// that read may not reflect: still in flight, acknowledged meanwhile, or
+/// made since.
+pub fn acknowledged_through(
+    conn: &mut PgConnection,
+    entity: &str,
+    local_id: Uuid,
+    service: &str,
+) -> QueryResult<i64> {
+    let oldest_in_flight: Option<i64> = not_delivered_to(entity, service)
+        .filter(outbox::local_id.eq(local_id))
+        .select(diesel::dsl::min(outbox::id))
+        .first(conn)?;
+    if let Some(oldest) = oldest_in_flight {
+        return Ok(oldest - 1);
+    }
+    Ok(newest_bound_for(conn, entity, &[local_id], service)?
+        .get(&local_id)
+        .copied()
+        .unwrap_or(0))
+}
+
 /// Rows of one local entity bound for `service` (of any other origin)
 /// made after row `after`, delivered or not, oldest first.
 pub fn bound_for_after(

@@ -172,27 +172,49 @@ pub(super) fn apply(
             )?;
             idmap::advance(conn, key, mark.version, event_id, false)?;
         }
-        Step::ReRead => match remote.current(key.account, "customers", key.external_id)? {
-            RemoteObject::Live(current) => {
-                update_customer(conn, link.local_id, &current, None, pass_on)?;
-                idmap::advance(conn, key, mark.version, event_id, false)?;
+        Step::ReRead => {
+            // Our changes Stripe may not have done when it answers the
+            // read below keep their local value: one delivered between the
+            // read and the row lock would otherwise be rolled back by a
+            // state older than it (and Salesforce, already reporting it,
+            // would pass our own value back on).
+            let reflected_through = outbox::acknowledged_through(
+                conn,
+                entity::CUSTOMER,
+                link.local_id,
+                service::STRIPE,
+            )?;
+            match remote.current(key.account, "customers", key.external_id)? {
+                RemoteObject::Live(current) => {
+                    update_customer(
+                        conn,
+                        link.local_id,
+                        &current,
+                        Some(reflected_through),
+                        pass_on,
+                    )?;
+                    idmap::advance(conn, key, mark.version, event_id, false)?;
+                }
+                RemoteObject::Deleted => {
+                    tombstone(conn, link.local_id, None, pass_on)?;
+                    idmap::advance(conn, key, mark.version, event_id, true)?;
+                }
             }
-            RemoteObject::Deleted => {
-                tombstone(conn, link.local_id, None, pass_on)?;
-                idmap::advance(conn, key, mark.version, event_id, true)?;
-            }
-        },
+        }
     }
     Ok(step.applied())
 }
 
 /// The outbox row whose write `event` echoes, if it is an echo of ours.
+/// A dead letter's replay names none: Stripe did it after the changes made
+/// since its row, so the state it reports is newer than theirs, and the
+/// local row takes it as Stripe now holds it.
 pub(super) fn echoed_row(event: &StripeEvent) -> Option<i64> {
-    event
+    let key = event
         .idempotency_key
         .as_deref()
-        .filter(|_| event.is_own_echo())
-        .and_then(outbox::outbox_id_of_key)
+        .filter(|_| event.is_own_echo())?;
+    outbox::outbox_id_of_key(key).filter(|&row| key == outbox::idempotency_key(row, None))
 }
 
 /// The origin a change applied from `event` is passed on with, if it is
@@ -285,26 +307,28 @@ pub fn project(object: &Value) -> CustomerProjection {
 /// everything else takes Stripe's state. Once acknowledged, Stripe's later
 /// events carry the local value, so ordinary last-writer-wins resumes.
 ///
-/// An echo of our own write (of outbox row `echo_of`) reports Stripe's
-/// state right after that write: the fields a later change of ours sets
-/// keep their local value too, delivered or not. Webhooks arrive in any
-/// order, and the echo of an older write applied after a newer one was
-/// acknowledged would roll the row back until the newer echo came (and
-/// Salesforce, reporting the newer value meanwhile, would pass it back on).
+/// A state known to reflect our changes only up to outbox row
+/// `reflects_through` (an echo of our write of that row: Stripe's state
+/// right after it; a read: see `outbox::acknowledged_through`) also keeps
+/// the local value of the fields a later change of ours sets, delivered or
+/// not. Webhooks arrive in any order, and the echo of an older write
+/// applied after a newer one was acknowledged would roll the row back
+/// until the newer echo came (and Salesforce, reporting the newer value
+/// meanwhile, would pass it back on).
 fn keep_pending_local_fields(
     conn: &mut PgConnection,
     id: Uuid,
-    echo_of: Option<i64>,
+    reflects_through: Option<i64>,
     projection: &mut CustomerProjection,
 ) -> QueryResult<()> {
     let mut pending = outbox::undelivered(conn, entity::CUSTOMER, id, service::STRIPE)?;
-    if let Some(echoed) = echo_of {
+    if let Some(through) = reflects_through {
         pending.extend(outbox::bound_for_after(
             conn,
             entity::CUSTOMER,
             id,
             service::STRIPE,
-            echoed,
+            through,
         )?);
     }
     if pending.is_empty() {
@@ -377,7 +401,7 @@ fn update_customer(
     conn: &mut PgConnection,
     id: Uuid,
     object: &Value,
-    echo_of: Option<i64>,
+    reflects_through: Option<i64>,
     pass_on: Option<&str>,
 ) -> QueryResult<()> {
     // Lock first, so a concurrent API write either lands before we read
@@ -389,7 +413,7 @@ fn update_customer(
         .for_no_key_update()
         .first(conn)?;
     let mut projection = project(object);
-    keep_pending_local_fields(conn, id, echo_of, &mut projection)?;
+    keep_pending_local_fields(conn, id, reflects_through, &mut projection)?;
     // A row deleted here passes no update on (its deletion went out, if
     // at all, from the path that made it).
     if let Some(origin) = pass_on.filter(|_| before.deleted_at.is_none()) {

@@ -428,3 +428,98 @@ fn an_echo_of_an_older_write_of_ours_does_not_roll_back_a_later_one() {
         assert_eq!(db.count("outbox"), 2, "an echo is never passed on");
     }
 }
+
+/// Reads a customer as Stripe held it before our newer write (outbox row
+/// 9002), and meanwhile, on another connection, records that write delivered:
+/// Stripe answered the read, then did our write, and stripe-outbound
+/// recorded it before the apply took the customer's row lock.
+struct ReadRacingOurWrite {
+    db_url: String,
+}
+
+impl RemoteReader for ReadRacingOurWrite {
+    fn current(&self, _: &str, _: &str, id: &str) -> Result<RemoteObject, ApplyError> {
+        let mut other = PgConnection::establish(&self.db_url).unwrap();
+        diesel::sql_query(
+            "INSERT INTO outbox_deliveries (outbox_id, service, status) VALUES (9002, 'stripe', 'synced')",
+        )
+        .execute(&mut other)
+        .unwrap();
+        Ok(RemoteObject::Live(json!({
+            "id": id, "object": "customer", "email": "p@example.com",
+            "name": "Older name", "phone": "+1 555 0199"
+        })))
+    }
+
+    fn children(
+        &self,
+        _: &str,
+        _: &Resource,
+        _: &Child,
+        id: &str,
+    ) -> Result<Vec<Value>, ApplyError> {
+        panic!("customers have no child lists, yet {id}'s were read")
+    }
+}
+
+/// A same-second tie is settled by reading Stripe; a write of ours that
+/// Stripe did after answering that read, and that was acknowledged before
+/// the apply locked the row, keeps its value (the read is older than it),
+/// while what the read says of other fields is taken.
+#[test]
+fn a_re_read_older_than_our_write_acknowledged_meanwhile_does_not_roll_it_back() {
+    for path in [apply::apply_batch as Path, apply::apply_each] {
+        let db = TestDb::migrated();
+        let mut conn = db.conn();
+        for sql in [
+            format!(
+                "INSERT INTO customers (id, email, name, phone) VALUES \
+                 ('{PENDING_LOCAL}', 'p@example.com', 'Newer name', '+1 555 0100')"
+            ),
+            format!(
+                "INSERT INTO outbox (id, entity, local_id, operation, fields) VALUES \
+                 (9001, 'customer', '{PENDING_LOCAL}', 'update', '{{\"name\": \"Older name\"}}'), \
+                 (9002, 'customer', '{PENDING_LOCAL}', 'update', '{{\"name\": \"Newer name\"}}')"
+            ),
+            "INSERT INTO outbox_deliveries (outbox_id, service, status) VALUES (9001, 'stripe', 'synced')"
+                .to_owned(),
+            format!(
+                "INSERT INTO id_map (service, account, entity, external_id, local_id, remote_version) \
+                 VALUES ('stripe', 'platform', 'customer', 'cus_pend', '{PENDING_LOCAL}', 100)"
+            ),
+        ] {
+            diesel::sql_query(sql).execute(&mut conn).unwrap();
+        }
+        // Someone's change in the same second as the stored version: a tie.
+        let tie = StripeEvent::parse(
+            br#"{"id":"evt_tie","type":"customer.updated","created":100,
+                "request":{"id":null,"idempotency_key":null},
+                "data":{"object":{"id":"cus_pend","object":"customer","email":"p@example.com",
+                    "name":"Older name","phone":"+1 555 0199"}}}"#,
+        )
+        .unwrap();
+        let reader = ReadRacingOurWrite {
+            db_url: db.url.clone(),
+        };
+        conn.transaction(|conn| path(conn, &reader, &[&tie], FanOut::ToOtherServices))
+            .unwrap();
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Nullable<Text>)]
+            name: Option<String>,
+            #[diesel(sql_type = Nullable<Text>)]
+            phone: Option<String>,
+        }
+        let row = diesel::sql_query(format!(
+            "SELECT name, phone FROM customers WHERE id = '{PENDING_LOCAL}'"
+        ))
+        .get_result::<Row>(&mut conn)
+        .unwrap();
+        assert_eq!(
+            row.name.as_deref(),
+            Some("Newer name"),
+            "a read older than our acknowledged write rolled it back"
+        );
+        assert_eq!(row.phone.as_deref(), Some("+1 555 0199"));
+    }
+}
