@@ -58,10 +58,12 @@ impl Sent {
     }
 }
 
-/// Whether serve saves `answer` under the key and replays it to every
-/// retry (README, "Which answers are final"); the others read the present,
-/// and a retry does the work again.
-pub fn is_final(answer: &(u16, Value)) -> bool {
+/// Whether serve saves `answer` to a request of `route` under the key and
+/// replays it to every retry (README, "Which answers are final"); the
+/// others read the present, and a retry does the work again. Of the 2xx,
+/// only a purchase's `202 pending` is not final (a queued refund's `202`
+/// is).
+pub fn is_final(route: Route, answer: &(u16, Value)) -> bool {
     let (status, body) = answer;
     let code = body["error"]["code"].as_str().unwrap_or_default();
     let reads_the_present = matches!(
@@ -74,7 +76,7 @@ pub fn is_final(answer: &(u16, Value)) -> bool {
             | "no_payment_method"
             | "authentication_required"
     );
-    *status != 202 && *status < 500 && !reads_the_present
+    !(route == Route::Purchase && *status == 202) && *status < 500 && !reads_the_present
 }
 
 /// The money load's expected state: every request sent, in order.

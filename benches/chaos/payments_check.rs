@@ -564,7 +564,11 @@ fn check_answers_and_writes(expected: &Expected, money: &Money, v: &mut Payments
             v.requests_unanswered += 1;
             v.note(format!("{:?} {} got no answer", sent.route, sent.key));
         }
-        let replayed: Vec<&(u16, Value)> = sent.answers.iter().filter(|a| is_final(a)).collect();
+        let replayed: Vec<&(u16, Value)> = sent
+            .answers
+            .iter()
+            .filter(|a| is_final(sent.route, a))
+            .collect();
         if replayed.windows(2).any(|w| w[0] != w[1]) {
             v.answers_differing_for_one_key += 1;
             v.note(format!("{} was answered {:?}", sent.key, sent.answers));

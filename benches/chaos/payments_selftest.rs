@@ -194,7 +194,7 @@ fn copy_plants() -> Vec<(&'static str, CopyPlant, Caught)> {
                 let Some(s) = e
                     .sent
                     .iter_mut()
-                    .find(|s| s.answers.first().is_some_and(is_final))
+                    .find(|s| s.answers.first().is_some_and(|a| is_final(s.route, a)))
                 else {
                     return false;
                 };
