@@ -36,6 +36,8 @@ mod payments_stripe;
 mod report;
 mod salesforce;
 mod salesforce_check;
+mod salesforce_pingpong;
+mod salesforce_selftest;
 mod salesforce_story;
 mod smtp_sink;
 mod stripe;
@@ -419,7 +421,7 @@ async fn soak(
             salesforce: &salesforce_record,
             stripe: &stripe_record,
             api_names_superseded: &api_names_superseded,
-            repeats_allowed: salesforce_check::repeats_allowed(&faults),
+            repeating_faults: salesforce_check::repeating_faults(&faults),
             stats: &salesforce.stats,
         };
         salesforce_check::verify(&mut conn, &inputs, &mut verdict)?;
@@ -431,7 +433,7 @@ async fn soak(
             std::fs::write(&path, story)?;
             eprintln!("chaos: the Salesforce findings' story: {}", path.display());
         }
-        missed.extend(salesforce_check::self_test(&mut conn, &inputs)?);
+        missed.extend(salesforce_selftest::self_test(&mut conn, &inputs)?);
     }
     missed.extend(
         orders_check::check(

@@ -42,6 +42,9 @@ pub struct PersonEdit {
     pub at_ms: i64,
     /// The `SystemModstamp` it got, milliseconds.
     pub stamp: i64,
+    /// Also relayed to serve: it may reach the engine twice (relay and
+    /// poll), which bounds the changes passed on from it.
+    pub relayed: bool,
 }
 
 #[derive(Default, serde::Serialize)]
@@ -72,19 +75,6 @@ pub struct SalesforceRecord {
 }
 
 impl SalesforceRecord {
-    /// Calls that changed a Contact (2xx writes, Composite subrequests
-    /// each on their own).
-    pub fn writes(&self) -> usize {
-        self.calls
-            .iter()
-            .filter(|c| {
-                c.method != "GET"
-                    && c.path.starts_with("/services/data/v61.0/sobjects/Contact/")
-                    && c.status < 300
-            })
-            .count()
-    }
-
     /// Answers the faults gave: 503, 403 `REQUEST_LIMIT_EXCEEDED`, 401.
     pub fn faulted_answers(&self) -> usize {
         self.calls
@@ -212,9 +202,10 @@ impl Salesforce {
                 } else {
                     ["Name", "Email", "Phone"][rand::thread_rng().gen_range(0..3)]
                 };
-                let (stamp, record) = self.edit(&local_id, &contact_id, field, n);
+                let relay = rand::thread_rng().gen_bool(0.5);
+                let (stamp, record) = self.edit(&local_id, &contact_id, field, n, relay);
                 stamps.push(stamp);
-                if rand::thread_rng().gen_bool(0.5) {
+                if relay {
                     tokio::spawn(self.clone().relay(relay_url.clone(), record));
                 }
             }
@@ -237,7 +228,14 @@ impl Salesforce {
     /// One person's edit of `field`, recorded; its stamp. Values are new
     /// each time, so each tells which write it came from. Emails keep the
     /// API's `chaos-api-` prefix, by which the check finds its customers.
-    fn edit(&self, local_id: &str, contact_id: &str, field: &str, n: u64) -> (i64, Value) {
+    fn edit(
+        &self,
+        local_id: &str,
+        contact_id: &str,
+        field: &str,
+        n: u64,
+        relayed: bool,
+    ) -> (i64, Value) {
         let first = ["Grace", "Ada", "Barbara", "Edsger"][n as usize % 4];
         let fields = match field {
             "Name" => json!({"FirstName": first, "LastName": format!("Person{n}")}),
@@ -265,6 +263,7 @@ impl Salesforce {
                 value: value.as_str().unwrap_or_default().to_owned(),
                 at_ms,
                 stamp,
+                relayed,
             });
         }
         self.stats.edits.fetch_add(1, Ordering::Relaxed);

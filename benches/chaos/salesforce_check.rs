@@ -1,36 +1,40 @@
 //! The Salesforce part of the check, against the people's edits the load
 //! recorded and what the Salesforce fake holds and did:
 //! - no Salesforce edit lost: each person's last edit of a Contact field
-//!   that no later write of that field superseded (in the fake's own order
-//!   of changes: whole-second stamps cannot order them) is what the local
-//!   row and the Stripe customer hold;
+//!   is superseded, or what the local row and the Stripe customer hold. A
+//!   later write (in the fake's own order of changes: whole-second stamps
+//!   cannot order them) supersedes it if a person made it, or if it is
+//!   ours and delivers a change the engine took after the edit or still
+//!   had on its way to Salesforce then (the conflict policy lets that
+//!   one win). Any other write of ours after it overwrote it with a stale
+//!   value: the edit is lost, even though all three systems then agree;
 //! - three systems converged: every customer the soak wrote or edited
 //!   agrees on name, email and phone in the local row, at Stripe (for the
 //!   API's customers, the only ones the Stripe fake holds) and in its
 //!   Contact; and the API's newest name of each reached its Contact;
-//! - no ping-pong: Salesforce saw no more writes than delivered changes
-//!   explain (plus what a killed worker or a crashed Postgres may make it
-//!   repeat), Stripe's echoes of our writes were not passed on to
-//!   Salesforce, and every change passed on from Salesforce carries values
-//!   people set.
+//! - no ping-pong (`salesforce_pingpong`): each Contact saw no more
+//!   writes than changes delivered to it (plus one per killed worker or
+//!   crashed Postgres), Stripe's echoes of our writes were not passed on
+//!   to Salesforce, and the changes passed on from Salesforce carry values
+//!   people set, no more of them per customer than its people's edits
+//!   could bring (each once polled, and once more if relayed).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Nullable, Text};
 use serde_json::Value;
 
 use crate::check::Verdict;
-use crate::fake_salesforce::{Call, INTEGRATION_USER, PERSON};
+use crate::fake_salesforce::{FieldWrite, INTEGRATION_USER, PERSON};
 use crate::faults::{FaultKind, Injected};
 use crate::load::Expected;
 use crate::salesforce::{contact_name, PersonEdit, SalesforceRecord};
 use crate::stripe::StripeRecord;
 
 /// Kinds of defect [`self_test`] plants.
-pub const PLANTED: usize = 4;
+pub const PLANTED: usize = 6;
 
 #[derive(Default, Debug, serde::Serialize)]
 pub struct SalesforceVerdict {
@@ -45,13 +49,21 @@ pub struct SalesforceVerdict {
     pub person_edits: usize,
     /// Edits no later write superseded: the ones checked.
     pub person_edits_final: usize,
+    /// Of them, overwritten by a write of ours delivering no change
+    /// newer than the edit (also counted in `person_edits_lost`).
+    pub person_edits_overwritten: usize,
     pub person_edits_lost: usize,
     pub customers_checked: usize,
     pub customers_divergent: usize,
     pub salesforce_writes: usize,
     pub salesforce_deliveries: usize,
-    /// Writes beyond the deliveries and the repeats faults allow.
+    /// Writes beyond the deliveries and the repeats faults allow, per
+    /// Contact.
     pub salesforce_writes_unexplained: usize,
+    /// Outbox rows of origin `salesforce`, and those beyond what their
+    /// customer's people's edits explain.
+    pub salesforce_rows: usize,
+    pub salesforce_rows_unexplained: usize,
     /// Outbox rows passing an echo on: Stripe's echo of our write sent to
     /// Salesforce, or a change from Salesforce with values no person set.
     pub echoes_passed_on: usize,
@@ -65,6 +77,7 @@ impl SalesforceVerdict {
         self.person_edits_lost
             + self.customers_divergent
             + self.salesforce_writes_unexplained
+            + self.salesforce_rows_unexplained
             + self.echoes_passed_on
     }
 
@@ -91,12 +104,16 @@ impl SalesforceVerdict {
             [
                 ("Salesforce: people's field edits", self.person_edits),
                 (
-                    "  of them last in their field (checked)",
+                    "  of them not superseded (checked)",
                     self.person_edits_final,
                 ),
                 (
                     "LOST: a person's edit not in the local row or Stripe",
                     self.person_edits_lost,
+                ),
+                (
+                    "  of them overwritten by a stale write of ours",
+                    self.person_edits_overwritten,
                 ),
                 (
                     "customers checked in three systems (local, Stripe, Salesforce)",
@@ -115,6 +132,10 @@ impl SalesforceVerdict {
                     self.salesforce_writes_unexplained,
                 ),
                 (
+                    "changes passed on from Salesforce / beyond people's edits",
+                    self.salesforce_rows,
+                ),
+                (
                     "echoes passed on to the other service",
                     self.echoes_passed_on,
                 ),
@@ -123,6 +144,8 @@ impl SalesforceVerdict {
             .map(|(label, value)| {
                 let value = if label.starts_with("Salesforce writes /") {
                     format!("{value} / {}", self.salesforce_deliveries)
+                } else if label.starts_with("changes passed on from Salesforce") {
+                    format!("{value} / {}", self.salesforce_rows_unexplained)
                 } else {
                     value.to_string()
                 };
@@ -150,22 +173,31 @@ struct Local {
     stripe_id: Option<String>,
 }
 
+/// A change salesforce-outbound delivered to Salesforce, with when the
+/// engine took it and when the delivery was recorded (the database's
+/// clock, the host's, as is the fake's).
 #[derive(QueryableByName)]
-struct Passed {
-    #[diesel(sql_type = Text)]
-    id: String,
+pub(crate) struct Delivered {
     #[diesel(sql_type = Text)]
     local_id: String,
-    #[diesel(sql_type = Text)]
-    origin: String,
     #[diesel(sql_type = diesel::sql_types::Jsonb)]
     fields: Value,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    created_ms: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    delivered_ms: i64,
 }
 
 #[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    n: i64,
+pub(crate) struct Passed {
+    #[diesel(sql_type = Text)]
+    pub id: String,
+    #[diesel(sql_type = Text)]
+    pub local_id: String,
+    #[diesel(sql_type = Text)]
+    pub origin: String,
+    #[diesel(sql_type = diesel::sql_types::Jsonb)]
+    pub fields: Value,
 }
 
 /// What the Salesforce check reads besides the database.
@@ -178,16 +210,16 @@ pub struct Inputs<'a> {
     /// renamed last (`supersede_api_names`): it must have reached the
     /// Contact before that.
     pub api_names_superseded: &'a HashMap<String, String>,
-    /// Writes Salesforce may see twice: a killed salesforce-outbound or a
-    /// crashed Postgres can lose the record of a batch it delivered.
-    pub repeats_allowed: usize,
+    /// Kills of salesforce-outbound and Postgres crashes: each can lose
+    /// the record of a batch delivered, which is then sent again.
+    pub repeating_faults: usize,
     pub stats: &'a crate::salesforce::PeopleStats,
 }
 
-/// Writes Salesforce may see twice: a batch salesforce-outbound delivered
-/// whose record a kill of it or a Postgres crash lost is delivered again
-/// (a Composite request holds at most this many).
-pub fn repeats_allowed(faults: &[Injected]) -> usize {
+/// Faults that may make Salesforce see writes twice: a batch
+/// salesforce-outbound delivered whose record a kill of it or a Postgres
+/// crash lost is delivered again.
+pub fn repeating_faults(faults: &[Injected]) -> usize {
     faults
         .iter()
         .filter(|f| {
@@ -196,10 +228,9 @@ pub fn repeats_allowed(faults: &[Injected]) -> usize {
                     && f.target.as_deref() == Some("salesforce-outbound"))
         })
         .count()
-        * stripe_sync::salesforce::client::COMPOSITE_LIMIT
 }
 
-fn text(value: Option<&str>) -> Option<String> {
+pub(crate) fn text(value: Option<&str>) -> Option<String> {
     value
         .map(str::trim)
         .filter(|v| !v.is_empty())
@@ -208,7 +239,7 @@ fn text(value: Option<&str>) -> Option<String> {
 
 /// Splits a name as salesforce-outbound does: `FirstName` all but the
 /// last word, `LastName` the last word.
-fn name_part(name: Option<&str>, field: &str) -> Option<String> {
+pub(crate) fn name_part(name: Option<&str>, field: &str) -> Option<String> {
     let name = text(name)?;
     match (name.rsplit_once(' '), field) {
         (Some((first, _)), "FirstName") => text(Some(first)),
@@ -267,37 +298,117 @@ pub fn verify(conn: &mut PgConnection, inputs: &Inputs<'_>, v: &mut Verdict) -> 
     v.salesforce.relay_retries = inputs.stats.relay_retries.load(Ordering::Relaxed);
     v.salesforce.faulted_answers = inputs.salesforce.faulted_answers();
     v.salesforce.tokens_granted = inputs.salesforce.grants;
-    check_edits(inputs, &locals, v);
+    let delivered = diesel::sql_query(
+        "SELECT o.local_id::text AS local_id, o.fields,
+                (extract(epoch FROM o.created_at) * 1000)::bigint AS created_ms,
+                (extract(epoch FROM d.delivered_at) * 1000)::bigint AS delivered_ms
+         FROM outbox o JOIN outbox_deliveries d ON d.outbox_id = o.id
+         WHERE d.service = 'salesforce' AND d.status = 'synced' AND o.entity = 'customer'",
+    )
+    .load::<Delivered>(conn)?;
+    check_edits(inputs, &locals, &delivered, v);
     check_converged(inputs, &locals, v);
-    check_ping_pong(conn, inputs, v)
+    crate::salesforce_pingpong::check(conn, inputs, v)
 }
 
-fn check_edits(inputs: &Inputs<'_>, locals: &HashMap<String, Local>, v: &mut Verdict) {
+/// Per customer and Contact field, the values delivered changes set it
+/// to, each with its change.
+type Sent<'a> = HashMap<(&'a str, &'a str), Vec<(Option<String>, &'a Delivered)>>;
+
+/// What a delivered change set a Contact field to, if it set it.
+fn sent_value(fields: &Value, field: &str) -> Option<Option<String>> {
+    let key = match field {
+        "FirstName" | "LastName" => "name",
+        "Email" => "email",
+        "Phone" => "phone",
+        _ => return None,
+    };
+    let value = fields.get(key)?.as_str();
+    Some(match key {
+        "name" => name_part(value, field),
+        _ => text(value),
+    })
+}
+
+fn check_edits(
+    inputs: &Inputs<'_>,
+    locals: &HashMap<String, Local>,
+    delivered: &[Delivered],
+    v: &mut Verdict,
+) {
     let sf = &mut v.salesforce;
     sf.person_edits = inputs.edits.len();
     // The fake's changes of each (Contact, field), in order.
-    let mut position: HashMap<(&str, &str, &str), usize> = HashMap::new();
-    let mut last: HashMap<(&str, &str), usize> = HashMap::new();
-    for (at, w) in inputs.salesforce.history.iter().enumerate() {
-        if let Some(value) = w.value.as_str() {
-            position.insert((&w.contact_id, &w.field, value), at);
+    let mut changes: HashMap<(&str, &str), Vec<&FieldWrite>> = HashMap::new();
+    for w in &inputs.salesforce.history {
+        changes
+            .entry((w.contact_id.as_str(), w.field.as_str()))
+            .or_default()
+            .push(w);
+    }
+    // What each customer's delivered changes set each field to: our
+    // updates send only the fields a change sets, so each write of ours
+    // carries one of these values.
+    let mut sent: Sent<'_> = HashMap::new();
+    for d in delivered {
+        for field in ["FirstName", "LastName", "Email", "Phone"] {
+            if let Some(value) = sent_value(&d.fields, field) {
+                sent.entry((d.local_id.as_str(), field))
+                    .or_default()
+                    .push((value, d));
+            }
         }
-        last.insert((&w.contact_id, &w.field), at);
     }
     let mut notes = Vec::new();
     let mut checked = HashSet::new();
     for edit in inputs.edits.iter().rev() {
         let key = (edit.contact_id.as_str(), edit.field);
-        // Only the person's last edit of a field can still stand, and
-        // only if nothing wrote that field after it.
+        // Only the person's last edit of a field can still stand.
         if !checked.insert(key) {
             continue;
         }
-        let at = position.get(&(key.0, key.1, edit.value.as_str()));
-        if at.is_none_or(|at| last.get(&key) != Some(at)) {
+        let Some(list) = changes.get(&key) else {
+            continue;
+        };
+        let Some(at) = list
+            .iter()
+            .rposition(|w| w.user == PERSON && w.value.as_str() == Some(edit.value.as_str()))
+        else {
+            continue;
+        };
+        let made = list[at].at;
+        let sent_here = sent
+            .get(&(edit.local_id.as_str(), edit.field))
+            .map_or(&[][..], Vec::as_slice);
+        // The next write of the field decides: a person's supersedes it;
+        // ours supersedes it only with a change newer than the edit.
+        let stale = match list.get(at + 1) {
+            None => None,
+            Some(w) if w.user != INTEGRATION_USER => continue,
+            Some(w) => {
+                let value = text(w.value.as_str());
+                let newer = sent_here.iter().any(|(sent, d)| {
+                    *sent == value
+                        && (d.created_ms > made || pending_at(d, &value, &list[..at], made))
+                });
+                if newer {
+                    continue;
+                }
+                Some(w)
+            }
+        };
+        sf.person_edits_final += 1;
+        if let Some(w) = stale {
+            sf.person_edits_overwritten += 1;
+            sf.person_edits_lost += 1;
+            sf.suspects.push(edit.local_id.clone());
+            notes.push(format!(
+                "a person set {} of Contact {} (customer {}) to {:?}; our next write of it, {}, \
+                 delivered no change newer than the edit",
+                edit.field, edit.contact_id, edit.local_id, edit.value, w.value
+            ));
             continue;
         }
-        sf.person_edits_final += 1;
         let local = locals.get(&edit.local_id).map(local_of);
         let stripe = stripe_of(inputs.stripe, &edit.local_id);
         let want = Some(edit.value.trim().to_owned());
@@ -315,6 +426,18 @@ fn check_edits(inputs: &Inputs<'_>, locals: &HashMap<String, Local>, v: &mut Ver
     for n in notes {
         v.note(n);
     }
+}
+
+/// Whether change `d`, setting `value`, was still on its way to
+/// Salesforce when a person edited the field at `made`: taken before it,
+/// its delivery recorded after it, and not already written by then (our
+/// writes of the field before the edit, `before`). The conflict policy
+/// lets such a change win over the edit; one already written is stale.
+fn pending_at(d: &Delivered, value: &Option<String>, before: &[&FieldWrite], made: i64) -> bool {
+    d.delivered_ms > made
+        && !before.iter().any(|w| {
+            w.user == INTEGRATION_USER && w.at >= d.created_ms && text(w.value.as_str()) == *value
+        })
 }
 
 fn check_converged(inputs: &Inputs<'_>, locals: &HashMap<String, Local>, v: &mut Verdict) {
@@ -408,195 +531,4 @@ fn check_converged(inputs: &Inputs<'_>, locals: &HashMap<String, Local>, v: &mut
     for n in notes {
         v.note(n);
     }
-}
-
-fn check_ping_pong(
-    conn: &mut PgConnection,
-    inputs: &Inputs<'_>,
-    v: &mut Verdict,
-) -> anyhow::Result<()> {
-    let sf = &mut v.salesforce;
-    sf.salesforce_writes = inputs.salesforce.writes();
-    sf.salesforce_deliveries = diesel::sql_query(
-        "SELECT count(*) AS n FROM outbox_deliveries WHERE service = 'salesforce' AND status = 'synced'",
-    )
-    .get_result::<Count>(conn)?
-    .n as usize;
-    sf.salesforce_writes_unexplained = sf
-        .salesforce_writes
-        .saturating_sub(sf.salesforce_deliveries + inputs.repeats_allowed);
-    let mut notes = Vec::new();
-    if sf.salesforce_writes_unexplained > 0 {
-        notes.push(format!(
-            "Salesforce saw {} writes for {} delivered changes ({} repeats allowed)",
-            sf.salesforce_writes, sf.salesforce_deliveries, inputs.repeats_allowed
-        ));
-    }
-    // What people set, per customer: each value of each field, and whole
-    // names (a rename is two field edits made together).
-    let mut set_by_people: HashMap<&str, HashSet<(&str, String)>> = HashMap::new();
-    for (i, e) in inputs.edits.iter().enumerate() {
-        let values = set_by_people.entry(&e.local_id).or_default();
-        match e.field {
-            "Email" => values.insert(("email", e.value.clone())),
-            "Phone" => values.insert(("phone", e.value.clone())),
-            "FirstName" => match inputs.edits.get(i + 1) {
-                Some(last) if last.field == "LastName" && last.at_ms == e.at_ms => {
-                    values.insert(("name", format!("{} {}", e.value, last.value)))
-                }
-                _ => false,
-            },
-            _ => false,
-        };
-    }
-    let passed = diesel::sql_query(
-        "SELECT o.id::text AS id, o.local_id::text AS local_id, o.origin, o.fields
-         FROM outbox o WHERE o.origin = 'salesforce'
-            OR (o.origin = 'stripe' AND EXISTS (SELECT 1 FROM id_map m WHERE m.local_id = o.local_id
-                AND m.service = 'stripe' AND m.external_id LIKE 'cus_chaosapi%'))",
-    )
-    .load::<Passed>(conn)?;
-    for row in passed {
-        let explained = row.origin == "salesforce"
-            && row.fields.as_object().is_some_and(|fields| {
-                let people = set_by_people.get(row.local_id.as_str());
-                fields
-                    .iter()
-                    .filter(|(k, _)| {
-                        matches!(k.as_str(), "name" | "email" | "phone" | "description")
-                    })
-                    .all(|(k, value)| {
-                        people.is_some_and(|p| {
-                            p.contains(&(k.as_str(), text(value.as_str()).unwrap_or_default()))
-                        })
-                    })
-            });
-        if !explained {
-            sf.echoes_passed_on += 1;
-            sf.suspects.push(row.local_id.clone());
-            notes.push(format!(
-                "outbox row {} (origin {}) of customer {} passes on {} that no one but us set",
-                row.id, row.origin, row.local_id, row.fields
-            ));
-        }
-    }
-    for n in notes {
-        v.note(n);
-    }
-    Ok(())
-}
-
-/// Plants one defect of each kind the Salesforce check looks for (a
-/// Contact changed in a copy of the fake's state, a person's edit dropped
-/// from the local row and an echo passed on, both in a transaction rolled
-/// back, unexplained writes in a copy of the fake's calls) and returns
-/// those it failed to catch.
-pub fn self_test(
-    conn: &mut PgConnection,
-    inputs: &Inputs<'_>,
-) -> anyhow::Result<Vec<&'static str>> {
-    let baseline = {
-        let mut v = Verdict::default();
-        verify(conn, inputs, &mut v)?;
-        v.salesforce
-    };
-    let mut salesforce = inputs.salesforce.clone();
-    // A Contact of an API customer changed behind everyone's back.
-    if let Some(contact) = inputs
-        .expected
-        .api_customers
-        .keys()
-        .find_map(|id| salesforce.contact_of(id))
-        .and_then(|c| c["Id"].as_str().map(str::to_owned))
-    {
-        for c in &mut salesforce.contacts {
-            if c["Id"] == contact.as_str() {
-                c["Email"] = Value::from("planted@example.invalid");
-            }
-        }
-    }
-    // Writes no delivered change explains, beyond what faults allow.
-    for _ in 0..=inputs.repeats_allowed {
-        salesforce.calls.push(Call {
-            method: "PATCH".into(),
-            path: "/services/data/v61.0/sobjects/Contact/003000000000000AAA".into(),
-            status: 204,
-        });
-    }
-    // A person's edit that stands, for the local row to drop.
-    let standing = standing_edit(inputs);
-    const ROLLED_BACK: &str = "the planted Salesforce defects are rolled back";
-    let mut missed = Vec::new();
-    let planted = conn.transaction::<(), anyhow::Error, _>(|conn| {
-        if let Some(edit) = &standing {
-            let column = match edit.field {
-                "Email" => "email",
-                "Phone" => "phone",
-                _ => "name",
-            };
-            diesel::sql_query(format!(
-                "UPDATE customers SET {column} = 'planted' WHERE id = $1::uuid"
-            ))
-            .bind::<Text, _>(&edit.local_id)
-            .execute(conn)?;
-        }
-        // Stripe's echo of our write passed on to Salesforce.
-        conn.batch_execute(
-            "INSERT INTO outbox (entity, local_id, operation, fields, origin)
-             SELECT 'customer', m.local_id, 'update', '{\"name\": \"planted\"}', 'stripe'
-             FROM id_map m WHERE m.service = 'stripe' AND m.external_id LIKE 'cus_chaosapi%' LIMIT 1",
-        )?;
-        let planted_inputs = Inputs {
-            salesforce: &salesforce,
-            ..*inputs
-        };
-        let mut v = Verdict::default();
-        verify(conn, &planted_inputs, &mut v)?;
-        let s = v.salesforce;
-        for (caught, kind) in [
-            (
-                s.customers_divergent > baseline.customers_divergent,
-                "a Contact diverging from the local row",
-            ),
-            (
-                standing.is_some() && s.person_edits_lost > baseline.person_edits_lost,
-                "a person's edit lost",
-            ),
-            (
-                s.salesforce_writes_unexplained > baseline.salesforce_writes_unexplained,
-                "an unexplained Salesforce write",
-            ),
-            (
-                s.echoes_passed_on > baseline.echoes_passed_on,
-                "an echo passed on",
-            ),
-        ] {
-            if !caught {
-                missed.push(kind);
-            }
-        }
-        Err(anyhow::anyhow!(ROLLED_BACK))
-    });
-    match planted {
-        Err(e) if e.to_string() == ROLLED_BACK => Ok(missed),
-        Err(e) => Err(e),
-        Ok(()) => unreachable!("the transaction always rolls back"),
-    }
-}
-
-/// A person's edit no later write superseded, if the load made one.
-fn standing_edit(inputs: &Inputs<'_>) -> Option<PersonEdit> {
-    let mut last = HashMap::new();
-    for w in &inputs.salesforce.history {
-        last.insert((w.contact_id.as_str(), w.field.as_str()), w);
-    }
-    inputs
-        .edits
-        .iter()
-        .rev()
-        .find(|e| {
-            last.get(&(e.contact_id.as_str(), e.field))
-                .is_some_and(|w| w.user == PERSON && w.value.as_str() == Some(e.value.as_str()))
-        })
-        .cloned()
 }
