@@ -8,12 +8,14 @@
 //! decision out against the database, and the batch applier
 //! (`super::customer_batch`) folds many decisions in memory before writing.
 
+use std::collections::HashMap;
+
 use diesel::prelude::*;
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::order::{self, Step, Watermark};
-use super::{Applied, ApplyError, RemoteReader};
+use super::{Applied, ApplyError, Recording, RemoteReader};
 use crate::customers::fanout::{self, FanOut, Shared, SharedRow};
 use crate::customers::input::LOCAL_ID_METADATA_KEY;
 use crate::db::models::{Customer, CustomerProjection, NewIdMapEntry};
@@ -53,30 +55,49 @@ pub(super) fn decide(event: &StripeEvent, link: Option<Watermark>) -> (Step, Wat
 /// with their stored state, as the apply will (the read-only pass before
 /// the transaction; see [`super::prefetch`]). A customer Stripe refuses to
 /// return for good is left to the apply to refuse.
+///
+/// Before each read it notes which of our changes Stripe had acknowledged
+/// ([`Recording::note_acknowledged`]): the apply runs later, and a change
+/// acknowledged in between may be newer than what the read returned.
 pub(super) fn read_ties(
     conn: &mut PgConnection,
-    remote: &dyn RemoteReader,
+    remote: &Recording<'_>,
     events: &[&StripeEvent],
 ) -> Result<(), ApplyError> {
     let mut keys: Vec<(&str, &str)> = Vec::new();
     for event in events {
         keys.push((event.account.as_str(), customer_id(event)?));
     }
-    let mut marks: std::collections::HashMap<(String, String), Watermark> =
-        idmap::find_many(conn, service::STRIPE, entity::CUSTOMER, &keys)?
-            .into_iter()
-            .map(|l| {
-                let mark = Watermark {
-                    version: l.remote_version,
-                    deleted: l.remote_deleted,
-                };
-                ((l.account, l.external_id), mark)
-            })
-            .collect();
+    let links = idmap::find_many(conn, service::STRIPE, entity::CUSTOMER, &keys)?;
+    let local_ids: HashMap<(String, String), Uuid> = links
+        .iter()
+        .map(|l| ((l.account.clone(), l.external_id.clone()), l.local_id))
+        .collect();
+    let mut marks: HashMap<(String, String), Watermark> = links
+        .into_iter()
+        .map(|l| {
+            let mark = Watermark {
+                version: l.remote_version,
+                deleted: l.remote_deleted,
+            };
+            ((l.account, l.external_id), mark)
+        })
+        .collect();
     for (event, (account, id)) in events.iter().zip(keys) {
         let k = (account.to_owned(), id.to_owned());
         let (step, mut next) = decide(event, marks.get(&k).copied());
         if step == Step::ReRead {
+            // A customer linked only by this batch's own apply has no note;
+            // its apply takes the marker itself.
+            if let Some(&local_id) = local_ids.get(&k) {
+                let through = outbox::acknowledged_through(
+                    conn,
+                    entity::CUSTOMER,
+                    local_id,
+                    service::STRIPE,
+                )?;
+                remote.note_acknowledged(account, "customers", id, through);
+            }
             match remote.current(account, "customers", id) {
                 Ok(RemoteObject::Deleted) => next.deleted = true,
                 Ok(RemoteObject::Live(_)) | Err(ApplyError::Permanent(_)) => {}
@@ -173,17 +194,23 @@ pub(super) fn apply(
             idmap::advance(conn, key, mark.version, event_id, false)?;
         }
         Step::ReRead => {
-            // Our changes Stripe may not have done when it answers the
+            // Our changes Stripe may not have done when it answered the
             // read below keep their local value: one delivered between the
             // read and the row lock would otherwise be rolled back by a
             // state older than it (and Salesforce, already reporting it,
-            // would pass our own value back on).
-            let reflected_through = outbox::acknowledged_through(
-                conn,
-                entity::CUSTOMER,
-                link.local_id,
-                service::STRIPE,
-            )?;
+            // would pass our own value back on). A read made before the
+            // transaction (the worker's prefetch) carries the marker taken
+            // before it; one made now is preceded by this one.
+            let noted = remote.acknowledged_before_read(key.account, "customers", key.external_id);
+            let reflected_through = match noted {
+                Some(through) => through,
+                None => outbox::acknowledged_through(
+                    conn,
+                    entity::CUSTOMER,
+                    link.local_id,
+                    service::STRIPE,
+                )?,
+            };
             match remote.current(key.account, "customers", key.external_id)? {
                 RemoteObject::Live(current) => {
                     update_customer(

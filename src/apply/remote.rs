@@ -28,6 +28,16 @@ pub trait RemoteReader: Send + Sync {
     /// [`RemoteObject::Deleted`]; any other failure is an error.
     fn current(&self, account: &str, path: &str, id: &str) -> Result<RemoteObject, ApplyError>;
 
+    /// For an answer of [`Self::current`] read earlier than asked (before
+    /// the caller's transaction): the outbox row through which our own
+    /// changes to the object were acknowledged just before that read (see
+    /// `outbox::acknowledged_through`). The read may not reflect the rows
+    /// after it, even those acknowledged by the time the apply runs. `None`
+    /// for a reader that reads when asked, or when nothing was noted.
+    fn acknowledged_before_read(&self, _account: &str, _path: &str, _id: &str) -> Option<i64> {
+        None
+    }
+
     /// Every item of a parent's child list (invoice lines, subscription
     /// items, checkout line items), paged in full.
     fn children(
@@ -70,6 +80,9 @@ pub struct Prefetched {
     /// refuses the same way; transient failures are not recorded.
     objects: HashMap<Key, Result<RemoteObject, String>>,
     lists: HashMap<Key, Result<Vec<Value>, String>>,
+    /// Per object read, what [`RemoteReader::acknowledged_before_read`]
+    /// answers.
+    acknowledged: HashMap<Key, i64>,
     /// Set when the apply asked for a read that was not made.
     missed: AtomicBool,
 }
@@ -133,6 +146,10 @@ impl RemoteReader for Prefetched {
         replay(found, || format!("{path}/{id}"))
     }
 
+    fn acknowledged_before_read(&self, account: &str, path: &str, id: &str) -> Option<i64> {
+        self.acknowledged.get(&key(account, path, id)).copied()
+    }
+
     fn children(
         &self,
         account: &str,
@@ -185,6 +202,17 @@ impl<'a> Recording<'a> {
             record.lists.insert(k, kept);
         }
         Ok(record)
+    }
+
+    /// Notes, before the first read of an object, through which outbox
+    /// row our changes to it were acknowledged (answered by the record's
+    /// [`RemoteReader::acknowledged_before_read`]). Only the first note
+    /// counts: a repeated read is answered from the first one.
+    pub fn note_acknowledged(&self, account: &str, path: &str, id: &str, through: i64) {
+        self.record()
+            .acknowledged
+            .entry(key(account, path, id))
+            .or_insert(through);
     }
 
     fn record(&self) -> std::sync::MutexGuard<'_, Prefetched> {

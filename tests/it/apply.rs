@@ -371,6 +371,52 @@ fn a_refused_event_leaves_no_claim_so_its_replay_applies() {
     );
 }
 
+/// The pending customer with two writes of its name (outbox rows `older`
+/// and `newer`; the row holds the newer one), linked at version 100, and
+/// the writes Stripe acknowledged so far (`delivered`).
+fn customer_with_two_writes(conn: &mut PgConnection, older: i64, newer: i64, delivered: &[i64]) {
+    let mut statements = vec![
+        format!(
+            "INSERT INTO customers (id, email, name, phone) VALUES \
+             ('{PENDING_LOCAL}', 'p@example.com', 'Newer name', '+1 555 0100')"
+        ),
+        format!(
+            "INSERT INTO outbox (id, entity, local_id, operation, fields) VALUES \
+             ({older}, 'customer', '{PENDING_LOCAL}', 'update', '{{\"name\": \"Older name\"}}'), \
+             ({newer}, 'customer', '{PENDING_LOCAL}', 'update', '{{\"name\": \"Newer name\"}}')"
+        ),
+        format!(
+            "INSERT INTO id_map (service, account, entity, external_id, local_id, remote_version) \
+             VALUES ('stripe', 'platform', 'customer', 'cus_pend', '{PENDING_LOCAL}', 100)"
+        ),
+    ];
+    statements.extend(delivered.iter().map(|row| {
+        format!(
+            "INSERT INTO outbox_deliveries (outbox_id, service, status) VALUES ({row}, 'stripe', 'synced')"
+        )
+    }));
+    for sql in statements {
+        diesel::sql_query(sql).execute(conn).unwrap();
+    }
+}
+
+/// The pending customer's name and phone.
+fn name_and_phone(conn: &mut PgConnection) -> (Option<String>, Option<String>) {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Nullable<Text>)]
+        name: Option<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        phone: Option<String>,
+    }
+    let row = diesel::sql_query(format!(
+        "SELECT name, phone FROM customers WHERE id = '{PENDING_LOCAL}'"
+    ))
+    .get_result::<Row>(conn)
+    .unwrap();
+    (row.name, row.phone)
+}
+
 /// Webhooks arrive in any order: the echo of our older write, applied
 /// after a later write of the same field was acknowledged but before that
 /// write's own echo, must not roll the row back (with Salesforce on, its
@@ -380,26 +426,7 @@ fn an_echo_of_an_older_write_of_ours_does_not_roll_back_a_later_one() {
     for path in [apply::apply_batch as Path, apply::apply_each] {
         let db = TestDb::migrated();
         let mut conn = db.conn();
-        for sql in [
-            format!(
-                "INSERT INTO customers (id, email, name, phone) VALUES \
-                 ('{PENDING_LOCAL}', 'p@example.com', 'Newer name', '+1 555 0100')"
-            ),
-            format!(
-                "INSERT INTO outbox (id, entity, local_id, operation, fields) VALUES \
-                 (1, 'customer', '{PENDING_LOCAL}', 'update', '{{\"name\": \"Older name\"}}'), \
-                 (2, 'customer', '{PENDING_LOCAL}', 'update', '{{\"name\": \"Newer name\"}}')"
-            ),
-            "INSERT INTO outbox_deliveries (outbox_id, service, status) VALUES \
-             (1, 'stripe', 'synced'), (2, 'stripe', 'synced')"
-                .to_owned(),
-            format!(
-                "INSERT INTO id_map (service, account, entity, external_id, local_id, remote_version) \
-                 VALUES ('stripe', 'platform', 'customer', 'cus_pend', '{PENDING_LOCAL}', 100)"
-            ),
-        ] {
-            diesel::sql_query(sql).execute(&mut conn).unwrap();
-        }
+        customer_with_two_writes(&mut conn, 1, 2, &[1, 2]);
         // Row 1's echo: Stripe's state right after it, phone changed there
         // since by someone else.
         let echo = StripeEvent::parse(
@@ -411,20 +438,10 @@ fn an_echo_of_an_older_write_of_ours_does_not_roll_back_a_later_one() {
         .unwrap();
         conn.transaction(|conn| path(conn, &Reread, &[&echo], FanOut::ToOtherServices))
             .unwrap();
-        #[derive(QueryableByName)]
-        struct Row {
-            #[diesel(sql_type = Nullable<Text>)]
-            name: Option<String>,
-            #[diesel(sql_type = Nullable<Text>)]
-            phone: Option<String>,
-        }
-        let row = diesel::sql_query(format!(
-            "SELECT name, phone FROM customers WHERE id = '{PENDING_LOCAL}'"
-        ))
-        .get_result::<Row>(&mut conn)
-        .unwrap();
-        assert_eq!(row.name.as_deref(), Some("Newer name"));
-        assert_eq!(row.phone.as_deref(), Some("+1 555 0199"));
+        assert_eq!(
+            name_and_phone(&mut conn),
+            (Some("Newer name".into()), Some("+1 555 0199".into()))
+        );
         assert_eq!(db.count("outbox"), 2, "an echo is never passed on");
     }
 }
@@ -462,6 +479,18 @@ impl RemoteReader for ReadRacingOurWrite {
     }
 }
 
+/// Someone's change in the same second as the pending customer's stored
+/// version: a tie, settled by reading Stripe.
+fn tie() -> StripeEvent {
+    StripeEvent::parse(
+        br#"{"id":"evt_tie","type":"customer.updated","created":100,
+            "request":{"id":null,"idempotency_key":null},
+            "data":{"object":{"id":"cus_pend","object":"customer","email":"p@example.com",
+                "name":"Older name","phone":"+1 555 0199"}}}"#,
+    )
+    .unwrap()
+}
+
 /// A same-second tie is settled by reading Stripe; a write of ours that
 /// Stripe did after answering that read, and that was acknowledged before
 /// the apply locked the row, keeps its value (the read is older than it),
@@ -471,55 +500,62 @@ fn a_re_read_older_than_our_write_acknowledged_meanwhile_does_not_roll_it_back()
     for path in [apply::apply_batch as Path, apply::apply_each] {
         let db = TestDb::migrated();
         let mut conn = db.conn();
-        for sql in [
-            format!(
-                "INSERT INTO customers (id, email, name, phone) VALUES \
-                 ('{PENDING_LOCAL}', 'p@example.com', 'Newer name', '+1 555 0100')"
-            ),
-            format!(
-                "INSERT INTO outbox (id, entity, local_id, operation, fields) VALUES \
-                 (9001, 'customer', '{PENDING_LOCAL}', 'update', '{{\"name\": \"Older name\"}}'), \
-                 (9002, 'customer', '{PENDING_LOCAL}', 'update', '{{\"name\": \"Newer name\"}}')"
-            ),
-            "INSERT INTO outbox_deliveries (outbox_id, service, status) VALUES (9001, 'stripe', 'synced')"
-                .to_owned(),
-            format!(
-                "INSERT INTO id_map (service, account, entity, external_id, local_id, remote_version) \
-                 VALUES ('stripe', 'platform', 'customer', 'cus_pend', '{PENDING_LOCAL}', 100)"
-            ),
-        ] {
-            diesel::sql_query(sql).execute(&mut conn).unwrap();
-        }
-        // Someone's change in the same second as the stored version: a tie.
-        let tie = StripeEvent::parse(
-            br#"{"id":"evt_tie","type":"customer.updated","created":100,
-                "request":{"id":null,"idempotency_key":null},
-                "data":{"object":{"id":"cus_pend","object":"customer","email":"p@example.com",
-                    "name":"Older name","phone":"+1 555 0199"}}}"#,
-        )
-        .unwrap();
+        customer_with_two_writes(&mut conn, 9001, 9002, &[9001]);
         let reader = ReadRacingOurWrite {
             db_url: db.url.clone(),
         };
-        conn.transaction(|conn| path(conn, &reader, &[&tie], FanOut::ToOtherServices))
+        conn.transaction(|conn| path(conn, &reader, &[&tie()], FanOut::ToOtherServices))
             .unwrap();
-        #[derive(QueryableByName)]
-        struct Row {
-            #[diesel(sql_type = Nullable<Text>)]
-            name: Option<String>,
-            #[diesel(sql_type = Nullable<Text>)]
-            phone: Option<String>,
-        }
-        let row = diesel::sql_query(format!(
-            "SELECT name, phone FROM customers WHERE id = '{PENDING_LOCAL}'"
-        ))
-        .get_result::<Row>(&mut conn)
-        .unwrap();
         assert_eq!(
-            row.name.as_deref(),
-            Some("Newer name"),
+            name_and_phone(&mut conn),
+            (Some("Newer name".into()), Some("+1 555 0199".into())),
             "a read older than our acknowledged write rolled it back"
         );
-        assert_eq!(row.phone.as_deref(), Some("+1 555 0199"));
     }
+}
+
+/// The worker reads a tie's customer before its transaction opens
+/// (`apply::prefetch`), so a marker taken inside the transaction comes too
+/// late: our write acknowledged between that read and the apply must keep
+/// its value all the same (with Salesforce on, the rolled-back name would
+/// otherwise be passed back on as Salesforce's own edit).
+#[test]
+fn a_prefetched_re_read_older_than_our_write_acknowledged_since_does_not_roll_it_back() {
+    for path in [apply::apply_batch as Path, apply::apply_each] {
+        let db = TestDb::migrated();
+        let mut conn = db.conn();
+        customer_with_two_writes(&mut conn, 9001, 9002, &[9001]);
+        let reader = ReadRacingOurWrite {
+            db_url: db.url.clone(),
+        };
+        let tie = tie();
+        let read = apply::prefetch(&mut conn, &reader, &[&tie]).unwrap();
+        assert_eq!(read.len(), 1, "the tie's customer is read before the apply");
+        conn.transaction(|conn| path(conn, &read, &[&tie], FanOut::ToOtherServices))
+            .unwrap();
+        assert!(!read.missed(), "the apply asked for a read not made");
+        assert_eq!(
+            name_and_phone(&mut conn),
+            (Some("Newer name".into()), Some("+1 555 0199".into())),
+            "a prefetched read older than our acknowledged write rolled it back"
+        );
+        let passed_on: i64 = diesel::sql_query(
+            "SELECT count(*) AS n FROM outbox WHERE origin = 'stripe' AND fields ? 'name'",
+        )
+        .get_result::<Count>(&mut conn)
+        .unwrap()
+        .n;
+        assert_eq!(passed_on, 0, "our own name was passed back on");
+        assert_eq!(
+            db.count("outbox"),
+            3,
+            "the phone someone changed in Stripe is passed on"
+        );
+    }
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
 }
