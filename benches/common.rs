@@ -58,14 +58,23 @@ pub fn fixtures() -> Value {
         .clone()
 }
 
+/// Checkout sessions whose line items are of a product no order
+/// notification is for.
+pub const OTHER_PRODUCT_SESSION_PREFIX: &str = "cs_chaosother";
+
 /// What a Stripe fake answers for a checkout session's line items (the
 /// payload leaves them out, so the worker reads them): Stripe's example
-/// item, twice.
+/// item, twice. The chaos soak's orders of another product
+/// (`cs_chaosother…`) get another product, which the order notifier's
+/// product filter leaves out.
 pub fn line_items(session: &str, fixtures: &Value) -> Value {
     let items: Vec<Value> = (0..2)
         .map(|i| {
             let mut item = fixtures["item"].clone();
             item["id"] = json!(format!("li_{session}_{i}"));
+            if session.starts_with(OTHER_PRODUCT_SESSION_PREFIX) {
+                item["price"]["product"] = json!("prod_chaos_other");
+            }
             item
         })
         .collect();

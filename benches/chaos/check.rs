@@ -76,6 +76,12 @@ pub struct Verdict {
     pub poison_dead_lettered: usize,
     pub poison_missing_from_dlq: usize,
     pub unexpected_dead_letters: usize,
+    /// The paid-orders path: notifier emails and the HTTP export.
+    pub orders: crate::orders_check::OrdersVerdict,
+    /// Salesforce's part (`salesforce_check`).
+    pub salesforce: crate::salesforce_check::SalesforceVerdict,
+    /// Credits, payments and refunds (`payments_check.rs`).
+    pub payments: crate::payments_check::PaymentsVerdict,
     /// The first few findings, to start from.
     pub examples: Vec<String>,
 }
@@ -93,9 +99,12 @@ impl Verdict {
             + self.outbox_rows_unexplained
             + self.poison_missing_from_dlq
             + self.unexpected_dead_letters
+            + self.orders.failures()
+            + self.salesforce.failures()
+            + self.payments.failures()
     }
 
-    fn note(&mut self, finding: String) {
+    pub fn note(&mut self, finding: String) {
         if self.examples.len() < 20 {
             self.examples.push(finding);
         }
@@ -131,6 +140,10 @@ pub fn verify(
     check_mirror(conn, expected, &mut v)?;
     check_api_writes(conn, expected, stripe, &mut v)?;
     check_dead_letters(expected, dead_letter_event_ids, &mut v);
+    v.payments = crate::payments_check::verify(conn, &expected.payments, &stripe.money)?;
+    for finding in v.payments.examples.clone() {
+        v.note(finding);
+    }
     Ok(v)
 }
 
@@ -274,19 +287,34 @@ fn check_api_writes(
             ));
         }
     }
-    let outbox: Vec<String> =
-        diesel::sql_query("SELECT id::text AS a, NULL::text AS b, true AS c FROM outbox")
-            .load::<Row3>(conn)?
-            .into_iter()
-            .map(|r| stripe_sync::outbox::idempotency_key(r.a.parse().unwrap_or_default(), None))
-            .collect();
+    // Queued refunds are outbox rows too, carried out by stripe-commands
+    // under their own keys (the money check follows them).
+    let outbox: Vec<(String, Option<String>, bool)> = diesel::sql_query(
+        "SELECT id::text AS a, origin AS b, origin = 'local' AS c FROM outbox
+         WHERE entity <> 'refund_request'",
+    )
+    .load::<Row3>(conn)?
+    .into_iter()
+    .map(|r| {
+        let key = stripe_sync::outbox::idempotency_key(r.a.parse().unwrap_or_default(), None);
+        (key, r.b, r.c)
+    })
+    .collect();
+    // A change Stripe reported goes to Salesforce alone; the API's own
+    // changes are the ones API writes explain (Salesforce's part counts
+    // the others: `salesforce_check`).
+    let local_rows = outbox.iter().filter(|(_, _, local)| *local).count();
+    let outbox: Vec<String> = outbox
+        .into_iter()
+        .filter(|(_, origin, _)| origin.as_deref() != Some("stripe"))
+        .map(|(key, _, _)| key)
+        .collect();
     v.outbox_rows = outbox.len();
-    v.outbox_rows_unexplained = outbox.len().saturating_sub(expected.api_writes_sent);
+    v.outbox_rows_unexplained = local_rows.saturating_sub(expected.api_writes_sent);
     if v.outbox_rows_unexplained > 0 {
         v.note(format!(
-            "{} outbox rows for {} API writes sent",
-            outbox.len(),
-            expected.api_writes_sent
+            "{} outbox rows of the API for {} API writes sent",
+            local_rows, expected.api_writes_sent
         ));
     }
     for key in &outbox {
@@ -342,6 +370,7 @@ pub fn self_test(
         performed: stripe.performed.clone(),
         created_for_local: stripe.created_for_local.clone(),
         faulted_answers: stripe.faulted_answers,
+        money: stripe.money.clone(),
     };
     stripe
         .performed
@@ -380,7 +409,14 @@ pub fn self_test(
         Err(anyhow::anyhow!(ROLLED_BACK))
     });
     match planted {
-        Err(e) if e.to_string() == ROLLED_BACK => Ok(missed),
+        Err(e) if e.to_string() == ROLLED_BACK => {
+            missed.extend(crate::payments_selftest::self_test(
+                conn,
+                &expected.payments,
+                &stripe.money,
+            )?);
+            Ok(missed)
+        }
         Err(e) => Err(e),
         Ok(()) => unreachable!("the transaction always rolls back"),
     }

@@ -6,14 +6,30 @@ use std::time::{Duration, Instant};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+use crate::orders::{Orders, NOTIFIERS};
+use crate::salesforce::{Salesforce, SalesforceFault};
 use crate::stripe::{FakeStripe, StripeFault};
 use crate::supervise::{restart_postgres, Supervisor};
 
 /// The engine's processes the soak kills and pauses.
-pub const ENGINE: &[&str] = &["serve", "stripe-inbound", "stripe-outbound", "outbox-relay"];
+pub const ENGINE: &[&str] = &[
+    "serve",
+    "stripe-inbound",
+    "stripe-outbound",
+    "outbox-relay",
+    "stripe-commands",
+    "salesforce-outbound",
+    "salesforce-inbound",
+];
 /// Workers in a consumer group: pausing one beyond its session timeout
 /// (10 s) makes the group rebalance without it.
-const GROUP_MEMBERS: &[&str] = &["stripe-inbound", "stripe-outbound"];
+const GROUP_MEMBERS: &[&str] = &[
+    "stripe-inbound",
+    "stripe-outbound",
+    "stripe-commands",
+    "salesforce-outbound",
+    "salesforce-inbound",
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum FaultKind {
@@ -24,6 +40,14 @@ pub enum FaultKind {
     StripeOutage,
     StripeRateLimitStorm,
     StripeLostAnswers,
+    SmtpDown,
+    SmtpDeferring,
+    SmtpRefusesOne,
+    NotifierKilledMidSend,
+    ExportAnswersDropped,
+    SalesforceOutage,
+    SalesforceRequestLimit,
+    SalesforceSessionExpired,
 }
 
 pub const ALL: &[FaultKind] = &[
@@ -34,6 +58,14 @@ pub const ALL: &[FaultKind] = &[
     FaultKind::StripeOutage,
     FaultKind::StripeRateLimitStorm,
     FaultKind::StripeLostAnswers,
+    FaultKind::SmtpDown,
+    FaultKind::SmtpDeferring,
+    FaultKind::SmtpRefusesOne,
+    FaultKind::NotifierKilledMidSend,
+    FaultKind::ExportAnswersDropped,
+    FaultKind::SalesforceOutage,
+    FaultKind::SalesforceRequestLimit,
+    FaultKind::SalesforceSessionExpired,
 ];
 
 impl FaultKind {
@@ -46,6 +78,14 @@ impl FaultKind {
             Self::StripeOutage => "Stripe outage (503)",
             Self::StripeRateLimitStorm => "Stripe 429 storm",
             Self::StripeLostAnswers => "Stripe answers lost after the write",
+            Self::SmtpDown => "SMTP server down (stopped, started again)",
+            Self::SmtpDeferring => "SMTP server answering 451 to every recipient",
+            Self::SmtpRefusesOne => "SMTP server refusing one message for good (550)",
+            Self::NotifierKilledMidSend => "SIGKILL of a notifier mid-send (RCPT held)",
+            Self::ExportAnswersDropped => "export answers dropped half-read, two pollers",
+            Self::SalesforceOutage => "Salesforce outage (503)",
+            Self::SalesforceRequestLimit => "Salesforce REQUEST_LIMIT_EXCEEDED (403)",
+            Self::SalesforceSessionExpired => "Salesforce sessions expired (401)",
         }
     }
 }
@@ -66,9 +106,11 @@ pub struct Injected {
 pub struct Injector {
     pub supervisor: Supervisor,
     pub stripe: FakeStripe,
+    pub salesforce: Salesforce,
     pub pg_restart: String,
     /// How long a Stripe storm or outage lasts.
     pub storm: Duration,
+    pub orders: Orders,
 }
 
 impl Injector {
@@ -78,12 +120,13 @@ impl Injector {
         let pick = |names: &[&str]| names.choose(&mut rand::thread_rng()).map(|n| n.to_string());
         let target = match kind {
             FaultKind::KillProcess => {
-                let name = pick(ENGINE).expect("engine processes");
+                let name = pick(&[ENGINE, NOTIFIERS].concat()).expect("engine processes");
                 self.supervisor.kill(&name);
+                self.orders.note_kill(&name);
                 Some(name)
             }
             FaultKind::PauseWorker => {
-                let name = pick(GROUP_MEMBERS).expect("group members");
+                let name = pick(&[GROUP_MEMBERS, NOTIFIERS].concat()).expect("group members");
                 self.supervisor.signal(&name, "-STOP");
                 tokio::time::sleep(Duration::from_secs(13)).await;
                 self.supervisor.signal(&name, "-CONT");
@@ -108,6 +151,34 @@ impl Injector {
                 }));
                 tokio::time::sleep(self.storm).await;
                 self.stripe.set_fault(None);
+                None
+            }
+            FaultKind::SmtpDown => {
+                self.orders.smtp_down(self.storm).await;
+                None
+            }
+            FaultKind::SmtpDeferring => {
+                self.orders.smtp_defers(self.storm).await;
+                None
+            }
+            FaultKind::SmtpRefusesOne => {
+                self.orders.smtp_refuses_one().await;
+                None
+            }
+            FaultKind::NotifierKilledMidSend => self.orders.kill_notifier_mid_send().await,
+            FaultKind::ExportAnswersDropped => {
+                self.orders.export.drop_answers(self.storm).await;
+                None
+            }
+            FaultKind::SalesforceOutage
+            | FaultKind::SalesforceRequestLimit
+            | FaultKind::SalesforceSessionExpired => {
+                let fault = match kind {
+                    FaultKind::SalesforceOutage => SalesforceFault::Down,
+                    FaultKind::SalesforceRequestLimit => SalesforceFault::RequestLimit,
+                    _ => SalesforceFault::SessionsExpire,
+                };
+                self.salesforce.fault(fault, self.storm).await;
                 None
             }
         };

@@ -59,6 +59,8 @@ pub struct Expected {
     pub unanswered_creates: Vec<String>,
     /// API writes sent, retries included: each may have made one outbox row.
     pub api_writes_sent: usize,
+    /// The money load's requests and what they were told.
+    pub payments: crate::payments::Expected,
 }
 
 #[derive(Default, serde::Serialize)]
@@ -70,6 +72,7 @@ pub struct LoadStats {
     pub api_creates: AtomicU64,
     pub api_updates: AtomicU64,
     pub api_retries: AtomicU64,
+    pub payments: crate::payments::Stats,
 }
 
 struct Pending {
@@ -120,7 +123,7 @@ impl Deliveries {
     }
 
     /// Queues `event` 1–3 times (Stripe delivers at least once).
-    fn push(&self, event: &Value) {
+    pub fn push(&self, event: &Value) {
         let id = event["id"].as_str().expect("an event id").to_owned();
         let body = Arc::new(serde_json::to_vec(event).expect("an event serialises"));
         self.expected().acked.insert(id.clone(), false);

@@ -18,9 +18,28 @@ use stripe_sync::config::{DatabaseConfig, Env};
 mod check;
 #[path = "../common.rs"]
 mod common;
+// The test suite's Salesforce fake; the soak uses part of it.
+#[allow(dead_code)]
+#[path = "../../tests/it/support/fake_salesforce/mod.rs"]
+mod fake_salesforce;
 mod faults;
 mod load;
+mod orders;
+mod orders_check;
+mod orders_export;
+mod orders_selftest;
+mod payments;
+mod payments_check;
+mod payments_routes;
+mod payments_selftest;
+mod payments_stripe;
 mod report;
+mod salesforce;
+mod salesforce_check;
+mod salesforce_pingpong;
+mod salesforce_selftest;
+mod salesforce_story;
+mod smtp_sink;
 mod stripe;
 mod supervise;
 
@@ -38,6 +57,10 @@ struct Plan {
     /// Generated events per second (each delivered 1–3 times).
     events_per_sec: f64,
     api_writes_per_sec: f64,
+    /// Money requests per second (purchases, spends, payments, refunds).
+    payment_ops_per_sec: f64,
+    /// Customers the money load buys and spends for.
+    payment_customers: usize,
     objects_per_resource: usize,
     poison: usize,
     /// Seconds between faults, at random in this range.
@@ -52,9 +75,13 @@ impl Plan {
         let mut plan = if quick {
             Self {
                 quick,
-                duration: Duration::from_secs(75),
+                // 75 s, 30 s more for the five paid-orders faults and 30 s
+                // for Salesforce's three.
+                duration: Duration::from_secs(75 + 30 + 30),
                 events_per_sec: 60.0,
                 api_writes_per_sec: 3.0,
+                payment_ops_per_sec: 2.0,
+                payment_customers: 6,
                 objects_per_resource: 40,
                 poison: 2,
                 fault_gap: (2, 4),
@@ -66,6 +93,8 @@ impl Plan {
                 duration: Duration::from_secs(600),
                 events_per_sec: 150.0,
                 api_writes_per_sec: 4.0,
+                payment_ops_per_sec: 3.0,
+                payment_customers: 16,
                 objects_per_resource: 300,
                 poison: 5,
                 fault_gap: (8, 20),
@@ -162,6 +191,7 @@ async fn soak(
     let fixtures = Arc::new(common::fixtures());
     let deliveries = Deliveries::new(SECRET);
     let (fake, stripe_base) = stripe::FakeStripe::start(fixtures.clone(), deliveries.clone());
+    let salesforce = salesforce::Salesforce::start();
     let serve_port = common::free_port()?;
     let mut ops_ports = Vec::new();
     let bin_dir = std::env::current_exe()?
@@ -178,11 +208,15 @@ async fn soak(
         ("STRIPE_API_BASE", stripe_base),
         ("LISTEN_ADDR", format!("127.0.0.1:{serve_port}")),
         ("OUTBOX_POLL_MS", "50".to_owned()),
+        // Short: a poller that dropped an answer half-read gets its batch
+        // again soon.
+        ("EXPORT_BATCH_LEASE_MS", "2000".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
         ("PATH", std::env::var("PATH").unwrap_or_default()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain(salesforce.env())
     .collect();
     for name in faults::ENGINE {
         let ops_port = common::free_port()?;
@@ -201,6 +235,16 @@ async fn soak(
             dir: None,
         })?;
     }
+    let orders = orders::Orders::start(
+        &supervisor,
+        &shared_env,
+        &bin_dir,
+        format!("http://127.0.0.1:{serve_port}"),
+        API_TOKEN,
+        &fixtures,
+    )
+    .await?;
+    ops_ports.extend(orders.ops_ports());
     let http = reqwest::Client::new();
     for port in &ops_ports {
         wait_ready(&http, *port).await?;
@@ -262,12 +306,34 @@ async fn soak(
         })
     };
 
+    let order_load = orders.spawn_load(deliveries.clone(), fixtures.clone(), load_on.clone());
+    let export_pollers = orders.export.spawn();
+    let people = tokio::spawn(salesforce.clone().people(
+        deliveries.clone(),
+        format!("http://127.0.0.1:{serve_port}/webhooks/salesforce"),
+        salesforce::PEOPLE_EDITS_PER_SEC,
+        load_on.clone(),
+    ));
+    let money = tokio::spawn(
+        payments::MoneyLoad {
+            base: format!("http://127.0.0.1:{serve_port}"),
+            token: API_TOKEN.to_owned(),
+            deliveries: deliveries.clone(),
+            load_on: load_on.clone(),
+            ops_per_sec: plan.payment_ops_per_sec,
+            customers: plan.payment_customers,
+        }
+        .run(),
+    );
+
     // --- faults ----------------------------------------------------------
     let injector = Injector {
         supervisor: supervisor.clone(),
         stripe: fake.clone(),
+        salesforce: salesforce.clone(),
         pg_restart: pg_restart.to_owned(),
         storm: plan.storm,
+        orders: orders.clone(),
     };
     let injected: Arc<Mutex<Vec<Injected>>> = Arc::default();
     let mut catch_ups = Vec::new();
@@ -304,10 +370,18 @@ async fn soak(
     load_on.store(false, Ordering::Relaxed);
     generator.await?;
     api.await??;
+    order_load.await?;
+    people.await?;
+    money.await??;
 
     // --- drain and check -------------------------------------------------
     eprintln!("chaos: load off; draining");
-    let settle = settle(db_url, &deliveries).await;
+    let settle = settle(db_url, &deliveries, &salesforce, &brokers).await;
+    let orders_settle_secs = orders.settle(db_url).await;
+    orders.export.stop();
+    for p in export_pollers {
+        p.await?;
+    }
     stop_senders.store(true, Ordering::Relaxed);
     for s in senders {
         s.await?;
@@ -327,11 +401,50 @@ async fn soak(
             stripe_sync::ops::topics::TailFrom::Last(10_000),
         )
     })?;
+    let (refused, dead) =
+        orders_check::split_dead_letters(&mut conn, &inventory.events_topic, dead)?;
     let dead_ids: Vec<Option<String>> = dead.into_iter().map(|d| d.event_id).collect();
     let stripe_record = fake.record();
-    let verdict = check::verify(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
-    let missed = check::self_test(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
+    let salesforce_record = salesforce.record();
+    let api_names_superseded =
+        salesforce.supersede_api_names(&mut deliveries.expected(), &salesforce_record);
     let faults = injected.lock().unwrap().clone();
+    let mut verdict = check::verify(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
+    let mut missed =
+        check::self_test(&mut conn, &deliveries.expected(), &stripe_record, &dead_ids)?;
+    {
+        let expected = deliveries.expected();
+        let edits = salesforce.edits();
+        let inputs = salesforce_check::Inputs {
+            expected: &expected,
+            edits: &edits,
+            salesforce: &salesforce_record,
+            stripe: &stripe_record,
+            api_names_superseded: &api_names_superseded,
+            repeating_faults: salesforce_check::repeating_faults(&faults),
+            stats: &salesforce.stats,
+        };
+        salesforce_check::verify(&mut conn, &inputs, &mut verdict)?;
+        if !verdict.salesforce.suspects.is_empty() {
+            let story = salesforce_story::explain(&mut conn, &inputs, &verdict)?;
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/chaos/salesforce-findings.txt");
+            std::fs::create_dir_all(path.parent().expect("a directory"))?;
+            std::fs::write(&path, story)?;
+            eprintln!("chaos: the Salesforce findings' story: {}", path.display());
+        }
+        missed.extend(salesforce_selftest::self_test(&mut conn, &inputs)?);
+    }
+    missed.extend(
+        orders_check::check(
+            &orders,
+            &mut conn,
+            refused,
+            orders_settle_secs,
+            &mut verdict,
+        )
+        .await?,
+    );
     let report = report::Report {
         quick: plan.quick,
         duration_secs: duration.as_secs_f64(),
@@ -410,10 +523,16 @@ async fn measure_catch_up(
 }
 
 /// Waits until every delivery is acknowledged, the ledger holds every
-/// acknowledged event and every local change is delivered, steadily for
+/// acknowledged event, every local change is delivered and the Salesforce
+/// workers have drained (`Salesforce::drained`), steadily for
 /// 3 s (Stripe's echoes of late writes arrive meanwhile); returns the time
 /// it took, or fails after five minutes.
-async fn settle(db_url: &str, deliveries: &Deliveries) -> anyhow::Result<f64> {
+async fn settle(
+    db_url: &str,
+    deliveries: &Deliveries,
+    salesforce: &salesforce::Salesforce,
+    brokers: &str,
+) -> anyhow::Result<f64> {
     #[derive(QueryableByName)]
     struct N {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -438,7 +557,8 @@ async fn settle(db_url: &str, deliveries: &Deliveries) -> anyhow::Result<f64> {
         let ledger = tokio::task::spawn_blocking(move || ledger_count(&url)).await?;
         let done = deliveries.pending() == 0
             && undelivered == Some(0)
-            && ledger.is_some_and(|n| n >= deliveries.acked_appliable() as i64);
+            && ledger.is_some_and(|n| n >= deliveries.acked_appliable() as i64)
+            && salesforce.drained(db_url, brokers).await;
         match (done, quiet_since) {
             (true, Some(since)) if since.elapsed() >= Duration::from_secs(3) => {
                 return Ok(started.elapsed().as_secs_f64());

@@ -64,6 +64,7 @@ impl Report<'_> {
                 self.stripe_faulted_answers.to_string(),
             ),
         ];
+        rows.extend(crate::payments::stats_rows(&self.load.payments));
         let mut by_kind: BTreeMap<FaultKind, usize> = BTreeMap::new();
         for f in self.faults {
             *by_kind.entry(f.kind).or_default() += 1;
@@ -147,10 +148,18 @@ impl Report<'_> {
         ] {
             rows.push((label.into(), value.to_string()));
         }
+        rows.extend(v.orders.rows().into_iter().map(|(l, n)| (l.into(), n)));
+        rows.extend(v.salesforce.rows());
+        rows.extend(v.payments.rows());
         rows.push((
             "the check's self-test: planted defects missed".into(),
             if self.self_test_missed.is_empty() {
-                "0 of 6".into()
+                format!(
+                    "0 of {}",
+                    6 + crate::orders_selftest::PLANTS
+                        + crate::salesforce_check::PLANTED
+                        + crate::payments_selftest::PLANTS
+                )
             } else {
                 self.self_test_missed.join(", ")
             },

@@ -31,10 +31,13 @@ pub enum StripeFault {
 }
 
 #[derive(Default)]
-struct State {
-    customers: HashMap<String, Value>,
+pub(crate) struct State {
+    pub(crate) customers: HashMap<String, Value>,
     /// Idempotency key → the answer given when the write was done.
     answers: HashMap<String, (StatusCode, Value)>,
+    /// Idempotency key → the request it was first used with (path and
+    /// form): Stripe refuses the key for any other request.
+    requests: HashMap<String, String>,
     /// Idempotency key → how many times the write was done (must be 1).
     performed: HashMap<String, u32>,
     /// `metadata[stripe_sync_id]` → the customers created for it (must be 1).
@@ -42,6 +45,8 @@ struct State {
     next_id: u64,
     fault: Option<StripeFault>,
     faulted_answers: u64,
+    /// Payment methods, payment intents, charges and refunds.
+    pub(crate) money: crate::payments_stripe::Money,
 }
 
 /// The fake's account of what it did, for the final check.
@@ -50,6 +55,7 @@ pub struct StripeRecord {
     pub performed: HashMap<String, u32>,
     pub created_for_local: HashMap<String, Vec<String>>,
     pub faulted_answers: u64,
+    pub money: crate::payments_stripe::Money,
 }
 
 #[derive(Clone)]
@@ -67,6 +73,8 @@ impl FakeStripe {
         let with = warp::any().map(move || this.clone());
         let key = warp::header::optional::<String>("idempotency-key");
         let form = warp::body::form::<Vec<(String, String)>>();
+        let money =
+            crate::payments_routes::routes(fake.clone(), fixtures.clone(), deliveries.clone());
         let (echo_create, echo_update) = (deliveries.clone(), deliveries);
         let create = warp::path!("v1" / "customers")
             .and(warp::post())
@@ -74,7 +82,8 @@ impl FakeStripe {
             .and(form)
             .and(with.clone())
             .map(move |key, form: Vec<(String, String)>, fake: FakeStripe| {
-                fake.write(key, &echo_create, |s| s.create_customer(&form))
+                let request = request_of("/v1/customers", &form);
+                fake.write(key, request, &echo_create, |s| s.create_customer(&form))
             });
         let update = warp::path!("v1" / "customers" / String)
             .and(warp::post())
@@ -83,7 +92,10 @@ impl FakeStripe {
             .and(with.clone())
             .map(
                 move |id: String, key, form: Vec<(String, String)>, fake: FakeStripe| {
-                    fake.write(key, &echo_update, |s| s.update_customer(&id, &form))
+                    let request = request_of(&format!("/v1/customers/{id}"), &form);
+                    fake.write(key, request, &echo_update, |s| {
+                        s.update_customer(&id, &form)
+                    })
                 },
             );
         let retrieve = warp::path!("v1" / "customers" / String)
@@ -106,7 +118,7 @@ impl FakeStripe {
                     )
                 })
             });
-        let routes = create.or(update).or(retrieve).or(line_items);
+        let routes = create.or(update).or(retrieve).or(line_items).or(money);
         let (addr, server) = warp::serve(routes).bind_ephemeral(([127, 0, 0, 1], 0));
         tokio::spawn(server);
         (fake, format!("http://{addr}"))
@@ -123,7 +135,13 @@ impl FakeStripe {
             performed: s.performed.clone(),
             created_for_local: s.created_for_local.clone(),
             faulted_answers: s.faulted_answers,
+            money: s.money.clone(),
         }
+    }
+
+    /// Runs `op` on the state under its lock (the payments fake's timers).
+    pub(crate) fn with_state<T>(&self, op: impl FnOnce(&mut State) -> T) -> T {
+        op(&mut self.state.lock().unwrap())
     }
 
     /// A fault's answer before anything is done, if the fault gives one.
@@ -142,7 +160,10 @@ impl FakeStripe {
         ))
     }
 
-    fn read(&self, op: impl FnOnce(&State) -> (StatusCode, Value)) -> warp::reply::Response {
+    pub(crate) fn read(
+        &self,
+        op: impl FnOnce(&State) -> (StatusCode, Value),
+    ) -> warp::reply::Response {
         let mut s = self.state.lock().unwrap();
         let (status, body) = Self::refused(&mut s).unwrap_or_else(|| op(&s));
         warp::reply::with_status(warp::reply::json(&body), status).into_response()
@@ -150,25 +171,66 @@ impl FakeStripe {
 
     /// Performs a write once per idempotency key, sends its echo, and
     /// answers (or, under `LosesAnswers`, sometimes loses the answer).
+    /// Writes under the outbox's keys are stripe-outbound's (the customers'
+    /// record); any other key is an API request's (the payments' record).
     fn write(
         &self,
         key: Option<String>,
+        request: String,
         echoes: &Deliveries,
         op: impl FnOnce(&mut State) -> (StatusCode, Value, Option<&'static str>),
+    ) -> warp::reply::Response {
+        let book = match &key {
+            Some(k) if stripe_sync::outbox::is_own_idempotency_key(k) => Book::Customers,
+            _ => Book::Payments,
+        };
+        self.perform(key, request, book, echoes, |s| {
+            let (status, body, event_type) = op(s);
+            let events = event_type.map(|t| (t, body.clone())).into_iter().collect();
+            (status, body, events)
+        })
+    }
+
+    /// [`Self::write`] for a write that sends any number of events.
+    pub(crate) fn perform(
+        &self,
+        key: Option<String>,
+        request: String,
+        book: Book,
+        echoes: &Deliveries,
+        op: impl FnOnce(&mut State) -> (StatusCode, Value, Vec<(&'static str, Value)>),
     ) -> warp::reply::Response {
         let mut s = self.state.lock().unwrap();
         let answer = if let Some(refusal) = Self::refused(&mut s) {
             refusal
+        } else if key
+            .as_ref()
+            .and_then(|k| s.requests.get(k))
+            .is_some_and(|first| *first != request)
+        {
+            (
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"type": "idempotency_error", "message": format!(
+                    "the key {:?} was first used for another request; a new request needs a new key",
+                    key.as_deref().unwrap_or_default())}}),
+            )
         } else if let Some(saved) = key.as_ref().and_then(|k| s.answers.get(k)) {
             saved.clone()
         } else {
-            let (status, body, event_type) = op(&mut s);
+            let (status, body, events) = op(&mut s);
+            match (&key, book) {
+                (Some(key), Book::Customers) => {
+                    *s.performed.entry(key.clone()).or_default() += 1;
+                }
+                (key, Book::Payments) => s.money.count_write(key.as_deref(), &request, &body),
+                (None, Book::Customers) => {}
+            }
             if let Some(key) = &key {
                 s.answers.insert(key.clone(), (status, body.clone()));
-                *s.performed.entry(key.clone()).or_default() += 1;
+                s.requests.insert(key.clone(), request);
             }
-            if let Some(event_type) = event_type {
-                echoes.push_echo(event_type, &body, key.as_deref());
+            for (event_type, object) in &events {
+                echoes.push_echo(event_type, object, key.as_deref());
             }
             if s.fault == Some(StripeFault::LosesAnswers) && rand::thread_rng().gen_bool(0.5) {
                 s.faulted_answers += 1;
@@ -184,6 +246,21 @@ impl FakeStripe {
     }
 }
 
+/// Which record a write is counted in.
+#[derive(Clone, Copy)]
+pub(crate) enum Book {
+    Customers,
+    Payments,
+}
+
+/// What Stripe compares a retried key's request by: the path and the form,
+/// in any order.
+pub(crate) fn request_of(path: &str, form: &[(String, String)]) -> String {
+    let mut fields: Vec<String> = form.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    fields.sort();
+    format!("{path}?{}", fields.join("&"))
+}
+
 impl State {
     fn create_customer(
         &mut self,
@@ -194,7 +271,7 @@ impl State {
         let mut customer = json!({
             "id": id, "object": "customer", "created": stripe_sync::ingest::unix_now(),
             "name": null, "email": null, "phone": null, "description": null, "metadata": {},
-            "livemode": false,
+            "invoice_settings": {"default_payment_method": null}, "livemode": false,
         });
         apply_form(&mut customer, form);
         if let Some(local) = customer["metadata"]["stripe_sync_id"].as_str() {
@@ -237,6 +314,17 @@ fn apply_form(customer: &mut Value, form: &[(String, String)]) {
             } else {
                 metadata.insert(key.to_owned(), json!(value));
             }
+        } else if let Some((outer, inner)) = name.strip_suffix(']').and_then(|n| n.split_once('['))
+        {
+            // `invoice_settings[default_payment_method]`: one level down.
+            if !customer[outer].is_object() {
+                customer[outer] = json!({});
+            }
+            customer[outer][inner] = if value.is_empty() {
+                Value::Null
+            } else {
+                json!(value)
+            };
         } else {
             customer[name.as_str()] = if value.is_empty() {
                 Value::Null

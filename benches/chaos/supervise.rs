@@ -91,6 +91,11 @@ impl Supervisor {
         }
     }
 
+    /// The process id of `name`'s current run.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.running.lock().unwrap().get(name).map(|r| r.child.id())
+    }
+
     pub fn signal(&self, name: &str, signal: &str) {
         if let Some(r) = self.running.lock().unwrap().get(name) {
             let _ = Command::new("kill")

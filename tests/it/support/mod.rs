@@ -12,39 +12,15 @@ pub mod localstripe;
 pub mod smtp;
 pub mod stack;
 pub mod stripe_proxy;
+mod waiting;
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+pub use waiting::{unique, wait_for};
 
 /// A variable `scripts/test` exports; a clear message if run bare.
 pub fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the suite through scripts/test, which starts the services")
     })
-}
-
-/// A random suffix so parallel tests never share topics, groups or databases.
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{:016x}", rand::random::<u64>())
-}
-
-/// Polls `check` until it returns `Some`, or panics with `what` at the deadline.
-pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Transient failures the consume loop has retried on `topic` in this
