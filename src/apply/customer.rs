@@ -69,7 +69,7 @@ pub(super) fn read_ties(
         keys.push((event.account.as_str(), customer_id(event)?));
     }
     let links = idmap::find_many(conn, service::STRIPE, entity::CUSTOMER, &keys)?;
-    let local_ids: HashMap<(String, String), Uuid> = links
+    let mut local_ids: HashMap<(String, String), Uuid> = links
         .iter()
         .map(|l| ((l.account.clone(), l.external_id.clone()), l.local_id))
         .collect();
@@ -86,9 +86,15 @@ pub(super) fn read_ties(
     for (event, (account, id)) in events.iter().zip(keys) {
         let k = (account.to_owned(), id.to_owned());
         let (step, mut next) = decide(event, marks.get(&k).copied());
+        if let (Step::Create { .. }, Some(named)) = (step, local_id_in_metadata(&event.object)) {
+            // Our own create's echo: the apply attaches it to the local row
+            // it names (or, should stripe-outbound record the link first,
+            // finds it linked), whose changes of ours a later tie's read
+            // may not reflect. Any other customer the batch creates gets a
+            // new local row, which nothing of ours is bound from yet.
+            local_ids.entry(k.clone()).or_insert(named);
+        }
         if step == Step::ReRead {
-            // A customer linked only by this batch's own apply has no note;
-            // its apply takes the marker itself.
             if let Some(&local_id) = local_ids.get(&k) {
                 let through = outbox::acknowledged_through(
                     conn,

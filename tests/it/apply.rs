@@ -450,13 +450,24 @@ fn an_echo_of_an_older_write_of_ours_does_not_roll_back_a_later_one() {
 /// 9002), and meanwhile, on another connection, records that write delivered:
 /// Stripe answered the read, then did our write, and stripe-outbound
 /// recorded it before the apply took the customer's row lock.
+/// With `records_link`, stripe-outbound also records the customer's link
+/// (our create's) meanwhile.
 struct ReadRacingOurWrite {
     db_url: String,
+    records_link: bool,
 }
 
 impl RemoteReader for ReadRacingOurWrite {
     fn current(&self, _: &str, _: &str, id: &str) -> Result<RemoteObject, ApplyError> {
         let mut other = PgConnection::establish(&self.db_url).unwrap();
+        if self.records_link {
+            diesel::sql_query(format!(
+                "INSERT INTO id_map (service, account, entity, external_id, local_id, remote_version) \
+                 VALUES ('stripe', 'platform', 'customer', '{id}', '{PENDING_LOCAL}', 100)"
+            ))
+            .execute(&mut other)
+            .unwrap();
+        }
         diesel::sql_query(
             "INSERT INTO outbox_deliveries (outbox_id, service, status) VALUES (9002, 'stripe', 'synced')",
         )
@@ -503,6 +514,7 @@ fn a_re_read_older_than_our_write_acknowledged_meanwhile_does_not_roll_it_back()
         customer_with_two_writes(&mut conn, 9001, 9002, &[9001]);
         let reader = ReadRacingOurWrite {
             db_url: db.url.clone(),
+            records_link: false,
         };
         conn.transaction(|conn| path(conn, &reader, &[&tie()], FanOut::ToOtherServices))
             .unwrap();
@@ -527,6 +539,7 @@ fn a_prefetched_re_read_older_than_our_write_acknowledged_since_does_not_roll_it
         customer_with_two_writes(&mut conn, 9001, 9002, &[9001]);
         let reader = ReadRacingOurWrite {
             db_url: db.url.clone(),
+            records_link: false,
         };
         let tie = tie();
         let read = apply::prefetch(&mut conn, &reader, &[&tie]).unwrap();
@@ -558,4 +571,64 @@ fn a_prefetched_re_read_older_than_our_write_acknowledged_since_does_not_roll_it
 struct Count {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     n: i64,
+}
+
+/// Our create's echo and a tie in the same second, in one batch, before
+/// stripe-outbound recorded the create's link: the prefetch reads the
+/// customer for the tie with no link to find our changes by. The link and
+/// our later write, both recorded between that read and the apply, must
+/// not let the read roll the write back: the marker is taken for the local
+/// row the echo names.
+#[test]
+fn a_prefetched_re_read_before_our_create_was_linked_does_not_roll_back_our_later_write() {
+    for path in [apply::apply_batch as Path, apply::apply_each] {
+        let db = TestDb::migrated();
+        let mut conn = db.conn();
+        for sql in [
+            format!(
+                "INSERT INTO customers (id, email, name) VALUES \
+                 ('{PENDING_LOCAL}', 'p@example.com', 'Newer name')"
+            ),
+            format!(
+                "INSERT INTO outbox (id, entity, local_id, operation, fields) VALUES \
+                 (9001, 'customer', '{PENDING_LOCAL}', 'create', '{{\"name\": \"Older name\"}}'), \
+                 (9002, 'customer', '{PENDING_LOCAL}', 'update', '{{\"name\": \"Newer name\"}}')"
+            ),
+            "INSERT INTO outbox_deliveries (outbox_id, service, status) VALUES (9001, 'stripe', 'synced')"
+                .to_owned(),
+        ] {
+            diesel::sql_query(sql).execute(&mut conn).unwrap();
+        }
+        let event = |id: &str, key: &str| {
+            StripeEvent::parse(
+                format!(
+                    r#"{{"id":"{id}","type":"customer.updated","created":100,
+                    "request":{{"id":"req_{id}","idempotency_key":{key}}},
+                    "data":{{"object":{{"id":"cus_new","object":"customer","email":"p@example.com",
+                        "name":"Older name","phone":"+1 555 0199",
+                        "metadata":{{"stripe_sync_id":"{PENDING_LOCAL}"}}}}}}}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        let (echo, tie) = (
+            event("evt_created", r#""stripe-sync-outbox-9001""#),
+            event("evt_tie", "null"),
+        );
+        let reader = ReadRacingOurWrite {
+            db_url: db.url.clone(),
+            records_link: true,
+        };
+        let read = apply::prefetch(&mut conn, &reader, &[&echo, &tie]).unwrap();
+        assert_eq!(read.len(), 1, "the tie's customer is read before the apply");
+        conn.transaction(|conn| path(conn, &read, &[&echo, &tie], FanOut::ToOtherServices))
+            .unwrap();
+        assert!(!read.missed(), "the apply asked for a read not made");
+        assert_eq!(
+            name_and_phone(&mut conn),
+            (Some("Newer name".into()), Some("+1 555 0199".into())),
+            "a read made before our create was linked rolled our later write back"
+        );
+    }
 }
