@@ -492,14 +492,13 @@ impl RemoteReader for ReadRacingOurWrite {
 
 /// Someone's change in the same second as the pending customer's stored
 /// version: a tie, settled by reading Stripe.
+const TIE: &[u8] = br#"{"id":"evt_tie","type":"customer.updated","created":100,
+    "request":{"id":null,"idempotency_key":null},
+    "data":{"object":{"id":"cus_pend","object":"customer","email":"p@example.com",
+        "name":"Older name","phone":"+1 555 0199"}}}"#;
+
 fn tie() -> StripeEvent {
-    StripeEvent::parse(
-        br#"{"id":"evt_tie","type":"customer.updated","created":100,
-            "request":{"id":null,"idempotency_key":null},
-            "data":{"object":{"id":"cus_pend","object":"customer","email":"p@example.com",
-                "name":"Older name","phone":"+1 555 0199"}}}"#,
-    )
-    .unwrap()
+    StripeEvent::parse(TIE).unwrap()
 }
 
 /// A same-second tie is settled by reading Stripe; a write of ours that
@@ -631,4 +630,42 @@ fn a_prefetched_re_read_before_our_create_was_linked_does_not_roll_back_our_late
             "a read made before our create was linked rolled our later write back"
         );
     }
+}
+
+/// The same race through stripe-inbound's own handler, as the worker runs
+/// it: the first apply misses the tie's read, the batch is prepared again
+/// (`apply::prefetch`) and applied against what was read.
+#[test]
+fn the_inbound_worker_keeps_our_write_acknowledged_after_its_prefetched_read() {
+    use stripe_sync::config::DatabaseConfig;
+    use stripe_sync::inbound::InboundHandler;
+    use stripe_sync::kafka::consumer::{BatchHandler, Delivery, Outcome};
+
+    let db = TestDb::migrated();
+    let mut conn = db.conn();
+    customer_with_two_writes(&mut conn, 9001, 9002, &[9001]);
+    let pool = stripe_sync::db::pool(&DatabaseConfig {
+        url: db.url.clone().into(),
+        pool_size: 2,
+    });
+    let reader = ReadRacingOurWrite {
+        db_url: db.url.clone(),
+        records_link: false,
+    };
+    let handler = InboundHandler::new(pool, std::sync::Arc::new(reader), FanOut::ToOtherServices);
+    let delivery = Delivery {
+        topic: "stripe.events.v1".into(),
+        partition: 0,
+        offset: 0,
+        key: Some(b"cus_pend".to_vec()),
+        payload: Some(TIE.to_vec()),
+        headers: Vec::new(),
+    };
+    let outcomes = handler.handle(&[delivery]).unwrap();
+    assert_eq!(outcomes, vec![Outcome::Done]);
+    assert_eq!(
+        name_and_phone(&mut conn),
+        (Some("Newer name".into()), Some("+1 555 0199".into())),
+        "the worker's prefetched read rolled back our acknowledged write"
+    );
 }
