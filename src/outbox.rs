@@ -279,6 +279,36 @@ pub fn newest_bound_for(
         .collect())
 }
 
+/// When `service` last acknowledged a change of each of `local_ids` bound
+/// for it (of any other origin), by the database's clock; ids with none
+/// acknowledged are absent.
+pub fn last_acknowledged_at(
+    conn: &mut PgConnection,
+    entity: &str,
+    local_ids: &[Uuid],
+    service: &str,
+) -> QueryResult<std::collections::HashMap<Uuid, chrono::DateTime<chrono::Utc>>> {
+    if local_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(Uuid, Option<chrono::DateTime<chrono::Utc>>)> = outbox::table
+        .inner_join(outbox_deliveries::table)
+        .filter(outbox::entity.eq(entity))
+        .filter(outbox::origin.ne(service))
+        .filter(outbox::local_id.eq_any(local_ids))
+        .filter(outbox_deliveries::service.eq(service))
+        .group_by(outbox::local_id)
+        .select((
+            outbox::local_id,
+            diesel::dsl::max(outbox_deliveries::delivered_at),
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, at)| Some((id, at?)))
+        .collect())
+}
+
 /// Which of `local_ids` have a change `service` has not acknowledged yet
 /// ([`undelivered`] for many rows at once).
 pub fn with_undelivered(

@@ -51,6 +51,32 @@ pub(super) fn decide(event: &StripeEvent, link: Option<Watermark>) -> (Step, Wat
     order::decide(order::Facts { delete, snapshot }, event.created, link)
 }
 
+/// How far Stripe's clock (an event's `created`) and the database's (when
+/// a delivery of ours was recorded) may be apart.
+pub(super) const CLOCK_SKEW_SECS: i64 = 60;
+
+/// [`decide`]'s step, but a report that may be older than a write of ours
+/// Stripe acknowledged at `last_acknowledged` (the database's clock) is
+/// settled by reading the customer, as a same-second tie is. Newer than
+/// the stored version, its state may still lack that write (a person's
+/// edit made just before it, delivered late), and written as it is it
+/// would roll the write back and pass the rollback on, while the write's
+/// own echo, arriving next, is passed on nowhere. An echo of ours names
+/// the write it follows instead (see [`echoed_row`]).
+pub(super) fn settled_by_reading(
+    event: &StripeEvent,
+    step: Step,
+    last_acknowledged: Option<chrono::DateTime<chrono::Utc>>,
+) -> Step {
+    let may_predate =
+        last_acknowledged.is_some_and(|at| at.timestamp() >= event.created - CLOCK_SKEW_SECS);
+    if step == Step::Write && !event.is_own_echo() && may_predate {
+        Step::ReRead
+    } else {
+        step
+    }
+}
+
 /// Reads through `remote` the customers whose events of the batch tie
 /// with their stored state, as the apply will (the read-only pass before
 /// the transaction; see [`super::prefetch`]). A customer Stripe refuses to
@@ -83,9 +109,14 @@ pub(super) fn read_ties(
             ((l.account, l.external_id), mark)
         })
         .collect();
+    let linked: Vec<Uuid> = local_ids.values().copied().collect();
+    let acknowledged =
+        outbox::last_acknowledged_at(conn, entity::CUSTOMER, &linked, service::STRIPE)?;
     for (event, (account, id)) in events.iter().zip(keys) {
         let k = (account.to_owned(), id.to_owned());
         let (step, mut next) = decide(event, marks.get(&k).copied());
+        let last_acknowledged = local_ids.get(&k).and_then(|l| acknowledged.get(l)).copied();
+        let step = settled_by_reading(event, step, last_acknowledged);
         if let (Step::Create { .. }, Some(named)) = (step, local_id_in_metadata(&event.object)) {
             // Our own create's echo: the apply attaches it to the local row
             // it names (or, should stripe-outbound record the link first,
@@ -133,13 +164,22 @@ pub(super) fn apply(
         external_id: customer_id(event)?,
     };
     let link = idmap::find_for_update(conn, key)?;
-    let (step, mark) = decide(
+    let (mut step, mark) = decide(
         event,
         link.as_ref().map(|l| Watermark {
             version: l.remote_version,
             deleted: l.remote_deleted,
         }),
     );
+    if let (Step::Write, Some(link)) = (step, &link) {
+        let acknowledged = outbox::last_acknowledged_at(
+            conn,
+            entity::CUSTOMER,
+            &[link.local_id],
+            service::STRIPE,
+        )?;
+        step = settled_by_reading(event, step, acknowledged.get(&link.local_id).copied());
+    }
     let event_id = event.id.as_str();
     let Some(link) = link else {
         let Step::Create { deleted } = step else {

@@ -5,7 +5,8 @@
 //!
 //! A customer whose events need more than the rules and the stored link
 //! goes to the per-event path instead, all of its events in order:
-//! - a same-second tie (needs a re-read from Stripe);
+//! - a same-second tie, or a report that may be older than a write of
+//!   ours acknowledged since (needs a re-read from Stripe);
 //! - a local change Stripe has not acknowledged yet (the conflict policy
 //!   reads and merges it field by field);
 //! - an unlinked customer naming a local row in its metadata (the echo of
@@ -15,6 +16,7 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Uuid as SqlUuid};
 use serde_json::Value;
@@ -71,17 +73,20 @@ impl<'e> Fold<'e> {
     /// Runs the customer's events through the rules; false when one of them
     /// needs the per-event path.
     /// `newest_change`: the customer's newest outbox row bound for Stripe.
+    /// `last_acknowledged`: when Stripe last acknowledged a change of ours
+    /// to the customer.
     fn run(
         &mut self,
         has_pending_change: bool,
         newest_change: Option<i64>,
+        last_acknowledged: Option<DateTime<Utc>>,
         fan_out: FanOut,
     ) -> bool {
         let mut link = self.stored.map(|(_, mark)| mark);
         let mut echoed = false;
         for &(i, event) in &self.events {
             let (step, next) = customer::decide(event, link);
-            match step {
+            match customer::settled_by_reading(event, step, last_acknowledged) {
                 Step::ReRead => return false,
                 Step::Create { .. } if customer::local_id_in_metadata(&event.object).is_some() => {
                     return false
@@ -196,13 +201,18 @@ pub(super) fn apply(
         .collect();
     let pending = outbox::with_undelivered(conn, entity::CUSTOMER, &live, service::STRIPE)?;
     let newest = outbox::newest_bound_for(conn, entity::CUSTOMER, &live, service::STRIPE)?;
+    let acknowledged =
+        outbox::last_acknowledged_at(conn, entity::CUSTOMER, &live, service::STRIPE)?;
 
     let mut folded = Folded::default();
     let mut ready = Vec::with_capacity(folds.len());
     for mut fold in folds {
         let has_pending = fold.stored.is_some_and(|(id, _)| pending.contains(&id));
         let newest_change = fold.stored.and_then(|(id, _)| newest.get(&id).copied());
-        if fold.run(has_pending, newest_change, fan_out) {
+        let last_acknowledged = fold
+            .stored
+            .and_then(|(id, _)| acknowledged.get(&id).copied());
+        if fold.run(has_pending, newest_change, last_acknowledged, fan_out) {
             folded.applied.append(&mut fold.outcomes);
             ready.push(fold);
         } else {

@@ -102,8 +102,9 @@ pub enum Applied {
     AfterTombstone,
     /// The event's snapshot was written.
     Upserted,
-    /// Same second as the stored state: the object was re-read from Stripe
-    /// and that state was written.
+    /// Same second as the stored state, or a customer's report that may be
+    /// older than a write of ours acknowledged since: the object was
+    /// re-read from Stripe and that state was written.
     TieResolved,
     /// The object was tombstoned.
     Deleted,

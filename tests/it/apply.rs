@@ -669,3 +669,161 @@ fn the_inbound_worker_keeps_our_write_acknowledged_after_its_prefetched_read() {
         "the worker's prefetched read rolled back our acknowledged write"
     );
 }
+
+/// Stripe as it is now: one customer's current state, whatever is asked.
+struct StripeNow(Value);
+
+impl RemoteReader for StripeNow {
+    fn current(&self, _: &str, _: &str, _: &str) -> Result<RemoteObject, ApplyError> {
+        Ok(RemoteObject::Live(self.0.clone()))
+    }
+
+    fn children(
+        &self,
+        _: &str,
+        _: &Resource,
+        _: &Child,
+        id: &str,
+    ) -> Result<Vec<Value>, ApplyError> {
+        panic!("customers have no child lists, yet {id}'s were read")
+    }
+}
+
+/// A person's edit in Stripe made just before a write of ours, whose
+/// webhook comes after stripe-outbound recorded that write and before the
+/// write's echo: newer than the stored version, yet its state lacks our
+/// write. Applied as it is, it would roll the write back and pass the
+/// rollback on to Salesforce, and the echo that restores the row is passed
+/// on nowhere. It is settled by reading the customer instead, on every
+/// path, the worker's included.
+#[test]
+fn a_stripe_edit_older_than_our_acknowledged_write_does_not_roll_it_back() {
+    use stripe_sync::config::DatabaseConfig;
+    use stripe_sync::inbound::InboundHandler;
+    use stripe_sync::kafka::consumer::{BatchHandler, Delivery, Outcome};
+
+    let made = chrono::Utc::now().timestamp() - 5;
+    let edit = format!(
+        r#"{{"id":"evt_person","type":"customer.updated","created":{made},
+        "request":{{"id":"req_person","idempotency_key":null}},
+        "data":{{"object":{{"id":"cus_pend","object":"customer","email":"p@example.com",
+            "name":"Older name","phone":"+1 555 0199"}}}}}}"#
+    );
+    let now = json!({"id": "cus_pend", "object": "customer", "email": "p@example.com",
+                     "name": "Newer name", "phone": "+1 555 0199"});
+    let check = |db: &TestDb, conn: &mut PgConnection, how: &str| {
+        assert_eq!(
+            name_and_phone(conn),
+            (Some("Newer name".into()), Some("+1 555 0199".into())),
+            "{how}: an edit older than our acknowledged write rolled it back"
+        );
+        let name_passed_on: i64 = diesel::sql_query(
+            "SELECT count(*) AS n FROM outbox WHERE origin = 'stripe' AND fields ? 'name'",
+        )
+        .get_result::<Count>(conn)
+        .unwrap()
+        .n;
+        assert_eq!(name_passed_on, 0, "{how}: our own name was passed back on");
+        assert_eq!(
+            db.count("outbox"),
+            3,
+            "{how}: the person's phone is passed on"
+        );
+    };
+    for (path, how) in [
+        (apply::apply_batch as Path, "apply_batch"),
+        (apply::apply_each, "apply_each"),
+    ] {
+        let db = TestDb::migrated();
+        let mut conn = db.conn();
+        customer_with_two_writes(&mut conn, 9001, 9002, &[9001, 9002]);
+        let event = StripeEvent::parse(edit.as_bytes()).unwrap();
+        conn.transaction(|conn| {
+            path(
+                conn,
+                &StripeNow(now.clone()),
+                &[&event],
+                FanOut::ToOtherServices,
+            )
+        })
+        .unwrap();
+        check(&db, &mut conn, how);
+    }
+    let db = TestDb::migrated();
+    let mut conn = db.conn();
+    customer_with_two_writes(&mut conn, 9001, 9002, &[9001, 9002]);
+    let pool = stripe_sync::db::pool(&DatabaseConfig {
+        url: db.url.clone().into(),
+        pool_size: 2,
+    });
+    let handler = InboundHandler::new(
+        pool,
+        std::sync::Arc::new(StripeNow(now)),
+        FanOut::ToOtherServices,
+    );
+    let delivery = Delivery {
+        topic: "stripe.events.v1".into(),
+        partition: 0,
+        offset: 0,
+        key: Some(b"cus_pend".to_vec()),
+        payload: Some(edit.into_bytes()),
+        headers: Vec::new(),
+    };
+    assert_eq!(handler.handle(&[delivery]).unwrap(), vec![Outcome::Done]);
+    check(&db, &mut conn, "the inbound worker");
+}
+
+/// The same edit, made well before our write was acknowledged (older
+/// than the clocks can be apart): its state has our write, and it is
+/// written as it is, with no read.
+#[test]
+fn a_stripe_edit_well_before_our_last_acknowledged_write_is_written_without_a_read() {
+    for path in [apply::apply_batch as Path, apply::apply_each] {
+        let db = TestDb::migrated();
+        let mut conn = db.conn();
+        customer_with_two_writes(&mut conn, 9001, 9002, &[9001, 9002]);
+        diesel::sql_query(
+            "UPDATE outbox_deliveries SET delivered_at = now() - interval '10 minutes'",
+        )
+        .execute(&mut conn)
+        .unwrap();
+        let made = chrono::Utc::now().timestamp() - 5;
+        let edit = StripeEvent::parse(
+            format!(
+                r#"{{"id":"evt_person","type":"customer.updated","created":{made},
+                "request":{{"id":"req_person","idempotency_key":null}},
+                "data":{{"object":{{"id":"cus_pend","object":"customer","email":"p@example.com",
+                    "name":"Person's name","phone":"+1 555 0199"}}}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let results = conn
+            .transaction(|conn| path(conn, &Unreachable, &[&edit], FanOut::ToOtherServices))
+            .unwrap();
+        assert_eq!(results, vec![Ok(Applied::Upserted)]);
+        assert_eq!(
+            name_and_phone(&mut conn),
+            (Some("Person's name".into()), Some("+1 555 0199".into()))
+        );
+    }
+}
+
+/// A Stripe no test may read.
+struct Unreachable;
+
+impl RemoteReader for Unreachable {
+    fn current(&self, _: &str, path: &str, id: &str) -> Result<RemoteObject, ApplyError> {
+        panic!("{path}/{id} was read")
+    }
+
+    fn children(
+        &self,
+        _: &str,
+        _: &Resource,
+        _: &Child,
+        id: &str,
+    ) -> Result<Vec<Value>, ApplyError> {
+        panic!("{id}'s lists were read")
+    }
+}
