@@ -17,6 +17,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use stripe_sync::apply::{self, Applied, ApplyError, EventResult, FanOut, RemoteReader};
+use stripe_sync::config::DatabaseConfig;
+use stripe_sync::inbound::InboundHandler;
+use stripe_sync::kafka::consumer::{BatchHandler, Delivery, Outcome};
 use stripe_sync::registry::{Child, Resource};
 use stripe_sync::stripe::{RemoteObject, StripeEvent};
 
@@ -637,37 +640,42 @@ fn a_prefetched_re_read_before_our_create_was_linked_does_not_roll_back_our_late
 /// (`apply::prefetch`) and applied against what was read.
 #[test]
 fn the_inbound_worker_keeps_our_write_acknowledged_after_its_prefetched_read() {
-    use stripe_sync::config::DatabaseConfig;
-    use stripe_sync::inbound::InboundHandler;
-    use stripe_sync::kafka::consumer::{BatchHandler, Delivery, Outcome};
-
     let db = TestDb::migrated();
     let mut conn = db.conn();
     customer_with_two_writes(&mut conn, 9001, 9002, &[9001]);
-    let pool = stripe_sync::db::pool(&DatabaseConfig {
-        url: db.url.clone().into(),
-        pool_size: 2,
-    });
     let reader = ReadRacingOurWrite {
         db_url: db.url.clone(),
         records_link: false,
     };
-    let handler = InboundHandler::new(pool, std::sync::Arc::new(reader), FanOut::ToOtherServices);
-    let delivery = Delivery {
-        topic: "stripe.events.v1".into(),
-        partition: 0,
-        offset: 0,
-        key: Some(b"cus_pend".to_vec()),
-        payload: Some(TIE.to_vec()),
-        headers: Vec::new(),
-    };
-    let outcomes = handler.handle(&[delivery]).unwrap();
-    assert_eq!(outcomes, vec![Outcome::Done]);
+    assert_eq!(through_the_worker(&db, reader, TIE), vec![Outcome::Done]);
     assert_eq!(
         name_and_phone(&mut conn),
         (Some("Newer name".into()), Some("+1 555 0199".into())),
         "the worker's prefetched read rolled back our acknowledged write"
     );
+}
+
+/// Hands one event about `cus_pend` to stripe-inbound's own batch handler,
+/// as the worker does, with Stripe read through `remote`.
+fn through_the_worker(
+    db: &TestDb,
+    remote: impl RemoteReader + 'static,
+    payload: &[u8],
+) -> Vec<Outcome> {
+    let pool = stripe_sync::db::pool(&DatabaseConfig {
+        url: db.url.clone().into(),
+        pool_size: 2,
+    });
+    let handler = InboundHandler::new(pool, std::sync::Arc::new(remote), FanOut::ToOtherServices);
+    let delivery = Delivery {
+        topic: "stripe.events.v1".into(),
+        partition: 0,
+        offset: 0,
+        key: Some(b"cus_pend".to_vec()),
+        payload: Some(payload.to_vec()),
+        headers: Vec::new(),
+    };
+    handler.handle(&[delivery]).unwrap()
 }
 
 /// Stripe as it is now: one customer's current state, whatever is asked.
@@ -698,10 +706,6 @@ impl RemoteReader for StripeNow {
 /// path, the worker's included.
 #[test]
 fn a_stripe_edit_older_than_our_acknowledged_write_does_not_roll_it_back() {
-    use stripe_sync::config::DatabaseConfig;
-    use stripe_sync::inbound::InboundHandler;
-    use stripe_sync::kafka::consumer::{BatchHandler, Delivery, Outcome};
-
     let made = chrono::Utc::now().timestamp() - 5;
     let edit = format!(
         r#"{{"id":"evt_person","type":"customer.updated","created":{made},
@@ -752,24 +756,10 @@ fn a_stripe_edit_older_than_our_acknowledged_write_does_not_roll_it_back() {
     let db = TestDb::migrated();
     let mut conn = db.conn();
     customer_with_two_writes(&mut conn, 9001, 9002, &[9001, 9002]);
-    let pool = stripe_sync::db::pool(&DatabaseConfig {
-        url: db.url.clone().into(),
-        pool_size: 2,
-    });
-    let handler = InboundHandler::new(
-        pool,
-        std::sync::Arc::new(StripeNow(now)),
-        FanOut::ToOtherServices,
+    assert_eq!(
+        through_the_worker(&db, StripeNow(now), edit.as_bytes()),
+        vec![Outcome::Done]
     );
-    let delivery = Delivery {
-        topic: "stripe.events.v1".into(),
-        partition: 0,
-        offset: 0,
-        key: Some(b"cus_pend".to_vec()),
-        payload: Some(edit.into_bytes()),
-        headers: Vec::new(),
-    };
-    assert_eq!(handler.handle(&[delivery]).unwrap(), vec![Outcome::Done]);
     check(&db, &mut conn, "the inbound worker");
 }
 
