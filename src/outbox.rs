@@ -281,7 +281,8 @@ pub fn newest_bound_for(
 
 /// When `service` last acknowledged a change of each of `local_ids` bound
 /// for it (of any other origin), by the database's clock; ids with none
-/// acknowledged are absent.
+/// acknowledged are absent. A failed delivery is no acknowledgement: the
+/// service holds nothing of it that a report could predate.
 pub fn last_acknowledged_at(
     conn: &mut PgConnection,
     entity: &str,
@@ -297,6 +298,7 @@ pub fn last_acknowledged_at(
         .filter(outbox::origin.ne(service))
         .filter(outbox::local_id.eq_any(local_ids))
         .filter(outbox_deliveries::service.eq(service))
+        .filter(outbox_deliveries::status.eq(DeliveryStatus::Synced.as_str()))
         .group_by(outbox::local_id)
         .select((
             outbox::local_id,

@@ -109,9 +109,22 @@ pub(super) fn read_ties(
             ((l.account, l.external_id), mark)
         })
         .collect();
-    let linked: Vec<Uuid> = local_ids.values().copied().collect();
+    // The rows whose acknowledged changes the apply will weigh: the linked
+    // ones, and those our create's echo names (linked by the time a later
+    // event of the batch is applied, so asked about here too; left out, a
+    // later edit's re-read would be missing from the plan on every try).
+    let mut weighed: Vec<Uuid> = local_ids.values().copied().collect();
+    weighed.extend(
+        events
+            .iter()
+            .zip(&keys)
+            .filter(|(_, (account, id))| {
+                !local_ids.contains_key(&((*account).to_owned(), (*id).to_owned()))
+            })
+            .filter_map(|(event, _)| local_id_in_metadata(&event.object)),
+    );
     let acknowledged =
-        outbox::last_acknowledged_at(conn, entity::CUSTOMER, &linked, service::STRIPE)?;
+        outbox::last_acknowledged_at(conn, entity::CUSTOMER, &weighed, service::STRIPE)?;
     for (event, (account, id)) in events.iter().zip(keys) {
         let k = (account.to_owned(), id.to_owned());
         let (step, mut next) = decide(event, marks.get(&k).copied());

@@ -647,7 +647,7 @@ fn the_inbound_worker_keeps_our_write_acknowledged_after_its_prefetched_read() {
         db_url: db.url.clone(),
         records_link: false,
     };
-    assert_eq!(through_the_worker(&db, reader, TIE), vec![Outcome::Done]);
+    assert_eq!(through_the_worker(&db, reader, &[TIE]), vec![Outcome::Done]);
     assert_eq!(
         name_and_phone(&mut conn),
         (Some("Newer name".into()), Some("+1 555 0199".into())),
@@ -655,27 +655,33 @@ fn the_inbound_worker_keeps_our_write_acknowledged_after_its_prefetched_read() {
     );
 }
 
-/// Hands one event about `cus_pend` to stripe-inbound's own batch handler,
-/// as the worker does, with Stripe read through `remote`.
+/// Hands events about `cus_pend` to stripe-inbound's own batch handler,
+/// as one batch the way the worker does, with Stripe read through `remote`.
 fn through_the_worker(
     db: &TestDb,
     remote: impl RemoteReader + 'static,
-    payload: &[u8],
+    payloads: &[&[u8]],
 ) -> Vec<Outcome> {
     let pool = stripe_sync::db::pool(&DatabaseConfig {
         url: db.url.clone().into(),
         pool_size: 2,
     });
     let handler = InboundHandler::new(pool, std::sync::Arc::new(remote), FanOut::ToOtherServices);
-    let delivery = Delivery {
-        topic: "stripe.events.v1".into(),
-        partition: 0,
-        offset: 0,
-        key: Some(b"cus_pend".to_vec()),
-        payload: Some(payload.to_vec()),
-        headers: Vec::new(),
-    };
-    handler.handle(&[delivery]).unwrap()
+    let batch: Vec<Delivery> = payloads
+        .iter()
+        .zip(0..)
+        .map(|(payload, offset)| Delivery {
+            topic: "stripe.events.v1".into(),
+            partition: 0,
+            offset,
+            key: Some(b"cus_pend".to_vec()),
+            payload: Some(payload.to_vec()),
+            headers: Vec::new(),
+        })
+        .collect();
+    handler
+        .handle(&batch)
+        .expect("the batch is applied, not retried")
 }
 
 /// Stripe as it is now: one customer's current state, whatever is asked.
@@ -757,7 +763,7 @@ fn a_stripe_edit_older_than_our_acknowledged_write_does_not_roll_it_back() {
     let mut conn = db.conn();
     customer_with_two_writes(&mut conn, 9001, 9002, &[9001, 9002]);
     assert_eq!(
-        through_the_worker(&db, StripeNow(now), edit.as_bytes()),
+        through_the_worker(&db, StripeNow(now), &[edit.as_bytes()]),
         vec![Outcome::Done]
     );
     check(&db, &mut conn, "the inbound worker");
@@ -774,6 +780,107 @@ fn a_stripe_edit_well_before_our_last_acknowledged_write_is_written_without_a_re
         customer_with_two_writes(&mut conn, 9001, 9002, &[9001, 9002]);
         diesel::sql_query(
             "UPDATE outbox_deliveries SET delivered_at = now() - interval '10 minutes'",
+        )
+        .execute(&mut conn)
+        .unwrap();
+        let made = chrono::Utc::now().timestamp() - 5;
+        let edit = StripeEvent::parse(
+            format!(
+                r#"{{"id":"evt_person","type":"customer.updated","created":{made},
+                "request":{{"id":"req_person","idempotency_key":null}},
+                "data":{{"object":{{"id":"cus_pend","object":"customer","email":"p@example.com",
+                    "name":"Person's name","phone":"+1 555 0199"}}}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let results = conn
+            .transaction(|conn| path(conn, &Unreachable, &[&edit], FanOut::ToOtherServices))
+            .unwrap();
+        assert_eq!(results, vec![Ok(Applied::Upserted)]);
+        assert_eq!(
+            name_and_phone(&mut conn),
+            (Some("Person's name".into()), Some("+1 555 0199".into()))
+        );
+    }
+}
+
+/// Our create's echo and, in the same batch, a person's edit made within
+/// the clock skew of the create's acknowledgement. Before the batch the
+/// customer is not linked; by the edit's turn it is, and the edit is
+/// settled by reading. The read must be in the plan made before the
+/// transaction, or every try of the batch misses it and the partition
+/// stops for good.
+#[test]
+fn a_person_s_edit_batched_after_our_create_s_echo_is_read_before_the_transaction() {
+    let db = TestDb::migrated();
+    let mut conn = db.conn();
+    for sql in [
+        format!(
+            "INSERT INTO customers (id, email, name) VALUES \
+             ('{PENDING_LOCAL}', 'p@example.com', 'Our name')"
+        ),
+        format!(
+            "INSERT INTO outbox (id, entity, local_id, operation, fields) VALUES \
+             (9001, 'customer', '{PENDING_LOCAL}', 'create', '{{\"name\": \"Our name\"}}')"
+        ),
+        "INSERT INTO outbox_deliveries (outbox_id, service, status) VALUES (9001, 'stripe', 'synced')"
+            .to_owned(),
+    ] {
+        diesel::sql_query(sql).execute(&mut conn).unwrap();
+    }
+    let now = chrono::Utc::now().timestamp();
+    let event = |id: &str, key: &str, created: i64, phone: &str| {
+        format!(
+            r#"{{"id":"{id}","type":"customer.updated","created":{created},
+            "request":{{"id":"req_{id}","idempotency_key":{key}}},
+            "data":{{"object":{{"id":"cus_pend","object":"customer","email":"p@example.com",
+                "name":"Our name","phone":{phone},
+                "metadata":{{"stripe_sync_id":"{PENDING_LOCAL}"}}}}}}}}"#
+        )
+    };
+    let echo = event(
+        "evt_created",
+        r#""stripe-sync-outbox-9001""#,
+        now - 10,
+        "null",
+    );
+    let edit = event("evt_person", "null", now - 5, r#""+1 555 0199""#);
+    let stripe_now = json!({"id": "cus_pend", "object": "customer", "email": "p@example.com",
+                            "name": "Our name", "phone": "+1 555 0199",
+                            "metadata": {"stripe_sync_id": PENDING_LOCAL}});
+    assert_eq!(
+        through_the_worker(
+            &db,
+            StripeNow(stripe_now),
+            &[echo.as_bytes(), edit.as_bytes()]
+        ),
+        vec![Outcome::Done, Outcome::Done]
+    );
+    assert_eq!(
+        name_and_phone(&mut conn),
+        (Some("Our name".into()), Some("+1 555 0199".into()))
+    );
+}
+
+/// A change of ours Stripe refused is no acknowledgement: Stripe holds
+/// nothing of it that a later report could predate, so that report is
+/// written as it is, with no read.
+#[test]
+fn a_refused_write_of_ours_does_not_make_a_stripe_edit_a_re_read() {
+    for path in [apply::apply_batch as Path, apply::apply_each] {
+        let db = TestDb::migrated();
+        let mut conn = db.conn();
+        customer_with_two_writes(&mut conn, 9001, 9002, &[]);
+        diesel::sql_query(
+            "INSERT INTO outbox_deliveries (outbox_id, service, status, error) VALUES \
+             (9001, 'stripe', 'synced', NULL), (9002, 'stripe', 'failed', 'refused')",
+        )
+        .execute(&mut conn)
+        .unwrap();
+        diesel::sql_query(
+            "UPDATE outbox_deliveries SET delivered_at = now() - interval '10 minutes' \
+             WHERE outbox_id = 9001",
         )
         .execute(&mut conn)
         .unwrap();
