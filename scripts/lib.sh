@@ -89,6 +89,20 @@ ensure_nisshi() {
   NISSHI_BIN="$CACHE_DIR/bin/nisshi"
 }
 
+# mdBook, which builds the book in docs/: built once per machine (about 3
+# minutes on 2 cores) into the cache unless an mdbook binary is on PATH.
+MDBOOK_VERSION=0.4.52
+ensure_mdbook() {
+  local candidate
+  for candidate in "${MDBOOK_BIN:-}" "$(command -v mdbook 2>/dev/null || true)" "$CACHE_DIR/bin/mdbook"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then MDBOOK_BIN="$candidate"; return; fi
+  done
+  log "docs: building mdbook $MDBOOK_VERSION once for this machine (about 3 minutes)"
+  CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" cargo install mdbook --version "$MDBOOK_VERSION" --locked \
+    --no-default-features --root "$CACHE_DIR" >&2
+  MDBOOK_BIN="$CACHE_DIR/bin/mdbook"
+}
+
 # start_broker PORT DIR [STORAGE]: a broker logging to DIR, by default with
 # sqlite storage in DIR (correct watermarks and lag, data kept across
 # restarts).

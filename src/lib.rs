@@ -1,5 +1,5 @@
 //! stripe-sync: keeps Postgres in sync with Stripe, with Kafka as the
-//! durable spine. See `docs/ARCHITECTURE.md` for the data flow and where
+//! durable spine. See `docs/src/architecture.md` for the data flow and where
 //! each invariant is enforced.
 
 pub mod apply;

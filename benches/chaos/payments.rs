@@ -59,7 +59,7 @@ impl Sent {
 }
 
 /// Whether serve saves `answer` to a request of `route` under the key and
-/// replays it to every retry (README, "Which answers are final"); the
+/// replays it to every retry (docs/src/apps/payments.md, "Which answers are final"); the
 /// others read the present, and a retry does the work again. Of the 2xx,
 /// only a purchase's `202 pending` is not final (a queued refund's `202`
 /// is).

@@ -7,6 +7,7 @@
 
 mod notifier;
 mod processes;
+pub mod reference;
 
 pub use notifier::*;
 pub use processes::*;
@@ -155,7 +156,7 @@ pub struct KafkaConfig {
 /// `KAFKA_COMPRESSION` unless set: none, so that a fetch's limit is what a
 /// worker holds. With lz4 the same fetch decompressed to 3-28 times its
 /// size and two lanes took stripe-inbound from 61 to 77 MiB (see the
-/// README's benchmark). On a cluster that pays for bytes, lz4 or zstd, with
+/// benchmark, docs/src/performance.md). On a cluster that pays for bytes, lz4 or zstd, with
 /// the workers' memory budgeted for it.
 pub const DEFAULT_COMPRESSION: Compression = Compression::None;
 

@@ -266,7 +266,7 @@ pub struct InboundConfig {
 /// `INBOUND_BATCH_SIZE` unless set. A lane's memory follows the batch it
 /// holds (parsed objects and their binds): on two lanes 500 took
 /// stripe-inbound to 92 MiB, 250 to 59-65, 200 to 57-60 at the same rate
-/// (the README's benchmark).
+/// (docs/src/performance.md).
 pub const DEFAULT_INBOUND_BATCH_SIZE: usize = 200;
 
 /// `INBOUND_APPLY_LANES` unless set: one per core, as Postgres and the

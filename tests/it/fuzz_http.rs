@@ -13,7 +13,7 @@
 //! The properties: every request is answered, and never with a 5xx other
 //! than the 503 `stripe_unavailable` of routes that need Stripe (which is
 //! unreachable here, on purpose); the process never dies; its memory stays
-//! under the README's 64 MiB per process; and 200 slow clients holding
+//! under the 64 MiB in docs/src/performance.md per process; and 200 slow clients holding
 //! half-sent requests do not stop it answering others.
 
 use std::io::{Read, Write};
@@ -30,7 +30,7 @@ use crate::fuzz::{cases, json_body, report, runner};
 use crate::support::stack::{Options, Stack, ADMIN_TOKEN, API_TOKEN, SECRET};
 use crate::support::{free_port, spawn_binary};
 
-/// What a process of ours may use at most (the README's target).
+/// What a process of ours may use at most (the target in docs/src/performance.md).
 const RSS_LIMIT_MIB: f64 = 64.0;
 
 #[derive(Debug, Clone)]

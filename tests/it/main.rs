@@ -9,6 +9,7 @@ mod catalog;
 mod consume;
 mod crash;
 mod credits;
+mod docs;
 mod fuzz;
 mod fuzz_http;
 mod idmap;

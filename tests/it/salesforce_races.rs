@@ -394,7 +394,7 @@ async fn our_late_echo_is_not_applied_and_an_edit_racing_our_write_is_read_and_a
     );
     // localstripe's echoes carry no Idempotency-Key, so one of our two
     // quick Stripe writes may come back late as a Stripe edit and go
-    // round once (see the README); what must hold is that all three
+    // round once (see docs/src/salesforce.md); what must hold is that all three
     // settle on the person's value and stay there.
     wait_for(
         WAIT,

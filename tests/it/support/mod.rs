@@ -40,14 +40,15 @@ pub fn free_port() -> u16 {
 }
 
 /// Starts a built binary of ours (`env!("CARGO_BIN_EXE_…")`) with `args`
-/// and exactly `env` (plus `PATH`), warnings and errors on the test's
-/// stderr: a real process the test can SIGKILL.
+/// and exactly `env` (plus `PATH`): a real process the test can SIGKILL.
+/// Its warnings and errors join the test's captured output, shown only
+/// should the test fail ([`relay_to_test_output`]).
 pub fn spawn_binary(
     binary: &str,
     args: &[&str],
     env: &stripe_sync::config::Env,
 ) -> std::process::Child {
-    std::process::Command::new(binary)
+    let mut child = std::process::Command::new(binary)
         .args(args)
         .env_clear()
         .envs(env.vars())
@@ -55,9 +56,30 @@ pub fn spawn_binary(
         .env("RUST_LOG", "warn")
         .current_dir(std::env::temp_dir())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("start {binary}: {e}"))
+        .unwrap_or_else(|e| panic!("start {binary}: {e}"));
+    let name = std::path::Path::new(binary)
+        .file_name()
+        .map_or_else(|| binary.to_owned(), |n| n.to_string_lossy().into_owned());
+    if let Some(stderr) = child.stderr.take() {
+        relay_to_test_output(name, stderr);
+    }
+    child
+}
+
+/// Copies a child's stderr, line by line, into the test's captured output:
+/// the test harness hands a thread started from a test that test's
+/// capture, so the lines are shown with its report should it fail and
+/// dropped should it pass.
+pub fn relay_to_test_output(name: String, stderr: impl std::io::Read + Send + 'static) {
+    use std::io::BufRead;
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("[{name}] {line}");
+        }
+    });
 }
 
 /// Sends `request` and reads its answer as JSON, whatever its status.
@@ -65,6 +87,17 @@ pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
     request.send().await.unwrap().json().await.unwrap()
 }
 
+/// The engine's logs, as a process of ours writes them, but into the
+/// test's captured output: a passing test's logs are dropped and a failing
+/// one's are printed with its report. `RUST_LOG` filters them (default
+/// `info`); `cargo test -- --nocapture` shows them all as they come.
 pub fn init_logs() {
-    stripe_sync::telemetry::init();
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    // One subscriber for the whole test binary; the first test sets it.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }

@@ -1,0 +1,273 @@
+//! The documentation cannot drift from the code: the configuration page
+//! is the settings reference rendered, every variable the code reads has
+//! its row (and its line in `.env.example`), and every link between the
+//! README and the book's pages leads to a file and heading that exist.
+//! Needs no service.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use stripe_sync::config::reference;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const CONFIG_PAGE: &str = "docs/src/configuration.md";
+const GENERATED_START: &str = "-->\n";
+const GENERATED_END: &str = "<!-- end of generated table -->";
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(Path::new(ROOT).join(relative))
+        .unwrap_or_else(|e| panic!("read {relative}: {e}"))
+}
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, found);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+}
+
+/// The names our code reads from the environment: the string literal
+/// handed to one of `Env`'s lookups or to `std::env::var`.
+fn variables_read_by_the_code() -> BTreeSet<String> {
+    let mut files = Vec::new();
+    for dir in ["src", "workers"] {
+        rust_files(&Path::new(ROOT).join(dir), &mut files);
+    }
+    let lookups = [
+        ".required(\"",
+        ".parsed(\"",
+        ".optional_parsed(\"",
+        ".or(\"",
+        ".get(\"",
+        "env::var(\"",
+    ];
+    let mut names = BTreeSet::new();
+    for file in files {
+        let source = std::fs::read_to_string(&file).unwrap();
+        // Lookups split over lines (`env.parsed(\n "NAME", …`) are joined.
+        let source: String = source.split_whitespace().collect::<Vec<_>>().join(" ");
+        let source = source.replace("( \"", "(\"");
+        for lookup in lookups {
+            for (at, _) in source.match_indices(lookup) {
+                let rest = &source[at + lookup.len()..];
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                // Upper-case names only: `.get("IsDeleted")` reads a
+                // Salesforce field, not the environment.
+                if name.len() > 2 && rest[name.len()..].starts_with('"') {
+                    names.insert(name);
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn every_variable_the_code_reads_has_its_row_and_every_row_is_read() {
+    let read = variables_read_by_the_code();
+    let documented: BTreeSet<String> = reference::names().map(str::to_owned).collect();
+    let missing: Vec<&String> = read.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "read by the code without a row in src/config/reference.rs: {missing:?}"
+    );
+    let unread: Vec<&String> = documented
+        .iter()
+        .filter(|n| !read.contains(*n) && !reference::READ_ELSEWHERE.contains(&n.as_str()))
+        .collect();
+    assert!(
+        unread.is_empty(),
+        "documented in src/config/reference.rs but read by nothing: {unread:?}"
+    );
+    let example = read_env_example();
+    let not_in_example: Vec<&String> = documented
+        .iter()
+        .filter(|n| !example.contains(n.as_str()))
+        .collect();
+    assert!(
+        not_in_example.is_empty(),
+        ".env.example lacks {not_in_example:?}"
+    );
+}
+
+/// The variable names `.env.example` sets or shows commented out.
+fn read_env_example() -> BTreeSet<String> {
+    read(".env.example")
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim_start_matches('#').trim();
+            let (name, _) = line.split_once('=')?;
+            name.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                .then(|| name.to_owned())
+        })
+        .collect()
+}
+
+/// The configuration page holds the reference's table as rendered; run
+/// with `UPDATE_DOCS=1` to rewrite it after changing the reference.
+#[test]
+fn the_configuration_page_is_the_reference_rendered() {
+    let page = read(CONFIG_PAGE);
+    let start = page
+        .find("<!-- generated from src/config/reference.rs")
+        .and_then(|at| page[at..].find(GENERATED_START).map(|end| at + end))
+        .map(|at| at + GENERATED_START.len())
+        .expect("the configuration page has lost its generated table's opening marker");
+    let end = page[start..]
+        .find(GENERATED_END)
+        .map(|at| start + at)
+        .expect("the configuration page has lost its generated table's closing marker");
+    let rendered = reference::markdown();
+    if page[start..end] == rendered {
+        return;
+    }
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        let updated = format!("{}{rendered}{}", &page[..start], &page[end..]);
+        std::fs::write(Path::new(ROOT).join(CONFIG_PAGE), updated).unwrap();
+        return;
+    }
+    panic!(
+        "{CONFIG_PAGE} differs from src/config/reference.rs rendered; run \
+         UPDATE_DOCS=1 cargo test --test it -- docs:: to rewrite it"
+    );
+}
+
+/// A heading's anchor as GitHub and mdBook make it: lower case, spaces to
+/// hyphens, other punctuation dropped.
+fn anchor_of(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            c if c.is_alphanumeric() || c == '_' || c == '-' => Some(c),
+            c if c.is_whitespace() => Some('-'),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The prose of a markdown file, fenced code blocks dropped.
+fn prose(markdown: &str) -> Vec<&str> {
+    let mut fenced = false;
+    markdown
+        .lines()
+        .filter(|line| {
+            if line.trim_start().starts_with("```") {
+                fenced = !fenced;
+                return false;
+            }
+            !fenced
+        })
+        .collect()
+}
+
+fn anchors(markdown: &str) -> BTreeSet<String> {
+    prose(markdown)
+        .into_iter()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| anchor_of(l.trim_start_matches('#')))
+        .collect()
+}
+
+/// Every `](target)` of a markdown file's prose, outside inline code.
+fn links(markdown: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for line in prose(markdown) {
+        // Inline code spans may hold `](` that is no link.
+        let text: String = line
+            .split('`')
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 0)
+            .map(|(_, part)| part)
+            .collect();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("](") {
+            rest = &rest[at + 2..];
+            if let Some(end) = rest.find(')') {
+                found.push(rest[..end].to_owned());
+                rest = &rest[end..];
+            }
+        }
+    }
+    found
+}
+
+/// The README, the book's pages and SUMMARY.md.
+fn documents() -> Vec<String> {
+    let mut docs = vec!["README.md".to_owned()];
+    let mut stack = vec![Path::new(ROOT).join("docs/src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                let relative = path.strip_prefix(ROOT).unwrap();
+                docs.push(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    docs.sort();
+    docs
+}
+
+#[test]
+fn every_link_between_the_documents_leads_to_a_file_and_heading_that_exist() {
+    let docs = documents();
+    let headings: HashMap<PathBuf, BTreeSet<String>> = docs
+        .iter()
+        .map(|d| (Path::new(ROOT).join(d), anchors(&read(d))))
+        .collect();
+    let mut broken = Vec::new();
+    for doc in &docs {
+        let here = Path::new(ROOT).join(doc);
+        for link in links(&read(doc)) {
+            if link.is_empty() || link.contains("://") || link.starts_with("mailto:") {
+                continue;
+            }
+            let (file, anchor) = link.split_once('#').unwrap_or((&link, ""));
+            let target = if file.is_empty() {
+                here.clone()
+            } else {
+                here.parent().unwrap().join(file)
+            };
+            let Ok(target) = target.canonicalize() else {
+                broken.push(format!("{doc}: {link} (no such file)"));
+                continue;
+            };
+            if anchor.is_empty() {
+                continue;
+            }
+            match headings.get(&target) {
+                Some(known) if known.contains(anchor) => {}
+                Some(_) => broken.push(format!("{doc}: {link} (no such heading)")),
+                None => broken.push(format!("{doc}: {link} (anchor into a file not checked)")),
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn every_page_of_the_book_is_in_its_summary() {
+    let summary = read("docs/src/SUMMARY.md");
+    let listed: BTreeSet<String> = links(&summary).into_iter().collect();
+    for doc in documents() {
+        let Some(page) = doc.strip_prefix("docs/src/") else {
+            continue;
+        };
+        if page != "SUMMARY.md" {
+            assert!(listed.contains(page), "{doc} is not in docs/src/SUMMARY.md");
+        }
+    }
+}
