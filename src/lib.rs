@@ -12,6 +12,7 @@ pub mod health;
 pub mod http;
 pub mod inbound;
 pub mod ingest;
+pub mod input;
 pub mod kafka;
 pub mod metrics;
 pub mod mirror;

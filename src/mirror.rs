@@ -71,19 +71,8 @@ impl Relation {
     }
 }
 
-/// A query parameter the API refuses, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    pub field: String,
-    pub message: String,
-}
-
-fn bad(field: &str, message: impl Into<String>) -> Invalid {
-    Invalid {
-        field: field.to_owned(),
-        message: message.into(),
-    }
-}
+use crate::input;
+pub use crate::input::Invalid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
@@ -148,15 +137,7 @@ impl ListQuery {
         };
         for (name, value) in pairs {
             match name.as_str() {
-                "limit" => {
-                    q.limit = value
-                        .parse::<i64>()
-                        .ok()
-                        .filter(|n| (1..=MAX_LIMIT).contains(n))
-                        .ok_or_else(|| {
-                            bad("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))
-                        })?
-                }
+                "limit" => q.limit = input::limit(Some(&value), DEFAULT_LIMIT, MAX_LIMIT)?,
                 "cursor" => q.after = Some(decode_cursor(&value, relation.key().len())?),
                 "include_deleted" => q.include_deleted = parse_bool(&name, &value)?,
                 _ => q.filters.push(filter(relation, &name, value)?),
@@ -178,13 +159,14 @@ fn query_pairs(raw: &str) -> Result<Vec<(String, String)>, Invalid> {
         .map(|pair| {
             let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
             let name = form_decode(raw_name).ok_or_else(|| {
-                bad(
+                Invalid::new(
                     raw_name,
                     "parameter names must be UTF-8 without NUL once percent-decoded",
                 )
             })?;
-            let value = form_decode(raw_value)
-                .ok_or_else(|| bad(&name, "must be UTF-8 without NUL once percent-decoded"))?;
+            let value = form_decode(raw_value).ok_or_else(|| {
+                Invalid::new(&name, "must be UTF-8 without NUL once percent-decoded")
+            })?;
             Ok((name, value))
         })
         .collect()
@@ -206,7 +188,7 @@ fn parse_account(field: &str, raw: String) -> Result<String, Invalid> {
     if crate::pull::is_account(&raw) {
         Ok(raw)
     } else {
-        Err(bad(field, "must be platform or an acct_… id"))
+        Err(Invalid::new(field, "must be platform or an acct_… id"))
     }
 }
 
@@ -227,12 +209,12 @@ impl GetQuery {
             .decode_utf8()
             .ok()
             .filter(|s| !s.contains('\0'))
-            .ok_or_else(|| bad("id", "must be UTF-8 without NUL once percent-decoded"))?
+            .ok_or_else(|| Invalid::new("id", "must be UTF-8 without NUL once percent-decoded"))?
             .into_owned();
         let mut account = PLATFORM_ACCOUNT.to_owned();
         for (name, value) in query_pairs(raw_query)? {
             if name != "account" {
-                return Err(bad(&name, "the only parameter here is account"));
+                return Err(Invalid::new(&name, "the only parameter here is account"));
             }
             account = parse_account(&name, value)?;
         }
@@ -248,7 +230,7 @@ fn parse_bool(field: &str, raw: &str) -> Result<bool, Invalid> {
     match raw {
         "true" => Ok(true),
         "false" => Ok(false),
-        _ => Err(bad(field, "must be true or false")),
+        _ => Err(Invalid::new(field, "must be true or false")),
     }
 }
 
@@ -258,7 +240,7 @@ fn parse_bool(field: &str, raw: &str) -> Result<bool, Invalid> {
 /// `[lte]`; an exact match on it matches nothing, and is refused.
 fn parse_time(field: &str, raw: &str, op: Op) -> Result<i64, Invalid> {
     let out_of_range = || {
-        bad(
+        Invalid::new(
             field,
             format!(
                 "must be unix seconds from {MIN_TIME} to {MAX_TIME}, or an RFC 3339 time \
@@ -279,7 +261,7 @@ fn parse_time(field: &str, raw: &str, op: Op) -> Result<i64, Invalid> {
     }
     // One past MAX_TIME is still far inside Postgres's timestamptz range.
     match op {
-        Op::Eq if between => Err(bad(
+        Op::Eq if between => Err(Invalid::new(
             field,
             "an exact time is a whole second (Stripe's times have no fraction)",
         )),
@@ -296,7 +278,7 @@ fn filter(relation: Relation, name: &str, raw: String) -> Result<Filter, Invalid
                 "gte]" => Op::Gte,
                 "lt]" => Op::Lt,
                 "lte]" => Op::Lte,
-                _ => return Err(bad(name, "ranges are [gt], [gte], [lt] or [lte]")),
+                _ => return Err(Invalid::new(name, "ranges are [gt], [gte], [lt] or [lte]")),
             };
             (column, op)
         }
@@ -305,7 +287,7 @@ fn filter(relation: Relation, name: &str, raw: String) -> Result<Filter, Invalid
     // The key's own text columns.
     if column == "account" || Some(column) == relation.parent_column {
         if op != Op::Eq {
-            return Err(bad(name, "takes an exact value"));
+            return Err(Invalid::new(name, "takes an exact value"));
         }
         return Ok(if column == "account" {
             Filter {
@@ -327,7 +309,7 @@ fn filter(relation: Relation, name: &str, raw: String) -> Result<Filter, Invalid
         .find(|c| c.name == column)
         .ok_or_else(|| {
             let names: Vec<&str> = relation.columns.iter().map(|c| c.name).collect();
-            bad(
+            Invalid::new(
                 name,
                 format!(
                     "not a filter of stripe.{}; filters: account, {}",
@@ -338,12 +320,18 @@ fn filter(relation: Relation, name: &str, raw: String) -> Result<Filter, Invalid
         })?;
     let ranged = matches!(col.kind, ColumnKind::Time | ColumnKind::Int);
     if op != Op::Eq && !ranged {
-        return Err(bad(name, "ranges apply to time and integer columns"));
+        return Err(Invalid::new(
+            name,
+            "ranges apply to time and integer columns",
+        ));
     }
     let value = match col.kind {
         ColumnKind::Text | ColumnKind::Ref => Operand::Text(raw),
         ColumnKind::Bool => Operand::Bool(parse_bool(name, &raw)?),
-        ColumnKind::Int => Operand::Int(raw.parse().map_err(|_| bad(name, "must be an integer"))?),
+        ColumnKind::Int => Operand::Int(
+            raw.parse()
+                .map_err(|_| Invalid::new(name, "must be an integer"))?,
+        ),
         ColumnKind::Time => Operand::Time(parse_time(name, &raw, op)?),
     };
     Ok(Filter {
@@ -366,7 +354,7 @@ fn decode_cursor(raw: &str, parts: usize) -> Result<Vec<String>, Invalid> {
         .ok()
         .and_then(|bytes| serde_json::from_slice::<Vec<String>>(&bytes).ok())
         .filter(|key| key.len() == parts && !key.iter().any(|k| k.contains('\0')))
-        .ok_or_else(|| bad("cursor", "is not a cursor this API returned"))
+        .ok_or_else(|| Invalid::new("cursor", "is not a cursor this API returned"))
 }
 
 /// Why a read of the mirror failed. Every value a caller sends is checked
@@ -380,6 +368,9 @@ pub enum ReadError {
     Timeout(Duration),
     #[error("the database failed the read: {0}")]
     Database(#[from] DieselError),
+    /// No database connection (pool exhausted, database down).
+    #[error(transparent)]
+    Unavailable(#[from] crate::db::Unavailable),
 }
 
 /// Runs `read` in a read-only transaction whose statement timeout is

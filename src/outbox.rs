@@ -298,7 +298,7 @@ pub fn last_acknowledged_at(
         .filter(outbox::origin.ne(service))
         .filter(outbox::local_id.eq_any(local_ids))
         .filter(outbox_deliveries::service.eq(service))
-        .filter(outbox_deliveries::status.eq(DeliveryStatus::Synced.as_str()))
+        .filter(outbox_deliveries::status.eq(DeliveryStatus::Synced))
         .group_by(outbox::local_id)
         .select((
             outbox::local_id,
@@ -330,18 +330,14 @@ pub fn with_undelivered(
     Ok(ids.into_iter().collect())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryStatus {
-    Synced,
-    Failed,
-}
-
-impl DeliveryStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Synced => "synced",
-            Self::Failed => "failed",
-        }
+crate::text_enum! {
+    /// `outbox_deliveries.status`: what a service did with a change.
+    pub enum DeliveryStatus {
+        /// The service holds the change.
+        Synced = "synced",
+        /// The service refused it for good (a replayed dead letter may
+        /// turn it into `Synced`).
+        Failed = "failed",
     }
 }
 
@@ -359,14 +355,14 @@ pub fn record_delivery(
         .values((
             outbox_deliveries::outbox_id.eq(outbox_id),
             outbox_deliveries::service.eq(service),
-            outbox_deliveries::status.eq(status.as_str()),
+            outbox_deliveries::status.eq(status),
             outbox_deliveries::external_id.eq(external_id),
             outbox_deliveries::error.eq(error),
         ))
         .on_conflict((outbox_deliveries::outbox_id, outbox_deliveries::service))
         .do_update()
         .set((
-            outbox_deliveries::status.eq(status.as_str()),
+            outbox_deliveries::status.eq(status),
             outbox_deliveries::external_id.eq(external_id),
             outbox_deliveries::error.eq(error),
             outbox_deliveries::delivered_at.eq(diesel::dsl::now),
@@ -382,7 +378,7 @@ pub fn is_delivered(conn: &mut PgConnection, outbox_id: i64, service: &str) -> Q
         outbox_deliveries::table
             .filter(outbox_deliveries::outbox_id.eq(outbox_id))
             .filter(outbox_deliveries::service.eq(service))
-            .filter(outbox_deliveries::status.eq(DeliveryStatus::Synced.as_str())),
+            .filter(outbox_deliveries::status.eq(DeliveryStatus::Synced)),
     ))
     .get_result(conn)
 }
@@ -407,7 +403,7 @@ pub fn due(conn: &mut PgConnection, outbox_id: i64, service: &str) -> QueryResul
             outbox_deliveries::table
                 .filter(outbox_deliveries::outbox_id.eq(outbox_id))
                 .filter(outbox_deliveries::service.eq(service))
-                .filter(outbox_deliveries::status.eq(DeliveryStatus::Synced.as_str())),
+                .filter(outbox_deliveries::status.eq(DeliveryStatus::Synced)),
         ),
     ))
     .get_result(conn)?;

@@ -9,7 +9,8 @@ use std::collections::{HashMap, HashSet};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use serde_json::Value;
-use stripe_sync::apps::payments::{command_worker, idempotency};
+use stripe_sync::apps::payments::command_worker;
+use stripe_sync::http::idempotency;
 
 use crate::payments::{is_final, Expected, Route, Sent, FINAL};
 use crate::payments_stripe::Money;

@@ -17,19 +17,7 @@ pub const MAX_METADATA_VALUE_CHARS: usize = 500;
 pub const LOCAL_ID_METADATA_KEY: &str = "stripe_sync_id";
 
 /// A field-level validation failure: 422 with the field named.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct Invalid {
-    pub field: String,
-    pub message: String,
-}
-
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
-    Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
-}
+pub use crate::input::Invalid;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
@@ -40,7 +28,7 @@ impl Email {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let field = "email";
         if raw.chars().count() > MAX_EMAIL_CHARS {
-            return Err(invalid(
+            return Err(Invalid::new(
                 field,
                 format!("must be at most {MAX_EMAIL_CHARS} characters"),
             ));
@@ -60,7 +48,7 @@ impl Email {
         if valid {
             Ok(Self(raw.to_owned()))
         } else {
-            Err(invalid(field, "is not a valid email address"))
+            Err(Invalid::new(field, "is not a valid email address"))
         }
     }
 
@@ -71,10 +59,13 @@ impl Email {
 
 fn bounded_text(field: &str, raw: &str, max: usize) -> Result<String, Invalid> {
     if raw.chars().count() > max {
-        return Err(invalid(field, format!("must be at most {max} characters")));
+        return Err(Invalid::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     if raw.chars().any(|c| c == '\0') {
-        return Err(invalid(field, "must not contain NUL characters"));
+        return Err(Invalid::new(field, "must not contain NUL characters"));
     }
     Ok(raw.to_owned())
 }
@@ -88,16 +79,16 @@ fn parse_metadata(raw: &Map<String, Value>, allow_removal: bool) -> Result<Metad
     for (key, value) in raw {
         let field = format!("metadata.{key}");
         if key.is_empty() || key.chars().count() > MAX_METADATA_KEY_CHARS {
-            return Err(invalid(
+            return Err(Invalid::new(
                 field,
                 format!("keys must be 1 to {MAX_METADATA_KEY_CHARS} characters"),
             ));
         }
         if key.contains('[') || key.contains(']') {
-            return Err(invalid(field, "keys must not contain square brackets"));
+            return Err(Invalid::new(field, "keys must not contain square brackets"));
         }
         if key == LOCAL_ID_METADATA_KEY {
-            return Err(invalid(field, "this key is reserved for stripe-sync"));
+            return Err(Invalid::new(field, "this key is reserved for stripe-sync"));
         }
         match value {
             Value::String(v) => out.push((
@@ -111,7 +102,7 @@ fn parse_metadata(raw: &Map<String, Value>, allow_removal: bool) -> Result<Metad
                 } else {
                     "a string"
                 };
-                return Err(invalid(field, format!("must be {expected}")));
+                return Err(Invalid::new(field, format!("must be {expected}")));
             }
         }
     }
@@ -132,7 +123,7 @@ pub fn merged_metadata(
         };
     }
     if merged.len() > MAX_METADATA_KEYS {
-        return Err(invalid(
+        return Err(Invalid::new(
             "metadata",
             format!("at most {MAX_METADATA_KEYS} keys"),
         ));
@@ -250,7 +241,7 @@ impl CustomerPatch {
                 .unwrap_or_default(),
         };
         if patch.is_empty() {
-            return Err(invalid("body", "names no field to change"));
+            return Err(Invalid::new("body", "names no field to change"));
         }
         Ok(patch)
     }

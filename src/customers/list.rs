@@ -34,27 +34,9 @@ pub struct ListQuery {
     pub include_deleted: bool,
 }
 
-fn bad(field: &str, message: impl Into<String>) -> Invalid {
-    Invalid {
-        field: field.to_owned(),
-        message: message.into(),
-    }
-}
-
 impl ListQuery {
     pub fn parse(p: ListParams) -> Result<Self, Invalid> {
-        let limit = match p.limit {
-            None => DEFAULT_LIMIT,
-            Some(raw) => match raw.parse::<i64>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                _ => {
-                    return Err(bad(
-                        "limit",
-                        format!("must be an integer from 1 to {MAX_LIMIT}"),
-                    ))
-                }
-            },
-        };
+        let limit = crate::input::limit(p.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
         Ok(Self {
             limit,
             after: p.cursor.as_deref().map(Cursor::decode).transpose()?,
@@ -66,7 +48,7 @@ impl ListQuery {
                     DateTime::parse_from_rfc3339(raw)
                         .map(|t| t.with_timezone(&Utc))
                         .map_err(|_| {
-                            bad(
+                            Invalid::new(
                                 "updated_since",
                                 "must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z",
                             )
@@ -76,7 +58,7 @@ impl ListQuery {
             include_deleted: match p.include_deleted.as_deref() {
                 None | Some("false") => false,
                 Some("true") => true,
-                Some(_) => return Err(bad("include_deleted", "must be true or false")),
+                Some(_) => return Err(Invalid::new("include_deleted", "must be true or false")),
             },
         })
     }
@@ -111,7 +93,7 @@ impl Cursor {
     }
 
     pub fn decode(raw: &str) -> Result<Self, Invalid> {
-        let invalid = || bad("cursor", "is not a cursor this API returned");
+        let invalid = || Invalid::new("cursor", "is not a cursor this API returned");
         let text = hex::decode(raw)
             .ok()
             .and_then(|b| String::from_utf8(b).ok())

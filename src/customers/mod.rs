@@ -32,6 +32,9 @@ pub enum CustomerError {
     Invalid(#[from] Invalid),
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
+    /// No database connection (pool exhausted, database down).
+    #[error(transparent)]
+    Unavailable(#[from] crate::db::Unavailable),
 }
 
 /// What the API shows of a customer.

@@ -2,6 +2,7 @@
 
 pub mod models;
 pub mod schema;
+mod text_enum;
 
 use std::time::Duration;
 
@@ -19,17 +20,37 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 pub type PgPool = Pool<ConnectionManager<PgConnection>>;
 pub type PgConn = PooledConnection<ConnectionManager<PgConnection>>;
 
-/// Runs a database operation on the blocking pool, for async callers.
-pub async fn blocking<T: Send + 'static>(
+/// Why an operation handed to [`blocking`] did not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    /// No connection within [`POOL_CHECKOUT_TIMEOUT`]: Postgres is down or
+    /// every connection is busy.
+    #[error("no database connection: {0}")]
+    NoConnection(#[from] diesel::r2d2::PoolError),
+    /// The task running the operation panicked or was cancelled.
+    #[error("the database task did not finish: {0}")]
+    TaskFailed(#[from] tokio::task::JoinError),
+}
+
+/// Runs `op` with a pooled connection on the blocking pool: the one way
+/// async code reaches Postgres (diesel's connections block). Every error
+/// type an operation returns says how it takes [`Unavailable`]: the API
+/// answers 503, a worker retries.
+pub async fn blocking<T, E>(
     pool: &PgPool,
-    op: impl FnOnce(&mut PgConnection) -> diesel::QueryResult<T> + Send + 'static,
-) -> anyhow::Result<T> {
+    op: impl FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<Unavailable> + Send + 'static,
+{
     let pool = pool.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<T> {
-        let mut conn = pool.get()?;
-        Ok(op(&mut conn)?)
+    tokio::task::spawn_blocking(move || {
+        let mut conn = pool.get().map_err(Unavailable::from)?;
+        op(&mut conn)
     })
-    .await?
+    .await
+    .map_err(Unavailable::from)?
 }
 
 /// How long a caller waits for a pooled connection before it fails.

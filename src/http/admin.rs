@@ -95,7 +95,9 @@ pub fn routes(
             .await
             .map_err(|e| {
                 let message = format!("{e:#}");
-                if message.starts_with("no dead letter") {
+                if e.chain()
+                    .any(|cause| cause.is::<commands::NoSuchDeadLetter>())
+                {
                     warp::reject::custom(ApiError::new(StatusCode::NOT_FOUND, "not_found", message))
                 } else {
                     warp::reject::custom(ApiError::unavailable("kafka_unavailable", &message))

@@ -55,7 +55,7 @@ pub fn whole_body() -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection>
 }
 
 /// A field refused at the edge: 400 naming it.
-pub fn refused(e: crate::apps::payments::input::Invalid) -> Rejection {
+pub fn refused(e: crate::input::Invalid) -> Rejection {
     warp::reject::custom(
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", e.message).with_field(e.field),
     )

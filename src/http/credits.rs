@@ -22,10 +22,12 @@ use super::payments::{api_error, stripe_code, Ctx};
 use crate::apps::credits::ledger::{self, Posted};
 use crate::apps::credits::packages::{self, CreateBody, PatchBody};
 use crate::apps::credits::purchases::{self, Outcome};
-use crate::apps::credits::{payment_methods, with_db, CreditsError};
+use crate::apps::credits::{payment_methods, CreditsError};
 use crate::apps::payments::input::{is_stripe_id, Invalid};
 use crate::apps::payments::intents;
 use crate::customers::list::{Cursor, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::db::blocking;
+use crate::input;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -291,7 +293,7 @@ fn customer_id(raw: &str) -> Result<Uuid, Rejection> {
 }
 
 async fn stripe_customer(ctx: &Ctx, customer: Uuid) -> Result<String, ApiError> {
-    with_db(&ctx.pool, move |conn| {
+    blocking(&ctx.pool, move |conn| {
         Ok(intents::stripe_customer(conn, customer)?)
     })
     .await
@@ -302,7 +304,7 @@ async fn run<T: Send + 'static>(
     ctx: &Ctx,
     op: impl FnOnce(&mut diesel::PgConnection) -> Result<T, CreditsError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    with_db(&ctx.pool, op).await.map_err(credits_error)
+    blocking(&ctx.pool, op).await.map_err(credits_error)
 }
 
 fn checked_entry(entry: Entry, credits: i64, reason: String) -> Result<String, Invalid> {
@@ -398,19 +400,12 @@ fn page(query: &BTreeMap<String, String>) -> Result<(i64, Option<Cursor>), Rejec
             "unknown parameter; the history takes limit and cursor",
         )));
     }
-    let limit = match query.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                refused(Invalid::new(
-                    "limit",
-                    format!("limit is an integer from 1 to {MAX_LIMIT}"),
-                ))
-            })?,
-    };
+    let limit = input::limit(
+        query.get("limit").map(String::as_str),
+        DEFAULT_LIMIT,
+        MAX_LIMIT,
+    )
+    .map_err(refused)?;
     let before = query
         .get("cursor")
         .map(|raw| Cursor::decode(raw))
@@ -434,7 +429,7 @@ fn credits_error(e: CreditsError) -> ApiError {
                 .with_detail("purchase_id", purchase_id.to_string())
         }
         CreditsError::Payments(e) => api_error(e),
-        CreditsError::Unavailable(cause) => ApiError::unavailable("database_unavailable", &cause),
+        CreditsError::Unavailable(cause) => cause.into(),
         CreditsError::Inconsistent(cause) => ApiError::unavailable("internal", &cause),
     }
 }

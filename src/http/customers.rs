@@ -7,10 +7,11 @@ use warp::{Filter, Rejection, Reply};
 
 use super::body::json_body;
 use super::error::ApiError;
-use crate::customers::input::{CreateBody, CustomerPatch, Invalid, NewCustomer, PatchBody};
+use crate::customers::input::{CreateBody, CustomerPatch, NewCustomer, PatchBody};
 use crate::customers::list::{self, ListParams, ListQuery};
 use crate::customers::{self, CustomerError, CustomerView};
-use crate::db::{PgConn, PgPool};
+use crate::db::{self, PgPool};
+use crate::input::Invalid;
 
 pub fn routes(
     pool: PgPool,
@@ -25,7 +26,9 @@ pub fn routes(
         .and(with_pool.clone())
         .and_then(|body: CreateBody, pool: PgPool| async move {
             let new = NewCustomer::parse(body).map_err(invalid)?;
-            let view = blocking(pool, move |conn| customers::create(conn, new)).await?;
+            let view = db::blocking(&pool, move |conn| customers::create(conn, new))
+                .await
+                .map_err(ApiError::from)?;
             let location = format!("/api/customers/{}", view.id);
             let mut response = with_etag(&view, StatusCode::CREATED);
             response.headers_mut().insert(
@@ -43,14 +46,18 @@ pub fn routes(
         .and(with_pool.clone())
         .and_then(|raw_query: String, pool: PgPool| async move {
             let query = parse_list_query(&raw_query)?;
-            let page = blocking(pool, move |conn| list::list(conn, &query)).await?;
+            let page = db::blocking(&pool, move |conn| list::list(conn, &query))
+                .await
+                .map_err(ApiError::from)?;
             Ok::<_, Rejection>(warp::reply::json(&page).into_response())
         });
 
     let get = item.and(warp::get()).and(with_pool.clone()).and_then(
         |id: String, pool: PgPool| async move {
             let id = parse_id(&id)?;
-            let view = blocking(pool, move |conn| customers::get(conn, id)).await?;
+            let view = db::blocking(&pool, move |conn| customers::get(conn, id))
+                .await
+                .map_err(ApiError::from)?;
             Ok::<_, Rejection>(with_etag(&view, StatusCode::OK))
         },
     );
@@ -64,10 +71,11 @@ pub fn routes(
             |id: String, if_match: Option<String>, body: PatchBody, pool: PgPool| async move {
                 let id = parse_id(&id)?;
                 let patch = CustomerPatch::parse(body).map_err(invalid)?;
-                let view = blocking(pool, move |conn| {
+                let view = db::blocking(&pool, move |conn| {
                     customers::update(conn, id, patch, if_match.as_deref())
                 })
-                .await?;
+                .await
+                .map_err(ApiError::from)?;
                 Ok::<_, Rejection>(with_etag(&view, StatusCode::OK))
             },
         );
@@ -79,10 +87,11 @@ pub fn routes(
         .and_then(
             |id: String, if_match: Option<String>, pool: PgPool| async move {
                 let id = parse_id(&id)?;
-                let view = blocking(pool, move |conn| {
+                let view = db::blocking(&pool, move |conn| {
                     customers::delete(conn, id, if_match.as_deref())
                 })
-                .await?;
+                .await
+                .map_err(ApiError::from)?;
                 Ok::<_, Rejection>(with_etag(&view, StatusCode::OK))
             },
         );
@@ -140,40 +149,26 @@ fn invalid(e: Invalid) -> Rejection {
     )
 }
 
-/// Runs a database operation on the blocking pool and maps its errors.
-async fn blocking<T: Send + 'static>(
-    pool: PgPool,
-    op: impl FnOnce(&mut PgConn) -> Result<T, CustomerError> + Send + 'static,
-) -> Result<T, Rejection> {
-    let result = tokio::task::spawn_blocking(move || {
-        let mut conn = pool
-            .get()
-            .map_err(|e| ApiError::unavailable("database_unavailable", &e))?;
-        op(&mut conn).map_err(to_api_error)
-    })
-    .await
-    .map_err(|e| ApiError::unavailable("internal", &e))
-    .and_then(|r| r);
-    result.map_err(warp::reject::custom)
-}
-
-fn to_api_error(e: CustomerError) -> ApiError {
-    match e {
-        CustomerError::NotFound => not_found(),
-        CustomerError::Deleted => ApiError::new(
-            StatusCode::CONFLICT,
-            "customer_deleted",
-            "the customer is deleted and cannot be changed",
-        ),
-        e @ CustomerError::VersionMismatch { .. } => ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "version_mismatch",
-            e.to_string(),
-        ),
-        CustomerError::Invalid(e) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", e.message)
-                .with_field(e.field)
+impl From<CustomerError> for ApiError {
+    fn from(e: CustomerError) -> Self {
+        match e {
+            CustomerError::NotFound => not_found(),
+            CustomerError::Deleted => ApiError::new(
+                StatusCode::CONFLICT,
+                "customer_deleted",
+                "the customer is deleted and cannot be changed",
+            ),
+            e @ CustomerError::VersionMismatch { .. } => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "version_mismatch",
+                e.to_string(),
+            ),
+            CustomerError::Invalid(e) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", e.message)
+                    .with_field(e.field)
+            }
+            CustomerError::Database(e) => ApiError::unavailable("database_unavailable", &e),
+            CustomerError::Unavailable(e) => e.into(),
         }
-        CustomerError::Database(e) => ApiError::unavailable("database_unavailable", &e),
     }
 }

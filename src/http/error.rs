@@ -41,6 +41,24 @@ pub enum ForKey {
 
 impl warp::reject::Reject for ApiError {}
 
+/// No connection, or the task holding it died: 503, retry later.
+impl From<crate::db::Unavailable> for ApiError {
+    fn from(e: crate::db::Unavailable) -> Self {
+        let code = match e {
+            crate::db::Unavailable::NoConnection(_) => "database_unavailable",
+            crate::db::Unavailable::TaskFailed(_) => "internal",
+        };
+        Self::unavailable(code, &e)
+    }
+}
+
+/// A query that failed: Postgres is down or refused it; 503, retry later.
+impl From<diesel::result::Error> for ApiError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::unavailable("database_unavailable", &e)
+    }
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {

@@ -21,7 +21,8 @@ use super::body::json_body;
 use super::error::ApiError;
 use crate::apps::orders::batches::{self, Acked, BatchError, Offer};
 use crate::apps::orders::export::{self, ExportSpec, HTTP_DEFAULT_LIMIT, HTTP_MAX_LIMIT};
-use crate::db::PgPool;
+use crate::db::{self, PgPool};
+use crate::input;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,13 +89,11 @@ impl ExportBody {
                     .map_err(|_| bad("since", format!("{s:?} is not an RFC 3339 time")))
             })
             .transpose()?;
-        let limit = self.limit.unwrap_or(HTTP_DEFAULT_LIMIT);
-        if !(1..=HTTP_MAX_LIMIT).contains(&limit) {
-            return Err(bad(
-                "limit",
-                format!("limit must be between 1 and {HTTP_MAX_LIMIT}"),
-            ));
-        }
+        let limit = input::limit_within(
+            Some(self.limit.unwrap_or(HTTP_DEFAULT_LIMIT)),
+            HTTP_MAX_LIMIT,
+        )
+        .map_err(|e| bad(&e.field, e.message))?;
         Ok((
             ExportSpec {
                 name,
@@ -168,34 +167,19 @@ impl Answer {
     }
 }
 
-fn rejection(e: BatchError) -> ApiError {
-    match e {
-        BatchError::UnknownBatch { .. } => {
-            ApiError::new(StatusCode::CONFLICT, "unknown_batch", e.to_string())
+impl From<BatchError> for ApiError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::UnknownBatch { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "unknown_batch", e.to_string())
+            }
+            BatchError::FiltersChanged { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "filters_changed", e.to_string())
+            }
+            BatchError::Database(e) => ApiError::unavailable("database_unavailable", &e),
+            BatchError::Unavailable(e) => e.into(),
         }
-        BatchError::FiltersChanged { .. } => {
-            ApiError::new(StatusCode::CONFLICT, "filters_changed", e.to_string())
-        }
-        BatchError::Database(e) => ApiError::unavailable("database_unavailable", &e),
     }
-}
-
-/// Runs `op` on a pooled connection on the blocking pool, and gives the
-/// connection back before returning.
-async fn in_db<T: Send + 'static>(
-    pool: PgPool,
-    op: impl FnOnce(&mut diesel::PgConnection) -> Result<T, BatchError> + Send + 'static,
-) -> Result<T, Rejection> {
-    tokio::task::spawn_blocking(move || {
-        let mut conn = pool
-            .get()
-            .map_err(|e| ApiError::unavailable("database_unavailable", &e))?;
-        op(&mut conn).map_err(rejection)
-    })
-    .await
-    .map_err(|e| ApiError::unavailable("internal", &e))
-    .and_then(|r| r)
-    .map_err(warp::reject::custom)
 }
 
 /// `lease`: how long an offered batch is held (from every caller).
@@ -210,13 +194,14 @@ pub fn routes(
         .and(with_pool.clone())
         .and_then(move |body: ExportBody, pool: PgPool| async move {
             let (spec, ack) = body.into_spec()?;
-            let offer = in_db(pool, move |conn| {
+            let offer = db::blocking(&pool, move |conn| {
                 if let Some(id) = ack {
                     batches::acknowledge(conn, Some(&spec.name), id)?;
                 }
                 batches::offer(conn, &spec, lease)
             })
-            .await?;
+            .await
+            .map_err(ApiError::from)?;
             Ok::<_, Rejection>(Answer::of(offer).into_response())
         });
     let ack = warp::path!("exports" / "paid-sessions" / "ack")
@@ -232,10 +217,11 @@ pub fn routes(
                 export::valid_name(name).map_err(|m| bad("name", m))?;
             }
             let name = body.name;
-            let acked = in_db(pool, move |conn| {
+            let acked = db::blocking(&pool, move |conn| {
                 batches::acknowledge(conn, name.as_deref(), id)
             })
-            .await?;
+            .await
+            .map_err(ApiError::from)?;
             let (status, count) = match acked {
                 Acked::Acknowledged { count } => ("acknowledged", count),
                 Acked::AlreadyAcknowledged { count } => ("already_acknowledged", count),

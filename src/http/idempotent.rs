@@ -1,5 +1,5 @@
 //! `Idempotency-Key` on the API's POSTs (payments, credits), with the
-//! rules of [`crate::apps::payments::idempotency`]: a replay answers what
+//! rules of [`super::idempotency`]: a replay answers what
 //! the first request finally answered, and the work gets the key to send
 //! to Stripe.
 
@@ -12,9 +12,9 @@ use warp::{Rejection, Reply};
 
 use super::body::refused;
 use super::error::{ApiError, ForKey};
-use crate::apps::payments::idempotency::{self, Claim};
-use crate::apps::payments::input::Invalid;
-use crate::db::PgPool;
+use super::idempotency::{self, Claim};
+use crate::db::{self, PgPool};
+use crate::input::Invalid;
 
 /// The `Idempotency-Key` of a route that moves money or credits, where a
 /// request without one is refused rather than risked.
@@ -88,8 +88,8 @@ where
     let hash = idempotency::request_hash(route, body);
     let claimed = {
         let (pool, key, route) = (pool.clone(), key.clone(), route.to_owned());
-        super::with_db(pool, move |conn| {
-            idempotency::claim(conn, &key, &route, &hash)
+        db::blocking(&pool, move |conn| -> Result<_, ApiError> {
+            Ok(idempotency::claim(conn, &key, &route, &hash)?)
         })
         .await?
     };
@@ -131,10 +131,15 @@ where
                 Ok(a) => (a.status, a.body.clone()),
                 Err(e) => (e.status, e.body()),
             };
-            super::with_db(pool, move |conn| match for_key {
-                ForKey::Replay => idempotency::complete(conn, &key, saved.0.as_u16(), &saved.1),
-                ForKey::Reopen => idempotency::reopen(conn, &key),
-                ForKey::Release => idempotency::release(conn, &key),
+            db::blocking(&pool, move |conn| -> Result<_, ApiError> {
+                match for_key {
+                    ForKey::Replay => {
+                        idempotency::complete(conn, &key, saved.0.as_u16(), &saved.1)?
+                    }
+                    ForKey::Reopen => idempotency::reopen(conn, &key)?,
+                    ForKey::Release => idempotency::release(conn, &key)?,
+                }
+                Ok(())
             })
             .await?;
             Ok(respond(answer))

@@ -9,7 +9,7 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use super::error::ApiError;
-use crate::db::{PgConn, PgPool};
+use crate::db::{self, PgPool};
 use crate::mirror::{self, GetQuery, ListQuery, ReadError, Relation};
 
 /// The routes; each read is cancelled by Postgres after `query_timeout`
@@ -93,15 +93,15 @@ impl Readers {
     }
 }
 
-/// Runs a read of the mirror on the blocking pool. Not `with_db`: that
-/// answers every database error 503, and a read that ran out of time is
+/// Runs a read of the mirror on the blocking pool, at most as many at once
+/// as `readers` allows. A read that ran out of time is answered 504: it is
 /// neither the database being down nor worth paging anyone for.
 async fn read<T: Send + 'static>(
     pool: PgPool,
     readers: Readers,
     relation: Relation,
     timeout: Duration,
-    op: impl FnOnce(&mut PgConn, Duration) -> Result<T, ReadError> + Send + 'static,
+    op: impl FnOnce(&mut diesel::PgConnection, Duration) -> Result<T, ReadError> + Send + 'static,
 ) -> Result<T, Rejection> {
     let Ok(permit) = readers.0.try_acquire_owned() else {
         return Err(warp::reject::custom(
@@ -113,37 +113,35 @@ async fn read<T: Send + 'static>(
             .with_retry_after(1),
         ));
     };
-    tokio::task::spawn_blocking(move || {
+    db::blocking(&pool, move |conn| {
         let _permit = permit;
-        let mut conn = pool
-            .get()
-            .map_err(|e| ApiError::unavailable("database_unavailable", &e))?;
-        op(&mut conn, timeout).map_err(|e| match e {
-            ReadError::Timeout(after) => {
-                // The caller's query, or a lock held elsewhere: worth a
-                // look if it recurs, not an outage.
-                tracing::warn!(
-                    relation = relation.name,
-                    timeout_ms = after.as_millis() as u64,
-                    "mirror read cancelled at its statement timeout"
-                );
-                ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "query_timeout",
-                    format!(
-                        "the database did not finish this read within {} ms; narrow the \
-                         filters or lower limit, or retry later",
-                        after.as_millis()
-                    ),
-                )
-            }
-            ReadError::Database(e) => ApiError::unavailable("database_unavailable", &e),
-        })
+        op(conn, timeout)
     })
     .await
-    .map_err(|e| ApiError::unavailable("internal", &e))
-    .and_then(|r| r)
-    .map_err(warp::reject::custom)
+    .map_err(|e| match e {
+        ReadError::Timeout(after) => {
+            // The caller's query, or a lock held elsewhere: worth a look
+            // if it recurs, not an outage.
+            tracing::warn!(
+                relation = relation.name,
+                timeout_ms = after.as_millis() as u64,
+                "mirror read cancelled at its statement timeout"
+            );
+            warp::reject::custom(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "query_timeout",
+                format!(
+                    "the database did not finish this read within {} ms; narrow the \
+                     filters or lower limit, or retry later",
+                    after.as_millis()
+                ),
+            ))
+        }
+        ReadError::Database(e) => {
+            warp::reject::custom(ApiError::unavailable("database_unavailable", &e))
+        }
+        ReadError::Unavailable(e) => warp::reject::custom(ApiError::from(e)),
+    })
 }
 
 fn find(relation: &str) -> Result<Relation, Rejection> {
@@ -156,7 +154,7 @@ fn find(relation: &str) -> Result<Relation, Rejection> {
     })
 }
 
-fn invalid(e: mirror::Invalid) -> Rejection {
+fn invalid(e: crate::input::Invalid) -> Rejection {
     warp::reject::custom(
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.message).with_field(e.field),
     )

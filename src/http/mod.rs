@@ -8,6 +8,7 @@ pub mod customers;
 pub mod error;
 pub mod exports;
 pub mod health;
+pub mod idempotency;
 pub mod idempotent;
 pub mod mirror;
 pub mod notifications;
@@ -27,8 +28,6 @@ use warp::{Filter, Reply};
 use crate::db::PgPool;
 use crate::ingest::WebhookIngest;
 use crate::kafka::EventProducer;
-use error::ApiError;
-use warp::Rejection;
 
 /// Everything the routes need, built once by [`crate::serve::run`].
 #[derive(Clone)]
@@ -155,23 +154,6 @@ fn log_outcome(info: warp::log::Info<'_>) {
     } else {
         tracing::info!(status = status.as_u16(), elapsed_ms, "finished processing");
     }
-}
-
-/// Runs a query on the blocking pool; a database failure is a 503.
-pub(crate) async fn with_db<T: Send + 'static>(
-    pool: PgPool,
-    op: impl FnOnce(&mut crate::db::PgConn) -> diesel::QueryResult<T> + Send + 'static,
-) -> Result<T, Rejection> {
-    tokio::task::spawn_blocking(move || {
-        let mut conn = pool
-            .get()
-            .map_err(|e| ApiError::unavailable("database_unavailable", &e))?;
-        op(&mut conn).map_err(|e| ApiError::unavailable("database_unavailable", &e))
-    })
-    .await
-    .map_err(|e| ApiError::unavailable("internal", &e))
-    .and_then(|r| r)
-    .map_err(warp::reject::custom)
 }
 
 /// Binds (port 0 picks a free port) and returns the bound address and the

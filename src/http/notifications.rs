@@ -7,9 +7,9 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use super::error::ApiError;
-use super::with_db;
-use crate::apps::orders::notifications::{self, RetryError, STATUSES};
-use crate::db::PgPool;
+use crate::apps::orders::notifications::{self, NotificationStatus, RetryError, STATUSES};
+use crate::db::{self, PgPool};
+use crate::input;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,18 +29,22 @@ pub fn routes(
         .and_then(|raw: String, pool: PgPool| async move {
             let params: ListParams = serde_urlencoded::from_str(&raw)
                 .map_err(|e| invalid("query", format!("invalid query: {e}")))?;
-            if let Some(status) = params.status.as_deref().filter(|s| !STATUSES.contains(s)) {
-                return Err(invalid(
-                    "status",
-                    format!("{status:?} is not one of {}", STATUSES.join(", ")),
-                ));
-            }
-            let limit = params.limit.unwrap_or(100);
-            if !(1..=1000).contains(&limit) {
-                return Err(invalid("limit", "limit must be between 1 and 1000".into()));
-            }
-            let rows = with_db(pool, move |conn| {
-                notifications::list(conn, params.status.as_deref(), limit)
+            let status = params
+                .status
+                .as_deref()
+                .map(|s| {
+                    s.parse::<NotificationStatus>().map_err(|_| {
+                        invalid(
+                            "status",
+                            format!("{s:?} is not one of {}", STATUSES.join(", ")),
+                        )
+                    })
+                })
+                .transpose()?;
+            let limit = input::limit_within(Some(params.limit.unwrap_or(100)), 1000)
+                .map_err(|e| invalid(&e.field, e.message))?;
+            let rows = db::blocking(&pool, move |conn| -> Result<_, ApiError> {
+                Ok(notifications::list(conn, status, limit)?)
             })
             .await?;
             Ok::<_, Rejection>(
@@ -51,31 +55,32 @@ pub fn routes(
         .and(warp::post())
         .and(with_pool)
         .and_then(|id: i64, pool: PgPool| async move {
-            let retried = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-                let mut conn = pool
-                    .get()
-                    .map_err(|e| ApiError::unavailable("database_unavailable", &e))?;
-                notifications::retry(&mut conn, id).map_err(|e| match e {
-                    RetryError::NotFound(_) => {
-                        ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
-                    }
-                    RetryError::AlreadySent(_) => {
-                        ApiError::new(StatusCode::CONFLICT, "already_sent", e.to_string())
-                    }
-                    RetryError::BeingSent { .. } => {
-                        ApiError::new(StatusCode::CONFLICT, "being_sent", e.to_string())
-                    }
-                    RetryError::Database(e) => ApiError::unavailable("database_unavailable", &e),
-                })
-            })
-            .await
-            .map_err(|e| warp::reject::custom(ApiError::unavailable("internal", &e)))?
-            .map_err(warp::reject::custom)?;
+            let retried = db::blocking(&pool, move |conn| notifications::retry(conn, id))
+                .await
+                .map_err(ApiError::from)?;
             Ok::<_, Rejection>(
                 warp::reply::json(&serde_json::json!({ "notification": retried })).into_response(),
             )
         });
     list.or(retry).unify()
+}
+
+impl From<RetryError> for ApiError {
+    fn from(e: RetryError) -> Self {
+        match e {
+            RetryError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            RetryError::AlreadySent(_) => {
+                ApiError::new(StatusCode::CONFLICT, "already_sent", e.to_string())
+            }
+            RetryError::BeingSent { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "being_sent", e.to_string())
+            }
+            RetryError::Database(e) => ApiError::unavailable("database_unavailable", &e),
+            RetryError::Unavailable(e) => e.into(),
+        }
+    }
 }
 
 fn invalid(field: &str, message: String) -> Rejection {

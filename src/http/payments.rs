@@ -12,14 +12,15 @@ use warp::{Filter, Rejection, Reply};
 
 use super::body::{json_body, refused, typed};
 use super::error::ApiError;
+use super::idempotency;
 use super::idempotent::{self, idempotent, Answer};
+use crate::apps::payments::checkout;
 use crate::apps::payments::input::{
     self, CheckoutBody, IntentBody, Invalid, RefundBody, RefundRequestBody,
 };
 use crate::apps::payments::intents::{self, PaymentsError};
 use crate::apps::payments::refund_requests::{self, Queued};
-use crate::apps::payments::{checkout, idempotency};
-use crate::db::PgPool;
+use crate::db::{self, PgPool};
 use crate::kafka::EventProducer;
 use crate::stripe::client::{StripeClient, StripeError};
 
@@ -54,12 +55,11 @@ impl Ctx {
     /// synced yet.
     async fn stripe_customer(&self, local: Option<Uuid>) -> Result<Option<String>, ApiError> {
         match local {
-            Some(local) => {
-                with_conn(self.pool.clone(), move |conn| {
-                    intents::stripe_customer(conn, local).map(Some)
-                })
-                .await
-            }
+            Some(local) => db::blocking(&self.pool, move |conn| {
+                intents::stripe_customer(conn, local).map(Some)
+            })
+            .await
+            .map_err(api_error),
             None => Ok(None),
         }
     }
@@ -211,10 +211,11 @@ pub fn routes(
                 "refund-requests",
                 &body,
                 move |_| async move {
-                    let queued = with_conn(ctx.pool.clone(), move |conn| {
+                    let queued = db::blocking(&ctx.pool, move |conn| {
                         Ok(refund_requests::queue(conn, &request_id, &refund)?)
                     })
-                    .await?;
+                    .await
+                    .map_err(api_error)?;
                     match queued {
                         Queued::New(r) | Queued::Existing(r) => Ok(Answer::done(
                             StatusCode::ACCEPTED,
@@ -235,11 +236,9 @@ pub fn routes(
         .and(warp::get())
         .and(with.clone())
         .and_then(|id: String, ctx: Ctx| async move {
-            let found = with_conn(ctx.pool.clone(), move |conn| {
-                Ok(refund_requests::get(conn, &id)?)
-            })
-            .await
-            .map_err(warp::reject::custom)?;
+            let found = db::blocking(&ctx.pool, move |conn| Ok(refund_requests::get(conn, &id)?))
+                .await
+                .map_err(|e| warp::reject::custom(api_error(e)))?;
             match found {
                 Some(r) => Ok(warp::reply::json(&r).into_response()),
                 None => Err(warp::reject::custom(ApiError::new(
@@ -263,11 +262,11 @@ pub fn routes(
                     )))
                 }
             };
-            let list = with_conn(ctx.pool.clone(), move |conn| {
+            let list = db::blocking(&ctx.pool, move |conn| {
                 Ok(refund_requests::for_payment(conn, &pi)?)
             })
             .await
-            .map_err(warp::reject::custom)?;
+            .map_err(|e| warp::reject::custom(api_error(e)))?;
             Ok::<_, Rejection>(
                 warp::reply::json(&serde_json::json!({"refund_requests": list})).into_response(),
             )
@@ -300,10 +299,11 @@ async fn read_checkout(ctx: &Ctx, id: String) -> Result<Value, ApiError> {
         ));
     }
     let lookup = id.clone();
-    let mirrored = with_conn(ctx.pool.clone(), move |conn| {
+    let mirrored = db::blocking(&ctx.pool, move |conn| {
         Ok(checkout::mirrored(conn, &lookup)?)
     })
-    .await?;
+    .await
+    .map_err(api_error)?;
     if let Some(session) = mirrored {
         return Ok(session);
     }
@@ -338,20 +338,6 @@ async fn read_checkout(ctx: &Ctx, id: String) -> Result<Value, ApiError> {
         tracing::warn!(checkout.session = %id, error = %format!("{e:#}"), "could not publish the session read from Stripe");
     }
     Ok(session)
-}
-
-pub(super) async fn with_conn<T: Send + 'static>(
-    pool: PgPool,
-    op: impl FnOnce(&mut diesel::PgConnection) -> Result<T, PaymentsError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let mut conn = pool
-            .get()
-            .map_err(|e| ApiError::unavailable("database_unavailable", &e))?;
-        op(&mut conn).map_err(api_error)
-    })
-    .await
-    .map_err(|e| ApiError::unavailable("internal", &e))?
 }
 
 /// A payments failure as the API answers it: Stripe's own code and message
@@ -409,6 +395,7 @@ pub(super) fn api_error(e: PaymentsError) -> ApiError {
         ),
         PaymentsError::Stripe(e) => ApiError::unavailable("stripe_unavailable", &e),
         PaymentsError::Database(e) => ApiError::unavailable("database_unavailable", &e),
+        PaymentsError::Unavailable(e) => e.into(),
     }
 }
 

@@ -21,6 +21,8 @@ use crate::salesforce::event::{SalesforceEvent, SOURCE_RELAY};
 use crate::stripe::WebhookVerifier;
 
 pub const SIGNATURE_HEADER: &str = "stripesync-signature";
+/// [`SIGNATURE_HEADER`] as messages spell it.
+const RELAY_SIGNATURE_HEADER: &str = "StripeSync-Signature";
 
 pub struct Relay {
     pub verifier: WebhookVerifier,
@@ -57,10 +59,11 @@ async fn handle(
         .verify(signature, body, crate::ingest::unix_now())
         .map_err(|e| {
             // The scheme is Stripe's; the header it names is ours.
-            let message = e
-                .to_string()
-                .replace("Stripe-Signature", "StripeSync-Signature");
-            ApiError::new(StatusCode::BAD_REQUEST, e.code(), message)
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                e.code(),
+                e.message_for(RELAY_SIGNATURE_HEADER),
+            )
         })?;
     let events = parse(body)
         .map_err(|reason| ApiError::new(StatusCode::BAD_REQUEST, "invalid_records", reason))?;

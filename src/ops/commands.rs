@@ -199,15 +199,29 @@ pub fn dlq_show(inv: &Inventory, pool: &PgPool, id: &str, as_json: bool) -> anyh
     ))
 }
 
+/// An id that names no dead letter of ours (the API answers 404).
+#[derive(Debug, thiserror::Error)]
+pub enum NoSuchDeadLetter {
+    #[error("no dead letter {0:?}: ids are topic:partition:offset")]
+    Malformed(String),
+    #[error("no dead letter {id}: {topic} is not one of our dead-letter topics")]
+    NotOurs { id: String, topic: String },
+    #[error("no dead letter {0}")]
+    Absent(String),
+}
+
 fn find(inv: &Inventory, pool: &PgPool, id: &str) -> anyhow::Result<dlq::DeadLetter> {
-    let (topic, _, _) = dlq::parse_id(id)
-        .ok_or_else(|| anyhow::anyhow!("no dead letter {id:?}: ids are topic:partition:offset"))?;
-    anyhow::ensure!(
-        inv.dead_letter_topics().contains(&topic),
-        "no dead letter {id}: {topic} is not one of our dead-letter topics"
-    );
+    let (topic, _, _) =
+        dlq::parse_id(id).ok_or_else(|| NoSuchDeadLetter::Malformed(id.to_owned()))?;
+    if !inv.dead_letter_topics().contains(&topic) {
+        return Err(NoSuchDeadLetter::NotOurs {
+            id: id.to_owned(),
+            topic,
+        }
+        .into());
+    }
     dlq::get(&inv.brokers, &mut *pool.get()?, id)?
-        .ok_or_else(|| anyhow::anyhow!("no dead letter {id}"))
+        .ok_or_else(|| NoSuchDeadLetter::Absent(id.to_owned()).into())
 }
 
 /// Which dead letters to replay.

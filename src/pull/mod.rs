@@ -117,7 +117,7 @@ impl PullContext {
         &self,
         op: impl FnOnce(&mut diesel::PgConnection) -> diesel::QueryResult<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        crate::db::blocking(&self.pool, op).await
+        crate::db::blocking(&self.pool, move |conn| Ok::<_, anyhow::Error>(op(conn)?)).await
     }
 
     /// Publishes one event (webhook-shaped JSON) keyed by its object id and

@@ -171,8 +171,10 @@ impl Poller {
 
     async fn load(&self, org: &str) -> anyhow::Result<Option<Cursor>> {
         let org = org.to_owned();
-        let saved =
-            crate::db::blocking(&self.pool, move |conn| cursor::load(conn, key(&org))).await?;
+        let saved = crate::db::blocking(&self.pool, move |conn| -> anyhow::Result<_> {
+            Ok(cursor::load(conn, key(&org))?)
+        })
+        .await?;
         match saved.and_then(|c| c.position) {
             None => Ok(None),
             Some(p) => Cursor::parse(&p)
@@ -184,8 +186,8 @@ impl Poller {
     async fn save(&self, org: &str, at: &Cursor) -> anyhow::Result<()> {
         let org = org.to_owned();
         let position = at.position();
-        crate::db::blocking(&self.pool, move |conn| {
-            cursor::save(conn, key(&org), Some(&position), "", false)
+        crate::db::blocking(&self.pool, move |conn| -> anyhow::Result<()> {
+            Ok(cursor::save(conn, key(&org), Some(&position), "", false)?)
         })
         .await
     }

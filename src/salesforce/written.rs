@@ -78,7 +78,7 @@ impl Writes {
     /// by the locking writers).
     pub fn load(conn: &mut PgConnection, local_id: Uuid) -> QueryResult<Self> {
         let pending = fanout::pending_for(conn, local_id, service::SALESFORCE)?;
-        let mut rows: Vec<(Value, DateTime<Utc>, String)> = outbox::table
+        let mut rows: Vec<(Value, DateTime<Utc>, DeliveryStatus)> = outbox::table
             .inner_join(
                 outbox_deliveries::table.on(outbox_deliveries::outbox_id
                     .eq(outbox::id)
@@ -101,7 +101,7 @@ impl Writes {
             ..Self::default()
         };
         for (fields, acked, status) in rows {
-            if status == DeliveryStatus::Synced.as_str() {
+            if status == DeliveryStatus::Synced {
                 writes.record(&fields, acked.timestamp_millis());
             } else {
                 writes.refused(&fields);

@@ -11,28 +11,61 @@ pub const DEFAULT_TOLERANCE_SECS: i64 = 300;
 
 /// Why a webhook was refused. Each variant maps to a distinct, documented
 /// error code so an operator can tell a misconfigured secret from clock skew.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Displayed as a Stripe webhook's; [`SignatureError::message_for`] names
+/// another header carrying the same scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignatureError {
-    #[error("the Stripe-Signature header is missing")]
     MissingHeader,
-    #[error("the Stripe-Signature header is malformed: {0}")]
     MalformedHeader(&'static str),
-    #[error("the Stripe-Signature header has no v1 signature")]
     NoV1Signature,
-    #[error(
-        "the signature timestamp is {age_secs} s old, more than the {tolerance_secs} s tolerance"
-    )]
-    TimestampTooOld { age_secs: i64, tolerance_secs: i64 },
-    #[error("the signature timestamp is {ahead_secs} s in the future, more than the {tolerance_secs} s tolerance")]
+    TimestampTooOld {
+        age_secs: i64,
+        tolerance_secs: i64,
+    },
     TimestampInFuture {
         ahead_secs: i64,
         tolerance_secs: i64,
     },
-    #[error("no v1 signature matches the payload for any configured secret")]
     NoMatchingSignature,
 }
 
+/// The header Stripe signs its webhooks in.
+pub const STRIPE_HEADER: &str = "Stripe-Signature";
+
+impl std::fmt::Display for SignatureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message_for(STRIPE_HEADER))
+    }
+}
+
+impl std::error::Error for SignatureError {}
+
 impl SignatureError {
+    /// The message, naming `header` as the one the signature came in (the
+    /// Salesforce relay signs with Stripe's scheme in a header of ours).
+    pub fn message_for(&self, header: &str) -> String {
+        match self {
+            Self::MissingHeader => format!("the {header} header is missing"),
+            Self::MalformedHeader(why) => format!("the {header} header is malformed: {why}"),
+            Self::NoV1Signature => format!("the {header} header has no v1 signature"),
+            Self::TimestampTooOld {
+                age_secs,
+                tolerance_secs,
+            } => format!(
+                "the signature timestamp is {age_secs} s old, more than the {tolerance_secs} s tolerance"
+            ),
+            Self::TimestampInFuture {
+                ahead_secs,
+                tolerance_secs,
+            } => format!(
+                "the signature timestamp is {ahead_secs} s in the future, more than the {tolerance_secs} s tolerance"
+            ),
+            Self::NoMatchingSignature => {
+                "no v1 signature matches the payload for any configured secret".to_owned()
+            }
+        }
+    }
+
     /// Stable machine-readable code for API error bodies and metrics.
     pub fn code(&self) -> &'static str {
         match self {

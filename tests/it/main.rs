@@ -28,5 +28,6 @@ mod salesforce_races;
 mod shutdown;
 mod signature_oracle;
 mod startup;
+mod statuses;
 mod tombstone;
 mod webhook;

@@ -33,28 +33,12 @@ pub enum CreditsError {
     #[error(transparent)]
     Payments(#[from] PaymentsError),
     /// No database connection (pool exhausted, database down).
-    #[error("the database is unavailable: {0}")]
-    Unavailable(String),
+    #[error(transparent)]
+    Unavailable(#[from] crate::db::Unavailable),
     /// Stripe and our records disagree about a purchase (an intent that is
     /// not the one recorded for it): nothing is credited, an operator looks.
     #[error("{0}")]
     Inconsistent(String),
-}
-
-/// Runs `op` with a pooled connection on the blocking pool.
-pub(crate) async fn with_db<T: Send + 'static>(
-    pool: &crate::db::PgPool,
-    op: impl FnOnce(&mut diesel::PgConnection) -> Result<T, CreditsError> + Send + 'static,
-) -> Result<T, CreditsError> {
-    let pool = pool.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut conn = pool
-            .get()
-            .map_err(|e| CreditsError::Unavailable(e.to_string()))?;
-        op(&mut conn)
-    })
-    .await
-    .map_err(|e| CreditsError::Unavailable(e.to_string()))?
 }
 
 impl From<diesel::result::Error> for CreditsError {

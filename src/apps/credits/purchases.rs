@@ -18,9 +18,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::packages::{self, Package};
-use super::{ledger, payment_methods, with_db, CreditsError};
+use super::{ledger, payment_methods, CreditsError};
 use crate::apps::payments::intents;
-use crate::db::PgPool;
+use crate::db::{blocking, PgPool};
 use crate::stripe::client::{StripeClient, StripeError};
 use crate::stripe::{RemoteObject, PLATFORM_ACCOUNT};
 
@@ -41,7 +41,7 @@ pub struct Purchase {
     #[diesel(sql_type = Nullable<Text>)]
     pub payment_intent: Option<String>,
     #[diesel(sql_type = Text)]
-    pub status: String,
+    pub status: PurchaseStatus,
     #[diesel(sql_type = Nullable<Text>)]
     pub error_code: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
@@ -50,6 +50,22 @@ pub struct Purchase {
     /// purchases started before this was kept).
     #[diesel(sql_type = Nullable<Text>)]
     pub payment_method: Option<String>,
+}
+
+crate::text_enum! {
+    /// `credits.purchases.status`: where its payment stands.
+    pub enum PurchaseStatus {
+        /// Recorded before Stripe is asked; nothing is known of the charge.
+        Processing = "processing",
+        /// Stripe is still moving the money (its `processing`).
+        Pending = "pending",
+        /// The customer must authenticate the payment.
+        RequiresAction = "requires_action",
+        /// Paid and credited, once.
+        Succeeded = "succeeded",
+        /// Declined, refused or with nothing to pay with.
+        Failed = "failed",
+    }
 }
 
 const COLUMNS: &str = "id, customer_id, package_id, credits, price, currency, payment_intent, \
@@ -162,7 +178,7 @@ pub fn intent_form(
 pub fn record(
     conn: &mut PgConnection,
     id: Uuid,
-    status: &str,
+    status: PurchaseStatus,
     payment_intent: Option<&str>,
     error: Option<(&str, &str)>,
 ) -> QueryResult<()> {
@@ -205,7 +221,7 @@ pub fn credit(
         ))
         .bind::<SqlUuid, _>(id)
         .get_result(conn)?;
-        if purchase.status != "succeeded" {
+        if purchase.status != PurchaseStatus::Succeeded {
             // credit_purchase refused: the purchase is another intent's.
             return Err(CreditsError::Inconsistent(format!(
                 "purchase {id} could not be credited for {payment_intent}"
@@ -230,7 +246,7 @@ pub async fn buy(
     request_key: String,
 ) -> Result<Outcome, CreditsError> {
     let key = request_key.clone();
-    let found = with_db(pool, move |conn| Ok(find(conn, &key)?)).await?;
+    let found = blocking(pool, move |conn| Ok::<_, CreditsError>(find(conn, &key)?)).await?;
     let (purchase, charge_with) = match found {
         // The key's purchase is another customer's or another package's:
         // the key was reused, and nothing of that purchase is answered.
@@ -242,13 +258,13 @@ pub async fn buy(
         Some(purchase) => (purchase, None),
         None => {
             let (stripe_customer, package) =
-                with_db(pool, move |conn| prepare(conn, customer, &package_id)).await?;
+                blocking(pool, move |conn| prepare(conn, customer, &package_id)).await?;
             let pm = payment_methods::default_of(stripe, &stripe_customer)
                 .await?
                 .ok_or(CreditsError::NoPaymentMethod)?;
             let (key, recorded_pm) = (request_key.clone(), pm.clone());
-            let purchase = with_db(pool, move |conn| {
-                Ok(open(conn, customer, &package, &recorded_pm, &key)?)
+            let purchase = blocking(pool, move |conn| {
+                Ok::<_, CreditsError>(open(conn, customer, &package, &recorded_pm, &key)?)
             })
             .await?;
             // A concurrent twin may have recorded it first (another card,
@@ -257,15 +273,15 @@ pub async fn buy(
             (purchase, Some((stripe_customer, pm)))
         }
     };
-    match purchase.status.as_str() {
-        "succeeded" => {
+    match purchase.status {
+        PurchaseStatus::Succeeded => {
             let (id, pi) = (
                 purchase.id,
                 purchase.payment_intent.clone().unwrap_or_default(),
             );
-            return with_db(pool, move |conn| credit(conn, id, &pi)).await;
+            return blocking(pool, move |conn| credit(conn, id, &pi)).await;
         }
-        "failed" => {
+        PurchaseStatus::Failed => {
             let message = purchase
                 .error
                 .unwrap_or_else(|| "the payment failed".into());
@@ -284,7 +300,7 @@ pub async fn buy(
                 },
             });
         }
-        _ => {}
+        PurchaseStatus::Processing | PurchaseStatus::Pending | PurchaseStatus::RequiresAction => {}
     }
     let intent = match (&purchase.payment_intent, charge_with) {
         (Some(pi), _) => match stripe
@@ -306,8 +322,8 @@ pub async fn buy(
         }
         (None, None) => {
             let customer = purchase.customer_id;
-            let stripe_customer = with_db(pool, move |conn| {
-                Ok(intents::stripe_customer(conn, customer)?)
+            let stripe_customer = blocking(pool, move |conn| {
+                Ok::<_, CreditsError>(intents::stripe_customer(conn, customer)?)
             })
             .await?;
             // The same request as the first attempt, so Stripe replays
@@ -322,11 +338,11 @@ pub async fn buy(
                 Some(pm) => charge(stripe, &purchase, &stripe_customer, &pm, &request_key).await,
                 None => {
                     let id = purchase.id;
-                    with_db(pool, move |conn| {
-                        Ok(record(
+                    blocking(pool, move |conn| {
+                        Ok::<_, CreditsError>(record(
                             conn,
                             id,
-                            "failed",
+                            PurchaseStatus::Failed,
                             None,
                             Some((
                                 NO_PAYMENT_METHOD,
@@ -370,10 +386,10 @@ async fn settle(
     let pi = intent["id"].as_str().unwrap_or_default().to_owned();
     let status = intent["status"].as_str().unwrap_or_default().to_owned();
     match status.as_str() {
-        "succeeded" => with_db(pool, move |conn| credit(conn, id, &pi)).await,
+        "succeeded" => blocking(pool, move |conn| credit(conn, id, &pi)).await,
         "processing" | "requires_capture" => {
-            with_db(pool, move |conn| {
-                Ok(record(conn, id, "pending", Some(&pi), None)?)
+            blocking(pool, move |conn| {
+                Ok::<_, CreditsError>(record(conn, id, PurchaseStatus::Pending, Some(&pi), None)?)
             })
             .await?;
             Ok(Outcome::Pending { purchase_id: id })
@@ -390,8 +406,14 @@ async fn settle(
                 .to_owned();
             let decline_code = error["decline_code"].as_str().map(str::to_owned);
             let (c, m) = (code.clone(), message.clone());
-            with_db(pool, move |conn| {
-                Ok(record(conn, id, "failed", Some(&pi), Some((&c, &m)))?)
+            blocking(pool, move |conn| {
+                Ok::<_, CreditsError>(record(
+                    conn,
+                    id,
+                    PurchaseStatus::Failed,
+                    Some(&pi),
+                    Some((&c, &m)),
+                )?)
             })
             .await?;
             Ok(Outcome::Declined {
@@ -429,8 +451,14 @@ async fn needs_authentication(
         },
     };
     let recorded = pi.clone();
-    with_db(pool, move |conn| {
-        Ok(record(conn, id, "requires_action", Some(&recorded), None)?)
+    blocking(pool, move |conn| {
+        Ok::<_, CreditsError>(record(
+            conn,
+            id,
+            PurchaseStatus::RequiresAction,
+            Some(&recorded),
+            None,
+        )?)
     })
     .await?;
     Ok(Outcome::NeedsAuthentication {
@@ -473,11 +501,11 @@ async fn refused(
             }
             let code = code.unwrap_or_else(|| "card_declined".to_owned());
             let (c, m) = (code.clone(), message.clone());
-            with_db(pool, move |conn| {
-                Ok(record(
+            blocking(pool, move |conn| {
+                Ok::<_, CreditsError>(record(
                     conn,
                     id,
-                    "failed",
+                    PurchaseStatus::Failed,
                     payment_intent.as_deref(),
                     Some((&c, &m)),
                 )?)
@@ -502,8 +530,14 @@ async fn refused(
             status: 400 | 404, ..
         } => {
             let message = e.to_string();
-            with_db(pool, move |conn| {
-                Ok(record(conn, id, "failed", None, Some((REFUSED, &message)))?)
+            blocking(pool, move |conn| {
+                Ok::<_, CreditsError>(record(
+                    conn,
+                    id,
+                    PurchaseStatus::Failed,
+                    None,
+                    Some((REFUSED, &message)),
+                )?)
             })
             .await?;
             Err(e.into())
@@ -534,7 +568,7 @@ mod tests {
             price: 2500,
             currency: "usd".into(),
             payment_intent: None,
-            status: "processing".into(),
+            status: PurchaseStatus::Processing,
             error_code: None,
             error: None,
             payment_method: Some("pm_1".into()),

@@ -73,6 +73,9 @@ pub enum BatchError {
     FiltersChanged { name: String, id: Uuid },
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
+    /// No database connection (pool exhausted, database down).
+    #[error(transparent)]
+    Unavailable(#[from] crate::db::Unavailable),
 }
 
 fn of_export(name: &Option<String>) -> String {

@@ -38,6 +38,10 @@ pub fn list(
     limit: i64,
     as_json: bool,
 ) -> anyhow::Result<String> {
+    let status = status
+        .map(str::parse::<notifications::NotificationStatus>)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let rows = notifications::list(conn, status, limit)?;
     if as_json {
         return Ok(serde_json::to_string_pretty(&rows)?);
@@ -47,7 +51,7 @@ pub fn list(
         .map(|n| {
             vec![
                 n.id.to_string(),
-                n.status.clone(),
+                n.status.to_string(),
                 n.order_key.clone(),
                 n.account.clone(),
                 n.attempts.to_string(),
@@ -83,5 +87,6 @@ pub fn retry(conn: &mut PgConnection, id: i64) -> anyhow::Result<String> {
             | RetryError::BeingSent { .. }),
         ) => Err(e.into()),
         Err(RetryError::Database(e)) => Err(e).context("cannot queue the notification again"),
+        Err(RetryError::Unavailable(e)) => Err(e).context("cannot queue the notification again"),
     }
 }

@@ -101,7 +101,7 @@ pub struct Notification {
     #[diesel(sql_type = Text)]
     pub message_id: String,
     #[diesel(sql_type = Text)]
-    pub status: String,
+    pub status: NotificationStatus,
     #[diesel(sql_type = Integer)]
     pub attempts: i32,
     #[diesel(sql_type = Timestamptz)]
@@ -117,13 +117,29 @@ pub struct Notification {
 const COLUMNS: &str = "id, account, order_key, session_id, event_id, message_id, status, \
     attempts, next_attempt_at, last_error, created_at, sent_at";
 
-/// The statuses a notification can have.
-pub const STATUSES: [&str; 3] = ["pending", "sent", "failed"];
+crate::text_enum! {
+    /// `orders.notifications.status`.
+    pub enum NotificationStatus {
+        /// Not sent yet: due at `next_attempt_at`, or leased to a sender.
+        Pending = "pending",
+        Sent = "sent",
+        /// Given up on (a permanent refusal, or out of attempts); an
+        /// operator's retry makes it pending again.
+        Failed = "failed",
+    }
+}
+
+/// The statuses' names, for the CLI's and the API's choices.
+pub const STATUSES: [&str; 3] = [
+    NotificationStatus::Pending.as_str(),
+    NotificationStatus::Sent.as_str(),
+    NotificationStatus::Failed.as_str(),
+];
 
 /// Notifications, newest first, optionally of one status.
 pub fn list(
     conn: &mut PgConnection,
-    status: Option<&str>,
+    status: Option<NotificationStatus>,
     limit: i64,
 ) -> QueryResult<Vec<Notification>> {
     diesel::sql_query(format!(
@@ -149,6 +165,9 @@ pub enum RetryError {
     BeingSent { id: i64, until: DateTime<Utc> },
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
+    /// No database connection (pool exhausted, database down).
+    #[error(transparent)]
+    Unavailable(#[from] crate::db::Unavailable),
 }
 
 #[derive(QueryableByName)]

@@ -51,7 +51,7 @@ use super::order::{self, PaidOrder};
 use super::smtp::{Mailer, SendError};
 use crate::apply::{ApplyError, RemoteReader};
 use crate::config::NotifierConfig;
-use crate::db::PgPool;
+use crate::db::{self, PgPool};
 use crate::inbound::{parse_delivery, StripeRemote};
 use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
 use crate::kafka::envelope::{self, event_headers};
@@ -253,13 +253,11 @@ impl Sender {
         while !shutdown.is_cancelled() {
             // One row at a time, each leased just before it is sent: a row
             // never waits behind others while its lease runs.
-            let (pool, lease) = (self.pool.clone(), self.lease);
-            let taken = tokio::task::spawn_blocking(move || {
-                notifications::take_next(&mut *pool.get()?, lease).map_err(anyhow::Error::from)
+            let lease = self.lease;
+            let taken = db::blocking(&self.pool, move |conn| -> anyhow::Result<_> {
+                Ok(notifications::take_next(conn, lease)?)
             })
-            .await
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r);
+            .await;
             match taken {
                 Ok(Some(n)) => {
                     db_backoff.reset();
@@ -400,13 +398,11 @@ impl Sender {
     async fn still_ours(&self, held: Lease) -> Result<tokio::time::Instant, SendError> {
         let began = tokio::time::Instant::now();
         let start_by = began + start_within(self.lease, self.mailer.timeout());
-        let (pool, lease) = (self.pool.clone(), self.lease);
-        let renewed = tokio::task::spawn_blocking(move || -> anyhow::Result<AsHolder> {
-            Ok(notifications::renew(&mut *pool.get()?, held, lease)?)
+        let lease = self.lease;
+        let renewed = db::blocking(&self.pool, move |conn| -> anyhow::Result<AsHolder> {
+            Ok(notifications::renew(conn, held, lease)?)
         })
-        .await
-        .map_err(anyhow::Error::from)
-        .and_then(|r| r);
+        .await;
         match renewed {
             Ok(AsHolder::Applied) => Ok(start_by),
             Ok(AsHolder::LeaseLost) => Err(SendError::Withheld),
@@ -436,13 +432,11 @@ impl Sender {
         // is one in which the lease may run out and the email go out again.
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         loop {
-            let (write, pool) = (write.clone(), self.pool.clone());
-            let done = tokio::task::spawn_blocking(move || -> anyhow::Result<AsHolder> {
-                Ok(write(&mut *pool.get()?)?)
+            let write = write.clone();
+            let done = db::blocking(&self.pool, move |conn| -> anyhow::Result<AsHolder> {
+                Ok(write(conn)?)
             })
-            .await
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r);
+            .await;
             match done {
                 Ok(held) => return Some(held),
                 Err(e) => {

@@ -107,7 +107,7 @@ impl CommandHandler {
                 change.local_id
             )));
         };
-        if !matches!(request.status.as_str(), "queued" | "processing") {
+        if !request.status.to_carry_out() {
             // Carried out already: an earlier attempt made the refund and
             // was killed, or lost Stripe's answer, before recording it, and
             // the refund's webhook moved the request on meanwhile. Its

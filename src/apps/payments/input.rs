@@ -12,21 +12,7 @@ use super::checkout::{LinePrice, NewCheckout, NewLine};
 use super::intents::{NewIntent, NewRefund, MAX_AMOUNT, REFUND_REASONS};
 use crate::stripe::currency;
 
-/// A field the API refuses, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    pub field: String,
-    pub message: String,
-}
-
-impl Invalid {
-    pub fn new(field: &str, message: impl Into<String>) -> Self {
-        Self {
-            field: field.to_owned(),
-            message: message.into(),
-        }
-    }
-}
+pub use crate::input::Invalid;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

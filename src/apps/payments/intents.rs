@@ -55,6 +55,9 @@ pub enum PaymentsError {
     Stripe(#[from] StripeError),
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
+    /// No database connection (pool exhausted, database down).
+    #[error(transparent)]
+    Unavailable(#[from] crate::db::Unavailable),
 }
 
 /// The local customer's Stripe id.

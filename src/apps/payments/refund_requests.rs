@@ -30,7 +30,7 @@ pub struct RefundRequest {
     #[diesel(sql_type = Nullable<Text>)]
     pub reason: Option<String>,
     #[diesel(sql_type = Text)]
-    pub status: String,
+    pub status: RefundRequestStatus,
     #[diesel(sql_type = Nullable<Text>)]
     pub refund_id: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
@@ -39,6 +39,29 @@ pub struct RefundRequest {
     pub created_at: DateTime<Utc>,
     #[diesel(sql_type = Timestamptz)]
     pub updated_at: DateTime<Utc>,
+}
+
+crate::text_enum! {
+    /// `payments.refund_requests.status`: queued here, then as Stripe's
+    /// refund stands (`payments.request_status` maps Stripe's statuses).
+    pub enum RefundRequestStatus {
+        /// Waiting for stripe-commands.
+        Queued = "queued",
+        /// stripe-commands is asking Stripe for the refund.
+        Processing = "processing",
+        /// Stripe made the refund; its money has not moved yet.
+        Pending = "pending",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Canceled = "canceled",
+    }
+}
+
+impl RefundRequestStatus {
+    /// Whether stripe-commands still has the refund to make.
+    pub fn to_carry_out(self) -> bool {
+        matches!(self, Self::Queued | Self::Processing)
+    }
 }
 
 const COLUMNS: &str =
