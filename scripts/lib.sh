@@ -103,6 +103,21 @@ ensure_mdbook() {
   MDBOOK_BIN="$CACHE_DIR/bin/mdbook"
 }
 
+# The diesel CLI, which generates src/db/schema/ (scripts/check-schema):
+# built once per machine (about 4 minutes on 2 cores) into the cache
+# unless a diesel binary is on PATH.
+DIESEL_CLI_VERSION=2.2.12
+ensure_diesel_cli() {
+  local candidate
+  for candidate in "${DIESEL_BIN:-}" "$(command -v diesel 2>/dev/null || true)" "$CACHE_DIR/bin/diesel"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then DIESEL_BIN="$candidate"; return; fi
+  done
+  log "schema: building diesel_cli $DIESEL_CLI_VERSION once for this machine (about 4 minutes)"
+  CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" cargo install diesel_cli --version "$DIESEL_CLI_VERSION" --locked \
+    --no-default-features --features postgres --root "$CACHE_DIR" >&2
+  DIESEL_BIN="$CACHE_DIR/bin/diesel"
+}
+
 # start_broker PORT DIR [STORAGE]: a broker logging to DIR, by default with
 # sqlite storage in DIR (correct watermarks and lag, data kept across
 # restarts).

@@ -24,7 +24,7 @@ impl Invalid {
 pub fn limit(raw: Option<&str>, default: i64, max: i64) -> Result<i64, Invalid> {
     match raw {
         None => Ok(default),
-        Some(raw) => limit_within(raw.trim().parse().ok(), max),
+        Some(raw) => limit_within(raw.parse().ok(), max),
     }
 }
 

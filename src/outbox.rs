@@ -281,8 +281,10 @@ pub fn newest_bound_for(
 
 /// When `service` last acknowledged a change of each of `local_ids` bound
 /// for it (of any other origin), by the database's clock; ids with none
-/// acknowledged are absent. A failed delivery is no acknowledgement: the
-/// service holds nothing of it that a report could predate.
+/// acknowledged are absent. A delivery recorded as failed counts too: some
+/// are writes the service did perform (Stripe answered 2xx with a body we
+/// could not read, or refused a retry of a key whose first attempt may
+/// have done the work), and counting one that did not costs only a read.
 pub fn last_acknowledged_at(
     conn: &mut PgConnection,
     entity: &str,
@@ -298,7 +300,6 @@ pub fn last_acknowledged_at(
         .filter(outbox::origin.ne(service))
         .filter(outbox::local_id.eq_any(local_ids))
         .filter(outbox_deliveries::service.eq(service))
-        .filter(outbox_deliveries::status.eq(DeliveryStatus::Synced))
         .group_by(outbox::local_id)
         .select((
             outbox::local_id,

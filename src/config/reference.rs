@@ -393,8 +393,22 @@ pub const VARIABLES: &[Variable] = &[
 
 /// The reference as a markdown table.
 pub fn markdown() -> String {
+    table_of(VARIABLES.iter())
+}
+
+/// The variables a process cannot start without (somewhere), as a
+/// markdown table: the README's short list.
+pub fn required_markdown() -> String {
+    table_of(
+        VARIABLES
+            .iter()
+            .filter(|v| v.default.starts_with("**required**")),
+    )
+}
+
+fn table_of<'a>(rows: impl Iterator<Item = &'a Variable>) -> String {
     let mut table = String::from("| variable | used by | default | meaning |\n|---|---|---|---|\n");
-    for v in VARIABLES {
+    for v in rows {
         let names: Vec<String> = v.names.iter().map(|n| format!("`{n}`")).collect();
         table.push_str(&format!(
             "| {} | {} | {} | {} |\n",

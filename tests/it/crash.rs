@@ -16,24 +16,23 @@ use crate::support::stack::{Options, Stack};
 use crate::support::wait_for;
 
 fn spawn_worker(stack: &Stack) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_stripe-inbound"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &stack.db.url)
-        .env("KAFKA_BROKERS", &stack.brokers)
-        .env("STRIPE_EVENTS_TOPIC", &stack.topic)
-        .env("KAFKA_TOPIC_PARTITIONS", "3")
-        .env("INBOUND_CONSUMER_GROUP", &stack.group)
-        .env("INBOUND_BATCH_SIZE", "7")
-        .env("STRIPE_API_KEY", "sk_test_unused")
-        .env("STRIPE_API_BASE", "http://127.0.0.1:9")
-        .env("RUST_LOG", "warn")
-        .env("METRICS_ADDR", "127.0.0.1:0")
-        .current_dir(std::env::temp_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start stripe-inbound")
+    crate::support::spawn_captured(
+        Command::new(env!("CARGO_BIN_EXE_stripe-inbound"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &stack.db.url)
+            .env("KAFKA_BROKERS", &stack.brokers)
+            .env("STRIPE_EVENTS_TOPIC", &stack.topic)
+            .env("KAFKA_TOPIC_PARTITIONS", "3")
+            .env("INBOUND_CONSUMER_GROUP", &stack.group)
+            .env("INBOUND_BATCH_SIZE", "7")
+            .env("STRIPE_API_KEY", "sk_test_unused")
+            .env("STRIPE_API_BASE", "http://127.0.0.1:9")
+            .env("RUST_LOG", "warn")
+            .env("METRICS_ADDR", "127.0.0.1:0")
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null()),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -143,22 +142,21 @@ fn nix_term(child: &Child) {
 }
 
 fn spawn_relay(stack: &Stack) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_outbox-relay"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &stack.db.url)
-        .env("KAFKA_BROKERS", &stack.brokers)
-        .env("CUSTOMER_CHANGES_TOPIC", &stack.changes_topic)
-        .env("KAFKA_TOPIC_PARTITIONS", "3")
-        .env("OUTBOX_BATCH_SIZE", "25")
-        .env("OUTBOX_POLL_MS", "10")
-        .env("RUST_LOG", "warn")
-        .env("METRICS_ADDR", "127.0.0.1:0")
-        .current_dir(std::env::temp_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start outbox-relay")
+    crate::support::spawn_captured(
+        Command::new(env!("CARGO_BIN_EXE_outbox-relay"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &stack.db.url)
+            .env("KAFKA_BROKERS", &stack.brokers)
+            .env("CUSTOMER_CHANGES_TOPIC", &stack.changes_topic)
+            .env("KAFKA_TOPIC_PARTITIONS", "3")
+            .env("OUTBOX_BATCH_SIZE", "25")
+            .env("OUTBOX_POLL_MS", "10")
+            .env("RUST_LOG", "warn")
+            .env("METRICS_ADDR", "127.0.0.1:0")
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null()),
+    )
 }
 
 /// Invariant 5: the relay killed with SIGKILL at an arbitrary point and

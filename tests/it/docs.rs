@@ -112,33 +112,40 @@ fn read_env_example() -> BTreeSet<String> {
         .collect()
 }
 
-/// The configuration page holds the reference's table as rendered; run
-/// with `UPDATE_DOCS=1` to rewrite it after changing the reference.
-#[test]
-fn the_configuration_page_is_the_reference_rendered() {
-    let page = read(CONFIG_PAGE);
+/// Between `<!-- generated from src/config/reference.rs …-->` and
+/// `<!-- end of generated table -->`, `document` holds `rendered`; with
+/// `UPDATE_DOCS=1` set, it is rewritten to.
+fn holds_the_render(document: &str, rendered: &str) {
+    let page = read(document);
     let start = page
         .find("<!-- generated from src/config/reference.rs")
         .and_then(|at| page[at..].find(GENERATED_START).map(|end| at + end))
         .map(|at| at + GENERATED_START.len())
-        .expect("the configuration page has lost its generated table's opening marker");
+        .unwrap_or_else(|| panic!("{document} has lost its generated table's opening marker"));
     let end = page[start..]
         .find(GENERATED_END)
         .map(|at| start + at)
-        .expect("the configuration page has lost its generated table's closing marker");
-    let rendered = reference::markdown();
-    if page[start..end] == rendered {
+        .unwrap_or_else(|| panic!("{document} has lost its generated table's closing marker"));
+    if page[start..end] == *rendered {
         return;
     }
     if std::env::var_os("UPDATE_DOCS").is_some() {
         let updated = format!("{}{rendered}{}", &page[..start], &page[end..]);
-        std::fs::write(Path::new(ROOT).join(CONFIG_PAGE), updated).unwrap();
+        std::fs::write(Path::new(ROOT).join(document), updated).unwrap();
         return;
     }
     panic!(
-        "{CONFIG_PAGE} differs from src/config/reference.rs rendered; run \
+        "{document} differs from src/config/reference.rs rendered; run \
          UPDATE_DOCS=1 cargo test --test it -- docs:: to rewrite it"
     );
+}
+
+/// The configuration page holds the whole reference as rendered, and the
+/// README the variables a process cannot start without.
+#[test]
+fn the_configuration_tables_are_the_reference_rendered() {
+    holds_the_render(CONFIG_PAGE, &reference::markdown());
+    holds_the_render("README.md", &reference::required_markdown());
 }
 
 /// A heading's anchor as GitHub and mdBook make it: lower case, spaces to

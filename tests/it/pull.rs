@@ -118,16 +118,15 @@ async fn backfill_brings_every_customer_and_resumes_after_a_kill() {
         .with("STRIPE_API_BASE", &proxy.base())
         .with("STRIPE_RATE_LIMIT", "8");
     let run = || {
-        Command::new(env!("CARGO_BIN_EXE_stripe-sync"))
-            .args(["backfill", "customers", "--page-size", "10"])
-            .env_clear()
-            .envs(env.vars())
-            .env("RUST_LOG", "warn")
-            .current_dir(std::env::temp_dir())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start stripe-sync backfill")
+        crate::support::spawn_captured(
+            Command::new(env!("CARGO_BIN_EXE_stripe-sync"))
+                .args(["backfill", "customers", "--page-size", "10"])
+                .env_clear()
+                .envs(env.vars())
+                .env("RUST_LOG", "warn")
+                .current_dir(std::env::temp_dir())
+                .stdout(Stdio::piped()),
+        )
     };
     let mut first = run();
     wait_for(Duration::from_secs(60), "a few pages listed", || async {

@@ -4,37 +4,29 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
 use serde::{Deserialize, Serialize};
 
 use crate::apps::payments::input::{check_amount, Invalid};
+use crate::db::schema::credits::packages;
 use crate::stripe::currency;
 
 /// The most credits one package may hold.
 pub const MAX_CREDITS: i64 = 1_000_000_000;
 const MAX_NAME: usize = 200;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, QueryableByName)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Queryable, Selectable)]
+#[diesel(table_name = packages, check_for_backend(diesel::pg::Pg))]
 pub struct Package {
-    #[diesel(sql_type = Text)]
     pub id: String,
-    #[diesel(sql_type = Text)]
     pub name: String,
     /// In the currency's smallest unit.
-    #[diesel(sql_type = BigInt)]
     pub price: i64,
-    #[diesel(sql_type = Text)]
     pub currency: String,
-    #[diesel(sql_type = BigInt)]
     pub credits: i64,
-    #[diesel(sql_type = Bool)]
     pub active: bool,
     #[serde(skip)]
-    #[diesel(sql_type = Timestamptz)]
     pub updated_at: DateTime<Utc>,
 }
-
-const COLUMNS: &str = "id, name, price, currency, credits, active, updated_at";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,35 +156,36 @@ impl PatchBody {
 }
 
 pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<Package>> {
-    diesel::sql_query(format!(
-        "SELECT {COLUMNS} FROM credits.packages ORDER BY price, id"
-    ))
-    .load(conn)
+    packages::table
+        .order((packages::price, packages::id))
+        .select(Package::as_select())
+        .load(conn)
 }
 
 pub fn get(conn: &mut PgConnection, id: &str) -> QueryResult<Option<Package>> {
-    diesel::sql_query(format!(
-        "SELECT {COLUMNS} FROM credits.packages WHERE id = $1"
-    ))
-    .bind::<Text, _>(id)
-    .get_result(conn)
-    .optional()
+    packages::table
+        .find(id)
+        .select(Package::as_select())
+        .first(conn)
+        .optional()
 }
 
 /// Adds a package; `None` when its id is taken.
 pub fn create(conn: &mut PgConnection, new: &NewPackage) -> QueryResult<Option<Package>> {
-    diesel::sql_query(format!(
-        "INSERT INTO credits.packages (id, name, price, currency, credits, active) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING {COLUMNS}"
-    ))
-    .bind::<Text, _>(&new.id)
-    .bind::<Text, _>(&new.name)
-    .bind::<BigInt, _>(new.price)
-    .bind::<Text, _>(&new.currency)
-    .bind::<BigInt, _>(new.credits)
-    .bind::<Bool, _>(new.active)
-    .get_result(conn)
-    .optional()
+    diesel::insert_into(packages::table)
+        .values((
+            packages::id.eq(&new.id),
+            packages::name.eq(&new.name),
+            packages::price.eq(new.price),
+            packages::currency.eq(&new.currency),
+            packages::credits.eq(new.credits),
+            packages::active.eq(new.active),
+        ))
+        .on_conflict(packages::id)
+        .do_nothing()
+        .returning(Package::as_returning())
+        .get_result(conn)
+        .optional()
 }
 
 /// Changes a package; `None` when there is none with this id.
@@ -201,18 +194,26 @@ pub fn update(
     id: &str,
     patch: &PackagePatch,
 ) -> QueryResult<Option<Package>> {
-    diesel::sql_query(format!(
-        "UPDATE credits.packages SET name = COALESCE($2, name), price = COALESCE($3, price), \
-         credits = COALESCE($4, credits), active = COALESCE($5, active), updated_at = now() \
-         WHERE id = $1 RETURNING {COLUMNS}"
-    ))
-    .bind::<Text, _>(id)
-    .bind::<Nullable<Text>, _>(patch.name.as_deref())
-    .bind::<Nullable<BigInt>, _>(patch.price)
-    .bind::<Nullable<BigInt>, _>(patch.credits)
-    .bind::<Nullable<Bool>, _>(patch.active)
-    .get_result(conn)
-    .optional()
+    // A field the patch leaves out (None) is left as it is.
+    #[derive(AsChangeset)]
+    #[diesel(table_name = packages)]
+    struct Changes<'a> {
+        name: Option<&'a str>,
+        price: Option<i64>,
+        credits: Option<i64>,
+        active: Option<bool>,
+    }
+    let changes = Changes {
+        name: patch.name.as_deref(),
+        price: patch.price,
+        credits: patch.credits,
+        active: patch.active,
+    };
+    diesel::update(packages::table.find(id))
+        .set((changes, packages::updated_at.eq(diesel::dsl::now)))
+        .returning(Package::as_returning())
+        .get_result(conn)
+        .optional()
 }
 
 #[cfg(test)]

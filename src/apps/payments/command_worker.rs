@@ -61,6 +61,7 @@ impl From<PaymentsError> for Failure {
                 Failure::Transient(Transient::from(anyhow::anyhow!(message)))
             }
             PaymentsError::Database(e) => Failure::Transient(Transient::from(e)),
+            PaymentsError::Unavailable(e) => Failure::Transient(Transient::from(e)),
             refused => Failure::Refused(refused.to_string()),
         }
     }

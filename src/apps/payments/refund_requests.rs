@@ -6,38 +6,30 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Text};
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::intents::NewRefund;
+use crate::db::schema::payments::refund_requests;
 use crate::outbox::{self, Operation};
 use crate::sync::entity;
 
 /// A refund request as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, QueryableByName)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Queryable, Selectable)]
+#[diesel(table_name = refund_requests, check_for_backend(diesel::pg::Pg))]
 pub struct RefundRequest {
-    #[diesel(sql_type = Text)]
     #[serde(rename = "request_id")]
     pub id: String,
     #[serde(skip)]
-    #[diesel(sql_type = SqlUuid)]
     pub local_id: Uuid,
-    #[diesel(sql_type = Text)]
     pub payment_intent: String,
-    #[diesel(sql_type = Nullable<BigInt>)]
     pub amount: Option<i64>,
-    #[diesel(sql_type = Nullable<Text>)]
     pub reason: Option<String>,
-    #[diesel(sql_type = Text)]
     pub status: RefundRequestStatus,
-    #[diesel(sql_type = Nullable<Text>)]
     pub refund_id: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
     pub error: Option<String>,
-    #[diesel(sql_type = Timestamptz)]
     pub created_at: DateTime<Utc>,
-    #[diesel(sql_type = Timestamptz)]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -64,9 +56,6 @@ impl RefundRequestStatus {
     }
 }
 
-const COLUMNS: &str =
-    "id, local_id, payment_intent, amount, reason, status, refund_id, error, created_at, updated_at";
-
 /// What queuing did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Queued {
@@ -82,17 +71,19 @@ pub enum Queued {
 pub fn queue(conn: &mut PgConnection, request_id: &str, refund: &NewRefund) -> QueryResult<Queued> {
     conn.transaction(|conn| {
         let local_id = Uuid::new_v4();
-        let inserted: Option<RefundRequest> = diesel::sql_query(format!(
-            "INSERT INTO payments.refund_requests (id, local_id, payment_intent, amount, reason) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING {COLUMNS}"
-        ))
-        .bind::<Text, _>(request_id)
-        .bind::<SqlUuid, _>(local_id)
-        .bind::<Text, _>(&refund.payment_intent)
-        .bind::<Nullable<BigInt>, _>(refund.amount)
-        .bind::<Nullable<Text>, _>(refund.reason.as_deref())
-        .get_result(conn)
-        .optional()?;
+        let inserted: Option<RefundRequest> = diesel::insert_into(refund_requests::table)
+            .values((
+                refund_requests::id.eq(request_id),
+                refund_requests::local_id.eq(local_id),
+                refund_requests::payment_intent.eq(&refund.payment_intent),
+                refund_requests::amount.eq(refund.amount),
+                refund_requests::reason.eq(refund.reason.as_deref()),
+            ))
+            .on_conflict(refund_requests::id)
+            .do_nothing()
+            .returning(RefundRequest::as_returning())
+            .get_result(conn)
+            .optional()?;
         if let Some(request) = inserted {
             let mut fields = serde_json::Map::new();
             fields.insert("request_id".into(), request_id.into());
@@ -124,21 +115,19 @@ pub fn queue(conn: &mut PgConnection, request_id: &str, refund: &NewRefund) -> Q
 }
 
 pub fn get(conn: &mut PgConnection, request_id: &str) -> QueryResult<Option<RefundRequest>> {
-    diesel::sql_query(format!(
-        "SELECT {COLUMNS} FROM payments.refund_requests WHERE id = $1"
-    ))
-    .bind::<Text, _>(request_id)
-    .get_result(conn)
-    .optional()
+    refund_requests::table
+        .find(request_id)
+        .select(RefundRequest::as_select())
+        .first(conn)
+        .optional()
 }
 
 pub fn by_local_id(conn: &mut PgConnection, local_id: Uuid) -> QueryResult<Option<RefundRequest>> {
-    diesel::sql_query(format!(
-        "SELECT {COLUMNS} FROM payments.refund_requests WHERE local_id = $1"
-    ))
-    .bind::<SqlUuid, _>(local_id)
-    .get_result(conn)
-    .optional()
+    refund_requests::table
+        .filter(refund_requests::local_id.eq(local_id))
+        .select(RefundRequest::as_select())
+        .first(conn)
+        .optional()
 }
 
 /// A payment's requests, oldest first.
@@ -146,27 +135,33 @@ pub fn for_payment(
     conn: &mut PgConnection,
     payment_intent: &str,
 ) -> QueryResult<Vec<RefundRequest>> {
-    diesel::sql_query(format!(
-        "SELECT {COLUMNS} FROM payments.refund_requests WHERE payment_intent = $1 \
-         ORDER BY created_at, id LIMIT 1000"
-    ))
-    .bind::<Text, _>(payment_intent)
-    .load(conn)
+    refund_requests::table
+        .filter(refund_requests::payment_intent.eq(payment_intent))
+        .order((refund_requests::created_at, refund_requests::id))
+        .limit(1000)
+        .select(RefundRequest::as_select())
+        .load(conn)
 }
 
 pub fn mark_processing(conn: &mut PgConnection, request_id: &str) -> QueryResult<()> {
-    diesel::sql_query(
-        "UPDATE payments.refund_requests SET status = 'processing', updated_at = now() \
-         WHERE id = $1 AND status = 'queued'",
+    diesel::update(
+        refund_requests::table
+            .find(request_id)
+            .filter(refund_requests::status.eq(RefundRequestStatus::Queued)),
     )
-    .bind::<Text, _>(request_id)
+    .set((
+        refund_requests::status.eq(RefundRequestStatus::Processing),
+        refund_requests::updated_at.eq(diesel::dsl::now),
+    ))
     .execute(conn)
     .map(drop)
 }
 
 /// Records the refund Stripe made. The mirror's state of the refund wins
 /// over Stripe's answer when the mirror has it: its webhook may have come
-/// (and moved on) before this answer was recorded.
+/// (and moved on) before this answer was recorded. Raw SQL: it reads the
+/// mirror's `stripe.refunds`, which the registry makes at run time, and
+/// maps Stripe's status with the migration's `payments.request_status`.
 pub fn record_refund(
     conn: &mut PgConnection,
     request_id: &str,
@@ -191,12 +186,12 @@ pub fn record_refund(
 }
 
 pub fn record_failure(conn: &mut PgConnection, request_id: &str, error: &str) -> QueryResult<()> {
-    diesel::sql_query(
-        "UPDATE payments.refund_requests SET status = 'failed', error = $2, updated_at = now() \
-         WHERE id = $1",
-    )
-    .bind::<Text, _>(request_id)
-    .bind::<Text, _>(error)
-    .execute(conn)
-    .map(drop)
+    diesel::update(refund_requests::table.find(request_id))
+        .set((
+            refund_requests::status.eq(RefundRequestStatus::Failed),
+            refund_requests::error.eq(error),
+            refund_requests::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .map(drop)
 }

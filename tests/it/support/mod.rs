@@ -40,46 +40,51 @@ pub fn free_port() -> u16 {
 }
 
 /// Starts a built binary of ours (`env!("CARGO_BIN_EXE_…")`) with `args`
-/// and exactly `env` (plus `PATH`): a real process the test can SIGKILL.
-/// Its warnings and errors join the test's captured output, shown only
-/// should the test fail ([`relay_to_test_output`]).
+/// and exactly `env` (plus `PATH`): a real process the test can SIGKILL,
+/// its warnings and errors in the test's captured output.
 pub fn spawn_binary(
     binary: &str,
     args: &[&str],
     env: &stripe_sync::config::Env,
 ) -> std::process::Child {
-    let mut child = std::process::Command::new(binary)
-        .args(args)
-        .env_clear()
-        .envs(env.vars())
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .current_dir(std::env::temp_dir())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {binary}: {e}"));
-    let name = std::path::Path::new(binary)
-        .file_name()
-        .map_or_else(|| binary.to_owned(), |n| n.to_string_lossy().into_owned());
-    if let Some(stderr) = child.stderr.take() {
-        relay_to_test_output(name, stderr);
-    }
-    child
+    spawn_captured(
+        std::process::Command::new(binary)
+            .args(args)
+            .env_clear()
+            .envs(env.vars())
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .current_dir(std::env::temp_dir())
+            .stdout(std::process::Stdio::null()),
+    )
 }
 
-/// Copies a child's stderr, line by line, into the test's captured output:
-/// the test harness hands a thread started from a test that test's
-/// capture, so the lines are shown with its report should it fail and
-/// dropped should it pass.
-pub fn relay_to_test_output(name: String, stderr: impl std::io::Read + Send + 'static) {
+/// Starts `command` with its stderr copied, line by line, into the test's
+/// captured output: the test harness hands a thread started from a test
+/// that test's capture, so the lines are shown with its report should it
+/// fail, and dropped should it pass.
+pub fn spawn_captured(command: &mut std::process::Command) -> std::process::Child {
     use std::io::BufRead;
+    let name = std::path::Path::new(command.get_program())
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut child = command
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let stderr = child.stderr.take().expect("stderr is piped");
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            eprintln!("[{name}] {line}");
+        let mut lines = std::io::BufReader::new(stderr);
+        let mut line = Vec::new();
+        // Bytes, not `lines()`: a line that is not UTF-8 must not stop the
+        // copying, or the child would block once the pipe fills.
+        while lines.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            eprint!("[{name}] {}", String::from_utf8_lossy(&line));
+            line.clear();
         }
     });
+    child
 }
 
 /// Sends `request` and reads its answer as JSON, whatever its status.

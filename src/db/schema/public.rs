@@ -1,4 +1,4 @@
-// @generated shape, kept in step with migrations/ by hand (or `diesel print-schema`).
+// @generated automatically by Diesel CLI.
 
 diesel::table! {
     customers (id) {
@@ -17,17 +17,11 @@ diesel::table! {
 }
 
 diesel::table! {
-    id_map (service, account, entity, external_id) {
-        service -> Text,
-        account -> Text,
-        entity -> Text,
-        external_id -> Text,
-        local_id -> Uuid,
-        remote_version -> Int8,
-        remote_event_id -> Nullable<Text>,
-        remote_deleted -> Bool,
-        synced_at -> Timestamptz,
-        created_at -> Timestamptz,
+    dlq_replays (dlq_topic, partition, offset) {
+        dlq_topic -> Text,
+        partition -> Int4,
+        offset -> Int8,
+        replayed_at -> Timestamptz,
     }
 }
 
@@ -42,6 +36,21 @@ diesel::table! {
         outcome -> Text,
         processed_at -> Timestamptz,
         echo -> Bool,
+    }
+}
+
+diesel::table! {
+    id_map (service, account, entity, external_id) {
+        service -> Text,
+        account -> Text,
+        entity -> Text,
+        external_id -> Text,
+        local_id -> Uuid,
+        remote_version -> Int8,
+        remote_event_id -> Nullable<Text>,
+        remote_deleted -> Bool,
+        synced_at -> Timestamptz,
+        created_at -> Timestamptz,
     }
 }
 
@@ -81,21 +90,14 @@ diesel::table! {
     }
 }
 
-diesel::table! {
-    dlq_replays (dlq_topic, partition, offset) {
-        dlq_topic -> Text,
-        partition -> Int4,
-        offset -> Int8,
-        replayed_at -> Timestamptz,
-    }
-}
-
 diesel::joinable!(outbox_deliveries -> outbox (outbox_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     customers,
-    id_map,
+    dlq_replays,
     event_ledger,
+    id_map,
     outbox,
-    outbox_deliveries
+    outbox_deliveries,
+    sync_cursors,
 );
