@@ -16,10 +16,12 @@
 
 use std::time::Duration;
 
+use diesel::dsl::{now, IntervalDsl};
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Integer, Jsonb, Nullable, Text};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+use crate::db::schema::payments::idempotency_keys as keys;
 
 /// A first request still unfinished after this is taken to be abandoned.
 pub const TAKEOVER_AFTER: Duration = Duration::from_secs(60);
@@ -70,56 +72,56 @@ pub fn derived_request_id(key: &str) -> String {
     )
 }
 
-#[derive(QueryableByName)]
-struct Stored {
-    #[diesel(sql_type = Text)]
-    route: String,
-    #[diesel(sql_type = Text)]
-    request_hash: String,
-    #[diesel(sql_type = Nullable<Integer>)]
-    status: Option<i32>,
-    #[diesel(sql_type = Nullable<Jsonb>)]
-    response: Option<Value>,
-    #[diesel(sql_type = Bool)]
-    abandoned: bool,
+/// A first request unfinished since before `now() - TAKEOVER_AFTER`, by
+/// the database's clock (reopened keys start at `-infinity`).
+fn takeover_secs() -> f64 {
+    TAKEOVER_AFTER.as_secs_f64()
 }
 
 /// Claims `key` for a request on `route` with fingerprint `hash`.
 pub fn claim(conn: &mut PgConnection, key: &str, route: &str, hash: &str) -> QueryResult<Claim> {
     conn.transaction(|conn| {
-        let inserted = diesel::sql_query(
-            "INSERT INTO payments.idempotency_keys (key, route, request_hash) VALUES ($1, $2, $3) \
-             ON CONFLICT (key) DO NOTHING",
-        )
-        .bind::<Text, _>(key)
-        .bind::<Text, _>(route)
-        .bind::<Text, _>(hash)
-        .execute(conn)?;
+        let inserted = diesel::insert_into(keys::table)
+            .values((
+                keys::key.eq(key),
+                keys::route.eq(route),
+                keys::request_hash.eq(hash),
+            ))
+            .on_conflict(keys::key)
+            .do_nothing()
+            .execute(conn)?;
         if inserted == 1 {
             return Ok(Claim::Proceed);
         }
-        let stored: Stored = diesel::sql_query(
-            "SELECT route, request_hash, status, response, \
-                    started_at < now() - make_interval(secs => $2) AS abandoned \
-             FROM payments.idempotency_keys WHERE key = $1 FOR UPDATE",
-        )
-        .bind::<Text, _>(key)
-        .bind::<diesel::sql_types::Double, _>(TAKEOVER_AFTER.as_secs_f64())
-        .get_result(conn)?;
-        if stored.route != route || stored.request_hash != hash {
+        let (stored_route, stored_hash, status, response, abandoned): (
+            String,
+            String,
+            Option<i32>,
+            Option<Value>,
+            bool,
+        ) = keys::table
+            .find(key)
+            .select((
+                keys::route,
+                keys::request_hash,
+                keys::status,
+                keys::response,
+                (keys::started_at + takeover_secs().seconds()).lt(now),
+            ))
+            .for_update()
+            .first(conn)?;
+        if stored_route != route || stored_hash != hash {
             return Ok(Claim::Mismatch);
         }
-        match (stored.status, stored.response) {
+        match (status, response) {
             (Some(status), Some(body)) => Ok(Claim::Replay {
                 status: status as u16,
                 body,
             }),
-            _ if stored.abandoned => {
-                diesel::sql_query(
-                    "UPDATE payments.idempotency_keys SET started_at = now() WHERE key = $1",
-                )
-                .bind::<Text, _>(key)
-                .execute(conn)?;
+            _ if abandoned => {
+                diesel::update(keys::table.find(key))
+                    .set(keys::started_at.eq(now))
+                    .execute(conn)?;
                 Ok(Claim::Proceed)
             }
             _ => Ok(Claim::InProgress),
@@ -131,22 +133,16 @@ pub fn claim(conn: &mut PgConnection, key: &str, route: &str, hash: &str) -> Que
 pub fn complete(conn: &mut PgConnection, key: &str, status: u16, body: &Value) -> QueryResult<()> {
     // The first final answer stands: a slow first request finishing after a
     // retry took it over does not rewrite what retries are told.
-    diesel::sql_query(
-        "UPDATE payments.idempotency_keys SET status = $2, response = $3 \
-         WHERE key = $1 AND status IS NULL",
-    )
-    .bind::<Text, _>(key)
-    .bind::<Integer, _>(i32::from(status))
-    .bind::<Jsonb, _>(body)
-    .execute(conn)
-    .map(drop)
+    diesel::update(keys::table.find(key).filter(keys::status.is_null()))
+        .set((keys::status.eq(i32::from(status)), keys::response.eq(body)))
+        .execute(conn)
+        .map(drop)
 }
 
 /// Drops this request's claim on `key`: the key turned out to be another
 /// request's (found on a purchase or a spend of its own).
 pub fn release(conn: &mut PgConnection, key: &str) -> QueryResult<()> {
-    diesel::sql_query("DELETE FROM payments.idempotency_keys WHERE key = $1 AND status IS NULL")
-        .bind::<Text, _>(key)
+    diesel::delete(keys::table.find(key).filter(keys::status.is_null()))
         .execute(conn)
         .map(drop)
 }
@@ -155,13 +151,15 @@ pub fn release(conn: &mut PgConnection, key: &str) -> QueryResult<()> {
 /// next request with it does the work, as if the first were abandoned.
 /// The key stays bound to its route and request.
 pub fn reopen(conn: &mut PgConnection, key: &str) -> QueryResult<()> {
-    diesel::sql_query(
-        "UPDATE payments.idempotency_keys SET started_at = '-infinity' \
-         WHERE key = $1 AND status IS NULL",
-    )
-    .bind::<Text, _>(key)
-    .execute(conn)
-    .map(drop)
+    // `-infinity`: before any takeover deadline, whatever the clock says.
+    diesel::update(keys::table.find(key).filter(keys::status.is_null()))
+        .set(
+            keys::started_at.eq(diesel::dsl::sql::<diesel::sql_types::Timestamptz>(
+                "'-infinity'",
+            )),
+        )
+        .execute(conn)
+        .map(drop)
 }
 
 #[cfg(test)]
