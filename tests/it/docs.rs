@@ -112,13 +112,13 @@ fn read_env_example() -> BTreeSet<String> {
         .collect()
 }
 
-/// Between `<!-- generated from src/config/reference.rs …-->` and
-/// `<!-- end of generated table -->`, `document` holds `rendered`; with
-/// `UPDATE_DOCS=1` set, it is rewritten to.
-fn holds_the_render(document: &str, rendered: &str) {
+/// Between `<!-- generated from SOURCE …-->` and `<!-- end of generated
+/// table -->`, `document` holds `rendered`; with `UPDATE_DOCS=1` set, it
+/// is rewritten to.
+fn holds_the_render(document: &str, source: &str, rendered: &str) {
     let page = read(document);
     let start = page
-        .find("<!-- generated from src/config/reference.rs")
+        .find(&format!("<!-- generated from {source}"))
         .and_then(|at| page[at..].find(GENERATED_START).map(|end| at + end))
         .map(|at| at + GENERATED_START.len())
         .unwrap_or_else(|| panic!("{document} has lost its generated table's opening marker"));
@@ -135,7 +135,7 @@ fn holds_the_render(document: &str, rendered: &str) {
         return;
     }
     panic!(
-        "{document} differs from src/config/reference.rs rendered; run \
+        "{document} differs from {source} rendered; run \
          UPDATE_DOCS=1 cargo test --test it -- docs:: to rewrite it"
     );
 }
@@ -144,8 +144,43 @@ fn holds_the_render(document: &str, rendered: &str) {
 /// README the variables a process cannot start without.
 #[test]
 fn the_configuration_tables_are_the_reference_rendered() {
-    holds_the_render(CONFIG_PAGE, &reference::markdown());
-    holds_the_render("README.md", &reference::required_markdown());
+    let source = "src/config/reference.rs";
+    holds_the_render(CONFIG_PAGE, source, &reference::markdown());
+    holds_the_render("README.md", source, &reference::required_markdown());
+}
+
+/// The HTTP API page opens with every route of the OpenAPI document: its
+/// method, path, what it does and which token it takes.
+#[test]
+fn the_http_api_page_lists_every_route_of_the_openapi_document() {
+    let document: serde_json::Value = serde_json::from_str(&read("docs/openapi.json")).unwrap();
+    let admin_only = |operation: &serde_json::Value| {
+        operation["security"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|r| r.get("admin_bearer").is_some()))
+    };
+    let mut table = String::from("| route | what it does | token |\n|---|---|---|\n");
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let Some(operation) = item.get(method) else {
+                continue;
+            };
+            let summary = operation["summary"].as_str().unwrap_or_default();
+            let token = if operation["security"].as_array().is_some_and(Vec::is_empty) {
+                "none"
+            } else if admin_only(operation) || path.starts_with("/api/admin/") {
+                "`ADMIN_TOKEN`"
+            } else {
+                "`API_TOKEN`"
+            };
+            table.push_str(&format!(
+                "| `{} {path}` | {} | {token} |\n",
+                method.to_uppercase(),
+                summary.replace('|', "\\|")
+            ));
+        }
+    }
+    holds_the_render("docs/src/http-api.md", "docs/openapi.json", &table);
 }
 
 /// A heading's anchor as GitHub and mdBook make it: lower case, spaces to

@@ -14,11 +14,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use diesel::dsl::{now, IntervalDsl};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Integer, Jsonb, Text, Timestamptz};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
+
+use crate::db::schema::orders::notifications;
 
 /// A notification to claim for a paid order.
 #[derive(Debug, Clone)]
@@ -37,33 +40,29 @@ pub struct NewNotification<'a> {
 /// other event of the same session, a renewal of the same subscription).
 /// Returns whether this call created it.
 pub fn claim(conn: &mut PgConnection, n: &NewNotification<'_>) -> QueryResult<bool> {
-    diesel::sql_query(
-        "INSERT INTO orders.notifications \
-           (account, order_key, session_id, event_id, event, order_data, message_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (account, order_key) DO NOTHING",
-    )
-    .bind::<Text, _>(n.account)
-    .bind::<Text, _>(n.order_key)
-    .bind::<Text, _>(n.session_id)
-    .bind::<Text, _>(n.event_id)
-    .bind::<Jsonb, _>(n.event)
-    .bind::<Jsonb, _>(&n.order_data)
-    .bind::<Text, _>(&n.message_id)
-    .execute(conn)
-    .map(|rows| rows == 1)
+    diesel::insert_into(notifications::table)
+        .values((
+            notifications::account.eq(n.account),
+            notifications::order_key.eq(n.order_key),
+            notifications::session_id.eq(n.session_id),
+            notifications::event_id.eq(n.event_id),
+            notifications::event.eq(n.event),
+            notifications::order_data.eq(&n.order_data),
+            notifications::message_id.eq(&n.message_id),
+        ))
+        .on_conflict((notifications::account, notifications::order_key))
+        .do_nothing()
+        .execute(conn)
+        .map(|rows| rows == 1)
 }
 
 /// Whether the order already has its notification (in any status).
 pub fn exists(conn: &mut PgConnection, account: &str, order_key: &str) -> QueryResult<bool> {
-    diesel::select(
-        diesel::dsl::sql::<diesel::sql_types::Bool>(
-            "EXISTS (SELECT 1 FROM orders.notifications WHERE account = ",
-        )
-        .bind::<Text, _>(account)
-        .sql(" AND order_key = ")
-        .bind::<Text, _>(order_key)
-        .sql(")"),
-    )
+    diesel::select(diesel::dsl::exists(
+        notifications::table
+            .filter(notifications::account.eq(account))
+            .filter(notifications::order_key.eq(order_key)),
+    ))
     .get_result(conn)
 }
 
@@ -74,48 +73,53 @@ pub fn requeue_failed(
     account: &str,
     order_key: &str,
 ) -> QueryResult<bool> {
-    diesel::sql_query(
-        "UPDATE orders.notifications SET status = 'pending', attempts = 0, \
-           next_attempt_at = now(), lease_token = NULL, updated_at = now() \
-         WHERE account = $1 AND order_key = $2 AND status = 'failed'",
+    diesel::update(
+        notifications::table
+            .filter(notifications::account.eq(account))
+            .filter(notifications::order_key.eq(order_key))
+            .filter(notifications::status.eq(NotificationStatus::Failed)),
     )
-    .bind::<Text, _>(account)
-    .bind::<Text, _>(order_key)
+    .set(queued_again())
     .execute(conn)
     .map(|rows| rows == 1)
 }
 
-/// A notification as operators see it.
-#[derive(Debug, Clone, Serialize, QueryableByName)]
-pub struct Notification {
-    #[diesel(sql_type = BigInt)]
-    pub id: i64,
-    #[diesel(sql_type = Text)]
-    pub account: String,
-    #[diesel(sql_type = Text)]
-    pub order_key: String,
-    #[diesel(sql_type = Text)]
-    pub session_id: String,
-    #[diesel(sql_type = Text)]
-    pub event_id: String,
-    #[diesel(sql_type = Text)]
-    pub message_id: String,
-    #[diesel(sql_type = Text)]
-    pub status: NotificationStatus,
-    #[diesel(sql_type = Integer)]
-    pub attempts: i32,
-    #[diesel(sql_type = Timestamptz)]
-    pub next_attempt_at: DateTime<Utc>,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub last_error: Option<String>,
-    #[diesel(sql_type = Timestamptz)]
-    pub created_at: DateTime<Utc>,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    pub sent_at: Option<DateTime<Utc>>,
+/// What queuing a notification again sets: pending, due now, no holder,
+/// its attempts counted afresh.
+#[allow(clippy::type_complexity)]
+fn queued_again() -> (
+    diesel::dsl::Eq<notifications::status, NotificationStatus>,
+    diesel::dsl::Eq<notifications::attempts, i32>,
+    diesel::dsl::Eq<notifications::next_attempt_at, now>,
+    diesel::dsl::Eq<notifications::lease_token, Option<Uuid>>,
+    diesel::dsl::Eq<notifications::updated_at, now>,
+) {
+    (
+        notifications::status.eq(NotificationStatus::Pending),
+        notifications::attempts.eq(0),
+        notifications::next_attempt_at.eq(now),
+        notifications::lease_token.eq(None::<Uuid>),
+        notifications::updated_at.eq(now),
+    )
 }
 
-const COLUMNS: &str = "id, account, order_key, session_id, event_id, message_id, status, \
-    attempts, next_attempt_at, last_error, created_at, sent_at";
+/// A notification as operators see it.
+#[derive(Debug, Clone, Serialize, Queryable, Selectable)]
+#[diesel(table_name = notifications, check_for_backend(diesel::pg::Pg))]
+pub struct Notification {
+    pub id: i64,
+    pub account: String,
+    pub order_key: String,
+    pub session_id: String,
+    pub event_id: String,
+    pub message_id: String,
+    pub status: NotificationStatus,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
 
 crate::text_enum! {
     /// `orders.notifications.status`.
@@ -142,13 +146,15 @@ pub fn list(
     status: Option<NotificationStatus>,
     limit: i64,
 ) -> QueryResult<Vec<Notification>> {
-    diesel::sql_query(format!(
-        "SELECT {COLUMNS} FROM orders.notifications \
-         WHERE $1::text IS NULL OR status = $1 ORDER BY id DESC LIMIT $2"
-    ))
-    .bind::<Nullable<Text>, _>(status)
-    .bind::<BigInt, _>(limit)
-    .load(conn)
+    let mut query = notifications::table
+        .select(Notification::as_select())
+        .order(notifications::id.desc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(status) = status {
+        query = query.filter(notifications::status.eq(status));
+    }
+    query.load(conn)
 }
 
 /// Why a retry was refused.
@@ -170,17 +176,6 @@ pub enum RetryError {
     Unavailable(#[from] crate::db::Unavailable),
 }
 
-#[derive(QueryableByName)]
-struct RetryState {
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    sent: bool,
-    /// A sender holds it and its lease has not run out.
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    leased: bool,
-    #[diesel(sql_type = Timestamptz)]
-    next_attempt_at: DateTime<Utc>,
-}
-
 /// Puts a failed (or waiting) notification back in the queue, due now.
 /// Refused for one that was sent, and for one a sender is sending: queued
 /// again, another sender would take it while the first still talks to
@@ -189,33 +184,31 @@ struct RetryState {
 /// before it sends).
 pub fn retry(conn: &mut PgConnection, id: i64) -> Result<Notification, RetryError> {
     conn.transaction(|conn| {
-        let state: Option<RetryState> = diesel::sql_query(
-            "SELECT status = 'sent' AS sent, \
-               (status = 'pending' AND lease_token IS NOT NULL AND next_attempt_at > now()) AS leased, \
-               next_attempt_at \
-             FROM orders.notifications WHERE id = $1 FOR UPDATE",
-        )
-        .bind::<BigInt, _>(id)
-        .get_result(conn)
-        .optional()?;
+        // Whether a sender's lease still runs, by the database's clock.
+        let state: Option<(NotificationStatus, Option<Uuid>, DateTime<Utc>, bool)> =
+            notifications::table
+                .find(id)
+                .select((
+                    notifications::status,
+                    notifications::lease_token,
+                    notifications::next_attempt_at,
+                    notifications::next_attempt_at.gt(now),
+                ))
+                .for_update()
+                .first(conn)
+                .optional()?;
         match state {
             None => return Err(RetryError::NotFound(id)),
-            Some(s) if s.sent => return Err(RetryError::AlreadySent(id)),
-            Some(s) if s.leased => {
-                return Err(RetryError::BeingSent {
-                    id,
-                    until: s.next_attempt_at,
-                })
+            Some((NotificationStatus::Sent, ..)) => return Err(RetryError::AlreadySent(id)),
+            Some((NotificationStatus::Pending, Some(_), until, true)) => {
+                return Err(RetryError::BeingSent { id, until })
             }
             Some(_) => {}
         }
-        Ok(diesel::sql_query(format!(
-            "UPDATE orders.notifications SET status = 'pending', attempts = 0, \
-               next_attempt_at = now(), lease_token = NULL, updated_at = now() \
-             WHERE id = $1 RETURNING {COLUMNS}"
-        ))
-        .bind::<BigInt, _>(id)
-        .get_result(conn)?)
+        Ok(diesel::update(notifications::table.find(id))
+            .set(queued_again())
+            .returning(Notification::as_returning())
+            .get_result(conn)?)
     })
 }
 
@@ -282,6 +275,9 @@ impl AsHolder {
 /// attempt counts, and no other sender takes it until the lease runs out
 /// (a sender that dies mid-send leaves it to be taken again then).
 pub fn take_next(conn: &mut PgConnection, lease: Duration) -> QueryResult<Option<Due>> {
+    // Raw SQL: one statement picks the due row (skipping rows other
+    // senders have locked) and takes it; diesel's builder has no
+    // UPDATE … FROM (subquery … FOR UPDATE SKIP LOCKED).
     diesel::sql_query(
         "UPDATE orders.notifications n \
          SET attempts = n.attempts + 1, next_attempt_at = now() + make_interval(secs => $1), \
@@ -305,28 +301,28 @@ pub fn take_next(conn: &mut PgConnection, lease: Duration) -> QueryResult<Option
 /// that ran out still renews while no one else took the row (the token is
 /// replaced by every take).
 pub fn renew(conn: &mut PgConnection, held: Lease, lease: Duration) -> QueryResult<AsHolder> {
-    diesel::sql_query(
-        "UPDATE orders.notifications \
-         SET next_attempt_at = now() + make_interval(secs => $3), updated_at = now() \
-         WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
-    )
-    .bind::<BigInt, _>(held.id)
-    .bind::<diesel::sql_types::Uuid, _>(held.token)
-    .bind::<diesel::sql_types::Double, _>(lease.as_secs_f64())
-    .execute(conn)
-    .map(AsHolder::from_rows)
+    diesel::update(held_by(held))
+        .set((
+            // The database's clock: leases are compared with it.
+            notifications::next_attempt_at
+                .eq(now.into_sql::<Timestamptz>() + lease.as_secs_f64().seconds()),
+            notifications::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .map(AsHolder::from_rows)
 }
 
 pub fn mark_sent(conn: &mut PgConnection, held: Lease) -> QueryResult<AsHolder> {
-    diesel::sql_query(
-        "UPDATE orders.notifications SET status = 'sent', sent_at = now(), last_error = NULL, \
-           lease_token = NULL, updated_at = now() \
-         WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
-    )
-    .bind::<BigInt, _>(held.id)
-    .bind::<diesel::sql_types::Uuid, _>(held.token)
-    .execute(conn)
-    .map(AsHolder::from_rows)
+    diesel::update(held_by(held))
+        .set((
+            notifications::status.eq(NotificationStatus::Sent),
+            notifications::sent_at.eq(now),
+            notifications::last_error.eq(None::<String>),
+            notifications::lease_token.eq(None::<Uuid>),
+            notifications::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .map(AsHolder::from_rows)
 }
 
 /// Leaves the notification pending, due again after `wait`, and lets go
@@ -337,28 +333,43 @@ pub fn mark_retry(
     error: &str,
     wait: Duration,
 ) -> QueryResult<AsHolder> {
-    diesel::sql_query(
-        "UPDATE orders.notifications SET last_error = $3, lease_token = NULL, \
-           next_attempt_at = now() + make_interval(secs => $4), updated_at = now() \
-         WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
-    )
-    .bind::<BigInt, _>(held.id)
-    .bind::<diesel::sql_types::Uuid, _>(held.token)
-    .bind::<Text, _>(error)
-    .bind::<diesel::sql_types::Double, _>(wait.as_secs_f64())
-    .execute(conn)
-    .map(AsHolder::from_rows)
+    diesel::update(held_by(held))
+        .set((
+            notifications::last_error.eq(error),
+            notifications::lease_token.eq(None::<Uuid>),
+            notifications::next_attempt_at
+                .eq(now.into_sql::<Timestamptz>() + wait.as_secs_f64().seconds()),
+            notifications::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .map(AsHolder::from_rows)
 }
 
 pub fn mark_failed(conn: &mut PgConnection, held: Lease, error: &str) -> QueryResult<AsHolder> {
-    diesel::sql_query(
-        "UPDATE orders.notifications SET status = 'failed', last_error = $3, lease_token = NULL, \
-           updated_at = now() \
-         WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
-    )
-    .bind::<BigInt, _>(held.id)
-    .bind::<diesel::sql_types::Uuid, _>(held.token)
-    .bind::<Text, _>(error)
-    .execute(conn)
-    .map(AsHolder::from_rows)
+    diesel::update(held_by(held))
+        .set((
+            notifications::status.eq(NotificationStatus::Failed),
+            notifications::last_error.eq(error),
+            notifications::lease_token.eq(None::<Uuid>),
+            notifications::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .map(AsHolder::from_rows)
+}
+
+/// The row `held` names, while its lease is still the row's and it is
+/// pending: the only row a holder's write may change.
+fn held_by(
+    held: Lease,
+) -> diesel::dsl::Filter<
+    diesel::dsl::Filter<
+        diesel::dsl::Find<notifications::table, i64>,
+        diesel::dsl::Eq<notifications::lease_token, Uuid>,
+    >,
+    diesel::dsl::Eq<notifications::status, NotificationStatus>,
+> {
+    notifications::table
+        .find(held.id)
+        .filter(notifications::lease_token.eq(held.token))
+        .filter(notifications::status.eq(NotificationStatus::Pending))
 }
