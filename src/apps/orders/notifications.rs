@@ -357,17 +357,17 @@ pub fn mark_failed(conn: &mut PgConnection, held: Lease, error: &str) -> QueryRe
         .map(AsHolder::from_rows)
 }
 
-/// The row `held` names, while its lease is still the row's and it is
-/// pending: the only row a holder's write may change.
-fn held_by(
-    held: Lease,
-) -> diesel::dsl::Filter<
+type HeldBy = diesel::dsl::Filter<
     diesel::dsl::Filter<
         diesel::dsl::Find<notifications::table, i64>,
         diesel::dsl::Eq<notifications::lease_token, Uuid>,
     >,
     diesel::dsl::Eq<notifications::status, NotificationStatus>,
-> {
+>;
+
+/// The row `held` names, while its lease is still the row's and it is
+/// pending: the only row a holder's write may change.
+fn held_by(held: Lease) -> HeldBy {
     notifications::table
         .find(held.id)
         .filter(notifications::lease_token.eq(held.token))
