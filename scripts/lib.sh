@@ -77,45 +77,41 @@ start_private_postgres() {
 }
 
 # --- Kafka-protocol broker (nisshi) -----------------------------------------
-# Sets NISSHI_BIN, installing nisshi once per machine (about 12 minutes).
-ensure_nisshi() {
+# ensure_cargo_tool VAR BINARY WHAT MINUTES CRATE VERSION [INSTALL ARGS…]:
+# sets VAR to BINARY's path: VAR as given, on PATH, in ~/.cargo/bin, or
+# built once per machine into the cache by `cargo install` (its progress
+# shown: a first build takes minutes).
+ensure_cargo_tool() {
+  local var="$1" binary="$2" what="$3" minutes="$4" crate="$5" version="$6"
+  shift 6
   local candidate
-  for candidate in "${NISSHI_BIN:-}" "$(command -v nisshi 2>/dev/null || true)" "$HOME/.cargo/bin/nisshi" "$CACHE_DIR/bin/nisshi"; do
-    if [ -n "$candidate" ] && [ -x "$candidate" ]; then NISSHI_BIN="$candidate"; return; fi
+  for candidate in "${!var:-}" "$(command -v "$binary" 2>/dev/null || true)" "$HOME/.cargo/bin/$binary" "$CACHE_DIR/bin/$binary"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then printf -v "$var" '%s' "$candidate"; return; fi
   done
-  log "Kafka broker: building nisshi $NISSHI_VERSION once for this machine (about 12 minutes)"
-  CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" cargo install nisshi --version "$NISSHI_VERSION" --locked \
-    --no-default-features --features dynostore,libsql --root "$CACHE_DIR" >&2
-  NISSHI_BIN="$CACHE_DIR/bin/nisshi"
+  log "$what: building $crate $version once for this machine (about $minutes minutes on 2 cores)"
+  CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" cargo install "$crate" --version "$version" --locked \
+    --root "$CACHE_DIR" "$@" >&2
+  printf -v "$var" '%s' "$CACHE_DIR/bin/$binary"
 }
 
-# mdBook, which builds the book in docs/: built once per machine (about 3
-# minutes on 2 cores) into the cache unless an mdbook binary is on PATH.
+# Sets NISSHI_BIN: the Kafka-protocol broker.
+ensure_nisshi() {
+  ensure_cargo_tool NISSHI_BIN nisshi "Kafka broker" 12 nisshi "$NISSHI_VERSION" \
+    --no-default-features --features dynostore,libsql
+}
+
+# Sets MDBOOK_BIN: mdBook, which builds the book in docs/.
 MDBOOK_VERSION=0.4.52
 ensure_mdbook() {
-  local candidate
-  for candidate in "${MDBOOK_BIN:-}" "$(command -v mdbook 2>/dev/null || true)" "$CACHE_DIR/bin/mdbook"; do
-    if [ -n "$candidate" ] && [ -x "$candidate" ]; then MDBOOK_BIN="$candidate"; return; fi
-  done
-  log "docs: building mdbook $MDBOOK_VERSION once for this machine (about 3 minutes)"
-  CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" cargo install mdbook --version "$MDBOOK_VERSION" --locked \
-    --no-default-features --root "$CACHE_DIR" >&2
-  MDBOOK_BIN="$CACHE_DIR/bin/mdbook"
+  ensure_cargo_tool MDBOOK_BIN mdbook docs 3 mdbook "$MDBOOK_VERSION" --no-default-features
 }
 
-# The diesel CLI, which generates src/db/schema/ (scripts/check-schema):
-# built once per machine (about 4 minutes on 2 cores) into the cache
-# unless a diesel binary is on PATH.
+# Sets DIESEL_BIN: the diesel CLI, which generates src/db/schema/
+# (scripts/check-schema).
 DIESEL_CLI_VERSION=2.2.12
 ensure_diesel_cli() {
-  local candidate
-  for candidate in "${DIESEL_BIN:-}" "$(command -v diesel 2>/dev/null || true)" "$CACHE_DIR/bin/diesel"; do
-    if [ -n "$candidate" ] && [ -x "$candidate" ]; then DIESEL_BIN="$candidate"; return; fi
-  done
-  log "schema: building diesel_cli $DIESEL_CLI_VERSION once for this machine (about 4 minutes)"
-  CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" cargo install diesel_cli --version "$DIESEL_CLI_VERSION" --locked \
-    --no-default-features --features postgres --root "$CACHE_DIR" >&2
-  DIESEL_BIN="$CACHE_DIR/bin/diesel"
+  ensure_cargo_tool DIESEL_BIN diesel schema 4 diesel_cli "$DIESEL_CLI_VERSION" \
+    --no-default-features --features postgres
 }
 
 # start_broker PORT DIR [STORAGE]: a broker logging to DIR, by default with

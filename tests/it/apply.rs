@@ -792,17 +792,7 @@ fn a_person_s_edit_is_written_without_a_read(deliveries: &[&str]) {
         for sql in deliveries {
             diesel::sql_query(*sql).execute(&mut conn).unwrap();
         }
-        let made = chrono::Utc::now().timestamp() - 5;
-        let edit = StripeEvent::parse(
-            format!(
-                r#"{{"id":"evt_person","type":"customer.updated","created":{made},
-                "request":{{"id":"req_person","idempotency_key":null}},
-                "data":{{"object":{{"id":"cus_pend","object":"customer","email":"p@example.com",
-                    "name":"Person's name","phone":"+1 555 0199"}}}}}}"#
-            )
-            .as_bytes(),
-        )
-        .unwrap();
+        let edit = person_edit("Person's name");
         let results = conn
             .transaction(|conn| path(conn, &Unreachable, &[&edit], FanOut::ToOtherServices))
             .unwrap();
@@ -890,17 +880,7 @@ fn a_write_of_ours_recorded_failed_still_makes_a_near_stripe_edit_a_re_read() {
         )
         .execute(&mut conn)
         .unwrap();
-        let made = chrono::Utc::now().timestamp() - 5;
-        let edit = StripeEvent::parse(
-            format!(
-                r#"{{"id":"evt_person","type":"customer.updated","created":{made},
-                "request":{{"id":"req_person","idempotency_key":null}},
-                "data":{{"object":{{"id":"cus_pend","object":"customer","email":"p@example.com",
-                    "name":"Older name","phone":"+1 555 0199"}}}}}}"#
-            )
-            .as_bytes(),
-        )
-        .unwrap();
+        let edit = person_edit("Older name");
         let now = json!({"id": "cus_pend", "object": "customer", "email": "p@example.com",
                          "name": "Newer name", "phone": "+1 555 0199"});
         let results = conn
@@ -913,6 +893,22 @@ fn a_write_of_ours_recorded_failed_still_makes_a_near_stripe_edit_a_re_read() {
             "an edit older than our write Stripe performed rolled it back"
         );
     }
+}
+
+/// A person's edit in Stripe of the pending customer's name (and its
+/// phone), made 5 s ago: not an echo of ours.
+fn person_edit(name: &str) -> StripeEvent {
+    let made = chrono::Utc::now().timestamp() - 5;
+    StripeEvent::parse(
+        format!(
+            r#"{{"id":"evt_person","type":"customer.updated","created":{made},
+            "request":{{"id":"req_person","idempotency_key":null}},
+            "data":{{"object":{{"id":"cus_pend","object":"customer","email":"p@example.com",
+                "name":"{name}","phone":"+1 555 0199"}}}}}}"#
+        )
+        .as_bytes(),
+    )
+    .unwrap()
 }
 
 /// A Stripe no test may read.

@@ -174,6 +174,23 @@ pub fn intent_form(
     .collect()
 }
 
+/// [`record`], from async code.
+async fn record_on(
+    pool: &PgPool,
+    id: Uuid,
+    status: PurchaseStatus,
+    payment_intent: Option<&str>,
+    error: Option<(&str, &str)>,
+) -> Result<(), CreditsError> {
+    let payment_intent = payment_intent.map(str::to_owned);
+    let error = error.map(|(code, message)| (code.to_owned(), message.to_owned()));
+    blocking(pool, move |conn| {
+        let error = error.as_ref().map(|(c, m)| (c.as_str(), m.as_str()));
+        Ok::<_, CreditsError>(record(conn, id, status, payment_intent.as_deref(), error)?)
+    })
+    .await
+}
+
 /// Moves a purchase that is not credited yet; a credited one stays so.
 pub fn record(
     conn: &mut PgConnection,
@@ -338,19 +355,11 @@ pub async fn buy(
                 Some(pm) => charge(stripe, &purchase, &stripe_customer, &pm, &request_key).await,
                 None => {
                     let id = purchase.id;
-                    blocking(pool, move |conn| {
-                        Ok::<_, CreditsError>(record(
-                            conn,
-                            id,
-                            PurchaseStatus::Failed,
-                            None,
-                            Some((
-                                NO_PAYMENT_METHOD,
-                                "the customer has no default payment method",
-                            )),
-                        )?)
-                    })
-                    .await?;
+                    let why = (
+                        NO_PAYMENT_METHOD,
+                        "the customer has no default payment method",
+                    );
+                    record_on(pool, id, PurchaseStatus::Failed, None, Some(why)).await?;
                     return Err(CreditsError::NoPaymentMethod);
                 }
             }
@@ -388,10 +397,7 @@ async fn settle(
     match status.as_str() {
         "succeeded" => blocking(pool, move |conn| credit(conn, id, &pi)).await,
         "processing" | "requires_capture" => {
-            blocking(pool, move |conn| {
-                Ok::<_, CreditsError>(record(conn, id, PurchaseStatus::Pending, Some(&pi), None)?)
-            })
-            .await?;
+            record_on(pool, id, PurchaseStatus::Pending, Some(&pi), None).await?;
             Ok(Outcome::Pending { purchase_id: id })
         }
         "requires_action" | "requires_confirmation" => {
@@ -405,17 +411,8 @@ async fn settle(
                 .unwrap_or("the payment was declined")
                 .to_owned();
             let decline_code = error["decline_code"].as_str().map(str::to_owned);
-            let (c, m) = (code.clone(), message.clone());
-            blocking(pool, move |conn| {
-                Ok::<_, CreditsError>(record(
-                    conn,
-                    id,
-                    PurchaseStatus::Failed,
-                    Some(&pi),
-                    Some((&c, &m)),
-                )?)
-            })
-            .await?;
+            let why = (code.as_str(), message.as_str());
+            record_on(pool, id, PurchaseStatus::Failed, Some(&pi), Some(why)).await?;
             Ok(Outcome::Declined {
                 purchase_id: id,
                 code,
@@ -450,17 +447,7 @@ async fn needs_authentication(
             RemoteObject::Deleted => String::new(),
         },
     };
-    let recorded = pi.clone();
-    blocking(pool, move |conn| {
-        Ok::<_, CreditsError>(record(
-            conn,
-            id,
-            PurchaseStatus::RequiresAction,
-            Some(&recorded),
-            None,
-        )?)
-    })
-    .await?;
+    record_on(pool, id, PurchaseStatus::RequiresAction, Some(&pi), None).await?;
     Ok(Outcome::NeedsAuthentication {
         purchase_id: id,
         payment_intent: pi,
@@ -500,16 +487,14 @@ async fn refused(
                 }
             }
             let code = code.unwrap_or_else(|| "card_declined".to_owned());
-            let (c, m) = (code.clone(), message.clone());
-            blocking(pool, move |conn| {
-                Ok::<_, CreditsError>(record(
-                    conn,
-                    id,
-                    PurchaseStatus::Failed,
-                    payment_intent.as_deref(),
-                    Some((&c, &m)),
-                )?)
-            })
+            let why = (code.as_str(), message.as_str());
+            record_on(
+                pool,
+                id,
+                PurchaseStatus::Failed,
+                payment_intent.as_deref(),
+                Some(why),
+            )
             .await?;
             Ok(Outcome::Declined {
                 purchase_id: id,
@@ -530,15 +515,13 @@ async fn refused(
             status: 400 | 404, ..
         } => {
             let message = e.to_string();
-            blocking(pool, move |conn| {
-                Ok::<_, CreditsError>(record(
-                    conn,
-                    id,
-                    PurchaseStatus::Failed,
-                    None,
-                    Some((REFUSED, &message)),
-                )?)
-            })
+            record_on(
+                pool,
+                id,
+                PurchaseStatus::Failed,
+                None,
+                Some((REFUSED, &message)),
+            )
             .await?;
             Err(e.into())
         }
