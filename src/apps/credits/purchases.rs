@@ -13,42 +13,33 @@
 //! was reused (422).
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Bool, Text, Uuid as SqlUuid};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::packages::{self, Package};
 use super::{ledger, payment_methods, CreditsError};
 use crate::apps::payments::intents;
+use crate::db::schema::credits::purchases;
 use crate::db::{blocking, PgPool};
 use crate::stripe::client::{StripeClient, StripeError};
 use crate::stripe::{RemoteObject, PLATFORM_ACCOUNT};
 
-#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = purchases, check_for_backend(diesel::pg::Pg))]
 pub struct Purchase {
-    #[diesel(sql_type = SqlUuid)]
     pub id: Uuid,
-    #[diesel(sql_type = SqlUuid)]
     pub customer_id: Uuid,
-    #[diesel(sql_type = Text)]
     pub package_id: String,
-    #[diesel(sql_type = BigInt)]
     pub credits: i64,
-    #[diesel(sql_type = BigInt)]
     pub price: i64,
-    #[diesel(sql_type = Text)]
     pub currency: String,
-    #[diesel(sql_type = Nullable<Text>)]
     pub payment_intent: Option<String>,
-    #[diesel(sql_type = Text)]
     pub status: PurchaseStatus,
-    #[diesel(sql_type = Nullable<Text>)]
     pub error_code: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
     pub error: Option<String>,
     /// What it is paid with, recorded before Stripe is asked (`None` for
     /// purchases started before this was kept).
-    #[diesel(sql_type = Nullable<Text>)]
     pub payment_method: Option<String>,
 }
 
@@ -67,9 +58,6 @@ crate::text_enum! {
         Failed = "failed",
     }
 }
-
-const COLUMNS: &str = "id, customer_id, package_id, credits, price, currency, payment_intent, \
-                       status, error_code, error, payment_method";
 
 /// How a purchase request ends, as the API answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,12 +88,11 @@ pub enum Outcome {
 
 /// The purchase started under `request_key`, if any.
 pub fn find(conn: &mut PgConnection, request_key: &str) -> QueryResult<Option<Purchase>> {
-    diesel::sql_query(format!(
-        "SELECT {COLUMNS} FROM credits.purchases WHERE request_key = $1"
-    ))
-    .bind::<Text, _>(request_key)
-    .get_result(conn)
-    .optional()
+    purchases::table
+        .filter(purchases::request_key.eq(request_key))
+        .select(Purchase::as_select())
+        .first(conn)
+        .optional()
 }
 
 /// The checks made before anything is written or charged: the customer
@@ -132,20 +119,20 @@ pub fn open(
     payment_method: &str,
     request_key: &str,
 ) -> QueryResult<Purchase> {
-    diesel::sql_query(
-        "INSERT INTO credits.purchases \
-           (id, customer_id, package_id, credits, price, currency, request_key, payment_method) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (request_key) DO NOTHING",
-    )
-    .bind::<SqlUuid, _>(Uuid::new_v4())
-    .bind::<SqlUuid, _>(customer)
-    .bind::<Text, _>(&package.id)
-    .bind::<BigInt, _>(package.credits)
-    .bind::<BigInt, _>(package.price)
-    .bind::<Text, _>(&package.currency)
-    .bind::<Text, _>(request_key)
-    .bind::<Text, _>(payment_method)
-    .execute(conn)?;
+    diesel::insert_into(purchases::table)
+        .values((
+            purchases::id.eq(Uuid::new_v4()),
+            purchases::customer_id.eq(customer),
+            purchases::package_id.eq(&package.id),
+            purchases::credits.eq(package.credits),
+            purchases::price.eq(package.price),
+            purchases::currency.eq(&package.currency),
+            purchases::request_key.eq(request_key),
+            purchases::payment_method.eq(payment_method),
+        ))
+        .on_conflict(purchases::request_key)
+        .do_nothing()
+        .execute(conn)?;
     Ok(find(conn, request_key)?.expect("the purchase was just recorded"))
 }
 
@@ -199,21 +186,30 @@ pub fn record(
     payment_intent: Option<&str>,
     error: Option<(&str, &str)>,
 ) -> QueryResult<()> {
-    diesel::sql_query(
-        "UPDATE credits.purchases SET status = $2, \
-           payment_intent = COALESCE(payment_intent, $3), \
-           error_code = $4, error = $5, updated_at = now() \
-         WHERE id = $1 AND status <> 'succeeded'",
+    diesel::update(
+        purchases::table
+            .find(id)
+            .filter(purchases::status.ne(PurchaseStatus::Succeeded)),
     )
-    .bind::<SqlUuid, _>(id)
-    .bind::<Text, _>(status)
-    .bind::<Nullable<Text>, _>(payment_intent)
-    .bind::<Nullable<Text>, _>(error.map(|(code, _)| code))
-    .bind::<Nullable<Text>, _>(error.map(|(_, message)| message))
+    .set((
+        purchases::status.eq(status),
+        // The first intent recorded stays the purchase's.
+        purchases::payment_intent.eq(coalesce(purchases::payment_intent, payment_intent)),
+        purchases::error_code.eq(error.map(|(code, _)| code)),
+        purchases::error.eq(error.map(|(_, message)| message)),
+        purchases::updated_at.eq(diesel::dsl::now),
+    ))
     .execute(conn)
     .map(drop)
 }
 
+diesel::define_sql_function! {
+    /// SQL's `COALESCE` of two nullable values.
+    fn coalesce(first: diesel::sql_types::Nullable<Text>, second: diesel::sql_types::Nullable<Text>) -> diesel::sql_types::Nullable<Text>;
+}
+
+/// Raw SQL: the crediting is the migration's SQL function, which the
+/// webhook's trigger calls too.
 #[derive(QueryableByName)]
 struct Credited {
     #[diesel(sql_type = Bool)]
@@ -233,11 +229,10 @@ pub fn credit(
                 .bind::<SqlUuid, _>(id)
                 .bind::<Text, _>(payment_intent)
                 .get_result(conn)?;
-        let purchase: Purchase = diesel::sql_query(format!(
-            "SELECT {COLUMNS} FROM credits.purchases WHERE id = $1"
-        ))
-        .bind::<SqlUuid, _>(id)
-        .get_result(conn)?;
+        let purchase: Purchase = purchases::table
+            .find(id)
+            .select(Purchase::as_select())
+            .first(conn)?;
         if purchase.status != PurchaseStatus::Succeeded {
             // credit_purchase refused: the purchase is another intent's.
             return Err(CreditsError::Inconsistent(format!(
