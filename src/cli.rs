@@ -151,7 +151,7 @@ enum NotificationsCommand {
     /// Notifications, newest first.
     List {
         /// Only this status: pending, sent or failed.
-        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(notifications::STATUSES))]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(notifications::NotificationStatus::NAMES))]
         status: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: i64,

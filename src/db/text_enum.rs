@@ -23,6 +23,8 @@ macro_rules! text_enum {
         impl $name {
             /// Every value, as the column's CHECK constraint lists them.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// [`Self::ALL`] as text, in the same order.
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
 
             pub const fn as_str(self) -> &'static str {
                 match self {

@@ -7,7 +7,7 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use super::error::ApiError;
-use crate::apps::orders::notifications::{self, NotificationStatus, RetryError, STATUSES};
+use crate::apps::orders::notifications::{self, NotificationStatus, RetryError};
 use crate::db::{self, PgPool};
 use crate::input;
 
@@ -36,7 +36,10 @@ pub fn routes(
                     s.parse::<NotificationStatus>().map_err(|_| {
                         invalid(
                             "status",
-                            format!("{s:?} is not one of {}", STATUSES.join(", ")),
+                            format!(
+                                "{s:?} is not one of {}",
+                                NotificationStatus::NAMES.join(", ")
+                            ),
                         )
                     })
                 })

@@ -575,6 +575,37 @@ struct Count {
     n: i64,
 }
 
+/// The pending customer made through the API and not linked to Stripe
+/// yet: its name `writes` of ours (outbox id, operation, name; the row
+/// holds the last), of which Stripe acknowledged the first (its create).
+fn created_by_us(conn: &mut PgConnection, writes: &[(i64, &str, &str)]) {
+    let (_, _, name_now) = writes.last().expect("at least the create");
+    let rows: Vec<String> = writes
+        .iter()
+        .map(|(id, operation, name)| {
+            format!(
+                "({id}, 'customer', '{PENDING_LOCAL}', '{operation}', '{{\"name\": \"{name}\"}}')"
+            )
+        })
+        .collect();
+    for sql in [
+        format!(
+            "INSERT INTO customers (id, email, name) VALUES \
+             ('{PENDING_LOCAL}', 'p@example.com', '{name_now}')"
+        ),
+        format!(
+            "INSERT INTO outbox (id, entity, local_id, operation, fields) VALUES {}",
+            rows.join(", ")
+        ),
+        format!(
+            "INSERT INTO outbox_deliveries (outbox_id, service, status) VALUES ({}, 'stripe', 'synced')",
+            writes[0].0
+        ),
+    ] {
+        diesel::sql_query(sql).execute(conn).unwrap();
+    }
+}
+
 /// Our create's echo and a tie in the same second, in one batch, before
 /// stripe-outbound recorded the create's link: the prefetch reads the
 /// customer for the tie with no link to find our changes by. The link and
@@ -586,21 +617,13 @@ fn a_prefetched_re_read_before_our_create_was_linked_does_not_roll_back_our_late
     for path in [apply::apply_batch as Path, apply::apply_each] {
         let db = TestDb::migrated();
         let mut conn = db.conn();
-        for sql in [
-            format!(
-                "INSERT INTO customers (id, email, name) VALUES \
-                 ('{PENDING_LOCAL}', 'p@example.com', 'Newer name')"
-            ),
-            format!(
-                "INSERT INTO outbox (id, entity, local_id, operation, fields) VALUES \
-                 (9001, 'customer', '{PENDING_LOCAL}', 'create', '{{\"name\": \"Older name\"}}'), \
-                 (9002, 'customer', '{PENDING_LOCAL}', 'update', '{{\"name\": \"Newer name\"}}')"
-            ),
-            "INSERT INTO outbox_deliveries (outbox_id, service, status) VALUES (9001, 'stripe', 'synced')"
-                .to_owned(),
-        ] {
-            diesel::sql_query(sql).execute(&mut conn).unwrap();
-        }
+        created_by_us(
+            &mut conn,
+            &[
+                (9001, "create", "Older name"),
+                (9002, "update", "Newer name"),
+            ],
+        );
         let event = |id: &str, key: &str| {
             StripeEvent::parse(
                 format!(
@@ -814,20 +837,7 @@ fn a_person_s_edit_is_written_without_a_read(deliveries: &[&str]) {
 fn a_person_s_edit_batched_after_our_create_s_echo_is_read_before_the_transaction() {
     let db = TestDb::migrated();
     let mut conn = db.conn();
-    for sql in [
-        format!(
-            "INSERT INTO customers (id, email, name) VALUES \
-             ('{PENDING_LOCAL}', 'p@example.com', 'Our name')"
-        ),
-        format!(
-            "INSERT INTO outbox (id, entity, local_id, operation, fields) VALUES \
-             (9001, 'customer', '{PENDING_LOCAL}', 'create', '{{\"name\": \"Our name\"}}')"
-        ),
-        "INSERT INTO outbox_deliveries (outbox_id, service, status) VALUES (9001, 'stripe', 'synced')"
-            .to_owned(),
-    ] {
-        diesel::sql_query(sql).execute(&mut conn).unwrap();
-    }
+    created_by_us(&mut conn, &[(9001, "create", "Our name")]);
     let now = chrono::Utc::now().timestamp();
     let event = |id: &str, key: &str, created: i64, phone: &str| {
         format!(

@@ -133,13 +133,6 @@ crate::text_enum! {
     }
 }
 
-/// The statuses' names, for the CLI's and the API's choices.
-pub const STATUSES: [&str; 3] = [
-    NotificationStatus::Pending.as_str(),
-    NotificationStatus::Sent.as_str(),
-    NotificationStatus::Failed.as_str(),
-];
-
 /// Notifications, newest first, optionally of one status.
 pub fn list(
     conn: &mut PgConnection,
