@@ -16,8 +16,9 @@ use uuid::Uuid;
 
 use super::order::{self, Step, Watermark};
 use super::{Applied, ApplyError, Recording, RemoteReader};
-use crate::customers::fanout::{self, FanOut, Shared, SharedRow};
+use crate::customers::fanout::{self, Shared, SharedRow};
 use crate::customers::input::LOCAL_ID_METADATA_KEY;
+use crate::customers::settings::FanOut;
 use crate::db::models::{Customer, CustomerProjection, NewIdMapEntry};
 use crate::db::schema::customers;
 use crate::outbox;

@@ -9,7 +9,7 @@ pub mod ledger;
 pub mod order;
 mod remote;
 
-pub use crate::customers::fanout::FanOut;
+pub use crate::customers::settings::FanOut;
 pub use customer::SNAPSHOT_TYPE;
 pub use remote::{ListRequest, Prefetched, Recording, RemoteReader};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use lettre::message::Mailbox;
 
 use super::*;
-use crate::apps::orders::smtp::{self, SmtpUrl};
+use crate::apps::orders::settings::{self, SmtpUrl};
 use crate::kafka::topics;
 
 /// `NOTIFY_UNKNOWN_OUTCOME_WAIT_MS` unless set: 10 minutes.
@@ -74,7 +74,7 @@ impl NotifierConfig {
             from: env.required("NOTIFY_EMAIL_FROM")?.parse().map_err(
                 |e: lettre::address::AddressError| invalid("NOTIFY_EMAIL_FROM")(e.to_string()),
             )?,
-            to: smtp::parse_mailboxes(env.required("NOTIFY_EMAIL_TO")?)
+            to: settings::parse_mailboxes(env.required("NOTIFY_EMAIL_TO")?)
                 .map_err(invalid("NOTIFY_EMAIL_TO"))?,
             product_ids: (!product_ids.is_empty()).then_some(product_ids),
             poll_interval: Duration::from_millis(env.parsed("NOTIFY_POLL_MS", 500)?),

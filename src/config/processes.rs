@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::*;
-use crate::customers::fanout::FanOut;
+use crate::customers::settings::FanOut;
 use crate::kafka::topics;
 
 /// `stripe-sync serve`.

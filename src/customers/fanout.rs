@@ -22,15 +22,6 @@ use crate::sync::entity;
 /// with. Metadata stays between the local row and Stripe.
 pub const SHARED_FIELDS: [&str; 4] = ["email", "name", "phone", "description"];
 
-/// Whether the inbound worker passes the changes it applies on to the
-/// other services: on when another service is configured, so a
-/// deployment with Stripe alone writes no outbox rows nobody reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FanOut {
-    Off,
-    ToOtherServices,
-}
-
 /// A customer's shared columns.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Shared<'a> {

@@ -4,6 +4,7 @@
 pub mod fanout;
 pub mod input;
 pub mod list;
+pub mod settings;
 pub mod sync_state;
 
 use chrono::{DateTime, Utc};
@@ -16,7 +17,7 @@ use uuid::Uuid;
 use crate::db::models::Customer;
 use crate::db::schema::customers;
 use crate::outbox::{self, Operation};
-use crate::sync::entity;
+use crate::sync::{entity, idmap, service};
 use input::{merged_metadata, CustomerPatch, Invalid, NewCustomer};
 use sync_state::SyncState;
 
@@ -107,6 +108,28 @@ pub fn exists(conn: &mut PgConnection, id: Uuid) -> QueryResult<bool> {
             .filter(customers::deleted_at.is_null()),
     ))
     .get_result(conn)
+}
+
+/// Why a local customer has no Stripe customer to charge or credit.
+#[derive(Debug, thiserror::Error)]
+pub enum NoStripeCustomer {
+    #[error("no such customer {0}")]
+    Missing(Uuid),
+    #[error("customer {0} has no Stripe customer yet; retry once it is synced")]
+    NotSynced(Uuid),
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
+}
+
+/// The Stripe customer a live local customer is linked to (the
+/// platform's link first, see [`idmap::find_by_local`]).
+pub fn stripe_customer(conn: &mut PgConnection, local: Uuid) -> Result<String, NoStripeCustomer> {
+    if !exists(conn, local)? {
+        return Err(NoStripeCustomer::Missing(local));
+    }
+    idmap::find_by_local(conn, service::STRIPE, entity::CUSTOMER, local)?
+        .map(|link| link.external_id)
+        .ok_or(NoStripeCustomer::NotSynced(local))
 }
 
 pub fn get(conn: &mut PgConnection, id: Uuid) -> Result<CustomerView, CustomerError> {

@@ -18,16 +18,18 @@ use warp::{Filter, Rejection, Reply};
 use super::body::{json_body, refused, typed};
 use super::error::ApiError;
 use super::idempotent::{self, idempotent, Answer};
-use super::payments::{api_error, stripe_code, Ctx};
+use super::payments::Ctx;
+use super::stripe_errors::{stripe_answer, stripe_code};
 use crate::apps::credits::ledger::{self, Posted};
 use crate::apps::credits::packages::{self, CreateBody, PatchBody};
 use crate::apps::credits::purchases::{self, Outcome};
 use crate::apps::credits::{payment_methods, CreditsError};
-use crate::apps::payments::input::{is_stripe_id, Invalid};
-use crate::apps::payments::intents;
 use crate::customers::list::{Cursor, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::customers::NoStripeCustomer;
 use crate::db::blocking;
 use crate::input;
+use crate::input::Invalid;
+use crate::stripe::is_id as is_stripe_id;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,7 +148,7 @@ pub fn routes(
                         let cus = stripe_customer(&ctx, customer).await?;
                         let saved = payment_methods::save(stripe, &cus, &pm, &stripe_key)
                             .await
-                            .map_err(|e| api_error(e.into()))?;
+                            .map_err(stripe_answer)?;
                         Ok(Answer::done(StatusCode::OK, saved))
                     },
                 )
@@ -162,7 +164,7 @@ pub fn routes(
             let cus = stripe_customer(&ctx, customer).await.map_err(reject)?;
             let cards = payment_methods::list(stripe, &cus)
                 .await
-                .map_err(|e| reject(api_error(e.into())))?;
+                .map_err(|e| reject(stripe_answer(e)))?;
             Ok::<_, Rejection>(
                 warp::reply::json(&json!({"payment_methods": cards})).into_response(),
             )
@@ -226,7 +228,7 @@ pub fn routes(
                 let (limit, before) = page(&query)?;
                 let history = run(&ctx, move |conn| {
                     if !crate::customers::exists(conn, customer)? {
-                        return Err(intents::PaymentsError::NoSuchCustomer(customer).into());
+                        return Err(NoStripeCustomer::Missing(customer).into());
                     }
                     Ok(ledger::history(conn, customer, limit, before.as_ref())?)
                 })
@@ -294,7 +296,7 @@ fn customer_id(raw: &str) -> Result<Uuid, Rejection> {
 
 async fn stripe_customer(ctx: &Ctx, customer: Uuid) -> Result<String, ApiError> {
     blocking(&ctx.pool, move |conn| {
-        Ok(intents::stripe_customer(conn, customer)?)
+        Ok(crate::customers::stripe_customer(conn, customer)?)
     })
     .await
     .map_err(credits_error)
@@ -355,7 +357,7 @@ async fn post_entry(
         move |_| async move {
             let posted = run(&ctx, move |conn| {
                 if !crate::customers::exists(conn, customer)? {
-                    return Err(intents::PaymentsError::NoSuchCustomer(customer).into());
+                    return Err(NoStripeCustomer::Missing(customer).into());
                 }
                 Ok(match entry {
                     Entry::Spend => ledger::spend(conn, customer, credits, &reason, &entry_key)?,
@@ -428,7 +430,9 @@ fn credits_error(e: CreditsError) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, "purchase_in_progress", e.to_string())
                 .with_detail("purchase_id", purchase_id.to_string())
         }
-        CreditsError::Payments(e) => api_error(e),
+        CreditsError::Customer(e) => e.into(),
+        CreditsError::Stripe(e) => stripe_answer(e),
+        CreditsError::Database(e) => ApiError::unavailable("database_unavailable", &e),
         CreditsError::Unavailable(cause) => cause.into(),
         CreditsError::Inconsistent(cause) => ApiError::unavailable("internal", &cause),
     }

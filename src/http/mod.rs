@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod ops;
 pub mod payments;
 pub mod salesforce;
+pub mod stripe_errors;
 pub mod webhook;
 
 use std::convert::Infallible;

@@ -14,6 +14,7 @@ use super::body::{json_body, refused, typed};
 use super::error::ApiError;
 use super::idempotency;
 use super::idempotent::{self, idempotent, Answer};
+use super::stripe_errors::stripe_answer;
 use crate::apps::payments::checkout;
 use crate::apps::payments::input::{
     self, CheckoutBody, IntentBody, Invalid, RefundBody, RefundRequestBody,
@@ -22,7 +23,7 @@ use crate::apps::payments::intents::{self, PaymentsError};
 use crate::apps::payments::refund_requests::{self, Queued};
 use crate::db::{self, PgPool};
 use crate::kafka::EventProducer;
-use crate::stripe::client::{StripeClient, StripeError};
+use crate::stripe::client::StripeClient;
 
 /// What the payments and credits routes share.
 #[derive(Clone)]
@@ -55,11 +56,12 @@ impl Ctx {
     /// synced yet.
     async fn stripe_customer(&self, local: Option<Uuid>) -> Result<Option<String>, ApiError> {
         match local {
-            Some(local) => db::blocking(&self.pool, move |conn| {
-                intents::stripe_customer(conn, local).map(Some)
-            })
-            .await
-            .map_err(api_error),
+            Some(local) => {
+                db::blocking(&self.pool, move |conn| {
+                    Ok(Some(crate::customers::stripe_customer(conn, local)?))
+                })
+                .await
+            }
             None => Ok(None),
         }
     }
@@ -347,13 +349,7 @@ async fn read_checkout(ctx: &Ctx, id: String) -> Result<Value, ApiError> {
 /// and outages are not, so a retry looks again.
 pub(super) fn api_error(e: PaymentsError) -> ApiError {
     match e {
-        PaymentsError::CustomerNotSynced(_) => {
-            ApiError::new(StatusCode::CONFLICT, "customer_not_synced", e.to_string())
-        }
-        PaymentsError::NoSuchCustomer(_) => {
-            ApiError::new(StatusCode::NOT_FOUND, "customer_not_found", e.to_string())
-                .with_field("customer_id")
-        }
+        PaymentsError::Customer(e) => e.into(),
         PaymentsError::NoSuchIntent(_) => {
             ApiError::new(StatusCode::NOT_FOUND, "resource_missing", e.to_string())
         }
@@ -366,64 +362,8 @@ pub(super) fn api_error(e: PaymentsError) -> ApiError {
             "charge_already_refunded",
             e.to_string(),
         ),
-        PaymentsError::Stripe(StripeError::Api {
-            status,
-            code,
-            message,
-            decline_code,
-            ..
-        }) if matches!(status, 400 | 402 | 404) => {
-            let code: &'static str = match code.as_deref() {
-                Some(known) => stripe_code(known),
-                None if status == 402 => "card_error",
-                None => "invalid_request",
-            };
-            let mut err = ApiError::new(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-                code,
-                message,
-            );
-            if let Some(decline_code) = decline_code {
-                err = err.with_detail("decline_code", decline_code);
-            }
-            err.final_answer()
-        }
-        PaymentsError::Stripe(e @ StripeError::Idempotency { .. }) => ApiError::new(
-            StatusCode::CONFLICT,
-            "stripe_idempotency_conflict",
-            format!("Stripe holds an earlier attempt of this request under the same key; retry with the same Idempotency-Key shortly ({e})"),
-        ),
-        PaymentsError::Stripe(e) => ApiError::unavailable("stripe_unavailable", &e),
+        PaymentsError::Stripe(e) => stripe_answer(e),
         PaymentsError::Database(e) => ApiError::unavailable("database_unavailable", &e),
         PaymentsError::Unavailable(e) => e.into(),
     }
-}
-
-/// Stripe's error codes we pass through (ApiError codes are static); any
-/// other is reported as a generic one, with Stripe's message.
-pub(super) fn stripe_code(code: &str) -> &'static str {
-    const PASSED: &[&str] = &[
-        "card_declined",
-        "expired_card",
-        "incorrect_cvc",
-        "processing_error",
-        "incorrect_number",
-        "authentication_required",
-        "insufficient_funds",
-        "resource_missing",
-        "amount_too_large",
-        "amount_too_small",
-        "charge_already_refunded",
-        "parameter_invalid_integer",
-        "parameter_missing",
-        "parameter_unknown",
-        "payment_intent_unexpected_state",
-        "idempotency_key_in_use",
-        "invalid_request_error",
-    ];
-    PASSED
-        .iter()
-        .find(|c| **c == code)
-        .copied()
-        .unwrap_or("stripe_error")
 }

@@ -232,9 +232,15 @@ impl TailedMessage {
     }
 }
 
+/// A topic the broker does not have (never created, or deleted).
+#[derive(Debug, thiserror::Error)]
+#[error("topic {0} does not exist")]
+pub struct NoSuchTopic(pub String);
+
 /// Reads `topic` from `from`, calling `each` per message (filtered by
-/// `key`; see [`TailedMessage::from_message`] to decode one). Without `follow` it stops at the high watermarks seen at start;
-/// with it, it runs until `stop` is set.
+/// `key`; see [`TailedMessage::from_message`] to decode one). Without
+/// `follow` it stops at the high watermarks seen at start; with it, it
+/// runs until `stop` is set. A missing topic is a [`NoSuchTopic`].
 pub fn tail(
     brokers: &str,
     topic: &str,
@@ -246,7 +252,9 @@ pub fn tail(
 ) -> anyhow::Result<()> {
     let client = reader(brokers)?;
     let partitions = partitions_of(&client, topic)?;
-    anyhow::ensure!(!partitions.is_empty(), "topic {topic} does not exist");
+    if partitions.is_empty() {
+        return Err(NoSuchTopic(topic.to_owned()).into());
+    }
     let mut tpl = TopicPartitionList::new();
     let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
     for p in &partitions {

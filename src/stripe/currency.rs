@@ -1,6 +1,8 @@
 //! Currencies as Stripe counts them: ISO 4217 codes (lowercase in the API)
 //! and the minor unit amounts are given in.
 
+use crate::input::Invalid;
+
 /// ISO 4217 codes in circulation.
 const ISO_4217: &str = "aed afn all amd ang aoa ars aud awg azn bam bbd bdt bgn bhd bif bmd bnd \
     bob brl bsd btn bwp byn bzd cad cdf chf clp cny cop crc cup cve czk djf dkk dop dzd egp ern \
@@ -18,6 +20,23 @@ const ZERO_DECIMAL: &[&str] = &[
 ];
 /// Currencies with three decimals (amounts in thousandths).
 const THREE_DECIMAL: &[&str] = &["bhd", "jod", "kwd", "omr", "tnd"];
+
+/// The largest amount Stripe takes in one payment (8 digits).
+pub const MAX_AMOUNT: i64 = 99_999_999;
+
+/// An amount in a currency's minor unit that Stripe takes, or why not.
+pub fn check_amount(field: &str, amount: i64) -> Result<i64, Invalid> {
+    if (1..=MAX_AMOUNT).contains(&amount) {
+        Ok(amount)
+    } else {
+        Err(Invalid::new(
+            field,
+            format!(
+                "{field} must be a whole number of the currency's smallest unit, 1 to {MAX_AMOUNT}"
+            ),
+        ))
+    }
+}
 
 /// A currency code as Stripe wants it (`usd`), from any case.
 pub fn parse(raw: &str) -> Option<String> {

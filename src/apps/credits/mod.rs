@@ -11,7 +11,7 @@ pub mod packages;
 pub mod payment_methods;
 pub mod purchases;
 
-use crate::apps::payments::intents::PaymentsError;
+use crate::customers::NoStripeCustomer;
 use crate::stripe::client::StripeError;
 
 /// Why a credits request was refused or failed.
@@ -28,10 +28,14 @@ pub enum CreditsError {
     /// key: not failed, not done; a retry with the same key settles it.
     #[error("the payment of purchase {purchase_id} is still being settled with Stripe; retry with the same Idempotency-Key shortly")]
     InProgress { purchase_id: uuid::Uuid },
-    /// Unknown or unsynced customer, Stripe's refusals and outages, the
-    /// database: as the payments API reports them.
+    /// Unknown or unsynced customer.
     #[error(transparent)]
-    Payments(#[from] PaymentsError),
+    Customer(#[from] NoStripeCustomer),
+    /// Stripe's refusals and outages.
+    #[error(transparent)]
+    Stripe(#[from] StripeError),
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
     /// No database connection (pool exhausted, database down).
     #[error(transparent)]
     Unavailable(#[from] crate::db::Unavailable),
@@ -39,16 +43,4 @@ pub enum CreditsError {
     /// not the one recorded for it): nothing is credited, an operator looks.
     #[error("{0}")]
     Inconsistent(String),
-}
-
-impl From<diesel::result::Error> for CreditsError {
-    fn from(e: diesel::result::Error) -> Self {
-        Self::Payments(e.into())
-    }
-}
-
-impl From<StripeError> for CreditsError {
-    fn from(e: StripeError) -> Self {
-        Self::Payments(e.into())
-    }
 }

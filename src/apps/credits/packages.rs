@@ -6,9 +6,10 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::apps::payments::input::{check_amount, Invalid};
 use crate::db::schema::credits::packages;
+use crate::input::Invalid;
 use crate::stripe::currency;
+use crate::stripe::currency::check_amount;
 
 /// The most credits one package may hold.
 pub const MAX_CREDITS: i64 = 1_000_000_000;

@@ -19,7 +19,6 @@ use uuid::Uuid;
 
 use super::packages::{self, Package};
 use super::{ledger, payment_methods, CreditsError};
-use crate::apps::payments::intents;
 use crate::db::schema::credits::purchases;
 use crate::db::{blocking, PgPool};
 use crate::stripe::client::{StripeClient, StripeError};
@@ -102,7 +101,7 @@ pub fn prepare(
     customer: Uuid,
     package_id: &str,
 ) -> Result<(String, Package), CreditsError> {
-    let stripe_customer = intents::stripe_customer(conn, customer)?;
+    let stripe_customer = crate::customers::stripe_customer(conn, customer)?;
     match packages::get(conn, package_id)? {
         Some(package) if package.active => Ok((stripe_customer, package)),
         _ => Err(CreditsError::InvalidPackage(package_id.to_owned())),
@@ -335,7 +334,7 @@ pub async fn buy(
         (None, None) => {
             let customer = purchase.customer_id;
             let stripe_customer = blocking(pool, move |conn| {
-                Ok::<_, CreditsError>(intents::stripe_customer(conn, customer)?)
+                Ok::<_, CreditsError>(crate::customers::stripe_customer(conn, customer)?)
             })
             .await?;
             // The same request as the first attempt, so Stripe replays

@@ -11,4 +11,5 @@ pub mod export;
 pub mod notifications;
 pub mod notifier;
 pub mod order;
+pub mod settings;
 pub mod smtp;

@@ -9,8 +9,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::checkout::{LinePrice, NewCheckout, NewLine};
-use super::intents::{NewIntent, NewRefund, MAX_AMOUNT, REFUND_REASONS};
-use crate::stripe::currency;
+use super::intents::{NewIntent, NewRefund, REFUND_REASONS};
+use crate::stripe::currency::{self, check_amount};
 
 pub use crate::input::Invalid;
 
@@ -133,19 +133,6 @@ impl CheckoutBody {
 
 fn invalid(field: &str, message: impl Into<String>) -> Invalid {
     Invalid::new(field, message)
-}
-
-pub fn check_amount(field: &str, amount: i64) -> Result<i64, Invalid> {
-    if (1..=MAX_AMOUNT).contains(&amount) {
-        Ok(amount)
-    } else {
-        Err(invalid(
-            field,
-            format!(
-                "{field} must be a whole number of the currency's smallest unit, 1 to {MAX_AMOUNT}"
-            ),
-        ))
-    }
 }
 
 pub use crate::stripe::is_id as is_stripe_id;

@@ -3,16 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use diesel::PgConnection;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::customers::NoStripeCustomer;
 use crate::stripe::client::{StripeClient, StripeError, RESOURCE_MISSING};
 use crate::stripe::{RemoteObject, PLATFORM_ACCOUNT};
-use crate::sync::idmap;
-
-/// The largest amount Stripe takes in one payment (8 digits).
-pub const MAX_AMOUNT: i64 = 99_999_999;
 
 /// A payment intent to create, checked at the edge.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,10 +37,8 @@ pub const REFUND_REASONS: [&str; 3] = ["duplicate", "fraudulent", "requested_by_
 /// Why a payments call did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum PaymentsError {
-    #[error("customer {0} has no Stripe customer yet; retry once it is synced")]
-    CustomerNotSynced(Uuid),
-    #[error("no such customer {0}")]
-    NoSuchCustomer(Uuid),
+    #[error(transparent)]
+    Customer(#[from] NoStripeCustomer),
     #[error("no such payment intent {0}")]
     NoSuchIntent(String),
     #[error("only {left} of the payment is left to refund; asked for {asked}")]
@@ -58,17 +52,6 @@ pub enum PaymentsError {
     /// No database connection (pool exhausted, database down).
     #[error(transparent)]
     Unavailable(#[from] crate::db::Unavailable),
-}
-
-/// The local customer's Stripe id.
-pub fn stripe_customer(conn: &mut PgConnection, local: Uuid) -> Result<String, PaymentsError> {
-    let exists = crate::customers::exists(conn, local)?;
-    if !exists {
-        return Err(PaymentsError::NoSuchCustomer(local));
-    }
-    idmap::find_by_local(conn, "stripe", "customer", local)?
-        .map(|link| link.external_id)
-        .ok_or(PaymentsError::CustomerNotSynced(local))
 }
 
 /// Stripe's form fields for a new payment intent.

@@ -331,7 +331,8 @@ fn only_the_current_lease_holder_renews_and_records() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_withheld_before_data_never_reaches_the_server() {
     use std::time::Duration;
-    use stripe_sync::apps::orders::smtp::{Mailer, SendError, SmtpUrl};
+    use stripe_sync::apps::orders::settings::SmtpUrl;
+    use stripe_sync::apps::orders::smtp::{Mailer, SendError};
     use tokio::time::Instant;
     use tokio_util::sync::CancellationToken;
     let sink = SmtpSink::start().await;
