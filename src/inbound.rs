@@ -5,7 +5,7 @@ use std::sync::Arc;
 use diesel::Connection;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{self, ApplyError, FanOut, ListRequest, RemoteReader};
+use crate::apply::{self, ApplyError, FanOut, ListRequest, Refusal, RemoteReader};
 use crate::config::InboundConfig;
 use crate::db::PgPool;
 use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
@@ -177,7 +177,7 @@ fn classify<T>(answer: Result<T, StripeError>) -> Result<T, ApplyError> {
             status: 401 | 403 | 404,
             ..
         } => ApplyError::transient(e),
-        e => ApplyError::Permanent(e.to_string()),
+        e => Refusal::ReadRefused(e.to_string()).into(),
     })
 }
 

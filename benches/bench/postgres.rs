@@ -100,9 +100,11 @@ pub(crate) fn store_apply_rate(
             _: &str,
             id: &str,
         ) -> Result<stripe_sync::stripe::RemoteObject, stripe_sync::apply::ApplyError> {
-            Err(stripe_sync::apply::ApplyError::Permanent(format!(
-                "unexpected re-read of {id}: the events have no ties"
-            )))
+            Err(stripe_sync::apply::ApplyError::Permanent(
+                stripe_sync::apply::Refusal::ReadRefused(format!(
+                    "unexpected re-read of {id}: the events have no ties"
+                )),
+            ))
         }
         fn children(
             &self,

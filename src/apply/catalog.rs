@@ -24,7 +24,7 @@ use diesel::sql_types::{Array, BigInt, Bool, Integer, Jsonb, Nullable, Text};
 use serde_json::Value;
 
 use super::order::{self, Facts, Step, Watermark};
-use super::{Applied, ApplyError, RemoteReader};
+use super::{Applied, ApplyError, Refusal, RemoteReader};
 use crate::registry::{Child, Deletes, Reread, Resource};
 use crate::stripe::{RemoteObject, StripeEvent};
 
@@ -49,11 +49,11 @@ pub(super) enum Locking {
 pub(super) fn object_id(event: &StripeEvent) -> Result<&str, ApplyError> {
     match event.object.get("id").and_then(Value::as_str) {
         Some(id) if !id.is_empty() => Ok(id),
-        _ => Err(ApplyError::Permanent(format!(
+        _ => Err(ApplyError::Permanent(Refusal::Malformed(format!(
             "{} carries a {} without an id",
             event.kind,
             event.object_type().unwrap_or("object")
-        ))),
+        )))),
     }
 }
 
@@ -93,7 +93,7 @@ pub(super) struct ObjectPlan<'e> {
     pub outcomes: Vec<(usize, Applied)>,
     /// Why the object's events cannot be applied (a read Stripe refused for
     /// good, a child item without an id).
-    pub refused: Option<String>,
+    pub refused: Option<Refusal>,
 }
 
 /// Folds the events (none of them in the ledger yet) per object through the
@@ -519,10 +519,10 @@ fn write_children(
         let mut listed: HashMap<&str, usize> = HashMap::new();
         for (position, item) in list.iter().enumerate() {
             let id = item.get("id").and_then(Value::as_str).ok_or_else(|| {
-                ApplyError::Permanent(format!(
+                ApplyError::Permanent(Refusal::Malformed(format!(
                     "an item of {} {}'s {} has no id",
                     plan.resource.object, plan.id, child.field
-                ))
+                )))
             })?;
             if let Some(&at) = listed.get(id) {
                 items.3[at] = position as i32;

@@ -15,7 +15,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::order::{self, Step, Watermark};
-use super::{Applied, ApplyError, Recording, RemoteReader};
+use super::{Applied, ApplyError, Recording, Refusal, RemoteReader};
 use crate::customers::fanout::{self, Shared, SharedRow};
 use crate::customers::input::LOCAL_ID_METADATA_KEY;
 use crate::customers::settings::FanOut;
@@ -36,10 +36,10 @@ pub(super) fn customer_id(event: &StripeEvent) -> Result<&str, ApplyError> {
     if id.starts_with("cus_") {
         Ok(id)
     } else {
-        Err(ApplyError::Permanent(format!(
+        Err(ApplyError::Permanent(Refusal::Malformed(format!(
             "{} carries no customer id (data.object.id = {id:?})",
             event.kind
-        )))
+        ))))
     }
 }
 

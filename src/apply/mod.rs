@@ -35,7 +35,36 @@ pub enum ApplyError {
     },
     /// Will never succeed for this input; goes to the dead-letter topic.
     #[error("permanent: {0}")]
-    Permanent(String),
+    Permanent(Refusal),
+}
+
+/// Why an input is refused for good. The text is what its dead letter
+/// records; the kind says which of the few reasons it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The input lacks what applying it needs: an object without an id,
+    /// an event about a customer that carries none, an unreadable version.
+    #[error("{0}")]
+    Malformed(String),
+    /// Postgres refused the data itself (a NOT NULL, CHECK or foreign key).
+    #[error("database rejected the data: {0}")]
+    RejectedByDatabase(String),
+    /// A value did not convert to or from its column.
+    #[error("could not convert a value: {0}")]
+    Unconvertible(String),
+    /// The service refused, for good, the read of the object the input
+    /// names.
+    #[error("{0}")]
+    ReadRefused(String),
+    /// The input belongs to an org or account this worker does not sync.
+    #[error("{0}")]
+    NotOurs(String),
+}
+
+impl From<Refusal> for ApplyError {
+    fn from(refusal: Refusal) -> Self {
+        Self::Permanent(refusal)
+    }
 }
 
 impl ApplyError {
@@ -62,7 +91,7 @@ impl ApplyError {
                 error: source,
                 retry_after,
             },
-            Self::Permanent(reason) => anyhow::anyhow!(reason).into(),
+            Self::Permanent(refusal) => anyhow::Error::new(refusal).into(),
         }
     }
 }
@@ -80,9 +109,9 @@ impl From<DieselError> for ApplyError {
                 | DatabaseErrorKind::ExclusionViolation
                 | DatabaseErrorKind::RestrictViolation,
                 info,
-            ) => Self::Permanent(format!("database rejected the data: {}", info.message())),
+            ) => Refusal::RejectedByDatabase(info.message().to_owned()).into(),
             DieselError::SerializationError(err) | DieselError::DeserializationError(err) => {
-                Self::Permanent(format!("could not convert a value: {err}"))
+                Refusal::Unconvertible(err.to_string()).into()
             }
             _ => Self::transient(e),
         }
@@ -151,7 +180,7 @@ fn route(event: &StripeEvent) -> Route {
 
 /// What became of one event of a batch: applied (or recognised as
 /// harmless), or refused for good with the reason.
-pub type EventResult = Result<Applied, String>;
+pub type EventResult = Result<Applied, Refusal>;
 
 /// Applies a batch of Stripe events inside the caller's transaction, in
 /// order per object, and returns one result per event.

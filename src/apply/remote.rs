@@ -17,7 +17,7 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
-use super::ApplyError;
+use super::{ApplyError, Refusal};
 use crate::registry::{Child, Resource};
 use crate::stripe::RemoteObject;
 
@@ -78,8 +78,8 @@ fn key(account: &str, path: &str, id: &str) -> Key {
 pub struct Prefetched {
     /// A permanent refusal is recorded too (as its reason), so the apply
     /// refuses the same way; transient failures are not recorded.
-    objects: HashMap<Key, Result<RemoteObject, String>>,
-    lists: HashMap<Key, Result<Vec<Value>, String>>,
+    objects: HashMap<Key, Result<RemoteObject, Refusal>>,
+    lists: HashMap<Key, Result<Vec<Value>, Refusal>>,
     /// Per object read, what [`RemoteReader::acknowledged_before_read`]
     /// answers.
     acknowledged: HashMap<Key, i64>,
@@ -88,7 +88,7 @@ pub struct Prefetched {
 }
 
 /// Records a read's answer, unless it may differ on a retry.
-fn keep<T: Clone>(answer: &Result<T, ApplyError>) -> Option<Result<T, String>> {
+fn keep<T: Clone>(answer: &Result<T, ApplyError>) -> Option<Result<T, Refusal>> {
     match answer {
         Ok(value) => Some(Ok(value.clone())),
         Err(ApplyError::Permanent(reason)) => Some(Err(reason.clone())),
@@ -97,7 +97,7 @@ fn keep<T: Clone>(answer: &Result<T, ApplyError>) -> Option<Result<T, String>> {
 }
 
 fn replay<T: Clone>(
-    recorded: Option<&Result<T, String>>,
+    recorded: Option<&Result<T, Refusal>>,
     what: impl FnOnce() -> String,
 ) -> Result<T, ApplyError> {
     match recorded {

@@ -434,7 +434,7 @@ fn credits_error(e: CreditsError) -> ApiError {
         CreditsError::Stripe(e) => stripe_answer(e),
         CreditsError::Database(e) => ApiError::unavailable("database_unavailable", &e),
         CreditsError::Unavailable(cause) => cause.into(),
-        CreditsError::Inconsistent(cause) => ApiError::unavailable("internal", &cause),
+        e @ CreditsError::IntentMismatch { .. } => ApiError::unavailable("internal", &e),
     }
 }
 

@@ -38,7 +38,7 @@ use super::event::{parse_datetime, SalesforceEvent};
 use super::written::{self, Verdict, Writes};
 use crate::apply::ledger;
 use crate::apply::order::{self, Facts, Step, Watermark};
-use crate::apply::{Applied, ApplyError};
+use crate::apply::{Applied, ApplyError, Refusal};
 use crate::customers::fanout::{self, SharedRow};
 use crate::db::models::{NewIdMapEntry, NewLedgerEntry};
 use crate::db::schema::customers;
@@ -181,12 +181,14 @@ fn apply_report(
     event: &SalesforceEvent,
     current: Option<&Current>,
 ) -> Result<Applied, Stop> {
-    let version = event.version().map_err(ApplyError::Permanent)?;
+    let version = event
+        .version()
+        .map_err(|e| ApplyError::Permanent(Refusal::Malformed(e)))?;
     if let Some(org) = event.org.as_deref().filter(|org| *org != ctx.org_id) {
-        return Err(ApplyError::Permanent(format!(
+        return Err(ApplyError::Permanent(Refusal::NotOurs(format!(
             "the record belongs to org {org}, this worker syncs {}",
             ctx.org_id
-        ))
+        )))
         .into());
     }
     // Only what the ledger says of the version: values are judged one
@@ -264,7 +266,10 @@ fn first_version(
     mark: Watermark,
     echo: bool,
 ) -> Result<Applied, Stop> {
-    let contact_id = event.version().map_err(ApplyError::Permanent)?.contact_id;
+    let contact_id = event
+        .version()
+        .map_err(|e| ApplyError::Permanent(Refusal::Malformed(e)))?
+        .contact_id;
     let named = match named_local_customer(conn, ctx, &event.record)? {
         Some(local_id) => Some(local_id),
         None => match report.record() {

@@ -10,7 +10,7 @@ use super::apply::{self, Context, Current, Stop};
 use super::client::SalesforceClient;
 use super::event::SalesforceEvent;
 use super::poll::{self, Poller};
-use crate::apply::{Applied, ApplyError};
+use crate::apply::{Applied, ApplyError, Refusal};
 use crate::config::SalesforceInboundConfig;
 use crate::db::PgPool;
 use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
@@ -107,7 +107,7 @@ impl SalesforceInboundHandler {
                 Ok(applied) => return Ok(applied),
                 Err(Stop::Failed(e)) => return Err(e),
                 Err(Stop::ReadCurrent) if reads < CURRENT_READS => {
-                    let contact_id = event.version().map_err(ApplyError::Permanent)?.contact_id;
+                    let contact_id = event.version().map_err(Refusal::Malformed)?.contact_id;
                     current = Some(
                         self.read_current(conn, contact_id)
                             .map_err(ApplyError::transient)?,

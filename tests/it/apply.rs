@@ -16,7 +16,7 @@ use diesel::sql_types::{Nullable, Text};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use stripe_sync::apply::{self, Applied, ApplyError, EventResult, FanOut, RemoteReader};
+use stripe_sync::apply::{self, Applied, ApplyError, EventResult, FanOut, Refusal, RemoteReader};
 use stripe_sync::config::DatabaseConfig;
 use stripe_sync::inbound::InboundHandler;
 use stripe_sync::kafka::consumer::{BatchHandler, Delivery, Outcome};
@@ -363,7 +363,7 @@ fn a_refused_event_leaves_no_claim_so_its_replay_applies() {
         .unwrap();
     assert_eq!(results[0], Ok(Applied::Upserted));
     assert!(
-        matches!(&results[1], Err(reason) if reason.contains("no customer id")),
+        matches!(&results[1], Err(Refusal::Malformed(reason)) if reason.contains("no customer id")),
         "{results:?}"
     );
     assert_eq!(db.count("event_ledger WHERE event_id = 'evt_ok'"), 1);

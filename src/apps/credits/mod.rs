@@ -41,6 +41,11 @@ pub enum CreditsError {
     Unavailable(#[from] crate::db::Unavailable),
     /// Stripe and our records disagree about a purchase (an intent that is
     /// not the one recorded for it): nothing is credited, an operator looks.
-    #[error("{0}")]
-    Inconsistent(String),
+    #[error(
+        "purchase {purchase_id} could not be credited for {payment_intent}: it is another intent's"
+    )]
+    IntentMismatch {
+        purchase_id: uuid::Uuid,
+        payment_intent: String,
+    },
 }

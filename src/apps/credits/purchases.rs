@@ -234,9 +234,10 @@ pub fn credit(
             .first(conn)?;
         if purchase.status != PurchaseStatus::Succeeded {
             // credit_purchase refused: the purchase is another intent's.
-            return Err(CreditsError::Inconsistent(format!(
-                "purchase {id} could not be credited for {payment_intent}"
-            )));
+            return Err(CreditsError::IntentMismatch {
+                purchase_id: id,
+                payment_intent: payment_intent.to_owned(),
+            });
         }
         tracing::info!(purchase.id = %id, payment_intent, credited_now = credited, "purchase credited");
         Ok(Outcome::Succeeded {
