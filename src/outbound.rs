@@ -14,6 +14,7 @@ use diesel::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{KafkaConfig, OutboundConfig};
+use crate::customers::CustomerId;
 use crate::db::models::{Customer, IdMapEntry, NewIdMapEntry};
 use crate::db::schema::{customers, id_map};
 use crate::db::PgPool;
@@ -53,7 +54,7 @@ impl OutboundHandler {
             conn,
             self.adapter.service(),
             self.adapter.entity(),
-            change.local_id,
+            customer_of(change),
         )?;
         Ok(match (link, change.operation) {
             (Some(link), Operation::Update) => Plan::Call(Call::Update { link }),
@@ -65,12 +66,9 @@ impl OutboundHandler {
     /// An update or delete for a customer the service does not know (yet).
     fn without_link(&self, conn: &mut PgConnection, change: &Change) -> QueryResult<Plan> {
         let service = self.adapter.service();
-        let earlier_create_pending =
-            outbox::undelivered(conn, entity::CUSTOMER, change.local_id, service)?
-                .iter()
-                .any(|row| {
-                    row.id < change.outbox_id && row.operation == Operation::Create.as_str()
-                });
+        let earlier_create_pending = outbox::undelivered(conn, customer_of(change), service)?
+            .iter()
+            .any(|row| row.id < change.outbox_id && row.operation == Operation::Create.as_str());
         if earlier_create_pending {
             // Its create is still on the way: wait for it rather than fail.
             return Ok(Plan::Wait(Transient::from(anyhow::anyhow!(
@@ -107,7 +105,7 @@ impl OutboundHandler {
                         account: &created.account,
                         entity: self.adapter.entity(),
                         external_id: &created.external_id,
-                        local_id: r.change.local_id,
+                        local_id: customer_of(r.change),
                         remote_version: created.version,
                         remote_event_id: None,
                         remote_deleted: false,
@@ -217,7 +215,7 @@ enum Plan {
 /// when the row is gone).
 fn create_from_row(conn: &mut PgConnection, change: &Change) -> QueryResult<Plan> {
     let customer: Option<Customer> = customers::table
-        .find(change.local_id)
+        .find(customer_of(change))
         .select(Customer::as_select())
         .first(conn)
         .optional()?;
@@ -333,6 +331,12 @@ impl BatchHandler for OutboundHandler {
             .map(|o| o.expect("every change has an outcome"))
             .collect())
     }
+}
+
+/// The customer a change on the customer-changes topic is of:
+/// [`parse_change`] lets no other entity's change through.
+fn customer_of(change: &Change) -> CustomerId {
+    CustomerId::from_uuid(change.local_id)
 }
 
 fn parse_change(d: &Delivery) -> Result<Change, String> {

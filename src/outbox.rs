@@ -9,6 +9,9 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::customers::CustomerId;
+use crate::sync::entity;
+
 use crate::db::models::OutboxRow;
 use crate::db::schema::{outbox, outbox_deliveries};
 
@@ -83,6 +86,11 @@ pub struct Change {
 }
 
 impl Change {
+    /// The customer the change is of; `None` for another entity's.
+    pub fn customer(&self) -> Option<CustomerId> {
+        (self.entity == entity::CUSTOMER).then_some(CustomerId::from_uuid(self.local_id))
+    }
+
     pub fn from_row(row: &OutboxRow) -> anyhow::Result<Self> {
         Ok(Self {
             outbox_id: row.id,
@@ -96,16 +104,39 @@ impl Change {
     }
 }
 
+/// Whose change an outbox row records: its `entity` and `local_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    Customer(CustomerId),
+    /// A refund queued through the payments API.
+    RefundRequest(Uuid),
+}
+
+impl Subject {
+    pub fn entity(self) -> &'static str {
+        match self {
+            Self::Customer(_) => entity::CUSTOMER,
+            Self::RefundRequest(_) => entity::REFUND_REQUEST,
+        }
+    }
+
+    pub fn local_id(self) -> Uuid {
+        match self {
+            Self::Customer(id) => id.as_uuid(),
+            Self::RefundRequest(id) => id,
+        }
+    }
+}
+
 /// Appends a local change (one made through the API) in the caller's
 /// transaction.
 pub fn append(
     conn: &mut PgConnection,
-    entity: &str,
-    local_id: Uuid,
+    subject: Subject,
     operation: Operation,
     fields: serde_json::Map<String, serde_json::Value>,
 ) -> QueryResult<i64> {
-    append_from(conn, LOCAL_ORIGIN, entity, local_id, operation, fields)
+    append_from(conn, LOCAL_ORIGIN, subject, operation, fields)
 }
 
 /// Appends a change that `origin` reported (or [`LOCAL_ORIGIN`]) in the
@@ -113,15 +144,14 @@ pub fn append(
 pub fn append_from(
     conn: &mut PgConnection,
     origin: &str,
-    entity: &str,
-    local_id: Uuid,
+    subject: Subject,
     operation: Operation,
     fields: serde_json::Map<String, serde_json::Value>,
 ) -> QueryResult<i64> {
     diesel::insert_into(outbox::table)
         .values((
-            outbox::entity.eq(entity),
-            outbox::local_id.eq(local_id),
+            outbox::entity.eq(subject.entity()),
+            outbox::local_id.eq(subject.local_id()),
             outbox::operation.eq(operation.as_str()),
             outbox::fields.eq(serde_json::Value::Object(fields)),
             outbox::origin.eq(origin),
@@ -130,18 +160,18 @@ pub fn append_from(
         .get_result(conn)
 }
 
-/// One remote-reported change for [`append_many_from`].
+/// One remote-reported change of a customer for [`append_many_from`].
 pub struct Appended {
-    pub local_id: Uuid,
+    pub local_id: CustomerId,
     pub operation: Operation,
     pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
-/// [`append_from`] for many rows in one statement (the batch apply).
+/// [`append_from`] for many customers' changes in one statement (the
+/// batch apply).
 pub fn append_many_from(
     conn: &mut PgConnection,
     origin: &str,
-    entity: &str,
     rows: Vec<Appended>,
 ) -> QueryResult<()> {
     if rows.is_empty() {
@@ -151,7 +181,7 @@ pub fn append_many_from(
         .into_iter()
         .map(|r| {
             (
-                outbox::entity.eq(entity),
+                outbox::entity.eq(entity::CUSTOMER),
                 outbox::local_id.eq(r.local_id),
                 outbox::operation.eq(r.operation.as_str()),
                 outbox::fields.eq(serde_json::Value::Object(r.fields)),
@@ -196,22 +226,25 @@ fn not_delivered_to<'a>(entity: &'a str, service: &'a str) -> outbox::BoxedQuery
         .into_boxed()
 }
 
-/// Rows of one local entity that `service` has not acknowledged yet, oldest
+// The reads below serve the ordering of a customer's changes against
+// Stripe's and Salesforce's reports of it: customers are the one entity
+// whose changes go both ways.
+
+/// Rows of one local customer that `service` has not acknowledged yet, oldest
 /// first: the local changes that are still "in flight".
 pub fn undelivered(
     conn: &mut PgConnection,
-    entity: &str,
-    local_id: Uuid,
+    local_id: CustomerId,
     service: &str,
 ) -> QueryResult<Vec<OutboxRow>> {
-    not_delivered_to(entity, service)
+    not_delivered_to(entity::CUSTOMER, service)
         .filter(outbox::local_id.eq(local_id))
         .order(outbox::id.asc())
         .select(OutboxRow::as_select())
         .load(conn)
 }
 
-/// The row of one local entity bound for `service` (of any other origin)
+/// The row of one local customer bound for `service` (of any other origin)
 /// up to which `service` has done every change: the row before the
 /// oldest one not acknowledged yet, else the newest (0 when none). Taken
 /// before reading the service's state, the rows after it are the ones
@@ -219,34 +252,32 @@ pub fn undelivered(
 /// made since.
 pub fn acknowledged_through(
     conn: &mut PgConnection,
-    entity: &str,
-    local_id: Uuid,
+    local_id: CustomerId,
     service: &str,
 ) -> QueryResult<i64> {
-    let oldest_in_flight: Option<i64> = not_delivered_to(entity, service)
+    let oldest_in_flight: Option<i64> = not_delivered_to(entity::CUSTOMER, service)
         .filter(outbox::local_id.eq(local_id))
         .select(diesel::dsl::min(outbox::id))
         .first(conn)?;
     if let Some(oldest) = oldest_in_flight {
         return Ok(oldest - 1);
     }
-    Ok(newest_bound_for(conn, entity, &[local_id], service)?
+    Ok(newest_bound_for(conn, &[local_id], service)?
         .get(&local_id)
         .copied()
         .unwrap_or(0))
 }
 
-/// Rows of one local entity bound for `service` (of any other origin)
+/// Rows of one local customer bound for `service` (of any other origin)
 /// made after row `after`, delivered or not, oldest first.
 pub fn bound_for_after(
     conn: &mut PgConnection,
-    entity: &str,
-    local_id: Uuid,
+    local_id: CustomerId,
     service: &str,
     after: i64,
 ) -> QueryResult<Vec<OutboxRow>> {
     outbox::table
-        .filter(outbox::entity.eq(entity))
+        .filter(outbox::entity.eq(entity::CUSTOMER))
         .filter(outbox::origin.ne(service))
         .filter(outbox::local_id.eq(local_id))
         .filter(outbox::id.gt(after))
@@ -259,15 +290,14 @@ pub fn bound_for_after(
 /// `local_ids` that has one.
 pub fn newest_bound_for(
     conn: &mut PgConnection,
-    entity: &str,
-    local_ids: &[Uuid],
+    local_ids: &[CustomerId],
     service: &str,
-) -> QueryResult<std::collections::HashMap<Uuid, i64>> {
+) -> QueryResult<std::collections::HashMap<CustomerId, i64>> {
     if local_ids.is_empty() {
         return Ok(Default::default());
     }
-    let rows: Vec<(Uuid, Option<i64>)> = outbox::table
-        .filter(outbox::entity.eq(entity))
+    let rows: Vec<(CustomerId, Option<i64>)> = outbox::table
+        .filter(outbox::entity.eq(entity::CUSTOMER))
         .filter(outbox::origin.ne(service))
         .filter(outbox::local_id.eq_any(local_ids))
         .group_by(outbox::local_id)
@@ -287,16 +317,15 @@ pub fn newest_bound_for(
 /// have done the work), and counting one that did not costs only a read.
 pub fn last_acknowledged_at(
     conn: &mut PgConnection,
-    entity: &str,
-    local_ids: &[Uuid],
+    local_ids: &[CustomerId],
     service: &str,
-) -> QueryResult<std::collections::HashMap<Uuid, chrono::DateTime<chrono::Utc>>> {
+) -> QueryResult<std::collections::HashMap<CustomerId, chrono::DateTime<chrono::Utc>>> {
     if local_ids.is_empty() {
         return Ok(Default::default());
     }
-    let rows: Vec<(Uuid, Option<chrono::DateTime<chrono::Utc>>)> = outbox::table
+    let rows: Vec<(CustomerId, Option<chrono::DateTime<chrono::Utc>>)> = outbox::table
         .inner_join(outbox_deliveries::table)
-        .filter(outbox::entity.eq(entity))
+        .filter(outbox::entity.eq(entity::CUSTOMER))
         .filter(outbox::origin.ne(service))
         .filter(outbox::local_id.eq_any(local_ids))
         .filter(outbox_deliveries::service.eq(service))
@@ -316,14 +345,13 @@ pub fn last_acknowledged_at(
 /// ([`undelivered`] for many rows at once).
 pub fn with_undelivered(
     conn: &mut PgConnection,
-    entity: &str,
-    local_ids: &[Uuid],
+    local_ids: &[CustomerId],
     service: &str,
-) -> QueryResult<HashSet<Uuid>> {
+) -> QueryResult<HashSet<CustomerId>> {
     if local_ids.is_empty() {
         return Ok(HashSet::new());
     }
-    let ids: Vec<Uuid> = not_delivered_to(entity, service)
+    let ids: Vec<CustomerId> = not_delivered_to(entity::CUSTOMER, service)
         .filter(outbox::local_id.eq_any(local_ids))
         .select(outbox::local_id)
         .distinct()

@@ -10,9 +10,9 @@
 
 use std::collections::HashMap;
 
+use crate::customers::CustomerId;
 use diesel::prelude::*;
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::order::{self, Step, Watermark};
 use super::{Applied, ApplyError, Recording, Refusal, RemoteReader};
@@ -96,7 +96,7 @@ pub(super) fn read_ties(
         keys.push((event.account.as_str(), customer_id(event)?));
     }
     let links = idmap::find_many(conn, service::STRIPE, entity::CUSTOMER, &keys)?;
-    let mut local_ids: HashMap<(String, String), Uuid> = links
+    let mut local_ids: HashMap<(String, String), CustomerId> = links
         .iter()
         .map(|l| ((l.account.clone(), l.external_id.clone()), l.local_id))
         .collect();
@@ -114,7 +114,7 @@ pub(super) fn read_ties(
     // ones, and those our create's echo names (linked by the time a later
     // event of the batch is applied, so asked about here too; left out, a
     // later edit's re-read would be missing from the plan on every try).
-    let mut weighed: Vec<Uuid> = local_ids.values().copied().collect();
+    let mut weighed: Vec<CustomerId> = local_ids.values().copied().collect();
     weighed.extend(
         events
             .iter()
@@ -124,8 +124,7 @@ pub(super) fn read_ties(
             })
             .filter_map(|(event, _)| local_id_in_metadata(&event.object)),
     );
-    let acknowledged =
-        outbox::last_acknowledged_at(conn, entity::CUSTOMER, &weighed, service::STRIPE)?;
+    let acknowledged = outbox::last_acknowledged_at(conn, &weighed, service::STRIPE)?;
     for (event, (account, id)) in events.iter().zip(keys) {
         let k = (account.to_owned(), id.to_owned());
         let (step, mut next) = decide(event, marks.get(&k).copied());
@@ -141,12 +140,7 @@ pub(super) fn read_ties(
         }
         if step == Step::ReRead {
             if let Some(&local_id) = local_ids.get(&k) {
-                let through = outbox::acknowledged_through(
-                    conn,
-                    entity::CUSTOMER,
-                    local_id,
-                    service::STRIPE,
-                )?;
+                let through = outbox::acknowledged_through(conn, local_id, service::STRIPE)?;
                 remote.note_acknowledged(account, "customers", id, through);
             }
             match remote.current(account, "customers", id) {
@@ -186,12 +180,7 @@ pub(super) fn apply(
         }),
     );
     if let (Step::Write, Some(link)) = (step, &link) {
-        let acknowledged = outbox::last_acknowledged_at(
-            conn,
-            entity::CUSTOMER,
-            &[link.local_id],
-            service::STRIPE,
-        )?;
+        let acknowledged = outbox::last_acknowledged_at(conn, &[link.local_id], service::STRIPE)?;
         step = settled_by_reading(event, step, acknowledged.get(&link.local_id).copied());
     }
     let event_id = event.id.as_str();
@@ -211,7 +200,7 @@ pub(super) fn apply(
                 local_id
             }
             None => {
-                let local_id = Uuid::new_v4();
+                let local_id = CustomerId::random();
                 insert_customer(conn, local_id, &event.object, deleted, pass_on)?;
                 local_id
             }
@@ -264,12 +253,7 @@ pub(super) fn apply(
             let noted = remote.acknowledged_before_read(key.account, "customers", key.external_id);
             let reflected_through = match noted {
                 Some(through) => through,
-                None => outbox::acknowledged_through(
-                    conn,
-                    entity::CUSTOMER,
-                    link.local_id,
-                    service::STRIPE,
-                )?,
+                None => outbox::acknowledged_through(conn, link.local_id, service::STRIPE)?,
             };
             match remote.current(key.account, "customers", key.external_id)? {
                 RemoteObject::Live(current) => {
@@ -312,16 +296,19 @@ pub(super) fn passes_on(fan_out: FanOut, event: &StripeEvent) -> Option<&'static
 
 /// The local id a Stripe customer names in its metadata; stripe-outbound
 /// writes it there when it creates the customer in Stripe.
-pub(super) fn local_id_in_metadata(object: &Value) -> Option<Uuid> {
+pub(super) fn local_id_in_metadata(object: &Value) -> Option<CustomerId> {
     object
         .pointer(&format!("/metadata/{LOCAL_ID_METADATA_KEY}"))
         .and_then(Value::as_str)
-        .and_then(|s| s.parse::<Uuid>().ok())
+        .and_then(|s| s.parse::<CustomerId>().ok())
 }
 
 /// The local customer a Stripe customer names in its metadata, if that row
 /// exists and has no Stripe link yet.
-fn unlinked_local_customer(conn: &mut PgConnection, object: &Value) -> QueryResult<Option<Uuid>> {
+fn unlinked_local_customer(
+    conn: &mut PgConnection,
+    object: &Value,
+) -> QueryResult<Option<CustomerId>> {
     let Some(local_id) = local_id_in_metadata(object) else {
         return Ok(None);
     };
@@ -404,19 +391,13 @@ pub fn project(object: &Value) -> CustomerProjection {
 /// meanwhile, would pass it back on).
 fn keep_pending_local_fields(
     conn: &mut PgConnection,
-    id: Uuid,
+    id: CustomerId,
     reflects_through: Option<i64>,
     projection: &mut CustomerProjection,
 ) -> QueryResult<()> {
-    let mut pending = outbox::undelivered(conn, entity::CUSTOMER, id, service::STRIPE)?;
+    let mut pending = outbox::undelivered(conn, id, service::STRIPE)?;
     if let Some(through) = reflects_through {
-        pending.extend(outbox::bound_for_after(
-            conn,
-            entity::CUSTOMER,
-            id,
-            service::STRIPE,
-            through,
-        )?);
+        pending.extend(outbox::bound_for_after(conn, id, service::STRIPE, through)?);
     }
     if pending.is_empty() {
         return Ok(());
@@ -462,7 +443,7 @@ fn keep_pending_local_fields(
 /// origin, see [`passes_on`]) appends its creation for the other services.
 fn insert_customer(
     conn: &mut PgConnection,
-    id: Uuid,
+    id: CustomerId,
     object: &Value,
     deleted: bool,
     pass_on: Option<&str>,
@@ -486,7 +467,7 @@ fn insert_customer(
 
 fn update_customer(
     conn: &mut PgConnection,
-    id: Uuid,
+    id: CustomerId,
     object: &Value,
     reflects_through: Option<i64>,
     pass_on: Option<&str>,
@@ -528,7 +509,7 @@ fn update_customer(
 /// audit.
 fn tombstone(
     conn: &mut PgConnection,
-    id: Uuid,
+    id: CustomerId,
     last_snapshot: Option<&Value>,
     pass_on: Option<&str>,
 ) -> QueryResult<()> {

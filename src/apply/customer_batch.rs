@@ -16,11 +16,11 @@
 
 use std::collections::HashMap;
 
+use crate::customers::CustomerId;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Uuid as SqlUuid};
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::customer;
 use super::order::{Step, Watermark};
@@ -49,9 +49,9 @@ struct Fold<'e> {
     external_id: &'e str,
     events: Vec<(usize, &'e StripeEvent)>,
     /// The link as stored before the batch.
-    stored: Option<(Uuid, Watermark)>,
+    stored: Option<(CustomerId, Watermark)>,
     /// Set when the customer is new: the row and link are inserted.
-    created: Option<Uuid>,
+    created: Option<CustomerId>,
     /// The last snapshot written to the row, if any.
     row: Option<&'e Value>,
     tombstone: bool,
@@ -103,7 +103,7 @@ impl<'e> Fold<'e> {
                     return false
                 }
                 Step::Create { deleted } => {
-                    self.created = Some(Uuid::new_v4());
+                    self.created = Some(CustomerId::random());
                     self.row = Some(&event.object);
                     self.tombstone = deleted;
                 }
@@ -183,7 +183,7 @@ pub(super) fn apply(
     // Lock the live rows before reading their pending changes, as the
     // per-event path does, so a concurrent API write lands either before
     // the read or after this transaction.
-    let mut live: Vec<Uuid> = folds
+    let mut live: Vec<CustomerId> = folds
         .iter()
         .filter_map(|f| f.stored.filter(|(_, m)| !m.deleted).map(|(id, _)| id))
         .collect();
@@ -191,7 +191,7 @@ pub(super) fn apply(
     // The shared columns come along: what a change is passed on with is
     // the difference the batch makes to them. NO KEY, as every customer
     // row lock is (see `customers::lock`).
-    let before: HashMap<Uuid, SharedRow> = customers::table
+    let before: HashMap<CustomerId, SharedRow> = customers::table
         .filter(customers::id.eq_any(&live))
         .order(customers::id)
         .select(SharedRow::as_select())
@@ -200,10 +200,9 @@ pub(super) fn apply(
         .into_iter()
         .map(|row| (row.id, row))
         .collect();
-    let pending = outbox::with_undelivered(conn, entity::CUSTOMER, &live, service::STRIPE)?;
-    let newest = outbox::newest_bound_for(conn, entity::CUSTOMER, &live, service::STRIPE)?;
-    let acknowledged =
-        outbox::last_acknowledged_at(conn, entity::CUSTOMER, &live, service::STRIPE)?;
+    let pending = outbox::with_undelivered(conn, &live, service::STRIPE)?;
+    let newest = outbox::newest_bound_for(conn, &live, service::STRIPE)?;
+    let acknowledged = outbox::last_acknowledged_at(conn, &live, service::STRIPE)?;
 
     let mut folded = Folded::default();
     let mut ready = Vec::with_capacity(folds.len());
@@ -238,8 +237,8 @@ fn tombstone(
     conn: &mut PgConnection,
     folds: &[Fold<'_>],
     fan_out: FanOut,
-) -> QueryResult<Vec<Uuid>> {
-    let deletions: Vec<(Uuid, Option<&str>)> = folds
+) -> QueryResult<Vec<CustomerId>> {
+    let deletions: Vec<(CustomerId, Option<&str>)> = folds
         .iter()
         .filter(|f| f.tombstone && f.created.is_none())
         .map(|f| {
@@ -259,7 +258,7 @@ fn tombstone(
 fn pass_on(
     conn: &mut PgConnection,
     folds: &[Fold<'_>],
-    before: &HashMap<Uuid, SharedRow>,
+    before: &HashMap<CustomerId, SharedRow>,
 ) -> QueryResult<()> {
     let mut rows = Vec::new();
     for f in folds.iter().filter(|f| f.reported) {
@@ -295,7 +294,7 @@ fn pass_on(
             fields,
         });
     }
-    outbox::append_many_from(conn, service::STRIPE, entity::CUSTOMER, rows)
+    outbox::append_many_from(conn, service::STRIPE, rows)
 }
 
 fn insert_customers(conn: &mut PgConnection, folds: &[Fold<'_>]) -> QueryResult<()> {
@@ -337,9 +336,9 @@ fn insert_customers(conn: &mut PgConnection, folds: &[Fold<'_>]) -> QueryResult<
 fn update_customers<'e>(
     conn: &mut PgConnection,
     folds: &[Fold<'e>],
-    tombstoned: &[Uuid],
+    tombstoned: &[CustomerId],
 ) -> QueryResult<()> {
-    let changed: Vec<(Uuid, &Fold<'_>)> = folds
+    let changed: Vec<(CustomerId, &Fold<'_>)> = folds
         .iter()
         .filter(|f| f.created.is_none() && f.row.is_some())
         .map(|f| (f.stored.expect("an existing customer has a link").0, f))

@@ -12,11 +12,10 @@ use std::collections::{BTreeMap, HashSet};
 
 use diesel::prelude::*;
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
+use crate::customers::CustomerId;
 use crate::db::schema::customers;
 use crate::outbox;
-use crate::sync::entity;
 
 /// The columns every service maps, and so the ones a change is passed on
 /// with. Metadata stays between the local row and Stripe.
@@ -37,7 +36,7 @@ pub struct Shared<'a> {
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = customers)]
 pub struct SharedRow {
-    pub id: Uuid,
+    pub id: CustomerId,
     pub email: Option<String>,
     pub name: Option<String>,
     pub phone: Option<String>,
@@ -98,14 +97,21 @@ pub fn created(after: Shared<'_>) -> Map<String, Value> {
 pub fn pass_on(
     conn: &mut PgConnection,
     origin: &str,
-    local_id: Uuid,
+    local_id: CustomerId,
     operation: outbox::Operation,
     fields: Map<String, Value>,
 ) -> QueryResult<()> {
     if operation == outbox::Operation::Update && fields.is_empty() {
         return Ok(());
     }
-    outbox::append_from(conn, origin, entity::CUSTOMER, local_id, operation, fields).map(drop)
+    outbox::append_from(
+        conn,
+        origin,
+        outbox::Subject::Customer(local_id),
+        operation,
+        fields,
+    )
+    .map(drop)
 }
 
 /// Tombstones the customers a service reported deleted and passes on the
@@ -131,15 +137,15 @@ pub fn pass_on(
 /// any other write as a change of its own.
 pub fn tombstone(
     conn: &mut PgConnection,
-    deletions: &[(Uuid, Option<&str>)],
-) -> QueryResult<Vec<Uuid>> {
+    deletions: &[(CustomerId, Option<&str>)],
+) -> QueryResult<Vec<CustomerId>> {
     if deletions.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = deletions.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<CustomerId> = deletions.iter().map(|(id, _)| *id).collect();
     // In id order, as every statement that locks several customers does;
     // NO KEY, as every customer row lock is (see `customers::lock`).
-    let live: Vec<Uuid> = customers::table
+    let live: Vec<CustomerId> = customers::table
         .filter(customers::id.eq_any(&ids))
         .filter(customers::deleted_at.is_null())
         .order(customers::id)
@@ -156,7 +162,7 @@ pub fn tombstone(
             customers::version.eq(customers::version + 1),
         ))
         .execute(conn)?;
-    let mut unpassed: HashSet<Uuid> = live.iter().copied().collect();
+    let mut unpassed: HashSet<CustomerId> = live.iter().copied().collect();
     let mut by_origin: BTreeMap<&str, Vec<outbox::Appended>> = BTreeMap::new();
     for &(local_id, origin) in deletions {
         if let Some(origin) = origin.filter(|_| unpassed.remove(&local_id)) {
@@ -168,7 +174,7 @@ pub fn tombstone(
         }
     }
     for (origin, rows) in by_origin {
-        outbox::append_many_from(conn, origin, entity::CUSTOMER, rows)?;
+        outbox::append_many_from(conn, origin, rows)?;
     }
     Ok(live)
 }
@@ -177,17 +183,15 @@ pub fn tombstone(
 /// the conflict policy they win over what `service` reports.
 pub fn pending_for(
     conn: &mut PgConnection,
-    local_id: Uuid,
+    local_id: CustomerId,
     service: &str,
 ) -> QueryResult<HashSet<String>> {
-    Ok(
-        outbox::undelivered(conn, entity::CUSTOMER, local_id, service)?
-            .iter()
-            .filter_map(|row| row.fields.as_object())
-            .flat_map(|fields| fields.keys().cloned())
-            .filter(|field| SHARED_FIELDS.contains(&field.as_str()))
-            .collect(),
-    )
+    Ok(outbox::undelivered(conn, local_id, service)?
+        .iter()
+        .filter_map(|row| row.fields.as_object())
+        .flat_map(|fields| fields.keys().cloned())
+        .filter(|field| SHARED_FIELDS.contains(&field.as_str()))
+        .collect())
 }
 
 #[cfg(test)]

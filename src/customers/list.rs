@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::input::{Email, Invalid};
 use super::{sync_state, CustomerError, CustomerView};
+use crate::customers::CustomerId;
 use crate::db::models::Customer;
 use crate::db::schema::customers;
 
@@ -142,8 +143,8 @@ pub fn list(conn: &mut PgConnection, q: &ListQuery) -> Result<Page, CustomerErro
     let next_cursor = has_more
         .then(|| rows.last())
         .flatten()
-        .map(|last| Cursor::after(last.created_at, last.id).encode());
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        .map(|last| Cursor::after(last.created_at, last.id.as_uuid()).encode());
+    let ids: Vec<CustomerId> = rows.iter().map(|r| r.id).collect();
     let mut states = sync_state::for_customers(conn, &ids)?;
     let data = rows
         .into_iter()

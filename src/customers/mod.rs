@@ -12,14 +12,20 @@ use diesel::prelude::*;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use uuid::Uuid;
 
 use crate::db::models::Customer;
 use crate::db::schema::customers;
-use crate::outbox::{self, Operation};
+use crate::outbox::{self, Operation, Subject};
 use crate::sync::{entity, idmap, service};
 use input::{merged_metadata, CustomerPatch, Invalid, NewCustomer};
 use sync_state::SyncState;
+
+crate::uuid_id! {
+    /// A local customer: `customers.id`, and `id_map.local_id` and
+    /// `outbox.local_id` where the entity is a customer. Its own type, so
+    /// a purchase's or a refund request's id cannot stand in for it.
+    pub struct CustomerId;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CustomerError {
@@ -41,7 +47,7 @@ pub enum CustomerError {
 /// What the API shows of a customer.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CustomerView {
-    pub id: Uuid,
+    pub id: CustomerId,
     pub email: Option<String>,
     pub name: Option<String>,
     pub phone: Option<String>,
@@ -101,7 +107,7 @@ pub fn check_if_match(if_match: Option<&str>, current_version: i64) -> Result<()
 }
 
 /// Whether a local customer exists and is not deleted.
-pub fn exists(conn: &mut PgConnection, id: Uuid) -> QueryResult<bool> {
+pub fn exists(conn: &mut PgConnection, id: CustomerId) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(
         customers::table
             .find(id)
@@ -114,16 +120,19 @@ pub fn exists(conn: &mut PgConnection, id: Uuid) -> QueryResult<bool> {
 #[derive(Debug, thiserror::Error)]
 pub enum NoStripeCustomer {
     #[error("no such customer {0}")]
-    Missing(Uuid),
+    Missing(CustomerId),
     #[error("customer {0} has no Stripe customer yet; retry once it is synced")]
-    NotSynced(Uuid),
+    NotSynced(CustomerId),
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
 }
 
 /// The Stripe customer a live local customer is linked to (the
 /// platform's link first, see [`idmap::find_by_local`]).
-pub fn stripe_customer(conn: &mut PgConnection, local: Uuid) -> Result<String, NoStripeCustomer> {
+pub fn stripe_customer(
+    conn: &mut PgConnection,
+    local: CustomerId,
+) -> Result<String, NoStripeCustomer> {
     if !exists(conn, local)? {
         return Err(NoStripeCustomer::Missing(local));
     }
@@ -132,7 +141,7 @@ pub fn stripe_customer(conn: &mut PgConnection, local: Uuid) -> Result<String, N
         .ok_or(NoStripeCustomer::NotSynced(local))
 }
 
-pub fn get(conn: &mut PgConnection, id: Uuid) -> Result<CustomerView, CustomerError> {
+pub fn get(conn: &mut PgConnection, id: CustomerId) -> Result<CustomerView, CustomerError> {
     let row = customers::table
         .find(id)
         .select(Customer::as_select())
@@ -151,7 +160,7 @@ fn view(conn: &mut PgConnection, row: Customer) -> Result<CustomerView, Customer
 pub fn create(conn: &mut PgConnection, new: NewCustomer) -> Result<CustomerView, CustomerError> {
     let metadata = merged_metadata(&Value::Object(Map::new()), &new.metadata)?;
     let row = conn.transaction::<_, CustomerError, _>(|conn| {
-        let id = Uuid::new_v4();
+        let id = CustomerId::random();
         let row: Customer = diesel::insert_into(customers::table)
             .values((
                 customers::id.eq(id),
@@ -176,7 +185,7 @@ pub fn create(conn: &mut PgConnection, new: NewCustomer) -> Result<CustomerView,
         if !metadata.is_empty() {
             fields.insert("metadata".into(), Value::Object(metadata));
         }
-        outbox::append(conn, entity::CUSTOMER, id, Operation::Create, fields)?;
+        outbox::append(conn, Subject::Customer(id), Operation::Create, fields)?;
         Ok(row)
     })?;
     view(conn, row)
@@ -184,7 +193,7 @@ pub fn create(conn: &mut PgConnection, new: NewCustomer) -> Result<CustomerView,
 
 pub fn update(
     conn: &mut PgConnection,
-    id: Uuid,
+    id: CustomerId,
     patch: CustomerPatch,
     if_match: Option<&str>,
 ) -> Result<CustomerView, CustomerError> {
@@ -243,7 +252,7 @@ pub fn update(
             ))
             .returning(Customer::as_returning())
             .get_result(conn)?;
-        outbox::append(conn, entity::CUSTOMER, id, Operation::Update, fields)?;
+        outbox::append(conn, Subject::Customer(id), Operation::Update, fields)?;
         Ok(row)
     })?;
     view(conn, row)
@@ -253,7 +262,7 @@ pub fn update(
 /// so a retried DELETE is harmless.
 pub fn delete(
     conn: &mut PgConnection,
-    id: Uuid,
+    id: CustomerId,
     if_match: Option<&str>,
 ) -> Result<CustomerView, CustomerError> {
     let row = conn.transaction::<_, CustomerError, _>(|conn| {
@@ -270,7 +279,7 @@ pub fn delete(
             ))
             .returning(Customer::as_returning())
             .get_result(conn)?;
-        outbox::append(conn, entity::CUSTOMER, id, Operation::Delete, Map::new())?;
+        outbox::append(conn, Subject::Customer(id), Operation::Delete, Map::new())?;
         Ok(row)
     })?;
     view(conn, row)
@@ -288,7 +297,7 @@ pub fn delete(
 /// settles a refund of that customer later in its transaction). No writer
 /// changes `customers.id`, so the weaker lock is all any needs
 /// (`tests/it/row_lock.rs`).
-fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Customer, CustomerError> {
+fn lock(conn: &mut PgConnection, id: CustomerId) -> Result<Customer, CustomerError> {
     customers::table
         .find(id)
         .select(Customer::as_select())

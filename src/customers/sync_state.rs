@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid as SqlUuid};
 use serde::Serialize;
-use uuid::Uuid;
 
+use crate::customers::CustomerId;
 use crate::db::schema::id_map;
 use crate::sync::{entity, service};
 
@@ -36,7 +36,7 @@ pub struct SyncState {
 #[derive(QueryableByName)]
 struct OutboxSummary {
     #[diesel(sql_type = SqlUuid)]
-    local_id: Uuid,
+    local_id: CustomerId,
     #[diesel(sql_type = BigInt)]
     pending: i64,
     #[diesel(sql_type = Nullable<Text>)]
@@ -57,9 +57,9 @@ const SERVICES: [(&str, &str, bool); 2] = [
 /// Sync state of each customer in `ids`, per service.
 pub fn for_customers(
     conn: &mut PgConnection,
-    ids: &[Uuid],
-) -> QueryResult<HashMap<Uuid, BTreeMap<&'static str, SyncState>>> {
-    let mut states: HashMap<Uuid, BTreeMap<&'static str, SyncState>> =
+    ids: &[CustomerId],
+) -> QueryResult<HashMap<CustomerId, BTreeMap<&'static str, SyncState>>> {
+    let mut states: HashMap<CustomerId, BTreeMap<&'static str, SyncState>> =
         ids.iter().map(|id| (*id, BTreeMap::new())).collect();
     for (service, linked_entity, always) in SERVICES {
         for (id, (state, known)) in of_service(conn, ids, service, linked_entity)? {
@@ -75,15 +75,15 @@ pub fn for_customers(
 /// handled any of its changes.
 fn of_service(
     conn: &mut PgConnection,
-    ids: &[Uuid],
+    ids: &[CustomerId],
     service: &'static str,
     linked_entity: &'static str,
-) -> QueryResult<Vec<(Uuid, (SyncState, bool))>> {
+) -> QueryResult<Vec<(CustomerId, (SyncState, bool))>> {
     // A change the service itself reported is not waiting for it.
     // Outbox first, links second: each outbound worker commits a create's
     // delivery and its link together, so a commit landing between the two
     // reads shows as still pending, never as synced without an id.
-    let summaries: HashMap<Uuid, OutboxSummary> = diesel::sql_query(
+    let summaries: HashMap<CustomerId, OutboxSummary> = diesel::sql_query(
         "SELECT o.local_id,
                 count(*) FILTER (WHERE d.outbox_id IS NULL) AS pending,
                 (array_agg(d.status ORDER BY o.id DESC) FILTER (WHERE d.outbox_id IS NOT NULL))[1] AS last_status,
@@ -100,12 +100,12 @@ fn of_service(
     .into_iter()
     .map(|s| (s.local_id, s))
     .collect();
-    let links: HashMap<Uuid, (String, DateTime<Utc>)> = id_map::table
+    let links: HashMap<CustomerId, (String, DateTime<Utc>)> = id_map::table
         .filter(id_map::service.eq(service))
         .filter(id_map::entity.eq(linked_entity))
         .filter(id_map::local_id.eq_any(ids))
         .select((id_map::local_id, id_map::external_id, id_map::synced_at))
-        .load::<(Uuid, String, DateTime<Utc>)>(conn)?
+        .load::<(CustomerId, String, DateTime<Utc>)>(conn)?
         .into_iter()
         .map(|(l, e, s)| (l, (e, s)))
         .collect();

@@ -3,6 +3,7 @@
 pub mod models;
 pub mod schema;
 mod text_enum;
+mod uuid_id;
 
 use std::time::Duration;
 

@@ -9,7 +9,7 @@ use super::schema::{customers, event_ledger, id_map, outbox};
 #[derive(Debug, Clone, Queryable, Selectable, PartialEq)]
 #[diesel(table_name = customers)]
 pub struct Customer {
-    pub id: Uuid,
+    pub id: crate::customers::CustomerId,
     pub email: Option<String>,
     pub name: Option<String>,
     pub phone: Option<String>,
@@ -41,7 +41,7 @@ pub struct IdMapEntry {
     pub account: String,
     pub entity: String,
     pub external_id: String,
-    pub local_id: Uuid,
+    pub local_id: crate::customers::CustomerId,
     pub remote_version: i64,
     pub remote_event_id: Option<String>,
     pub remote_deleted: bool,
@@ -56,7 +56,7 @@ pub struct NewIdMapEntry<'a> {
     pub account: &'a str,
     pub entity: &'a str,
     pub external_id: &'a str,
-    pub local_id: Uuid,
+    pub local_id: crate::customers::CustomerId,
     pub remote_version: i64,
     pub remote_event_id: Option<&'a str>,
     pub remote_deleted: bool,

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use uuid::Uuid;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
@@ -25,6 +24,7 @@ use crate::apps::credits::packages::{self, CreateBody, PatchBody};
 use crate::apps::credits::purchases::{self, Outcome};
 use crate::apps::credits::{payment_methods, CreditsError};
 use crate::customers::list::{Cursor, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::customers::CustomerId;
 use crate::customers::NoStripeCustomer;
 use crate::db::blocking;
 use crate::input;
@@ -284,7 +284,7 @@ fn reject(e: ApiError) -> Rejection {
 }
 
 /// A customer id in the path; anything but a UUID is no customer.
-fn customer_id(raw: &str) -> Result<Uuid, Rejection> {
+fn customer_id(raw: &str) -> Result<CustomerId, Rejection> {
     raw.parse().map_err(|_| {
         reject(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -294,7 +294,7 @@ fn customer_id(raw: &str) -> Result<Uuid, Rejection> {
     })
 }
 
-async fn stripe_customer(ctx: &Ctx, customer: Uuid) -> Result<String, ApiError> {
+async fn stripe_customer(ctx: &Ctx, customer: CustomerId) -> Result<String, ApiError> {
     blocking(&ctx.pool, move |conn| {
         Ok(crate::customers::stripe_customer(conn, customer)?)
     })

@@ -1,7 +1,6 @@
 //! `/api/customers`: CRUD on local customers. Handlers parse input into
 //! domain types and call `crate::customers` on the blocking pool.
 
-use uuid::Uuid;
 use warp::http::{header, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
@@ -9,6 +8,7 @@ use super::body::json_body;
 use super::error::ApiError;
 use crate::customers::input::{CreateBody, CustomerPatch, NewCustomer, PatchBody};
 use crate::customers::list::{self, ListParams, ListQuery};
+use crate::customers::CustomerId;
 use crate::customers::{self, CustomerError, CustomerView};
 use crate::db::{self, PgPool};
 use crate::input::Invalid;
@@ -130,7 +130,7 @@ fn with_etag(view: &CustomerView, status: StatusCode) -> warp::reply::Response {
 }
 
 /// Any string that is not a UUID names no customer: 404, like an unknown id.
-fn parse_id(raw: &str) -> Result<Uuid, Rejection> {
+fn parse_id(raw: &str) -> Result<CustomerId, Rejection> {
     raw.parse().map_err(|_| warp::reject::custom(not_found()))
 }
 

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use uuid::Uuid;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
@@ -21,6 +20,7 @@ use crate::apps::payments::input::{
 };
 use crate::apps::payments::intents::{self, PaymentsError};
 use crate::apps::payments::refund_requests::{self, Queued};
+use crate::customers::CustomerId;
 use crate::db::{self, PgPool};
 use crate::kafka::EventProducer;
 use crate::stripe::client::StripeClient;
@@ -54,7 +54,7 @@ impl Ctx {
 
     /// A local customer's `cus_…` (`None` for none): 404 unknown, 409 not
     /// synced yet.
-    async fn stripe_customer(&self, local: Option<Uuid>) -> Result<Option<String>, ApiError> {
+    async fn stripe_customer(&self, local: Option<CustomerId>) -> Result<Option<String>, ApiError> {
         match local {
             Some(local) => {
                 db::blocking(&self.pool, move |conn| {

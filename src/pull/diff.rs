@@ -188,10 +188,10 @@ async fn customers(
                         customers::description,
                         customers::metadata,
                     ))
-                    .load::<(String, uuid::Uuid, Option<String>, Option<String>, Option<String>, Option<String>, Value)>(conn)?;
+                    .load::<(String, crate::customers::CustomerId, Option<String>, Option<String>, Option<String>, Option<String>, Value)>(conn)?;
                 rows.into_iter()
                     .map(|(external_id, local_id, email, name, phone, description, metadata)| {
-                        let pending = !outbox::undelivered(conn, entity::CUSTOMER, local_id, service::STRIPE)?.is_empty();
+                        let pending = !outbox::undelivered(conn, local_id, service::STRIPE)?.is_empty();
                         Ok(MirrorRow {
                             external_id,
                             fields: json!({"email": email, "name": name, "phone": phone, "description": description, "metadata": metadata}),

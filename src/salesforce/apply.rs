@@ -29,9 +29,9 @@
 //! - **Onward.** What a version changes of the shared columns is appended
 //!   to the outbox with origin `salesforce`, for Stripe.
 
+use crate::customers::CustomerId;
 use diesel::prelude::*;
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
 use super::contact;
 use super::event::{parse_datetime, SalesforceEvent};
@@ -293,7 +293,7 @@ fn first_version(
         // Found nothing to link or create.
         None if report.record().is_none() => return Ok(Applied::Ignored),
         None => {
-            let local_id = Uuid::new_v4();
+            let local_id = CustomerId::random();
             let deleted = report.deleted();
             insert(
                 conn,
@@ -331,11 +331,11 @@ fn named_local_customer(
     conn: &mut PgConnection,
     ctx: &Context,
     record: &Map<String, Value>,
-) -> QueryResult<Option<Uuid>> {
+) -> QueryResult<Option<CustomerId>> {
     let Some(local_id) = record
         .get(&ctx.external_id_field)
         .and_then(|v| v.as_str())
-        .and_then(|v| v.parse::<Uuid>().ok())
+        .and_then(|v| v.parse::<CustomerId>().ok())
     else {
         return Ok(None);
     };
@@ -352,7 +352,7 @@ fn named_local_customer(
 /// A customer made in Salesforce, passed on to Stripe unless deleted.
 fn insert(
     conn: &mut PgConnection,
-    local_id: Uuid,
+    local_id: CustomerId,
     record: &Map<String, Value>,
     deleted: bool,
 ) -> QueryResult<()> {
@@ -395,7 +395,7 @@ fn insert(
 /// change still on its way to Salesforce) and passes them on.
 fn settle(
     conn: &mut PgConnection,
-    local_id: Uuid,
+    local_id: CustomerId,
     report: Report<'_>,
     echo: bool,
     tie: bool,

@@ -24,10 +24,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::customers::CustomerId;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::customers::fanout;
 use crate::db::schema::{outbox, outbox_deliveries};
@@ -76,7 +76,7 @@ impl Writes {
     /// Reads them from the outbox (in the apply's transaction, after the
     /// customer's row is locked, so no delivery of it is recorded meanwhile
     /// by the locking writers).
-    pub fn load(conn: &mut PgConnection, local_id: Uuid) -> QueryResult<Self> {
+    pub fn load(conn: &mut PgConnection, local_id: CustomerId) -> QueryResult<Self> {
         let pending = fanout::pending_for(conn, local_id, service::SALESFORCE)?;
         let mut rows: Vec<(Value, DateTime<Utc>, DeliveryStatus)> = outbox::table
             .inner_join(

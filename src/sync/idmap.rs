@@ -2,8 +2,8 @@
 
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Text};
-use uuid::Uuid;
 
+use crate::customers::CustomerId;
 use crate::db::models::{IdMapEntry, NewIdMapEntry};
 use crate::db::schema::id_map;
 
@@ -30,13 +30,14 @@ pub fn find_for_update(
         .optional()
 }
 
-/// A local entity's link to a service. A local row may be linked once per
+/// A local customer's link to a service (as a Stripe customer, a
+/// Salesforce contact: `entity`). A local row may be linked once per
 /// account (Connect); the platform's link comes first, then by account.
 pub fn find_by_local(
     conn: &mut PgConnection,
     service: &str,
     entity: &str,
-    local_id: Uuid,
+    local_id: CustomerId,
 ) -> QueryResult<Option<IdMapEntry>> {
     id_map::table
         .filter(id_map::service.eq(service))

@@ -4,10 +4,10 @@
 
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error};
+use stripe_sync::customers::CustomerId;
 use stripe_sync::db::models::NewIdMapEntry;
 use stripe_sync::db::schema::customers;
 use stripe_sync::sync::idmap::{self, ExternalKey};
-use uuid::Uuid;
 
 use crate::support::db::TestDb;
 
@@ -15,7 +15,7 @@ fn link<'a>(
     service: &'a str,
     account: &'a str,
     external_id: &'a str,
-    local_id: Uuid,
+    local_id: CustomerId,
 ) -> NewIdMapEntry<'a> {
     NewIdMapEntry {
         service,
@@ -40,7 +40,7 @@ fn is_unique_violation(r: QueryResult<()>) -> bool {
 fn links_are_unique_both_ways_and_per_service() {
     let db = TestDb::migrated();
     let conn = &mut db.conn();
-    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let (a, b) = (CustomerId::random(), CustomerId::random());
     for id in [a, b] {
         diesel::insert_into(customers::table)
             .values(customers::id.eq(id))

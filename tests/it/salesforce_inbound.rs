@@ -62,7 +62,11 @@ pub(crate) fn linked(stack: &Stack, service: &str, external_id: &str) -> Option<
 }
 
 /// `local_id`'s link at `service`.
-pub(crate) fn link_of(stack: &Stack, service: &str, local_id: uuid::Uuid) -> Option<String> {
+pub(crate) fn link_of(
+    stack: &Stack,
+    service: &str,
+    local_id: stripe_sync::customers::CustomerId,
+) -> Option<String> {
     id_map::table
         .filter(id_map::service.eq(service))
         .filter(id_map::local_id.eq(local_id))

@@ -18,12 +18,12 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Integer, Text};
 use serde_json::{json, Value};
 use stripe_sync::apply::{self, ApplyError, FanOut, RemoteReader};
+use stripe_sync::customers::CustomerId;
 use stripe_sync::customers::{self, input::CustomerPatch};
 use stripe_sync::registry::{Child, Resource};
 use stripe_sync::salesforce::apply::Context;
 use stripe_sync::salesforce::event::{SalesforceEvent, SOURCE_POLL};
 use stripe_sync::stripe::{RemoteObject, StripeEvent};
-use uuid::Uuid;
 
 use crate::support::db::TestDb;
 
@@ -172,7 +172,7 @@ fn race_with(
     let db = TestDb::migrated();
     let (mut api, mut worker, mut watch) = (db.conn(), db.conn(), db.conn());
     setup(&mut api);
-    let id: Uuid = LOCAL.parse().unwrap();
+    let id: CustomerId = LOCAL.parse().unwrap();
     let worker_pid = diesel::sql_query("SELECT pg_backend_pid() AS pid")
         .get_result::<Pid>(&mut worker)
         .unwrap()

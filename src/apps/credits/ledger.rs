@@ -12,6 +12,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::customers::list::Cursor;
+use crate::customers::CustomerId;
 
 /// The most credits one spend may take.
 pub const MAX_SPEND: i64 = super::packages::MAX_CREDITS;
@@ -35,7 +36,7 @@ struct Posting {
 }
 
 /// The customer's balance (0 before anything was bought).
-pub fn balance(conn: &mut PgConnection, customer: Uuid) -> QueryResult<i64> {
+pub fn balance(conn: &mut PgConnection, customer: CustomerId) -> QueryResult<i64> {
     let found: Option<Balance> =
         diesel::sql_query("SELECT balance FROM credits.balances WHERE customer_id = $1")
             .bind::<SqlUuid, _>(customer)
@@ -61,7 +62,7 @@ pub enum Posted {
 /// it and none can take the balance below zero.
 pub fn spend(
     conn: &mut PgConnection,
-    customer: Uuid,
+    customer: CustomerId,
     credits: i64,
     reason: &str,
     key: &str,
@@ -82,7 +83,7 @@ pub fn spend(
 /// balance below zero (to claw back what a failed refund gave, say).
 pub fn adjust(
     conn: &mut PgConnection,
-    customer: Uuid,
+    customer: CustomerId,
     credits: i64,
     reason: &str,
     key: &str,
@@ -103,7 +104,7 @@ pub fn adjust(
 /// balance lock, if `allowed` by the balance before it.
 fn post_once(
     conn: &mut PgConnection,
-    customer: Uuid,
+    customer: CustomerId,
     kind: &str,
     credits: i64,
     source: &str,
@@ -186,7 +187,7 @@ pub struct Transaction {
 
 #[derive(Debug, Serialize)]
 pub struct History {
-    pub customer_id: Uuid,
+    pub customer_id: CustomerId,
     pub balance: i64,
     pub transactions: Vec<Transaction>,
     pub has_more: bool,
@@ -196,7 +197,7 @@ pub struct History {
 /// The customer's balance and history, newest first, `limit` at a time.
 pub fn history(
     conn: &mut PgConnection,
-    customer: Uuid,
+    customer: CustomerId,
     limit: i64,
     before: Option<&Cursor>,
 ) -> QueryResult<History> {

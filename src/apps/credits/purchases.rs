@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::packages::{self, Package};
 use super::{ledger, payment_methods, CreditsError};
+use crate::customers::CustomerId;
 use crate::db::schema::credits::purchases;
 use crate::db::{blocking, PgPool};
 use crate::stripe::client::{StripeClient, StripeError};
@@ -28,7 +29,7 @@ use crate::stripe::{RemoteObject, PLATFORM_ACCOUNT};
 #[diesel(table_name = purchases, check_for_backend(diesel::pg::Pg))]
 pub struct Purchase {
     pub id: Uuid,
-    pub customer_id: Uuid,
+    pub customer_id: CustomerId,
     pub package_id: String,
     pub credits: i64,
     pub price: i64,
@@ -98,7 +99,7 @@ pub fn find(conn: &mut PgConnection, request_key: &str) -> QueryResult<Option<Pu
 /// exists and has a Stripe customer; the package is on sale.
 pub fn prepare(
     conn: &mut PgConnection,
-    customer: Uuid,
+    customer: CustomerId,
     package_id: &str,
 ) -> Result<(String, Package), CreditsError> {
     let stripe_customer = crate::customers::stripe_customer(conn, customer)?;
@@ -113,7 +114,7 @@ pub fn prepare(
 /// twin recorded.
 pub fn open(
     conn: &mut PgConnection,
-    customer: Uuid,
+    customer: CustomerId,
     package: &Package,
     payment_method: &str,
     request_key: &str,
@@ -253,7 +254,7 @@ pub fn credit(
 pub async fn buy(
     pool: &PgPool,
     stripe: &StripeClient,
-    customer: Uuid,
+    customer: CustomerId,
     package_id: String,
     request_key: String,
 ) -> Result<Outcome, CreditsError> {
@@ -540,7 +541,7 @@ mod tests {
     fn the_intent_is_off_session_and_names_its_purchase() {
         let purchase = Purchase {
             id: Uuid::nil(),
-            customer_id: Uuid::max(),
+            customer_id: CustomerId::from_uuid(Uuid::max()),
             package_id: "package_2".into(),
             credits: 300,
             price: 2500,

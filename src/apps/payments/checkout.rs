@@ -8,6 +8,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Jsonb, Text};
 use serde_json::{json, Value};
 
+use crate::customers::CustomerId;
 use crate::stripe::form::flatten;
 
 /// One line of a new session: a price, or a price made on the fly.
@@ -31,7 +32,7 @@ pub struct NewCheckout {
     pub mode: String,
     pub success_url: String,
     pub cancel_url: String,
-    pub customer: Option<uuid::Uuid>,
+    pub customer: Option<CustomerId>,
     pub metadata: BTreeMap<String, String>,
 }
 

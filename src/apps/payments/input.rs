@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::checkout::{LinePrice, NewCheckout, NewLine};
 use super::intents::{NewIntent, NewRefund, REFUND_REASONS};
+use crate::customers::CustomerId;
 use crate::stripe::currency::{self, check_amount};
 
 pub use crate::input::Invalid;
@@ -20,7 +20,7 @@ pub struct IntentBody {
     pub amount: i64,
     pub currency: String,
     #[serde(default)]
-    pub customer_id: Option<Uuid>,
+    pub customer_id: Option<CustomerId>,
     #[serde(default)]
     pub payment_method: Option<String>,
     #[serde(default)]
@@ -47,7 +47,7 @@ pub struct CheckoutBody {
     pub success_url: String,
     pub cancel_url: String,
     #[serde(default)]
-    pub customer_id: Option<Uuid>,
+    pub customer_id: Option<CustomerId>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
 }

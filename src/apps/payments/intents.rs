@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use uuid::Uuid;
 
+use crate::customers::CustomerId;
 use crate::customers::NoStripeCustomer;
 use crate::stripe::client::{StripeClient, StripeError, RESOURCE_MISSING};
 use crate::stripe::{RemoteObject, PLATFORM_ACCOUNT};
@@ -16,7 +16,7 @@ pub struct NewIntent {
     pub amount: i64,
     pub currency: String,
     /// A local customer; passed to Stripe as its `cus_…`.
-    pub customer: Option<Uuid>,
+    pub customer: Option<CustomerId>,
     pub payment_method: Option<String>,
     pub confirm: bool,
     pub metadata: BTreeMap<String, String>,

@@ -13,7 +13,6 @@ use uuid::Uuid;
 use super::intents::NewRefund;
 use crate::db::schema::payments::refund_requests;
 use crate::outbox::{self, Operation};
-use crate::sync::entity;
 
 /// A refund request as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Queryable, Selectable)]
@@ -95,8 +94,7 @@ pub fn queue(conn: &mut PgConnection, request_id: &str, refund: &NewRefund) -> Q
             fields.insert("reason".into(), refund.reason.clone().into());
             outbox::append(
                 conn,
-                entity::REFUND_REQUEST,
-                local_id,
+                outbox::Subject::RefundRequest(local_id),
                 Operation::Create,
                 fields,
             )?;
