@@ -72,7 +72,7 @@ async fn handle(
         let key = event.version().expect("checked by parse").contact_id;
         relay
             .producer
-            .send(&relay.topic, key.as_bytes(), &payload, &Vec::new())
+            .send(&relay.topic, key.as_str().as_bytes(), &payload, &Vec::new())
             .await
     });
     for sent in futures::future::join_all(sends).await {

@@ -199,7 +199,7 @@ fn apply_report(
         account: &ctx.org_id,
         event_id: &event.id,
         event_type: event.kind(),
-        object_id: version.contact_id,
+        object_id: version.contact_id.as_str(),
         event_created: version.modstamp,
         outcome: "",
         echo,
@@ -211,7 +211,7 @@ fn apply_report(
         service: service::SALESFORCE,
         account: &ctx.org_id,
         entity: entity::CONTACT,
-        external_id: version.contact_id,
+        external_id: version.contact_id.as_str(),
     };
     let link = idmap::find_for_update(conn, key)?;
     let stored = link.as_ref().map(|l| Watermark {
@@ -315,7 +315,7 @@ fn first_version(
             service: service::SALESFORCE,
             account: &ctx.org_id,
             entity: entity::CONTACT,
-            external_id: contact_id,
+            external_id: contact_id.as_str(),
             local_id,
             remote_version: mark.version,
             remote_event_id: Some(&event.id),

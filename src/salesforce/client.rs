@@ -164,9 +164,9 @@ impl SalesforceClient {
         )
     }
 
-    /// The path of record `id`, checked, for [`Self::composite`].
-    pub fn record_path(&self, sobject: &str, id: &str) -> Result<String, SalesforceError> {
-        Ok(format!("sobjects/{sobject}/{}", checked_id(id)?))
+    /// The path of record `id`, for [`Self::composite`].
+    pub fn record_path(&self, sobject: &str, id: RecordId<'_>) -> String {
+        format!("sobjects/{sobject}/{id}")
     }
 
     /// Several independent calls in one request (the Composite API, with
@@ -230,10 +230,10 @@ impl SalesforceClient {
     pub async fn update(
         &self,
         sobject: &str,
-        id: &str,
+        id: RecordId<'_>,
         fields: &Map<String, Value>,
     ) -> Result<(), SalesforceError> {
-        let path = format!("sobjects/{sobject}/{}", checked_id(id)?);
+        let path = self.record_path(sobject, id);
         self.call(Method::PATCH, &path, Some(&Value::Object(fields.clone())))
             .await
             .map(drop)
@@ -241,8 +241,8 @@ impl SalesforceClient {
 
     /// Deletes record `id`; true if this call deleted it, false if it was
     /// gone already (a retry after a lost answer, or deleted in Salesforce).
-    pub async fn delete(&self, sobject: &str, id: &str) -> Result<bool, SalesforceError> {
-        let path = format!("sobjects/{sobject}/{}", checked_id(id)?);
+    pub async fn delete(&self, sobject: &str, id: RecordId<'_>) -> Result<bool, SalesforceError> {
+        let path = self.record_path(sobject, id);
         deleted(self.call(Method::DELETE, &path, None).await)
     }
 
@@ -443,8 +443,8 @@ fn ids_of_identity_url(url: &str) -> Option<(String, String)> {
     let mut parts = url.rsplit('/');
     let user = parts.next()?;
     let org = parts.next()?;
-    (is_record_id(org) && org.starts_with("00D") && is_record_id(user) && user.starts_with("005"))
-        .then(|| (org.to_owned(), user.to_owned()))
+    let is = |raw, prefix| RecordId::parse(raw).is_some_and(|id| id.prefix() == prefix);
+    (is(org, "00D") && is(user, "005")).then(|| (org.to_owned(), user.to_owned()))
 }
 
 /// Salesforce record ids: 15 or 18 letters and digits.
@@ -452,11 +452,35 @@ pub fn is_record_id(id: &str) -> bool {
     matches!(id.len(), 15 | 18) && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-fn checked_id(id: &str) -> Result<&str, SalesforceError> {
-    if is_record_id(id) {
-        Ok(id)
-    } else {
-        Err(SalesforceError::InvalidId(id.chars().take(40).collect()))
+/// A Salesforce record id, checked once where it comes in, so it goes
+/// into a URL path or a SOQL literal as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordId<'a>(&'a str);
+
+impl<'a> RecordId<'a> {
+    pub fn parse(raw: &'a str) -> Option<Self> {
+        is_record_id(raw).then_some(Self(raw))
+    }
+
+    /// [`Self::parse`], or the error a call with it would answer.
+    pub fn checked(raw: &'a str) -> Result<Self, SalesforceError> {
+        Self::parse(raw).ok_or_else(|| SalesforceError::InvalidId(raw.chars().take(40).collect()))
+    }
+
+    pub fn as_str(self) -> &'a str {
+        self.0
+    }
+
+    /// The key prefix, which names the object: `003` a Contact, `005` a
+    /// User, `00D` an org.
+    pub fn prefix(self) -> &'a str {
+        &self.0[..3]
+    }
+}
+
+impl std::fmt::Display for RecordId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
     }
 }
 

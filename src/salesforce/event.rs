@@ -15,7 +15,7 @@ use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::client::is_record_id;
+use super::client::RecordId;
 
 /// Where a version came from, for logs and the ledger's event type.
 pub const SOURCE_POLL: &str = "poll";
@@ -52,7 +52,7 @@ pub struct SalesforceEvent {
 /// What ordering and the apply read of a version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Version<'a> {
-    pub contact_id: &'a str,
+    pub contact_id: RecordId<'a>,
     /// `SystemModstamp`, milliseconds since the epoch.
     pub modstamp: i64,
     pub deleted: bool,
@@ -142,7 +142,8 @@ fn version_id(record: &Map<String, Value>) -> Result<String, String> {
 fn version_of(record: &Map<String, Value>) -> Result<Version<'_>, String> {
     let text = |field: &str| record.get(field).and_then(Value::as_str);
     let contact_id = text("Id")
-        .filter(|id| is_record_id(id) && id.starts_with("003"))
+        .and_then(RecordId::parse)
+        .filter(|id| id.prefix() == "003")
         .ok_or("the record has no Contact Id (003…)")?;
     let stamp = text("SystemModstamp").ok_or("the record has no SystemModstamp")?;
     let modstamp = parse_datetime(stamp)

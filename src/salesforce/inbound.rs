@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 use super::apply::{self, Context, Current, Stop};
-use super::client::SalesforceClient;
+use super::client::{RecordId, SalesforceClient};
 use super::event::SalesforceEvent;
 use super::poll::{self, Poller};
 use crate::apply::{Applied, ApplyError, Refusal};
@@ -70,14 +70,13 @@ impl SalesforceInboundHandler {
     fn read_current(
         &self,
         conn: &mut diesel::PgConnection,
-        contact_id: &str,
+        contact_id: RecordId<'_>,
     ) -> anyhow::Result<Current> {
         let read_at: chrono::DateTime<chrono::Utc> = diesel::select(diesel::dsl::sql::<
             diesel::sql_types::Timestamptz,
         >("clock_timestamp()"))
         .get_result(conn)?;
-        let soql = poll::current_query(&self.external_id_field, contact_id)
-            .ok_or_else(|| anyhow::anyhow!("{contact_id:?} is not a record id"))?;
+        let soql = poll::current_query(&self.external_id_field, contact_id);
         let page = self.runtime.block_on(self.client.query_all(&soql))?;
         let record = page.records.into_iter().next().map(|mut record| {
             record.remove("attributes");

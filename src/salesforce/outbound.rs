@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::client::{self, SalesforceClient, SalesforceError, SubRequest};
+use super::client::{self, RecordId, SalesforceClient, SalesforceError, SubRequest};
 use super::contact::{self, SOBJECT};
 use crate::config::SalesforceOutboundConfig;
 
@@ -87,13 +87,17 @@ impl SalesforceOutbound {
                 }
                 SubRequest {
                     method: Method::PATCH,
-                    path: self.client.record_path(SOBJECT, &link.external_id)?,
+                    path: self
+                        .client
+                        .record_path(SOBJECT, RecordId::checked(&link.external_id)?),
                     body: Some(Value::Object(fields)),
                 }
             }
             Call::Delete { link } => SubRequest {
                 method: Method::DELETE,
-                path: self.client.record_path(SOBJECT, &link.external_id)?,
+                path: self
+                    .client
+                    .record_path(SOBJECT, RecordId::checked(&link.external_id)?),
                 body: None,
             },
         }))

@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{is_record_id, SalesforceClient};
+use super::client::{is_record_id, RecordId, SalesforceClient};
 use super::contact::SOBJECT;
 use super::event::{soql_datetime, SalesforceEvent, CONTACT_FIELDS, SOURCE_POLL};
 use crate::db::PgPool;
@@ -90,10 +90,10 @@ pub fn page_query(
 }
 
 /// The query for one Contact as it is now, deleted or not (through
-/// `queryAll`); `None` for an id that is not a record id.
-pub fn current_query(external_id_field: &str, contact_id: &str) -> Option<String> {
-    is_record_id(contact_id)
-        .then(|| format!("{} WHERE Id = '{contact_id}'", select(external_id_field)))
+/// `queryAll`). A record id has only letters and digits, so it is safe
+/// inside the quotes.
+pub fn current_query(external_id_field: &str, contact_id: RecordId<'_>) -> String {
+    format!("{} WHERE Id = '{contact_id}'", select(external_id_field))
 }
 
 /// The start of the last second that ended at least `settle` before `now`
@@ -141,7 +141,7 @@ impl Poller {
                 let version = event.version().map_err(anyhow::Error::msg)?;
                 let next = Cursor {
                     modstamp: version.modstamp,
-                    id: version.contact_id.to_owned(),
+                    id: version.contact_id.as_str().to_owned(),
                 };
                 let key = next.id.clone();
                 last = Some(next);
@@ -241,11 +241,14 @@ mod tests {
         assert_eq!(Cursor::parse(&cursor.position()), Some(cursor));
         assert_eq!(Cursor::parse("1/' OR Id != '"), None);
         assert_eq!(
-            current_query("StripeSync_Id__c", "003000000000001AAA").unwrap(),
+            current_query(
+                "StripeSync_Id__c",
+                RecordId::parse("003000000000001AAA").unwrap()
+            ),
             "SELECT Id, FirstName, LastName, Email, Phone, Description, IsDeleted, SystemModstamp, \
              LastModifiedById, StripeSync_Id__c FROM Contact WHERE Id = '003000000000001AAA'"
         );
-        assert_eq!(current_query("StripeSync_Id__c", "' OR Id != '"), None);
+        assert_eq!(RecordId::parse("' OR Id != '"), None);
     }
 
     #[test]

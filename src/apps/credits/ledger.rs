@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::customers::list::Cursor;
 use crate::customers::CustomerId;
+use crate::db::schema::credits::{balances, ledger};
 
 /// The most credits one spend may take.
 pub const MAX_SPEND: i64 = super::packages::MAX_CREDITS;
@@ -25,24 +26,22 @@ struct Balance {
     balance: i64,
 }
 
-#[derive(QueryableByName)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = ledger)]
 struct Posting {
-    #[diesel(sql_type = SqlUuid)]
     id: Uuid,
-    #[diesel(sql_type = BigInt)]
     credits: i64,
-    #[diesel(sql_type = Nullable<Text>)]
     reason: Option<String>,
 }
 
 /// The customer's balance (0 before anything was bought).
 pub fn balance(conn: &mut PgConnection, customer: CustomerId) -> QueryResult<i64> {
-    let found: Option<Balance> =
-        diesel::sql_query("SELECT balance FROM credits.balances WHERE customer_id = $1")
-            .bind::<SqlUuid, _>(customer)
-            .get_result(conn)
-            .optional()?;
-    Ok(found.map_or(0, |b| b.balance))
+    let found: Option<i64> = balances::table
+        .find(customer)
+        .select(balances::balance)
+        .first(conn)
+        .optional()?;
+    Ok(found.unwrap_or(0))
 }
 
 /// What a spend or an adjustment did.
@@ -112,16 +111,15 @@ fn post_once(
     allowed: impl Fn(i64) -> bool,
 ) -> QueryResult<Posted> {
     conn.transaction(|conn| {
-        diesel::sql_query(
-            "INSERT INTO credits.balances (customer_id) VALUES ($1) ON CONFLICT DO NOTHING",
-        )
-        .bind::<SqlUuid, _>(customer)
-        .execute(conn)?;
-        let Balance { balance } = diesel::sql_query(
-            "SELECT balance FROM credits.balances WHERE customer_id = $1 FOR UPDATE",
-        )
-        .bind::<SqlUuid, _>(customer)
-        .get_result(conn)?;
+        diesel::insert_into(balances::table)
+            .values(balances::customer_id.eq(customer))
+            .on_conflict_do_nothing()
+            .execute(conn)?;
+        let balance: i64 = balances::table
+            .find(customer)
+            .select(balances::balance)
+            .for_update()
+            .first(conn)?;
         if let Some(posted) = entry_for(conn, source)? {
             let same = posted.credits == credits && posted.reason.as_deref() == Some(reason);
             return Ok(if same {
@@ -136,6 +134,8 @@ fn post_once(
         if !allowed(balance) {
             return Ok(Posted::Insufficient { balance });
         }
+        // A call of the migration's function, which the mirror's triggers
+        // share: the entry and the balance move in one place.
         let Balance { balance } =
             diesel::sql_query("SELECT credits.post_entry($1, $2, $3, $4, NULL, $5) AS balance")
                 .bind::<SqlUuid, _>(customer)
@@ -152,9 +152,10 @@ fn post_once(
 }
 
 fn entry_for(conn: &mut PgConnection, source: &str) -> QueryResult<Option<Posting>> {
-    diesel::sql_query("SELECT id, credits, reason FROM credits.ledger WHERE source = $1")
-        .bind::<Text, _>(source)
-        .get_result(conn)
+    ledger::table
+        .filter(ledger::source.eq(source))
+        .select(Posting::as_select())
+        .first(conn)
         .optional()
 }
 
@@ -202,6 +203,9 @@ pub fn history(
     before: Option<&Cursor>,
 ) -> QueryResult<History> {
     let balance = balance(conn, customer)?;
+    // Raw SQL: one page over two tables of different shapes (a UNION ALL
+    // with literal columns) under a row-value cursor, which diesel's
+    // builder does not express.
     let mut transactions: Vec<Transaction> = diesel::sql_query(
         "SELECT * FROM ( \
            SELECT p.id, 'purchase' AS kind, p.credits, p.price AS amount_paid, p.currency, \

@@ -33,6 +33,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::export::{self, ExportSpec};
+use crate::db::schema::orders::export_batches;
 
 /// What a poll gets.
 #[derive(Debug, Clone, PartialEq)]
@@ -243,17 +244,13 @@ pub fn offer(
     })
 }
 
-#[derive(QueryableByName)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = export_batches)]
 struct Batch {
-    #[diesel(sql_type = Text)]
     name: String,
-    #[diesel(sql_type = Bool)]
-    acked: bool,
-    #[diesel(sql_type = Integer)]
+    acked_at: Option<DateTime<Utc>>,
     count: i32,
-    #[diesel(sql_type = BigInt)]
     to_xid: i64,
-    #[diesel(sql_type = BigInt)]
     to_seq: i64,
 }
 
@@ -264,38 +261,35 @@ pub fn acknowledge(
     name: Option<&str>,
     id: Uuid,
 ) -> Result<Acked, BatchError> {
-    let read = |conn: &mut PgConnection, lock: &str| -> QueryResult<Option<Batch>> {
-        diesel::sql_query(format!(
-            "SELECT name, acked_at IS NOT NULL AS acked, count, to_xid, to_seq \
-             FROM orders.export_batches WHERE id = $1 {lock}"
-        ))
-        .bind::<diesel::sql_types::Uuid, _>(id)
-        .get_result(conn)
-        .optional()
-    };
+    let batch = export_batches::table.find(id).select(Batch::as_select());
     let unknown = || BatchError::UnknownBatch {
         id,
         name: name.map(str::to_owned),
     };
     // The batch's own name, to take turns with the export's other calls.
-    let owner = match read(conn, "")? {
+    let owner = match batch.first(conn).optional()? {
         Some(b) if name.is_none_or(|n| n == b.name) => b.name,
         _ => return Err(unknown()),
     };
     conn.transaction(|conn| {
         export::lock(conn, &owner)?;
-        let batch = read(conn, "FOR UPDATE")?.ok_or_else(unknown)?;
+        let batch = batch
+            .for_update()
+            .first(conn)
+            .optional()?
+            .ok_or_else(unknown)?;
         let count = i64::from(batch.count);
-        if batch.acked {
+        if batch.acked_at.is_some() {
             return Ok(Acked::AlreadyAcknowledged { count });
         }
         // The sessions are delivered now; the row stays, small, so that a
         // repeated acknowledgement is recognised.
-        diesel::sql_query(
-            "UPDATE orders.export_batches SET acked_at = now(), sessions = NULL WHERE id = $1",
-        )
-        .bind::<diesel::sql_types::Uuid, _>(id)
-        .execute(conn)?;
+        diesel::update(export_batches::table.find(id))
+            .set((
+                export_batches::acked_at.eq(diesel::dsl::now),
+                export_batches::sessions.eq(None::<serde_json::Value>),
+            ))
+            .execute(conn)?;
         export::advance(conn, &owner, (batch.to_xid, batch.to_seq), count)?;
         Ok(Acked::Acknowledged { count })
     })

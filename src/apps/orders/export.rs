@@ -24,6 +24,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamptz};
 use serde::Serialize;
 
+use crate::db::schema::orders::exports;
+
 /// What to export, and under which watermark.
 #[derive(Debug, Clone)]
 pub struct ExportSpec {
@@ -141,6 +143,7 @@ pub(super) struct Next {
 /// ends. Taken before anything gives the transaction an id, so the
 /// horizon in [`read_next`] is not held back by the export itself.
 pub(super) fn lock(conn: &mut PgConnection, name: &str) -> QueryResult<()> {
+    // Raw SQL: a call of Postgres's lock function, outside any table.
     diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended('orders.exports:' || $1, 0))")
         .bind::<Text, _>(name)
         .execute(conn)
@@ -149,12 +152,12 @@ pub(super) fn lock(conn: &mut PgConnection, name: &str) -> QueryResult<()> {
 
 /// The export's watermark: the last `(paid_xid, seq)` delivered.
 pub(super) fn watermark(conn: &mut PgConnection, name: &str) -> QueryResult<(i64, i64)> {
-    let mark: Option<Watermark> =
-        diesel::sql_query("SELECT last_xid, last_seq FROM orders.exports WHERE name = $1")
-            .bind::<Text, _>(name)
-            .get_result(conn)
-            .optional()?;
-    Ok(mark.map_or((0, 0), |m| (m.last_xid, m.last_seq)))
+    let mark: Option<(i64, i64)> = exports::table
+        .find(name)
+        .select((exports::last_xid, exports::last_seq))
+        .first(conn)
+        .optional()?;
+    Ok(mark.unwrap_or((0, 0)))
 }
 
 /// Reads the export's settled paid sessions after `from`, in a transaction
