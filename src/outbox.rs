@@ -86,11 +86,6 @@ pub struct Change {
 }
 
 impl Change {
-    /// The customer the change is of; `None` for another entity's.
-    pub fn customer(&self) -> Option<CustomerId> {
-        (self.entity == entity::CUSTOMER).then_some(CustomerId::from_uuid(self.local_id))
-    }
-
     pub fn from_row(row: &OutboxRow) -> anyhow::Result<Self> {
         Ok(Self {
             outbox_id: row.id,
