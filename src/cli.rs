@@ -10,6 +10,7 @@ use crate::kafka::EventProducer;
 use crate::ops::topics::TailFrom;
 use crate::ops::{commands, prune, Inventory};
 use crate::pull::{backfill, diff, reconcile, PullConfig, PullContext};
+use crate::stripe::AccountId;
 use crate::{config, db, registry, serve, shutdown, telemetry};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -57,7 +58,7 @@ enum Command {
         page_size: u32,
         /// Account (`platform` or acct_…), repeatable; STRIPE_ACCOUNTS by default.
         #[arg(long = "account", value_parser = parse_account)]
-        accounts: Vec<String>,
+        accounts: Vec<AccountId>,
     },
     /// Publish events from Stripe's Events API that the ledger has not seen
     /// (webhooks missed during an outage). Costs one API call per 100 events.
@@ -70,7 +71,7 @@ enum Command {
         since: Option<i64>,
         /// Account (`platform` or acct_…), repeatable; STRIPE_ACCOUNTS by default.
         #[arg(long = "account", value_parser = parse_account)]
-        accounts: Vec<String>,
+        accounts: Vec<AccountId>,
     },
     /// The resource registry: what is mirrored, and the SQL of its relations.
     Catalog {
@@ -121,7 +122,7 @@ enum Command {
         exit_code: bool,
         /// Account (`platform` or acct_…), repeatable; STRIPE_ACCOUNTS by default.
         #[arg(long = "account", value_parser = parse_account)]
-        accounts: Vec<String>,
+        accounts: Vec<AccountId>,
     },
 }
 
@@ -239,12 +240,8 @@ enum DlqCommand {
     },
 }
 
-fn parse_account(raw: &str) -> Result<String, String> {
-    if crate::pull::is_account(raw) {
-        Ok(raw.to_owned())
-    } else {
-        Err(format!("{raw:?} is neither `platform` nor an acct_… id"))
-    }
+fn parse_account(raw: &str) -> Result<AccountId, String> {
+    AccountId::parse(raw).map_err(|e| e.to_string())
 }
 
 fn parse_payment_link(raw: &str) -> Result<String, String> {

@@ -14,7 +14,7 @@ use crate::worker;
 use crate::metrics;
 use crate::registry::{Child, ChildSource, Resource};
 use crate::stripe::client::RESOURCE_MISSING;
-use crate::stripe::{RemoteObject, StripeClient, StripeError, StripeEvent};
+use crate::stripe::{AccountId, ObjectId, RemoteObject, StripeClient, StripeError, StripeEvent};
 use serde_json::Value;
 
 /// Applies a batch of events in one Postgres transaction
@@ -137,7 +137,7 @@ impl StripeRemote {
 
     async fn list_children(
         &self,
-        account: &str,
+        account: &AccountId,
         parent: &Resource,
         child: &Child,
         parent_id: &str,
@@ -182,13 +182,22 @@ fn classify<T>(answer: Result<T, StripeError>) -> Result<T, ApplyError> {
 }
 
 impl RemoteReader for StripeRemote {
-    fn current(&self, account: &str, path: &str, id: &str) -> Result<RemoteObject, ApplyError> {
-        self.read(self.client.retrieve(account, path, id))
+    fn current(
+        &self,
+        account: &AccountId,
+        path: &str,
+        id: &str,
+    ) -> Result<RemoteObject, ApplyError> {
+        self.read(async {
+            self.client
+                .retrieve(account, path, ObjectId::parse(id)?)
+                .await
+        })
     }
 
     fn children(
         &self,
-        account: &str,
+        account: &AccountId,
         parent: &'static Resource,
         child: &'static Child,
         parent_id: &str,

@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::registry::{self, Column, ColumnKind, Resource};
-use crate::stripe::PLATFORM_ACCOUNT;
+use crate::stripe::AccountId;
 
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
@@ -184,19 +184,15 @@ fn form_decode(raw: &str) -> Option<String> {
 }
 
 /// `platform` or an `acct_…` id: the only values the `account` column holds.
-fn parse_account(field: &str, raw: String) -> Result<String, Invalid> {
-    if crate::pull::is_account(&raw) {
-        Ok(raw)
-    } else {
-        Err(Invalid::new(field, "must be platform or an acct_… id"))
-    }
+fn parse_account(field: &str, raw: &str) -> Result<AccountId, Invalid> {
+    AccountId::parse(raw).map_err(|_| Invalid::new(field, "must be platform or an acct_… id"))
 }
 
 /// A parsed `GET /api/stripe/{relation}/{id}` request.
 #[derive(Debug, Clone)]
 pub struct GetQuery {
     relation: Relation,
-    account: String,
+    account: AccountId,
     id: String,
 }
 
@@ -211,12 +207,12 @@ impl GetQuery {
             .filter(|s| !s.contains('\0'))
             .ok_or_else(|| Invalid::new("id", "must be UTF-8 without NUL once percent-decoded"))?
             .into_owned();
-        let mut account = PLATFORM_ACCOUNT.to_owned();
+        let mut account = AccountId::PLATFORM;
         for (name, value) in query_pairs(raw_query)? {
             if name != "account" {
                 return Err(Invalid::new(&name, "the only parameter here is account"));
             }
-            account = parse_account(&name, value)?;
+            account = parse_account(&name, &value)?;
         }
         Ok(Self {
             relation,
@@ -293,7 +289,7 @@ fn filter(relation: Relation, name: &str, raw: String) -> Result<Filter, Invalid
             Filter {
                 column: "account",
                 op,
-                value: Operand::Text(parse_account(name, raw)?),
+                value: Operand::Text(parse_account(name, &raw)?.to_string()),
             }
         } else {
             Filter {
@@ -705,7 +701,7 @@ mod tests {
         let q = GetQuery::parse(prices(), "price%5F1", "").unwrap();
         assert_eq!((q.id.as_str(), q.account.as_str()), ("price_1", "platform"));
         let q = GetQuery::parse(prices(), "price_1", "account=acct_9").unwrap();
-        assert_eq!(q.account, "acct_9");
+        assert_eq!(q.account.as_str(), "acct_9");
         for (id, query, field) in [
             ("price_%00", "", "id"),
             ("price_%FF", "", "id"),

@@ -96,7 +96,7 @@ pub(crate) fn store_apply_rate(
     impl stripe_sync::apply::RemoteReader for NoTies<'_> {
         fn current(
             &self,
-            _: &str,
+            _: &stripe_sync::stripe::AccountId,
             _: &str,
             id: &str,
         ) -> Result<stripe_sync::stripe::RemoteObject, stripe_sync::apply::ApplyError> {
@@ -108,7 +108,7 @@ pub(crate) fn store_apply_rate(
         }
         fn children(
             &self,
-            _: &str,
+            _: &stripe_sync::stripe::AccountId,
             _: &'static stripe_sync::registry::Resource,
             _: &'static stripe_sync::registry::Child,
             id: &str,

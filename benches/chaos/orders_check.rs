@@ -233,7 +233,7 @@ pub fn failed_event_ids(conn: &mut PgConnection) -> anyhow::Result<HashSet<Strin
 /// The `Message-ID` the notifier gives a session's email.
 pub fn message_id_of(session: &str) -> String {
     stripe_sync::apps::orders::email::message_id(
-        stripe_sync::stripe::event::PLATFORM_ACCOUNT,
+        &stripe_sync::stripe::AccountId::PLATFORM,
         &format!("checkout_session:{session}"),
         "shop.example",
     )

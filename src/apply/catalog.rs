@@ -26,7 +26,7 @@ use serde_json::Value;
 use super::order::{self, Facts, Step, Watermark};
 use super::{Applied, ApplyError, Refusal, RemoteReader};
 use crate::registry::{Child, Deletes, Reread, Resource};
-use crate::stripe::{RemoteObject, StripeEvent};
+use crate::stripe::{AccountId, RemoteObject, StripeEvent};
 
 /// An event routed to a registered type.
 #[derive(Clone, Copy)]
@@ -83,7 +83,7 @@ pub(super) struct Row<'e> {
 /// One object's events of the batch and what they add up to.
 pub(super) struct ObjectPlan<'e> {
     resource: &'static Resource,
-    account: &'e str,
+    account: &'e AccountId,
     id: &'e str,
     events: Vec<(usize, &'e StripeEvent)>,
     stored: Option<Watermark>,
@@ -117,7 +117,7 @@ pub(super) fn plan<'e>(
         let at = *by_key.entry(key).or_insert_with(|| {
             plans.push(ObjectPlan {
                 resource: routed.resource,
-                account: key.1,
+                account: &event.account,
                 id: key.2,
                 events: Vec::new(),
                 stored: None,
@@ -292,7 +292,7 @@ fn fetch_stored(
 pub(super) fn lists_to_read(
     conn: &mut PgConnection,
     events: &[(&'static Resource, &StripeEvent)],
-) -> QueryResult<Vec<(&'static Resource, &'static Child, String, String)>> {
+) -> QueryResult<Vec<(&'static Resource, &'static Child, AccountId, String)>> {
     let mut wanted = Vec::new();
     let mut settled: HashMap<&'static str, HashMap<(String, String), Option<String>>> =
         HashMap::new();
@@ -328,7 +328,7 @@ pub(super) fn lists_to_read(
             }
             let stored_status = settled
                 .get(resource.relation)
-                .and_then(|s| s.get(&(event.account.clone(), id.to_owned())));
+                .and_then(|s| s.get(&(event.account.to_string(), id.to_owned())));
             if let Some(stored_status) = stored_status {
                 if child.reread == Reread::WhenStatusChanges
                     && stored_status.as_deref()
@@ -339,7 +339,7 @@ pub(super) fn lists_to_read(
             }
             let seen = wanted
                 .iter()
-                .any(|(_, c, a, i): &(_, &Child, String, String)| {
+                .any(|(_, c, a, i): &(_, &Child, AccountId, String)| {
                     std::ptr::eq(*c, child) && *a == event.account && i == id
                 });
             if !seen {
@@ -370,12 +370,12 @@ fn load_stored(
     let mut relations: Vec<_> = relations.into_values().collect();
     relations.sort_by_key(|(r, _)| r.relation);
     for (resource, members) in relations {
-        let accounts: Vec<&str> = members.iter().map(|&i| plans[i].account).collect();
+        let accounts: Vec<&str> = members.iter().map(|&i| plans[i].account.as_str()).collect();
         let ids: Vec<&str> = members.iter().map(|&i| plans[i].id).collect();
         let found = fetch_stored(conn, resource, &accounts, &ids, locking)?;
         let index: HashMap<(&str, &str), usize> = members
             .iter()
-            .map(|&i| ((plans[i].account, plans[i].id), i))
+            .map(|&i| ((plans[i].account.as_str(), plans[i].id), i))
             .collect();
         let found: Vec<(usize, Watermark, Option<String>)> = found
             .into_iter()
@@ -512,7 +512,7 @@ fn write_children(
         else {
             continue;
         };
-        parents.0.push(plan.account);
+        parents.0.push(plan.account.as_str());
         parents.1.push(plan.id);
         // An id listed twice would make the upsert touch a row twice,
         // which Postgres refuses on every retry: the last listing wins.
@@ -530,7 +530,7 @@ fn write_children(
                 continue;
             }
             listed.insert(id, items.0.len());
-            items.0.push(plan.account);
+            items.0.push(plan.account.as_str());
             items.1.push(plan.id);
             items.2.push(id);
             items.3.push(position as i32);

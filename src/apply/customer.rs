@@ -141,9 +141,9 @@ pub(super) fn read_ties(
         if step == Step::ReRead {
             if let Some(&local_id) = local_ids.get(&k) {
                 let through = outbox::acknowledged_through(conn, local_id, service::STRIPE)?;
-                remote.note_acknowledged(account, "customers", id, through);
+                remote.note_acknowledged(&event.account, "customers", id, through);
             }
-            match remote.current(account, "customers", id) {
+            match remote.current(&event.account, "customers", id) {
                 Ok(RemoteObject::Deleted) => next.deleted = true,
                 Ok(RemoteObject::Live(_)) | Err(ApplyError::Permanent(_)) => {}
                 Err(transient) => return Err(transient),
@@ -167,7 +167,7 @@ pub(super) fn apply(
     let pass_on = passes_on(fan_out, event);
     let key = ExternalKey {
         service: service::STRIPE,
-        account: &event.account,
+        account: event.account.as_str(),
         entity: entity::CUSTOMER,
         external_id: customer_id(event)?,
     };
@@ -250,12 +250,13 @@ pub(super) fn apply(
             // would pass our own value back on). A read made before the
             // transaction (the worker's prefetch) carries the marker taken
             // before it; one made now is preceded by this one.
-            let noted = remote.acknowledged_before_read(key.account, "customers", key.external_id);
+            let noted =
+                remote.acknowledged_before_read(&event.account, "customers", key.external_id);
             let reflected_through = match noted {
                 Some(through) => through,
                 None => outbox::acknowledged_through(conn, link.local_id, service::STRIPE)?,
             };
-            match remote.current(key.account, "customers", key.external_id)? {
+            match remote.current(&event.account, "customers", key.external_id)? {
                 RemoteObject::Live(current) => {
                     update_customer(
                         conn,

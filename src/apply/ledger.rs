@@ -16,7 +16,7 @@ const CLAIMED: &str = "claimed";
 fn entry<'a>(service: &'a str, event: &'a StripeEvent, outcome: &'a str) -> NewLedgerEntry<'a> {
     NewLedgerEntry {
         service,
-        account: &event.account,
+        account: event.account.as_str(),
         event_id: event.id.as_str(),
         event_type: &event.kind,
         object_id: event.object_id(),
@@ -50,7 +50,13 @@ pub fn record_outcome(
     event: &StripeEvent,
     applied: Applied,
 ) -> QueryResult<()> {
-    set_outcome(conn, service, &event.account, event.id.as_str(), applied)
+    set_outcome(
+        conn,
+        service,
+        event.account.as_str(),
+        event.id.as_str(),
+        applied,
+    )
 }
 
 /// Records what a claimed event did.

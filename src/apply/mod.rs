@@ -297,7 +297,7 @@ pub fn prefetch_lists(
     let applied_before = ledger::already_applied(conn, service::STRIPE, &wanting)?;
     let fresh: Vec<(&'static Resource, &StripeEvent)> = wanting
         .into_iter()
-        .filter(|e| !applied_before.contains(&(e.account.clone(), e.id.to_string())))
+        .filter(|e| !applied_before.contains(&(e.account.to_string(), e.id.to_string())))
         .filter_map(|e| match route(e) {
             Route::Mirror(resource) => Some((resource, e)),
             _ => None,
@@ -327,7 +327,7 @@ pub fn prefetch(
     let fresh = batch
         .iter()
         .enumerate()
-        .filter(|(_, e)| !applied_before.contains(&(e.account.clone(), e.id.to_string())));
+        .filter(|(_, e)| !applied_before.contains(&(e.account.to_string(), e.id.to_string())));
     let mut customers = Vec::new();
     let mut mirrored = Vec::new();
     for (pos, event) in fresh {
@@ -394,7 +394,7 @@ fn apply_set(
     let mut customer_events = Vec::new();
     let mut mirrored = Vec::new();
     for (&i, event) in unique.iter().zip(&batch) {
-        if applied_before.contains(&(event.account.clone(), event.id.to_string())) {
+        if applied_before.contains(&(event.account.to_string(), event.id.to_string())) {
             done.push((i, Applied::Duplicate));
             continue;
         }

@@ -19,14 +19,19 @@ use serde_json::Value;
 
 use super::{ApplyError, Refusal};
 use crate::registry::{Child, Resource};
-use crate::stripe::RemoteObject;
+use crate::stripe::{AccountId, RemoteObject};
 
 /// Reads the current state of objects from their service.
 pub trait RemoteReader: Send + Sync {
     /// `GET /v1/{path}/{id}` on `account`, e.g. `("customers", "cus_123")`.
     /// Only the service saying the object does not exist is
     /// [`RemoteObject::Deleted`]; any other failure is an error.
-    fn current(&self, account: &str, path: &str, id: &str) -> Result<RemoteObject, ApplyError>;
+    fn current(
+        &self,
+        account: &AccountId,
+        path: &str,
+        id: &str,
+    ) -> Result<RemoteObject, ApplyError>;
 
     /// For an answer of [`Self::current`] read earlier than asked (before
     /// the caller's transaction): the outbox row through which our own
@@ -34,7 +39,12 @@ pub trait RemoteReader: Send + Sync {
     /// `outbox::acknowledged_through`). The read may not reflect the rows
     /// after it, even those acknowledged by the time the apply runs. `None`
     /// for a reader that reads when asked, or when nothing was noted.
-    fn acknowledged_before_read(&self, _account: &str, _path: &str, _id: &str) -> Option<i64> {
+    fn acknowledged_before_read(
+        &self,
+        _account: &AccountId,
+        _path: &str,
+        _id: &str,
+    ) -> Option<i64> {
         None
     }
 
@@ -42,7 +52,7 @@ pub trait RemoteReader: Send + Sync {
     /// items, checkout line items), paged in full.
     fn children(
         &self,
-        account: &str,
+        account: &AccountId,
         parent: &'static Resource,
         child: &'static Child,
         parent_id: &str,
@@ -61,16 +71,16 @@ pub trait RemoteReader: Send + Sync {
 /// One child list to read: `child` of `parent_id` on `account`.
 #[derive(Debug, Clone)]
 pub struct ListRequest {
-    pub account: String,
+    pub account: AccountId,
     pub parent: &'static Resource,
     pub child: &'static Child,
     pub parent_id: String,
 }
 
-type Key = (String, String, String);
+type Key = (AccountId, String, String);
 
-fn key(account: &str, path: &str, id: &str) -> Key {
-    (account.to_owned(), path.to_owned(), id.to_owned())
+fn key(account: &AccountId, path: &str, id: &str) -> Key {
+    (account.clone(), path.to_owned(), id.to_owned())
 }
 
 /// Answers recorded before the transaction.
@@ -140,19 +150,24 @@ fn not_prefetched(what: &str) -> ApplyError {
 }
 
 impl RemoteReader for Prefetched {
-    fn current(&self, account: &str, path: &str, id: &str) -> Result<RemoteObject, ApplyError> {
+    fn current(
+        &self,
+        account: &AccountId,
+        path: &str,
+        id: &str,
+    ) -> Result<RemoteObject, ApplyError> {
         let found = self.objects.get(&key(account, path, id));
         self.note_miss(found.is_none());
         replay(found, || format!("{path}/{id}"))
     }
 
-    fn acknowledged_before_read(&self, account: &str, path: &str, id: &str) -> Option<i64> {
+    fn acknowledged_before_read(&self, account: &AccountId, path: &str, id: &str) -> Option<i64> {
         self.acknowledged.get(&key(account, path, id)).copied()
     }
 
     fn children(
         &self,
-        account: &str,
+        account: &AccountId,
         _parent: &'static Resource,
         child: &'static Child,
         parent_id: &str,
@@ -208,7 +223,7 @@ impl<'a> Recording<'a> {
     /// row our changes to it were acknowledged (answered by the record's
     /// [`RemoteReader::acknowledged_before_read`]). Only the first note
     /// counts: a repeated read is answered from the first one.
-    pub fn note_acknowledged(&self, account: &str, path: &str, id: &str, through: i64) {
+    pub fn note_acknowledged(&self, account: &AccountId, path: &str, id: &str, through: i64) {
         self.record()
             .acknowledged
             .entry(key(account, path, id))
@@ -221,7 +236,12 @@ impl<'a> Recording<'a> {
 }
 
 impl RemoteReader for Recording<'_> {
-    fn current(&self, account: &str, path: &str, id: &str) -> Result<RemoteObject, ApplyError> {
+    fn current(
+        &self,
+        account: &AccountId,
+        path: &str,
+        id: &str,
+    ) -> Result<RemoteObject, ApplyError> {
         let k = key(account, path, id);
         if let Some(known) = self.record().objects.get(&k) {
             return replay(Some(known), String::new);
@@ -235,18 +255,18 @@ impl RemoteReader for Recording<'_> {
 
     fn children(
         &self,
-        account: &str,
+        account: &AccountId,
         parent: &'static Resource,
         child: &'static Child,
         parent_id: &str,
     ) -> Result<Vec<Value>, ApplyError> {
         let mut wanted = self.lists_wanted.lock().unwrap_or_else(|p| p.into_inner());
         let noted = wanted.iter().any(|r| {
-            r.account == account && std::ptr::eq(r.child, child) && r.parent_id == parent_id
+            &r.account == account && std::ptr::eq(r.child, child) && r.parent_id == parent_id
         });
         if !noted {
             wanted.push(ListRequest {
-                account: account.to_owned(),
+                account: account.clone(),
                 parent,
                 child,
                 parent_id: parent_id.to_owned(),

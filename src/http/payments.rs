@@ -24,6 +24,7 @@ use crate::customers::CustomerId;
 use crate::db::{self, PgPool};
 use crate::kafka::EventProducer;
 use crate::stripe::client::StripeClient;
+use crate::stripe::{AccountId, ObjectId};
 
 /// What the payments and credits routes share.
 #[derive(Clone)]
@@ -100,7 +101,7 @@ pub fn routes(
                     let form = checkout::form(&new, customer.as_deref());
                     let session = stripe
                         .post(
-                            crate::stripe::PLATFORM_ACCOUNT,
+                            &AccountId::PLATFORM,
                             "/v1/checkout/sessions",
                             &form,
                             &stripe_key,
@@ -148,7 +149,7 @@ pub fn routes(
                     let form = intents::intent_form(&intent, customer.as_deref());
                     let pi = stripe
                         .post(
-                            crate::stripe::PLATFORM_ACCOUNT,
+                            &AccountId::PLATFORM,
                             "/v1/payment_intents",
                             &form,
                             &stripe_key,
@@ -293,13 +294,13 @@ pub fn routes(
 /// The session from the mirror; else from Stripe, published as a snapshot
 /// so the mirror has it from then on.
 async fn read_checkout(ctx: &Ctx, id: String) -> Result<Value, ApiError> {
-    if !input::is_stripe_id(&id, "cs_") {
+    let Some(object) = ObjectId::of_kind(&id, "cs_") else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "resource_missing",
             "no such checkout session",
         ));
-    }
+    };
     let lookup = id.clone();
     let mirrored = db::blocking(&ctx.pool, move |conn| {
         Ok(checkout::mirrored(conn, &lookup)?)
@@ -311,7 +312,7 @@ async fn read_checkout(ctx: &Ctx, id: String) -> Result<Value, ApiError> {
     }
     let stripe = ctx.stripe()?;
     let session = match stripe
-        .retrieve(crate::stripe::PLATFORM_ACCOUNT, "checkout/sessions", &id)
+        .retrieve(&AccountId::PLATFORM, "checkout/sessions", object)
         .await
     {
         Ok(crate::stripe::RemoteObject::Live(session)) => session,
@@ -328,7 +329,7 @@ async fn read_checkout(ctx: &Ctx, id: String) -> Result<Value, ApiError> {
         crate::registry::by_object("checkout.session").expect("checkout sessions are mirrored");
     let snapshot = crate::pull::snapshot_event(
         resource,
-        crate::stripe::PLATFORM_ACCOUNT,
+        &AccountId::PLATFORM,
         &session,
         crate::ingest::unix_now(),
     );

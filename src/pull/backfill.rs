@@ -10,7 +10,7 @@ use super::{snapshot_event, Progress, PullContext};
 use crate::ingest::unix_now;
 use crate::kafka::envelope::SOURCE_BACKFILL;
 use crate::registry::{Listing, Resource};
-use crate::stripe::PLATFORM_ACCOUNT;
+use crate::stripe::AccountId;
 use crate::sync::cursor::{self, StreamKey};
 use crate::sync::service;
 
@@ -20,7 +20,7 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 #[derive(Debug, Clone)]
 pub struct BackfillOptions {
     pub resource: &'static Resource,
-    pub account: String,
+    pub account: AccountId,
     /// Start from the first page even if an unfinished run was checkpointed.
     pub restart: bool,
     /// Only objects created at or after this unix time.
@@ -32,7 +32,7 @@ impl BackfillOptions {
     pub fn new(resource: &'static Resource) -> Self {
         Self {
             resource,
-            account: PLATFORM_ACCOUNT.to_owned(),
+            account: AccountId::PLATFORM,
             restart: false,
             created_since: None,
             page_size: MAX_PAGE_SIZE,
@@ -227,7 +227,7 @@ struct Checkpoint {
 impl Checkpoint {
     fn of(opts: &BackfillOptions) -> Self {
         Self {
-            account: opts.account.clone(),
+            account: opts.account.to_string(),
             stream: format!("backfill:{}", opts.resource.relation),
             scope: opts
                 .created_since

@@ -17,7 +17,7 @@ use crate::ingest::unix_now;
 use crate::kafka::envelope::SOURCE_REPAIR;
 use crate::outbox;
 use crate::registry::{self, Listing, Resource};
-use crate::stripe::RemoteObject;
+use crate::stripe::{AccountId, ObjectId, RemoteObject};
 use crate::sync::{entity, service};
 
 /// The customer fields the mirror keeps, in a fixed order.
@@ -139,7 +139,7 @@ struct MirrorRow {
 pub async fn run(
     ctx: &PullContext,
     resource: &'static Resource,
-    account: &str,
+    account: &AccountId,
     repair: bool,
 ) -> anyhow::Result<DiffReport> {
     if resource.is_local_customer() {
@@ -152,7 +152,7 @@ pub async fn run(
 async fn customers(
     ctx: &PullContext,
     resource: &'static Resource,
-    account: &str,
+    account: &AccountId,
     repair: bool,
 ) -> anyhow::Result<DiffReport> {
     let mut report = DiffReport {
@@ -261,10 +261,14 @@ async fn customers(
 async fn repair_absent(
     ctx: &PullContext,
     resource: &'static Resource,
-    account: &str,
+    account: &AccountId,
     id: &str,
 ) -> anyhow::Result<()> {
-    let object = match ctx.stripe.retrieve(account, resource.path, id).await? {
+    let object = match ctx
+        .stripe
+        .retrieve(account, resource.path, ObjectId::parse(id)?)
+        .await?
+    {
         RemoteObject::Live(object) => object,
         RemoteObject::Deleted => json!({"id": id, "object": resource.object, "deleted": true}),
     };
@@ -308,7 +312,7 @@ struct MirrorObject {
 async fn mirrored(
     ctx: &PullContext,
     resource: &'static Resource,
-    account: &str,
+    account: &AccountId,
     repair: bool,
 ) -> anyhow::Result<DiffReport> {
     let mut report = DiffReport {
@@ -389,7 +393,7 @@ type Filters = Vec<(String, String)>;
 struct StripePages<'c> {
     ctx: &'c PullContext,
     resource: &'static Resource,
-    account: &'c str,
+    account: &'c AccountId,
     /// Pending list calls: each a set of filters, paged in full.
     queue: std::collections::VecDeque<Filters>,
     /// The list being paged, and where its next page starts.
@@ -401,7 +405,7 @@ impl<'c> StripePages<'c> {
     async fn new(
         ctx: &'c PullContext,
         resource: &'static Resource,
-        account: &'c str,
+        account: &'c AccountId,
     ) -> anyhow::Result<Self> {
         let mut queue = std::collections::VecDeque::new();
         match resource.listing {

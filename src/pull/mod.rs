@@ -18,6 +18,7 @@ use crate::kafka::envelope;
 use crate::kafka::{admin, EventProducer};
 use crate::registry::Resource;
 use crate::retry::Backoff;
+use crate::stripe::AccountId;
 use crate::stripe::{EventEnvelope, ListPage, StripeClient, PLATFORM_ACCOUNT};
 
 /// Configuration of `backfill`, `reconcile` and `diff`.
@@ -28,7 +29,7 @@ pub struct PullConfig {
     pub stripe: StripeApiConfig,
     /// `STRIPE_ACCOUNTS`: the accounts the pull commands cover when no
     /// `--account` is given (`platform` and/or `acct_…`).
-    pub accounts: Vec<String>,
+    pub accounts: Vec<AccountId>,
 }
 
 impl PullConfig {
@@ -43,7 +44,7 @@ impl PullConfig {
 
     /// The accounts a command covers: those named on its command line, or
     /// else `STRIPE_ACCOUNTS`.
-    pub fn accounts_or(&self, named: &[String]) -> Vec<String> {
+    pub fn accounts_or(&self, named: &[AccountId]) -> Vec<AccountId> {
         if named.is_empty() {
             self.accounts.clone()
         } else {
@@ -53,32 +54,24 @@ impl PullConfig {
 }
 
 /// `platform,acct_123,…`: each the platform or a Stripe account id.
-pub fn parse_accounts(raw: &str) -> Result<Vec<String>, ConfigError> {
-    let accounts: Vec<String> = raw
+pub fn parse_accounts(raw: &str) -> Result<Vec<AccountId>, ConfigError> {
+    let accounts = raw
         .split(',')
         .map(str::trim)
         .filter(|a| !a.is_empty())
-        .map(str::to_owned)
-        .collect();
-    match accounts.iter().find(|a| !is_account(a)) {
-        _ if accounts.is_empty() => Err(ConfigError::Invalid {
+        .map(AccountId::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|bad| ConfigError::Invalid {
+            name: "STRIPE_ACCOUNTS",
+            reason: bad.to_string(),
+        })?;
+    if accounts.is_empty() {
+        return Err(ConfigError::Invalid {
             name: "STRIPE_ACCOUNTS",
             reason: "names no account".into(),
-        }),
-        Some(bad) => Err(ConfigError::Invalid {
-            name: "STRIPE_ACCOUNTS",
-            reason: format!("{bad:?} is neither `platform` nor an acct_… id"),
-        }),
-        None => Ok(accounts),
+        });
     }
-}
-
-/// `platform`, or an `acct_…` id (it goes into a header).
-pub fn is_account(raw: &str) -> bool {
-    raw == PLATFORM_ACCOUNT
-        || raw
-            .strip_prefix("acct_")
-            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+    Ok(accounts)
 }
 
 /// What every pull command needs, built once.
@@ -131,7 +124,7 @@ impl PullContext {
     /// and the number of list calls made.
     pub async fn list_all(
         &self,
-        account: &str,
+        account: &AccountId,
         collection: &str,
         filters: &[(String, String)],
     ) -> anyhow::Result<(Vec<Value>, u64)> {
@@ -145,7 +138,7 @@ impl PullContext {
     /// permanent error stops the command.
     pub async fn list_page(
         &self,
-        account: &str,
+        account: &AccountId,
         collection: &str,
         params: &[(String, String)],
     ) -> anyhow::Result<ListPage> {
@@ -171,7 +164,10 @@ impl PullContext {
 /// The live customers of an account in the mirror, in byte order of their
 /// ids (as Rust compares them, so a checkpoint resumes exactly): what the
 /// types Stripe lists per customer are listed for.
-pub async fn mirrored_customers(ctx: &PullContext, account: &str) -> anyhow::Result<Vec<String>> {
+pub async fn mirrored_customers(
+    ctx: &PullContext,
+    account: &AccountId,
+) -> anyhow::Result<Vec<String>> {
     use diesel::prelude::*;
     use diesel::sql_types::Text;
     #[derive(QueryableByName)]
@@ -179,7 +175,7 @@ pub async fn mirrored_customers(ctx: &PullContext, account: &str) -> anyhow::Res
         #[diesel(sql_type = Text)]
         id: String,
     }
-    let account = account.to_owned();
+    let account = account.clone();
     ctx.db(move |conn| {
         diesel::sql_query(
             "SELECT id FROM stripe.customers WHERE account = $1 AND NOT deleted ORDER BY id COLLATE \"C\"",
@@ -211,9 +207,14 @@ pub async fn publish(
 /// A synthetic event carrying an object's current state. Its id is derived
 /// from the account and the object's content, so listing an unchanged
 /// object again yields the same id and the ledger skips it.
-pub fn snapshot_event(resource: &Resource, account: &str, object: &Value, read_at: i64) -> Value {
+pub fn snapshot_event(
+    resource: &Resource,
+    account: &AccountId,
+    object: &Value,
+    read_at: i64,
+) -> Value {
     let mut hasher = Sha256::new();
-    hasher.update(account.as_bytes());
+    hasher.update(account.as_str().as_bytes());
     hasher.update([0]);
     // serde_json maps are sorted, so this serialisation is canonical.
     hasher.update(serde_json::to_vec(object).unwrap_or_default());
@@ -229,8 +230,8 @@ pub fn snapshot_event(resource: &Resource, account: &str, object: &Value, read_a
         "request": {"id": null, "idempotency_key": null},
         "data": {"object": object},
     });
-    if account != PLATFORM_ACCOUNT {
-        event["account"] = Value::String(account.to_owned());
+    if !account.is_platform() {
+        event["account"] = Value::String(account.to_string());
     }
     event
 }
@@ -301,7 +302,7 @@ mod tests {
     fn accounts_parse_from_a_comma_separated_list() {
         assert_eq!(
             parse_accounts("platform, acct_1Abc,").unwrap(),
-            ["platform", "acct_1Abc"]
+            [AccountId::PLATFORM, AccountId::parse("acct_1Abc").unwrap()]
         );
         for bad in [
             "",

@@ -12,6 +12,7 @@ use super::PullContext;
 use crate::db::schema::event_ledger;
 use crate::ingest::unix_now;
 use crate::kafka::envelope::SOURCE_RECONCILE;
+use crate::stripe::AccountId;
 use crate::sync::cursor::{self, StreamKey};
 use crate::sync::service;
 
@@ -27,7 +28,7 @@ pub const OVERLAP_SECS: i64 = 60;
 
 #[derive(Debug, Clone)]
 pub struct ReconcileOptions {
-    pub account: String,
+    pub account: AccountId,
     /// Start here (unix seconds) instead of the saved cursor.
     pub since: Option<i64>,
 }
@@ -154,10 +155,10 @@ pub async fn run_every(
     }
 }
 
-fn key(account: &str) -> StreamKey<'_> {
+fn key(account: &AccountId) -> StreamKey<'_> {
     StreamKey {
         service: service::STRIPE,
-        account,
+        account: account.as_str(),
         stream: STREAM,
     }
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::event::PLATFORM_ACCOUNT;
+use super::account::AccountId;
+use super::object_id::ObjectId;
 use super::rate::RateLimiter;
 
 pub const DEFAULT_API_BASE: &str = "https://api.stripe.com";
@@ -138,7 +139,7 @@ impl StripeClient {
     /// newest first (fakes may not); callers must not depend on the order.
     pub async fn list(
         &self,
-        account: &str,
+        account: &AccountId,
         collection: &str,
         params: &[(String, String)],
     ) -> Result<ListPage, StripeError> {
@@ -182,7 +183,7 @@ impl StripeClient {
     /// `starting_after` page after page), e.g. an invoice's lines.
     pub async fn list_all(
         &self,
-        account: &str,
+        account: &AccountId,
         collection: &str,
         filters: &[(String, String)],
     ) -> Result<Vec<serde_json::Value>, StripeError> {
@@ -196,11 +197,10 @@ impl StripeClient {
     /// `GET /v1/{collection}/{id}`, e.g. `("customers", "cus_123")`.
     pub async fn retrieve(
         &self,
-        account: &str,
+        account: &AccountId,
         collection: &str,
-        id: &str,
+        id: ObjectId<'_>,
     ) -> Result<RemoteObject, StripeError> {
-        check_id(id)?;
         self.call(
             Method::GET,
             account,
@@ -214,7 +214,7 @@ impl StripeClient {
     /// `POST /v1/{path}` with form fields, e.g. create or update.
     pub async fn post(
         &self,
-        account: &str,
+        account: &AccountId,
         path: &str,
         form: &[(String, String)],
         idempotency_key: &str,
@@ -238,12 +238,11 @@ impl StripeClient {
     /// `DELETE /v1/{collection}/{id}`; an object already gone is `Deleted` too.
     pub async fn delete(
         &self,
-        account: &str,
+        account: &AccountId,
         collection: &str,
-        id: &str,
+        id: ObjectId<'_>,
         idempotency_key: &str,
     ) -> Result<RemoteObject, StripeError> {
-        check_id(id)?;
         self.call(
             Method::DELETE,
             account,
@@ -258,7 +257,7 @@ impl StripeClient {
     async fn call(
         &self,
         method: Method,
-        account: &str,
+        account: &AccountId,
         path: &str,
         form: &[(String, String)],
         idempotency_key: Option<&str>,
@@ -271,8 +270,8 @@ impl StripeClient {
             .request(method.clone(), format!("{}{path}", self.base))
             .bearer_auth(self.api_key.expose_secret())
             .header("Stripe-Version", &self.api_version);
-        if account != PLATFORM_ACCOUNT {
-            req = req.header("Stripe-Account", account);
+        if !account.is_platform() {
+            req = req.header("Stripe-Account", account.as_str());
         }
         if let Some(key) = idempotency_key {
             req = req.header("Idempotency-Key", key);
@@ -370,13 +369,6 @@ where
 }
 
 /// Ids go into URL paths; anything but Stripe's id alphabet is refused.
-fn check_id(id: &str) -> Result<(), StripeError> {
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err(StripeError::InvalidId(id.to_owned()));
-    }
-    Ok(())
-}
-
 /// A POST path is built from ids (`/v1/customers/{id}`): only Stripe's id
 /// alphabet and slashes, so no id can reach another endpoint or a query.
 fn check_path(path: &str) -> Result<(), StripeError> {
@@ -445,7 +437,11 @@ mod tests {
         )
         .unwrap();
         let err = client
-            .retrieve(PLATFORM_ACCOUNT, "customers", "cus_1")
+            .retrieve(
+                &AccountId::PLATFORM,
+                "customers",
+                ObjectId::parse("cus_1").unwrap(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, StripeError::Unreadable(_)), "{err:?}");

@@ -2,10 +2,7 @@
 
 use serde::Deserialize;
 
-/// Account label for events of the platform's own account. Stripe only sets
-/// `account` on events of connected accounts; every key we store carries an
-/// account so Connect fits in later without a migration.
-pub const PLATFORM_ACCOUNT: &str = "platform";
+use super::account::{AccountId, PLATFORM_ACCOUNT};
 
 /// A Stripe event id such as `evt_1Pgc76B7WZ01zgkWwyRHS12y`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -44,6 +41,8 @@ pub enum EventError {
     NotAnEvent(String),
     #[error("invalid event id {0:?}")]
     InvalidEventId(String),
+    #[error("invalid account: {0}")]
+    InvalidAccount(#[from] super::account::InvalidAccount),
 }
 
 /// A verified Stripe event: the fields routing and ordering need, plus the
@@ -55,7 +54,7 @@ pub struct StripeEvent {
     /// Whole seconds, as Stripe sends it; ties are common and handled by the
     /// ordering rules in `apply`.
     pub created: i64,
-    pub account: String,
+    pub account: AccountId,
     pub livemode: bool,
     pub object: serde_json::Value,
     /// `request.idempotency_key` of the API call that caused the event, if
@@ -133,7 +132,7 @@ impl StripeEvent {
             serde_json::from_slice(body).map_err(|e| EventError::NotAnEvent(e.to_string()))?;
         let id = raw.checked_id()?;
         Ok(Self {
-            account: raw.account(),
+            account: AccountId::parse(&raw.account())?,
             id,
             kind: raw.kind,
             created: raw.created,
@@ -297,7 +296,7 @@ mod tests {
             "data":{"object":{"id":"cus_1","object":"customer"}},"request":{"id":"req_1","idempotency_key":"ik"}}"#;
         let e = StripeEvent::parse(body).unwrap();
         assert_eq!(e.object_id(), "cus_1");
-        assert_eq!(e.account, "acct_9");
+        assert_eq!(e.account.as_str(), "acct_9");
         assert_eq!(e.idempotency_key.as_deref(), Some("ik"));
         assert_eq!(e.object_type(), Some("customer"));
     }
@@ -306,8 +305,26 @@ mod tests {
     fn platform_account_and_object_without_id() {
         let body = br#"{"id":"evt_2","type":"balance.available","created":10,"data":{"object":{"object":"balance"}}}"#;
         let e = StripeEvent::parse(body).unwrap();
-        assert_eq!(e.account, PLATFORM_ACCOUNT);
+        assert_eq!(e.account, AccountId::PLATFORM);
         assert_eq!(e.object_id(), "evt_2");
+    }
+
+    /// Ingest only routes an event by its account; the worker's full parse
+    /// refuses a malformed one, so it is dead-lettered (kept) rather than
+    /// refused to Stripe, whose retries would end in losing it.
+    #[test]
+    fn a_malformed_account_is_routed_by_ingest_and_refused_by_the_full_parse() {
+        let body =
+            br#"{"id":"evt_7","type":"customer.updated","created":10,"account":"acct_1\r\nX: y",
+            "data":{"object":{"id":"cus_1","object":"customer"}}}"#;
+        assert_eq!(
+            EventEnvelope::parse(body).unwrap().account,
+            "acct_1\r\nX: y"
+        );
+        assert!(matches!(
+            StripeEvent::parse(body),
+            Err(EventError::InvalidAccount(_))
+        ));
     }
 
     #[test]
@@ -340,7 +357,7 @@ mod tests {
             object_id: full.object_id().to_owned(),
             id: full.id,
             kind: full.kind,
-            account: full.account,
+            account: full.account.to_string(),
         };
         (EventEnvelope::parse(body).unwrap(), from_full)
     }

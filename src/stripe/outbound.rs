@@ -11,7 +11,7 @@
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use super::{RemoteObject, StripeClient, StripeError, PLATFORM_ACCOUNT};
+use super::{AccountId, ObjectId, RemoteObject, StripeClient, StripeError, PLATFORM_ACCOUNT};
 use crate::customers::input::LOCAL_ID_METADATA_KEY;
 use crate::db::models::IdMapEntry;
 use crate::kafka::consumer::Transient;
@@ -44,6 +44,14 @@ impl From<StripeError> for DeliveryError {
             e => Self::Refused(e.to_string()),
         }
     }
+}
+
+/// The Stripe account a link was made on. Every Stripe link went into
+/// `id_map` from an [`AccountId`]; one that does not read back as one was
+/// written by something else, and the change is refused with it named.
+fn account_of(link: &IdMapEntry) -> Result<AccountId, DeliveryError> {
+    AccountId::parse(&link.account)
+        .map_err(|e| DeliveryError::Refused(format!("customer link {}: {e}", link.external_id)))
 }
 
 impl OutboundAdapter for StripeOutbound {
@@ -93,7 +101,7 @@ impl StripeOutbound {
             ));
             let created = self
                 .stripe
-                .post(PLATFORM_ACCOUNT, "/v1/customers", &form, key)
+                .post(&AccountId::PLATFORM, "/v1/customers", &form, key)
                 .await?;
             // Without a customer id there is nothing to link: a retry
             // (same key, so Stripe replays its answer) rather than a
@@ -121,7 +129,7 @@ impl StripeOutbound {
         Box::pin(async move {
             let path = format!("/v1/customers/{}", link.external_id);
             self.stripe
-                .post(&link.account, &path, &form_fields(&change.fields), key)
+                .post(&account_of(link)?, &path, &form_fields(&change.fields), key)
                 .await?;
             Ok(())
         })
@@ -135,7 +143,12 @@ impl StripeOutbound {
         Box::pin(async move {
             let gone = self
                 .stripe
-                .delete(&link.account, "customers", &link.external_id, key)
+                .delete(
+                    &account_of(link)?,
+                    "customers",
+                    ObjectId::parse(&link.external_id)?,
+                    key,
+                )
                 .await?;
             debug_assert_eq!(gone, RemoteObject::Deleted);
             Ok(())

@@ -21,7 +21,7 @@ use stripe_sync::config::DatabaseConfig;
 use stripe_sync::inbound::InboundHandler;
 use stripe_sync::kafka::consumer::{BatchHandler, Delivery, Outcome};
 use stripe_sync::registry::{Child, Resource};
-use stripe_sync::stripe::{RemoteObject, StripeEvent};
+use stripe_sync::stripe::{AccountId, RemoteObject, StripeEvent};
 
 use crate::support::db::TestDb;
 
@@ -37,7 +37,7 @@ const GONE_LOCAL: &str = "00000000-0000-4000-8000-0000000000d3";
 struct Reread;
 
 impl RemoteReader for Reread {
-    fn current(&self, _: &str, path: &str, id: &str) -> Result<RemoteObject, ApplyError> {
+    fn current(&self, _: &AccountId, path: &str, id: &str) -> Result<RemoteObject, ApplyError> {
         let object = if path == "customers" {
             "customer"
         } else {
@@ -52,7 +52,7 @@ impl RemoteReader for Reread {
 
     fn children(
         &self,
-        _: &str,
+        _: &AccountId,
         _: &Resource,
         _: &Child,
         id: &str,
@@ -461,7 +461,7 @@ struct ReadRacingOurWrite {
 }
 
 impl RemoteReader for ReadRacingOurWrite {
-    fn current(&self, _: &str, _: &str, id: &str) -> Result<RemoteObject, ApplyError> {
+    fn current(&self, _: &AccountId, _: &str, id: &str) -> Result<RemoteObject, ApplyError> {
         let mut other = PgConnection::establish(&self.db_url).unwrap();
         if self.records_link {
             diesel::sql_query(format!(
@@ -484,7 +484,7 @@ impl RemoteReader for ReadRacingOurWrite {
 
     fn children(
         &self,
-        _: &str,
+        _: &AccountId,
         _: &Resource,
         _: &Child,
         id: &str,
@@ -711,13 +711,13 @@ fn through_the_worker(
 struct StripeNow(Value);
 
 impl RemoteReader for StripeNow {
-    fn current(&self, _: &str, _: &str, _: &str) -> Result<RemoteObject, ApplyError> {
+    fn current(&self, _: &AccountId, _: &str, _: &str) -> Result<RemoteObject, ApplyError> {
         Ok(RemoteObject::Live(self.0.clone()))
     }
 
     fn children(
         &self,
-        _: &str,
+        _: &AccountId,
         _: &Resource,
         _: &Child,
         id: &str,
@@ -925,13 +925,13 @@ fn person_edit(name: &str) -> StripeEvent {
 struct Unreachable;
 
 impl RemoteReader for Unreachable {
-    fn current(&self, _: &str, path: &str, id: &str) -> Result<RemoteObject, ApplyError> {
+    fn current(&self, _: &AccountId, path: &str, id: &str) -> Result<RemoteObject, ApplyError> {
         panic!("{path}/{id} was read")
     }
 
     fn children(
         &self,
-        _: &str,
+        _: &AccountId,
         _: &Resource,
         _: &Child,
         id: &str,

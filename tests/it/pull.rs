@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use stripe_sync::config::Env;
 use stripe_sync::pull::{backfill, diff, reconcile, PullConfig, PullContext};
-use stripe_sync::stripe::PLATFORM_ACCOUNT;
+use stripe_sync::stripe::AccountId;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::fake_stripe::{FakeStripe, Fault};
@@ -235,7 +235,7 @@ async fn reconcile_recovers_webhooks_missed_during_an_outage() {
 
     let ctx = context(&stack.env).await;
     let opts = reconcile::ReconcileOptions {
-        account: PLATFORM_ACCOUNT.into(),
+        account: AccountId::PLATFORM,
         since: None,
     };
     let first = reconcile::run_once(&ctx, &opts).await.unwrap();
@@ -365,7 +365,7 @@ async fn diff_reports_differences_and_repair_fixes_them() {
     }
     wait_mirror_matches(&stack, &ls, &[]).await;
     let ctx = context(&stack.env).await;
-    let clean = diff::run(&ctx, customers(), PLATFORM_ACCOUNT, false)
+    let clean = diff::run(&ctx, customers(), &AccountId::PLATFORM, false)
         .await
         .unwrap();
     assert!(clean.is_clean(), "{clean}");
@@ -388,7 +388,7 @@ async fn diff_reports_differences_and_repair_fixes_them() {
         .unwrap();
     }
 
-    let report = diff::run(&ctx, customers(), PLATFORM_ACCOUNT, false)
+    let report = diff::run(&ctx, customers(), &AccountId::PLATFORM, false)
         .await
         .unwrap();
     println!("{report}");
@@ -404,12 +404,12 @@ async fn diff_reports_differences_and_repair_fixes_them() {
     assert_eq!(different, expected);
     assert_eq!(report.api_calls, 1);
 
-    let repaired = diff::run(&ctx, customers(), PLATFORM_ACCOUNT, true)
+    let repaired = diff::run(&ctx, customers(), &AccountId::PLATFORM, true)
         .await
         .unwrap();
     assert_eq!(repaired.repaired, 4);
     wait_mirror_matches(&stack, &ls, &[ids[1].clone()]).await;
-    let after = diff::run(&ctx, customers(), PLATFORM_ACCOUNT, false)
+    let after = diff::run(&ctx, customers(), &AccountId::PLATFORM, false)
         .await
         .unwrap();
     assert!(after.is_clean(), "{after}");

@@ -23,7 +23,7 @@ use stripe_sync::customers::{self, input::CustomerPatch};
 use stripe_sync::registry::{Child, Resource};
 use stripe_sync::salesforce::apply::Context;
 use stripe_sync::salesforce::event::{SalesforceEvent, SOURCE_POLL};
-use stripe_sync::stripe::{RemoteObject, StripeEvent};
+use stripe_sync::stripe::{AccountId, RemoteObject, StripeEvent};
 
 use crate::support::db::TestDb;
 
@@ -37,13 +37,13 @@ pub(crate) const PERSON: &str = "005000000000001AAA";
 pub(crate) struct NoReads;
 
 impl RemoteReader for NoReads {
-    fn current(&self, _: &str, _: &str, id: &str) -> Result<RemoteObject, ApplyError> {
+    fn current(&self, _: &AccountId, _: &str, id: &str) -> Result<RemoteObject, ApplyError> {
         panic!("a customer.deleted needs no re-read, yet {id} was read")
     }
 
     fn children(
         &self,
-        _: &str,
+        _: &AccountId,
         _: &Resource,
         _: &Child,
         id: &str,

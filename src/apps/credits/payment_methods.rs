@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 
 use crate::stripe::client::{StripeClient, StripeError};
-use crate::stripe::{RemoteObject, PLATFORM_ACCOUNT};
+use crate::stripe::{AccountId, ObjectId, RemoteObject};
 
 /// What the API shows of a saved payment method.
 pub fn view(pm: &Value, default: Option<&str>) -> Value {
@@ -32,7 +32,7 @@ pub async fn save(
 ) -> Result<Value, StripeError> {
     let attached = stripe
         .post(
-            PLATFORM_ACCOUNT,
+            &AccountId::PLATFORM,
             &format!("/v1/payment_methods/{pm}/attach"),
             &[("customer".to_owned(), customer.to_owned())],
             &format!("{idempotency_key}-attach"),
@@ -43,7 +43,7 @@ pub async fn save(
     let saved = attached["id"].as_str().unwrap_or(pm).to_owned();
     stripe
         .post(
-            PLATFORM_ACCOUNT,
+            &AccountId::PLATFORM,
             &format!("/v1/customers/{customer}"),
             &[(
                 "invoice_settings[default_payment_method]".to_owned(),
@@ -61,7 +61,11 @@ pub async fn default_of(
     customer: &str,
 ) -> Result<Option<String>, StripeError> {
     let customer = match stripe
-        .retrieve(PLATFORM_ACCOUNT, "customers", customer)
+        .retrieve(
+            &AccountId::PLATFORM,
+            "customers",
+            ObjectId::parse(customer)?,
+        )
         .await?
     {
         RemoteObject::Live(c) => c,
@@ -80,7 +84,7 @@ pub async fn list(stripe: &StripeClient, customer: &str) -> Result<Vec<Value>, S
     let default = default_of(stripe, customer).await?;
     let cards = stripe
         .list_all(
-            PLATFORM_ACCOUNT,
+            &AccountId::PLATFORM,
             "payment_methods",
             &[
                 ("customer".to_owned(), customer.to_owned()),

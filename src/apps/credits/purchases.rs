@@ -23,7 +23,7 @@ use crate::customers::CustomerId;
 use crate::db::schema::credits::purchases;
 use crate::db::{blocking, PgPool};
 use crate::stripe::client::{StripeClient, StripeError};
-use crate::stripe::{RemoteObject, PLATFORM_ACCOUNT};
+use crate::stripe::{AccountId, ObjectId, RemoteObject};
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = purchases, check_for_backend(diesel::pg::Pg))]
@@ -316,9 +316,13 @@ pub async fn buy(
         PurchaseStatus::Processing | PurchaseStatus::Pending | PurchaseStatus::RequiresAction => {}
     }
     let intent = match (&purchase.payment_intent, charge_with) {
-        (Some(pi), _) => match stripe
-            .retrieve(PLATFORM_ACCOUNT, "payment_intents", pi)
-            .await
+        (Some(pi), _) => match async {
+            let id = ObjectId::parse(pi)?;
+            stripe
+                .retrieve(&AccountId::PLATFORM, "payment_intents", id)
+                .await
+        }
+        .await
         {
             Ok(RemoteObject::Live(intent)) => Ok(intent),
             Ok(RemoteObject::Deleted) => Err(StripeError::Api {
@@ -376,7 +380,12 @@ async fn charge(
 ) -> Result<Value, StripeError> {
     let form = intent_form(purchase, stripe_customer, pm);
     stripe
-        .post(PLATFORM_ACCOUNT, "/v1/payment_intents", &form, request_key)
+        .post(
+            &AccountId::PLATFORM,
+            "/v1/payment_intents",
+            &form,
+            request_key,
+        )
         .await
 }
 
@@ -433,7 +442,11 @@ async fn needs_authentication(
     let client_secret = match intent["client_secret"].as_str() {
         Some(secret) => secret.to_owned(),
         None => match stripe
-            .retrieve(PLATFORM_ACCOUNT, "payment_intents", &pi)
+            .retrieve(
+                &AccountId::PLATFORM,
+                "payment_intents",
+                ObjectId::parse(&pi)?,
+            )
             .await?
         {
             RemoteObject::Live(full) => full["client_secret"]
@@ -476,7 +489,11 @@ async fn refused(
                 (code.as_deref(), payment_intent.as_deref())
             {
                 if let RemoteObject::Live(intent) = stripe
-                    .retrieve(PLATFORM_ACCOUNT, "payment_intents", pi)
+                    .retrieve(
+                        &AccountId::PLATFORM,
+                        "payment_intents",
+                        ObjectId::parse(pi)?,
+                    )
                     .await?
                 {
                     return needs_authentication(pool, stripe, purchase, intent).await;

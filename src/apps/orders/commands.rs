@@ -53,7 +53,7 @@ pub fn list(
                 n.id.to_string(),
                 n.status.to_string(),
                 n.order_key.clone(),
-                n.account.clone(),
+                n.account.to_string(),
                 n.attempts.to_string(),
                 n.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 n.last_error.clone().unwrap_or_default(),

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::stripe::currency;
+use crate::stripe::{currency, AccountId};
 
 /// An order as the email shows it, read from the session and its items.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +46,7 @@ fn group_thousands(n: u64) -> String {
 
 /// `<order.{key}.{account}@{domain}>`: one id per order, whoever sends it
 /// and however often.
-pub fn message_id(account: &str, order_key: &str, domain: &str) -> String {
+pub fn message_id(account: &AccountId, order_key: &str, domain: &str) -> String {
     let safe = |s: &str| -> String {
         s.chars()
             .map(|c| {
@@ -58,7 +58,11 @@ pub fn message_id(account: &str, order_key: &str, domain: &str) -> String {
             })
             .collect()
     };
-    format!("<order.{}.{}@{domain}>", safe(order_key), safe(account))
+    format!(
+        "<order.{}.{}@{domain}>",
+        safe(order_key),
+        safe(account.as_str())
+    )
 }
 
 fn text_of<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -242,15 +246,27 @@ mod tests {
 
     #[test]
     fn the_message_id_is_the_orders() {
-        let a = message_id("platform", "checkout_session:cs_1", "shop.example");
+        let a = message_id(
+            &AccountId::PLATFORM,
+            "checkout_session:cs_1",
+            "shop.example",
+        );
         assert_eq!(a, "<order.checkout_session.cs_1.platform@shop.example>");
         assert_eq!(
             a,
-            message_id("platform", "checkout_session:cs_1", "shop.example")
+            message_id(
+                &AccountId::PLATFORM,
+                "checkout_session:cs_1",
+                "shop.example"
+            )
         );
         assert_ne!(
             a,
-            message_id("acct_2", "checkout_session:cs_1", "shop.example")
+            message_id(
+                &AccountId::parse("acct_2").unwrap(),
+                "checkout_session:cs_1",
+                "shop.example"
+            )
         );
     }
 

@@ -22,11 +22,12 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::db::schema::orders::notifications;
+use crate::stripe::AccountId;
 
 /// A notification to claim for a paid order.
 #[derive(Debug, Clone)]
 pub struct NewNotification<'a> {
-    pub account: &'a str,
+    pub account: &'a AccountId,
     pub order_key: &'a str,
     pub session_id: &'a str,
     pub event_id: &'a str,
@@ -57,7 +58,7 @@ pub fn claim(conn: &mut PgConnection, n: &NewNotification<'_>) -> QueryResult<bo
 }
 
 /// Whether the order already has its notification (in any status).
-pub fn exists(conn: &mut PgConnection, account: &str, order_key: &str) -> QueryResult<bool> {
+pub fn exists(conn: &mut PgConnection, account: &AccountId, order_key: &str) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(
         notifications::table
             .filter(notifications::account.eq(account))
@@ -70,7 +71,7 @@ pub fn exists(conn: &mut PgConnection, account: &str, order_key: &str) -> QueryR
 /// replay of its dead letter asks for. Returns whether it did.
 pub fn requeue_failed(
     conn: &mut PgConnection,
-    account: &str,
+    account: &AccountId,
     order_key: &str,
 ) -> QueryResult<bool> {
     diesel::update(
@@ -108,7 +109,7 @@ fn queued_again() -> (
 #[diesel(table_name = notifications, check_for_backend(diesel::pg::Pg))]
 pub struct Notification {
     pub id: i64,
-    pub account: String,
+    pub account: AccountId,
     pub order_key: String,
     pub session_id: String,
     pub event_id: String,
@@ -211,7 +212,7 @@ pub struct Due {
     #[diesel(sql_type = BigInt)]
     pub id: i64,
     #[diesel(sql_type = Text)]
-    pub account: String,
+    pub account: AccountId,
     #[diesel(sql_type = Text)]
     pub order_key: String,
     #[diesel(sql_type = Text)]

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::apply::{ApplyError, RemoteReader};
 use crate::registry;
-use crate::stripe::StripeEvent;
+use crate::stripe::{AccountId, StripeEvent};
 
 const COMPLETED: &str = "checkout.session.completed";
 const ASYNC_PAYMENT_SUCCEEDED: &str = "checkout.session.async_payment_succeeded";
@@ -16,7 +16,7 @@ const ASYNC_PAYMENT_SUCCEEDED: &str = "checkout.session.async_payment_succeeded"
 /// A checkout session that an event says is paid.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PaidOrder {
-    pub account: String,
+    pub account: AccountId,
     pub session_id: String,
     /// One order, one notification: `checkout_session:cs_…`, or for a
     /// subscription `subscription:sub_…`, which its renewals (and any
@@ -89,7 +89,7 @@ struct Item {
 pub fn line_items(
     conn: &mut PgConnection,
     remote: &dyn RemoteReader,
-    account: &str,
+    account: &AccountId,
     session_id: &str,
 ) -> Result<Vec<Value>, ApplyError> {
     let stored: Option<Stored> = diesel::sql_query(

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::customers::CustomerId;
 use crate::customers::NoStripeCustomer;
 use crate::stripe::client::{StripeClient, StripeError, RESOURCE_MISSING};
-use crate::stripe::{RemoteObject, PLATFORM_ACCOUNT};
+use crate::stripe::{AccountId, ObjectId, RemoteObject};
 
 /// A payment intent to create, checked at the edge.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,21 +112,20 @@ impl IntentState {
 /// when Stripe gives it, else what the charge captured (older API versions
 /// and fakes leave it out); refunds from the charge.
 pub async fn read_intent(stripe: &StripeClient, id: &str) -> Result<IntentState, PaymentsError> {
+    let no_such_intent = || PaymentsError::NoSuchIntent(id.to_owned());
+    let object = ObjectId::parse(id).map_err(|_| no_such_intent())?;
     let intent = match stripe
-        .retrieve(PLATFORM_ACCOUNT, "payment_intents", id)
-        .await
+        .retrieve(&AccountId::PLATFORM, "payment_intents", object)
+        .await?
     {
-        Ok(RemoteObject::Live(pi)) => pi,
-        Ok(RemoteObject::Deleted) | Err(StripeError::InvalidId(_)) => {
-            return Err(PaymentsError::NoSuchIntent(id.to_owned()))
-        }
-        Err(e) => return Err(e.into()),
+        RemoteObject::Live(pi) => pi,
+        RemoteObject::Deleted => return Err(no_such_intent()),
     };
     let charge = match &intent["latest_charge"] {
         Value::Object(_) => intent["latest_charge"].clone(),
         Value::String(charge_id) => {
             match stripe
-                .retrieve(PLATFORM_ACCOUNT, "charges", charge_id)
+                .retrieve(&AccountId::PLATFORM, "charges", ObjectId::parse(charge_id)?)
                 .await?
             {
                 RemoteObject::Live(ch) => ch,
@@ -170,7 +169,10 @@ pub async fn refund_once(
 ) -> Result<Value, PaymentsError> {
     let (name, value) = mark;
     let filters = [("payment_intent".to_owned(), refund.payment_intent.clone())];
-    let made = match stripe.list_all(PLATFORM_ACCOUNT, "refunds", &filters).await {
+    let made = match stripe
+        .list_all(&AccountId::PLATFORM, "refunds", &filters)
+        .await
+    {
         Ok(made) => made,
         // Stripe lists the refunds of an intent it does not have as a 404.
         Err(StripeError::InvalidId(_)) => {
@@ -208,7 +210,7 @@ pub async fn refund_once(
         form.push(("reason".into(), reason.clone()));
     }
     Ok(stripe
-        .post(PLATFORM_ACCOUNT, "/v1/refunds", &form, idempotency_key)
+        .post(&AccountId::PLATFORM, "/v1/refunds", &form, idempotency_key)
         .await?)
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use stripe_sync::pull::{backfill, diff, reconcile, PullConfig, PullContext};
 use stripe_sync::registry::{self, Resource};
-use stripe_sync::stripe::PLATFORM_ACCOUNT;
+use stripe_sync::stripe::{AccountId, PLATFORM_ACCOUNT};
 use tokio_util::sync::CancellationToken;
 
 use super::{catalog_stack, child_item, event, mirrored, object, post_all, rows, T};
@@ -159,13 +159,13 @@ async fn diff_and_reconcile_repair_missed_webhooks_of_any_type() {
     .await;
     stack.wait_ledger(2, Duration::from_secs(60)).await;
 
-    let report = diff::run(&ctx, product, PLATFORM_ACCOUNT, false)
+    let report = diff::run(&ctx, product, &AccountId::PLATFORM, false)
         .await
         .unwrap();
     assert_eq!(report.missing_locally, vec!["prod_new".to_owned()]);
     assert_eq!(report.missing_in_stripe, vec!["prod_old".to_owned()]);
     assert_eq!(report.different.len(), 1, "{report}");
-    let repaired = diff::run(&ctx, product, PLATFORM_ACCOUNT, true)
+    let repaired = diff::run(&ctx, product, &AccountId::PLATFORM, true)
         .await
         .unwrap();
     assert_eq!(repaired.repaired, 3);
@@ -179,7 +179,7 @@ async fn diff_and_reconcile_repair_missed_webhooks_of_any_type() {
         ok.then_some(())
     })
     .await;
-    assert!(diff::run(&ctx, product, PLATFORM_ACCOUNT, false)
+    assert!(diff::run(&ctx, product, &AccountId::PLATFORM, false)
         .await
         .unwrap()
         .is_clean());
@@ -194,7 +194,7 @@ async fn diff_and_reconcile_repair_missed_webhooks_of_any_type() {
     );
     fake.put(PLATFORM_ACCOUNT, "events", missed);
     let opts = reconcile::ReconcileOptions {
-        account: PLATFORM_ACCOUNT.to_owned(),
+        account: AccountId::PLATFORM,
         since: Some(T - 10),
     };
     let r = reconcile::run_once(&ctx, &opts).await.unwrap();

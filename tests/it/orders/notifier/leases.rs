@@ -269,7 +269,7 @@ fn only_the_current_lease_holder_renews_and_records() {
     let claimed = n::claim(
         conn,
         &NewNotification {
-            account: "platform",
+            account: &stripe_sync::stripe::AccountId::PLATFORM,
             order_key: "checkout_session:cs_1",
             session_id: "cs_1",
             event_id: "evt_1",
