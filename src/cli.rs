@@ -9,7 +9,7 @@ use crate::apps::orders::{self, export, notifications};
 use crate::kafka::EventProducer;
 use crate::ops::topics::TailFrom;
 use crate::ops::{commands, prune, Inventory};
-use crate::pull::{backfill, diff, reconcile, PullConfig, PullContext};
+use crate::pull::{backfill, diff, reconcile, refresh, PullConfig, PullContext};
 use crate::stripe::AccountId;
 use crate::{config, db, registry, serve, shutdown, telemetry};
 use anyhow::Context;
@@ -69,6 +69,20 @@ enum Command {
         /// Start at this time instead of the saved cursor (RFC 3339 or unix seconds).
         #[arg(long, value_parser = parse_time)]
         since: Option<i64>,
+        /// Account (`platform` or acct_…), repeatable; STRIPE_ACCOUNTS by default.
+        #[arg(long = "account", value_parser = parse_account)]
+        accounts: Vec<AccountId>,
+    },
+    /// Keep the types Stripe sends no events for current by pulling them:
+    /// a type listed whole is diffed and repaired, balance transactions are
+    /// listed from a cursor. Costs one API call per 100 objects listed.
+    Refresh {
+        /// Object types or relations; every type without events by default.
+        #[arg(value_name = "TYPE")]
+        types: Vec<String>,
+        /// Keep running, one pass every SECONDS.
+        #[arg(long, value_name = "SECONDS")]
+        every: Option<u64>,
         /// Account (`platform` or acct_…), repeatable; STRIPE_ACCOUNTS by default.
         #[arg(long = "account", value_parser = parse_account)]
         accounts: Vec<AccountId>,
@@ -165,13 +179,14 @@ enum NotificationsCommand {
 
 #[derive(Subcommand)]
 enum CatalogCommand {
-    /// Every mirrored Stripe type: object, relation, delete semantics,
-    /// child lists and typed columns.
+    /// Every mirrored Stripe type: object, relation, how it stays current
+    /// (events or pull), delete semantics, child lists and typed columns.
     Types,
     /// The SQL creating the relations of the given types (for a new type's
-    /// migration).
+    /// migration), or of a child list added to a type that has its relation.
     Ddl {
-        /// Object types (`invoice`) or relations (`invoices`); `all` for every type.
+        /// Object types (`invoice`), relations (`invoices`) or child lists
+        /// (`invoice_line_items`); `all` for every type.
         #[arg(required = true)]
         types: Vec<String>,
     },
@@ -358,14 +373,41 @@ pub async fn run() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Refresh {
+            types,
+            every,
+            accounts,
+        } => {
+            let resources = if types.is_empty() {
+                refresh::default_types()
+            } else {
+                registry::resolve(&types)?
+            };
+            let cfg = PullConfig::load(&env)?;
+            let ctx = PullContext::build(&cfg).await?;
+            let stop = shutdown::on_signals(config::shutdown_grace(&env)?);
+            let accounts = cfg.accounts_or(&accounts);
+            if let Some(secs) = every {
+                let every = Duration::from_secs(secs.max(1));
+                refresh::run_every(&ctx, &resources, &accounts, every, &stop).await;
+                return Ok(());
+            }
+            for account in &accounts {
+                for &resource in &resources {
+                    if stop.is_cancelled() {
+                        return Ok(());
+                    }
+                    let report = refresh::run_once(&ctx, resource, account, &stop).await?;
+                    say!("[{account}] {}: {report}", resource.relation);
+                }
+            }
+            Ok(())
+        }
         Command::Catalog { command } => {
             match command {
                 CatalogCommand::Types => say!("{}", registry::describe().trim_end()),
                 CatalogCommand::Ddl { types } => {
-                    say!(
-                        "{}",
-                        registry::ddl::for_resources(registry::resolve(&types)?)
-                    )
+                    say!("{}", registry::ddl::for_names(&types)?)
                 }
             }
             Ok(())

@@ -80,9 +80,9 @@ pub async fn run(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<BackfillReport> {
     let extra: &[(&str, &str)] = match opts.resource.listing {
-        Listing::All(extra) => extra,
         Listing::PerCustomer => return per_customer(ctx, opts, shutdown).await,
         Listing::None => return Ok(BackfillReport::default()),
+        whole => whole.whole().unwrap_or_default(),
     };
     let checkpoint = Checkpoint::of(opts);
     let mut starting_after = checkpoint.resume_point(ctx, opts.restart).await?;

@@ -409,18 +409,20 @@ impl<'c> StripePages<'c> {
     ) -> anyhow::Result<Self> {
         let mut queue = std::collections::VecDeque::new();
         match resource.listing {
-            Listing::All(extra) => queue.push_back(
-                extra
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
             Listing::PerCustomer => {
                 for customer in super::mirrored_customers(ctx, account).await? {
                     queue.push_back(vec![("customer".to_owned(), customer)]);
                 }
             }
             Listing::None => {}
+            whole => queue.push_back(
+                whole
+                    .whole()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
         }
         Ok(Self {
             ctx,

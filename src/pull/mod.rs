@@ -5,6 +5,7 @@
 pub mod backfill;
 pub mod diff;
 pub mod reconcile;
+pub mod refresh;
 
 use std::time::Duration;
 

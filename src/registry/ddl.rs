@@ -152,6 +152,18 @@ pub fn for_resources<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> S
         .join("\n")
 }
 
+/// The DDL of the types, or child lists, named on the command line.
+pub fn for_names(names: &[String]) -> anyhow::Result<String> {
+    let mut parts = Vec::new();
+    for name in names {
+        match super::child_by_relation(name) {
+            Some((_, child)) => parts.push(create_child(child)),
+            None => parts.push(for_resources(super::resolve(std::slice::from_ref(name))?)),
+        }
+    }
+    Ok(parts.join("\n"))
+}
+
 fn create_child(child: &Child) -> String {
     let mut sql = String::new();
     let (r, parent) = (child.relation, child.parent_column);

@@ -74,6 +74,24 @@ pub enum Listing {
     PerCustomer,
     /// No list endpoint: only webhooks (and reconcile) bring these.
     None,
+    /// `GET /v1/{path}` like [`Self::All`], for a type too large to list
+    /// whole on a schedule and whose objects are rarely changed once
+    /// settled: `refresh` lists those created since its cursor, and from
+    /// the oldest row still `unsettled` (column, value) in the mirror.
+    ByCreated {
+        unsettled: Option<(&'static str, &'static str)>,
+    },
+}
+
+impl Listing {
+    /// The extra list parameters, for a type listed whole (backfill, diff).
+    pub fn whole(self) -> Option<&'static [(&'static str, &'static str)]> {
+        match self {
+            Self::All(extra) => Some(extra),
+            Self::ByCreated { .. } => Some(&[]),
+            Self::PerCustomer | Self::None => None,
+        }
+    }
 }
 
 /// How a child list is read in full from Stripe.
@@ -106,6 +124,9 @@ pub enum Reread {
 pub struct Child {
     /// The parent's field holding the list object (`lines`, `items`).
     pub field: &'static str,
+    /// `object` of the list's items (`line_item`, `subscription_item`):
+    /// which of Stripe's examples its typed columns are held to.
+    pub item_object: &'static str,
     /// Whether the payload carries the list at all; checkout sessions leave
     /// their line items out, so they are always read.
     pub embedded: bool,
@@ -129,6 +150,10 @@ pub struct Resource {
     pub path: &'static str,
     pub listing: Listing,
     pub deletes: Deletes,
+    /// Whether Stripe sends events carrying this object. A type without
+    /// them (webhook endpoints, tax codes, balance transactions) is kept
+    /// current by pulling it (`stripe-sync refresh`).
+    pub events: bool,
     pub children: &'static [Child],
     pub columns: &'static [Column],
 }
@@ -220,11 +245,42 @@ pub fn resolve(names: &[String]) -> anyhow::Result<Vec<&'static Resource>> {
         .collect()
 }
 
+/// How a type's rows stay current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Webhooks, with backfill and diff to fill gaps.
+    Events,
+    /// Only pulled: listed on a schedule (`stripe-sync refresh`).
+    Pull,
+    /// Webhooks only: Stripe has no list of them (reconcile fills gaps).
+    EventsOnly,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Events => "events",
+            Self::Pull => "pull",
+            Self::EventsOnly => "events only",
+        }
+    }
+}
+
+impl Resource {
+    pub fn source(&self) -> Source {
+        match (self.events, self.listing) {
+            (true, Listing::None) => Source::EventsOnly,
+            (true, _) => Source::Events,
+            (false, _) => Source::Pull,
+        }
+    }
+}
+
 /// A table of every registered type, for `stripe-sync catalog types`.
 pub fn describe() -> String {
     let mut out = format!(
-        "{:<34} {:<38} {:<10} {:<34} columns\n",
-        "object", "relation", "deletes", "children"
+        "{:<34} {:<40} {:<11} {:<10} {:<34} columns\n",
+        "object", "relation", "source", "deletes", "children"
     );
     for r in RESOURCES {
         let children: Vec<String> = r
@@ -234,9 +290,10 @@ pub fn describe() -> String {
             .collect();
         let columns: Vec<&str> = r.columns.iter().map(|c| c.name).collect();
         out.push_str(&format!(
-            "{:<34} {:<38} {:<10} {:<34} {}\n",
+            "{:<34} {:<40} {:<11} {:<10} {:<34} {}\n",
             r.object,
             format!("stripe.{}", r.relation),
+            r.source().as_str(),
             match r.deletes {
                 Deletes::Tombstone => "tombstone",
                 Deletes::Never => "never",
@@ -330,24 +387,80 @@ mod tests {
         }
     }
 
+    /// The rest of the account (issue 33): the peer's default set, the
+    /// listable types a finance or support team queries, and the lists
+    /// nested in types already mirrored.
+    #[test]
+    fn the_whole_account_s_types_are_registered() {
+        for object in [
+            "balance_transaction",
+            "billing.meter",
+            "billing.alert",
+            "billing.credit_grant",
+            "billing.credit_balance_transaction",
+            "climate.product",
+            "financial_connections.account",
+            "issuing.personalization_design",
+            "reporting.report_type",
+            "scheduled_query_run",
+            "terminal.reader",
+            "file_link",
+            "tax_code",
+            "tax.registration",
+            "webhook_endpoint",
+            "payment_method_configuration",
+            "payment_method_domain",
+            "radar.value_list",
+            "terminal.location",
+            "terminal.configuration",
+        ] {
+            assert!(by_object(object).is_some(), "{object} is not registered");
+        }
+        for child in [
+            "transfer_reversals",
+            "application_fee_refunds",
+            "payout_balance_transactions",
+            "setup_attempts",
+        ] {
+            assert!(child_by_relation(child).is_some(), "{child} is missing");
+        }
+    }
+
+    /// Every type is reachable: Stripe sends events for it, or it can be
+    /// listed (and so pulled); and a pulled type is not said to have events.
+    #[test]
+    fn every_type_stays_current_one_way_or_another() {
+        for r in RESOURCES {
+            assert!(
+                r.events || r.listing != Listing::None,
+                "{} has neither events nor a list",
+                r.object
+            );
+        }
+        assert_eq!(by_object("tax_code").unwrap().source(), Source::Pull);
+        assert_eq!(by_object("invoice").unwrap().source(), Source::Events);
+        let table = describe();
+        let line = table
+            .lines()
+            .find(|l| l.starts_with("webhook_endpoint "))
+            .unwrap();
+        assert!(
+            line.contains("stripe.webhook_endpoints") && line.contains(" pull "),
+            "{line}"
+        );
+    }
+
     /// Typed columns are checked against Stripe's own example of each
     /// object: the field exists and holds the JSON kind the column expects
     /// (or null). A typo or a wrong kind fails here, not in production.
     #[test]
     fn typed_columns_match_stripe_s_fixtures() {
         let fixtures = fixtures();
-        let child_fixture = |c: &Child| match c.relation {
-            "checkout_session_line_items" => "item",
-            "invoice_line_items" => "line_item",
-            "subscription_items" => "subscription_item",
-            "credit_note_line_items" => "credit_note_line_item",
-            other => panic!("no fixture named for {other}"),
-        };
         let mut checked = Vec::new();
         for r in RESOURCES {
             checked.push((r.object, r.columns));
             for c in r.children {
-                checked.push((child_fixture(c), c.columns));
+                checked.push((c.item_object, c.columns));
             }
         }
         for (object, columns) in checked {

@@ -27,25 +27,15 @@ use crate::support::stack::{Options, Stack};
 
 pub(super) const CONNECTED: &str = "acct_1CatalogTest";
 pub(super) const T: i64 = 1_760_000_000;
-const CHECKOUT_LINES: usize = 120;
+/// Items of each list the payload leaves out: more than one page.
+const LISTED_ITEMS: usize = 120;
 
 pub(super) fn mirrored() -> impl Iterator<Item = &'static Resource> {
     RESOURCES.iter().filter(|r| !r.is_local_customer())
 }
 
-/// The fixture a child list's items are built from.
-fn child_fixture(child: &Child) -> &'static str {
-    match child.relation {
-        "checkout_session_line_items" => "item",
-        "invoice_line_items" => "line_item",
-        "subscription_items" => "subscription_item",
-        "credit_note_line_items" => "credit_note_line_item",
-        other => panic!("no fixture for {other}"),
-    }
-}
-
 pub(super) fn child_item(child: &Child, parent_id: &str, n: usize) -> Value {
-    let mut item = fixtures::resource(child_fixture(child));
+    let mut item = fixtures::resource(child.item_object);
     item["id"] = json!(format!("{}_{parent_id}_{n}", &child.relation[..4]));
     item
 }
@@ -155,12 +145,11 @@ async fn every_registered_type_converges_under_duplicates_and_shuffling() {
     for account in [PLATFORM_ACCOUNT, CONNECTED] {
         for r in mirrored() {
             let id = format!("t_{}", r.relation);
-            if r.object == "checkout.session" {
-                let child = &r.children[0];
-                let items = (0..CHECKOUT_LINES)
+            for child in r.children.iter().filter(|c| !c.embedded) {
+                let items = (0..LISTED_ITEMS)
                     .map(|n| child_item(child, &id, n))
                     .collect();
-                fake.put_nested(account, r.path, &id, "line_items", items);
+                fake.put_children(account, r.path, &id, child, items);
             }
             for (n, v) in ["1", "2", "3"].into_iter().enumerate() {
                 let kind = if n == 0 { "created" } else { "updated" };
@@ -208,7 +197,7 @@ async fn every_registered_type_converges_under_duplicates_and_shuffling() {
                 let live = live_children(&stack, child, account, &id);
                 let want = match (r.deletes, child.embedded) {
                     (Deletes::Tombstone, _) => 0,
-                    (_, false) => CHECKOUT_LINES,
+                    (_, false) => LISTED_ITEMS,
                     (_, true) => 2,
                 };
                 assert_eq!(live.len(), want, "{account} {}", child.relation);

@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use serde_json::json;
+use stripe_sync::ingest::unix_now;
+use stripe_sync::pull::refresh::{self, RefreshReport};
 use stripe_sync::pull::{backfill, diff, reconcile, PullConfig, PullContext};
-use stripe_sync::registry::{self, Resource};
+use stripe_sync::registry::{self, Resource, Source};
 use stripe_sync::stripe::{AccountId, PLATFORM_ACCOUNT};
 use tokio_util::sync::CancellationToken;
 
@@ -205,5 +207,158 @@ async fn diff_and_reconcile_repair_missed_webhooks_of_any_type() {
         || async { (rows(&stack, invoice, PLATFORM_ACCOUNT).len() == 1).then_some(()) },
     )
     .await;
+    stack.stop().await;
+}
+
+/// The types Stripe sends no events for stay current by `refresh`: a
+/// webhook endpoint changed and one deleted in Stripe reach the mirror;
+/// balance transactions are listed from a cursor, a pending one read again
+/// until it is available, a settled one older than both not listed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_keeps_the_types_without_events_current() {
+    let fake = CatalogStripe::start();
+    let stack = catalog_stack(&fake).await;
+    let ctx = pull_context(&stack, &fake).await;
+    let stop = CancellationToken::new();
+    let platform = AccountId::PLATFORM;
+
+    let endpoint = registry::by_object("webhook_endpoint").unwrap();
+    assert_eq!(endpoint.source(), Source::Pull);
+    assert!(refresh::default_types().contains(&endpoint));
+    for id in ["we_a", "we_b"] {
+        fake.put(
+            PLATFORM_ACCOUNT,
+            endpoint.path,
+            object(endpoint, id, T, "1", 0),
+        );
+    }
+    refresh::run_once(&ctx, endpoint, &platform, &stop)
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "both endpoints mirrored",
+        || async { (rows(&stack, endpoint, PLATFORM_ACCOUNT).len() == 2).then_some(()) },
+    )
+    .await;
+    fake.put(
+        PLATFORM_ACCOUNT,
+        endpoint.path,
+        object(endpoint, "we_a", T, "2", 0),
+    );
+    fake.remove(PLATFORM_ACCOUNT, endpoint.path, "we_b");
+    refresh::run_once(&ctx, endpoint, &platform, &stop)
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "the change and the delete mirrored",
+        || async {
+            let r = rows(&stack, endpoint, PLATFORM_ACCOUNT);
+            let ok =
+                r.len() == 2 && r[0].data["metadata"]["v"] == "2" && !r[0].deleted && r[1].deleted;
+            ok.then_some(())
+        },
+    )
+    .await;
+
+    let txn = registry::by_object("balance_transaction").unwrap();
+    let now = unix_now();
+    let (settled_at, pending_at) = (now - 30 * 86_400, now - 20 * 86_400);
+    let balance = |id: &str, created: i64, v: &str, status: &str| {
+        let mut o = object(txn, id, created, v, 0);
+        o["status"] = json!(status);
+        o
+    };
+    fake.put(
+        PLATFORM_ACCOUNT,
+        txn.path,
+        balance("txn_settled", settled_at, "1", "available"),
+    );
+    fake.put(
+        PLATFORM_ACCOUNT,
+        txn.path,
+        balance("txn_pending", pending_at, "1", "pending"),
+    );
+    let first = refresh::run_once(&ctx, txn, &platform, &stop)
+        .await
+        .unwrap();
+    let RefreshReport::Listed {
+        since: None,
+        report,
+    } = &first
+    else {
+        panic!("the first pass lists the whole type: {first:?}");
+    };
+    assert_eq!(report.objects, 2, "{first}");
+    wait_for(
+        Duration::from_secs(60),
+        "both transactions mirrored",
+        || async { (rows(&stack, txn, PLATFORM_ACCOUNT).len() == 2).then_some(()) },
+    )
+    .await;
+
+    // In Stripe: the pending one became available, a new one was made, and
+    // the settled one changed (it would be listed again were the pass to
+    // reach back that far).
+    fake.put(
+        PLATFORM_ACCOUNT,
+        txn.path,
+        balance("txn_settled", settled_at, "2", "available"),
+    );
+    fake.put(
+        PLATFORM_ACCOUNT,
+        txn.path,
+        balance("txn_pending", pending_at, "2", "available"),
+    );
+    fake.put(
+        PLATFORM_ACCOUNT,
+        txn.path,
+        balance("txn_new", now, "1", "pending"),
+    );
+    let second = refresh::run_once(&ctx, txn, &platform, &stop)
+        .await
+        .unwrap();
+    let RefreshReport::Listed {
+        since: Some(since),
+        report,
+    } = &second
+    else {
+        panic!("the second pass lists from its cursor: {second:?}");
+    };
+    assert_eq!(*since, pending_at, "from the oldest pending transaction");
+    assert_eq!(
+        report.objects, 2,
+        "the settled one is not listed again: {second}"
+    );
+    wait_for(Duration::from_secs(60), "the pass applied", || async {
+        let r = rows(&stack, txn, PLATFORM_ACCOUNT);
+        let status = |id: &str| {
+            r.iter()
+                .find(|t| t.id == id)
+                .map(|t| t.data["status"].clone())
+        };
+        let ok = r.len() == 3 && status("txn_pending") == Some(json!("available"));
+        ok.then_some(())
+    })
+    .await;
+    let settled = rows(&stack, txn, PLATFORM_ACCOUNT);
+    assert_eq!(
+        settled.iter().find(|t| t.id == "txn_settled").unwrap().data["metadata"]["v"],
+        "1"
+    );
+
+    // Only the new one is pending now: the next pass starts at it, the
+    // cursor being later than that only by the overlap.
+    let third = refresh::run_once(&ctx, txn, &platform, &stop)
+        .await
+        .unwrap();
+    let RefreshReport::Listed {
+        since: Some(since), ..
+    } = third
+    else {
+        panic!("{third:?}");
+    };
+    assert!(since > pending_at && since <= now, "{since}");
     stack.stop().await;
 }

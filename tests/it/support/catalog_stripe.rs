@@ -144,6 +144,20 @@ impl CatalogStripe {
             .insert(id, object);
     }
 
+    /// Deletes object `id` under `path` on `account`, as Stripe does: it
+    /// is no longer listed and reading it is `resource_missing`.
+    pub fn remove(&self, account: &str, path: &str, id: &str) {
+        if let Some(objects) = self
+            .state
+            .lock()
+            .unwrap()
+            .objects
+            .get_mut(&(account.to_owned(), path.to_owned()))
+        {
+            objects.remove(id);
+        }
+    }
+
     /// Serves `items` at `/v1/{path}/{id}/{sub}` on `account`.
     pub fn put_nested(&self, account: &str, path: &str, id: &str, sub: &str, items: Vec<Value>) {
         self.state
@@ -151,6 +165,33 @@ impl CatalogStripe {
             .unwrap()
             .nested
             .insert((account.to_owned(), format!("{path}/{id}/{sub}")), items);
+    }
+
+    /// Serves `items` as `child` of parent `id` (at `path`) on `account`,
+    /// where Stripe lists them: nested under the parent, or in a collection
+    /// filtered by the parent (each item then names it, as Stripe's do).
+    pub fn put_children(
+        &self,
+        account: &str,
+        path: &str,
+        id: &str,
+        child: &stripe_sync::registry::Child,
+        items: Vec<Value>,
+    ) {
+        match child.source {
+            stripe_sync::registry::ChildSource::Nested(sub) => {
+                self.put_nested(account, path, id, sub, items)
+            }
+            stripe_sync::registry::ChildSource::Filtered {
+                path: collection,
+                param,
+            } => {
+                for mut item in items {
+                    item[param] = json!(id);
+                    self.put(account, collection, item);
+                }
+            }
+        }
     }
 
     /// Answers the next request for `/v1/{path}` with `fault` first.
