@@ -9,7 +9,10 @@
 //! apply path writes only `data` and the ordering state, whatever the type.
 
 pub mod ddl;
+mod describe;
 mod resources;
+
+pub use describe::{describe, markdown, markdown_summary, Source};
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -243,70 +246,6 @@ pub fn resolve(names: &[String]) -> anyhow::Result<Vec<&'static Resource>> {
             })
         })
         .collect()
-}
-
-/// How a type's rows stay current.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// Webhooks, with backfill and diff to fill gaps.
-    Events,
-    /// Only pulled: listed on a schedule (`stripe-sync refresh`).
-    Pull,
-    /// Webhooks only: Stripe has no list of them (reconcile fills gaps).
-    EventsOnly,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Events => "events",
-            Self::Pull => "pull",
-            Self::EventsOnly => "events only",
-        }
-    }
-}
-
-impl Resource {
-    pub fn source(&self) -> Source {
-        match (self.events, self.listing) {
-            (true, Listing::None) => Source::EventsOnly,
-            (true, _) => Source::Events,
-            (false, _) => Source::Pull,
-        }
-    }
-}
-
-/// A table of every registered type, for `stripe-sync catalog types`.
-pub fn describe() -> String {
-    let mut out = format!(
-        "{:<34} {:<40} {:<11} {:<10} {:<34} columns\n",
-        "object", "relation", "source", "deletes", "children"
-    );
-    for r in RESOURCES {
-        let children: Vec<String> = r
-            .children
-            .iter()
-            .map(|c| format!("stripe.{}", c.relation))
-            .collect();
-        let columns: Vec<&str> = r.columns.iter().map(|c| c.name).collect();
-        out.push_str(&format!(
-            "{:<34} {:<40} {:<11} {:<10} {:<34} {}\n",
-            r.object,
-            format!("stripe.{}", r.relation),
-            r.source().as_str(),
-            match r.deletes {
-                Deletes::Tombstone => "tombstone",
-                Deletes::Never => "never",
-            },
-            if children.is_empty() {
-                "-".to_owned()
-            } else {
-                children.join(", ")
-            },
-            columns.join(", ")
-        ));
-    }
-    out
 }
 
 /// Reads a typed column's value out of an object, as Postgres computes it

@@ -250,7 +250,7 @@ pub static RESOURCES: &[Resource] = &[
         path: "entitlements/active_entitlements",
         listing: PerCustomer,
         deletes: Never,
-        events: true,
+        events: false,
         children: &[],
         columns: &[col("feature", Ref), col("lookup_key", Text), LIVEMODE],
     },

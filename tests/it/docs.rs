@@ -149,6 +149,49 @@ fn the_configuration_tables_are_the_reference_rendered() {
     holds_the_render("README.md", source, &reference::required_markdown());
 }
 
+/// The mirror page's table of types is the registry rendered: every type,
+/// its relations, how it stays current, its typed columns and deletes.
+#[test]
+fn the_mirror_page_s_table_is_the_registry_rendered() {
+    holds_the_render(
+        "docs/src/mirror.md",
+        "src/registry/describe.rs",
+        &stripe_sync::registry::markdown(),
+    );
+    holds_the_render(
+        "README.md",
+        "src/registry/describe.rs",
+        &stripe_sync::registry::markdown_summary(),
+    );
+}
+
+/// The OpenAPI document names every relation of the mirror the read
+/// routes take, in registry order: each type's, then its child lists'.
+#[test]
+fn the_openapi_document_lists_every_relation_of_the_mirror() {
+    let document: serde_json::Value = serde_json::from_str(&read("docs/openapi.json")).unwrap();
+    let want: Vec<&str> = stripe_sync::registry::RESOURCES
+        .iter()
+        .flat_map(|r| std::iter::once(r.relation).chain(r.children.iter().map(|c| c.relation)))
+        .collect();
+    for path in ["/api/stripe/{relation}", "/api/stripe/{relation}/{id}"] {
+        let parameters = document["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path} has no parameters"));
+        let relation = parameters
+            .iter()
+            .find(|p| p["name"] == "relation")
+            .unwrap_or_else(|| panic!("{path} has no relation parameter"));
+        let listed: Vec<&str> = relation["schema"]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path}'s relation lists no values"))
+            .iter()
+            .filter_map(serde_json::Value::as_str)
+            .collect();
+        assert_eq!(listed, want, "{path}");
+    }
+}
+
 /// The HTTP API page opens with every route of the OpenAPI document: its
 /// method, path, what it does and which token it takes.
 #[test]
