@@ -14,6 +14,7 @@ use crate::worker;
 use crate::metrics;
 use crate::registry::{Child, ChildSource, Resource};
 use crate::stripe::client::RESOURCE_MISSING;
+use crate::stripe::version::VersionCheck;
 use crate::stripe::{AccountId, ObjectId, RemoteObject, StripeClient, StripeError, StripeEvent};
 use serde_json::Value;
 
@@ -24,6 +25,7 @@ pub struct InboundHandler {
     pool: PgPool,
     remote: Arc<dyn RemoteReader>,
     fan_out: FanOut,
+    versions: Option<VersionCheck>,
 }
 
 impl InboundHandler {
@@ -32,6 +34,15 @@ impl InboundHandler {
             pool,
             remote,
             fan_out,
+            versions: None,
+        }
+    }
+
+    /// Reports events rendered in another API version than `check`'s.
+    pub fn with_version_check(self, check: VersionCheck) -> Self {
+        Self {
+            versions: Some(check),
+            ..self
         }
     }
 }
@@ -84,6 +95,9 @@ impl BatchHandler for InboundHandler {
                             metrics::ECHOES
                                 .with_label_values(&[event.kind.as_str()])
                                 .inc();
+                        }
+                        if let Some(versions) = &self.versions {
+                            versions.note(event);
                         }
                         Outcome::Done
                     }
@@ -239,7 +253,10 @@ pub async fn run(cfg: InboundConfig, shutdown: CancellationToken) -> anyhow::Res
     )
     .await?;
     let remote = StripeRemote::new(cfg.stripe.client()?, tokio::runtime::Handle::current());
-    let handler = Arc::new(InboundHandler::new(pool, Arc::new(remote), cfg.fan_out));
+    let handler = Arc::new(
+        InboundHandler::new(pool, Arc::new(remote), cfg.fan_out)
+            .with_version_check(VersionCheck::new(&cfg.stripe.api_version)),
+    );
     let settings = ConsumeSettings {
         brokers: kafka.brokers.clone(),
         group: cfg.consumer_group.clone(),

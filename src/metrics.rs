@@ -142,6 +142,17 @@ pub static NOTIFICATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap()
 });
 
+/// Webhooks rendered in another Stripe API version than
+/// `STRIPE_API_VERSION`, by the version received.
+pub static API_VERSION_MISMATCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "stripe_sync_event_api_version_mismatches_total",
+        "Events rendered in another Stripe API version than STRIPE_API_VERSION, by version",
+        &["api_version"]
+    )
+    .unwrap()
+});
+
 /// Registers every metric up front, so a scrape right after start shows
 /// the full set (vectors appear once they have a first label set).
 pub fn init(process: &str) {

@@ -75,7 +75,7 @@ pub const VARIABLES: &[Variable] = &[
         names: &["STRIPE_API_VERSION"],
         used_by: "stripe-inbound, stripe-outbound",
         default: "`2024-06-20`",
-        meaning: "`Stripe-Version` pinned on every call",
+        meaning: "`Stripe-Version` pinned on every call; a webhook of another version is counted (`stripe_sync_event_api_version_mismatches_total`) and logged",
     },
     Variable {
         names: &["STRIPE_API_TIMEOUT_MS"],

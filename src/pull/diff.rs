@@ -16,7 +16,7 @@ use crate::db::schema::{customers, id_map};
 use crate::ingest::unix_now;
 use crate::kafka::envelope::SOURCE_REPAIR;
 use crate::outbox;
-use crate::registry::{self, Listing, Resource};
+use crate::registry::{Listing, Resource};
 use crate::stripe::{AccountId, ObjectId, RemoteObject};
 use crate::sync::{entity, service};
 
@@ -287,7 +287,7 @@ pub fn mirrored_hash(resource: &Resource, object: &Value) -> [u8; 32] {
     for col in resource.columns {
         hasher.update(col.name.as_bytes());
         hasher.update([0]);
-        let value = registry::field(object, col.path).unwrap_or(&Value::Null);
+        let value = col.value(object).unwrap_or(&Value::Null);
         // A reference compares by id, expanded or not.
         let value = value.get("id").unwrap_or(value);
         hasher.update(serde_json::to_vec(value).unwrap_or_default());

@@ -25,10 +25,20 @@ const INDEXED_REFS: &[&str] = &[
 const STORAGE: &str = "WITH (toast_tuple_target = 8160)";
 
 /// The expression Postgres computes a typed column with. Values of another
-/// JSON kind than expected become NULL rather than failing the write.
+/// JSON kind than expected become NULL rather than failing the write. A
+/// field that moved between API versions is read at each of its paths,
+/// the newest first ([`Column::moved`]).
 pub fn expression(col: &Column) -> String {
+    if col.moved.is_empty() {
+        return at_path(col.path, col.kind);
+    }
+    let each: Vec<String> = col.paths().map(|path| at_path(path, col.kind)).collect();
+    format!("COALESCE({})", each.join(", "))
+}
+
+fn at_path(path: &str, kind: ColumnKind) -> String {
     let mut value = String::from("data");
-    let parts: Vec<&str> = col.path.split('.').collect();
+    let parts: Vec<&str> = path.split('.').collect();
     for part in &parts {
         write!(value, "->'{part}'").expect("writing to a String");
     }
@@ -41,7 +51,7 @@ pub fn expression(col: &Column) -> String {
         write!(t, "->>'{last}'").expect("writing to a String");
         t
     };
-    match col.kind {
+    match kind {
         ColumnKind::Text => {
             format!("CASE WHEN jsonb_typeof({value}) = 'string' THEN {text} END")
         }
@@ -152,16 +162,60 @@ pub fn for_resources<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> S
         .join("\n")
 }
 
-/// The DDL of the types, or child lists, named on the command line.
+/// The DDL of the types, child lists or columns (`invoices.subscription`:
+/// made again, as when its field moved) named on the command line.
 pub fn for_names(names: &[String]) -> anyhow::Result<String> {
     let mut parts = Vec::new();
     for name in names {
+        if let Some((relation, column)) = name
+            .split_once('.')
+            .filter(|_| super::by_name(name).is_none())
+        {
+            parts.push(remake_column(relation, column)?);
+            continue;
+        }
         match super::child_by_relation(name) {
             Some((_, child)) => parts.push(create_child(child)),
             None => parts.push(for_resources(super::resolve(std::slice::from_ref(name))?)),
         }
     }
     Ok(parts.join("\n"))
+}
+
+/// Drops a typed column and adds it again as the registry now computes it
+/// (Postgres 15 cannot change a generated column's expression), with its
+/// index.
+fn remake_column(relation: &str, column: &str) -> anyhow::Result<String> {
+    let columns = match super::by_relation(relation) {
+        Some(r) => r.columns,
+        None => super::child_by_relation(relation)
+            .map(|(_, c)| c.columns)
+            .ok_or_else(|| anyhow::anyhow!("{relation:?} is not a relation of the mirror"))?,
+    };
+    let col = columns
+        .iter()
+        .find(|c| c.name == column)
+        .ok_or_else(|| anyhow::anyhow!("stripe.{relation} has no typed column {column:?}"))?;
+    let mut sql = String::new();
+    writeln!(
+        sql,
+        "-- stripe.{relation}.{column}, computed as the registry says"
+    )
+    .unwrap();
+    writeln!(
+        sql,
+        "ALTER TABLE stripe.\"{relation}\" DROP COLUMN \"{column}\";"
+    )
+    .unwrap();
+    writeln!(
+        sql,
+        "ALTER TABLE stripe.\"{relation}\" ADD COLUMN \"{column}\" {} GENERATED ALWAYS AS ({}) STORED;",
+        col.kind.sql_type(),
+        expression(col)
+    )
+    .unwrap();
+    indexes(&mut sql, relation, std::slice::from_ref(col));
+    Ok(sql)
 }
 
 fn create_child(child: &Child) -> String {
@@ -196,11 +250,27 @@ mod tests {
             name: "customer_details_email",
             path: "customer_details.email",
             kind: ColumnKind::Text,
+            moved: &[],
         };
         assert_eq!(
             expression(&col),
             "CASE WHEN jsonb_typeof(data->'customer_details'->'email') = 'string' \
              THEN data->'customer_details'->>'email' END"
+        );
+    }
+
+    /// A field that moved reads its newest place first, then the older
+    /// ones, each with the kind's checks.
+    #[test]
+    fn a_moved_field_is_read_at_each_of_its_paths() {
+        let invoice = by_object("invoice").unwrap();
+        let sql = expression(invoice.column("subscription").unwrap());
+        let newest = sql.find("data->'parent'->'subscription_details'->'subscription'");
+        let pinned = sql.find("jsonb_typeof(data->'subscription')");
+        assert!(sql.starts_with("COALESCE("), "{sql}");
+        assert!(
+            newest.is_some() && pinned.is_some() && newest < pinned,
+            "{sql}"
         );
     }
 

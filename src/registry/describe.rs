@@ -83,7 +83,9 @@ impl Resource {
             (Source::Pull, Listing::ByCreated { .. }) => {
                 "`refresh`, from a `created` cursor (no events)".to_owned()
             }
-            (Source::Pull, _) => format!("`refresh`: diffed and repaired (no events){per_customer}"),
+            (Source::Pull, _) => {
+                format!("`refresh`: diffed and repaired (no events){per_customer}")
+            }
         }
     }
 }
@@ -100,7 +102,12 @@ fn deletes_in_words(resource: &Resource) -> &'static str {
 pub fn markdown_summary() -> String {
     let mut out = String::from("| object | relation | stays current by |\n|---|---|---|\n");
     for r in RESOURCES {
-        out.push_str(&format!("| `{}` | {} | {} |\n", r.object, relations(r), r.kept_current_by()));
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            r.object,
+            relations(r),
+            r.kept_current_by()
+        ));
     }
     out
 }

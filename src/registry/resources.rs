@@ -7,20 +7,30 @@ use super::ChildSource::{Filtered, Nested};
 use super::ColumnKind::{Bool, Int, Ref, Text, Time};
 use super::Deletes::{Never, Tombstone};
 use super::Listing::{All, ByCreated, PerCustomer};
-use super::{Child, Column, ColumnKind, Reread, Resource};
+use super::{Child, Column, ColumnKind, Moved, Reread, Resource};
 
 const fn col(name: &'static str, kind: ColumnKind) -> Column {
-    Column {
-        name,
-        path: name,
-        kind,
-    }
+    nested(name, name, kind)
 }
 
 /// A column computed from a nested field.
 const fn nested(name: &'static str, path: &'static str, kind: ColumnKind) -> Column {
-    Column { name, path, kind }
+    Column {
+        name,
+        path,
+        kind,
+        moved: &[],
+    }
 }
+
+/// A column whose field later API versions keep elsewhere.
+const fn moved(column: Column, moved: &'static [Moved]) -> Column {
+    Column { moved, ..column }
+}
+
+/// Stripe's 2025-03-31 version moved what ties invoices and their lines to
+/// subscriptions and prices under `parent` and `pricing`.
+const BASIL: &str = "2025-03-31.basil";
 
 const CREATED: Column = col("created", Time);
 const CURRENCY: Column = col("currency", Text);
@@ -539,15 +549,39 @@ pub static RESOURCES: &[Resource] = &[
                 CURRENCY,
                 col("quantity", Int),
                 col("description", Text),
-                col("subscription", Ref),
-                nested("price", "pricing.price_details.price", Ref),
+                moved(
+                    col("subscription", Ref),
+                    &[
+                        Moved {
+                            version: BASIL,
+                            path: "parent.subscription_item_details.subscription",
+                        },
+                        Moved {
+                            version: BASIL,
+                            path: "parent.invoice_item_details.subscription",
+                        },
+                    ],
+                ),
+                moved(
+                    col("price", Ref),
+                    &[Moved {
+                        version: BASIL,
+                        path: "pricing.price_details.price",
+                    }],
+                ),
             ],
         }],
         columns: &[
             CREATED,
             CUSTOMER,
             STATUS,
-            col("subscription", Ref),
+            moved(
+                col("subscription", Ref),
+                &[Moved {
+                    version: BASIL,
+                    path: "parent.subscription_details.subscription",
+                }],
+            ),
             col("number", Text),
             col("amount_due", Int),
             col("amount_paid", Int),

@@ -60,6 +60,9 @@ pub struct StripeEvent {
     /// `request.idempotency_key` of the API call that caused the event, if
     /// any; how our own writes are recognised when they echo back.
     pub idempotency_key: Option<String>,
+    /// The API version Stripe rendered `object` in; none on the snapshots
+    /// the pull commands build.
+    pub api_version: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +78,8 @@ struct RawEvent<O> {
     data: RawData<O>,
     #[serde(default)]
     request: Option<RawRequest>,
+    #[serde(default)]
+    api_version: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +144,7 @@ impl StripeEvent {
             livemode: raw.livemode,
             object: raw.data.object,
             idempotency_key: raw.request.and_then(|r| r.idempotency_key),
+            api_version: raw.api_version,
         })
     }
 

@@ -10,6 +10,7 @@ pub mod object_id;
 pub mod outbound;
 pub mod rate;
 pub mod signature;
+pub mod version;
 
 pub use account::{AccountId, InvalidAccount, PLATFORM_ACCOUNT};
 pub use client::{ListPage, RemoteObject, StripeClient, StripeError};

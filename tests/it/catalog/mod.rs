@@ -616,3 +616,106 @@ fn column_count(
          AND column_name = '{column}'{type_check}"
     ))
 }
+
+/// A webhook rendered in another API version than `STRIPE_API_VERSION`
+/// fills the same typed columns: an invoice of 2024-06-20 and one of
+/// 2025-03-31.basil, which moved the subscription under `parent` and a
+/// line's price under `pricing`, both have them. The newer one is counted
+/// as a version mismatch; the pinned one is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_columns_are_right_for_objects_of_either_api_version() {
+    use stripe_sync::metrics::API_VERSION_MISMATCHES;
+    const BASIL: &str = "2025-03-31.basil";
+    let fake = CatalogStripe::start();
+    let stack = catalog_stack(&fake).await;
+    let invoice = registry::by_object("invoice").unwrap();
+    let lines = &invoice.children[0];
+    let without = |mut o: Value, fields: &[&str]| {
+        for f in fields {
+            o.as_object_mut().unwrap().remove(*f);
+        }
+        o
+    };
+    let listed =
+        |item: Value| json!({"object": "list", "data": [item], "has_more": false, "url": "/v1/x"});
+
+    let mut pinned = without(object(invoice, "in_pinned", T, "1", 0), &["parent"]);
+    pinned["subscription"] = json!("sub_pinned");
+    let mut line = without(child_item(lines, "in_pinned", 0), &["parent", "pricing"]);
+    line["subscription"] = json!("sub_pinned");
+    line["price"] = json!({"id": "price_pinned", "object": "price"});
+    pinned["lines"] = listed(line);
+
+    let mut basil = without(object(invoice, "in_basil", T, "1", 0), &["subscription"]);
+    basil["parent"] = json!({"type": "subscription_details",
+        "subscription_details": {"subscription": "sub_basil", "metadata": null}});
+    let mut line = without(child_item(lines, "in_basil", 0), &["subscription", "price"]);
+    line["parent"] = json!({"type": "subscription_item_details",
+        "subscription_item_details": {"subscription": "sub_basil", "subscription_item": "si_1"}});
+    line["pricing"] = json!({"type": "price_details",
+        "price_details": {"price": "price_basil", "product": "prod_basil"}});
+    basil["lines"] = listed(line);
+
+    let mismatches = || API_VERSION_MISMATCHES.with_label_values(&[BASIL]).get();
+    let pinned_counted = || {
+        API_VERSION_MISMATCHES
+            .with_label_values(&["2024-06-20"])
+            .get()
+    };
+    let before = (mismatches(), pinned_counted());
+    let mut newer = event(PLATFORM_ACCOUNT, "evt_basil", "invoice.finalized", T, basil);
+    newer["api_version"] = json!(BASIL);
+    let older = event(
+        PLATFORM_ACCOUNT,
+        "evt_pinned",
+        "invoice.finalized",
+        T,
+        pinned,
+    );
+    post_all(&stack, &[older, newer]).await;
+    stack.wait_ledger(2, Duration::from_secs(60)).await;
+
+    #[derive(QueryableByName, Debug, PartialEq)]
+    struct Typed {
+        #[diesel(sql_type = Text)]
+        id: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        subscription: Option<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        price: Option<String>,
+    }
+    let typed =
+        |sql: &str| -> Vec<Typed> { diesel::sql_query(sql).load(&mut stack.db.conn()).unwrap() };
+    let invoices =
+        typed("SELECT id, subscription, NULL::text AS price FROM stripe.invoices ORDER BY id");
+    let want = |id: &str, sub: &str, price: Option<&str>| Typed {
+        id: id.into(),
+        subscription: Some(sub.into()),
+        price: price.map(Into::into),
+    };
+    assert_eq!(
+        invoices,
+        [
+            want("in_basil", "sub_basil", None),
+            want("in_pinned", "sub_pinned", None)
+        ]
+    );
+    let items = typed(
+        "SELECT invoice AS id, subscription, price FROM stripe.invoice_line_items \
+         WHERE NOT deleted ORDER BY invoice",
+    );
+    assert_eq!(
+        items,
+        [
+            want("in_basil", "sub_basil", Some("price_basil")),
+            want("in_pinned", "sub_pinned", Some("price_pinned"))
+        ]
+    );
+    assert_eq!(mismatches() - before.0, 1, "the basil webhook is reported");
+    assert_eq!(
+        pinned_counted(),
+        before.1,
+        "the pinned version is not a mismatch"
+    );
+    stack.stop().await;
+}
