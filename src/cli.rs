@@ -525,11 +525,16 @@ pub async fn run() -> anyhow::Result<()> {
         }
         Command::Prune { older_than, every } => {
             let pool = db::pool(&config::DatabaseConfig::load(&env)?);
+            let events_retention = config::events_retention(&env)?;
             let shutdown = shutdown::on_signals(config::shutdown_grace(&env)?);
             loop {
                 let pool = pool.clone();
                 let pruned = tokio::task::spawn_blocking(move || {
-                    anyhow::Ok(prune::prune(&mut *pool.get()?, older_than)?)
+                    anyhow::Ok(prune::prune(
+                        &mut *pool.get()?,
+                        older_than,
+                        events_retention,
+                    )?)
                 })
                 .await??;
                 say!("{pruned}");

@@ -26,6 +26,8 @@ pub struct InboundHandler {
     remote: Arc<dyn RemoteReader>,
     fan_out: FanOut,
     versions: Option<VersionCheck>,
+    /// Whether the raw events are kept in `stripe.events`.
+    keep_events: bool,
 }
 
 impl InboundHandler {
@@ -35,6 +37,16 @@ impl InboundHandler {
             remote,
             fan_out,
             versions: None,
+            keep_events: false,
+        }
+    }
+
+    /// Keeps each event as received in `stripe.events`, in the batch's
+    /// transaction.
+    pub fn keeping_events(self, keep: bool) -> Self {
+        Self {
+            keep_events: keep,
+            ..self
         }
     }
 
@@ -59,15 +71,27 @@ impl BatchHandler for InboundHandler {
         // state with its reads made, and applied again.
         let remote = self.remote.as_ref();
         let fan_out = self.fan_out;
+        let received: Vec<(&StripeEvent, &[u8])> = if self.keep_events {
+            batch
+                .iter()
+                .zip(&parsed)
+                .filter_map(|(d, p)| Some((p.as_ref().ok()?, d.payload.as_deref()?)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let apply = |conn: &mut diesel::PgConnection, read: &apply::Prefetched| {
+            let results = apply::apply_batch(conn, read, &events, fan_out)?;
+            apply::event_log::record(conn, &received).map_err(ApplyError::transient)?;
+            Ok(results)
+        };
         let results = apply::prefetch_lists(&mut conn, remote, &events)
-            .and_then(|read| {
-                match conn.transaction(|conn| apply::apply_batch(conn, &read, &events, fan_out)) {
-                    Err(ApplyError::Transient { .. }) if read.missed() => {
-                        let read = apply::prefetch(&mut conn, remote, &events)?;
-                        conn.transaction(|conn| apply::apply_batch(conn, &read, &events, fan_out))
-                    }
-                    applied => applied,
+            .and_then(|read| match conn.transaction(|conn| apply(conn, &read)) {
+                Err(ApplyError::Transient { .. }) if read.missed() => {
+                    let read = apply::prefetch(&mut conn, remote, &events)?;
+                    conn.transaction(|conn| apply(conn, &read))
                 }
+                applied => applied,
             })
             .map_err(ApplyError::into_retry)?;
         // Counted only now that the transaction committed, so retries do
@@ -255,7 +279,8 @@ pub async fn run(cfg: InboundConfig, shutdown: CancellationToken) -> anyhow::Res
     let remote = StripeRemote::new(cfg.stripe.client()?, tokio::runtime::Handle::current());
     let handler = Arc::new(
         InboundHandler::new(pool, Arc::new(remote), cfg.fan_out)
-            .with_version_check(VersionCheck::new(&cfg.stripe.api_version)),
+            .with_version_check(VersionCheck::new(&cfg.stripe.api_version))
+            .keeping_events(cfg.events_retention.is_some()),
     );
     let settings = ConsumeSettings {
         brokers: kafka.brokers.clone(),

@@ -5,6 +5,7 @@
 mod catalog;
 mod customer;
 mod customer_batch;
+pub mod event_log;
 pub mod ledger;
 pub mod order;
 mod remote;

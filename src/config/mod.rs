@@ -111,6 +111,41 @@ pub fn metrics_addr(env: &Env, default_port: u16) -> Result<SocketAddr, ConfigEr
 
 /// How long a process may take to stop after SIGTERM/ctrl-c before it
 /// exits anyway (`SHUTDOWN_GRACE_SECS`, default 30).
+/// A duration as `90d`, `12h`, `30m` or `45s`.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw.len().saturating_sub(1);
+    let (number, unit) = raw.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration like 90d, 12h, 30m or 45s"))?;
+    let secs = match unit {
+        "d" => n.checked_mul(24 * 3600),
+        "h" => n.checked_mul(3600),
+        "m" => n.checked_mul(60),
+        "s" => Some(n),
+        _ => None,
+    }
+    .filter(|&s| s > 0)
+    .ok_or_else(|| format!("{raw:?} is not a duration like 90d, 12h, 30m or 45s"))?;
+    Ok(Duration::from_secs(secs))
+}
+
+/// `STRIPE_EVENTS_RETENTION`: how long `stripe.events` keeps the raw
+/// events (`30d` by default; `off`: not kept at all). stripe-inbound reads
+/// it to keep them, `prune` to delete what is older.
+pub fn events_retention(env: &Env) -> Result<Option<Duration>, ConfigError> {
+    match env.or("STRIPE_EVENTS_RETENTION", "30d") {
+        "off" => Ok(None),
+        raw => parse_duration(raw)
+            .map(Some)
+            .map_err(|reason| ConfigError::Invalid {
+                name: "STRIPE_EVENTS_RETENTION",
+                reason: format!("{reason}, or off"),
+            }),
+    }
+}
+
 pub fn shutdown_grace(env: &Env) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(env.parsed("SHUTDOWN_GRACE_SECS", 30)?))
 }

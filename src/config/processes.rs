@@ -261,6 +261,9 @@ pub struct InboundConfig {
     /// Pass the customer changes Stripe reports on to the other services:
     /// on when Salesforce is configured (`SALESFORCE_INSTANCE_URL`).
     pub fan_out: FanOut,
+    /// `STRIPE_EVENTS_RETENTION`: the raw events are kept in
+    /// `stripe.events` unless it is `off`.
+    pub events_retention: Option<Duration>,
 }
 
 /// `INBOUND_BATCH_SIZE` unless set. A lane's memory follows the batch it
@@ -317,6 +320,7 @@ impl InboundConfig {
             } else {
                 FanOut::Off
             },
+            events_retention: super::events_retention(env)?,
         })
     }
 }
@@ -447,6 +451,29 @@ mod tests {
             ("STRIPE_WEBHOOK_SECRET", "whsec"),
             ("API_TOKEN", "0123456789abcdef"),
         ])
+    }
+
+    /// stripe-inbound keeps the raw events 30 days unless told otherwise;
+    /// `off` keeps none, and a value that is neither is refused by name.
+    #[test]
+    fn the_raw_events_retention_is_a_duration_or_off() {
+        let inbound = |retention: Option<&str>| {
+            let mut pairs = vec![
+                ("DATABASE_URL", "postgres://x"),
+                ("KAFKA_BROKERS", "b:9092"),
+                ("STRIPE_API_KEY", "sk_test"),
+            ];
+            pairs.extend(retention.map(|r| ("STRIPE_EVENTS_RETENTION", r)));
+            InboundConfig::load(&Env::from_pairs(pairs))
+        };
+        let days = |d: u64| Some(Duration::from_secs(d * 86_400));
+        assert_eq!(inbound(None).unwrap().events_retention, days(30));
+        assert_eq!(inbound(Some("7d")).unwrap().events_retention, days(7));
+        assert_eq!(inbound(Some("off")).unwrap().events_retention, None);
+        for bad in ["0d", "forever", "30"] {
+            let err = inbound(Some(bad)).unwrap_err().to_string();
+            assert!(err.contains("STRIPE_EVENTS_RETENTION"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

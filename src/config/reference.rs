@@ -78,6 +78,12 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "`Stripe-Version` pinned on every call; a webhook of another version is counted (`stripe_sync_event_api_version_mismatches_total`) and logged",
     },
     Variable {
+        names: &["STRIPE_EVENTS_RETENTION"],
+        used_by: "stripe-inbound, prune",
+        default: "`30d`",
+        meaning: "how long `stripe.events` keeps each raw event Stripe sent (`90d`, `12h`; `off`: none kept, and `prune` empties it)",
+    },
+    Variable {
         names: &["STRIPE_API_TIMEOUT_MS"],
         used_by: "stripe-inbound, stripe-outbound",
         default: "`10000`",

@@ -11,6 +11,10 @@
 //!   one of a pruned batch is refused (`unknown_batch`) and changes
 //!   nothing, as a repeated one does. Pending batches stay.
 //!
+//! and, by their own age (`STRIPE_EVENTS_RETENTION`), the raw events in
+//! `stripe.events` (by `received_at`; all of them when it is `off`). No
+//! deduplication reads those, so their age has no floor.
+//!
 //! The ledger and the notifications are how a redelivered or reconciled
 //! event is recognised. Stripe redelivers webhooks for up to 3 days, and
 //! the Events API (reconcile) reaches back 30. So an age under 30 days is
@@ -35,6 +39,7 @@ pub struct Pruned {
     pub deliveries: i64,
     pub notifications: i64,
     pub export_batches: i64,
+    pub events: i64,
 }
 
 impl std::fmt::Display for Pruned {
@@ -42,8 +47,13 @@ impl std::fmt::Display for Pruned {
         write!(
             f,
             "pruned {} ledger rows, {} outbox rows ({} deliveries), {} sent notifications, \
-             {} acknowledged export batches",
-            self.ledger, self.outbox, self.deliveries, self.notifications, self.export_batches
+             {} acknowledged export batches, {} raw events",
+            self.ledger,
+            self.outbox,
+            self.deliveries,
+            self.notifications,
+            self.export_batches,
+            self.events
         )
     }
 }
@@ -67,8 +77,14 @@ struct OutboxPruned {
     deliveries: i64,
 }
 
-/// Deletes what is older than `age`, chunk by chunk.
-pub fn prune(conn: &mut PgConnection, age: Duration) -> Result<Pruned, PruneError> {
+/// Deletes what is older than `age`, and the raw events older than
+/// `events_retention` (all of them with `None`: they are not kept), chunk
+/// by chunk.
+pub fn prune(
+    conn: &mut PgConnection,
+    age: Duration,
+    events_retention: Option<Duration>,
+) -> Result<Pruned, PruneError> {
     if age < MIN_AGE {
         return Err(PruneError::TooYoung(describe(age)));
     }
@@ -123,6 +139,13 @@ pub fn prune(conn: &mut PgConnection, age: Duration) -> Result<Pruned, PruneErro
            WHERE acked_at < now() - make_interval(secs => $1) LIMIT $2))",
         secs,
     )?;
+    pruned.events = in_chunks(
+        conn,
+        "DELETE FROM stripe.events WHERE ctid = ANY(ARRAY( \
+           SELECT ctid FROM stripe.events \
+           WHERE received_at < now() - make_interval(secs => $1) LIMIT $2))",
+        events_retention.map_or(0.0, |r| r.as_secs_f64()),
+    )?;
     Ok(pruned)
 }
 
@@ -142,25 +165,7 @@ fn in_chunks(conn: &mut PgConnection, delete: &str, secs: f64) -> QueryResult<i6
     }
 }
 
-/// A duration as `90d`, `12h`, `30m` or `45s`.
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let raw = raw.trim();
-    let split = raw.len().saturating_sub(1);
-    let (number, unit) = raw.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{raw:?} is not a duration like 90d, 12h, 30m or 45s"))?;
-    let secs = match unit {
-        "d" => n.checked_mul(24 * 3600),
-        "h" => n.checked_mul(3600),
-        "m" => n.checked_mul(60),
-        "s" => Some(n),
-        _ => None,
-    }
-    .filter(|&s| s > 0)
-    .ok_or_else(|| format!("{raw:?} is not a duration like 90d, 12h, 30m or 45s"))?;
-    Ok(Duration::from_secs(secs))
-}
+pub use crate::config::parse_duration;
 
 fn describe(age: Duration) -> String {
     let secs = age.as_secs();

@@ -19,6 +19,7 @@ use crate::kafka::envelope;
 use crate::kafka::{admin, EventProducer};
 use crate::registry::Resource;
 use crate::retry::Backoff;
+use crate::stripe::event::SNAPSHOT_ID_PREFIX;
 use crate::stripe::AccountId;
 use crate::stripe::{EventEnvelope, ListPage, StripeClient, PLATFORM_ACCOUNT};
 
@@ -221,7 +222,7 @@ pub fn snapshot_event(
     hasher.update(serde_json::to_vec(object).unwrap_or_default());
     let digest = hasher.finalize();
     let mut event = json!({
-        "id": format!("evt_snap_{}", hex::encode(&digest[..12])),
+        "id": format!("{SNAPSHOT_ID_PREFIX}{}", hex::encode(&digest[..12])),
         "object": "event",
         "type": resource.snapshot_type(),
         "created": read_at,

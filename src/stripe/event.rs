@@ -4,6 +4,9 @@ use serde::Deserialize;
 
 use super::account::{AccountId, PLATFORM_ACCOUNT};
 
+/// How the ids of the snapshot events the pull commands build begin.
+pub const SNAPSHOT_ID_PREFIX: &str = "evt_snap_";
+
 /// A Stripe event id such as `evt_1Pgc76B7WZ01zgkWwyRHS12y`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StripeEventId(String);
@@ -152,6 +155,12 @@ impl StripeEvent {
     /// have none; the event id stands in so the message still has a key.
     pub fn object_id(&self) -> &str {
         self.object.id().unwrap_or(self.id.as_str())
+    }
+
+    /// Whether we built this event from a read (backfill, diff, refresh),
+    /// rather than Stripe sending it.
+    pub fn is_snapshot(&self) -> bool {
+        self.id.as_str().starts_with(SNAPSHOT_ID_PREFIX)
     }
 
     /// The object type, e.g. `customer`, from `data.object.object`.

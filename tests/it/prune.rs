@@ -97,6 +97,18 @@ fn export_batch(db: &TestDb, name: &str, days: i64, acked_days: Option<i64>) {
     );
 }
 
+/// A raw event in `stripe.events`, received `days` ago.
+fn raw_event(db: &TestDb, id: &str, days: i64) {
+    sql(
+        db,
+        &format!(
+            "INSERT INTO stripe.events (account, id, type, created, livemode, object_id, data, received_at) \
+             VALUES ('platform', '{id}', 'customer.updated', now(), false, 'cus_1', '{{}}', \
+                     now() - interval '{days} days')"
+        ),
+    );
+}
+
 #[tokio::test]
 async fn prune_deletes_only_what_is_old_and_done() {
     let db = TestDb::migrated();
@@ -113,6 +125,9 @@ async fn prune_deletes_only_what_is_old_and_done() {
     export_batch(&db, "acked_old", 41, Some(40)); // goes
     export_batch(&db, "acked_young", 41, Some(10));
     export_batch(&db, "pending_old", 40, None); // never acknowledged: stays
+    raw_event(&db, "evt_raw_old", 31); // past the default 30d retention
+    raw_event(&db, "evt_raw_week", 7);
+    raw_event(&db, "evt_raw_new", 1);
 
     let refused = run(&db, &["--older-than", "7d"]);
     assert!(!refused.status.success());
@@ -136,8 +151,9 @@ async fn prune_deletes_only_what_is_old_and_done() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "pruned 1 ledger rows, 1 outbox rows (1 deliveries), 1 sent notifications, \
-         1 acknowledged export batches"
+         1 acknowledged export batches, 1 raw events"
     );
+    assert_eq!(db.count("stripe.events"), 2);
     assert_eq!(db.count("event_ledger WHERE event_id = 'evt_young'"), 1);
     assert_eq!(db.count("event_ledger"), 1);
     assert_eq!(db.count("outbox WHERE id IN (2, 3, 4, 5)"), 4);
@@ -150,6 +166,46 @@ async fn prune_deletes_only_what_is_old_and_done() {
         2
     );
     assert_eq!(db.count("orders.export_batches"), 2);
+
+    // The raw events have their own age, with no 30-day floor; `off`
+    // keeps none.
+    let week = Command::new(env!("CARGO_BIN_EXE_stripe-sync"))
+        .args(["prune", "--older-than", "35d"])
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("STRIPE_EVENTS_RETENTION", "2d")
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        week.status.success(),
+        "{}",
+        String::from_utf8_lossy(&week.stderr)
+    );
+    assert_eq!(db.count("stripe.events WHERE id = 'evt_raw_new'"), 1);
+    assert_eq!(db.count("stripe.events"), 1);
+    let bad = Command::new(env!("CARGO_BIN_EXE_stripe-sync"))
+        .args(["prune"])
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("STRIPE_EVENTS_RETENTION", "forever")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("STRIPE_EVENTS_RETENTION"));
+    let off = Command::new(env!("CARGO_BIN_EXE_stripe-sync"))
+        .args(["prune"])
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("STRIPE_EVENTS_RETENTION", "off")
+        .output()
+        .unwrap();
+    assert!(
+        off.status.success(),
+        "{}",
+        String::from_utf8_lossy(&off.stderr)
+    );
+    assert_eq!(db.count("stripe.events"), 0);
 
     // --every keeps going: rows old enough are pruned round after round,
     // and SIGTERM ends it cleanly.

@@ -362,3 +362,89 @@ async fn refresh_keeps_the_types_without_events_current() {
     assert!(since > pending_at && since <= now, "{since}");
     stack.stop().await;
 }
+
+/// Each event Stripe sent is kept as received in `stripe.events`, once
+/// however often it arrives; the snapshots a pull builds are not events
+/// Stripe sent and are not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raw_events_are_kept_once_and_snapshots_are_not() {
+    let fake = CatalogStripe::start();
+    let stack = catalog_stack(&fake).await;
+    let ctx = pull_context(&stack, &fake).await;
+    let product = registry::by_object("product").unwrap();
+    let sent = event(
+        PLATFORM_ACCOUNT,
+        "evt_kept",
+        "product.created",
+        T,
+        object(product, "prod_kept", T, "1", 0),
+    );
+    let connected = event(
+        super::CONNECTED,
+        "evt_kept_connected",
+        "product.updated",
+        T + 1,
+        object(product, "prod_kept", T, "2", 0),
+    );
+    post_all(&stack, &[sent.clone(), connected.clone(), sent.clone()]).await;
+    fake.put(
+        PLATFORM_ACCOUNT,
+        product.path,
+        object(product, "prod_pulled", T, "1", 0),
+    );
+    let report = backfill::run(
+        &ctx,
+        &backfill::BackfillOptions::new(product),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.objects, 1);
+    stack.wait_ledger(3, Duration::from_secs(60)).await;
+
+    #[derive(diesel::QueryableByName, Debug)]
+    struct Kept {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        account: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        id: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        r#type: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        object_id: String,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        api_version: Option<String>,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        created: i64,
+        #[diesel(sql_type = diesel::sql_types::Jsonb)]
+        data: serde_json::Value,
+    }
+    use diesel::RunQueryDsl;
+    let kept: Vec<Kept> = diesel::sql_query(
+        "SELECT account, id, type, object_id, api_version, \
+                extract(epoch FROM created)::bigint AS created, data \
+         FROM stripe.events ORDER BY id",
+    )
+    .load(&mut stack.db.conn())
+    .unwrap();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    let (first, second) = (&kept[0], &kept[1]);
+    assert_eq!(
+        (
+            first.account.as_str(),
+            first.id.as_str(),
+            first.r#type.as_str()
+        ),
+        ("platform", "evt_kept", "product.created")
+    );
+    assert_eq!(first.object_id, "prod_kept");
+    assert_eq!(first.api_version.as_deref(), Some("2024-06-20"));
+    assert_eq!(first.created, T);
+    assert_eq!(first.data, sent, "kept as received");
+    assert_eq!(
+        (second.account.as_str(), second.id.as_str()),
+        (super::CONNECTED, "evt_kept_connected")
+    );
+    assert_eq!(second.data, connected);
+    stack.stop().await;
+}
