@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use super::order::{self, Facts, Step, Watermark};
 use super::{Applied, ApplyError, Refusal, RemoteReader};
-use crate::registry::{Child, Deletes, Reread, Resource};
+use crate::registry::{Child, Deletes, Identity, Reread, Resource};
 use crate::stripe::{AccountId, RemoteObject, StripeEvent};
 
 /// An event routed to a registered type.
@@ -47,7 +47,7 @@ pub(super) enum Locking {
 /// The id of the object an event carries, refused when it has none:
 /// without it there is nothing to key the row by.
 pub(super) fn object_id(event: &StripeEvent) -> Result<&str, ApplyError> {
-    match event.object.get("id").and_then(Value::as_str) {
+    match event.object_key() {
         Some(id) if !id.is_empty() => Ok(id),
         _ => Err(ApplyError::Permanent(Refusal::Malformed(format!(
             "{} carries a {} without an id",
@@ -169,6 +169,11 @@ impl<'e> ObjectPlan<'e> {
                     Some(Cow::Borrowed(&event.object))
                 }
                 Step::Delete { columns: false } => None,
+                Step::ReRead if self.resource.identity == Identity::Customer => {
+                    // No endpoint of its own: its state is its lists, read
+                    // in full below.
+                    Some(Cow::Owned(with_lists_unread(&event.object, self.resource)))
+                }
                 Step::ReRead => match remote.current(self.account, self.resource.path, self.id)? {
                     RemoteObject::Live(current) => Some(Cow::Owned(current)),
                     RemoteObject::Deleted => {
@@ -215,13 +220,37 @@ impl<'e> ObjectPlan<'e> {
                     {
                         continue
                     }
-                    None => remote.children(self.account, self.resource, child, self.id)?,
+                    None => {
+                        let items = remote.children(self.account, self.resource, child, self.id)?;
+                        if self.resource.identity == Identity::Customer {
+                            // The stored object holds the list as read.
+                            if let Some(data) = &mut row.data {
+                                data.to_mut()[child.field] = complete(&items);
+                            }
+                        }
+                        items
+                    }
                 }
             };
             row.children.push((child, items));
         }
         Ok(())
     }
+}
+
+/// `object` with each child list marked as not carried, so that it is read
+/// in full.
+fn with_lists_unread(object: &Value, resource: &Resource) -> Value {
+    let mut object = object.clone();
+    for child in resource.children {
+        object[child.field] = serde_json::json!({"object": "list", "data": [], "has_more": true});
+    }
+    object
+}
+
+/// A list object carrying `items` whole.
+fn complete(items: &[Value]) -> Value {
+    serde_json::json!({"object": "list", "data": items, "has_more": false})
 }
 
 /// Whether the payload carries `child`'s list in full.

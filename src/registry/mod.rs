@@ -188,8 +188,21 @@ pub struct Resource {
     /// them (webhook endpoints, tax codes, balance transactions) is kept
     /// current by pulling it (`stripe-sync refresh`).
     pub events: bool,
+    pub identity: Identity,
     pub children: &'static [Child],
     pub columns: &'static [Column],
+}
+
+/// What a row of the type is keyed by, and how its current state is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// Its `id`, read back at `GET /v1/{path}/{id}`.
+    Id,
+    /// Its `customer`: one per customer, with no `id` and no endpoint of
+    /// its own (a customer's active entitlement summary). Its state is its
+    /// child lists, so reading it back is reading them
+    /// (`stripe::event::KEYED_BY_CUSTOMER` keys its events the same way).
+    Customer,
 }
 
 /// The one type that is not mirrored by the generic path: customers live in
@@ -394,6 +407,18 @@ mod tests {
         ] {
             assert!(child_by_relation(child).is_some(), "{child} is missing");
         }
+    }
+
+    /// The event parser keys exactly the types the registry says are keyed
+    /// by their customer by it (ingest cannot look in the registry).
+    #[test]
+    fn the_types_keyed_by_customer_agree_with_the_event_parser() {
+        let registry: Vec<&str> = RESOURCES
+            .iter()
+            .filter(|r| r.identity == Identity::Customer)
+            .map(|r| r.object)
+            .collect();
+        assert_eq!(registry, crate::stripe::event::KEYED_BY_CUSTOMER);
     }
 
     /// Every type is reachable: Stripe sends events for it, or it can be

@@ -7,7 +7,7 @@ use super::ChildSource::{Filtered, Nested};
 use super::ColumnKind::{Bool, Int, Ref, Text, Time};
 use super::Deletes::{Never, Tombstone};
 use super::Listing::{All, ByCreated, PerCustomer};
-use super::{Child, Column, ColumnKind, Moved, Reread, Resource};
+use super::{Child, Column, ColumnKind, Identity, Moved, Reread, Resource};
 
 const fn col(name: &'static str, kind: ColumnKind) -> Column {
     nested(name, name, kind)
@@ -52,6 +52,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Tombstone,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -70,6 +71,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Tombstone,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -90,6 +92,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Tombstone,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -108,6 +111,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Tombstone,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -127,6 +131,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -145,6 +150,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -163,6 +169,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -181,6 +188,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             ACTIVE,
@@ -197,6 +205,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[ACTIVE, col("lookup_key", Text), col("name", Text), LIVEMODE],
     },
@@ -208,6 +217,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Tombstone,
         events: true,
+        identity: Identity::Id,
         children: &[],
         // stripe.customers is a view over the local-first table; its
         // columns are the view's, not generated.
@@ -226,6 +236,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Tombstone,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -244,6 +255,7 @@ pub static RESOURCES: &[Resource] = &[
         // Detached is a state (`payment_method.detached`), not a delete.
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -261,8 +273,34 @@ pub static RESOURCES: &[Resource] = &[
         listing: PerCustomer,
         deletes: Never,
         events: false,
+        identity: Identity::Id,
         children: &[],
         columns: &[col("feature", Ref), col("lookup_key", Text), LIVEMODE],
+    },
+    Resource {
+        object: "entitlements.active_entitlement_summary",
+        relation: "entitlements_active_entitlement_summarys",
+        path: "entitlements/active_entitlements",
+        // Only its `.updated` event brings it; its items are listed per
+        // customer (`backfill entitlements.active_entitlement`).
+        listing: super::Listing::None,
+        deletes: Never,
+        events: true,
+        identity: Identity::Customer,
+        children: &[Child {
+            field: "entitlements",
+            item_object: "entitlements.active_entitlement",
+            embedded: true,
+            relation: "customer_active_entitlements",
+            parent_column: "customer",
+            source: Filtered {
+                path: "entitlements/active_entitlements",
+                param: "customer",
+            },
+            reread: Reread::Always,
+            columns: &[col("feature", Ref), col("lookup_key", Text), LIVEMODE],
+        }],
+        columns: &[CUSTOMER, LIVEMODE],
     },
     // --- payments -----------------------------------------------------------
     Resource {
@@ -272,6 +310,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[Child {
             field: "setup_attempts",
             item_object: "setup_attempt",
@@ -309,6 +348,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[Child {
             field: "line_items",
             item_object: "item",
@@ -354,6 +394,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -377,6 +418,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -402,6 +444,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -420,6 +463,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -439,6 +483,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -455,6 +500,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -473,6 +519,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: All(&[("status", "all")]),
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[Child {
             field: "items",
             item_object: "subscription_item",
@@ -516,6 +563,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -536,6 +584,7 @@ pub static RESOURCES: &[Resource] = &[
         // Only drafts can be deleted (`invoice.deleted`); voided is a state.
         deletes: Tombstone,
         events: true,
+        identity: Identity::Id,
         children: &[Child {
             field: "lines",
             item_object: "line_item",
@@ -611,6 +660,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Tombstone,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CUSTOMER,
@@ -631,6 +681,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[Child {
             field: "lines",
             item_object: "credit_note_line_item",
@@ -675,6 +726,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -695,6 +747,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -719,6 +772,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[Child {
             field: "balance_transactions",
             item_object: "balance_transaction",
@@ -762,6 +816,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[Child {
             field: "reversals",
             item_object: "transfer_reversal",
@@ -799,6 +854,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -817,6 +873,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[Child {
             field: "refunds",
             item_object: "fee_refund",
@@ -845,6 +902,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -862,6 +920,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Tombstone,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -879,6 +938,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -895,6 +955,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[CREATED, STATUS, col("type", Text), LIVEMODE],
     },
@@ -905,6 +966,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -922,6 +984,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -940,6 +1003,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -960,6 +1024,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -980,6 +1045,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -997,6 +1063,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -1013,6 +1080,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[CREATED, STATUS, col("country", Text), LIVEMODE],
     },
@@ -1023,6 +1091,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -1049,6 +1118,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -1068,6 +1138,7 @@ pub static RESOURCES: &[Resource] = &[
         // `billing.alert.triggered` carries a `billing.alert_triggered`,
         // not the alert.
         events: false,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             col("alert_type", Text),
@@ -1084,6 +1155,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -1105,6 +1177,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: PerCustomer,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -1127,6 +1200,7 @@ pub static RESOURCES: &[Resource] = &[
         },
         deletes: Never,
         events: false,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -1150,6 +1224,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -1166,6 +1241,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -1186,6 +1262,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -1203,6 +1280,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             col("name", Text),
@@ -1220,6 +1298,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -1237,6 +1316,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Tombstone,
         events: true,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             col("device_type", Text),
@@ -1255,6 +1335,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: false,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -1272,6 +1353,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: false,
+        identity: Identity::Id,
         children: &[],
         columns: &[col("name", Text), col("description", Text)],
     },
@@ -1283,6 +1365,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: All(&[("status", "all")]),
         deletes: Never,
         events: false,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -1300,6 +1383,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Tombstone,
         events: false,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -1317,6 +1401,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: false,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             ACTIVE,
@@ -1334,6 +1419,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Never,
         events: false,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -1349,6 +1435,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Tombstone,
         events: false,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             CREATED,
@@ -1366,6 +1453,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Tombstone,
         events: false,
+        identity: Identity::Id,
         children: &[],
         columns: &[
             col("display_name", Text),
@@ -1381,6 +1469,7 @@ pub static RESOURCES: &[Resource] = &[
         listing: ALL,
         deletes: Tombstone,
         events: false,
+        identity: Identity::Id,
         children: &[],
         columns: &[col("name", Text), col("is_account_default", Bool), LIVEMODE],
     },

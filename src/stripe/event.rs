@@ -7,6 +7,10 @@ use super::account::{AccountId, PLATFORM_ACCOUNT};
 /// How the ids of the snapshot events the pull commands build begin.
 pub const SNAPSHOT_ID_PREFIX: &str = "evt_snap_";
 
+/// Objects Stripe gives no `id`, one per customer: their customer is their
+/// key, so one customer's stay in one partition, in order.
+pub const KEYED_BY_CUSTOMER: &[&str] = &["entitlements.active_entitlement_summary"];
+
 /// A Stripe event id such as `evt_1Pgc76B7WZ01zgkWwyRHS12y`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StripeEventId(String);
@@ -96,10 +100,11 @@ struct RawRequest {
     idempotency_key: Option<String>,
 }
 
-/// What is kept of `data.object`: the whole tree, or only its id.
+/// What is kept of `data.object`: the whole tree, or only its key.
 trait EventObject {
     fn is_object(&self) -> bool;
-    fn id(&self) -> Option<&str>;
+    /// The object's `id`; for one of [`KEYED_BY_CUSTOMER`], its customer.
+    fn key(&self) -> Option<&str>;
 }
 
 impl EventObject for serde_json::Value {
@@ -107,8 +112,13 @@ impl EventObject for serde_json::Value {
         self.is_object()
     }
 
-    fn id(&self) -> Option<&str> {
-        self.get("id").and_then(|v| v.as_str())
+    fn key(&self) -> Option<&str> {
+        let text = |field: &str| self.get(field).and_then(|v| v.as_str());
+        text("id").or_else(|| {
+            text("object")
+                .filter(|o| KEYED_BY_CUSTOMER.contains(o))
+                .and_then(|_| text("customer"))
+        })
     }
 }
 
@@ -151,10 +161,17 @@ impl StripeEvent {
         })
     }
 
-    /// The id of the object the event is about. Some objects (a `balance`)
-    /// have none; the event id stands in so the message still has a key.
+    /// The id of the object the event is about: its `id`, or the customer
+    /// of an object keyed by it ([`KEYED_BY_CUSTOMER`]). Some objects (a
+    /// `balance`) have neither; the event id stands in so the message
+    /// still has a key.
     pub fn object_id(&self) -> &str {
-        self.object.id().unwrap_or(self.id.as_str())
+        self.object_key().unwrap_or(self.id.as_str())
+    }
+
+    /// [`Self::object_id`] when the object has a key of its own.
+    pub fn object_key(&self) -> Option<&str> {
+        self.object.key()
     }
 
     /// Whether we built this event from a read (backfill, diff, refresh),
@@ -207,24 +224,47 @@ impl EventEnvelope {
         let id = raw.checked_id()?;
         Ok(Self {
             account: raw.account(),
-            object_id: raw.data.object.0.unwrap_or_else(|| id.as_str().to_owned()),
+            object_id: raw
+                .data
+                .object
+                .into_key()
+                .unwrap_or_else(|| id.as_str().to_owned()),
             id,
             kind: raw.kind,
         })
     }
 }
 
-/// `data.object` reduced to its `id` (when that is a string, the last one
-/// wins, as in a parsed object); anything but a JSON object is refused.
-struct ObjectKey(Option<String>);
+/// `data.object` reduced to the fields its key is read from: `id`, and
+/// `object` and `customer` for an object keyed by its customer (each when a
+/// string; the last one wins, as in a parsed object). Anything but a JSON
+/// object is refused.
+#[derive(Default)]
+struct ObjectKey {
+    id: Option<String>,
+    object: Option<String>,
+    customer: Option<String>,
+}
+
+impl ObjectKey {
+    fn into_key(self) -> Option<String> {
+        self.key().map(str::to_owned)
+    }
+}
 
 impl EventObject for ObjectKey {
     fn is_object(&self) -> bool {
         true
     }
 
-    fn id(&self) -> Option<&str> {
-        self.0.as_deref()
+    fn key(&self) -> Option<&str> {
+        let keyed_by_customer = self
+            .object
+            .as_deref()
+            .is_some_and(|o| KEYED_BY_CUSTOMER.contains(&o));
+        self.id
+            .as_deref()
+            .or_else(|| self.customer.as_deref().filter(|_| keyed_by_customer))
     }
 }
 
@@ -242,39 +282,54 @@ impl<'de> Deserialize<'de> for ObjectKey {
                 self,
                 mut map: A,
             ) -> Result<ObjectKey, A::Error> {
-                let mut id = None;
-                while let Some(IsId(is_id)) = map.next_key()? {
-                    if is_id {
-                        id = map
-                            .next_value::<serde_json::Value>()?
-                            .as_str()
-                            .map(str::to_owned);
-                    } else {
-                        map.next_value::<serde::de::IgnoredAny>()?;
-                    }
+                let mut key = ObjectKey::default();
+                while let Some(field) = map.next_key::<KeyField>()? {
+                    let slot = match field {
+                        KeyField::Id => &mut key.id,
+                        KeyField::Object => &mut key.object,
+                        KeyField::Customer => &mut key.customer,
+                        KeyField::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = map
+                        .next_value::<serde_json::Value>()?
+                        .as_str()
+                        .map(str::to_owned);
                 }
-                Ok(ObjectKey(id))
+                Ok(key)
             }
         }
         deserializer.deserialize_map(Visitor)
     }
 }
 
-/// A key of `data.object`, told apart as `id` or not without allocating.
-struct IsId(bool);
+/// A key of `data.object`, told apart without allocating.
+enum KeyField {
+    Id,
+    Object,
+    Customer,
+    Other,
+}
 
-impl<'de> Deserialize<'de> for IsId {
+impl<'de> Deserialize<'de> for KeyField {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;
         impl serde::de::Visitor<'_> for Visitor {
-            type Value = IsId;
+            type Value = KeyField;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a key")
             }
 
-            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<IsId, E> {
-                Ok(IsId(key == "id"))
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<KeyField, E> {
+                Ok(match key {
+                    "id" => KeyField::Id,
+                    "object" => KeyField::Object,
+                    "customer" => KeyField::Customer,
+                    _ => KeyField::Other,
+                })
             }
         }
         deserializer.deserialize_str(Visitor)
@@ -314,6 +369,23 @@ mod tests {
         assert_eq!(e.account.as_str(), "acct_9");
         assert_eq!(e.idempotency_key.as_deref(), Some("ik"));
         assert_eq!(e.object_type(), Some("customer"));
+    }
+
+    /// A customer's active entitlement summary has no id: it is keyed by
+    /// its customer, in both parses; another object without an id is keyed
+    /// by the event, even with a customer.
+    #[test]
+    fn an_entitlement_summary_is_keyed_by_its_customer() {
+        let summary =
+            br#"{"id":"evt_s","type":"entitlements.active_entitlement_summary.updated","created":1,
+            "data":{"object":{"object":"entitlements.active_entitlement_summary","customer":"cus_9",
+            "entitlements":{"object":"list","data":[],"has_more":false}}}}"#;
+        assert_eq!(StripeEvent::parse(summary).unwrap().object_id(), "cus_9");
+        assert_eq!(EventEnvelope::parse(summary).unwrap().object_id, "cus_9");
+        let other = br#"{"id":"evt_o","type":"x.updated","created":1,
+            "data":{"object":{"object":"cash_balance","customer":"cus_9"}}}"#;
+        assert_eq!(StripeEvent::parse(other).unwrap().object_id(), "evt_o");
+        assert_eq!(EventEnvelope::parse(other).unwrap().object_id, "evt_o");
     }
 
     #[test]

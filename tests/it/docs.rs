@@ -188,7 +188,10 @@ fn the_openapi_document_lists_every_relation_of_the_mirror() {
             .iter()
             .filter_map(serde_json::Value::as_str)
             .collect();
-        assert_eq!(listed, want, "{path}");
+        assert_eq!(
+            listed, want,
+            "{path}: docs/openapi.json's relation enum lists the registry's relations in order"
+        );
     }
 }
 

@@ -18,7 +18,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Jsonb, Nullable, Text};
 use rand::seq::SliceRandom;
 use serde_json::{json, Value};
-use stripe_sync::registry::{self, Child, Deletes, Resource, RESOURCES};
+use stripe_sync::registry::{self, Child, Deletes, Identity, Resource, RESOURCES};
 use stripe_sync::stripe::PLATFORM_ACCOUNT;
 
 use crate::support::catalog_stripe::{CatalogStripe, Fault};
@@ -44,7 +44,11 @@ pub(super) fn child_item(child: &Child, parent_id: &str, n: usize) -> Value {
 /// `created`, with embedded child lists carried whole.
 pub(super) fn object(r: &Resource, id: &str, created: i64, v: &str, items: usize) -> Value {
     let mut o = fixtures::resource(r.object);
-    o["id"] = json!(id);
+    match r.identity {
+        Identity::Id => o["id"] = json!(id),
+        // No id of its own: its customer is its key.
+        Identity::Customer => o["customer"] = json!(id),
+    }
     if o.get("created").is_some() {
         o["created"] = json!(created);
     }
@@ -716,6 +720,106 @@ async fn typed_columns_are_right_for_objects_of_either_api_version() {
         pinned_counted(),
         before.1,
         "the pinned version is not a mismatch"
+    );
+    stack.stop().await;
+}
+
+/// `entitlements.active_entitlement_summary.updated` replaces a customer's
+/// active entitlements in `stripe.customer_active_entitlements`: one gone
+/// from a newer summary is marked deleted, an older summary changes
+/// nothing, a truncated one is read in full, and two in one second are
+/// settled by reading the customer's entitlements from Stripe. Summaries
+/// have no id: they are keyed, and ordered, by their customer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entitlement_summary_replaces_the_customer_s_active_entitlements() {
+    let fake = CatalogStripe::start();
+    let stack = catalog_stack(&fake).await;
+    let summary = registry::by_object("entitlements.active_entitlement_summary").unwrap();
+    let list = &summary.children[0];
+    let entitlement = |id: &str| {
+        let mut e = fixtures::resource("entitlements.active_entitlement");
+        e["id"] = json!(id);
+        e["lookup_key"] = json!(format!("key_{id}"));
+        e
+    };
+    let of = |ids: &[&str], has_more: bool| {
+        let mut s = fixtures::resource(summary.object);
+        s["customer"] = json!("cus_ent");
+        s["entitlements"] = json!({"object": "list", "has_more": has_more, "url": "/v1/x",
+            "data": ids.iter().map(|id| entitlement(id)).collect::<Vec<_>>()});
+        s
+    };
+    let updated = |id: &str, created: i64, object: Value| {
+        event(
+            PLATFORM_ACCOUNT,
+            id,
+            "entitlements.active_entitlement_summary.updated",
+            created,
+            object,
+        )
+    };
+    let live = || live_children(&stack, list, PLATFORM_ACCOUNT, "cus_ent");
+
+    // Keyed by the customer, like an object by its id.
+    let first = updated("evt_ent_1", T, of(&["ent_a", "ent_b"], false));
+    let body = serde_json::to_vec(&first).unwrap();
+    let envelope = stripe_sync::stripe::EventEnvelope::parse(&body).unwrap();
+    assert_eq!(envelope.object_id, "cus_ent");
+
+    post_all(&stack, &[first]).await;
+    stack.wait_ledger(1, Duration::from_secs(60)).await;
+    assert_eq!(live(), ["ent_a", "ent_b"]);
+
+    // A newer summary without ent_b, then an older one that still had it.
+    let newer = updated("evt_ent_2", T + 10, of(&["ent_a"], false));
+    let older = updated("evt_ent_3", T + 5, of(&["ent_a", "ent_b", "ent_c"], false));
+    post_all(&stack, &[newer, older]).await;
+    stack.wait_ledger(3, Duration::from_secs(60)).await;
+    assert_eq!(
+        live(),
+        ["ent_a"],
+        "gone from the newest summary, marked deleted"
+    );
+    assert_eq!(
+        stack
+            .db
+            .count("stripe.customer_active_entitlements WHERE id = 'ent_b' AND deleted"),
+        1
+    );
+
+    // Stripe lists the customer's entitlements for a truncated summary and
+    // for two summaries of the same second.
+    for id in ["ent_d", "ent_e"] {
+        let mut e = entitlement(id);
+        e["customer"] = json!("cus_ent");
+        fake.put(PLATFORM_ACCOUNT, "entitlements/active_entitlements", e);
+    }
+    let truncated = updated("evt_ent_4", T + 20, of(&["ent_d"], true));
+    post_all(&stack, &[truncated]).await;
+    stack.wait_ledger(4, Duration::from_secs(60)).await;
+    assert_eq!(
+        live().len(),
+        2,
+        "read past the truncated list: {:?}",
+        live()
+    );
+    let tie_a = updated("evt_ent_5", T + 30, of(&["ent_a"], false));
+    let tie_b = updated("evt_ent_6", T + 30, of(&["ent_a", "ent_c"], false));
+    post_all(&stack, &[tie_a, tie_b]).await;
+    stack.wait_ledger(6, Duration::from_secs(60)).await;
+    let mut now = live();
+    now.sort();
+    assert_eq!(now, ["ent_d", "ent_e"], "a tie is settled by Stripe's list");
+    let stored: Vec<Mirrored> = rows(&stack, summary, PLATFORM_ACCOUNT);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].id, "cus_ent");
+    assert_eq!(
+        stored[0].data["entitlements"]["data"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "the stored summary holds the list as read: {}",
+        stored[0].data
     );
     stack.stop().await;
 }

@@ -47,7 +47,8 @@ async fn backfill_covers_every_type_and_resumes() {
         _ => 1,
     };
     let mut expected = 0;
-    for r in mirrored() {
+    // A type Stripe has no list of is not in Stripe's lists.
+    for r in mirrored().filter(|r| r.listing != registry::Listing::None) {
         for n in 0..many(r.object) {
             let id = format!("b{n}_{}", r.relation);
             let mut o = object(r, &id, T + n as i64, "bf", 1);
@@ -55,9 +56,7 @@ async fn backfill_covers_every_type_and_resumes() {
                 o["customer"] = json!("cus_bf1");
             }
             fake.put(PLATFORM_ACCOUNT, r.path, o);
-            if r.listing != registry::Listing::None {
-                expected += 1;
-            }
+            expected += 1;
         }
         if r.object == "checkout.session" {
             let items = vec![child_item(&r.children[0], "b0_checkout_sessions", 0)];
@@ -102,12 +101,12 @@ async fn backfill_covers_every_type_and_resumes() {
     )
     .await;
     for r in mirrored() {
-        assert_eq!(
-            stack.db.count(&r.table()),
-            many(r.object) as i64,
-            "{}",
-            r.relation
-        );
+        let listed = if r.listing == registry::Listing::None {
+            0
+        } else {
+            many(r.object) as i64
+        };
+        assert_eq!(stack.db.count(&r.table()), listed, "{}", r.relation);
     }
     assert_eq!(stack.db.count("stripe.checkout_session_line_items"), 1);
     stack.stop().await;

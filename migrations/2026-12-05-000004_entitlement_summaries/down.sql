@@ -1,0 +1,2 @@
+DROP TABLE stripe."customer_active_entitlements";
+DROP TABLE stripe."entitlements_active_entitlement_summarys";
