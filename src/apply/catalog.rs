@@ -57,6 +57,16 @@ pub(super) fn object_id(event: &StripeEvent) -> Result<&str, ApplyError> {
     }
 }
 
+/// The account a row of `resource` is kept under: the event's, except for
+/// a connected account, kept under the platform ([`Identity::ConnectedAccount`]).
+fn row_account<'e>(resource: &Resource, event: &'e StripeEvent) -> &'e AccountId {
+    static PLATFORM: AccountId = AccountId::PLATFORM;
+    match resource.identity {
+        Identity::ConnectedAccount => &PLATFORM,
+        Identity::Id | Identity::Customer => &event.account,
+    }
+}
+
 /// What an event is to the ordering rules, by its type's delete semantics.
 fn facts(resource: &Resource, event: &StripeEvent) -> Facts {
     let snapshot = event.kind.strip_suffix(".snapshot") == Some(resource.object);
@@ -109,15 +119,16 @@ pub(super) fn plan<'e>(
     let mut by_key: HashMap<(&str, &str, &str), usize> = HashMap::new();
     for routed in events {
         let event = routed.event;
+        let account = row_account(routed.resource, event);
         let key = (
             routed.resource.relation,
-            event.account.as_str(),
+            account.as_str(),
             object_id(event)?,
         );
         let at = *by_key.entry(key).or_insert_with(|| {
             plans.push(ObjectPlan {
                 resource: routed.resource,
-                account: &event.account,
+                account,
                 id: key.2,
                 events: Vec::new(),
                 stored: None,
@@ -336,7 +347,10 @@ pub(super) fn lists_to_read(
                 .filter(|(r, _)| std::ptr::eq(*r, resource))
                 .map(|(_, e)| *e)
                 .collect();
-            let accounts: Vec<&str> = mine.iter().map(|e| e.account.as_str()).collect();
+            let accounts: Vec<&str> = mine
+                .iter()
+                .map(|e| row_account(resource, e).as_str())
+                .collect();
             let ids: Vec<&str> = mine.iter().map(|e| e.object_id()).collect();
             let stored = fetch_stored(conn, resource, &accounts, &ids, Locking::None)?
                 .into_iter()
@@ -357,7 +371,7 @@ pub(super) fn lists_to_read(
             }
             let stored_status = settled
                 .get(resource.relation)
-                .and_then(|s| s.get(&(event.account.to_string(), id.to_owned())));
+                .and_then(|s| s.get(&(row_account(resource, event).to_string(), id.to_owned())));
             if let Some(stored_status) = stored_status {
                 if child.reread == Reread::WhenStatusChanges
                     && stored_status.as_deref()
@@ -369,10 +383,15 @@ pub(super) fn lists_to_read(
             let seen = wanted
                 .iter()
                 .any(|(_, c, a, i): &(_, &Child, AccountId, String)| {
-                    std::ptr::eq(*c, child) && *a == event.account && i == id
+                    std::ptr::eq(*c, child) && a == row_account(resource, event) && i == id
                 });
             if !seen {
-                wanted.push((resource, child, event.account.clone(), id.to_owned()));
+                wanted.push((
+                    resource,
+                    child,
+                    row_account(resource, event).clone(),
+                    id.to_owned(),
+                ));
             }
         }
     }

@@ -203,6 +203,11 @@ pub enum Identity {
     /// child lists, so reading it back is reading them
     /// (`stripe::event::KEYED_BY_CUSTOMER` keys its events the same way).
     Customer,
+    /// A connected account: its `id`, kept under the platform whichever
+    /// account's endpoint reported it (`account.updated` comes with the
+    /// connected account's own `account`; the platform lists them all), so
+    /// one account is one row; read back as the platform.
+    ConnectedAccount,
 }
 
 /// The one type that is not mirrored by the generic path: customers live in

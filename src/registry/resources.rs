@@ -302,6 +302,31 @@ pub static RESOURCES: &[Resource] = &[
         }],
         columns: &[CUSTOMER, LIVEMODE],
     },
+    // --- Connect -------------------------------------------------------------
+    Resource {
+        object: "account",
+        relation: "accounts",
+        path: "accounts",
+        listing: ALL,
+        // Closed or rejected accounts are states; one Stripe no longer
+        // has is tombstoned by a re-read or `diff --repair`.
+        deletes: Never,
+        events: true,
+        identity: Identity::ConnectedAccount,
+        children: &[],
+        columns: &[
+            CREATED,
+            col("type", Text),
+            col("country", Text),
+            col("email", Text),
+            col("default_currency", Text),
+            col("business_type", Text),
+            nested("business_name", "business_profile.name", Text),
+            col("charges_enabled", Bool),
+            col("payouts_enabled", Bool),
+            col("details_submitted", Bool),
+        ],
+    },
     // --- payments -----------------------------------------------------------
     Resource {
         object: "setup_intent",
