@@ -181,7 +181,10 @@ impl StripeRemote {
         parent_id: &str,
     ) -> Result<Vec<Value>, StripeError> {
         let (path, filters) = match child.source {
-            ChildSource::Nested(sub) => (format!("{}/{parent_id}/{sub}", parent.path), Vec::new()),
+            ChildSource::Nested(sub) => (
+                format!("{}/{}/{sub}", parent.path, ObjectId::parse(parent_id)?),
+                Vec::new(),
+            ),
             ChildSource::Filtered { path, param } => (
                 path.to_owned(),
                 vec![(param.to_owned(), parent_id.to_owned())],

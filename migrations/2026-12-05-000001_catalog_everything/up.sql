@@ -103,6 +103,9 @@ CREATE TABLE stripe."balance_transactions" (
     PRIMARY KEY (account, id)
 ) WITH (toast_tuple_target = 8160);
 CREATE INDEX "balance_transactions_created_idx" ON stripe."balance_transactions" (account, "created");
+-- refresh reaches back to the oldest pending transaction (src/pull/refresh.rs).
+CREATE INDEX "balance_transactions_pending_idx" ON stripe."balance_transactions" (account, "created")
+    WHERE status = 'pending' AND NOT deleted;
 
 -- climate_products: data.object.object = 'climate.product'
 CREATE TABLE stripe."climate_products" (

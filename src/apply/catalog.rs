@@ -221,6 +221,10 @@ impl<'e> ObjectPlan<'e> {
                 Vec::new()
             } else {
                 let Some(data) = &row.data else { continue };
+                if !child.exists_for(data) {
+                    row.children.push((child, Vec::new()));
+                    continue;
+                }
                 match complete_list(data, child) {
                     Some(items) => items.to_vec(),
                     // Stored with this status already: its items are too.
@@ -366,7 +370,7 @@ pub(super) fn lists_to_read(
         }
         let id = event.object_id();
         for child in resource.children {
-            if carries(&event.object, child) {
+            if carries(&event.object, child) || !child.exists_for(&event.object) {
                 continue;
             }
             let stored_status = settled

@@ -33,7 +33,7 @@ pub const SNAPSHOT_TYPE: &str = "customer.snapshot";
 /// The customer id an event is about, refused when it is not one.
 pub(super) fn customer_id(event: &StripeEvent) -> Result<&str, ApplyError> {
     let id = event.object_id();
-    if id.starts_with("cus_") {
+    if crate::stripe::ObjectId::of_kind(id, "cus_").is_some() {
         Ok(id)
     } else {
         Err(ApplyError::Permanent(Refusal::Malformed(format!(

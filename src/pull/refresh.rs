@@ -59,11 +59,14 @@ impl std::fmt::Display for RefreshReport {
     }
 }
 
-/// The types a refresh covers by default: those Stripe sends no events for.
+/// The types a refresh covers by default: those Stripe sends no events
+/// for, except the ones listed per customer (a call per customer each
+/// pass; active entitlements, which their summaries' events keep current in
+/// `customer_active_entitlements`), which can be named.
 pub fn default_types() -> Vec<&'static Resource> {
     crate::registry::RESOURCES
         .iter()
-        .filter(|r| !r.events)
+        .filter(|r| !r.events && r.listing != Listing::PerCustomer)
         .collect()
 }
 
@@ -145,9 +148,12 @@ async fn by_created(
     // No cursor yet: the first pass lists the whole type (a backfill).
     let since = saved.map(|s| floor.map_or(s, |f| s.min(f)));
     let started = unix_now();
+    // Always from the newest page: a pass resumed from an interrupted
+    // one's checkpoint would skip what was created since that one began.
     let opts = BackfillOptions {
         account: account.clone(),
         created_since: since,
+        restart: true,
         ..BackfillOptions::new(resource)
     };
     let report = backfill::run(ctx, &opts, shutdown).await?;

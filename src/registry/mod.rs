@@ -170,6 +170,10 @@ pub struct Child {
     pub source: ChildSource,
     /// For a list the payload leaves out (`embedded: false`).
     pub reread: Reread,
+    /// A boolean field of the parent without which the list does not
+    /// exist (a payout's balance transactions: `automatic`); the list is
+    /// then empty, and never read.
+    pub only_if: Option<&'static str>,
     pub columns: &'static [Column],
 }
 
@@ -238,6 +242,12 @@ impl Resource {
 }
 
 impl Child {
+    /// Whether `parent` has this list at all ([`Child::only_if`]).
+    pub fn exists_for(&self, parent: &serde_json::Value) -> bool {
+        self.only_if
+            .is_none_or(|field| parent.get(field) == Some(&serde_json::Value::Bool(true)))
+    }
+
     pub fn table(&self) -> String {
         format!("{SCHEMA}.\"{}\"", self.relation)
     }

@@ -168,7 +168,8 @@ pub static RESOURCES: &[Resource] = &[
         path: "shipping_rates",
         listing: ALL,
         deletes: Never,
-        events: true,
+        // Stripe sends no events for these: `refresh` pulls them.
+        events: false,
         identity: Identity::Id,
         children: &[],
         columns: &[
@@ -204,7 +205,8 @@ pub static RESOURCES: &[Resource] = &[
         path: "entitlements/features",
         listing: ALL,
         deletes: Never,
-        events: true,
+        // Stripe sends no events for these: `refresh` pulls them.
+        events: false,
         identity: Identity::Id,
         children: &[],
         columns: &[ACTIVE, col("lookup_key", Text), col("name", Text), LIVEMODE],
@@ -298,6 +300,7 @@ pub static RESOURCES: &[Resource] = &[
                 param: "customer",
             },
             reread: Reread::Always,
+            only_if: None,
             columns: &[col("feature", Ref), col("lookup_key", Text), LIVEMODE],
         }],
         columns: &[CUSTOMER, LIVEMODE],
@@ -346,8 +349,9 @@ pub static RESOURCES: &[Resource] = &[
                 path: "setup_attempts",
                 param: "setup_intent",
             },
-            // An attempt moves the intent's status along.
-            reread: Reread::WhenStatusChanges,
+            // A failed attempt can leave the intent's status as it was.
+            reread: Reread::Always,
+            only_if: None,
             columns: &[
                 CREATED,
                 STATUS,
@@ -382,6 +386,7 @@ pub static RESOURCES: &[Resource] = &[
             parent_column: "checkout_session",
             source: Nested("line_items"),
             reread: Reread::WhenStatusChanges,
+            only_if: None,
             columns: &[
                 nested("price", "price.id", Text),
                 nested("product", "price.product", Ref),
@@ -556,6 +561,7 @@ pub static RESOURCES: &[Resource] = &[
                 param: "subscription",
             },
             reread: Reread::Always,
+            only_if: None,
             columns: &[
                 CREATED,
                 nested("price", "price.id", Text),
@@ -618,6 +624,7 @@ pub static RESOURCES: &[Resource] = &[
             parent_column: "invoice",
             source: Nested("lines"),
             reread: Reread::Always,
+            only_if: None,
             columns: &[
                 AMOUNT,
                 CURRENCY,
@@ -715,6 +722,7 @@ pub static RESOURCES: &[Resource] = &[
             parent_column: "credit_note",
             source: Nested("lines"),
             reread: Reread::Always,
+            only_if: None,
             columns: &[
                 AMOUNT,
                 col("quantity", Int),
@@ -808,8 +816,12 @@ pub static RESOURCES: &[Resource] = &[
                 path: "balance_transactions",
                 param: "payout",
             },
-            // What a payout paid out is settled when it is paid.
-            reread: Reread::WhenStatusChanges,
+            // Reconciliation goes on after a payout is paid (its status
+            // does not change), so every payout event reads it again.
+            reread: Reread::Always,
+            // Stripe filters balance transactions by automatic payouts
+            // only, and refuses the filter for a manual one.
+            only_if: Some("automatic"),
             columns: &[
                 CREATED,
                 AMOUNT,
@@ -850,6 +862,7 @@ pub static RESOURCES: &[Resource] = &[
             parent_column: "transfer",
             source: Nested("reversals"),
             reread: Reread::Always,
+            only_if: None,
             columns: &[
                 CREATED,
                 AMOUNT,
@@ -907,6 +920,7 @@ pub static RESOURCES: &[Resource] = &[
             parent_column: "application_fee",
             source: Nested("refunds"),
             reread: Reread::Always,
+            only_if: None,
             columns: &[CREATED, AMOUNT, CURRENCY, col("balance_transaction", Ref)],
         }],
         columns: &[

@@ -368,7 +368,6 @@ where
     }
 }
 
-/// Ids go into URL paths; anything but Stripe's id alphabet is refused.
 /// A POST path is built from ids (`/v1/customers/{id}`): only Stripe's id
 /// alphabet and slashes, so no id can reach another endpoint or a query.
 fn check_path(path: &str) -> Result<(), StripeError> {

@@ -4,9 +4,10 @@ use std::fmt;
 
 use super::StripeError;
 
-/// A Stripe object id (`cus_…`, `pi_…`, `price_…`) in Stripe's id
-/// alphabet, so a call can put it into a path as it is: no id can reach
-/// another endpoint or add a query. What the client's object calls
+/// A Stripe object id (`cus_…`, `pi_…`, `price_…`, and report types'
+/// `balance.summary.1`) in Stripe's id alphabet, so a call can put it into
+/// a path as it is: no id can reach another endpoint (no `/`, no `.` or
+/// `..` segment) or add a query. What the client's object calls
 /// ([`super::StripeClient::retrieve`], [`super::StripeClient::delete`]) take,
 /// so an account or a path cannot be passed for it. Borrowed: an id is
 /// checked where a call is about to use it, without a copy.
@@ -19,7 +20,11 @@ impl<'a> ObjectId<'a> {
     pub fn parse(raw: &'a str) -> Result<Self, StripeError> {
         let ok = !raw.is_empty()
             && raw.len() <= 255
-            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            && !raw.starts_with('.')
+            && !raw.contains("..")
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
         if ok {
             Ok(Self(raw))
         } else {
@@ -51,7 +56,16 @@ mod tests {
     #[test]
     fn only_stripe_s_id_alphabet_is_taken() {
         assert_eq!(ObjectId::parse("cus_1Abc").unwrap().as_str(), "cus_1Abc");
+        assert!(
+            ObjectId::parse("balance.summary.1").is_ok(),
+            "a report type"
+        );
+        assert!(ObjectId::parse(&"a".repeat(255)).is_ok());
         for bad in [
+            ".",
+            "..",
+            ".x",
+            "a..b",
             "",
             "cus_1/../charges",
             "cus_1?expand[]=x",

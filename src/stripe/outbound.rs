@@ -127,7 +127,7 @@ impl StripeOutbound {
         key: &'a str,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let path = format!("/v1/customers/{}", link.external_id);
+            let path = format!("/v1/customers/{}", ObjectId::parse(&link.external_id)?);
             self.stripe
                 .post(&account_of(link)?, &path, &form_fields(&change.fields), key)
                 .await?;

@@ -685,11 +685,22 @@ fn through_the_worker(
     remote: impl RemoteReader + 'static,
     payloads: &[&[u8]],
 ) -> Vec<Outcome> {
+    through_the_worker_keeping(db, remote, payloads, false)
+}
+
+/// [`through_the_worker`], keeping the raw events in `stripe.events` or not.
+fn through_the_worker_keeping(
+    db: &TestDb,
+    remote: impl RemoteReader + 'static,
+    payloads: &[&[u8]],
+    keep_events: bool,
+) -> Vec<Outcome> {
     let pool = stripe_sync::db::pool(&DatabaseConfig {
         url: db.url.clone().into(),
         pool_size: 2,
     });
-    let handler = InboundHandler::new(pool, std::sync::Arc::new(remote), FanOut::ToOtherServices);
+    let handler = InboundHandler::new(pool, std::sync::Arc::new(remote), FanOut::ToOtherServices)
+        .keeping_events(keep_events);
     let batch: Vec<Delivery> = payloads
         .iter()
         .zip(0..)
@@ -938,4 +949,84 @@ impl RemoteReader for Unreachable {
     ) -> Result<Vec<Value>, ApplyError> {
         panic!("{id}'s lists were read")
     }
+}
+
+/// An event whose `account` is not an account (ingest routes it as it
+/// came) is dead-lettered by the worker, naming why, and leaves no claim;
+/// its neighbour in the batch is applied.
+#[test]
+fn an_event_with_a_malformed_account_is_dead_lettered_and_its_neighbour_applied() {
+    let db = TestDb::migrated();
+    let mut bad = crate::support::fixtures::customer_event(
+        "evt_bad_account",
+        "customer.created",
+        10,
+        "cus_bad_account",
+        serde_json::json!({"email": "bad@example.com"}),
+    );
+    bad["account"] = serde_json::json!("acct_1/../x");
+    let good = crate::support::fixtures::customer_event(
+        "evt_good_account",
+        "customer.created",
+        10,
+        "cus_good_account",
+        serde_json::json!({"email": "good@example.com"}),
+    );
+    let (bad, good) = (bad.to_string(), good.to_string());
+    let outcomes = through_the_worker(&db, Unreachable, &[bad.as_bytes(), good.as_bytes()]);
+    match outcomes.as_slice() {
+        [Outcome::DeadLetter(reason), Outcome::Done] => {
+            assert!(reason.contains("invalid account"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        db.count("event_ledger WHERE event_id = 'evt_bad_account'"),
+        0
+    );
+    assert_eq!(
+        db.count("event_ledger WHERE event_id = 'evt_good_account'"),
+        1
+    );
+    assert_eq!(db.count("customers WHERE email = 'good@example.com'"), 1);
+}
+
+/// A body Postgres refuses as `jsonb` though the event parsed (a lone
+/// surrogate in a field the parser skips) is applied and left out of
+/// `stripe.events` with a warning, never retried for ever; the rest of the
+/// batch is kept.
+#[test]
+fn an_event_whose_body_postgres_refuses_is_applied_and_not_kept() {
+    let db = TestDb::migrated();
+    let odd = crate::support::fixtures::customer_event(
+        "evt_odd_body",
+        "customer.created",
+        10,
+        "cus_odd_body",
+        serde_json::json!({"email": "odd@example.com"}),
+    )
+    .to_string()
+    .replacen(
+        "\"data\":{",
+        "\"data\":{\"previous_attributes\":{\"x\":\"\\ud800\"},",
+        1,
+    );
+    let fine = crate::support::fixtures::customer_event(
+        "evt_fine_body",
+        "customer.created",
+        10,
+        "cus_fine_body",
+        serde_json::json!({"email": "fine@example.com"}),
+    )
+    .to_string();
+    assert!(odd.contains("\\ud800"), "{odd}");
+    let outcomes =
+        through_the_worker_keeping(&db, Unreachable, &[odd.as_bytes(), fine.as_bytes()], true);
+    assert_eq!(outcomes, vec![Outcome::Done, Outcome::Done]);
+    assert_eq!(
+        db.count("customers WHERE email IN ('odd@example.com', 'fine@example.com')"),
+        2
+    );
+    assert_eq!(db.count("stripe.events WHERE id = 'evt_fine_body'"), 1);
+    assert_eq!(db.count("stripe.events WHERE id = 'evt_odd_body'"), 0);
 }

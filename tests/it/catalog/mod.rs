@@ -638,7 +638,8 @@ fn column_count(
 /// fills the same typed columns: an invoice of 2024-06-20 and one of
 /// 2025-03-31.basil, which moved the subscription under `parent` and a
 /// line's price under `pricing`, both have them. The newer one is counted
-/// as a version mismatch; the pinned one is not.
+/// as a version mismatch (the pinned one is not, by `VersionCheck`'s unit
+/// test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_columns_are_right_for_objects_of_either_api_version() {
     use stripe_sync::metrics::API_VERSION_MISMATCHES;
@@ -673,13 +674,9 @@ async fn typed_columns_are_right_for_objects_of_either_api_version() {
         "price_details": {"price": "price_basil", "product": "prod_basil"}});
     basil["lines"] = listed(line);
 
+    // A label no other test uses: the counter is the process's.
     let mismatches = || API_VERSION_MISMATCHES.with_label_values(&[BASIL]).get();
-    let pinned_counted = || {
-        API_VERSION_MISMATCHES
-            .with_label_values(&["2024-06-20"])
-            .get()
-    };
-    let before = (mismatches(), pinned_counted());
+    let before = mismatches();
     let mut newer = event(PLATFORM_ACCOUNT, "evt_basil", "invoice.finalized", T, basil);
     newer["api_version"] = json!(BASIL);
     let older = event(
@@ -728,11 +725,10 @@ async fn typed_columns_are_right_for_objects_of_either_api_version() {
             want("in_pinned", "sub_pinned", Some("price_pinned"))
         ]
     );
-    assert_eq!(mismatches() - before.0, 1, "the basil webhook is reported");
     assert_eq!(
-        pinned_counted(),
-        before.1,
-        "the pinned version is not a mismatch"
+        mismatches() - before,
+        1,
+        "the basil webhook is reported, once"
     );
     stack.stop().await;
 }
