@@ -11,12 +11,18 @@ use crate::support::db::TestDb;
 use crate::support::wait_for;
 
 fn run(db: &TestDb, args: &[&str]) -> std::process::Output {
+    run_with(db, args, &[])
+}
+
+/// `stripe-sync prune ARGS` with these variables besides the database's.
+fn run_with(db: &TestDb, args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_stripe-sync"))
         .arg("prune")
         .args(args)
         .env_clear()
         .env("DATABASE_URL", &db.url)
         .env("RUST_LOG", "error")
+        .envs(vars.iter().copied())
         .current_dir(std::env::temp_dir())
         .output()
         .unwrap()
@@ -169,14 +175,11 @@ async fn prune_deletes_only_what_is_old_and_done() {
 
     // The raw events have their own age, with no 30-day floor; `off`
     // keeps none.
-    let week = Command::new(env!("CARGO_BIN_EXE_stripe-sync"))
-        .args(["prune", "--older-than", "35d"])
-        .env_clear()
-        .env("DATABASE_URL", &db.url)
-        .env("STRIPE_EVENTS_RETENTION", "2d")
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
+    let week = run_with(
+        &db,
+        &["--older-than", "35d"],
+        &[("STRIPE_EVENTS_RETENTION", "2d")],
+    );
     assert!(
         week.status.success(),
         "{}",
@@ -184,22 +187,10 @@ async fn prune_deletes_only_what_is_old_and_done() {
     );
     assert_eq!(db.count("stripe.events WHERE id = 'evt_raw_new'"), 1);
     assert_eq!(db.count("stripe.events"), 1);
-    let bad = Command::new(env!("CARGO_BIN_EXE_stripe-sync"))
-        .args(["prune"])
-        .env_clear()
-        .env("DATABASE_URL", &db.url)
-        .env("STRIPE_EVENTS_RETENTION", "forever")
-        .output()
-        .unwrap();
+    let bad = run_with(&db, &[], &[("STRIPE_EVENTS_RETENTION", "forever")]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("STRIPE_EVENTS_RETENTION"));
-    let off = Command::new(env!("CARGO_BIN_EXE_stripe-sync"))
-        .args(["prune"])
-        .env_clear()
-        .env("DATABASE_URL", &db.url)
-        .env("STRIPE_EVENTS_RETENTION", "off")
-        .output()
-        .unwrap();
+    let off = run_with(&db, &[], &[("STRIPE_EVENTS_RETENTION", "off")]);
     assert!(
         off.status.success(),
         "{}",
