@@ -16,6 +16,10 @@
 //! `super::prefetch_lists` and `super::prefetch`), so no HTTP call ever
 //! runs while the transaction holds its locks.
 
+mod named;
+
+pub(super) use named::to_read as named_to_read;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -67,15 +71,62 @@ fn row_account<'e>(resource: &Resource, event: &'e StripeEvent) -> &'e AccountId
     }
 }
 
+/// What an event's payload is to the row it is routed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Payload {
+    /// The object's state (or Stripe's `{"deleted": true}` for it).
+    State,
+    /// `account.application.authorized`: the payload is our application,
+    /// not the account, so the account is read as the platform.
+    Authorized,
+    /// `account.application.deauthorized`: the platform can no longer see
+    /// the account. Its row stays, with the last state it had, marked
+    /// deleted; a newer authorization revives it.
+    Deauthorized,
+}
+
+impl Payload {
+    fn of(event: &StripeEvent) -> Self {
+        match event
+            .kind
+            .strip_prefix(crate::stripe::event::ACCOUNT_APPLICATION_PREFIX)
+        {
+            Some("authorized") => Self::Authorized,
+            Some("deauthorized") => Self::Deauthorized,
+            _ => Self::State,
+        }
+    }
+}
+
 /// What an event is to the ordering rules, by its type's delete semantics.
 fn facts(resource: &Resource, event: &StripeEvent) -> Facts {
     let snapshot = event.kind.strip_suffix(".snapshot") == Some(resource.object);
     let deletes_it =
         resource.deletes == Deletes::Tombstone && !snapshot && event.kind.ends_with(".deleted");
-    Facts {
-        delete: deletes_it || order::marked_deleted(&event.object),
-        snapshot,
+    match Payload::of(event) {
+        Payload::State => Facts {
+            delete: deletes_it || order::marked_deleted(&event.object),
+            snapshot,
+            revives: false,
+        },
+        Payload::Authorized => Facts {
+            delete: false,
+            snapshot: false,
+            revives: true,
+        },
+        Payload::Deauthorized => Facts {
+            delete: true,
+            snapshot: false,
+            revives: false,
+        },
     }
+}
+
+/// What is stored for an account the mirror first hears of as gone (a
+/// deauthorization, or an authorization whose read finds nothing): its
+/// id, marked deleted, as Stripe answers for a deleted object.
+fn gone_account(id: &str) -> Value {
+    serde_json::json!({"id": id, "object": "account", "deleted": true})
 }
 
 /// The state one object ends the batch in, when the batch changes it.
@@ -104,11 +155,15 @@ pub(super) struct ObjectPlan<'e> {
     /// Why the object's events cannot be applied (a read Stripe refused for
     /// good, a child item without an id).
     pub refused: Option<Refusal>,
+    /// For an object with no events of its own read because this event's
+    /// object names it ([`named`]).
+    named_by: Option<&'e StripeEvent>,
 }
 
 /// Folds the events (none of them in the ledger yet) per object through the
 /// ordering rules against the stored state, reading ties and child lists
-/// through `remote`.
+/// through `remote`; then plans the objects those rows name ([`named`]),
+/// after them, locked after them.
 pub(super) fn plan<'e>(
     conn: &mut PgConnection,
     remote: &dyn RemoteReader,
@@ -136,6 +191,7 @@ pub(super) fn plan<'e>(
                 row: None,
                 outcomes: Vec::new(),
                 refused: None,
+                named_by: None,
             });
             plans.len() - 1
         });
@@ -151,6 +207,8 @@ pub(super) fn plan<'e>(
             Err(transient) => return Err(transient),
         }
     }
+    let named = named::plans(conn, remote, &plans, locking)?;
+    plans.extend(named);
     Ok(plans)
 }
 
@@ -175,7 +233,21 @@ impl<'e> ObjectPlan<'e> {
         let mut state = self.stored;
         for &(pos, event) in &self.events {
             let (step, mut next) = order::decide(facts(self.resource, event), event.created, state);
+            let payload = Payload::of(event);
             let data: Option<Cow<'e, Value>> = match step {
+                Step::Create { .. } | Step::Write | Step::ReRead
+                    if payload == Payload::Authorized =>
+                {
+                    match self.read_current(remote, &mut next)? {
+                        // New to the mirror and already gone from Stripe.
+                        None if state.is_none() => Some(Cow::Owned(gone_account(self.id))),
+                        read => read,
+                    }
+                }
+                Step::Create { deleted: true } if payload == Payload::Deauthorized => {
+                    Some(Cow::Owned(gone_account(self.id)))
+                }
+                Step::Delete { .. } if payload == Payload::Deauthorized => None,
                 Step::Create { .. } | Step::Write | Step::Delete { columns: true } => {
                     Some(Cow::Borrowed(&event.object))
                 }
@@ -185,13 +257,7 @@ impl<'e> ObjectPlan<'e> {
                     // in full below.
                     Some(Cow::Owned(with_lists_unread(&event.object, self.resource)))
                 }
-                Step::ReRead => match remote.current(self.account, self.resource.path, self.id)? {
-                    RemoteObject::Live(current) => Some(Cow::Owned(current)),
-                    RemoteObject::Deleted => {
-                        next.deleted = true;
-                        None
-                    }
-                },
+                Step::ReRead => self.read_current(remote, &mut next)?,
                 Step::Stale | Step::AfterTombstone => None,
             };
             if step.changes() {
@@ -208,6 +274,24 @@ impl<'e> ObjectPlan<'e> {
             self.outcomes.push((pos, step.applied()));
         }
         self.read_children(remote)
+    }
+
+    /// The object's state as Stripe answers now; gone (`next` marked
+    /// deleted, the stored columns kept) when Stripe no longer has it.
+    fn read_current(
+        &self,
+        remote: &dyn RemoteReader,
+        next: &mut Watermark,
+    ) -> Result<Option<Cow<'e, Value>>, ApplyError> {
+        Ok(
+            match remote.current(self.account, self.resource.path, self.id)? {
+                RemoteObject::Live(current) => Some(Cow::Owned(current)),
+                RemoteObject::Deleted => {
+                    next.deleted = true;
+                    None
+                }
+            },
+        )
     }
 
     /// The complete child lists of the state to be written: from the

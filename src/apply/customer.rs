@@ -49,7 +49,15 @@ pub(super) fn decide(event: &StripeEvent, link: Option<Watermark>) -> (Step, Wat
     // A snapshot of a customer Stripe no longer has is `{"deleted": true}`.
     let delete =
         event.kind == "customer.deleted" || (snapshot && order::marked_deleted(&event.object));
-    order::decide(order::Facts { delete, snapshot }, event.created, link)
+    order::decide(
+        order::Facts {
+            delete,
+            snapshot,
+            revives: false,
+        },
+        event.created,
+        link,
+    )
 }
 
 /// How far Stripe's clock (an event's `created`) and the database's (when

@@ -160,7 +160,9 @@ impl Applied {
 
 /// Where an event goes: by the type of the object it carries
 /// (`data.object.object`), never by its event type's prefix
-/// (`customer.subscription.updated` carries a subscription).
+/// (`customer.subscription.updated` carries a subscription). The one
+/// exception: a connected account's `account.application.*` carries our
+/// application and is about the account, so it goes to `stripe.accounts`.
 #[derive(Debug, Clone, Copy)]
 enum Route {
     /// The local-first `customers` table (two-way sync).
@@ -172,7 +174,14 @@ enum Route {
 }
 
 fn route(event: &StripeEvent) -> Route {
-    match event.object_type().and_then(registry::by_object) {
+    let about_account =
+        crate::stripe::event::application_account(&event.kind, event.account.as_str()).is_some();
+    let object = if about_account {
+        Some("account")
+    } else {
+        event.object_type()
+    };
+    match object.and_then(registry::by_object) {
         Some(r) if r.is_local_customer() => Route::Customer,
         Some(r) => Route::Mirror(r),
         None => Route::Ignored,
@@ -268,9 +277,10 @@ fn first_occurrences(events: &[&StripeEvent]) -> (Vec<usize>, Vec<(usize, usize)
 
 /// The reads a batch's apply will want that need no knowledge of the
 /// stored state: the child lists its payloads leave incomplete (checkout
-/// line items, truncated invoice lines), one read per object, for events
-/// not in the ledger yet; none at all (not even a query) for a batch
-/// without such lists. What only the stored state can tell (a same-second
+/// line items, truncated invoice lines), one read per object, and the
+/// objects they name that the mirror lacks or holds unsettled (a charge's
+/// balance transaction), for events not in the ledger yet; none at all
+/// (not even a query) for a batch without such lists or names. What only the stored state can tell (a same-second
 /// tie's re-read) is missing from it: an apply that needs one fails
 /// ([`Prefetched::missed`]) and the batch goes through [`prefetch`].
 pub fn prefetch_lists(
@@ -284,10 +294,11 @@ pub fn prefetch_lists(
         .filter(|e| match route(e) {
             Route::Mirror(resource) => {
                 catalog::object_id(e).is_ok()
-                    && resource
+                    && (resource
                         .children
                         .iter()
                         .any(|c| !catalog::carries(&e.object, c))
+                        || resource.names().next().is_some())
             }
             _ => false,
         })
@@ -307,6 +318,13 @@ pub fn prefetch_lists(
     let recording = Recording::new(live);
     for (parent, child, account, id) in catalog::lists_to_read(conn, &fresh)? {
         recording.children(&account, parent, child, &id)?;
+    }
+    for (account, resource, id) in catalog::named_to_read(conn, &fresh)? {
+        // One refused for good is left to refresh, as the apply leaves it.
+        match recording.current(&account, resource.path, &id) {
+            Ok(_) | Err(ApplyError::Permanent(_)) => {}
+            Err(transient) => return Err(transient),
+        }
     }
     recording.into_record()
 }

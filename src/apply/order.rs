@@ -2,7 +2,10 @@
 //! stored state of an object is a [`Watermark`]: the `created` second of the
 //! newest remote state applied, and whether the object is deleted.
 //!
-//! - a deleted object is final: any later event is ignored;
+//! - a deleted object is final: any later event is ignored, but for one
+//!   kind of event that [`Facts::revives`] it (a connected account
+//!   authorizing our application again after deauthorizing it), and only
+//!   when newer than the deletion;
 //! - a delete always wins, whatever its timestamp;
 //! - an older event is stale and skipped;
 //! - a newer event's snapshot is written;
@@ -79,6 +82,9 @@ pub struct Facts {
     pub delete: bool,
     /// A state we read through the API, stamped with the host's clock.
     pub snapshot: bool,
+    /// The event undoes a deletion older than itself: a connected account's
+    /// deauthorization is the one deletion that is not for good.
+    pub revives: bool,
 }
 
 /// `{"deleted": true}`: how Stripe answers for a deleted object, and how a
@@ -110,6 +116,15 @@ pub fn decide(facts: Facts, created: i64, stored: Option<Watermark>) -> (Step, W
         );
     };
     if stored.deleted {
+        if facts.revives && !facts.delete && version > stored.version {
+            return (
+                Step::Write,
+                Watermark {
+                    version,
+                    deleted: false,
+                },
+            );
+        }
         return (Step::AfterTombstone, stored);
     }
     let newer = Watermark {
@@ -153,10 +168,17 @@ mod tests {
     const EVENT: Facts = Facts {
         delete: false,
         snapshot: false,
+        revives: false,
     };
     const DELETE: Facts = Facts {
         delete: true,
         snapshot: false,
+        revives: false,
+    };
+    const REVIVE: Facts = Facts {
+        delete: false,
+        snapshot: false,
+        revives: true,
     };
 
     fn at(version: i64) -> Option<Watermark> {
@@ -198,6 +220,11 @@ mod tests {
             (DELETE, 10, at(10), Step::Delete { columns: true }),
             (EVENT, 99, tomb, Step::AfterTombstone),
             (DELETE, 99, tomb, Step::AfterTombstone),
+            (REVIVE, 11, tomb, Step::Write),
+            (REVIVE, 10, tomb, Step::AfterTombstone),
+            (REVIVE, 9, tomb, Step::AfterTombstone),
+            (REVIVE, 11, at(10), Step::Write),
+            (REVIVE, 10, None, Step::Create { deleted: false }),
         ];
         for (facts, created, stored, want) in cases {
             assert_eq!(
@@ -206,6 +233,21 @@ mod tests {
                 "{facts:?} at {created} on {stored:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_revival_leaves_a_live_watermark_at_its_own_time() {
+        let tomb = Some(Watermark {
+            version: 10,
+            deleted: true,
+        });
+        assert_eq!(
+            decide(REVIVE, 12, tomb).1,
+            Watermark {
+                version: 12,
+                deleted: false
+            }
+        );
     }
 
     #[test]

@@ -80,13 +80,33 @@ impl Resource {
             (Source::Events, _) => format!(
                 "webhooks; `backfill`, `diff --repair` and `reconcile` fill gaps{per_customer}"
             ),
-            (Source::Pull, Listing::ByCreated { .. }) => {
-                "`refresh`, from a `created` cursor (no events)".to_owned()
-            }
+            (Source::Pull, Listing::ByCreated { .. }) => format!(
+                "`refresh`, from a `created` cursor (no events){}",
+                self.named_by_in_words()
+            ),
             (Source::Pull, _) => {
                 format!("`refresh`: diffed and repaired (no events){per_customer}")
             }
         }
+    }
+}
+
+impl Resource {
+    /// "; read with each event of a charge, … that names one" for a type
+    /// other types' objects name ([`super::NAMED`]).
+    fn named_by_in_words(&self) -> String {
+        let by: Vec<String> = super::NAMED
+            .iter()
+            .filter(|n| n.named == self.object)
+            .map(|n| format!("`{}`", n.by))
+            .collect();
+        if by.is_empty() {
+            return String::new();
+        }
+        format!(
+            "; read with each event of a {} that names one, until settled",
+            by.join(", ")
+        )
     }
 }
 

@@ -214,6 +214,39 @@ pub enum Identity {
     ConnectedAccount,
 }
 
+/// A field of one type's objects naming an object of a type Stripe sends
+/// no events for: a charge's `balance_transaction`. Applying the naming
+/// object reads the named one too, unless the mirror holds it settled
+/// ([`Listing::ByCreated`]'s `unsettled`), so it is in the mirror with the
+/// event rather than at the next `refresh`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Named {
+    /// `object` of the naming type, e.g. `charge`.
+    pub by: &'static str,
+    pub field: &'static str,
+    /// `object` of the named type.
+    pub named: &'static str,
+}
+
+/// Every money movement's balance transaction.
+pub const NAMED: &[Named] = &[
+    balance_transaction_of("charge"),
+    balance_transaction_of("refund"),
+    balance_transaction_of("payout"),
+    balance_transaction_of("application_fee"),
+    balance_transaction_of("topup"),
+    balance_transaction_of("transfer"),
+    balance_transaction_of("issuing.transaction"),
+];
+
+const fn balance_transaction_of(by: &'static str) -> Named {
+    Named {
+        by,
+        field: "balance_transaction",
+        named: "balance_transaction",
+    }
+}
+
 /// The one type that is not mirrored by the generic path: customers live in
 /// the local-first `customers` table (two-way sync) and `stripe.customers`
 /// is a view over it.
@@ -238,6 +271,27 @@ impl Resource {
 
     pub fn column(&self, name: &str) -> Option<&'static Column> {
         self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The fields of this type's objects naming objects of other types
+    /// ([`Named`]), with the named type.
+    pub fn names(&self) -> impl Iterator<Item = (&'static str, &'static Resource)> + '_ {
+        NAMED
+            .iter()
+            .filter(|n| n.by == self.object)
+            .filter_map(|n| Some((n.field, by_object(n.named)?)))
+    }
+
+    /// Whether a stored object of this type in `status` is final, so that
+    /// an object naming it need not read it again: one past the listing's
+    /// `unsettled` status, or any, for a type without one.
+    pub fn settled(&self, status: Option<&str>) -> bool {
+        match self.listing {
+            Listing::ByCreated {
+                unsettled: Some((_, pending)),
+            } => status != Some(pending),
+            _ => true,
+        }
     }
 }
 
@@ -324,6 +378,34 @@ mod tests {
     fn fixtures() -> Value {
         let raw = include_str!("../../tests/fixtures/stripe/fixtures3.json");
         serde_json::from_str::<Value>(raw).unwrap()["resources"].clone()
+    }
+
+    /// Each naming field is one Stripe's example of the naming type has,
+    /// between registered types, and a named type's `unsettled` column is
+    /// `status` (what the apply reads of a stored row).
+    #[test]
+    fn named_objects_are_registered_and_in_stripe_s_examples() {
+        let examples = fixtures();
+        for named in NAMED {
+            let by = by_object(named.by).unwrap_or_else(|| panic!("{} registered", named.by));
+            let target = by_object(named.named).expect("named type registered");
+            assert!(
+                examples[named.by].get(named.field).is_some(),
+                "{}.{} is in Stripe's example",
+                named.by,
+                named.field
+            );
+            assert_eq!(by.names().count(), 1);
+            if let Listing::ByCreated {
+                unsettled: Some((column, _)),
+            } = target.listing
+            {
+                assert_eq!(column, "status");
+            }
+        }
+        let bt = by_object("balance_transaction").unwrap();
+        assert!(!bt.settled(Some("pending")));
+        assert!(bt.settled(Some("available")));
     }
 
     #[test]

@@ -221,6 +221,7 @@ fn apply_report(
     let facts = Facts {
         delete: version.deleted,
         snapshot: false,
+        revives: false,
     };
     let (step, mut mark) = order::decide(facts, version.modstamp, stored);
     let report = match current {

@@ -83,6 +83,9 @@ pub enum RemoteObject {
 /// The error code Stripe gives an object that does not exist.
 pub const RESOURCE_MISSING: &str = "resource_missing";
 
+/// Where the platform reads its connected accounts: `GET /v1/accounts/{id}`.
+pub const CONNECTED_ACCOUNTS: &str = "accounts";
+
 #[derive(Clone)]
 pub struct StripeClient {
     http: reqwest::Client,
@@ -201,14 +204,28 @@ impl StripeClient {
         collection: &str,
         id: ObjectId<'_>,
     ) -> Result<RemoteObject, StripeError> {
-        self.call(
-            Method::GET,
-            account,
-            &format!("/v1/{collection}/{id}"),
-            &[],
-            None,
-        )
-        .await
+        let answer = self
+            .call(
+                Method::GET,
+                account,
+                &format!("/v1/{collection}/{id}"),
+                &[],
+                None,
+            )
+            .await;
+        match answer {
+            // Stripe answers a connected account the platform cannot see
+            // (deauthorized, or never connected) with 403: the key "does
+            // not have access to account … (or that account does not
+            // exist)". Gone from the platform's view, as a deleted object
+            // is; a newer authorization brings it back.
+            Err(StripeError::Api { status: 403, .. })
+                if collection == CONNECTED_ACCOUNTS && account.is_platform() =>
+            {
+                Ok(RemoteObject::Deleted)
+            }
+            other => other,
+        }
     }
 
     /// `POST /v1/{path}` with form fields, e.g. create or update.

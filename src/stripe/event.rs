@@ -11,6 +11,20 @@ pub const SNAPSHOT_ID_PREFIX: &str = "evt_snap_";
 /// key, so one customer's stay in one partition, in order.
 pub const KEYED_BY_CUSTOMER: &[&str] = &["entitlements.active_entitlement_summary"];
 
+/// What a connected account's events about our Connect application begin
+/// with (`account.application.authorized`, `….deauthorized`). They carry
+/// the application, not the account, yet are about the account: they are
+/// keyed by it, so they share its `account.updated` events' partition.
+pub const ACCOUNT_APPLICATION_PREFIX: &str = "account.application.";
+
+/// The connected account an event of `kind` from `account` is about, when
+/// it is one of [`ACCOUNT_APPLICATION_PREFIX`]'s. The platform's own
+/// account authorizing someone else's application is not about a
+/// connected account of ours.
+pub fn application_account<'a>(kind: &str, account: &'a str) -> Option<&'a str> {
+    (kind.starts_with(ACCOUNT_APPLICATION_PREFIX) && account != PLATFORM_ACCOUNT).then_some(account)
+}
+
 /// A Stripe event id such as `evt_1Pgc76B7WZ01zgkWwyRHS12y`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StripeEventId(String);
@@ -169,9 +183,11 @@ impl StripeEvent {
         self.object_key().unwrap_or(self.id.as_str())
     }
 
-    /// [`Self::object_id`] when the object has a key of its own.
+    /// [`Self::object_id`] when the object has a key of its own; for an
+    /// event about a connected account's authorization of our application,
+    /// the account ([`application_account`]).
     pub fn object_key(&self) -> Option<&str> {
-        self.object.key()
+        application_account(&self.kind, self.account.as_str()).or_else(|| self.object.key())
     }
 
     /// Whether we built this event from a read (backfill, diff, refresh),
@@ -222,13 +238,18 @@ impl EventEnvelope {
         let mut raw: RawEvent<ObjectKey> =
             serde_json::from_str(text).map_err(|e| EventError::NotAnEvent(e.to_string()))?;
         let id = raw.checked_id()?;
-        Ok(Self {
-            account: raw.account(),
-            object_id: raw
+        let account = raw.account();
+        let object_id = match application_account(&raw.kind, &account) {
+            Some(connected) => connected.to_owned(),
+            None => raw
                 .data
                 .object
                 .into_key()
                 .unwrap_or_else(|| id.as_str().to_owned()),
+        };
+        Ok(Self {
+            account,
+            object_id,
             id,
             kind: raw.kind,
         })
@@ -386,6 +407,41 @@ mod tests {
             "data":{"object":{"object":"cash_balance","customer":"cus_9"}}}"#;
         assert_eq!(StripeEvent::parse(other).unwrap().object_id(), "evt_o");
         assert_eq!(EventEnvelope::parse(other).unwrap().object_id, "evt_o");
+    }
+
+    /// A connected account's authorization of our application carries the
+    /// application: both parses key it by the account; the platform's own
+    /// authorization of another application keeps the application's id.
+    #[test]
+    fn an_application_event_of_a_connected_account_is_keyed_by_the_account() {
+        let of = |account: &str| {
+            format!(
+                r#"{{"id":"evt_a","type":"account.application.deauthorized","created":1,{account}
+                "data":{{"object":{{"id":"ca_1","object":"application","name":"Ours"}}}}}}"#
+            )
+        };
+        let connected = of(r#""account":"acct_9","#);
+        assert_eq!(
+            StripeEvent::parse(connected.as_bytes())
+                .unwrap()
+                .object_id(),
+            "acct_9"
+        );
+        assert_eq!(
+            EventEnvelope::parse(connected.as_bytes())
+                .unwrap()
+                .object_id,
+            "acct_9"
+        );
+        let platform = of("");
+        assert_eq!(
+            StripeEvent::parse(platform.as_bytes()).unwrap().object_id(),
+            "ca_1"
+        );
+        assert_eq!(
+            EventEnvelope::parse(platform.as_bytes()).unwrap().object_id,
+            "ca_1"
+        );
     }
 
     #[test]

@@ -832,3 +832,240 @@ async fn an_entitlement_summary_replaces_the_customer_s_active_entitlements() {
     );
     stack.stop().await;
 }
+
+/// A connected account authorizing and deauthorizing our Connect
+/// application (`account.application.*`, which carry the application and
+/// are keyed by the account): an authorization reads the account as the
+/// platform; a deauthorization keeps its row, with the state it had,
+/// marked deleted, and an older update arriving after it changes nothing; a
+/// newer authorization brings it back as Stripe has it; an authorization
+/// whose read finds no access (deauthorized again meanwhile) marks it
+/// deleted instead of waiting forever; the platform's own authorization of
+/// someone else's application is not about a connected account. Stripe's
+/// read API is the fixture-backed fake (neither localstripe nor
+/// stripe-stateful-mock has Connect applications), answering a connected
+/// account the platform cannot see with 403, as Stripe does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connected_accounts_follow_their_authorization_of_our_application() {
+    let fake = CatalogStripe::start();
+    let stack = catalog_stack(&fake).await;
+    let accounts = registry::by_object("account").unwrap();
+    let acct = "acct_1Authorized";
+    let account = |email: &str| {
+        let mut a = fixtures::resource("account");
+        a["id"] = json!(acct);
+        a["email"] = json!(email);
+        a
+    };
+    let application = json!({"id": "ca_ours", "object": "application", "name": "stripe-sync"});
+    let app_event = |account: &str, id: &str, kind: &str, created: i64| {
+        event(account, id, kind, created, application.clone())
+    };
+    let stored = || {
+        let rows = rows(&stack, accounts, PLATFORM_ACCOUNT);
+        let row = rows
+            .into_iter()
+            .find(|r| r.id == acct)
+            .expect("the account's row");
+        (
+            row.data["email"].as_str().map(str::to_owned),
+            row.deleted,
+            row.remote_version,
+        )
+    };
+    const AUTHORIZED: &str = "account.application.authorized";
+    const DEAUTHORIZED: &str = "account.application.deauthorized";
+    let wait = Duration::from_secs(60);
+
+    let body = serde_json::to_vec(&app_event(acct, "evt_k", AUTHORIZED, T)).unwrap();
+    let envelope = stripe_sync::stripe::EventEnvelope::parse(&body).unwrap();
+    assert_eq!(envelope.object_id, acct, "keyed by the account");
+
+    fake.put(PLATFORM_ACCOUNT, "accounts", account("first@example.com"));
+    post_all(&stack, &[app_event(acct, "evt_auth_1", AUTHORIZED, T)]).await;
+    stack.wait_ledger(1, wait).await;
+    assert_eq!(stored(), (Some("first@example.com".into()), false, T));
+
+    fake.remove(PLATFORM_ACCOUNT, "accounts", acct);
+    post_all(
+        &stack,
+        &[app_event(acct, "evt_deauth", DEAUTHORIZED, T + 10)],
+    )
+    .await;
+    stack.wait_ledger(2, wait).await;
+    let late = event(
+        acct,
+        "evt_late",
+        "account.updated",
+        T + 5,
+        account("late@example.com"),
+    );
+    post_all(&stack, &[late]).await;
+    stack.wait_ledger(3, wait).await;
+    assert_eq!(
+        stored(),
+        (Some("first@example.com".into()), true, T + 10),
+        "deauthorized: kept as it was, marked deleted; the older update changed nothing"
+    );
+
+    fake.put(PLATFORM_ACCOUNT, "accounts", account("again@example.com"));
+    post_all(&stack, &[app_event(acct, "evt_auth_2", AUTHORIZED, T + 20)]).await;
+    stack.wait_ledger(4, wait).await;
+    assert_eq!(
+        stored(),
+        (Some("again@example.com".into()), false, T + 20),
+        "a newer authorization brings it back as Stripe has it"
+    );
+
+    fake.remove(PLATFORM_ACCOUNT, "accounts", acct);
+    post_all(&stack, &[app_event(acct, "evt_auth_3", AUTHORIZED, T + 30)]).await;
+    stack.wait_ledger(5, wait).await;
+    assert_eq!(
+        stored(),
+        (Some("again@example.com".into()), true, T + 30),
+        "no access when read: gone, its last state kept"
+    );
+
+    post_all(
+        &stack,
+        &[
+            app_event("acct_1NeverSeen", "evt_deauth_new", DEAUTHORIZED, T),
+            app_event(PLATFORM_ACCOUNT, "evt_platform_app", DEAUTHORIZED, T),
+        ],
+    )
+    .await;
+    stack.wait_ledger(7, wait).await;
+    let never_seen = rows(&stack, accounts, PLATFORM_ACCOUNT)
+        .into_iter()
+        .find(|r| r.id == "acct_1NeverSeen")
+        .expect("a row for an account first heard of as gone");
+    assert!(never_seen.deleted);
+    assert_eq!(
+        stack
+            .db
+            .count("event_ledger WHERE event_id = 'evt_platform_app' AND outcome = 'ignored'"),
+        1
+    );
+    assert_eq!(rows(&stack, accounts, PLATFORM_ACCOUNT).len(), 2);
+    stack.stop().await;
+}
+
+/// A charge's balance transaction, a type Stripe sends no events for, is
+/// in the mirror with the charge's event: read when the mirror lacks it or
+/// holds it pending, not read again once available, kept under the
+/// charge's account, never read inside the apply transaction; one Stripe
+/// does not have is not written, and the charge is applied all the same.
+/// Stripe's read API is the fixture-backed fake (localstripe has
+/// no balance transactions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_brings_its_balance_transaction_until_it_is_settled() {
+    let fake = CatalogStripe::start();
+    let stack = catalog_stack(&fake).await;
+    fake.watch_transactions(&stack.db.url, &stack.db.name);
+    let transactions = registry::by_object("balance_transaction").unwrap();
+    let bt = |id: &str, status: &str| {
+        let mut b = fixtures::resource("balance_transaction");
+        b["id"] = json!(id);
+        b["status"] = json!(status);
+        b["source"] = json!("ch_named");
+        b
+    };
+    let charge = |account: &str, id: &str, created: i64, txn: &str| {
+        let mut c = fixtures::resource("charge");
+        c["id"] = json!("ch_named");
+        c["balance_transaction"] = json!(txn);
+        event(account, id, "charge.updated", created, c)
+    };
+    let status = |account: &str, id: &str| {
+        rows(&stack, transactions, account)
+            .into_iter()
+            .find(|r| r.id == id)
+            .map(|r| r.data["status"].as_str().unwrap().to_owned())
+    };
+    let reads = |id: &str| {
+        fake.calls()
+            .iter()
+            .filter(|c| c.path == format!("/v1/balance_transactions/{id}"))
+            .count()
+    };
+    let wait = Duration::from_secs(60);
+
+    fake.put(
+        PLATFORM_ACCOUNT,
+        "balance_transactions",
+        bt("txn_named", "pending"),
+    );
+    post_all(
+        &stack,
+        &[charge(PLATFORM_ACCOUNT, "evt_ch_1", T, "txn_named")],
+    )
+    .await;
+    stack.wait_ledger(1, wait).await;
+    assert_eq!(
+        status(PLATFORM_ACCOUNT, "txn_named").as_deref(),
+        Some("pending")
+    );
+
+    fake.put(
+        PLATFORM_ACCOUNT,
+        "balance_transactions",
+        bt("txn_named", "available"),
+    );
+    post_all(
+        &stack,
+        &[charge(PLATFORM_ACCOUNT, "evt_ch_2", T + 10, "txn_named")],
+    )
+    .await;
+    stack.wait_ledger(2, wait).await;
+    assert_eq!(
+        status(PLATFORM_ACCOUNT, "txn_named").as_deref(),
+        Some("available"),
+        "pending in the mirror: read again"
+    );
+    let settled_reads = reads("txn_named");
+    post_all(
+        &stack,
+        &[charge(PLATFORM_ACCOUNT, "evt_ch_3", T + 20, "txn_named")],
+    )
+    .await;
+    stack.wait_ledger(3, wait).await;
+    assert_eq!(
+        reads("txn_named"),
+        settled_reads,
+        "available: not read again"
+    );
+
+    fake.put(
+        CONNECTED,
+        "balance_transactions",
+        bt("txn_connected", "available"),
+    );
+    post_all(
+        &stack,
+        &[
+            charge(CONNECTED, "evt_ch_4", T, "txn_connected"),
+            // Stripe does not have it: the charge is applied all the same.
+            charge(PLATFORM_ACCOUNT, "evt_ch_5", T + 30, "txn_unknown"),
+        ],
+    )
+    .await;
+    stack.wait_ledger(5, wait).await;
+    assert_eq!(
+        status(CONNECTED, "txn_connected").as_deref(),
+        Some("available")
+    );
+    assert_eq!(status(PLATFORM_ACCOUNT, "txn_connected"), None);
+    assert_eq!(status(PLATFORM_ACCOUNT, "txn_unknown"), None);
+    assert_eq!(
+        stack.db.count(
+            "stripe.charges WHERE id = 'ch_named' AND data->>'balance_transaction' = 'txn_unknown'"
+        ),
+        1
+    );
+    assert_eq!(
+        fake.calls_in_transaction(),
+        0,
+        "no read inside the transaction"
+    );
+    stack.stop().await;
+}

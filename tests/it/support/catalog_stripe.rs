@@ -8,8 +8,9 @@
 //! `GET /v1/{path}/{id}`, lists `GET /v1/{path}` newest first with `limit`,
 //! `starting_after` and equality filters (`customer=…`, `subscription=…`),
 //! and nested lists `GET /v1/{path}/{id}/{sub}`. A missing object of a
-//! known collection is 404 `resource_missing`, as Stripe answers; an
-//! unknown path is 404 without a code. Faults can be queued per object.
+//! known collection is 404 `resource_missing`, as Stripe answers (a
+//! connected account the platform cannot see is 403, as Stripe answers
+//! that); an unknown path is 404 without a code. Faults can be queued per object.
 //! It also creates checkout sessions (`POST /v1/checkout/sessions`, from
 //! Stripe's example session), recording the form and `Idempotency-Key`.
 
@@ -303,6 +304,15 @@ fn answer(state: &Mutex<State>, account: &str, path: &str, query: &str) -> (u16,
             let account_key = (account.to_owned(), collection.to_owned());
             return match s.objects.get(&account_key).and_then(|m| m.get(id)) {
                 Some(object) => (200, object.clone()),
+                // Stripe never says a connected account is missing: the
+                // platform's key has no access to it.
+                None if collection == "accounts" => (
+                    403,
+                    json!({"error": {"type": "invalid_request_error",
+                        "message": format!("The provided key 'sk_test_***' does not have access \
+                            to account '{id}' (or that account does not exist). Application \
+                            access may have been revoked.")}}),
+                ),
                 None => missing(id),
             };
         }
