@@ -238,7 +238,7 @@ impl<'e> ObjectPlan<'e> {
                 Step::Create { .. } | Step::Write | Step::ReRead
                     if payload == Payload::Authorized =>
                 {
-                    match self.read_current(remote, &mut next)? {
+                    match self.read_current(remote, event, &mut next)? {
                         // New to the mirror and already gone from Stripe.
                         None if state.is_none() => Some(Cow::Owned(gone_account(self.id))),
                         read => read,
@@ -257,7 +257,7 @@ impl<'e> ObjectPlan<'e> {
                     // in full below.
                     Some(Cow::Owned(with_lists_unread(&event.object, self.resource)))
                 }
-                Step::ReRead => self.read_current(remote, &mut next)?,
+                Step::ReRead => self.read_current(remote, event, &mut next)?,
                 Step::Stale | Step::AfterTombstone => None,
             };
             if step.changes() {
@@ -276,22 +276,27 @@ impl<'e> ObjectPlan<'e> {
         self.read_children(remote)
     }
 
-    /// The object's state as Stripe answers now; gone (`next` marked
-    /// deleted, the stored columns kept) when Stripe no longer has it.
+    /// The object's state as Stripe answers now (read where `event`'s
+    /// object says it is kept); gone (`next` marked deleted, the stored
+    /// columns kept) when Stripe no longer has it.
     fn read_current(
         &self,
         remote: &dyn RemoteReader,
+        event: &StripeEvent,
         next: &mut Watermark,
     ) -> Result<Option<Cow<'e, Value>>, ApplyError> {
-        Ok(
-            match remote.current(self.account, self.resource.path, self.id)? {
-                RemoteObject::Live(current) => Some(Cow::Owned(current)),
-                RemoteObject::Deleted => {
-                    next.deleted = true;
-                    None
-                }
-            },
-        )
+        // Routed only when the object names its parent (`super::route`).
+        let path = self
+            .resource
+            .object_path(&event.object)
+            .unwrap_or(Cow::Borrowed(self.resource.path));
+        Ok(match remote.current(self.account, &path, self.id)? {
+            RemoteObject::Live(current) => Some(Cow::Owned(current)),
+            RemoteObject::Deleted => {
+                next.deleted = true;
+                None
+            }
+        })
     }
 
     /// The complete child lists of the state to be written: from the

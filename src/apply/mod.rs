@@ -183,6 +183,9 @@ fn route(event: &StripeEvent) -> Route {
     };
     match object.and_then(registry::by_object) {
         Some(r) if r.is_local_customer() => Route::Customer,
+        // A card or bank account of a customer, not of a connected account
+        // (`registry::Listing::Nested`).
+        Some(r) if r.object_path(&event.object).is_none() => Route::Ignored,
         Some(r) => Route::Mirror(r),
         None => Route::Ignored,
     }

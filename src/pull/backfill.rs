@@ -80,7 +80,7 @@ pub async fn run(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<BackfillReport> {
     let extra: &[(&str, &str)] = match opts.resource.listing {
-        Listing::PerCustomer => return per_customer(ctx, opts, shutdown).await,
+        Listing::PerCustomer | Listing::Nested(..) => return per_parent(ctx, opts, shutdown).await,
         Listing::None => return Ok(BackfillReport::default()),
         whole => whole.whole().unwrap_or_default(),
     };
@@ -172,10 +172,12 @@ async fn publish_page(
     Ok(futures::future::try_join_all(sends).await?.len() as u64)
 }
 
-/// Types Stripe lists per customer only (payment methods, active
-/// entitlements): every customer of the account in the mirror, in id
-/// order, each listed in full; the checkpoint is the last customer done.
-async fn per_customer(
+/// Types Stripe lists per parent only (payment methods and active
+/// entitlements per customer, a customer's balance transactions under it,
+/// a connected account's persons under it): every parent
+/// ([`super::parents`]), in id order, each listed in full; the checkpoint
+/// is the last parent done.
+async fn per_parent(
     ctx: &PullContext,
     opts: &BackfillOptions,
     shutdown: &CancellationToken,
@@ -187,26 +189,24 @@ async fn per_customer(
         resumed: after.is_some(),
         ..BackfillReport::default()
     };
-    let mut customers = super::mirrored_customers(ctx, &opts.account).await?;
+    let mut parents = super::parents(ctx, opts.resource, &opts.account).await?;
     if let Some(after) = &after {
-        customers.retain(|c| c > after);
+        parents.retain(|c| c > after);
     }
     let mut progress = Progress::new("backfill");
-    let total = customers.len();
-    for (done, customer) in customers.into_iter().enumerate() {
+    let total = parents.len();
+    for (done, parent) in parents.into_iter().enumerate() {
         if shutdown.is_cancelled() {
-            tracing::info!("backfill interrupted; run it again to continue from the last customer");
+            tracing::info!("backfill interrupted; run it again to continue from the last parent");
             progress.finish();
             return Ok(report);
         }
-        let filter = [("customer".to_owned(), customer.clone())];
-        let (objects, calls) = ctx
-            .list_all(&opts.account, opts.resource.path, &filter)
-            .await?;
+        let (path, filter) = super::list_under(opts.resource, &parent)?;
+        let (objects, calls) = ctx.list_all(&opts.account, &path, &filter).await?;
         report.objects += publish_page(ctx, opts, &objects, unix_now()).await?;
         report.pages += calls;
         let complete = done + 1 == total;
-        checkpoint.save(ctx, Some(customer), complete).await?;
+        checkpoint.save(ctx, Some(parent), complete).await?;
         progress.update(report.objects, report.pages);
     }
     progress.finish();

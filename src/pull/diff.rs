@@ -248,7 +248,7 @@ async fn customers(
         // Not in the list: re-read each to learn whether it is gone.
         for id in &report.missing_in_stripe {
             report.api_calls += 1;
-            repair_absent(ctx, resource, account, id).await?;
+            repair_absent(ctx, resource, None, account, id).await?;
             report.repaired += 1;
             report.api_calls += 1;
         }
@@ -256,21 +256,31 @@ async fn customers(
     Ok(report)
 }
 
-/// An object the mirror has but Stripe's list does not: re-read it, and
-/// publish what Stripe has (a deleted snapshot if it is gone).
+/// An object the mirror has but Stripe's list does not: re-read it (under
+/// `parent`, for a type kept under one), and publish what Stripe has (a
+/// deleted snapshot if it is gone, naming its parent as the object would).
 async fn repair_absent(
     ctx: &PullContext,
     resource: &'static Resource,
+    parent: Option<&str>,
     account: &AccountId,
     id: &str,
 ) -> anyhow::Result<()> {
+    let mut gone = json!({"id": id, "object": resource.object, "deleted": true});
+    let path = match (resource.listing, parent) {
+        (Listing::Nested(under, _), Some(parent_id)) => {
+            gone[under.field] = json!(parent_id);
+            resource.path_under(under, ObjectId::parse(parent_id)?.as_str())
+        }
+        _ => resource.path.to_owned(),
+    };
     let object = match ctx
         .stripe
-        .retrieve(account, resource.path, ObjectId::parse(id)?)
+        .retrieve(account, &path, ObjectId::parse(id)?)
         .await?
     {
         RemoteObject::Live(object) => object,
-        RemoteObject::Deleted => json!({"id": id, "object": resource.object, "deleted": true}),
+        RemoteObject::Deleted => gone,
     };
     ctx.publish(
         &snapshot_event(resource, account, &object, unix_now()),
@@ -319,8 +329,10 @@ async fn mirrored(
         kind: resource.relation,
         ..DiffReport::default()
     };
-    // The mirror's live objects, a page at a time, as id -> hash.
+    // The mirror's live objects, a page at a time, as id -> hash; and for
+    // a type kept under a parent, each one's parent (repair_absent).
     let mut mirror: BTreeMap<String, [u8; 32]> = BTreeMap::new();
+    let mut parents: BTreeMap<String, String> = BTreeMap::new();
     let mut after = String::new();
     loop {
         let (table, acct, from) = (resource.table(), account.to_owned(), after.clone());
@@ -339,6 +351,11 @@ async fn mirrored(
         after = last.id.clone();
         for row in &page {
             mirror.insert(row.id.clone(), mirrored_hash(resource, &row.data));
+            if let Listing::Nested(parent, _) = resource.listing {
+                if let Some(id) = row.data.get(parent.field).and_then(Value::as_str) {
+                    parents.insert(row.id.clone(), id.to_owned());
+                }
+            }
         }
     }
     report.in_mirror = mirror.len();
@@ -378,7 +395,8 @@ async fn mirrored(
     report.missing_in_stripe = mirror.into_keys().collect();
     if repair {
         for id in &report.missing_in_stripe {
-            repair_absent(ctx, resource, account, id).await?;
+            let parent = parents.get(id).map(String::as_str);
+            repair_absent(ctx, resource, parent, account, id).await?;
             report.repaired += 1;
             report.api_calls += 1;
         }
@@ -386,18 +404,18 @@ async fn mirrored(
     Ok(report)
 }
 
-/// A list call's filters (`customer=cus_…`, `status=all`).
-type Filters = Vec<(String, String)>;
+/// A list call: the collection and its filters (`customer=cus_…`,
+/// `status=all`).
+type ListCall = (String, Vec<(String, String)>);
 
 /// Pages of a type's list on one account, however Stripe lists it.
 struct StripePages<'c> {
     ctx: &'c PullContext,
-    resource: &'static Resource,
     account: &'c AccountId,
-    /// Pending list calls: each a set of filters, paged in full.
-    queue: std::collections::VecDeque<Filters>,
+    /// Pending list calls, each paged in full.
+    queue: std::collections::VecDeque<ListCall>,
     /// The list being paged, and where its next page starts.
-    current: Option<(Filters, Option<String>)>,
+    current: Option<(ListCall, Option<String>)>,
     calls: u64,
 }
 
@@ -409,24 +427,24 @@ impl<'c> StripePages<'c> {
     ) -> anyhow::Result<Self> {
         let mut queue = std::collections::VecDeque::new();
         match resource.listing {
-            Listing::PerCustomer => {
-                for customer in super::mirrored_customers(ctx, account).await? {
-                    queue.push_back(vec![("customer".to_owned(), customer)]);
+            Listing::PerCustomer | Listing::Nested(..) => {
+                for parent in super::parents(ctx, resource, account).await? {
+                    queue.push_back(super::list_under(resource, &parent)?);
                 }
             }
             Listing::None => {}
-            whole => queue.push_back(
+            whole => queue.push_back((
+                resource.path.to_owned(),
                 whole
                     .whole()
                     .unwrap_or_default()
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
-            ),
+            )),
         }
         Ok(Self {
             ctx,
-            resource,
             account,
             queue,
             current: None,
@@ -435,22 +453,19 @@ impl<'c> StripePages<'c> {
     }
 
     async fn next(&mut self) -> anyhow::Result<Option<Vec<Value>>> {
-        let (filters, after) = match self.current.take() {
+        let (call, after) = match self.current.take() {
             Some(current) => current,
             None => match self.queue.pop_front() {
-                Some(filters) => (filters, None),
+                Some(call) => (call, None),
                 None => return Ok(None),
             },
         };
         let mut params = vec![("limit".to_owned(), "100".to_owned())];
-        params.extend(filters.iter().cloned());
+        params.extend(call.1.iter().cloned());
         if let Some(after) = &after {
             params.push(("starting_after".into(), after.clone()));
         }
-        let page = self
-            .ctx
-            .list_page(self.account, self.resource.path, &params)
-            .await?;
+        let page = self.ctx.list_page(self.account, &call.0, &params).await?;
         self.calls += 1;
         let last = page
             .data
@@ -459,7 +474,7 @@ impl<'c> StripePages<'c> {
             .and_then(Value::as_str)
             .map(str::to_owned);
         if page.has_more && last.is_some() {
-            self.current = Some((filters, last));
+            self.current = Some((call, last));
         }
         Ok(Some(page.data))
     }

@@ -17,10 +17,10 @@ use crate::config::{ConfigError, DatabaseConfig, Env, KafkaConfig, StripeApiConf
 use crate::db::{self, PgPool};
 use crate::kafka::envelope;
 use crate::kafka::{admin, EventProducer};
-use crate::registry::Resource;
+use crate::registry::{Listing, Parent, Resource};
 use crate::retry::Backoff;
 use crate::stripe::event::SNAPSHOT_ID_PREFIX;
-use crate::stripe::AccountId;
+use crate::stripe::{AccountId, ObjectId};
 use crate::stripe::{EventEnvelope, ListPage, StripeClient, PLATFORM_ACCOUNT};
 
 /// Configuration of `backfill`, `reconcile` and `diff`.
@@ -163,13 +163,51 @@ impl PullContext {
     }
 }
 
-/// The live customers of an account in the mirror, in byte order of their
-/// ids (as Rust compares them, so a checkpoint resumes exactly): what the
-/// types Stripe lists per customer are listed for.
-pub async fn mirrored_customers(
+/// The parents a type listed one parent at a time
+/// ([`Resource::listed_per`]) is listed under on `account`, in byte order
+/// (so a checkpoint resumes exactly): the account's live customers in the
+/// mirror, or a connected account itself (the platform's own `acct_…` id
+/// is not known, so nothing for the platform).
+pub async fn parents(
     ctx: &PullContext,
+    resource: &Resource,
     account: &AccountId,
 ) -> anyhow::Result<Vec<String>> {
+    match resource.listed_per() {
+        Some(Parent::ACCOUNT) if account.is_platform() => Ok(Vec::new()),
+        Some(Parent::ACCOUNT) => Ok(vec![account.to_string()]),
+        _ => mirrored_customers(ctx, account).await,
+    }
+}
+
+/// The list call for `resource`'s objects under one parent: its collection
+/// filtered by the customer, or the collection under the parent (whose id
+/// goes into the path only when it is a plain Stripe id).
+pub fn list_under(
+    resource: &Resource,
+    parent_id: &str,
+) -> anyhow::Result<(String, Vec<(String, String)>)> {
+    let pairs = |extra: &[(&str, &str)]| {
+        extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+    };
+    Ok(match resource.listing {
+        Listing::Nested(parent, extra) => (
+            resource.path_under(parent, ObjectId::parse(parent_id)?.as_str()),
+            pairs(extra),
+        ),
+        _ => (
+            resource.path.to_owned(),
+            vec![("customer".to_owned(), parent_id.to_owned())],
+        ),
+    })
+}
+
+/// The live customers of an account in the mirror, in byte order of their
+/// ids (as Rust compares them, so a checkpoint resumes exactly).
+async fn mirrored_customers(ctx: &PullContext, account: &AccountId) -> anyhow::Result<Vec<String>> {
     use diesel::prelude::*;
     use diesel::sql_types::Text;
     #[derive(QueryableByName)]

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::backfill::{self, BackfillOptions};
 use super::{diff, PullContext};
 use crate::ingest::unix_now;
-use crate::registry::{Listing, Resource};
+use crate::registry::{Listing, Parent, Resource};
 use crate::stripe::AccountId;
 use crate::sync::cursor::{self, StreamKey};
 use crate::sync::service;
@@ -61,12 +61,13 @@ impl std::fmt::Display for RefreshReport {
 
 /// The types a refresh covers by default: those Stripe sends no events
 /// for, except the ones listed per customer (a call per customer each
-/// pass; active entitlements, which their summaries' events keep current in
-/// `customer_active_entitlements`), which can be named.
+/// pass: customer balance transactions; active entitlements, which their
+/// summaries' events keep current in `customer_active_entitlements`),
+/// which can be named.
 pub fn default_types() -> Vec<&'static Resource> {
     crate::registry::RESOURCES
         .iter()
-        .filter(|r| !r.events && r.listing != Listing::PerCustomer)
+        .filter(|r| !r.events && r.listed_per() != Some(Parent::CUSTOMER))
         .collect()
 }
 
@@ -82,7 +83,7 @@ pub async fn run_once(
         Listing::ByCreated { unsettled } => {
             by_created(ctx, resource, account, unsettled, shutdown).await
         }
-        Listing::All(_) | Listing::PerCustomer => Ok(RefreshReport::Diffed(
+        Listing::All(_) | Listing::PerCustomer | Listing::Nested(..) => Ok(RefreshReport::Diffed(
             diff::run(ctx, resource, account, true).await?,
         )),
     }

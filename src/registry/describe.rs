@@ -1,7 +1,7 @@
 //! The registry described for people: `stripe-sync catalog types` and the
 //! mirror page's table, both rendered from [`RESOURCES`].
 
-use super::{Deletes, Listing, Resource, RESOURCES};
+use super::{Deletes, Listing, Parent, Resource, RESOURCES};
 
 /// How a type's rows stay current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,10 +70,10 @@ pub fn describe() -> String {
 impl Resource {
     /// How its rows stay current, in the words of the mirror page.
     fn kept_current_by(&self) -> String {
-        let per_customer = if self.listing == Listing::PerCustomer {
-            " (listed per customer)"
-        } else {
-            ""
+        let per_customer = match self.listed_per() {
+            Some(Parent::CUSTOMER) => " (listed per customer)",
+            Some(_) => " (listed per connected account)",
+            None => "",
         };
         match (self.source(), self.listing) {
             (Source::EventsOnly, _) => "webhooks; `reconcile` fills gaps".to_owned(),

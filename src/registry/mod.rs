@@ -14,6 +14,7 @@ mod resources;
 
 pub use describe::{describe, markdown, markdown_summary, Source};
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
@@ -115,6 +116,38 @@ pub enum Listing {
     ByCreated {
         unsettled: Option<(&'static str, &'static str)>,
     },
+    /// Stripe keeps these under a parent object and serves them only
+    /// there: listed at `GET /v1/{parent}/{parent id}/{path}` (with these
+    /// extra parameters) and read at `…/{path}/{id}`, the parent's id being
+    /// the object's own `parent.field` (a person's `account`, a customer
+    /// balance transaction's `customer`). An event whose object lacks that
+    /// field is not about this type (a customer's card, not a connected
+    /// account's) and is ignored.
+    Nested(Parent, &'static [(&'static str, &'static str)]),
+}
+
+/// The object another type is kept under ([`Listing::Nested`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parent {
+    /// The parent's collection: `customers`, `accounts`.
+    pub collection: &'static str,
+    /// The field of the nested object naming its parent.
+    pub field: &'static str,
+}
+
+impl Parent {
+    /// Every customer of the account in the mirror is a parent.
+    pub const CUSTOMER: Parent = Parent {
+        collection: "customers",
+        field: "customer",
+    };
+    /// A connected account is the parent of its own persons and external
+    /// accounts; the platform's own are not listed (the engine does not
+    /// know the platform's `acct_…` id), though their events are applied.
+    pub const ACCOUNT: Parent = Parent {
+        collection: "accounts",
+        field: "account",
+    };
 }
 
 impl Listing {
@@ -123,7 +156,7 @@ impl Listing {
         match self {
             Self::All(extra) => Some(extra),
             Self::ByCreated { .. } => Some(&[]),
-            Self::PerCustomer | Self::None => None,
+            Self::PerCustomer | Self::Nested(..) | Self::None => None,
         }
     }
 }
@@ -273,6 +306,41 @@ impl Resource {
         self.columns.iter().find(|c| c.name == name)
     }
 
+    /// Where an object of this type is read, `GET /v1/{path}/{id}`: the
+    /// type's collection, or for one kept under a parent
+    /// ([`Listing::Nested`]) the collection under the parent the object
+    /// names; None when it names none (or a parent id that is not one:
+    /// it goes into the path).
+    pub fn object_path(&self, object: &serde_json::Value) -> Option<Cow<'static, str>> {
+        match self.listing {
+            Listing::Nested(parent, _) => {
+                let named = object.get(parent.field)?;
+                let id = named
+                    .as_str()
+                    .or_else(|| named.get("id").and_then(serde_json::Value::as_str))?;
+                let id = crate::stripe::ObjectId::parse(id).ok()?;
+                Some(Cow::Owned(self.path_under(parent, id.as_str())))
+            }
+            _ => Some(Cow::Borrowed(self.path)),
+        }
+    }
+
+    /// `{parent collection}/{parent id}/{path}`: where Stripe lists this
+    /// type under one parent.
+    pub fn path_under(&self, parent: Parent, parent_id: &str) -> String {
+        format!("{}/{parent_id}/{}", parent.collection, self.path)
+    }
+
+    /// The parent whose objects are listed one by one: a type listed per
+    /// customer (by filter or under each), or under each connected account.
+    pub fn listed_per(&self) -> Option<Parent> {
+        match self.listing {
+            Listing::PerCustomer => Some(Parent::CUSTOMER),
+            Listing::Nested(parent, _) => Some(parent),
+            _ => None,
+        }
+    }
+
     /// The fields of this type's objects naming objects of other types
     /// ([`Named`]), with the named type.
     pub fn names(&self) -> impl Iterator<Item = (&'static str, &'static Resource)> + '_ {
@@ -406,6 +474,38 @@ mod tests {
         let bt = by_object("balance_transaction").unwrap();
         assert!(!bt.settled(Some("pending")));
         assert!(bt.settled(Some("available")));
+    }
+
+    /// A type kept under a parent is read under the parent its object
+    /// names, and only a plain id goes into the path.
+    #[test]
+    fn an_object_kept_under_a_parent_is_read_there() {
+        let person = by_object("person").unwrap();
+        let of = |account: serde_json::Value| {
+            person
+                .object_path(&serde_json::json!({"id": "person_1", "account": account}))
+                .map(Cow::into_owned)
+        };
+        assert_eq!(
+            of(serde_json::json!("acct_1")).as_deref(),
+            Some("accounts/acct_1/persons")
+        );
+        assert_eq!(
+            of(serde_json::json!({"id": "acct_2", "object": "account"})).as_deref(),
+            Some("accounts/acct_2/persons")
+        );
+        for bad in [
+            serde_json::Value::Null,
+            serde_json::json!(""),
+            serde_json::json!("acct_1/../x"),
+        ] {
+            assert_eq!(of(bad.clone()), None, "{bad}");
+        }
+        let product = by_object("product").unwrap();
+        assert_eq!(
+            product.object_path(&serde_json::json!({})).as_deref(),
+            Some("products")
+        );
     }
 
     #[test]

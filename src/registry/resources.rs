@@ -6,8 +6,8 @@
 use super::ChildSource::{Filtered, Nested};
 use super::ColumnKind::{Bool, Int, Ref, Text, Time};
 use super::Deletes::{Never, Tombstone};
-use super::Listing::{All, ByCreated, PerCustomer};
-use super::{Child, Column, ColumnKind, Identity, Moved, Reread, Resource};
+use super::Listing::{All, ByCreated, Nested as Under, PerCustomer};
+use super::{Child, Column, ColumnKind, Identity, Moved, Parent, Reread, Resource};
 
 const fn col(name: &'static str, kind: ColumnKind) -> Column {
     nested(name, name, kind)
@@ -328,6 +328,67 @@ pub static RESOURCES: &[Resource] = &[
             col("charges_enabled", Bool),
             col("payouts_enabled", Bool),
             col("details_submitted", Bool),
+        ],
+    },
+    // The people and payout destinations of a connected account, kept
+    // under it (their events come through Connect with its `account`).
+    Resource {
+        object: "person",
+        relation: "persons",
+        path: "persons",
+        listing: Under(Parent::ACCOUNT, &[]),
+        deletes: Tombstone,
+        events: true,
+        identity: Identity::Id,
+        children: &[],
+        columns: &[
+            CREATED,
+            col("first_name", Text),
+            col("last_name", Text),
+            nested("representative", "relationship.representative", Bool),
+            nested("owner", "relationship.owner", Bool),
+            nested("director", "relationship.director", Bool),
+            nested("executive", "relationship.executive", Bool),
+            nested("title", "relationship.title", Text),
+            nested("verification_status", "verification.status", Text),
+        ],
+    },
+    // External accounts are bank accounts and cards, listed together at
+    // `external_accounts` and told apart by `object`.
+    Resource {
+        object: "bank_account",
+        relation: "bank_accounts",
+        path: "external_accounts",
+        listing: Under(Parent::ACCOUNT, &[("object", "bank_account")]),
+        deletes: Tombstone,
+        events: true,
+        identity: Identity::Id,
+        children: &[],
+        columns: &[
+            col("bank_name", Text),
+            col("country", Text),
+            CURRENCY,
+            col("last4", Text),
+            STATUS,
+            col("account_holder_type", Text),
+        ],
+    },
+    Resource {
+        object: "card",
+        relation: "cards",
+        path: "external_accounts",
+        listing: Under(Parent::ACCOUNT, &[("object", "card")]),
+        deletes: Tombstone,
+        events: true,
+        identity: Identity::Id,
+        children: &[],
+        columns: &[
+            col("brand", Text),
+            col("country", Text),
+            col("last4", Text),
+            col("exp_month", Int),
+            col("exp_year", Int),
+            col("funding", Text),
         ],
     },
     // --- payments -----------------------------------------------------------
@@ -1227,6 +1288,28 @@ pub static RESOURCES: &[Resource] = &[
         ],
     },
     // --- the balance ---------------------------------------------------------
+    // A customer's credit balance moves (no events: `refresh` names them).
+    Resource {
+        object: "customer_balance_transaction",
+        relation: "customer_balance_transactions",
+        path: "balance_transactions",
+        listing: Under(Parent::CUSTOMER, &[]),
+        deletes: Never,
+        events: false,
+        identity: Identity::Id,
+        children: &[],
+        columns: &[
+            CREATED,
+            CUSTOMER,
+            AMOUNT,
+            CURRENCY,
+            col("ending_balance", Int),
+            col("type", Text),
+            col("invoice", Ref),
+            col("credit_note", Ref),
+            LIVEMODE,
+        ],
+    },
     Resource {
         object: "balance_transaction",
         relation: "balance_transactions",

@@ -26,6 +26,9 @@ use crate::support::fixtures;
 use crate::support::stack::{Options, Stack};
 
 pub(super) const CONNECTED: &str = "acct_1CatalogTest";
+/// What an object of a type kept under a parent names when Stripe's
+/// example names none.
+const PARENT_OF_NESTED: &str = "acct_1CatalogParent";
 pub(super) const T: i64 = 1_760_000_000;
 /// Items of each list the payload leaves out: more than one page.
 const LISTED_ITEMS: usize = 120;
@@ -51,6 +54,14 @@ pub(super) fn object(r: &Resource, id: &str, created: i64, v: &str, items: usize
     }
     if o.get("created").is_some() {
         o["created"] = json!(created);
+    }
+    // Stripe's example card and bank account are a customer's; a
+    // connected account's name it, as every object kept under a parent
+    // names its parent.
+    if let registry::Listing::Nested(parent, _) = r.listing {
+        if !o[parent.field].is_string() {
+            o[parent.field] = json!(PARENT_OF_NESTED);
+        }
     }
     o["metadata"] = json!({ "v": v });
     for child in r.children.iter().filter(|c| c.embedded) {
@@ -302,6 +313,20 @@ async fn events_route_by_their_object_not_their_name() {
             T,
             json!({"object": "balance", "available": []}),
         ),
+        // A customer's card (a source) is not a connected account's
+        // external account, though both are `card` objects.
+        event(PLATFORM_ACCOUNT, "evt_r7", "customer.source.created", T, {
+            let mut card = fixtures::resource("card");
+            card["customer"] = json!("cus_route");
+            card
+        }),
+        event(
+            CONNECTED,
+            "evt_r8",
+            "account.external_account.created",
+            T,
+            object(by("card"), "card_route", T, "1", 0),
+        ),
     ];
     post_all(&stack, &events).await;
     stack
@@ -322,12 +347,17 @@ async fn events_route_by_their_object_not_their_name() {
         rows(&stack, by("tax_id"), PLATFORM_ACCOUNT)[0].id,
         "txi_route"
     );
-    assert_eq!(
-        stack
-            .db
-            .count("event_ledger WHERE event_id = 'evt_r6' AND outcome = 'ignored'"),
-        1
-    );
+    for ignored in ["evt_r6", "evt_r7"] {
+        assert_eq!(
+            stack.db.count(&format!(
+                "event_ledger WHERE event_id = '{ignored}' AND outcome = 'ignored'"
+            )),
+            1,
+            "{ignored}"
+        );
+    }
+    assert_eq!(rows(&stack, by("card"), PLATFORM_ACCOUNT).len(), 0);
+    assert_eq!(rows(&stack, by("card"), CONNECTED)[0].id, "card_route");
     stack.stop().await;
 }
 

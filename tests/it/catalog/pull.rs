@@ -12,7 +12,7 @@ use stripe_sync::registry::{self, Resource, Source};
 use stripe_sync::stripe::{AccountId, PLATFORM_ACCOUNT};
 use tokio_util::sync::CancellationToken;
 
-use super::{catalog_stack, child_item, event, mirrored, object, post_all, rows, T};
+use super::{catalog_stack, child_item, event, mirrored, object, post_all, rows, CONNECTED, T};
 use crate::support::catalog_stripe::{CatalogStripe, Fault};
 use crate::support::fixtures;
 use crate::support::stack::Stack;
@@ -47,15 +47,21 @@ async fn backfill_covers_every_type_and_resumes() {
         _ => 1,
     };
     let mut expected = 0;
-    // A type Stripe has no list of is not in Stripe's lists.
-    for r in mirrored().filter(|r| r.listing != registry::Listing::None) {
+    // A type Stripe has no list of is not in Stripe's lists, and the
+    // platform's own persons and external accounts are not listed (the
+    // engine does not know the platform's acct_… id; `listed_on_platform`).
+    for r in mirrored().filter(|r| listed_on_platform(r)) {
         for n in 0..many(r.object) {
             let id = format!("b{n}_{}", r.relation);
             let mut o = object(r, &id, T + n as i64, "bf", 1);
-            if r.listing == registry::Listing::PerCustomer {
-                o["customer"] = json!("cus_bf1");
-            }
-            fake.put(PLATFORM_ACCOUNT, r.path, o);
+            let path = match r.listed_per() {
+                Some(parent) => {
+                    o[parent.field] = json!("cus_bf1");
+                    stripe_sync::pull::list_under(r, "cus_bf1").unwrap().0
+                }
+                None => r.path.to_owned(),
+            };
+            fake.put(PLATFORM_ACCOUNT, &path, o);
             expected += 1;
         }
         if r.object == "checkout.session" {
@@ -101,15 +107,20 @@ async fn backfill_covers_every_type_and_resumes() {
     )
     .await;
     for r in mirrored() {
-        let listed = if r.listing == registry::Listing::None {
-            0
-        } else {
+        let listed = if listed_on_platform(r) {
             many(r.object) as i64
+        } else {
+            0
         };
         assert_eq!(stack.db.count(&r.table()), listed, "{}", r.relation);
     }
     assert_eq!(stack.db.count("stripe.checkout_session_line_items"), 1);
     stack.stop().await;
+}
+
+/// Whether a backfill on the platform lists the type at all.
+fn listed_on_platform(r: &Resource) -> bool {
+    r.listing != registry::Listing::None && r.listed_per() != Some(registry::Parent::ACCOUNT)
 }
 
 /// A webhook of a non-customer type that never arrived: diff finds the
@@ -448,5 +459,146 @@ async fn the_raw_events_are_kept_once_and_snapshots_are_not() {
         (super::CONNECTED, "evt_kept_connected")
     );
     assert_eq!(second.data, connected);
+    stack.stop().await;
+}
+
+/// The types Stripe keeps under a parent (`registry::Listing::Nested`): a
+/// connected account's persons come by event, a same-second tie read back
+/// under the account (`/v1/accounts/acct_…/persons/…`, with its
+/// `Stripe-Account`); backfill lists its persons, bank accounts and cards
+/// under it, the last two apart by `object`; `diff --repair` re-reads a
+/// person Stripe no longer lists there and tombstones it; a customer's
+/// balance transactions, which have no events, are listed under each
+/// customer of the mirror by `refresh` when named (never by default). The
+/// fixture-backed fake stands in for Stripe: neither localstripe nor
+/// stripe-stateful-mock has persons, external accounts or customer balance
+/// transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn types_kept_under_a_parent_are_read_and_listed_there() {
+    let fake = CatalogStripe::start();
+    let stack = catalog_stack(&fake).await;
+    let ctx = pull_context(&stack, &fake).await;
+    let by = |o: &str| registry::by_object(o).unwrap();
+    let (person, bank, card) = (by("person"), by("bank_account"), by("card"));
+    let under = |r: &Resource| stripe_sync::pull::list_under(r, CONNECTED).unwrap().0;
+    let named = |r: &Resource, id: &str, v: &str| {
+        let mut o = object(r, id, T, v, 0);
+        o["account"] = json!(CONNECTED);
+        o
+    };
+    let wait = Duration::from_secs(60);
+
+    // A tie: the second person.updated of the same second is read back.
+    fake.put(
+        CONNECTED,
+        &under(person),
+        named(person, "person_tie", "stripe"),
+    );
+    post_all(
+        &stack,
+        &[
+            event(
+                CONNECTED,
+                "evt_p1",
+                "person.created",
+                T,
+                named(person, "person_tie", "1"),
+            ),
+            event(
+                CONNECTED,
+                "evt_p2",
+                "person.updated",
+                T + 5,
+                named(person, "person_tie", "2"),
+            ),
+            event(
+                CONNECTED,
+                "evt_p3",
+                "person.updated",
+                T + 5,
+                named(person, "person_tie", "3"),
+            ),
+        ],
+    )
+    .await;
+    stack.wait_ledger(3, wait).await;
+    let tie = &rows(&stack, person, CONNECTED)[0];
+    assert_eq!(tie.data["metadata"]["v"], "stripe", "{}", tie.data);
+    assert!(fake.calls().iter().any(|c| c.account == CONNECTED
+        && c.path == format!("/v1/accounts/{CONNECTED}/persons/person_tie")));
+
+    // Backfill lists under the connected account; none on the platform.
+    fake.put(CONNECTED, &under(person), named(person, "person_b", "1"));
+    fake.put(CONNECTED, &under(bank), named(bank, "ba_b", "1"));
+    fake.put(CONNECTED, &under(card), named(card, "card_b", "1"));
+    let stop = CancellationToken::new();
+    let account = AccountId::parse(CONNECTED).unwrap();
+    for r in [person, bank, card] {
+        let mut opts = backfill::BackfillOptions::new(r);
+        opts.account = account.clone();
+        let report = backfill::run(&ctx, &opts, &stop).await.unwrap();
+        assert!(report.complete, "{}: {report:?}", r.relation);
+        let on_platform = backfill::run(&ctx, &backfill::BackfillOptions::new(r), &stop)
+            .await
+            .unwrap();
+        assert_eq!(on_platform.objects, 0, "{}", r.relation);
+    }
+    wait_for(wait, "the backfill applied", || async {
+        let ids = |r| {
+            rows(&stack, r, CONNECTED)
+                .into_iter()
+                .map(|m| m.id)
+                .collect::<Vec<_>>()
+        };
+        (ids(person) == ["person_b", "person_tie"]
+            && ids(bank) == ["ba_b"]
+            && ids(card) == ["card_b"])
+        .then_some(())
+    })
+    .await;
+
+    // Stripe no longer has person_b: diff --repair reads it under the
+    // account, is told it is missing, and tombstones it.
+    fake.remove(CONNECTED, &under(person), "person_b");
+    let report = diff::run(&ctx, person, &account, true).await.unwrap();
+    assert_eq!(report.missing_in_stripe, ["person_b"], "{report}");
+    wait_for(wait, "person_b tombstoned", || async {
+        rows(&stack, person, CONNECTED)
+            .iter()
+            .any(|m| m.id == "person_b" && m.deleted)
+            .then_some(())
+    })
+    .await;
+    assert!(fake.calls().iter().any(|c| c.path
+        == format!("/v1/accounts/{CONNECTED}/persons/person_b")
+        && c.account == CONNECTED));
+
+    // A customer's balance transactions: listed under each customer of the
+    // mirror when refresh is asked for them.
+    let balance = by("customer_balance_transaction");
+    assert!(!refresh::default_types().contains(&balance));
+    let customer = fixtures::customer("cus_cbt", T, json!({"metadata": {}}));
+    fake.put(PLATFORM_ACCOUNT, "customers", customer);
+    backfill::run(&ctx, &backfill::BackfillOptions::new(by("customer")), &stop)
+        .await
+        .unwrap();
+    wait_for(wait, "the customer applied", || async {
+        (stack.db.count("stripe.customers WHERE id = 'cus_cbt'") == 1).then_some(())
+    })
+    .await;
+    let mut txn = object(balance, "cbtxn_1", T, "1", 0);
+    txn["customer"] = json!("cus_cbt");
+    fake.put(
+        PLATFORM_ACCOUNT,
+        &stripe_sync::pull::list_under(balance, "cus_cbt").unwrap().0,
+        txn,
+    );
+    refresh::run_once(&ctx, balance, &AccountId::PLATFORM, &stop)
+        .await
+        .unwrap();
+    wait_for(wait, "the customer's balance transaction", || async {
+        (rows(&stack, balance, PLATFORM_ACCOUNT).len() == 1).then_some(())
+    })
+    .await;
     stack.stop().await;
 }

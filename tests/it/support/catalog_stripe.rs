@@ -7,7 +7,9 @@
 //! It serves what a test seeds, per account (`Stripe-Account`): retrieve
 //! `GET /v1/{path}/{id}`, lists `GET /v1/{path}` newest first with `limit`,
 //! `starting_after` and equality filters (`customer=…`, `subscription=…`),
-//! and nested lists `GET /v1/{path}/{id}/{sub}`. A missing object of a
+//! nested lists `GET /v1/{path}/{id}/{sub}`, and the types kept under a
+//! parent at `GET /v1/{parent}/{parent id}/{path}` (seeded at that path).
+//! A missing object of a
 //! known collection is 404 `resource_missing`, as Stripe answers (a
 //! connected account the platform cannot see is 403, as Stripe answers
 //! that); an unknown path is 404 without a code. Faults can be queued per object.
@@ -275,9 +277,11 @@ fn answer(state: &Mutex<State>, account: &str, path: &str, query: &str) -> (u16,
     let known = |p: &str| {
         // The Events API (reconcile) besides the registered collections.
         p == "events"
-            || stripe_sync::registry::RESOURCES
-                .iter()
-                .any(|r| r.path == p || r.children.iter().any(|c| child_path(r.path, c) == p))
+            || stripe_sync::registry::RESOURCES.iter().any(|r| {
+                r.path == p
+                    || r.children.iter().any(|c| child_path(r.path, c) == p)
+                    || is_under_parent(r, p)
+            })
     };
     // A collection: list it.
     if known(rest) {
@@ -379,6 +383,18 @@ fn create_session(
         .or_default()
         .insert(id, session.clone());
     session
+}
+
+/// Whether `path` is `{parent}/{parent id}/{r.path}` for a type Stripe
+/// keeps under a parent (a connected account's persons).
+fn is_under_parent(r: &stripe_sync::registry::Resource, path: &str) -> bool {
+    let stripe_sync::registry::Listing::Nested(parent, _) = r.listing else {
+        return false;
+    };
+    path.strip_prefix(parent.collection)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(id, sub)| !id.is_empty() && sub == r.path)
 }
 
 fn child_path(parent: &str, child: &stripe_sync::registry::Child) -> String {
