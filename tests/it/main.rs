@@ -4,6 +4,7 @@
 mod support;
 
 mod api;
+mod api_fields;
 mod apply;
 mod catalog;
 mod consume;
