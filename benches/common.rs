@@ -58,6 +58,17 @@ pub fn fixtures() -> Value {
         .clone()
 }
 
+/// What a Stripe fake answers for a balance transaction, which the worker
+/// reads when a charge, refund or payout names one the mirror lacks
+/// (`registry::NAMED`): Stripe's example with that id, settled, so it is
+/// read once.
+pub fn balance_transaction(id: &str, fixtures: &Value) -> Value {
+    let mut txn = fixtures["balance_transaction"].clone();
+    txn["id"] = json!(id);
+    txn["status"] = json!("available");
+    txn
+}
+
 /// Checkout sessions whose line items are of a product no order
 /// notification is for.
 pub const OTHER_PRODUCT_SESSION_PREFIX: &str = "cs_chaosother";

@@ -53,6 +53,9 @@ const TUNING_PASSED_THROUGH: &[&str] = &[
     "INBOUND_APPLY_LANES",
     "KAFKA_FETCH_MAX_BYTES",
     "KAFKA_COMPRESSION",
+    // Whether stripe-inbound keeps each event in stripe.events (default
+    // 30d), so its cost can be measured with `off`.
+    "STRIPE_EVENTS_RETENTION",
     // glibc's, not ours: how many malloc arenas a process keeps.
     "MALLOC_ARENA_MAX",
 ];

@@ -91,15 +91,21 @@ pub(crate) fn store_apply_rate(
     backlog: Backlog,
 ) -> anyhow::Result<f64> {
     /// Answers what the events need: no ties (they never share a second),
-    /// and checkout sessions' line items as the bench's Stripe fake does.
+    /// and checkout sessions' line items and balance transactions as the
+    /// bench's Stripe fake does.
     struct NoTies<'f>(&'f Value);
     impl stripe_sync::apply::RemoteReader for NoTies<'_> {
         fn current(
             &self,
             _: &stripe_sync::stripe::AccountId,
-            _: &str,
+            path: &str,
             id: &str,
         ) -> Result<stripe_sync::stripe::RemoteObject, stripe_sync::apply::ApplyError> {
+            if path == "balance_transactions" {
+                return Ok(stripe_sync::stripe::RemoteObject::Live(
+                    common::balance_transaction(id, self.0),
+                ));
+            }
             Err(stripe_sync::apply::ApplyError::Permanent(
                 stripe_sync::apply::Refusal::ReadRefused(format!(
                     "unexpected re-read of {id}: the events have no ties"

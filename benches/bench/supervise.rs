@@ -160,9 +160,13 @@ pub(crate) fn engine_processes(
 pub(crate) fn start_fake_stripe() -> String {
     // Shared, not copied: warp clones a route for every connection.
     let fixtures: Arc<Value> = Arc::new(common::fixtures());
+    let txn_fixtures = fixtures.clone();
     let line_items = warp::path!("v1" / "checkout" / "sessions" / String / "line_items")
         .and(warp::get())
         .map(move |session: String| warp::reply::json(&common::line_items(&session, &fixtures)));
+    let balance_transaction = warp::path!("v1" / "balance_transactions" / String)
+        .and(warp::get())
+        .map(move |id: String| warp::reply::json(&common::balance_transaction(&id, &txn_fixtures)));
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let route = warp::path!("v1" / "customers").and(warp::post()).map(move || {
         let n = counter.fetch_add(1, Ordering::Relaxed);
@@ -176,8 +180,8 @@ pub(crate) fn start_fake_stripe() -> String {
                 &json!({"id": id, "object": "customer", "created": 1_700_000_000, "metadata": {}}),
             )
         });
-    let (addr, server) =
-        warp::serve(route.or(retrieve).or(line_items)).bind_ephemeral(([127, 0, 0, 1], 0));
+    let (addr, server) = warp::serve(route.or(retrieve).or(line_items).or(balance_transaction))
+        .bind_ephemeral(([127, 0, 0, 1], 0));
     tokio::spawn(server);
     format!("http://{addr}")
 }

@@ -107,18 +107,35 @@ impl FakeStripe {
                     None => missing(&id),
                 })
             });
+        let (items_fixtures, txn_fixtures) = (fixtures.clone(), fixtures);
         let line_items = warp::path!("v1" / "checkout" / "sessions" / String / "line_items")
             .and(warp::get())
-            .and(with)
+            .and(with.clone())
             .map(move |session: String, fake: FakeStripe| {
                 fake.read(|_| {
                     (
                         StatusCode::OK,
-                        crate::common::line_items(&session, &fixtures),
+                        crate::common::line_items(&session, &items_fixtures),
                     )
                 })
             });
-        let routes = create.or(update).or(retrieve).or(line_items).or(money);
+        let balance_transaction = warp::path!("v1" / "balance_transactions" / String)
+            .and(warp::get())
+            .and(with)
+            .map(move |id: String, fake: FakeStripe| {
+                fake.read(|_| {
+                    (
+                        StatusCode::OK,
+                        crate::common::balance_transaction(&id, &txn_fixtures),
+                    )
+                })
+            });
+        let routes = create
+            .or(update)
+            .or(retrieve)
+            .or(line_items)
+            .or(balance_transaction)
+            .or(money);
         let (addr, server) = warp::serve(routes).bind_ephemeral(([127, 0, 0, 1], 0));
         tokio::spawn(server);
         (fake, format!("http://{addr}"))
