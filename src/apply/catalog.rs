@@ -18,7 +18,7 @@
 
 mod named;
 
-pub(super) use named::to_read as named_to_read;
+pub(super) use named::{to_read as named_to_read, worth_retrying as named_worth_retrying};
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -81,7 +81,7 @@ enum Payload {
     Authorized,
     /// `account.application.deauthorized`: the platform can no longer see
     /// the account. Its row stays, with the last state it had, marked
-    /// deleted; a newer authorization revives it.
+    /// deleted ([`gone`]); a newer sign of access undoes that.
     Deauthorized,
 }
 
@@ -99,27 +99,32 @@ impl Payload {
 }
 
 /// What an event is to the ordering rules, by its type's delete semantics.
+/// A connected account's deletion is a state (the platform cannot see it
+/// now: [`gone`]), ordered by time like any other, never a final delete.
 fn facts(resource: &Resource, event: &StripeEvent) -> Facts {
     let snapshot = event.kind.strip_suffix(".snapshot") == Some(resource.object);
+    if resource.identity == Identity::ConnectedAccount {
+        return Facts {
+            delete: false,
+            snapshot,
+            revives: true,
+        };
+    }
     let deletes_it =
         resource.deletes == Deletes::Tombstone && !snapshot && event.kind.ends_with(".deleted");
-    match Payload::of(event) {
-        Payload::State => Facts {
-            delete: deletes_it || order::marked_deleted(&event.object),
-            snapshot,
-            revives: false,
-        },
-        Payload::Authorized => Facts {
-            delete: false,
-            snapshot: false,
-            revives: true,
-        },
-        Payload::Deauthorized => Facts {
-            delete: true,
-            snapshot: false,
-            revives: false,
-        },
+    Facts {
+        delete: deletes_it || order::marked_deleted(&event.object),
+        snapshot,
+        revives: false,
     }
+}
+
+/// Whether `event` says the platform can no longer see the connected
+/// account of a row of `resource`: its deauthorization, or a read (diff's
+/// repair) that found it gone.
+fn gone(resource: &Resource, event: &StripeEvent) -> bool {
+    resource.identity == Identity::ConnectedAccount
+        && (Payload::of(event) == Payload::Deauthorized || order::marked_deleted(&event.object))
 }
 
 /// What is stored for an account the mirror first hears of as gone (a
@@ -234,7 +239,13 @@ impl<'e> ObjectPlan<'e> {
         for &(pos, event) in &self.events {
             let (step, mut next) = order::decide(facts(self.resource, event), event.created, state);
             let payload = Payload::of(event);
+            let gone = gone(self.resource, event);
             let data: Option<Cow<'e, Value>> = match step {
+                // Kept with the state it had (none yet: its id), marked.
+                Step::Create { .. } | Step::Write if gone => {
+                    next.deleted = true;
+                    state.is_none().then(|| Cow::Owned(gone_account(self.id)))
+                }
                 Step::Create { .. } | Step::Write | Step::ReRead
                     if payload == Payload::Authorized =>
                 {
@@ -244,10 +255,6 @@ impl<'e> ObjectPlan<'e> {
                         read => read,
                     }
                 }
-                Step::Create { deleted: true } if payload == Payload::Deauthorized => {
-                    Some(Cow::Owned(gone_account(self.id)))
-                }
-                Step::Delete { .. } if payload == Payload::Deauthorized => None,
                 Step::Create { .. } | Step::Write | Step::Delete { columns: true } => {
                     Some(Cow::Borrowed(&event.object))
                 }
@@ -271,7 +278,12 @@ impl<'e> ObjectPlan<'e> {
                 });
                 state = Some(next);
             }
-            self.outcomes.push((pos, step.applied()));
+            let applied = if gone && step.changes() {
+                Applied::Deleted
+            } else {
+                step.applied()
+            };
+            self.outcomes.push((pos, applied));
         }
         self.read_children(remote)
     }

@@ -13,11 +13,17 @@ use crate::stripe::StripeEvent;
 /// the snapshots the pull commands build are left out. One already kept (a
 /// redelivery, a reconciled duplicate) stays as first received.
 ///
-/// Keeping a copy must never stop the apply: a body Postgres refuses as
-/// `jsonb` though the event parsed (a lone surrogate in a field the parser
-/// skips) is left out with a warning, not retried for ever. The batch is
-/// written in one statement; only when that fails is each row tried on
-/// its own, each in a savepoint.
+/// The body is stored as `json`, the text as it came: what was received,
+/// and cheaper to write than `jsonb`, which decodes and re-encodes every
+/// body inside the batch's transaction (`docs/src/performance.md`), and
+/// which refuses some bodies the parser takes (a lone surrogate escape in
+/// a field it skips).
+///
+/// Keeping a copy must never stop the apply: a body Postgres refuses all
+/// the same (none is known: `json` takes what the parser took) would be
+/// left out with a warning, not retried for ever. The batch is written in
+/// one statement; only when that fails is each row tried on its own, each
+/// in a savepoint.
 pub fn record(conn: &mut PgConnection, events: &[(&StripeEvent, &[u8])]) -> QueryResult<usize> {
     let sent: Vec<&(&StripeEvent, &[u8])> =
         events.iter().filter(|(e, _)| !e.is_snapshot()).collect();
@@ -56,7 +62,7 @@ fn insert(conn: &mut PgConnection, sent: &[&(&StripeEvent, &[u8])]) -> QueryResu
     diesel::sql_query(
         "INSERT INTO stripe.events (account, id, type, created, api_version, livemode, object_id, data) \
          SELECT a, i, t, CASE WHEN c BETWEEN -100000000000 AND 100000000000 THEN to_timestamp(c) END, \
-                v, l, o, d::jsonb \
+                v, l, o, d::json \
          FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) AS x(a, i, t, c, v, l, o, d) \
          ON CONFLICT (account, id) DO NOTHING",
     )

@@ -184,10 +184,30 @@ fn route(event: &StripeEvent) -> Route {
     match object.and_then(registry::by_object) {
         Some(r) if r.is_local_customer() => Route::Customer,
         // A card or bank account of a customer, not of a connected account
-        // (`registry::Listing::Nested`).
-        Some(r) if r.object_path(&event.object).is_none() => Route::Ignored,
+        // (`registry::Listing::Nested`), or one of another account than
+        // the connected account reporting it.
+        Some(r) if r.object_path(&event.object).is_none() || !of_its_account(r, event) => {
+            Route::Ignored
+        }
         Some(r) => Route::Mirror(r),
         None => Route::Ignored,
+    }
+}
+
+/// Whether an object a connected account reports, of a type kept under
+/// an account, is that account's own: the row is kept under the reporting
+/// account and read there, so the two must agree. The platform's events
+/// name its own `acct_…` id, which the engine does not know.
+fn of_its_account(resource: &Resource, event: &StripeEvent) -> bool {
+    match resource.listing {
+        registry::Listing::Nested(registry::Parent::ACCOUNT, _) if !event.account.is_platform() => {
+            event
+                .object
+                .get(registry::Parent::ACCOUNT.field)
+                .and_then(|a| a.as_str())
+                == Some(event.account.as_str())
+        }
+        _ => true,
     }
 }
 
@@ -323,10 +343,11 @@ pub fn prefetch_lists(
         recording.children(&account, parent, child, &id)?;
     }
     for (account, resource, id) in catalog::named_to_read(conn, &fresh)? {
-        // One refused for good is left to refresh, as the apply leaves it.
+        // One that fails but for a passing reason is left to refresh, as
+        // the apply leaves it.
         match recording.current(&account, resource.path, &id) {
-            Ok(_) | Err(ApplyError::Permanent(_)) => {}
-            Err(transient) => return Err(transient),
+            Err(e) if catalog::named_worth_retrying(&e) => return Err(e),
+            _ => {}
         }
     }
     recording.into_record()

@@ -2,10 +2,9 @@
 //! stored state of an object is a [`Watermark`]: the `created` second of the
 //! newest remote state applied, and whether the object is deleted.
 //!
-//! - a deleted object is final: any later event is ignored, but for one
-//!   kind of event that [`Facts::revives`] it (a connected account
-//!   authorizing our application again after deauthorizing it), and only
-//!   when newer than the deletion;
+//! - a deleted object is final: any later event is ignored, except where
+//!   deleted is a state ([`Facts::revives`]: a connected account the
+//!   platform cannot see now), ordered by time like any other;
 //! - a delete always wins, whatever its timestamp;
 //! - an older event is stale and skipped;
 //! - a newer event's snapshot is written;
@@ -82,8 +81,9 @@ pub struct Facts {
     pub delete: bool,
     /// A state we read through the API, stamped with the host's clock.
     pub snapshot: bool,
-    /// The event undoes a deletion older than itself: a connected account's
-    /// deauthorization is the one deletion that is not for good.
+    /// A deletion of the object is not for good, but a state ordered like
+    /// any other: an event newer than it undoes it (a connected account the
+    /// platform could not see, authorized again).
     pub revives: bool,
 }
 
@@ -115,16 +115,11 @@ pub fn decide(facts: Facts, created: i64, stored: Option<Watermark>) -> (Step, W
             mark,
         );
     };
-    if stored.deleted {
-        if facts.revives && !facts.delete && version > stored.version {
-            return (
-                Step::Write,
-                Watermark {
-                    version,
-                    deleted: false,
-                },
-            );
-        }
+    // A deletion that is not for good is ordered like any state below: an
+    // older event is stale, a newer one written, one of the same second
+    // settled by a re-read.
+    let deletion_is_final = facts.delete || !facts.revives;
+    if stored.deleted && deletion_is_final {
         return (Step::AfterTombstone, stored);
     }
     let newer = Watermark {
@@ -221,8 +216,8 @@ mod tests {
             (EVENT, 99, tomb, Step::AfterTombstone),
             (DELETE, 99, tomb, Step::AfterTombstone),
             (REVIVE, 11, tomb, Step::Write),
-            (REVIVE, 10, tomb, Step::AfterTombstone),
-            (REVIVE, 9, tomb, Step::AfterTombstone),
+            (REVIVE, 10, tomb, Step::ReRead),
+            (REVIVE, 9, tomb, Step::Stale),
             (REVIVE, 11, at(10), Step::Write),
             (REVIVE, 10, None, Step::Create { deleted: false }),
         ];

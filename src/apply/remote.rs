@@ -33,6 +33,18 @@ pub trait RemoteReader: Send + Sync {
         id: &str,
     ) -> Result<RemoteObject, ApplyError>;
 
+    /// [`Self::current`] for a read the apply can do without: None when a
+    /// reader that replays answers read earlier has none for it (without
+    /// counting that as a miss), so the caller goes on without it.
+    fn current_if_read(
+        &self,
+        account: &AccountId,
+        path: &str,
+        id: &str,
+    ) -> Option<Result<RemoteObject, ApplyError>> {
+        Some(self.current(account, path, id))
+    }
+
     /// For an answer of [`Self::current`] read earlier than asked (before
     /// the caller's transaction): the outbox row through which our own
     /// changes to the object were acknowledged just before that read (see
@@ -159,6 +171,16 @@ impl RemoteReader for Prefetched {
         let found = self.objects.get(&key(account, path, id));
         self.note_miss(found.is_none());
         replay(found, || format!("{path}/{id}"))
+    }
+
+    fn current_if_read(
+        &self,
+        account: &AccountId,
+        path: &str,
+        id: &str,
+    ) -> Option<Result<RemoteObject, ApplyError>> {
+        let found = self.objects.get(&key(account, path, id))?;
+        Some(replay(Some(found), String::new))
     }
 
     fn acknowledged_before_read(&self, account: &AccountId, path: &str, id: &str) -> Option<i64> {

@@ -86,6 +86,9 @@ pub const RESOURCE_MISSING: &str = "resource_missing";
 /// Where the platform reads its connected accounts: `GET /v1/accounts/{id}`.
 pub const CONNECTED_ACCOUNTS: &str = "accounts";
 
+/// What Stripe's 403 says of an account the platform's key cannot see.
+const NO_ACCESS_TO_ACCOUNT: &str = "does not have access to account";
+
 #[derive(Clone)]
 pub struct StripeClient {
     http: reqwest::Client,
@@ -218,9 +221,17 @@ impl StripeClient {
             // (deauthorized, or never connected) with 403: the key "does
             // not have access to account … (or that account does not
             // exist)". Gone from the platform's view, as a deleted object
-            // is; a newer authorization brings it back.
-            Err(StripeError::Api { status: 403, .. })
-                if collection == CONNECTED_ACCOUNTS && account.is_platform() =>
+            // is; a newer sign of access brings it back. Any other 403 (a
+            // restricted key, a missing permission) says nothing about the
+            // account and stays an error. Stripe gives that answer no code
+            // of its own, so its message is what tells them apart.
+            Err(StripeError::Api {
+                status: 403,
+                ref message,
+                ..
+            }) if collection == CONNECTED_ACCOUNTS
+                && account.is_platform()
+                && message.contains(NO_ACCESS_TO_ACCOUNT) =>
             {
                 Ok(RemoteObject::Deleted)
             }

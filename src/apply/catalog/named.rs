@@ -5,8 +5,9 @@
 //! object that names them.
 //!
 //! Such a read is the apply's business only as far as it is cheap and
-//! harmless: one Stripe refuses for good is left to `refresh` rather than
-//! refusing the event that named it.
+//! harmless: at most [`READS_PER_BATCH`] a batch, and one that fails but
+//! for a passing reason (429, 5xx, the network) is left to `refresh`
+//! rather than refusing the event that named it or holding its partition.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -72,10 +73,38 @@ pub(super) fn plans<'e>(
     }
     load_stored(conn, &mut named, locking)?;
     let read_at = crate::ingest::unix_now();
+    let mut reads = 0;
     for plan in &mut named {
+        if plan.stored_settled() {
+            continue;
+        }
+        reads += 1;
+        if reads > READS_PER_BATCH {
+            break;
+        }
         plan.read_named(remote, read_at)?;
     }
     Ok(named)
+}
+
+/// The most named objects one batch reads: each read is a call on the
+/// account's rate budget before the batch's transaction, so a backlog of
+/// charges costs at most this many per batch; the rest are left to
+/// `refresh` (or the next event naming them).
+pub(in crate::apply) const READS_PER_BATCH: usize = 64;
+
+/// Whether a failed read of a named object is worth retrying the batch
+/// for: only what passes by itself (429, 5xx, the network). Anything else
+/// (a 403 for an account the platform no longer sees, a key without the
+/// permission, a 404 from a wrong base URL) would hold the batch, and
+/// everything behind it, for a read it can do without.
+pub(in crate::apply) fn worth_retrying(error: &ApplyError) -> bool {
+    match error {
+        ApplyError::Transient { source, .. } => source
+            .downcast_ref::<crate::stripe::StripeError>()
+            .is_some_and(crate::stripe::StripeError::is_transient),
+        ApplyError::Permanent(_) => false,
+    }
 }
 
 /// The (account, type, id) of each named object the events' objects name
@@ -102,6 +131,7 @@ pub(in crate::apply) fn to_read(
     Ok(named
         .into_iter()
         .filter(|p| !p.stored_settled())
+        .take(READS_PER_BATCH)
         .map(|p| (p.account.clone(), p.resource, p.id.to_owned()))
         .collect())
 }
@@ -136,21 +166,23 @@ impl<'e> ObjectPlan<'e> {
     /// Reads the named object unless stored settled, and plans its row as a
     /// snapshot read at `read_at`.
     fn read_named(&mut self, remote: &dyn RemoteReader, read_at: i64) -> Result<(), ApplyError> {
-        if self.stored_settled() {
+        // Not read before the transaction (the stored state moved since,
+        // or past the batch's reads): left for later, never a miss.
+        let Some(answer) = remote.current_if_read(self.account, self.resource.path, self.id) else {
             return Ok(());
-        }
-        let current = match remote.current(self.account, self.resource.path, self.id) {
+        };
+        let current = match answer {
             Ok(RemoteObject::Live(current)) => current,
             // Never deleted by Stripe; nothing to write.
             Ok(RemoteObject::Deleted) => return Ok(()),
-            Err(ApplyError::Permanent(reason)) => {
+            Err(e) if worth_retrying(&e) => return Err(e),
+            Err(e) => {
                 tracing::warn!(
-                    objects = self.resource.relation, id = self.id, %reason,
+                    objects = self.resource.relation, id = self.id, error = %e,
                     "a named object could not be read; refresh will list it"
                 );
                 return Ok(());
             }
-            Err(transient) => return Err(transient),
         };
         let facts = Facts {
             delete: false,

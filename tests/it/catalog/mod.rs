@@ -71,7 +71,16 @@ pub(super) fn object(r: &Resource, id: &str, created: i64, v: &str, items: usize
     o
 }
 
-pub(super) fn event(account: &str, id: &str, kind: &str, created: i64, object: Value) -> Value {
+/// A signed-to-be event of `account`; an object of a type kept under a
+/// connected account names the account reporting it, as Stripe's do.
+pub(super) fn event(account: &str, id: &str, kind: &str, created: i64, mut object: Value) -> Value {
+    let under_account = object["object"]
+        .as_str()
+        .and_then(registry::by_object)
+        .is_some_and(|r| r.listed_per() == Some(registry::Parent::ACCOUNT));
+    if account != PLATFORM_ACCOUNT && under_account {
+        object["account"] = json!(account);
+    }
     let mut e = fixtures::event(id, kind, created, object);
     if account != PLATFORM_ACCOUNT {
         e["account"] = json!(account);
@@ -327,6 +336,19 @@ async fn events_route_by_their_object_not_their_name() {
             T,
             object(by("card"), "card_route", T, "1", 0),
         ),
+        // A person of another account than the one reporting it: kept
+        // under the reporter and read under the other, so not taken.
+        {
+            let mut e = event(
+                CONNECTED,
+                "evt_r9",
+                "person.updated",
+                T,
+                object(by("person"), "person_route", T, "1", 0),
+            );
+            e["data"]["object"]["account"] = json!("acct_1SomeoneElse");
+            e
+        },
     ];
     post_all(&stack, &events).await;
     stack
@@ -347,7 +369,7 @@ async fn events_route_by_their_object_not_their_name() {
         rows(&stack, by("tax_id"), PLATFORM_ACCOUNT)[0].id,
         "txi_route"
     );
-    for ignored in ["evt_r6", "evt_r7"] {
+    for ignored in ["evt_r6", "evt_r7", "evt_r9"] {
         assert_eq!(
             stack.db.count(&format!(
                 "event_ledger WHERE event_id = '{ignored}' AND outcome = 'ignored'"
@@ -868,7 +890,9 @@ async fn an_entitlement_summary_replaces_the_customer_s_active_entitlements() {
 /// are keyed by the account): an authorization reads the account as the
 /// platform; a deauthorization keeps its row, with the state it had,
 /// marked deleted, and an older update arriving after it changes nothing; a
-/// newer authorization brings it back as Stripe has it; an authorization
+/// newer authorization brings it back as Stripe has it, and an older
+/// deauthorization arriving after that changes nothing; one of the same
+/// second is settled by reading the account; an authorization
 /// whose read finds no access (deauthorized again meanwhile) marks it
 /// deleted instead of waiting forever; the platform's own authorization of
 /// someone else's application is not about a connected account. Stripe's
@@ -946,14 +970,47 @@ async fn connected_accounts_follow_their_authorization_of_our_application() {
         (Some("again@example.com".into()), false, T + 20),
         "a newer authorization brings it back as Stripe has it"
     );
+    post_all(
+        &stack,
+        &[app_event(acct, "evt_deauth_late", DEAUTHORIZED, T + 15)],
+    )
+    .await;
+    stack.wait_ledger(5, wait).await;
+    assert_eq!(
+        stored(),
+        (Some("again@example.com".into()), false, T + 20),
+        "a deauthorization older than the authorization changes nothing"
+    );
 
     fake.remove(PLATFORM_ACCOUNT, "accounts", acct);
     post_all(&stack, &[app_event(acct, "evt_auth_3", AUTHORIZED, T + 30)]).await;
-    stack.wait_ledger(5, wait).await;
+    stack.wait_ledger(6, wait).await;
     assert_eq!(
         stored(),
         (Some("again@example.com".into()), true, T + 30),
         "no access when read: gone, its last state kept"
+    );
+
+    // A deauthorization and an authorization of the same second: Stripe
+    // is asked, and it can read the account.
+    fake.put(PLATFORM_ACCOUNT, "accounts", account("third@example.com"));
+    post_all(
+        &stack,
+        &[app_event(acct, "evt_deauth_tie", DEAUTHORIZED, T + 40)],
+    )
+    .await;
+    stack.wait_ledger(7, wait).await;
+    assert_eq!(stored(), (Some("again@example.com".into()), true, T + 40));
+    post_all(
+        &stack,
+        &[app_event(acct, "evt_auth_tie", AUTHORIZED, T + 40)],
+    )
+    .await;
+    stack.wait_ledger(8, wait).await;
+    assert_eq!(
+        stored(),
+        (Some("third@example.com".into()), false, T + 40),
+        "a same-second tie settled by reading the account"
     );
 
     post_all(
@@ -964,7 +1021,7 @@ async fn connected_accounts_follow_their_authorization_of_our_application() {
         ],
     )
     .await;
-    stack.wait_ledger(7, wait).await;
+    stack.wait_ledger(10, wait).await;
     let never_seen = rows(&stack, accounts, PLATFORM_ACCOUNT)
         .into_iter()
         .find(|r| r.id == "acct_1NeverSeen")
@@ -984,7 +1041,8 @@ async fn connected_accounts_follow_their_authorization_of_our_application() {
 /// in the mirror with the charge's event: read when the mirror lacks it or
 /// holds it pending, not read again once available, kept under the
 /// charge's account, never read inside the apply transaction; one Stripe
-/// does not have is not written, and the charge is applied all the same.
+/// does not have, or refuses to read for good (403), is not written, and
+/// the charge is applied all the same, at once.
 /// Stripe's read API is the fixture-backed fake (localstripe has
 /// no balance transactions).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1070,16 +1128,23 @@ async fn a_charge_brings_its_balance_transaction_until_it_is_settled() {
         "balance_transactions",
         bt("txn_connected", "available"),
     );
+    // However often it is asked, Stripe refuses this one: the account's
+    // access is gone. Not worth holding the partition for.
+    for _ in 0..1_000 {
+        fake.fault("balance_transactions/txn_forbidden", Fault::Forbidden);
+    }
     post_all(
         &stack,
         &[
             charge(CONNECTED, "evt_ch_4", T, "txn_connected"),
             // Stripe does not have it: the charge is applied all the same.
             charge(PLATFORM_ACCOUNT, "evt_ch_5", T + 30, "txn_unknown"),
+            charge(CONNECTED, "evt_ch_6", T + 40, "txn_forbidden"),
         ],
     )
     .await;
-    stack.wait_ledger(5, wait).await;
+    stack.wait_ledger(6, wait).await;
+    assert_eq!(status(CONNECTED, "txn_forbidden"), None);
     assert_eq!(
         status(CONNECTED, "txn_connected").as_deref(),
         Some("available")

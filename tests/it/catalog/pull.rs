@@ -435,7 +435,7 @@ async fn the_raw_events_are_kept_once_and_snapshots_are_not() {
     use diesel::RunQueryDsl;
     let kept: Vec<Kept> = diesel::sql_query(
         "SELECT account, id, type, object_id, api_version, \
-                extract(epoch FROM created)::bigint AS created, data \
+                extract(epoch FROM created)::bigint AS created, data::jsonb AS data \
          FROM stripe.events ORDER BY id",
     )
     .load(&mut stack.db.conn())

@@ -34,6 +34,9 @@ pub enum Fault {
     /// 404 without `resource_missing`: what a wrong base URL or a proxy
     /// answers. Must never read as a delete.
     PlainNotFound,
+    /// 403, as Stripe answers a connected account's request once the
+    /// platform lost access to it.
+    Forbidden,
 }
 
 #[derive(Debug, Clone)]
@@ -262,6 +265,14 @@ fn answer(state: &Mutex<State>, account: &str, path: &str, query: &str) -> (u16,
                     404,
                     json!({"error": {"type": "invalid_request_error",
                                      "message": format!("Unrecognized request URL (GET: {path})")}}),
+                )
+            }
+            Fault::Forbidden => {
+                return (
+                    403,
+                    json!({"error": {"type": "invalid_request_error",
+                        "message": format!("The provided key 'sk_test_***' does not have access \
+                            to account '{account}' (or that account does not exist).")}}),
                 )
             }
         }

@@ -1,0 +1,1 @@
+ALTER TABLE stripe.events ALTER COLUMN data TYPE jsonb USING data::jsonb;
