@@ -892,7 +892,9 @@ async fn an_entitlement_summary_replaces_the_customer_s_active_entitlements() {
 /// marked deleted, and an older update arriving after it changes nothing; a
 /// newer authorization brings it back as Stripe has it, and an older
 /// deauthorization arriving after that changes nothing; one of the same
-/// second is settled by reading the account; an authorization
+/// second is settled by reading the account, and a 403 that is not about
+/// the account (a key without the permission) is waited out, never taken
+/// for the account gone; an authorization
 /// whose read finds no access (deauthorized again meanwhile) marks it
 /// deleted instead of waiting forever; the platform's own authorization of
 /// someone else's application is not about a connected account. Stripe's
@@ -1013,6 +1015,39 @@ async fn connected_accounts_follow_their_authorization_of_our_application() {
         "a same-second tie settled by reading the account"
     );
 
+    // A 403 that is not about the account (a key without the permission)
+    // is an error to wait out, never the account gone.
+    for _ in 0..3 {
+        fake.fault(&format!("accounts/{acct}"), Fault::MissingPermission);
+    }
+    fake.put(PLATFORM_ACCOUNT, "accounts", account("fourth@example.com"));
+    post_all(
+        &stack,
+        &[
+            event(
+                acct,
+                "evt_upd_a",
+                "account.updated",
+                T + 50,
+                account("a@example.com"),
+            ),
+            event(
+                acct,
+                "evt_upd_b",
+                "account.updated",
+                T + 50,
+                account("b@example.com"),
+            ),
+        ],
+    )
+    .await;
+    stack.wait_ledger(10, wait).await;
+    assert_eq!(
+        stored(),
+        (Some("fourth@example.com".into()), false, T + 50),
+        "read again once the key could"
+    );
+
     post_all(
         &stack,
         &[
@@ -1021,7 +1056,7 @@ async fn connected_accounts_follow_their_authorization_of_our_application() {
         ],
     )
     .await;
-    stack.wait_ledger(10, wait).await;
+    stack.wait_ledger(12, wait).await;
     let never_seen = rows(&stack, accounts, PLATFORM_ACCOUNT)
         .into_iter()
         .find(|r| r.id == "acct_1NeverSeen")

@@ -37,6 +37,9 @@ pub enum Fault {
     /// 403, as Stripe answers a connected account's request once the
     /// platform lost access to it.
     Forbidden,
+    /// 403 for a key without the permission (a restricted key): says
+    /// nothing about the object.
+    MissingPermission,
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +268,14 @@ fn answer(state: &Mutex<State>, account: &str, path: &str, query: &str) -> (u16,
                     404,
                     json!({"error": {"type": "invalid_request_error",
                                      "message": format!("Unrecognized request URL (GET: {path})")}}),
+                )
+            }
+            Fault::MissingPermission => {
+                return (
+                    403,
+                    json!({"error": {"type": "invalid_request_error",
+                        "message": "The provided key 'rk_test_***' does not have the required \
+                            permissions for this endpoint on account 'platform'."}}),
                 )
             }
             Fault::Forbidden => {
