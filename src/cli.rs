@@ -9,8 +9,7 @@ use crate::apps::orders::{self, export, notifications};
 use crate::kafka::EventProducer;
 use crate::ops::topics::TailFrom;
 use crate::ops::{commands, prune, Inventory};
-use crate::pull::{backfill, diff, reconcile, refresh, PullConfig, PullContext};
-use crate::stripe::AccountId;
+use crate::pull::{backfill, diff, reconcile, refresh, AccountChoice, PullConfig, PullContext};
 use crate::{config, db, registry, serve, shutdown, telemetry};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -56,9 +55,9 @@ enum Command {
         /// Objects per list call (at most 100).
         #[arg(long, default_value_t = backfill::MAX_PAGE_SIZE, value_parser = clap::value_parser!(u32).range(1..=100))]
         page_size: u32,
-        /// Account (`platform` or acct_…), repeatable; STRIPE_ACCOUNTS by default.
-        #[arg(long = "account", value_parser = parse_account)]
-        accounts: Vec<AccountId>,
+        /// Account (`platform`, acct_… or `auto`), repeatable; STRIPE_ACCOUNTS by default.
+        #[arg(long = "account", value_parser = AccountChoice::parse)]
+        accounts: Vec<AccountChoice>,
     },
     /// Publish events from Stripe's Events API that the ledger has not seen
     /// (webhooks missed during an outage). Costs one API call per 100 events.
@@ -69,9 +68,9 @@ enum Command {
         /// Start at this time instead of the saved cursor (RFC 3339 or unix seconds).
         #[arg(long, value_parser = parse_time)]
         since: Option<i64>,
-        /// Account (`platform` or acct_…), repeatable; STRIPE_ACCOUNTS by default.
-        #[arg(long = "account", value_parser = parse_account)]
-        accounts: Vec<AccountId>,
+        /// Account (`platform`, acct_… or `auto`), repeatable; STRIPE_ACCOUNTS by default.
+        #[arg(long = "account", value_parser = AccountChoice::parse)]
+        accounts: Vec<AccountChoice>,
     },
     /// Keep the types Stripe sends no events for current by pulling them:
     /// a type listed whole is diffed and repaired, balance transactions are
@@ -83,9 +82,9 @@ enum Command {
         /// Keep running, one pass every SECONDS.
         #[arg(long, value_name = "SECONDS")]
         every: Option<u64>,
-        /// Account (`platform` or acct_…), repeatable; STRIPE_ACCOUNTS by default.
-        #[arg(long = "account", value_parser = parse_account)]
-        accounts: Vec<AccountId>,
+        /// Account (`platform`, acct_… or `auto`), repeatable; STRIPE_ACCOUNTS by default.
+        #[arg(long = "account", value_parser = AccountChoice::parse)]
+        accounts: Vec<AccountChoice>,
     },
     /// The resource registry: what is mirrored, and the SQL of its relations.
     Catalog {
@@ -134,9 +133,9 @@ enum Command {
         /// Exit with status 1 when differences are found.
         #[arg(long)]
         exit_code: bool,
-        /// Account (`platform` or acct_…), repeatable; STRIPE_ACCOUNTS by default.
-        #[arg(long = "account", value_parser = parse_account)]
-        accounts: Vec<AccountId>,
+        /// Account (`platform`, acct_… or `auto`), repeatable; STRIPE_ACCOUNTS by default.
+        #[arg(long = "account", value_parser = AccountChoice::parse)]
+        accounts: Vec<AccountChoice>,
     },
 }
 
@@ -255,10 +254,6 @@ enum DlqCommand {
     },
 }
 
-fn parse_account(raw: &str) -> Result<AccountId, String> {
-    AccountId::parse(raw).map_err(|e| e.to_string())
-}
-
 fn parse_payment_link(raw: &str) -> Result<String, String> {
     if raw.starts_with("plink_") && raw.len() > 6 {
         Ok(raw.to_owned())
@@ -322,7 +317,7 @@ pub async fn run() -> anyhow::Result<()> {
             let cfg = PullConfig::load(&env)?;
             let ctx = PullContext::build(&cfg).await?;
             let stop = shutdown::on_signals(config::shutdown_grace(&env)?);
-            for account in cfg.accounts_or(&accounts) {
+            for account in cfg.accounts_or(&accounts).resolve(&ctx).await? {
                 for &resource in &resources {
                     if stop.is_cancelled() {
                         return Ok(());
@@ -348,21 +343,15 @@ pub async fn run() -> anyhow::Result<()> {
             let cfg = PullConfig::load(&env)?;
             let ctx = PullContext::build(&cfg).await?;
             let stop = shutdown::on_signals(config::shutdown_grace(&env)?);
-            let options = cfg
-                .accounts_or(&accounts)
-                .into_iter()
-                .map(|account| reconcile::ReconcileOptions { account, since });
+            let accounts = cfg.accounts_or(&accounts);
             match every {
                 Some(secs) => {
                     let every = Duration::from_secs(secs.max(1));
-                    let passes = options.map(|opts| {
-                        let (ctx, stop) = (&ctx, &stop);
-                        async move { reconcile::run_every(ctx, &opts, every, stop).await }
-                    });
-                    futures::future::try_join_all(passes).await.map(drop)
+                    reconcile::run_every(&ctx, &accounts, since, every, &stop).await
                 }
                 None => {
-                    for opts in options {
+                    for account in accounts.resolve(&ctx).await? {
+                        let opts = reconcile::ReconcileOptions { account, since };
                         let r = reconcile::run_once(&ctx, &opts).await?;
                         say!(
                             "{}: {} events since {} ({} API calls), {} not in the ledger published; cursor now {}",
@@ -392,7 +381,7 @@ pub async fn run() -> anyhow::Result<()> {
                 refresh::run_every(&ctx, &resources, &accounts, every, &stop).await;
                 return Ok(());
             }
-            for account in &accounts {
+            for account in &accounts.resolve(&ctx).await? {
                 for &resource in &resources {
                     if stop.is_cancelled() {
                         return Ok(());
@@ -572,7 +561,7 @@ pub async fn run() -> anyhow::Result<()> {
             let cfg = PullConfig::load(&env)?;
             let ctx = PullContext::build(&cfg).await?;
             let mut clean = true;
-            for account in cfg.accounts_or(&accounts) {
+            for account in cfg.accounts_or(&accounts).resolve(&ctx).await? {
                 for &resource in &resources {
                     if resource.listing == registry::Listing::None {
                         continue;

@@ -259,9 +259,9 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         names: &["STRIPE_ACCOUNTS"],
-        used_by: "backfill, reconcile, diff",
+        used_by: "backfill, reconcile, refresh, diff",
         default: "`platform`",
-        meaning: "accounts the pull commands cover without `--account`: `platform` and/or `acct_…`, comma-separated",
+        meaning: "accounts the pull commands cover without `--account`: `platform`, `acct_…` and/or `auto` (the platform and every connected account `stripe.accounts` holds authorized, read again at each pass of `--every`; `reconcile --every` backfills each one found once), comma-separated",
     },
     Variable {
         names: &["STRIPE_RATE_LIMIT"],

@@ -2,6 +2,7 @@
 //! They publish into `stripe.events.v1` in the same envelope as webhooks,
 //! so there is one way data enters the store and one ledger.
 
+pub mod accounts;
 pub mod backfill;
 pub mod diff;
 pub mod reconcile;
@@ -22,6 +23,7 @@ use crate::retry::Backoff;
 use crate::stripe::event::SNAPSHOT_ID_PREFIX;
 use crate::stripe::{AccountId, ObjectId};
 use crate::stripe::{EventEnvelope, ListPage, StripeClient, PLATFORM_ACCOUNT};
+pub use accounts::{AccountChoice, Accounts};
 
 /// Configuration of `backfill`, `reconcile` and `diff`.
 #[derive(Debug, Clone)]
@@ -30,8 +32,8 @@ pub struct PullConfig {
     pub kafka: KafkaConfig,
     pub stripe: StripeApiConfig,
     /// `STRIPE_ACCOUNTS`: the accounts the pull commands cover when no
-    /// `--account` is given (`platform` and/or `acct_…`).
-    pub accounts: Vec<AccountId>,
+    /// `--account` is given (`platform`, `acct_…`, `auto`).
+    pub accounts: Accounts,
 }
 
 impl PullConfig {
@@ -40,40 +42,19 @@ impl PullConfig {
             database: DatabaseConfig::load(env)?,
             kafka: KafkaConfig::load(env)?,
             stripe: StripeApiConfig::load(env)?,
-            accounts: parse_accounts(env.or("STRIPE_ACCOUNTS", PLATFORM_ACCOUNT))?,
+            accounts: Accounts::parse(env.or("STRIPE_ACCOUNTS", PLATFORM_ACCOUNT))?,
         })
     }
 
     /// The accounts a command covers: those named on its command line, or
     /// else `STRIPE_ACCOUNTS`.
-    pub fn accounts_or(&self, named: &[AccountId]) -> Vec<AccountId> {
+    pub fn accounts_or(&self, named: &[AccountChoice]) -> Accounts {
         if named.is_empty() {
             self.accounts.clone()
         } else {
-            named.to_vec()
+            Accounts::of(named)
         }
     }
-}
-
-/// `platform,acct_123,…`: each the platform or a Stripe account id.
-pub fn parse_accounts(raw: &str) -> Result<Vec<AccountId>, ConfigError> {
-    let accounts = raw
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(AccountId::parse)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|bad| ConfigError::Invalid {
-            name: "STRIPE_ACCOUNTS",
-            reason: bad.to_string(),
-        })?;
-    if accounts.is_empty() {
-        return Err(ConfigError::Invalid {
-            name: "STRIPE_ACCOUNTS",
-            reason: "names no account".into(),
-        });
-    }
-    Ok(accounts)
 }
 
 /// What every pull command needs, built once.
@@ -330,29 +311,6 @@ impl Progress {
     pub fn finish(self) {
         if let Some(bar) = self.bar {
             bar.finish_and_clear();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accounts_parse_from_a_comma_separated_list() {
-        assert_eq!(
-            parse_accounts("platform, acct_1Abc,").unwrap(),
-            [AccountId::PLATFORM, AccountId::parse("acct_1Abc").unwrap()]
-        );
-        for bad in [
-            "",
-            " , ",
-            "acct_",
-            "acct_1/../x",
-            "cus_123",
-            "platform,acct_a-b",
-        ] {
-            assert!(parse_accounts(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

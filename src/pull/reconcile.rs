@@ -2,13 +2,16 @@
 //! polling the Events API from a persisted cursor and publishing every
 //! event the ledger has not seen, in the webhook envelope.
 
+use std::collections::HashSet;
 use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
 
 use diesel::prelude::*;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::PullContext;
+use super::{accounts, Accounts, PullContext};
 use crate::db::schema::event_ledger;
 use crate::ingest::unix_now;
 use crate::kafka::envelope::SOURCE_RECONCILE;
@@ -133,24 +136,62 @@ pub async fn run_once(
     Ok(report)
 }
 
-/// Runs a pass every `every` until shutdown; a failed pass is logged and
-/// retried at the next tick.
+/// Runs a pass over every account every `every` until shutdown; a failed
+/// pass is logged and retried at the next tick. The accounts are resolved
+/// again at each tick: with `auto`, a connected account authorized since
+/// is reconciled from then on and backfilled in full once, beside the
+/// passes ([`accounts::backfill_account`]); a deauthorized one is left.
 pub async fn run_every(
     ctx: &PullContext,
-    opts: &ReconcileOptions,
+    accounts: &Accounts,
+    since: Option<i64>,
     every: Duration,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut opts = opts.clone();
+    let mut since = since;
+    let mut backfills = FuturesUnordered::new();
+    let mut backfilling = HashSet::new();
     loop {
-        if let Err(e) = run_once(ctx, &opts).await {
-            tracing::error!(error = format!("{e:#}"), "reconcile pass failed");
+        match accounts.resolve(ctx).await {
+            Ok(resolved) => {
+                let found = resolved
+                    .iter()
+                    .filter(|a| accounts.auto && !a.is_platform());
+                for account in found {
+                    if backfilling.insert(account.clone()) {
+                        let account = account.clone();
+                        backfills.push(async move {
+                            let done = accounts::backfill_account(ctx, &account, shutdown).await;
+                            (account, done)
+                        });
+                    }
+                }
+                let passes = resolved.into_iter().map(|account| async move {
+                    let opts = ReconcileOptions { account, since };
+                    if let Err(e) = run_once(ctx, &opts).await {
+                        tracing::error!(account = %opts.account, error = format!("{e:#}"), "reconcile pass failed");
+                    }
+                });
+                futures::future::join_all(passes).await;
+            }
+            Err(e) => tracing::error!(error = format!("{e:#}"), "could not read the accounts"),
         }
         // --since applies to the first pass only; then the cursor leads.
-        opts.since = None;
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(every) => {}
+        since = None;
+        let tick = tokio::time::sleep(every);
+        tokio::pin!(tick);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = &mut tick => break,
+                Some((account, done)) = backfills.next() => match done {
+                    Ok(done) => tracing::info!(%account, ?done, "account backfill"),
+                    Err(e) => {
+                        tracing::error!(%account, error = format!("{e:#}"), "account backfill failed; trying again at the next tick");
+                        backfilling.remove(&account);
+                    }
+                },
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use tokio_util::sync::CancellationToken;
 
 use super::backfill::{self, BackfillOptions};
-use super::{diff, PullContext};
+use super::{diff, Accounts, PullContext};
 use crate::ingest::unix_now;
 use crate::registry::{Listing, Parent, Resource};
 use crate::stripe::AccountId;
@@ -90,16 +90,22 @@ pub async fn run_once(
 }
 
 /// Passes over every type and account every `every` until shutdown. A
-/// failed pass is logged and tried again at the next tick; the others go on.
+/// failed pass is logged and tried again at the next tick; the others go
+/// on. The accounts are resolved again at each tick (`auto` follows the
+/// connected accounts authorized and deauthorized since).
 pub async fn run_every(
     ctx: &PullContext,
     resources: &[&'static Resource],
-    accounts: &[AccountId],
+    accounts: &Accounts,
     every: Duration,
     shutdown: &CancellationToken,
 ) {
     loop {
-        for account in accounts {
+        let resolved = accounts.resolve(ctx).await.unwrap_or_else(|e| {
+            tracing::error!(error = format!("{e:#}"), "could not read the accounts");
+            Vec::new()
+        });
+        for account in &resolved {
             for &resource in resources {
                 if shutdown.is_cancelled() {
                     return;

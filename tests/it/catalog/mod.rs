@@ -5,10 +5,12 @@
 //! `support::catalog_stripe`: neither localstripe nor stripe-stateful-mock
 //! has most of these types or their nested lists.
 //!
-//! `pull` holds the backfill, diff and reconcile tests, `http` the mirror's
+//! `pull` holds the backfill, diff and reconcile tests, `accounts` those
+//! of the accounts they cover, `http` the mirror's
 //! read API; the helpers here build events from the fixtures and read the
 //! relations.
 
+mod accounts;
 mod http;
 mod pull;
 

@@ -76,6 +76,8 @@ struct State {
     /// path (as requested) -> faults to answer first
     faults: HashMap<String, VecDeque<Fault>>,
     calls: Vec<Call>,
+    /// Connected accounts that revoked our access.
+    revoked: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -165,6 +167,14 @@ impl CatalogStripe {
         {
             objects.remove(id);
         }
+    }
+
+    /// The connected account revokes our access, as deauthorizing does:
+    /// the platform can no longer read it, and every request made on its
+    /// behalf (`Stripe-Account`) is answered 403, as Stripe answers them.
+    pub fn deauthorize(&self, account: &str) {
+        self.remove(PLATFORM_ACCOUNT, "accounts", account);
+        self.state.lock().unwrap().revoked.push(account.to_owned());
     }
 
     /// Serves `items` at `/v1/{path}/{id}/{sub}` on `account`.
@@ -260,7 +270,13 @@ fn answer(state: &Mutex<State>, account: &str, path: &str, query: &str) -> (u16,
             s.calls_in_transaction += 1;
         }
     }
-    if let Some(fault) = s.faults.get_mut(path).and_then(VecDeque::pop_front) {
+    let revoked = s.revoked.iter().any(|r| r == account);
+    let fault = if revoked {
+        Some(Fault::Forbidden)
+    } else {
+        s.faults.get_mut(path).and_then(VecDeque::pop_front)
+    };
+    if let Some(fault) = fault {
         match fault {
             Fault::Pass => {}
             Fault::PlainNotFound => {

@@ -1,0 +1,232 @@
+//! Which accounts the pull commands cover: those named (`platform`,
+//! `acct_…`), and with `auto` the platform and every connected account the
+//! mirror's `stripe.accounts` holds authorized, read again at each pass of
+//! a long-running command so an account authorized mid-run is covered
+//! (and backfilled, [`backfill_account`]) without a restart.
+
+use std::collections::BTreeSet;
+
+use tokio_util::sync::CancellationToken;
+
+use super::backfill::{self, BackfillOptions};
+use super::PullContext;
+use crate::config::ConfigError;
+use crate::registry;
+use crate::stripe::{AccountId, PLATFORM_ACCOUNT};
+use crate::sync::cursor::{self, StreamKey};
+use crate::sync::service;
+
+/// The word naming every account the mirror knows.
+pub const AUTO: &str = "auto";
+
+/// The stream of `sync_cursors` marking an account backfilled in full
+/// by [`backfill_account`].
+const BACKFILLED: &str = "backfill:auto";
+
+/// One entry of `STRIPE_ACCOUNTS` or `--account`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountChoice {
+    One(AccountId),
+    Auto,
+}
+
+impl AccountChoice {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw == AUTO {
+            return Ok(Self::Auto);
+        }
+        AccountId::parse(raw)
+            .map(Self::One)
+            .map_err(|e| format!("{e}, nor `{AUTO}`"))
+    }
+}
+
+/// The accounts a pull command covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accounts {
+    /// Named ones, in the order given.
+    pub named: Vec<AccountId>,
+    /// Also the platform and every connected account the mirror holds
+    /// authorized (not marked deleted).
+    pub auto: bool,
+}
+
+impl Accounts {
+    pub fn of(choices: &[AccountChoice]) -> Self {
+        let mut accounts = Self {
+            named: Vec::new(),
+            auto: false,
+        };
+        for choice in choices {
+            match choice {
+                AccountChoice::Auto => accounts.auto = true,
+                AccountChoice::One(a) if !accounts.named.contains(a) => {
+                    accounts.named.push(a.clone())
+                }
+                AccountChoice::One(_) => {}
+            }
+        }
+        accounts
+    }
+
+    /// `platform,acct_123,…` or `auto` (or both): `STRIPE_ACCOUNTS`.
+    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            name: "STRIPE_ACCOUNTS",
+            reason,
+        };
+        let choices = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(AccountChoice::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        if choices.is_empty() {
+            return Err(invalid("names no account".into()));
+        }
+        Ok(Self::of(&choices))
+    }
+
+    /// The accounts as of now: the named ones, then (with `auto`) the
+    /// platform and the authorized connected accounts, in id order.
+    pub async fn resolve(&self, ctx: &PullContext) -> anyhow::Result<Vec<AccountId>> {
+        let mut accounts = self.named.clone();
+        if self.auto {
+            let found = std::iter::once(AccountId::PLATFORM).chain(connected(ctx).await?);
+            for account in found {
+                if !accounts.contains(&account) {
+                    accounts.push(account);
+                }
+            }
+        }
+        Ok(accounts)
+    }
+}
+
+/// The connected accounts the mirror holds and has not marked deleted
+/// (deauthorized): `stripe.accounts` rows are kept under the platform.
+async fn connected(ctx: &PullContext) -> anyhow::Result<BTreeSet<AccountId>> {
+    use diesel::prelude::*;
+    use diesel::sql_types::Text;
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = Text)]
+        id: String,
+    }
+    let ids: Vec<Id> = ctx
+        .db(|conn| {
+            // The mirror's relations are made from the registry at run time.
+            diesel::sql_query("SELECT id FROM stripe.accounts WHERE account = $1 AND NOT deleted")
+                .bind::<Text, _>(PLATFORM_ACCOUNT)
+                .load(conn)
+        })
+        .await?;
+    Ok(ids
+        .iter()
+        .filter_map(|Id { id }| match AccountId::parse(id) {
+            Ok(a) if !a.is_platform() => Some(a),
+            _ => {
+                tracing::warn!(
+                    id,
+                    "stripe.accounts holds a row that is no account id; skipped"
+                );
+                None
+            }
+        })
+        .collect())
+}
+
+/// What [`backfill_account`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountBackfill {
+    /// Done before (by this command, in this or an earlier run).
+    AlreadyDone,
+    /// Every listable type listed; `objects` published.
+    Done { objects: u64 },
+    /// Stopped by shutdown; the next run resumes per type.
+    Interrupted,
+}
+
+/// Backfills every listable type of a connected account found by `auto`,
+/// once: a mark in `sync_cursors` says it is done, and each type resumes
+/// from its own checkpoint if a run is cut short. Customers go first, so
+/// the types Stripe lists per customer find them.
+pub async fn backfill_account(
+    ctx: &PullContext,
+    account: &AccountId,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<AccountBackfill> {
+    let owned = account.clone();
+    let mark = ctx
+        .db(move |conn| cursor::load(conn, backfilled(&owned)))
+        .await?;
+    if mark.is_some_and(|m| m.completed_at.is_some()) {
+        return Ok(AccountBackfill::AlreadyDone);
+    }
+    tracing::info!(%account, "backfilling a connected account found in the mirror");
+    let mut objects = 0;
+    for resource in registry::resolve(&["all".to_owned()])? {
+        let report = backfill::run(
+            ctx,
+            &BackfillOptions {
+                account: account.clone(),
+                ..BackfillOptions::new(resource)
+            },
+            shutdown,
+        )
+        .await?;
+        if report.listable && !report.complete {
+            return Ok(AccountBackfill::Interrupted);
+        }
+        objects += report.objects;
+    }
+    let owned = account.clone();
+    ctx.db(move |conn| cursor::save(conn, backfilled(&owned), None, "", true))
+        .await?;
+    tracing::info!(%account, objects, "connected account backfilled");
+    Ok(AccountBackfill::Done { objects })
+}
+
+fn backfilled(account: &AccountId) -> StreamKey<'_> {
+    StreamKey {
+        service: service::STRIPE,
+        account: account.as_str(),
+        stream: BACKFILLED,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_parse_from_a_comma_separated_list() {
+        let connected = AccountId::parse("acct_1Abc").unwrap();
+        assert_eq!(
+            Accounts::parse("platform, acct_1Abc,").unwrap(),
+            Accounts {
+                named: vec![AccountId::PLATFORM, connected.clone()],
+                auto: false
+            }
+        );
+        assert_eq!(
+            Accounts::parse("auto,acct_1Abc,acct_1Abc").unwrap(),
+            Accounts {
+                named: vec![connected],
+                auto: true
+            }
+        );
+        for bad in [
+            "",
+            " , ",
+            "acct_",
+            "acct_1/../x",
+            "cus_123",
+            "platform,acct_a-b",
+            "Auto",
+        ] {
+            assert!(Accounts::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
