@@ -15,6 +15,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod ops;
 pub mod payments;
+pub mod resync;
 pub mod salesforce;
 pub mod stripe_errors;
 pub mod webhook;
@@ -92,6 +93,13 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
                     state.inventory.clone(),
                     state.pool.clone(),
                     state.producer.clone(),
+                )
+                .boxed())
+                .unify()
+                .or(resync::route(
+                    state.stripe.clone(),
+                    state.producer.clone(),
+                    state.inventory.events_topic.clone(),
                 )
                 .boxed())
                 .unify(),

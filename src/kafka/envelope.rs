@@ -16,6 +16,7 @@ pub const SOURCE_WEBHOOK: &str = "webhook";
 pub const SOURCE_BACKFILL: &str = "backfill";
 pub const SOURCE_RECONCILE: &str = "reconcile";
 pub const SOURCE_REPAIR: &str = "diff-repair";
+pub const SOURCE_RESYNC: &str = "resync";
 
 pub const H_DLQ_ERROR: &str = "dlq-error";
 pub const H_DLQ_SOURCE_TOPIC: &str = "dlq-source-topic";

@@ -11,13 +11,13 @@ use diesel::prelude::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{snapshot_event, PullContext};
+use super::{resync, snapshot_event, PullContext};
 use crate::db::schema::{customers, id_map};
 use crate::ingest::unix_now;
 use crate::kafka::envelope::SOURCE_REPAIR;
 use crate::outbox;
 use crate::registry::{Listing, Parent, Resource};
-use crate::stripe::{AccountId, ObjectId, RemoteObject};
+use crate::stripe::AccountId;
 use crate::sync::{entity, service};
 
 /// The customer fields the mirror keeps, in a fixed order.
@@ -266,22 +266,13 @@ async fn repair_absent(
     account: &AccountId,
     id: &str,
 ) -> anyhow::Result<()> {
-    let mut gone = json!({"id": id, "object": resource.object, "deleted": true});
-    let path = match (resource.listing, parent) {
-        (Listing::Nested(under, _), Some(parent_id)) => {
-            gone[under.field] = json!(parent_id);
-            resource.path_under(under, ObjectId::parse(parent_id)?.as_str())
-        }
-        _ => resource.path.to_owned(),
+    let target = resync::Target {
+        resource,
+        id: id.to_owned(),
+        account: account.clone(),
+        parent: parent.map(str::to_owned),
     };
-    let object = match ctx
-        .stripe
-        .retrieve(account, &path, ObjectId::parse(id)?)
-        .await?
-    {
-        RemoteObject::Live(object) => object,
-        RemoteObject::Deleted => gone,
-    };
+    let (object, _gone) = resync::read_current(&ctx.stripe, &target).await?;
     ctx.publish(
         &snapshot_event(resource, account, &object, unix_now()),
         SOURCE_REPAIR,

@@ -7,6 +7,7 @@ pub mod backfill;
 pub mod diff;
 pub mod reconcile;
 pub mod refresh;
+pub mod resync;
 
 use std::time::Duration;
 

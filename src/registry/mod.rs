@@ -10,9 +10,11 @@
 
 pub mod ddl;
 mod describe;
+mod ids;
 mod resources;
 
 pub use describe::{describe, markdown, markdown_summary, Source};
+pub use ids::{type_of_id, IdTypeError};
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -6,13 +6,14 @@
 //! has most of these types or their nested lists.
 //!
 //! `pull` holds the backfill, diff and reconcile tests, `accounts` those
-//! of the accounts they cover, `http` the mirror's
+//! of the accounts they cover, `resync` reads by id, `http` the mirror's
 //! read API; the helpers here build events from the fixtures and read the
 //! relations.
 
 mod accounts;
 mod http;
 mod pull;
+mod resync;
 
 use std::time::Duration;
 

@@ -9,7 +9,6 @@ use crate::apps::orders::{self, export, notifications};
 use crate::kafka::EventProducer;
 use crate::ops::topics::TailFrom;
 use crate::ops::{commands, prune, Inventory};
-use crate::pull::{backfill, diff, reconcile, refresh, AccountChoice, PullConfig, PullContext};
 use crate::{config, db, registry, serve, shutdown, telemetry};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -23,6 +22,8 @@ macro_rules! say {
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
+
+mod pull;
 
 /// Keeps Postgres in sync with Stripe, with Kafka as the durable spine.
 #[derive(Parser)]
@@ -38,54 +39,8 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Publish every existing Stripe object of the given types as snapshot
-    /// events (list API), resuming an interrupted run per (account, type).
-    /// Costs one API call per 100 objects.
-    Backfill {
-        /// Object types (`invoice`, `checkout.session`) or relations
-        /// (`invoices`); `all` for every type. `catalog types` lists them.
-        #[arg(required = true, value_name = "TYPE")]
-        types: Vec<String>,
-        /// Start from the first page even if an earlier run was interrupted.
-        #[arg(long)]
-        restart: bool,
-        /// Only objects created at or after this time (RFC 3339 or unix seconds).
-        #[arg(long, value_parser = parse_time)]
-        created_since: Option<i64>,
-        /// Objects per list call (at most 100).
-        #[arg(long, default_value_t = backfill::MAX_PAGE_SIZE, value_parser = clap::value_parser!(u32).range(1..=100))]
-        page_size: u32,
-        /// Account (`platform`, acct_… or `auto`), repeatable; STRIPE_ACCOUNTS by default.
-        #[arg(long = "account", value_parser = AccountChoice::parse)]
-        accounts: Vec<AccountChoice>,
-    },
-    /// Publish events from Stripe's Events API that the ledger has not seen
-    /// (webhooks missed during an outage). Costs one API call per 100 events.
-    Reconcile {
-        /// Keep running, one pass every SECONDS.
-        #[arg(long, value_name = "SECONDS")]
-        every: Option<u64>,
-        /// Start at this time instead of the saved cursor (RFC 3339 or unix seconds).
-        #[arg(long, value_parser = parse_time)]
-        since: Option<i64>,
-        /// Account (`platform`, acct_… or `auto`), repeatable; STRIPE_ACCOUNTS by default.
-        #[arg(long = "account", value_parser = AccountChoice::parse)]
-        accounts: Vec<AccountChoice>,
-    },
-    /// Keep the types Stripe sends no events for current by pulling them:
-    /// a type listed whole is diffed and repaired, balance transactions are
-    /// listed from a cursor. Costs one API call per 100 objects listed.
-    Refresh {
-        /// Object types or relations; every type without events by default.
-        #[arg(value_name = "TYPE")]
-        types: Vec<String>,
-        /// Keep running, one pass every SECONDS.
-        #[arg(long, value_name = "SECONDS")]
-        every: Option<u64>,
-        /// Account (`platform`, acct_… or `auto`), repeatable; STRIPE_ACCOUNTS by default.
-        #[arg(long = "account", value_parser = AccountChoice::parse)]
-        accounts: Vec<AccountChoice>,
-    },
+    #[command(flatten)]
+    Pull(pull::PullCommand),
     /// The resource registry: what is mirrored, and the SQL of its relations.
     Catalog {
         #[command(subcommand)]
@@ -120,22 +75,6 @@ enum Command {
     Notifications {
         #[command(subcommand)]
         command: NotificationsCommand,
-    },
-    /// Compare the mirror with Stripe; --repair publishes fresh snapshots for
-    /// what differs. Costs one API call per 100 objects (+1 per object only
-    /// in the mirror, with --repair).
-    Diff {
-        /// Object types or relations; every listable type by default.
-        #[arg(value_name = "TYPE", default_value = "all")]
-        types: Vec<String>,
-        #[arg(long)]
-        repair: bool,
-        /// Exit with status 1 when differences are found.
-        #[arg(long)]
-        exit_code: bool,
-        /// Account (`platform`, acct_… or `auto`), repeatable; STRIPE_ACCOUNTS by default.
-        #[arg(long = "account", value_parser = AccountChoice::parse)]
-        accounts: Vec<AccountChoice>,
     },
 }
 
@@ -306,92 +245,7 @@ pub async fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Backfill {
-            types,
-            restart,
-            created_since,
-            page_size,
-            accounts,
-        } => {
-            let resources = registry::resolve(&types)?;
-            let cfg = PullConfig::load(&env)?;
-            let ctx = PullContext::build(&cfg).await?;
-            let stop = shutdown::on_signals(config::shutdown_grace(&env)?);
-            for account in cfg.accounts_or(&accounts).resolve(&ctx).await? {
-                for &resource in &resources {
-                    if stop.is_cancelled() {
-                        return Ok(());
-                    }
-                    let opts = backfill::BackfillOptions {
-                        restart,
-                        created_since,
-                        page_size,
-                        account: account.clone(),
-                        ..backfill::BackfillOptions::new(resource)
-                    };
-                    let report = backfill::run(&ctx, &opts, &stop).await?;
-                    say!("{account} {:<34} {}", resource.object, report);
-                }
-            }
-            Ok(())
-        }
-        Command::Reconcile {
-            every,
-            since,
-            accounts,
-        } => {
-            let cfg = PullConfig::load(&env)?;
-            let ctx = PullContext::build(&cfg).await?;
-            let stop = shutdown::on_signals(config::shutdown_grace(&env)?);
-            let accounts = cfg.accounts_or(&accounts);
-            match every {
-                Some(secs) => {
-                    let every = Duration::from_secs(secs.max(1));
-                    reconcile::run_every(&ctx, &accounts, since, every, &stop).await
-                }
-                None => {
-                    for account in accounts.resolve(&ctx).await? {
-                        let opts = reconcile::ReconcileOptions { account, since };
-                        let r = reconcile::run_once(&ctx, &opts).await?;
-                        say!(
-                            "{}: {} events since {} ({} API calls), {} not in the ledger published; cursor now {}",
-                            opts.account, r.seen, r.from, r.pages, r.published, r.cursor
-                        );
-                    }
-                    Ok(())
-                }
-            }
-        }
-        Command::Refresh {
-            types,
-            every,
-            accounts,
-        } => {
-            let resources = if types.is_empty() {
-                refresh::default_types()
-            } else {
-                registry::resolve(&types)?
-            };
-            let cfg = PullConfig::load(&env)?;
-            let ctx = PullContext::build(&cfg).await?;
-            let stop = shutdown::on_signals(config::shutdown_grace(&env)?);
-            let accounts = cfg.accounts_or(&accounts);
-            if let Some(secs) = every {
-                let every = Duration::from_secs(secs.max(1));
-                refresh::run_every(&ctx, &resources, &accounts, every, &stop).await;
-                return Ok(());
-            }
-            for account in &accounts.resolve(&ctx).await? {
-                for &resource in &resources {
-                    if stop.is_cancelled() {
-                        return Ok(());
-                    }
-                    let report = refresh::run_once(&ctx, resource, account, &stop).await?;
-                    say!("[{account}] {}: {report}", resource.relation);
-                }
-            }
-            Ok(())
-        }
+        Command::Pull(command) => pull::run(command, &env).await,
         Command::Catalog { command } => {
             match command {
                 CatalogCommand::Types => say!("{}", registry::describe().trim_end()),
@@ -549,31 +403,6 @@ pub async fn run() -> anyhow::Result<()> {
             })
             .await??;
             say!("{said}");
-            Ok(())
-        }
-        Command::Diff {
-            types,
-            repair,
-            exit_code,
-            accounts,
-        } => {
-            let resources = registry::resolve(&types)?;
-            let cfg = PullConfig::load(&env)?;
-            let ctx = PullContext::build(&cfg).await?;
-            let mut clean = true;
-            for account in cfg.accounts_or(&accounts).resolve(&ctx).await? {
-                for &resource in &resources {
-                    if resource.listing == registry::Listing::None {
-                        continue;
-                    }
-                    let report = diff::run(&ctx, resource, &account, repair).await?;
-                    say!("[{account}]\n{report}\n");
-                    clean &= report.is_clean();
-                }
-            }
-            if exit_code && !clean {
-                std::process::exit(1);
-            }
             Ok(())
         }
     }
