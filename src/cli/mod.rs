@@ -24,6 +24,7 @@ macro_rules! say {
 }
 
 mod pull;
+mod webhooks;
 
 /// Keeps Postgres in sync with Stripe, with Kafka as the durable spine.
 #[derive(Parser)]
@@ -41,6 +42,12 @@ enum Command {
     Migrate,
     #[command(flatten)]
     Pull(pull::PullCommand),
+    /// The Stripe webhook endpoint serve's events come from: install it
+    /// with exactly the events the engine handles, or check it.
+    Webhooks {
+        #[command(subcommand)]
+        command: webhooks::WebhooksCommand,
+    },
     /// The resource registry: what is mirrored, and the SQL of its relations.
     Catalog {
         #[command(subcommand)]
@@ -246,6 +253,7 @@ pub async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Pull(command) => pull::run(command, &env).await,
+        Command::Webhooks { command } => webhooks::run(command, &env).await,
         Command::Catalog { command } => {
             match command {
                 CatalogCommand::Types => say!("{}", registry::describe().trim_end()),

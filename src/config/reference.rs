@@ -55,9 +55,9 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         names: &["STRIPE_API_KEY"],
-        used_by: "stripe-inbound, stripe-outbound, order-notifier, stripe-commands, pull commands; serve (optional: the payments and credits APIs)",
+        used_by: "stripe-inbound, stripe-outbound, order-notifier, stripe-commands, pull commands, `resync`, `webhooks`; serve (optional: the payments and credits APIs, `/api/admin/resync`)",
         default: "**required** (serve: optional)",
-        meaning: "secret key: re-reads on same-second ties, child lists the payload leaves out, pull commands, and writes",
+        meaning: "secret key: re-reads on same-second ties, child lists the payload leaves out, pull commands, and writes (`webhooks install` needs write access to webhook endpoints)",
     },
     Variable {
         names: &["LISTEN_ADDR"],

@@ -10,10 +10,12 @@
 
 pub mod ddl;
 mod describe;
+mod events;
 mod ids;
 mod resources;
 
 pub use describe::{describe, markdown, markdown_summary, Source};
+pub use events::{handled_event_types, objects_of_event};
 pub use ids::{type_of_id, IdTypeError};
 
 use std::borrow::Cow;

@@ -5,12 +5,14 @@ pub mod account;
 pub mod client;
 pub mod currency;
 pub mod event;
+pub mod event_types;
 pub mod form;
 pub mod object_id;
 pub mod outbound;
 pub mod rate;
 pub mod signature;
 pub mod version;
+pub mod webhook_endpoints;
 
 pub use account::{AccountId, InvalidAccount, PLATFORM_ACCOUNT};
 pub use client::{ListPage, RemoteObject, StripeClient, StripeError};

@@ -32,3 +32,4 @@ mod startup;
 mod statuses;
 mod tombstone;
 mod webhook;
+mod webhook_endpoints;

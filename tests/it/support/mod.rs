@@ -7,6 +7,7 @@ pub mod catalog_stripe;
 pub mod db;
 pub mod fake_salesforce;
 pub mod fake_stripe;
+pub mod fake_webhook_endpoints;
 pub mod fixtures;
 pub mod localstripe;
 pub mod smtp;
