@@ -33,6 +33,10 @@ pub enum PullCommand {
         /// Objects per list call (at most 100).
         #[arg(long, default_value_t = backfill::MAX_PAGE_SIZE, value_parser = clap::value_parser!(u32).range(1..=100))]
         page_size: u32,
+        /// List calls in flight at once, over all the types (and `created`
+        /// slices of one large type); all share STRIPE_RATE_LIMIT.
+        #[arg(long, default_value_t = backfill::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=64))]
+        concurrency: u32,
         /// Account (`platform`, acct_… or `auto`), repeatable; STRIPE_ACCOUNTS by default.
         #[arg(long = "account", value_parser = AccountChoice::parse)]
         accounts: Vec<AccountChoice>,
@@ -108,27 +112,41 @@ pub async fn run(command: PullCommand, env: &Env) -> anyhow::Result<()> {
             restart,
             created_since,
             page_size,
+            concurrency,
             accounts,
         } => {
             let resources = registry::resolve(&types)?;
             let cfg = PullConfig::load(env)?;
             let ctx = PullContext::build(&cfg).await?;
             let stop = shutdown::on_signals(config::shutdown_grace(env)?);
+            let mut failed = 0;
             for account in cfg.accounts_or(&accounts).resolve(&ctx).await? {
-                for &resource in &resources {
-                    if stop.is_cancelled() {
-                        return Ok(());
-                    }
-                    let opts = backfill::BackfillOptions {
+                if stop.is_cancelled() {
+                    break;
+                }
+                let runs = resources
+                    .iter()
+                    .map(|&resource| backfill::BackfillOptions {
                         restart,
                         created_since,
                         page_size,
                         account: account.clone(),
                         ..backfill::BackfillOptions::new(resource)
-                    };
-                    let report = backfill::run(&ctx, &opts, &stop).await?;
-                    say!("{account} {:<34} {}", resource.object, report);
+                    })
+                    .collect();
+                let reports = backfill::run_all(&ctx, runs, concurrency as usize, &stop).await;
+                for (resource, report) in resources.iter().zip(reports) {
+                    match report {
+                        Ok(report) => say!("{account} {:<34} {}", resource.object, report),
+                        Err(e) => {
+                            failed += 1;
+                            say!("{account} {:<34} failed: {e:#}", resource.object);
+                        }
+                    }
                 }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} backfill(s) failed; run again to resume them");
             }
             Ok(())
         }

@@ -165,17 +165,18 @@ pub async fn backfill_account(
         return Ok(AccountBackfill::AlreadyDone);
     }
     tracing::info!(%account, "backfilling a connected account found in the mirror");
+    let runs = registry::resolve(&["all".to_owned()])?
+        .into_iter()
+        .map(|resource| BackfillOptions {
+            account: account.clone(),
+            ..BackfillOptions::new(resource)
+        })
+        .collect();
     let mut objects = 0;
-    for resource in registry::resolve(&["all".to_owned()])? {
-        let report = backfill::run(
-            ctx,
-            &BackfillOptions {
-                account: account.clone(),
-                ..BackfillOptions::new(resource)
-            },
-            shutdown,
-        )
-        .await?;
+    for report in
+        backfill::run_all(ctx, runs, backfill::DEFAULT_CONCURRENCY as usize, shutdown).await
+    {
+        let report = report?;
         if report.listable && !report.complete {
             return Ok(AccountBackfill::Interrupted);
         }

@@ -284,6 +284,53 @@ const fn balance_transaction_of(by: &'static str) -> Named {
     }
 }
 
+/// The types whose list call takes a `created` filter (`created[gte]`,
+/// `created[lt]`), as Stripe's API declares them (a test holds this to the
+/// official `stripe` Python package): backfill reads them in `created`
+/// slices at once, and `--created-since` is sent to Stripe for them only
+/// (for the others it is applied to what the list returns).
+pub const LISTED_BY_CREATED: &[&str] = &[
+    "product",
+    "price",
+    "plan",
+    "coupon",
+    "promotion_code",
+    "tax_rate",
+    "shipping_rate",
+    "customer",
+    "account",
+    "setup_intent",
+    "checkout.session",
+    "payment_intent",
+    "charge",
+    "refund",
+    "dispute",
+    "radar.early_fraud_warning",
+    "review",
+    "subscription",
+    "subscription_schedule",
+    "invoice",
+    "invoiceitem",
+    "credit_note",
+    "invoice_payment",
+    "payout",
+    "transfer",
+    "topup",
+    "application_fee",
+    "file",
+    "identity.verification_session",
+    "issuing.cardholder",
+    "issuing.card",
+    "issuing.authorization",
+    "issuing.transaction",
+    "issuing.dispute",
+    "reporting.report_run",
+    "treasury.financial_account",
+    "balance_transaction",
+    "file_link",
+    "radar.value_list",
+];
+
 /// The one type that is not mirrored by the generic path: customers live in
 /// the local-first `customers` table (two-way sync) and `stripe.customers`
 /// is a view over it.
@@ -337,6 +384,11 @@ impl Resource {
 
     /// The parent whose objects are listed one by one: a type listed per
     /// customer (by filter or under each), or under each connected account.
+    /// Whether its list call takes a `created` filter ([`LISTED_BY_CREATED`]).
+    pub fn listed_by_created(&self) -> bool {
+        LISTED_BY_CREATED.contains(&self.object)
+    }
+
     pub fn listed_per(&self) -> Option<Parent> {
         match self.listing {
             Listing::PerCustomer => Some(Parent::CUSTOMER),

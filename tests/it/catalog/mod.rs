@@ -11,6 +11,7 @@
 //! relations.
 
 mod accounts;
+mod backfill;
 mod http;
 mod pull;
 mod resync;

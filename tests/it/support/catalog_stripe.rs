@@ -6,7 +6,8 @@
 //!
 //! It serves what a test seeds, per account (`Stripe-Account`): retrieve
 //! `GET /v1/{path}/{id}`, lists `GET /v1/{path}` newest first with `limit`,
-//! `starting_after` and equality filters (`customer=…`, `subscription=…`),
+//! `starting_after`, `created` bounds (refused, as Stripe does, on a list that
+//! does not take them) and equality filters (`customer=…`, `subscription=…`),
 //! nested lists `GET /v1/{path}/{id}/{sub}`, and the types kept under a
 //! parent at `GET /v1/{parent}/{parent id}/{path}` (seeded at that path).
 //! A missing object of a
@@ -328,10 +329,25 @@ fn answer(state: &Mutex<State>, account: &str, path: &str, query: &str) -> (u16,
             .get(&key)
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
+        // Stripe refuses a filter the list does not take.
+        let takes_created = rest == "events"
+            || stripe_sync::registry::RESOURCES
+                .iter()
+                .any(|r| r.path == rest && r.listed_by_created());
+        if let Some(k) = params
+            .keys()
+            .find(|k| k.starts_with("created") && !takes_created)
+        {
+            return (
+                400,
+                json!({"error": {"type": "invalid_request_error",
+                    "message": format!("Received unknown parameter: {k}"), "param": k}}),
+            );
+        }
         objects.retain(|o| {
             params.iter().all(|(k, v)| match k.as_str() {
                 "limit" | "starting_after" | "status" => true,
-                k if k.starts_with("created") => true,
+                k if k.starts_with("created") => created_within(o, k, v),
                 _ => {
                     let field = &o[k];
                     field.as_str() == Some(v) || field["id"].as_str() == Some(v)
@@ -444,6 +460,21 @@ fn child_path(parent: &str, child: &stripe_sync::registry::Child) -> String {
 
 /// One page: newest first for collections (nested lists keep their order),
 /// after `starting_after`, at most `limit` (≤ 100).
+/// Whether `object` passes one `created` bound (`created[gte]=…`).
+fn created_within(object: &Value, bound: &str, value: &str) -> bool {
+    let (Some(created), Ok(value)) = (object["created"].as_i64(), value.parse::<i64>()) else {
+        return true;
+    };
+    match bound {
+        "created[gte]" => created >= value,
+        "created[gt]" => created > value,
+        "created[lte]" => created <= value,
+        "created[lt]" => created < value,
+        "created" => created == value,
+        _ => true,
+    }
+}
+
 fn page(
     mut items: Vec<Value>,
     params: &HashMap<String, String>,

@@ -1,21 +1,34 @@
 //! `stripe-sync backfill [TYPE…|all]`: lists every object of a type through
-//! Stripe's list API and publishes each as a snapshot event. Resumable per
-//! (account, type): the cursor is checkpointed in Postgres after every page
-//! (after every customer, for types Stripe lists per customer).
+//! Stripe's list API and publishes each as a snapshot event. Types are read
+//! at once, and a large type Stripe filters by `created` in slices read at
+//! once (`pool`), all under the client's one rate limit. Resumable per
+//! (account, type): the pending slices, each with its cursor, are
+//! checkpointed in Postgres after every page (the last parent done, for
+//! types Stripe lists per parent).
+
+mod pool;
+mod slices;
+
+pub use pool::run_all;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{snapshot_event, Progress, PullContext};
+use super::{snapshot_event, PullContext};
 use crate::ingest::unix_now;
 use crate::kafka::envelope::SOURCE_BACKFILL;
-use crate::registry::{Listing, Resource};
+use crate::registry::Resource;
 use crate::stripe::AccountId;
 use crate::sync::cursor::{self, StreamKey};
 use crate::sync::service;
 
 /// Stripe's largest page.
 pub const MAX_PAGE_SIZE: u32 = 100;
+
+/// List calls a backfill keeps in flight by default: enough to use a
+/// live account's 100 requests a second at Stripe's usual page latency;
+/// the client's rate limiter keeps them within `STRIPE_RATE_LIMIT`.
+pub const DEFAULT_CONCURRENCY: u32 = 16;
 
 #[derive(Debug, Clone)]
 pub struct BackfillOptions {
@@ -74,78 +87,24 @@ pub struct BackfillReport {
     pub complete: bool,
 }
 
+/// Backfills one type (see [`run_all`]).
 pub async fn run(
     ctx: &PullContext,
     opts: &BackfillOptions,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<BackfillReport> {
-    let extra: &[(&str, &str)] = match opts.resource.listing {
-        Listing::PerCustomer | Listing::Nested(..) => return per_parent(ctx, opts, shutdown).await,
-        Listing::None => return Ok(BackfillReport::default()),
-        whole => whole.whole().unwrap_or_default(),
-    };
-    let checkpoint = Checkpoint::of(opts);
-    let mut starting_after = checkpoint.resume_point(ctx, opts.restart).await?;
-    let mut report = BackfillReport {
-        listable: true,
-        resumed: starting_after.is_some(),
-        ..BackfillReport::default()
-    };
     tracing::info!(
         objects = opts.resource.relation,
         account = %opts.account,
-        resume_after = starting_after.as_deref().unwrap_or("-"),
         "backfill starting"
     );
-    let mut progress = Progress::new("backfill");
-
-    loop {
-        if shutdown.is_cancelled() {
-            tracing::info!("backfill interrupted; run it again to continue from the last page");
-            break;
-        }
-        let mut params = vec![(
-            "limit".to_owned(),
-            opts.page_size.min(MAX_PAGE_SIZE).to_string(),
-        )];
-        params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        if let Some(after) = &starting_after {
-            params.push(("starting_after".into(), after.clone()));
-        }
-        if let Some(since) = opts.created_since {
-            params.push(("created[gte]".into(), since.to_string()));
-        }
-        let page = ctx
-            .list_page(&opts.account, opts.resource.path, &params)
-            .await?;
-        let read_at = unix_now();
-        report.objects += publish_page(ctx, opts, &page.data, read_at).await?;
-        report.pages += 1;
-
-        // Stripe pages continue after the last object of this page, in
-        // whatever order the API returned them.
-        let next = page
-            .data
-            .last()
-            .and_then(|o| o.get("id"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let complete = !page.has_more || next.is_none();
-        checkpoint.save(ctx, next.clone(), complete).await?;
-        progress.update(report.objects, report.pages);
-        if complete {
-            report.complete = true;
-            break;
-        }
-        starting_after = next;
+    let report = run_all(ctx, vec![opts.clone()], 1, shutdown)
+        .await
+        .pop()
+        .expect("one report per type")?;
+    if !report.complete {
+        tracing::info!("backfill interrupted; run it again to continue from the last page");
     }
-    progress.finish();
-    tracing::info!(
-        objects = report.objects,
-        pages = report.pages,
-        complete = report.complete,
-        "backfill finished"
-    );
     Ok(report)
 }
 
@@ -193,12 +152,10 @@ async fn per_parent(
     if let Some(after) = &after {
         parents.retain(|c| c > after);
     }
-    let mut progress = Progress::new("backfill");
     let total = parents.len();
     for (done, parent) in parents.into_iter().enumerate() {
         if shutdown.is_cancelled() {
             tracing::info!("backfill interrupted; run it again to continue from the last parent");
-            progress.finish();
             return Ok(report);
         }
         let (path, filter) = super::list_under(opts.resource, &parent)?;
@@ -207,9 +164,7 @@ async fn per_parent(
         report.pages += calls;
         let complete = done + 1 == total;
         checkpoint.save(ctx, Some(parent), complete).await?;
-        progress.update(report.objects, report.pages);
     }
-    progress.finish();
     report.complete = true;
     Ok(report)
 }
