@@ -240,7 +240,8 @@ pub async fn run(command: PullCommand, env: &Env) -> anyhow::Result<()> {
             let targets = resync::plan(&ids, type_name.as_deref(), &account)?;
             let cfg = PullConfig::load(env)?;
             let ctx = PullContext::build(&cfg).await?;
-            let results = resync::run(&ctx.stripe, &ctx.producer, &ctx.topic, &targets).await;
+            let results =
+                resync::run(&ctx.stripe, &ctx.producer, &ctx.topic, &ctx.pool, &targets).await;
             let mut failed = 0;
             for result in results {
                 match result {

@@ -98,6 +98,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
                 .unify()
                 .or(resync::route(
                     state.stripe.clone(),
+                    state.pool.clone(),
                     state.producer.clone(),
                     state.inventory.events_topic.clone(),
                 )

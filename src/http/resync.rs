@@ -8,6 +8,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::body::json_body;
 use super::error::ApiError;
+use crate::db::PgPool;
 use crate::kafka::EventProducer;
 use crate::pull::resync::{self, Refused};
 use crate::stripe::{AccountId, StripeClient};
@@ -26,17 +27,20 @@ struct ResyncBody {
 #[derive(Clone)]
 struct Ctx {
     stripe: Option<StripeClient>,
+    pool: PgPool,
     producer: EventProducer,
     topic: String,
 }
 
 pub fn route(
     stripe: Option<StripeClient>,
+    pool: PgPool,
     producer: EventProducer,
     topic: String,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let ctx = Ctx {
         stripe,
+        pool,
         producer,
         topic,
     };
@@ -55,14 +59,18 @@ pub fn route(
                     "resync reads Stripe: set STRIPE_API_KEY in serve's environment",
                 )));
             };
-            let results = resync::run(stripe, &c.producer, &c.topic, &targets).await;
+            let results = resync::run(stripe, &c.producer, &c.topic, &c.pool, &targets).await;
             let (resynced, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
             let resynced: Vec<_> = resynced.into_iter().filter_map(Result::ok).collect();
             let failed: Vec<_> = failed.into_iter().filter_map(Result::err).collect();
-            // Some objects not read or not published: the caller must see
-            // it in the status, not only in the body.
+            // Some objects not resynced: the caller must see it in the
+            // status, not only in the body: 404 when each of them is one
+            // Stripe and the mirror both lack, 502 when Stripe or the
+            // broker failed.
             let status = if failed.is_empty() {
                 StatusCode::OK
+            } else if failed.iter().all(|f| f.code == "not_found") {
+                StatusCode::NOT_FOUND
             } else {
                 StatusCode::BAD_GATEWAY
             };

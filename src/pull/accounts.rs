@@ -12,7 +12,7 @@ use super::backfill::{self, BackfillOptions};
 use super::PullContext;
 use crate::config::ConfigError;
 use crate::registry;
-use crate::stripe::{AccountId, PLATFORM_ACCOUNT};
+use crate::stripe::{AccountId, StripeError, PLATFORM_ACCOUNT};
 use crate::sync::cursor::{self, StreamKey};
 use crate::sync::service;
 
@@ -149,9 +149,10 @@ pub enum AccountBackfill {
 }
 
 /// Backfills every listable type of a connected account found by `auto`,
-/// once: a mark in `sync_cursors` says it is done, and each type resumes
-/// from its own checkpoint if a run is cut short. Customers go first, so
-/// the types Stripe lists per customer find them.
+/// once: a mark in `sync_cursors` says it is done. A run cut short or
+/// failed is taken up again: types finished are left, the others resume
+/// from their own checkpoints. A type Stripe refuses to list on the
+/// account for good (a 4xx) is left out with a warning.
 pub async fn backfill_account(
     ctx: &PullContext,
     account: &AccountId,
@@ -169,24 +170,64 @@ pub async fn backfill_account(
         .into_iter()
         .map(|resource| BackfillOptions {
             account: account.clone(),
+            skip_complete: true,
             ..BackfillOptions::new(resource)
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let resources: Vec<_> = runs.iter().map(|r| r.resource).collect();
+    let reports =
+        backfill::run_all(ctx, runs, backfill::DEFAULT_CONCURRENCY as usize, shutdown).await;
     let mut objects = 0;
-    for report in
-        backfill::run_all(ctx, runs, backfill::DEFAULT_CONCURRENCY as usize, shutdown).await
-    {
-        let report = report?;
-        if report.listable && !report.complete {
-            return Ok(AccountBackfill::Interrupted);
+    for (resource, report) in resources.into_iter().zip(reports) {
+        match report {
+            Ok(report) if report.listable && !report.complete => {
+                return Ok(AccountBackfill::Interrupted)
+            }
+            Ok(report) => objects += report.objects,
+            // Stripe refuses the list for good on this account (a product
+            // it has not enabled, a type a Standard account keeps to
+            // itself): nothing to backfill there, and retrying cannot
+            // change that.
+            Err(e) if refused_for_good(&e) => tracing::warn!(
+                %account,
+                objects = resource.relation,
+                error = format!("{e:#}"),
+                "Stripe refuses this list on the account; left out of its backfill"
+            ),
+            Err(e) => return Err(e),
         }
-        objects += report.objects;
     }
     let owned = account.clone();
     ctx.db(move |conn| cursor::save(conn, backfilled(&owned), None, "", true))
         .await?;
     tracing::info!(%account, objects, "connected account backfilled");
     Ok(AccountBackfill::Done { objects })
+}
+
+/// A 4xx refusal (not a 429) of the type on the account; not the platform
+/// losing access to the account itself (deauthorized), which is no fact
+/// about the type.
+fn refused_for_good(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|cause| match cause.downcast_ref::<StripeError>() {
+            Some(StripeError::Api {
+                status: 400..=499,
+                message,
+                ..
+            }) => !message.contains(crate::stripe::client::NO_ACCESS_TO_ACCOUNT),
+            _ => false,
+        })
+}
+
+/// Forgets that an account was backfilled (its mark and every type's
+/// checkpoint): it was deauthorized, so if it is authorized again
+/// everything is listed again, what changed meanwhile with it.
+pub async fn forget_backfill(ctx: &PullContext, account: &AccountId) -> anyhow::Result<()> {
+    let owned = account.clone();
+    ctx.db(move |conn| {
+        cursor::delete_prefixed(conn, service::STRIPE, owned.as_str(), "backfill:").map(drop)
+    })
+    .await
 }
 
 fn backfilled(account: &AccountId) -> StreamKey<'_> {

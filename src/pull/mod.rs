@@ -147,8 +147,8 @@ impl PullContext {
 
 /// The parents a type listed one parent at a time
 /// ([`Resource::listed_per`]) is listed under on `account`, in byte order
-/// (so a checkpoint resumes exactly): the account's live customers in the
-/// mirror, or a connected account itself (the platform's own `acct_…` id
+/// (so a checkpoint resumes exactly): the account's customers as Stripe
+/// lists them, or a connected account itself (the platform's own `acct_…` id
 /// is not known, so nothing for the platform).
 pub async fn parents(
     ctx: &PullContext,
@@ -158,7 +158,7 @@ pub async fn parents(
     match resource.listed_per() {
         Some(Parent::ACCOUNT) if account.is_platform() => Ok(Vec::new()),
         Some(Parent::ACCOUNT) => Ok(vec![account.to_string()]),
-        _ => mirrored_customers(ctx, account).await,
+        _ => listed_customers(ctx, account).await,
     }
 }
 
@@ -187,26 +187,20 @@ pub fn list_under(
     })
 }
 
-/// The live customers of an account in the mirror, in byte order of their
-/// ids (as Rust compares them, so a checkpoint resumes exactly).
-async fn mirrored_customers(ctx: &PullContext, account: &AccountId) -> anyhow::Result<Vec<String>> {
-    use diesel::prelude::*;
-    use diesel::sql_types::Text;
-    #[derive(QueryableByName)]
-    struct Id {
-        #[diesel(sql_type = Text)]
-        id: String,
-    }
-    let account = account.clone();
-    ctx.db(move |conn| {
-        diesel::sql_query(
-            "SELECT id FROM stripe.customers WHERE account = $1 AND NOT deleted ORDER BY id COLLATE \"C\"",
-        )
-        .bind::<Text, _>(account)
-        .load::<Id>(conn)
-        .map(|ids| ids.into_iter().map(|i| i.id).collect())
-    })
-    .await
+/// The customers Stripe lists for an account, in byte order of their ids
+/// (as Rust compares them, so a checkpoint resumes exactly). Stripe's list,
+/// not the mirror's: a backfill of customers publishes them before the
+/// worker applies them, and a type listed per customer read right after
+/// would find them missing.
+async fn listed_customers(ctx: &PullContext, account: &AccountId) -> anyhow::Result<Vec<String>> {
+    let (customers, _calls) = ctx.list_all(account, "customers", &[]).await?;
+    let mut ids: Vec<String> = customers
+        .iter()
+        .filter_map(|c| c.get("id").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
 }
 
 /// Publishes an event we built (a snapshot) onto the events topic, keyed

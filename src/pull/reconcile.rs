@@ -150,35 +150,57 @@ pub async fn run_every(
 ) -> anyhow::Result<()> {
     let mut since = since;
     let mut backfills = FuturesUnordered::new();
-    let mut backfilling = HashSet::new();
+    // Connected accounts found (and backfilled, or being) by this run.
+    let mut found: HashSet<AccountId> = HashSet::new();
     loop {
-        match accounts.resolve(ctx).await {
-            Ok(resolved) => {
-                let found = resolved
-                    .iter()
-                    .filter(|a| accounts.auto && !a.is_platform());
-                for account in found {
-                    if backfilling.insert(account.clone()) {
-                        let account = account.clone();
-                        backfills.push(async move {
-                            let done = accounts::backfill_account(ctx, &account, shutdown).await;
-                            (account, done)
-                        });
+        let resolved = match accounts.resolve(ctx).await {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "could not read the accounts");
+                Vec::new()
+            }
+        };
+        if accounts.auto {
+            let connected: HashSet<AccountId> = resolved
+                .iter()
+                .filter(|a| !a.is_platform())
+                .cloned()
+                .collect();
+            // Deauthorized since: forget its backfill, so that an
+            // authorization again lists what changed meanwhile.
+            for gone in found.difference(&connected).cloned().collect::<Vec<_>>() {
+                match accounts::forget_backfill(ctx, &gone).await {
+                    Ok(()) => {
+                        found.remove(&gone);
+                    }
+                    Err(e) => {
+                        tracing::error!(account = %gone, error = format!("{e:#}"), "could not forget a deauthorized account's backfill")
                     }
                 }
-                let passes = resolved.into_iter().map(|account| async move {
-                    let opts = ReconcileOptions { account, since };
-                    if let Err(e) = run_once(ctx, &opts).await {
-                        tracing::error!(account = %opts.account, error = format!("{e:#}"), "reconcile pass failed");
-                    }
-                });
-                futures::future::join_all(passes).await;
             }
-            Err(e) => tracing::error!(error = format!("{e:#}"), "could not read the accounts"),
+            for account in connected {
+                if found.insert(account.clone()) {
+                    backfills.push(async move {
+                        let done = accounts::backfill_account(ctx, &account, shutdown).await;
+                        (account, done)
+                    });
+                }
+            }
         }
+        let passes = futures::future::join_all(resolved.into_iter().map(|account| async move {
+            let opts = ReconcileOptions { account, since };
+            if let Err(e) = run_once(ctx, &opts).await {
+                tracing::error!(account = %opts.account, error = format!("{e:#}"), "reconcile pass failed");
+            }
+        }));
         // --since applies to the first pass only; then the cursor leads.
         since = None;
-        let tick = tokio::time::sleep(every);
+        // The backfills go on while the passes run and while waiting for
+        // the next tick.
+        let tick = async {
+            passes.await;
+            tokio::time::sleep(every).await;
+        };
         tokio::pin!(tick);
         loop {
             tokio::select! {
@@ -188,7 +210,7 @@ pub async fn run_every(
                     Ok(done) => tracing::info!(%account, ?done, "account backfill"),
                     Err(e) => {
                         tracing::error!(%account, error = format!("{e:#}"), "account backfill failed; trying again at the next tick");
-                        backfilling.remove(&account);
+                        found.remove(&account);
                     }
                 },
             }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::snapshot_event;
+use crate::db::PgPool;
 use crate::ingest::unix_now;
 use crate::kafka::envelope::SOURCE_RESYNC;
 use crate::kafka::EventProducer;
@@ -30,6 +31,12 @@ pub enum Refused {
     InvalidId(String),
     #[error(transparent)]
     Type(#[from] IdTypeError),
+    #[error("{id:?} is not a {named}: its prefix names a {found}")]
+    TypeMismatch {
+        id: String,
+        named: &'static str,
+        found: String,
+    },
     #[error("{id:?}: a {object} {reason}")]
     NotById {
         id: String,
@@ -63,6 +70,25 @@ pub fn plan(
         .map(|id| {
             ObjectId::parse(id).map_err(|_| Refused::InvalidId(id.chars().take(64).collect()))?;
             let resource = registry::type_of_id(id, type_name)?;
+            // --type names the type where the prefix does not; it never
+            // overrides one the prefix does name.
+            match registry::type_of_id(id, None) {
+                Ok(by_prefix) if by_prefix != resource => {
+                    return Err(Refused::TypeMismatch {
+                        id: id.clone(),
+                        named: resource.object,
+                        found: by_prefix.object.to_owned(),
+                    })
+                }
+                Err(IdTypeError::Shared { types, .. }) if !types.contains(&resource.object) => {
+                    return Err(Refused::TypeMismatch {
+                        id: id.clone(),
+                        named: resource.object,
+                        found: types.join(" or "),
+                    })
+                }
+                _ => {}
+            }
             let not_by_id = |reason| Refused::NotById {
                 id: id.clone(),
                 object: resource.object,
@@ -117,7 +143,19 @@ pub struct Resynced {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Failed {
     pub id: String,
+    /// `not_found` (Stripe has no such object and the mirror holds it
+    /// nowhere: nothing to resync), else `failed`.
+    pub code: &'static str,
     pub error: String,
+}
+
+/// Stripe has no such object, and the mirror holds no live one either.
+#[derive(Debug, thiserror::Error)]
+#[error("Stripe has no {object} {id} on account {account}, and the mirror holds none: nothing to resync (a typo, or another account?)")]
+pub struct NotFound {
+    object: &'static str,
+    id: String,
+    account: AccountId,
 }
 
 /// Reads and publishes each target in turn (the client keeps to the
@@ -127,14 +165,20 @@ pub async fn run(
     stripe: &StripeClient,
     producer: &EventProducer,
     topic: &str,
+    pool: &PgPool,
     targets: &[Target],
 ) -> Vec<Result<Resynced, Failed>> {
     let mut results = Vec::with_capacity(targets.len());
     for target in targets {
-        let result = resync_one(stripe, producer, topic, target)
+        let result = resync_one(stripe, producer, topic, pool, target)
             .await
             .map_err(|e| Failed {
                 id: target.id.clone(),
+                code: if e.is::<NotFound>() {
+                    "not_found"
+                } else {
+                    "failed"
+                },
                 error: format!("{e:#}"),
             });
         results.push(result);
@@ -146,6 +190,7 @@ async fn resync_one(
     stripe: &StripeClient,
     producer: &EventProducer,
     topic: &str,
+    pool: &PgPool,
     target: &Target,
 ) -> anyhow::Result<Resynced> {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
@@ -157,6 +202,17 @@ async fn resync_one(
             other => break other?,
         }
     };
+    // Gone is news only for an object the mirror holds live: a tombstone
+    // is final, so an id Stripe never had (a typo, the wrong account) must
+    // not leave one.
+    if deleted && !mirror_holds_live(pool, target).await? {
+        return Err(NotFound {
+            object: target.resource.object,
+            id: target.id.clone(),
+            account: target.account.clone(),
+        }
+        .into());
+    }
     let mut event = snapshot_event(target.resource, &target.account, &object, unix_now());
     // A fresh id: a resync is asked for now, so even a state seen before
     // goes through the ledger and the ordering again.
@@ -173,6 +229,35 @@ async fn resync_one(
         state: if deleted { "deleted" } else { "live" },
         event_id: event["id"].as_str().unwrap_or_default().to_owned(),
     })
+}
+
+/// Whether the mirror holds the target, not deleted.
+async fn mirror_holds_live(pool: &PgPool, target: &Target) -> anyhow::Result<bool> {
+    use diesel::prelude::*;
+    use diesel::sql_types::Text;
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let (table, account, id) = (
+        target.resource.table(),
+        target.account.clone(),
+        target.id.clone(),
+    );
+    let found: Found = crate::db::blocking(pool, move |conn| {
+        // The mirror's relations are made from the registry at run time.
+        Ok::<_, anyhow::Error>(
+            diesel::sql_query(format!(
+                "SELECT count(*) AS n FROM {table} WHERE account = $1 AND id = $2 AND NOT deleted"
+            ))
+            .bind::<Text, _>(account)
+            .bind::<Text, _>(id)
+            .get_result(conn)?,
+        )
+    })
+    .await?;
+    Ok(found.n > 0)
 }
 
 /// What Stripe holds for the target now: the object, or (when it is gone)
@@ -247,5 +332,17 @@ mod tests {
             Err(Refused::NotById { .. })
         ));
         assert!(plan(&ids(&["SUMMER"]), Some("coupon"), &platform).is_ok());
+        assert!(
+            matches!(
+                plan(&ids(&["SUMMER", "prod_1"]), Some("coupon"), &platform),
+                Err(Refused::TypeMismatch { .. })
+            ),
+            "--type never overrides a prefix"
+        );
+        assert!(matches!(
+            plan(&ids(&["card_1"]), None, &connected),
+            Err(Refused::Type(IdTypeError::Shared { .. }))
+        ));
+        assert!(plan(&ids(&["card_1"]), Some("card"), &connected).is_ok());
     }
 }

@@ -22,8 +22,12 @@ const PREFIXES: &[(&str, &str)] = &[
     ("ent_", "entitlements.active_entitlement"),
     ("acct_", "account"),
     ("person_", "person"),
+    // A connected account's external accounts, and a customer's older
+    // cards and bank accounts, which are also payment methods.
     ("ba_", "bank_account"),
+    ("ba_", "payment_method"),
     ("card_", "card"),
+    ("card_", "payment_method"),
     ("seti_", "setup_intent"),
     ("cs_", "checkout.session"),
     ("pi_", "payment_intent"),

@@ -109,7 +109,7 @@ pub enum Listing {
     /// since some lists leave canceled objects out by default).
     All(&'static [(&'static str, &'static str)]),
     /// Stripe lists these per customer only: `GET /v1/{path}?customer=cus_…`
-    /// for every customer of the account in the mirror.
+    /// for every customer Stripe lists for the account.
     PerCustomer,
     /// No list endpoint: only webhooks (and reconcile) bring these.
     None,
@@ -140,7 +140,7 @@ pub struct Parent {
 }
 
 impl Parent {
-    /// Every customer of the account in the mirror is a parent.
+    /// Every customer Stripe lists for the account is a parent.
     pub const CUSTOMER: Parent = Parent {
         collection: "customers",
         field: "customer",

@@ -87,7 +87,7 @@ pub const RESOURCE_MISSING: &str = "resource_missing";
 pub const CONNECTED_ACCOUNTS: &str = "accounts";
 
 /// What Stripe's 403 says of an account the platform's key cannot see.
-const NO_ACCESS_TO_ACCOUNT: &str = "does not have access to account";
+pub(crate) const NO_ACCESS_TO_ACCOUNT: &str = "does not have access to account";
 
 #[derive(Clone)]
 pub struct StripeClient {

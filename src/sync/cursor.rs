@@ -64,3 +64,27 @@ pub fn save(
         .execute(conn)
         .map(drop)
 }
+
+/// Forgets the checkpoints of an account's streams that start with
+/// `prefix` (`backfill:`).
+pub fn delete_prefixed(
+    conn: &mut PgConnection,
+    service: &str,
+    account: &str,
+    prefix: &str,
+) -> QueryResult<usize> {
+    let pattern = format!(
+        "{}%",
+        prefix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    diesel::delete(
+        sync_cursors::table
+            .filter(sync_cursors::service.eq(service))
+            .filter(sync_cursors::account.eq(account))
+            .filter(sync_cursors::stream.like(pattern)),
+    )
+    .execute(conn)
+}

@@ -39,6 +39,10 @@ pub struct BackfillOptions {
     /// Only objects created at or after this unix time.
     pub created_since: Option<i64>,
     pub page_size: u32,
+    /// Leave a type whose last run of the same filter finished (an
+    /// account's backfill resumed after a failure lists only what is
+    /// left).
+    pub skip_complete: bool,
 }
 
 impl BackfillOptions {
@@ -49,6 +53,7 @@ impl BackfillOptions {
             restart: false,
             created_since: None,
             page_size: MAX_PAGE_SIZE,
+            skip_complete: false,
         }
     }
 }
@@ -212,6 +217,13 @@ impl Checkpoint {
             Some(c) if !restart && c.completed_at.is_none() && c.scope == self.scope => c.position,
             _ => None,
         })
+    }
+
+    /// Whether the last run of the same filter finished.
+    async fn finished(&self, ctx: &PullContext) -> anyhow::Result<bool> {
+        let this = self.clone();
+        let saved = ctx.db(move |conn| cursor::load(conn, this.key())).await?;
+        Ok(saved.is_some_and(|c| c.completed_at.is_some() && c.scope == self.scope))
     }
 
     async fn save(

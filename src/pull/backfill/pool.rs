@@ -37,6 +37,11 @@ struct Job {
     failed: Mutex<Option<anyhow::Error>>,
     /// Set once the last slice (or parent) is read.
     complete: AtomicBool,
+    /// Whether the list answers `created` bounds: Stripe's lists of
+    /// [`LISTED_BY_CREATED`](crate::registry::LISTED_BY_CREATED) do, some
+    /// fakes do not (localstripe's customers). Asked once, with a one-item
+    /// page, before the type's first split.
+    splits: tokio::sync::OnceCell<bool>,
 }
 
 impl Job {
@@ -123,7 +128,7 @@ pub async fn run_all(
     for (n, opts) in runs.into_iter().enumerate() {
         let job = prepare(ctx, opts).await;
         if let Ok(job) = &job {
-            if !job.listable {
+            if !job.listable || job.complete.load(Ordering::Acquire) {
                 // Nothing to read.
             } else if job.per_parent {
                 queue.push(Work::PerParent { job: n });
@@ -196,6 +201,7 @@ async fn prepare(ctx: &PullContext, opts: BackfillOptions) -> anyhow::Result<Job
         Listing::PerCustomer | Listing::Nested(..)
     );
     let listable = opts.resource.listing != Listing::None;
+    let done_before = opts.skip_complete && listable && checkpoint.finished(ctx).await?;
     // A type listed per parent keeps its own checkpoint (`per_parent`).
     let saved = if per_parent || !listable {
         None
@@ -216,7 +222,8 @@ async fn prepare(ctx: &PullContext, opts: BackfillOptions) -> anyhow::Result<Job
         objects: AtomicU64::new(0),
         pages: AtomicU64::new(0),
         failed: Mutex::new(None),
-        complete: AtomicBool::new(false),
+        complete: AtomicBool::new(done_before),
+        splits: tokio::sync::OnceCell::new(),
         opts,
     })
 }
@@ -264,6 +271,7 @@ async fn read_slice(
             .and_then(Value::as_str)
             .map(str::to_owned);
         let finished = !page.has_more || last_id.is_none();
+        let may_split = !finished && by_created && queue.starving() && splits(ctx, job).await;
         let split = {
             let mut slices = job.slices.lock().unwrap();
             if finished {
@@ -276,7 +284,7 @@ async fn read_slice(
                     // Stripe lists newest first: everything older than the
                     // page's last object is unread.
                     match last_created(&page.data) {
-                        Some(created) if by_created && queue.starving() => current.split(created),
+                        Some(created) if may_split => current.split(created),
                         _ => None,
                     }
                 };
@@ -293,6 +301,32 @@ async fn read_slice(
             return;
         }
     }
+}
+
+/// Whether the type's list answers `created` bounds (asked once).
+async fn splits(ctx: &PullContext, job: &Job) -> bool {
+    *job.splits
+        .get_or_init(|| async {
+            let probe = [
+                ("limit".to_owned(), "1".to_owned()),
+                ("created[lt]".to_owned(), unix_now().to_string()),
+            ];
+            match ctx
+                .list_page(&job.opts.account, job.opts.resource.path, &probe)
+                .await
+            {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(
+                        objects = job.opts.resource.relation,
+                        error = format!("{e:#}"),
+                        "the list refuses created bounds; read in one slice"
+                    );
+                    false
+                }
+            }
+        })
+        .await
 }
 
 /// Writes the type's pending slices (complete when none is left).

@@ -13,7 +13,7 @@ use stripe_sync::stripe::{AccountId, PLATFORM_ACCOUNT};
 use tokio_util::sync::CancellationToken;
 
 use super::{catalog_stack, event, object, post_all, rows, T};
-use crate::support::catalog_stripe::CatalogStripe;
+use crate::support::catalog_stripe::{CatalogStripe, Fault};
 use crate::support::fixtures;
 use crate::support::wait_for;
 
@@ -21,9 +21,11 @@ const FIRST: &str = "acct_1AutoFirst";
 const SECOND: &str = "acct_1AutoSecond";
 
 /// Two connected accounts: the first authorized before `reconcile --every`
-/// starts with `auto`, the second while it runs. Each is backfilled once
-/// (a restart does not list it again); the first is then deauthorized: its
-/// rows stay, its account row is marked deleted, and the passes leave it.
+/// starts with `auto` (one of its lists refused for good, and left out),
+/// the second while it runs. Each is backfilled once (a restart does not
+/// list it again); the first is then deauthorized: its rows stay, its
+/// account row is marked deleted, and the passes leave it. Authorized
+/// again, it is backfilled again, with what changed meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_covers_connected_accounts_as_they_are_authorized_and_deauthorized() {
     let fake = CatalogStripe::start();
@@ -88,15 +90,35 @@ async fn auto_covers_connected_accounts_as_they_are_authorized_and_deauthorized(
     })
     .await;
 
+    // A list Stripe refuses the first account for good (a key without the
+    // permission): left out, the account's backfill still done.
+    fake.fault("test_helpers/test_clocks", Fault::MissingPermission);
     let stop = CancellationToken::new();
     let every = Duration::from_millis(500);
     let follow = {
         let (ctx, accounts, stop) = (&ctx, &cfg.accounts, stop.clone());
         async move { reconcile::run_every(ctx, accounts, None, every, &stop).await }
     };
+    let marked = |acct: &'static str| {
+        let stack = &stack;
+        move || async move {
+            let done = format!(
+                "sync_cursors WHERE account = '{acct}' AND stream = 'backfill:auto' \
+                 AND completed_at IS NOT NULL"
+            );
+            (stack.db.count(&done) == 1).then_some(())
+        }
+    };
     let checks = async {
         let first = wait_for(wait, "the first account backfilled", product_of(FIRST)).await;
         assert_eq!(first[0].id, "prod_auto0");
+        wait_for(wait, "the first account's backfill done", marked(FIRST)).await;
+        assert!(
+            fake.calls()
+                .iter()
+                .any(|c| c.account == FIRST && c.path == "/v1/test_helpers/test_clocks"),
+            "the refused list was asked"
+        );
         assert!(
             rows(&stack, products, PLATFORM_ACCOUNT).is_empty(),
             "auto backfills connected accounts found, never the platform unasked"
@@ -134,25 +156,30 @@ async fn auto_covers_connected_accounts_as_they_are_authorized_and_deauthorized(
                 .then_some(())
         })
         .await;
-        wait_for(wait, "the second account's backfill done", || async {
-            let done = format!(
-                "sync_cursors WHERE account = '{SECOND}' AND stream = 'backfill:auto' \
-                 AND completed_at IS NOT NULL"
-            );
-            (stack.db.count(&done) == 1).then_some(())
-        })
-        .await;
+        wait_for(wait, "the second account's backfill done", marked(SECOND)).await;
+        // Passes of the second account: each lists its events once.
+        let passes = || {
+            fake.calls()
+                .iter()
+                .filter(|c| c.account == SECOND && c.path == "/v1/events")
+                .count()
+        };
+        let passes_after = |n: usize| async move {
+            wait_for(wait, "more passes", || async {
+                (passes() >= n).then_some(())
+            })
+            .await
+        };
         // A pass that began before the mark may still be under way.
-        tokio::time::sleep(every * 3).await;
+        passes_after(passes() + 2).await;
         let calls_of = |acct: &str| fake.calls().iter().filter(|c| c.account == acct).count();
-        let (first_calls, second_calls) = (calls_of(FIRST), calls_of(SECOND));
-        tokio::time::sleep(every * 4).await;
+        let first_calls = calls_of(FIRST);
+        passes_after(passes() + 3).await;
         assert_eq!(
             calls_of(FIRST),
             first_calls,
             "a deauthorized account is left"
         );
-        assert!(calls_of(SECOND) > second_calls, "the others go on");
         let lists_of_products = |acct: &str| {
             fake.calls()
                 .iter()
@@ -164,20 +191,44 @@ async fn auto_covers_connected_accounts_as_they_are_authorized_and_deauthorized(
             1,
             "backfilled once, not every pass"
         );
+
+        // Authorized again: listed again, with what changed meanwhile.
+        let mut a = fixtures::resource("account");
+        a["id"] = json!(FIRST);
+        fake.reauthorize(FIRST, a);
+        fake.put(
+            FIRST,
+            "products",
+            object(products, "prod_auto0", T, "changed", 0),
+        );
+        post_all(
+            &stack,
+            &[authorize(
+                FIRST,
+                "evt_reauth_first",
+                "account.application.authorized",
+                T + 3,
+            )],
+        )
+        .await;
+        wait_for(wait, "the first account backfilled again", || async {
+            rows(&stack, products, FIRST)
+                .iter()
+                .any(|r| r.data["metadata"]["v"] == "changed")
+                .then_some(())
+        })
+        .await;
+        wait_for(wait, "the first account marked again", marked(FIRST)).await;
         stop.cancel();
     };
     let (followed, ()) = tokio::join!(follow, checks);
     followed.unwrap();
 
-    let first = rows(&stack, products, FIRST);
-    assert_eq!(first.len(), 1, "a deauthorized account's rows stay");
-    assert!(!first[0].deleted);
     let resolved = cfg.accounts.resolve(&ctx).await.unwrap();
-    assert_eq!(
-        resolved,
-        [AccountId::PLATFORM, AccountId::parse(SECOND).unwrap()],
-        "the platform and the authorized connected accounts"
-    );
+    let ids = |raw: &[&str]| -> Vec<AccountId> {
+        raw.iter().map(|a| AccountId::parse(a).unwrap()).collect()
+    };
+    assert_eq!(resolved, ids(&[PLATFORM_ACCOUNT, FIRST, SECOND]));
     // A restart does not backfill an account done before.
     let second = AccountId::parse(SECOND).unwrap();
     assert_eq!(

@@ -46,8 +46,8 @@ async fn objects_are_read_by_id_and_go_through_the_ledger_and_ordering() {
     // The mirror saw v1 of each; Stripe has v2 of the product and the
     // schedule (those webhooks were lost), no longer has the coupon, and
     // has v0 of the "future" product, whose stored state (v9, from an
-    // event stamped two minutes ahead) is newer than any read now.
-    let ahead = unix_now() + 120;
+    // event stamped an hour ahead) is newer than any read now.
+    let ahead = unix_now() + 3_600;
     post_all(
         &stack,
         &[
@@ -108,6 +108,7 @@ async fn objects_are_read_by_id_and_go_through_the_ledger_and_ordering() {
         (json!({"ids": ["person_1"]}), "ids"),
         (json!({"ids": []}), "ids"),
         (json!({"ids": ["prod_r"], "type": "nope"}), "type"),
+        (json!({"ids": ["prod_r"], "type": "coupon"}), "ids"),
     ] {
         let resp = stack
             .admin(Method::POST, "/api/admin/resync")
@@ -138,7 +139,18 @@ async fn objects_are_read_by_id_and_go_through_the_ledger_and_ordering() {
         "the API token is not the admin's"
     );
     assert_eq!(fake.calls().len(), calls_before, "nothing was read");
-    assert_eq!(stack.ledger_count(), 4, "nothing was published");
+
+    // An id Stripe never had, and the mirror neither: an error, never a
+    // tombstone (which would be final).
+    let resp = stack
+        .admin(Method::POST, "/api/admin/resync")
+        .json(&json!({"ids": ["prod_typo"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["failed"][0]["code"], "not_found", "{answer}");
 
     let resp = stack
         .admin(Method::POST, "/api/admin/resync")
@@ -157,6 +169,11 @@ async fn objects_are_read_by_id_and_go_through_the_ledger_and_ordering() {
         "a fresh event each time"
     );
     stack.wait_ledger(8, wait).await;
+    assert_eq!(
+        version_of(&stack, "product", PLATFORM_ACCOUNT, "prod_typo"),
+        None,
+        "no row for the typo"
+    );
     wait_for(wait, "the missed updates applied", || async {
         (version_of(&stack, "product", PLATFORM_ACCOUNT, "prod_r") == Some(("v2".into(), false))
             && version_of(

@@ -178,6 +178,12 @@ impl CatalogStripe {
         self.state.lock().unwrap().revoked.push(account.to_owned());
     }
 
+    /// The connected account grants access again (`account` is its object).
+    pub fn reauthorize(&self, account: &str, object: Value) {
+        self.state.lock().unwrap().revoked.retain(|r| r != account);
+        self.put(PLATFORM_ACCOUNT, "accounts", object);
+    }
+
     /// Serves `items` at `/v1/{path}/{id}/{sub}` on `account`.
     pub fn put_nested(&self, account: &str, path: &str, id: &str, sub: &str, items: Vec<Value>) {
         self.state
