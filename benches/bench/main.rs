@@ -21,6 +21,7 @@ use stripe_sync::config::DatabaseConfig;
 use stripe_sync::db;
 use stripe_sync::stripe::signature::{sign, WebhookVerifier};
 
+mod backfill;
 mod backlog;
 #[path = "../common.rs"]
 mod common;
@@ -73,6 +74,8 @@ struct Scale {
     pipeline_secs: u64,
     /// Events of the type-mix pipeline (built before it starts).
     pipeline_mix_events: usize,
+    /// Objects the backfill lists (three types).
+    backfill_objects: usize,
 }
 
 fn customer_event(n: u64, customer: &str, created: i64, fixtures: &Value) -> Value {
@@ -155,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
             outbound_writes: 200,
             pipeline_secs: 2,
             pipeline_mix_events: 2_000,
+            backfill_objects: 5_000,
         }
     } else {
         Scale {
@@ -167,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
             outbound_writes: 3_000,
             pipeline_secs: 20,
             pipeline_mix_events: 150_000,
+            backfill_objects: 100_000,
         }
     };
     let admin_url = env("BENCH_PG_ADMIN_URL")?;
@@ -198,6 +203,21 @@ async fn main() -> anyhow::Result<()> {
         drop(pool);
         drop_database(&admin_url, &db_name)?;
         return measured;
+    }
+    // `--backfill`: only the backfill against a slow, rate-limited Stripe.
+    if std::env::args().any(|a| a == "--backfill") {
+        let measured = backfill::backfill_rows(
+            &db_url,
+            &brokers,
+            &suffix,
+            scale.backfill_objects,
+            &fixtures,
+        )
+        .await;
+        drop(pool);
+        drop_database(&admin_url, &db_name)?;
+        print_table(&measured?, quick);
+        return Ok(());
     }
     // `--pipeline`: only the pipeline phases, on both brokers.
     if std::env::args().any(|a| a == "--pipeline") {
@@ -560,6 +580,17 @@ async fn main() -> anyhow::Result<()> {
             "<= 64",
         ));
     }
+
+    rows.extend(
+        backfill::backfill_rows(
+            &db_url,
+            &brokers,
+            &suffix,
+            scale.backfill_objects,
+            &fixtures,
+        )
+        .await?,
+    );
 
     // Last: ingest and apply at once, with the processes above stopped.
     rows.extend(
