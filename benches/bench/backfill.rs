@@ -26,6 +26,8 @@ pub(crate) struct Limits {
 struct Counts {
     answered: u64,
     refused: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
 }
 
 struct FakeState {
@@ -82,6 +84,12 @@ fn start_fake(lists: HashMap<String, Vec<Value>>, limits: Limits) -> (String, Ar
         .and_then(move |collection: String, query: Vec<(String, String)>| {
             let state = shared.clone();
             async move {
+                {
+                    let mut counts = state.counts.lock().unwrap();
+                    let now = Instant::now();
+                    counts.first.get_or_insert(now);
+                    counts.last = Some(now);
+                }
                 let admitted = {
                     let mut window = state.window.lock().unwrap();
                     let now = Instant::now();
@@ -227,9 +235,14 @@ pub(crate) async fn backfill_rows(
         "backfill published {published} of {total} objects: {said}"
     );
     let counts = state.counts.lock().unwrap();
+    let since_start = |t: Option<Instant>| t.map_or(f64::NAN, |t| (t - started).as_secs_f64());
     eprintln!(
-        "backfill: {total} objects in {secs:.1} s, {} list calls answered, {} refused (429)",
-        counts.answered, counts.refused
+        "backfill: {total} objects in {secs:.1} s, {} list calls answered, {} refused (429); \
+         first call at {:.2} s, last at {:.2} s",
+        counts.answered,
+        counts.refused,
+        since_start(counts.first),
+        since_start(counts.last)
     );
     let ceiling = 100.0 * per_second as f64;
     Ok(vec![row(

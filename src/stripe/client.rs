@@ -141,6 +141,15 @@ impl StripeClient {
         })
     }
 
+    /// Whether the request budget is used up (callers wait for their turn):
+    /// more requests at once would only queue. Never, without a limit.
+    pub async fn saturated(&self) -> bool {
+        match &self.limiter {
+            Some(limiter) => limiter.saturated().await,
+            None => false,
+        }
+    }
+
     /// `GET /v1/{collection}?limit=…&starting_after=…&…`. Stripe returns
     /// newest first (fakes may not); callers must not depend on the order.
     pub async fn list(

@@ -18,6 +18,8 @@ struct State {
     tokens: f64,
     last_refill: Instant,
     paused_until: Option<Instant>,
+    /// When the requests of the last second were let through.
+    granted: std::collections::VecDeque<Instant>,
 }
 
 impl RateLimiter {
@@ -31,6 +33,7 @@ impl RateLimiter {
                 tokens: 1.0,
                 last_refill: Instant::now(),
                 paused_until: None,
+                granted: std::collections::VecDeque::new(),
             }),
         }
     }
@@ -54,6 +57,8 @@ impl RateLimiter {
                         s.last_refill = now;
                         if s.tokens >= 1.0 {
                             s.tokens -= 1.0;
+                            s.granted.push_back(now);
+                            forget_before(&mut s.granted, now);
                             return;
                         }
                         Duration::from_secs_f64((1.0 - s.tokens) / self.per_second)
@@ -64,6 +69,15 @@ impl RateLimiter {
         }
     }
 
+    /// Whether the last second used nine tenths of the budget or more (or
+    /// a 429 pauses everyone): more requests in flight would only queue.
+    pub async fn saturated(&self) -> bool {
+        let mut s = self.state.lock().await;
+        let now = Instant::now();
+        forget_before(&mut s.granted, now);
+        s.granted.len() as f64 >= 0.9 * self.per_second || s.paused_until.is_some_and(|p| p > now)
+    }
+
     /// Holds every caller back for `wait` (Stripe's `Retry-After`).
     pub async fn pause(&self, wait: Duration) {
         let mut s = self.state.lock().await;
@@ -71,6 +85,16 @@ impl RateLimiter {
         if s.paused_until.is_none_or(|p| p < until) {
             s.paused_until = Some(until);
         }
+    }
+}
+
+/// Drops the grants older than a second.
+fn forget_before(granted: &mut std::collections::VecDeque<Instant>, now: Instant) {
+    while granted
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+    {
+        granted.pop_front();
     }
 }
 
@@ -87,6 +111,9 @@ mod tests {
         }
         // The first is free; twenty more need two seconds at 10/s.
         assert_eq!(start.elapsed().as_millis(), 2000);
+        assert!(limiter.saturated().await, "ten in the last second, of ten");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!limiter.saturated().await, "five in the last second");
         limiter.pause(Duration::from_secs(3)).await;
         let before = Instant::now();
         limiter.acquire().await;

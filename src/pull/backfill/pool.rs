@@ -3,8 +3,9 @@
 //! one queue, and every call goes through the one Stripe client, whose
 //! rate limiter is shared, so the account's whole request budget is used
 //! and never exceeded. A worker that reads a page of a type Stripe filters
-//! by `created` while another worker is idle splits the rest of its slice
-//! ([`Slice::split`]), so one large type is read by several workers.
+//! by `created` while another worker is idle and the budget is not used up
+//! splits the rest of its slice ([`Slice::split`]), so one large type is
+//! read by several workers.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -271,7 +272,13 @@ async fn read_slice(
             .and_then(Value::as_str)
             .map(str::to_owned);
         let finished = !page.has_more || last_id.is_none();
-        let may_split = !finished && by_created && queue.starving() && splits(ctx, job).await;
+        // A split costs a partial page more: worth it only while a worker
+        // is idle and the request budget is not used up already.
+        let may_split = !finished
+            && by_created
+            && queue.starving()
+            && !ctx.stripe.saturated().await
+            && splits(ctx, job).await;
         let split = {
             let mut slices = job.slices.lock().unwrap();
             if finished {
