@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::{self, ApplyError, FanOut, ListRequest, Refusal, RemoteReader};
 use crate::config::InboundConfig;
 use crate::db::PgPool;
+use crate::kafka::envelope;
 use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
 use crate::worker;
 
@@ -63,6 +64,11 @@ impl BatchHandler for InboundHandler {
     fn handle(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, Transient> {
         let parsed: Vec<Result<StripeEvent, String>> = batch.iter().map(parse_delivery).collect();
         let events: Vec<&StripeEvent> = parsed.iter().filter_map(|p| p.as_ref().ok()).collect();
+        for event in &events {
+            self.remote
+                .note_platform(&event.account, &event.platform)
+                .map_err(ApplyError::into_retry)?;
+        }
         let mut conn = self.pool.get()?;
         // Stripe is read before the transaction opens, never while it
         // holds row locks. First only what needs no look at the stored
@@ -144,7 +150,8 @@ pub fn parse_delivery(d: &Delivery) -> Result<StripeEvent, String> {
     if payload.windows(6).any(|w| w == b"\\u0000") {
         return Err("payload contains \\u0000, which Postgres cannot store".into());
     }
-    StripeEvent::parse(payload).map_err(|e| e.to_string())
+    let platform = envelope::platform(&d.headers).map_err(|e| format!("stripe-platform: {e}"))?;
+    StripeEvent::parse_for(payload, &platform).map_err(|e| e.to_string())
 }
 
 /// Re-reads objects from the Stripe API, bridging from the blocking apply
@@ -223,6 +230,13 @@ fn classify<T>(answer: Result<T, StripeError>) -> Result<T, ApplyError> {
 }
 
 impl RemoteReader for StripeRemote {
+    fn note_platform(&self, account: &AccountId, platform: &AccountId) -> Result<(), ApplyError> {
+        self.client
+            .keys()
+            .note_connected(account, platform)
+            .map_err(ApplyError::transient)
+    }
+
     fn current(
         &self,
         account: &AccountId,

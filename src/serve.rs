@@ -53,11 +53,10 @@ impl Server {
             WebhookVerifier::new(cfg.webhook.secrets.clone(), cfg.webhook.tolerance_secs);
         let health = crate::health::Health::default();
         let state = AppState {
-            ingest: Arc::new(WebhookIngest::new(
-                verifier,
-                producer.clone(),
-                kafka.events_topic.clone(),
-            )),
+            ingest: Arc::new(
+                WebhookIngest::new(verifier, producer.clone(), kafka.events_topic.clone())
+                    .with_platforms(&cfg.webhook.platforms, cfg.webhook.tolerance_secs),
+            ),
             pool,
             producer: producer.clone(),
             max_body_bytes: cfg.webhook.max_body_bytes,

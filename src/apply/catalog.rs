@@ -62,11 +62,11 @@ pub(super) fn object_id(event: &StripeEvent) -> Result<&str, ApplyError> {
 }
 
 /// The account a row of `resource` is kept under: the event's, except for
-/// a connected account, kept under the platform ([`Identity::ConnectedAccount`]).
+/// a connected account, kept under its platform
+/// ([`Identity::ConnectedAccount`]).
 fn row_account<'e>(resource: &Resource, event: &'e StripeEvent) -> &'e AccountId {
-    static PLATFORM: AccountId = AccountId::PLATFORM;
     match resource.identity {
-        Identity::ConnectedAccount => &PLATFORM,
+        Identity::ConnectedAccount => &event.platform,
         Identity::Id | Identity::Customer => &event.account,
     }
 }

@@ -33,6 +33,15 @@ pub trait RemoteReader: Send + Sync {
         id: &str,
     ) -> Result<RemoteObject, ApplyError>;
 
+    /// Makes reads of `account` go with `platform`'s key (an event's
+    /// [`crate::stripe::StripeEvent::platform`]). An error when this reader
+    /// holds no key for `platform`: the event waits for an operator rather
+    /// than being read with another platform's key, whose "no such object"
+    /// would read as a deletion. A reader with one key has nothing to note.
+    fn note_platform(&self, _account: &AccountId, _platform: &AccountId) -> Result<(), ApplyError> {
+        Ok(())
+    }
+
     /// [`Self::current`] for a read the apply can do without: None when a
     /// reader that replays answers read earlier has none for it (without
     /// counting that as a miss), so the caller goes on without it.

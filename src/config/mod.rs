@@ -20,6 +20,7 @@ use secrecy::SecretString;
 
 use crate::kafka::producer::Compression;
 use crate::kafka::topics;
+use crate::stripe::platforms::Platform;
 use crate::stripe::{client, signature};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -290,6 +291,9 @@ impl CommandsConfig {
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
     pub secrets: Vec<SecretString>,
+    /// Further platform accounts whose webhooks come in too, each told
+    /// apart by its secrets (`STRIPE_PLATFORMS`).
+    pub platforms: Vec<Platform>,
     pub tolerance_secs: i64,
     pub max_body_bytes: u64,
 }
@@ -302,6 +306,7 @@ impl WebhookConfig {
         }
         Ok(Self {
             secrets,
+            platforms: platforms(env)?,
             tolerance_secs: env.parsed(
                 "STRIPE_WEBHOOK_TOLERANCE_SECS",
                 signature::DEFAULT_TOLERANCE_SECS,
@@ -309,6 +314,16 @@ impl WebhookConfig {
             max_body_bytes: env.parsed("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024)?,
         })
     }
+}
+
+/// `STRIPE_PLATFORMS`: the platform accounts beside the default one.
+pub fn platforms(env: &Env) -> Result<Vec<Platform>, ConfigError> {
+    crate::stripe::platforms::parse(env.or("STRIPE_PLATFORMS", "")).map_err(|reason| {
+        ConfigError::Invalid {
+            name: "STRIPE_PLATFORMS",
+            reason,
+        }
+    })
 }
 
 /// Webhook secrets as configured: comma-separated, several at once while
@@ -329,6 +344,8 @@ pub struct StripeApiConfig {
     pub timeout: Duration,
     /// Requests per second this process may send (0: no limit).
     pub rate_limit: f64,
+    /// Further platform accounts, each read with its own key.
+    pub platforms: Vec<Platform>,
 }
 
 impl StripeApiConfig {
@@ -351,6 +368,7 @@ impl StripeApiConfig {
             timeout: Duration::from_millis(env.parsed("STRIPE_API_TIMEOUT_MS", 10_000)?),
             // Test-mode keys get 25 req/s; keep headroom for other callers.
             rate_limit: env.parsed("STRIPE_RATE_LIMIT", 20.0)?,
+            platforms: platforms(env)?,
         })
     }
 
@@ -363,6 +381,7 @@ impl StripeApiConfig {
             self.timeout,
             rate,
         )
+        .map(|c| c.with_platforms(&self.platforms))
     }
 }
 

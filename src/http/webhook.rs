@@ -1,4 +1,5 @@
-//! `POST /webhooks/stripe`.
+//! `POST /webhooks/stripe`, and `POST /webhooks/stripe/{platform}` for the
+//! endpoint of one platform of `STRIPE_PLATFORMS`.
 
 use std::sync::Arc;
 
@@ -13,25 +14,34 @@ pub fn route(
     ingest: Arc<WebhookIngest>,
     max_body_bytes: u64,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    warp::path!("webhooks" / "stripe")
+    let any = warp::path!("webhooks" / "stripe").map(|| None);
+    let one = warp::path!("webhooks" / "stripe" / String).map(Some);
+    any.or(one)
+        .unify()
         .and(warp::post())
         .and(warp::header::optional::<String>("stripe-signature"))
         .and(warp::body::content_length_limit(max_body_bytes))
         .and(super::body::whole_body())
-        .and_then(move |signature: Option<String>, body: bytes::Bytes| {
-            let ingest = ingest.clone();
-            async move { handle(&ingest, signature.as_deref(), &body).await }
-        })
+        .and_then(
+            move |platform: Option<String>, signature: Option<String>, body: bytes::Bytes| {
+                let ingest = ingest.clone();
+                async move {
+                    handle(&ingest, platform.as_deref(), signature.as_deref(), &body).await
+                }
+            },
+        )
 }
 
 async fn handle(
     ingest: &WebhookIngest,
+    platform: Option<&str>,
     signature: Option<&str>,
     body: &[u8],
 ) -> Result<warp::reply::Response, Rejection> {
-    let result = ingest.ingest(signature, body).await;
+    let result = ingest.ingest(platform, signature, body).await;
     let (outcome, reason) = match &result {
         Ok(_) => ("accepted", ""),
+        Err(IngestError::UnknownPlatform(_)) => ("rejected", "unknown_platform"),
         Err(IngestError::Signature(e)) => ("rejected", e.code()),
         Err(IngestError::NotAnEvent(_)) => ("rejected", "invalid_event"),
         Err(IngestError::Unavailable(_)) => ("unavailable", "kafka"),
@@ -59,6 +69,11 @@ async fn handle(
                 e.to_string(),
             )))
         }
+        Err(e @ IngestError::UnknownPlatform(_)) => Err(warp::reject::custom(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_platform",
+            e.to_string(),
+        ))),
         Err(IngestError::NotAnEvent(e)) => Err(warp::reject::custom(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_event",

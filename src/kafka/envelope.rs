@@ -4,11 +4,14 @@
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
-use crate::stripe::EventEnvelope;
+use crate::stripe::{AccountId, EventEnvelope, InvalidAccount};
 
 pub const H_EVENT_ID: &str = "stripe-event-id";
 pub const H_EVENT_TYPE: &str = "stripe-event-type";
 pub const H_ACCOUNT: &str = "stripe-account";
+/// The further platform (`STRIPE_PLATFORMS`) whose endpoint or pull the
+/// event came from, whose key reads it; absent for the default platform.
+pub const H_PLATFORM: &str = "stripe-platform";
 pub const H_RECEIVED_AT: &str = "received-at";
 /// Where the event entered the engine: one of the `SOURCE_*` values.
 pub const H_SOURCE: &str = "source";
@@ -66,7 +69,7 @@ pub fn header<'a>(headers: &'a HeaderList, key: &str) -> Option<&'a str> {
 /// The routing headers of every message on the events topic, whichever
 /// path (webhook, backfill, reconcile) put it there.
 pub fn event_headers(event: &EventEnvelope, source: &str) -> HeaderList {
-    vec![
+    let mut headers = vec![
         (H_EVENT_ID.to_owned(), event.id.as_str().as_bytes().to_vec()),
         (H_EVENT_TYPE.to_owned(), event.kind.as_bytes().to_vec()),
         (H_ACCOUNT.to_owned(), event.account.as_bytes().to_vec()),
@@ -75,7 +78,23 @@ pub fn event_headers(event: &EventEnvelope, source: &str) -> HeaderList {
             chrono::Utc::now().to_rfc3339().into_bytes(),
         ),
         (H_SOURCE.to_owned(), source.as_bytes().to_vec()),
-    ]
+    ];
+    if !event.platform.is_platform() {
+        headers.push((
+            H_PLATFORM.to_owned(),
+            event.platform.as_str().as_bytes().to_vec(),
+        ));
+    }
+    headers
+}
+
+/// The platform a message's event came from ([`H_PLATFORM`]); the default
+/// platform without the header.
+pub fn platform(headers: &HeaderList) -> Result<AccountId, InvalidAccount> {
+    match header(headers, H_PLATFORM) {
+        Some(raw) => AccountId::parse(raw),
+        None => Ok(AccountId::PLATFORM),
+    }
 }
 
 /// A message's headers as it goes to a dead-letter topic: its own (less

@@ -12,7 +12,9 @@ use super::backfill::{self, BackfillOptions};
 use super::PullContext;
 use crate::config::ConfigError;
 use crate::registry;
-use crate::stripe::{AccountId, StripeError, PLATFORM_ACCOUNT};
+use crate::db::PgPool;
+use crate::stripe::platforms::KeyRing;
+use crate::stripe::{AccountId, StripeError};
 use crate::sync::cursor::{self, StreamKey};
 use crate::sync::service;
 
@@ -88,12 +90,23 @@ impl Accounts {
         Ok(Self::of(&choices))
     }
 
-    /// The accounts as of now: the named ones, then (with `auto`) the
-    /// platform and the authorized connected accounts, in id order.
+    /// The accounts as of now: the named ones, then (with `auto`) each
+    /// platform this process holds a key for and the connected accounts
+    /// it has authorized, in id order. Every connected account the mirror
+    /// knows is noted under its platform first, so each is read with its
+    /// platform's key ([`crate::stripe::platforms::KeyRing`]).
     pub async fn resolve(&self, ctx: &PullContext) -> anyhow::Result<Vec<AccountId>> {
+        let keys = ctx.stripe.keys();
+        let connected = note_known(&ctx.pool, keys).await?;
         let mut accounts = self.named.clone();
         if self.auto {
-            let found = std::iter::once(AccountId::PLATFORM).chain(connected(ctx).await?);
+            let platforms = std::iter::once(AccountId::PLATFORM).chain(keys.others());
+            let found = platforms.chain(
+                connected
+                    .into_iter()
+                    .filter(|(_, platform)| keys.is_platform(platform))
+                    .map(|(account, _)| account),
+            );
             for account in found {
                 if !accounts.contains(&account) {
                     accounts.push(account);
@@ -105,36 +118,48 @@ impl Accounts {
 }
 
 /// The connected accounts the mirror holds and has not marked deleted
-/// (deauthorized): `stripe.accounts` rows are kept under the platform.
-async fn connected(ctx: &PullContext) -> anyhow::Result<BTreeSet<AccountId>> {
+/// (deauthorized), with the platform each is kept under (`stripe.accounts`
+/// rows are kept under their platform), each noted in `keys` so it is read
+/// with its platform's key.
+pub async fn note_known(
+    pool: &PgPool,
+    keys: &KeyRing,
+) -> anyhow::Result<BTreeSet<(AccountId, AccountId)>> {
     use diesel::prelude::*;
     use diesel::sql_types::Text;
     #[derive(QueryableByName)]
-    struct Id {
+    struct Row {
         #[diesel(sql_type = Text)]
         id: String,
+        #[diesel(sql_type = Text)]
+        account: AccountId,
     }
-    let ids: Vec<Id> = ctx
-        .db(|conn| {
-            // The mirror's relations are made from the registry at run time.
-            diesel::sql_query("SELECT id FROM stripe.accounts WHERE account = $1 AND NOT deleted")
-                .bind::<Text, _>(PLATFORM_ACCOUNT)
-                .load(conn)
-        })
-        .await?;
-    Ok(ids
-        .iter()
-        .filter_map(|Id { id }| match AccountId::parse(id) {
-            Ok(a) if !a.is_platform() => Some(a),
+    let rows: Vec<Row> = crate::db::blocking(pool, |conn| {
+        // The mirror's relations are made from the registry at run time.
+        diesel::sql_query("SELECT id, account FROM stripe.accounts WHERE NOT deleted")
+            .load(conn)
+            .map_err(anyhow::Error::from)
+    })
+    .await?;
+    let connected: BTreeSet<(AccountId, AccountId)> = rows
+        .into_iter()
+        .filter_map(|Row { id, account }| match AccountId::parse(&id) {
+            Ok(a) if !a.is_platform() && a != account => Some((a, account)),
             _ => {
                 tracing::warn!(
                     id,
-                    "stripe.accounts holds a row that is no account id; skipped"
+                    "stripe.accounts holds a row that is no connected account's id; skipped"
                 );
                 None
             }
         })
-        .collect())
+        .collect();
+    for (account, platform) in &connected {
+        if keys.note_connected(account, platform).is_err() {
+            tracing::warn!(%account, %platform, "a connected account of a platform with no key here (STRIPE_PLATFORMS); left out");
+        }
+    }
+    Ok(connected)
 }
 
 /// What [`backfill_account`] did.

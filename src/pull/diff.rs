@@ -241,6 +241,7 @@ async fn customers(
             ctx.publish(
                 &snapshot_event(resource, account, &remote[id], read_at),
                 SOURCE_REPAIR,
+                account,
             )
             .await?;
             report.repaired += 1;
@@ -276,6 +277,7 @@ async fn repair_absent(
     ctx.publish(
         &snapshot_event(resource, account, &object, unix_now()),
         SOURCE_REPAIR,
+        account,
     )
     .await
 }
@@ -381,6 +383,7 @@ async fn mirrored(
                 ctx.publish(
                     &snapshot_event(resource, account, &object, read_at),
                     SOURCE_REPAIR,
+                    account,
                 )
                 .await?;
                 report.repaired += 1;

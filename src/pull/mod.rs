@@ -97,10 +97,16 @@ impl PullContext {
         crate::db::blocking(&self.pool, move |conn| Ok::<_, anyhow::Error>(op(conn)?)).await
     }
 
-    /// Publishes one event (webhook-shaped JSON) keyed by its object id and
-    /// waits for Kafka's acknowledgement.
-    pub async fn publish(&self, event: &Value, source: &str) -> anyhow::Result<()> {
-        publish(&self.producer, &self.topic, event, source).await
+    /// Publishes one event (webhook-shaped JSON) of `account`, keyed by its
+    /// object id, and waits for Kafka's acknowledgement.
+    pub async fn publish(
+        &self,
+        event: &Value,
+        source: &str,
+        account: &AccountId,
+    ) -> anyhow::Result<()> {
+        let platform = self.stripe.keys().platform_of(account);
+        publish(&self.producer, &self.topic, event, source, &platform).await
     }
 
     /// Every object of a list call, following `starting_after` from page to
@@ -203,16 +209,20 @@ async fn listed_customers(ctx: &PullContext, account: &AccountId) -> anyhow::Res
     Ok(ids)
 }
 
-/// Publishes an event we built (a snapshot) onto the events topic, keyed
-/// and headed like a webhook's, so it takes the one path into the mirror.
+/// Publishes an event we built (a snapshot) or read (`/v1/events`) onto
+/// the events topic, keyed and headed like a webhook's, so it takes the one
+/// path into the mirror. `platform` is the one whose key read it, which
+/// the worker reads it with again; an event without an `account` is that
+/// platform's own.
 pub async fn publish(
     producer: &EventProducer,
     topic: &str,
     event: &Value,
     source: &str,
+    platform: &AccountId,
 ) -> anyhow::Result<()> {
     let body = serde_json::to_vec(event)?;
-    let parsed = EventEnvelope::parse(&body).context("built an invalid event")?;
+    let parsed = EventEnvelope::parse_for(&body, platform).context("built an invalid event")?;
     let headers = envelope::event_headers(&parsed, source);
     producer
         .send(topic, parsed.object_id.as_bytes(), &body, &headers)

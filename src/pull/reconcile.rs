@@ -115,7 +115,7 @@ pub async fn run_once(
             continue;
         }
         // Objects such as balances have no id; events stay events.
-        ctx.publish(event, SOURCE_RECONCILE).await?;
+        ctx.publish(event, SOURCE_RECONCILE, &account).await?;
         report.published += 1;
     }
 
@@ -163,7 +163,7 @@ pub async fn run_every(
         if accounts.auto {
             let connected: HashSet<AccountId> = resolved
                 .iter()
-                .filter(|a| !a.is_platform())
+                .filter(|a| !ctx.stripe.keys().is_platform(a))
                 .cloned()
                 .collect();
             // Deauthorized since: forget its backfill, so that an

@@ -100,7 +100,9 @@ pub fn plan(
                         "has no id of its own; resync its customer's events with reconcile",
                     ))
                 }
-                // Kept under the platform, read as the platform.
+                // Kept under its platform, read as its platform: the
+                // default one here, a further one known from the mirror
+                // once `run` has noted it (`on_its_platform`).
                 (Identity::ConnectedAccount, _) => (AccountId::PLATFORM, None),
                 (_, Listing::Nested(Parent::ACCOUNT, _)) if account.is_platform() => {
                     return Err(not_by_id(
@@ -168,8 +170,12 @@ pub async fn run(
     pool: &PgPool,
     targets: &[Target],
 ) -> Vec<Result<Resynced, Failed>> {
+    if let Err(e) = super::accounts::note_known(pool, stripe.keys()).await {
+        tracing::warn!(error = format!("{e:#}"), "could not read which platform each connected account is under; reading them as the default platform's");
+    }
     let mut results = Vec::with_capacity(targets.len());
     for target in targets {
+        let target = &on_its_platform(stripe, target);
         let result = resync_one(stripe, producer, topic, pool, target)
             .await
             .map_err(|e| Failed {
@@ -184,6 +190,18 @@ pub async fn run(
         results.push(result);
     }
     results
+}
+
+/// A connected account is read (and kept) under the platform it was seen
+/// under ([`crate::stripe::platforms::KeyRing::platform_of`]).
+fn on_its_platform(stripe: &StripeClient, target: &Target) -> Target {
+    let mut target = target.clone();
+    if target.resource.identity == Identity::ConnectedAccount {
+        if let Ok(connected) = AccountId::parse(&target.id) {
+            target.account = stripe.keys().platform_of(&connected);
+        }
+    }
+    target
 }
 
 async fn resync_one(
@@ -220,7 +238,8 @@ async fn resync_one(
         "{SNAPSHOT_ID_PREFIX}{}",
         &uuid::Uuid::new_v4().simple().to_string()[..24]
     ));
-    super::publish(producer, topic, &event, SOURCE_RESYNC).await?;
+    let platform = stripe.keys().platform_of(&target.account);
+    super::publish(producer, topic, &event, SOURCE_RESYNC, &platform).await?;
     Ok(Resynced {
         id: target.id.clone(),
         object: target.resource.object,

@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::account::AccountId;
 use super::object_id::ObjectId;
+use super::platforms::{KeyRing, Platform};
 use super::rate::RateLimiter;
 
 pub const DEFAULT_API_BASE: &str = "https://api.stripe.com";
@@ -93,7 +94,9 @@ pub(crate) const NO_ACCESS_TO_ACCOUNT: &str = "does not have access to account";
 pub struct StripeClient {
     http: reqwest::Client,
     base: String,
-    api_key: SecretString,
+    /// The key each account's calls go with; shared by the clones, so an
+    /// account noted under a platform is noted for all of them.
+    keys: Arc<KeyRing>,
     api_version: String,
     limiter: Option<Arc<RateLimiter>>,
 }
@@ -110,6 +113,7 @@ impl std::fmt::Debug for StripeClient {
         f.debug_struct("StripeClient")
             .field("base", &self.base)
             .field("api_key", &"[redacted]")
+            .field("platforms", &self.keys.others())
             .field("api_version", &self.api_version)
             .field(
                 "rate_per_second",
@@ -135,10 +139,26 @@ impl StripeClient {
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
-            api_key,
+            keys: Arc::new(KeyRing::new(api_key)),
             api_version: api_version.to_owned(),
             limiter: rate_per_second.map(|r| Arc::new(RateLimiter::new(r))),
         })
+    }
+
+    /// Serves the further platforms of `STRIPE_PLATFORMS` too, each
+    /// account with its platform's key ([`KeyRing`]). One rate limit still
+    /// paces them all.
+    pub fn with_platforms(self, platforms: &[Platform]) -> Self {
+        Self {
+            keys: Arc::new(self.keys.with_more(platforms)),
+            ..self
+        }
+    }
+
+    /// The platform accounts and the key for each account
+    /// ([`KeyRing`]).
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
     }
 
     /// Whether the request budget is used up (callers wait for their turn):
@@ -239,7 +259,7 @@ impl StripeClient {
                 ref message,
                 ..
             }) if collection == CONNECTED_ACCOUNTS
-                && account.is_platform()
+                && self.keys.is_platform(account)
                 && message.contains(NO_ACCESS_TO_ACCOUNT) =>
             {
                 Ok(RemoteObject::Deleted)
@@ -302,13 +322,14 @@ impl StripeClient {
         if let Some(limiter) = &self.limiter {
             limiter.acquire().await;
         }
+        let (key, on_behalf_of) = self.keys.route(account);
         let mut req = self
             .http
             .request(method.clone(), format!("{}{path}", self.base))
-            .bearer_auth(self.api_key.expose_secret())
+            .bearer_auth(key.expose_secret())
             .header("Stripe-Version", &self.api_version);
-        if !account.is_platform() {
-            req = req.header("Stripe-Account", account.as_str());
+        if let Some(connected) = on_behalf_of {
+            req = req.header("Stripe-Account", connected.as_str());
         }
         if let Some(key) = idempotency_key {
             req = req.header("Idempotency-Key", key);

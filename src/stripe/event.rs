@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::account::{AccountId, PLATFORM_ACCOUNT};
+use super::account::AccountId;
 
 /// How the ids of the snapshot events the pull commands build begin.
 pub const SNAPSHOT_ID_PREFIX: &str = "evt_snap_";
@@ -17,12 +17,12 @@ pub const KEYED_BY_CUSTOMER: &[&str] = &["entitlements.active_entitlement_summar
 /// keyed by it, so they share its `account.updated` events' partition.
 pub const ACCOUNT_APPLICATION_PREFIX: &str = "account.application.";
 
-/// The connected account an event of `kind` from `account` is about, when
-/// it is one of [`ACCOUNT_APPLICATION_PREFIX`]'s. The platform's own
-/// account authorizing someone else's application is not about a
-/// connected account of ours.
-pub fn application_account<'a>(kind: &str, account: &'a str) -> Option<&'a str> {
-    (kind.starts_with(ACCOUNT_APPLICATION_PREFIX) && account != PLATFORM_ACCOUNT).then_some(account)
+/// The connected account an event of `kind` from `account` (of
+/// `platform`) is about, when it is one of [`ACCOUNT_APPLICATION_PREFIX`]'s.
+/// The platform's own account authorizing someone else's application is
+/// not about a connected account of ours.
+pub fn application_account<'a>(kind: &str, account: &'a str, platform: &str) -> Option<&'a str> {
+    (kind.starts_with(ACCOUNT_APPLICATION_PREFIX) && account != platform).then_some(account)
 }
 
 /// A Stripe event id such as `evt_1Pgc76B7WZ01zgkWwyRHS12y`.
@@ -75,7 +75,13 @@ pub struct StripeEvent {
     /// Whole seconds, as Stripe sends it; ties are common and handled by the
     /// ordering rules in `apply`.
     pub created: i64,
+    /// Whose object it is: a platform's own (`platform`, or a further
+    /// platform's `acct_…`), or a connected account's.
     pub account: AccountId,
+    /// The platform whose endpoint received it, whose key reads its
+    /// account: [`AccountId::PLATFORM`] but for a further platform of
+    /// `STRIPE_PLATFORMS` (the `stripe-platform` header).
+    pub platform: AccountId,
     pub livemode: bool,
     pub object: serde_json::Value,
     /// `request.idempotency_key` of the API call that caused the event, if
@@ -150,21 +156,29 @@ impl<O: EventObject> RawEvent<O> {
         StripeEventId::parse(&self.id)
     }
 
-    fn account(&mut self) -> String {
+    /// The event's `account`; a platform's own events carry none.
+    fn account(&mut self, platform: &AccountId) -> String {
         self.account
             .take()
             .filter(|a| !a.is_empty())
-            .unwrap_or_else(|| PLATFORM_ACCOUNT.to_owned())
+            .unwrap_or_else(|| platform.as_str().to_owned())
     }
 }
 
 impl StripeEvent {
+    /// An event of the default platform's endpoint.
     pub fn parse(body: &[u8]) -> Result<Self, EventError> {
+        Self::parse_for(body, &AccountId::PLATFORM)
+    }
+
+    /// An event that came to `platform`'s endpoint.
+    pub fn parse_for(body: &[u8], platform: &AccountId) -> Result<Self, EventError> {
         let mut raw: RawEvent<serde_json::Value> =
             serde_json::from_slice(body).map_err(|e| EventError::NotAnEvent(e.to_string()))?;
         let id = raw.checked_id()?;
         Ok(Self {
-            account: AccountId::parse(&raw.account())?,
+            account: AccountId::parse(&raw.account(platform))?,
+            platform: platform.clone(),
             id,
             kind: raw.kind,
             created: raw.created,
@@ -187,7 +201,8 @@ impl StripeEvent {
     /// event about a connected account's authorization of our application,
     /// the account ([`application_account`]).
     pub fn object_key(&self) -> Option<&str> {
-        application_account(&self.kind, self.account.as_str()).or_else(|| self.object.key())
+        application_account(&self.kind, self.account.as_str(), self.platform.as_str())
+            .or_else(|| self.object.key())
     }
 
     /// Whether we built this event from a read (backfill, diff, refresh),
@@ -225,12 +240,20 @@ pub struct EventEnvelope {
     pub id: StripeEventId,
     pub kind: String,
     pub account: String,
+    /// As [`StripeEvent::platform`].
+    pub platform: AccountId,
     /// As [`StripeEvent::object_id`]: the message key.
     pub object_id: String,
 }
 
 impl EventEnvelope {
+    /// An event of the default platform's endpoint.
     pub fn parse(body: &[u8]) -> Result<Self, EventError> {
+        Self::parse_for(body, &AccountId::PLATFORM)
+    }
+
+    /// An event that came to `platform`'s endpoint.
+    pub fn parse_for(body: &[u8], platform: &AccountId) -> Result<Self, EventError> {
         // serde_json scans what it skips without checking its UTF-8, so the
         // whole body is checked first: ingest must refuse what the workers'
         // full parse would.
@@ -238,8 +261,8 @@ impl EventEnvelope {
         let mut raw: RawEvent<ObjectKey> =
             serde_json::from_str(text).map_err(|e| EventError::NotAnEvent(e.to_string()))?;
         let id = raw.checked_id()?;
-        let account = raw.account();
-        let object_id = match application_account(&raw.kind, &account) {
+        let account = raw.account(platform);
+        let object_id = match application_account(&raw.kind, &account, platform.as_str()) {
             Some(connected) => connected.to_owned(),
             None => raw
                 .data
@@ -249,6 +272,7 @@ impl EventEnvelope {
         };
         Ok(Self {
             account,
+            platform: platform.clone(),
             object_id,
             id,
             kind: raw.kind,
@@ -501,6 +525,7 @@ mod tests {
             id: full.id,
             kind: full.kind,
             account: full.account.to_string(),
+            platform: full.platform,
         };
         (EventEnvelope::parse(body).unwrap(), from_full)
     }

@@ -9,6 +9,7 @@ pub mod event_types;
 pub mod form;
 pub mod object_id;
 pub mod outbound;
+pub mod platforms;
 pub mod rate;
 pub mod signature;
 pub mod version;

@@ -131,7 +131,7 @@ async fn publish_page(
     });
     let sends = wanted.map(|object| {
         let event = snapshot_event(opts.resource, &opts.account, object, read_at);
-        async move { ctx.publish(&event, SOURCE_BACKFILL).await }
+        async move { ctx.publish(&event, SOURCE_BACKFILL, &opts.account).await }
     });
     Ok(futures::future::try_join_all(sends).await?.len() as u64)
 }

@@ -13,6 +13,7 @@
 mod accounts;
 mod backfill;
 mod http;
+mod platforms;
 mod pull;
 mod resync;
 

@@ -16,6 +16,12 @@
 //! that); an unknown path is 404 without a code. Faults can be queued per object.
 //! It also creates checkout sessions (`POST /v1/checkout/sessions`, from
 //! Stripe's example session), recording the form and `Idempotency-Key`.
+//!
+//! Several platforms: each key registered with [`CatalogStripe::platform_key`]
+//! reads its own platform's objects (seeded under the platform's `acct_…`
+//! id), and a connected account registered with [`CatalogStripe::connect`]
+//! only with its own platform's key: another's is answered 403, as Stripe
+//! answers a key that has no access to the account.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -46,6 +52,9 @@ pub enum Fault {
 #[derive(Debug, Clone)]
 pub struct Call {
     pub account: String,
+    /// The platform whose key made the call (`platform` for a key not
+    /// registered with [`CatalogStripe::platform_key`]).
+    pub platform: String,
     pub path: String,
     /// A POST's form fields.
     pub form: Vec<(String, String)>,
@@ -79,6 +88,38 @@ struct State {
     calls: Vec<Call>,
     /// Connected accounts that revoked our access.
     revoked: Vec<String>,
+    /// API key -> the platform account it belongs to.
+    platform_keys: HashMap<String, String>,
+    /// Connected account -> the platform it is connected to (the default
+    /// one when absent).
+    connected_to: HashMap<String, String>,
+}
+
+impl State {
+    /// Whose key made a request, and which account it reads: the header's,
+    /// or the key's platform's own.
+    fn caller(&self, headers: &HeaderMap) -> (String, String) {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let key = text("authorization")
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let platform = self
+            .platform_keys
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| PLATFORM_ACCOUNT.to_owned());
+        let account = text("stripe-account").map_or_else(|| platform.clone(), str::to_owned);
+        (platform, account)
+    }
+
+    /// Whether the calling platform may act for `account`.
+    fn reaches(&self, platform: &str, account: &str) -> bool {
+        account == platform
+            || self
+                .connected_to
+                .get(account)
+                .map_or(platform == PLATFORM_ACCOUNT, |p| p == platform)
+    }
 }
 
 #[derive(Clone)]
@@ -97,12 +138,9 @@ impl CatalogStripe {
             .and(warp::header::headers_cloned())
             .map(
                 move |path: warp::path::FullPath, query: String, headers: HeaderMap| {
-                    let account = headers
-                        .get("stripe-account")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or(PLATFORM_ACCOUNT)
-                        .to_owned();
-                    let (status, body) = answer(&shared, &account, path.as_str(), &query);
+                    let (platform, account) = shared.lock().unwrap().caller(&headers);
+                    let (status, body) =
+                        answer(&shared, &platform, &account, path.as_str(), &query);
                     Response::builder()
                         .status(status)
                         .header("content-type", "application/json")
@@ -122,9 +160,14 @@ impl CatalogStripe {
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned)
                 };
-                let account =
-                    header("stripe-account").unwrap_or_else(|| PLATFORM_ACCOUNT.to_owned());
-                let session = create_session(&shared, &account, form, header("idempotency-key"));
+                let (platform, account) = shared.lock().unwrap().caller(&headers);
+                let session = create_session(
+                    &shared,
+                    &platform,
+                    &account,
+                    form,
+                    header("idempotency-key"),
+                );
                 Response::builder()
                     .status(200)
                     .header("content-type", "application/json")
@@ -139,6 +182,26 @@ impl CatalogStripe {
 
     pub fn base(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Requests made with `key` are the platform `account`'s: its own
+    /// objects are those seeded under `account`.
+    pub fn platform_key(&self, key: &str, account: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .platform_keys
+            .insert(key.to_owned(), account.to_owned());
+    }
+
+    /// `connected` is connected to `platform`: only that platform's key
+    /// reaches it.
+    pub fn connect(&self, connected: &str, platform: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .connected_to
+            .insert(connected.to_owned(), platform.to_owned());
     }
 
     /// Stores (or replaces) an object under `path` on `account`.
@@ -257,10 +320,17 @@ fn missing(what: &str) -> (u16, Value) {
     )
 }
 
-fn answer(state: &Mutex<State>, account: &str, path: &str, query: &str) -> (u16, Value) {
+fn answer(
+    state: &Mutex<State>,
+    platform: &str,
+    account: &str,
+    path: &str,
+    query: &str,
+) -> (u16, Value) {
     let mut s = state.lock().unwrap();
     s.calls.push(Call {
         account: account.to_owned(),
+        platform: platform.to_owned(),
         path: path.to_owned(),
         form: Vec::new(),
         idempotency_key: None,
@@ -277,7 +347,7 @@ fn answer(state: &Mutex<State>, account: &str, path: &str, query: &str) -> (u16,
             s.calls_in_transaction += 1;
         }
     }
-    let revoked = s.revoked.iter().any(|r| r == account);
+    let revoked = s.revoked.iter().any(|r| r == account) || !s.reaches(platform, account);
     let fault = if revoked {
         Some(Fault::Forbidden)
     } else {
@@ -397,6 +467,7 @@ fn answer(state: &Mutex<State>, account: &str, path: &str, query: &str) -> (u16,
 /// A new open session made from Stripe's example, with what the form set.
 fn create_session(
     state: &Mutex<State>,
+    platform: &str,
     account: &str,
     form: Vec<(String, String)>,
     idempotency_key: Option<String>,
@@ -434,6 +505,7 @@ fn create_session(
     }
     s.calls.push(Call {
         account: account.to_owned(),
+        platform: platform.to_owned(),
         path: "/v1/checkout/sessions".into(),
         form,
         idempotency_key,

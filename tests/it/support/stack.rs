@@ -35,6 +35,8 @@ pub struct Options {
     pub stripe_timeout_ms: u64,
     /// stripe-inbound's `INBOUND_APPLY_LANES`.
     pub apply_lanes: usize,
+    /// `STRIPE_PLATFORMS`, for every process of the stack.
+    pub platforms: Option<String>,
 }
 
 impl Default for Options {
@@ -51,6 +53,7 @@ impl Default for Options {
             // Two lanes over three partitions: every inbound test also runs
             // the concurrent apply (the engine's default is one lane).
             apply_lanes: 2,
+            platforms: None,
         }
     }
 }
@@ -128,7 +131,11 @@ impl Stack {
             ("METRICS_ADDR", "127.0.0.1:0"),
             ("STRIPE_API_TIMEOUT_MS", stripe_timeout.as_str()),
         ];
-        let env = Env::from_pairs(pairs);
+        let env = Env::from_pairs(pairs.into_iter().chain(
+            opts.platforms
+                .as_deref()
+                .map(|p| ("STRIPE_PLATFORMS", p)),
+        ));
         let outbound_base = opts
             .outbound_stripe_base
             .clone()
