@@ -8,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::{self, ApplyError, FanOut, ListRequest, Refusal, RemoteReader};
 use crate::config::InboundConfig;
 use crate::db::PgPool;
-use crate::kafka::envelope;
 use crate::kafka::consumer::{self, BatchHandler, ConsumeSettings, Delivery, Outcome, Transient};
+use crate::kafka::envelope;
 use crate::worker;
 
 use crate::metrics;

@@ -174,8 +174,12 @@ enum Route {
 }
 
 fn route(event: &StripeEvent) -> Route {
-    let about_account =
-        crate::stripe::event::application_account(&event.kind, event.account.as_str(), event.platform.as_str()).is_some();
+    let about_account = crate::stripe::event::application_account(
+        &event.kind,
+        event.account.as_str(),
+        event.platform.as_str(),
+    )
+    .is_some();
     let object = if about_account {
         Some("account")
     } else {

@@ -258,10 +258,16 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "wait before trying an email again whose message went out and got no answer within the timeout (the server may have it); RFC 5321 §4.5.3.2.6 gives a server 10 minutes to answer the end of a message",
     },
     Variable {
+        names: &["STRIPE_PLATFORMS"],
+        used_by: "serve, stripe-inbound, order-notifier, pull commands, `resync`",
+        default: "unset: one platform account",
+        meaning: "further, unrelated platform accounts served by the same deployment: `acct_…:API_KEY[:WHSEC,…]` entries separated by `;`. Each platform's own objects are kept under its `acct_…` id (the first platform's under `platform`), its webhooks come in at `/webhooks/stripe` (its secret tells it apart) or `/webhooks/stripe/{acct_…}`, and its objects and its connected accounts' are read with its key ([Several platform accounts](operations.md#several-platform-accounts))",
+    },
+    Variable {
         names: &["STRIPE_ACCOUNTS"],
         used_by: "backfill, reconcile, refresh, diff",
         default: "`platform`",
-        meaning: "accounts the pull commands cover without `--account`: `platform`, `acct_…` and/or `auto` (the platform and every connected account `stripe.accounts` holds authorized, read again at each pass of `--every`; `reconcile --every` backfills each one found once), comma-separated",
+        meaning: "accounts the pull commands cover without `--account`: `platform`, `acct_…` and/or `auto` (each platform and every connected account `stripe.accounts` holds authorized, read again at each pass of `--every`; `reconcile --every` backfills each one found once), comma-separated",
     },
     Variable {
         names: &["STRIPE_RATE_LIMIT"],

@@ -335,15 +335,14 @@ async fn read_checkout(ctx: &Ctx, id: String) -> Result<Value, ApiError> {
     );
     // The answer does not wait on the mirror: a failed publish is logged,
     // and the next read tries again.
-    if let Err(e) =
-        crate::pull::publish(
-            &ctx.producer,
-            &ctx.events_topic,
-            &snapshot,
-            "api-read",
-            &AccountId::PLATFORM,
-        )
-        .await
+    if let Err(e) = crate::pull::publish(
+        &ctx.producer,
+        &ctx.events_topic,
+        &snapshot,
+        "api-read",
+        &AccountId::PLATFORM,
+    )
+    .await
     {
         tracing::warn!(checkout.session = %id, error = %format!("{e:#}"), "could not publish the session read from Stripe");
     }

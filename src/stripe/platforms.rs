@@ -56,7 +56,11 @@ pub fn parse(raw: &str) -> Result<Vec<Platform>, String> {
         };
         let api_key = match fields.next() {
             Some(key) if !key.is_empty() => SecretString::from(key.to_owned()),
-            _ => return Err(format!("{account} has no API key (acct_…:API_KEY[:WHSEC,…])")),
+            _ => {
+                return Err(format!(
+                    "{account} has no API key (acct_…:API_KEY[:WHSEC,…])"
+                ))
+            }
         };
         let webhook_secrets = fields
             .next()
@@ -230,8 +234,8 @@ mod tests {
 
     #[test]
     fn each_account_goes_with_its_platforms_key() {
-        let ring = KeyRing::new(SecretString::from("sk_a"))
-            .with_platforms(&parse("acct_B:sk_b").unwrap());
+        let ring =
+            KeyRing::new(SecretString::from("sk_a")).with_platforms(&parse("acct_B:sk_b").unwrap());
         let key = |account: &AccountId| {
             let (key, behalf) = ring.route(account);
             (
@@ -243,10 +247,12 @@ mod tests {
         assert_eq!(key(&acct("acct_B")), ("sk_b".into(), None));
         // A connected account is the default platform's until seen elsewhere.
         assert_eq!(key(&acct("acct_X")), ("sk_a".into(), Some("acct_X".into())));
-        ring.note_connected(&acct("acct_X"), &acct("acct_B")).unwrap();
+        ring.note_connected(&acct("acct_X"), &acct("acct_B"))
+            .unwrap();
         assert_eq!(key(&acct("acct_X")), ("sk_b".into(), Some("acct_X".into())));
         assert_eq!(ring.platform_of(&acct("acct_X")), acct("acct_B"));
-        ring.note_connected(&acct("acct_X"), &AccountId::PLATFORM).unwrap();
+        ring.note_connected(&acct("acct_X"), &AccountId::PLATFORM)
+            .unwrap();
         assert_eq!(key(&acct("acct_X")), ("sk_a".into(), Some("acct_X".into())));
         // No key for a platform: refused, and nothing noted.
         assert_eq!(

@@ -80,7 +80,13 @@ async fn two_platforms_with_colliding_ids_stay_apart() {
     let product = registry::by_object("product").unwrap();
     let account = registry::by_object("account").unwrap();
     let product_event = |acct: &str, evt: &str, id: &str, at: i64, v: &str| {
-        event(acct, evt, "product.updated", at, object(product, id, at, v, 0))
+        event(
+            acct,
+            evt,
+            "product.updated",
+            at,
+            object(product, id, at, v, 0),
+        )
     };
 
     // The same product id on both platforms, each on the shared endpoint
@@ -90,9 +96,15 @@ async fn two_platforms_with_colliding_ids_stay_apart() {
     let a_same = product_event(PLATFORM_ACCOUNT, "evt_same", "prod_same", T, "a1");
     let b_same = product_event(PLATFORM_ACCOUNT, "evt_same", "prod_same", T, "b1");
     assert_eq!(post(&stack, shared, SECRET, &a_same).await, StatusCode::OK);
-    assert_eq!(post(&stack, shared, B_SECRET, &b_same).await, StatusCode::OK);
+    assert_eq!(
+        post(&stack, shared, B_SECRET, &b_same).await,
+        StatusCode::OK
+    );
     let b_own = product_event(PLATFORM_ACCOUNT, "evt_own", "prod_own", T, "b1");
-    assert_eq!(post(&stack, &b_path, B_SECRET, &b_own).await, StatusCode::OK);
+    assert_eq!(
+        post(&stack, &b_path, B_SECRET, &b_own).await,
+        StatusCode::OK
+    );
     // A's secret does not open B's path, nor does any path name a platform
     // not configured.
     let forged = product_event(PLATFORM_ACCOUNT, "evt_forged", "prod_own", T + 9, "forged");
@@ -120,7 +132,10 @@ async fn two_platforms_with_colliding_ids_stay_apart() {
     wait_version(&stack, "product", B, "prod_same", "b1").await;
     wait_version(&stack, "product", B, "prod_own", "b1").await;
     wait_version(&stack, "account", B, X, "x1").await;
-    assert_eq!(version(&stack, "product", PLATFORM_ACCOUNT, "prod_own"), None);
+    assert_eq!(
+        version(&stack, "product", PLATFORM_ACCOUNT, "prod_own"),
+        None
+    );
     assert_eq!(version(&stack, "account", PLATFORM_ACCOUNT, X), None);
     // The ledger keeps the colliding event id once per platform.
     assert_eq!(
@@ -132,8 +147,16 @@ async fn two_platforms_with_colliding_ids_stay_apart() {
 
     // Same-second ties on B and on X: read back from Stripe, each with
     // B's key (the fake refuses X to any other).
-    fake.put(B, "products", object(product, "prod_same", T + 1, "b-stripe", 0));
-    fake.put(X, "products", object(product, "prod_x", T + 1, "x-stripe", 0));
+    fake.put(
+        B,
+        "products",
+        object(product, "prod_same", T + 1, "b-stripe", 0),
+    );
+    fake.put(
+        X,
+        "products",
+        object(product, "prod_x", T + 1, "x-stripe", 0),
+    );
     for (acct, n, v) in [(PLATFORM_ACCOUNT, 1, "b2"), (PLATFORM_ACCOUNT, 2, "b3")] {
         let tie = product_event(acct, &format!("evt_tie_b{n}"), "prod_same", T + 1, v);
         assert_eq!(post(&stack, shared, B_SECRET, &tie).await, StatusCode::OK);
@@ -197,7 +220,11 @@ async fn two_platforms_with_colliding_ids_stay_apart() {
     wait_version(&stack, "product", X, "prod_bfx", "x-bf").await;
 
     // Resync on B, and of B's connected account: read with B's key.
-    fake.put(B, "products", object(product, "prod_own", T + 2, "b-resync", 0));
+    fake.put(
+        B,
+        "products",
+        object(product, "prod_own", T + 2, "b-resync", 0),
+    );
     fake.put(B, "accounts", object(account, X, T + 2, "x-resync", 0));
     let targets = resync::plan(&["prod_own".into()], None, &id(B))
         .unwrap()

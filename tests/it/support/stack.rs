@@ -131,11 +131,11 @@ impl Stack {
             ("METRICS_ADDR", "127.0.0.1:0"),
             ("STRIPE_API_TIMEOUT_MS", stripe_timeout.as_str()),
         ];
-        let env = Env::from_pairs(pairs.into_iter().chain(
-            opts.platforms
-                .as_deref()
-                .map(|p| ("STRIPE_PLATFORMS", p)),
-        ));
+        let env = Env::from_pairs(
+            pairs
+                .into_iter()
+                .chain(opts.platforms.as_deref().map(|p| ("STRIPE_PLATFORMS", p))),
+        );
         let outbound_base = opts
             .outbound_stripe_base
             .clone()
