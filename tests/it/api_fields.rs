@@ -15,25 +15,26 @@ use stripe_sync::registry::{Column, RESOURCES};
 
 use crate::support::required_env;
 
-/// Asks the package which of `wanted`'s fields each object's class lacks.
-fn oracle(wanted: &BTreeMap<&str, Vec<&str>>) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/stripe_fields.py");
+/// Runs `script` (under tests/py/) in the Python that has the `stripe`
+/// package, with `input` on its stdin; its stdout, as JSON.
+fn ask_stripe_package(script: &str, input: &[u8]) -> Value {
+    let path = format!("{}/tests/py/{script}", env!("CARGO_MANIFEST_DIR"));
     let mut child = Command::new(required_env("STRIPE_SYNC_PYTHON"))
-        .arg(script)
+        .arg(path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("python runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(wanted).unwrap())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "stripe_fields.py failed");
+    assert!(out.status.success(), "{script} failed");
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Asks the package which of `wanted`'s fields each object's class lacks.
+fn oracle(wanted: &BTreeMap<&str, Vec<&str>>) -> Value {
+    ask_stripe_package("stripe_fields.py", &serde_json::to_vec(wanted).unwrap())
 }
 
 /// Each column's candidate top-level fields, per object (a child list's
@@ -107,25 +108,11 @@ fn the_types_listed_by_created_are_those_stripe_filters_by_created() {
         .filter(|r| r.listing.whole().is_some())
         .map(|r| r.object)
         .collect();
-    let mut child = Command::new(required_env("STRIPE_SYNC_PYTHON"))
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/py/stripe_list_created.py"
-        ))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(listed.join(" ").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "stripe_list_created.py failed");
-    let answer: BTreeMap<String, Option<bool>> = serde_json::from_slice(&out.stdout).unwrap();
+    let answer: BTreeMap<String, Option<bool>> = serde_json::from_value(ask_stripe_package(
+        "stripe_list_created.py",
+        listed.join(" ").as_bytes(),
+    ))
+    .unwrap();
     let theirs: Vec<&str> = answer
         .iter()
         .filter(|(_, by_created)| **by_created == Some(true))

@@ -9,27 +9,10 @@ Reads object names, whitespace-separated, on stdin; prints a JSON object
 import importlib
 import inspect
 import json
-import pkgutil
 import re
 import sys
 
-import stripe
-
-
-def classes_by_object_name():
-    found = {}
-    for module in pkgutil.walk_packages(stripe.__path__, "stripe."):
-        if ".api_resources" in module.name or ".v2" in module.name:
-            continue
-        try:
-            loaded = importlib.import_module(module.name)
-        except Exception:  # a module needing an optional dependency
-            continue
-        for value in vars(loaded).values():
-            name = getattr(value, "OBJECT_NAME", None)
-            if isinstance(value, type) and isinstance(name, str):
-                found.setdefault(name, value)
-    return found
+from stripe_classes import classes_by_object_name
 
 
 def list_params(cls):

@@ -15,11 +15,12 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::slices::{last_created, Slices};
+use super::slices::{last_created, Slice, Slices};
 use super::{publish_page, BackfillOptions, BackfillReport, Checkpoint, MAX_PAGE_SIZE};
 use crate::ingest::unix_now;
 use crate::pull::{Progress, PullContext};
 use crate::registry::Listing;
+use crate::stripe::ListPage;
 
 /// One type's run.
 struct Job {
@@ -232,6 +233,13 @@ async fn prepare(ctx: &PullContext, opts: BackfillOptions) -> anyhow::Result<Job
 /// Reads one slice page by page to its end (or to shutdown, or to its
 /// type's failure), checkpointing after each page, and hands the older
 /// part of it to an idle worker when there is one.
+///
+/// A page is published while the next one is read: the slice's cursor is
+/// known once a page arrives, so the wait on Stripe and the wait on Kafka
+/// overlap instead of adding up. The shared state (what the checkpoint
+/// saves, and what other workers see) moves past a page only once it is
+/// published; a next page read ahead of a stop or a failure is dropped,
+/// and read again on resume.
 async fn read_slice(
     ctx: &PullContext,
     job: &Job,
@@ -243,6 +251,19 @@ async fn read_slice(
     let opts = &job.opts;
     let by_created = opts.resource.listed_by_created();
     let extra = opts.resource.listing.whole().unwrap_or_default();
+    let params = |slice: &Slice| {
+        let mut params = slice.params(opts.page_size.min(MAX_PAGE_SIZE), by_created);
+        params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        params
+    };
+    let list = |slice: &Slice| {
+        let params = params(slice);
+        async move {
+            ctx.list_page(&opts.account, opts.resource.path, &params)
+                .await
+        }
+    };
+    let mut read_ahead: Option<ListPage> = None;
     loop {
         if shutdown.is_cancelled() || job.has_failed() {
             return;
@@ -250,21 +271,13 @@ async fn read_slice(
         let Some(slice) = job.slices.lock().unwrap().pending.get(&id).cloned() else {
             return;
         };
-        let mut params = slice.params(opts.page_size.min(MAX_PAGE_SIZE), by_created);
-        params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let page = match ctx
-            .list_page(&opts.account, opts.resource.path, &params)
-            .await
-        {
-            Ok(page) => page,
-            Err(e) => return job.fail(e),
+        let page = match read_ahead.take() {
+            Some(page) => page,
+            None => match list(&slice).await {
+                Ok(page) => page,
+                Err(e) => return job.fail(e),
+            },
         };
-        let published = match publish_page(ctx, opts, &page.data, unix_now()).await {
-            Ok(n) => n,
-            Err(e) => return job.fail(e),
-        };
-        job.objects.fetch_add(published, Ordering::Relaxed);
-        job.pages.fetch_add(1, Ordering::Relaxed);
         let last_id = page
             .data
             .last()
@@ -279,33 +292,50 @@ async fn read_slice(
             && queue.starving()
             && !ctx.stripe.saturated().await
             && splits(ctx, job).await;
-        let split = {
+        // The slice once this page is published: past the page, and (Stripe
+        // lists newest first, so everything older than the page's last
+        // object is unread) less the older part split off.
+        let mut rest = slice;
+        rest.after = last_id;
+        let older = match last_created(&page.data) {
+            Some(created) if may_split => rest.split(created),
+            _ => None,
+        };
+        let publish = publish_page(ctx, opts, &page.data, unix_now());
+        let next = async {
+            if finished {
+                None
+            } else {
+                Some(list(&rest).await)
+            }
+        };
+        let (published, next) = tokio::join!(publish, next);
+        let published = match published {
+            Ok(n) => n,
+            Err(e) => return job.fail(e),
+        };
+        job.objects.fetch_add(published, Ordering::Relaxed);
+        job.pages.fetch_add(1, Ordering::Relaxed);
+        let older = {
             let mut slices = job.slices.lock().unwrap();
             if finished {
                 slices.pending.remove(&id);
                 None
             } else {
-                let older = {
-                    let current = slices.pending.get_mut(&id).expect("a slice being read");
-                    current.after = last_id;
-                    // Stripe lists newest first: everything older than the
-                    // page's last object is unread.
-                    match last_created(&page.data) {
-                        Some(created) if may_split => current.split(created),
-                        _ => None,
-                    }
-                };
+                slices.pending.insert(id, rest);
                 older.map(|older| slices.add(older))
             }
         };
         if let Err(e) = save(ctx, job).await {
             return job.fail(e);
         }
-        if let Some(older) = split {
+        if let Some(older) = older {
             queue.push(Work::Slice { job: n, id: older });
         }
-        if finished {
-            return;
+        match next {
+            None => return,
+            Some(Ok(page)) => read_ahead = Some(page),
+            Some(Err(e)) => return job.fail(e),
         }
     }
 }
