@@ -34,6 +34,8 @@ pub struct Receipt {
 pub struct WebhookIngest {
     /// Each platform's secrets, the default platform's first.
     verifiers: Vec<(AccountId, WebhookVerifier)>,
+    /// Every platform's own account, secrets or not.
+    platforms: Vec<AccountId>,
     producer: EventProducer,
     topic: String,
 }
@@ -43,6 +45,7 @@ impl WebhookIngest {
     pub fn new(verifier: WebhookVerifier, producer: EventProducer, topic: String) -> Self {
         Self {
             verifiers: vec![(AccountId::PLATFORM, verifier)],
+            platforms: vec![AccountId::PLATFORM],
             producer,
             topic,
         }
@@ -51,9 +54,12 @@ impl WebhookIngest {
     /// Takes the webhooks of further platforms too, each told apart by its
     /// secrets; a platform configured without secrets sends none.
     pub fn with_platforms(mut self, platforms: &[Platform], tolerance_secs: i64) -> Self {
-        for p in platforms.iter().filter(|p| !p.webhook_secrets.is_empty()) {
-            let verifier = WebhookVerifier::new(p.webhook_secrets.clone(), tolerance_secs);
-            self.verifiers.push((p.account.clone(), verifier));
+        for p in platforms {
+            self.platforms.push(p.account.clone());
+            if !p.webhook_secrets.is_empty() {
+                let verifier = WebhookVerifier::new(p.webhook_secrets.clone(), tolerance_secs);
+                self.verifiers.push((p.account.clone(), verifier));
+            }
         }
         self
     }
@@ -70,6 +76,16 @@ impl WebhookIngest {
     ) -> Result<Receipt, IngestError> {
         let platform = self.verify(platform, signature, body, unix_now())?;
         let event = EventEnvelope::parse_for(body, platform)?;
+        // One platform's secret must not write under another platform's
+        // own account (a connected account's events name it instead).
+        if event.account != platform.as_str()
+            && self.platforms.iter().any(|p| p.as_str() == event.account)
+        {
+            return Err(IngestError::NotAnEvent(EventError::NotAnEvent(format!(
+                "it names the account {}, another platform's own, but is signed with {platform}'s secret",
+                event.account
+            ))));
+        }
         let headers = envelope::event_headers(&event, envelope::SOURCE_WEBHOOK);
         // The raw body goes to Kafka unchanged: consumers see exactly what
         // Stripe signed, and we skip a re-serialisation on the hot path.

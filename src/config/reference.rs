@@ -259,7 +259,7 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         names: &["STRIPE_PLATFORMS"],
-        used_by: "serve, stripe-inbound, order-notifier, pull commands, `resync`",
+        used_by: "serve, stripe-inbound, stripe-outbound, order-notifier, pull commands, `resync`",
         default: "unset: one platform account",
         meaning: "further, unrelated platform accounts served by the same deployment: `acct_…:API_KEY[:WHSEC,…]` entries separated by `;`. Each platform's own objects are kept under its `acct_…` id (the first platform's under `platform`), its webhooks come in at `/webhooks/stripe` (its secret tells it apart) or `/webhooks/stripe/{acct_…}`, and its objects and its connected accounts' are read with its key ([Several platform accounts](operations.md#several-platform-accounts))",
     },

@@ -170,14 +170,20 @@ pub async fn run(
     pool: &PgPool,
     targets: &[Target],
 ) -> Vec<Result<Resynced, Failed>> {
-    if let Err(e) = super::accounts::note_known(pool, stripe.keys()).await {
-        tracing::warn!(error = format!("{e:#}"), "could not read which platform each connected account is under; reading them as the default platform's");
-    }
+    // Which platform each connected account is under; unknown, an account
+    // object is not read at all rather than with another platform's key.
+    let known = super::accounts::note_known(pool, stripe.keys())
+        .await
+        .map_err(|e| format!("{e:#}"));
     let mut results = Vec::with_capacity(targets.len());
     for target in targets {
         let target = &on_its_platform(stripe, target);
-        let result = resync_one(stripe, producer, topic, pool, target)
-            .await
+        let result = match &known {
+            Err(e) if target.resource.identity == Identity::ConnectedAccount => Err(anyhow::anyhow!(
+                "could not read which platform the account is under: {e}"
+            )),
+            _ => resync_one(stripe, producer, topic, pool, target).await,
+        }
             .map_err(|e| Failed {
                 id: target.id.clone(),
                 code: if e.is::<NotFound>() {

@@ -156,8 +156,8 @@ impl StripeClient {
     }
 
     /// The platform accounts and the key for each account
-    /// ([`KeyRing`]).
-    pub fn keys(&self) -> &KeyRing {
+    /// ([`KeyRing`]), shared with every clone of this client.
+    pub fn keys(&self) -> &Arc<KeyRing> {
         &self.keys
     }
 

@@ -42,15 +42,17 @@ impl std::fmt::Debug for Platform {
 /// `;`, `:` or `,`). Every account once, never `platform`, and every key set.
 pub fn parse(raw: &str) -> Result<Vec<Platform>, String> {
     let mut platforms: Vec<Platform> = Vec::new();
-    for entry in raw.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+    let entries = raw.split(';').map(str::trim).filter(|e| !e.is_empty());
+    for (n, entry) in entries.enumerate() {
         let mut fields = entry.splitn(3, ':').map(str::trim);
-        let account = fields.next().unwrap_or_default();
-        let account = match AccountId::parse(account) {
+        // The field is never shown: a key put first by mistake would go to
+        // the logs.
+        let account = match AccountId::parse(fields.next().unwrap_or_default()) {
             Ok(a) if !a.is_platform() => a,
             _ => {
                 return Err(format!(
-                    "{:?} is not an acct_… id: each entry is acct_…:API_KEY[:WHSEC,…]",
-                    account.chars().take(64).collect::<String>()
+                    "entry {} does not start with an acct_… id: each entry is acct_…:API_KEY[:WHSEC,…]",
+                    n + 1
                 ))
             }
         };
@@ -217,8 +219,10 @@ mod tests {
     #[test]
     fn bad_entries_are_refused_with_the_reason() {
         for (raw, says) in [
-            ("platform:sk_x", "not an acct_"),
-            ("cus_1:sk_x", "not an acct_"),
+            ("platform:sk_x", "entry 1 does not start with an acct_"),
+            ("acct_A:sk_a;cus_1:sk_x", "entry 2 does not start with an acct_"),
+            ("sk_live_secret:acct_B", "entry 1 does not"),
+            ("acct_B=sk_live_secret", "entry 1 does not"),
             ("acct_B", "no API key"),
             ("acct_B:", "no API key"),
             ("acct_B:sk_1;acct_B:sk_2", "named twice"),
@@ -226,10 +230,14 @@ mod tests {
             let err = parse(raw).unwrap_err();
             assert!(err.contains(says), "{raw}: {err}");
         }
-        // The key never shows in the error.
-        assert!(!parse("acct_B:sk_secret;acct_B:sk_secret")
-            .unwrap_err()
-            .contains("sk_secret"));
+        // A key never shows in the error.
+        for raw in [
+            "acct_B:sk_secret;acct_B:sk_secret",
+            "sk_secret:acct_B",
+            "acct_B=sk_secret",
+        ] {
+            assert!(!parse(raw).unwrap_err().contains("sk_secret"), "{raw}");
+        }
     }
 
     #[test]

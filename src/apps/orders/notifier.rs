@@ -58,6 +58,7 @@ use crate::kafka::envelope::{self, event_headers};
 use crate::kafka::EventProducer;
 use crate::metrics;
 use crate::retry::{sleep_or_shutdown, Backoff};
+use crate::stripe::platforms::KeyRing;
 use crate::stripe::EventEnvelope;
 use crate::worker;
 
@@ -125,6 +126,10 @@ impl BatchHandler for OrderHandler {
             let Some(order) = order::paid_order(&event) else {
                 continue;
             };
+            // Its items may be read from Stripe, with its platform's key.
+            self.remote
+                .note_platform(&event.account, &event.platform)
+                .map_err(ApplyError::into_retry)?;
             let replayed = self.replayed_from_ours(d);
             // Another event of an order already claimed (its duplicate, the
             // session's other event, a renewal): no need to read its items.
@@ -203,6 +208,9 @@ impl BatchHandler for OrderHandler {
 
 /// The send half: delivers due notifications until shutdown.
 pub struct Sender {
+    /// Which platform each account is read with: a dead letter carries its
+    /// event's platform, so a replay is applied under it again.
+    pub platforms: Arc<KeyRing>,
     pub pool: PgPool,
     pub mailer: Mailer,
     pub producer: EventProducer,
@@ -452,7 +460,8 @@ impl Sender {
     /// Parks the order's event on the notifier's dead-letter topic, where
     /// `dlq list` shows it and `dlq replay` queues the email again.
     async fn dead_letter(&self, n: &Due, payload: &[u8], error: &str) {
-        let headers = match EventEnvelope::parse(payload) {
+        let platform = self.platforms.platform_of(&n.account);
+        let headers = match EventEnvelope::parse_for(payload, &platform) {
             Ok(e) => event_headers(&e, "order-notifier"),
             Err(_) => Vec::new(),
         };
@@ -520,7 +529,9 @@ pub async fn run(cfg: NotifierConfig, shutdown: CancellationToken) -> anyhow::Re
         );
     }
     let wake = Arc::new(Notify::new());
-    let remote = StripeRemote::new(cfg.stripe.client()?, tokio::runtime::Handle::current());
+    let client = cfg.stripe.client()?;
+    let platforms = client.keys().clone();
+    let remote = StripeRemote::new(client, tokio::runtime::Handle::current());
     let handler = Arc::new(OrderHandler::new(
         pool.clone(),
         Arc::new(remote),
@@ -530,6 +541,7 @@ pub async fn run(cfg: NotifierConfig, shutdown: CancellationToken) -> anyhow::Re
         wake.clone(),
     ));
     let sender = Sender {
+        platforms,
         pool,
         mailer,
         producer: producer.clone(),

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use stripe_sync::config::Env;
 use stripe_sync::kafka::envelope;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::{event, object, rows, T};
 use crate::support::catalog_stripe::CatalogStripe;
 use crate::support::stack::{Options, Stack, SECRET};
-use crate::support::wait_for;
+use crate::support::{json_of, wait_for};
 
 /// The second platform, and what it is configured with.
 const B: &str = "acct_1PlatformB";
@@ -73,7 +73,8 @@ async fn two_platforms_with_colliding_ids_stay_apart() {
     fake.connect(X, B);
     let stack = Stack::start(Options {
         stripe_base: fake.base(),
-        platforms: Some(format!("{B}:{B_KEY}:{B_SECRET}")),
+        // C has no webhooks here, only a key.
+        platforms: Some(format!("{B}:{B_KEY}:{B_SECRET};acct_1PlatformC:sk_test_c")),
         ..Options::default()
     })
     .await;
@@ -116,6 +117,16 @@ async fn two_platforms_with_colliding_ids_stay_apart() {
         post(&stack, "/webhooks/stripe/acct_1Nobody", B_SECRET, &forged).await,
         StatusCode::NOT_FOUND
     );
+    // Nor does B's secret write under another platform's own account.
+    for other in [PLATFORM_ACCOUNT, "acct_1PlatformC"] {
+        let mut claim = forged.clone();
+        claim["account"] = Value::from(other);
+        assert_eq!(
+            post(&stack, shared, B_SECRET, &claim).await,
+            StatusCode::BAD_REQUEST,
+            "B's secret claiming {other}"
+        );
+    }
     // B's connected account: its account object (from B's Connect
     // endpoint) is kept under B.
     let mut x = event(
@@ -203,10 +214,14 @@ async fn two_platforms_with_colliding_ids_stay_apart() {
         .await
         .unwrap();
     let id = |a: &str| AccountId::parse(a).unwrap();
-    assert_eq!(resolved, vec![AccountId::PLATFORM, id(B), id(X)]);
+    assert_eq!(
+        resolved,
+        vec![AccountId::PLATFORM, id(B), id("acct_1PlatformC"), id(X)]
+    );
     let stop = CancellationToken::new();
     let opts = resolved
         .iter()
+        .filter(|a| a.as_str() != "acct_1PlatformC")
         .map(|a| BackfillOptions {
             account: a.clone(),
             ..BackfillOptions::new(product)
@@ -236,10 +251,15 @@ async fn two_platforms_with_colliding_ids_stay_apart() {
     }
     wait_version(&stack, "product", B, "prod_own", "b-resync").await;
     wait_version(&stack, "account", B, X, "x-resync").await;
+    // The default platform's key only listed its own products: B's objects
+    // read with it would show as the default platform's own reads.
     let wrong_key: Vec<_> = fake
         .calls()
         .into_iter()
-        .filter(|c| (c.account == B || c.account == X) && c.platform != B)
+        .filter(|c| {
+            let b_s = c.account == B || c.account == X;
+            (b_s && c.platform != B) || (c.platform == PLATFORM_ACCOUNT && c.path != "/v1/products")
+        })
         .collect();
     assert!(wrong_key.is_empty(), "read with another key: {wrong_key:?}");
     assert_eq!(
@@ -270,5 +290,21 @@ async fn two_platforms_with_colliding_ids_stay_apart() {
         stack.db.count("event_ledger WHERE event_id = 'evt_orphan'"),
         0,
         "an event of an unconfigured platform was applied"
+    );
+    // Held: not committed (the worker, caught up before, waits on it),
+    // and not dead-lettered.
+    let lag: Value = json_of(stack.admin(Method::GET, "/api/admin/lag")).await;
+    let held: i64 = lag
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["group"] == stack.group.as_str() && r["topic"] == stack.topic.as_str())
+        .map(|r| r["lag"].as_i64().unwrap())
+        .sum();
+    assert_eq!(held, 1, "{lag}");
+    let dead: Value = json_of(stack.admin(Method::GET, "/api/admin/dlq?last=10")).await;
+    assert!(
+        !dead.to_string().contains("evt_orphan"),
+        "dead-lettered: {dead}"
     );
 }
