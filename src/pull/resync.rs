@@ -179,20 +179,20 @@ pub async fn run(
     for target in targets {
         let target = &on_its_platform(stripe, target);
         let result = match &known {
-            Err(e) if target.resource.identity == Identity::ConnectedAccount => Err(anyhow::anyhow!(
-                "could not read which platform the account is under: {e}"
-            )),
+            Err(e) if target.resource.identity == Identity::ConnectedAccount => Err(
+                anyhow::anyhow!("could not read which platform the account is under: {e}"),
+            ),
             _ => resync_one(stripe, producer, topic, pool, target).await,
         }
-            .map_err(|e| Failed {
-                id: target.id.clone(),
-                code: if e.is::<NotFound>() {
-                    "not_found"
-                } else {
-                    "failed"
-                },
-                error: format!("{e:#}"),
-            });
+        .map_err(|e| Failed {
+            id: target.id.clone(),
+            code: if e.is::<NotFound>() {
+                "not_found"
+            } else {
+                "failed"
+            },
+            error: format!("{e:#}"),
+        });
         results.push(result);
     }
     results

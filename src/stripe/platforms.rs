@@ -49,12 +49,10 @@ pub fn parse(raw: &str) -> Result<Vec<Platform>, String> {
         // the logs.
         let account = match AccountId::parse(fields.next().unwrap_or_default()) {
             Ok(a) if !a.is_platform() => a,
-            _ => {
-                return Err(format!(
-                    "entry {} does not start with an acct_… id: each entry is acct_…:API_KEY[:WHSEC,…]",
-                    n + 1
-                ))
-            }
+            _ => return Err(format!(
+                "entry {} does not start with an acct_… id: each entry is acct_…:API_KEY[:WHSEC,…]",
+                n + 1
+            )),
         };
         let api_key = match fields.next() {
             Some(key) if !key.is_empty() => SecretString::from(key.to_owned()),
@@ -220,7 +218,10 @@ mod tests {
     fn bad_entries_are_refused_with_the_reason() {
         for (raw, says) in [
             ("platform:sk_x", "entry 1 does not start with an acct_"),
-            ("acct_A:sk_a;cus_1:sk_x", "entry 2 does not start with an acct_"),
+            (
+                "acct_A:sk_a;cus_1:sk_x",
+                "entry 2 does not start with an acct_",
+            ),
             ("sk_live_secret:acct_B", "entry 1 does not"),
             ("acct_B=sk_live_secret", "entry 1 does not"),
             ("acct_B", "no API key"),

@@ -273,10 +273,20 @@ async fn read_slice(
         };
         let page = match read_ahead.take() {
             Some(page) => page,
-            None => match list(&slice).await {
-                Ok(page) => page,
-                Err(e) => return job.fail(e),
-            },
+            None => {
+                // Whether the type may be split is asked beside its first
+                // page, not after it: the ramp up to the whole budget does
+                // not wait a page's latency more.
+                let (page, _) = tokio::join!(list(&slice), async {
+                    if by_created {
+                        splits(ctx, job).await;
+                    }
+                });
+                match page {
+                    Ok(page) => page,
+                    Err(e) => return job.fail(e),
+                }
+            }
         };
         let last_id = page
             .data
@@ -302,14 +312,23 @@ async fn read_slice(
             _ => None,
         };
         let publish = publish_page(ctx, opts, &page.data, unix_now());
+        let next_params = (!finished).then(|| rest.clone());
         let next = async {
-            if finished {
-                None
-            } else {
-                Some(list(&rest).await)
+            match &next_params {
+                Some(rest) => Some(list(rest).await),
+                None => None,
             }
         };
-        let (published, next) = tokio::join!(publish, next);
+        tokio::pin!(publish, next);
+        // Both at once, but the page's checkpoint and the older part's
+        // hand-over wait only for the publish, never for the read-ahead.
+        let mut read = None;
+        let published = loop {
+            tokio::select! {
+                published = &mut publish => break published,
+                page = &mut next, if read.is_none() => read = Some(page),
+            }
+        };
         let published = match published {
             Ok(n) => n,
             Err(e) => return job.fail(e),
@@ -332,7 +351,15 @@ async fn read_slice(
         if let Some(older) = older {
             queue.push(Work::Slice { job: n, id: older });
         }
-        match next {
+        let read = match read {
+            Some(read) => read,
+            None => tokio::select! {
+                read = &mut next => read,
+                // The page read ahead is dropped: the checkpoint is before it.
+                _ = shutdown.cancelled() => return,
+            },
+        };
+        match read {
             None => return,
             Some(Ok(page)) => read_ahead = Some(page),
             Some(Err(e)) => return job.fail(e),
