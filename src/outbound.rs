@@ -404,7 +404,19 @@ pub async fn run_adapter(
 
 /// `workers/stripe-outbound`.
 pub async fn run(cfg: OutboundConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let adapter = Arc::new(StripeOutbound::new(cfg.stripe.client()?));
+    let client = cfg.stripe.client()?;
+    // A connected account's customers are written with its platform's
+    // key: which platform each is under, as the mirror knows it now.
+    if !client.keys().others().is_empty() {
+        let pool = crate::db::pool(&cfg.database);
+        if let Err(e) = crate::pull::accounts::note_known(&pool, client.keys()).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "could not read which platform each connected account is under"
+            );
+        }
+    }
+    let adapter = Arc::new(StripeOutbound::new(client));
     let worker = OutboundWorker {
         name: "stripe-outbound",
         database: &cfg.database,

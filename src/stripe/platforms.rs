@@ -49,10 +49,12 @@ pub fn parse(raw: &str) -> Result<Vec<Platform>, String> {
         // the logs.
         let account = match AccountId::parse(fields.next().unwrap_or_default()) {
             Ok(a) if !a.is_platform() => a,
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "entry {} does not start with an acct_… id: each entry is acct_…:API_KEY[:WHSEC,…]",
                 n + 1
-            )),
+            ))
+            }
         };
         let api_key = match fields.next() {
             Some(key) if !key.is_empty() => SecretString::from(key.to_owned()),

@@ -273,20 +273,10 @@ async fn read_slice(
         };
         let page = match read_ahead.take() {
             Some(page) => page,
-            None => {
-                // Whether the type may be split is asked beside its first
-                // page, not after it: the ramp up to the whole budget does
-                // not wait a page's latency more.
-                let (page, _) = tokio::join!(list(&slice), async {
-                    if by_created {
-                        splits(ctx, job).await;
-                    }
-                });
-                match page {
-                    Ok(page) => page,
-                    Err(e) => return job.fail(e),
-                }
-            }
+            None => match list(&slice).await {
+                Ok(page) => page,
+                Err(e) => return job.fail(e),
+            },
         };
         let last_id = page
             .data
