@@ -148,6 +148,19 @@ ensure_mdbook() {
   ensure_cargo_tool MDBOOK_BIN mdbook docs 3 mdbook "$MDBOOK_VERSION" --no-default-features
 }
 
+# Chromium and its WebDriver, for the console's browser tests: Debian's
+# chromium and chromium-driver, installed when missing.
+ensure_chromium() {
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    return
+  fi
+  log "Browser: installing Debian's chromium and chromium-driver"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; then
+    apt-get update -q >/dev/null 2>&1
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null
+  fi
+}
+
 # Sets DIESEL_BIN: the diesel CLI, which generates src/db/schema/
 # (scripts/check-schema).
 DIESEL_CLI_VERSION=2.2.12

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod apps;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod customers;
 pub mod db;
 pub mod health;

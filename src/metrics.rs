@@ -9,6 +9,30 @@ use prometheus::{
     TextEncoder,
 };
 
+/// The last error a process met that an operator would want to see
+/// (a retried failure, a dead letter), for `/readyz` and the console.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LastError {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub message: String,
+}
+
+static LAST_ERROR: std::sync::Mutex<Option<LastError>> = std::sync::Mutex::new(None);
+
+/// Records `message` as the process's last error.
+pub fn note_error(message: impl Into<String>) {
+    let noted = LastError {
+        at: chrono::Utc::now(),
+        message: message.into(),
+    };
+    *LAST_ERROR.lock().unwrap_or_else(|p| p.into_inner()) = Some(noted);
+}
+
+/// The process's last error, if it met one since it started.
+pub fn last_error() -> Option<LastError> {
+    LAST_ERROR.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 /// Webhooks by result (`accepted`, `rejected`, `unavailable`) and reason.
 pub static WEBHOOKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(

@@ -52,7 +52,24 @@ impl Server {
         let verifier =
             WebhookVerifier::new(cfg.webhook.secrets.clone(), cfg.webhook.tolerance_secs);
         let health = crate::health::Health::default();
+        let history = crate::ops::history::History::default();
+        if cfg.admin_token.is_some() {
+            // The console's charts: the last hour, sampled here.
+            tokio::spawn(crate::ops::history::run(
+                cfg.inventory.clone(),
+                history.clone(),
+                shutdown.clone(),
+            ));
+        }
         let state = AppState {
+            operator: crate::ops::operator::Operator {
+                inv: cfg.inventory.clone(),
+                pool: pool.clone(),
+                producer: producer.clone(),
+                health: health.clone(),
+                processes: Arc::new(cfg.console_processes.clone()),
+                history,
+            },
             ingest: Arc::new(
                 WebhookIngest::new(verifier, producer.clone(), kafka.events_topic.clone())
                     .with_platforms(&cfg.webhook.platforms, cfg.webhook.tolerance_secs),

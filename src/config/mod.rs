@@ -63,7 +63,7 @@ impl Env {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 

@@ -40,6 +40,9 @@ pub struct ServeConfig {
     /// one it went to included; unacknowledged after that, it is offered
     /// again to the next caller.
     pub export_batch_lease: Duration,
+    /// The workers whose `/readyz` the console's overview reads
+    /// (`CONSOLE_PROCESSES`).
+    pub console_processes: Vec<crate::ops::overview::ProcessEndpoint>,
 }
 
 /// `EXPORT_BATCH_LEASE_MS` unless set: longer than most pollers wait
@@ -138,6 +141,7 @@ impl ServeConfig {
                 }
                 Duration::from_millis(ms)
             },
+            console_processes: crate::ops::overview::processes(env)?,
         })
     }
 }

@@ -24,6 +24,19 @@ pub enum Status {
     Failed,
 }
 
+impl std::str::FromStr for Status {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "synced" => Ok(Self::Synced),
+            "failed" => Ok(Self::Failed),
+            other => Err(format!("{other:?} is not one of pending, synced, failed")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SyncState {
     /// The service's id for the customer, once it has one.
@@ -134,4 +147,95 @@ fn of_service(
             (*id, (state, known))
         })
         .collect())
+}
+
+/// A customer whose change a service has not taken: pending or failed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NeedsAttention {
+    pub customer_id: CustomerId,
+    pub email: Option<String>,
+    pub service: &'static str,
+    #[serde(flatten)]
+    pub state: SyncState,
+    /// The change that failed, for a retry (`outbox` row id).
+    #[serde(skip)]
+    pub failed_change: Option<i64>,
+}
+
+/// Customers pending or failed at `service` (`stripe` or `salesforce`),
+/// most recently changed first, at most `limit`; `only` narrows to one
+/// status.
+pub fn needing_attention(
+    conn: &mut PgConnection,
+    service: &'static str,
+    only: Option<Status>,
+    limit: i64,
+) -> QueryResult<Vec<NeedsAttention>> {
+    #[derive(QueryableByName)]
+    struct Candidate {
+        #[diesel(sql_type = SqlUuid)]
+        local_id: CustomerId,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        failed_change: Option<i64>,
+    }
+    // The same reading as `of_service`: a change not delivered is
+    // pending; the newest delivered one decides failed.
+    let candidates: Vec<Candidate> = diesel::sql_query(
+        "SELECT o.local_id,
+                (array_agg(o.id ORDER BY o.id DESC) FILTER (WHERE d.outbox_id IS NOT NULL))[1] AS failed_change
+           FROM outbox o
+           LEFT JOIN outbox_deliveries d ON d.outbox_id = o.id AND d.service = $1
+          WHERE o.entity = $2 AND o.origin <> $1
+          GROUP BY o.local_id
+         HAVING count(*) FILTER (WHERE d.outbox_id IS NULL) > 0
+             OR (array_agg(d.status ORDER BY o.id DESC) FILTER (WHERE d.outbox_id IS NOT NULL))[1] = 'failed'
+          ORDER BY max(o.id) DESC
+          LIMIT $3",
+    )
+    .bind::<Text, _>(service)
+    .bind::<Text, _>(entity::CUSTOMER)
+    .bind::<BigInt, _>(limit)
+    .load(conn)?;
+    let ids: Vec<CustomerId> = candidates.iter().map(|c| c.local_id).collect();
+    let linked_entity = SERVICES
+        .iter()
+        .find(|(s, _, _)| *s == service)
+        .map_or(entity::CUSTOMER, |(_, e, _)| *e);
+    let states: HashMap<CustomerId, SyncState> = of_service(conn, &ids, service, linked_entity)?
+        .into_iter()
+        .map(|(id, (state, _))| (id, state))
+        .collect();
+    let emails: HashMap<CustomerId, Option<String>> = crate::db::schema::customers::table
+        .filter(crate::db::schema::customers::id.eq_any(&ids))
+        .select((
+            crate::db::schema::customers::id,
+            crate::db::schema::customers::email,
+        ))
+        .load::<(CustomerId, Option<String>)>(conn)?
+        .into_iter()
+        .collect();
+    Ok(candidates
+        .into_iter()
+        .filter_map(|c| {
+            let state = states.get(&c.local_id)?.clone();
+            let wanted = match only {
+                Some(status) => state.status == status,
+                None => state.status != Status::Synced,
+            };
+            wanted.then(|| NeedsAttention {
+                customer_id: c.local_id,
+                email: emails.get(&c.local_id).cloned().flatten(),
+                service,
+                failed_change: (state.status == Status::Failed)
+                    .then_some(c.failed_change)
+                    .flatten(),
+                state,
+            })
+        })
+        .collect())
+}
+
+/// `service` as the registry of services names it, if it is one.
+pub fn service_named(name: &str) -> Option<&'static str> {
+    SERVICES.iter().map(|(s, _, _)| *s).find(|s| *s == name)
 }

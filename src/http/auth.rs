@@ -95,7 +95,7 @@ pub fn bearer(tokens: Tokens) -> impl Filter<Extract = (), Error = Rejection> + 
 
 /// Constant-time comparison that also hides the token's length: both sides
 /// are reduced to a keyed MAC of equal size before comparing.
-fn token_matches(presented: &str, expected: &str) -> bool {
+pub(crate) fn token_matches(presented: &str, expected: &str) -> bool {
     let mac = |s: &str| {
         let mut m =
             Hmac::<Sha256>::new_from_slice(b"stripe-sync api token").expect("any key length");

@@ -26,6 +26,22 @@ pub fn routes(
 }
 
 async fn readiness(pool: PgPool, producer: EventProducer, health: Health) -> warp::reply::Response {
+    let (ready, body) = report(pool, producer, health).await;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+/// Whether the process is ready, and `/readyz`'s body: its dependencies'
+/// checks, failures for good, and the last error it met.
+pub async fn report(
+    pool: PgPool,
+    producer: EventProducer,
+    health: Health,
+) -> (bool, serde_json::Value) {
     let checks = tokio::task::spawn_blocking(move || {
         let postgres = db::ping(&pool).map_err(|e| format!("{e:#}"));
         let kafka = producer
@@ -51,10 +67,8 @@ async fn readiness(pool: PgPool, producer: EventProducer, health: Health) -> war
     if !failures.is_empty() {
         body["failures"] = serde_json::json!(failures);
     }
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+    if let Some(last) = crate::metrics::last_error() {
+        body["last_error"] = serde_json::json!(last);
+    }
+    (ready, body)
 }

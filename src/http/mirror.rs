@@ -17,9 +17,9 @@ use crate::mirror::{self, GetQuery, ListQuery, ReadError, Relation};
 /// read the mirror at once.
 pub fn routes(
     pool: PgPool,
+    readers: Readers,
     query_timeout: Duration,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    let readers = Readers::for_pool(&pool);
     let with_pool = warp::any().map(move || (pool.clone(), readers.clone()));
     let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
 
@@ -38,7 +38,8 @@ pub fn routes(
                     query_timeout,
                     move |conn, timeout| mirror::list(conn, &query, timeout),
                 )
-                .await?;
+                .await
+                .map_err(warp::reject::custom)?;
                 Ok::<_, Rejection>(warp::reply::json(&page).into_response())
             },
         );
@@ -62,7 +63,8 @@ pub fn routes(
                         query_timeout,
                         move |conn, timeout| mirror::get(conn, &query, timeout),
                     )
-                    .await?;
+                    .await
+                    .map_err(warp::reject::custom)?;
                     match found {
                         Some(row) => Ok::<_, Rejection>(warp::reply::json(&row).into_response()),
                         None => Err(warp::reject::custom(ApiError::new(
@@ -83,11 +85,12 @@ pub fn routes(
 /// payments and `/readyz` would answer 503 for a lock held elsewhere. Half
 /// the pool (at least one) is the mirror's; a read beyond that is refused
 /// at once with `503 mirror_busy` and `Retry-After`, holding nothing.
+/// The API's and the console's reads share one cap.
 #[derive(Clone)]
-struct Readers(Arc<Semaphore>);
+pub struct Readers(Arc<Semaphore>);
 
 impl Readers {
-    fn for_pool(pool: &PgPool) -> Self {
+    pub fn for_pool(pool: &PgPool) -> Self {
         let share = (pool.max_size() as usize).div_ceil(2).max(1);
         Self(Arc::new(Semaphore::new(share)))
     }
@@ -96,22 +99,20 @@ impl Readers {
 /// Runs a read of the mirror on the blocking pool, at most as many at once
 /// as `readers` allows. A read that ran out of time is answered 504: it is
 /// neither the database being down nor worth paging anyone for.
-async fn read<T: Send + 'static>(
+pub async fn read<T: Send + 'static>(
     pool: PgPool,
     readers: Readers,
     relation: Relation,
     timeout: Duration,
     op: impl FnOnce(&mut diesel::PgConnection, Duration) -> Result<T, ReadError> + Send + 'static,
-) -> Result<T, Rejection> {
+) -> Result<T, ApiError> {
     let Ok(permit) = readers.0.try_acquire_owned() else {
-        return Err(warp::reject::custom(
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "mirror_busy",
-                "as many mirror reads as allowed are running; retry shortly",
-            )
-            .with_retry_after(1),
-        ));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mirror_busy",
+            "as many mirror reads as allowed are running; retry shortly",
+        )
+        .with_retry_after(1));
     };
     db::blocking(&pool, move |conn| {
         let _permit = permit;
@@ -127,7 +128,7 @@ async fn read<T: Send + 'static>(
                 timeout_ms = after.as_millis() as u64,
                 "mirror read cancelled at its statement timeout"
             );
-            warp::reject::custom(ApiError::new(
+            ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "query_timeout",
                 format!(
@@ -135,12 +136,10 @@ async fn read<T: Send + 'static>(
                      filters or lower limit, or retry later",
                     after.as_millis()
                 ),
-            ))
+            )
         }
-        ReadError::Database(e) => {
-            warp::reject::custom(ApiError::unavailable("database_unavailable", &e))
-        }
-        ReadError::Unavailable(e) => warp::reject::custom(ApiError::from(e)),
+        ReadError::Database(e) => ApiError::unavailable("database_unavailable", &e),
+        ReadError::Unavailable(e) => ApiError::from(e),
     })
 }
 

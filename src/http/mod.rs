@@ -1,6 +1,7 @@
 //! The HTTP surface of `stripe-sync serve`.
 
 pub mod admin;
+pub mod admin_apps;
 pub mod auth;
 pub mod body;
 pub mod credits;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub mirror_query_timeout: std::time::Duration,
     /// How long a batch of the HTTP export is held after it is offered (from every caller).
     pub export_batch_lease: std::time::Duration,
+    /// The operators' reads and actions, for `/api/admin/*` and `/console`.
+    pub operator: crate::ops::operator::Operator,
 }
 
 pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
@@ -72,12 +75,24 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
     // admin routes (`/api/admin/*`: dead letters, notifications, credit
     // packages and adjustments) take the admin token, the others the API
     // token.
+    let readers = mirror::Readers::for_pool(&state.pool);
+    let console = state
+        .tokens
+        .admin
+        .clone()
+        .map(|token| crate::console::Console {
+            sessions: crate::console::session::Sessions::new(token),
+            op: state.operator.clone(),
+            pool: state.pool.clone(),
+            readers: readers.clone(),
+            mirror_timeout: state.mirror_query_timeout,
+        });
     let api = warp::path("api")
         .and(auth::bearer(state.tokens.clone()))
         .and(
             customers::routes(state.pool.clone())
                 .boxed()
-                .or(mirror::routes(state.pool.clone(), state.mirror_query_timeout).boxed())
+                .or(mirror::routes(state.pool.clone(), readers, state.mirror_query_timeout).boxed())
                 .unify()
                 .or(exports::routes(state.pool.clone(), state.export_batch_lease).boxed())
                 .unify()
@@ -89,12 +104,9 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
                 .unify()
                 .or(openapi::route().boxed())
                 .unify()
-                .or(admin::routes(
-                    state.inventory.clone(),
-                    state.pool.clone(),
-                    state.producer.clone(),
-                )
-                .boxed())
+                .or(admin::routes(state.operator.clone()).boxed())
+                .unify()
+                .or(admin_apps::routes(state.operator.clone()).boxed())
                 .unify()
                 .or(resync::route(
                     state.stripe.clone(),
@@ -133,6 +145,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .or(salesforce_relay)
         .unify()
         .or(ops)
+        .unify()
+        .or(crate::console::routes(console).boxed())
         .unify()
         .or(api)
         .unify()

@@ -5,7 +5,11 @@
 
 pub mod commands;
 pub mod dlq;
+pub mod history;
+pub mod operator;
+pub mod overview;
 pub mod prune;
+pub mod sync;
 pub mod topics;
 
 use crate::config::{ChangesConfig, ConfigError, Env, KafkaConfig};

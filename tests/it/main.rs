@@ -7,6 +7,7 @@ mod api;
 mod api_fields;
 mod apply;
 mod catalog;
+mod console;
 mod consume;
 mod crash;
 mod credits;

@@ -42,6 +42,29 @@ pub struct ExportSpec {
 
 pub const DEFAULT_NAME: &str = "default";
 
+/// An export name's watermark and counters, as `orders.exports` holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Queryable, Selectable)]
+#[diesel(table_name = exports, check_for_backend(diesel::pg::Pg))]
+pub struct ExportState {
+    pub name: String,
+    /// The watermark: the position in `orders.paid_sessions` (transaction
+    /// id, then sequence) of the last session exported.
+    pub last_xid: i64,
+    pub last_seq: i64,
+    pub runs: i64,
+    pub delivered: i64,
+    /// When the watermark last moved (the last run that moved it).
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Every export name, by name.
+pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<ExportState>> {
+    exports::table
+        .order(exports::name)
+        .select(ExportState::as_select())
+        .load(conn)
+}
+
 /// A `since` as Postgres stores it (`timestamptz` keeps microseconds): a
 /// finer time given by a client would never compare equal to the one it
 /// was stored as.

@@ -460,6 +460,7 @@ impl Sender {
     /// Parks the order's event on the notifier's dead-letter topic, where
     /// `dlq list` shows it and `dlq replay` queues the email again.
     async fn dead_letter(&self, n: &Due, payload: &[u8], error: &str) {
+        metrics::note_error(format!("order email {} refused: {error}", n.id));
         let platform = self.platforms.platform_of(&n.account);
         let headers = match EventEnvelope::parse_for(payload, &platform) {
             Ok(e) => event_headers(&e, "order-notifier"),

@@ -128,6 +128,26 @@ pub fn by_local_id(conn: &mut PgConnection, local_id: Uuid) -> QueryResult<Optio
         .optional()
 }
 
+/// Requests newest first, of one status or all, at most `limit`.
+pub fn list(
+    conn: &mut PgConnection,
+    status: Option<RefundRequestStatus>,
+    limit: i64,
+) -> QueryResult<Vec<RefundRequest>> {
+    let mut query = refund_requests::table
+        .order((
+            refund_requests::created_at.desc(),
+            refund_requests::id.desc(),
+        ))
+        .limit(limit)
+        .select(RefundRequest::as_select())
+        .into_boxed();
+    if let Some(status) = status {
+        query = query.filter(refund_requests::status.eq(status));
+    }
+    query.load(conn)
+}
+
 /// A payment's requests, oldest first.
 pub fn for_payment(
     conn: &mut PgConnection,

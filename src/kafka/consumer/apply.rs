@@ -96,6 +96,10 @@ async fn attempt<H: BatchHandler>(
         let wait = backoff.next_delay(transient.retry_after);
         let first = &batch[0];
         metrics::RETRIES.with_label_values(&[&first.topic]).inc();
+        metrics::note_error(format!(
+            "retrying {} partition {} offset {}: {:#}",
+            first.topic, first.partition, first.offset, transient.error
+        ));
         tracing::warn!(
             error = format!("{:#}", transient.error),
             kafka.topic = %first.topic, kafka.partition = first.partition, kafka.offset = first.offset,
@@ -135,6 +139,10 @@ pub(super) async fn dead_letter_all(
             continue;
         };
         tracing::error!(kafka.topic = %d.topic, kafka.partition = d.partition, kafka.offset = d.offset, error = %error, "dead-lettering message");
+        metrics::note_error(format!(
+            "dead-lettered {} partition {} offset {}: {error}",
+            d.topic, d.partition, d.offset
+        ));
         let headers = envelope::dead_letter_headers(
             &d.headers,
             error,

@@ -3,6 +3,7 @@
 //! `scripts/test` starts the services and exports where they are.
 
 pub mod broker;
+pub mod browser;
 pub mod catalog_stripe;
 pub mod db;
 pub mod fake_salesforce;

@@ -37,6 +37,9 @@ pub struct Options {
     pub apply_lanes: usize,
     /// `STRIPE_PLATFORMS`, for every process of the stack.
     pub platforms: Option<String>,
+    /// serve's `CONSOLE_PROCESSES` (unset: none, not the default ports,
+    /// where another test's process might answer).
+    pub console_processes: Option<String>,
 }
 
 impl Default for Options {
@@ -54,6 +57,7 @@ impl Default for Options {
             // the concurrent apply (the engine's default is one lane).
             apply_lanes: 2,
             platforms: None,
+            console_processes: None,
         }
     }
 }
@@ -134,7 +138,11 @@ impl Stack {
         let env = Env::from_pairs(
             pairs
                 .into_iter()
-                .chain(opts.platforms.as_deref().map(|p| ("STRIPE_PLATFORMS", p))),
+                .chain(opts.platforms.as_deref().map(|p| ("STRIPE_PLATFORMS", p)))
+                .chain(std::iter::once((
+                    "CONSOLE_PROCESSES",
+                    opts.console_processes.as_deref().unwrap_or("none"),
+                ))),
         );
         let outbound_base = opts
             .outbound_stripe_base
@@ -342,8 +350,13 @@ impl Stack {
     }
 
     pub fn start_worker(&mut self) {
+        self.start_worker_with_ops("127.0.0.1:0");
+    }
+
+    /// Starts stripe-inbound with its `/readyz` at `ops_addr`.
+    pub fn start_worker_with_ops(&mut self, ops_addr: &str) {
         assert!(self.worker.is_none(), "worker already running");
-        let cfg = InboundConfig::load(&self.env).unwrap();
+        let cfg = InboundConfig::load(&self.env.with("METRICS_ADDR", ops_addr)).unwrap();
         let token = CancellationToken::new();
         let handle = tokio::spawn(stripe_sync::inbound::run(cfg, token.clone()));
         self.worker = Some((token, handle));

@@ -5,6 +5,7 @@
 //! SIGKILL. The harness here runs the notifier in-process against the
 //! test's stack and SMTP sink.
 
+mod console;
 mod delivery;
 mod leases;
 mod orders;
