@@ -50,8 +50,14 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         names: &["ADMIN_TOKEN"],
         used_by: "serve",
-        default: "unset: the admin API answers `403 admin_disabled`",
-        meaning: "bearer token for `/api/admin/*` (dead-letter replays, email retries, topics and lag, credit packages and credit adjustments); ≥ 16 characters, not `API_TOKEN`. Neither token opens the other's routes",
+        default: "unset: the admin API answers `403 admin_disabled` and `/console` is 404",
+        meaning: "bearer token for `/api/admin/*` (dead-letter replays, email retries, topics and lag, credit packages and credit adjustments), and the login of the operator's console at `/console`; ≥ 16 characters, not `API_TOKEN`. Neither token opens the other's routes; changing it ends every console session",
+    },
+    Variable {
+        names: &["CONSOLE_PROCESSES"],
+        used_by: "serve",
+        default: "each worker at its default `METRICS_ADDR` on 127.0.0.1 (`:9101`–`:9105`, and `:9106`–`:9107` when Salesforce is configured)",
+        meaning: "the processes whose `/readyz` the console's overview and `GET /api/admin/overview` read, as `name=http://host:port,…` (each process's `METRICS_ADDR`); `none` for none. serve always shows itself",
     },
     Variable {
         names: &["STRIPE_API_KEY"],

@@ -45,6 +45,21 @@ pub fn routes(
     console: Option<Console>,
 ) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
     let enabled = console.is_some();
+    // Off: every path under /console is a plain 404 (answered here, so no
+    // other route's method check turns it into a 405).
+    let off = warp::path("console").and_then(move || async move {
+        if enabled {
+            Err(warp::reject::not_found())
+        } else {
+            Ok(Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    r#"{"error":{"code":"console_disabled","message":"the console is off: set ADMIN_TOKEN in serve's environment"}}"#,
+                ))
+                .expect("a valid response"))
+        }
+    });
     let with = warp::any().and_then(move || {
         let console = console.clone();
         async move { console.ok_or_else(warp::reject::not_found) }
@@ -56,14 +71,7 @@ pub fn routes(
         .or(warp::path!("console" / "console.js")
             .and(warp::get())
             .map(|| asset(SCRIPT, "text/javascript; charset=utf-8")))
-        .unify()
-        .and_then(move |r: Reply| async move {
-            if enabled {
-                Ok(r)
-            } else {
-                Err(warp::reject::not_found())
-            }
-        });
+        .unify();
     let cookie = warp::header::optional::<String>("cookie");
     let host = warp::header::optional::<String>("host");
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
@@ -151,7 +159,8 @@ pub fn routes(
                 Ok(views::act(&c, &s, tail.as_str(), &fields).await)
             },
         );
-    assets
+    off.or(assets)
+        .unify()
         .or(login_page)
         .unify()
         .or(login)

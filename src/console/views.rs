@@ -286,7 +286,12 @@ fn confirm_replay(s: &Session, query: &[(String, String)]) -> Reply {
 }
 
 async fn sync(c: &Console, s: &Session, query: &[(String, String)]) -> PageResult {
-    let map: BTreeMap<String, String> = query.iter().cloned().collect();
+    // `retried` only carries the last action's result to this page.
+    let map: BTreeMap<String, String> = query
+        .iter()
+        .filter(|(k, _)| k != "retried")
+        .cloned()
+        .collect();
     let q = SyncQuery::parse(&c.op, &map).map_err(|e| (StatusCode::BAD_REQUEST, e.message))?;
     let rows =
         c.op.sync_attention(q.services, q.status, q.limit)

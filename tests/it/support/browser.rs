@@ -37,7 +37,7 @@ impl Browser {
             serde_json::json!({
                 "binary": CHROMIUM,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1280,1000"],
+                         "--disable-dev-shm-usage", "--window-size=1280,1400"],
             }),
         );
         let client = wait_for(Duration::from_secs(30), "chromedriver to answer", || {
@@ -93,7 +93,11 @@ impl Browser {
         field.send_keys(value).await.unwrap();
     }
 
+    /// Clicks what `css` finds and waits for the page it leads to: the
+    /// old document's root goes stale, the new one finishes loading.
+    /// WebDriver's click itself does not wait for a navigation.
     pub async fn click(&self, css: &str) {
+        let old = self.client.find(Locator::Css("html")).await.unwrap();
         self.client
             .find(Locator::Css(css))
             .await
@@ -101,6 +105,20 @@ impl Browser {
             .click()
             .await
             .unwrap();
+        wait_for(Duration::from_secs(30), "the next page", || {
+            let old = old.clone();
+            async move {
+                let gone = old.tag_name().await.is_err();
+                let loaded = self
+                    .client
+                    .execute("return document.readyState", vec![])
+                    .await
+                    .ok()
+                    .is_some_and(|state| state == "complete");
+                (gone && loaded).then_some(())
+            }
+        })
+        .await;
     }
 
     /// Logs in with `token` through the form.
