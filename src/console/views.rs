@@ -528,7 +528,7 @@ async fn mirror_list(c: &Console, s: &Session, query: &[(String, String)]) -> Pa
             synced_at: row["synced_at"].as_str().unwrap_or_default().to_owned(),
             cells: columns
                 .iter()
-                .map(|col| cell(&row["data"], col.path))
+                .map(|col| cell(&row["data"], col))
                 .collect(),
         })
         .collect();
@@ -554,9 +554,15 @@ fn kind_name(kind: registry::ColumnKind) -> &'static str {
     }
 }
 
-/// A column's value in an object, as text (an expanded object by its id).
-fn cell(data: &serde_json::Value, path: &str) -> String {
-    let value = path.split('.').fold(data, |v, part| &v[part]);
+/// A column's value in an object, as text (an expanded object by its id,
+/// a time in RFC 3339).
+fn cell(data: &serde_json::Value, col: &registry::Column) -> String {
+    let value = col.path.split('.').fold(data, |v, part| &v[part]);
+    if let (registry::ColumnKind::Time, Some(secs)) = (col.kind, value.as_i64()) {
+        if let Some(t) = chrono::DateTime::from_timestamp(secs, 0) {
+            return t.to_rfc3339();
+        }
+    }
     match value {
         serde_json::Value::Null => String::new(),
         serde_json::Value::String(s) => s.clone(),
