@@ -44,7 +44,7 @@ pub fn lines(title: &str, unit: &str, series: &[Series<'_>]) -> String {
     );
     let _ = write!(
         svg,
-        r##"<text x="{PAD}" y="14">{} (max {} {})</text><line x1="{PAD}" y1="{}" x2="{}" y2="{}" stroke="#c9d1d9"/>"##,
+        r##"<text x="{PAD}" y="14" fill="#4a5563">{} (max {} {})</text><line x1="{PAD}" y1="{}" x2="{}" y2="{}" stroke="#c9d1d9"/>"##,
         escape(title),
         round(top),
         escape(unit),
@@ -72,7 +72,7 @@ pub fn lines(title: &str, unit: &str, series: &[Series<'_>]) -> String {
         }
         let _ = write!(
             svg,
-            r#"<text x="{}" y="{}" style="fill:{}">{}</text>"#,
+            r#"<text x="{}" y="{}" fill="{}">{}</text>"#,
             PAD + i as f64 * 150.0,
             HEIGHT - 8.0,
             s.colour,

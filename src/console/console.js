@@ -3,6 +3,7 @@
 (function () {
   var box = document.getElementById("auto-refresh");
   if (!box) return;
+  document.getElementById("auto-refresh-label").hidden = false;
   box.checked = sessionStorage.getItem("console-refresh") !== "off";
   box.addEventListener("change", function () {
     sessionStorage.setItem("console-refresh", box.checked ? "on" : "off");

@@ -64,7 +64,7 @@ pub fn routes(
         let console = console.clone();
         async move { console.ok_or_else(warp::reject::not_found) }
     });
-    let base = warp::path("console").and(with);
+    let base = warp::path("console").and(with.clone());
     let assets = warp::path!("console" / "console.css")
         .and(warp::get())
         .map(|| asset(STYLESHEET, "text/css; charset=utf-8"))
@@ -87,24 +87,31 @@ pub fn routes(
         .and(warp::path!("login"))
         .and(warp::post())
         .and(host)
+        .and(warp::header::optional::<String>("x-forwarded-proto"))
         .and(form)
-        .map(|c: Console, host: Option<String>, body: bytes::Bytes| {
-            let fields = pairs(&body);
-            let token = field(&fields, "token").unwrap_or_default();
-            if !c.sessions.is_admin_token(token) {
-                return html(
-                    StatusCode::UNAUTHORIZED,
-                    &Login {
-                        problem: Some("That is not the admin token.".into()),
-                    },
+        .map(
+            |c: Console, host: Option<String>, proto: Option<String>, body: bytes::Bytes| {
+                let fields = pairs(&body);
+                let token = field(&fields, "token").unwrap_or_default();
+                if !c.sessions.is_admin_token(token) {
+                    return html(
+                        StatusCode::UNAUTHORIZED,
+                        &Login {
+                            problem: Some("That is not the admin token.".into()),
+                        },
+                    );
+                }
+                let cookie = session::set_cookie(
+                    &c.sessions.issue(Utc::now()),
+                    host.as_deref(),
+                    proto.as_deref(),
                 );
-            }
-            let cookie = session::set_cookie(&c.sessions.issue(Utc::now()), host.as_deref());
-            let mut r = redirect("/console");
-            r.headers_mut()
-                .insert(header::SET_COOKIE, cookie.parse().expect("a valid header"));
-            r
-        });
+                let mut r = redirect("/console");
+                r.headers_mut()
+                    .insert(header::SET_COOKIE, cookie.parse().expect("a valid header"));
+                r
+            },
+        );
     let logout = base
         .clone()
         .and(warp::path!("logout"))
@@ -126,8 +133,11 @@ pub fn routes(
         });
 
     // Pages: a GET with a session, else the login form.
-    let page = base
-        .clone()
+    // The path before the method: a method filter first would answer 405
+    // for every path of the server that matches no route.
+    let page = warp::path("console")
+        .and(warp::get())
+        .and(with.clone())
         .and(cookie)
         .and_then(|c: Console, cookie: Option<String>| async move {
             match reading(&c, cookie.as_deref()) {
@@ -135,17 +145,14 @@ pub fn routes(
                 None => Err(warp::reject::custom(NeedsLogin)),
             }
         });
-    let get_pages = warp::get()
-        .and(page.clone())
-        .and(warp::path::tail())
-        .and(query)
-        .and_then(
-            |(c, s): (Console, Session), tail: warp::path::Tail, raw: String| async move {
-                Ok::<_, Rejection>(views::page(&c, &s, tail.as_str(), &raw).await)
-            },
-        );
-    let actions = warp::post()
-        .and(base.clone())
+    let get_pages = page.and(warp::path::tail()).and(query).and_then(
+        |(c, s): (Console, Session), tail: warp::path::Tail, raw: String| async move {
+            Ok::<_, Rejection>(views::page(&c, &s, tail.as_str(), &raw).await)
+        },
+    );
+    let actions = warp::path("console")
+        .and(warp::post())
+        .and(with)
         .and(warp::path::tail())
         .and(cookie)
         .and(form)

@@ -123,6 +123,7 @@ pub struct OverviewPage {
 impl OverviewPage {
     pub fn new(mut chrome: Chrome, o: &Overview, now: DateTime<Utc>) -> Self {
         chrome.refresh = true;
+        chrome.problems.extend(o.problems.iter().cloned());
         let since = |at: DateTime<Utc>, first: DateTime<Utc>| {
             (at - first).num_milliseconds() as f64 / 1000.0
         };
@@ -168,13 +169,16 @@ impl OverviewPage {
                 .collect(),
             events_in: per_sec(o.rates.map(|r| r.events_in_per_sec)),
             applied: per_sec(o.rates.map(|r| r.applied_per_sec)),
-            outbox: match o.outbox.oldest_created_at {
-                Some(at) => format!(
-                    "{} unpublished, oldest {} s",
-                    o.outbox.unpublished,
-                    (now - at).num_seconds().max(0)
-                ),
-                None => "empty".into(),
+            outbox: match &o.outbox {
+                None => "unavailable".into(),
+                Some(b) => match b.oldest_created_at {
+                    Some(at) => format!(
+                        "{} unpublished, oldest {} s",
+                        b.unpublished,
+                        (now - at).num_seconds().max(0)
+                    ),
+                    None => "empty".into(),
+                },
             },
             dead_letters: o
                 .dead_letters
@@ -289,7 +293,8 @@ pub struct MessagesPage {
     pub topic: String,
     pub last: i64,
     pub key: String,
-    pub found_max: bool,
+    /// Why the read stopped before the end (its cap on messages or time).
+    pub incomplete: Option<String>,
     pub messages: Vec<MessageView>,
 }
 

@@ -97,9 +97,15 @@ impl Sessions {
 }
 
 /// The `Set-Cookie` value for a session. `Secure` unless the console is
-/// reached on a loopback host, where there is no TLS to require.
-pub fn set_cookie(value: &str, host: Option<&str>) -> String {
-    let secure = if is_loopback(host) { "" } else { "; Secure" };
+/// reached on a loopback host (an SSH tunnel, a local run) without a proxy
+/// saying the browser came over HTTPS: there is no TLS there to require.
+pub fn set_cookie(value: &str, host: Option<&str>, forwarded_proto: Option<&str>) -> String {
+    let behind_tls = forwarded_proto.is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    let secure = if is_loopback(host) && !behind_tls {
+        ""
+    } else {
+        "; Secure"
+    };
     format!(
         "{COOKIE}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         LIFETIME.num_seconds()
@@ -165,12 +171,17 @@ mod tests {
 
     #[test]
     fn the_cookie_is_secure_except_on_loopback() {
-        assert!(set_cookie("v", Some("console.example.com")).ends_with("; Secure"));
-        assert!(set_cookie("v", None).ends_with("; Secure"));
+        assert!(set_cookie("v", Some("console.example.com"), None).ends_with("; Secure"));
+        assert!(set_cookie("v", None, None).ends_with("; Secure"));
         for host in ["127.0.0.1:8080", "localhost", "[::1]:80", "localhost:3000"] {
-            assert!(!set_cookie("v", Some(host)).contains("Secure"), "{host}");
+            assert!(
+                !set_cookie("v", Some(host), None).contains("Secure"),
+                "{host}"
+            );
         }
-        let c = set_cookie("v", Some("localhost"));
+        // A TLS proxy that passes on its upstream's loopback Host.
+        assert!(set_cookie("v", Some("127.0.0.1:8080"), Some("https")).ends_with("; Secure"));
+        let c = set_cookie("v", Some("localhost"), None);
         assert!(
             c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Path=/console")
         );

@@ -9,15 +9,18 @@ use warp::http::StatusCode;
 use super::pages::*;
 use super::session::Session;
 use super::{field, html, pairs, problem, redirect, Console, Reply};
+use crate::apps::orders::notifications::NotificationStatus;
 use crate::apps::payments::refund_requests::RefundRequestStatus;
 use crate::customers::CustomerId;
 use crate::http::admin_apps::SyncQuery;
 use crate::mirror::{self, ListQuery, Relation};
-use crate::ops::operator::{FOUND_MAX, TAIL_MAX};
+use crate::ops::operator::{FOUND_MAX, SEARCH_BUDGET, TAIL_MAX};
 use crate::registry;
 
 /// Dead letters a page lists per partition.
 const LETTERS_SHOWN: i64 = 100;
+/// Dead letters one replay takes, as `POST /api/admin/dlq/replay` does.
+const REPLAY_MAX: usize = 1000;
 
 pub async fn page(c: &Console, s: &Session, tail: &str, raw: &str) -> Reply {
     let query = pairs(raw.as_bytes());
@@ -52,27 +55,32 @@ pub async fn act(c: &Console, s: &Session, tail: &str, fields: &[(String, String
     let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
     match parts.as_slice() {
         ["dlq", "replay"] => {
-            let ids: Vec<String> = fields
+            let mut ids: Vec<String> = fields
                 .iter()
                 .filter(|(k, _)| k == "ids")
                 .map(|(_, v)| v.clone())
                 .collect();
-            if ids.is_empty() {
+            ids.sort();
+            ids.dedup();
+            if ids.is_empty() || ids.len() > REPLAY_MAX {
                 return problem(
                     s,
                     StatusCode::BAD_REQUEST,
-                    "Select at least one dead letter.",
+                    &format!("Select from 1 to {REPLAY_MAX} dead letters."),
                     "/console/dlq",
                 );
             }
             match c.op.replay(ids).await {
                 Ok(done) => redirect(&format!("/console/dlq?{}", encode_all("replayed", &done))),
-                Err(e) => problem(
-                    s,
-                    StatusCode::BAD_GATEWAY,
-                    &format!("Nothing was replayed: {e:#}"),
-                    "/console/dlq",
-                ),
+                Err(e) => {
+                    let e = crate::http::admin::replay_failure(e);
+                    problem(
+                        s,
+                        e.status,
+                        &format!("Replay stopped: {}", e.message),
+                        "/console/dlq",
+                    )
+                }
             }
         }
         ["sync", "retry"] => {
@@ -94,7 +102,10 @@ pub async fn act(c: &Console, s: &Session, tail: &str, fields: &[(String, String
                         &[format!("{customer} at {service} (dead letter {letter})")]
                     )
                 )),
-                Err(e) => problem(s, StatusCode::CONFLICT, &e.to_string(), "/console/sync"),
+                Err(e) => {
+                    let e = crate::http::admin_apps::retry_error(e);
+                    problem(s, e.status, &e.message, "/console/sync")
+                }
             }
         }
         ["notifications", id, "retry"] => {
@@ -106,7 +117,10 @@ pub async fn act(c: &Console, s: &Session, tail: &str, fields: &[(String, String
                     "/console/apps?{}",
                     encode_all("retried", &[format!("email {} for {}", n.id, n.session_id)])
                 )),
-                Ok(Err(e)) => problem(s, StatusCode::CONFLICT, &e.to_string(), "/console/apps"),
+                Ok(Err(e)) => {
+                    let e = crate::http::error::ApiError::from(e);
+                    problem(s, e.status, &e.message, "/console/apps")
+                }
                 Err(e) => problem(
                     s,
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -213,8 +227,13 @@ async fn messages(c: &Console, s: &Session, topic: &str, query: &[(String, Strin
             topic: topic.to_owned(),
             last,
             key: key.unwrap_or_default().to_owned(),
-            found_max: found.len() >= FOUND_MAX,
-            messages: found.iter().map(MessageView::from).collect(),
+            incomplete: (!found.complete).then(|| {
+                format!(
+                    "the search stops at {FOUND_MAX} messages or {} seconds",
+                    SEARCH_BUDGET.as_secs()
+                )
+            }),
+            messages: found.messages.iter().map(MessageView::from).collect(),
         },
     ))
 }
@@ -330,7 +349,17 @@ async fn apps(c: &Console, s: &Session, query: &[(String, String)]) -> PageResul
     for r in all(query, "retried") {
         chrome.notices.push(format!("Queued {r} again."));
     }
-    let emails = c.op.notifications(None, 50).await.map_err(unavailable)?;
+    // Every failed email (up to 100), then the newest others.
+    let mut emails =
+        c.op.notifications(Some(NotificationStatus::Failed), 100)
+            .await
+            .map_err(unavailable)?;
+    let newest = c.op.notifications(None, 30).await.map_err(unavailable)?;
+    emails.extend(
+        newest
+            .into_iter()
+            .filter(|n| n.status != NotificationStatus::Failed),
+    );
     let exports = c.op.exports().await.map_err(unavailable)?;
     let customer = field(query, "customer")
         .map(str::trim)
@@ -526,10 +555,7 @@ async fn mirror_list(c: &Console, s: &Session, query: &[(String, String)]) -> Pa
             account: row["account"].as_str().unwrap_or_default().to_owned(),
             deleted: row["deleted"].as_bool().unwrap_or(false),
             synced_at: row["synced_at"].as_str().unwrap_or_default().to_owned(),
-            cells: columns
-                .iter()
-                .map(|col| cell(&row["data"], col))
-                .collect(),
+            cells: columns.iter().map(|col| cell(&row["data"], col)).collect(),
         })
         .collect();
     page.next = listed.next_cursor.map(|cursor| {

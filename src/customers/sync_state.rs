@@ -179,7 +179,9 @@ pub fn needing_attention(
         failed_change: Option<i64>,
     }
     // The same reading as `of_service`: a change not delivered is
-    // pending; the newest delivered one decides failed.
+    // pending; else the newest delivered one decides failed. The status
+    // is chosen here, before the limit, so many pending customers cannot
+    // hide a failed one.
     let candidates: Vec<Candidate> = diesel::sql_query(
         "SELECT o.local_id,
                 (array_agg(o.id ORDER BY o.id DESC) FILTER (WHERE d.outbox_id IS NOT NULL))[1] AS failed_change
@@ -187,14 +189,25 @@ pub fn needing_attention(
            LEFT JOIN outbox_deliveries d ON d.outbox_id = o.id AND d.service = $1
           WHERE o.entity = $2 AND o.origin <> $1
           GROUP BY o.local_id
-         HAVING count(*) FILTER (WHERE d.outbox_id IS NULL) > 0
-             OR (array_agg(d.status ORDER BY o.id DESC) FILTER (WHERE d.outbox_id IS NOT NULL))[1] = 'failed'
+         HAVING CASE $4
+                  WHEN 'pending' THEN count(*) FILTER (WHERE d.outbox_id IS NULL) > 0
+                  WHEN 'failed' THEN count(*) FILTER (WHERE d.outbox_id IS NULL) = 0
+                    AND (array_agg(d.status ORDER BY o.id DESC) FILTER (WHERE d.outbox_id IS NOT NULL))[1] = 'failed'
+                  ELSE count(*) FILTER (WHERE d.outbox_id IS NULL) > 0
+                    OR (array_agg(d.status ORDER BY o.id DESC) FILTER (WHERE d.outbox_id IS NOT NULL))[1] = 'failed'
+                END
           ORDER BY max(o.id) DESC
           LIMIT $3",
     )
     .bind::<Text, _>(service)
     .bind::<Text, _>(entity::CUSTOMER)
     .bind::<BigInt, _>(limit)
+    .bind::<Text, _>(match only {
+        Some(Status::Pending) => "pending",
+        Some(Status::Failed) => "failed",
+        // Synced customers are not listed here: "either".
+        Some(Status::Synced) | None => "either",
+    })
     .load(conn)?;
     let ids: Vec<CustomerId> = candidates.iter().map(|c| c.local_id).collect();
     let linked_entity = SERVICES

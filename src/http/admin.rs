@@ -57,9 +57,7 @@ pub fn routes(
                         kafka_unavailable(e)
                     }
                 })?;
-                Ok::<_, Rejection>(
-                    warp::reply::json(&serde_json::json!({ "messages": found })).into_response(),
-                )
+                Ok::<_, Rejection>(warp::reply::json(&found).into_response())
             },
         );
     let dlq_list = warp::path!("admin" / "dlq")
@@ -143,13 +141,17 @@ pub async fn replay(op: Operator, ids: Vec<String>) -> Result<warp::reply::Respo
     Ok(warp::reply::json(&serde_json::json!({ "replayed": done })).into_response())
 }
 
+fn replay_error(e: anyhow::Error) -> Rejection {
+    reject(replay_failure(e))
+}
+
 /// A replay's failure as the API answers it: an unknown id is 404.
-pub fn replay_error(e: anyhow::Error) -> Rejection {
+pub fn replay_failure(e: anyhow::Error) -> ApiError {
     let message = format!("{e:#}");
     if e.chain().any(|c| c.is::<commands::NoSuchDeadLetter>()) {
-        reject(ApiError::new(StatusCode::NOT_FOUND, "not_found", message))
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     } else {
-        reject(ApiError::unavailable("kafka_unavailable", &message))
+        ApiError::unavailable("kafka_unavailable", &message)
     }
 }
 

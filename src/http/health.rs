@@ -10,23 +10,32 @@ use crate::db::{self, PgPool};
 use crate::health::Health;
 use crate::kafka::EventProducer;
 
+/// `last_error` goes into `/readyz` only on a listener of the process's
+/// own (`METRICS_ADDR`): an error's text (an SMTP server's answer naming an
+/// address, Stripe's refusal) is for operators, not for the public port.
 pub fn routes(
     pool: PgPool,
     producer: EventProducer,
     health: Health,
+    with_last_error: bool,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
     let readyz = warp::path!("readyz").and(warp::get()).then(move || {
         let (pool, producer, health) = (pool.clone(), producer.clone(), health.clone());
-        async move { readiness(pool, producer, health).await }
+        async move { readiness(pool, producer, health, with_last_error).await }
     });
     healthz.or(readyz).unify()
 }
 
-async fn readiness(pool: PgPool, producer: EventProducer, health: Health) -> warp::reply::Response {
-    let (ready, body) = report(pool, producer, health).await;
+async fn readiness(
+    pool: PgPool,
+    producer: EventProducer,
+    health: Health,
+    with_last_error: bool,
+) -> warp::reply::Response {
+    let (ready, body) = report(pool, producer, health, with_last_error).await;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -41,6 +50,7 @@ pub async fn report(
     pool: PgPool,
     producer: EventProducer,
     health: Health,
+    with_last_error: bool,
 ) -> (bool, serde_json::Value) {
     let checks = tokio::task::spawn_blocking(move || {
         let postgres = db::ping(&pool).map_err(|e| format!("{e:#}"));
@@ -67,7 +77,7 @@ pub async fn report(
     if !failures.is_empty() {
         body["failures"] = serde_json::json!(failures);
     }
-    if let Some(last) = crate::metrics::last_error() {
+    if let Some(last) = crate::metrics::last_error().filter(|_| with_last_error) {
         body["last_error"] = serde_json::json!(last);
     }
     (ready, body)

@@ -132,6 +132,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
             state.pool.clone(),
             state.producer.clone(),
             state.health.clone(),
+            false,
         ))
         .boxed();
     let salesforce_relay = match state.salesforce_relay.clone() {

@@ -18,8 +18,9 @@ pub fn routes(
     pool: PgPool,
     producer: EventProducer,
     health: Health,
+    own_listener: bool,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    health::routes(pool, producer, health)
+    health::routes(pool, producer, health, own_listener)
         .or(metrics_route())
         .unify()
 }
@@ -46,7 +47,7 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
     metrics::init(process);
-    let routes = routes(pool, producer, health).recover(error::recover);
+    let routes = routes(pool, producer, health, true).recover(error::recover);
     let (bound, server) = warp::serve(routes)
         .try_bind_with_graceful_shutdown(addr, async move { shutdown.cancelled().await })?;
     tokio::spawn(server);

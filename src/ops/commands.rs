@@ -256,13 +256,27 @@ pub async fn dlq_replay(
         })
         .await??
     };
-    let done = dlq::replay(producer, &chosen).await?;
-    {
-        let (pool, done) = (pool.clone(), done.clone());
+    // What was sent is recorded even when a later send failed, so the
+    // list shows those replayed and the error says which they were.
+    let (done, failed) = match dlq::replay(producer, &chosen).await {
+        Ok(done) => (done, None),
+        Err(partial) => (partial.done.clone(), Some(partial)),
+    };
+    if !done.is_empty() {
+        let (pool, sent) = (pool.clone(), done.clone());
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            Ok(dlq::record_replays(&mut *pool.get()?, &done)?)
+            Ok(dlq::record_replays(&mut *pool.get()?, &sent)?)
         })
-        .await??;
+        .await?
+        .map_err(|e| {
+            e.context(format!(
+                "replayed {} but could not record it",
+                done.join(", ")
+            ))
+        })?;
     }
-    Ok(done)
+    match failed {
+        Some(partial) => Err(partial.into()),
+        None => Ok(done),
+    }
 }

@@ -160,37 +160,57 @@ fn letter(topic: &str, m: &BorrowedMessage<'_>, replayed: &Replays) -> DeadLette
 }
 
 /// Produces each dead letter back onto its source topic (same key and
-/// payload, original headers plus `replayed-from`) and records the replay.
+/// payload, original headers with `replayed-from` naming this dead letter)
+/// and returns the ids sent. A letter that was itself a replay had a
+/// `replayed-from` of its own: it is replaced, not kept beside the new one,
+/// since consumers key a replay's writes on it (stripe-outbound's
+/// idempotency key), and the old key would get Stripe's saved answer to
+/// the attempt that failed.
 pub async fn replay(
     producer: &EventProducer,
     letters: &[DeadLetter],
-) -> anyhow::Result<Vec<String>> {
+) -> Result<Vec<String>, PartialReplay> {
     let mut done = Vec::new();
     for letter in letters {
-        let source = letter.source_topic.as_deref().ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} has no {} header",
-                letter.id,
-                envelope::H_DLQ_SOURCE_TOPIC
-            )
-        })?;
-        let mut headers: HeaderList = letter
-            .raw
-            .headers
-            .iter()
-            .filter(|(k, _)| !k.starts_with("dlq-"))
-            .cloned()
-            .collect();
-        headers.push((
-            envelope::H_REPLAYED_FROM.into(),
-            letter.id.clone().into_bytes(),
-        ));
-        producer
-            .send(source, &letter.raw.key, &letter.raw.payload, &headers)
-            .await?;
+        if let Err(error) = replay_one(producer, letter).await {
+            return Err(PartialReplay { done, error });
+        }
         done.push(letter.id.clone());
     }
     Ok(done)
+}
+
+/// A replay that stopped part way: `done` were sent before `error`.
+#[derive(Debug, thiserror::Error)]
+#[error("replayed {} ({}) before failing: {error:#}", done.len(), done.join(", "))]
+pub struct PartialReplay {
+    pub done: Vec<String>,
+    pub error: anyhow::Error,
+}
+
+async fn replay_one(producer: &EventProducer, letter: &DeadLetter) -> anyhow::Result<()> {
+    let source = letter.source_topic.as_deref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} has no {} header",
+            letter.id,
+            envelope::H_DLQ_SOURCE_TOPIC
+        )
+    })?;
+    let mut headers: HeaderList = letter
+        .raw
+        .headers
+        .iter()
+        .filter(|(k, _)| !k.starts_with("dlq-") && k != envelope::H_REPLAYED_FROM)
+        .cloned()
+        .collect();
+    headers.push((
+        envelope::H_REPLAYED_FROM.into(),
+        letter.id.clone().into_bytes(),
+    ));
+    producer
+        .send(source, &letter.raw.key, &letter.raw.payload, &headers)
+        .await?;
+    Ok(())
 }
 
 pub fn record_replays(conn: &mut PgConnection, ids: &[String]) -> QueryResult<()> {

@@ -98,7 +98,9 @@ pub fn sample(inv: &Inventory) -> anyhow::Result<Sample> {
 /// Samples every [`INTERVAL`] until `shutdown`. A failed read leaves a gap
 /// and is logged; the next one tries again.
 pub async fn run(inv: Inventory, history: History, shutdown: CancellationToken) {
-    let mut ticks = tokio::time::interval(INTERVAL);
+    // The first sample one interval after start: a short-lived serve (a
+    // test's) reads nothing, and a rate needs two samples anyway.
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + INTERVAL, INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

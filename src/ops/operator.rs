@@ -23,6 +23,17 @@ use crate::kafka::EventProducer;
 pub const FOUND_MAX: usize = 200;
 /// The most messages a tail reads per partition.
 pub const TAIL_MAX: i64 = 1000;
+/// How long a search for one key reads before answering with what it
+/// found: a request must not hold a Kafka client over a large topic.
+pub const SEARCH_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Messages read, and whether the read covered everything asked for
+/// (false: it stopped at [`FOUND_MAX`] or [`SEARCH_BUDGET`]).
+#[derive(Debug, serde::Serialize)]
+pub struct Found {
+    pub messages: Vec<TailedMessage>,
+    pub complete: bool,
+}
 
 /// Everything the operators' routes and pages need; clones share it.
 #[derive(Clone)]
@@ -43,6 +54,7 @@ impl Operator {
             self.pool.clone(),
             self.producer.clone(),
             self.health.clone(),
+            true,
         )
         .await;
         let own = ProcessHealth {
@@ -61,13 +73,14 @@ impl Operator {
 
     /// The last `last` messages of each partition of one of our topics, or,
     /// with `key`, every message under that key (an object's id, a
-    /// customer's id), oldest first per partition, at most [`FOUND_MAX`].
+    /// customer's id), oldest first per partition, at most [`FOUND_MAX`]
+    /// within [`SEARCH_BUDGET`].
     pub async fn messages(
         &self,
         topic: &str,
         last: i64,
         key: Option<String>,
-    ) -> anyhow::Result<Vec<TailedMessage>> {
+    ) -> anyhow::Result<Found> {
         if !self.inv.topics().iter().any(|t| t == topic) {
             return Err(NoSuchTopic(topic.to_owned()).into());
         }
@@ -77,15 +90,40 @@ impl Operator {
                 Some(_) => TailFrom::Beginning,
                 None => TailFrom::Last(last.clamp(1, TAIL_MAX)),
             };
-            let stop = AtomicBool::new(false);
+            // Set when the budget runs out (by the watch below) or enough
+            // was found; `tail` looks at it between polls.
+            let stop = Arc::new(AtomicBool::new(false));
+            let finished = Arc::new(AtomicBool::new(false));
+            let budget_spent = Arc::new(AtomicBool::new(false));
+            {
+                let (stop, finished, spent) =
+                    (stop.clone(), finished.clone(), budget_spent.clone());
+                std::thread::spawn(move || {
+                    let started = std::time::Instant::now();
+                    while !finished.load(Ordering::Relaxed) {
+                        if started.elapsed() >= SEARCH_BUDGET {
+                            spent.store(true, Ordering::Relaxed);
+                            stop.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                });
+            }
             let mut found = Vec::new();
-            topics::tail(&brokers, &topic, from, key.as_deref(), false, &stop, |m| {
+            let read = topics::tail(&brokers, &topic, from, key.as_deref(), false, &stop, |m| {
                 found.push(TailedMessage::from_message(m));
                 if found.len() >= FOUND_MAX {
                     stop.store(true, Ordering::Relaxed);
                 }
-            })?;
-            Ok(found)
+            });
+            finished.store(true, Ordering::Relaxed);
+            read?;
+            let complete = found.len() < FOUND_MAX && !budget_spent.load(Ordering::Relaxed);
+            Ok(Found {
+                messages: found,
+                complete,
+            })
         })
         .await?
     }

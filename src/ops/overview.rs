@@ -67,7 +67,15 @@ pub fn processes(env: &Env) -> Result<Vec<ProcessEndpoint>, ConfigError> {
         let (name, address) = entry
             .split_once('=')
             .ok_or_else(|| invalid(format!("{entry:?} is not name=http://host:port")))?;
-        let base_url = url::Url::parse(address.trim())
+        // A base without a trailing slash would lose its last segment
+        // when `readyz` is joined to it.
+        let address = address.trim();
+        let address = if address.ends_with('/') {
+            address.to_owned()
+        } else {
+            format!("{address}/")
+        };
+        let base_url = url::Url::parse(&address)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
             .ok_or_else(|| invalid(format!("{address:?} (of {name}) is not an http(s) URL")))?;
@@ -137,7 +145,10 @@ pub struct Overview {
     pub processes: Vec<ProcessHealth>,
     pub groups: Vec<GroupLag>,
     pub dead_letters: Vec<DeadLetterCount>,
-    pub outbox: OutboxBacklog,
+    /// `None` when Postgres could not be read (see `problems`).
+    pub outbox: Option<OutboxBacklog>,
+    /// What could not be read, section by section.
+    pub problems: Vec<String>,
     /// Throughput over the last sampling interval, once two samples exist.
     pub rates: Option<Rates>,
     pub history: Vec<Sample>,
@@ -158,44 +169,50 @@ pub async fn gather(
         .build()?;
     let mut polled = vec![own];
     polled.extend(futures::future::join_all(processes.iter().map(|p| readiness(&client, p))).await);
-    let (groups, dead_letters, outbox) = {
+    // Each section is read on its own: with Kafka down the processes'
+    // health and the outbox still show, and the reason for the rest.
+    let (groups, dead_letters, outbox, problems) = {
         let (inv, pool) = (inv.clone(), pool.clone());
-        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let rows = topics::lag(&inv.brokers, inv.fetch_max_bytes, &inv.groups())?;
-            let mut groups: Vec<GroupLag> = Vec::new();
-            for (group, topic) in inv.groups() {
-                let mine: Vec<&topics::LagRow> = rows
-                    .iter()
-                    .filter(|r| r.group == group && r.topic == topic)
-                    .collect();
-                groups.push(GroupLag {
-                    lag: mine.iter().map(|r| r.lag).sum(),
-                    oldest_age_seconds: mine
-                        .iter()
-                        .map(|r| r.oldest_age_seconds)
-                        .try_fold(0.0_f64, |max, age| age.map(|a| max.max(a))),
-                    group,
-                    topic,
-                });
-            }
-            let dead_letters = topics::list(&inv.brokers, &inv.dead_letter_topics())?
-                .into_iter()
-                .map(|t| DeadLetterCount {
-                    topic: t.topic,
-                    messages: t.messages,
-                })
-                .collect();
-            let (unpublished, oldest_created_at) = crate::outbox::backlog(&mut *pool.get()?)?;
-            Ok((
-                groups,
-                dead_letters,
-                OutboxBacklog {
+        tokio::task::spawn_blocking(move || {
+            let mut problems = Vec::new();
+            let mut note = |what: &str, e: anyhow::Error| problems.push(format!("{what}: {e:#}"));
+            let groups = match group_lags(&inv) {
+                Ok(groups) => groups,
+                Err(e) => {
+                    note("consumer lag unavailable", e);
+                    Vec::new()
+                }
+            };
+            let dead_letters = match topics::list(&inv.brokers, &inv.dead_letter_topics()) {
+                Ok(list) => list
+                    .into_iter()
+                    .map(|t| DeadLetterCount {
+                        topic: t.topic,
+                        messages: t.messages,
+                    })
+                    .collect(),
+                Err(e) => {
+                    note("dead letters unavailable", e);
+                    Vec::new()
+                }
+            };
+            let outbox = pool
+                .get()
+                .map_err(anyhow::Error::from)
+                .and_then(|mut conn| Ok(crate::outbox::backlog(&mut conn)?));
+            let outbox = match outbox {
+                Ok((unpublished, oldest_created_at)) => Some(OutboxBacklog {
                     unpublished,
                     oldest_created_at,
-                },
-            ))
+                }),
+                Err(e) => {
+                    note("outbox backlog unavailable", e);
+                    None
+                }
+            };
+            (groups, dead_letters, outbox, problems)
         })
-        .await??
+        .await?
     };
     let rate_history = history.rates();
     Ok(Overview {
@@ -203,10 +220,35 @@ pub async fn gather(
         groups,
         dead_letters,
         outbox,
+        problems,
         rates: rate_history.last().copied(),
         history: history.samples(),
         rate_history,
     })
+}
+
+/// Lag per worker group, summed over its partitions.
+fn group_lags(inv: &Inventory) -> anyhow::Result<Vec<GroupLag>> {
+    let rows = topics::lag(&inv.brokers, inv.fetch_max_bytes, &inv.groups())?;
+    Ok(inv
+        .groups()
+        .into_iter()
+        .map(|(group, topic)| {
+            let mine: Vec<&topics::LagRow> = rows
+                .iter()
+                .filter(|r| r.group == group && r.topic == topic)
+                .collect();
+            GroupLag {
+                lag: mine.iter().map(|r| r.lag).sum(),
+                oldest_age_seconds: mine
+                    .iter()
+                    .map(|r| r.oldest_age_seconds)
+                    .try_fold(0.0_f64, |max, age| age.map(|a| max.max(a))),
+                group,
+                topic,
+            }
+        })
+        .collect())
 }
 
 async fn readiness(client: &reqwest::Client, p: &ProcessEndpoint) -> ProcessHealth {
@@ -246,7 +288,7 @@ mod tests {
         assert_eq!(defaults[0].base_url.as_str(), "http://127.0.0.1:9101/");
         let listed = processes(&none.with(
             "CONSOLE_PROCESSES",
-            "stripe-inbound=http://inbound:9101, relay=https://relay.internal/ops/",
+            "stripe-inbound=http://inbound:9101, relay=https://relay.internal/ops",
         ))
         .unwrap();
         assert_eq!(listed.len(), 2);

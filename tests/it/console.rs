@@ -352,8 +352,52 @@ async fn the_console_needs_a_session_and_csrf_and_the_api_holds_every_action() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 502);
-    assert!(r.text().await.unwrap().contains("Nothing was replayed"));
+    assert_eq!(r.status(), 404, "as the API answers an unknown id");
+    assert!(r.text().await.unwrap().contains("Replay stopped"));
+    // Another session's CSRF token does not open this one's actions.
+    let other = http
+        .post(url("/console/login"))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    let other = other.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_ne!(other, session);
+    let r = http
+        .post(url("/console/dlq/replay"))
+        .header("cookie", &other)
+        .form(&[("ids", "nope:0:0"), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Logging out clears the cookie in the browser.
+    let r = http
+        .post(url("/console/logout"))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    // A forged or expired cookie is no session.
+    let r = http
+        .get(url("/console"))
+        .header("cookie", "stripe_sync_console=1.00.00")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
 
     // The admin API answers what each page shows and does.
     let stack_ref = &stack;

@@ -121,11 +121,16 @@ impl Browser {
         .await;
     }
 
-    /// Logs in with `token` through the form.
+    /// Logs in with `token` through the form, and turns the overview's
+    /// live refresh off, so no reload races a test's next step.
     pub async fn log_in(&self, token: &str) {
         self.goto("/login").await;
         self.fill("#token", token).await;
         self.click("main form button[type=submit]").await;
+        self.client
+            .execute("sessionStorage.setItem('console-refresh', 'off')", vec![])
+            .await
+            .unwrap();
     }
 
     /// Writes the page as `target/console/{name}.png`.
@@ -149,8 +154,15 @@ impl Browser {
         assert!(problems.is_empty(), "{page}: {problems:#?}");
     }
 
-    pub async fn close(mut self) {
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
+    }
+}
+
+/// chromedriver goes with the test, passed or failed; it takes its
+/// Chromium with it.
+impl Drop for Browser {
+    fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
