@@ -60,8 +60,11 @@ pub async fn act(c: &Console, s: &Session, tail: &str, fields: &[(String, String
                 .filter(|(k, _)| k == "ids")
                 .map(|(_, v)| v.clone())
                 .collect();
-            ids.sort();
-            ids.dedup();
+            // Repeats dropped, the page's order kept (oldest first per
+            // partition, as listed): two letters of one key go back in
+            // the order they failed.
+            let mut seen = std::collections::HashSet::new();
+            ids.retain(|id| seen.insert(id.clone()));
             if ids.is_empty() || ids.len() > REPLAY_MAX {
                 return problem(
                     s,

@@ -109,7 +109,14 @@ pub fn routes(
                     .with_field("ids"),
                 ));
             }
-            replay(op, selection.ids).await
+            // Repeats dropped, the given order kept.
+            let mut seen = std::collections::HashSet::new();
+            let ids = selection
+                .ids
+                .into_iter()
+                .filter(|id| seen.insert(id.clone()))
+                .collect();
+            replay(op, ids).await
         });
     overview
         .or(topics)

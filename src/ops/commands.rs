@@ -269,8 +269,12 @@ pub async fn dlq_replay(
         })
         .await?
         .map_err(|e| {
+            let also = failed
+                .as_ref()
+                .map(|p| format!("; the rest were not sent: {:#}", p.error))
+                .unwrap_or_default();
             e.context(format!(
-                "replayed {} but could not record it",
+                "replayed {} but could not record it{also}",
                 done.join(", ")
             ))
         })?;

@@ -182,7 +182,10 @@ pub async fn replay(
 
 /// A replay that stopped part way: `done` were sent before `error`.
 #[derive(Debug, thiserror::Error)]
-#[error("replayed {} ({}) before failing: {error:#}", done.len(), done.join(", "))]
+#[error("{}", match done.len() {
+    0 => format!("nothing was replayed: {error:#}"),
+    n => format!("replayed {n} ({}) before failing: {error:#}", done.join(", ")),
+})]
 pub struct PartialReplay {
     pub done: Vec<String>,
     pub error: anyhow::Error,

@@ -102,8 +102,8 @@ impl Operator {
                     let started = std::time::Instant::now();
                     while !finished.load(Ordering::Relaxed) {
                         if started.elapsed() >= SEARCH_BUDGET {
-                            spent.store(true, Ordering::Relaxed);
-                            stop.store(true, Ordering::Relaxed);
+                            spent.store(true, Ordering::Release);
+                            stop.store(true, Ordering::Release);
                             return;
                         }
                         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -119,7 +119,7 @@ impl Operator {
             });
             finished.store(true, Ordering::Relaxed);
             read?;
-            let complete = found.len() < FOUND_MAX && !budget_spent.load(Ordering::Relaxed);
+            let complete = found.len() < FOUND_MAX && !budget_spent.load(Ordering::Acquire);
             Ok(Found {
                 messages: found,
                 complete,

@@ -174,7 +174,9 @@ async fn an_operator_sees_lag_grow_finds_messages_and_filters_the_mirror() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_sync_is_retried_and_a_dead_letter_replayed_from_the_console() {
     let refusal = "Your account cannot currently make live charges.";
+    // Three refusals: both creates, then the first retry of the first.
     let fake = FakeStripe::start(vec![
+        Fault::Refuse(refusal.into()),
         Fault::Refuse(refusal.into()),
         Fault::Refuse(refusal.into()),
     ]);
@@ -220,7 +222,21 @@ async fn a_failed_sync_is_retried_and_a_dead_letter_replayed_from_the_console() 
     );
     browser.assert_accessible("sync").await;
     browser.screenshot("sync").await;
-    // Retry the first from the sync page.
+    // Retry the first from the sync page: refused again (a third dead
+    // letter, itself a replay), then retried again: that replay needs a
+    // key of its own, or Stripe answers with the refusal it saved for the
+    // first retry's key.
+    let letters = || async {
+        let v: Value = stack
+            .admin(Method::GET, "/api/admin/dlq")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v.as_array().unwrap().len()
+    };
     browser
         .click(&format!("button[aria-label='retry {} at stripe']", ids[0]))
         .await;
@@ -229,6 +245,15 @@ async fn a_failed_sync_is_retried_and_a_dead_letter_replayed_from_the_console() 
         "{}",
         browser.text().await
     );
+    wait_for(WAIT, "the retry refused again", || async {
+        (letters().await == 3).then_some(())
+    })
+    .await;
+    stack.wait_sync_status(&ids[0], "failed", WAIT).await;
+    browser.goto("/sync?status=failed").await;
+    browser
+        .click(&format!("button[aria-label='retry {} at stripe']", ids[0]))
+        .await;
     stack.wait_sync_status(&ids[0], "synced", WAIT).await;
 
     // Replay the second's dead letter from the dead letters page: select,

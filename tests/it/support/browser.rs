@@ -159,10 +159,13 @@ impl Browser {
     }
 }
 
-/// chromedriver goes with the test, passed or failed; it takes its
-/// Chromium with it.
+/// chromedriver and the Chromium it started go with the test, passed or
+/// failed: its children first, since a killed chromedriver leaves them.
 impl Drop for Browser {
     fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-P", &self.driver.id().to_string()])
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
