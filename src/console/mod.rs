@@ -6,6 +6,7 @@
 //! SameSite=Strict besides).
 
 pub mod chart;
+mod mirror_view;
 pub mod pages;
 pub mod session;
 mod views;
