@@ -27,7 +27,7 @@ pub(crate) async fn ingest_figures(
     first_n: u64,
 ) -> anyhow::Result<Vec<Row>> {
     let sustained = load(
-        base,
+        &stripe_webhooks(base),
         &CustomerUpdates::new(fixtures, "cus_load", 10_000, first_n),
         64,
         None,
@@ -42,7 +42,7 @@ pub(crate) async fn ingest_figures(
         ">= 15000",
     )];
     let paced = load(
-        base,
+        &stripe_webhooks(base),
         &CustomerUpdates::new(fixtures, "cus_load", 10_000, first_n + 10_000_000),
         32,
         Some(1000.0),
@@ -144,25 +144,35 @@ pub(crate) struct Sent {
     pub(crate) last_accepted: Instant,
 }
 
+/// serve's webhook endpoint, at `base`.
+pub(crate) fn stripe_webhooks(base: &str) -> String {
+    format!("{base}/webhooks/stripe")
+}
+
 /// Sends `events` in order (each taken once, by whichever connection is
 /// free) from `connections` workers, each on its own keep-alive
-/// connection, either as fast as possible or at `rate` per second in
-/// total, until `duration` passes or the events run out.
+/// connection to `url` (`http://host:port/path`), either as fast as
+/// possible or at `rate` per second in total, until `duration` passes or
+/// the events run out.
 pub(crate) async fn load(
-    base: &str,
+    url: &str,
     events: &dyn Events,
     connections: usize,
     rate: Option<f64>,
     duration: Duration,
 ) -> anyhow::Result<Sent> {
-    let authority = base.trim_start_matches("http://");
+    let (authority, path) = url
+        .trim_start_matches("http://")
+        .split_once('/')
+        .context("the webhook URL has a path")?;
+    let path = format!("/{path}");
     let latencies = Mutex::new(Vec::new());
     let (next_event, accepted) = (AtomicU64::new(0), AtomicU64::new(0));
     let last_accepted = Mutex::new(Instant::now());
     let start = Instant::now();
     let workers = (0..connections).map(|w| {
-        let (latencies, next_event, accepted, last_accepted) =
-            (&latencies, &next_event, &accepted, &last_accepted);
+        let (latencies, next_event, accepted, last_accepted, path) =
+            (&latencies, &next_event, &accepted, &last_accepted, &path);
         async move {
             let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
             let mut next = Instant::now() + Duration::from_millis(w as u64 % 10);
@@ -179,7 +189,7 @@ pub(crate) async fn load(
                 }
                 let c = match conn.take() {
                     Some(c) => c,
-                    None => match WebhookConnection::open(authority).await {
+                    None => match WebhookConnection::open(authority, path).await {
                         Ok(c) => c,
                         Err(_) => {
                             // No tight loop while serve is away.
@@ -297,23 +307,25 @@ impl LoadEvent {
     }
 }
 
-/// One keep-alive HTTP/1.1 connection to serve's webhook endpoint that
+/// One keep-alive HTTP/1.1 connection to a webhook endpoint that
 /// writes a request and reads the status and body of its answer, nothing
 /// more (reqwest's pool, URL parsing and header maps cost the load
 /// generator as much CPU as serve spends on the request).
 pub(crate) struct WebhookConnection {
     stream: tokio::net::TcpStream,
     authority: String,
+    path: String,
     buf: Vec<u8>,
 }
 
 impl WebhookConnection {
-    async fn open(authority: &str) -> std::io::Result<Self> {
+    async fn open(authority: &str, path: &str) -> std::io::Result<Self> {
         let stream = tokio::net::TcpStream::connect(authority).await?;
         stream.set_nodelay(true)?;
         Ok(Self {
             stream,
             authority: authority.to_owned(),
+            path: path.to_owned(),
             buf: Vec::with_capacity(4096),
         })
     }
@@ -326,8 +338,9 @@ impl WebhookConnection {
         self.buf.clear();
         write!(
             self.buf,
-            "POST /webhooks/stripe HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
              Stripe-Signature: {signature}\r\nContent-Length: {}\r\n\r\n",
+            self.path,
             self.authority,
             body.len()
         )?;

@@ -9,10 +9,13 @@
 //! - `postgres`: Postgres' upsert ceiling and the apply's Postgres side;
 //! - `backlog`: the broker's ceilings and the apply from a backlog;
 //! - `pipeline`: ingest and apply at once, until every row is newest;
+//! - `peer`: the pipeline beside supabase/stripe-sync-engine's (`--peer DIR`);
+//! - `usage`: CPU per event per process and row writes per event;
 //! - `report`: the table and the JSON.
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use diesel::prelude::*;
 use futures::StreamExt;
 use secrecy::SecretString;
@@ -27,10 +30,12 @@ mod backlog;
 mod common;
 mod load;
 mod mix;
+mod peer;
 mod pipeline;
 mod postgres;
 mod report;
 mod supervise;
+mod usage;
 
 use backlog::{
     backlog_apply_rate, customer_backlog_event, memory_backlog, produce_backlog, raw_consume_rate,
@@ -215,6 +220,21 @@ async fn main() -> anyhow::Result<()> {
         )
         .await;
         drop(pool);
+        drop_database(&admin_url, &db_name)?;
+        print_table(&measured?, quick);
+        return Ok(());
+    }
+    let peer_dir = peer::peer_dir()?;
+    // `--versus-peer` (with `--peer DIR`): only the rounds beside the peer.
+    if std::env::args().any(|a| a == "--versus-peer") {
+        let peer_dir = peer_dir.context("--versus-peer needs --peer DIR (a built checkout)")?;
+        let mut conn = PgConnection::establish(&db_url)?;
+        let mut procs = engine_processes(&db_url, &brokers, &suffix, free_port()?)?;
+        let measured = peer::rows(
+            &mut procs, &mut conn, &fixtures, &suffix, &scale, &peer_dir, quick,
+        )
+        .await;
+        drop((procs, conn, pool));
         drop_database(&admin_url, &db_name)?;
         print_table(&measured?, quick);
         return Ok(());
@@ -604,6 +624,14 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?,
     );
+    match &peer_dir {
+        Some(dir) => rows.extend(
+            peer::rows(&mut procs, &mut conn, &fixtures, &suffix, &scale, dir, quick).await?,
+        ),
+        None => eprintln!(
+            "versus the peer: skipped (no --peer DIR; docs/src/performance.md says how to build one)"
+        ),
+    }
 
     print_table(&rows, quick);
     let out_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");

@@ -17,10 +17,11 @@ use crate::common::{env, free_port};
 use crate::load::{self, created_of, CustomerUpdates, Prebuilt};
 use crate::report::{max_rss, row, Row};
 use crate::supervise::{applied_events, bench_events_topic, wait_http, Processes};
+use crate::usage::{self, Cost, Process};
 use crate::{customer_event, mix, vacuum_all, Scale};
 
 /// Customers a customer-only pipeline updates over and over.
-const CUSTOMERS: u64 = 1_000;
+pub(crate) const CUSTOMERS: u64 = 1_000;
 
 /// What the pipeline carries.
 #[derive(Clone, Copy)]
@@ -63,6 +64,8 @@ pub(crate) struct Pipeline {
     pub(crate) catch_up: Duration,
     pub(crate) serve_rss: Option<f64>,
     pub(crate) inbound_rss: Option<f64>,
+    /// From the first webhook of the load until every event was applied.
+    pub(crate) cost: Cost,
 }
 
 /// Where a run's events and processes live.
@@ -227,21 +230,33 @@ pub(crate) async fn run(
         &inbound_env,
     )?;
     let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let webhooks = load::stripe_webhooks(&base);
     let http = reqwest::Client::new();
 
     // One event first, so the group join is behind us before the clock
     // starts: the phase measures the flow, not a worker's start.
     let warm_up = CustomerUpdates::new(fixtures, "cus_pipewarm", 1, place.first_n).once_each();
-    load::load(&base, &warm_up, 1, None, Duration::from_secs(30)).await?;
+    load::load(&webhooks, &warm_up, 1, None, Duration::from_secs(30)).await?;
     wait_applied(&http, &metrics, 1, Duration::from_secs(120)).await?;
     let baseline = applied_events(&http, &metrics).await;
 
-    let commits_before = commits(conn)?;
+    let processes = [
+        Process::Pid("serve", procs.pid("serve-pipeline").context("serve runs")?),
+        Process::Pid(
+            "stripe-inbound",
+            procs
+                .pid("stripe-inbound-pipeline")
+                .context("stripe-inbound runs")?,
+        ),
+        Process::Command("postgres"),
+        Process::Command("nisshi"),
+    ];
+    let before = usage::snapshot(conn, &processes)?;
     let first_n = place.first_n + 1;
     let (burst, newest) = match traffic {
         Traffic::Customers => {
             let updates = CustomerUpdates::new(fixtures, "cus_pipe", CUSTOMERS, first_n);
-            let burst = load::load(&base, &updates, 64, None, duration).await?;
+            let burst = load::load(&webhooks, &updates, 64, None, duration).await?;
             // Numbered past every event of the burst: each customer's
             // newest version, which the mirror must end with.
             let newest = CustomerUpdates::new(
@@ -251,7 +266,7 @@ pub(crate) async fn run(
                 first_n + burst.issued.next_multiple_of(CUSTOMERS),
             )
             .once_each();
-            let last = load::load(&base, &newest, 64, None, Duration::from_secs(60)).await?;
+            let last = load::load(&webhooks, &newest, 64, None, Duration::from_secs(60)).await?;
             anyhow::ensure!(
                 last.accepted == CUSTOMERS,
                 "only {} of the {CUSTOMERS} newest versions were accepted",
@@ -263,7 +278,7 @@ pub(crate) async fn run(
             let bodies = (0..n as u64)
                 .map(|i| serde_json::to_vec(&mix::mixed_event(first_n + i, fixtures)))
                 .collect::<Result<Vec<_>, _>>()?;
-            let burst = load::load(&base, &Prebuilt(bodies), 64, None, duration).await?;
+            let burst = load::load(&webhooks, &Prebuilt(bodies), 64, None, duration).await?;
             (burst, None)
         }
     };
@@ -281,12 +296,14 @@ pub(crate) async fn run(
     let applied_at = Instant::now();
     // Every process commits in this database; the worker's batches are
     // nearly all of it while the pipeline runs.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let transactions = commits(conn)? - commits_before;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let cost = Cost::between(&before, &usage::snapshot(conn, &processes)?, accepted);
     eprintln!(
-        "pipeline, {}: {accepted} events in {transactions} transactions ({:.1} per transaction)",
+        "pipeline, {}: {accepted} events in {} transactions ({:.1} per transaction); {}",
         traffic.name(),
-        accepted as f64 / transactions.max(1) as f64
+        cost.transactions,
+        accepted as f64 / cost.transactions.max(1) as f64,
+        cost.summary()
     );
     let figures = Pipeline {
         accepted,
@@ -295,28 +312,13 @@ pub(crate) async fn run(
         catch_up: applied_at.saturating_duration_since(last_accepted),
         serve_rss: procs.stop("serve-pipeline"),
         inbound_rss: procs.stop("stripe-inbound-pipeline"),
+        cost,
     };
     match &newest {
         Some((newest, _)) => check_newest_customers(conn, newest)?,
         None => check_ledgered(conn, first_n, burst.issued, burst.accepted)?,
     }
     Ok(figures)
-}
-
-/// Transactions committed in the bench's database so far (Postgres'
-/// statistics, which trail by up to half a second).
-fn commits(conn: &mut PgConnection) -> anyhow::Result<i64> {
-    #[derive(QueryableByName)]
-    struct Commits {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    diesel::sql_query("SELECT pg_stat_clear_snapshot()").execute(conn)?;
-    Ok(diesel::sql_query(
-        "SELECT xact_commit AS n FROM pg_stat_database WHERE datname = current_database()",
-    )
-    .get_result::<Commits>(conn)?
-    .n)
 }
 
 /// Waits until the worker's applied-events counter reaches `n`.

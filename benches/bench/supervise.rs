@@ -48,6 +48,15 @@ impl Processes {
         Ok(pid)
     }
 
+    /// Runs `child`, started by the caller, as one of these processes.
+    pub(crate) fn adopt(&mut self, name: &'static str, child: Child) {
+        self.children.insert(name, child);
+    }
+
+    pub(crate) fn pid(&self, name: &str) -> Option<u32> {
+        self.children.get(name).map(Child::id)
+    }
+
     pub(crate) fn stop(&mut self, name: &str) -> Option<f64> {
         let mut child = self.children.remove(name)?;
         let rss = peak_rss_mib(child.id());

@@ -285,6 +285,9 @@ async fn read_slice(
             .and_then(Value::as_str)
             .map(str::to_owned);
         let finished = !page.has_more || last_id.is_none();
+        // A slice whose first page is empty holds nothing at all.
+        let empty =
+            (slice.after.is_none() && page.data.is_empty()).then_some((slice.gte, slice.lt));
         // A split costs a partial page more: worth it only while a worker
         // is idle and the request budget is not used up already.
         let may_split = !finished
@@ -298,7 +301,10 @@ async fn read_slice(
         let mut rest = slice;
         rest.after = last_id;
         let older = match last_created(&page.data) {
-            Some(created) if may_split => rest.split(created),
+            Some(created) if may_split => {
+                let floor = job.slices.lock().unwrap().floor;
+                rest.split(created, floor)
+            }
             _ => None,
         };
         let publish = publish_page(ctx, opts, &page.data, unix_now());
@@ -328,6 +334,9 @@ async fn read_slice(
         let older = {
             let mut slices = job.slices.lock().unwrap();
             if finished {
+                if let Some((gte, lt)) = empty {
+                    slices.learn_empty(gte, lt);
+                }
                 slices.pending.remove(&id);
                 None
             } else {

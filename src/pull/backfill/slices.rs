@@ -51,9 +51,14 @@ impl Slice {
 
     /// After a page that ended at an object created at `last_created`:
     /// the older part of the slice, now its own, if there is room for one
-    /// (this slice keeps the newer part and its cursor).
-    pub fn split(&mut self, last_created: i64) -> Option<Slice> {
-        let floor = self.gte.unwrap_or(STRIPE_EPOCH);
+    /// (this slice keeps the newer part and its cursor). The point is
+    /// halfway between `last_created` and the slice's lower bound, or
+    /// `floor` (nothing was created before it) when that is higher: the
+    /// older part still starts at the slice's own bound, so a floor can
+    /// only move the point, never leave an object out.
+    pub fn split(&mut self, last_created: i64, floor: Option<i64>) -> Option<Slice> {
+        let bottom = self.gte.unwrap_or(STRIPE_EPOCH);
+        let floor = floor.map_or(bottom, |floor| floor.max(bottom));
         if last_created - floor < 2 {
             return None;
         }
@@ -73,12 +78,21 @@ impl Slice {
 pub struct Slices {
     pub pending: BTreeMap<u64, Slice>,
     pub next_id: u64,
+    /// Nothing of the run's range was created before this: the run's
+    /// lower bound, raised by each empty slice found at the bottom. Splits
+    /// start from it, so an account that began years after Stripe did
+    /// does not pay an empty page for each year in between.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<i64>,
 }
 
 impl Slices {
     /// A new run: one slice of everything created since `since`.
     pub fn whole(since: Option<i64>) -> Self {
-        let mut slices = Self::default();
+        let mut slices = Self {
+            floor: since,
+            ..Self::default()
+        };
         slices.add(Slice {
             gte: since,
             lt: None,
@@ -94,6 +108,16 @@ impl Slices {
         id
     }
 
+    /// A slice `[gte, lt)` whose first page was empty holds nothing: when
+    /// it starts at or below the floor, nothing lies below `lt` either.
+    pub fn learn_empty(&mut self, gte: Option<i64>, lt: Option<i64>) {
+        if let Some(lt) = lt {
+            if gte <= self.floor && self.floor < Some(lt) {
+                self.floor = Some(lt);
+            }
+        }
+    }
+
     /// The checkpoint's text.
     pub fn to_position(&self) -> String {
         serde_json::to_string(self).expect("slices serialise")
@@ -103,7 +127,10 @@ impl Slices {
     /// earlier version saved (one slice, resumed after that id).
     pub fn from_position(position: &str, since: Option<i64>) -> Self {
         serde_json::from_str(position).unwrap_or_else(|_| {
-            let mut slices = Self::default();
+            let mut slices = Self {
+                floor: since,
+                ..Self::default()
+            };
             slices.add(Slice {
                 gte: since,
                 lt: None,
@@ -130,7 +157,7 @@ mod tests {
             lt: Some(2_000),
             after: Some("prod_9".into()),
         };
-        let older = slice.split(1_500).unwrap();
+        let older = slice.split(1_500, None).unwrap();
         assert_eq!(
             slice.gte,
             Some(1_250),
@@ -146,16 +173,45 @@ mod tests {
             lt: None,
             after: Some("x".into()),
         };
-        assert_eq!(narrow.split(11), None);
+        assert_eq!(narrow.split(11, None), None);
         // Unbounded below: split from Stripe's first year.
         let mut open = Slice {
             gte: None,
             lt: None,
             after: Some("x".into()),
         };
-        let older = open.split(STRIPE_EPOCH + 100).unwrap();
+        let older = open.split(STRIPE_EPOCH + 100, None).unwrap();
         assert_eq!(older.gte, None, "the oldest part stays unbounded");
         assert_eq!(open.gte, Some(STRIPE_EPOCH + 50));
+    }
+
+    #[test]
+    fn an_empty_bottom_slice_raises_the_floor_and_splits_start_from_it() {
+        const E: i64 = STRIPE_EPOCH;
+        let mut slices = Slices::whole(None);
+        // Not at the bottom: it says nothing about what lies below it.
+        slices.learn_empty(Some(E + 5_000), Some(E + 6_000));
+        assert_eq!(slices.floor, None);
+        slices.learn_empty(None, Some(E + 4_000));
+        assert_eq!(slices.floor, Some(E + 4_000));
+        // Now at the bottom: the floor climbs on.
+        slices.learn_empty(Some(E + 4_000), Some(E + 4_500));
+        assert_eq!(slices.floor, Some(E + 4_500));
+        // An empty slice below the floor never lowers it.
+        slices.learn_empty(None, Some(E + 1_000));
+        assert_eq!(slices.floor, Some(E + 4_500));
+        // A split point between the floor and the page's end, and the
+        // older part still reaches down to the slice's own bound.
+        let mut open = Slice {
+            gte: None,
+            lt: None,
+            after: Some("x".into()),
+        };
+        let older = open.split(E + 5_500, slices.floor).unwrap();
+        assert_eq!(open.gte, Some(E + 5_000));
+        assert_eq!((older.gte, older.lt), (None, Some(E + 5_000)));
+        // The floor survives the checkpoint.
+        assert_eq!(Slices::from_position(&slices.to_position(), None), slices);
     }
 
     #[test]

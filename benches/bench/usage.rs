@@ -1,0 +1,128 @@
+//! What an event costs: CPU time of each process (from /proc) and rows
+//! written in the database (Postgres' statistics), read before and after a
+//! run and divided by its events.
+
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+
+/// The processes a run's cost is split across: the bench's own children by
+/// pid, and servers it did not start (Postgres' backends, the broker) by
+/// their command name, every process of that name summed.
+pub(crate) enum Process {
+    Pid(&'static str, u32),
+    Command(&'static str),
+}
+
+impl Process {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Pid(name, _) | Self::Command(name) => name,
+        }
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        match self {
+            Self::Pid(_, pid) => cpu_seconds(*pid).unwrap_or(f64::NAN),
+            Self::Command(command) => std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .is_ok_and(|comm| comm.trim_end() == *command)
+                })
+                .filter_map(cpu_seconds)
+                .sum(),
+        }
+    }
+}
+
+/// User and system CPU of a process so far, in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces, so split after its
+    // closing parenthesis): utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // Linux reports clock ticks of 1/100 s (USER_HZ) on every platform it
+    // runs the bench on.
+    Some((utime + stime) / 100.0)
+}
+
+/// CPU seconds per process, and rows written and transactions committed
+/// in one database, so far.
+pub(crate) struct Usage {
+    cpu: Vec<(&'static str, f64)>,
+    row_writes: i64,
+    commits: i64,
+}
+
+/// Reads `processes`' CPU and the rows `conn`'s database has written.
+pub(crate) fn snapshot(conn: &mut PgConnection, processes: &[Process]) -> anyhow::Result<Usage> {
+    #[derive(QueryableByName)]
+    struct Counts {
+        #[diesel(sql_type = BigInt)]
+        writes: i64,
+        #[diesel(sql_type = BigInt)]
+        commits: i64,
+    }
+    // A fresh read of the statistics, not the transaction's cached one.
+    // Backends report them at most once a second, so a caller waits a
+    // little over that after the work before the last snapshot.
+    diesel::sql_query("SELECT pg_stat_clear_snapshot()").execute(conn)?;
+    let counts = diesel::sql_query(
+        "SELECT (tup_inserted + tup_updated + tup_deleted)::bigint AS writes, \
+         xact_commit AS commits FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .get_result::<Counts>(conn)?;
+    Ok(Usage {
+        cpu: processes
+            .iter()
+            .map(|p| (p.name(), p.cpu_seconds()))
+            .collect(),
+        row_writes: counts.writes,
+        commits: counts.commits,
+    })
+}
+
+/// What one event cost between two snapshots.
+pub(crate) struct Cost {
+    /// CPU microseconds per event, by process.
+    pub(crate) cpu_us: Vec<(&'static str, f64)>,
+    pub(crate) row_writes: f64,
+    /// Transactions committed in all (not per event).
+    pub(crate) transactions: i64,
+}
+
+impl Cost {
+    pub(crate) fn between(before: &Usage, after: &Usage, events: u64) -> Self {
+        let events = events.max(1) as f64;
+        Self {
+            cpu_us: before
+                .cpu
+                .iter()
+                .zip(&after.cpu)
+                .map(|((name, b), (_, a))| (*name, (a - b) * 1e6 / events))
+                .collect(),
+            row_writes: (after.row_writes - before.row_writes) as f64 / events,
+            transactions: after.commits - before.commits,
+        }
+    }
+
+    /// One line for the log: `serve 120 µs, postgres 300 µs, …; 3.0 row writes`.
+    pub(crate) fn summary(&self) -> String {
+        let cpu: Vec<String> = self
+            .cpu_us
+            .iter()
+            .map(|(name, us)| format!("{name} {us:.0} µs"))
+            .collect();
+        format!(
+            "CPU per event: {}; {:.2} row writes per event",
+            cpu.join(", "),
+            self.row_writes
+        )
+    }
+}
