@@ -58,6 +58,8 @@ pub(crate) struct Usage {
     cpu: Vec<(&'static str, f64)>,
     row_writes: i64,
     commits: i64,
+    /// Row writes by table (the schema's tables, the mirror's too).
+    tables: std::collections::HashMap<String, i64>,
 }
 
 /// Reads `processes`' CPU and the rows `conn`'s database has written.
@@ -78,7 +80,23 @@ pub(crate) fn snapshot(conn: &mut PgConnection, processes: &[Process]) -> anyhow
          xact_commit AS commits FROM pg_stat_database WHERE datname = current_database()",
     )
     .get_result::<Counts>(conn)?;
+    #[derive(QueryableByName)]
+    struct Table {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+        #[diesel(sql_type = BigInt)]
+        writes: i64,
+    }
+    let tables = diesel::sql_query(
+        "SELECT schemaname || '.' || relname AS name, \
+         (n_tup_ins + n_tup_upd + n_tup_del)::bigint AS writes FROM pg_stat_user_tables",
+    )
+    .load::<Table>(conn)?
+    .into_iter()
+    .map(|t| (t.name, t.writes))
+    .collect();
     Ok(Usage {
+        tables,
         cpu: processes
             .iter()
             .map(|p| (p.name(), p.cpu_seconds()))
@@ -95,6 +113,8 @@ pub(crate) struct Cost {
     pub(crate) row_writes: f64,
     /// Transactions committed in all (not per event).
     pub(crate) transactions: i64,
+    /// Row writes per event by table, most first (tables written at all).
+    pub(crate) by_table: Vec<(String, f64)>,
 }
 
 impl Cost {
@@ -109,20 +129,39 @@ impl Cost {
                 .collect(),
             row_writes: (after.row_writes - before.row_writes) as f64 / events,
             transactions: after.commits - before.commits,
+            by_table: {
+                let mut by_table: Vec<(String, f64)> = after
+                    .tables
+                    .iter()
+                    .map(|(name, a)| {
+                        let b = before.tables.get(name).copied().unwrap_or(0);
+                        (name.clone(), (a - b) as f64 / events)
+                    })
+                    .filter(|(_, per_event)| *per_event > 0.0)
+                    .collect();
+                by_table.sort_by(|a, b| b.1.total_cmp(&a.1));
+                by_table
+            },
         }
     }
 
-    /// One line for the log: `serve 120 µs, postgres 300 µs, …; 3.0 row writes`.
+    /// One line for the log: CPU by process, row writes in all and by table.
     pub(crate) fn summary(&self) -> String {
         let cpu: Vec<String> = self
             .cpu_us
             .iter()
             .map(|(name, us)| format!("{name} {us:.0} µs"))
             .collect();
+        let tables: Vec<String> = self
+            .by_table
+            .iter()
+            .map(|(name, n)| format!("{name} {n:.2}"))
+            .collect();
         format!(
-            "CPU per event: {}; {:.2} row writes per event",
+            "CPU per event: {}; {:.2} row writes per event ({})",
             cpu.join(", "),
-            self.row_writes
+            self.row_writes,
+            tables.join(", ")
         )
     }
 }

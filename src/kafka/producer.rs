@@ -123,10 +123,10 @@ impl EventProducer {
         headers: &HeaderList,
     ) -> Result<Delivered, ProduceError> {
         let (generation, producer) = self.producer();
-        let record = FutureRecord::to(topic)
-            .key(key)
-            .payload(payload)
-            .headers(to_owned_headers(headers));
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if !headers.is_empty() {
+            record = record.headers(to_owned_headers(headers));
+        }
         // The queue wait is bounded by message.timeout.ms already.
         match producer.send(record, Timeout::Never).await {
             Ok(d) => Ok(Delivered {

@@ -145,7 +145,9 @@ fn letter(topic: &str, m: &BorrowedMessage<'_>, replayed: &Replays) -> DeadLette
         error: h(envelope::H_DLQ_ERROR),
         failed_at: h(envelope::H_DLQ_FAILED_AT),
         key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-        event_id: h(envelope::H_EVENT_ID)
+        event_id: m
+            .payload()
+            .and_then(envelope::event_id_in)
             .or_else(|| h("outbox-id").map(|id| format!("outbox {id}"))),
         replayed_at: replayed
             .get(&(topic.to_owned(), m.partition(), m.offset()))

@@ -91,6 +91,8 @@ pub struct ReadMessage {
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: HeaderList,
+    /// The message's timestamp, in milliseconds since the epoch.
+    pub timestamp: Option<i64>,
 }
 
 impl ReadMessage {
@@ -132,6 +134,7 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<ReadMessage> {
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().unwrap_or_default().to_vec(),
                 headers: envelope::from_headers(m.headers()),
+                timestamp: m.timestamp().to_millis(),
             });
         }
     }

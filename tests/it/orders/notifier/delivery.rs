@@ -130,7 +130,11 @@ async fn a_refused_email_is_failed_listed_dead_lettered_and_retried_once_fixed()
     .await;
     assert_eq!(letters.len(), 1);
     assert!(letters[0].header("dlq-error").unwrap().contains("550"));
-    assert_eq!(letters[0].header("stripe-event-id"), Some("evt_r"));
+    assert_eq!(
+        stripe_sync::kafka::envelope::event_id_in(&letters[0].payload).as_deref(),
+        Some("evt_r")
+    );
+    assert_eq!(letters[0].header("source"), Some("order-notifier"));
     assert!(sink.messages().is_empty());
 
     // Fixed: retried from the API, sent once; a second retry is refused.
