@@ -35,10 +35,7 @@ pub(super) async fn list(c: &Console, s: &Session, query: &[(String, String)]) -
     if name.is_empty() {
         return Ok(html(StatusCode::OK, &page));
     }
-    let relation = Relation::find(&name).ok_or((
-        StatusCode::NOT_FOUND,
-        format!("stripe.{name} is not a relation of the mirror."),
-    ))?;
+    let relation = relation_or_404(&name)?;
     // What reaches the engine: every non-empty field but the relation,
     // exactly as `GET /api/stripe/{relation}` would take it.
     let given: Vec<(String, String)> = query
@@ -46,13 +43,7 @@ pub(super) async fn list(c: &Console, s: &Session, query: &[(String, String)]) -
         .filter(|(k, v)| k != "relation" && !v.trim().is_empty())
         .cloned()
         .collect();
-    let raw = {
-        let mut raw = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in &given {
-            raw.append_pair(k, v.trim());
-        }
-        raw.finish()
-    };
+    let raw = query_string(given.iter().map(|(k, v)| (k.as_str(), v.trim())));
     page.relation = relation.name.to_owned();
     page.limit = field(&given, "limit")
         .and_then(|l| l.parse().ok())
@@ -109,15 +100,33 @@ pub(super) async fn list(c: &Console, s: &Session, query: &[(String, String)]) -
         })
         .collect();
     page.next = listed.next_cursor.map(|cursor| {
-        let mut next = url::form_urlencoded::Serializer::new(String::new());
-        next.append_pair("relation", relation.name);
-        for (k, v) in given.iter().filter(|(k, _)| k != "cursor") {
-            next.append_pair(k, v);
-        }
-        next.append_pair("cursor", &cursor);
-        format!("/console/mirror?{}", next.finish())
+        let kept = given
+            .iter()
+            .filter(|(k, _)| k != "cursor")
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        let next = std::iter::once(("relation", relation.name))
+            .chain(kept)
+            .chain(std::iter::once(("cursor", cursor.as_str())));
+        format!("/console/mirror?{}", query_string(next))
     });
     Ok(html(StatusCode::OK, &page))
+}
+
+/// The mirror's relation of that name, or the page's 404.
+fn relation_or_404(name: &str) -> Result<Relation, (StatusCode, String)> {
+    Relation::find(name).ok_or((
+        StatusCode::NOT_FOUND,
+        format!("stripe.{name} is not a relation of the mirror."),
+    ))
+}
+
+/// `pairs` as a URL-encoded query string.
+fn query_string<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        out.append_pair(k, v);
+    }
+    out.finish()
 }
 
 fn kind_name(kind: registry::ColumnKind) -> &'static str {
@@ -158,17 +167,9 @@ pub(super) async fn object(
     id: &str,
     query: &[(String, String)],
 ) -> PageResult {
-    let relation = Relation::find(name).ok_or((
-        StatusCode::NOT_FOUND,
-        format!("stripe.{name} is not a relation of the mirror."),
-    ))?;
-    let raw = {
-        let mut raw = url::form_urlencoded::Serializer::new(String::new());
-        if let Some(account) = field(query, "account").filter(|a| !a.is_empty()) {
-            raw.append_pair("account", account);
-        }
-        raw.finish()
-    };
+    let relation = relation_or_404(name)?;
+    let account = field(query, "account").filter(|a| !a.is_empty());
+    let raw = query_string(account.map(|a| ("account", a)));
     let get = mirror::GetQuery::parse(relation, id, &raw).map_err(|e| {
         (
             StatusCode::BAD_REQUEST,

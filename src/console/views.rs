@@ -22,11 +22,7 @@ const REPLAY_MAX: usize = 1000;
 
 pub async fn page(c: &Console, s: &Session, tail: &str, raw: &str) -> Reply {
     let query = pairs(raw.as_bytes());
-    let segments: Vec<String> = tail
-        .split('/')
-        .filter(|p| !p.is_empty())
-        .map(decode)
-        .collect();
+    let segments = segments(tail);
     let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
     let result = match parts.as_slice() {
         [] => overview(c, s).await,
@@ -45,11 +41,7 @@ pub async fn page(c: &Console, s: &Session, tail: &str, raw: &str) -> Reply {
 }
 
 pub async fn act(c: &Console, s: &Session, tail: &str, fields: &[(String, String)]) -> Reply {
-    let segments: Vec<String> = tail
-        .split('/')
-        .filter(|p| !p.is_empty())
-        .map(decode)
-        .collect();
+    let segments = segments(tail);
     let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
     match parts.as_slice() {
         ["dlq", "replay"] => {
@@ -144,10 +136,16 @@ fn unavailable(e: impl std::fmt::Display) -> (StatusCode, String) {
     )
 }
 
-fn decode(segment: &str) -> String {
-    percent_encoding::percent_decode_str(segment)
-        .decode_utf8_lossy()
-        .into_owned()
+/// A path's tail below `/console`, split into its decoded segments.
+fn segments(tail: &str) -> Vec<String> {
+    tail.split('/')
+        .filter(|p| !p.is_empty())
+        .map(|segment| {
+            percent_encoding::percent_decode_str(segment)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
 }
 
 fn encode_all(name: &str, values: &[String]) -> String {

@@ -482,38 +482,19 @@ async fn the_console_needs_a_session_and_csrf_and_the_api_holds_every_action() {
     stack.stop().await;
 
     // Without ADMIN_TOKEN the console is not there at all.
-    let env = stack_env_without_admin();
-    let cfg = stripe_sync::config::ServeConfig::load(&env).unwrap();
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let server = stripe_sync::serve::Server::build(&cfg, shutdown.clone())
-        .await
-        .unwrap();
-    let addr = server.addr;
-    let running = tokio::spawn(server.run());
+    let off = Stack::start(Options {
+        start_worker: false,
+        admin: false,
+        ..Options::default()
+    })
+    .await;
     for path in ["/console", "/console/login", "/console/console.css"] {
         let r = http
-            .get(format!("http://{addr}{path}"))
+            .get(format!("http://{}{path}", off.addr))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 404, "{path}");
     }
-    shutdown.cancel();
-    let _ = running.await;
-}
-
-fn stack_env_without_admin() -> stripe_sync::config::Env {
-    let db = crate::support::db::TestDb::migrated();
-    let url = db.url.clone();
-    std::mem::forget(db);
-    stripe_sync::config::Env::from_pairs([
-        ("DATABASE_URL", url.as_str()),
-        (
-            "KAFKA_BROKERS",
-            crate::support::broker::shared_brokers().as_str(),
-        ),
-        ("STRIPE_WEBHOOK_SECRET", "whsec_console_off"),
-        ("LISTEN_ADDR", "127.0.0.1:0"),
-        ("API_TOKEN", "console-off-api-token-0123"),
-    ])
+    off.stop().await;
 }

@@ -40,6 +40,8 @@ pub struct Options {
     /// serve's `CONSOLE_PROCESSES` (unset: none, not the default ports,
     /// where another test's process might answer).
     pub console_processes: Option<String>,
+    /// Whether serve has `ADMIN_TOKEN` (the admin API and the console).
+    pub admin: bool,
 }
 
 impl Default for Options {
@@ -58,6 +60,7 @@ impl Default for Options {
             apply_lanes: 2,
             platforms: None,
             console_processes: None,
+            admin: true,
         }
     }
 }
@@ -138,6 +141,7 @@ impl Stack {
         let env = Env::from_pairs(
             pairs
                 .into_iter()
+                .filter(|(k, _)| opts.admin || *k != "ADMIN_TOKEN")
                 .chain(opts.platforms.as_deref().map(|p| ("STRIPE_PLATFORMS", p)))
                 .chain(std::iter::once((
                     "CONSOLE_PROCESSES",
