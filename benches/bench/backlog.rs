@@ -23,8 +23,9 @@ pub(crate) fn bench_producer(brokers: &str) -> anyhow::Result<EventProducer> {
     EventProducer::new(brokers, Duration::from_secs(30), compression)
 }
 
-/// The broker's rate for what `serve` produces (the event body and its
-/// envelope headers) through the engine's producer, 2,000 sends in flight;
+/// The broker's rate for what `serve` produces (the event body, with the
+/// headers of a webhook's envelope: none) through the engine's producer,
+/// 2,000 sends in flight;
 /// returns msgs/s.
 pub(crate) async fn raw_produce_rate(
     brokers: &str,
@@ -35,7 +36,10 @@ pub(crate) async fn raw_produce_rate(
     let producer = bench_producer(brokers)?;
     stripe_sync::kafka::admin::ensure_topics(brokers, &[topic], 6, 1).await?;
     let event = stripe_sync::stripe::EventEnvelope::parse(body)?;
-    let headers = stripe_sync::kafka::envelope::event_headers(&event, "bench");
+    let headers = stripe_sync::kafka::envelope::event_headers(
+        &event,
+        stripe_sync::kafka::envelope::SOURCE_WEBHOOK,
+    );
     let start = Instant::now();
     let sends = (0..n).map(|i| {
         let (producer, headers) = (&producer, &headers);
@@ -82,7 +86,10 @@ pub(crate) async fn produce_backlog(
             async move {
                 let body = serde_json::to_vec(&ev).unwrap();
                 let parsed = stripe_sync::stripe::EventEnvelope::parse(&body).unwrap();
-                let headers = stripe_sync::kafka::envelope::event_headers(&parsed, "bench");
+                let headers = stripe_sync::kafka::envelope::event_headers(
+                    &parsed,
+                    stripe_sync::kafka::envelope::SOURCE_WEBHOOK,
+                );
                 producer
                     .send(topic, parsed.object_id.as_bytes(), &body, &headers)
                     .await

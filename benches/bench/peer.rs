@@ -3,9 +3,9 @@
 //! request, on the same Postgres and the same two cores. Both take the same
 //! load (64 keep-alive connections for the phase's time, signed
 //! `customer.updated` over 1,000 customers, then each customer's newest
-//! version once), in rounds that alternate peer, engine on the memory
-//! broker, engine on the sqlite broker, so a slow minute of the machine
-//! falls on all three. Pipeline = events ÷ time from the first webhook
+//! version once), in rounds of the peer, the engine on the memory broker
+//! and the engine on the sqlite broker, whose order turns each round, so a
+//! slow minute of the machine falls on all three. Pipeline = events ÷ time from the first webhook
 //! until every customer's newest version is visible.
 //!
 //! The peer is not ours and is not built here: `--peer DIR` names a built
@@ -105,28 +105,36 @@ async fn compare(
         // Event numbers: above every other phase's, and each run's above
         // the last run's of its side (each event newer than the stored row).
         let first_n = 300_000_000 + round * 3_000_000;
-        let theirs = run_peer(
-            procs,
-            &mut peer_conn,
-            peer,
-            peer_url,
-            fixtures,
-            first_n,
-            duration,
-        )
-        .await
-        .context("the peer's run")?;
+        // Who goes first turns each round, so neither side always runs on
+        // the machine the other has just warmed (or left busy).
+        let mut sides: Vec<Option<(&'static str, &String)>> = vec![
+            None,
+            Some(("memory broker", &memory_brokers)),
+            Some(("sqlite broker", &brokers)),
+        ];
+        sides.rotate_left((round % 3) as usize);
+        let mut theirs = None;
         let mut ours = Vec::new();
-        for (broker, address, offset) in [
-            ("memory broker", &memory_brokers, 1_000_000),
-            ("sqlite broker", &brokers, 2_000_000),
-        ] {
+        for (position, side) in (0u64..).zip(sides) {
+            // Each run's events above those of the runs before it.
+            let n = first_n + position * 1_000_000;
+            let Some((broker, address)) = side else {
+                // As `pipeline::run` does for ours: the dead row versions
+                // of the last round are not this round's cost.
+                diesel::sql_query("VACUUM (ANALYZE)").execute(&mut peer_conn)?;
+                theirs = Some(
+                    run_peer(procs, &mut peer_conn, peer, peer_url, fixtures, n, duration)
+                        .await
+                        .context("the peer's run")?,
+                );
+                continue;
+            };
             let slug = format!("peer.{}.{round}", &broker[..6]);
             let place = Place {
                 brokers: address,
                 topic: format!("{}.{slug}", bench_events_topic(suffix)),
                 group: format!("bench.inbound.{suffix}.{slug}"),
-                first_n: first_n + offset,
+                first_n: n,
             };
             let p = pipeline::run(procs, conn, fixtures, place, Traffic::Customers, duration)
                 .await
@@ -141,6 +149,8 @@ async fn compare(
                 },
             ));
         }
+        ours.sort_by_key(|(broker, _)| *broker);
+        let theirs = theirs.expect("the peer ran this round");
         let round = round + 1;
         eprintln!(
             "versus the peer, round {round}: peer {:.0} events/s (ingest {:.0}); {}",
@@ -263,7 +273,7 @@ async fn run_peer(
     let warm_up = CustomerUpdates::new(fixtures, "cus_pipewarm", 1, first_n).once_each();
     load::load(&webhooks, &warm_up, 1, None, Duration::from_secs(30)).await?;
     let processes = [Process::Pid("node", pid), Process::Command("postgres")];
-    let before = usage::snapshot(conn, &processes)?;
+    let before = usage::snapshot(conn, usage::cpu(&processes))?;
     let first_n = first_n + 1;
     let updates = CustomerUpdates::new(fixtures, "cus_pipe", CUSTOMERS, first_n);
     let burst = load::load(&webhooks, &updates, 64, None, duration).await?;
@@ -282,11 +292,12 @@ async fn run_peer(
     );
     wait_newest(conn, &newest, Duration::from_secs(120)).await?;
     let visible_at = Instant::now();
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
     let accepted = burst.accepted + last.accepted;
-    let cost = Cost::between(&before, &usage::snapshot(conn, &processes)?, accepted);
-    eprintln!("the peer: {accepted} events; {}", cost.summary());
+    let cpu = usage::cpu(&processes);
     procs.stop("peer");
+    usage::settle().await;
+    let cost = Cost::between(&before, &usage::snapshot(conn, cpu)?, accepted);
+    eprintln!("the peer: {accepted} events; {}", cost.summary());
     Ok(Run {
         pipeline_rate: accepted as f64 / (visible_at - burst.started).as_secs_f64(),
         ingest_rate: burst.accepted as f64 / (burst.last_accepted - burst.started).as_secs_f64(),

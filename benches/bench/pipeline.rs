@@ -64,7 +64,7 @@ pub(crate) struct Pipeline {
     pub(crate) catch_up: Duration,
     pub(crate) serve_rss: Option<f64>,
     pub(crate) inbound_rss: Option<f64>,
-    /// From the first webhook of the load until every event was applied.
+    /// From after the warm-up event until every event was applied.
     pub(crate) cost: Cost,
 }
 
@@ -251,7 +251,7 @@ pub(crate) async fn run(
         Process::Command("postgres"),
         Process::Command("nisshi"),
     ];
-    let before = usage::snapshot(conn, &processes)?;
+    let before = usage::snapshot(conn, usage::cpu(&processes))?;
     let first_n = place.first_n + 1;
     let (burst, newest) = match traffic {
         Traffic::Customers => {
@@ -294,10 +294,14 @@ pub(crate) async fn run(
     )
     .await?;
     let applied_at = Instant::now();
-    // Every process commits in this database; the worker's batches are
-    // nearly all of it while the pipeline runs.
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
-    let cost = Cost::between(&before, &usage::snapshot(conn, &processes)?, accepted);
+    // CPU while the processes run; the rows once they have stopped (their
+    // backends then report every count). Every process commits in this
+    // database; the worker's batches are nearly all of it.
+    let cpu = usage::cpu(&processes);
+    let serve_rss = procs.stop("serve-pipeline");
+    let inbound_rss = procs.stop("stripe-inbound-pipeline");
+    usage::settle().await;
+    let cost = Cost::between(&before, &usage::snapshot(conn, cpu)?, accepted);
     eprintln!(
         "pipeline, {}: {accepted} events in {} transactions ({:.1} per transaction); {}",
         traffic.name(),
@@ -310,8 +314,8 @@ pub(crate) async fn run(
         ingest_rate: burst.accepted as f64 / (burst.last_accepted - burst.started).as_secs_f64(),
         pipeline_rate: accepted as f64 / (applied_at - burst.started).as_secs_f64(),
         catch_up: applied_at.saturating_duration_since(last_accepted),
-        serve_rss: procs.stop("serve-pipeline"),
-        inbound_rss: procs.stop("stripe-inbound-pipeline"),
+        serve_rss,
+        inbound_rss,
         cost,
     };
     match &newest {

@@ -7,7 +7,8 @@ use diesel::sql_types::BigInt;
 
 /// The processes a run's cost is split across: the bench's own children by
 /// pid, and servers it did not start (Postgres' backends, the broker) by
-/// their command name, every process of that name summed.
+/// their command name. The server must be the bench's alone while it runs:
+/// another database's backends would count too.
 pub(crate) enum Process {
     Pid(&'static str, u32),
     Command(&'static str),
@@ -20,9 +21,10 @@ impl Process {
         }
     }
 
-    fn cpu_seconds(&self) -> f64 {
-        match self {
-            Self::Pid(_, pid) => cpu_seconds(*pid).unwrap_or(f64::NAN),
+    /// CPU seconds so far of each process it stands for, by pid.
+    fn cpu(&self) -> Cpu {
+        let pids: Vec<u32> = match self {
+            Self::Pid(_, pid) => vec![*pid],
             Self::Command(command) => std::fs::read_dir("/proc")
                 .into_iter()
                 .flatten()
@@ -32,38 +34,75 @@ impl Process {
                     std::fs::read_to_string(format!("/proc/{pid}/comm"))
                         .is_ok_and(|comm| comm.trim_end() == *command)
                 })
-                .filter_map(cpu_seconds)
-                .sum(),
-        }
+                .collect(),
+        };
+        Cpu(pids
+            .into_iter()
+            .filter_map(|pid| Some((pid, cpu_seconds(pid)?)))
+            .collect())
     }
 }
 
-/// User and system CPU of a process so far, in seconds.
+/// CPU seconds by pid.
+#[derive(Clone)]
+pub(crate) struct Cpu(std::collections::HashMap<u32, f64>);
+
+impl Cpu {
+    /// What the processes spent since `before`. A process that ended in
+    /// between is counted in its parent's reaped children (Postgres'
+    /// backends and autovacuum workers in the postmaster's), and one that
+    /// began in between from zero.
+    fn since(&self, before: &Cpu) -> f64 {
+        self.0
+            .iter()
+            .map(|(pid, now)| now - before.0.get(pid).copied().unwrap_or(0.0))
+            .sum()
+    }
+}
+
+/// User and system CPU of a process and of its children it has reaped so
+/// far, in seconds.
 fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command (which may hold spaces, so split after its
-    // closing parenthesis): utime and stime are the 12th and 13th.
+    // closing parenthesis): utime, stime, cutime and cstime are the 12th
+    // to 15th.
     let rest = stat.rsplit_once(')')?.1;
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: f64 = fields.next()?.parse().ok()?;
-    let stime: f64 = fields.next()?.parse().ok()?;
-    // Linux reports clock ticks of 1/100 s (USER_HZ) on every platform it
-    // runs the bench on.
-    Some((utime + stime) / 100.0)
+    let ticks: f64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|t| t.parse::<f64>().ok())
+        .sum::<Option<f64>>()?;
+    // In clock ticks of 1/100 s: USER_HZ, fixed at 100 in Linux's ABI on
+    // the architectures the bench runs on.
+    Some(ticks / 100.0)
+}
+
+/// CPU of each of `processes` so far: read while they run (a run's last
+/// snapshot reads them before stopping them, then [`snapshot`]).
+pub(crate) fn cpu(processes: &[Process]) -> Vec<(&'static str, Cpu)> {
+    processes.iter().map(|p| (p.name(), p.cpu())).collect()
 }
 
 /// CPU seconds per process, and rows written and transactions committed
 /// in one database, so far.
 pub(crate) struct Usage {
-    cpu: Vec<(&'static str, f64)>,
+    cpu: Vec<(&'static str, Cpu)>,
     row_writes: i64,
     commits: i64,
     /// Row writes by table (the schema's tables, the mirror's too).
     tables: std::collections::HashMap<String, i64>,
 }
 
-/// Reads `processes`' CPU and the rows `conn`'s database has written.
-pub(crate) fn snapshot(conn: &mut PgConnection, processes: &[Process]) -> anyhow::Result<Usage> {
+/// `cpu` and the rows `conn`'s database has written. A backend reports
+/// its counts when it ends, and otherwise at most once a second, or 10 s
+/// after it went idle, so a run's last snapshot is taken once the
+/// processes whose backends wrote have stopped.
+pub(crate) fn snapshot(
+    conn: &mut PgConnection,
+    cpu: Vec<(&'static str, Cpu)>,
+) -> anyhow::Result<Usage> {
     #[derive(QueryableByName)]
     struct Counts {
         #[diesel(sql_type = BigInt)]
@@ -72,8 +111,6 @@ pub(crate) fn snapshot(conn: &mut PgConnection, processes: &[Process]) -> anyhow
         commits: i64,
     }
     // A fresh read of the statistics, not the transaction's cached one.
-    // Backends report them at most once a second, so a caller waits a
-    // little over that after the work before the last snapshot.
     diesel::sql_query("SELECT pg_stat_clear_snapshot()").execute(conn)?;
     let counts = diesel::sql_query(
         "SELECT (tup_inserted + tup_updated + tup_deleted)::bigint AS writes, \
@@ -97,13 +134,16 @@ pub(crate) fn snapshot(conn: &mut PgConnection, processes: &[Process]) -> anyhow
     .collect();
     Ok(Usage {
         tables,
-        cpu: processes
-            .iter()
-            .map(|p| (p.name(), p.cpu_seconds()))
-            .collect(),
+        cpu,
         row_writes: counts.writes,
         commits: counts.commits,
     })
+}
+
+/// Waits until the backends of processes just stopped have ended and
+/// reported their counts (Postgres notices a closed connection at once).
+pub(crate) async fn settle() {
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 }
 
 /// What one event cost between two snapshots.
@@ -125,7 +165,7 @@ impl Cost {
                 .cpu
                 .iter()
                 .zip(&after.cpu)
-                .map(|((name, b), (_, a))| (*name, (a - b) * 1e6 / events))
+                .map(|((name, b), (_, a))| (*name, a.since(b) * 1e6 / events))
                 .collect(),
             row_writes: (after.row_writes - before.row_writes) as f64 / events,
             transactions: after.commits - before.commits,

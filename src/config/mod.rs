@@ -359,6 +359,16 @@ impl StripeApiConfig {
                 reason: "must start with http:// or https://".into(),
             });
         }
+        let rate_limit: f64 = env.parsed("STRIPE_RATE_LIMIT", 20.0)?;
+        // 0 is unlimited; a positive rate below one request a minute (or
+        // not a number) is a typo, and its window would not fit a clock.
+        if !(rate_limit == 0.0 || (1.0 / 60.0..=100_000.0).contains(&rate_limit)) {
+            return Err(ConfigError::Invalid {
+                name: "STRIPE_RATE_LIMIT",
+                reason: "must be 0 (unlimited) or between 1/60 and 100000 requests per second"
+                    .into(),
+            });
+        }
         Ok(Self {
             api_key: SecretString::from(env.required("STRIPE_API_KEY")?.to_owned()),
             api_base,
@@ -367,7 +377,7 @@ impl StripeApiConfig {
                 .to_owned(),
             timeout: Duration::from_millis(env.parsed("STRIPE_API_TIMEOUT_MS", 10_000)?),
             // Test-mode keys get 25 req/s; keep headroom for other callers.
-            rate_limit: env.parsed("STRIPE_RATE_LIMIT", 20.0)?,
+            rate_limit,
             platforms: platforms(env)?,
         })
     }

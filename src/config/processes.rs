@@ -457,6 +457,25 @@ mod tests {
         ])
     }
 
+    /// A rate is 0 (unlimited) or one a clock can hold a window of; a
+    /// negative, tiny or absurd one is refused by name.
+    #[test]
+    fn the_stripe_rate_limit_is_zero_or_a_usable_rate() {
+        let stripe = |rate: &str| {
+            StripeApiConfig::load(&Env::from_pairs([
+                ("STRIPE_API_KEY", "sk_test"),
+                ("STRIPE_RATE_LIMIT", rate),
+            ]))
+        };
+        for ok in ["0", "0.5", "25", "80"] {
+            assert!(stripe(ok).is_ok(), "{ok}");
+        }
+        for bad in ["-1", "1e-10", "1e9", "NaN"] {
+            let err = stripe(bad).unwrap_err().to_string();
+            assert!(err.contains("STRIPE_RATE_LIMIT"), "{bad}: {err}");
+        }
+    }
+
     /// stripe-inbound keeps the raw events 30 days unless told otherwise;
     /// `off` keeps none, and a value that is neither is refused by name.
     #[test]

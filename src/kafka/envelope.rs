@@ -15,7 +15,8 @@ use crate::stripe::{AccountId, EventEnvelope, InvalidAccount};
 /// event came from, whose key reads it; absent for the default platform.
 pub const H_PLATFORM: &str = "stripe-platform";
 /// Where the event entered the engine, when not by webhook: one of the
-/// other `SOURCE_*` values.
+/// other `SOURCE_*` values, or the worker that dead-lettered it
+/// (`order-notifier`).
 pub const H_SOURCE: &str = "source";
 pub const SOURCE_WEBHOOK: &str = "webhook";
 pub const SOURCE_BACKFILL: &str = "backfill";
@@ -132,7 +133,7 @@ pub fn dead_letter_headers(
 }
 
 /// The event id in a message's body, for tools that list messages: the
-/// body is parsed only as far as its top-level `id`.
+/// body is scanned, but only its top-level `id` and `object` are kept.
 pub fn event_id_in(payload: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Id {

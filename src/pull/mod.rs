@@ -210,8 +210,8 @@ async fn listed_customers(ctx: &PullContext, account: &AccountId) -> anyhow::Res
 }
 
 /// Publishes an event we built (a snapshot) or read (`/v1/events`) onto
-/// the events topic, keyed and headed like a webhook's, so it takes the one
-/// path into the mirror. `platform` is the one whose key read it, which
+/// the events topic, keyed like a webhook's and with a `source` header
+/// saying where it came from, so it takes the one path into the mirror. `platform` is the one whose key read it, which
 /// the worker reads it with again; an event without an `account` is that
 /// platform's own.
 pub async fn publish(

@@ -116,7 +116,7 @@ async fn an_operator_sees_lag_grow_finds_messages_and_filters_the_mirror() {
     let focused = browser.client.active_element().await.unwrap();
     assert_eq!(focused.text().await.unwrap(), "Overview");
 
-    // Topics, then every message of one customer, with its headers.
+    // Topics, then every message of one customer.
     browser.click("nav a[href='/console/topics']").await;
     let page = browser.text().await;
     assert!(

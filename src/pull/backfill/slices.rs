@@ -212,6 +212,13 @@ mod tests {
         assert_eq!((older.gte, older.lt), (None, Some(E + 5_000)));
         // The floor survives the checkpoint.
         assert_eq!(Slices::from_position(&slices.to_position(), None), slices);
+        // A checkpoint saved before floors existed resumes without one:
+        // splits start from the slices' own bounds, as they did.
+        let before_floors = r#"{"pending":{"3":{"gte":1500000000,"after":"cus_9"}},"next_id":4}"#;
+        let resumed = Slices::from_position(before_floors, Some(1_400_000_000));
+        assert_eq!(resumed.floor, None);
+        assert_eq!(resumed.next_id, 4);
+        assert_eq!(resumed.pending[&3].after.as_deref(), Some("cus_9"));
     }
 
     #[test]
