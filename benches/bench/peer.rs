@@ -274,22 +274,8 @@ async fn run_peer(
     load::load(&webhooks, &warm_up, 1, None, Duration::from_secs(30)).await?;
     let processes = [Process::Pid("node", pid), Process::Command("postgres")];
     let before = usage::snapshot(conn, usage::cpu(&processes))?;
-    let first_n = first_n + 1;
-    let updates = CustomerUpdates::new(fixtures, "cus_pipe", CUSTOMERS, first_n);
-    let burst = load::load(&webhooks, &updates, 64, None, duration).await?;
-    let newest = CustomerUpdates::new(
-        fixtures,
-        "cus_pipe",
-        CUSTOMERS,
-        first_n + burst.issued.next_multiple_of(CUSTOMERS),
-    )
-    .once_each();
-    let last = load::load(&webhooks, &newest, 64, None, Duration::from_secs(60)).await?;
-    anyhow::ensure!(
-        last.accepted == CUSTOMERS,
-        "the peer accepted {} of the {CUSTOMERS} newest versions",
-        last.accepted
-    );
+    let (burst, newest, last) =
+        pipeline::customer_burst(&webhooks, fixtures, first_n + 1, duration).await?;
     wait_newest(conn, &newest, Duration::from_secs(120)).await?;
     let visible_at = Instant::now();
     let accepted = burst.accepted + last.accepted;

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::backlog::raw_produce_rate;
 use crate::common::{env, free_port};
-use crate::load::{self, created_of, CustomerUpdates, Prebuilt};
+use crate::load::{self, created_of, CustomerUpdates, Prebuilt, Sent};
 use crate::report::{max_rss, row, Row};
 use crate::supervise::{applied_events, bench_events_topic, wait_http, Processes};
 use crate::usage::{self, Cost, Process};
@@ -255,23 +255,8 @@ pub(crate) async fn run(
     let first_n = place.first_n + 1;
     let (burst, newest) = match traffic {
         Traffic::Customers => {
-            let updates = CustomerUpdates::new(fixtures, "cus_pipe", CUSTOMERS, first_n);
-            let burst = load::load(&webhooks, &updates, 64, None, duration).await?;
-            // Numbered past every event of the burst: each customer's
-            // newest version, which the mirror must end with.
-            let newest = CustomerUpdates::new(
-                fixtures,
-                "cus_pipe",
-                CUSTOMERS,
-                first_n + burst.issued.next_multiple_of(CUSTOMERS),
-            )
-            .once_each();
-            let last = load::load(&webhooks, &newest, 64, None, Duration::from_secs(60)).await?;
-            anyhow::ensure!(
-                last.accepted == CUSTOMERS,
-                "only {} of the {CUSTOMERS} newest versions were accepted",
-                last.accepted
-            );
+            let (burst, newest, last) =
+                customer_burst(&webhooks, fixtures, first_n, duration).await?;
             (burst, Some((newest, last)))
         }
         Traffic::Mix(n) => {
@@ -323,6 +308,35 @@ pub(crate) async fn run(
         None => check_ledgered(conn, first_n, burst.issued, burst.accepted)?,
     }
     Ok(figures)
+}
+
+/// The customers' load at `webhooks`: `customer.updated` over
+/// [`CUSTOMERS`] customers from 64 connections for `duration`, then each
+/// customer's newest version once, numbered past every event of the
+/// burst (what the store must end with). Returns the burst, the newest
+/// versions and how their sending went.
+pub(crate) async fn customer_burst(
+    webhooks: &str,
+    fixtures: &Value,
+    first_n: u64,
+    duration: Duration,
+) -> anyhow::Result<(Sent, CustomerUpdates, Sent)> {
+    let updates = CustomerUpdates::new(fixtures, "cus_pipe", CUSTOMERS, first_n);
+    let burst = load::load(webhooks, &updates, 64, None, duration).await?;
+    let newest = CustomerUpdates::new(
+        fixtures,
+        "cus_pipe",
+        CUSTOMERS,
+        first_n + burst.issued.next_multiple_of(CUSTOMERS),
+    )
+    .once_each();
+    let last = load::load(webhooks, &newest, 64, None, Duration::from_secs(60)).await?;
+    anyhow::ensure!(
+        last.accepted == CUSTOMERS,
+        "only {} of the {CUSTOMERS} newest versions were accepted",
+        last.accepted
+    );
+    Ok((burst, newest, last))
 }
 
 /// Waits until the worker's applied-events counter reaches `n`.
