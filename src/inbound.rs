@@ -305,6 +305,7 @@ pub async fn run(cfg: InboundConfig, shutdown: CancellationToken) -> anyhow::Res
         topic: kafka.events_topic.clone(),
         dead_letter_topic,
         batch_size: cfg.batch_size,
+        batch_bytes: cfg.batch_bytes,
         batch_wait: cfg.batch_wait,
         lanes: cfg.apply_lanes,
         fetch_wait: kafka.fetch_wait,

@@ -392,6 +392,7 @@ pub async fn run_adapter(
         dead_letter_topic: worker.dead_letter_topic,
         // Each change is a remote call; small batches keep a retry cheap.
         batch_size: 10,
+        batch_bytes: usize::MAX,
         batch_wait: std::time::Duration::from_millis(5),
         // One lane: the service's rate budget, not Postgres, bounds this.
         lanes: 1,

@@ -1,6 +1,6 @@
-//! What an event costs: CPU time of each process (from /proc) and rows
-//! written in the database (Postgres' statistics), read before and after a
-//! run and divided by its events.
+//! What an event costs: CPU time of each process (from /proc), rows
+//! written in the database and the server's write-ahead log (Postgres'
+//! statistics), read before and after a run and divided by its events.
 
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
@@ -93,6 +93,20 @@ pub(crate) struct Usage {
     commits: i64,
     /// Row writes by table (the schema's tables, the mirror's too).
     tables: std::collections::HashMap<String, i64>,
+    /// The server's write-ahead log, all databases: bytes, full-page
+    /// images (a page's first change after a checkpoint is logged whole),
+    /// and checkpoints begun.
+    wal: Wal,
+}
+
+#[derive(QueryableByName, Clone, Copy)]
+struct Wal {
+    #[diesel(sql_type = BigInt)]
+    bytes: i64,
+    #[diesel(sql_type = BigInt)]
+    full_pages: i64,
+    #[diesel(sql_type = BigInt)]
+    checkpoints: i64,
 }
 
 /// `cpu` and the rows `conn`'s database has written. A backend reports
@@ -132,8 +146,15 @@ pub(crate) fn snapshot(
     .into_iter()
     .map(|t| (t.name, t.writes))
     .collect();
+    let wal = diesel::sql_query(
+        "SELECT w.wal_bytes::bigint AS bytes, w.wal_fpi AS full_pages, \
+         (b.checkpoints_timed + b.checkpoints_req)::bigint AS checkpoints \
+         FROM pg_stat_wal w, pg_stat_bgwriter b",
+    )
+    .get_result::<Wal>(conn)?;
     Ok(Usage {
         tables,
+        wal,
         cpu,
         row_writes: counts.writes,
         commits: counts.commits,
@@ -155,6 +176,11 @@ pub(crate) struct Cost {
     pub(crate) transactions: i64,
     /// Row writes per event by table, most first (tables written at all).
     pub(crate) by_table: Vec<(String, f64)>,
+    /// Write-ahead log bytes and full-page images per event, and the
+    /// checkpoints begun during the run.
+    pub(crate) wal_bytes: f64,
+    pub(crate) wal_full_pages: f64,
+    pub(crate) checkpoints: i64,
 }
 
 impl Cost {
@@ -169,6 +195,9 @@ impl Cost {
                 .collect(),
             row_writes: (after.row_writes - before.row_writes) as f64 / events,
             transactions: after.commits - before.commits,
+            wal_bytes: (after.wal.bytes - before.wal.bytes) as f64 / events,
+            wal_full_pages: (after.wal.full_pages - before.wal.full_pages) as f64 / events,
+            checkpoints: after.wal.checkpoints - before.wal.checkpoints,
             by_table: {
                 let mut by_table: Vec<(String, f64)> = after
                     .tables
@@ -198,10 +227,13 @@ impl Cost {
             .map(|(name, n)| format!("{name} {n:.2}"))
             .collect();
         format!(
-            "CPU per event: {}; {:.2} row writes per event ({})",
+            "CPU per event: {}; {:.2} row writes per event ({}); WAL {:.0} bytes and {:.2} full pages per event, {} checkpoint(s) begun",
             cpu.join(", "),
             self.row_writes,
-            tables.join(", ")
+            tables.join(", "),
+            self.wal_bytes,
+            self.wal_full_pages,
+            self.checkpoints
         )
     }
 }

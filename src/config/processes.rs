@@ -257,6 +257,9 @@ pub struct InboundConfig {
     pub consumer_group: String,
     /// Messages per batch of a lane, at most (one transaction each).
     pub batch_size: usize,
+    /// Payload bytes per batch of a lane, at most (the message that reaches
+    /// it is the batch's last).
+    pub batch_bytes: usize,
     /// How long to wait for more messages to fill a batch once one arrived.
     pub batch_wait: Duration,
     /// Lanes applying at once, each with its own batches, transactions and
@@ -270,11 +273,16 @@ pub struct InboundConfig {
     pub events_retention: Option<Duration>,
 }
 
-/// `INBOUND_BATCH_SIZE` unless set. A lane's memory follows the batch it
-/// holds (parsed objects and their binds): on two lanes 500 took
-/// stripe-inbound to 92 MiB, 250 to 59-65, 200 to 57-60 at the same rate
-/// (docs/src/performance.md).
-pub const DEFAULT_INBOUND_BATCH_SIZE: usize = 200;
+/// `INBOUND_BATCH_SIZE` unless set: the longest batch, reached by small
+/// events (a burst of customer updates) before their bytes fill it.
+pub const DEFAULT_INBOUND_BATCH_SIZE: usize = 1000;
+
+/// `INBOUND_BATCH_BYTES` unless set. A lane's memory follows the bytes of
+/// the batch it holds (parsed objects and their binds): what 200 events of
+/// the bench's type mix weigh (2.5 KB each on average) keeps the memory
+/// measured with batches of 200, while its customer updates (835 bytes)
+/// come 600 to a batch (docs/src/performance.md).
+pub const DEFAULT_INBOUND_BATCH_BYTES: usize = 512 * 1024;
 
 /// `INBOUND_APPLY_LANES` unless set: one per core, as Postgres and the
 /// worker take turns within a lane and a second lane overlaps them, and
@@ -291,6 +299,13 @@ impl InboundConfig {
         if batch_size == 0 {
             return Err(ConfigError::Invalid {
                 name: "INBOUND_BATCH_SIZE",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let batch_bytes: usize = env.parsed("INBOUND_BATCH_BYTES", DEFAULT_INBOUND_BATCH_BYTES)?;
+        if batch_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                name: "INBOUND_BATCH_BYTES",
                 reason: "must be at least 1".into(),
             });
         }
@@ -317,6 +332,7 @@ impl InboundConfig {
             stripe: StripeApiConfig::load(env)?,
             consumer_group: inbound_group(env).to_owned(),
             batch_size,
+            batch_bytes,
             batch_wait: Duration::from_millis(env.parsed("INBOUND_BATCH_WAIT_MS", 5)?),
             apply_lanes,
             fan_out: if SalesforceConfig::is_configured(env) {
@@ -678,6 +694,35 @@ mod tests {
                 "{bad}: {err}"
             );
             assert!(err.to_string().contains("DATABASE_POOL_SIZE (4)"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_batch_is_bounded_by_count_and_bytes_both_at_least_one() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut all = vec![
+                ("DATABASE_URL", "postgres://x"),
+                ("KAFKA_BROKERS", "b:9092"),
+                ("STRIPE_API_KEY", "sk_test_x"),
+            ];
+            all.extend_from_slice(pairs);
+            InboundConfig::load(&Env::from_pairs(all))
+        };
+        let unset = with(&[]).unwrap();
+        assert_eq!(
+            (unset.batch_size, unset.batch_bytes),
+            (DEFAULT_INBOUND_BATCH_SIZE, DEFAULT_INBOUND_BATCH_BYTES)
+        );
+        let set = with(&[("INBOUND_BATCH_SIZE", "7"), ("INBOUND_BATCH_BYTES", "4096")]).unwrap();
+        assert_eq!((set.batch_size, set.batch_bytes), (7, 4096));
+        for (name, bad) in [
+            ("INBOUND_BATCH_SIZE", "0"),
+            ("INBOUND_BATCH_BYTES", "0"),
+            ("INBOUND_BATCH_BYTES", "1MiB"),
+            ("INBOUND_BATCH_BYTES", "-1"),
+        ] {
+            let err = with(&[(name, bad)]).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}={bad}: {err}");
         }
     }
 

@@ -204,6 +204,7 @@ pub async fn run(cfg: SalesforceInboundConfig, shutdown: CancellationToken) -> a
         topic: cfg.events_topic.clone(),
         dead_letter_topic,
         batch_size: 50,
+        batch_bytes: usize::MAX,
         batch_wait: std::time::Duration::from_millis(5),
         lanes: 1,
         fetch_wait: cfg.kafka.fetch_wait,

@@ -51,6 +51,9 @@ struct Recorder {
     failed_attempts: AtomicUsize,
     /// The largest payload handled, in bytes.
     largest_payload: AtomicUsize,
+    /// The most messages, and the most payload bytes, one batch held.
+    longest_batch: AtomicUsize,
+    heaviest_batch: AtomicUsize,
     /// A payload the handler panics on (a bug some message triggers).
     panics_on: Option<Vec<u8>>,
     panics: AtomicUsize,
@@ -68,6 +71,12 @@ impl Recorder {
 impl BatchHandler for Recorder {
     fn handle(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, Transient> {
         let partitions: BTreeSet<i32> = batch.iter().map(|d| d.partition).collect();
+        self.longest_batch.fetch_max(batch.len(), Ordering::SeqCst);
+        let bytes = batch
+            .iter()
+            .map(|d| d.payload.as_ref().map_or(0, Vec::len))
+            .sum();
+        self.heaviest_batch.fetch_max(bytes, Ordering::SeqCst);
         {
             let mut in_flight = self.in_flight.lock().unwrap();
             for p in &partitions {
@@ -195,12 +204,25 @@ impl Topic {
     /// Starts the consume loop as a member of `group`, with `LANES` lanes
     /// and small batches.
     fn consume(&self, group: &str, recorder: Recorder) -> Run {
+        self.consume_batches_of(group, recorder, BATCH_SIZE, usize::MAX)
+    }
+
+    /// [`Topic::consume`] with batches of at most `batch_size` messages and
+    /// `batch_bytes` of payload.
+    fn consume_batches_of(
+        &self,
+        group: &str,
+        recorder: Recorder,
+        batch_size: usize,
+        batch_bytes: usize,
+    ) -> Run {
         let settings = ConsumeSettings {
             brokers: self.brokers.clone(),
             group: group.to_owned(),
             topic: self.name.clone(),
             dead_letter_topic: format!("{}.dlq", self.name),
-            batch_size: BATCH_SIZE,
+            batch_size,
+            batch_bytes,
             batch_wait: Duration::from_millis(5),
             lanes: LANES,
             fetch_wait: Duration::from_millis(20),
@@ -631,6 +653,23 @@ async fn the_largest_message_a_fetch_allows_is_consumed_whole() {
     assert_clean(&recorder);
     assert_eq!(recorder.largest_payload.load(Ordering::SeqCst), large);
     assert_applied_once_in_order_and_committed(&recorder, &committed);
+}
+
+#[tokio::test]
+async fn a_batch_ends_at_the_message_that_reaches_its_bytes() {
+    // 100-byte messages, batches of at most 50 messages or 1,000 bytes: the
+    // bytes end each batch at 10 messages. The lanes start on a backlog, so
+    // batches fill up to the bound rather than end at the wait.
+    let n = 600;
+    let topic = Topic::with(n, |i| format!("{:0>100}", i).into_bytes()).await;
+    let run = topic.consume_batches_of(&unique("consume-group"), Recorder::default(), 50, 1000);
+    let recorder = run.recorder.clone();
+    wait_handled(&recorder, n).await;
+    let (recorder, committed) = run.stop().await;
+    assert_clean(&recorder);
+    assert_applied_once_in_order_and_committed(&recorder, &committed);
+    assert_eq!(recorder.longest_batch.load(Ordering::SeqCst), 10);
+    assert_eq!(recorder.heaviest_batch.load(Ordering::SeqCst), 1000);
 }
 
 fn empty_object(_: usize) -> Vec<u8> {

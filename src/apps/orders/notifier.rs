@@ -563,6 +563,7 @@ pub async fn run(cfg: NotifierConfig, shutdown: CancellationToken) -> anyhow::Re
         topic: kafka.events_topic.clone(),
         dead_letter_topic,
         batch_size: 100,
+        batch_bytes: usize::MAX,
         batch_wait: Duration::from_millis(5),
         lanes: 1,
         fetch_wait: kafka.fetch_wait,

@@ -243,6 +243,7 @@ pub async fn run(cfg: CommandsWorkerConfig, shutdown: CancellationToken) -> anyh
         topic: cfg.commands.topic.clone(),
         dead_letter_topic,
         batch_size: 20,
+        batch_bytes: usize::MAX,
         batch_wait: std::time::Duration::from_millis(5),
         lanes: 1,
         fetch_wait: kafka.fetch_wait,

@@ -140,11 +140,17 @@ impl<H: BatchHandler> Lane<H> {
                 }
             };
             errors.reset();
+            let mut fill = Fill::new(self.settings.batch_size, self.settings.batch_bytes);
+            let mut room = fill.take(&first);
             let mut batch = vec![first];
             let fill_until = tokio::time::Instant::now() + self.settings.batch_wait;
-            while batch.len() < self.settings.batch_size {
+            while room {
                 match tokio::time::timeout_at(fill_until, queue.recv()).await {
-                    Ok(Ok(m)) => batch.push(to_delivery(&m)),
+                    Ok(Ok(m)) => {
+                        let d = to_delivery(&m);
+                        room = fill.take(&d);
+                        batch.push(d);
+                    }
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "consumer error");
                         break;
@@ -206,6 +212,32 @@ impl<H> Lane<H> {
     }
 }
 
+/// What a batch being filled may still take: `batch_size` messages and
+/// `batch_bytes` of payload. Counting bytes lets a batch of small events
+/// (a burst of customer updates) be several times longer than one of large
+/// ones (invoices, charges) for the same memory.
+struct Fill {
+    messages_left: usize,
+    bytes_left: usize,
+}
+
+impl Fill {
+    fn new(batch_size: usize, batch_bytes: usize) -> Self {
+        Self {
+            messages_left: batch_size.max(1),
+            bytes_left: batch_bytes.max(1),
+        }
+    }
+
+    /// Counts `d` into the batch; false once the batch is full.
+    fn take(&mut self, d: &Delivery) -> bool {
+        let bytes = d.payload.as_ref().map_or(0, Vec::len);
+        self.messages_left -= 1;
+        self.bytes_left = self.bytes_left.saturating_sub(bytes);
+        self.messages_left > 0 && self.bytes_left > 0
+    }
+}
+
 fn to_delivery<M: Message>(m: &M) -> Delivery {
     Delivery {
         topic: m.topic().to_owned(),
@@ -214,5 +246,51 @@ fn to_delivery<M: Message>(m: &M) -> Delivery {
         key: m.key().map(<[u8]>::to_vec),
         payload: m.payload().map(<[u8]>::to_vec),
         headers: envelope::from_headers(m.headers()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(bytes: usize) -> Delivery {
+        Delivery {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            key: None,
+            payload: Some(vec![b'x'; bytes]),
+            headers: Vec::new(),
+        }
+    }
+
+    /// How many messages of `sizes`, in turn, one batch takes.
+    fn taken(fill: &mut Fill, sizes: &[usize]) -> usize {
+        for (i, &size) in sizes.iter().enumerate() {
+            if !fill.take(&message(size)) {
+                return i + 1;
+            }
+        }
+        sizes.len()
+    }
+
+    #[test]
+    fn a_batch_ends_at_its_count_or_at_the_message_that_reaches_its_bytes() {
+        assert_eq!(taken(&mut Fill::new(3, usize::MAX), &[10; 10]), 3);
+        assert_eq!(taken(&mut Fill::new(100, 25), &[10; 10]), 3);
+        assert_eq!(taken(&mut Fill::new(100, 30), &[10; 10]), 3);
+        assert_eq!(taken(&mut Fill::new(100, 31), &[10; 10]), 4);
+        // Small events make long batches, large ones short, for the same bytes.
+        assert_eq!(taken(&mut Fill::new(1000, 8000), &[800; 100]), 10);
+        assert_eq!(taken(&mut Fill::new(1000, 8000), &[80; 1000]), 100);
+    }
+
+    #[test]
+    fn a_message_larger_than_the_bytes_is_a_batch_of_its_own() {
+        assert_eq!(taken(&mut Fill::new(10, 100), &[500, 1, 1]), 1);
+        // Empty payloads (tombstones) count against the number only.
+        assert_eq!(taken(&mut Fill::new(4, 100), &[0; 10]), 4);
+        // Bounds of zero still let one message through.
+        assert_eq!(taken(&mut Fill::new(0, 0), &[1, 1]), 1);
     }
 }

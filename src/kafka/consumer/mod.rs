@@ -87,6 +87,10 @@ pub struct ConsumeSettings {
     pub dead_letter_topic: String,
     /// Messages per batch of a lane, at most.
     pub batch_size: usize,
+    /// Payload bytes per batch of a lane: the message that reaches this is
+    /// the batch's last (so one larger message is a batch of its own).
+    /// `usize::MAX` bounds batches by their count alone.
+    pub batch_bytes: usize,
     pub batch_wait: Duration,
     /// Lanes applying at once, each with its own batches (and, in the
     /// handler, its own database connection).
