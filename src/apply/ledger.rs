@@ -84,14 +84,17 @@ pub fn already_applied(
     }
     let accounts: Vec<&str> = events.iter().map(|e| e.account.as_str()).collect();
     let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-    // One primary-key probe per event (LATERAL), whatever the planner
-    // believes about the ledger's size: a ledger growing fast (a backfill,
-    // a backlog) outruns its statistics, and with `= ANY` lists the planner
-    // then scanned every row of the service.
+    // One primary-key probe per event, whatever the planner believes about
+    // the ledger's size: a ledger growing fast (a backfill, a backlog, the
+    // first burst on a new database) outruns its statistics, and a plan
+    // made for a few rows reads every row of the service for each batch
+    // (with `= ANY` lists, and with a plain LATERAL too, which the planner
+    // flattens into a hash join). `LIMIT 1` keeps the subquery a subquery,
+    // probed once per key; the key is unique, so it takes nothing away.
     let found: Vec<LedgerKey> = diesel::sql_query(
         "SELECT l.account, l.event_id FROM unnest($2, $3) AS k(account, event_id) \
          CROSS JOIN LATERAL (SELECT account, event_id FROM event_ledger \
-             WHERE service = $1 AND account = k.account AND event_id = k.event_id) AS l",
+             WHERE service = $1 AND account = k.account AND event_id = k.event_id LIMIT 1) AS l",
     )
     .bind::<Text, _>(service)
     .bind::<Array<Text>, _>(accounts)

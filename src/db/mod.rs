@@ -2,6 +2,7 @@
 
 pub mod models;
 pub mod schema;
+pub mod statistics;
 mod text_enum;
 mod uuid_id;
 

@@ -21,6 +21,7 @@ mod ops;
 mod orders;
 mod outbound;
 mod payments;
+mod plans;
 mod prune;
 mod pull;
 mod row_lock;
