@@ -295,7 +295,10 @@ pub async fn run(cfg: InboundConfig, shutdown: CancellationToken) -> anyhow::Res
     .await?;
     // The ledger, the event log and the mirror grow by the batch: their
     // statistics kept up so that lookups by key stay probes.
-    tokio::spawn(crate::db::statistics::keep(pool.clone(), shutdown.clone()));
+    tokio::spawn(crate::db::statistics::keep(
+        cfg.database.clone(),
+        shutdown.clone(),
+    ));
     let remote = StripeRemote::new(cfg.stripe.client()?, tokio::runtime::Handle::current());
     let handler = Arc::new(
         InboundHandler::new(pool, Arc::new(remote), cfg.fan_out)

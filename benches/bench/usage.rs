@@ -146,11 +146,16 @@ pub(crate) fn snapshot(
     .into_iter()
     .map(|t| (t.name, t.writes))
     .collect();
-    let wal = diesel::sql_query(
-        "SELECT w.wal_bytes::bigint AS bytes, w.wal_fpi AS full_pages, \
-         (b.checkpoints_timed + b.checkpoints_req)::bigint AS checkpoints \
-         FROM pg_stat_wal w, pg_stat_bgwriter b",
-    )
+    // PostgreSQL 17 moved the checkpoint counts to their own view.
+    let checkpoints = if server_version(conn)? >= 170_000 {
+        "SELECT (num_timed + num_requested)::bigint FROM pg_stat_checkpointer"
+    } else {
+        "SELECT (checkpoints_timed + checkpoints_req)::bigint FROM pg_stat_bgwriter"
+    };
+    let wal = diesel::sql_query(format!(
+        "SELECT wal_bytes::bigint AS bytes, wal_fpi AS full_pages, ({checkpoints}) AS checkpoints \
+         FROM pg_stat_wal"
+    ))
     .get_result::<Wal>(conn)?;
     Ok(Usage {
         tables,
@@ -159,6 +164,17 @@ pub(crate) fn snapshot(
         row_writes: counts.writes,
         commits: counts.commits,
     })
+}
+
+fn server_version(conn: &mut PgConnection) -> QueryResult<i32> {
+    #[derive(QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        number: i32,
+    }
+    diesel::sql_query("SELECT current_setting('server_version_num')::int AS number")
+        .get_result::<Version>(conn)
+        .map(|v| v.number)
 }
 
 /// Waits until the backends of processes just stopped have ended and

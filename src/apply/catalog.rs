@@ -416,7 +416,9 @@ fn fetch_stored(
         Locking::ForUpdate => " FOR UPDATE OF r",
         Locking::None => "",
     };
-    // One primary-key probe per key (see ledger::already_applied).
+    // One primary-key probe per key while the statistics are near the
+    // table's size (see sync::idmap::many: the same lookup, locked the
+    // same way).
     diesel::sql_query(format!(
         "SELECT r.account, r.id, r.remote_version, r.deleted, r.data->>'status' AS status \
          FROM unnest($1, $2) AS k(account, id) \

@@ -257,8 +257,8 @@ pub struct InboundConfig {
     pub consumer_group: String,
     /// Messages per batch of a lane, at most (one transaction each).
     pub batch_size: usize,
-    /// Payload bytes per batch of a lane, at most (the message that reaches
-    /// it is the batch's last).
+    /// Payload bytes that end a lane's batch: the message that reaches them
+    /// is its last, so a batch exceeds them by less than one message.
     pub batch_bytes: usize,
     /// How long to wait for more messages to fill a batch once one arrived.
     pub batch_wait: Duration,
@@ -276,6 +276,10 @@ pub struct InboundConfig {
 /// `INBOUND_BATCH_SIZE` unless set: the longest batch, reached by small
 /// events (a burst of customer updates) before their bytes fill it.
 pub const DEFAULT_INBOUND_BATCH_SIZE: usize = 1000;
+
+/// The longest batch allowed: a batch's multi-row inserts bind up to 9
+/// parameters an event, and Postgres takes at most 65,535 in a statement.
+pub const MAX_INBOUND_BATCH_SIZE: usize = 5000;
 
 /// `INBOUND_BATCH_BYTES` unless set. A lane's memory follows the bytes of
 /// the batch it holds (parsed objects and their binds): what 200 events of
@@ -296,10 +300,10 @@ pub fn default_apply_lanes(pool_size: usize) -> usize {
 impl InboundConfig {
     pub fn load(env: &Env) -> Result<Self, ConfigError> {
         let batch_size: usize = env.parsed("INBOUND_BATCH_SIZE", DEFAULT_INBOUND_BATCH_SIZE)?;
-        if batch_size == 0 {
+        if !(1..=MAX_INBOUND_BATCH_SIZE).contains(&batch_size) {
             return Err(ConfigError::Invalid {
                 name: "INBOUND_BATCH_SIZE",
-                reason: "must be at least 1".into(),
+                reason: format!("must be between 1 and {MAX_INBOUND_BATCH_SIZE}"),
             });
         }
         let batch_bytes: usize = env.parsed("INBOUND_BATCH_BYTES", DEFAULT_INBOUND_BATCH_BYTES)?;
@@ -717,6 +721,7 @@ mod tests {
         assert_eq!((set.batch_size, set.batch_bytes), (7, 4096));
         for (name, bad) in [
             ("INBOUND_BATCH_SIZE", "0"),
+            ("INBOUND_BATCH_SIZE", "5001"),
             ("INBOUND_BATCH_BYTES", "0"),
             ("INBOUND_BATCH_BYTES", "1MiB"),
             ("INBOUND_BATCH_BYTES", "-1"),

@@ -165,13 +165,13 @@ pub const VARIABLES: &[Variable] = &[
         names: &["INBOUND_BATCH_SIZE"],
         used_by: "stripe-inbound",
         default: "`1000`",
-        meaning: "most events per batch of a lane (one transaction each); small events reach it before `INBOUND_BATCH_BYTES`",
+        meaning: "most events per batch of a lane (one transaction each), at most 5000; small events reach it before `INBOUND_BATCH_BYTES`",
     },
     Variable {
         names: &["INBOUND_BATCH_BYTES"],
         used_by: "stripe-inbound",
         default: "`524288` (512 KiB)",
-        meaning: "most payload bytes per batch of a lane: the event that reaches it is the batch's last. A lane's memory follows it (its parsed objects and binds): the default holds about 600 customer updates or 200 events of a mix of payments, charges and invoices. What a lane has fetched beyond its batch is bounded by its share of the 4 MiB prefetch (plus one fetch), not by this",
+        meaning: "payload bytes that end a batch of a lane: the event that reaches them is the batch's last, so a batch exceeds them by less than one event. A lane's memory follows it (its parsed objects and binds): the default holds about 600 customer updates or 200 events of a mix of payments, charges and invoices. What a lane has fetched beyond its batch is bounded by its share of the 4 MiB prefetch (plus one fetch), not by this",
     },
     Variable {
         names: &["INBOUND_BATCH_WAIT_MS"],

@@ -113,8 +113,12 @@ fn many(
     }
     let accounts: Vec<&str> = keys.iter().map(|k| k.0).collect();
     let ids: Vec<&str> = keys.iter().map(|k| k.1).collect();
-    // One primary-key probe per key (LATERAL), whatever the planner's
-    // statistics say about the table's size (see ledger::already_applied).
+    // One primary-key probe per key (LATERAL) while the statistics are
+    // near the table's size, which stripe-inbound keeps them
+    // (db::statistics): on statistics taken while the table was empty the
+    // planner read every link of the service instead. Not `LIMIT 1` as in
+    // ledger::already_applied: the row locks would then be taken inside
+    // the subquery, in the keys' order rather than the sorted one.
     diesel::sql_query(format!(
         "SELECT m.* FROM unnest($3, $4) AS k(account, external_id) \
          CROSS JOIN LATERAL (SELECT * FROM id_map WHERE service = $1 AND account = k.account \

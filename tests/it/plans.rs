@@ -103,7 +103,11 @@ fn grown_once_reported(conn: &mut PgConnection) -> Vec<String> {
         diesel::sql_query("SELECT pg_stat_clear_snapshot()")
             .execute(conn)
             .unwrap();
-        let mut grown = statistics::grown(conn).unwrap();
+        let mut grown: Vec<String> = statistics::grown(conn)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
         if grown.len() >= GROWN_TABLES.len() || std::time::Instant::now() > deadline {
             grown.sort();
             return grown;
@@ -117,10 +121,22 @@ fn tables_that_outgrew_their_statistics_are_analyzed_and_tables_changed_in_place
     let db = TestDb::migrated();
     let conn = &mut db.conn();
     grow(conn);
+    // A table of the user's own in the same database, grown as much: not
+    // the engine's to analyze.
+    diesel::sql_query(format!(
+        "CREATE TABLE app_orders AS SELECT g AS id FROM generate_series(1, {GROWN}) g"
+    ))
+    .execute(conn)
+    .unwrap();
     assert_eq!(grown_once_reported(conn), GROWN_TABLES);
-    let mut analyzed = statistics::analyze_grown(conn).unwrap();
+    let round = statistics::analyze_grown(conn).unwrap();
+    let mut analyzed = round.analyzed.clone();
     analyzed.sort();
     assert_eq!(analyzed, GROWN_TABLES);
+    assert!(
+        round.not_ours.is_empty() && round.failed.is_empty(),
+        "{round:?}"
+    );
     #[derive(QueryableByName)]
     struct N {
         #[diesel(sql_type = BigInt)]
@@ -143,11 +159,29 @@ fn tables_that_outgrew_their_statistics_are_analyzed_and_tables_changed_in_place
             .execute(conn)
             .unwrap();
     }
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    diesel::sql_query("SELECT pg_stat_clear_snapshot()")
-        .execute(conn)
-        .unwrap();
-    assert_eq!(statistics::grown(conn).unwrap(), Vec::<String>::new());
+    // Once the server counts the updates, nothing has outgrown its
+    // statistics.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        diesel::sql_query("SELECT pg_stat_clear_snapshot()")
+            .execute(conn)
+            .unwrap();
+        let updated = diesel::sql_query(
+            "SELECT n_tup_upd AS n FROM pg_stat_user_tables WHERE relid = 'customers'::regclass",
+        )
+        .get_result::<N>(conn)
+        .unwrap()
+        .n;
+        if updated >= 2 * GROWN {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the updates were never counted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(statistics::grown(conn).unwrap(), Vec::new());
 }
 
 #[test]
@@ -230,4 +264,46 @@ impl apply::RemoteReader for NoReads {
     ) -> Result<Vec<serde_json::Value>, apply::ApplyError> {
         panic!("{id}'s children were read from Stripe")
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_worker_analyzes_a_ledger_that_outgrew_its_statistics() {
+    // Within seconds: autovacuum, where it is on at all (not on the CI
+    // machines), looks once a minute.
+    let stack = crate::support::stack::Stack::start(Default::default()).await;
+    let mut conn = stack.db.conn();
+    diesel::sql_query("ANALYZE event_ledger")
+        .execute(&mut conn)
+        .unwrap();
+    diesel::sql_query(format!(
+        "INSERT INTO event_ledger (service, account, event_id, event_type, object_id, event_created, outcome) \
+         SELECT 'stripe', 'platform', 'evt_old' || g, 'customer.updated', 'cus_' || g, 100, 'applied' \
+         FROM generate_series(1, {GROWN}) g"
+    ))
+    .execute(&mut conn)
+    .unwrap();
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let estimate = diesel::sql_query(
+            "SELECT reltuples::bigint AS n FROM pg_class WHERE oid = 'event_ledger'::regclass",
+        )
+        .get_result::<N>(&mut conn)
+        .unwrap()
+        .n;
+        if estimate == GROWN {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stripe-inbound left the ledger's statistics at {estimate} rows of {GROWN}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop(conn);
+    stack.stop().await;
 }

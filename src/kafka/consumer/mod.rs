@@ -87,8 +87,9 @@ pub struct ConsumeSettings {
     pub dead_letter_topic: String,
     /// Messages per batch of a lane, at most.
     pub batch_size: usize,
-    /// Payload bytes per batch of a lane: the message that reaches this is
-    /// the batch's last (so one larger message is a batch of its own).
+    /// Payload bytes that end a batch of a lane: the message that reaches
+    /// them is the batch's last, so a batch exceeds them by less than one
+    /// message (and one larger message is a batch of its own).
     /// `usize::MAX` bounds batches by their count alone.
     pub batch_bytes: usize,
     pub batch_wait: Duration,
