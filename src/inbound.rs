@@ -295,9 +295,10 @@ pub async fn run(cfg: InboundConfig, shutdown: CancellationToken) -> anyhow::Res
     .await?;
     // The ledger, the event log and the mirror grow by the batch: their
     // statistics kept up so that lookups by key stay probes.
-    tokio::spawn(crate::db::statistics::keep(
+    let keeping = shutdown.child_token();
+    let statistics = tokio::spawn(crate::db::statistics::keep(
         cfg.database.clone(),
-        shutdown.clone(),
+        keeping.clone(),
     ));
     let remote = StripeRemote::new(cfg.stripe.client()?, tokio::runtime::Handle::current());
     let handler = Arc::new(
@@ -318,5 +319,9 @@ pub async fn run(cfg: InboundConfig, shutdown: CancellationToken) -> anyhow::Res
         fetch_max_bytes: kafka.fetch_max_bytes,
         health,
     };
-    consumer::run(settings, handler, producer, shutdown).await
+    let consumed = consumer::run(settings, handler, producer, shutdown).await;
+    // The keeper ends with the table in hand (at most its time limit).
+    keeping.cancel();
+    let _ = statistics.await;
+    consumed
 }

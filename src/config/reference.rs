@@ -369,7 +369,7 @@ pub const VARIABLES: &[Variable] = &[
         names: &["DATABASE_POOL_SIZE"],
         used_by: "all",
         default: "`8`",
-        meaning: "Postgres connections per process",
+        meaning: "Postgres connections per process (stripe-inbound holds one more, for keeping its tables' statistics)",
     },
     Variable {
         names: &["MIRROR_QUERY_TIMEOUT_MS"],

@@ -56,7 +56,8 @@ pub struct Grown {
 /// The kept tables whose live rows outgrew their statistics, largest first.
 pub fn grown(conn: &mut PgConnection) -> QueryResult<Vec<Grown>> {
     // `n_live_tup` is what the server's statistics count now (inserts less
-    // deletes, reported by each backend at least once a second);
+    // deletes, as each backend reports them: within a second while it is
+    // busy, within ten once idle);
     // `reltuples` is what the last ANALYZE or VACUUM found (-1: never).
     diesel::sql_query(format!(
         "SELECT format('%I.%I', n.nspname, c.relname) AS name, \
@@ -79,26 +80,38 @@ pub struct Round {
     pub failed: Vec<(String, String)>,
 }
 
-/// Analyzes each kept table that outgrew its statistics, each on its own:
-/// one that fails (or is locked by someone else: skipped) leaves the
-/// others to be done.
-pub fn analyze_grown(conn: &mut PgConnection) -> QueryResult<Round> {
+/// Analyzes each kept table that outgrew its statistics, each on its own,
+/// while `go_on()` holds: one that fails (or is locked by someone else:
+/// skipped) leaves the others to be done. A lost connection ends the
+/// round.
+pub fn analyze_grown(conn: &mut PgConnection, go_on: impl Fn() -> bool) -> QueryResult<Round> {
+    use diesel::result::{DatabaseErrorKind, Error};
     let mut round = Round::default();
     for table in grown(conn)? {
+        if !go_on() {
+            break;
+        }
         if !table.may_analyze {
             round.not_ours.push(table.name);
             continue;
         }
         // SKIP_LOCKED: a table another replica, autovacuum or a migration
         // holds is left for the next round rather than waited on; and a
-        // time limit, as the statement holds a connection meanwhile.
+        // time limit within the processes' shutdown grace, as the
+        // statement holds a connection and a thread meanwhile.
         let done = conn.transaction(|conn| {
-            diesel::sql_query("SET LOCAL statement_timeout = '60s'").execute(conn)?;
+            diesel::sql_query("SET LOCAL statement_timeout = '20s'").execute(conn)?;
             diesel::sql_query(format!("ANALYZE (SKIP_LOCKED) {}", table.name)).execute(conn)
         });
         match done {
             Ok(_) => round.analyzed.push(table.name),
-            Err(diesel::result::Error::DatabaseError(_, info)) => {
+            Err(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info)) => {
+                return Err(Error::DatabaseError(
+                    DatabaseErrorKind::ClosedConnection,
+                    info,
+                ))
+            }
+            Err(Error::DatabaseError(_, info)) => {
                 round.failed.push((table.name, info.message().to_owned()))
             }
             Err(other) => return Err(other),
@@ -107,9 +120,9 @@ pub fn analyze_grown(conn: &mut PgConnection) -> QueryResult<Round> {
     Ok(round)
 }
 
-/// Runs [`analyze_grown`] every [`CHECK_EVERY`] until `shutdown`, on a
-/// connection of its own (an ANALYZE never holds up a lane waiting for
-/// the pool). A table it may not analyze, or whose ANALYZE fails, is
+/// Runs [`analyze_grown`] every [`CHECK_EVERY`] until `shutdown` (a round
+/// under way stops after the table in hand), on a connection of its own
+/// (an ANALYZE never holds up a lane waiting for the pool). A table it may not analyze, or whose ANALYZE fails, is
 /// named once at warn level; a round that could not run at all (Postgres
 /// down) is tried again at the next.
 pub async fn keep(database: DatabaseConfig, shutdown: CancellationToken) {
@@ -119,10 +132,18 @@ pub async fn keep(database: DatabaseConfig, shutdown: CancellationToken) {
     });
     let mut warned: HashSet<String> = HashSet::new();
     while !sleep_or_shutdown(CHECK_EVERY, &shutdown).await {
-        match blocking(&pool, |conn| Ok::<_, Failed>(analyze_grown(conn)?)).await {
+        let stop = shutdown.clone();
+        let round = blocking(&pool, move |conn| {
+            Ok::<_, Failed>(analyze_grown(conn, || !stop.is_cancelled())?)
+        });
+        match round.await {
             Ok(round) => {
                 if !round.analyzed.is_empty() {
                     tracing::debug!(tables = ?round.analyzed, "analyzed tables that outgrew their statistics");
+                }
+                // Named again should it fail again later.
+                for table in &round.analyzed {
+                    warned.remove(table);
                 }
                 for table in round.not_ours {
                     if warned.insert(table.clone()) {

@@ -116,6 +116,73 @@ fn grown_once_reported(conn: &mut PgConnection) -> Vec<String> {
     }
 }
 
+/// Waits until the server's statistics count `rows` live rows in `table`.
+fn wait_counted(conn: &mut PgConnection, table: &str, rows: i64) {
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        diesel::sql_query("SELECT pg_stat_clear_snapshot()")
+            .execute(conn)
+            .unwrap();
+        let counted = diesel::sql_query(format!(
+            "SELECT n_live_tup AS n FROM pg_stat_user_tables WHERE relid = '{table}'::regclass"
+        ))
+        .get_result::<N>(conn)
+        .unwrap()
+        .n;
+        if counted >= rows {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{table}: {counted} of {rows} rows counted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_table_someone_else_holds_is_skipped_not_waited_on() {
+    let db = TestDb::migrated();
+    let conn = &mut db.conn();
+    grow(conn);
+    grown_once_reported(conn);
+    // Another session (a migration, autovacuum, another replica's ANALYZE)
+    // holds the ledger in the mode ANALYZE needs.
+    let holder = &mut db.conn();
+    diesel::sql_query("BEGIN").execute(holder).unwrap();
+    diesel::sql_query("LOCK TABLE event_ledger IN SHARE UPDATE EXCLUSIVE MODE")
+        .execute(holder)
+        .unwrap();
+    let started = std::time::Instant::now();
+    let round = statistics::analyze_grown(conn, || true).unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "waited {:?} on the lock",
+        started.elapsed()
+    );
+    assert!(round.failed.is_empty(), "{round:?}");
+    diesel::sql_query("COMMIT").execute(holder).unwrap();
+    // Skipped: the ledger's statistics still say empty, the others' not.
+    diesel::sql_query("SELECT pg_stat_clear_snapshot()")
+        .execute(conn)
+        .unwrap();
+    let still: Vec<String> = statistics::grown(conn)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(still, ["public.event_ledger"]);
+    // And a round told to stop analyzes nothing.
+    let stopped = statistics::analyze_grown(conn, || false).unwrap();
+    assert!(stopped.analyzed.is_empty(), "{stopped:?}");
+    assert_eq!(statistics::grown(conn).unwrap().len(), 1);
+}
+
 #[test]
 fn tables_that_outgrew_their_statistics_are_analyzed_and_tables_changed_in_place_are_not() {
     let db = TestDb::migrated();
@@ -128,8 +195,9 @@ fn tables_that_outgrew_their_statistics_are_analyzed_and_tables_changed_in_place
     ))
     .execute(conn)
     .unwrap();
+    wait_counted(conn, "app_orders", GROWN);
     assert_eq!(grown_once_reported(conn), GROWN_TABLES);
-    let round = statistics::analyze_grown(conn).unwrap();
+    let round = statistics::analyze_grown(conn, || true).unwrap();
     let mut analyzed = round.analyzed.clone();
     analyzed.sort();
     assert_eq!(analyzed, GROWN_TABLES);
@@ -190,7 +258,7 @@ fn a_batch_reads_about_one_entry_per_key_once_grown_tables_are_analyzed() {
     let conn = &mut db.conn();
     grow(conn);
     grown_once_reported(conn);
-    statistics::analyze_grown(conn).unwrap();
+    statistics::analyze_grown(conn, || true).unwrap();
     // Updates of linked customers and stored products, and a redelivery
     // of events already ledgered: every lookup the set path makes (the
     // ledger, the links, the mirror's stored state, each locked or not).
