@@ -39,11 +39,7 @@ fn grow(conn: &mut PgConnection) {
              SELECT 'stripe', 'platform', 'customer', 'cus_' || split_part(substr(email, 2), '@', 1), id, 100 \
              FROM c"
         ),
-        &format!(
-            "INSERT INTO event_ledger (service, account, event_id, event_type, object_id, event_created, outcome) \
-             SELECT 'stripe', 'platform', 'evt_old' || g, 'customer.updated', 'cus_' || g, 100, 'applied' \
-             FROM generate_series(1, {GROWN}) g"
-        ),
+        &ledger_rows(),
         &format!(
             "INSERT INTO stripe.products (account, id, data, remote_version, remote_event_id) \
              SELECT 'platform', 'prod_' || g, jsonb_build_object('id', 'prod_' || g, 'object', 'product'), \
@@ -55,29 +51,52 @@ fn grow(conn: &mut PgConnection) {
     }
 }
 
+/// `GROWN` ledger rows, for events `evt_old1`… of customers `cus_1`….
+fn ledger_rows() -> String {
+    format!(
+        "INSERT INTO event_ledger (service, account, event_id, event_type, object_id, event_created, outcome) \
+         SELECT 'stripe', 'platform', 'evt_old' || g, 'customer.updated', 'cus_' || g, 100, 'applied' \
+         FROM generate_series(1, {GROWN}) g"
+    )
+}
+
+#[derive(QueryableByName)]
+struct N {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// The number `sql` selects as `n`.
+fn number(conn: &mut PgConnection, sql: &str) -> i64 {
+    diesel::sql_query(sql).get_result::<N>(conn).unwrap().n
+}
+
+/// How many rows the ledger's statistics say it holds.
+fn ledger_estimate(conn: &mut PgConnection) -> i64 {
+    number(
+        conn,
+        "SELECT reltuples::bigint AS n FROM pg_class WHERE oid = 'event_ledger'::regclass",
+    )
+}
+
 /// Rows read so far in this transaction from `tables` and their indexes:
 /// tuples returned by sequential scans of the table and by scans of each
 /// of its indexes.
 fn rows_read(conn: &mut PgConnection, tables: &[&str]) -> i64 {
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
     let list = tables
         .iter()
         .map(|t| format!("'{t}'::regclass"))
         .collect::<Vec<_>>()
         .join(", ");
-    diesel::sql_query(format!(
-        "SELECT (sum(pg_stat_get_xact_tuples_returned(c.oid)) + \
-                 coalesce(sum((SELECT sum(pg_stat_get_xact_tuples_returned(i.indexrelid)) \
-                               FROM pg_index i WHERE i.indrelid = c.oid)), 0))::bigint AS n \
-         FROM pg_class c WHERE c.oid IN ({list})"
-    ))
-    .get_result::<N>(conn)
-    .unwrap()
-    .n
+    number(
+        conn,
+        &format!(
+            "SELECT (sum(pg_stat_get_xact_tuples_returned(c.oid)) + \
+                     coalesce(sum((SELECT sum(pg_stat_get_xact_tuples_returned(i.indexrelid)) \
+                                   FROM pg_index i WHERE i.indrelid = c.oid)), 0))::bigint AS n \
+             FROM pg_class c WHERE c.oid IN ({list})"
+        ),
+    )
 }
 
 fn event(id: &str, kind: &str, object: serde_json::Value) -> StripeEvent {
@@ -116,30 +135,32 @@ fn grown_once_reported(conn: &mut PgConnection) -> Vec<String> {
     }
 }
 
-/// Waits until the server's statistics count `rows` live rows in `table`.
-fn wait_counted(conn: &mut PgConnection, table: &str, rows: i64) {
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+/// Waits until the server's statistics count at least `at_least` in
+/// `table`'s `column` of `pg_stat_user_tables` (`n_live_tup`, `n_tup_upd`).
+fn wait_counted(
+    conn: &mut PgConnection,
+    table: &str,
+    column: &str,
+    at_least: i64,
+    within: std::time::Duration,
+) {
+    let deadline = std::time::Instant::now() + within;
     loop {
         diesel::sql_query("SELECT pg_stat_clear_snapshot()")
             .execute(conn)
             .unwrap();
-        let counted = diesel::sql_query(format!(
-            "SELECT n_live_tup AS n FROM pg_stat_user_tables WHERE relid = '{table}'::regclass"
-        ))
-        .get_result::<N>(conn)
-        .unwrap()
-        .n;
-        if counted >= rows {
+        let counted = number(
+            conn,
+            &format!(
+                "SELECT {column} AS n FROM pg_stat_user_tables WHERE relid = '{table}'::regclass"
+            ),
+        );
+        if counted >= at_least {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{table}: {counted} of {rows} rows counted"
+            "{table}: {column} {counted}, never {at_least}"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
@@ -195,7 +216,13 @@ fn tables_that_outgrew_their_statistics_are_analyzed_and_tables_changed_in_place
     ))
     .execute(conn)
     .unwrap();
-    wait_counted(conn, "app_orders", GROWN);
+    wait_counted(
+        conn,
+        "app_orders",
+        "n_live_tup",
+        GROWN,
+        std::time::Duration::from_secs(20),
+    );
     assert_eq!(grown_once_reported(conn), GROWN_TABLES);
     let round = statistics::analyze_grown(conn, || true).unwrap();
     let mut analyzed = round.analyzed.clone();
@@ -205,18 +232,7 @@ fn tables_that_outgrew_their_statistics_are_analyzed_and_tables_changed_in_place
         round.not_ours.is_empty() && round.failed.is_empty(),
         "{round:?}"
     );
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    let ledger_estimate = diesel::sql_query(
-        "SELECT reltuples::bigint AS n FROM pg_class WHERE oid = 'event_ledger'::regclass",
-    )
-    .get_result::<N>(conn)
-    .unwrap()
-    .n;
-    assert_eq!(ledger_estimate, GROWN);
+    assert_eq!(ledger_estimate(conn), GROWN);
     // Every customer and link rewritten twice (as events update them):
     // as many rows as before, so nothing to analyze.
     for _ in 0..2 {
@@ -229,26 +245,13 @@ fn tables_that_outgrew_their_statistics_are_analyzed_and_tables_changed_in_place
     }
     // Once the server counts the updates, nothing has outgrown its
     // statistics.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        diesel::sql_query("SELECT pg_stat_clear_snapshot()")
-            .execute(conn)
-            .unwrap();
-        let updated = diesel::sql_query(
-            "SELECT n_tup_upd AS n FROM pg_stat_user_tables WHERE relid = 'customers'::regclass",
-        )
-        .get_result::<N>(conn)
-        .unwrap()
-        .n;
-        if updated >= 2 * GROWN {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the updates were never counted"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_counted(
+        conn,
+        "customers",
+        "n_tup_upd",
+        2 * GROWN,
+        std::time::Duration::from_secs(10),
+    );
     assert_eq!(statistics::grown(conn).unwrap(), Vec::new());
 }
 
@@ -343,26 +346,10 @@ async fn the_running_worker_analyzes_a_ledger_that_outgrew_its_statistics() {
     diesel::sql_query("ANALYZE event_ledger")
         .execute(&mut conn)
         .unwrap();
-    diesel::sql_query(format!(
-        "INSERT INTO event_ledger (service, account, event_id, event_type, object_id, event_created, outcome) \
-         SELECT 'stripe', 'platform', 'evt_old' || g, 'customer.updated', 'cus_' || g, 100, 'applied' \
-         FROM generate_series(1, {GROWN}) g"
-    ))
-    .execute(&mut conn)
-    .unwrap();
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
+    diesel::sql_query(ledger_rows()).execute(&mut conn).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let estimate = diesel::sql_query(
-            "SELECT reltuples::bigint AS n FROM pg_class WHERE oid = 'event_ledger'::regclass",
-        )
-        .get_result::<N>(&mut conn)
-        .unwrap()
-        .n;
+        let estimate = ledger_estimate(&mut conn);
         if estimate == GROWN {
             break;
         }
