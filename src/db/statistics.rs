@@ -105,13 +105,9 @@ pub fn analyze_grown(conn: &mut PgConnection, go_on: impl Fn() -> bool) -> Query
         });
         match done {
             Ok(_) => round.analyzed.push(table.name),
-            Err(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info)) => {
-                return Err(Error::DatabaseError(
-                    DatabaseErrorKind::ClosedConnection,
-                    info,
-                ))
-            }
-            Err(Error::DatabaseError(_, info)) => {
+            Err(Error::DatabaseError(kind, info))
+                if !matches!(kind, DatabaseErrorKind::ClosedConnection) =>
+            {
                 round.failed.push((table.name, info.message().to_owned()))
             }
             Err(other) => return Err(other),
