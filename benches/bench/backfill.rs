@@ -28,11 +28,43 @@ struct Counts {
     refused: u64,
     first: Option<Instant>,
     last: Option<Instant>,
+    /// Each answered call: when it arrived, and the page's size against
+    /// the limit asked for (where the calls went, for the report).
+    pages: Vec<(Instant, usize, usize)>,
+}
+
+/// One collection, newest first (created desc, id desc), indexed so a
+/// page costs the fake next to nothing: a slow fake delays its own
+/// arrivals unevenly and refuses requests that were sent in time.
+struct List {
+    objects: Vec<Value>,
+    /// `created` of each object, in the same (descending) order.
+    created: Vec<i64>,
+    /// id -> position.
+    at: HashMap<String, usize>,
+}
+
+impl List {
+    fn new(objects: Vec<Value>) -> Self {
+        let created = objects
+            .iter()
+            .map(|o| o["created"].as_i64().unwrap_or(0))
+            .collect();
+        let at = objects
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o["id"].as_str().unwrap_or_default().to_owned(), i))
+            .collect();
+        Self {
+            objects,
+            created,
+            at,
+        }
+    }
 }
 
 struct FakeState {
-    /// collection -> objects, newest first (created desc, id desc).
-    lists: HashMap<String, Vec<Value>>,
+    lists: HashMap<String, List>,
     /// When the requests of the last second were let in.
     window: Mutex<VecDeque<Instant>>,
     counts: Mutex<Counts>,
@@ -72,7 +104,10 @@ fn dataset(total: usize, fixtures: &Value) -> HashMap<String, Vec<Value>> {
 
 fn start_fake(lists: HashMap<String, Vec<Value>>, limits: Limits) -> (String, Arc<FakeState>) {
     let state = Arc::new(FakeState {
-        lists,
+        lists: lists
+            .into_iter()
+            .map(|(collection, objects)| (collection, List::new(objects)))
+            .collect(),
         window: Mutex::new(VecDeque::new()),
         counts: Mutex::new(Counts::default()),
         limits,
@@ -90,6 +125,7 @@ fn start_fake(lists: HashMap<String, Vec<Value>>, limits: Limits) -> (String, Ar
                     counts.first.get_or_insert(now);
                     counts.last = Some(now);
                 }
+                let arrived = Instant::now();
                 let admitted = {
                     let mut window = state.window.lock().unwrap();
                     let now = Instant::now();
@@ -107,8 +143,17 @@ fn start_fake(lists: HashMap<String, Vec<Value>>, limits: Limits) -> (String, Ar
                 };
                 tokio::time::sleep(state.limits.latency).await;
                 let (status, body) = if admitted {
-                    state.counts.lock().unwrap().answered += 1;
-                    page(&state, &collection, &query)
+                    let (status, body) = page(&state, &collection, &query);
+                    let size = body["data"].as_array().map_or(0, Vec::len);
+                    let limit = query
+                        .iter()
+                        .find(|(k, _)| k == "limit")
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(10);
+                    let mut counts = state.counts.lock().unwrap();
+                    counts.answered += 1;
+                    counts.pages.push((arrived, size, limit));
+                    (status, body)
                 } else {
                     state.counts.lock().unwrap().refused += 1;
                     (
@@ -133,7 +178,7 @@ fn start_fake(lists: HashMap<String, Vec<Value>>, limits: Limits) -> (String, Ar
 /// One page as Stripe serves it: `created` bounds, `starting_after`,
 /// `limit` up to 100, newest first.
 fn page(state: &FakeState, collection: &str, query: &[(String, String)]) -> (u16, Value) {
-    let Some(all) = state.lists.get(collection) else {
+    let Some(list) = state.lists.get(collection) else {
         return (
             404,
             json!({"error": {"message": "Unrecognized request URL"}}),
@@ -141,35 +186,76 @@ fn page(state: &FakeState, collection: &str, query: &[(String, String)]) -> (u16
     };
     let get = |k: &str| query.iter().find(|(q, _)| q == k).map(|(_, v)| v.as_str());
     let bound = |k: &str| get(k).and_then(|v| v.parse::<i64>().ok());
-    let (gte, lt) = (bound("created[gte]"), bound("created[lt]"));
     let limit = get("limit")
         .and_then(|l| l.parse().ok())
         .unwrap_or(10usize)
         .min(100);
-    let within = |o: &Value| {
-        let c = o["created"].as_i64().unwrap_or(0);
-        gte.is_none_or(|g| c >= g) && lt.is_none_or(|l| c < l)
-    };
+    // Newest first: the objects created before `lt` start where the
+    // descending `created` drops below it, those at or after `gte` end
+    // where it drops below that.
+    let from = bound("created[lt]").map_or(0, |lt| list.created.partition_point(|c| *c >= lt));
+    let to = bound("created[gte]").map_or(list.created.len(), |gte| {
+        list.created.partition_point(|c| *c >= gte)
+    });
     // Positioned by the cursor's sort key, as Stripe does: a cursor need
     // not pass the bounds (the newer part of a split slice keeps it).
-    let cursor = match get("starting_after") {
-        Some(after) => match all.iter().find(|o| o["id"] == after) {
-            Some(c) => Some((c["created"].as_i64(), c["id"].as_str())),
+    let from = match get("starting_after") {
+        Some(after) => match list.at.get(after) {
+            Some(i) => from.max(i + 1),
             None => return (400, json!({"error": {"message": "No such object"}})),
         },
-        None => None,
+        None => from,
     };
-    let data: Vec<&Value> = all
-        .iter()
-        .filter(|o| within(o))
-        .filter(|o| cursor.is_none_or(|key| (o["created"].as_i64(), o["id"].as_str()) < key))
-        .take(limit + 1)
-        .collect();
+    let data: &[Value] = list.objects.get(from..to.max(from)).unwrap_or_default();
     let has_more = data.len() > limit;
-    let data: Vec<&Value> = data.into_iter().take(limit).collect();
+    let data = &data[..data.len().min(limit)];
     (
         200,
         json!({"object": "list", "data": data, "has_more": has_more}),
+    )
+}
+
+/// Where the calls went: full pages, partial pages, empty pages and
+/// one-item probes, and the calls that arrived in each second of the run.
+fn where_calls_went(pages: &[(Instant, usize, usize)], started: Instant) -> String {
+    let count =
+        |f: &dyn Fn(usize, usize) -> bool| pages.iter().filter(|(_, n, l)| f(*n, *l)).count();
+    let full = count(&|n, l| n == l && l > 1);
+    let partial = count(&|n, l| n > 0 && n < l && l > 1);
+    let empty = count(&|n, l| n == 0 && l > 1);
+    let probes = count(&|_, l| l == 1);
+    let mut per_second: Vec<usize> = Vec::new();
+    for (at, _, _) in pages {
+        let second = (*at - started).as_secs() as usize;
+        if per_second.len() <= second {
+            per_second.resize(second + 1, 0);
+        }
+        per_second[second] += 1;
+    }
+    // A slice ends on a partial or empty page: when they came says
+    // whether slices ended through the run (uneven splits) or at its end.
+    let mut ends: Vec<usize> = Vec::new();
+    for (at, n, l) in pages {
+        if *n < *l && *l > 1 {
+            let bucket = (*at - started).as_secs() as usize / 5;
+            if ends.len() <= bucket {
+                ends.resize(bucket + 1, 0);
+            }
+            ends[bucket] += 1;
+        }
+    }
+    let in_partial: usize = pages
+        .iter()
+        .filter(|(_, n, l)| n < l && *l > 1)
+        .map(|(_, n, _)| n)
+        .sum();
+    let join = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(" ");
+    format!(
+        "{full} full pages, {partial} partial ({in_partial} objects), {empty} empty, \
+         {probes} one-item probes; calls answered in each second from the start: {}; \
+         partial or empty pages in each 5 s: {}",
+        join(&per_second),
+        join(&ends)
     )
 }
 
@@ -244,6 +330,7 @@ pub(crate) async fn backfill_rows(
         since_start(counts.first),
         since_start(counts.last)
     );
+    eprintln!("backfill: {}", where_calls_went(&counts.pages, started));
     let ceiling = 100.0 * per_second as f64;
     Ok(vec![row(
         &format!(

@@ -121,8 +121,9 @@ async fn backfill_brings_every_customer_and_resumes_after_a_kill() {
         crate::support::spawn_captured(
             Command::new(env!("CARGO_BIN_EXE_stripe-sync"))
                 // One list call at a time: this test counts pages, and a
-                // second worker would have the type split (at the cost of a
-                // probe call, which localstripe's customer list refuses).
+                // pool of workers would have the first page ask whether
+                // the list takes `created` (localstripe's customer list
+                // refuses it, so the page would be asked for twice).
                 .args([
                     "backfill",
                     "customers",
@@ -214,7 +215,7 @@ async fn backfill_brings_every_customer_and_resumes_after_a_kill() {
 
     // With workers to spare the type would be split, but localstripe's
     // customer list refuses `created` bounds (Stripe's takes them): asked
-    // once, it is read in one slice, whole.
+    // once, by the first page, it is read in one slice, whole.
     let probes_before = list_calls(&proxy)
         .iter()
         .filter(|q| q.contains("created"))

@@ -20,7 +20,7 @@ use super::{publish_page, BackfillOptions, BackfillReport, Checkpoint, MAX_PAGE_
 use crate::ingest::unix_now;
 use crate::pull::{Progress, PullContext};
 use crate::registry::Listing;
-use crate::stripe::ListPage;
+use crate::stripe::{ListPage, StripeError};
 
 /// One type's run.
 struct Job {
@@ -41,9 +41,9 @@ struct Job {
     complete: AtomicBool,
     /// Whether the list answers `created` bounds: Stripe's lists of
     /// [`LISTED_BY_CREATED`](crate::registry::LISTED_BY_CREATED) do, some
-    /// fakes do not (localstripe's customers). Asked once, with a one-item
-    /// page, before the type's first split.
-    splits: tokio::sync::OnceCell<bool>,
+    /// fakes do not (localstripe's customers). Known from the first page
+    /// that carried a bound ([`list_slice`]); until then nothing is split.
+    splits: std::sync::OnceLock<bool>,
 }
 
 impl Job {
@@ -64,6 +64,8 @@ enum Work {
 
 struct Queue {
     work: Mutex<VecDeque<Work>>,
+    /// How many workers take work.
+    workers: usize,
     /// Workers waiting for work.
     idle: AtomicUsize,
     /// Work taken and not finished yet (it may add work).
@@ -120,8 +122,10 @@ pub async fn run_all(
     workers: usize,
     shutdown: &CancellationToken,
 ) -> Vec<anyhow::Result<BackfillReport>> {
+    let workers = workers.max(1);
     let queue = Queue {
         work: Mutex::new(VecDeque::new()),
+        workers,
         idle: AtomicUsize::new(0),
         busy: AtomicUsize::new(0),
         changed: Notify::new(),
@@ -176,7 +180,7 @@ pub async fn run_all(
             queue.done();
         }
     };
-    futures::future::join_all((0..workers.max(1)).map(|_| worker())).await;
+    futures::future::join_all((0..workers).map(|_| worker())).await;
     progress.into_inner().unwrap().finish();
     jobs.into_iter()
         .map(|job| {
@@ -225,7 +229,7 @@ async fn prepare(ctx: &PullContext, opts: BackfillOptions) -> anyhow::Result<Job
         pages: AtomicU64::new(0),
         failed: Mutex::new(None),
         complete: AtomicBool::new(done_before),
-        splits: tokio::sync::OnceCell::new(),
+        splits: std::sync::OnceLock::new(),
         opts,
     })
 }
@@ -239,7 +243,10 @@ async fn prepare(ctx: &PullContext, opts: BackfillOptions) -> anyhow::Result<Job
 /// overlap instead of adding up. The shared state (what the checkpoint
 /// saves, and what other workers see) moves past a page only once it is
 /// published; a next page read ahead of a stop or a failure is dropped,
-/// and read again on resume.
+/// and read again on resume. A split is decided as soon as a page
+/// arrives ([`split_off`]), not after the page before it is published:
+/// a slow publish (a producer's first, a busy broker) must not hold back
+/// the other workers' share.
 async fn read_slice(
     ctx: &PullContext,
     job: &Job,
@@ -249,34 +256,31 @@ async fn read_slice(
     shutdown: &CancellationToken,
 ) {
     let opts = &job.opts;
-    let by_created = opts.resource.listed_by_created();
-    let extra = opts.resource.listing.whole().unwrap_or_default();
-    let params = |slice: &Slice| {
-        let mut params = slice.params(opts.page_size.min(MAX_PAGE_SIZE), by_created);
-        params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        params
-    };
-    let list = |slice: &Slice| {
-        let params = params(slice);
-        async move {
-            ctx.list_page(&opts.account, opts.resource.path, &params)
-                .await
-        }
-    };
+    // Only a pool of several workers ever splits, so only it asks.
+    let ask = queue.workers > 1;
     let mut read_ahead: Option<ListPage> = None;
     loop {
         if shutdown.is_cancelled() || job.has_failed() {
             return;
         }
-        let Some(slice) = job.slices.lock().unwrap().pending.get(&id).cloned() else {
-            return;
-        };
         let page = match read_ahead.take() {
             Some(page) => page,
-            None => match list(&slice).await {
-                Ok(page) => page,
-                Err(e) => return job.fail(e),
-            },
+            None => {
+                let Some(slice) = job.slices.lock().unwrap().pending.get(&id).cloned() else {
+                    return;
+                };
+                match list_slice(ctx, job, &slice, ask).await {
+                    Ok(page) => {
+                        split_off(ctx, job, n, id, queue, &page).await;
+                        page
+                    }
+                    Err(e) => return job.fail(e),
+                }
+            }
+        };
+        // Taken after the split (if any): the slice as it stands.
+        let Some(slice) = job.slices.lock().unwrap().pending.get(&id).cloned() else {
+            return;
         };
         let last_id = page
             .data
@@ -288,41 +292,31 @@ async fn read_slice(
         // A slice whose first page is empty holds nothing at all.
         let empty =
             (slice.after.is_none() && page.data.is_empty()).then_some((slice.gte, slice.lt));
-        // A split costs a partial page more: worth it only while a worker
-        // is idle and the request budget is not used up already.
-        let may_split = !finished
-            && by_created
-            && queue.starving()
-            && !ctx.stripe.saturated().await
-            && splits(ctx, job).await;
-        // The slice once this page is published: past the page, and (Stripe
-        // lists newest first, so everything older than the page's last
-        // object is unread) less the older part split off.
-        let mut rest = slice;
-        rest.after = last_id;
-        let older = match last_created(&page.data) {
-            Some(created) if may_split => {
-                let floor = job.slices.lock().unwrap().floor;
-                rest.split(created, floor)
-            }
-            _ => None,
-        };
         let publish = publish_page(ctx, opts, &page.data, unix_now());
-        let next_params = (!finished).then(|| rest.clone());
+        // The next page: from past this one, within the slice as it stands.
+        let next_params = (!finished).then(|| Slice {
+            after: last_id.clone(),
+            ..slice
+        });
         let next = async {
             match &next_params {
-                Some(rest) => Some(list(rest).await),
+                Some(rest) => Some(list_slice(ctx, job, rest, ask).await),
                 None => None,
             }
         };
         tokio::pin!(publish, next);
-        // Both at once, but the page's checkpoint and the older part's
-        // hand-over wait only for the publish, never for the read-ahead.
+        // Both at once, but the page's checkpoint waits only for the
+        // publish, never for the read-ahead.
         let mut read = None;
         let published = loop {
             tokio::select! {
                 published = &mut publish => break published,
-                page = &mut next, if read.is_none() => read = Some(page),
+                page = &mut next, if read.is_none() => {
+                    if let Some(Ok(page)) = &page {
+                        split_off(ctx, job, n, id, queue, page).await;
+                    }
+                    read = Some(page);
+                }
             }
         };
         let published = match published {
@@ -331,29 +325,31 @@ async fn read_slice(
         };
         job.objects.fetch_add(published, Ordering::Relaxed);
         job.pages.fetch_add(1, Ordering::Relaxed);
-        let older = {
+        {
             let mut slices = job.slices.lock().unwrap();
             if finished {
                 if let Some((gte, lt)) = empty {
                     slices.learn_empty(gte, lt);
                 }
                 slices.pending.remove(&id);
-                None
-            } else {
-                slices.pending.insert(id, rest);
-                older.map(|older| slices.add(older))
+            } else if let Some(current) = slices.pending.get_mut(&id) {
+                // Only the cursor: the bounds are the split's, which may
+                // have narrowed them since.
+                current.after = last_id;
             }
-        };
+        }
         if let Err(e) = save(ctx, job).await {
             return job.fail(e);
-        }
-        if let Some(older) = older {
-            queue.push(Work::Slice { job: n, id: older });
         }
         let read = match read {
             Some(read) => read,
             None => tokio::select! {
-                read = &mut next => read,
+                read = &mut next => {
+                    if let Some(Ok(page)) = &read {
+                        split_off(ctx, job, n, id, queue, page).await;
+                    }
+                    read
+                }
                 // The page read ahead is dropped: the checkpoint is before it.
                 _ = shutdown.cancelled() => return,
             },
@@ -366,30 +362,99 @@ async fn read_slice(
     }
 }
 
-/// Whether the type's list answers `created` bounds (asked once).
-async fn splits(ctx: &PullContext, job: &Job) -> bool {
-    *job.splits
-        .get_or_init(|| async {
-            let probe = [
-                ("limit".to_owned(), "1".to_owned()),
-                ("created[lt]".to_owned(), unix_now().to_string()),
-            ];
-            match ctx
-                .list_page(&job.opts.account, job.opts.resource.path, &probe)
-                .await
-            {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::warn!(
-                        objects = job.opts.resource.relation,
-                        error = format!("{e:#}"),
-                        "the list refuses created bounds; read in one slice"
-                    );
-                    false
-                }
+/// On a page of slice `id` just read: when a worker is idle and the
+/// request budget is not used up, narrows the slice to what lies above a
+/// point below the page ([`Slice::split`]) and hands what lies below to the
+/// queue at once. A split costs a partial page more, so only then. The
+/// page's objects all lie above the point, and the slice's cursor moves
+/// past the page only once it is published, so a checkpoint taken
+/// meanwhile reads the page again on resume and leaves nothing out.
+async fn split_off(
+    ctx: &PullContext,
+    job: &Job,
+    n: usize,
+    id: u64,
+    queue: &Queue,
+    page: &ListPage,
+) {
+    let more = page.has_more && !page.data.is_empty();
+    let may_split = more
+        && job.opts.resource.listed_by_created()
+        && job.splits.get() == Some(&true)
+        && queue.starving()
+        && !ctx.stripe.saturated().await;
+    let Some(created) = last_created(&page.data).filter(|_| may_split) else {
+        return;
+    };
+    let older = {
+        let mut slices = job.slices.lock().unwrap();
+        let floor = slices.floor;
+        let Some(older) = slices
+            .pending
+            .get_mut(&id)
+            .and_then(|current| current.split(created, floor))
+        else {
+            return;
+        };
+        slices.add(older)
+    };
+    queue.push(Work::Slice { job: n, id: older });
+}
+
+/// The next page of `slice`. Until the type's list is known to take
+/// `created` bounds, a slice with none of its own asks with
+/// `created[gte]=0`, which leaves nothing out: the page that answers is
+/// the answer, at no call of its own. A list that refuses the bound (a
+/// 400) is read in one slice, whole, from then on.
+async fn list_slice(
+    ctx: &PullContext,
+    job: &Job,
+    slice: &Slice,
+    ask: bool,
+) -> anyhow::Result<ListPage> {
+    let opts = &job.opts;
+    let by_created = opts.resource.listed_by_created();
+    let extra = opts.resource.listing.whole().unwrap_or_default();
+    let mut params = slice.params(opts.page_size.min(MAX_PAGE_SIZE), by_created);
+    params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let list = |params: Vec<(String, String)>| async move {
+        ctx.list_page(&opts.account, opts.resource.path, &params)
+            .await
+    };
+    let bounded = by_created && (slice.gte.is_some() || slice.lt.is_some());
+    if by_created && !bounded && ask && job.splits.get().is_none() {
+        let mut asking = params.clone();
+        asking.push(("created[gte]".into(), "0".into()));
+        match list(asking).await {
+            Ok(page) => {
+                let _ = job.splits.set(true);
+                return Ok(page);
             }
-        })
-        .await
+            Err(e) if refused(&e) => {
+                tracing::warn!(
+                    objects = opts.resource.relation,
+                    error = format!("{e:#}"),
+                    "the list refuses created bounds; read in one slice"
+                );
+                let _ = job.splits.set(false);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let page = list(params).await?;
+    if bounded {
+        let _ = job.splits.set(true);
+    }
+    Ok(page)
+}
+
+/// Whether Stripe refused the request as invalid (400), as a list that
+/// does not take a parameter does.
+fn refused(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<StripeError>(),
+        Some(StripeError::Api { status: 400, .. })
+    )
 }
 
 /// Writes the type's pending slices (complete when none is left).

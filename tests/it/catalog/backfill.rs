@@ -93,14 +93,27 @@ async fn types_are_read_at_once_and_large_ones_in_slices() {
         fresh.objects as usize, PRODUCTS,
         "each product once: no slice overlaps"
     );
-    let sliced = fake
+    let listed: Vec<String> = fake
         .calls()
-        .iter()
+        .into_iter()
         .filter(|c| c.account == CONNECTED && c.path == "/v1/products")
-        .count();
+        .map(|c| c.query)
+        .collect();
+    let sliced = listed.len();
     assert!(
         sliced > PRODUCTS / 100 + 1,
         "{sliced} calls: the products were read in slices"
+    );
+    // Whether the list takes `created` was asked by its first page, not
+    // by a call of its own.
+    assert!(
+        listed[0].contains("created%5Bgte%5D=0"),
+        "the first page asks: {}",
+        listed[0]
+    );
+    assert!(
+        listed.iter().all(|q| q.contains("limit=100")),
+        "no one-item probe: {listed:?}"
     );
     let rows = |account: &str, r: &Resource| {
         stack

@@ -58,6 +58,8 @@ pub struct Call {
     pub path: String,
     /// A POST's form fields.
     pub form: Vec<(String, String)>,
+    /// A GET's query string, as sent.
+    pub query: String,
     pub idempotency_key: Option<String>,
 }
 
@@ -333,6 +335,7 @@ fn answer(
         platform: platform.to_owned(),
         path: path.to_owned(),
         form: Vec::new(),
+        query: query.to_owned(),
         idempotency_key: None,
     });
     if let Some(watch) = &mut s.watch {
@@ -508,6 +511,7 @@ fn create_session(
         platform: platform.to_owned(),
         path: "/v1/checkout/sessions".into(),
         form,
+        query: String::new(),
         idempotency_key,
     });
     s.objects
