@@ -149,7 +149,8 @@ fn start_fake(lists: HashMap<String, Vec<Value>>, limits: Limits) -> (String, Ar
                         .iter()
                         .find(|(k, _)| k == "limit")
                         .and_then(|(_, v)| v.parse().ok())
-                        .unwrap_or(10);
+                        .unwrap_or(10usize)
+                        .min(100);
                     let mut counts = state.counts.lock().unwrap();
                     counts.answered += 1;
                     counts.pages.push((arrived, size, limit));

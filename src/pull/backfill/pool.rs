@@ -240,13 +240,13 @@ async fn prepare(ctx: &PullContext, opts: BackfillOptions) -> anyhow::Result<Job
 ///
 /// A page is published while the next one is read: the slice's cursor is
 /// known once a page arrives, so the wait on Stripe and the wait on Kafka
-/// overlap instead of adding up. The shared state (what the checkpoint
-/// saves, and what other workers see) moves past a page only once it is
+/// overlap instead of adding up. The slice's cursor in the shared state
+/// (what the checkpoint saves) moves past a page only once it is
 /// published; a next page read ahead of a stop or a failure is dropped,
-/// and read again on resume. A split is decided as soon as a page
-/// arrives ([`split_off`]), not after the page before it is published:
-/// a slow publish (a producer's first, a busy broker) must not hold back
-/// the other workers' share.
+/// and read again on resume. Its bounds move earlier: a split is decided
+/// as soon as a page arrives ([`split_off`]), not after the page before
+/// it is published, since a slow publish (a producer's first, a busy
+/// broker) must not hold back the other workers' share.
 async fn read_slice(
     ctx: &PullContext,
     job: &Job,
@@ -448,13 +448,20 @@ async fn list_slice(
     Ok(page)
 }
 
-/// Whether Stripe refused the request as invalid (400), as a list that
-/// does not take a parameter does.
+/// Whether Stripe refused the `created` bound: a 400 for an unknown
+/// parameter (Stripe's `parameter_unknown`), or one whose message names
+/// it (localstripe's "Unexpected created"). Any other refusal (a cursor
+/// gone, a product not enabled) is the page's own failure, not an answer.
 fn refused(e: &anyhow::Error) -> bool {
-    matches!(
-        e.downcast_ref::<StripeError>(),
-        Some(StripeError::Api { status: 400, .. })
-    )
+    match e.downcast_ref::<StripeError>() {
+        Some(StripeError::Api {
+            status: 400,
+            code,
+            message,
+            ..
+        }) => code.as_deref() == Some("parameter_unknown") || message.contains("created"),
+        _ => false,
+    }
 }
 
 /// Writes the type's pending slices (complete when none is left).
@@ -471,4 +478,42 @@ async fn save(ctx: &PullContext, job: &Job) -> anyhow::Result<()> {
         job.complete.store(true, Ordering::Release);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, code: Option<&str>, message: &str) -> anyhow::Error {
+        anyhow::Error::new(StripeError::Api {
+            status,
+            code: code.map(str::to_owned),
+            message: message.to_owned(),
+            decline_code: None,
+            payment_intent: None,
+        })
+        .context("listing /v1/customers failed")
+    }
+
+    #[test]
+    fn only_a_refusal_of_the_bound_answers_the_question() {
+        // Stripe's answer to a parameter a list does not take.
+        assert!(refused(&api(
+            400,
+            Some("parameter_unknown"),
+            "Received unknown parameter: created[gte]"
+        )));
+        // localstripe's.
+        assert!(refused(&api(400, None, "Unexpected created")));
+        // The page's own failures.
+        assert!(!refused(&api(
+            400,
+            Some("resource_missing"),
+            "No such customer: 'cus_1'"
+        )));
+        assert!(!refused(&api(401, None, "Invalid API Key provided")));
+        assert!(!refused(&anyhow::Error::new(StripeError::Server {
+            status: 500
+        })));
+    }
 }

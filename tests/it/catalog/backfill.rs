@@ -106,10 +106,12 @@ async fn types_are_read_at_once_and_large_ones_in_slices() {
     );
     // Whether the list takes `created` was asked by its first page, not
     // by a call of its own.
-    assert!(
-        listed[0].contains("created%5Bgte%5D=0"),
-        "the first page asks: {}",
-        listed[0]
+    let asked = |q: &String| q.contains("created%5Bgte%5D=0");
+    assert!(asked(&listed[0]), "the first page asks: {}", listed[0]);
+    assert_eq!(
+        listed.iter().filter(|q| asked(q)).count(),
+        1,
+        "asked once: {listed:?}"
     );
     assert!(
         listed.iter().all(|q| q.contains("limit=100")),
