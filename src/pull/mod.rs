@@ -23,7 +23,7 @@ use crate::registry::{Listing, Parent, Resource};
 use crate::retry::Backoff;
 use crate::stripe::event::SNAPSHOT_ID_PREFIX;
 use crate::stripe::{AccountId, ObjectId};
-use crate::stripe::{EventEnvelope, ListPage, StripeClient, PLATFORM_ACCOUNT};
+use crate::stripe::{EventEnvelope, ListPage, StripeClient, StripeError, PLATFORM_ACCOUNT};
 pub use accounts::{AccountChoice, Accounts};
 
 /// Configuration of `backfill`, `reconcile` and `diff`.
@@ -132,11 +132,23 @@ impl PullContext {
         collection: &str,
         params: &[(String, String)],
     ) -> anyhow::Result<ListPage> {
+        self.list_page_retrying(account, collection, params, StripeError::is_transient)
+            .await
+    }
+
+    /// One list page, retried while `retry` says an error may pass.
+    pub async fn list_page_retrying(
+        &self,
+        account: &AccountId,
+        collection: &str,
+        params: &[(String, String)],
+        retry: fn(&StripeError) -> bool,
+    ) -> anyhow::Result<ListPage> {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
             match self.stripe.list(account, collection, params).await {
                 Ok(page) => return Ok(page),
-                Err(e) if e.is_transient() && backoff.attempts() < 20 => {
+                Err(e) if retry(&e) && backoff.attempts() < 20 => {
                     let wait = backoff.next_delay(e.retry_after());
                     tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "list call failed; retrying");
                     tokio::time::sleep(wait).await;

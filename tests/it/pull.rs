@@ -246,6 +246,72 @@ async fn backfill_brings_every_customer_and_resumes_after_a_kill() {
     stack.stop().await;
 }
 
+/// localstripe's charge list takes `created` but refuses the first page's
+/// `created[gte]=0` (a 400 that does not name the parameter): the answer
+/// is "no", the page is asked again without it, and a pool of workers
+/// reads the charges in one slice, every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_that_refuses_the_asking_bound_is_read_whole() {
+    let ls = LocalStripe::start().await;
+    let proxy = CountingProxy::start(ls.base());
+    let stack = Stack::start(Options {
+        stripe_base: ls.base(),
+        ..Options::default()
+    })
+    .await;
+    for amount in ["1000", "2000", "3000"] {
+        let card = ls
+            .call(
+                reqwest::Method::POST,
+                "/v1/payment_methods",
+                &[
+                    ("type", "card"),
+                    ("card[number]", "4242424242424242"),
+                    ("card[exp_month]", "12"),
+                    ("card[exp_year]", "2040"),
+                    ("card[cvc]", "123"),
+                ],
+            )
+            .await;
+        let source = card["id"].as_str().unwrap();
+        ls.call(
+            reqwest::Method::POST,
+            "/v1/charges",
+            &[("amount", amount), ("currency", "usd"), ("source", source)],
+        )
+        .await;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_stripe-sync"))
+        .args(["backfill", "charges", "--page-size", "2"])
+        .env_clear()
+        .envs(stack.env.with("STRIPE_API_BASE", &proxy.base()).vars())
+        .env("RUST_LOG", "warn")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let (said, logged) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{said}{logged}");
+    assert!(said.contains("backfilled 3 objects"), "{said}");
+    assert!(logged.contains("did not take a created bound"), "{logged}");
+    let listed: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path == "/v1/charges")
+        .map(|r| r.query)
+        .collect();
+    // The refused question, then two pages without it.
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed[0].contains("created"), "{listed:?}");
+    assert!(
+        listed[1..].iter().all(|q| !q.contains("created")),
+        "{listed:?}"
+    );
+    stack.stop().await;
+}
+
 /// Webhooks off while customers change and some are deleted: reconcile
 /// publishes what the ledger lacks, and the mirror equals localstripe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

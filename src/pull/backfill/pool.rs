@@ -404,8 +404,12 @@ async fn split_off(
 /// The next page of `slice`. Until the type's list is known to take
 /// `created` bounds, a slice with none of its own asks with
 /// `created[gte]=0`, which leaves nothing out: the page that answers is
-/// the answer, at no call of its own. A list that refuses the bound (a
-/// 400) is read in one slice, whole, from then on.
+/// the answer, at no call of its own. Stripe takes the bound on every
+/// list that is split; a fake may refuse it (localstripe answers 400 or,
+/// on a list that takes no filter, 500). Any failure other than the rate
+/// limit or the network is taken as "no": the page is asked again without
+/// the bound, with the usual retries, and the type is read in one slice.
+/// A wrong "no" costs only this run's splitting of the type.
 async fn list_slice(
     ctx: &PullContext,
     job: &Job,
@@ -413,55 +417,40 @@ async fn list_slice(
     ask: bool,
 ) -> anyhow::Result<ListPage> {
     let opts = &job.opts;
+    let (account, path) = (&opts.account, opts.resource.path);
     let by_created = opts.resource.listed_by_created();
     let extra = opts.resource.listing.whole().unwrap_or_default();
     let mut params = slice.params(opts.page_size.min(MAX_PAGE_SIZE), by_created);
     params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let list = |params: Vec<(String, String)>| async move {
-        ctx.list_page(&opts.account, opts.resource.path, &params)
-            .await
-    };
     let bounded = by_created && (slice.gte.is_some() || slice.lt.is_some());
     if by_created && !bounded && ask && job.splits.get().is_none() {
         let mut asking = params.clone();
         asking.push(("created[gte]".into(), "0".into()));
-        match list(asking).await {
+        match ctx.list_page_retrying(account, path, &asking, passes).await {
             Ok(page) => {
                 let _ = job.splits.set(true);
                 return Ok(page);
             }
-            Err(e) if refused(&e) => {
+            Err(e) => {
                 tracing::warn!(
                     objects = opts.resource.relation,
                     error = format!("{e:#}"),
-                    "the list refuses created bounds; read in one slice"
+                    "the list did not take a created bound; read in one slice"
                 );
                 let _ = job.splits.set(false);
             }
-            Err(e) => return Err(e),
         }
     }
-    let page = list(params).await?;
+    let page = ctx.list_page(account, path, &params).await?;
     if bounded {
         let _ = job.splits.set(true);
     }
     Ok(page)
 }
 
-/// Whether Stripe refused the `created` bound: a 400 for an unknown
-/// parameter (Stripe's `parameter_unknown`), or one whose message names
-/// it (localstripe's "Unexpected created"). Any other refusal (a cursor
-/// gone, a product not enabled) is the page's own failure, not an answer.
-fn refused(e: &anyhow::Error) -> bool {
-    match e.downcast_ref::<StripeError>() {
-        Some(StripeError::Api {
-            status: 400,
-            code,
-            message,
-            ..
-        }) => code.as_deref() == Some("parameter_unknown") || message.contains("created"),
-        _ => false,
-    }
+/// Errors the asking page waits out: its answer is not about the bound.
+fn passes(e: &StripeError) -> bool {
+    matches!(e, StripeError::RateLimited { .. } | StripeError::Network(_))
 }
 
 /// Writes the type's pending slices (complete when none is left).
@@ -484,36 +473,18 @@ async fn save(ctx: &PullContext, job: &Job) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn api(status: u16, code: Option<&str>, message: &str) -> anyhow::Error {
-        anyhow::Error::new(StripeError::Api {
-            status,
-            code: code.map(str::to_owned),
-            message: message.to_owned(),
+    #[test]
+    fn the_asking_page_waits_out_only_the_rate_limit_and_the_network() {
+        assert!(passes(&StripeError::RateLimited { retry_after: None }));
+        assert!(passes(&StripeError::Network("reset".into())));
+        // An answer about the request, the bound included: "no".
+        assert!(!passes(&StripeError::Server { status: 500 }));
+        assert!(!passes(&StripeError::Api {
+            status: 400,
+            code: Some("parameter_unknown".into()),
+            message: "Received unknown parameter: created[gte]".into(),
             decline_code: None,
             payment_intent: None,
-        })
-        .context("listing /v1/customers failed")
-    }
-
-    #[test]
-    fn only_a_refusal_of_the_bound_answers_the_question() {
-        // Stripe's answer to a parameter a list does not take.
-        assert!(refused(&api(
-            400,
-            Some("parameter_unknown"),
-            "Received unknown parameter: created[gte]"
-        )));
-        // localstripe's.
-        assert!(refused(&api(400, None, "Unexpected created")));
-        // The page's own failures.
-        assert!(!refused(&api(
-            400,
-            Some("resource_missing"),
-            "No such customer: 'cus_1'"
-        )));
-        assert!(!refused(&api(401, None, "Invalid API Key provided")));
-        assert!(!refused(&anyhow::Error::new(StripeError::Server {
-            status: 500
-        })));
+        }));
     }
 }
