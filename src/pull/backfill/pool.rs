@@ -406,10 +406,11 @@ async fn split_off(
 /// `created[gte]=0`, which leaves nothing out: the page that answers is
 /// the answer, at no call of its own. Stripe takes the bound on every
 /// list that is split; a fake may refuse it (localstripe answers 400 or,
-/// on a list that takes no filter, 500). Any failure other than the rate
-/// limit or the network is taken as "no": the page is asked again without
-/// the bound, with the usual retries, and the type is read in one slice.
-/// A wrong "no" costs only this run's splitting of the type.
+/// on a list that takes no filter, 500). On any failure other than the
+/// rate limit or the network, the page is asked again without the bound,
+/// with the usual retries; if that passes, the answer is "no" and the type
+/// is read in one slice. A wrong "no" costs only this run's splitting of
+/// the type.
 async fn list_slice(
     ctx: &PullContext,
     job: &Job,
@@ -423,6 +424,7 @@ async fn list_slice(
     let mut params = slice.params(opts.page_size.min(MAX_PAGE_SIZE), by_created);
     params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let bounded = by_created && (slice.gte.is_some() || slice.lt.is_some());
+    let mut refusal = None;
     if by_created && !bounded && ask && job.splits.get().is_none() {
         let mut asking = params.clone();
         asking.push(("created[gte]".into(), "0".into()));
@@ -431,19 +433,23 @@ async fn list_slice(
                 let _ = job.splits.set(true);
                 return Ok(page);
             }
-            Err(e) => {
-                tracing::warn!(
-                    objects = opts.resource.relation,
-                    error = format!("{e:#}"),
-                    "the list did not take a created bound; read in one slice"
-                );
-                let _ = job.splits.set(false);
-            }
+            Err(e) => refusal = Some(e),
         }
     }
     let page = ctx.list_page(account, path, &params).await?;
     if bounded {
         let _ = job.splits.set(true);
+    }
+    // Only a page that passes without the bound makes its refusal an
+    // answer; a page that fails either way (a product the account has not
+    // enabled) leaves the question open.
+    if let Some(e) = refusal {
+        tracing::warn!(
+            objects = opts.resource.relation,
+            error = format!("{e:#}"),
+            "the list did not take a created bound; read in one slice"
+        );
+        let _ = job.splits.set(false);
     }
     Ok(page)
 }
