@@ -132,23 +132,24 @@ impl PullContext {
         collection: &str,
         params: &[(String, String)],
     ) -> anyhow::Result<ListPage> {
-        self.list_page_retrying(account, collection, params, StripeError::is_transient)
+        self.list_page_retrying(account, collection, params, |e, _| e.is_transient())
             .await
     }
 
-    /// One list page, retried while `retry` says an error may pass.
+    /// One list page, retried (up to 20 times) while `retry`, given the
+    /// error and the attempts so far, says it may pass.
     pub async fn list_page_retrying(
         &self,
         account: &AccountId,
         collection: &str,
         params: &[(String, String)],
-        retry: fn(&StripeError) -> bool,
+        retry: fn(&StripeError, u32) -> bool,
     ) -> anyhow::Result<ListPage> {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
             match self.stripe.list(account, collection, params).await {
                 Ok(page) => return Ok(page),
-                Err(e) if retry(&e) && backoff.attempts() < 20 => {
+                Err(e) if retry(&e, backoff.attempts()) && backoff.attempts() < 20 => {
                     let wait = backoff.next_delay(e.retry_after());
                     tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "list call failed; retrying");
                     tokio::time::sleep(wait).await;

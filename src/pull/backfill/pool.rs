@@ -41,8 +41,8 @@ struct Job {
     complete: AtomicBool,
     /// Whether the list answers `created` bounds: Stripe's lists of
     /// [`LISTED_BY_CREATED`](crate::registry::LISTED_BY_CREATED) do, some
-    /// fakes do not (localstripe's customers). Known from the first page
-    /// that carried a bound ([`list_slice`]); until then nothing is split.
+    /// fakes do not (localstripe's customers and charges). Known from the
+    /// first page ([`list_slice`]); until then nothing is split.
     splits: std::sync::OnceLock<bool>,
 }
 
@@ -404,9 +404,10 @@ async fn split_off(
 /// The next page of `slice`. Until the type's list is known to take
 /// `created` bounds, a slice with none of its own asks with
 /// `created[gte]=0`, which leaves nothing out: the page that answers is
-/// the answer, at no call of its own. Stripe takes the bound on every
-/// list that is split; a fake may refuse it (localstripe answers 400 or,
-/// on a list that takes no filter, 500). On any failure other than the
+/// the answer, at no call of its own when the list takes the bound.
+/// Stripe takes it on every list that is split; a fake may refuse it
+/// (localstripe answers 400, or 500 on lists with no room for a parameter
+/// they do not name). On any failure other than the
 /// rate limit or the network, the page is asked again without the bound,
 /// with the usual retries; if that passes, the answer is "no" and the type
 /// is read in one slice. A wrong "no" costs only this run's splitting of
@@ -454,9 +455,16 @@ async fn list_slice(
     Ok(page)
 }
 
-/// Errors the asking page waits out: its answer is not about the bound.
-fn passes(e: &StripeError) -> bool {
-    matches!(e, StripeError::RateLimited { .. } | StripeError::Network(_))
+/// Errors the asking page waits out, its answer not being about the
+/// bound: the rate limit and the network, and a server error twice (a
+/// fake that cannot parse the bound answers 500 every time; Stripe's own
+/// 5xx seldom twice in a row).
+fn passes(e: &StripeError, attempts: u32) -> bool {
+    match e {
+        StripeError::RateLimited { .. } | StripeError::Network(_) => true,
+        StripeError::Server { .. } => attempts < 2,
+        _ => false,
+    }
 }
 
 /// Writes the type's pending slices (complete when none is left).
@@ -480,17 +488,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_asking_page_waits_out_only_the_rate_limit_and_the_network() {
-        assert!(passes(&StripeError::RateLimited { retry_after: None }));
-        assert!(passes(&StripeError::Network("reset".into())));
-        // An answer about the request, the bound included: "no".
-        assert!(!passes(&StripeError::Server { status: 500 }));
-        assert!(!passes(&StripeError::Api {
-            status: 400,
-            code: Some("parameter_unknown".into()),
-            message: "Received unknown parameter: created[gte]".into(),
-            decline_code: None,
-            payment_intent: None,
-        }));
+    fn the_asking_page_waits_out_the_rate_limit_the_network_and_a_passing_5xx() {
+        assert!(passes(&StripeError::RateLimited { retry_after: None }, 7));
+        assert!(passes(&StripeError::Network("reset".into()), 7));
+        let server = StripeError::Server { status: 503 };
+        assert!(passes(&server, 0) && passes(&server, 1));
+        assert!(
+            !passes(&server, 2),
+            "a 5xx every time: asked without the bound"
+        );
+        // A refusal of the request: asked without the bound at once.
+        assert!(!passes(
+            &StripeError::Api {
+                status: 400,
+                code: Some("parameter_unknown".into()),
+                message: "Received unknown parameter: created[gte]".into(),
+                decline_code: None,
+                payment_intent: None,
+            },
+            0
+        ));
     }
 }
