@@ -225,26 +225,22 @@ fn where_calls_went(pages: &[(Instant, usize, usize)], started: Instant) -> Stri
     let partial = count(&|n, l| n > 0 && n < l && l > 1);
     let empty = count(&|n, l| n == 0 && l > 1);
     let probes = count(&|_, l| l == 1);
-    let mut per_second: Vec<usize> = Vec::new();
-    for (at, _, _) in pages {
-        let second = (*at - started).as_secs() as usize;
-        if per_second.len() <= second {
-            per_second.resize(second + 1, 0);
+    // How many of `pages` arrived in each `seconds` from the start.
+    let per = |seconds: u64, pages: &mut dyn Iterator<Item = &(Instant, usize, usize)>| {
+        let mut buckets: Vec<usize> = Vec::new();
+        for (at, _, _) in pages {
+            let bucket = ((*at - started).as_secs() / seconds) as usize;
+            if buckets.len() <= bucket {
+                buckets.resize(bucket + 1, 0);
+            }
+            buckets[bucket] += 1;
         }
-        per_second[second] += 1;
-    }
+        buckets
+    };
+    let per_second = per(1, &mut pages.iter());
     // A slice ends on a partial or empty page: when they came says
     // whether slices ended through the run (uneven splits) or at its end.
-    let mut ends: Vec<usize> = Vec::new();
-    for (at, n, l) in pages {
-        if *n < *l && *l > 1 {
-            let bucket = (*at - started).as_secs() as usize / 5;
-            if ends.len() <= bucket {
-                ends.resize(bucket + 1, 0);
-            }
-            ends[bucket] += 1;
-        }
-    }
+    let ends = per(5, &mut pages.iter().filter(|(_, n, l)| n < l && *l > 1));
     let in_partial: usize = pages
         .iter()
         .filter(|(_, n, l)| n < l && *l > 1)

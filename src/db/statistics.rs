@@ -118,9 +118,10 @@ pub fn analyze_grown(conn: &mut PgConnection, go_on: impl Fn() -> bool) -> Query
 
 /// Runs [`analyze_grown`] every [`CHECK_EVERY`] until `shutdown` (a round
 /// under way stops after the table in hand), on a connection of its own
-/// (an ANALYZE never holds up a lane waiting for the pool). A table it may not analyze, or whose ANALYZE fails, is
-/// named once at warn level; a round that could not run at all (Postgres
-/// down) is tried again at the next.
+/// (an ANALYZE never holds up a lane waiting for the pool). A table it may
+/// not analyze, or whose ANALYZE fails, is named once at warn level; a
+/// round that could not run at all (Postgres down) is tried again at the
+/// next.
 pub async fn keep(database: DatabaseConfig, shutdown: CancellationToken) {
     let pool: PgPool = super::pool(&DatabaseConfig {
         pool_size: 1,
