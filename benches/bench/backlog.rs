@@ -210,9 +210,15 @@ pub(crate) fn raw_consume_rate(
     use rdkafka::{Offset, TopicPartitionList};
     let consumer: BaseConsumer = stripe_sync::kafka::consumer::fetch_config(
         brokers,
-        Duration::from_millis(20),
-        // As the workers of this run fetch (KAFKA_FETCH_MAX_BYTES is handed
-        // on to them when set).
+        // As the workers of this run fetch (KAFKA_FETCH_WAIT_MS and
+        // KAFKA_FETCH_MAX_BYTES are handed on to them when set).
+        std::env::var("KAFKA_FETCH_WAIT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(
+                stripe_sync::config::DEFAULT_FETCH_WAIT,
+                Duration::from_millis,
+            ),
         std::env::var("KAFKA_FETCH_MAX_BYTES")
             .ok()
             .and_then(|v| v.parse().ok())

@@ -177,7 +177,8 @@ pub struct KafkaConfig {
     pub produce_timeout: Duration,
     /// How long the broker may hold a consumer's fetch while it has nothing
     /// new. Brokers that poll for new data instead of waking on it (nisshi)
-    /// add up to half of this to every message's latency.
+    /// add up to half of this to every message's latency; see
+    /// [`DEFAULT_FETCH_WAIT`] for why it is not shorter.
     pub fetch_wait: Duration,
     /// Most bytes a fetch may return (`fetch.max.bytes`), counted as the
     /// broker stores batches (compressed, on Kafka). It bounds a worker's
@@ -195,6 +196,20 @@ pub struct KafkaConfig {
 /// benchmark, docs/src/performance.md). On a cluster that pays for bytes, lz4 or zstd, with
 /// the workers' memory budgeted for it.
 pub const DEFAULT_COMPRESSION: Compression = Compression::None;
+
+/// `KAFKA_FETCH_WAIT_MS` unless set. nisshi 0.6.0 on sqlite spends the
+/// same wait on reading a fetch's records: what it has not read when the
+/// wait runs out, it reads one record per round of queries (each planning
+/// its statements afresh and rescanning the partition's tail) until the
+/// fetch's bytes are used up. A worker behind by more than one fetch then
+/// costs the broker several times the CPU per event, which starves the
+/// rest of the machine and keeps the worker behind. With 50 ms the
+/// benchmark's worker kept up with its webhooks on a busy 2-core machine
+/// and with 20 ms it did not (docs/src/performance.md); an event that
+/// finds the worker idle waits at most 25 ms more. On Apache
+/// Kafka, which answers a waiting fetch as soon as data arrives, the wait
+/// adds nothing.
+pub const DEFAULT_FETCH_WAIT: Duration = Duration::from_millis(50);
 
 /// `KAFKA_FETCH_MAX_BYTES` unless set: room for the default largest webhook
 /// body (`WEBHOOK_MAX_BODY_BYTES`, 1 MiB) and its envelope.
@@ -221,7 +236,9 @@ impl KafkaConfig {
             topic_partitions: partitions,
             replication_factor: env.parsed("KAFKA_REPLICATION_FACTOR", 1)?,
             produce_timeout: Duration::from_millis(env.parsed("KAFKA_PRODUCE_TIMEOUT_MS", 5000)?),
-            fetch_wait: Duration::from_millis(env.parsed("KAFKA_FETCH_WAIT_MS", 20)?),
+            fetch_wait: Duration::from_millis(
+                env.parsed("KAFKA_FETCH_WAIT_MS", DEFAULT_FETCH_WAIT.as_millis() as u64)?,
+            ),
             fetch_max_bytes: {
                 let bytes: usize = env.parsed("KAFKA_FETCH_MAX_BYTES", DEFAULT_FETCH_MAX_BYTES)?;
                 // librdkafka's own bounds for it (and `message.max.bytes`).
