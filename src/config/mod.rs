@@ -177,7 +177,8 @@ pub struct KafkaConfig {
     pub produce_timeout: Duration,
     /// How long the broker may hold a consumer's fetch while it has nothing
     /// new. Brokers that poll for new data instead of waking on it (nisshi)
-    /// add up to half of this to every message's latency; see
+    /// add up to half of this to the latency of a message that finds the
+    /// worker idle; see
     /// [`DEFAULT_FETCH_WAIT`] for why it is not shorter.
     pub fetch_wait: Duration,
     /// Most bytes a fetch may return (`fetch.max.bytes`), counted as the
@@ -197,18 +198,17 @@ pub struct KafkaConfig {
 /// the workers' memory budgeted for it.
 pub const DEFAULT_COMPRESSION: Compression = Compression::None;
 
-/// `KAFKA_FETCH_WAIT_MS` unless set. nisshi 0.6.0 on sqlite spends the
-/// same wait on reading a fetch's records: what it has not read when the
-/// wait runs out, it reads one record per round of queries (each planning
-/// its statements afresh and rescanning the partition's tail) until the
-/// fetch's bytes are used up. A worker behind by more than one fetch then
-/// costs the broker several times the CPU per event, which starves the
-/// rest of the machine and keeps the worker behind. With 50 ms the
-/// benchmark's worker kept up with its webhooks on a busy 2-core machine
-/// and with 20 ms it did not (docs/src/performance.md); an event that
-/// finds the worker idle waits at most 25 ms more. On Apache
-/// Kafka, which answers a waiting fetch as soon as data arrives, the wait
-/// adds nothing.
+/// `KAFKA_FETCH_WAIT_MS` unless set. nisshi 0.6.0 on sqlite also spends
+/// this wait on reading a fetch's records: what it has not read when the
+/// wait runs out, it reads one record per round of queries (a watermark
+/// query, the record query and a header query, each prepared afresh) until
+/// the fetch's bytes are used up or the partition's end is reached. A
+/// worker behind by more than it can read within the wait then costs the
+/// broker more CPU per event, which the rest of the machine lacks, and the
+/// worker stays behind. The benchmark chose 50 ms over 20
+/// (docs/src/performance.md). An event that finds the worker idle waits up
+/// to half of it for nisshi's next poll. Apache Kafka answers a waiting
+/// fetch as soon as data arrives, so there the wait adds nothing.
 pub const DEFAULT_FETCH_WAIT: Duration = Duration::from_millis(50);
 
 /// `KAFKA_FETCH_MAX_BYTES` unless set: room for the default largest webhook

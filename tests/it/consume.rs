@@ -225,7 +225,7 @@ impl Topic {
             batch_bytes,
             batch_wait: Duration::from_millis(5),
             lanes: LANES,
-            fetch_wait: Duration::from_millis(20),
+            fetch_wait: stripe_sync::config::DEFAULT_FETCH_WAIT,
             fetch_max_bytes: FETCH_MAX_BYTES,
             health: Health::default(),
         };
