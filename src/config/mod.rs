@@ -178,8 +178,7 @@ pub struct KafkaConfig {
     /// How long the broker may hold a consumer's fetch while it has nothing
     /// new. Brokers that poll for new data instead of waking on it (nisshi)
     /// add up to half of this to the latency of a message that finds the
-    /// worker idle; see
-    /// [`DEFAULT_FETCH_WAIT`] for why it is not shorter.
+    /// worker idle; see [`DEFAULT_FETCH_WAIT`] for why it is not shorter.
     pub fetch_wait: Duration,
     /// Most bytes a fetch may return (`fetch.max.bytes`), counted as the
     /// broker stores batches (compressed, on Kafka). It bounds a worker's
@@ -204,8 +203,8 @@ pub const DEFAULT_COMPRESSION: Compression = Compression::None;
 /// query, the record query and a header query, each prepared afresh) until
 /// the fetch's bytes are used up or the partition's end is reached. A
 /// worker behind by more than it can read within the wait then costs the
-/// broker more CPU per event, which the rest of the machine lacks, and the
-/// worker stays behind. The benchmark chose 50 ms over 20
+/// broker more CPU per event, which whatever shares the broker's cores
+/// then lacks, and the worker stays behind. The benchmark chose 50 ms over 20
 /// (docs/src/performance.md). An event that finds the worker idle waits up
 /// to half of it for nisshi's next poll. Apache Kafka answers a waiting
 /// fetch as soon as data arrives, so there the wait adds nothing.

@@ -141,7 +141,7 @@ pub const VARIABLES: &[Variable] = &[
         names: &["KAFKA_FETCH_WAIT_MS"],
         used_by: "workers",
         default: "`50`",
-        meaning: "longest the broker may hold an empty fetch; on brokers that poll (nisshi) up to half of it is added to the latency of an event that finds the worker idle. nisshi on sqlite also stops reading a fetch in one query when the wait runs out and reads the rest a record at a time, so with a much shorter wait a worker behind on a backlog costs the broker more CPU per event and falls further behind",
+        meaning: "longest the broker may hold an empty fetch; on brokers that poll (nisshi) up to half of it is added to the latency of an event that finds the worker idle. nisshi on sqlite also stops reading a fetch in one query when the wait runs out and reads the rest a record at a time, so with a much shorter wait a worker behind on a backlog costs the broker more CPU per event and stays behind",
     },
     Variable {
         names: &["KAFKA_FETCH_MAX_BYTES"],
