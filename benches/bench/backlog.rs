@@ -208,21 +208,17 @@ pub(crate) fn raw_consume_rate(
 ) -> anyhow::Result<f64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
+    // As the workers of this run fetch: the tuning handed on to them
+    // (KAFKA_FETCH_WAIT_MS, KAFKA_FETCH_MAX_BYTES), read as they read it.
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    let kafka = stripe_sync::config::KafkaConfig::load(
+        &stripe_sync::config::Env::from_pairs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .with("KAFKA_BROKERS", brokers),
+    )?;
     let consumer: BaseConsumer = stripe_sync::kafka::consumer::fetch_config(
         brokers,
-        // As the workers of this run fetch (KAFKA_FETCH_WAIT_MS and
-        // KAFKA_FETCH_MAX_BYTES are handed on to them when set).
-        std::env::var("KAFKA_FETCH_WAIT_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map_or(
-                stripe_sync::config::DEFAULT_FETCH_WAIT,
-                Duration::from_millis,
-            ),
-        std::env::var("KAFKA_FETCH_MAX_BYTES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(stripe_sync::config::DEFAULT_FETCH_MAX_BYTES),
+        kafka.fetch_wait,
+        kafka.fetch_max_bytes,
         1,
     )
     .set("group.id", "bench.raw-consume")
